@@ -1,0 +1,381 @@
+"""A Binance-compatible spot exchange on 127.0.0.1 for the test suite.
+
+It speaks the subset of Binance's REST API that `ccxt.binance` uses for `load_markets`,
+`fetch_ohlcv`, `fetch_ticker` and `fetch_time`, so tests exercise the real client end to end
+(URL building, throttling, parsing, error mapping) without internet access. Faults are injected
+by request count rather than by chance, so retry and timeout behaviour can be asserted exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import pandas as pd
+
+__all__ = ["LocalExchange", "FAULT_KINDS", "timeframe_ms"]
+
+DEFAULT_LIMIT, MAX_LIMIT = 500, 1000
+FAULT_KINDS = ("429", "418", "500", "503", "slow", "garbage")
+_UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+_DAY_MS = 86_400_000
+
+
+def timeframe_ms(timeframe: str) -> int:
+    """Length of a Binance interval such as "1m", "4h" or "1d" in milliseconds."""
+    # Binance's "1M" (calendar month) has no fixed length; the fixtures never need it.
+    amount, unit = timeframe[:-1], timeframe[-1]
+    if unit not in _UNIT_MS or not amount.isdigit():
+        raise ValueError(f"unsupported timeframe {timeframe!r}")
+    return int(amount) * _UNIT_MS[unit]
+
+
+def _num(x: float) -> str:
+    # Binance sends fixed 8-decimal strings; repr() round-trips a float exactly, so ccxt hands
+    # tests back the very floats of the fixture instead of rounded ones.
+    return repr(float(x))
+
+
+def _dec(x: float) -> str:
+    return f"{x:.8f}"
+
+
+class _ApiError(Exception):
+    """An error answer in Binance's shape: HTTP status plus {"code", "msg"} body."""
+
+    def __init__(self, status: int, code: int, msg: str) -> None:
+        super().__init__(msg)
+        self.status, self.code, self.msg = status, code, msg
+
+
+@dataclass
+class _Fault:
+    path: str
+    kind: str
+    count: int
+    after: int
+    delay_s: float
+
+
+@dataclass(frozen=True)
+class _Market:
+    id: str  # Binance's symbol, "BTCUSDT"
+    base: str
+    quote: str
+    opens: list[int]  # ascending candle open times in ms, bisected to answer time ranges
+    ohlcv: list[tuple[float, float, float, float, float]]
+
+
+def _build_market(symbol: str, frame: pd.DataFrame) -> _Market:
+    if not isinstance(frame.index, pd.DatetimeIndex) or frame.index.tz is None:
+        raise ValueError(f"{symbol}: candles need a tz-aware DatetimeIndex of open times")
+    frame = frame.sort_index()
+    base, quote = symbol.split("/")
+    opens = [int(t) for t in frame.index.tz_convert("UTC").as_unit("ms").asi8]
+    cols = frame[["open", "high", "low", "close", "volume"]].astype(float)
+    return _Market(base + quote, base, quote, opens, [tuple(row) for row in cols.itertuples(index=False)])
+
+
+def _filters(price: float) -> list[dict[str, Any]]:
+    # Scale tick and step to the price level like Binance's listings do (BTCUSDT near 6e4 trades
+    # with tick 0.01 and step 0.00001), staying on Binance's 8-decimal grid.
+    magnitude = math.floor(math.log10(price)) if price > 0 else 0
+    tick = 10.0 ** max(magnitude - 6, -8)
+    step = 10.0 ** min(max(-magnitude - 1, -8), 0)
+    return [
+        {"filterType": "PRICE_FILTER", "minPrice": _dec(tick), "maxPrice": "1000000.00000000", "tickSize": _dec(tick)},
+        {"filterType": "LOT_SIZE", "minQty": _dec(step), "maxQty": "9000.00000000", "stepSize": _dec(step)},
+        {"filterType": "MARKET_LOT_SIZE", "minQty": "0.00000000", "maxQty": "100.00000000", "stepSize": "0.00000000"},
+        {"filterType": "NOTIONAL", "minNotional": "5.00000000", "applyMinToMarket": True,
+         "maxNotional": "9000000.00000000", "applyMaxToMarket": False, "avgPriceMins": 5},
+        {"filterType": "MAX_NUM_ORDERS", "maxNumOrders": 200},
+    ]
+
+
+class LocalExchange:
+    """Binance-compatible spot subset on 127.0.0.1 serving fixture candles, with fault injection."""
+
+    def __init__(self, candles: dict[str, pd.DataFrame], timeframe: str = "1h", now_ms: int | None = None) -> None:
+        self.timeframe = timeframe
+        self._tf_ms = timeframe_ms(timeframe)
+        self._markets = {m.id: m for m in (_build_market(s, df) for s, df in candles.items())}
+        self._now_ms = now_ms
+        self.base_url = ""
+        self.requests: list[dict[str, Any]] = []
+        self._faults: list[_Fault] = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> LocalExchange:
+        if self._server is not None:
+            return self
+        self._stopping.clear()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._server.exchange = self  # type: ignore[attr-defined]  # how handlers reach us
+        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="local-exchange", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        self._stopping.set()  # cuts short any "slow" fault still sleeping
+        self._server.shutdown()
+        self._server.server_close()
+        assert self._thread is not None
+        self._thread.join()
+        self._server = self._thread = None
+
+    def __enter__(self) -> LocalExchange:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    # -- test controls ---------------------------------------------------------------------------
+
+    def inject(self, path: str, kind: str, count: int = 1, *, delay_s: float = 2.0, after: int = 0) -> None:
+        """Fault the `count` requests to paths starting with `path` that follow the first `after`."""
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}; expected one of {FAULT_KINDS}")
+        with self._lock:
+            self._faults.append(_Fault(path, kind, count, after, delay_s))
+
+    def set_now(self, now_ms: int) -> None:
+        self._now_ms = now_ms
+
+    def point(self, exchange: Any) -> None:
+        """Send every API of a ccxt instance here, keeping each URL's path."""
+        if not self.base_url:
+            raise RuntimeError("start() the LocalExchange before pointing clients at it")
+        exchange.urls["api"] = self._rebase(exchange.urls["api"])
+
+    def _rebase(self, api: Any) -> Any:
+        if isinstance(api, dict):
+            return {key: self._rebase(value) for key, value in api.items()}
+        return self.base_url + urlsplit(api).path
+
+    def _now(self) -> int:
+        return self._now_ms if self._now_ms is not None else int(time.time() * 1000)
+
+    def _take_fault(self, path: str) -> _Fault | None:
+        # Rules are consulted in injection order; the first one that fires owns the request, so
+        # later rules neither fire nor count it.
+        with self._lock:
+            for fault in self._faults:
+                if not path.startswith(fault.path):
+                    continue
+                if fault.after > 0:
+                    fault.after -= 1
+                    continue
+                fault.count -= 1
+                if fault.count == 0:
+                    self._faults.remove(fault)
+                return fault
+        return None
+
+    # -- request handling ------------------------------------------------------------------------
+
+    def _respond(self, method: str, path: str, query: dict[str, str]) -> tuple[int, Any]:
+        route = _ROUTES.get(path) if method == "GET" else None
+        if route is None:
+            return 404, {"code": -1, "msg": f"Unknown endpoint {method} {path}"}
+        try:
+            return 200, route(self, query)
+        except _ApiError as e:
+            return e.status, {"code": e.code, "msg": e.msg}
+
+    def _market(self, query: dict[str, str]) -> _Market:
+        market_id = query.get("symbol")
+        if not market_id:
+            raise _ApiError(400, -1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.")
+        if market_id not in self._markets:
+            raise _ApiError(400, -1121, "Invalid symbol.")
+        return self._markets[market_id]
+
+    def _visible(self, market: _Market) -> int:
+        """Number of candles open by now: future ones don't exist yet, the forming one does."""
+        return bisect_right(market.opens, self._now())
+
+    def _time(self, query: dict[str, str]) -> dict[str, Any]:
+        return {"serverTime": self._now()}
+
+    def _exchange_info(self, query: dict[str, str]) -> dict[str, Any]:
+        return {
+            "timezone": "UTC",
+            "serverTime": self._now(),
+            "rateLimits": [
+                {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 6000},
+                {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 100},
+                {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5, "limit": 61000},
+            ],
+            "exchangeFilters": [],
+            "symbols": [self._symbol_info(m) for m in self._markets.values()],
+        }
+
+    def _symbol_info(self, m: _Market) -> dict[str, Any]:
+        return {
+            "symbol": m.id, "status": "TRADING",
+            "baseAsset": m.base, "baseAssetPrecision": 8,
+            "quoteAsset": m.quote, "quotePrecision": 8, "quoteAssetPrecision": 8,
+            "baseCommissionPrecision": 8, "quoteCommissionPrecision": 8,
+            "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"],
+            "icebergAllowed": True, "ocoAllowed": True, "otoAllowed": True,
+            "quoteOrderQtyMarketAllowed": True, "allowTrailingStop": True, "cancelReplaceAllowed": True,
+            "isSpotTradingAllowed": True, "isMarginTradingAllowed": False,
+            # Priced off the last fixture close, not `now`, so filters don't shift under set_now().
+            "filters": _filters(m.ohlcv[-1][3] if m.ohlcv else 1.0),
+            "permissions": ["SPOT"], "permissionSets": [["SPOT"]],
+            "defaultSelfTradePreventionMode": "EXPIRE_MAKER",
+            "allowedSelfTradePreventionModes": ["EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH"],
+        }
+
+    def _klines(self, query: dict[str, str]) -> list[list[Any]]:
+        market = self._market(query)
+        interval = query.get("interval")
+        if not interval:
+            raise _ApiError(400, -1102, "Mandatory parameter 'interval' was not sent, was empty/null, or malformed.")
+        if interval != self.timeframe:
+            raise _ApiError(400, -1120, "Invalid interval.")
+        start, end = _int_param(query, "startTime"), _int_param(query, "endTime")
+        # Binance caps rather than rejects an oversized limit.
+        limit = min(_int_param(query, "limit") or DEFAULT_LIMIT, MAX_LIMIT)
+        stop = self._visible(market)
+        if end is not None:
+            stop = min(stop, bisect_right(market.opens, end))
+        if start is not None:
+            first = bisect_left(market.opens, start)
+            rows = range(first, min(stop, first + limit))
+        else:  # without startTime Binance answers the most recent `limit` candles
+            rows = range(max(0, stop - limit), stop)
+        return [self._kline(market, i) for i in rows]
+
+    def _kline(self, market: _Market, i: int) -> list[Any]:
+        # The forming candle is served with its fixture values: the fixture is the truth source,
+        # and clients must drop it by its closeTime > now anyway.
+        o, h, l, c, v = market.ohlcv[i]
+        open_ms = market.opens[i]
+        quote_volume = v * c  # synthetic but consistent; nothing downstream needs a real VWAP
+        return [open_ms, _num(o), _num(h), _num(l), _num(c), _num(v), open_ms + self._tf_ms - 1,
+                _num(quote_volume), max(1, round(v)), _num(v / 2), _num(quote_volume / 2), "0"]
+
+    def _ticker_price(self, query: dict[str, str]) -> Any:
+        def price(m: _Market) -> dict[str, Any]:
+            return {"symbol": m.id, "price": _num(self._last_row(m)[3])}
+
+        return price(self._market(query)) if "symbol" in query else [price(m) for m in self._markets.values()]
+
+    def _ticker_24hr(self, query: dict[str, str]) -> Any:
+        if "symbol" in query:
+            return self._day_stats(self._market(query))
+        return [self._day_stats(m) for m in self._markets.values()]
+
+    def _last_row(self, market: _Market) -> tuple[float, float, float, float, float]:
+        visible = self._visible(market)
+        if visible == 0:  # Binance doesn't know a symbol before its listing either
+            raise _ApiError(400, -1121, "Invalid symbol.")
+        return market.ohlcv[visible - 1]
+
+    def _day_stats(self, market: _Market) -> dict[str, Any]:
+        now, last = self._now(), self._last_row(market)
+        stop = self._visible(market)
+        window = market.ohlcv[bisect_left(market.opens, now - _DAY_MS + 1):stop] or [last]
+        volume = sum(r[4] for r in window)
+        quote_volume = sum(r[4] * r[3] for r in window)
+        first_open, close = window[0][0], last[3]
+        return {
+            "symbol": market.id,
+            "priceChange": _num(close - first_open),
+            "priceChangePercent": _num(100 * (close - first_open) / first_open if first_open else 0.0),
+            "weightedAvgPrice": _num(quote_volume / volume if volume else close),
+            "prevClosePrice": _num(first_open), "lastPrice": _num(close), "lastQty": "0.00000000",
+            "bidPrice": _num(close), "bidQty": "1.00000000", "askPrice": _num(close), "askQty": "1.00000000",
+            "openPrice": _num(first_open), "highPrice": _num(max(r[1] for r in window)),
+            "lowPrice": _num(min(r[2] for r in window)), "volume": _num(volume), "quoteVolume": _num(quote_volume),
+            "openTime": now - _DAY_MS, "closeTime": now, "firstId": 0, "lastId": len(window) - 1, "count": len(window),
+        }
+
+
+def _int_param(query: dict[str, str], name: str) -> int | None:
+    raw = query.get(name)
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise _ApiError(400, -1100, f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'.") from None
+
+
+_ROUTES = {
+    "/api/v3/ping": lambda ex, q: {},
+    "/api/v3/time": LocalExchange._time,
+    "/api/v3/exchangeInfo": LocalExchange._exchange_info,
+    "/api/v3/klines": LocalExchange._klines,
+    "/api/v3/ticker/price": LocalExchange._ticker_price,
+    "/api/v3/ticker/24hr": LocalExchange._ticker_24hr,
+}
+
+# Fault answers as Binance (or the CDN in front of it) sends them: rate-limit errors carry
+# Binance's JSON error body, server errors are plain text, garbage is a 200 that isn't JSON.
+_FAULT_ANSWERS: dict[str, tuple[int, dict[str, str], bytes]] = {
+    "429": (429, {"Content-Type": "application/json;charset=UTF-8", "Retry-After": "1"},
+            b'{"code":-1003,"msg":"Too many requests; current limit of IP is 6000 requests per minute. '
+            b'Please use the websocket for live updates to avoid polling the API."}'),
+    "418": (418, {"Content-Type": "application/json;charset=UTF-8", "Retry-After": "120"},
+            b'{"code":-1003,"msg":"Way too many requests; IP banned until 4102444800000. '
+            b'Please use the websocket for live updates to avoid bans."}'),
+    "500": (500, {"Content-Type": "text/plain"}, b"Internal Server Error"),
+    "503": (503, {"Content-Type": "text/plain"}, b"Service Unavailable"),
+    "garbage": (200, {"Content-Type": "text/html"}, b"<html><body>upstream glitch</body></html>"),
+}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: ThreadingHTTPServer
+
+    def do_GET(self) -> None:
+        self._handle()
+
+    do_POST = do_PUT = do_DELETE = do_GET  # answered with Binance's 404 shape, never a bare 501
+
+    def _handle(self) -> None:
+        exchange: LocalExchange = self.server.exchange  # type: ignore[attr-defined]
+        url = urlsplit(self.path)
+        query = dict(parse_qsl(url.query, keep_blank_values=True))
+        fault = exchange._take_fault(url.path)
+        if fault is not None and fault.kind in _FAULT_ANSWERS:
+            status, headers, body = _FAULT_ANSWERS[fault.kind]
+        else:
+            status, payload = exchange._respond(self.command, url.path, query)
+            headers, body = {"Content-Type": "application/json;charset=UTF-8"}, json.dumps(payload).encode()
+        with exchange._lock:
+            exchange.requests.append({"method": self.command, "path": url.path, "query": query, "status": status})
+        if fault is not None and fault.kind == "slow":
+            exchange._stopping.wait(fault.delay_s)
+        try:
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up first, which is what the "slow" fault is for
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # the `requests` log replaces stderr chatter
