@@ -13,6 +13,7 @@ import math
 import threading
 import time
 from bisect import bisect_left, bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -21,12 +22,15 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pandas as pd
 
-__all__ = ["LocalExchange", "FAULT_KINDS", "timeframe_ms"]
+__all__ = ["FAULT_KINDS", "LocalExchange", "timeframe_ms"]
 
 DEFAULT_LIMIT, MAX_LIMIT = 500, 1000
 FAULT_KINDS = ("429", "418", "500", "503", "slow", "garbage")
 _UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 _DAY_MS = 86_400_000
+_JSON = {"Content-Type": "application/json;charset=UTF-8"}
+
+Candle = tuple[float, float, float, float, float]  # open, high, low, close, volume
 
 
 def timeframe_ms(timeframe: str) -> int:
@@ -49,7 +53,7 @@ def _dec(x: float) -> str:
 
 
 class _ApiError(Exception):
-    """An error answer in Binance's shape: HTTP status plus {"code", "msg"} body."""
+    """An error answer in Binance's shape: HTTP status plus a {"code", "msg"} body."""
 
     def __init__(self, status: int, code: int, msg: str) -> None:
         super().__init__(msg)
@@ -71,7 +75,7 @@ class _Market:
     base: str
     quote: str
     opens: list[int]  # ascending candle open times in ms, bisected to answer time ranges
-    ohlcv: list[tuple[float, float, float, float, float]]
+    candles: list[Candle]
 
 
 def _build_market(symbol: str, frame: pd.DataFrame) -> _Market:
@@ -80,12 +84,12 @@ def _build_market(symbol: str, frame: pd.DataFrame) -> _Market:
     frame = frame.sort_index()
     base, quote = symbol.split("/")
     opens = [int(t) for t in frame.index.tz_convert("UTC").as_unit("ms").asi8]
-    cols = frame[["open", "high", "low", "close", "volume"]].astype(float)
-    return _Market(base + quote, base, quote, opens, [tuple(row) for row in cols.itertuples(index=False)])
+    values = frame[["open", "high", "low", "close", "volume"]].astype(float).itertuples(index=False)
+    return _Market(base + quote, base, quote, opens, [(o, h, lo, c, v) for o, h, lo, c, v in values])
 
 
 def _filters(price: float) -> list[dict[str, Any]]:
-    # Scale tick and step to the price level like Binance's listings do (BTCUSDT near 6e4 trades
+    # Scale tick and step to the price level as Binance's listings do (BTCUSDT near 6e4 trades
     # with tick 0.01 and step 0.00001), staying on Binance's 8-decimal grid.
     magnitude = math.floor(math.log10(price)) if price > 0 else 0
     tick = 10.0 ** max(magnitude - 6, -8)
@@ -113,30 +117,25 @@ class LocalExchange:
         self._faults: list[_Fault] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._server: ThreadingHTTPServer | None = None
+        self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
-    # -- lifecycle -------------------------------------------------------------------------------
-
     def start(self) -> LocalExchange:
-        if self._server is not None:
-            return self
-        self._stopping.clear()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self._server.exchange = self  # type: ignore[attr-defined]  # how handlers reach us
-        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="local-exchange", daemon=True)
-        self._thread.start()
+        if self._server is None:
+            self._stopping.clear()
+            self._server = _Server(self)
+            self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}"
+            self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                            name="local-exchange", daemon=True)
+            self._thread.start()
         return self
 
     def stop(self) -> None:
-        if self._server is None:
+        if self._server is None or self._thread is None:
             return
         self._stopping.set()  # cuts short any "slow" fault still sleeping
         self._server.shutdown()
         self._server.server_close()
-        assert self._thread is not None
         self._thread.join()
         self._server = self._thread = None
 
@@ -147,12 +146,12 @@ class LocalExchange:
                  tb: TracebackType | None) -> None:
         self.stop()
 
-    # -- test controls ---------------------------------------------------------------------------
-
     def inject(self, path: str, kind: str, count: int = 1, *, delay_s: float = 2.0, after: int = 0) -> None:
-        """Fault the `count` requests to paths starting with `path` that follow the first `after`."""
+        """Fault the `count` requests to paths starting with `path` that follow the first `after` ones."""
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; expected one of {FAULT_KINDS}")
+        if count < 1 or after < 0:
+            raise ValueError("inject needs count >= 1 and after >= 0")
         with self._lock:
             self._faults.append(_Fault(path, kind, count, after, delay_s))
 
@@ -173,6 +172,20 @@ class LocalExchange:
     def _now(self) -> int:
         return self._now_ms if self._now_ms is not None else int(time.time() * 1000)
 
+    # -- request handling ------------------------------------------------------------------------
+
+    def _answer(self, method: str, path: str, query: dict[str, str]) -> tuple[int, dict[str, str], bytes, float]:
+        """Status, headers, body and the delay before sending them; logs the request."""
+        fault = self._take_fault(path)
+        if fault is not None and fault.kind in _FAULT_ANSWERS:
+            status, headers, body = _FAULT_ANSWERS[fault.kind]
+        else:
+            status, payload = self._route(method, path, query)
+            headers, body = _JSON, json.dumps(payload).encode()
+        with self._lock:
+            self.requests.append({"method": method, "path": path, "query": query, "status": status})
+        return status, headers, body, fault.delay_s if fault is not None and fault.kind == "slow" else 0.0
+
     def _take_fault(self, path: str) -> _Fault | None:
         # Rules are consulted in injection order; the first one that fires owns the request, so
         # later rules neither fire nor count it.
@@ -189,14 +202,12 @@ class LocalExchange:
                 return fault
         return None
 
-    # -- request handling ------------------------------------------------------------------------
-
-    def _respond(self, method: str, path: str, query: dict[str, str]) -> tuple[int, Any]:
-        route = _ROUTES.get(path) if method == "GET" else None
-        if route is None:
+    def _route(self, method: str, path: str, query: dict[str, str]) -> tuple[int, Any]:
+        endpoint = _ROUTES.get(path) if method == "GET" else None
+        if endpoint is None:
             return 404, {"code": -1, "msg": f"Unknown endpoint {method} {path}"}
         try:
-            return 200, route(self, query)
+            return 200, endpoint(self, query)
         except _ApiError as e:
             return e.status, {"code": e.code, "msg": e.msg}
 
@@ -208,9 +219,12 @@ class LocalExchange:
             raise _ApiError(400, -1121, "Invalid symbol.")
         return self._markets[market_id]
 
-    def _visible(self, market: _Market) -> int:
-        """Number of candles open by now: future ones don't exist yet, the forming one does."""
-        return bisect_right(market.opens, self._now())
+    def _last_index(self, market: _Market, now: int) -> int:
+        """Index of the candle forming at `now`."""
+        visible = bisect_right(market.opens, now)
+        if visible == 0:  # Binance doesn't know a symbol before its listing either
+            raise _ApiError(400, -1121, "Invalid symbol.")
+        return visible - 1
 
     def _time(self, query: dict[str, str]) -> dict[str, Any]:
         return {"serverTime": self._now()}
@@ -239,7 +253,7 @@ class LocalExchange:
             "quoteOrderQtyMarketAllowed": True, "allowTrailingStop": True, "cancelReplaceAllowed": True,
             "isSpotTradingAllowed": True, "isMarginTradingAllowed": False,
             # Priced off the last fixture close, not `now`, so filters don't shift under set_now().
-            "filters": _filters(m.ohlcv[-1][3] if m.ohlcv else 1.0),
+            "filters": _filters(m.candles[-1][3] if m.candles else 1.0),
             "permissions": ["SPOT"], "permissionSets": [["SPOT"]],
             "defaultSelfTradePreventionMode": "EXPIRE_MAKER",
             "allowedSelfTradePreventionModes": ["EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH"],
@@ -253,11 +267,10 @@ class LocalExchange:
         if interval != self.timeframe:
             raise _ApiError(400, -1120, "Invalid interval.")
         start, end = _int_param(query, "startTime"), _int_param(query, "endTime")
-        # Binance caps rather than rejects an oversized limit.
-        limit = min(_int_param(query, "limit") or DEFAULT_LIMIT, MAX_LIMIT)
-        stop = self._visible(market)
-        if end is not None:
-            stop = min(stop, bisect_right(market.opens, end))
+        limit = min(_int_param(query, "limit") or DEFAULT_LIMIT, MAX_LIMIT)  # Binance caps, not rejects
+        now = self._now()
+        # Candles opening after `now` don't exist yet; the one forming at `now` does.
+        stop = bisect_right(market.opens, now if end is None else min(now, end))
         if start is not None:
             first = bisect_left(market.opens, start)
             rows = range(first, min(stop, first + limit))
@@ -266,38 +279,27 @@ class LocalExchange:
         return [self._kline(market, i) for i in rows]
 
     def _kline(self, market: _Market, i: int) -> list[Any]:
-        # The forming candle is served with its fixture values: the fixture is the truth source,
-        # and clients must drop it by its closeTime > now anyway.
-        o, h, l, c, v = market.ohlcv[i]
+        # The forming candle carries its fixture values: there is no intra-candle data to cut it
+        # from, and clients must drop it by its closeTime > now anyway.
+        o, h, lo, c, v = market.candles[i]
         open_ms = market.opens[i]
         quote_volume = v * c  # synthetic but consistent; nothing downstream needs a real VWAP
-        return [open_ms, _num(o), _num(h), _num(l), _num(c), _num(v), open_ms + self._tf_ms - 1,
+        return [open_ms, _num(o), _num(h), _num(lo), _num(c), _num(v), open_ms + self._tf_ms - 1,
                 _num(quote_volume), max(1, round(v)), _num(v / 2), _num(quote_volume / 2), "0"]
 
-    def _ticker_price(self, query: dict[str, str]) -> Any:
-        def price(m: _Market) -> dict[str, Any]:
-            return {"symbol": m.id, "price": _num(self._last_row(m)[3])}
+    # Tickers answer for one symbol only; the all-symbols form isn't needed by the suite.
+    def _ticker_price(self, query: dict[str, str]) -> dict[str, str]:
+        market = self._market(query)
+        return {"symbol": market.id, "price": _num(market.candles[self._last_index(market, self._now())][3])}
 
-        return price(self._market(query)) if "symbol" in query else [price(m) for m in self._markets.values()]
-
-    def _ticker_24hr(self, query: dict[str, str]) -> Any:
-        if "symbol" in query:
-            return self._day_stats(self._market(query))
-        return [self._day_stats(m) for m in self._markets.values()]
-
-    def _last_row(self, market: _Market) -> tuple[float, float, float, float, float]:
-        visible = self._visible(market)
-        if visible == 0:  # Binance doesn't know a symbol before its listing either
-            raise _ApiError(400, -1121, "Invalid symbol.")
-        return market.ohlcv[visible - 1]
-
-    def _day_stats(self, market: _Market) -> dict[str, Any]:
-        now, last = self._now(), self._last_row(market)
-        stop = self._visible(market)
-        window = market.ohlcv[bisect_left(market.opens, now - _DAY_MS + 1):stop] or [last]
+    def _ticker_24hr(self, query: dict[str, str]) -> dict[str, Any]:
+        market, now = self._market(query), self._now()
+        last = self._last_index(market, now)
+        # Binance's rolling 24h window; never empty, even when candles are longer than a day.
+        window = market.candles[min(bisect_left(market.opens, now - _DAY_MS + 1), last):last + 1]
         volume = sum(r[4] for r in window)
         quote_volume = sum(r[4] * r[3] for r in window)
-        first_open, close = window[0][0], last[3]
+        first_open, close = window[0][0], window[-1][3]
         return {
             "symbol": market.id,
             "priceChange": _num(close - first_open),
@@ -318,11 +320,11 @@ def _int_param(query: dict[str, str], name: str) -> int | None:
     try:
         return int(raw)
     except ValueError:
-        raise _ApiError(400, -1100, f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'.") from None
+        raise _ApiError(400, -1100, f"Illegal characters found in parameter '{name}'.") from None
 
 
-_ROUTES = {
-    "/api/v3/ping": lambda ex, q: {},
+_ROUTES: dict[str, Callable[[LocalExchange, dict[str, str]], Any]] = {
+    "/api/v3/ping": lambda exchange, query: {},
     "/api/v3/time": LocalExchange._time,
     "/api/v3/exchangeInfo": LocalExchange._exchange_info,
     "/api/v3/klines": LocalExchange._klines,
@@ -333,10 +335,10 @@ _ROUTES = {
 # Fault answers as Binance (or the CDN in front of it) sends them: rate-limit errors carry
 # Binance's JSON error body, server errors are plain text, garbage is a 200 that isn't JSON.
 _FAULT_ANSWERS: dict[str, tuple[int, dict[str, str], bytes]] = {
-    "429": (429, {"Content-Type": "application/json;charset=UTF-8", "Retry-After": "1"},
+    "429": (429, {**_JSON, "Retry-After": "1"},
             b'{"code":-1003,"msg":"Too many requests; current limit of IP is 6000 requests per minute. '
             b'Please use the websocket for live updates to avoid polling the API."}'),
-    "418": (418, {"Content-Type": "application/json;charset=UTF-8", "Retry-After": "120"},
+    "418": (418, {**_JSON, "Retry-After": "120"},
             b'{"code":-1003,"msg":"Way too many requests; IP banned until 4102444800000. '
             b'Please use the websocket for live updates to avoid bans."}'),
     "500": (500, {"Content-Type": "text/plain"}, b"Internal Server Error"),
@@ -345,28 +347,21 @@ _FAULT_ANSWERS: dict[str, tuple[int, dict[str, str], bytes]] = {
 }
 
 
+class _Server(ThreadingHTTPServer):
+    def __init__(self, exchange: LocalExchange) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)  # port 0: the OS picks a free one
+        self.exchange = exchange
+
+
 class _Handler(BaseHTTPRequestHandler):
-    server: ThreadingHTTPServer
+    server: _Server
 
     def do_GET(self) -> None:
-        self._handle()
-
-    do_POST = do_PUT = do_DELETE = do_GET  # answered with Binance's 404 shape, never a bare 501
-
-    def _handle(self) -> None:
-        exchange: LocalExchange = self.server.exchange  # type: ignore[attr-defined]
         url = urlsplit(self.path)
         query = dict(parse_qsl(url.query, keep_blank_values=True))
-        fault = exchange._take_fault(url.path)
-        if fault is not None and fault.kind in _FAULT_ANSWERS:
-            status, headers, body = _FAULT_ANSWERS[fault.kind]
-        else:
-            status, payload = exchange._respond(self.command, url.path, query)
-            headers, body = {"Content-Type": "application/json;charset=UTF-8"}, json.dumps(payload).encode()
-        with exchange._lock:
-            exchange.requests.append({"method": self.command, "path": url.path, "query": query, "status": status})
-        if fault is not None and fault.kind == "slow":
-            exchange._stopping.wait(fault.delay_s)
+        status, headers, body, delay_s = self.server.exchange._answer(self.command, url.path, query)
+        if delay_s:
+            self.server.exchange._stopping.wait(delay_s)
         try:
             self.send_response(status)
             for name, value in headers.items():
@@ -376,6 +371,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up first, which is what the "slow" fault is for
+
+    do_POST = do_PUT = do_DELETE = do_GET  # answered with Binance's 404 shape, not http.server's 501
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # the `requests` log replaces stderr chatter

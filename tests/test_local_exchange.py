@@ -241,7 +241,9 @@ def test_inject_skips_after_then_faults_count_requests_on_matching_paths(server:
     assert all(r["status"] == 200 for r in server.requests if r["path"] == "/api/v3/time")
 
 
-def test_unknown_endpoint_is_a_binance_style_404(server: LocalExchange) -> None:
+def test_ping_and_unknown_endpoint(server: LocalExchange, ex: ccxt.binance) -> None:
+    assert ex.publicGetPing() == {}
+    server.requests.clear()
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(f"{server.base_url}/api/v3/nope", timeout=2)
     assert err.value.code == 404
