@@ -22,6 +22,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pandas as pd
 
+from morningstar_trader.market_data import point_urls
+
 __all__ = ["FAULT_KINDS", "LocalExchange", "timeframe_ms"]
 
 DEFAULT_LIMIT, MAX_LIMIT = 500, 1000
@@ -159,15 +161,10 @@ class LocalExchange:
         self._now_ms = now_ms
 
     def point(self, exchange: Any) -> None:
-        """Send every API of a ccxt instance here, keeping each URL's path."""
+        """Send every API of a ccxt instance here, keeping each URL's path (as `exchange.api_url` does)."""
         if not self.base_url:
             raise RuntimeError("start() the LocalExchange before pointing clients at it")
-        exchange.urls["api"] = self._rebase(exchange.urls["api"])
-
-    def _rebase(self, api: Any) -> Any:
-        if isinstance(api, dict):
-            return {key: self._rebase(value) for key, value in api.items()}
-        return self.base_url + urlsplit(api).path
+        exchange.urls["api"] = point_urls(exchange.urls["api"], self.base_url)
 
     def _now(self) -> int:
         return self._now_ms if self._now_ms is not None else int(time.time() * 1000)
