@@ -1,0 +1,77 @@
+"""The project's own machinery: nbdev settings that papermill relies on, lazy imports, the config example."""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import shutil
+import subprocess
+import sys
+import tomllib
+
+import nbformat
+
+import morningstar_trader
+from conftest import MORNINGSTAR, ROOT
+
+# Modules allowed to import TensorFlow: only model code.
+MODEL_MODULES = {"model", "training"}
+
+
+def test_nbdev_settings_live_in_pyproject():
+    nbdev = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["nbdev"]
+    assert "tags" in nbdev["allowed_cell_metadata_keys"]
+    assert not (ROOT / "settings.ini").exists()
+
+
+def test_nbdev_clean_keeps_the_papermill_parameters_tag(tmp_path):
+    """Run the real nbdev-clean with this project's settings on a notebook with a tagged parameters cell."""
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    (tmp_path / "nbs").mkdir()
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("mode = 'backtest'", metadata={"tags": ["parameters"], "scrolled": True}),
+                nbformat.v4.new_code_cell("print(mode)", metadata={"collapsed": True})]
+    nbformat.write(nb, tmp_path / "nbs" / "cycle.ipynb")
+    nbdev_clean = shutil.which("nbdev-clean", path=str(MORNINGSTAR.parent))
+    subprocess.run([nbdev_clean], cwd=tmp_path, check=True, capture_output=True, timeout=60)
+    cleaned = nbformat.read(tmp_path / "nbs" / "cycle.ipynb", as_version=4)
+    assert cleaned.cells[0].metadata == {"tags": ["parameters"]}  # the tag survives; other metadata goes
+    assert cleaned.cells[1].metadata == {}
+
+
+def test_every_notebook_in_nbs_is_clean():
+    """Committed notebooks carry no outputs or execution counts beyond what nbdev-clean leaves."""
+    for path in sorted((ROOT / "nbs").glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        for cell in nb.cells:
+            assert set(cell.metadata) <= {"tags"}, (path.name, cell.metadata)
+            if cell.cell_type == "code":
+                assert cell.execution_count is None, path.name
+
+
+def _run_python(code: str) -> str:
+    return subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=120).stdout
+
+
+def test_package_and_cli_do_not_import_tensorflow():
+    modules = [m.name for m in pkgutil.iter_modules(morningstar_trader.__path__) if m.name not in MODEL_MODULES]
+    assert {"cli", "config", "market_data", "store"} <= set(modules)
+    out = _run_python(
+        "import sys, importlib\n"
+        f"for m in {modules!r}: importlib.import_module('morningstar_trader.' + m)\n"
+        "from morningstar_trader.cli import main\n"
+        "try: main(['--help'])\n"
+        "except SystemExit: pass\n"
+        "print('TF-LOADED' if 'tensorflow' in sys.modules or 'keras' in sys.modules else 'TF-FREE')\n")
+    assert out.strip().endswith("TF-FREE")
+
+
+def test_morningstar_script_help():
+    proc = subprocess.run([str(MORNINGSTAR), "data", "download", "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "--config PATH" in proc.stdout and "--data-dir DIR" in proc.stdout
+
+
+def test_shipped_config_is_valid_and_safe():
+    from morningstar_trader.config import load_config
+    cfg = load_config(ROOT / "config" / "config.yaml")
+    assert cfg.mode == "backtest"  # live trading is never the default
+    assert cfg.exchange.api_url is None and not cfg.exchange.sandbox
