@@ -1,0 +1,44 @@
+# The README's two commands: `make demo` and `make test`. Each creates or reuses .venv,
+# installs the locked dependencies into it, then does its job. Needs Python >= 3.11 and git.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+UV     := uv==0.13.8
+
+.PHONY: setup demo test sync-check lock
+
+$(STAMP): requirements.lock pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed; set PYTHON=/path/to/python3.11")'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(UV)
+	$(BIN)/uv pip install --python $(BIN)/python -r requirements.lock
+	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
+	@touch $@
+
+setup: $(STAMP)
+
+## The main job on the embedded default: the synthetic sample data set, stored and shown.
+demo: $(STAMP)
+	$(BIN)/morningstar data sample
+	$(BIN)/morningstar data show
+
+## The whole suite: notebooks and package in sync, notebook tests, then pytest.
+test: $(STAMP) sync-check
+	$(BIN)/nbdev-test --n-workers 2
+	$(BIN)/pytest -n 2
+
+# nbdev-clean and nbdev-export must change nothing: the package is what the notebooks export.
+sync-check: $(STAMP)
+	@state() { git status --porcelain --untracked-files=all -- nbs morningstar_trader; git diff -- nbs morningstar_trader; }; \
+	before=$$(state | cksum); \
+	$(BIN)/nbdev-clean && $(BIN)/nbdev-export; \
+	if [ "$$before" != "$$(state | cksum)" ]; then \
+	  echo "notebooks and package out of sync: nbdev-clean / nbdev-export changed these files (review and commit them):"; \
+	  git status --short -- nbs morningstar_trader; exit 1; fi
+
+## Re-resolve the pinned versions after changing dependencies in pyproject.toml.
+lock:
+	@test -x $(BIN)/uv || { $(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install --quiet $(UV); }
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra lab --python-version 3.11 --quiet -o requirements.lock

@@ -1,0 +1,37 @@
+"""Secrets come from the environment only and never reach a file, a log or an error message."""
+from __future__ import annotations
+
+import json
+
+from conftest import Project, write_config
+
+FAKE = {"MORNINGSTAR_EXCHANGE_API_KEY": "FAKE-EXCHANGE-KEY-7d1e0c",
+        "MORNINGSTAR_EXCHANGE_SECRET": "FAKE-EXCHANGE-SECRET-93ab44",
+        "MORNINGSTAR_LLM_API_KEY": "sk-FAKE-LLM-KEY-5f2a"}
+
+
+def leaks(project: Project, *outputs: str) -> list[str]:
+    found = [f"output: {k}" for o in outputs for k, v in FAKE.items() if v in o]
+    for path in project.root.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            found += [f"{path}: {k}" for k, v in FAKE.items() if v.encode() in data]
+    return found
+
+
+def test_secrets_never_reach_logs_outputs_or_files(project, exchange):
+    exchange.inject("/api/v3/klines", "500", count=1)          # a retried failure gets logged
+    ok = project.run("data", "download", "--start", "2024-05-30", env=FAKE)
+    bad = project.run("data", "download", "--start", "2024-05-30", "--pairs", "NOPE/USDT", env=FAKE, check=1)
+    logs = list((project.root / "logs").glob("*.jsonl"))
+    records = [json.loads(line) for log in logs for line in log.read_text().splitlines()]
+    assert any(r["level"] == "WARNING" and "ExchangeNotAvailable" in r["message"] for r in records)
+    assert all(r["run_id"].startswith("cli-data-") for r in records)
+    assert leaks(project, ok.stdout, ok.stderr, bad.stdout, bad.stderr) == []
+
+
+def test_a_secret_in_the_config_file_is_refused_without_echoing_it(tmp_path):
+    config = write_config(tmp_path, extra="llm:\n  api_key: sk-FAKE-LLM-KEY-5f2a\n")
+    proc = Project(tmp_path, config).run("data", "show", check=2)
+    assert "llm.api_key: secrets are not allowed in config files" in proc.stderr
+    assert "MORNINGSTAR_LLM_API_KEY" in proc.stderr and "sk-FAKE" not in proc.stderr
