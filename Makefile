@@ -26,6 +26,7 @@ demo: $(STAMP)
 
 ## The whole suite: notebooks and package in sync, notebook tests, then pytest.
 test: $(STAMP) sync-check
+	$(BIN)/ruff check --select F,E9 --output-format concise morningstar_trader tests bench
 	$(BIN)/nbdev-test --n-workers 2
 	$(BIN)/pytest -n 2
 

@@ -160,6 +160,10 @@ class LocalExchange:
     def set_now(self, now_ms: int) -> None:
         self._now_ms = now_ms
 
+    def set_candles(self, candles: dict[str, pd.DataFrame]) -> None:
+        """Replace the book while serving (e.g. more candles have closed since the last download)."""
+        self._markets = {m.id: m for m in (_build_market(s, df) for s, df in candles.items())}
+
     def point(self, exchange: Any) -> None:
         """Send every API of a ccxt instance here, keeping each URL's path (as `exchange.api_url` does)."""
         if not self.base_url:

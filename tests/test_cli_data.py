@@ -1,13 +1,11 @@
 """`morningstar data ...` end to end: the installed script, a real ccxt client, the local exchange, Parquet on disk."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from conftest import HOUR_MS, Project, write_config
+from conftest import HOUR_MS, Project
 from morningstar_trader.store import CandleStore
 
 
@@ -31,11 +29,9 @@ def test_download_pages_survives_a_429_and_resumes_incrementally(project, exchan
     assert (got["close"].to_numpy() == full["close"].to_numpy()[:-1]).all()
 
     # Ten hours later the exchange has ten more closed candles; --since-last fetches only those.
-    later = {p: pd.concat([df, _more(df, 10)]) for p, df in exchange.data.items()}
-    exchange._markets.clear()
-    exchange.__init__(later, "1h", now_ms=exchange._now() + 10 * HOUR_MS)   # same server object, new book
-    exchange.start()
-    project.config.write_text(write_config(project.root, exchange.base_url).read_text())
+    exchange.set_candles({p: pd.concat([df, _more(df, 10)]) for p, df in exchange.data.items()})
+    exchange.set_now(int(full.index[-1].timestamp() * 1000) + 10 * HOUR_MS + HOUR_MS // 2)
+    exchange.requests.clear()
     out = project.run("data", "download", "--pairs", "BTC/USDT", "--start", first, "--since-last",
                       "--data-dir", str(project.data_dir)).stdout
     assert "+10 new, 0 changed, 3510 stored" in out, out

@@ -1,7 +1,6 @@
 """The project's own machinery: nbdev settings that papermill relies on, lazy imports, the config example."""
 from __future__ import annotations
 
-import importlib
 import pkgutil
 import shutil
 import subprocess
