@@ -23,25 +23,16 @@ from urllib.parse import parse_qsl, urlsplit
 import pandas as pd
 
 from morningstar_trader.market_data import point_urls
+from morningstar_trader.types import parse_timeframe
 
-__all__ = ["FAULT_KINDS", "LocalExchange", "timeframe_ms"]
+__all__ = ["FAULT_KINDS", "LocalExchange"]
 
 DEFAULT_LIMIT, MAX_LIMIT = 500, 1000
 FAULT_KINDS = ("429", "418", "500", "503", "slow", "garbage")
-_UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 _DAY_MS = 86_400_000
 _JSON = {"Content-Type": "application/json;charset=UTF-8"}
 
 Candle = tuple[float, float, float, float, float]  # open, high, low, close, volume
-
-
-def timeframe_ms(timeframe: str) -> int:
-    """Length of a Binance interval such as "1m", "4h" or "1d" in milliseconds."""
-    # Binance's "1M" (calendar month) has no fixed length; the fixtures never need it.
-    amount, unit = timeframe[:-1], timeframe[-1]
-    if unit not in _UNIT_MS or not amount.isdigit():
-        raise ValueError(f"unsupported timeframe {timeframe!r}")
-    return int(amount) * _UNIT_MS[unit]
 
 
 def _num(x: float) -> str:
@@ -111,7 +102,7 @@ class LocalExchange:
 
     def __init__(self, candles: dict[str, pd.DataFrame], timeframe: str = "1h", now_ms: int | None = None) -> None:
         self.timeframe = timeframe
-        self._tf_ms = timeframe_ms(timeframe)
+        self._tf_ms = int(parse_timeframe(timeframe).total_seconds() * 1000)
         self._markets = {m.id: m for m in (_build_market(s, df) for s, df in candles.items())}
         self._now_ms = now_ms
         self.base_url = ""
