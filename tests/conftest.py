@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from local_exchange import LocalExchange
-from morningstar_trader.sample_data import synthetic_candles
+from morningstar_trader.sample_data import SAMPLE_PAIRS, synthetic_candles
 
 ROOT = Path(__file__).resolve().parents[1]
 MORNINGSTAR = Path(sys.executable).with_name("morningstar")
@@ -20,7 +20,6 @@ HOUR_MS = 3_600_000
 
 def candles(n: int, end: str = "2024-06-01", pairs=("BTC/USDT", "ETH/USDT"), seed: int = 3) -> dict[str, pd.DataFrame]:
     """`n` hourly synthetic candles per pair, the last one opening one hour before `end`, indexed by open time."""
-    from morningstar_trader.sample_data import SAMPLE_PAIRS
     start = pd.Timestamp(end, tz="UTC") - pd.Timedelta(hours=n)
     raw, _ = synthetic_candles({p: SAMPLE_PAIRS[p] for p in pairs}, start=start, periods=n, seed=seed)
     return {p: df.set_index("timestamp") for p, df in raw.items()}

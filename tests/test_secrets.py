@@ -23,11 +23,16 @@ def test_secrets_never_reach_logs_outputs_or_files(project, exchange):
     exchange.inject("/api/v3/klines", "500", count=1)          # a retried failure gets logged
     ok = project.run("data", "download", "--start", "2024-05-30", env=FAKE)
     bad = project.run("data", "download", "--start", "2024-05-30", "--pairs", "NOPE/USDT", env=FAKE, check=1)
+    # An error message that would carry a secret (here inside a path) is printed redacted.
+    blocker = project.root / FAKE["MORNINGSTAR_EXCHANGE_SECRET"]
+    blocker.write_text("a file where a folder should be")
+    unwritable = project.run("data", "download", "--start", "2024-05-30", "--data-dir", str(blocker / "data"), env=FAKE, check=1)
+    assert "cannot write" in unwritable.stderr and "***REDACTED***" in unwritable.stderr
     logs = list((project.root / "logs").glob("*.jsonl"))
     records = [json.loads(line) for log in logs for line in log.read_text().splitlines()]
     assert any(r["level"] == "WARNING" and "ExchangeNotAvailable" in r["message"] for r in records)
     assert all(r["run_id"].startswith("cli-data-") for r in records)
-    assert leaks(project, ok.stdout, ok.stderr, bad.stdout, bad.stderr) == []
+    assert leaks(project, ok.stdout, ok.stderr, bad.stdout, bad.stderr, unwritable.stdout, unwritable.stderr) == []
 
 
 def test_a_secret_in_the_config_file_is_refused_without_echoing_it(tmp_path):
