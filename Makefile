@@ -19,10 +19,15 @@ $(STAMP): requirements.lock pyproject.toml
 
 setup: $(STAMP)
 
-## The main job on the embedded default: the synthetic sample data set, stored and shown.
+## The main job on the embedded default: the synthetic sample data set, then the default model trained on it
+## (or the one already trained reused), with its out-of-sample metrics.
 demo: $(STAMP)
 	$(BIN)/morningstar data sample
 	$(BIN)/morningstar data show
+	@if ls models/default/*/metadata.json >/dev/null 2>&1; then \
+	  echo "reusing the model in models/default (delete that folder to train again)"; \
+	else $(BIN)/morningstar train --exchange synthetic --quiet; fi
+	@cat "$$(ls -d models/default/*/ | tail -n 1)MODEL_CARD.md"
 
 ## The whole suite: notebooks and package in sync, notebook tests, then pytest.
 test: $(STAMP) sync-check
