@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+import pandas as pd
+
 from conftest import Project, write_config
 from morningstar_trader.config import load_config
 from morningstar_trader.model import MorningstarModel, resolve_model_dir
@@ -20,16 +23,22 @@ paths: {models_dir: models}
 """
 
 
-def test_train_on_the_sample_set_writes_a_loadable_model(tmp_path):
-    project = Project(tmp_path, write_config(tmp_path, extra=TINY))
+def test_train_on_the_sample_set_with_alternative_data_writes_a_loadable_model(tmp_path, monkeypatch):
+    hours = pd.date_range("2023-01-01", periods=60 * 24, freq="h", tz="UTC")
+    news = pd.DataFrame({"published_at": hours[::7] + pd.Timedelta(minutes=13), "sentiment": np.sin(np.arange(len(hours[::7])))})
+    news.to_csv(tmp_path / "news.csv", index=False)
+    alt = TINY.replace("model:", "  alt_data:\n    - {name: news, path: news.csv, columns: [sentiment]}\nmodel:")
+    project = Project(tmp_path, write_config(tmp_path, extra=alt))
     project.run("data", "sample", "--days", "60", "--pairs", "BTC/USDT", "ETH/USDT")
     out = project.run("train", "--exchange", "synthetic", "--quiet", "--epochs", "2").stdout
     assert "balanced_accuracy" in out and "qlike" in out and "model written to" in out
+    monkeypatch.chdir(tmp_path)   # the config's relative paths are relative to the working directory
     cfg = load_config(project.config)
     path = resolve_model_dir(tmp_path / "models", "default")
     model = MorningstarModel.load(path, cfg)
     meta = json.loads((path / "metadata.json").read_text())
     assert meta["folds"][0]["epochs_run"] <= 2 and meta["data"]["exchanges"] == ["synthetic"]
+    assert meta["features"]["context_names"][-1] == "news_sentiment"
     bars = CandleStore(tmp_path / "data").load("synthetic", "ETH/USDT", "1h")
     pred = model.predict(model.prep.transform(bars))
     assert pred["action"].shape == pred["volatility"].shape == (len(bars) - model.prep.min_bars + 1,)
