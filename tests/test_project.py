@@ -74,3 +74,6 @@ def test_shipped_config_is_valid_and_safe():
     cfg = load_config(ROOT / "config" / "config.yaml")
     assert cfg.mode == "backtest"  # live trading is never the default
     assert cfg.exchange.api_url is None and not cfg.exchange.sandbox
+    from morningstar_trader.config import Settings
+    defaults = Settings()   # the commented example documents the defaults, and must not drift from them
+    assert (cfg.features, cfg.training, cfg.llm, cfg.model) == (defaults.features, defaults.training, defaults.llm, defaults.model)
