@@ -5,8 +5,10 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from conftest import Project, write_config
+from local_llm import LocalLLM, Reply
 from morningstar_trader.config import load_config
 from morningstar_trader.model import MorningstarModel, resolve_model_dir
 from morningstar_trader.store import CandleStore
@@ -23,25 +25,68 @@ paths: {models_dir: models}
 """
 
 
-def test_train_on_the_sample_set_with_alternative_data_writes_a_loadable_model(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Project:
+    """A project with two sample pairs, a news table, and a tiny model trained on them through the CLI."""
+    root = tmp_path_factory.mktemp("trained")
     hours = pd.date_range("2023-01-01", periods=60 * 24, freq="h", tz="UTC")
     news = pd.DataFrame({"published_at": hours[::7] + pd.Timedelta(minutes=13), "sentiment": np.sin(np.arange(len(hours[::7])))})
-    news.to_csv(tmp_path / "news.csv", index=False)
+    news.to_csv(root / "news.csv", index=False)
     alt = TINY.replace("model:", "  alt_data:\n    - {name: news, path: news.csv, columns: [sentiment]}\nmodel:")
-    project = Project(tmp_path, write_config(tmp_path, extra=alt))
+    project = Project(root, write_config(root, extra=alt))
     project.run("data", "sample", "--days", "60", "--pairs", "BTC/USDT", "ETH/USDT")
-    out = project.run("train", "--exchange", "synthetic", "--quiet", "--epochs", "2").stdout
+    project.train_output = project.run("train", "--exchange", "synthetic", "--quiet", "--epochs", "2").stdout
+    return project
+
+
+def test_train_on_the_sample_set_with_alternative_data_writes_a_loadable_model(trained, monkeypatch):
+    out = trained.train_output
     assert "balanced_accuracy" in out and "qlike" in out and "model written to" in out
-    monkeypatch.chdir(tmp_path)   # the config's relative paths are relative to the working directory
-    cfg = load_config(project.config)
-    path = resolve_model_dir(tmp_path / "models", "default")
+    monkeypatch.chdir(trained.root)   # the config's relative paths are relative to the working directory
+    cfg = load_config(trained.config)
+    path = resolve_model_dir(trained.root / "models", "default")
     model = MorningstarModel.load(path, cfg)
     meta = json.loads((path / "metadata.json").read_text())
     assert meta["folds"][0]["epochs_run"] <= 2 and meta["data"]["exchanges"] == ["synthetic"]
     assert meta["features"]["context_names"][-1] == "news_sentiment"
-    bars = CandleStore(tmp_path / "data").load("synthetic", "ETH/USDT", "1h")
+    bars = CandleStore(trained.root / "data").load("synthetic", "ETH/USDT", "1h")
     pred = model.predict(model.prep.transform(bars))
     assert pred["action"].shape == pred["volatility"].shape == (len(bars) - model.prep.min_bars + 1,)
+
+
+def _proposing_bar(project: Project, monkeypatch) -> pd.Timestamp:
+    """The open time of a recent bar at which the trained model proposes a trade."""
+    monkeypatch.chdir(project.root)
+    cfg = load_config(project.config)
+    model = MorningstarModel.load(resolve_model_dir(project.root / "models", "default"), cfg)
+    feats = model.prep.transform(CandleStore(project.root / "data").load("synthetic", "ETH/USDT", "1h"))
+    acting = np.flatnonzero(model.predict(feats)["action"] != 0)
+    assert len(acting), "the tiny model never proposes a trade"
+    return feats.times[acting[-1]]
+
+
+def test_review_asks_a_local_openai_compatible_server(trained, monkeypatch):
+    at = _proposing_bar(trained, monkeypatch)
+    reply = {"coherence": "uncertain", "risk_score": 0.7, "veto": False, "direction": "flat", "size_multiplier": 0.5,
+             "stop_loss": None, "take_profit": None, "rationale": "thin evidence"}
+    with LocalLLM() as llm:
+        llm.script(Reply(json.dumps(reply)))
+        out = trained.run("review", "--pair", "ETH/USDT", "--exchange", "synthetic", "--at", at.isoformat(),
+                          "--llm-mode", "live", "--llm-base-url", llm.base_url, "--llm-model", "local-test",
+                          env={"MORNINGSTAR_LLM_API_KEY": "sk-local"}).stdout
+        sent = llm.requests[0]["messages"][1]["content"]
+    result = json.loads(out)
+    assert result["review"]["source"] == "llm" and result["review"]["veto"] is True   # direction flat = veto
+    assert result["proposal"]["pair"] == "ETH/USDT" and '"pair": "ETH/USDT"' in sent and "natr_7" in sent
+    simulated = json.loads(trained.run("review", "--pair", "ETH/USDT", "--exchange", "synthetic", "--at", at.isoformat(),
+                                       "--llm-mode", "simulated").stdout)
+    assert simulated["review"]["source"] == "simulated (rule-based, not an LLM)"
+
+
+def test_review_in_live_mode_without_a_key_fails_at_start(trained):
+    proc = trained.run("review", "--pair", "ETH/USDT", "--exchange", "synthetic", "--llm-mode", "live",
+                       env={"MORNINGSTAR_LLM_API_KEY": ""}, check=1)
+    assert "MORNINGSTAR_LLM_API_KEY is not set" in proc.stderr
 
 
 def test_train_bad_input(tmp_path):
