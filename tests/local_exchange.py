@@ -15,12 +15,12 @@ import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pandas as pd
+
+from loopback import LoopbackServer, QuietHandler
 
 from morningstar_trader.market_data import point_urls
 from morningstar_trader.types import parse_timeframe
@@ -97,47 +97,18 @@ def _filters(price: float) -> list[dict[str, Any]]:
     ]
 
 
-class LocalExchange:
+class LocalExchange(LoopbackServer):
     """Binance-compatible spot subset on 127.0.0.1 serving fixture candles, with fault injection."""
 
     def __init__(self, candles: dict[str, pd.DataFrame], timeframe: str = "1h", now_ms: int | None = None) -> None:
+        super().__init__()
         self.timeframe = timeframe
         self._tf_ms = int(parse_timeframe(timeframe).total_seconds() * 1000)
         self._markets = {m.id: m for m in (_build_market(s, df) for s, df in candles.items())}
         self._now_ms = now_ms
-        self.base_url = ""
         self.requests: list[dict[str, Any]] = []
         self._faults: list[_Fault] = []
         self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> LocalExchange:
-        if self._server is None:
-            self._stopping.clear()
-            self._server = _Server(self)
-            self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}"
-            self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                            name="local-exchange", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is None or self._thread is None:
-            return
-        self._stopping.set()  # cuts short any "slow" fault still sleeping
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
-        self._server = self._thread = None
-
-    def __enter__(self) -> LocalExchange:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
     def inject(self, path: str, kind: str, count: int = 1, *, delay_s: float = 2.0, after: int = 0) -> None:
         """Fault the `count` requests to paths starting with `path` that follow the first `after` ones."""
@@ -339,32 +310,13 @@ _FAULT_ANSWERS: dict[str, tuple[int, dict[str, str], bytes]] = {
 }
 
 
-class _Server(ThreadingHTTPServer):
-    def __init__(self, exchange: LocalExchange) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)  # port 0: the OS picks a free one
-        self.exchange = exchange
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-
+class _Handler(QuietHandler):
     def do_GET(self) -> None:
         url = urlsplit(self.path)
         query = dict(parse_qsl(url.query, keep_blank_values=True))
-        status, headers, body, delay_s = self.server.exchange._answer(self.command, url.path, query)
-        if delay_s:
-            self.server.exchange._stopping.wait(delay_s)
-        try:
-            self.send_response(status)
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up first, which is what the "slow" fault is for
+        self.send(*self.server.owner._answer(self.command, url.path, query))
 
     do_POST = do_PUT = do_DELETE = do_GET  # answered with Binance's 404 shape, not http.server's 501
 
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # the `requests` log replaces stderr chatter
+
+LocalExchange.handler = _Handler

@@ -14,10 +14,10 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import urlsplit
+
+from loopback import LoopbackServer, QuietHandler
 
 __all__ = ["LocalLLM", "Reply"]
 
@@ -54,50 +54,23 @@ def _error(status: int, message: str | None = None) -> dict[str, Any]:
     return {"error": {"message": message or default, "type": kind, "param": None, "code": code}}
 
 
-class LocalLLM:
+class LocalLLM(LoopbackServer):
     """OpenAI chat-completions subset on 127.0.0.1 answering each request with the next scripted Reply."""
 
+    base_path = "/v1"
+
     def __init__(self, default: Reply | None = None) -> None:
+        super().__init__()
         self.default = default if default is not None else Reply(content="{}")
-        self.base_url = ""
         self.requests: list[dict[str, Any]] = []
         self._script: deque[Reply] = deque()
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     def script(self, *replies: Reply) -> None:
         """Queue replies, used one per request in order; the default answers once they run out."""
         with self._lock:
             self._script.extend(replies)
-
-    def start(self) -> LocalLLM:
-        if self._server is None:
-            self._stopping.clear()
-            self._server = _Server(self)
-            self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
-            self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                            name="local-llm", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is None or self._thread is None:
-            return
-        self._stopping.set()  # cuts short any slow reply still sleeping
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
-        self._server = self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
     # -- request handling ------------------------------------------------------------------------
 
@@ -157,34 +130,14 @@ class LocalLLM:
         }, reply.delay_s
 
 
-class _Server(ThreadingHTTPServer):
-    def __init__(self, llm: LocalLLM) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)  # port 0: the OS picks a free one
-        self.llm = llm
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-
+class _Handler(QuietHandler):
     def do_GET(self) -> None:
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         headers = {name.lower(): value for name, value in self.headers.items()}
-        status, out_headers, payload, delay_s = self.server.llm._answer(
-            self.command, urlsplit(self.path).path, headers, raw)
-        if delay_s:
-            self.server.llm._stopping.wait(delay_s)
-        body = json.dumps(payload).encode()
-        try:
-            self.send_response(status)
-            for name, value in out_headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up first, which is what delay_s is for
+        status, out_headers, payload, delay_s = self.server.owner._answer(self.command, urlsplit(self.path).path, headers, raw)
+        self.send(status, out_headers, json.dumps(payload).encode(), delay_s)
 
     do_POST = do_PUT = do_DELETE = do_GET  # answered with OpenAI's 404 shape, not http.server's 501
 
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # the `requests` log replaces stderr chatter
+
+LocalLLM.handler = _Handler
