@@ -76,4 +76,5 @@ def test_shipped_config_is_valid_and_safe():
     assert cfg.exchange.api_url is None and not cfg.exchange.sandbox
     from morningstar_trader.config import Settings
     defaults = Settings()   # the commented example documents the defaults, and must not drift from them
-    assert (cfg.features, cfg.training, cfg.llm, cfg.model) == (defaults.features, defaults.training, defaults.llm, defaults.model)
+    assert (cfg.features, cfg.training, cfg.llm, cfg.model, cfg.decision, cfg.risk, cfg.costs) == \
+        (defaults.features, defaults.training, defaults.llm, defaults.model, defaults.decision, defaults.risk, defaults.costs)
