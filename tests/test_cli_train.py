@@ -98,3 +98,12 @@ def test_train_bad_input(tmp_path):
     project.run("data", "sample", "--days", "20", "--pairs", "BTC/USDT", "ETH/USDT")
     proc = project.run("train", "--exchange", "synthetic", check=1)
     assert "too little history for 2 fold(s)" in proc.stderr
+
+
+def test_model_backtest_through_the_cli(trained):
+    out = trained.run("backtest", "--exchange", "synthetic", "--pairs", "ETH/USDT", "--llm-mode", "off", "--param", "min_confidence=0.34",
+                      "--out", str(trained.root / "bt"), "--check-lookahead").stdout
+    assert "look-ahead check: every decision bar gives the same signal" in out
+    decisions = pd.read_csv(trained.root / "bt" / "decisions.csv")
+    assert (decisions["verdict"] == "approved").any()
+    assert set(decisions["verdict"].str.split().str[0]) <= {"approved", "no", "open_long", "open_short"}

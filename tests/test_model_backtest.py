@@ -1,8 +1,6 @@
 """Decision-sized backtests with a real (tiny) trained model, the simulated reviewer and the risk checks."""
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
 import pytest
 
 from morningstar_trader.backtest import ModelStrategy, run_backtest
@@ -47,6 +45,7 @@ def test_decision_sized_backtest_obeys_the_rules(setup):
     assert denied["verdict"].str.contains("max_open_positions 1|cooldown|already open").all() and len(denied)
     # every entry fills at the open after an approved decision, within the position cap of that moment's equity
     approved = log[log["verdict"].str.startswith("approved") & log["action"].str.startswith("open_")]
+    assert (log["verdict"] == "no order").any()                       # signals not taken are logged with their reasons
     for row in t.itertuples():
         decided = approved[(approved["pair"] == row.pair) & (approved["time"] < row.entry_time)].iloc[-1]
         nxt = frames[row.pair].index[frames[row.pair].index.get_loc(decided["time"]) + 1]
