@@ -60,3 +60,14 @@ def test_the_model_also_runs_with_a_fixed_size(setup):
     res = run_backtest(frames["ETH/USDT"], ModelStrategy(model, 0.34), size=1.0)
     assert len(res.trades) > 0 and set(res.trades["exit_reason"]) <= {"signal", "stop_loss", "take_profit", "end"}
     assert res.equity.iloc[-1] == pytest.approx(10_000 + res.trades["pnl"].sum(), rel=1e-9)
+
+
+def test_decision_sized_backtest_records_through_the_state_store(setup, tmp_path):
+    from morningstar_trader.portfolio import PortfolioStore
+    settings, model, frames = setup
+    store = PortfolioStore(tmp_path / "state.sqlite", initial_cash=10_000.0)
+    res = run_backtest(frames, ModelStrategy(model, 0.34), size=None, settings=settings, cash=10_000, store=store)
+    orders = store.orders()
+    assert len(orders) == 2 * len(res.trades) and (orders["status"] == "filled").all()
+    assert store.positions() == {}                                   # everything closed at the end, in the store too
+    assert store.cash() == pytest.approx(res.equity.iloc[-1], rel=1e-12)
