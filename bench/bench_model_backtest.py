@@ -12,7 +12,6 @@ import argparse
 import resource
 import time
 
-import numpy as np
 
 from morningstar_trader.backtest import ModelStrategy, run_backtest
 from morningstar_trader.candles import validated_bars
