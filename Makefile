@@ -19,8 +19,9 @@ $(STAMP): requirements.lock pyproject.toml
 
 setup: $(STAMP)
 
-## The main job on the embedded default: the synthetic sample data set, then the default model trained on it
-## (or the one already trained reused), with its out-of-sample metrics.
+## The main job on the embedded default: the synthetic sample data set, the default model trained on it (or the
+## one already trained reused), then a papermill backtest of the trading-cycle notebook with the model, the
+## simulated reviewer and simulated fills, saved under runs/ (with an HTML copy).
 demo: $(STAMP)
 	$(BIN)/morningstar data sample
 	$(BIN)/morningstar data show
@@ -28,6 +29,7 @@ demo: $(STAMP)
 	  echo "reusing the model in models/default (delete that folder to train again)"; \
 	else $(BIN)/morningstar train --exchange synthetic --quiet; fi
 	@cat "$$(ls -d models/default/*/ | tail -n 1)MODEL_CARD.md"
+	$(BIN)/morningstar run --mode backtest --exchange synthetic --start 2024-07-01 --llm-mode simulated --html
 
 ## The whole suite: notebooks and package in sync, notebook tests, then pytest.
 test: $(STAMP) sync-check
