@@ -1,0 +1,89 @@
+"""Paper trading cycles against the local exchange (real ccxt over HTTP) with a really trained tiny model."""
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pandas as pd
+import pytest
+
+from conftest import HOUR_MS, candles
+from local_exchange import LocalExchange
+from morningstar_trader.candles import validated_bars
+from morningstar_trader.config import Settings, load_secrets
+from morningstar_trader.cycle import CycleError, build_context, run_cycle
+from morningstar_trader.training import train_model
+
+TINY = dict(features={"window": 12, "indicators": [{"name": "rsi", "params": {"period": 7}}, {"name": "natr", "params": {"period": 7}},
+                                                  {"name": "log_return", "params": {"period": 1}}]},
+            model={"conv_filters": 4, "rnn_units": 4, "dense_units": 8},
+            training={"horizon": 6, "regime_window": 12, "atr_period": 7, "train_bars": 800, "val_bars": 200, "test_bars": 300,
+                      "folds": 1, "epochs": 2, "batch_size": 128},
+            decision={"min_confidence": 0.34}, llm={"mode": "off"}, risk={"max_position_fraction": 0.3})
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("paper")
+    data = candles(2_000, end="2024-06-01")
+    train = {p: validated_bars(df.iloc[:1700].reset_index(names="timestamp"), "synthetic", p, "1h")[0] for p, df in data.items()}
+    train_model(Settings(**TINY), train, root / "models" / "default" / "v1", verbose=0)
+    with LocalExchange(data, "1h", now_ms=int(data["BTC/USDT"].index[1799].timestamp() * 1000) + HOUR_MS // 2) as server:
+        settings = Settings(**TINY, mode="paper", pairs=("BTC/USDT", "ETH/USDT"),
+                            exchange={"api_url": server.base_url, "timeout_ms": 2000},
+                            retry={"max_attempts": 2, "initial_delay_s": 0.01, "max_delay_s": 0.02},
+                            paths={"models_dir": root / "models", "state_dir": root / "state", "logs_dir": root / "logs"})
+        yield server, settings, data
+
+
+def test_paper_cycles_fill_at_the_next_open_and_never_double_submit(world):
+    server, settings, data = world
+    ctx = build_context(settings, load_secrets({}), run_id="paper-test")
+    opens = {p: df["open"] for p, df in data.items()}
+    reports = []
+    for k in range(1800, 1860):
+        now = data["BTC/USDT"].index[k] + pd.Timedelta(minutes=30)      # half-way into bar k: bar k-1 is the newest closed
+        server.set_now(int(now.timestamp() * 1000))
+        reports.append(run_cycle(ctx, now))
+        if k == 1830:                                                    # the same bar again (a retry): nothing new is sent
+            before = len(ctx.store.orders())
+            run_cycle(ctx, now)
+            assert len(ctx.store.orders()) == before
+    assert all(r.bar == data["BTC/USDT"].index[1799 + i] for i, r in enumerate(reports))
+    orders = ctx.store.orders()
+    assert len(orders) > 0 and (orders["status"] == "filled").sum() >= len(orders) - 2   # the newest may still be pending
+    with sqlite3.connect(settings.paths.state_dir / "paper.sqlite") as db:
+        fills = pd.read_sql("SELECT f.*, o.note, o.intent FROM fills f JOIN orders o USING (client_order_id)", db)
+        journal = db.execute("SELECT COUNT(*) FROM journal").fetchone()[0]
+    assert journal == 2 * 60                                             # one row per cycle and pair
+    for f in fills[fills["intent"].isin(["open", "close"])].itertuples():
+        decided = pd.Timestamp(json.loads(f.note)["decided_at"])
+        fill_bar = decided + pd.Timedelta(hours=1)
+        side = 1 if f.side == "buy" else -1
+        assert pd.Timestamp(f.time) == fill_bar                          # the next bar's open, never the decision bar
+        assert f.price == pytest.approx(opens[f.pair][fill_bar] * (1 + side * settings.costs.slippage_bps / 1e4), rel=1e-12)
+    positions = ctx.store.positions()
+    closes = {p: data[p]["close"].iloc[1858] for p in data}
+    value = sum(p.sign * p.size * closes[p.pair] for p in positions.values())
+    assert ctx.store.mark(pd.Timestamp("2024-06-01", tz="UTC"), closes)["equity"] == pytest.approx(ctx.store.cash() + value)
+
+
+def test_a_pair_without_data_is_skipped_and_the_others_proceed(world, tmp_path):
+    server, settings, data = world
+    settings = settings.model_copy(update={"paths": settings.paths.model_copy(update={"state_dir": tmp_path})})
+    ctx = build_context(settings, load_secrets({}), run_id="paper-skip")
+    now = data["BTC/USDT"].index[1900] + pd.Timedelta(minutes=30)
+    server.set_now(int(now.timestamp() * 1000))
+    server.inject("/api/v3/klines", "500", count=2)                      # the first pair's fetch fails twice: retries exhausted
+    report = run_cycle(ctx, now)
+    skipped = report.pairs[report.pairs["action"] == "skipped"]
+    assert list(skipped["pair"]) == ["BTC/USDT"] and "market data" in skipped["reasons"].iloc[0], report.pairs.to_dict("records")
+    assert (report.pairs["pair"] == "ETH/USDT").any() and report.pairs.set_index("pair").loc["ETH/USDT", "action"] != "skipped"
+
+
+def test_start_up_refuses_what_it_cannot_do(world):
+    server, settings, _ = world
+    with pytest.raises(CycleError, match="has no market for"):
+        build_context(settings.model_copy(update={"pairs": ("BTC/USDT", "DOGE/USDT")}), load_secrets({}), run_id="x")
+    with pytest.raises(CycleError, match="run_cycle drives paper trading"):
+        build_context(settings.model_copy(update={"mode": "live"}), load_secrets({}), run_id="x")
