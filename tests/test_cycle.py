@@ -49,13 +49,24 @@ def test_paper_cycles_fill_at_the_next_open_and_never_double_submit(world):
             before = len(ctx.store.orders())
             run_cycle(ctx, now)
             assert len(ctx.store.orders()) == before
+        if k == 1845:                                                    # ... nor by the next scheduled run: a new process, a new run id
+            before = ctx.store.orders()
+            again = run_cycle(build_context(settings, load_secrets({}), run_id="paper-test-restarted"), now)
+            pd.testing.assert_frame_equal(ctx.store.orders(), before)
+            assert set(again.pairs["order"]) <= set(before["client_order_id"]) | {""}
     assert all(r.bar == data["BTC/USDT"].index[1799 + i] for i, r in enumerate(reports))
     orders = ctx.store.orders()
     assert len(orders) > 0 and (orders["status"] == "filled").sum() >= len(orders) - 2   # the newest may still be pending
     with sqlite3.connect(settings.paths.state_dir / "paper.sqlite") as db:
         fills = pd.read_sql("SELECT f.*, o.note, o.intent FROM fills f JOIN orders o USING (client_order_id)", db)
         journal = db.execute("SELECT COUNT(*) FROM journal").fetchone()[0]
-    assert journal == 2 * 60                                             # one row per cycle and pair
+    assert journal == 2 * 60 + 2                                         # one row per cycle and pair (+ the restarted run's)
+    monitoring = ctx.monitor.frame()
+    assert len(monitoring) == 60 and monitoring["open_positions"].max() >= 1
+    assert (monitoring["equity"].to_numpy() == ctx.store.equity_curve()["equity"].to_numpy()).all()
+    assert not any(a["kind"] in ("stale_data", "error") for alerts in monitoring["alerts"] for a in alerts)
+    sent = pd.concat([r.pairs for r in reports]).query("order != ''")
+    assert len(sent) and sent["order"].isin(orders["client_order_id"]).all() and (sent["ms"] > 0).all()
     for f in fills[fills["intent"].isin(["open", "close"])].itertuples():
         decided = pd.Timestamp(json.loads(f.note)["decided_at"])
         fill_bar = decided + pd.Timedelta(hours=1)
@@ -78,6 +89,7 @@ def test_a_pair_without_data_is_skipped_and_the_others_proceed(world, tmp_path):
     report = run_cycle(ctx, now)
     skipped = report.pairs[report.pairs["action"] == "skipped"]
     assert list(skipped["pair"]) == ["BTC/USDT"] and "market data" in skipped["reasons"].iloc[0], report.pairs.to_dict("records")
+    assert [(a.kind, a.pair) for a in report.snapshot.alerts] == [("error", "BTC/USDT")]
     assert (report.pairs["pair"] == "ETH/USDT").any() and report.pairs.set_index("pair").loc["ETH/USDT", "action"] != "skipped"
 
 
@@ -87,3 +99,24 @@ def test_start_up_refuses_what_it_cannot_do(world):
         build_context(settings.model_copy(update={"pairs": ("BTC/USDT", "DOGE/USDT")}), load_secrets({}), run_id="x")
     with pytest.raises(CycleError, match="run_cycle drives paper trading"):
         build_context(settings.model_copy(update={"mode": "live"}), load_secrets({}), run_id="x")
+
+
+def test_state_carries_over_between_processes_and_stale_data_is_flagged(world, tmp_path):
+    server, settings, data = world
+    settings = settings.model_copy(update={"paths": settings.paths.model_copy(update={"state_dir": tmp_path})})
+    first = build_context(settings, load_secrets({}), run_id="a")
+    now = data["BTC/USDT"].index[1950] + pd.Timedelta(minutes=30)
+    server.set_now(int(now.timestamp() * 1000))
+    run_cycle(first, now)
+    first.store.save_runtime("risk_state", {**first.store.load_runtime("risk_state"), "cooldown_until": {"ETH/USDT": 10**9}})
+    now += pd.Timedelta(hours=1)
+    server.set_now(int(now.timestamp() * 1000))
+    report = run_cycle(build_context(settings, load_secrets({}), run_id="b"), now)   # the next bar, in a new process
+    assert "skipped" not in set(report.pairs["action"])
+    assert first.store.load_runtime("risk_state")["cooldown_until"] == {"ETH/USDT": 10**9}   # run "b" kept run "a"'s cooldown
+    eth = report.pairs.set_index("pair").loc["ETH/USDT"]
+    assert not eth["action"].startswith("open") or "cooldown" in eth["verdict"]
+    later = now + pd.Timedelta(hours=5)                                  # the exchange stopped publishing candles 5 bars ago
+    report = run_cycle(build_context(settings, load_secrets({}), run_id="c"), later)
+    assert set(report.pairs["action"]) == {"skipped"} and report.pairs["reasons"].str.contains("stale").all()
+    assert sorted((a.kind, a.pair) for a in report.snapshot.alerts) == [("stale_data", "BTC/USDT"), ("stale_data", "ETH/USDT")]
