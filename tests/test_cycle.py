@@ -7,19 +7,13 @@ import sqlite3
 import pandas as pd
 import pytest
 
-from conftest import HOUR_MS, candles
+from conftest import HOUR_MS, TINY, candles
 from local_exchange import LocalExchange
 from morningstar_trader.candles import validated_bars
 from morningstar_trader.config import Settings, load_secrets
 from morningstar_trader.cycle import CycleError, build_context, run_cycle
 from morningstar_trader.training import train_model
 
-TINY = dict(features={"window": 12, "indicators": [{"name": "rsi", "params": {"period": 7}}, {"name": "natr", "params": {"period": 7}},
-                                                  {"name": "log_return", "params": {"period": 1}}]},
-            model={"conv_filters": 4, "rnn_units": 4, "dense_units": 8},
-            training={"horizon": 6, "regime_window": 12, "atr_period": 7, "train_bars": 800, "val_bars": 200, "test_bars": 300,
-                      "folds": 1, "epochs": 2, "batch_size": 128},
-            decision={"min_confidence": 0.34}, llm={"mode": "off"}, risk={"max_position_fraction": 0.3})
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,82 @@
+"""Paper cycles through the installed `morningstar` script: papermill with a real kernel, the local exchange on the real
+clock, a really trained tiny model; the run record, no double orders across runs, waiting for a bar close, missed bars."""
+from __future__ import annotations
+
+import sqlite3
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import ROOT, TINY, Project, candles
+from local_exchange import LocalExchange
+from morningstar_trader.candles import validated_bars
+from morningstar_trader.config import Settings
+from morningstar_trader.runs import list_runs, load_run
+from morningstar_trader.training import train_model
+
+NOTEBOOK = str(ROOT / "nbs" / "trading_cycle.ipynb")
+FAKE = {"MORNINGSTAR_EXCHANGE_API_KEY": "FAKE-PAPER-KEY-77xy", "MORNINGSTAR_EXCHANGE_SECRET": "FAKE-PAPER-SECRET-88zz"}
+
+
+@pytest.fixture(scope="module")
+def paper(tmp_path_factory):
+    root = tmp_path_factory.mktemp("paper-runs")
+    forming = pd.Timestamp.now(tz="UTC").floor("h")
+    data = candles(2_000, end=str(forming + pd.Timedelta(hours=2)))    # room for the clock to pass an hour during the tests
+    train = {p: validated_bars(df.iloc[:1700].reset_index(names="timestamp"), "synthetic", p, "1h")[0] for p, df in data.items()}
+    train_model(Settings(**TINY), train, root / "models" / "default" / "v1", verbose=0)
+    with LocalExchange(data, "1h") as server:                           # its clock is the real one
+        config = {**TINY, "mode": "paper", "pairs": ["BTC/USDT", "ETH/USDT"], "timeframe": "1h",
+                  "llm": {"mode": "simulated"}, "exchange": {"api_url": server.base_url, "timeout_ms": 2000},
+                  "retry": {"max_attempts": 2, "initial_delay_s": 0.05, "max_delay_s": 0.1}}
+        (root / "config.yaml").write_text(yaml.safe_dump(config))
+        yield Project(root, root / "config.yaml")
+
+
+def _run_id(stdout: str) -> str:
+    return stdout.split()[1].rstrip(":")
+
+
+def test_paper_runs_record_the_cycle_and_never_send_an_order_twice(paper):
+    first = paper.run("run", "--mode", "paper", "--notebook", NOTEBOOK, env=FAKE).stdout
+    scraps = load_run(_run_id(first), paper.root / "runs")
+    assert {"parameters", "stats", "decisions", "orders", "fills", "equity", "alerts", "errors"} <= set(scraps)
+    decisions = scraps["decisions"]
+    assert list(decisions["pair"]) == ["BTC/USDT", "ETH/USDT"] and "skipped" not in set(decisions["action"])
+    assert scraps["stats"]["trading"] == "active" and scraps["errors"] == []
+    assert (decisions["close_to_order_ms"] >= decisions["ms"]).all()
+    with sqlite3.connect(paper.root / "state" / "paper.sqlite") as db:
+        orders_before = db.execute("SELECT client_order_id, status FROM orders ORDER BY 1").fetchall()
+        journal_before = db.execute("SELECT COUNT(*) FROM journal").fetchone()[0]
+    assert journal_before == 2
+
+    second = paper.run("run", "--mode", "paper", "--notebook", NOTEBOOK, env=FAKE).stdout   # the same bar, another process
+    again = load_run(_run_id(second), paper.root / "runs")["decisions"]
+    with sqlite3.connect(paper.root / "state" / "paper.sqlite") as db:
+        orders_after = db.execute("SELECT client_order_id, status FROM orders ORDER BY 1").fetchall()
+    if again["order"].ne("").any():           # the bar may have closed between the runs: then new intents are new orders
+        assert {o for o, _ in orders_before} <= {o for o, _ in orders_after}
+    else:
+        assert orders_after == orders_before
+    assert {o for o in again["order"] if o} <= {o for o, _ in orders_after}
+    for path in paper.root.rglob("*"):       # secrets appear nowhere: run notebooks, logs, state, index
+        if path.is_file():
+            assert not any(v.encode() in path.read_bytes() for v in FAKE.values()), path
+
+    table = paper.run("runs", "compare", _run_id(first), _run_id(second)).stdout
+    assert "equity" in table and _run_id(first) in table and _run_id(second) in table
+
+
+def test_a_scheduled_run_waits_for_its_close_and_a_late_one_is_a_missed_bar(paper):
+    close = pd.Timestamp.now(tz="UTC").ceil("s") + pd.Timedelta(seconds=25)   # as `schedule` launches it: before the close
+    out = paper.run("run", "--mode", "paper", "--bar-close", close.isoformat(), "--notebook", NOTEBOOK).stdout
+    scraps = load_run(_run_id(out), paper.root / "runs")
+    assert 0.5 <= scraps["stats"]["ready_after_close_s"] < 30              # it waited for the close (+ settle 0.5 s)
+    assert scraps["parameters"]["bar_close"] == close.isoformat()
+
+    late = pd.Timestamp.now(tz="UTC") - pd.Timedelta(minutes=5)
+    proc = paper.run("run", "--mode", "paper", "--bar-close", late.isoformat(), "--notebook", NOTEBOOK, check=1)
+    assert "missed bar" in proc.stderr and "not trading late" in proc.stderr
+    newest = list_runs(paper.root / "runs").iloc[0]
+    assert newest["status"] == "failed" and "MissedBar" in newest["error"]
