@@ -1,0 +1,164 @@
+"""Paper cycles against the local exchange: bar close -> order latency, compute per cycle for 1 and 50 pairs, papermill overhead.
+
+A pre-warmed `CycleContext` (markets, default-architecture model, state store built once, as a scheduled run has it when
+the bar closes) runs `run_cycle` right at each bar close of the local Binance-compatible server (real ccxt over HTTP on
+127.0.0.1). Per cycle: wall time, time in `fetch_ohlcv` (HTTP + parsing + validation), and per pair the milliseconds
+from the close to its order (or its decision, when it holds). The peer, in the same process on the same server and
+model: a bare loop that only fetches, computes features and predicts, without review, decision, risk, state or journal.
+Then one `morningstar run --mode paper` through papermill against the same server, compared with the in-process cycle.
+
+    .venv/bin/python bench/bench_cycle.py [--cycles 100] [--pairs 50] [--papermill-runs 2]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))   # the local exchange server the tests use
+
+from local_exchange import LocalExchange  # noqa: E402
+
+from morningstar_trader.candles import validated_bars  # noqa: E402
+from morningstar_trader.config import Settings, load_secrets  # noqa: E402
+from morningstar_trader.cycle import build_context, run_cycle  # noqa: E402
+from morningstar_trader.runs import run_notebook  # noqa: E402
+from morningstar_trader.sample_data import SamplePair, synthetic_candles  # noqa: E402
+from morningstar_trader.training import train_model  # noqa: E402
+
+HOUR = pd.Timedelta(hours=1)
+
+
+class Timed:
+    "Wraps the ApiManager and adds up the seconds spent in fetch_ohlcv."
+    def __init__(self, api): self.api, self.seconds = api, 0.0
+    def __getattr__(self, name): return getattr(self.api, name)
+    def fetch_ohlcv(self, *a, **k):
+        t = time.perf_counter()
+        try: return self.api.fetch_ohlcv(*a, **k)
+        finally: self.seconds += time.perf_counter() - t
+
+
+def cycles(ctx, server, closes) -> pd.DataFrame:
+    rows = []
+    for close in closes:
+        server.set_now(int(close.timestamp() * 1000) + 1)
+        ctx.api.seconds = 0.0
+        t = time.perf_counter()
+        report = run_cycle(ctx, close)
+        total = (time.perf_counter() - t) * 1e3
+        assert not (report.pairs["action"] == "skipped").any(), report.pairs
+        rows.append({"total_ms": total, "fetch_ms": ctx.api.seconds * 1e3, "order_ms_max": report.pairs["ms"].max(),
+                     "orders": int((report.pairs["order"] != "").sum())})
+    return pd.DataFrame(rows)
+
+
+def bare(ctx, server, closes) -> pd.DataFrame:
+    "The peer: fetch, features, one batched prediction; nothing else."
+    rows, model, s = [], ctx.model, ctx.settings
+    for close in closes:
+        server.set_now(int(close.timestamp() * 1000) + 1)
+        t = time.perf_counter()
+        inputs = []
+        for pair in s.pairs:
+            bars, _ = ctx.api.fetch_ohlcv(pair, s.timeframe, close - (model.prep.min_bars + 4) * HOUR)
+            f = model.prep.transform(bars)
+            inputs.append((f.technical[-1], f.context[-1]))
+        model.predict({"technical": np.stack([a for a, _ in inputs]), "context": np.stack([b for _, b in inputs])})
+        rows.append({"total_ms": (time.perf_counter() - t) * 1e3})
+    return pd.DataFrame(rows)
+
+
+def pct(x, q): return float(np.percentile(x, q))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cycles", type=int, default=100, help="cycles with 1 pair (the latency sample)")
+    parser.add_argument("--pairs", type=int, default=50)
+    parser.add_argument("--many-cycles", type=int, default=20, help="cycles with --pairs pairs")
+    parser.add_argument("--papermill-runs", type=int, default=2)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-cycle-"))
+    forming = pd.Timestamp.now(tz="UTC").floor("h")
+    n = 3_000 + args.cycles
+    specs = {f"P{i:02d}/USDT": SamplePair(100.0 * (i + 1), 1.0 + 0.02 * i, 1_000.0) for i in range(args.pairs)}
+    raw, _ = synthetic_candles(specs, start=forming - (n - 1) * HOUR, periods=n, seed=5)
+    data = {p: df.set_index("timestamp") for p, df in raw.items()}
+    first = next(iter(data))
+
+    # the default features and network, trained briefly (its weights change nothing about speed)
+    settings = Settings(training={"epochs": 1, "folds": 1, "train_bars": 1_200, "val_bars": 300, "test_bars": 300},
+                        llm={"mode": "simulated"}, decision={"min_confidence": 0.34})
+    t = time.perf_counter()
+    train_model(settings, {first: validated_bars(data[first].iloc[:2_500].reset_index(names="timestamp"), "synthetic", first, "1h")[0]},
+                work / "models" / "default" / "v1", verbose=0)
+    print(f"trained the default-architecture model in {time.perf_counter() - t:.0f} s")
+
+    with LocalExchange(data, "1h") as server:
+        def context(pairs, state):
+            s = Settings(**{**settings.model_dump(), "mode": "paper", "pairs": pairs,
+                            "exchange": {"api_url": server.base_url, "timeout_ms": 5_000},
+                            "paths": {"models_dir": work / "models", "state_dir": work / state, "logs_dir": work / "logs"}})
+            ctx = build_context(s, load_secrets({}), run_id="bench")
+            ctx.api = Timed(ctx.api)
+            return ctx
+        closes = list(data[first].index[-args.cycles - 1:-1])          # each bar's open is the previous bar's close
+        one = context((first,), "state-1")
+        run_cycle(one, closes[0] - HOUR)                                 # warm-up: tf.function tracing, first connection
+        ours1, peer1 = cycles(one, server, closes), bare(one, server, closes)
+        many = context(tuple(data), "state-many")
+        run_cycle(many, closes[0] - HOUR)
+        ours_n = cycles(many, server, closes[: args.many_cycles])
+        peer_n = bare(many, server, closes[: args.many_cycles])
+
+        print(f"\nbar close -> order (or decision), 1 pair, pre-warmed context, {args.cycles} cycles "
+              f"({ours1['orders'].sum()} orders sent), ms")
+        print(f"{'':<34}{'p50':>9}{'p99':>9}{'goal':>10}")
+        print(f"{'close -> order/decision':<34}{pct(ours1['order_ms_max'], 50):>9.1f}{pct(ours1['order_ms_max'], 99):>9.1f}{'<50/<150':>10}")
+        print(f"{'whole cycle (incl. monitoring)':<34}{pct(ours1['total_ms'], 50):>9.1f}{pct(ours1['total_ms'], 99):>9.1f}")
+        print(f"{'  of which fetch_ohlcv (HTTP)':<34}{pct(ours1['fetch_ms'], 50):>9.1f}{pct(ours1['fetch_ms'], 99):>9.1f}")
+        print(f"{'peer: fetch+features+predict':<34}{pct(peer1['total_ms'], 50):>9.1f}{pct(peer1['total_ms'], 99):>9.1f}")
+
+        print(f"\ncompute per cycle: 1 vs {args.pairs} pairs (p50, ms)")
+        print(f"{'':<34}{'1 pair':>9}{f'{args.pairs} pairs':>10}{'ratio':>8}{'goal':>7}")
+        for name, a, b in (("whole cycle", ours1["total_ms"], ours_n["total_ms"]),
+                           ("cycle without fetch_ohlcv", ours1["total_ms"] - ours1["fetch_ms"], ours_n["total_ms"] - ours_n["fetch_ms"]),
+                           ("fetch_ohlcv", ours1["fetch_ms"], ours_n["fetch_ms"]),
+                           ("peer: fetch+features+predict", peer1["total_ms"], peer_n["total_ms"])):
+            goal = "<=3x" if name == "cycle without fetch_ohlcv" else ""
+            print(f"{name:<34}{pct(a, 50):>9.1f}{pct(b, 50):>10.1f}{pct(b, 50) / pct(a, 50):>7.1f}x{goal:>7}")
+        print(f"{'ours / peer, 1 pair':<34}{pct(ours1['total_ms'], 50) / pct(peer1['total_ms'], 50):>9.2f}x")
+        print(f"{f'ours / peer, {args.pairs} pairs':<34}{pct(ours_n['total_ms'], 50) / pct(peer_n['total_ms'], 50):>9.2f}x")
+
+        if args.papermill_runs:
+            server.set_now(None)                                          # the notebook trades now: the real clock
+            config = {**settings.model_dump(mode="json"), "mode": "paper", "pairs": [first],
+                      "exchange": {"api_url": server.base_url, "timeout_ms": 5_000},
+                      "paths": {"models_dir": str(work / "models"), "state_dir": str(work / "state-pm"), "logs_dir": str(work / "logs"),
+                                "runs_dir": str(work / "runs")}}
+            (work / "config.yaml").write_text(yaml.safe_dump(config))
+            durations = []
+            os.chdir(work)
+            for _ in range(args.papermill_runs):
+                record = run_notebook({"mode": "paper", "config_path": str(work / "config.yaml")}, runs_dir=work / "runs",
+                                      notebook=ROOT / "nbs" / "trading_cycle.ipynb")
+                durations.append(record.duration_s)
+            cycle_s = pct(ours1["total_ms"], 50) / 1e3
+            print(f"\npapermill: one paper cycle as a run notebook ({args.papermill_runs} runs), s")
+            print(f"{'run_notebook (kernel, imports, context, cycle, record)':<56}{np.median(durations):>8.2f}")
+            print(f"{'in-process run_cycle, pre-warmed':<56}{cycle_s:>8.3f}")
+            print(f"{'papermill overhead per run':<56}{np.median(durations) - cycle_s:>8.2f}   (hidden by schedule.lead_s)")
+    print(f"\nwork folder: {work}")
+
+
+if __name__ == "__main__":
+    main()
