@@ -1,9 +1,18 @@
 """A Binance-compatible spot exchange on 127.0.0.1 for the test suite.
 
 It speaks the subset of Binance's REST API that `ccxt.binance` uses for `load_markets`,
-`fetch_ohlcv`, `fetch_ticker` and `fetch_time`, so tests exercise the real client end to end
-(URL building, throttling, parsing, error mapping) without internet access. Faults are injected
-by request count rather than by chance, so retry and timeout behaviour can be asserted exactly.
+`fetch_ohlcv`, `fetch_ticker` and `fetch_time`, and the signed spot endpoints for trading
+(`create_order` with a client order id, `fetch_order` by id or client id, `cancel_order`,
+`fetch_open_orders`, `fetch_orders`, `fetch_my_trades`, `fetch_balance`), so tests exercise the real
+client end to end (URL building, signing, throttling, parsing, error mapping) without internet
+access. Faults are injected by request count rather than by chance, so retry, timeout and
+unknown-outcome behaviour can be asserted exactly.
+
+The account (balances, orders, trades) lives in `LocalExchange.account` and survives `stop()` /
+`start()`, which rebinds the same port: a venue restart keeps its book. Market orders fill at the
+open of the candle forming at the server's `now` (the first price after the close); limit orders
+fill when marketable at that price, else rest until `fill_open` or a cancel. Fees are 0.1 %, in the
+quote asset.
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ import threading
 import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -25,10 +34,15 @@ from loopback import LoopbackServer, QuietHandler
 from morningstar_trader.market_data import point_urls
 from morningstar_trader.types import parse_timeframe
 
-__all__ = ["FAULT_KINDS", "LocalExchange"]
+__all__ = ["FAULT_KINDS", "FEE", "Account", "LocalExchange"]
 
 DEFAULT_LIMIT, MAX_LIMIT = 500, 1000
-FAULT_KINDS = ("429", "418", "500", "503", "slow", "garbage")
+# "slow" answers after the request took effect: on POST /api/v3/order it is accept-then-timeout.
+# "notfound": Binance's -2013 for a lookup of an order that exists (lagging lookups).
+# "reject": -2010 insufficient balance. "partial": the next order fills 40 % now, the rest rests.
+# "split": the next order fills completely, in two trades (60 % and 40 %).
+FAULT_KINDS = ("429", "418", "500", "503", "slow", "garbage", "notfound", "reject", "partial", "split")
+FEE = 0.001
 _DAY_MS = 86_400_000
 _JSON = {"Content-Type": "application/json;charset=UTF-8"}
 
@@ -60,6 +74,38 @@ class _Fault:
     count: int
     after: int
     delay_s: float
+    method: str | None = None
+
+
+@dataclass
+class _Order:
+    id: int
+    client_id: str
+    symbol: str
+    side: str
+    type: str
+    qty: float
+    price: float | None
+    time: int
+    status: str = "NEW"
+    executed: float = 0.0
+    quote: float = 0.0
+    update: int = 0
+
+
+@dataclass
+class Account:
+    """Balances, orders and trades of the one account the server knows."""
+    balances: dict[str, float]
+    orders: dict[int, _Order] = field(default_factory=dict)
+    trades: list[dict[str, Any]] = field(default_factory=list)
+    partial_next: int = 0
+    split_next: int = 0
+
+    def by_client_id(self, symbol: str, client_id: str) -> _Order | None:
+        # Binance keeps client ids unique among open orders; the newest one wins a lookup.
+        found = [o for o in self.orders.values() if o.symbol == symbol and o.client_id == client_id]
+        return found[-1] if found else None
 
 
 @dataclass(frozen=True)
@@ -100,8 +146,11 @@ def _filters(price: float) -> list[dict[str, Any]]:
 class LocalExchange(LoopbackServer):
     """Binance-compatible spot subset on 127.0.0.1 serving fixture candles, with fault injection."""
 
-    def __init__(self, candles: dict[str, pd.DataFrame], timeframe: str = "1h", now_ms: int | None = None) -> None:
+    def __init__(self, candles: dict[str, pd.DataFrame], timeframe: str = "1h", now_ms: int | None = None,
+                 balances: dict[str, float] | None = None, recv_window_ms: int = 60_000) -> None:
         super().__init__()
+        self.account = Account(dict(balances or {"USDT": 100_000.0}))
+        self.recv_window_ms = recv_window_ms   # the longest a signed request may take to arrive, as Binance enforces
         self.timeframe = timeframe
         self._tf_ms = int(parse_timeframe(timeframe).total_seconds() * 1000)
         self._markets = {m.id: m for m in (_build_market(s, df) for s, df in candles.items())}
@@ -110,16 +159,17 @@ class LocalExchange(LoopbackServer):
         self._faults: list[_Fault] = []
         self._lock = threading.Lock()
 
-    def inject(self, path: str, kind: str, count: int = 1, *, delay_s: float = 2.0, after: int = 0) -> None:
-        """Fault the `count` requests to paths starting with `path` that follow the first `after` ones."""
+    def inject(self, path: str, kind: str, count: int = 1, *, delay_s: float = 2.0, after: int = 0,
+               method: str | None = None) -> None:
+        """Fault the `count` requests to paths starting with `path` (and of `method`, if given) that follow the first `after` ones."""
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; expected one of {FAULT_KINDS}")
         if count < 1 or after < 0:
             raise ValueError("inject needs count >= 1 and after >= 0")
         with self._lock:
-            self._faults.append(_Fault(path, kind, count, after, delay_s))
+            self._faults.append(_Fault(path, kind, count, after, delay_s, method))
 
-    def set_now(self, now_ms: int) -> None:
+    def set_now(self, now_ms: int | None) -> None:
         self._now_ms = now_ms
 
     def set_candles(self, candles: dict[str, pd.DataFrame]) -> None:
@@ -137,24 +187,32 @@ class LocalExchange(LoopbackServer):
 
     # -- request handling ------------------------------------------------------------------------
 
-    def _answer(self, method: str, path: str, query: dict[str, str]) -> tuple[int, dict[str, str], bytes, float]:
+    def _answer(self, method: str, path: str, query: dict[str, str], api_key: str | None = None) -> tuple[int, dict[str, str], bytes, float]:
         """Status, headers, body and the delay before sending them; logs the request."""
-        fault = self._take_fault(path)
+        fault = self._take_fault(path, method)
         if fault is not None and fault.kind in _FAULT_ANSWERS:
             status, headers, body = _FAULT_ANSWERS[fault.kind]
+        elif fault is not None and fault.kind in ("notfound", "reject"):
+            status, headers = 400, _JSON
+            body = json.dumps({"code": -2013, "msg": "Order does not exist."} if fault.kind == "notfound" else
+                              {"code": -2010, "msg": "Account has insufficient balance for requested action."}).encode()
         else:
-            status, payload = self._route(method, path, query)
+            if fault is not None and fault.kind == "partial":
+                self.account.partial_next += 1
+            if fault is not None and fault.kind == "split":
+                self.account.split_next += 1
+            status, payload = self._route(method, path, query, api_key)
             headers, body = _JSON, json.dumps(payload).encode()
         with self._lock:
             self.requests.append({"method": method, "path": path, "query": query, "status": status})
         return status, headers, body, fault.delay_s if fault is not None and fault.kind == "slow" else 0.0
 
-    def _take_fault(self, path: str) -> _Fault | None:
+    def _take_fault(self, path: str, method: str) -> _Fault | None:
         # Rules are consulted in injection order; the first one that fires owns the request, so
         # later rules neither fire nor count it.
         with self._lock:
             for fault in self._faults:
-                if not path.startswith(fault.path):
+                if not path.startswith(fault.path) or fault.method not in (None, method):
                     continue
                 if fault.after > 0:
                     fault.after -= 1
@@ -165,14 +223,162 @@ class LocalExchange(LoopbackServer):
                 return fault
         return None
 
-    def _route(self, method: str, path: str, query: dict[str, str]) -> tuple[int, Any]:
+    def _route(self, method: str, path: str, query: dict[str, str], api_key: str | None = None) -> tuple[int, Any]:
         endpoint = _ROUTES.get(path) if method == "GET" else None
-        if endpoint is None:
+        private = _PRIVATE.get((method, path))
+        if endpoint is None and private is None:
             return 404, {"code": -1, "msg": f"Unknown endpoint {method} {path}"}
         try:
-            return 200, endpoint(self, query)
+            if private is None:
+                return 200, endpoint(self, query)
+            self._authenticate(query, api_key)
+            with self._lock:
+                return 200, private(self, query)
         except _ApiError as e:
             return e.status, {"code": e.code, "msg": e.msg}
+
+    # -- the account ---------------------------------------------------------------------------------
+
+    def _authenticate(self, query: dict[str, str], api_key: str | None) -> None:
+        if not api_key:
+            raise _ApiError(401, -2014, "API-key format invalid.")
+        if "signature" not in query:
+            raise _ApiError(400, -1102, "Mandatory parameter 'signature' was not sent, was empty/null, or malformed.")
+        sent = _int_param(query, "timestamp")
+        if sent is None or time.time() * 1000 - sent > min(int(query.get("recvWindow", 5000)), self.recv_window_ms):
+            raise _ApiError(400, -1021, "Timestamp for this request is outside of the recvWindow.")
+
+    def price_now(self, symbol: str) -> float:
+        """What a market order fills at: the open of the candle forming at `now`."""
+        market = self._markets[symbol.replace("/", "")]
+        return market.candles[self._last_index(market, self._now())][0]
+
+    def _trade(self, order: _Order, qty: float, price: float) -> None:
+        m = self._markets[order.symbol]
+        sign = 1 if order.side == "BUY" else -1
+        fee = qty * price * FEE
+        bal = self.account.balances
+        bal[m.base] = bal.get(m.base, 0.0) + sign * qty
+        bal[m.quote] = bal.get(m.quote, 0.0) - sign * qty * price - fee
+        order.executed += qty
+        order.quote += qty * price
+        order.status = "FILLED" if order.executed >= order.qty * (1 - 1e-12) else "PARTIALLY_FILLED"
+        order.update = self._now()
+        self.account.trades.append({"symbol": order.symbol, "id": len(self.account.trades) + 1, "orderId": order.id,
+                                    "orderListId": -1, "price": _num(price), "qty": _num(qty), "quoteQty": _num(qty * price),
+                                    "commission": _num(fee), "commissionAsset": m.quote, "time": self._now(),
+                                    "isBuyer": order.side == "BUY", "isMaker": order.type == "LIMIT", "isBestMatch": True})
+
+    def _fill(self, order: _Order, limit_qty: float | None = None) -> None:
+        """Fill what is marketable of `order` at the current price (all of it, or `limit_qty`)."""
+        price = self.price_now(order.symbol)
+        if order.type == "LIMIT":
+            if (order.side == "BUY" and price > order.price) or (order.side == "SELL" and price < order.price):
+                return
+            price = order.price
+        qty = order.qty - order.executed if limit_qty is None else min(limit_qty, order.qty - order.executed)
+        if qty > 0:
+            self._trade(order, qty, price)
+
+    def fill_open(self, client_id: str | None = None) -> None:
+        """Fill resting orders (all, or the one with `client_id`) at their limit or the market price."""
+        with self._lock:
+            for o in list(self.account.orders.values()):
+                if o.status in ("NEW", "PARTIALLY_FILLED") and client_id in (None, o.client_id):
+                    if o.type == "LIMIT":
+                        self._trade(o, o.qty - o.executed, o.price)
+                    else:
+                        self._fill(o)
+
+    def _new_order(self, q: dict[str, str]) -> dict[str, Any]:
+        m = self._market(q)
+        side, kind = q.get("side", ""), q.get("type", "")
+        if side not in ("BUY", "SELL") or kind not in ("MARKET", "LIMIT"):
+            raise _ApiError(400, -1102, "Mandatory parameter 'side' or 'type' was not sent, was empty/null, or malformed.")
+        try:
+            qty = float(q["quantity"])
+            price = float(q["price"]) if kind == "LIMIT" else None
+        except (KeyError, ValueError):
+            raise _ApiError(400, -1102, "Mandatory parameter 'quantity' was not sent, was empty/null, or malformed.") from None
+        client_id = q.get("newClientOrderId") or f"web_{len(self.account.orders) + 1}"
+        dup = self.account.by_client_id(m.id, client_id)
+        if dup is not None and dup.status in ("NEW", "PARTIALLY_FILLED"):
+            raise _ApiError(400, -2010, "Duplicate order sent.")
+        cost = qty * (price or self.price_now(m.id))
+        if cost < 5:
+            raise _ApiError(400, -1013, "Filter failure: NOTIONAL")
+        need = (m.quote, cost * (1 + FEE)) if side == "BUY" else (m.base, qty)
+        if self.account.balances.get(need[0], 0.0) < need[1] - 1e-12:
+            raise _ApiError(400, -2010, "Account has insufficient balance for requested action.")
+        order = _Order(len(self.account.orders) + 1, client_id, m.id, side, kind, qty, price, self._now(), update=self._now())
+        self.account.orders[order.id] = order
+        if self.account.partial_next:
+            self.account.partial_next -= 1
+            self._fill(order, limit_qty=float(f"{qty * 0.4:.8f}"))
+        elif self.account.split_next:
+            self.account.split_next -= 1
+            self._fill(order, limit_qty=float(f"{qty * 0.6:.8f}"))
+            self._fill(order)
+        else:
+            self._fill(order)
+        trades = [t for t in self.account.trades if t["orderId"] == order.id]
+        return {**self._order_json(order), "transactTime": order.time,
+                "fills": [{"price": t["price"], "qty": t["qty"], "commission": t["commission"],
+                           "commissionAsset": t["commissionAsset"], "tradeId": t["id"]} for t in trades]}
+
+    def _find(self, q: dict[str, str]) -> _Order:
+        m = self._market(q)
+        order_id, client_id = _int_param(q, "orderId"), q.get("origClientOrderId")
+        order = self.account.orders.get(order_id) if order_id is not None else (
+            self.account.by_client_id(m.id, client_id) if client_id else None)
+        if order is None or order.symbol != m.id:
+            raise _ApiError(400, -2013, "Order does not exist.")
+        return order
+
+    def _get_order(self, q: dict[str, str]) -> dict[str, Any]:
+        return self._order_json(self._find(q))
+
+    def _cancel_order(self, q: dict[str, str]) -> dict[str, Any]:
+        order = self._find(q)
+        if order.status not in ("NEW", "PARTIALLY_FILLED"):
+            raise _ApiError(400, -2011, "Unknown order sent.")
+        order.status, order.update = "CANCELED", self._now()
+        return {**self._order_json(order), "origClientOrderId": order.client_id}
+
+    def _open_orders(self, q: dict[str, str]) -> list[dict[str, Any]]:
+        symbol = self._market(q).id if q.get("symbol") else None
+        return [self._order_json(o) for o in self.account.orders.values()
+                if o.status in ("NEW", "PARTIALLY_FILLED") and symbol in (None, o.symbol)]
+
+    def _all_orders(self, q: dict[str, str]) -> list[dict[str, Any]]:
+        symbol = self._market(q).id
+        return [self._order_json(o) for o in self.account.orders.values() if o.symbol == symbol]
+
+    def _my_trades(self, q: dict[str, str]) -> list[dict[str, Any]]:
+        symbol, order_id = self._market(q).id, _int_param(q, "orderId")
+        return [t for t in self.account.trades if t["symbol"] == symbol and order_id in (None, t["orderId"])]
+
+    def _balances(self, q: dict[str, str]) -> dict[str, Any]:
+        locked: dict[str, float] = {}
+        for o in self.account.orders.values():
+            if o.status in ("NEW", "PARTIALLY_FILLED"):
+                m = self._markets[o.symbol]
+                left = o.qty - o.executed
+                asset, amount = (m.quote, left * (o.price or 0.0)) if o.side == "BUY" else (m.base, left)
+                locked[asset] = locked.get(asset, 0.0) + amount
+        return {"makerCommission": 10, "takerCommission": 10, "buyerCommission": 0, "sellerCommission": 0,
+                "canTrade": True, "canWithdraw": False, "canDeposit": True, "updateTime": self._now(), "accountType": "SPOT",
+                "balances": [{"asset": a, "free": _dec(v - locked.get(a, 0.0)), "locked": _dec(locked.get(a, 0.0))}
+                             for a, v in sorted(self.account.balances.items())],
+                "permissions": ["SPOT"], "uid": 1}
+
+    def _order_json(self, o: _Order) -> dict[str, Any]:
+        return {"symbol": o.symbol, "orderId": o.id, "orderListId": -1, "clientOrderId": o.client_id,
+                "price": _dec(o.price or 0.0), "origQty": _dec(o.qty), "executedQty": repr(o.executed),
+                "cummulativeQuoteQty": repr(o.quote), "status": o.status, "timeInForce": "GTC", "type": o.type,
+                "side": o.side, "stopPrice": "0.00000000", "icebergQty": "0.00000000", "time": o.time,
+                "updateTime": o.update, "isWorking": True, "workingTime": o.time, "origQuoteOrderQty": "0.00000000",
+                "selfTradePreventionMode": "NONE"}
 
     def _market(self, query: dict[str, str]) -> _Market:
         market_id = query.get("symbol")
@@ -286,6 +492,16 @@ def _int_param(query: dict[str, str], name: str) -> int | None:
         raise _ApiError(400, -1100, f"Illegal characters found in parameter '{name}'.") from None
 
 
+_PRIVATE: dict[tuple[str, str], Callable[[LocalExchange, dict[str, str]], Any]] = {
+    ("POST", "/api/v3/order"): LocalExchange._new_order,
+    ("GET", "/api/v3/order"): LocalExchange._get_order,
+    ("DELETE", "/api/v3/order"): LocalExchange._cancel_order,
+    ("GET", "/api/v3/openOrders"): LocalExchange._open_orders,
+    ("GET", "/api/v3/allOrders"): LocalExchange._all_orders,
+    ("GET", "/api/v3/myTrades"): LocalExchange._my_trades,
+    ("GET", "/api/v3/account"): LocalExchange._balances,
+}
+
 _ROUTES: dict[str, Callable[[LocalExchange, dict[str, str]], Any]] = {
     "/api/v3/ping": lambda exchange, query: {},
     "/api/v3/time": LocalExchange._time,
@@ -314,9 +530,12 @@ class _Handler(QuietHandler):
     def do_GET(self) -> None:
         url = urlsplit(self.path)
         query = dict(parse_qsl(url.query, keep_blank_values=True))
-        self.send(*self.server.owner._answer(self.command, url.path, query))
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:  # signed POSTs carry their parameters form-encoded in the body
+            query |= dict(parse_qsl(self.rfile.read(length).decode(), keep_blank_values=True))
+        self.send(*self.server.owner._answer(self.command, url.path, query, self.headers.get("X-MBX-APIKEY")))
 
-    do_POST = do_PUT = do_DELETE = do_GET  # answered with Binance's 404 shape, not http.server's 501
+    do_POST = do_PUT = do_DELETE = do_GET  # unknown ones answered with Binance's 404 shape, not http.server's 501
 
 
 LocalExchange.handler = _Handler

@@ -10,8 +10,8 @@ from typing import Any, Self
 class OwnedServer(ThreadingHTTPServer):
     """An HTTP server on a free loopback port that knows the test server object answering its requests."""
 
-    def __init__(self, owner: LoopbackServer, handler: type[BaseHTTPRequestHandler]) -> None:
-        super().__init__(("127.0.0.1", 0), handler)  # port 0: the OS picks a free one
+    def __init__(self, owner: LoopbackServer, handler: type[BaseHTTPRequestHandler], port: int = 0) -> None:
+        super().__init__(("127.0.0.1", port), handler)  # port 0: the OS picks a free one
         self.owner = owner
 
 
@@ -48,11 +48,13 @@ class LoopbackServer:
         self._stopping = threading.Event()  # set on stop(), so handlers sleeping for a "slow" answer return at once
         self._server: OwnedServer | None = None
         self._thread: threading.Thread | None = None
+        self._port = 0  # after the first start, a restart binds the same port: clients find the server again
 
     def start(self) -> Self:
         if self._server is None:
             self._stopping.clear()
-            self._server = OwnedServer(self, self.handler)
+            self._server = OwnedServer(self, self.handler, self._port)
+            self._port = self._server.server_address[1]
             self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}{self.base_path}"
             self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                             name=type(self).__name__, daemon=True)
