@@ -8,6 +8,8 @@ import pandas as pd
 import pytest
 
 from conftest import HOUR_MS, TINY, candles
+
+KEYS = {"MORNINGSTAR_EXCHANGE_API_KEY": "cycle-key", "MORNINGSTAR_EXCHANGE_SECRET": "cycle-secret"}
 from local_exchange import LocalExchange
 from morningstar_trader.candles import validated_bars
 from morningstar_trader.config import Settings, load_secrets
@@ -91,8 +93,37 @@ def test_start_up_refuses_what_it_cannot_do(world):
     server, settings, _ = world
     with pytest.raises(CycleError, match="has no market for"):
         build_context(settings.model_copy(update={"pairs": ("BTC/USDT", "DOGE/USDT")}), load_secrets({}), run_id="x")
-    with pytest.raises(CycleError, match="run_cycle drives paper trading"):
-        build_context(settings.model_copy(update={"mode": "live"}), load_secrets({}), run_id="x")
+    live = settings.model_copy(update={"mode": "live"})
+    with pytest.raises(CycleError, match="needs the explicit confirmation"):
+        build_context(live, load_secrets(KEYS), run_id="x")
+    with pytest.raises(CycleError, match="needs MORNINGSTAR_EXCHANGE_API_KEY"):
+        build_context(live, load_secrets({}), run_id="x", confirm_live=True)
+
+
+def test_live_cycles_trade_through_the_venue_and_refuse_when_it_disagrees(world, tmp_path):
+    server, settings, data = world
+    settings = settings.model_copy(update={"mode": "live", "paths": settings.paths.model_copy(update={"state_dir": tmp_path})})
+    ctx = build_context(settings, load_secrets(KEYS), run_id="live-test", confirm_live=True)
+    assert ctx.store.path.name == "live.sqlite" and ctx.store.cash() == 100_000.0
+    before = len(server.account.orders)
+    for k in range(1955, 1995):
+        now = data["BTC/USDT"].index[k] + pd.Timedelta(seconds=1)
+        server.set_now(int(now.timestamp() * 1000))
+        report = run_cycle(ctx, now)
+        assert "refused" not in {a.kind for a in report.snapshot.alerts}, report.snapshot.alerts
+    sent = list(server.account.orders.values())[before:]
+    assert sent and all(o.status == "FILLED" for o in sent)
+    assert {o.client_id for o in sent} == set(ctx.store.orders()["client_order_id"])     # one venue order per intent
+    positions = ctx.store.positions()
+    for pair in ("BTC/USDT", "ETH/USDT"):
+        held = positions[pair].size if pair in positions else 0.0
+        assert server.account.balances.get(pair.split("/")[0], 0.0) == pytest.approx(held, abs=1e-12)
+    server.account.balances["BTC"] = server.account.balances.get("BTC", 0.0) + 1.0   # moved behind the store's back
+    server.set_now(int((data["BTC/USDT"].index[1995] + pd.Timedelta(seconds=1)).timestamp() * 1000))
+    refused = run_cycle(ctx, data["BTC/USDT"].index[1995] + pd.Timedelta(seconds=1))
+    assert set(refused.pairs["action"]) == {"skipped"} and refused.pairs["reasons"].str.contains("BTC: venue").all()
+    assert [a.level for a in refused.snapshot.alerts if a.kind == "refused"] == ["critical"]
+    assert len(server.account.orders) == before + len(sent)                             # and nothing was sent
 
 
 def test_state_carries_over_between_processes_and_stale_data_is_flagged(world, tmp_path):
