@@ -31,7 +31,9 @@ def paper(tmp_path_factory):
                   "llm": {"mode": "simulated"}, "exchange": {"api_url": server.base_url, "timeout_ms": 2000},
                   "retry": {"max_attempts": 2, "initial_delay_s": 0.05, "max_delay_s": 0.1}}
         (root / "config.yaml").write_text(yaml.safe_dump(config))
-        yield Project(root, root / "config.yaml")
+        project = Project(root, root / "config.yaml")
+        project.exchange = server
+        yield project
 
 
 def _run_id(stdout: str) -> str:
@@ -80,3 +82,20 @@ def test_a_scheduled_run_waits_for_its_close_and_a_late_one_is_a_missed_bar(pape
     assert "missed bar" in proc.stderr and "not trading late" in proc.stderr
     newest = list_runs(paper.root / "runs").iloc[0]
     assert newest["status"] == "failed" and "MissedBar" in newest["error"]
+
+
+def test_a_live_run_needs_the_confirmation_trades_through_the_venue_and_logs_no_key(paper):
+    proc = paper.run("run", "--mode", "live", "--notebook", NOTEBOOK, env=FAKE, check=2)
+    assert "--i-understand-this-trades-real-money" in proc.stderr
+    out = paper.run("run", "--mode", "live", "--i-understand-this-trades-real-money", "--notebook", NOTEBOOK, env=FAKE).stdout
+    scraps = load_run(_run_id(out), paper.root / "runs")
+    assert scraps["parameters"]["mode"] == "live" and scraps["stats"]["trading"] == "active"
+    assert "refused" not in {a["kind"] for a in scraps["alerts"]}
+    with sqlite3.connect(paper.root / "state" / "live.sqlite") as db:
+        sent = {r[0] for r in db.execute("SELECT client_order_id FROM orders")}
+    assert sent == {o.client_id for o in paper.exchange.account.orders.values()}          # the venue has exactly the store's orders
+    logs = list((paper.root / "logs").glob("*"))
+    assert logs
+    for path in paper.root.rglob("*"):       # keys reach no log, run notebook, state or index
+        if path.is_file():
+            assert not any(v.encode() in path.read_bytes() for v in FAKE.values()), path
