@@ -118,6 +118,11 @@ def test_live_cycles_trade_through_the_venue_and_refuse_when_it_disagrees(world,
     for pair in ("BTC/USDT", "ETH/USDT"):
         held = positions[pair].size if pair in positions else 0.0
         assert server.account.balances.get(pair.split("/")[0], 0.0) == pytest.approx(held, abs=1e-12)
+    shadow = ctx.shadow.frame()                   # each order's simulated fill: the next open plus 2 bps slippage
+    decided = ctx.store.orders().query("intent in ['open', 'close'] and filled > 0")["client_order_id"]   # stops and targets: no shadow
+    assert len(shadow) and set(shadow["client_order_id"]) <= set(decided) and len(shadow) >= len(decided) - 2
+    assert shadow["diff_bps"].to_numpy() == pytest.approx(-2.0, abs=0.01)                # the local venue fills at the open, no slippage
+    assert (shadow["live_delay_s"] == 1.0).all()                                          # filled 1 s after the close
     server.account.balances["BTC"] = server.account.balances.get("BTC", 0.0) + 1.0   # moved behind the store's back
     server.set_now(int((data["BTC/USDT"].index[1995] + pd.Timedelta(seconds=1)).timestamp() * 1000))
     refused = run_cycle(ctx, data["BTC/USDT"].index[1995] + pd.Timedelta(seconds=1))
