@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 
-import ccxt
 from ccxt.base import errors as ccxt_errors
 import pytest
 

@@ -9,7 +9,7 @@ import time
 import pandas as pd
 import pytest
 
-from conftest import HOUR_MS, TINY, candles
+from conftest import TINY, candles
 from local_exchange import LocalExchange
 from morningstar_trader.candles import validated_bars
 from morningstar_trader.config import Settings, load_secrets
