@@ -48,6 +48,8 @@ def test_paper_runs_record_the_cycle_and_never_send_an_order_twice(paper):
     assert list(decisions["pair"]) == ["BTC/USDT", "ETH/USDT"] and "skipped" not in set(decisions["action"])
     assert scraps["stats"]["trading"] == "active" and scraps["errors"] == []
     assert (decisions["close_to_order_ms"] >= decisions["ms"]).all()
+    logged = "".join(p.read_text() for p in (paper.root / "logs").glob("*"))
+    assert all(f"order {o} for" in logged for o in decisions["order"] if o)      # the latency of every order sent is logged
     with sqlite3.connect(paper.root / "state" / "paper.sqlite") as db:
         orders_before = db.execute("SELECT client_order_id, status FROM orders ORDER BY 1").fetchall()
         journal_before = db.execute("SELECT COUNT(*) FROM journal").fetchone()[0]
