@@ -18,6 +18,17 @@ from morningstar_trader.training import train_model
 
 
 
+def own_store(settings, state_dir, **update):
+    "The world's settings with a state store of its own (and `update`)."
+    return settings.model_copy(update={"paths": settings.paths.model_copy(update={"state_dir": state_dir}), **update})
+
+
+def at(server, now):
+    "Set the exchange's clock to `now`; returns it."
+    server.set_now(int(now.timestamp() * 1000))
+    return now
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("paper")
@@ -38,8 +49,7 @@ def test_paper_cycles_fill_at_the_next_open_and_never_double_submit(world):
     opens = {p: df["open"] for p, df in data.items()}
     reports = []
     for k in range(1800, 1860):
-        now = data["BTC/USDT"].index[k] + pd.Timedelta(minutes=30)      # half-way into bar k: bar k-1 is the newest closed
-        server.set_now(int(now.timestamp() * 1000))
+        now = at(server, data["BTC/USDT"].index[k] + pd.Timedelta(minutes=30))     # half-way into bar k: bar k-1 is the newest closed
         reports.append(run_cycle(ctx, now))
         if k == 1830:                                                    # the same bar again (a retry): nothing new is sent
             before = len(ctx.store.orders())
@@ -77,10 +87,9 @@ def test_paper_cycles_fill_at_the_next_open_and_never_double_submit(world):
 
 def test_a_pair_without_data_is_skipped_and_the_others_proceed(world, tmp_path):
     server, settings, data = world
-    settings = settings.model_copy(update={"paths": settings.paths.model_copy(update={"state_dir": tmp_path})})
+    settings = own_store(settings, tmp_path)
     ctx = build_context(settings, load_secrets({}), run_id="paper-skip")
-    now = data["BTC/USDT"].index[1900] + pd.Timedelta(minutes=30)
-    server.set_now(int(now.timestamp() * 1000))
+    now = at(server, data["BTC/USDT"].index[1900] + pd.Timedelta(minutes=30))
     server.inject("/api/v3/klines", "500", count=2)                      # the first pair's fetch fails twice: retries exhausted
     report = run_cycle(ctx, now)
     skipped = report.pairs[report.pairs["action"] == "skipped"]
@@ -102,13 +111,12 @@ def test_start_up_refuses_what_it_cannot_do(world):
 
 def test_live_cycles_trade_through_the_venue_and_refuse_when_it_disagrees(world, tmp_path):
     server, settings, data = world
-    settings = settings.model_copy(update={"mode": "live", "paths": settings.paths.model_copy(update={"state_dir": tmp_path})})
+    settings = own_store(settings, tmp_path, mode="live")
     ctx = build_context(settings, load_secrets(KEYS), run_id="live-test", confirm_live=True)
     assert ctx.store.path.name == "live.sqlite" and ctx.store.cash() == 100_000.0
     before = len(server.account.orders)
     for k in range(1955, 1995):
-        now = data["BTC/USDT"].index[k] + pd.Timedelta(seconds=1)
-        server.set_now(int(now.timestamp() * 1000))
+        now = at(server, data["BTC/USDT"].index[k] + pd.Timedelta(seconds=1))
         report = run_cycle(ctx, now)
         assert "refused" not in {a.kind for a in report.snapshot.alerts}, report.snapshot.alerts
     sent = list(server.account.orders.values())[before:]
@@ -124,8 +132,7 @@ def test_live_cycles_trade_through_the_venue_and_refuse_when_it_disagrees(world,
     assert shadow["diff_bps"].to_numpy() == pytest.approx(-2.0, abs=0.01)                # the local venue fills at the open, no slippage
     assert (shadow["live_delay_s"] == 1.0).all()                                          # filled 1 s after the close
     server.account.balances["BTC"] = server.account.balances.get("BTC", 0.0) + 1.0   # moved behind the store's back
-    server.set_now(int((data["BTC/USDT"].index[1995] + pd.Timedelta(seconds=1)).timestamp() * 1000))
-    refused = run_cycle(ctx, data["BTC/USDT"].index[1995] + pd.Timedelta(seconds=1))
+    refused = run_cycle(ctx, at(server, data["BTC/USDT"].index[1995] + pd.Timedelta(seconds=1)))
     assert set(refused.pairs["action"]) == {"skipped"} and refused.pairs["reasons"].str.contains("BTC: venue").all()
     assert [a.level for a in refused.snapshot.alerts if a.kind == "refused"] == ["critical"]
     assert len(server.account.orders) == before + len(sent)                             # and nothing was sent
@@ -133,14 +140,12 @@ def test_live_cycles_trade_through_the_venue_and_refuse_when_it_disagrees(world,
 
 def test_state_carries_over_between_processes_and_stale_data_is_flagged(world, tmp_path):
     server, settings, data = world
-    settings = settings.model_copy(update={"paths": settings.paths.model_copy(update={"state_dir": tmp_path})})
+    settings = own_store(settings, tmp_path)
     first = build_context(settings, load_secrets({}), run_id="a")
-    now = data["BTC/USDT"].index[1950] + pd.Timedelta(minutes=30)
-    server.set_now(int(now.timestamp() * 1000))
+    now = at(server, data["BTC/USDT"].index[1950] + pd.Timedelta(minutes=30))
     run_cycle(first, now)
     first.store.save_runtime("risk_state", {**first.store.load_runtime("risk_state"), "cooldown_until": {"ETH/USDT": 10**9}})
-    now += pd.Timedelta(hours=1)
-    server.set_now(int(now.timestamp() * 1000))
+    now = at(server, now + pd.Timedelta(hours=1))
     report = run_cycle(build_context(settings, load_secrets({}), run_id="b"), now)   # the next bar, in a new process
     assert "skipped" not in set(report.pairs["action"])
     assert first.store.load_runtime("risk_state")["cooldown_until"] == {"ETH/USDT": 10**9}   # run "b" kept run "a"'s cooldown
