@@ -155,3 +155,27 @@ def test_state_carries_over_between_processes_and_stale_data_is_flagged(world, t
     report = run_cycle(build_context(settings, load_secrets({}), run_id="c"), later)
     assert set(report.pairs["action"]) == {"skipped"} and report.pairs["reasons"].str.contains("stale").all()
     assert sorted((a.kind, a.pair) for a in report.snapshot.alerts) == [("stale_data", "BTC/USDT"), ("stale_data", "ETH/USDT")]
+
+
+def test_a_live_exit_that_does_not_go_through_is_tried_again_at_the_next_close(world, tmp_path):
+    from morningstar_trader.cycle import _bars, _check_stops
+    from morningstar_trader.risk import RiskState
+    from morningstar_trader.types import Order
+    server, settings, data = world
+    ctx = build_context(own_store(settings, tmp_path, mode="live"), load_secrets(KEYS), run_id="exit", confirm_live=True)
+    now = at(server, data["BTC/USDT"].index[1970] + pd.Timedelta(seconds=1))
+    assert ctx.executor.place(Order("manual-open", "ETH/USDT", "buy", 1.0)) == "filled"
+    price = data["ETH/USDT"]["close"].iloc[1969]
+    ctx.store.set_levels("ETH/USDT", price * 1.5, price * 3)             # the stop sits above the price: breached
+    state = RiskState.start(ctx.store.cash(), now)
+    server.inject("/api/v3/ticker", "503")                               # the exit fails before it is sent
+    _check_stops(ctx, _bars(ctx, now)[0], state)
+    server.inject("/api/v3/order", "reject", method="POST")              # then the venue refuses it
+    now = at(server, now + pd.Timedelta(hours=1))
+    _check_stops(ctx, _bars(ctx, now)[0], state)
+    assert "ETH/USDT" in ctx.store.positions()
+    now = at(server, now + pd.Timedelta(hours=1))
+    _check_stops(ctx, _bars(ctx, now)[0], state)
+    assert "ETH/USDT" not in ctx.store.positions()
+    exits = ctx.store.orders().query("intent == 'stop_loss'")
+    assert list(exits["status"]) == ["rejected", "filled"] and exits["client_order_id"].nunique() == 2
