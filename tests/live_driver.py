@@ -19,7 +19,7 @@ from morningstar_trader.types import Order
 
 
 def main(url: str, store_path: str, cid: str, pair: str, side: str, amount: str, price: str | None = None) -> int:
-    exchange = make_exchange(ExchangeSettings(api_url=url, timeout_ms=1000), load_secrets())
+    exchange = make_exchange(ExchangeSettings(api_url=url, timeout_ms=3000), load_secrets())
     exchange.options["recvWindow"] = 1000
     exchange.load_markets()
     store = PortfolioStore(store_path, initial_cash=float(exchange.fetch_balance()["total"]["USDT"]))

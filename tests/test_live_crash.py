@@ -75,7 +75,7 @@ def check(server, store_path, expected_status):
         held = positions[pair].size if pair in positions else 0.0
         assert server.account.balances.get(asset, 0.0) == pytest.approx(held, abs=1e-12)
     assert server.account.balances["USDT"] == pytest.approx(store.cash(), abs=1e-6)
-    exchange = make_exchange(ExchangeSettings(api_url=server.base_url, timeout_ms=1000), load_secrets(ENV))
+    exchange = make_exchange(ExchangeSettings(api_url=server.base_url, timeout_ms=3000), load_secrets(ENV))
     exchange.load_markets()
     result = reconcile(LiveExecutor(exchange, store), ("BTC/USDT", "ETH/USDT"))
     assert result.ok, result.why()

@@ -53,7 +53,7 @@ def venue(tmp_path):
     data = candles(200)
     with LocalExchange(data, "1h", now_ms=int(data["BTC/USDT"].index[-1].timestamp() * 1000) + HOUR_MS // 2,
                        balances={"USDT": 50_000.0, "BTC": 0.5}) as server:
-        exchange = make_exchange(ExchangeSettings(api_url=server.base_url, timeout_ms=1000), KEYS)
+        exchange = make_exchange(ExchangeSettings(api_url=server.base_url, timeout_ms=2000), KEYS)
         exchange.options["recvWindow"] = 1000
         exchange.load_markets()
         store = PortfolioStore(tmp_path / "live.sqlite", initial_cash=50_000.0)
@@ -87,7 +87,7 @@ def test_a_market_order_fills_and_the_store_matches_the_venue(venue):
 
 def test_accepted_then_timed_out_is_looked_up_not_resent(venue):
     server, ex, _ = venue
-    server.inject("/api/v3/order", "slow", method="POST", delay_s=1.5)   # the venue fills it; the reply comes too late
+    server.inject("/api/v3/order", "slow", method="POST", delay_s=3)   # the venue fills it; the reply comes too late
     server.inject("/api/v3/order", "notfound", count=2, method="GET")     # and look-ups lag behind
     assert ex.place(Order("c-2", "ETH/USDT", "buy", 1.0)) == "filled"
     assert len(posts(server)) == 1 and len(venue_orders(server, "c-2")) == 1

@@ -73,7 +73,7 @@ def test_paper_runs_record_the_cycle_and_never_send_an_order_twice(paper):
 
 
 def test_a_scheduled_run_waits_for_its_close_and_a_late_one_is_a_missed_bar(paper):
-    close = pd.Timestamp.now(tz="UTC").ceil("s") + pd.Timedelta(seconds=25)   # as `schedule` launches it: before the close
+    close = pd.Timestamp.now(tz="UTC").ceil("s") + pd.Timedelta(seconds=40)   # as `schedule` launches it: before the close
     out = paper.run("run", "--mode", "paper", "--bar-close", close.isoformat(), "--notebook", NOTEBOOK).stdout
     scraps = load_run(_run_id(out), paper.root / "runs")
     assert 0.5 <= scraps["stats"]["ready_after_close_s"] < 30              # it waited for the close (+ settle 0.5 s)
