@@ -52,10 +52,10 @@ class Project:
     def data_dir(self) -> Path:
         return self.root / "data"
 
-    def run(self, *args: str, env: dict | None = None, check: int | None = 0) -> subprocess.CompletedProcess:
+    def run(self, *args: str, env: dict | None = None, check: int | None = 0, timeout: float = 120) -> subprocess.CompletedProcess:
         """Run the installed `morningstar` script with this project's config, as a user would."""
         proc = subprocess.run([str(MORNINGSTAR), *args, "--config", str(self.config)], cwd=self.root, text=True,
-                              capture_output=True, env={**os.environ, **(env or {})}, timeout=120)
+                              capture_output=True, env={**os.environ, **(env or {})}, timeout=timeout)
         if check is not None and proc.returncode != check:
             raise AssertionError(f"exit {proc.returncode}, expected {check}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
         return proc

@@ -1,0 +1,45 @@
+"""`morningstar schedule` end to end on one-minute bars: APScheduler launches a papermill run `schedule.lead_s` before
+the close, the run warms up, waits for the close, trades one paper cycle against the local exchange on the real clock,
+and is recorded; the scheduler reports the bar."""
+from __future__ import annotations
+
+import pandas as pd
+import yaml
+
+from conftest import ROOT, TINY, Project, candles
+from local_exchange import LocalExchange
+from morningstar_trader.candles import validated_bars
+from morningstar_trader.config import Settings
+from morningstar_trader.runs import list_runs, load_run
+from morningstar_trader.training import train_model
+
+
+def minute_candles(n: int) -> dict[str, pd.DataFrame]:
+    "The synthetic hourly series moved onto a one-minute grid whose forming candle is the current minute (plus a margin)."
+    forming = pd.Timestamp.now(tz="UTC").floor("min")
+    frames = candles(n)
+    index = pd.date_range(end=forming + pd.Timedelta(minutes=10), periods=n, freq="min", tz="UTC", name="timestamp")
+    return {p: df.set_axis(index) for p, df in frames.items()}
+
+
+def test_schedule_runs_one_warm_cycle_per_closed_bar(tmp_path):
+    data = minute_candles(2_000)
+    settings = Settings(**TINY, timeframe="1m")
+    train = {p: validated_bars(df.iloc[:1_700].reset_index(), "synthetic", p, "1m")[0] for p, df in data.items()}
+    train_model(settings, train, tmp_path / "models" / "default" / "v1", verbose=0)
+    with LocalExchange(data, "1m") as server:
+        config = {**TINY, "mode": "paper", "pairs": ["BTC/USDT", "ETH/USDT"], "timeframe": "1m",
+                  "exchange": {"api_url": server.base_url, "timeout_ms": 3000},
+                  "schedule": {"lead_s": 35, "settle_s": 0.5, "max_late_s": 30}}
+        (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+        project = Project(tmp_path, tmp_path / "config.yaml")
+        out = project.run("schedule", "--mode", "paper", "--max-runs", "1", "--notebook", str(ROOT / "nbs" / "trading_cycle.ipynb"),
+                          timeout=300).stdout
+    (row,) = list_runs(tmp_path / "runs").to_dict("records")
+    assert row["status"] == "ok" and row["mode"] == "paper"
+    scraps = load_run(row["run_id"], tmp_path / "runs")
+    close = pd.Timestamp(scraps["parameters"]["bar_close"])
+    assert close == close.floor("min") and f"bar {close}: ok" in out
+    assert 0.5 <= scraps["stats"]["ready_after_close_s"] < 30                  # launched early, waited for the close
+    assert pd.Timestamp(scraps["stats"]["bar"]) == close - pd.Timedelta(minutes=1)   # and traded the bar that just closed
+    assert "skipped" not in set(scraps["decisions"]["action"])
