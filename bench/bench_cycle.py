@@ -1,7 +1,7 @@
 """Paper cycles against the local exchange: bar close -> order latency, compute per cycle for 1 and 50 pairs, papermill overhead.
 
-A pre-warmed `CycleContext` (markets, default-architecture model, state store built once, as a scheduled run has it when
-the bar closes) runs `run_cycle` right at each bar close of the local Binance-compatible server (real ccxt over HTTP on
+A pre-warmed `CycleContext` (markets, default-architecture model, state store, candle history and the exchange clock's
+offset, as a scheduled run has them when the bar closes) runs `run_cycle` right at each bar close of the local Binance-compatible server (real ccxt over HTTP on
 127.0.0.1). Per cycle: wall time, time in `fetch_ohlcv` (HTTP + parsing + validation), and per pair the milliseconds
 from the close to its order (or its decision, when it holds). The peer, in the same process on the same server and
 model: a bare loop that only fetches, computes features and predicts, without review, decision, risk, state or journal.
@@ -29,7 +29,7 @@ from local_exchange import LocalExchange  # noqa: E402
 
 from morningstar_trader.candles import validated_bars  # noqa: E402
 from morningstar_trader.config import Settings, load_secrets  # noqa: E402
-from morningstar_trader.cycle import build_context, run_cycle  # noqa: E402
+from morningstar_trader.cycle import build_context, run_cycle, sync_clock  # noqa: E402
 from morningstar_trader.runs import run_notebook  # noqa: E402
 from morningstar_trader.sample_data import SamplePair, synthetic_candles  # noqa: E402
 from morningstar_trader.training import train_model  # noqa: E402
@@ -51,6 +51,7 @@ def cycles(ctx, server, closes) -> pd.DataFrame:
     rows = []
     for close in closes:
         server.set_now(int(close.timestamp() * 1000) + 1)
+        sync_clock(ctx)   # as warm_up does before each close (the simulated exchange clock jumps from bar to bar)
         ctx.api.seconds = 0.0
         t = time.perf_counter()
         report = run_cycle(ctx, close)
@@ -112,11 +113,15 @@ def main() -> None:
             ctx.api = Timed(ctx.api)
             return ctx
         closes = list(data[first].index[-args.cycles - 1:-1])          # each bar's open is the previous bar's close
+        def warm(ctx):   # the bar before the first close: tf.function tracing, first connection, the candle cache
+            server.set_now(int((closes[0] - HOUR).timestamp() * 1000) + 1)
+            run_cycle(ctx, closes[0] - HOUR)
         one = context((first,), "state-1")
-        run_cycle(one, closes[0] - HOUR)                                 # warm-up: tf.function tracing, first connection
-        ours1, peer1 = cycles(one, server, closes), bare(one, server, closes)
+        warm(one)
+        ours1 = cycles(one, server, closes)                              # each cycle fetches the one candle that closed
+        peer1 = bare(one, server, closes)
         many = context(tuple(data), "state-many")
-        run_cycle(many, closes[0] - HOUR)
+        warm(many)
         ours_n = cycles(many, server, closes[: args.many_cycles])
         peer_n = bare(many, server, closes[: args.many_cycles])
 

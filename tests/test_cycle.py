@@ -179,3 +179,17 @@ def test_a_live_exit_that_does_not_go_through_is_tried_again_at_the_next_close(w
     assert "ETH/USDT" not in ctx.store.positions()
     exits = ctx.store.orders().query("intent == 'stop_loss'")
     assert list(exits["status"]) == ["rejected", "filled"] and exits["client_order_id"].nunique() == 2
+
+
+def test_after_warm_up_the_cycle_at_the_close_asks_only_for_candles(world, tmp_path):
+    from morningstar_trader.cycle import warm_up
+    server, settings, data = world
+    ctx = build_context(own_store(settings, tmp_path), load_secrets({}), run_id="warm")
+    close = data["BTC/USDT"].index[1980]
+    assert warm_up(ctx, at(server, close - pd.Timedelta(minutes=1))) == {}   # a minute before the close
+    ctx.clock_offset_ms += 61_000                                        # both clocks a minute later, without waiting for it
+    now = at(server, close + pd.Timedelta(seconds=1))
+    seen = len(server.requests)
+    report = run_cycle(ctx, now)
+    asked = [r["path"] for r in server.requests[seen:]]
+    assert asked == ["/api/v3/klines", "/api/v3/klines"] and "skipped" not in set(report.pairs["action"])
