@@ -52,6 +52,7 @@ def cycles(ctx, server, closes) -> pd.DataFrame:
     for close in closes:
         server.set_now(int(close.timestamp() * 1000) + 1)
         sync_clock(ctx)   # as warm_up does before each close (the simulated exchange clock jumps from bar to bar)
+        time.sleep(ctx.api.exchange.rateLimit / 1000)   # warm-up comes schedule.lead_s before the close, not right before it
         ctx.api.seconds = 0.0
         t = time.perf_counter()
         report = run_cycle(ctx, close)
