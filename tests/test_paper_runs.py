@@ -49,7 +49,8 @@ def test_paper_runs_record_the_cycle_and_never_send_an_order_twice(paper):
     assert scraps["stats"]["trading"] == "active" and scraps["errors"] == []
     assert (decisions["close_to_order_ms"] >= decisions["ms"]).all()
     logged = "".join(p.read_text() for p in (paper.root / "logs").glob("*"))
-    assert all(f"order {o} for" in logged for o in decisions["order"] if o)      # the latency of every order sent is logged
+    for row in decisions.itertuples():                                          # each pair's latency from the close is logged
+        assert f"{row.pair} {row.action} ready" in logged and f"(order {row.order or 'none'})" in logged
     with sqlite3.connect(paper.root / "state" / "paper.sqlite") as db:
         orders_before = db.execute("SELECT client_order_id, status FROM orders ORDER BY 1").fetchall()
         journal_before = db.execute("SELECT COUNT(*) FROM journal").fetchone()[0]
@@ -96,6 +97,7 @@ def test_a_live_run_needs_the_confirmation_trades_through_the_venue_and_logs_no_
     with sqlite3.connect(paper.root / "state" / "live.sqlite") as db:
         sent = {r[0] for r in db.execute("SELECT client_order_id FROM orders")}
     assert sent == {o.client_id for o in paper.exchange.account.orders.values()}          # the venue has exactly the store's orders
+    assert {"/api/v3/account", "/api/v3/openOrders"} <= {r["path"] for r in paper.exchange.requests}   # and was reconciled with
     logs = list((paper.root / "logs").glob("*"))
     assert logs
     for path in paper.root.rglob("*"):       # keys reach no log, run notebook, state or index
