@@ -33,13 +33,13 @@ def _date(flag: str):
 
 def _setup(args, **overrides):
     "Config, secrets, logging and the data folder for one command."
-    from morningstar_trader.config import load_config, load_secrets
+    from morningstar_trader.config import load_config, load_secrets, resolve_path
     from morningstar_trader.logging import setup_logging
     cfg = load_config(args.config, **overrides)
     secrets = load_secrets()
     run_id = f"cli-{args.command}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
     setup_logging(run_id, cfg.paths.logs_dir, secrets=secrets.values(), console_level="WARNING")
-    data_dir = Path(args.data_dir).expanduser().resolve() if getattr(args, "data_dir", None) else cfg.paths.data_dir
+    data_dir = resolve_path(args.data_dir, "--data-dir") if getattr(args, "data_dir", None) else cfg.paths.data_dir
     return cfg, secrets, data_dir
 
 # %% ../nbs/15_cli.ipynb #1590382c
