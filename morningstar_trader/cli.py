@@ -79,14 +79,21 @@ def _usage(msg: str) -> Exception:
 
 # %% ../nbs/15_cli.ipynb #9ef98e83
 def data_import(args) -> int:
-    from morningstar_trader.candles import read_candles_file, validated_bars
+    from morningstar_trader.candles import CandleError, read_candles_file, time_zone, validated_bars
     from morningstar_trader.store import CandleStore
+    from morningstar_trader.types import MorningstarError
     cfg, _, data_dir = _setup(args, pairs=[args.pair], timeframe=args.timeframe)
+    store = CandleStore(data_dir)
+    try: store.path(args.exchange, args.pair, args.timeframe), time_zone(args.tz)   # bad names or zone: bad arguments
+    except MorningstarError as e: raise _usage(str(e)) from None
     raw = read_candles_file(args.file, base=args.pair.split("/")[0], tz=args.tz)
     bars, report = validated_bars(raw, args.exchange, args.pair, args.timeframe, drop_invalid=args.drop_invalid)
     for row in report.rejected.head(20).itertuples():
         print(f"rejected {row.timestamp}: {row.reason}", file=sys.stderr)
-    res = CandleStore(data_dir).save(bars, "import")
+    if not len(bars):  # --drop-invalid left nothing: say so rather than store an empty merge
+        if not report.rows_in: raise MorningstarError(f"{args.file}: no candle rows; nothing was stored")
+        raise CandleError(f"{args.file}, all of its rows", report)
+    res = store.save(bars, "import")
     print(f"{args.exchange} {args.pair} {args.timeframe}: {report.summary()}; "
           f"+{res.added} new, {res.replaced} changed, {res.rows} stored in {res.path}")
     return 0
