@@ -175,7 +175,10 @@ def run_backtest(bars: pd.DataFrame | dict[str, pd.DataFrame], strategy: Strateg
         if not hasattr(strategy, "predictions"): raise BacktestError(f"strategy {strategy.name} has no predictions to size from: give it a fixed size")
         if settings is None: raise BacktestError("size=None needs the settings (decision and risk sections)")
         for pair, frame in frames.items(): _check_bars(frame, pair or "bars")
-        trades, equity, exposure, log = _managed(frames, strategy, costs, cash, allow_short, settings, supervisor, store)
+        preds, baseline = {p: strategy.predictions(p, f) for p, f in frames.items()}, None
+        if supervisor is not None and getattr(getattr(supervisor, "settings", None), "mode", None) != "off":
+            baseline = _baseline(_managed(frames, strategy, costs, cash, allow_short, settings, None, preds=preds)[3])
+        trades, equity, exposure, log = _managed(frames, strategy, costs, cash, allow_short, settings, supervisor, store, preds, baseline)
         return BacktestResult(trades, equity, compute_stats(equity, trades, exposure), log)
     tables, curves, exposure = [], [], []
     for pair, frame in frames.items():
@@ -187,6 +190,12 @@ def run_backtest(bars: pd.DataFrame | dict[str, pd.DataFrame], strategy: Strateg
     equity = cash + sum(c.reindex(index).ffill().fillna(0.0) for c in curves)   # a pair contributes nothing before its first bar
     trades = pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
     return BacktestResult(trades, equity.rename("equity"), compute_stats(equity, trades, float(np.mean(exposure))))
+
+def _baseline(decisions: pd.DataFrame) -> dict[tuple[str, pd.Timestamp], tuple[float, str]]:
+    "(pair, decision time) -> (size, verdict) of every entry decided in a run without the review; size 0 when denied."
+    opened = decisions[decisions["action"].str.startswith("open_")]
+    return {(p, t): (s if v.startswith("approved") else 0.0, v)
+            for p, t, s, v in zip(opened["pair"], opened["time"], opened["size"], opened["verdict"])}
 
 def _bar_by_bar(strategy: Strategy, frame: pd.DataFrame) -> pd.DataFrame:
     "Signals computed at each bar from the data up to that bar only (slow; proves batch signals peek at nothing)."
@@ -218,12 +227,13 @@ class ModelStrategy:
         return out
 
 # %% ../nbs/13_backtest.ipynb #4a277f6b
-def _managed(frames: dict[str, pd.DataFrame], strategy, costs: FillCosts, cash: float, can_short: bool, settings, supervisor, store=None):
-    from morningstar_trader.decision import decide
+def _managed(frames: dict[str, pd.DataFrame], strategy, costs: FillCosts, cash: float, can_short: bool, settings, supervisor, store=None,
+             preds=None, baseline=None):
+    from morningstar_trader.decision import DECISION_FAILED, decide_safely
     from morningstar_trader.risk import RiskState, check_order, stopped_out, update_state
-    from morningstar_trader.supervisor import ReviewRequest
+    from morningstar_trader.supervisor import ReviewRequest, guarded
     from morningstar_trader.types import Fill, Order, Position
-    preds = {p: strategy.predictions(p, f) for p, f in frames.items()}
+    preds = preds if preds is not None else {p: strategy.predictions(p, f) for p, f in frames.items()}
     decision = settings.decision.model_copy(update={"min_confidence": getattr(strategy, "min_confidence", settings.decision.min_confidence)})
     index = reduce(pd.DatetimeIndex.union, (f.index for f in frames.values()))
     ohlc = {p: f.reindex(index)[["open", "high", "low", "close"]].to_numpy(np.float64) for p, f in frames.items()}
@@ -283,19 +293,22 @@ def _managed(frames: dict[str, pd.DataFrame], strategy, costs: FillCosts, cash: 
             row = pr[k]
             if np.isnan(closes[pair]) or np.isnan(row["action"]): continue
             pred = {key: v for key, v in row.items() if not np.isnan(v)}
-            reviewer = None if supervisor is None else (
-                lambda proposal, t=index[k], pred=pred: supervisor.review(ReviewRequest(proposal, t, pred, {}, {})))
-            d = decide(pair, pred, closes[pair], equity[k], positions.get(pair), decision=decision, risk=settings.risk,
-                       can_short=can_short, reviewer=reviewer)
-            if d.action == "hold":
-                if pred["action"]: decisions.append((index[k], pair, "hold", 0.0, "no order", "; ".join(d.reasons)))   # why a signal was not taken
+            reviewer = None if supervisor is None else guarded(lambda proposal, t=index[k], pred=pred: supervisor.review(
+                ReviewRequest(proposal, t, pred, {}, {}, fee=costs.taker_fee, slippage=costs.slippage_bps / 10_000)), getattr(supervisor, "settings", settings.llm))
+            base = None if baseline is None else baseline.get((pair, index[k]), (0.0, "no order"))
+            d = decide_safely(pair, pred, closes[pair], equity[k], positions.get(pair), decision=decision, risk=settings.risk,
+                              can_short=can_short, reviewer=reviewer, baseline_size=None if base is None else base[0])
+            if d.action == "hold":                                # why a signal was not taken, or why the decision failed
+                if pred["action"] or d.reasons[0].startswith(DECISION_FAILED):    # (the unreviewed run's denial, if it had one)
+                    why = base[1] if base is not None and not base[0] > 0 else "no order"
+                    decisions.append((index[k], pair, "hold", 0.0, why, "; ".join(d.reasons)))
                 continue
             if d.action == "adjust":
                 positions[pair] = replace(positions[pair], stop_loss=d.stop_loss, take_profit=d.take_profit)
                 decisions.append((index[k], pair, "adjust", 0.0, "approved", "; ".join(d.reasons))); continue
             prices = {p: (closes[p] if not np.isnan(closes[p]) else positions[p].entry_price) for p in set(positions) | {pair}}
             v = check_order(d, state=state, positions=positions, prices=prices, equity=equity[k], bar=k, risk=settings.risk)
-            decisions.append((index[k], pair, d.action, d.size, v.reason, "; ".join(d.reasons)))
+            decisions.append((index[k], pair, d.action, (v.decision or d).size, v.reason, "; ".join(d.reasons)))
             if v.decision is not None: pending.append((pair, v.decision))
     for pair in list(positions):                                  # positions still open close at their last close
         last = int(np.flatnonzero(~np.isnan(ohlc[pair][:, 3]))[-1])
