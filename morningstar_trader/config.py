@@ -372,7 +372,7 @@ def load_secrets(env: Mapping[str, str] | None = None) -> Secrets:
 _SECRET_KEY = re.compile(r"(api_?key|secret|password|passphrase|token|private_?key|credential)", re.I)
 _MAX_DEPTH = 16          # the schema nests 5 deep (features.indicators[0].params.period); deeper is never a setting
 _MAX_ENTRIES = 50_000    # the whole schema has about 130 entries
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")   # C0 and C1 controls, lone surrogates (not UTF-8)
 
 def _key_text(k: Any) -> str: return k[:60] if isinstance(k, str) else f"<{_show(k)}>"
 
@@ -396,8 +396,10 @@ def _secret_keys(tree: Any) -> list[str]:
 def _entry_problem(loc: str, in_map: bool, key: Any, value: Any) -> str | None:
     if in_map and not isinstance(key, str): return f"{loc}: keys must be text (got a {type(key).__name__} key)"
     for text in ((key,) if in_map else ()) + ((value,) if isinstance(value, str) else ()):
-        if m := _CONTROL.search(text): return f"{loc}: control character {m[0]!r} in text; settings are plain text"
-    if not isinstance(value, (str, bool, int, float, type(None), dict, list, tuple)):
+        if m := _UNPRINTABLE.search(text):
+            what = "a lone surrogate" if m[0] >= "\ud800" else "control character"
+            return f"{loc}: {what} {m[0]!r} in text; settings are plain text"
+    if not isinstance(value, (str, bool, int, float, type(None), dict, list, tuple, os.PathLike)):  # a Path, from code
         return f"{loc}: a {type(value).__name__} is not a setting (a YAML date or !!binary?); quote it to make it text"
     return None
 
