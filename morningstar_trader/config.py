@@ -90,6 +90,7 @@ INDICATOR_PARAMS: dict[str, dict[str, ParamRange]] = {   # the names and paramet
     "realized_vol": {"period": _BARS},
 }
 
+# %% ../nbs/00_config.ipynb #c9554235
 def _param_number(v: Any) -> int | float:
     "An indicator parameter as an int when it is whole; text, booleans and non-finite numbers are refused."
     if isinstance(v, bool) or not isinstance(v, numbers.Real): raise ValueError("must be a number, e.g. 14")
@@ -120,7 +121,8 @@ def _indicator_problems(specs) -> list[str]:
 
 # %% ../nbs/00_config.ipynb #defe9816
 def _check_url(v: str) -> None:
-    if not re.match(r"^https?://[^/\s]+", v): raise ValueError("must be an http:// or https:// URL such as http://127.0.0.1:8080")
+    if not re.match(r"^https?://[^/\s]+", v):
+        raise ValueError("must be an http:// or https:// URL such as http://127.0.0.1:8080")
 
 class ExchangeSettings(_Section):
     "Which ccxt exchange to talk to, and how."
@@ -222,7 +224,8 @@ class FeatureSettings(_Section):
     @field_validator("indicators")
     @classmethod
     def _indicators(cls, v: tuple[IndicatorSpec, ...]) -> tuple[IndicatorSpec, ...]:
-        if not v: raise ValueError(f"at least one indicator is needed (got none); allowed names: {', '.join(INDICATOR_PARAMS)}")
+        if not v:
+            raise ValueError(f"at least one indicator is needed (got none); allowed names: {', '.join(INDICATOR_PARAMS)}")
         if problems := _indicator_problems(v): raise ValueError("; ".join(problems))
         return v
 
@@ -440,8 +443,8 @@ def describe_errors(err: ValidationError) -> list[str]:
             lines.append(f"{loc}: unknown key; allowed here: {', '.join(_allowed_keys(e['loc']))}")
         else:
             msg = e["msg"].removeprefix("Value error, ")
-            lines.append(msg if "(got " in msg else f"{msg} (got {_show(e['input'])})")
-            lines[-1] = f"{loc}: {lines[-1]}"
+            got = "" if "(got " in msg else f" (got {_show(e['input'])})"   # our own messages may name the value already
+            lines.append(f"{loc}: {msg}{got}")
     return lines
 
 # %% ../nbs/00_config.ipynb #91495547
@@ -459,7 +462,8 @@ class _StrictLoader(yaml.SafeLoader):
             raise _refused(self.peek_event(), "aliases (*name) are not allowed; write each setting out where it applies")
         self._depth += 1
         try:
-            if self._depth > _MAX_DEPTH: raise _refused(self.peek_event(), f"nested deeper than {_MAX_DEPTH} levels; no setting is deeper than 5")
+            if self._depth > _MAX_DEPTH:
+                raise _refused(self.peek_event(), f"nested deeper than {_MAX_DEPTH} levels; no setting is deeper than 5")
             return super().compose_node(parent, index)
         finally: self._depth -= 1
 
@@ -476,17 +480,20 @@ class _StrictLoader(yaml.SafeLoader):
             try: seen = first.setdefault(key, key_node)
             except TypeError: continue   # an unhashable key: the base class refuses it by name
             if seen is not key_node:
-                raise _refused(key_node, f"duplicate key {_show(key)} (first at line {seen.start_mark.line + 1}); each key may appear once")
+                raise _refused(key_node, f"duplicate key {_show(key)} (first at line {seen.start_mark.line + 1}); "
+                                         "each key may appear once")
         return super().construct_mapping(node, deep)
 
     def construct_object(self, node, deep=False):
         try: return super().construct_object(node, deep)
-        except (ValueError, TypeError, OverflowError, AttributeError) as e:  # PyYAML's scalar constructors, e.g. on 2024-02-30
+        # PyYAML's scalar constructors raise these, e.g. on 2024-02-30 or an int of 5,000 digits
+        except (ValueError, TypeError, OverflowError, AttributeError) as e:
             raise _refused(node, f"cannot read this {node.tag.rsplit(':', 1)[-1]} value: {str(e)[:80]}") from None
 
+_BOOL = "tag:yaml.org,2002:bool"
 _StrictLoader.yaml_implicit_resolvers = {   # YAML 1.2 booleans: yes/no/on/off stay text
-    c: [(tag, rx) for tag, rx in rs if tag != "tag:yaml.org,2002:bool"] for c, rs in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-_StrictLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+    c: [(tag, rx) for tag, rx in rs if tag != _BOOL] for c, rs in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_StrictLoader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
 # %% ../nbs/00_config.ipynb #8dff61c3
 def _parse_yaml(text: str, source: str) -> Any:
@@ -526,13 +533,15 @@ def _read_text(path: Path) -> str:
         with open(path, "rb") as f: raw = f.read(_MAX_BYTES + 1)
     except FileNotFoundError: raise ConfigError(f"config file not found: {path} (pass --config PATH)") from None
     except OSError as e: raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
-    except ValueError as e: raise ConfigError(f"cannot read config file {_show(str(path))}: {e}") from None  # a NUL in the name
+    except ValueError as e:  # a NUL in the name
+        raise ConfigError(f"cannot read config file {_show(str(path))}: {e}") from None
     if len(raw) > _MAX_BYTES: raise ConfigError(f"{path}: larger than {_MAX_BYTES:,} bytes; a config is a few kB")
     try: return raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not UTF-8 text: byte 0x{raw[e.start]:02x} at line {raw[:e.start].count(10) + 1}; "
                           "save the file as UTF-8") from None
 
+# %% ../nbs/00_config.ipynb #aa18faee
 def load_config(path: str | Path = "config/config.yaml", **overrides: Any) -> Settings:
     "Read and validate the YAML config at `path`; `overrides` replace top-level keys (e.g. mode) and are validated too."
     path = Path(path)
