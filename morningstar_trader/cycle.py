@@ -16,14 +16,14 @@ import numpy as np
 import pandas as pd
 
 from .config import Secrets, Settings
-from .decision import decide
+from .decision import DECISION_FAILED, decide_safely
 from .execution import FillCosts, SimulatedExecutor, first_exit
 from .live_execution import LiveExecutor, ShadowLog, reconcile
 from .logging import log_context
 from .monitoring import MonitoringLog, Snapshot, assess
 from .portfolio import PortfolioStore
 from .risk import MarketRules, RiskState, check_order, stopped_out, update_state
-from .supervisor import ReviewRequest, Supervisor
+from .supervisor import ReviewRequest, Supervisor, guarded
 from .types import Bars, Fill, MorningstarError, Order, parse_timeframe
 
 log = logging.getLogger(__name__)
@@ -268,8 +268,9 @@ def run_cycle(ctx: CycleContext, now: pd.Timestamp | None = None) -> CycleReport
             rows.append({"pair": pair, "action": "skipped", "verdict": "", "reasons": skip, "order": "", "ms": np.nan}); continue
         with log_context(pair=pair):
             bar, pred = bars[pair].end, {k: v for k, v in preds[pair].items() if np.ndim(v) == 0}
-            d = decide(pair, pred, closes[pair], equity, positions.get(pair), decision=s.decision, risk=s.risk,   # d, e. review, decision
-                       can_short=s.exchange.market_type != "spot", reviewer=_reviewer(ctx, bar, pred, llm_alerts))
+            d = decide_safely(pair, pred, closes[pair], equity, positions.get(pair), decision=s.decision, risk=s.risk,   # d, e.
+                              can_short=s.exchange.market_type != "spot", reviewer=_reviewer(ctx, bar, pred, llm_alerts))
+            if d.action == "hold" and d.reasons[0].startswith(DECISION_FAILED): errors[pair] = d.reasons[0]   # alerted
             verdict = check_order(d, state=risk_state, positions=positions, prices=closes, equity=equity,           # risk
                                   bar=bar_number(bar, s.timeframe), risk=s.risk, market=ctx.markets.get(pair, MarketRules()))
             try: order = _submit(ctx, bar, verdict.decision, positions.get(pair)) if verdict.decision else ""    # f. execution
@@ -290,9 +291,12 @@ def run_cycle(ctx: CycleContext, now: pd.Timestamp | None = None) -> CycleReport
     return CycleReport(max((b.end for b in bars.values()), default=None), started, pd.DataFrame(rows), fills, snapshot)
 
 def _reviewer(ctx: CycleContext, bar: pd.Timestamp, pred: dict, alerts: dict):
-    "The decision stage's reviewer for one pair: the supervisor, with its alerts collected for monitoring."
+    "The decision stage's reviewer for one pair: the supervisor (one that raises gets the failure policy), alerts kept for monitoring."
+    ask = guarded(lambda proposal: ctx.supervisor.review(ReviewRequest(
+        proposal, bar + parse_timeframe(ctx.settings.timeframe), pred, {}, {}, fee=ctx.costs.taker_fee,
+        slippage=ctx.costs.slippage_bps / 10_000)), ctx.settings.llm)
     def review(proposal):
-        r = ctx.supervisor.review(ReviewRequest(proposal, bar + parse_timeframe(ctx.settings.timeframe), pred, {}, {}))
+        r = ask(proposal)
         if r.alerts: alerts[proposal.pair] = list(r.alerts)
         return r
     return review
