@@ -61,6 +61,7 @@ def describe_problems(err: ValidationError, model: type[BaseModel], limit: int =
         where = ".".join(map(str, e["loc"])) or "(top level)"
         if e["type"] == "extra_forbidden": out.append(f"{where}: unknown field; allowed here: {', '.join(_fields_at(model, e['loc']))}")
         elif e["type"] == "missing": out.append(f"{where}: missing")
+        elif not e["loc"] and e["type"] == "value_error": out.append(e["msg"].removeprefix("Value error, "))   # a check across fields
         else: out.append(f"{where}: {e['msg'].removeprefix('Value error, ')} (got {brief(e['input'])})")
     more = len(err.errors()) - limit
     return "; ".join(out) + (f"; and {more} more" if more > 0 else "")
