@@ -178,7 +178,8 @@ def run_backtest(bars: pd.DataFrame | dict[str, pd.DataFrame], strategy: Strateg
         preds, baseline = {p: strategy.predictions(p, f) for p, f in frames.items()}, None
         if supervisor is not None and getattr(getattr(supervisor, "settings", None), "mode", None) != "off":
             baseline = _baseline(_managed(frames, strategy, costs, cash, allow_short, settings, None, preds=preds)[3])
-        trades, equity, exposure, log = _managed(frames, strategy, costs, cash, allow_short, settings, supervisor, store, preds, baseline)
+        trades, equity, exposure, log = _managed(frames, strategy, costs, cash, allow_short, settings, supervisor, store,
+                                                 preds, baseline)
         return BacktestResult(trades, equity, compute_stats(equity, trades, exposure), log)
     tables, curves, exposure = [], [], []
     for pair, frame in frames.items():
@@ -227,8 +228,8 @@ class ModelStrategy:
         return out
 
 # %% ../nbs/13_backtest.ipynb #4a277f6b
-def _managed(frames: dict[str, pd.DataFrame], strategy, costs: FillCosts, cash: float, can_short: bool, settings, supervisor, store=None,
-             preds=None, baseline=None):
+def _managed(frames: dict[str, pd.DataFrame], strategy, costs: FillCosts, cash: float, can_short: bool, settings, supervisor,
+             store=None, preds=None, baseline=None):
     from morningstar_trader.decision import DECISION_FAILED, decide_safely
     from morningstar_trader.risk import RiskState, check_order, stopped_out, update_state
     from morningstar_trader.supervisor import ReviewRequest, guarded
@@ -294,12 +295,13 @@ def _managed(frames: dict[str, pd.DataFrame], strategy, costs: FillCosts, cash: 
             if np.isnan(closes[pair]) or np.isnan(row["action"]): continue
             pred = {key: v for key, v in row.items() if not np.isnan(v)}
             reviewer = None if supervisor is None else guarded(lambda proposal, t=index[k], pred=pred: supervisor.review(
-                ReviewRequest(proposal, t, pred, {}, {}, fee=costs.taker_fee, slippage=costs.slippage_bps / 10_000)), getattr(supervisor, "settings", settings.llm))
+                ReviewRequest(proposal, t, pred, {}, {}, fee=costs.taker_fee, slippage=costs.slippage_bps / 10_000)),
+                getattr(supervisor, "settings", settings.llm))
             base = None if baseline is None else baseline.get((pair, index[k]), (0.0, "no order"))
             d = decide_safely(pair, pred, closes[pair], equity[k], positions.get(pair), decision=decision, risk=settings.risk,
                               can_short=can_short, reviewer=reviewer, baseline_size=None if base is None else base[0])
-            if d.action == "hold":                                # why a signal was not taken, or why the decision failed
-                if pred["action"] or d.reasons[0].startswith(DECISION_FAILED):    # (the unreviewed run's denial, if it had one)
+            if d.action == "hold":         # why a signal was not taken (the unreviewed run's denial, if any), or the failure
+                if pred["action"] or d.reasons[0].startswith(DECISION_FAILED):
                     why = base[1] if base is not None and not base[0] > 0 else "no order"
                     decisions.append((index[k], pair, "hold", 0.0, why, "; ".join(d.reasons)))
                 continue

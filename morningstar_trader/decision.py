@@ -67,8 +67,10 @@ def decide(pair: str, pred: dict, price: float, equity: float, position: Positio
     size, reasons = position_size(equity, price, abs(price - sl) / price, conf, risk)
     reasons = [f"model {side} with confidence {conf:.2f}; stop {sl:g}, target {tp:g} from the {src}", *reasons]
     if baseline_size is not None:     # the review may drop, shrink or cut short the unreviewed run's trades, never add one
-        if not baseline_size > 0: return Decision(pair, "hold", reasons=(*reasons, "the run without the review does not enter here"))
-        if size > baseline_size: size, reasons = baseline_size, [*reasons, f"capped at {baseline_size:.6g}, the run without the review's size"]
+        if not baseline_size > 0:
+            return Decision(pair, "hold", reasons=(*reasons, "the run without the review does not enter here"))
+        if size > baseline_size:
+            size, reasons = baseline_size, [*reasons, f"capped at {baseline_size:.6g}, the run without the review's size"]
     proposal = TradeProposal(pair, side, size, price, sl, tp)
     if reviewer is not None:
         review = reviewer(proposal)
@@ -87,4 +89,5 @@ def decide_safely(pair: str, *args, **kwargs) -> Decision:
     try: return decide(pair, *args, **kwargs)
     except Exception as e:    # one pair's bad input or a bug must not stop the other pairs' decisions
         log.exception("the decision for %s failed", pair)
-        return Decision(pair, "hold", reasons=(f"{DECISION_FAILED}: {type(e).__name__}: {str(e)[:200]}; nothing done for {pair}",))
+        why = f"{DECISION_FAILED}: {type(e).__name__}: {str(e)[:200]}; nothing done for {pair}"
+        return Decision(pair, "hold", reasons=(why,))

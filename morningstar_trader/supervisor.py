@@ -142,11 +142,13 @@ def check_reply(text) -> str:
     "`text` if it is within the reply limits, checked before any parsing; ReviewFailed naming the limit otherwise."
     if not isinstance(text, str): raise ReviewFailed(f"the reply is {type(text).__name__}, not text")
     size = len(text) if len(text) > MAX_REPLY_BYTES else len(text.encode("utf-8", "surrogatepass"))
-    if size > MAX_REPLY_BYTES: raise ReviewFailed(f"the reply has {size:,} bytes or more; MAX_REPLY_BYTES is {MAX_REPLY_BYTES:,}")
+    if size > MAX_REPLY_BYTES:
+        raise ReviewFailed(f"the reply has {size:,} bytes or more; MAX_REPLY_BYTES is {MAX_REPLY_BYTES:,}")
     if (n := text.count("{") + text.count("[")) > MAX_REPLY_BRACKETS:
         raise ReviewFailed(f"the reply has {n} opening brackets; MAX_REPLY_BRACKETS is {MAX_REPLY_BRACKETS} (it bounds nesting)")
     if m := _LONG_NUMBER.search(text):
-        raise ReviewFailed(f"the reply has a number of {len(m.group())} digits ({m.group()[:10]}...); MAX_NUMBER_DIGITS is {MAX_NUMBER_DIGITS}")
+        raise ReviewFailed(f"the reply has a number of {len(m.group())} digits ({m.group()[:10]}...); "
+                           f"MAX_NUMBER_DIGITS is {MAX_NUMBER_DIGITS}")
     return text
 
 # %% ../nbs/07_supervisor.ipynb #b7265bba
@@ -159,7 +161,7 @@ def first_json_object(text: str) -> dict:
             try:
                 obj, _ = decoder.raw_decode(text, i)
                 if isinstance(obj, dict): return obj
-            except (ValueError, RecursionError): continue   # JSONDecodeError is a ValueError; the limits keep the rest out
+            except (ValueError, RecursionError): continue   # JSONDecodeError is a ValueError; the limits keep out the rest
     raise ReviewFailed(f"no JSON object in the reply: {text[:80]!r}")
 
 def parse_reply(text: str) -> ReviewReply:
@@ -204,22 +206,26 @@ def _clamp_level(name: str, value: float | None, p: TradeProposal, floor: float,
         alerts.append(f"{name} {value:g} is not {'above' if out > 0 else 'below'} the entry {e:g} of this {p.side}; ignored")
         return None
     if d > model:
-        alerts.append(f"reviewer tried to move {name} from {level:g} to {value:g}, away from the entry; ignored"); return None
+        alerts.append(f"reviewer tried to move {name} from {level:g} to {value:g}, away from the entry; ignored")
+        return None
     if floor * e >= model:
-        alerts.append(f"{name}: the proposal's {level:g} is already within the level rule's {floor:.2%} of the entry; suggestion ignored")
+        alerts.append(f"{name}: the proposal's {level:g} is already within the level rule's {floor:.2%} of the entry; ignored")
         return None
     if d < floor * e:
         near = e + out * floor * e
-        alerts.append(f"{name} {value:g} is closer to the entry than the level rule's {floor:.2%}; set to {near:g}"); return near
+        alerts.append(f"{name} {value:g} is closer to the entry than the level rule's {floor:.2%}; set to {near:g}")
+        return near
     return value if d < model else None
 
 # %% ../nbs/07_supervisor.ipynb #5c1e0a08
 def exit_size_factor(p: TradeProposal, stop_loss: float | None, take_profit: float | None, slippage: float = 0.0) -> float:
-    "The size factor that keeps a round trip with the reviewed levels within the unreviewed one's traded value (1: none moved)."
+    "The size factor keeping a round trip with the reviewed levels within the unreviewed one's traded value (1: none moved)."
     if stop_loss is None and take_profit is None: return 1.0
     e, s = p.entry_price, slippage
-    if p.side == "long": return (e + p.stop_loss * (1 - s)) / (e + (take_profit if take_profit is not None else p.take_profit))
-    return (e * (1 - s) + p.take_profit) / (e * (1 - s) + (stop_loss if stop_loss is not None else p.stop_loss) * (1 + s))
+    sl = stop_loss if stop_loss is not None else p.stop_loss
+    tp = take_profit if take_profit is not None else p.take_profit
+    if p.side == "long": return (e + p.stop_loss * (1 - s)) / (e + tp)
+    return (e * (1 - s) + p.take_profit) / (e * (1 - s) + sl * (1 + s))
 
 # %% ../nbs/07_supervisor.ipynb #4e99d81e
 def clamp(proposal: TradeProposal, reply: ReviewReply, settings: LlmSettings, *, volatility=None, fee: float = 0.0,
@@ -232,11 +238,11 @@ def clamp(proposal: TradeProposal, reply: ReviewReply, settings: LlmSettings, *,
     mult = reply.size_multiplier
     if not (math.isfinite(mult) and 0 <= mult <= 1):
         alerts.append(f"size_multiplier {mult} is outside [0, 1]; ignored"); mult = 1.0
-    sl, tp = (_clamp_level(name, getattr(reply, name), proposal, level_floor(name, proposal, settings, volatility=volatility,
-                                                                             fee=fee, slippage=slippage), alerts)
-              for name in ("stop_loss", "take_profit"))
+    floor = {name: level_floor(name, proposal, settings, volatility=volatility, fee=fee, slippage=slippage)
+             for name in ("stop_loss", "take_profit")}
+    sl, tp = (_clamp_level(name, getattr(reply, name), proposal, floor[name], alerts) for name in ("stop_loss", "take_profit"))
     if (g := exit_size_factor(proposal, sl, tp, slippage)) < 1:
-        alerts.append(f"size x{g:.4f} for the moved exit: the round trip's traded value stays within the unreviewed trade's")
+        alerts.append(f"size x{g:.4f} for the moved exit: the round trip's traded value stays within the unreviewed one's")
         mult *= g
     rationale = _clean(reply.rationale)
     if len(rationale) > settings.max_rationale_chars:
@@ -272,12 +278,13 @@ NO_REVIEW = Review(source="none", coherence="uncertain", risk_score=float("nan")
 
 # %% ../nbs/07_supervisor.ipynb #5c1e0a13
 def guarded(reviewer: Callable[[TradeProposal], Review], settings: LlmSettings) -> Callable[[TradeProposal], Review]:
-    "`reviewer`, except that when it raises, the proposal gets the failure policy's Review (the error logged with its traceback)."
+    "`reviewer`, except that when it raises, the proposal gets the failure policy's Review (the error logged, with traceback)."
     def review(proposal: TradeProposal) -> Review:
         try: return reviewer(proposal)
         except Exception as e:    # reported, not swallowed: the reason is in the review's alerts and failure
             log.exception("the review of %s raised", getattr(proposal, "pair", "?"))
-            return failure_review(f"the reviewer raised {type(e).__name__}: {_clean(str(e))[:200]}", settings, source=settings.mode)
+            why = f"the reviewer raised {type(e).__name__}: {_clean(str(e))[:200]}"
+            return failure_review(why, settings, source=settings.mode)
     return review
 
 # %% ../nbs/07_supervisor.ipynb #2191af9c
@@ -455,19 +462,19 @@ def _review(self: Supervisor, request: ReviewRequest) -> Review:
     meta = dict(latency_ms=c.latency_ms, prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens, cost_usd=self._cost(c))
     text = _clean(c.text) if isinstance(c.text, str) else c.text
     stored = text[:MAX_REPLY_BYTES] if isinstance(text, str) else None   # an oversized reply is kept only in part
+    record = dict(prompt_hash=key, model=s.model, base_url=s.base_url, messages=messages, reply=stored, **meta)
     try: reply = parse_reply(text)
     except ReviewFailed as e:
-        self.record.add(prompt_hash=key, model=s.model, base_url=s.base_url, messages=messages, reply=stored, status="invalid",
-                        error=str(e), **meta)
+        self.record.add(status="invalid", error=str(e), **record)
         return self._failed(str(e), source, key, **meta)
-    self.record.add(prompt_hash=key, model=s.model, base_url=s.base_url, messages=messages, reply=stored, status="ok", error=None, **meta)
+    self.record.add(status="ok", error=None, **record)
     return self._clamp(request, reply, source=source, prompt_hash=key, **meta)
 
 @patch
 def _clamp(self: Supervisor, request: ReviewRequest, reply: ReviewReply, **meta) -> Review:
     "The clamped review, with the level rule from the request's predicted volatility and costs."
-    review = clamp(request.proposal, reply, self.settings, volatility=request.prediction.get("volatility"), fee=request.fee,
-                   slippage=request.slippage, **meta)
+    review = clamp(request.proposal, reply, self.settings, volatility=request.prediction.get("volatility"),
+                   fee=request.fee, slippage=request.slippage, **meta)
     return self._log(review, request)
 
 @patch
