@@ -241,10 +241,7 @@ def run_cycle(ctx: CycleContext, now: pd.Timestamp | None = None) -> CycleReport
     "One paper or live cycle at `now` (default: the clock) for every configured pair."
     s, started, t0 = ctx.settings, pd.Timestamp.now(tz="UTC"), time.perf_counter()
     now = pd.Timestamp(now or started)
-    refusal = None
-    if ctx.executor is not None:                                             # live: store and venue must agree first
-        rec = reconcile(ctx.executor, s.pairs)
-        if not rec.ok: refusal = f"reconciliation: {rec.why()}"
+    refusal, hold_entries = _live_limits(ctx) if ctx.executor is not None else (None, None)   # live: store and venue first
     equity = ctx.store.cash()
     saved = ctx.store.load_runtime("risk_state")
     risk_state = RiskState.from_json(saved) if saved else RiskState.start(equity, now)
@@ -273,14 +270,16 @@ def run_cycle(ctx: CycleContext, now: pd.Timestamp | None = None) -> CycleReport
             if d.action == "hold" and d.reasons[0].startswith(DECISION_FAILED): errors[pair] = d.reasons[0]   # alerted
             verdict = check_order(d, state=risk_state, positions=positions, prices=closes, equity=equity,           # risk
                                   bar=bar_number(bar, s.timeframe), risk=s.risk, market=ctx.markets.get(pair, MarketRules()))
-            try: order = _submit(ctx, bar, verdict.decision, positions.get(pair)) if verdict.decision else ""    # f. execution
+            held = hold_entries if verdict.decision and verdict.decision.action.startswith("open") else None
+            if held: errors[pair] = held                                     # an operator sees every entry held back
+            try: order = _submit(ctx, bar, verdict.decision, positions.get(pair)) if verdict.decision and not held else ""   # f.
             except ccxt.BaseError as e:                                      # live: the order path says what it did
                 errors[pair] = f"execution: {type(e).__name__}: {e}"; order = ""
             ms = (time.perf_counter() - t0) * 1e3
             ctx.store.journal(f"{ctx.run_id}-{bar.isoformat()}", pair, bar, inputs={"close": closes[pair]}, prediction=pred,
-                              decision=d, reasons=(*d.reasons, verdict.reason))                                   # g. state, journal
+                              decision=d, reasons=(*d.reasons, held or verdict.reason))                                   # g. state, journal
             log.info("%s: %s (%s)", d.action, verdict.reason, "; ".join(d.reasons))
-            rows.append({"pair": pair, "action": d.action, "verdict": verdict.reason, "reasons": "; ".join(d.reasons), "order": order, "ms": ms})
+            rows.append({"pair": pair, "action": d.action, "verdict": held or verdict.reason, "reasons": "; ".join(d.reasons), "order": order, "ms": ms})
     ctx.store.save_runtime("risk_state", risk_state.to_json())
     snapshot = assess(ctx.store.equity_curve(), now=now, trading=risk_state.trading, why=risk_state.why,   # h. monitoring
                       open_positions=sum(not _dust(ctx, p, closes.get(p.pair, p.entry_price)) for p in ctx.store.positions().values()),
@@ -289,6 +288,14 @@ def run_cycle(ctx: CycleContext, now: pd.Timestamp | None = None) -> CycleReport
                       llm_stats=ctx.supervisor.record.stats() if ctx.supervisor.record else None)
     ctx.monitor.add(snapshot)
     return CycleReport(max((b.end for b in bars.values()), default=None), started, pd.DataFrame(rows), fills, snapshot)
+
+def _live_limits(ctx: CycleContext) -> tuple[str | None, str | None]:
+    """Reconcile store and venue; (why nothing may be sent, why no entry may be sent), None where allowed. Orders still
+    open keep their own pairs out of the cycle (`in_flight`); beyond that only what they can affect is refused."""
+    rec = reconcile(ctx.executor, ctx.settings.pairs)
+    if not (rec.ok or rec.contained): return f"reconciliation: {rec.why()}", None
+    if rec.cash_uncertain: return None, f"entry held back: {', '.join(rec.spenders)} could have spent cash ({rec.why()})"
+    return None, None
 
 def _reviewer(ctx: CycleContext, bar: pd.Timestamp, pred: dict, alerts: dict):
     "The decision stage's reviewer for one pair: the supervisor (one that raises gets the failure policy), alerts kept for monitoring."
