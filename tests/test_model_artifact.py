@@ -211,7 +211,7 @@ def test_a_stale_default_model_stops_the_cli_with_one_line_saying_retrain(origin
     stale = Path(shutil.copytree(original, tmp_path / "models" / "default" / "20240101T000000Z"))
     as_format_1(stale)
     proc = project.run("backtest", "--exchange", "synthetic", "--pairs", "ETH/USDT", "--strategy", "model", "--llm-mode", "off",
-                       check=1)
+                       check=1, timeout=300)   # TensorFlow's import alone can take a minute on a loaded machine
     ours = [line for line in proc.stderr.splitlines() if line.startswith("morningstar")]   # (the rest is TensorFlow's start-up)
     assert len(ours) == 1 and ours[0].startswith("morningstar: error: model ") and proc.stderr.endswith(ours[0] + "\n"), proc.stderr
     assert "saved in format 1" in proc.stderr and "retrain it" in proc.stderr and "Traceback" not in proc.stderr
