@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -18,7 +18,8 @@ from fastcore.basics import patch
 from .types import Fill, MorningstarError, Order, Position
 
 # %% auto #0
-__all__ = ['TRANSITIONS', 'TERMINAL', 'StateError', 'IllegalTransition', 'check_transition', 'PortfolioStore']
+__all__ = ['TRANSITIONS', 'TERMINAL', 'StateError', 'IllegalTransition', 'check_transition', 'PortfolioStore', 'settle_fill',
+           'MemoryBook']
 
 # %% ../nbs/09_portfolio.ipynb #f99bf0c9
 class StateError(MorningstarError):
@@ -139,7 +140,16 @@ def orders(self: PortfolioStore, open_only: bool = False) -> pd.DataFrame:
     with self._tx() as db:
         return pd.read_sql(f"SELECT * FROM orders {where} ORDER BY created_at, client_order_id", db, params=sorted(TERMINAL) if open_only else None)
 
-# %% ../nbs/09_portfolio.ipynb #694b4f03
+@patch
+def open_orders(self: PortfolioStore) -> list[dict]:
+    "The orders not in a final status, oldest first, as plain rows (what a cycle's stages read)."
+    with self._tx() as db:
+        db.row_factory = sqlite3.Row
+        rows = db.execute(f"SELECT * FROM orders WHERE status NOT IN ({','.join('?' * len(TERMINAL))})"
+                          " ORDER BY created_at, client_order_id", sorted(TERMINAL)).fetchall()
+    return [dict(r) for r in rows]
+
+# %% ../nbs/09_portfolio.ipynb #283eba51
 def _apply(position: tuple | None, side: str, amount: float, price: float) -> tuple[tuple | None, float]:
     "(new position as (sign, size, entry), realized pnl) after a fill on `position`."
     s = 1 if side == "buy" else -1
@@ -152,6 +162,24 @@ def _apply(position: tuple | None, side: str, amount: float, price: float) -> tu
     if amount == size: return None, pnl
     return (s, amount - size, price), pnl
 
+def settle_fill(order: tuple[str, float, float], position: Position | None, fill: Fill,
+                stop_loss: float | None = None, take_profit: float | None = None) -> tuple:
+    """What one fill does, for every book: the order's new (status, filled), the position after it (None: flat),
+    the realized P&L and the cash change. `order` is the order's (status, amount, filled) before the fill."""
+    status, amount, filled = order
+    filled += fill.amount
+    new_status = "filled" if filled >= amount * (1 - 1e-12) else "partially_filled"
+    check_transition(status if status != "new" else "submitted", new_status, fill.client_order_id)
+    before = (position.sign, position.size, position.entry_price) if position is not None else None
+    after, pnl = _apply(before, fill.side, fill.amount, fill.price)
+    cash_change = (-1 if fill.side == "buy" else 1) * fill.amount * fill.price - fill.fee
+    if after is None: return (new_status, filled), None, pnl, cash_change
+    same_side = before is not None and before[0] == after[0]     # levels belong to a side: a flip starts without any
+    sl = stop_loss if stop_loss is not None else (position.stop_loss if same_side else None)
+    tp = take_profit if take_profit is not None else (position.take_profit if same_side else None)
+    return (new_status, filled), Position(fill.pair, "long" if after[0] > 0 else "short", after[1], after[2], sl, tp), pnl, cash_change
+
+# %% ../nbs/09_portfolio.ipynb #dafeca12
 @patch
 def record_fill(self: PortfolioStore, fill: Fill, *, stop_loss: float | None = None, take_profit: float | None = None) -> bool:
     "Record a fill, its order's progress, the position and the cash atomically; False when the trade id is already recorded."
@@ -159,25 +187,17 @@ def record_fill(self: PortfolioStore, fill: Fill, *, stop_loss: float | None = N
         if db.execute("SELECT 1 FROM fills WHERE trade_id = ?", (fill.trade_id,)).fetchone(): return False
         order = db.execute("SELECT status, amount, filled FROM orders WHERE client_order_id = ?", (fill.client_order_id,)).fetchone()
         if order is None: raise StateError(f"fill {fill.trade_id} names unknown order {fill.client_order_id}")
-        status, amount, filled = order
-        filled += fill.amount
-        new_status = "filled" if filled >= amount * (1 - 1e-12) else "partially_filled"
-        check_transition(status if status != "new" else "submitted", new_status, fill.client_order_id)
-        row = db.execute("SELECT side, size, entry_price, stop_loss, take_profit FROM positions WHERE pair = ?", (fill.pair,)).fetchone()
-        before = (1 if row[0] == "long" else -1, row[1], row[2]) if row else None
-        after, pnl = _apply(before, fill.side, fill.amount, fill.price)
-        cash_change = (-1 if fill.side == "buy" else 1) * fill.amount * fill.price - fill.fee
+        row = db.execute("SELECT pair, side, size, entry_price, stop_loss, take_profit FROM positions WHERE pair = ?",
+                         (fill.pair,)).fetchone()
+        (status, filled), after, pnl, cash_change = settle_fill(order, Position(*row) if row else None, fill, stop_loss, take_profit)
         db.execute("INSERT INTO fills VALUES (?,?,?,?,?,?,?,?,?)", (fill.trade_id, fill.client_order_id, fill.pair, fill.side,
                    fill.amount, fill.price, fill.fee, str(fill.time), pnl))
-        db.execute("UPDATE orders SET filled = ?, status = ?, updated_at = ? WHERE client_order_id = ?", (filled, new_status, _now(), fill.client_order_id))
+        db.execute("UPDATE orders SET filled = ?, status = ?, updated_at = ? WHERE client_order_id = ?",
+                   (filled, status, _now(), fill.client_order_id))
         db.execute("UPDATE account SET cash = cash + ? WHERE id = 1", (cash_change,))
         if after is None: db.execute("DELETE FROM positions WHERE pair = ?", (fill.pair,))
-        else:
-            same_side = before is not None and before[0] == after[0]
-            sl = stop_loss if stop_loss is not None else (row[3] if same_side else None)
-            tp = take_profit if take_profit is not None else (row[4] if same_side else None)
-            db.execute("INSERT OR REPLACE INTO positions VALUES (?,?,?,?,?,?,?)",
-                       (fill.pair, "long" if after[0] > 0 else "short", after[1], after[2], sl, tp, _now()))
+        else: db.execute("INSERT OR REPLACE INTO positions VALUES (?,?,?,?,?,?,?)",
+                         (fill.pair, after.side, after.size, after.entry_price, after.stop_loss, after.take_profit, _now()))
     return True
 
 # %% ../nbs/09_portfolio.ipynb #47011364
@@ -225,6 +245,13 @@ def journal(self: PortfolioStore, cycle_id: str, pair: str, time, *, inputs: dic
                     json.dumps(asdict(decision) if hasattr(decision, "__dataclass_fields__") else decision, default=str),
                     json.dumps(list(reasons))))
 
+@patch
+def journal_rows(self: PortfolioStore) -> list[dict]:
+    "The journal, oldest first, its JSON read back."
+    with self._tx() as db: rows = db.execute("SELECT * FROM journal ORDER BY time, pair").fetchall()
+    keys = ("cycle_id", "pair", "time", "inputs", "prediction", "decision", "reasons")
+    return [{**dict(zip(keys, r)), "time": pd.Timestamp(r[2]), **{k: json.loads(v) for k, v in zip(keys[3:], r[3:])}} for r in rows]
+
 # %% ../nbs/09_portfolio.ipynb #7b023579
 @patch
 def save_runtime(self: PortfolioStore, key: str, value) -> None:
@@ -243,3 +270,108 @@ def equity_curve(self: PortfolioStore) -> pd.DataFrame:
     "Every mark so far (equity, cash, exposure), indexed by time."
     with self._tx() as db: df = pd.read_sql("SELECT * FROM equity ORDER BY time", db)
     return df.set_index(pd.to_datetime(df.pop("time"), utc=True, format="ISO8601"))
+
+# %% ../nbs/09_portfolio.ipynb #803fc6dd
+_ORDER_COLUMNS = ["client_order_id", "pair", "side", "amount", "type", "price", "intent", "status", "filled",
+                  "exchange_order_id", "note"]
+
+class MemoryBook:
+    "The state store's interface over plain dicts: a backtest's book in memory, under the same rules as `PortfolioStore`."
+    def __init__(self, initial_cash: float):
+        self._cash, self._positions, self._runtime = float(initial_cash), {}, {}
+        self._orders, self._open = {}, {}            # client id -> row (the orders table's columns); open: not final
+        self._fills, self._trade_ids, self._equity, self._journal = [], set(), [], []
+
+    def cash(self) -> float: return self._cash
+    def positions(self) -> dict[str, Position]: return dict(self._positions)
+    def open_orders(self) -> list[dict]: return list(self._open.values())
+    def order(self, client_order_id: str) -> dict | None: return self._orders.get(client_order_id)
+    def save_runtime(self, key: str, value) -> None: self._runtime[key] = value
+    def load_runtime(self, key: str, default=None): return self._runtime.get(key, default)
+
+# %% ../nbs/09_portfolio.ipynb #63a70eef
+@patch
+def add_order(self: MemoryBook, order: Order) -> tuple[str, bool]:
+    "As `PortfolioStore.add_order`: a known client id returns its status, never a second order."
+    if (row := self._orders.get(order.client_order_id)) is not None: return row["status"], False
+    row = dict(zip(_ORDER_COLUMNS, (order.client_order_id, order.pair, order.side, order.amount, order.type, order.price,
+                                    order.intent, "new", 0.0, None, None)))
+    self._orders[order.client_order_id] = self._open[order.client_order_id] = row
+    return "new", True
+
+@patch
+def set_status(self: MemoryBook, client_order_id: str, status: str, *, exchange_order_id: str | None = None,
+               note: str | None = None) -> None:
+    "As `PortfolioStore.set_status`: a legal transition only."
+    row = self._orders.get(client_order_id)
+    if row is None: raise StateError(f"no order {client_order_id} in memory")
+    check_transition(row["status"], status, client_order_id)
+    row["status"] = status
+    if exchange_order_id is not None: row["exchange_order_id"] = exchange_order_id
+    if note is not None: row["note"] = note
+    if status in TERMINAL: self._open.pop(client_order_id, None)
+
+# %% ../nbs/09_portfolio.ipynb #7123b784
+@patch
+def record_fill(self: MemoryBook, fill: Fill, *, stop_loss: float | None = None, take_profit: float | None = None) -> bool:
+    "As `PortfolioStore.record_fill`: once per trade id, through `settle_fill`."
+    if fill.trade_id in self._trade_ids: return False
+    row = self._orders.get(fill.client_order_id)
+    if row is None: raise StateError(f"fill {fill.trade_id} names unknown order {fill.client_order_id}")
+    (status, filled), after, pnl, cash_change = settle_fill((row["status"], row["amount"], row["filled"]),
+                                                            self._positions.get(fill.pair), fill, stop_loss, take_profit)
+    self._trade_ids.add(fill.trade_id)
+    self._fills.append((fill.trade_id, fill.client_order_id, fill.pair, fill.side, fill.amount, fill.price, fill.fee, fill.time, pnl))
+    row["status"], row["filled"] = status, filled
+    if status in TERMINAL: self._open.pop(fill.client_order_id, None)
+    self._cash += cash_change
+    if after is None: self._positions.pop(fill.pair, None)
+    else: self._positions[fill.pair] = after
+    return True
+
+@patch
+def set_levels(self: MemoryBook, pair: str, stop_loss: float, take_profit: float) -> None:
+    "As `PortfolioStore.set_levels`."
+    if pair not in self._positions: raise StateError(f"no open position on {pair}")
+    self._positions[pair] = replace(self._positions[pair], stop_loss=stop_loss, take_profit=take_profit)
+
+# %% ../nbs/09_portfolio.ipynb #a67009d1
+@patch
+def mark(self: MemoryBook, time, prices: dict[str, float]) -> dict:
+    "As `PortfolioStore.mark`."
+    missing = set(self._positions) - set(prices)
+    if missing: raise StateError(f"no price for open position(s) {sorted(missing)}")
+    value = sum(p.sign * p.size * prices[p.pair] for p in self._positions.values())
+    exposure = sum(p.size * prices[p.pair] for p in self._positions.values())
+    snap = {"time": time, "equity": self._cash + value, "cash": self._cash, "exposure": exposure}
+    self._equity.append(snap)
+    return snap
+
+@patch
+def journal(self: MemoryBook, cycle_id: str, pair: str, time, *, inputs: dict, prediction: dict, decision, reasons) -> None:
+    "As `PortfolioStore.journal`, without the JSON: the values themselves."
+    self._journal.append((cycle_id, pair, time, inputs, prediction, decision, tuple(reasons)))
+
+@patch
+def journal_rows(self: MemoryBook) -> list[dict]:
+    "The journal, oldest first, as `PortfolioStore.journal_rows` gives it."
+    keys = ("cycle_id", "pair", "time", "inputs", "prediction", "decision", "reasons")
+    return [dict(zip(keys, r)) for r in self._journal]
+
+# %% ../nbs/09_portfolio.ipynb #52f97860
+@patch
+def orders(self: MemoryBook, open_only: bool = False) -> pd.DataFrame:
+    rows = self._open.values() if open_only else self._orders.values()
+    return pd.DataFrame(list(rows), columns=_ORDER_COLUMNS)
+
+@patch
+def fills(self: MemoryBook, client_order_id: str | None = None) -> pd.DataFrame:
+    df = pd.DataFrame(self._fills, columns=["trade_id", "client_order_id", "pair", "side", "amount", "price", "fee", "time",
+                                            "realized_pnl"])
+    df["time"] = pd.to_datetime(df["time"], utc=True)
+    return df[df["client_order_id"] == client_order_id] if client_order_id else df
+
+@patch
+def equity_curve(self: MemoryBook) -> pd.DataFrame:
+    df = pd.DataFrame(self._equity, columns=["time", "equity", "cash", "exposure"])
+    return df.set_index(pd.to_datetime(df.pop("time"), utc=True))
