@@ -174,7 +174,8 @@ def run_backtest(bars: pd.DataFrame | dict[str, pd.DataFrame], strategy: Strateg
     """Backtest `strategy` on one OHLC frame or a dict by pair: `size` units per position (the fast path), or (None) the
     model through the kernel of the live cycle under `settings` — sized by the decision stage, reviewed by `supervisor`,
     checked against the exchange's `markets` rules, recorded in `store` (a PortfolioStore) when given, trading from
-    `start` on (the bars before it are history for the features)."""
+    `start` on (the bars before it are history for the features). The kernel's costs are `settings.costs`, as in a live
+    cycle; `fee` and `slippage_bps` are the fixed-size path's."""
     if size is not None and not (isinstance(size, (int, float)) and size > 0 and math.isfinite(size)):
         raise BacktestError(f"size must be a positive number of units (or None: sized by the decision stage), got {size!r}")
     if not cash > 0: raise BacktestError(f"cash must be positive, got {cash}")
@@ -184,7 +185,8 @@ def run_backtest(bars: pd.DataFrame | dict[str, pd.DataFrame], strategy: Strateg
         if not hasattr(strategy, "inputs"): raise BacktestError(f"strategy {strategy.name} has no predictions to size from: give it a fixed size")
         if settings is None: raise BacktestError("size=None needs the settings (decision and risk sections)")
         for pair, frame in frames.items(): _check_bars(frame, pair or "bars")
-        return _through_kernel(frames, strategy, costs, cash, allow_short, settings, supervisor, store, markets or {}, account, start)
+        c = settings.costs
+        return _through_kernel(frames, strategy, FillCosts(c.taker_fee, c.maker_fee, c.slippage_bps), cash, allow_short, settings, supervisor, store, markets or {}, account, start)
     tables, curves, exposure = [], [], []
     for pair, frame in frames.items():
         _check_bars(frame, pair or "bars")

@@ -262,6 +262,11 @@ class CycleContext:
         "The live executor behind the venue (live mode), else None."
         return getattr(self.venue, "executor", None)
 
+    @property
+    def shadow(self):
+        "Live mode with `live.shadow`: each order's simulated fill beside the real one; else None."
+        return getattr(self.venue, "shadow", None)
+
 # %% ../nbs/12_cycle.ipynb #3053c50b
 def _check_mode(settings: Settings, secrets: Secrets, confirm_live: bool) -> None:
     mode = settings.mode
@@ -434,7 +439,8 @@ def _monitor(ctx: CycleContext, now: pd.Timestamp, out: CloseOutcome, newest: di
     s, rs = ctx.settings, out.risk_state
     prices = ctx.store.load_runtime("last_close", {})
     snapshot = assess(ctx.store.equity_curve(), now=now, trading=rs.trading, why=rs.why,
-                      open_positions=sum(not _dust(ctx.kernel, p, prices.get(p.pair, p.entry_price)) for p in ctx.store.positions().values()),
+                      open_positions=sum(not ctx.markets.get(p.pair, MarketRules()).is_dust(p.size, prices.get(p.pair, p.entry_price))
+                                         for p in ctx.store.positions().values()),
                       newest_bars=newest, errors=out.notes.errors, llm_alerts=out.notes.llm_alerts, timeframe=s.timeframe,
                       risk=s.risk, monitoring=s.monitoring, refusal=refusal,
                       llm_stats=ctx.supervisor.record.stats() if ctx.supervisor.record else None)
