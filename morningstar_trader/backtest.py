@@ -289,14 +289,16 @@ def _finish(k, index: pd.DatetimeIndex, ohlc: dict[str, np.ndarray]) -> None:
 def _through_kernel(frames: dict[str, pd.DataFrame], strategy, costs: FillCosts, cash: float, can_short: bool, settings,
                     supervisor, store, markets: dict, account: str, start=None) -> BacktestResult:
     "The kernel of the live cycle at every close of the pairs' union timeline from `start` on (earlier bars: history only)."
-    from morningstar_trader.cycle import Kernel, PairInput, close_bar
+    from morningstar_trader.cycle import Kernel, PairInput, close_bar, model_id, unreviewed_twin
     from morningstar_trader.execution import SimulatedVenue
     from morningstar_trader.portfolio import MemoryBook
     from morningstar_trader.risk import RiskState
     tf = strategy.model.prep.timeframe
     s = settings.model_copy(update={"timeframe": tf, "decision": settings.decision.model_copy(update={"min_confidence": strategy.min_confidence})})
     step, book = pd.Timedelta(parse_timeframe(tf)), store if store is not None else MemoryBook(cash)
-    k = Kernel(s, book, SimulatedVenue(book, costs, step, s.execution.limit_ttl_bars), account, supervisor, markets, "backtest", can_short)
+    k = Kernel(s, book, SimulatedVenue(book, costs, step, s.execution.limit_ttl_bars), account, supervisor, markets, "backtest",
+               can_short, model_id=model_id(strategy.model))
+    if supervisor is not None and supervisor.settings.mode != "off": k.twin = unreviewed_twin(k, MemoryBook(cash))
     index = reduce(pd.DatetimeIndex.union, (f.index for f in frames.values()))
     laid, times = _kernel_inputs(frames, strategy, index), index.as_unit("ns").asi8
     first = int(index.searchsorted(to_utc(start))) if start is not None else 0

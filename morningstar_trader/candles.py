@@ -5,17 +5,19 @@
 # %% ../nbs/01b_candles.ipynb #12c325d9
 from __future__ import annotations
 
-import csv
+import re
+import zoneinfo
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .types import BAR_COLUMNS, Bars, MorningstarError, empty_bar_frame, parse_timeframe
+from .types import BAR_COLUMNS, Bars, MorningstarError, clip_repr, empty_bar_frame, parse_timeframe
 
 # %% auto #0
-__all__ = ['CandleReport', 'CandleError', 'step_name', 'find_gaps', 'check_candles', 'validated_bars', 'read_candles_file']
+__all__ = ['CandleReport', 'CandleError', 'CandleFileError', 'time_zone', 'parse_timestamps', 'step_name', 'find_gaps',
+           'check_candles', 'validated_bars', 'read_candles_file']
 
 # %% ../nbs/01b_candles.ipynb #eaf9e990
 @dataclass(frozen=True)
@@ -42,6 +44,128 @@ class CandleError(MorningstarError):
         rej = report.rejected
         first = "; ".join(f"{ts}: {r}" for ts, r in zip(rej["timestamp"].head(5), rej["reason"].head(5)))
         super().__init__(f"{len(rej)} bad candle rows in {what} (first: {first}); nothing was stored")
+
+class CandleFileError(MorningstarError):
+    "A candle file, or how it was asked to be read (its time zone), cannot be read; nothing was read from it."
+
+# %% ../nbs/01b_candles.ipynb #bab5cb33
+def time_zone(tz: str) -> zoneinfo.ZoneInfo:
+    "The IANA time zone named `tz` (UTC, Europe/Berlin, ...); a CandleFileError naming it when there is none."
+    if isinstance(tz, str) and 0 < len(tz) <= 64 and tz.strip() == tz:
+        try: return zoneinfo.ZoneInfo(tz)
+        except (KeyError, ValueError, OSError): pass   # not found, a path outside the zone database, a folder
+    raise CandleFileError(f"time zone {clip_repr(tz)} is unknown; use an IANA name such as UTC, Europe/Berlin or America/New_York")
+
+# %% ../nbs/01b_candles.ipynb #5ac5d0a3
+_NAT = np.iinfo(np.int64).min   # NaT as int64 nanoseconds
+_NS_MIN, _NS_MAX = pd.Timestamp.min.tz_localize("UTC"), pd.Timestamp.max.tz_localize("UTC")
+
+def _utc_ns(ts: pd.Series) -> pd.Series:
+    "Zone-aware times as UTC nanoseconds; a time nanoseconds cannot hold becomes NaT."
+    ts = ts.dt.tz_convert("UTC")
+    if ts.dt.unit != "ns": ts = ts.where((ts >= _NS_MIN) & (ts <= _NS_MAX)).dt.as_unit("ns")
+    return ts
+
+def _localize(naive: pd.Series, zone: zoneinfo.ZoneInfo) -> pd.Series:
+    "Naive wall-clock times in `zone` as UTC; a CandleFileError naming the rows a daylight-saving switch makes ambiguous."
+    out = naive.dt.tz_localize(zone, ambiguous="NaT", nonexistent="NaT")
+    lost = np.flatnonzero(out.isna().to_numpy() & naive.notna().to_numpy())
+    if len(lost):
+        rows = ", ".join(f"{naive.iloc[i]} (row {naive.index[i] + 1})" for i in lost[:3])
+        raise CandleFileError(f"{len(lost)} timestamp(s) name no single instant in {zone.key}: {rows} fall in a daylight-saving "
+                              f"switch (an hour that happens twice or not at all); give the times in UTC or with their UTC offset")
+    return _utc_ns(out)
+
+# %% ../nbs/01b_candles.ipynb #31b6f4df
+_EPOCH_TEXT = r"\+?[0-9]{1,18}(?:\.[0-9]*)?"   # a plain non-negative decimal; anything else numeric is unreadable
+_I64_MAX = np.iinfo(np.int64).max
+
+def _epoch_ns(whole: np.ndarray, ok: np.ndarray, fraction) -> np.ndarray:
+    """Epoch numbers as int64 ns (`_NAT` where unreadable): whole parts `whole` (valid where `ok`); `fraction(scale)`
+    gives each row's fraction in units of 1/scale and whether it fits exactly. The unit is that of most cells by size."""
+    unit = np.searchsorted(np.array([1e11, 1e14]), whole, side="right")   # 0: s, 1: ms, 2: µs
+    main = int(np.bincount(unit[ok], minlength=3).argmax()) if ok.any() else 0
+    scale = 10 ** (9 - 3 * main)                                           # ns per unit
+    frac, exact = fraction(scale)
+    ok = ok & (unit == main) & exact & (whole <= (_I64_MAX - scale) // scale)
+    return np.where(ok, np.where(ok, whole, 0) * scale + np.where(ok, frac, 0), _NAT)
+
+def _epoch_numbers(col: pd.Series) -> np.ndarray:
+    "A numeric column (int, unsigned or float) as epoch int64 ns; negative, non-finite or fraction-lossy cells unreadable."
+    if col.dtype.kind in "iu":
+        ok = (col.notna() & (col >= 0) & (col < 10**18)).to_numpy(bool)
+        whole = col.where(ok, 0).to_numpy(np.int64, na_value=0)
+        return _epoch_ns(whole, ok, lambda scale: (np.zeros(len(col), np.int64), np.ones(len(col), bool)))
+    v = col.to_numpy(np.float64, na_value=np.nan)
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(v) & (v >= 0) & (v < 1e18)
+    whole = np.floor(np.where(ok, v, 0))
+    def fraction(scale):
+        f = np.round((np.where(ok, v, 0) - whole) * scale)
+        return f.astype(np.int64), (f == 0) & (whole == np.where(ok, v, 0)) | (f > 0) & (f < scale)
+    return _epoch_ns(whole.astype(np.int64), ok, fraction)
+
+def _epoch_text(text: pd.Series) -> np.ndarray:
+    "Cells of plain decimal text as epoch int64 ns, exactly: the whole and fraction digits are read apart."
+    text = text.reset_index(drop=True)
+    ok = text.str.fullmatch(_EPOCH_TEXT).fillna(False).to_numpy(bool)
+    whole_text = text.where(ok, "0").astype(str)
+    digits = pd.Series("", index=text.index, dtype=object)
+    if (dot := (whole_text.str.find(".") >= 0).to_numpy()).any():
+        parts = whole_text[dot].str.partition(".")
+        whole_text[dot], digits[dot] = parts[0], parts[2].str.rstrip("0")
+    whole = whole_text.astype(np.float64).to_numpy()
+    big = np.flatnonzero(whole >= 2.0**53)                     # floats are exact below 2**53; read longer ones as ints
+    whole = whole.astype(np.int64)
+    whole[big] = [int(whole_text.iloc[i]) for i in big]
+    def fraction(scale):
+        places, f, exact = len(str(scale)) - 1, np.zeros(len(text), np.int64), np.ones(len(text), bool)
+        for i in np.flatnonzero(digits.str.len().to_numpy() > 0):
+            d = digits.iloc[i]
+            if len(d) > places: exact[i] = False               # finer than a nanosecond: refuse rather than cut
+            else: f[i] = int(d.ljust(places, "0"))
+        return f, exact
+    return _epoch_ns(whole, ok, fraction)
+
+# %% ../nbs/01b_candles.ipynb #f07e67d5
+_OFFSET = r"[T ]\s*[0-9]{2}.*(?:Z|[+-][0-9]{2}(?::?[0-9]{2})?)"   # a time of day, then Z or an offset at the end
+_SUB_NS = r"[.,][0-9]{9}0*[1-9]"                                   # a fraction of a second finer than a nanosecond
+
+def _iso_times(text: pd.Series, zone: zoneinfo.ZoneInfo) -> pd.Series:
+    "ISO-8601 text as UTC ns (NaT where unreadable); each cell's own offset counts, cells without one are in `zone`."
+    try: ts = pd.to_datetime(text, errors="coerce", format="ISO8601")
+    except ValueError: ts = None                                    # several offsets, or some cells without one
+    if ts is None:
+        aware = text.str.fullmatch(f".*{_OFFSET}").fillna(False).to_numpy(bool)
+        out = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns, UTC]")
+        out[aware] = _utc_ns(pd.to_datetime(text[aware], errors="coerce", format="ISO8601", utc=True))
+        out[~aware] = _iso_times(text[~aware], zone)
+        return out
+    ts = _localize(ts, zone) if ts.dt.tz is None else _utc_ns(ts)
+    return ts.mask(text.str.contains(_SUB_NS).fillna(False))
+
+# %% ../nbs/01b_candles.ipynb #8d8ae0c2
+_NUMBER = r"[+-]?(?:[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?|[0-9]+\.|inf|infinity|nan)"   # cells that mean a number
+
+def _text_times(text: pd.Series, zone: zoneinfo.ZoneInfo) -> np.ndarray:
+    "Text cells as int64 UTC ns: numbers as epochs, the rest as ISO-8601."
+    text = text.str.strip()
+    number = text.str.fullmatch(_NUMBER, case=False).fillna(False).to_numpy(bool)
+    ns = np.full(len(text), _NAT)
+    if number.any(): ns[number] = _epoch_text(text[number])
+    if not number.all(): ns[~number] = pd.DatetimeIndex(_iso_times(text[~number], zone)).asi8
+    return ns
+
+def parse_timestamps(col: pd.Series, tz: str = "UTC") -> pd.Series:
+    "Timestamps of any kind (datetimes, epoch numbers, ISO-8601 text) as UTC ns, NaT where unreadable; naive ones are in `tz`."
+    zone, index = time_zone(tz), col.index
+    col = col.reset_index(drop=True)
+    if isinstance(col.dtype, pd.DatetimeTZDtype): out = _utc_ns(col)
+    elif pd.api.types.is_datetime64_dtype(col): out = _localize(col, zone)
+    else:
+        ns = _epoch_numbers(col) if col.dtype.kind in "iuf" else _text_times(col.astype(str), zone)
+        out = pd.Series(ns.view("datetime64[ns]")).dt.tz_localize("UTC")
+    return out.set_axis(index).rename(col.name)
 
 # %% ../nbs/01b_candles.ipynb #a5130559
 def _reasons(ts: pd.Series, num: dict[str, np.ndarray], step: pd.Timedelta) -> tuple[np.ndarray, list[str]]:
@@ -83,17 +207,28 @@ def find_gaps(index: pd.DatetimeIndex, step: pd.Timedelta) -> pd.DataFrame:
     return pd.DataFrame({"start": as_time(start), "end": as_time(end), "missing": (end - start) // step.value + 1})
 
 # %% ../nbs/01b_candles.ipynb #fb4f9086
+def _numbers(col: pd.Series) -> np.ndarray:
+    "A column as float64: NaN where a cell is not a real number (text that is no decimal, booleans, complex, objects)."
+    if col.dtype == np.float64: return col.to_numpy()
+    if col.dtype.kind in "iuf": return col.to_numpy(np.float64, na_value=np.nan)
+    return pd.to_numeric(col.astype(str).str.strip(), errors="coerce").to_numpy(np.float64, na_value=np.nan)
+
+def _columns(raw: pd.DataFrame) -> None:
+    "A MorningstarError when a needed column is missing or there twice."
+    need = ("timestamp", *BAR_COLUMNS)
+    if twice := [c for c in need if (raw.columns == c).sum() > 1]:
+        raise MorningstarError(f"candles have the column(s) {twice} more than once; each must be there once")
+    if missing := [c for c in need if c not in raw.columns]:
+        raise MorningstarError(f"candles lack the column(s) {missing}; have {[clip_repr(c) for c in raw.columns[:20]]}")
+
 def check_candles(raw: pd.DataFrame, timeframe: str) -> tuple[pd.DataFrame, CandleReport]:
-    "Split raw candles (`timestamp` column, UTC, plus OHLCV) into a valid `Bars` frame and a report of rejects and gaps."
-    missing = [c for c in ("timestamp", *BAR_COLUMNS) if c not in raw.columns]
-    if missing: raise MorningstarError(f"candles lack the column(s) {missing}; have {list(raw.columns)}")
+    "Split raw candles (`timestamp`, read by `parse_timestamps`, naive = UTC; OHLCV) into a valid `Bars` frame and a report."
+    _columns(raw)
     step = parse_timeframe(timeframe)
-    ts = raw["timestamp"] if isinstance(raw["timestamp"].dtype, pd.DatetimeTZDtype) else pd.to_datetime(raw["timestamp"], utc=True)
-    ts = ts.dt.tz_convert("UTC")
+    ts = parse_timestamps(raw["timestamp"])
     naive = ts.dt.tz_localize(None).to_numpy()
     order = np.arange(len(raw)) if ts.is_monotonic_increasing else np.argsort(naive, kind="stable")
-    num = {k: (raw[k].to_numpy() if raw[k].dtype == np.float64 else pd.to_numeric(raw[k], errors="coerce").to_numpy(np.float64))[order]
-           for k in BAR_COLUMNS}
+    num = {k: _numbers(raw[k])[order] for k in BAR_COLUMNS}
     ts = ts.iloc[order]
     bad, reasons = _reasons(ts, num, step)
     index = pd.DatetimeIndex(naive[order][~bad], name="timestamp").tz_localize("UTC").as_unit("ns") if (~bad).any() else None
@@ -114,50 +249,56 @@ def validated_bars(raw: pd.DataFrame, exchange: str, pair: str, timeframe: str, 
 # %% ../nbs/01b_candles.ipynb #978d7a5e
 _TIME_COLUMNS = ("timestamp", "unix", "open_time", "time", "datetime", "date")
 
+def _has_open(line: str) -> bool:
+    return any(c.strip().strip('"').strip().lower() == "open" for c in line.split(","))
+
 def _header_row(path: Path) -> int:
     "0, or 1 when line 1 is a banner (no column named open) above the real header."
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = [r for _, r in zip(range(2), csv.reader(f))]
-    has_open = [any(c.strip().lower() == "open" for c in r) for r in rows]
-    return 1 if len(rows) == 2 and not has_open[0] and has_open[1] else 0
+    with open(path, newline="", encoding="utf-8-sig") as f:   # plain lines: the csv module refuses fields over 131,072 characters
+        first, second = f.readline(), f.readline()
+    return 1 if second and not _has_open(first) and _has_open(second) else 0
 
-def _parse_times(col: pd.Series, tz: str) -> pd.Series:
-    if isinstance(col.dtype, pd.DatetimeTZDtype): return col.dt.tz_convert("UTC")
-    if pd.api.types.is_datetime64_dtype(col): return col.dt.tz_localize(tz).dt.tz_convert("UTC")
-    num = pd.to_numeric(col, errors="coerce")
-    if num.notna().all():
-        unit = np.select([num.abs() < 1e11, num.abs() < 1e14], ["s", "ms"], "us")
-        if len(set(unit)) > 1: raise MorningstarError("timestamp column mixes seconds, milliseconds and microseconds")
-        return pd.to_datetime(num.astype("int64"), unit=str(unit[0]) if len(unit) else "ms", utc=True)
-    ts = pd.to_datetime(col, errors="coerce", format="ISO8601")
-    if ts.dt.tz is None: return ts.dt.tz_localize(tz).dt.tz_convert("UTC")
-    return ts.dt.tz_convert("UTC")
+def _pick_columns(df: pd.DataFrame, path: Path, base: str | None) -> dict[str, int]:
+    "Positions of the timestamp and OHLCV columns; a CandleFileError when one is missing or appears twice."
+    names = [str(c) for c in df.columns]
+    # pandas renames a repeated CSV header `open` to `open.1`: count it as the same name
+    keys = [(m[1] if (m := re.fullmatch(r"(.*)\.[0-9]+", n)) and m[1] in names else n).strip().lower() for n in names]
+    at: dict[str, list[int]] = {}
+    for i, k in enumerate(keys): at.setdefault(k, []).append(i)
+    tkey = next((k for k in _TIME_COLUMNS if k in at), keys[0] if names and names[0].startswith("Unnamed") else None)
+    vkey = "volume" if "volume" in at else f"volume {base.lower()}" if base and f"volume {base.lower()}" in at else None
+    need = {"timestamp": tkey, **{k: k if k in at else None for k in BAR_COLUMNS[:4]}, "volume": vkey}
+    if lacking := [k for k, key in need.items() if key is None]:
+        raise CandleFileError(f"{path}: no column for {', '.join(lacking)}; columns are {[clip_repr(n, 40) for n in names[:20]]} "
+                              f"(expected timestamp, open, high, low, close, volume; see read_candles_file)")
+    if twice := {k: [names[i] for i in at[key]] for k, key in need.items() if len(at[key]) > 1}:
+        raise CandleFileError(f"{path}: more than one column for {', '.join(f'{k} {v}' for k, v in twice.items())}; "
+                              f"which one is meant is unknown, keep one")
+    return {k: at[key][0] for k, key in need.items()}
 
 # %% ../nbs/01b_candles.ipynb #394edc53
 def _read_table(path: Path) -> pd.DataFrame:
     "The file as a table: Feather and Parquet by their suffix, anything else as CSV (text cells)."
+    kind = {".feather": "Feather", ".parquet": "Parquet"}.get(path.suffix, "CSV")
     try:
-        if path.suffix == ".feather": return pd.read_feather(path)
-        if path.suffix == ".parquet": return pd.read_parquet(path)
-        return pd.read_csv(path, skiprows=_header_row(path), dtype=str, encoding="utf-8-sig")
+        if kind == "Feather": return pd.read_feather(path)
+        if kind == "Parquet": return pd.read_parquet(path)
+        df = pd.read_csv(path, skiprows=_header_row(path), dtype=str, encoding="utf-8-sig")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise MorningstarError(f"{path}: not a readable CSV file: {e}") from None
+        raise CandleFileError(f"{path}: not a readable {kind} file: {clip_repr(str(e), 200)[1:-1]}") from None
     except (OSError, ValueError) as e:  # pyarrow's errors for a corrupt Feather/Parquet file derive from these
-        raise MorningstarError(f"{path}: not a readable {path.suffix[1:]} file: {e}") from None
+        raise CandleFileError(f"{path}: not a readable {kind} file: {clip_repr(str(e), 200)[1:-1]}") from None
+    if not isinstance(df.index, pd.RangeIndex):  # pandas took the first fields as an index: rows longer than the header
+        raise CandleFileError(f"{path}: not a readable CSV file: its rows have more fields than the header has names "
+                              f"({[clip_repr(str(c), 40) for c in df.columns[:20]]})")
+    return df
 
 def read_candles_file(path: str | Path, *, base: str | None = None, tz: str = "UTC") -> pd.DataFrame:
     "Raw candles (`timestamp` in UTC + OHLCV) from a CSV, Feather or Parquet file; validate them with `check_candles`."
+    time_zone(tz)                                        # a bad zone is refused before the file is read
     path = Path(path)
-    if not path.is_file(): raise MorningstarError(f"no such file: {path}")
+    if not path.is_file(): raise CandleFileError(f"no such file: {path}")
     df = _read_table(path)
-    cols = {str(c).strip().lower(): c for c in df.columns}
-    tcol = next((cols[c] for c in _TIME_COLUMNS if c in cols), None)
-    if tcol is None and str(df.columns[0]).startswith("Unnamed"): tcol = df.columns[0]
-    vcol = cols.get("volume") or (cols.get(f"volume {base.lower()}") if base else None)
-    need = {"timestamp": tcol, **{k: cols.get(k) for k in BAR_COLUMNS[:4]}, "volume": vcol}
-    if lacking := [k for k, c in need.items() if c is None]:
-        raise MorningstarError(f"{path}: no column for {', '.join(lacking)}; columns are {list(df.columns)} "
-                               f"(expected timestamp, open, high, low, close, volume; see read_candles_file)")
-    out = pd.DataFrame({k: df[c] for k, c in need.items()})
-    out["timestamp"] = _parse_times(out["timestamp"], tz)
+    out = pd.DataFrame({k: df.iloc[:, i].reset_index(drop=True) for k, i in _pick_columns(df, path, base).items()})
+    out["timestamp"] = parse_timestamps(out["timestamp"], tz)
     return out

@@ -33,13 +33,13 @@ def _date(flag: str):
 
 def _setup(args, **overrides):
     "Config, secrets, logging and the data folder for one command."
-    from morningstar_trader.config import load_config, load_secrets
+    from morningstar_trader.config import load_config, load_secrets, resolve_path
     from morningstar_trader.logging import setup_logging
     cfg = load_config(args.config, **overrides)
     secrets = load_secrets()
     run_id = f"cli-{args.command}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
     setup_logging(run_id, cfg.paths.logs_dir, secrets=secrets.values(), console_level="WARNING")
-    data_dir = Path(args.data_dir).expanduser().resolve() if getattr(args, "data_dir", None) else cfg.paths.data_dir
+    data_dir = resolve_path(args.data_dir, "--data-dir") if getattr(args, "data_dir", None) else cfg.paths.data_dir
     return cfg, secrets, data_dir
 
 # %% ../nbs/15_cli.ipynb #1590382c
@@ -79,14 +79,21 @@ def _usage(msg: str) -> Exception:
 
 # %% ../nbs/15_cli.ipynb #9ef98e83
 def data_import(args) -> int:
-    from morningstar_trader.candles import read_candles_file, validated_bars
+    from morningstar_trader.candles import CandleError, read_candles_file, time_zone, validated_bars
     from morningstar_trader.store import CandleStore
+    from morningstar_trader.types import MorningstarError
     cfg, _, data_dir = _setup(args, pairs=[args.pair], timeframe=args.timeframe)
+    store = CandleStore(data_dir)
+    try: store.path(args.exchange, args.pair, args.timeframe), time_zone(args.tz)   # bad names or zone: bad arguments
+    except MorningstarError as e: raise _usage(str(e)) from None
     raw = read_candles_file(args.file, base=args.pair.split("/")[0], tz=args.tz)
     bars, report = validated_bars(raw, args.exchange, args.pair, args.timeframe, drop_invalid=args.drop_invalid)
     for row in report.rejected.head(20).itertuples():
         print(f"rejected {row.timestamp}: {row.reason}", file=sys.stderr)
-    res = CandleStore(data_dir).save(bars, "import")
+    if not len(bars):  # --drop-invalid left nothing: say so rather than store an empty merge
+        if not report.rows_in: raise MorningstarError(f"{args.file}: no candle rows; nothing was stored")
+        raise CandleError(f"{args.file}, all of its rows", report)
+    res = store.save(bars, "import")
     print(f"{args.exchange} {args.pair} {args.timeframe}: {report.summary()}; "
           f"+{res.added} new, {res.replaced} changed, {res.rows} stored in {res.path}")
     return 0

@@ -5,36 +5,126 @@
 # %% ../nbs/00_config.ipynb #d0bf91f2
 from __future__ import annotations
 
+import math
+import numbers
 import os
 import re
+import reprlib
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Annotated, Any, Iterator, Literal, Mapping, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError,
+                      field_validator, model_validator)
 
 from .types import MorningstarError, parse_timeframe
 
 # %% auto #0
-__all__ = ['Mode', 'MarketType', 'HEADS', 'SECRET_ENV', 'ConfigError', 'ExchangeSettings', 'RetrySettings', 'PathSettings',
-           'ModelSettings', 'IndicatorSpec', 'AltDataSource', 'FeatureSettings', 'TrainingSettings', 'LlmSettings',
-           'RiskSettings', 'DecisionSettings', 'CostSettings', 'ExecutionSettings', 'LiveSettings', 'ScheduleSettings',
+__all__ = ['Mode', 'MarketType', 'UsablePath', 'INDICATOR_PARAMS', 'IndicatorParam', 'HEADS', 'SECRET_ENV', 'ConfigError',
+           'resolve_path', 'ParamRange', 'ExchangeSettings', 'RetrySettings', 'PathSettings', 'ModelSettings',
+           'IndicatorSpec', 'AltDataSource', 'FeatureSettings', 'TrainingSettings', 'LlmSettings', 'RiskSettings',
+           'DecisionSettings', 'CostSettings', 'ExecutionSettings', 'LiveSettings', 'ScheduleSettings',
            'MonitoringSettings', 'Settings', 'Secrets', 'load_secrets', 'describe_errors', 'parse_config',
-           'load_config']
+           'load_config', 'dump_config']
 
 # %% ../nbs/00_config.ipynb #ff57c165
 class ConfigError(MorningstarError):
     "The config file is missing, unreadable or invalid; the message says where and why."
 
+# %% ../nbs/00_config.ipynb #2418cb63
+_repr = reprlib.Repr()
+_repr.maxstring, _repr.maxother, _repr.maxlong, _repr.maxlevel = 60, 60, 40, 3
+
+def _show(value: Any) -> str:
+    "A short repr of `value` for an error message: long text, deep or huge values are cut."
+    try: return _repr.repr(value)
+    except ValueError:  # Python refuses to print an int of more than 4,300 digits
+        return f"an integer of {value.bit_length()} bits" if isinstance(value, int) else f"a {type(value).__name__}"
+
 # %% ../nbs/00_config.ipynb #67a8550f
 class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # no setting means anything at infinity or NaN, and NaN slips past a range check that is only a lower bound
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 Mode = Literal["backtest", "paper", "live"]
 MarketType = Literal["spot", "margin", "swap", "future"]
 
+# %% ../nbs/00_config.ipynb #97368ea7
+def _usable_path(p: Path) -> Path:
+    "`p` unchanged when the OS can open it once expanded; ValueError saying what is wrong otherwise."
+    text = str(p)
+    if "\0" in text: raise ValueError("a path must not contain a NUL byte")
+    try: p.expanduser()
+    except RuntimeError:  # pathlib's answer to ~user for no such user, or to ~ without a home directory
+        raise ValueError(f"{_show(text.split(os.sep)[0])} names no home directory on this machine; "
+                         "allowed: ~, ~user of an existing user, or a path without ~") from None
+    return p
+
+UsablePath = Annotated[Path, AfterValidator(_usable_path)]
+
+def resolve_path(value: str | Path, where: str) -> Path:
+    "The absolute form of the path setting or argument `where`; ConfigError naming it when the path is unusable."
+    try: return _usable_path(Path(value)).expanduser().resolve()
+    except (ValueError, OSError, RuntimeError) as e:
+        raise ConfigError(f"{where}: {e} (got {_show(str(value))})") from None
+
+# %% ../nbs/00_config.ipynb #64749b23
+@dataclass(frozen=True)
+class ParamRange:
+    "The values one indicator parameter accepts: whole bars, or a real number, from `lo` to `hi`."
+    lo: float
+    hi: float
+    whole: bool = True
+
+    def allows(self, v: int | float) -> bool: return (isinstance(v, int) or not self.whole) and self.lo <= v <= self.hi
+    def __str__(self) -> str: return f"{'an integer' if self.whole else 'a number'} from {self.lo:g} to {self.hi:g}"
+
+# TA-Lib refuses a period of 1 for all but ROC and SMA; 10,000 bars of warm-up is already over a year of hourly data
+_BARS = ParamRange(2, 10_000)
+INDICATOR_PARAMS: dict[str, dict[str, ParamRange]] = {   # the names and parameters of features.INDICATORS
+    "log_return": {"period": ParamRange(1, 10_000)}, "rsi": {"period": _BARS},
+    "macd": {"fast": _BARS, "slow": _BARS, "signal": _BARS}, "natr": {"period": _BARS},
+    "bbands_width": {"period": _BARS, "nbdev": ParamRange(0.1, 10, whole=False)}, "ema_distance": {"period": _BARS},
+    "sma_distance": {"period": _BARS}, "adx": {"period": _BARS}, "volume_zscore": {"period": _BARS},
+    "realized_vol": {"period": _BARS},
+}
+
+# %% ../nbs/00_config.ipynb #c9554235
+def _param_number(v: Any) -> int | float:
+    "An indicator parameter as an int when it is whole; text, booleans and non-finite numbers are refused."
+    if isinstance(v, bool) or not isinstance(v, numbers.Real): raise ValueError("must be a number, e.g. 14")
+    if isinstance(v, numbers.Integral): return int(v)
+    if not math.isfinite(v := float(v)): raise ValueError("must be a finite number")
+    return int(v) if v.is_integer() else v
+
+IndicatorParam = Annotated[int | float, BeforeValidator(_param_number)]
+
+# %% ../nbs/00_config.ipynb #6c17e128
+def _indicator_problems(specs) -> list[str]:
+    "What is wrong with each configured indicator: an unknown name, missing or extra parameters, values out of range."
+    out, seen = [], {}
+    for i, s in enumerate(specs):
+        where = f"[{i}] {_show(s.name)}"
+        if s.name not in INDICATOR_PARAMS:
+            out.append(f"{where}: unknown indicator; allowed: {', '.join(INDICATOR_PARAMS)}"); continue
+        want = INDICATOR_PARAMS[s.name]
+        if set(s.params) != set(want):
+            out.append(f"{where}: parameters must be exactly {sorted(want)} (got {_show(sorted(s.params))})"); continue
+        out += [f"{where}: {k} must be {r} (got {_show(s.params[k])})" for k, r in want.items() if not r.allows(s.params[k])]
+        if s.name == "macd" and s.params["fast"] >= s.params["slow"]:  # TA-Lib would swap them, and the warm-up be too short
+            out.append(f"{where}: fast must be below slow (got fast {s.params['fast']}, slow {s.params['slow']})")
+        key = (s.name, tuple(sorted(s.params.items())))
+        if key in seen: out.append(f"{where}: repeats [{seen[key]}]")
+        seen.setdefault(key, i)
+    return out
+
 # %% ../nbs/00_config.ipynb #defe9816
+def _check_url(v: str) -> None:
+    if not re.match(r"^https?://[^/\s]+", v):
+        raise ValueError("must be an http:// or https:// URL such as http://127.0.0.1:8080")
+
 class ExchangeSettings(_Section):
     "Which ccxt exchange to talk to, and how."
     id: str = "binance"                       # a ccxt exchange id (`ccxt.exchanges`)
@@ -55,8 +145,7 @@ class ExchangeSettings(_Section):
     @field_validator("api_url")
     @classmethod
     def _http_url(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^https?://[^/\s]+", v):
-            raise ValueError("must be an http:// or https:// URL such as http://127.0.0.1:8080")
+        if v is not None: _check_url(v)
         return v.rstrip("/") if v else v
 
     @model_validator(mode="after")
@@ -74,11 +163,11 @@ class RetrySettings(_Section):
 
 class PathSettings(_Section):
     "Where things live; relative paths are resolved against the working directory at load time."
-    data_dir: Path = Path("data")
-    models_dir: Path = Path("models")
-    runs_dir: Path = Path("runs")
-    state_dir: Path = Path("state")
-    logs_dir: Path = Path("logs")
+    data_dir: UsablePath = Path("data")
+    models_dir: UsablePath = Path("models")
+    runs_dir: UsablePath = Path("runs")
+    state_dir: UsablePath = Path("state")
+    logs_dir: UsablePath = Path("logs")
 
 HEADS = ("signal", "volatility", "regime", "sl_tp")
 
@@ -93,6 +182,12 @@ class ModelSettings(_Section):
     dense_units: int = Field(64, ge=4, le=1024)
     dropout: float = Field(0.1, ge=0, lt=1)
 
+    @field_validator("name", "version")
+    @classmethod
+    def _not_dots(cls, v: str) -> str:
+        if not v.strip("."): raise ValueError("must not be only dots: it names a folder under paths.models_dir")
+        return v
+
     @field_validator("heads")
     @classmethod
     def _heads(cls, v):
@@ -102,12 +197,12 @@ class ModelSettings(_Section):
 class IndicatorSpec(_Section):
     "One indicator by its name in `morningstar_trader.features.INDICATORS` and its parameters."
     name: str
-    params: dict[str, int | float] = {}
+    params: dict[str, IndicatorParam] = {}
 
 class AltDataSource(_Section):
     "A timestamped table (CSV or Parquet) with a `published_at` column; its value columns become context features."
     name: str = Field(pattern=r"^[A-Za-z0-9_]+$")
-    path: Path
+    path: UsablePath
     columns: tuple[str, ...]
 
 _DEFAULT_INDICATORS = (
@@ -127,21 +222,29 @@ class FeatureSettings(_Section):
     indicators: tuple[IndicatorSpec, ...] = _DEFAULT_INDICATORS
     alt_data: tuple[AltDataSource, ...] = ()
 
+    @field_validator("indicators")
+    @classmethod
+    def _indicators(cls, v: tuple[IndicatorSpec, ...]) -> tuple[IndicatorSpec, ...]:
+        if not v:
+            raise ValueError(f"at least one indicator is needed (got none); allowed names: {', '.join(INDICATOR_PARAMS)}")
+        if problems := _indicator_problems(v): raise ValueError("; ".join(problems))
+        return v
+
 class TrainingSettings(_Section):
     "Labels and walk-forward training (see nbs/06_training.ipynb)."
     horizon: int = Field(24, ge=1, le=1_000)                # bars ahead for every label
     barrier_atr: float = Field(2.0, gt=0, le=50)            # triple-barrier distance in ATRs (the natr indicator's period)
     atr_period: int = Field(14, ge=2, le=500)
     regime_window: int = Field(72, ge=2, le=5_000)          # bars ahead summarised by the regime clustering
-    train_bars: int = Field(8_760, ge=100)
-    val_bars: int = Field(1_460, ge=50)
-    test_bars: int = Field(1_460, ge=50)
+    train_bars: int = Field(8_760, ge=100, le=1_000_000)
+    val_bars: int = Field(1_460, ge=50, le=1_000_000)
+    test_bars: int = Field(1_460, ge=50, le=1_000_000)
     folds: int = Field(3, ge=1, le=50)
     epochs: int = Field(20, ge=1, le=1_000)
     batch_size: int = Field(256, ge=8, le=65_536)
     learning_rate: float = Field(1e-3, gt=0, le=1)
     patience: int = Field(3, ge=1, le=100)
-    seed: int = 42
+    seed: int = Field(42, ge=0, le=2**32 - 1)              # numpy and Keras seeds are unsigned 32-bit
 
 class LlmSettings(_Section):
     "The LLM reviewer: any OpenAI-compatible endpoint; the key comes from MORNINGSTAR_LLM_API_KEY."
@@ -156,6 +259,12 @@ class LlmSettings(_Section):
     max_rationale_chars: int = Field(500, ge=20, le=5_000)
     input_cost_per_million: float = Field(0.15, ge=0)       # USD per million prompt tokens, for cost estimates
     output_cost_per_million: float = Field(0.60, ge=0)      # USD per million completion tokens
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        _check_url(v)
+        return v
 
 # %% ../nbs/00_config.ipynb #ac143960
 class RiskSettings(_Section):
@@ -240,7 +349,9 @@ class Settings(_Section):
     @field_validator("timeframe")
     @classmethod
     def _timeframe(cls, v: str) -> str:
-        parse_timeframe(v)  # raises ValueError naming what is allowed
+        try: parse_timeframe(v)  # raises ValueError naming what is allowed
+        except OverflowError:  # a count too big for a timedelta at all
+            raise ValueError(f"timeframe {_show(v)} is too long; allowed: a count and a unit of s, m, h, d, w") from None
         return v
 
 # %% ../nbs/00_config.ipynb #3bb6d916
@@ -270,40 +381,138 @@ def load_secrets(env: Mapping[str, str] | None = None) -> Secrets:
 
 # %% ../nbs/00_config.ipynb #41f2d5e4
 _SECRET_KEY = re.compile(r"(api_?key|secret|password|passphrase|token|private_?key|credential)", re.I)
+_MAX_DEPTH = 16          # the schema nests 5 deep (features.indicators[0].params.period); deeper is never a setting
+_MAX_ENTRIES = 50_000    # the whole schema has about 130 entries
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")   # C0 and C1 controls, lone surrogates (not UTF-8)
 
-def _secret_keys(tree: Any, loc: str = "") -> list[str]:
+def _key_text(k: Any) -> str: return k[:60] if isinstance(k, str) else f"<{_show(k)}>"
+
+def _walk(tree: Any) -> Iterator[tuple[str, bool, Any, Any, int]]:
+    "(location, in_mapping, key, value, depth) of every entry under `tree`, breadth-first and without recursion."
+    queue = deque([("", tree, 0)])
+    while queue:
+        loc, node, depth = queue.popleft()
+        if isinstance(node, dict):
+            items = ((f"{loc}.{_key_text(k)}" if loc else _key_text(k), True, k, v) for k, v in node.items())
+        else: items = ((f"{loc}[{i}]", False, i, v) for i, v in enumerate(node))
+        for here, in_map, k, v in items:
+            yield here, in_map, k, v, depth + 1
+            if isinstance(v, (dict, list, tuple)): queue.append((here, v, depth + 1))
+
+def _secret_keys(tree: Any) -> list[str]:
     "Dotted locations of secret-looking keys in a parsed YAML tree."
-    found = []
-    if isinstance(tree, dict):
-        for k, v in tree.items():
-            here = f"{loc}.{k}" if loc else str(k)
-            if _SECRET_KEY.search(str(k)): found.append(here)
-            found += _secret_keys(v, here)
-    elif isinstance(tree, list):
-        for i, v in enumerate(tree): found += _secret_keys(v, f"{loc}[{i}]")
-    return found
+    return [loc for loc, in_map, k, _, _ in _walk(tree) if in_map and _SECRET_KEY.search(_key_text(k))]
+
+# %% ../nbs/00_config.ipynb #c72f7a88
+def _entry_problem(loc: str, in_map: bool, key: Any, value: Any) -> str | None:
+    if in_map and not isinstance(key, str): return f"{loc}: keys must be text (got a {type(key).__name__} key)"
+    for text in ((key,) if in_map else ()) + ((value,) if isinstance(value, str) else ()):
+        if m := _UNPRINTABLE.search(text):
+            what = "a lone surrogate" if m[0] >= "\ud800" else "control character"
+            return f"{loc}: {what} {m[0]!r} in text; settings are plain text"
+    if not isinstance(value, (str, bool, int, float, type(None), dict, list, tuple, os.PathLike)):  # a Path, from code
+        return f"{loc}: a {type(value).__name__} is not a setting (a YAML date or !!binary?); quote it to make it text"
+    return None
+
+def _check_tree(tree: dict, source: str) -> None:
+    "ConfigError for secrets, too much nesting or too many entries, non-text keys, control characters or odd values."
+    secrets, problem = [], None
+    for n, (loc, in_map, key, value, depth) in enumerate(_walk(tree), 1):
+        if depth > _MAX_DEPTH: problem = f"{loc}: nested deeper than {_MAX_DEPTH} levels; no setting is deeper than 5"; break
+        if n > _MAX_ENTRIES: problem = f"more than {_MAX_ENTRIES:,} entries; the whole schema has about 130"; break
+        if in_map and _SECRET_KEY.search(_key_text(key)): secrets.append(loc)
+        problem = problem or _entry_problem(loc, in_map, key, value)
+    if secrets:   # first, and never with a value: the value may be the secret itself
+        raise ConfigError(f"{source}: {', '.join(secrets[:10])}: secrets are not allowed in config files; "
+                          f"set them in the environment instead ({', '.join(SECRET_ENV.values())})")
+    if problem: raise ConfigError(f"{source}: {problem}")
 
 # %% ../nbs/00_config.ipynb #c0bd2c88
+def _section_model(ann: Any) -> type[BaseModel] | None:
+    "The settings model inside an annotation such as `X`, `tuple[X, ...]` or `X | None`."
+    if isinstance(ann, type) and issubclass(ann, BaseModel): return ann
+    return next((m for a in get_args(ann) if (m := _section_model(a))), None)
+
 def _allowed_keys(loc: tuple) -> list[str]:
     "Field names of the section at `loc` (the location of an unknown key)."
     model = Settings
     for part in loc[:-1]:
-        ann = model.model_fields[part].annotation if part in model.model_fields else None
-        if not (isinstance(ann, type) and issubclass(ann, BaseModel)): return []
-        model = ann
+        if isinstance(part, int): continue   # a position in a list of sections
+        model = _section_model(model.model_fields[part].annotation) if part in model.model_fields else None
+        if model is None: return []
     return list(model.model_fields)
 
 def describe_errors(err: ValidationError) -> list[str]:
     "One line per problem: `key: what is wrong (got value)`; an unknown key lists the keys allowed there."
     lines = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        loc = ".".join(_key_text(p) if not isinstance(p, int) else str(p) for p in e["loc"]) or "(top level)"
         if e["type"] == "extra_forbidden":
             lines.append(f"{loc}: unknown key; allowed here: {', '.join(_allowed_keys(e['loc']))}")
         else:
             msg = e["msg"].removeprefix("Value error, ")
-            lines.append(f"{loc}: {msg} (got {e['input']!r})")
+            got = "" if "(got " in msg else f" (got {_show(e['input'])})"   # our own messages may name the value already
+            lines.append(f"{loc}: {msg}{got}")
     return lines
+
+# %% ../nbs/00_config.ipynb #91495547
+class _Refused(yaml.MarkedYAMLError):
+    "Valid YAML that a config may not use (a duplicate key, an alias, a merge key, deep nesting), or an unreadable value."
+
+def _refused(at: Any, problem: str) -> _Refused: return _Refused(problem=problem, problem_mark=at.start_mark)
+
+class _StrictLoader(yaml.SafeLoader):
+    "SafeLoader without duplicate keys, aliases or merge keys, with bounded nesting; only true/false are booleans."
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise _refused(self.peek_event(), "aliases (*name) are not allowed; write each setting out where it applies")
+        self._depth += 1
+        try:
+            if self._depth > _MAX_DEPTH:
+                raise _refused(self.peek_event(), f"nested deeper than {_MAX_DEPTH} levels; no setting is deeper than 5")
+            return super().compose_node(parent, index)
+        finally: self._depth -= 1
+
+    def flatten_mapping(self, node):
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise _refused(key_node, "merge keys (<<) are not allowed; write each setting out where it applies")
+
+    def construct_mapping(self, node, deep=False):
+        self.flatten_mapping(node)   # before any key is built: a merge key has no constructor
+        first = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try: seen = first.setdefault(key, key_node)
+            except TypeError: continue   # an unhashable key: the base class refuses it by name
+            if seen is not key_node:
+                raise _refused(key_node, f"duplicate key {_show(key)} (first at line {seen.start_mark.line + 1}); "
+                                         "each key may appear once")
+        return super().construct_mapping(node, deep)
+
+    def construct_object(self, node, deep=False):
+        try: return super().construct_object(node, deep)
+        # PyYAML's scalar constructors raise these, e.g. on 2024-02-30 or an int of 5,000 digits
+        except (ValueError, TypeError, OverflowError, AttributeError) as e:
+            raise _refused(node, f"cannot read this {node.tag.rsplit(':', 1)[-1]} value: {str(e)[:80]}") from None
+
+_BOOL = "tag:yaml.org,2002:bool"
+_StrictLoader.yaml_implicit_resolvers = {   # YAML 1.2 booleans: yes/no/on/off stay text
+    c: [(tag, rx) for tag, rx in rs if tag != _BOOL] for c, rs in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_StrictLoader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+# %% ../nbs/00_config.ipynb #8dff61c3
+def _parse_yaml(text: str, source: str) -> Any:
+    "The one YAML document in `text`; ConfigError with the line and column of anything unreadable or refused."
+    try: return yaml.load(text, Loader=_StrictLoader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        what = e.problem if isinstance(e, _Refused) else "not valid YAML: " + ": ".join(filter(None, (e.context, e.problem)))
+        raise ConfigError(f"{source}: {where}{what}") from None
+    except yaml.YAMLError as e: raise ConfigError(f"{source}: not valid YAML: {str(e).splitlines()[0]}") from None
 
 # %% ../nbs/00_config.ipynb #26d90bd1
 def parse_config(data: Any, source: str = "<config>") -> Settings:
@@ -311,29 +520,45 @@ def parse_config(data: Any, source: str = "<config>") -> Settings:
     if data is None: data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of keys, got {type(data).__name__}")
-    if found := _secret_keys(data):
-        raise ConfigError(f"{source}: {', '.join(found)}: secrets are not allowed in config files; "
-                          f"set them in the environment instead ({', '.join(SECRET_ENV.values())})")
+    _check_tree(data, source)
     try: settings = Settings.model_validate(data)
     except ValidationError as e:
         raise ConfigError(f"{source}: invalid config:\n  " + "\n  ".join(describe_errors(e))) from None
-    return _resolve_paths(settings)
+    return _resolve_paths(settings, source)
 
-def _resolve_paths(s: Settings) -> Settings:
-    paths = {k: Path(v).expanduser().resolve() for k, v in s.paths.model_dump().items()}
-    alt = tuple(a.model_copy(update={"path": a.path.expanduser().resolve()}) for a in s.features.alt_data)
+def _resolve_paths(s: Settings, source: str) -> Settings:
+    paths = {k: resolve_path(v, f"{source}: paths.{k}") for k, v in s.paths.model_dump().items()}
+    alt = tuple(a.model_copy(update={"path": resolve_path(a.path, f"{source}: features.alt_data.{i}.path")})
+                for i, a in enumerate(s.features.alt_data))
     return s.model_copy(update={"paths": PathSettings(**paths), "features": s.features.model_copy(update={"alt_data": alt})})
 
 # %% ../nbs/00_config.ipynb #5c69f902
+_MAX_BYTES = 1_000_000   # the commented example config is 6 kB
+
+def _read_text(path: Path) -> str:
+    "The config file as text; ConfigError when it is missing, unreadable, too big or not UTF-8."
+    try:
+        with open(path, "rb") as f: raw = f.read(_MAX_BYTES + 1)
+    except FileNotFoundError: raise ConfigError(f"config file not found: {path} (pass --config PATH)") from None
+    except OSError as e: raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    except ValueError as e:  # a NUL in the name
+        raise ConfigError(f"cannot read config file {_show(str(path))}: {e}") from None
+    if len(raw) > _MAX_BYTES: raise ConfigError(f"{path}: larger than {_MAX_BYTES:,} bytes; a config is a few kB")
+    try: return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text: byte 0x{raw[e.start]:02x} at line {raw[:e.start].count(10) + 1}; "
+                          "save the file as UTF-8") from None
+
+# %% ../nbs/00_config.ipynb #aa18faee
 def load_config(path: str | Path = "config/config.yaml", **overrides: Any) -> Settings:
     "Read and validate the YAML config at `path`; `overrides` replace top-level keys (e.g. mode) and are validated too."
     path = Path(path)
-    try: text = path.read_text()
-    except FileNotFoundError: raise ConfigError(f"config file not found: {path} (pass --config PATH)") from None
-    except OSError as e: raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
-    try: data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {str(e).splitlines()[0]} {getattr(e, 'problem_mark', '') or ''}".strip()) from None
+    data = _parse_yaml(_read_text(path), str(path))
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    if not overrides: return parse_config(data, str(path))
+    if not overrides or not isinstance(data, (dict, type(None))): return parse_config(data, str(path))
     return parse_config({**(data or {}), **overrides}, f"{path} with overrides of {', '.join(overrides)}")
+
+# %% ../nbs/00_config.ipynb #36bc5178
+def dump_config(settings: Settings) -> str:
+    "YAML text that `load_config` reads back into settings equal to `settings` (paths as resolved)."
+    return yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass, field, replace
@@ -21,15 +22,15 @@ from .logging import log_context
 from .monitoring import MonitoringLog, Snapshot, assess
 from .portfolio import PortfolioStore
 from .risk import MarketRules, RiskState, check_order, stopped_out, update_state
-from .supervisor import ReviewRequest, Supervisor
+from .supervisor import ReviewRequest, Supervisor, guarded
 from .types import Bars, Decision, Fill, MorningstarError, Order, Position, parse_timeframe
 
 _log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['MARKET_LOOKBACK', 'CycleError', 'bar_number', 'client_order_id', 'Kernel', 'PairInput', 'review_evidence',
-           'check_levels', 'mark', 'send', 'CloseNotes', 'trade_pair', 'CloseOutcome', 'close_bar', 'CycleContext',
-           'build_context', 'CycleReport', 'sync_clock', 'warm_up', 'run_cycle']
+__all__ = ['MARKET_LOOKBACK', 'CycleError', 'bar_number', 'client_order_id', 'Kernel', 'PairInput', 'model_id', 'review_evidence',
+           'check_levels', 'mark', 'send', 'CloseNotes', 'trade_pair', 'unreviewed_twin', 'twin_close', 'CloseOutcome',
+           'close_bar', 'CycleContext', 'build_context', 'CycleReport', 'sync_clock', 'warm_up', 'run_cycle']
 
 # %% ../nbs/12_cycle.ipynb #63ab7dac
 class CycleError(MorningstarError):
@@ -55,6 +56,8 @@ class Kernel:
     markets: dict[str, MarketRules] = field(default_factory=dict)
     run_id: str = ""
     can_short: bool = False
+    twin: Kernel | None = None       # the same account without the review (see "The unreviewed twin")
+    model_id: str = ""               # the trading model's artifact, part of the review's replay key
 
 @dataclass(frozen=True)
 class PairInput:
@@ -63,6 +66,11 @@ class PairInput:
     pred: dict | None = None                                      # scalar heads at the newest candle; None: no prediction
     evidence: Callable[[], tuple[dict, dict]] | None = None       # (indicators, market) for the reviewer
     error: str | None = None                                      # why there is no prediction
+
+def model_id(model) -> str:
+    "A short id of a trained model's artifact: the hash of its files' hashes (empty for a model never saved)."
+    files = getattr(model, "metadata", {}).get("files")
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16] if files else ""
 
 def _dust(k: Kernel, pos: Position, price: float) -> bool:
     "A remainder the exchange would not trade (e.g. what rounding to its step left of a partial fill): valued, never traded."
@@ -151,15 +159,21 @@ class CloseNotes:
     llm_alerts: dict[str, list[str]] = field(default_factory=dict)
     reviews: dict[str, object] = field(default_factory=dict)      # pair -> Review
 
-def _row(pair: str, action: str, verdict: str = "", reasons: str = "", order: str = "", ms: float = np.nan) -> dict:
-    return {"pair": pair, "action": action, "verdict": verdict, "reasons": reasons, "order": order, "ms": ms}
+def _row(pair: str, action: str, verdict: str = "", reasons: str = "", order: str = "", ms: float = np.nan,
+         size: float = 0.0) -> dict:
+    return {"pair": pair, "action": action, "verdict": verdict, "reasons": reasons, "order": order, "ms": ms, "size": size}
 
 def _reviewer(k: Kernel, inp: PairInput, decided_at: pd.Timestamp, notes: CloseNotes):
     "The decision stage's reviewer for one pair: the supervisor shown the evidence, its review kept for the journal."
     if k.supervisor is None: return None
-    def review(proposal):
+    c = k.settings.costs
+    def ask(proposal):
         indicators, market = inp.evidence() if inp.evidence is not None else ({}, {})
-        r = k.supervisor.review(ReviewRequest(proposal, decided_at, inp.pred, indicators, market))
+        return k.supervisor.review(ReviewRequest(proposal, decided_at, inp.pred, indicators, market, fee=c.taker_fee,
+                                                 slippage=c.slippage_bps / 10_000, model_id=k.model_id))
+    ask = guarded(ask, k.settings.llm)      # a reviewer that raises gives this proposal the failure policy
+    def review(proposal):
+        r = ask(proposal)
         notes.reviews[proposal.pair] = r
         if r.alerts: notes.llm_alerts[proposal.pair] = list(r.alerts)
         return r
@@ -171,31 +185,62 @@ def _journal_review(r) -> dict | None:
                                    "size_multiplier": r.size_multiplier, "rationale": r.rationale, "failure": r.failure,
                                    "latency_ms": r.latency_ms, "cost_usd": r.cost_usd}
 
+def _journal_failure(k: Kernel, pair: str, bar: pd.Timestamp, inp: PairInput, why: str) -> None:
+    "Journal a pair's failure too, unless the journal is what failed."
+    try: k.book.journal(f"{k.run_id}-{bar.isoformat()}", pair, bar, inputs={}, prediction=inp.pred,
+                        decision={"action": "skipped", "size": 0.0, "stop_loss": None, "take_profit": None, "verdict": "skipped",
+                                  "order": "", "review": None}, reasons=(why, "skipped"))
+    except Exception: _log.exception("%s: the failure could not be journaled either", pair)
+
 def trade_pair(k: Kernel, pair: str, inp: PairInput, *, equity: float, positions: dict[str, Position],
-               prices: dict[str, float], risk_state: RiskState, notes: CloseNotes, t0: float) -> dict:
-    "Review, decision, risk check, order and journal for one pair at this close; its report row."
+               prices: dict[str, float], risk_state: RiskState, notes: CloseNotes, t0: float,
+               hold_entries: str | None = None, baseline: dict[str, float] | None = None) -> dict:
+    """Review, decision, risk check, order and journal for one pair at this close; its report row. `hold_entries`: why
+    no entry may go out now (live: an order still open may have spent cash); `baseline`: the unreviewed twin's entries."""
     s, bar, stage = k.settings, inp.window.end, "decision"
     try:
         with log_context(pair=pair):
             d = decide(pair, inp.pred, prices[pair], equity, positions.get(pair), decision=s.decision, risk=s.risk,
-                       can_short=k.can_short, reviewer=_reviewer(k, inp, bar + parse_timeframe(s.timeframe), notes))
+                       can_short=k.can_short, reviewer=_reviewer(k, inp, bar + parse_timeframe(s.timeframe), notes),
+                       baseline_size=None if baseline is None else baseline.get(pair, 0.0))
             stage = "risk"
             verdict = check_order(d, state=risk_state, positions=positions, prices=prices, equity=equity,
                                   bar=bar_number(bar, s.timeframe), risk=s.risk, market=k.markets.get(pair, MarketRules()))
-            stage = "execution"
-            order = send(k, bar, verdict.decision, positions.get(pair), prices[pair]) if verdict.decision else ""
+            stage, approved = "execution", verdict.decision
+            held = hold_entries if approved is not None and approved.action.startswith("open") else None
+            if held: notes.errors[pair] = held                       # an operator sees every entry held back
+            order = send(k, bar, approved, positions.get(pair), prices[pair]) if approved and not held else ""
             ms, stage = (time.perf_counter() - t0) * 1e3, "journal"
-            reason = verdict.reason if d.action != "hold" else "no order"
+            reason = held or (verdict.reason if d.action != "hold" else "no order")
             k.book.journal(f"{k.run_id}-{bar.isoformat()}", pair, bar, inputs={"close": prices[pair]}, prediction=inp.pred,
                            decision={"action": d.action, "size": d.size, "stop_loss": d.stop_loss, "take_profit": d.take_profit,
                                      "verdict": reason, "order": order, "review": _journal_review(notes.reviews.get(pair))},
-                           reasons=(*d.reasons, verdict.reason))
-            (_log.info if order else _log.debug)("%s: %s (%s)", d.action, verdict.reason, "; ".join(d.reasons))
-            return _row(pair, d.action, reason, "; ".join(d.reasons), order, ms)
+                           reasons=(*d.reasons, reason))
+            (_log.info if order else _log.debug)("%s: %s (%s)", d.action, reason, "; ".join(d.reasons))
+            return _row(pair, d.action, reason, "; ".join(d.reasons), order, ms, approved.size if order else 0.0)
     except Exception as e:         # one pair's failure is that pair's: recorded, alerted, the others trade
         _log.exception("%s: %s failed; the pair is skipped this close", pair, stage)
-        notes.errors[pair] = f"{stage}: {type(e).__name__}: {e}"
-        return _row(pair, "skipped", reasons=notes.errors[pair])
+        notes.errors[pair] = why = f"{stage}: {type(e).__name__}: {str(e)[:300]}"
+        _journal_failure(k, pair, bar, inp, why)
+        return _row(pair, "skipped", reasons=why)
+
+# %% ../nbs/12_cycle.ipynb #d4b8e55d
+def unreviewed_twin(k: Kernel, book) -> Kernel:
+    "The twin of `k` without its reviewer, on `book`, with simulated fills."
+    c, s = k.settings.costs, k.settings
+    venue = SimulatedVenue(book, FillCosts(c.taker_fee, c.maker_fee, c.slippage_bps), parse_timeframe(s.timeframe),
+                           s.execution.limit_ttl_bars)
+    return Kernel(s, book, venue, f"{k.account}|unreviewed", None, k.markets, f"{k.run_id}-unreviewed", k.can_short,
+                  model_id=k.model_id)
+
+def twin_close(k: Kernel, inputs: dict[str, PairInput], at: pd.Timestamp, t0: float) -> dict[str, float] | None:
+    "Run the twin's close first; the size of each entry it sends (by pair), or None without a twin."
+    if k.twin is None: return None
+    saved = k.twin.book.load_runtime("risk_state")
+    rs = RiskState.from_json(saved) if saved else RiskState.start(k.twin.book.cash(), at)
+    out = close_bar(k.twin, inputs, at, rs, t0=t0)
+    k.twin.book.save_runtime("risk_state", out.risk_state.to_json())
+    return {r["pair"]: r["size"] for r in out.rows if r["action"].startswith("open") and r["order"]}
 
 # %% ../nbs/12_cycle.ipynb #3046ba1f
 @dataclass(frozen=True)
@@ -214,9 +259,11 @@ def _skip_reason(k: Kernel, pair: str, inp: PairInput, refusal: str | None, in_f
     return None
 
 def close_bar(k: Kernel, inputs: dict[str, PairInput], at: pd.Timestamp, risk_state: RiskState, *,
-              refusal: str | None = None, t0: float | None = None) -> CloseOutcome:
-    "One bar close at time `at`: fills → stops and targets → mark → risk state → per pair: review, decision, risk, order."
+              refusal: str | None = None, hold_entries: str | None = None, t0: float | None = None) -> CloseOutcome:
+    """One bar close at time `at`: fills → stops and targets → mark → risk state → per pair: review, decision, risk,
+    order. `refusal`: why nothing may be sent; `hold_entries`: why no entry may be sent."""
     t0, notes = t0 if t0 is not None else time.perf_counter(), CloseNotes()
+    baseline = twin_close(k, inputs, at, t0)
     windows = {p: i.window for p, i in inputs.items() if i.window is not None}
     fills = k.venue.settle(windows)
     if refusal is None:
@@ -231,7 +278,7 @@ def close_bar(k: Kernel, inputs: dict[str, PairInput], at: pd.Timestamp, risk_st
             if inp.error: notes.errors[pair] = inp.error
             rows.append(_row(pair, "skipped", reasons=skip)); continue
         rows.append(trade_pair(k, pair, inp, equity=equity, positions=positions, prices=prices, risk_state=risk_state,
-                               notes=notes, t0=t0))
+                               notes=notes, t0=t0, hold_entries=hold_entries, baseline=baseline))
     return CloseOutcome(rows, fills, risk_state, equity, notes)
 
 # %% ../nbs/12_cycle.ipynb #87c3e8ff
@@ -250,12 +297,14 @@ class CycleContext:
     markets: dict[str, MarketRules] = field(default_factory=dict)
     candles: dict = field(default_factory=dict)   # pair -> Bars already fetched: at the close only the new candles are
     clock_offset_ms: float | None = None          # exchange clock minus ours, measured by `sync_clock` ahead of the close
+    twin: PortfolioStore | None = None            # the unreviewed twin's book, when a reviewer is on
 
     @property
     def kernel(self) -> Kernel:
         s = self.settings
-        return Kernel(s, self.store, self.venue, self.account, self.supervisor, self.markets, self.run_id,
-                      can_short=s.exchange.market_type != "spot")
+        k = Kernel(s, self.store, self.venue, self.account, self.supervisor, self.markets, self.run_id,
+                   can_short=s.exchange.market_type != "spot", model_id=model_id(self.model))
+        return replace(k, twin=unreviewed_twin(k, self.twin)) if self.twin is not None else k
 
     @property
     def executor(self):
@@ -304,9 +353,11 @@ def build_context(settings: Settings, secrets: Secrets, *, run_id: str, initial_
     model = MorningstarModel.load(resolve_model_dir(settings.paths.models_dir, settings.model.name, settings.model.version), settings)
     path = settings.paths.state_dir / f"{settings.mode}.sqlite"
     store, venue = _venue(settings, secrets, path, initial_cash, markets[settings.pairs[0]]["quote"])
+    twin = None if settings.llm.mode == "off" else PortfolioStore(
+        path.with_name(f"{settings.mode}-unreviewed.sqlite"), initial_cash=store.cash())   # created with today's cash
     return CycleContext(settings, run_id, f"{settings.mode}|{settings.exchange.id}", api, model,
                         Supervisor.from_settings(settings.llm, secrets, settings.paths.state_dir), store, MonitoringLog(path),
-                        venue, {p: MarketRules.from_ccxt(markets[p]) for p in settings.pairs})
+                        venue, {p: MarketRules.from_ccxt(markets[p]) for p in settings.pairs}, twin=twin)
 
 # %% ../nbs/12_cycle.ipynb #c378e8a2
 @dataclass(frozen=True)
@@ -413,10 +464,14 @@ def _inputs(ctx: CycleContext, bars: dict, errors: dict) -> dict[str, PairInput]
     return inputs
 
 # %% ../nbs/12_cycle.ipynb #f7cb1c14
-def _refusal(ctx: CycleContext) -> str | None:
-    "Live: why the store and the venue disagree (nothing is sent then); None when they agree or there is nothing to check."
+def _limits(ctx: CycleContext) -> tuple[str | None, str | None]:
+    """Live: reconcile store and venue; (why nothing may be sent, why no entry may be sent), None where allowed. Orders
+    still open keep their own pairs out of the close (in flight); beyond that, only what they can affect is refused."""
     rec = ctx.venue.reconcile(ctx.settings.pairs)
-    return None if rec is None or rec.ok else f"reconciliation: {rec.why()}"
+    if rec is None or rec.ok: return None, None
+    if not rec.contained: return f"reconciliation: {rec.why()}", None
+    if rec.cash_uncertain: return None, f"entry held back: {', '.join(rec.spenders)} could have spent cash ({rec.why()})"
+    return None, None
 
 def _risk_state(ctx: CycleContext, now: pd.Timestamp) -> RiskState:
     saved = ctx.store.load_runtime("risk_state")
@@ -426,11 +481,11 @@ def run_cycle(ctx: CycleContext, now: pd.Timestamp | None = None) -> CycleReport
     "One paper or live cycle at `now` (default: the clock) for every configured pair."
     started, t0 = pd.Timestamp.now(tz="UTC"), time.perf_counter()
     now = pd.Timestamp(now or started)
-    refusal = _refusal(ctx)                                              # live: store and venue must agree first
+    refusal, hold_entries = _limits(ctx)                                 # live: store and venue must agree first
     bars, errors, newest = _bars(ctx, now)                               # a. market data
     inputs = _inputs(ctx, bars, errors)                                  # b, c. features, one batched prediction
     at = max(b.end for b in bars.values()) + parse_timeframe(ctx.settings.timeframe) if bars else now
-    out = close_bar(ctx.kernel, inputs, at, _risk_state(ctx, now), refusal=refusal, t0=t0)   # d-g. the kernel
+    out = close_bar(ctx.kernel, inputs, at, _risk_state(ctx, now), refusal=refusal, hold_entries=hold_entries, t0=t0)
     ctx.store.save_runtime("risk_state", out.risk_state.to_json())
     snapshot = _monitor(ctx, now, out, newest, refusal)                 # h. monitoring
     return CycleReport(max(newest.values(), default=None), started, pd.DataFrame(out.rows), out.fills, snapshot)

@@ -39,8 +39,10 @@ def position_size(equity: float, price: float, stop_distance: float, confidence:
 # %% ../nbs/08_decision.ipynb #10f85107
 def decide(pair: str, pred: dict, price: float, equity: float, position: Position | None, *,
            decision: DecisionSettings, risk: RiskSettings, can_short: bool,
-           reviewer: Callable[[TradeProposal], Review] | None = None) -> Decision:
-    "One action for `pair` from one bar's predictions (`MorningstarModel.predict` row), the close `price` and the open position; `reviewer` is asked about entries only."
+           reviewer: Callable[[TradeProposal], Review] | None = None, baseline_size: float | None = None) -> Decision:
+    """One action for `pair` from one bar's predictions (`MorningstarModel.predict` row), the close `price` and the open
+    position; `reviewer` is asked about entries only; `baseline_size`: the size the same run without the review enters
+    with at this bar (0: it does not enter), or None when there is no such run to follow."""
     action, conf = int(pred["action"]), float(pred["confidence"])
     if position is not None:
         if action == -position.sign and conf >= decision.min_confidence:
@@ -61,6 +63,11 @@ def decide(pair: str, pred: dict, price: float, equity: float, position: Positio
     sl, tp, src = _levels(pred, price, action, decision)
     size, reasons = position_size(equity, price, abs(price - sl) / price, conf, risk)
     reasons = [f"model {side} with confidence {conf:.2f}; stop {sl:g}, target {tp:g} from the {src}", *reasons]
+    if baseline_size is not None:     # the review may drop, shrink or cut short the unreviewed run's trades, never add one
+        if not baseline_size > 0:
+            return Decision(pair, "hold", reasons=(*reasons, "the run without the review does not enter here"))
+        if size > baseline_size:
+            size, reasons = baseline_size, [*reasons, f"capped at {baseline_size:.6g}, the run without the review's size"]
     proposal = TradeProposal(pair, side, size, price, sl, tp)
     if reviewer is not None:
         review = reviewer(proposal)

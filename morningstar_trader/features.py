@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import json
 import math
+import reprlib
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import Annotated, Callable, Literal, get_args
 
 import numpy as np
 import pandas as pd
 import talib
 from fastcore.basics import patch
 from numpy.lib.stride_tricks import sliding_window_view
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sklearn.preprocessing import RobustScaler
 
 from .alt_data import align_asof
@@ -23,12 +25,46 @@ from .config import FeatureSettings, IndicatorSpec
 from .types import BAR_COLUMNS, Bars, Features, MorningstarError, parse_timeframe
 
 # %% auto #0
-__all__ = ['INDICATORS', 'CONTEXT_TIME', 'FeatureError', 'Indicator', 'indicator_columns', 'scaler_to_json', 'scaler_from_json',
+__all__ = ['INDICATORS', 'CONTEXT_TIME', 'FeatureError', 'brief', 'shorten', 'describe_problems', 'Indicator',
+           'indicator_columns', 'ScalerFile', 'scaler_to_json', 'scaler_from_dict', 'scaler_from_json',
            'DataPreparation']
 
 # %% ../nbs/04_features.ipynb #7056e15f
 class FeatureError(MorningstarError):
     "Candles or settings from which no correct features can be computed; the message says which and why."
+
+# %% ../nbs/04_features.ipynb #f3a01e01
+def brief(value, depth: int = 2) -> str:
+    "A short repr for error messages: long strings, big or deeply nested containers are cut."
+    r = reprlib.Repr()   # (keyword arguments only from Python 3.12)
+    r.maxlevel, r.maxstring, r.maxother, r.maxlist, r.maxdict, r.maxtuple = depth, 60, 60, 6, 6, 6
+    return r.repr(value)
+
+def shorten(text: str, n: int = 160) -> str:
+    "`text` cut to about `n` characters, for messages that quote another error's."
+    return text if len(text) <= n else text[:n] + "…"
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    "Field names of the (nested) model that holds location `loc`."
+    for part in loc[:-1]:
+        if isinstance(part, int): continue
+        ann = model.model_fields[part].annotation if part in model.model_fields else None
+        inner = [a for a in (ann, *get_args(ann)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not inner: return []
+        model = inner[0]
+    return list(model.model_fields)
+
+def describe_problems(err: ValidationError, model: type[BaseModel], limit: int = 3) -> str:
+    "The first `limit` problems of a validation error on one line: `where: what is wrong (got value)`."
+    out = []
+    for e in err.errors()[:limit]:
+        where = ".".join(map(str, e["loc"])) or "(top level)"
+        if e["type"] == "extra_forbidden": out.append(f"{where}: unknown field; allowed here: {', '.join(_fields_at(model, e['loc']))}")
+        elif e["type"] == "missing": out.append(f"{where}: missing")
+        elif not e["loc"] and e["type"] == "value_error": out.append(e["msg"].removeprefix("Value error, "))   # a check across fields
+        else: out.append(f"{where}: {e['msg'].removeprefix('Value error, ')} (got {brief(e['input'])})")
+    more = len(err.errors()) - limit
+    return "; ".join(out) + (f"; and {more} more" if more > 0 else "")
 
 # %% ../nbs/04_features.ipynb #8b5b2889
 _TOL = 1e-10
@@ -97,20 +133,45 @@ def _check_spec(i: int, spec: IndicatorSpec) -> None:
     if any(v <= 0 for v in spec.params.values()): raise FeatureError(f"{where}: parameters must be positive")
 
 # %% ../nbs/04_features.ipynb #d4fc3388
+_Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+class ScalerFile(BaseModel):
+    "What `scaler.json` must hold: one finite centre and one positive finite scale per unique feature name."
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+    kind: Literal["RobustScaler"]
+    feature_names: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
+    center: list[_Finite]
+    scale: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]]
+
+    @model_validator(mode="after")
+    def _one_per_name(self):
+        n = len(self.feature_names)
+        if len(set(self.feature_names)) != n: raise ValueError("feature_names must not repeat")
+        if not len(self.center) == len(self.scale) == n:
+            raise ValueError(f"center and scale need one number per feature name ({n}), got {len(self.center)} and {len(self.scale)}")
+        return self
+
 def scaler_to_json(scaler: RobustScaler) -> str:
     "The fitted scaler's numbers and feature names as JSON."
     return json.dumps({"kind": "RobustScaler", "feature_names": list(scaler.feature_names_in_),
                        "center": scaler.center_.tolist(), "scale": scaler.scale_.tolist()})
 
+def scaler_from_dict(data) -> RobustScaler:
+    "A fitted RobustScaler from parsed `scaler_to_json` output, checked against `ScalerFile` first."
+    try: f = ScalerFile.model_validate(data)
+    except ValidationError as e: raise FeatureError(f"not a valid saved scaler: {describe_problems(e, ScalerFile)}") from None
+    s = RobustScaler()
+    s.feature_names_in_ = np.array(f.feature_names, dtype=object)
+    s.n_features_in_ = len(f.feature_names)
+    s.center_, s.scale_ = np.array(f.center, np.float64), np.array(f.scale, np.float64)
+    return s
+
 def scaler_from_json(text: str) -> RobustScaler:
     "A fitted RobustScaler from `scaler_to_json` output."
-    d = json.loads(text)
-    if d.get("kind") != "RobustScaler": raise FeatureError(f"not a saved RobustScaler: kind={d.get('kind')!r}")
-    s = RobustScaler()
-    s.feature_names_in_ = np.array(d["feature_names"], dtype=object)
-    s.n_features_in_ = len(d["feature_names"])
-    s.center_, s.scale_ = np.array(d["center"]), np.array(d["scale"])
-    return s
+    # RecursionError: Python's parser gives up on very deep nesting, which is no scaler either.
+    try: data = json.loads(text)
+    except (ValueError, RecursionError) as e: raise FeatureError(f"a saved scaler must be JSON: {type(e).__name__}: {shorten(str(e))}") from None
+    return scaler_from_dict(data)
 
 # %% ../nbs/04_features.ipynb #fe1ad8b8
 CONTEXT_TIME = ("hour_sin", "hour_cos", "weekday_sin", "weekday_cos")
@@ -157,6 +218,7 @@ def _segments(bars: Bars, policy: str) -> np.ndarray:
     if len(gaps) and policy == "error":
         raise FeatureError(f"{bars.pair} {bars.timeframe}: {len(gaps)} gaps (first at {gaps['start'].iloc[0]}) and "
                            f"features.gap_policy is 'error'; use 'split' to compute each gap-free stretch on its own")
+    if not len(bars): return np.zeros(0, int)   # np.r_ below would give one segment id to no bars
     return np.r_[0, np.cumsum(np.diff(bars.frame.index.asi8) > step.value)]
 
 def _time_context(opens: pd.DatetimeIndex, step: pd.Timedelta) -> dict[str, np.ndarray]:

@@ -189,15 +189,29 @@ def settle(self: LiveExecutor, cid: str, *, poll_s: float = 0.2) -> str:
 # %% ../nbs/10a_live_execution.ipynb #634123c8
 @dataclass(frozen=True)
 class Reconciliation:
-    "What start-up (or a cycle) found when comparing the store with the venue; trade only when `ok`."
+    """What start-up (or a cycle) found when comparing the store with the venue. Trade freely when `ok`; when only
+    `contained`, leave the pairs of orders still open alone and, while `cash_uncertain`, open nothing anywhere."""
     statuses: dict[str, str] = field(default_factory=dict)   # client id -> status after the look-up
     unresolved: tuple[str, ...] = ()                          # orders whose outcome is still unknown
     external: tuple[str, ...] = ()                            # venue orders the store did not know (now recorded)
     mismatches: tuple[str, ...] = ()                          # balances that differ from the store
     errors: tuple[str, ...] = ()                              # look-ups that failed
+    open_orders: dict[str, str] = field(default_factory=dict) # client id -> pair of each order still open after the look-up
+    spenders: tuple[str, ...] = ()                            # those of them that could spend cash (buys, entries)
+    unexplained: tuple[str, ...] = ()                         # mismatches on assets that no order still open trades
 
     @property
     def ok(self) -> bool: return not (self.unresolved or self.external or self.mismatches or self.errors)
+
+    @property
+    def contained(self) -> bool:
+        "Not ok only because of orders still open (outcome unknown, fills not read yet): the rest is as the store says."
+        return not self.ok and not (self.external or self.errors or self.unexplained)
+
+    @property
+    def cash_uncertain(self) -> bool:
+        "Not ok, and an order still open could have spent cash the store does not know of: no new entries."
+        return not self.ok and bool(self.spenders)
 
     def why(self) -> str:
         parts = [f"{name}: {', '.join(items)}" for name, items in (("unresolved orders", self.unresolved), ("external orders", self.external),
@@ -207,10 +221,12 @@ class Reconciliation:
 # %% ../nbs/10a_live_execution.ipynb #40fee773
 def reconcile(executor: LiveExecutor, pairs: tuple[str, ...], *, keep_unsent: frozenset[str] = frozenset()) -> Reconciliation:
     """Look up every non-terminal order, record unknown venue orders as external, compare balances with positions and cash.
-    Intents provably never sent are cancelled (a later bar must not act on an old decision) unless in `keep_unsent`."""
+    Intents provably never sent are cancelled (a later bar must not act on an old decision) unless in `keep_unsent`.
+    A mismatch on an asset that an order still open trades is explained by it (see `Reconciliation.contained`)."""
     store, ex = executor.store, executor.exchange
-    statuses, errors, external, mismatches = {}, [], [], []
-    for row in store.orders(open_only=True).itertuples():
+    statuses, errors, external, mismatches, traded = {}, [], [], [], set()
+    rows = store.orders(open_only=True)
+    for row in rows.itertuples():
         cid = row.client_order_id
         try: statuses[cid] = status = executor.resolve(cid)
         except ccxt.BaseError as e: errors.append(f"{cid}: {type(e).__name__}: {e}"); continue
@@ -230,14 +246,20 @@ def reconcile(executor: LiveExecutor, pairs: tuple[str, ...], *, keep_unsent: fr
                 store.set_status(cid, "submitted", exchange_order_id=str(o["id"]), note=f"venue client id {o.get('clientOrderId')}")
                 external.append(f"{pair} {o['side']} {o['amount']} (venue id {o['id']})")
         mismatches = _compare_balances(store, ex, pairs)
-    except ccxt.BaseError as e: errors.append(f"{type(e).__name__}: {e}")
+        still = rows.loc[[statuses.get(c, "unknown") not in TERMINAL for c in rows["client_order_id"]]]   # failed look-up: open
+        traded = {ex.market(p)[k] for p in set(still["pair"]) for k in ("base", "quote")}
+    except ccxt.BaseError as e: errors.append(f"{type(e).__name__}: {e}"); still = rows
     unresolved = tuple(c for c, s in statuses.items() if s in ("new", "unknown"))
-    result = Reconciliation(statuses, unresolved, tuple(external), tuple(mismatches), tuple(errors))
-    (log.info if result.ok else log.error)("reconciliation: %s", result.why())
+    spenders = tuple(still[(still["side"] == "buy") | (still["intent"] == "open")]["client_order_id"])
+    result = Reconciliation(statuses, unresolved, tuple(external), tuple(m for _, m in mismatches), tuple(errors),
+                            dict(zip(still["client_order_id"], still["pair"])), spenders,
+                            tuple(m for a, m in mismatches if a not in traded))
+    (log.info if result.ok else log.warning if result.contained else log.error)("reconciliation: %s", result.why())
     return result
 
-def _compare_balances(store: PortfolioStore, ex, pairs) -> list[str]:
-    "Venue balances against the store: base asset = baseline + position, quote = baseline + cash (the baseline is taken at the first start)."
+def _compare_balances(store: PortfolioStore, ex, pairs) -> list[tuple[str, str]]:
+    """Venue balances against the store: base asset = baseline + position, quote = baseline + cash (the baseline is taken
+    at the first start); (asset, what differs) for each that differs."""
     totals = {k: float(v or 0) for k, v in ex.fetch_balance()["total"].items()}
     positions = store.positions()
     held = {ex.market(p)["base"]: (positions[p].sign * positions[p].size if p in positions else 0.0) for p in pairs}
@@ -247,7 +269,7 @@ def _compare_balances(store: PortfolioStore, ex, pairs) -> list[str]:
         baseline = {a: totals.get(a, 0.0) - v for a, v in held.items()}
         store.save_runtime("venue_baseline", baseline)
     # the venue reports balances with 8 decimals; anything beyond a few rounding steps is a real difference
-    return [f"{a}: venue {totals.get(a, 0.0):.8f}, store {baseline.get(a, 0.0) + v:.8f}" for a, v in held.items()
+    return [(a, f"{a}: venue {totals.get(a, 0.0):.8f}, store {baseline.get(a, 0.0) + v:.8f}") for a, v in held.items()
             if abs(totals.get(a, 0.0) - baseline.get(a, 0.0) - v) > 1e-6]
 
 # %% ../nbs/10a_live_execution.ipynb #a3a1ccfe

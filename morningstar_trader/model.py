@@ -7,24 +7,32 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
 from fastcore.basics import patch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sklearn.preprocessing import RobustScaler
 
 import morningstar_trader
 from .alt_data import load_alt_tables
-from .config import ModelSettings, Settings
-from .features import DataPreparation, scaler_from_json, scaler_to_json
+from .config import FeatureSettings, ModelSettings, Settings
+from .features import (DataPreparation, FeatureError, brief, describe_problems, scaler_from_dict,
+                                         scaler_to_json, shorten)
 from .types import Features, MorningstarError
 
 import keras
 import tensorflow as tf
 
 # %% auto #0
-__all__ = ['SIGNAL_CLASSES', 'REGRESSION_HEADS', 'FILES', 'ModelError', 'EnhancedHybridModel', 'resolve_model_dir',
-           'MorningstarModel', 'save_model']
+__all__ = ['SIGNAL_CLASSES', 'REGRESSION_HEADS', 'FORMAT', 'FILES', 'ModelError', 'EnhancedHybridModel', 'resolve_model_dir',
+           'IndicatorEntry', 'AltDataEntry', 'FeatureSpec', 'TargetScale', 'ModelMetadata', 'MorningstarModel',
+           'save_model']
 
 # %% ../nbs/05_model.ipynb #67c61c79
 class ModelError(MorningstarError):
@@ -68,21 +76,119 @@ class EnhancedHybridModel:
         return model
 
 # %% ../nbs/05_model.ipynb #85957a74
-FILES = ("model.keras", "scaler.json", "metadata.json")
+FORMAT = 2   # the layout of metadata.json; format 1 hashed model.keras only
+FILES = ("model.keras", "scaler.json", "metadata.json")   # in every model directory (MODEL_CARD.md and others may follow)
+_FILE_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}"           # a plain file name: no folder, no "..", no hidden file
 
 def resolve_model_dir(models_dir: Path, name: str, version: str = "latest") -> Path:
     "`models_dir/name/version`; `latest` is the newest version (versions are UTC timestamps, so they sort)."
     base = Path(models_dir) / name
     if version != "latest": return base / version
-    versions = sorted(p.name for p in base.glob("*") if (p / "metadata.json").is_file()) if base.is_dir() else []
+    # hidden folders are versions save_model is still writing
+    versions = sorted(p.name for p in base.glob("*") if not p.name.startswith(".") and (p / "metadata.json").is_file()) if base.is_dir() else []
     if not versions: raise ModelError(f"no trained model under {base}; train one with `morningstar train`")
     return base / versions[-1]
 
-def _read_metadata(path: Path) -> dict:
-    missing = [f for f in FILES if not (path / f).is_file()]
-    if missing: raise ModelError(f"model directory {path} lacks {', '.join(missing)}")
-    try: return json.loads((path / "metadata.json").read_text())
-    except json.JSONDecodeError as e: raise ModelError(f"{path / 'metadata.json'} is not valid JSON: {e}") from None
+# %% ../nbs/05_model.ipynb #f3b0000b
+_MAX_JSON_BYTES, _MAX_DEPTH = 10_000_000, 32   # a 50-fold training's metadata.json is ~100 kB and 5 levels deep
+
+def _unique_keys(pairs: list) -> dict:
+    seen = set()
+    for k, _ in pairs:
+        if k in seen: raise ValueError(f"key {brief(k)} appears twice (the second would silently replace the first)")
+        seen.add(k)
+    return dict(pairs)
+
+def _depth(value) -> int:
+    "Nesting depth of parsed JSON (a scalar is 0), without recursion; counting stops past _MAX_DEPTH."
+    deepest, todo = 0, [(value, 1)]
+    while todo and deepest <= _MAX_DEPTH:
+        v, d = todo.pop()
+        if isinstance(v, (dict, list)):
+            deepest = max(deepest, d)
+            todo.extend((c, d + 1) for c in (v.values() if isinstance(v, dict) else v))
+    return deepest
+
+def _read_json(path: Path, name: str):
+    "The parsed content of one JSON file of a model directory; too big, not UTF-8, not JSON or too deep is an error."
+    file, allowed = path / name, "allowed: the UTF-8 JSON that `morningstar train` writes"
+    if not file.is_file(): raise ModelError(f"model directory {path} lacks {name}")
+    try:
+        if (size := file.stat().st_size) > _MAX_JSON_BYTES:
+            raise ModelError(f"model {path}: {name} has {size:,} bytes; allowed: at most {_MAX_JSON_BYTES:,}")
+        text = file.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e: raise ModelError(f"model {path}: {name} is not UTF-8 (byte {e.start}); {allowed}") from None
+    except OSError as e: raise ModelError(f"model {path}: cannot read {name}: {e.strerror or e}") from None
+    nested = f"model {path}: {name} is nested more than {_MAX_DEPTH} levels deep; {allowed}"
+    try: data = json.loads(text, object_pairs_hook=_unique_keys)
+    except RecursionError: raise ModelError(nested) from None   # Python's parser gives up first on very deep nesting
+    except ValueError as e: raise ModelError(f"model {path}: {name} is not valid JSON: {shorten(str(e))}; {allowed}") from None
+    if _depth(data) > _MAX_DEPTH: raise ModelError(nested)
+    return data
+
+# %% ../nbs/05_model.ipynb #f3b0000e
+_STRICT = ConfigDict(strict=True, frozen=True, extra="forbid")
+_Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+_Finite = Annotated[float, Field(allow_inf_nan=False)]
+# a typical target size as a fraction of the price: per-bar volatility, or a stop/target excursion
+_TargetSize = Annotated[float, Field(ge=1e-6, le=1.0, allow_inf_nan=False)]
+
+class IndicatorEntry(BaseModel):
+    model_config = _STRICT
+    name: str
+    params: dict[str, _Finite]
+
+class AltDataEntry(BaseModel):
+    model_config = _STRICT
+    name: str
+    columns: list[str]
+
+class FeatureSpec(BaseModel):
+    "`DataPreparation.spec` as stored: everything about the features that must match at inference."
+    model_config = _STRICT
+    timeframe: str
+    window: int
+    warm_up: int
+    gap_policy: Literal["split", "error"]
+    clip: _Finite
+    indicators: list[IndicatorEntry]
+    alt_data: list[AltDataEntry]
+    technical_names: list[str]
+    context_names: list[str]
+
+class TargetScale(BaseModel):
+    model_config = _STRICT
+    volatility: _TargetSize
+    sl_tp: _TargetSize
+
+class ModelMetadata(BaseModel):
+    "What metadata.json must hold; its other fields (data, folds, metrics, versions) describe the model and are kept as they are."
+    model_config = ConfigDict(strict=True, frozen=True, extra="allow")
+    format: Literal[FORMAT]
+    package_version: Annotated[str, Field(pattern=r"^\d+\.\d+(\.[0-9A-Za-z.+-]+)?$", max_length=50)]
+    features: FeatureSpec
+    heads: list[Literal["signal", "volatility", "regime", "sl_tp"]] = Field(min_length=1)
+    target_scale: TargetScale
+    files: dict[Annotated[str, Field(pattern=f"^{_FILE_NAME}$")], _Sha256]
+    metadata_sha256: _Sha256
+
+    @field_validator("heads")
+    @classmethod
+    def _unique(cls, v):
+        if len(set(v)) != len(v): raise ValueError("heads must not repeat")
+        return v
+
+    @field_validator("files")
+    @classmethod
+    def _every_file(cls, v):
+        if missing := [f for f in FILES if f not in v and f != "metadata.json"]: raise ValueError(f"must list {', '.join(missing)}")
+        if "metadata.json" in v: raise ValueError("must not list metadata.json (its own hash is metadata_sha256)")
+        return v
+
+def _digest(meta: dict) -> str:
+    "sha256 of metadata.json's content without its own hash, as canonical JSON: layout edits do not count, value edits do."
+    body = {k: v for k, v in meta.items() if k != "metadata_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 # %% ../nbs/05_model.ipynb #63e94abf
 class MorningstarModel:
@@ -126,16 +232,37 @@ def predict(self: MorningstarModel, inputs) -> dict[str, np.ndarray]:
     return out
 
 # %% ../nbs/05_model.ipynb #dc63652b
-def save_model(path: Path, network: keras.Model, prep: DataPreparation, metadata: dict) -> Path:
-    "Write a model directory: network, scaler, metadata (with the feature spec and package version added)."
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=False)   # a version is written once, never overwritten
-    network.save(path / "model.keras")
-    (path / "scaler.json").write_text(scaler_to_json(prep.scaler))
-    meta = {"format": 1, "package_version": morningstar_trader.__version__, "tensorflow": tf.__version__,
-            "keras": keras.__version__, "features": prep.spec(), **metadata,
-            "model_sha256": hashlib.sha256((path / "model.keras").read_bytes()).hexdigest()}
-    (path / "metadata.json").write_text(json.dumps(meta, indent=2, default=str))
+def _sha256(file: Path) -> str:
+    with open(file, "rb") as f: return hashlib.file_digest(f, "sha256").hexdigest()
+
+def save_model(path: Path, network: keras.Model, prep: DataPreparation, metadata: dict,
+               files: dict[str, str] | None = None) -> Path:
+    "Write a model directory whole or not at all: network, scaler, `files` (name: text), then metadata.json with every hash."
+    path, files = Path(path), files or {}
+    if path.exists(): raise ModelError(f"model directory {path} exists; a version is written once, never overwritten")
+    if prep.scaler is None: raise ModelError(f"cannot save model {path}: its feature scaler is not fitted")
+    if bad := [n for n in files if n in FILES or not re.fullmatch(_FILE_NAME, n)]:
+        raise ModelError(f"cannot save model {path} with extra files {bad}: allowed are plain file names other than {list(FILES)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.partial-{uuid.uuid4().hex[:8]}"   # hidden: resolve_model_dir skips it
+    tmp.mkdir()
+    try:
+        network.save(tmp / "model.keras")
+        (tmp / "scaler.json").write_text(scaler_to_json(prep.scaler), encoding="utf-8")
+        for name, text in files.items(): (tmp / name).write_text(text, encoding="utf-8")
+        meta = {"format": FORMAT, "package_version": morningstar_trader.__version__, "tensorflow": tf.__version__,
+                "keras": keras.__version__, "features": prep.spec(), **metadata,
+                "files": {f.name: _sha256(f) for f in sorted(tmp.iterdir())}}
+        meta = json.loads(json.dumps(meta, default=str))   # exactly what load reads back
+        meta["metadata_sha256"] = _digest(meta)
+        try: ModelMetadata.model_validate(meta)
+        except ValidationError as e:
+            raise ModelError(f"refusing to save model {path}: metadata.json would be invalid: {describe_problems(e, ModelMetadata)}") from None
+        (tmp / "metadata.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        tmp.rename(path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return path
 
 # %% ../nbs/05_model.ipynb #66a8a177
@@ -144,42 +271,79 @@ def _minor(v: str) -> str: return ".".join(v.split(".")[:2])
 def _check(cond: bool, path: Path, msg: str) -> None:
     if not cond: raise ModelError(f"model {path}: {msg}")
 
-def _feature_settings(spec: dict, settings: Settings | None, path: Path):
-    "The settings that reproduce the stored feature spec: the config's when given, else rebuilt from the spec."
-    from morningstar_trader.config import FeatureSettings
-    if settings is not None: return settings.features
-    _check(not spec["alt_data"], path, "models with alternative data need the config (its alt_data sources): pass settings")
-    return FeatureSettings(window=spec["window"], gap_policy=spec["gap_policy"], clip=spec["clip"], indicators=spec["indicators"])
+def _retrain(path: Path) -> str:
+    return f"retrain it: `morningstar train` writes a new version (`make demo` trains one once {path.parent} is deleted)"
+
+def _verified_metadata(path: Path) -> dict:
+    "metadata.json checked against `ModelMetadata` and its own hash, then every file it lists against its hash."
+    meta = _read_json(path, "metadata.json")
+    _check(isinstance(meta, dict), path, f"metadata.json must hold a JSON object, got {brief(meta)}")
+    _check(meta.get("format") != 1, path, f"saved in format 1, before every file of a model was hashed; morningstar_trader "
+           f"{morningstar_trader.__version__} verifies every file and loads format {FORMAT} only: {_retrain(path)}")
+    try: m = ModelMetadata.model_validate(meta)
+    except ValidationError as e: raise ModelError(f"model {path}: metadata.json: {describe_problems(e, ModelMetadata)}") from None
+    _check(_digest(meta) == m.metadata_sha256, path, "metadata.json was changed after training (its content does not match "
+           f"its metadata_sha256): restore it or {_retrain(path)}")
+    _check(_minor(m.package_version) == _minor(morningstar_trader.__version__), path,
+           f"trained with morningstar_trader {m.package_version}, this is {morningstar_trader.__version__}: {_retrain(path)}")
+    for name, want in m.files.items():
+        if not (path / name).is_file(): raise ModelError(f"model directory {path} lacks {name}")
+        try: got = _sha256(path / name)
+        except OSError as e: raise ModelError(f"model {path}: cannot read {name}: {e.strerror or e}") from None
+        _check(got == want, path, f"{name} does not match its sha256 in metadata.json (changed or corrupt): "
+               f"restore it or {_retrain(path)}")
+    return meta
+
+# %% ../nbs/05_model.ipynb #f3b00010
+def _verified_scaler(path: Path, spec: dict) -> RobustScaler:
+    "scaler.json checked against its schema and the feature names in the metadata."
+    try: scaler = scaler_from_dict(_read_json(path, "scaler.json"))
+    except FeatureError as e: raise ModelError(f"model {path}: scaler.json: {e}") from None
+    names = spec["technical_names"] + spec["context_names"]
+    _check(list(scaler.feature_names_in_) == names, path,
+           f"scaler.json was fitted on {brief(list(scaler.feature_names_in_))}, metadata lists {brief(names)}")
+    return scaler
+
+def _verified_prep(path: Path, spec: dict, scaler: RobustScaler, settings: Settings | None, alt_tables: dict | None):
+    "The features of the config when given (they must reproduce the stored spec), else rebuilt from the spec."
+    if settings is not None:
+        if alt_tables is None: alt_tables = load_alt_tables(settings.features.alt_data)
+        prep = DataPreparation(settings.features, settings.timeframe, scaler, alt_tables)
+    else:
+        _check(not spec["alt_data"], path, "models with alternative data need the config (its alt_data sources): pass settings")
+        try:
+            fs = FeatureSettings(window=spec["window"], gap_policy=spec["gap_policy"], clip=spec["clip"], indicators=spec["indicators"])
+            prep = DataPreparation(fs, spec["timeframe"], scaler, alt_tables or {})
+            prep.spec()   # computes the warm-up, which absurd indicator parameters break
+        except ValidationError as e: raise ModelError(f"model {path}: metadata.json: features: {describe_problems(e, FeatureSettings)}") from None
+        except (MorningstarError, ValueError, ArithmeticError) as e:
+            raise ModelError(f"model {path}: metadata.json: features: {type(e).__name__}: {shorten(str(e))}") from None
+    have = prep.spec()
+    diff = sorted(k for k in set(have) | set(spec) if have.get(k) != spec.get(k))
+    _check(not diff, path, f"its features differ from the settings in {diff}: model has "
+           f"{brief({k: spec.get(k) for k in diff[:2]}, 4)}, settings give {brief({k: have.get(k) for k in diff[:2]}, 4)}")
+    return prep
+
+def _verified_network(path: Path, meta: dict) -> keras.Model:
+    "model.keras (its hash already checked) loaded and checked against the metadata: heads, input shapes, finite weights."
+    try: network = keras.models.load_model(path / "model.keras", compile=False)
+    except Exception as e: raise ModelError(f"model {path}: model.keras cannot be loaded: {type(e).__name__}: {shorten(str(e))}") from None
+    spec = meta["features"]
+    outputs = sorted(network.output) if isinstance(network.output, dict) else []
+    _check(outputs == sorted(meta["heads"]), path, f"the network's heads {outputs} differ from metadata heads {meta['heads']}")
+    inputs = {k: tuple(v.shape[1:]) for k, v in network.input.items()} if isinstance(network.input, dict) else {}
+    want = {"technical": (spec["window"], len(spec["technical_names"])), "context": (len(spec["context_names"]),)}
+    _check(inputs == want, path, f"the network's inputs {inputs} do not match the feature spec's {want}")
+    _check(all(np.isfinite(w).all() for w in network.get_weights()), path,
+           f"model.keras has non-finite weights (a diverged training): {_retrain(path)}")
+    return network
 
 @patch(cls_method=True)
 def load(cls: MorningstarModel, path: str | Path, settings: Settings | None = None,
          alt_tables: dict | None = None) -> MorningstarModel:
-    "Load and verify a model directory (files, hash, versions, scaler, network shape, the settings' features if given); alternative data comes from `alt_tables` or the configured files."
+    "Load a model directory, every file verified (hashes, schemas, versions, scaler, network shape, the settings' features if given); alternative data comes from `alt_tables` or the configured files."
     path = Path(path)
-    meta = _read_metadata(path)
-    need = ("package_version", "features", "heads", "target_scale", "model_sha256")
-    _check(all(k in meta for k in need), path, f"metadata.json lacks {[k for k in need if k not in meta]}")
-    _check(_minor(meta["package_version"]) == _minor(morningstar_trader.__version__), path,
-           f"trained with morningstar_trader {meta['package_version']}, this is {morningstar_trader.__version__}: retrain it")
-    _check(hashlib.sha256((path / "model.keras").read_bytes()).hexdigest() == meta["model_sha256"], path,
-           "model.keras does not match the hash in metadata.json (changed or corrupt)")
-    spec = meta["features"]
-    try: scaler = scaler_from_json((path / "scaler.json").read_text())
-    except (ValueError, KeyError) as e: raise ModelError(f"model {path}: scaler.json is corrupt: {e}") from None
-    names = spec["technical_names"] + spec["context_names"]
-    _check(list(scaler.feature_names_in_) == names, path,
-           f"scaler.json was fitted on {list(scaler.feature_names_in_)}, metadata lists {names}")
-    timeframe = settings.timeframe if settings is not None else spec["timeframe"]
-    feature_settings = _feature_settings(spec, settings, path)
-    if alt_tables is None: alt_tables = load_alt_tables(feature_settings.alt_data)
-    prep = DataPreparation(feature_settings, timeframe, scaler, alt_tables)
-    diff = sorted(k for k in set(prep.spec()) | set(spec) if prep.spec().get(k) != spec.get(k))
-    _check(not diff, path, f"its features differ from the settings in {diff}: model has "
-           f"{ {k: spec.get(k) for k in diff[:2]} }, settings give { {k: prep.spec().get(k) for k in diff[:2]} }")
-    try: network = keras.models.load_model(path / "model.keras", compile=False)
-    except Exception as e: raise ModelError(f"model {path}: model.keras cannot be loaded: {type(e).__name__}: {e}") from None
-    outputs = sorted(network.output) if isinstance(network.output, dict) else []
-    _check(outputs == sorted(meta["heads"]), path, f"the network's heads {outputs} differ from metadata heads {meta['heads']}")
-    _check(tuple(network.input["technical"].shape[1:]) == (spec["window"], len(spec["technical_names"])), path,
-           "the network's technical input does not match the feature spec")
-    return cls(network, prep, {**meta, "path": str(path)})
+    meta = _verified_metadata(path)
+    scaler = _verified_scaler(path, meta["features"])
+    prep = _verified_prep(path, meta["features"], scaler, settings, alt_tables)
+    return cls(_verified_network(path, meta), prep, {**meta, "path": str(path)})

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .candles import find_gaps
-from .types import Bars, MorningstarError, parse_timeframe
+from .types import Bars, MorningstarError, clip_repr, parse_timeframe
 
 # %% auto #0
 __all__ = ['SOURCES', 'StoreError', 'SaveResult', 'CandleStore']
@@ -52,13 +53,28 @@ def _write_atomic(table: pa.Table, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 # %% ../nbs/02a_store.ipynb #58feeb9f
+_EXCHANGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_PART = r"[A-Za-z0-9][A-Za-z0-9.-]{0,31}"             # no '_': BTC/USDT is stored as BTC_USDT
+_PAIR = re.compile(rf"{_PART}/{_PART}(?::{_PART})?")
+
+def _check_names(exchange: str, pair: str, timeframe: str) -> None:
+    "A StoreError when a name could not be a plain folder or file name inside the store."
+    if not (isinstance(exchange, str) and _EXCHANGE.fullmatch(exchange)):
+        raise StoreError(f"exchange name {clip_repr(exchange)} is not allowed in the store; use 1 to 64 letters, digits, "
+                         f"'.', '-' or '_', starting with a letter or digit (e.g. binance)")
+    if not (isinstance(pair, str) and _PAIR.fullmatch(pair)):
+        raise StoreError(f"pair {clip_repr(pair)} is not allowed in the store; use BASE/QUOTE or BASE/QUOTE:SETTLE of letters, "
+                         f"digits, '.' or '-' (e.g. BTC/USDT)")
+    parse_timeframe(timeframe)  # a TimeframeError names what is allowed
+
 class CandleStore:
     "Parquet files of closed candles under `<data_dir>/processed/`."
     def __init__(self, data_dir: str | Path):
         self.root = Path(data_dir) / "processed"
 
     def path(self, exchange: str, pair: str, timeframe: str) -> Path:
-        "Where the candles of (exchange, pair, timeframe) live."
+        "Where the candles of (exchange, pair, timeframe) live; a StoreError for a name that is not plain."
+        _check_names(exchange, pair, timeframe)
         return self.root / exchange / f"{pair.replace('/', '_').replace(':', '_')}-{timeframe}.parquet"
 
     def _read(self, path: Path) -> tuple[pd.DataFrame, dict]:
@@ -66,24 +82,29 @@ class CandleStore:
         except (OSError, pa.ArrowException) as e: raise StoreError(f"cannot read {path}: {e}") from None
         meta = json.loads((table.schema.metadata or {}).get(_META_KEY, b"{}"))
         if not meta: raise StoreError(f"{path} was not written by this store (no {_META_KEY.decode()} metadata)")
-        return table.to_pandas(), meta
+        frame = table.to_pandas()
+        frame.index = frame.index.as_unit("ns")
+        return frame, meta
 
 # %% ../nbs/02a_store.ipynb #d7c25052
 @patch
 def save(self: CandleStore, bars: Bars, source: str) -> SaveResult:
-    "Merge `bars` into the stored candles (new copies win) and write the result atomically."
-    if source not in SOURCES: raise StoreError(f"source must be one of {SOURCES}, got {source!r}")
+    "Merge `bars` into the stored candles (new copies win) and write the result atomically; no candles is a StoreError."
+    if source not in SOURCES: raise StoreError(f"source must be one of {SOURCES}, got {clip_repr(source)}")
     path = self.path(bars.exchange, bars.pair, bars.timeframe)
-    old, sources = bars.frame.iloc[:0], {source}
+    if not len(bars): raise StoreError(f"no candles to save for {bars.exchange} {bars.pair} {bars.timeframe}; {path} was left as it was")
+    try: new = bars.frame.set_axis(bars.frame.index.as_unit("ns"))   # the store's unit, as `_read` gives it
+    except (ValueError, OverflowError) as e: raise StoreError(f"{bars.exchange} {bars.pair}: a candle time past the year 2262: {e}") from None
+    old, sources = new.iloc[:0], {source}
     if path.exists():
         old, meta = self._read(path)
         sources |= set(meta["sources"])
         if "synthetic" in sources and len(sources) > 1:
             raise StoreError(f"{path} holds {'/'.join(meta['sources'])} candles; refusing to mix them with {source} candles "
                              f"(use another exchange name or data dir for synthetic data)")
-    overlap = old.index.intersection(bars.frame.index)
-    replaced = int((old.loc[overlap] != bars.frame.loc[overlap]).any(axis=1).sum())
-    merged = pd.concat([old.drop(index=overlap), bars.frame]).sort_index()
+    overlap = old.index.intersection(new.index)
+    replaced = int((old.loc[overlap] != new.loc[overlap]).any(axis=1).sum())
+    merged = pd.concat([old.drop(index=overlap), new]).sort_index()
     merged = Bars(bars.exchange, bars.pair, bars.timeframe, merged).frame  # re-check the schema before writing
     meta = {"exchange": bars.exchange, "pair": bars.pair, "timeframe": bars.timeframe, "sources": sorted(sources)}
     table = pa.Table.from_pandas(merged, preserve_index=True)
@@ -105,7 +126,6 @@ def load(self: CandleStore, exchange: str, pair: str, timeframe: str, start=None
     frame, meta = self._read(path)
     if (meta["exchange"], meta["pair"], meta["timeframe"]) != (exchange, pair, timeframe):
         raise StoreError(f"{path} holds {meta['exchange']} {meta['pair']} {meta['timeframe']}, not {exchange} {pair} {timeframe}")
-    frame.index = frame.index.as_unit("ns")
     return Bars(exchange, pair, timeframe, frame).between(start, end)
 
 @patch

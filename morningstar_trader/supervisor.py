@@ -9,13 +9,14 @@ import hashlib
 import json
 import logging
 import math
+import re
 import sqlite3
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import pandas as pd
 from fastcore.basics import patch
@@ -27,10 +28,12 @@ from .types import MorningstarError, Review, TradeProposal
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'PROMPT_VERSION', 'REVIEW_SCHEMA', 'SYSTEM_PROMPT', 'USER_TEMPLATE', 'HEADLINES_TEMPLATE', 'NO_REVIEW',
+__all__ = ['log', 'PROMPT_VERSION', 'REVIEW_SCHEMA', 'SYSTEM_PROMPT', 'USER_TEMPLATE', 'HEADLINES_TEMPLATE', 'MAX_REPLY_BYTES',
+           'MAX_REPLY_BRACKETS', 'MAX_NUMBER_DIGITS', 'LEVEL_KEEP', 'LEVEL_VOLS', 'TARGET_COSTS', 'NO_REVIEW',
            'SIMULATED', 'SupervisorError', 'ReviewFailed', 'ReviewReply', 'ReviewRequest', 'build_messages',
-           'prompt_hash', 'first_json_object', 'parse_reply', 'clamp', 'apply_review', 'failure_review',
-           'simulated_review', 'ReviewRecord', 'Completion', 'LlmClient', 'Supervisor']
+           'prompt_hash', 'review_key', 'check_reply', 'first_json_object', 'parse_reply', 'level_floor',
+           'exit_size_factor', 'clamp', 'apply_review', 'failure_review', 'guarded', 'simulated_review', 'ReviewRecord',
+           'Completion', 'LlmClient', 'Supervisor']
 
 # %% ../nbs/07_supervisor.ipynb #a8ece9fb
 class SupervisorError(MorningstarError):
@@ -100,6 +103,9 @@ class ReviewRequest:
     indicators: dict[str, float]       # unscaled key indicators at the decision bar
     market: dict[str, float]           # recent context, e.g. returns over 1h / 24h / 7d
     headlines: tuple[str, ...] = ()    # alternative-data text: untrusted
+    fee: float = 0.0                   # taker fee, a fraction of traded value (0: unknown, as in `morningstar review`)
+    slippage: float = 0.0              # a market order's slippage, a fraction of the price
+    model_id: str = ""                 # the trading model (its artifact), part of the replay key
 
 def _defuse(text: str) -> str:
     "A headline that cannot open or close the untrusted-data fence."
@@ -119,70 +125,153 @@ def build_messages(request: ReviewRequest) -> list[dict[str, str]]:
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 def prompt_hash(messages: list[dict], model: str) -> str:
-    "sha256 of the prompt version, the model and the messages: the replay key."
+    "sha256 of the prompt version, the model and the messages: what exactly was asked (for the audit)."
     return hashlib.sha256(json.dumps([PROMPT_VERSION, model, messages], sort_keys=True).encode()).hexdigest()
+
+def review_key(request: ReviewRequest, model: str) -> str:
+    """The replay key: the same question is the same prompt version and LLM model, trading model, pair, side and decision
+    time. Not the prompt's numbers: a backtest's batched inference differs from a live cycle's in the last float bits,
+    and a reply recorded live must answer the backtest's review of the same decision."""
+    p = request.proposal
+    return hashlib.sha256(json.dumps([PROMPT_VERSION, model, request.model_id, p.pair, p.side, str(request.time)]).encode()).hexdigest()
+
+# %% ../nbs/07_supervisor.ipynb #5c1e0a01
+MAX_REPLY_BYTES = 16_384    # UTF-8 bytes read from one reply
+MAX_REPLY_BRACKETS = 64     # `{` and `[` in one reply: bounds every nesting depth in it
+MAX_NUMBER_DIGITS = 40      # digits in a row in one reply
+
+_LONG_NUMBER = re.compile(r"\d{%d,}" % (MAX_NUMBER_DIGITS + 1))
+
+def _clean(text: str) -> str:
+    "`text` with lone surrogates replaced by '?', so it can be logged, stored and encoded as UTF-8."
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+def check_reply(text) -> str:
+    "`text` if it is within the reply limits, checked before any parsing; ReviewFailed naming the limit otherwise."
+    if not isinstance(text, str): raise ReviewFailed(f"the reply is {type(text).__name__}, not text")
+    size = len(text) if len(text) > MAX_REPLY_BYTES else len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_REPLY_BYTES:
+        raise ReviewFailed(f"the reply has {size:,} bytes or more; MAX_REPLY_BYTES is {MAX_REPLY_BYTES:,}")
+    if (n := text.count("{") + text.count("[")) > MAX_REPLY_BRACKETS:
+        raise ReviewFailed(f"the reply has {n} opening brackets; MAX_REPLY_BRACKETS is {MAX_REPLY_BRACKETS} (it bounds nesting)")
+    if m := _LONG_NUMBER.search(text):
+        raise ReviewFailed(f"the reply has a number of {len(m.group())} digits ({m.group()[:10]}...); "
+                           f"MAX_NUMBER_DIGITS is {MAX_NUMBER_DIGITS}")
+    return text
 
 # %% ../nbs/07_supervisor.ipynb #b7265bba
 def first_json_object(text: str) -> dict:
-    "The first JSON object in `text`; ReviewFailed when there is none."
+    "The first JSON object in `text`, read within the reply limits; ReviewFailed when there is none."
+    check_reply(text)
     decoder = json.JSONDecoder()
-    for i, ch in enumerate(text or ""):
+    for i, ch in enumerate(text):
         if ch == "{":
             try:
                 obj, _ = decoder.raw_decode(text, i)
                 if isinstance(obj, dict): return obj
-            except json.JSONDecodeError: continue
-    raise ReviewFailed(f"no JSON object in the reply: {(text or '')[:80]!r}")
+            except (ValueError, RecursionError): continue   # JSONDecodeError is a ValueError; the limits keep out the rest
+    raise ReviewFailed(f"no JSON object in the reply: {text[:80]!r}")
 
 def parse_reply(text: str) -> ReviewReply:
     "Validate the reply text against ReviewReply; ReviewFailed with the reasons when it does not fit."
     try: return ReviewReply.model_validate(first_json_object(text))
     except ValidationError as e:
-        raise ReviewFailed("invalid reply: " + "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())) from None
+        why = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors()[:10])
+        raise ReviewFailed("invalid reply: " + _clean(why)[:500]) from None
 
 # %% ../nbs/07_supervisor.ipynb #03d44d13
-def _clamp_level(name: str, value: float | None, p: TradeProposal, min_frac: float, alerts: list[str]) -> float | None:
-    "A tightened stop or target price, or None to keep the proposal's."
+LEVEL_KEEP = 0.5      # a tightened level keeps at least this share of the model's own distance from the entry
+LEVEL_VOLS = 1.5      # ... and at least this many predicted volatilities (one bar's standard deviation)
+TARGET_COSTS = 3.0    # ... and a tightened target at least this many round trips' fees and slippage
+
+def _real(x) -> float | None:
+    "`x` as a finite float, or None when it is not a finite real number."
+    try: x = float(x)
+    except (TypeError, ValueError, OverflowError): return None
+    return x if math.isfinite(x) else None
+
+def level_floor(name: str, p: TradeProposal, settings: LlmSettings, *, volatility=None, fee: float = 0.0,
+                slippage: float = 0.0) -> float:
+    "The least distance from the entry, as a fraction of it, that a tightened `stop_loss` or `take_profit` keeps."
+    floor = [settings.min_stop_fraction, LEVEL_KEEP * abs(getattr(p, name) - p.entry_price) / p.entry_price]
+    if (v := _real(volatility)) is not None and v > 0: floor.append(LEVEL_VOLS * v)
+    if name == "take_profit": floor.append(TARGET_COSTS * 2 * (fee + slippage))
+    return max(floor)
+
+# %% ../nbs/07_supervisor.ipynb #5c1e0a06
+def _outward(name: str, side: str) -> int:
+    "+1 when `name` (stop_loss or take_profit) lies above the entry of a `side` trade, -1 below."
+    return (1 if name == "take_profit" else -1) * (1 if side == "long" else -1)
+
+def _clamp_level(name: str, value: float | None, p: TradeProposal, floor: float, alerts: list[str]) -> float | None:
+    "A tightened stop or target price, or None to keep the proposal's (see the table above)."
     if value is None: return None
-    sign = 1 if p.side == "long" else -1
-    e, m = p.entry_price, p.entry_price * min_frac
-    if name == "stop_loss": far, near = p.stop_loss, e - sign * m           # allowed: from the proposal's stop up to e ∓ m
-    else: far, near = p.take_profit, e + sign * m                          # allowed: from e ± m to the proposal's target
-    if abs(far - e) <= m:                                                   # nothing left to tighten
-        alerts.append(f"{name}: the proposal's {far:g} is already within {min_frac:.2%} of the entry; suggestion ignored"); return None
-    lo, hi = sorted((far, near))
-    if not math.isfinite(value) or value <= 0:
+    e, level, out = p.entry_price, getattr(p, name), _outward(name, p.side)
+    if not (math.isfinite(value) and value > 0):
         alerts.append(f"{name} {value} is not a price; ignored"); return None
-    if (value - far) * (near - far) < 0:                                    # beyond the proposal's level: wider
-        alerts.append(f"reviewer tried to move {name} from {far:g} to {value:g}, away from the entry; ignored"); return None
-    if not lo <= value <= hi:
-        alerts.append(f"{name} {value:g} is closer to the entry than {min_frac:.2%}; set to {near:g}"); return near
-    return value
+    d, model = out * (value - e), out * (level - e)                 # distances from the entry, on the level's side
+    if d <= 0:
+        alerts.append(f"{name} {value:g} is not {'above' if out > 0 else 'below'} the entry {e:g} of this {p.side}; ignored")
+        return None
+    if d > model:
+        alerts.append(f"reviewer tried to move {name} from {level:g} to {value:g}, away from the entry; ignored")
+        return None
+    if floor * e >= model:
+        alerts.append(f"{name}: the proposal's {level:g} is already within the level rule's {floor:.2%} of the entry; ignored")
+        return None
+    if d < floor * e:
+        near = e + out * floor * e
+        alerts.append(f"{name} {value:g} is closer to the entry than the level rule's {floor:.2%}; set to {near:g}")
+        return near
+    return value if d < model else None
+
+# %% ../nbs/07_supervisor.ipynb #5c1e0a08
+def exit_size_factor(p: TradeProposal, stop_loss: float | None, take_profit: float | None, slippage: float = 0.0) -> float:
+    "The size factor keeping a round trip with the reviewed levels within the unreviewed one's traded value (1: none moved)."
+    if stop_loss is None and take_profit is None: return 1.0
+    e, s = p.entry_price, slippage
+    sl = stop_loss if stop_loss is not None else p.stop_loss
+    tp = take_profit if take_profit is not None else p.take_profit
+    if p.side == "long": return (e + p.stop_loss * (1 - s)) / (e + tp)
+    return (e * (1 - s) + p.take_profit) / (e * (1 - s) + sl * (1 + s))
 
 # %% ../nbs/07_supervisor.ipynb #4e99d81e
-def clamp(proposal: TradeProposal, reply: ReviewReply, settings: LlmSettings, **meta) -> Review:
-    "The safe `Review` an answer amounts to for `proposal` (see the table above); `meta` fills source, hash, latency, tokens, cost."
-    alerts = [a[:200] for a in reply.alerts[:5]]
+def clamp(proposal: TradeProposal, reply: ReviewReply, settings: LlmSettings, *, volatility=None, fee: float = 0.0,
+          slippage: float = 0.0, **meta) -> Review:
+    """The safe `Review` an answer amounts to for `proposal` (see the table above), with the level rule from `volatility`
+    (the model's), `fee` and `slippage`; `meta` fills source, hash, latency, tokens, cost."""
+    alerts = [_clean(a)[:200] for a in reply.alerts[:5]]
     if reply.direction not in (proposal.side, "flat"):
         alerts.append(f"reviewer tried to flip the {proposal.side} proposal to {reply.direction}; ignored")
     mult = reply.size_multiplier
     if not (math.isfinite(mult) and 0 <= mult <= 1):
         alerts.append(f"size_multiplier {mult} is outside [0, 1]; ignored"); mult = 1.0
-    sl = _clamp_level("stop_loss", reply.stop_loss, proposal, settings.min_stop_fraction, alerts)
-    tp = _clamp_level("take_profit", reply.take_profit, proposal, settings.min_stop_fraction, alerts)
-    rationale = reply.rationale
+    floor = {name: level_floor(name, proposal, settings, volatility=volatility, fee=fee, slippage=slippage)
+             for name in ("stop_loss", "take_profit")}
+    sl, tp = (_clamp_level(name, getattr(reply, name), proposal, floor[name], alerts) for name in ("stop_loss", "take_profit"))
+    if (g := exit_size_factor(proposal, sl, tp, slippage)) < 1:
+        alerts.append(f"size x{g:.4f} for the moved exit: the round trip's traded value stays within the unreviewed one's")
+        mult *= g
+    rationale = _clean(reply.rationale)
     if len(rationale) > settings.max_rationale_chars:
         alerts.append(f"rationale cut to {settings.max_rationale_chars} characters"); rationale = rationale[: settings.max_rationale_chars]
-    if reply.model_extra: alerts.append(f"unknown fields dropped: {sorted(reply.model_extra)}")
+    if reply.model_extra: alerts.append(_clean(f"unknown fields dropped: {sorted(reply.model_extra)}")[:200])
     return Review(coherence=reply.coherence, risk_score=reply.risk_score, veto=reply.veto or reply.direction == "flat",
                   size_multiplier=mult, stop_loss=sl, take_profit=tp, rationale=rationale, alerts=tuple(alerts), **meta)
 
 def apply_review(proposal: TradeProposal, review: Review) -> TradeProposal | None:
-    "The proposal after the review: None when vetoed or shrunk to nothing, else the scaled size and tightened levels."
-    size = proposal.size * review.size_multiplier
-    if review.veto or size <= 0: return None
-    return replace(proposal, size=size, stop_loss=review.stop_loss if review.stop_loss is not None else proposal.stop_loss,
-                   take_profit=review.take_profit if review.take_profit is not None else proposal.take_profit)
+    """The proposal after the review: None when vetoed or shrunk to nothing, else the scaled size and tightened levels.
+    A review that breaks its contract (a multiplier outside [0, 1], a level that is not strictly tighter) vetoes."""
+    m = _real(review.size_multiplier)
+    if review.veto or m is None or not 0 <= m <= 1: return None
+    levels = {}
+    for name in ("stop_loss", "take_profit"):
+        if (v := getattr(review, name)) is None: continue
+        out, e = _outward(name, proposal.side), proposal.entry_price
+        if (v := _real(v)) is None or not 0 < out * (v - e) <= out * (getattr(proposal, name) - e): return None
+        levels[name] = v
+    size = proposal.size * m
+    return replace(proposal, size=size, **levels) if size > 0 else None
 
 # %% ../nbs/07_supervisor.ipynb #98c183da
 def failure_review(reason: str, settings: LlmSettings, **meta) -> Review:
@@ -194,6 +283,17 @@ def failure_review(reason: str, settings: LlmSettings, **meta) -> Review:
 
 NO_REVIEW = Review(source="none", coherence="uncertain", risk_score=float("nan"), veto=False, size_multiplier=1.0,
                    stop_loss=None, take_profit=None, rationale="")
+
+# %% ../nbs/07_supervisor.ipynb #5c1e0a13
+def guarded(reviewer: Callable[[TradeProposal], Review], settings: LlmSettings) -> Callable[[TradeProposal], Review]:
+    "`reviewer`, except that when it raises, the proposal gets the failure policy's Review (the error logged, with traceback)."
+    def review(proposal: TradeProposal) -> Review:
+        try: return reviewer(proposal)
+        except Exception as e:    # reported, not swallowed: the reason is in the review's alerts and failure
+            log.exception("the review of %s raised", getattr(proposal, "pair", "?"))
+            why = f"the reviewer raised {type(e).__name__}: {_clean(str(e))[:200]}"
+            return failure_review(why, settings, source=settings.mode)
+    return review
 
 # %% ../nbs/07_supervisor.ipynb #2191af9c
 SIMULATED = "simulated (rule-based, not an LLM)"
@@ -342,17 +442,28 @@ def _cost(self: Supervisor, c: Completion) -> float:
 
 @patch
 def review(self: Supervisor, request: ReviewRequest) -> Review:
-    "The clamped review of one proposal (or the failure policy's, when the review fails)."
+    "The clamped review of one proposal, or the failure policy's when the review fails; never raises."
+    try: return self._review(request)
+    except Exception as e:   # a bug or a broken record file: the failure policy decides for this proposal, loudly
+        log.exception("the LLM review failed unexpectedly")
+        return self._failed(f"internal error: {type(e).__name__}: {_clean(str(e))[:200]}", self.settings.mode, "")
+
+@patch
+def _review(self: Supervisor, request: ReviewRequest) -> Review:
     mode, s = self.settings.mode, self.settings
     if mode == "off": return NO_REVIEW
     if mode == "simulated": return simulated_review(request)
     messages = build_messages(request)
-    key = prompt_hash(messages, s.model)
+    key = review_key(request, s.model)
     source = "replay" if mode == "replay" else "llm"
     if mode == "replay":
         text = self.record.reply_for(key)
-        if text is None: return self._failed(f"no recorded reply for prompt {key[:12]} (model {s.model}, prompt {PROMPT_VERSION})", source, key)
-        return self._clamped(request, text, source, key)
+        if text is None:
+            p = request.proposal
+            return self._failed(f"no recorded reply for the {p.side} {p.pair} decision at {request.time} (key {key[:12]}, model "
+                                f"{s.model}, prompt {PROMPT_VERSION})", source, key)
+        try: return self._clamp(request, parse_reply(text), source=source, prompt_hash=key)
+        except ReviewFailed as e: return self._failed(str(e), source, key)
     started = time.monotonic()
     try: c = self.client.complete(messages)
     except ReviewFailed as e:
@@ -360,18 +471,22 @@ def review(self: Supervisor, request: ReviewRequest) -> Review:
                         error=str(e), latency_ms=(time.monotonic() - started) * 1000, prompt_tokens=0, completion_tokens=0, cost_usd=0.0)
         return self._failed(str(e), source, key, latency_ms=(time.monotonic() - started) * 1000)
     meta = dict(latency_ms=c.latency_ms, prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens, cost_usd=self._cost(c))
-    try: reply = parse_reply(c.text)
+    text = _clean(c.text) if isinstance(c.text, str) else c.text
+    stored = text[:MAX_REPLY_BYTES] if isinstance(text, str) else None   # an oversized reply is kept only in part
+    record = dict(prompt_hash=key, model=s.model, base_url=s.base_url, messages=messages, reply=stored, **meta)
+    try: reply = parse_reply(text)
     except ReviewFailed as e:
-        self.record.add(prompt_hash=key, model=s.model, base_url=s.base_url, messages=messages, reply=c.text, status="invalid",
-                        error=str(e), **meta)
+        self.record.add(status="invalid", error=str(e), **record)
         return self._failed(str(e), source, key, **meta)
-    self.record.add(prompt_hash=key, model=s.model, base_url=s.base_url, messages=messages, reply=c.text, status="ok", error=None, **meta)
-    return self._log(clamp(request.proposal, reply, s, source=source, prompt_hash=key, **meta), request)
+    self.record.add(status="ok", error=None, **record)
+    return self._clamp(request, reply, source=source, prompt_hash=key, **meta)
 
 @patch
-def _clamped(self: Supervisor, request: ReviewRequest, text: str, source: str, key: str) -> Review:
-    try: return self._log(clamp(request.proposal, parse_reply(text), self.settings, source=source, prompt_hash=key), request)
-    except ReviewFailed as e: return self._failed(str(e), source, key)
+def _clamp(self: Supervisor, request: ReviewRequest, reply: ReviewReply, **meta) -> Review:
+    "The clamped review, with the level rule from the request's predicted volatility and costs."
+    review = clamp(request.proposal, reply, self.settings, volatility=request.prediction.get("volatility"),
+                   fee=request.fee, slippage=request.slippage, **meta)
+    return self._log(review, request)
 
 @patch
 def _failed(self: Supervisor, reason: str, source: str, key: str, **meta) -> Review:

@@ -245,9 +245,9 @@ def train_model(settings: Settings, bars: dict[str, Bars], out_dir: str | Path, 
                      "rows": {p: len(b) for p, b in bars.items()}, "sha256": data_hash(bars)},
             "seed": settings.training.seed, "folds": infos, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "train_seconds": round(time.perf_counter() - started, 1)}
-    path = save_model(Path(out_dir), model.network, model.prep, meta)
-    result = TrainResult(path, infos)
-    (path / "MODEL_CARD.md").write_text(model_card(path, meta, result.summary()))
+    result = TrainResult(Path(out_dir), infos)
+    # the card goes in with the other files, so it is hashed too and the directory appears whole or not at all
+    save_model(result.path, model.network, model.prep, meta, {"MODEL_CARD.md": model_card(result.path, meta, result.summary())})
     return result
 
 # %% ../nbs/06_training.ipynb #fac146aa

@@ -12,20 +12,33 @@ import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['BAR_COLUMNS', 'ACTIONS', 'MorningstarError', 'parse_timeframe', 'Bars', 'to_utc', 'empty_bar_frame', 'Features',
-           'TradeProposal', 'Review', 'Position', 'Decision', 'Order', 'Fill']
+__all__ = ['BAR_COLUMNS', 'ACTIONS', 'MorningstarError', 'clip_repr', 'TimeframeError', 'parse_timeframe', 'Bars', 'to_utc',
+           'empty_bar_frame', 'Features', 'TradeProposal', 'Review', 'Position', 'Decision', 'Order', 'Fill']
 
 # %% ../nbs/01_types.ipynb #2cafbb86
 class MorningstarError(Exception):
     "Base of the errors this package raises on bad input or a failed operation; the CLI prints them as one line."
 
+def clip_repr(value, limit: int = 60) -> str:
+    "`repr(value)` cut to about `limit` characters, so that an error can name a huge bad value without echoing it."
+    if isinstance(value, (str, bytes)) and len(value) > limit:
+        return f"{value[:limit]!r}... ({len(value):,} characters)"
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
 # %% ../nbs/01_types.ipynb #fa851ce4
+class TimeframeError(MorningstarError, ValueError):
+    "A timeframe that is not a count and a unit within a year (also a ValueError, so pydantic validators report it)."
+
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3_600, "d": 86_400, "w": 604_800}
+_MAX_TIMEFRAME_S = 365 * 86_400
 
 def parse_timeframe(timeframe: str) -> pd.Timedelta:
-    "The length of one candle of `timeframe`, e.g. '5m' -> 5 minutes."
-    m = re.fullmatch(r"([1-9]\d*)([smhdw])", str(timeframe))
-    if not m: raise ValueError(f"timeframe {timeframe!r} is not valid; allowed: a count and a unit of s, m, h, d, w (e.g. 1m, 15m, 1h, 4h, 1d)")
+    "The length of one candle of `timeframe`, e.g. '5m' -> 5 minutes; at most 365 days."
+    m = re.fullmatch(r"([1-9]\d{0,8})([smhdw])", timeframe) if isinstance(timeframe, str) else None
+    if not m or int(m[1]) * _UNIT_SECONDS[m[2]] > _MAX_TIMEFRAME_S:
+        raise TimeframeError(f"timeframe {clip_repr(timeframe)} is not valid; allowed: a count and a unit of s, m, h, d, w, "
+                             f"at most 365 days (e.g. 1m, 15m, 1h, 4h, 1d)")
     return pd.Timedelta(seconds=int(m[1]) * _UNIT_SECONDS[m[2]])
 
 # %% ../nbs/01_types.ipynb #5e2942ae

@@ -18,6 +18,7 @@ KEY = "sk-test-FAKE-0042"
 PROPOSAL = TradeProposal("BTC/USDT", "long", 0.5, 100.0, 95.0, 110.0)
 GOOD = {"coherence": "agree", "risk_score": 0.3, "veto": False, "direction": "long", "size_multiplier": 0.8,
         "stop_loss": 97.0, "take_profit": None, "rationale": "trend and volume agree", "alerts": []}
+GOOD_MULT = 0.8 * ((100 + 95) / (100 + 110))   # the moved stop costs size: supervisor.exit_size_factor
 
 
 def request(headlines=(), proposal=PROPOSAL) -> ReviewRequest:
@@ -48,8 +49,8 @@ def rows(tmp_path) -> list[dict]:
 def test_a_valid_reply_becomes_a_clamped_review_and_is_recorded(llm, tmp_path):
     llm.script(Reply(json.dumps(GOOD), prompt_tokens=900, completion_tokens=60))
     review = supervisor(llm, tmp_path).review(request())
-    assert (review.source, review.coherence, review.size_multiplier, review.stop_loss) == ("llm", "agree", 0.8, 97.0)
-    assert apply_review(PROPOSAL, review) == TradeProposal("BTC/USDT", "long", 0.4, 100.0, 97.0, 110.0)
+    assert (review.source, review.coherence, review.size_multiplier, review.stop_loss) == ("llm", "agree", GOOD_MULT, 97.0)
+    assert apply_review(PROPOSAL, review) == TradeProposal("BTC/USDT", "long", 0.5 * GOOD_MULT, 100.0, 97.0, 110.0)
     sent = llm.requests[0]
     assert sent["model"] == "local-test" and sent["response_format"]["type"] == "json_schema"
     assert sent["_headers"]["authorization"] == f"Bearer {KEY}"
@@ -63,8 +64,8 @@ def test_structured_output_falls_back_to_json_mode_then_plain_text(llm, tmp_path
     sup = supervisor(llm, tmp_path)
     llm.script(Reply(json.dumps(GOOD), reject_json_schema=True, reject_json_object=True),
                Reply("Here you go:\n```json\n" + json.dumps(GOOD) + "\n```"))
-    assert sup.review(request()).size_multiplier == 0.8
-    assert sup.review(request()).size_multiplier == 0.8
+    assert sup.review(request()).size_multiplier == GOOD_MULT
+    assert sup.review(request()).size_multiplier == GOOD_MULT
     formats = [r.get("response_format", {}).get("type") for r in llm.requests]
     assert formats == ["json_schema", "json_object", None, None]      # the working level is remembered
 

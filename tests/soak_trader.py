@@ -1,0 +1,63 @@
+"""The trader's side of the live soak, in a process of its own as a scheduled run is: `build_context` from the settings
+and the state store, then one live cycle per command read from stdin, one JSON answer per command on stdout.
+
+    python soak_trader.py SETTINGS_JSON RUN_ID
+    {"now": "2024-05-01T10:00:01+00:00"}   -> {"refused": bool, "held_pairs": int, "held_entries": int,
+                                               "rss_kb": int, "s": seconds of run_cycle}
+    {"final": 10}                          -> {"ok": bool, "why": str}   (reconciles until the store agrees, for 10 s)
+
+Everything else the process prints goes to stderr, so stdout carries only the answers.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def rss_kb() -> int:
+    "This process's resident memory (VmRSS), in kB."
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"): return int(line.split()[1])
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def main(settings_path: str, run_id: str) -> int:
+    answers = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)                                   # TensorFlow, warnings, prints: all to stderr
+    import pandas as pd
+
+    from morningstar_trader.config import Settings, load_secrets
+    from morningstar_trader.cycle import build_context, run_cycle
+    from morningstar_trader.live_execution import reconcile
+
+    settings = Settings(**json.loads(Path(settings_path).read_text()))
+    ctx = build_context(settings, load_secrets(), run_id=run_id, confirm_live=True)
+    ex = ctx.executor
+    ex.exchange.options["recvWindow"] = 500         # short receive window: unknown orders resolve quickly
+    ex.grace_s, ex.order_timeout_s = 0.8, 0.5
+    answers.write(json.dumps({"ready": True, "rss_kb": rss_kb()}) + "\n")
+    for line in sys.stdin:
+        command = json.loads(line)
+        if "now" in command:
+            t = time.perf_counter()
+            report = run_cycle(ctx, pd.Timestamp(command["now"]))
+            seconds = time.perf_counter() - t
+            pairs = report.pairs
+            answers.write(json.dumps({
+                "refused": any(a.kind == "refused" for a in report.snapshot.alerts),
+                "held_pairs": int((pairs["reasons"] == "an order is still in flight").sum()),
+                "held_entries": int(pairs["verdict"].str.startswith("entry held back").sum()) if "verdict" in pairs else 0,
+                "rss_kb": rss_kb(), "s": round(seconds, 4)}) + "\n")
+        elif "final" in command:
+            deadline = time.time() + float(command["final"])
+            while not (final := reconcile(ex, settings.pairs)).ok and time.time() < deadline:
+                time.sleep(0.2)
+            answers.write(json.dumps({"ok": final.ok, "why": final.why()}) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(*sys.argv[1:]))
