@@ -303,7 +303,7 @@ def _through_kernel(frames: dict[str, pd.DataFrame], strategy, costs: FillCosts,
     laid, times = _kernel_inputs(frames, strategy, index), index.as_unit("ns").asi8
     first = int(index.searchsorted(to_utc(start))) if start is not None else 0
     if first >= len(index): raise BacktestError(f"start {start} is after the last bar {index[-1]}")
-    equity, rs = np.full(len(index), cash), RiskState.start(cash, index[first] + step)
+    equity, rs = np.full(len(index), float(cash)), RiskState.start(cash, index[first] + step)
     for i in range(first, len(index)):
         inputs = {}
         for pair, (ohlc, preds, evidence, _) in laid.items():

@@ -30,7 +30,8 @@ _log = logging.getLogger(__name__)
 # %% auto #0
 __all__ = ['MARKET_LOOKBACK', 'CycleError', 'bar_number', 'client_order_id', 'Kernel', 'PairInput', 'model_id', 'review_evidence',
            'check_levels', 'mark', 'send', 'CloseNotes', 'trade_pair', 'unreviewed_twin', 'twin_close', 'CloseOutcome',
-           'close_bar', 'CycleContext', 'build_context', 'CycleReport', 'sync_clock', 'warm_up', 'run_cycle']
+           'close_bar', 'CycleContext', 'build_context', 'CycleReport', 'sync_clock', 'warm_up', 'run_cycle',
+           'risk_status', 'resume_trading']
 
 # %% ../nbs/12_cycle.ipynb #63ab7dac
 class CycleError(MorningstarError):
@@ -341,8 +342,8 @@ def _venue(settings: Settings, secrets: Secrets, path, initial_cash: float, quot
     return store, LiveVenue(executor, costs, step, s.execution.limit_ttl_bars, shadow=ShadowLog(path) if s.live.shadow else None)
 
 def build_context(settings: Settings, secrets: Secrets, *, run_id: str, initial_cash: float = 10_000.0, api=None,
-                  confirm_live: bool = False) -> CycleContext:
-    "Start-up, once: API manager, model (with its scalers), reviewer, book and venue."
+                  confirm_live: bool = False, llm_record=None) -> CycleContext:
+    "Start-up, once: API manager, model (with its scalers), reviewer (recording to `llm_record`), book and venue."
     from morningstar_trader.market_data import ApiManager
     from morningstar_trader.model import MorningstarModel, resolve_model_dir
     _check_mode(settings, secrets, confirm_live)
@@ -356,7 +357,7 @@ def build_context(settings: Settings, secrets: Secrets, *, run_id: str, initial_
     twin = None if settings.llm.mode == "off" else PortfolioStore(
         path.with_name(f"{settings.mode}-unreviewed.sqlite"), initial_cash=store.cash())   # created with today's cash
     return CycleContext(settings, run_id, f"{settings.mode}|{settings.exchange.id}", api, model,
-                        Supervisor.from_settings(settings.llm, secrets, settings.paths.state_dir), store, MonitoringLog(path),
+                        Supervisor.from_settings(settings.llm, secrets, settings.paths.state_dir, llm_record), store, MonitoringLog(path),
                         venue, {p: MarketRules.from_ccxt(markets[p]) for p in settings.pairs}, twin=twin)
 
 # %% ../nbs/12_cycle.ipynb #c378e8a2
@@ -501,3 +502,41 @@ def _monitor(ctx: CycleContext, now: pd.Timestamp, out: CloseOutcome, newest: di
                       llm_stats=ctx.supervisor.record.stats() if ctx.supervisor.record else None)
     ctx.monitor.add(snapshot)
     return snapshot
+
+# %% ../nbs/12_cycle.ipynb #d19393e2
+def _state_paths(state_dir, mode: str):
+    from pathlib import Path
+    if mode not in ("paper", "live"): raise CycleError(f"mode {mode!r}: risk controls are for paper and live accounts")
+    path = Path(state_dir) / f"{mode}.sqlite"
+    if not path.is_file(): raise CycleError(f"no {mode} account at {path}: nothing has traded in {mode} mode with this state_dir")
+    return path, path.with_name(f"{mode}-unreviewed.sqlite")
+
+def risk_status(state_dir, mode: str) -> dict:
+    "The trading state of the paper or live account in `state_dir`: state, why, equity, drawdown, cooldowns."
+    path, _ = _state_paths(state_dir, mode)
+    store = PortfolioStore(path)
+    saved, curve = store.load_runtime("risk_state"), store.equity_curve()
+    rs = RiskState.from_json(saved) if saved else None
+    equity = float(curve["equity"].iloc[-1]) if len(curve) else store.cash()
+    return {"mode": mode, "trading": rs.trading if rs else "active", "why": rs.why if rs else "no cycle yet",
+            "equity": equity, "peak_equity": rs.peak_equity if rs else equity,
+            "drawdown": 1 - equity / rs.peak_equity if rs and rs.peak_equity > 0 else 0.0,
+            "cooldown_until_bar": dict(rs.cooldown_until) if rs else {}, "open_positions": len(store.positions())}
+
+# %% ../nbs/12_cycle.ipynb #290514de
+def resume_trading(state_dir, mode: str, reason: str, now: pd.Timestamp | None = None) -> dict:
+    "Lift a halt (or the reducing state) of the paper or live account in `state_dir`, journaled with `reason`; its status."
+    if not reason or not reason.strip(): raise CycleError("resuming needs a reason (it is journaled)")
+    path, twin = _state_paths(state_dir, mode)
+    now = pd.Timestamp(now or pd.Timestamp.now(tz="UTC"))
+    for p in (path, twin) if twin.is_file() else (path,):
+        store = PortfolioStore(p)
+        saved = store.load_runtime("risk_state")
+        if not saved: continue
+        before, curve = RiskState.from_json(saved), store.equity_curve()
+        equity = float(curve["equity"].iloc[-1]) if len(curve) else store.cash()
+        store.save_runtime("risk_state", before.resume(equity).to_json())
+        store.journal(f"operator-{now.isoformat()}", "*", now, inputs={"equity": equity}, prediction={},
+                      decision={"action": "resume", "from": before.trading, "why": before.why}, reasons=(reason.strip(),))
+        _log.warning("%s account %s resumed from %s (%s): %s", mode, p.name, before.trading, before.why, reason.strip())
+    return risk_status(state_dir, mode)

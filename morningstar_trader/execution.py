@@ -116,7 +116,7 @@ class SimulatedVenue:
         "Record `order`, decided at the close of the bar opening at `decided_at`; it fills from the next bar on."
         status, created = self.book.add_order(order)
         if not created: return status           # the same intent again (a retried cycle): nothing new
-        note = {"decided_at": int(decided_at.value), "stop_loss": stop_loss, "take_profit": take_profit}
+        note = {"decided_at": pd.Timestamp(decided_at).isoformat(), "stop_loss": stop_loss, "take_profit": take_profit}
         self.book.set_status(order.client_order_id, "submitted", note=json.dumps(note))
         return "submitted"
 
@@ -124,7 +124,7 @@ class SimulatedVenue:
 
 # %% ../nbs/10_execution.ipynb #4341e58d
 def _decided_at(note: str) -> tuple[int, dict]:
-    "The decision bar (ns) and the note; notes written before 2026-12 held the bar as ISO text."
+    "The decision bar (ns since the epoch) and the note."
     meta = json.loads(note)
     t = meta["decided_at"]
     return (t if isinstance(t, int) else pd.Timestamp(t).value), meta

@@ -424,9 +424,14 @@ class Supervisor:
         self.settings, self.record, self.client = settings, record, client
 
     @classmethod
-    def from_settings(cls, settings: LlmSettings, secrets: Secrets, state_dir: str | Path) -> Supervisor:
-        "The supervisor the config asks for; live mode without MORNINGSTAR_LLM_API_KEY fails here, at start-up."
-        record = ReviewRecord(Path(state_dir) / "llm_record.sqlite") if settings.mode in ("replay", "live") else None
+    def from_settings(cls, settings: LlmSettings, secrets: Secrets, state_dir: str | Path,
+                      record_path: str | Path | None = None) -> Supervisor:
+        """The supervisor the config asks for, recording to (or replaying from) `record_path` (default:
+        `<state_dir>/llm_record.sqlite`); live mode without MORNINGSTAR_LLM_API_KEY fails here, at start-up."""
+        path = Path(record_path) if record_path else Path(state_dir) / "llm_record.sqlite"
+        if settings.mode == "replay" and not path.is_file():
+            raise SupervisorError(f"llm.mode replay: no LLM record at {path} (record one with llm.mode live, or pass its path)")
+        record = ReviewRecord(path) if settings.mode in ("replay", "live") else None
         client = None
         if settings.mode == "live":
             key = secrets.llm_api_key.get_secret_value()
