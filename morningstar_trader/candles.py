@@ -5,8 +5,10 @@
 # %% ../nbs/01b_candles.ipynb #12c325d9
 from __future__ import annotations
 
+import numbers
 import re
 import zoneinfo
+from decimal import Decimal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,9 +142,8 @@ def _iso_times(text: pd.Series, zone: zoneinfo.ZoneInfo) -> pd.Series:
         out = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns, UTC]")
         out[aware] = _utc_ns(pd.to_datetime(text[aware], errors="coerce", format="ISO8601", utc=True))
         out[~aware] = _iso_times(text[~aware], zone)
-        return out
-    ts = _localize(ts, zone) if ts.dt.tz is None else _utc_ns(ts)
-    return ts.mask(text.str.contains(_SUB_NS).fillna(False))
+    else: out = _localize(ts, zone) if ts.dt.tz is None else _utc_ns(ts)
+    return out.mask(text.str.contains(_SUB_NS).fillna(False).to_numpy(bool))   # pandas would cut digits past a ns
 
 # %% ../nbs/01b_candles.ipynb #8d8ae0c2
 _NUMBER = r"[+-]?(?:[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?|[0-9]+\.|inf|infinity|nan)"   # cells that mean a number
@@ -156,6 +157,13 @@ def _text_times(text: pd.Series, zone: zoneinfo.ZoneInfo) -> np.ndarray:
     if not number.all(): ns[~number] = pd.DatetimeIndex(_iso_times(text[~number], zone)).asi8
     return ns
 
+def _as_text(col: pd.Series) -> pd.Series:
+    "Cells as text (missing ones stay missing); bytes become their repr: pandas' astype(str) decodes them, or fails."
+    if isinstance(col.dtype, pd.StringDtype): return col
+    missing = col.isna().to_numpy()
+    return pd.Series([None if m else x if isinstance(x, str) else str(x) for x, m in zip(col.astype(object), missing)],
+                     index=col.index, dtype=object)
+
 def parse_timestamps(col: pd.Series, tz: str = "UTC") -> pd.Series:
     "Timestamps of any kind (datetimes, epoch numbers, ISO-8601 text) as UTC ns, NaT where unreadable; naive ones are in `tz`."
     zone, index = time_zone(tz), col.index
@@ -163,7 +171,7 @@ def parse_timestamps(col: pd.Series, tz: str = "UTC") -> pd.Series:
     if isinstance(col.dtype, pd.DatetimeTZDtype): out = _utc_ns(col)
     elif pd.api.types.is_datetime64_dtype(col): out = _localize(col, zone)
     else:
-        ns = _epoch_numbers(col) if col.dtype.kind in "iuf" else _text_times(col.astype(str), zone)
+        ns = _epoch_numbers(col) if col.dtype.kind in "iuf" else _text_times(_as_text(col), zone)
         out = pd.Series(ns.view("datetime64[ns]")).dt.tz_localize("UTC")
     return out.set_axis(index).rename(col.name)
 
@@ -207,11 +215,30 @@ def find_gaps(index: pd.DatetimeIndex, step: pd.Timedelta) -> pd.DataFrame:
     return pd.DataFrame({"start": as_time(start), "end": as_time(end), "missing": (end - start) // step.value + 1})
 
 # %% ../nbs/01b_candles.ipynb #fb4f9086
+_DECIMAL = r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+
+def _decimals(text: pd.Series) -> np.ndarray:
+    "Text cells as float64, NaN where a cell is not a plain decimal number."
+    text = text.str.strip()
+    ok = text.str.fullmatch(_DECIMAL).fillna(False).to_numpy(bool)
+    out = np.full(len(text), np.nan)
+    # float() rounds correctly; pd.to_numeric misreads some numbers with a leading '+' by a few units in the last place
+    out[ok] = text[ok].to_numpy(object).astype(np.float64)
+    return out
+
+def _real(x) -> float:
+    "One object cell as a float: a real number as it is, text as a decimal, anything else (bool, complex, None) NaN."
+    if isinstance(x, str): return float(x.strip()) if re.fullmatch(_DECIMAL, x.strip()) else np.nan
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (numbers.Real, Decimal)): return np.nan
+    try: return float(x)
+    except (OverflowError, ValueError): return np.inf if isinstance(x, numbers.Integral) else np.nan  # a huge int; sNaN
+
 def _numbers(col: pd.Series) -> np.ndarray:
     "A column as float64: NaN where a cell is not a real number (text that is no decimal, booleans, complex, objects)."
     if col.dtype == np.float64: return col.to_numpy()
     if col.dtype.kind in "iuf": return col.to_numpy(np.float64, na_value=np.nan)
-    return pd.to_numeric(col.astype(str).str.strip(), errors="coerce").to_numpy(np.float64, na_value=np.nan)
+    if col.dtype == object: return np.array([_real(x) for x in col], dtype=np.float64)
+    return _decimals(_as_text(col))
 
 def _columns(raw: pd.DataFrame) -> None:
     "A MorningstarError when a needed column is missing or there twice."

@@ -88,7 +88,7 @@ def to_utc(t) -> pd.Timestamp:
 def empty_bar_frame() -> pd.DataFrame:
     "A frame with the `Bars` schema and no rows."
     return pd.DataFrame({c: pd.Series(dtype="float64") for c in BAR_COLUMNS},
-                        index=pd.DatetimeIndex([], tz="UTC", name="timestamp"))
+                        index=pd.DatetimeIndex([], tz="UTC", name="timestamp").as_unit("ns"))   # pandas 3 would pick seconds
 
 # %% ../nbs/01_types.ipynb #9e24d023
 @dataclass(frozen=True)
