@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import reduce
 from typing import Protocol
 
@@ -291,7 +291,7 @@ def _through_kernel(frames: dict[str, pd.DataFrame], strategy, costs: FillCosts,
     "The kernel of the live cycle at every close of the pairs' union timeline from `start` on (earlier bars: history only)."
     from morningstar_trader.cycle import Kernel, PairInput, close_bar, model_id, unreviewed_twin
     from morningstar_trader.execution import SimulatedVenue
-    from morningstar_trader.portfolio import MemoryBook
+    from morningstar_trader.book import MemoryBook
     from morningstar_trader.risk import RiskState
     tf = strategy.model.prep.timeframe
     s = settings.model_copy(update={"timeframe": tf, "decision": settings.decision.model_copy(update={"min_confidence": strategy.min_confidence})})

@@ -347,6 +347,13 @@ class LiveVenue:
         try: return self.executor.place(order), []
         except ccxt.BaseError as e: return f"{type(e).__name__}: {e}", []
 
+    def settle(self, windows: dict[str, BarWindow]) -> list[Fill]:
+        "Levels for new positions, expired limit entries cancelled, shadow records completed; no simulated fills."
+        self._cancel_expired(windows)
+        self._apply_levels()
+        if self.shadow is not None: self._complete_shadow(windows)
+        return []
+
     def reconcile(self, pairs: tuple[str, ...]) -> Reconciliation: return reconcile(self.executor, pairs)
 
 # %% ../nbs/10a_live_execution.ipynb #afa82de2
@@ -373,14 +380,6 @@ def _cancel_expired(self: LiveVenue, windows: dict[str, BarWindow]) -> None:
         if w.end >= pd.Timestamp(lv["decided_at"]) + self.ttl * self.step:
             log.info("limit entry %s on %s unfilled after %d candles: cancelled", lv["order"], pair, self.ttl)
             self.executor.cancel(lv["order"])
-
-@patch
-def settle(self: LiveVenue, windows: dict[str, BarWindow]) -> list[Fill]:
-    "Levels for new positions, expired limit entries cancelled, shadow records completed; no simulated fills."
-    self._cancel_expired(windows)
-    self._apply_levels()
-    if self.shadow is not None: self._complete_shadow(windows)
-    return []
 
 # %% ../nbs/10a_live_execution.ipynb #925e1030
 @patch

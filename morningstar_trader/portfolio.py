@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from contextlib import contextmanager
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -18,8 +18,7 @@ from fastcore.basics import patch
 from .types import Fill, MorningstarError, Order, Position
 
 # %% auto #0
-__all__ = ['TRANSITIONS', 'TERMINAL', 'StateError', 'IllegalTransition', 'check_transition', 'PortfolioStore', 'settle_fill',
-           'MemoryBook']
+__all__ = ['TRANSITIONS', 'TERMINAL', 'StateError', 'IllegalTransition', 'check_transition', 'PortfolioStore', 'settle_fill']
 
 # %% ../nbs/09_portfolio.ipynb #f99bf0c9
 class StateError(MorningstarError):
@@ -270,108 +269,3 @@ def equity_curve(self: PortfolioStore) -> pd.DataFrame:
     "Every mark so far (equity, cash, exposure), indexed by time."
     with self._tx() as db: df = pd.read_sql("SELECT * FROM equity ORDER BY time", db)
     return df.set_index(pd.to_datetime(df.pop("time"), utc=True, format="ISO8601"))
-
-# %% ../nbs/09_portfolio.ipynb #803fc6dd
-_ORDER_COLUMNS = ["client_order_id", "pair", "side", "amount", "type", "price", "intent", "status", "filled",
-                  "exchange_order_id", "note"]
-
-class MemoryBook:
-    "The state store's interface over plain dicts: a backtest's book in memory, under the same rules as `PortfolioStore`."
-    def __init__(self, initial_cash: float):
-        self._cash, self._positions, self._runtime = float(initial_cash), {}, {}
-        self._orders, self._open = {}, {}            # client id -> row (the orders table's columns); open: not final
-        self._fills, self._trade_ids, self._equity, self._journal = [], set(), [], []
-
-    def cash(self) -> float: return self._cash
-    def positions(self) -> dict[str, Position]: return dict(self._positions)
-    def open_orders(self) -> list[dict]: return list(self._open.values())
-    def order(self, client_order_id: str) -> dict | None: return self._orders.get(client_order_id)
-    def save_runtime(self, key: str, value) -> None: self._runtime[key] = value
-    def load_runtime(self, key: str, default=None): return self._runtime.get(key, default)
-
-# %% ../nbs/09_portfolio.ipynb #63a70eef
-@patch
-def add_order(self: MemoryBook, order: Order) -> tuple[str, bool]:
-    "As `PortfolioStore.add_order`: a known client id returns its status, never a second order."
-    if (row := self._orders.get(order.client_order_id)) is not None: return row["status"], False
-    row = dict(zip(_ORDER_COLUMNS, (order.client_order_id, order.pair, order.side, order.amount, order.type, order.price,
-                                    order.intent, "new", 0.0, None, None)))
-    self._orders[order.client_order_id] = self._open[order.client_order_id] = row
-    return "new", True
-
-@patch
-def set_status(self: MemoryBook, client_order_id: str, status: str, *, exchange_order_id: str | None = None,
-               note: str | None = None) -> None:
-    "As `PortfolioStore.set_status`: a legal transition only."
-    row = self._orders.get(client_order_id)
-    if row is None: raise StateError(f"no order {client_order_id} in memory")
-    check_transition(row["status"], status, client_order_id)
-    row["status"] = status
-    if exchange_order_id is not None: row["exchange_order_id"] = exchange_order_id
-    if note is not None: row["note"] = note
-    if status in TERMINAL: self._open.pop(client_order_id, None)
-
-# %% ../nbs/09_portfolio.ipynb #7123b784
-@patch
-def record_fill(self: MemoryBook, fill: Fill, *, stop_loss: float | None = None, take_profit: float | None = None) -> bool:
-    "As `PortfolioStore.record_fill`: once per trade id, through `settle_fill`."
-    if fill.trade_id in self._trade_ids: return False
-    row = self._orders.get(fill.client_order_id)
-    if row is None: raise StateError(f"fill {fill.trade_id} names unknown order {fill.client_order_id}")
-    (status, filled), after, pnl, cash_change = settle_fill((row["status"], row["amount"], row["filled"]),
-                                                            self._positions.get(fill.pair), fill, stop_loss, take_profit)
-    self._trade_ids.add(fill.trade_id)
-    self._fills.append((fill.trade_id, fill.client_order_id, fill.pair, fill.side, fill.amount, fill.price, fill.fee, fill.time, pnl))
-    row["status"], row["filled"] = status, filled
-    if status in TERMINAL: self._open.pop(fill.client_order_id, None)
-    self._cash += cash_change
-    if after is None: self._positions.pop(fill.pair, None)
-    else: self._positions[fill.pair] = after
-    return True
-
-@patch
-def set_levels(self: MemoryBook, pair: str, stop_loss: float, take_profit: float) -> None:
-    "As `PortfolioStore.set_levels`."
-    if pair not in self._positions: raise StateError(f"no open position on {pair}")
-    self._positions[pair] = replace(self._positions[pair], stop_loss=stop_loss, take_profit=take_profit)
-
-# %% ../nbs/09_portfolio.ipynb #a67009d1
-@patch
-def mark(self: MemoryBook, time, prices: dict[str, float]) -> dict:
-    "As `PortfolioStore.mark`."
-    missing = set(self._positions) - set(prices)
-    if missing: raise StateError(f"no price for open position(s) {sorted(missing)}")
-    value = sum(p.sign * p.size * prices[p.pair] for p in self._positions.values())
-    exposure = sum(p.size * prices[p.pair] for p in self._positions.values())
-    snap = {"time": time, "equity": self._cash + value, "cash": self._cash, "exposure": exposure}
-    self._equity.append(snap)
-    return snap
-
-@patch
-def journal(self: MemoryBook, cycle_id: str, pair: str, time, *, inputs: dict, prediction: dict, decision, reasons) -> None:
-    "As `PortfolioStore.journal`, without the JSON: the values themselves."
-    self._journal.append((cycle_id, pair, time, inputs, prediction, decision, tuple(reasons)))
-
-@patch
-def journal_rows(self: MemoryBook) -> list[dict]:
-    "The journal, oldest first, as `PortfolioStore.journal_rows` gives it."
-    keys = ("cycle_id", "pair", "time", "inputs", "prediction", "decision", "reasons")
-    return [dict(zip(keys, r)) for r in self._journal]
-
-# %% ../nbs/09_portfolio.ipynb #52f97860
-@patch
-def orders(self: MemoryBook, open_only: bool = False) -> pd.DataFrame:
-    rows = self._open.values() if open_only else self._orders.values()
-    return pd.DataFrame(list(rows), columns=_ORDER_COLUMNS)
-
-@patch
-def fills(self: MemoryBook, client_order_id: str | None = None) -> pd.DataFrame:
-    df = pd.DataFrame(self._fills, columns=["trade_id", "client_order_id", "pair", "side", "amount", "price", "fee", "time",
-                                            "realized_pnl"])
-    df["time"] = pd.to_datetime(df["time"], utc=True)
-    return df[df["client_order_id"] == client_order_id] if client_order_id else df
-
-@patch
-def equity_curve(self: MemoryBook) -> pd.DataFrame:
-    df = pd.DataFrame(self._equity, columns=["time", "equity", "cash", "exposure"])
-    return df.set_index(pd.to_datetime(df.pop("time"), utc=True))
