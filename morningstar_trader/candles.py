@@ -61,11 +61,13 @@ def time_zone(tz: str) -> zoneinfo.ZoneInfo:
 # %% ../nbs/01b_candles.ipynb #5ac5d0a3
 _NAT = np.iinfo(np.int64).min   # NaT as int64 nanoseconds
 _NS_MIN, _NS_MAX = pd.Timestamp.min.tz_localize("UTC"), pd.Timestamp.max.tz_localize("UTC")
+_UTC_NS = pd.DatetimeTZDtype("ns", "UTC")
 
 def _utc_ns(ts: pd.Series) -> pd.Series:
     "Zone-aware times as UTC nanoseconds; a time nanoseconds cannot hold becomes NaT."
+    if ts.dtype == _UTC_NS: return ts                                   # the common case, kept cheap
     ts = ts.dt.tz_convert("UTC")
-    if ts.dt.unit != "ns": ts = ts.where((ts >= _NS_MIN) & (ts <= _NS_MAX)).dt.as_unit("ns")
+    if ts.dtype.unit != "ns": ts = ts.where((ts >= _NS_MIN) & (ts <= _NS_MAX)).dt.as_unit("ns")
     return ts
 
 def _localize(naive: pd.Series, zone: zoneinfo.ZoneInfo) -> pd.Series:
@@ -167,9 +169,9 @@ def _as_text(col: pd.Series) -> pd.Series:
 def parse_timestamps(col: pd.Series, tz: str = "UTC") -> pd.Series:
     "Timestamps of any kind (datetimes, epoch numbers, ISO-8601 text) as UTC ns, NaT where unreadable; naive ones are in `tz`."
     zone, index = time_zone(tz), col.index
-    col = col.reset_index(drop=True)
-    if isinstance(col.dtype, pd.DatetimeTZDtype): out = _utc_ns(col)
-    elif pd.api.types.is_datetime64_dtype(col): out = _localize(col, zone)
+    if isinstance(col.dtype, pd.DatetimeTZDtype): return _utc_ns(col)    # the cycle's case: kept cheap
+    col = col.reset_index(drop=True)                                    # rows are named by position in errors
+    if pd.api.types.is_datetime64_dtype(col): out = _localize(col, zone)
     else:
         ns = _epoch_numbers(col) if col.dtype.kind in "iuf" else _text_times(_as_text(col), zone)
         out = pd.Series(ns.view("datetime64[ns]")).dt.tz_localize("UTC")
@@ -243,7 +245,7 @@ def _numbers(col: pd.Series) -> np.ndarray:
 def _columns(raw: pd.DataFrame) -> None:
     "A MorningstarError when a needed column is missing or there twice."
     need = ("timestamp", *BAR_COLUMNS)
-    if twice := [c for c in need if (raw.columns == c).sum() > 1]:
+    if not raw.columns.is_unique and (twice := [c for c in need if (raw.columns == c).sum() > 1]):
         raise MorningstarError(f"candles have the column(s) {twice} more than once; each must be there once")
     if missing := [c for c in need if c not in raw.columns]:
         raise MorningstarError(f"candles lack the column(s) {missing}; have {[clip_repr(c) for c in raw.columns[:20]]}")

@@ -285,6 +285,10 @@ NO_REVIEW = Review(source="none", coherence="uncertain", risk_score=float("nan")
                    stop_loss=None, take_profit=None, rationale="")
 
 # %% ../nbs/07_supervisor.ipynb #5c1e0a13
+def _source(mode: str) -> str:
+    "`Review.source` of a failed review in `mode`: llm (live), replay, simulated or off."
+    return "llm" if mode == "live" else mode
+
 def guarded(reviewer: Callable[[TradeProposal], Review], settings: LlmSettings) -> Callable[[TradeProposal], Review]:
     "`reviewer`, except that when it raises, the proposal gets the failure policy's Review (the error logged, with traceback)."
     def review(proposal: TradeProposal) -> Review:
@@ -292,7 +296,7 @@ def guarded(reviewer: Callable[[TradeProposal], Review], settings: LlmSettings) 
         except Exception as e:    # reported, not swallowed: the reason is in the review's alerts and failure
             log.exception("the review of %s raised", getattr(proposal, "pair", "?"))
             why = f"the reviewer raised {type(e).__name__}: {_clean(str(e))[:200]}"
-            return failure_review(why, settings, source=settings.mode)
+            return failure_review(why, settings, source=_source(settings.mode))
     return review
 
 # %% ../nbs/07_supervisor.ipynb #2191af9c
@@ -451,7 +455,7 @@ def review(self: Supervisor, request: ReviewRequest) -> Review:
     try: return self._review(request)
     except Exception as e:   # a bug or a broken record file: the failure policy decides for this proposal, loudly
         log.exception("the LLM review failed unexpectedly")
-        return self._failed(f"internal error: {type(e).__name__}: {_clean(str(e))[:200]}", self.settings.mode, "")
+        return self._failed(f"internal error: {type(e).__name__}: {_clean(str(e))[:200]}", _source(self.settings.mode), "")
 
 @patch
 def _review(self: Supervisor, request: ReviewRequest) -> Review:
