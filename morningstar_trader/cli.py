@@ -13,8 +13,8 @@ from pathlib import Path
 import morningstar_trader
 
 # %% auto #0
-__all__ = ['data_download', 'data_import', 'data_show', 'data_sample', 'train', 'review', 'backtest', 'run', 'schedule', 'runs',
-           'build_parser', 'main']
+__all__ = ['data_download', 'data_import', 'data_show', 'data_sample', 'train', 'review', 'backtest', 'run', 'schedule', 'risk',
+           'runs', 'build_parser', 'main']
 
 # %% ../nbs/15_cli.ipynb #a9af7170
 def _common(data: bool) -> argparse.ArgumentParser:
@@ -149,6 +149,8 @@ def _llm_options() -> argparse.ArgumentParser:
     p.add_argument("--llm-mode", choices=["off", "simulated", "replay", "live"], help="override llm.mode")
     p.add_argument("--llm-base-url", metavar="URL", help="override llm.base_url (any OpenAI-compatible server)")
     p.add_argument("--llm-model", help="override llm.model")
+    p.add_argument("--llm-record", metavar="PATH", help="the LLM record to write (live) or replay (replay) "
+                                                        "(default: <state_dir>/llm_record.sqlite)")
     return p
 
 def _with_llm(cfg, args):
@@ -167,7 +169,7 @@ def review(args) -> int:
     from morningstar_trader.types import TradeProposal, parse_timeframe
     cfg, secrets, data_dir = _setup(args)
     cfg = _with_llm(cfg, args)
-    supervisor = Supervisor.from_settings(cfg.llm, secrets, cfg.paths.state_dir)   # fails now, not mid-way, without a key
+    supervisor = Supervisor.from_settings(cfg.llm, secrets, cfg.paths.state_dir, args.llm_record)   # fails now, not mid-way, without a key
     model = MorningstarModel.load(resolve_model_dir(cfg.paths.models_dir, cfg.model.name, cfg.model.version), cfg)
     end = args.at + parse_timeframe(cfg.timeframe) if args.at is not None else None
     bars = CandleStore(data_dir).load(args.exchange or cfg.exchange.id, args.pair, cfg.timeframe, end=end)
@@ -219,7 +221,7 @@ def backtest(args) -> int:
     cfg = _with_llm(cfg, args)
     if args.size is None and args.strategy != "model": raise _usage(f"--size is needed for {args.strategy} (only the model can be sized by the decision stage)")
     if args.start and args.end and args.end <= args.start: raise _usage(f"--end {args.end} is not after --start {args.start}")
-    supervisor = Supervisor.from_settings(cfg.llm, secrets, cfg.paths.state_dir) if args.size is None else None
+    supervisor = Supervisor.from_settings(cfg.llm, secrets, cfg.paths.state_dir, args.llm_record) if args.size is None else None
     strategy = _strategy(args.strategy, args.param, cfg)
     store = CandleStore(data_dir)
     frames = {p: store.load(args.exchange or cfg.exchange.id, p, cfg.timeframe, args.start, args.end).frame for p in cfg.pairs}
@@ -252,12 +254,20 @@ def backtest(args) -> int:
     return 0
 
 # %% ../nbs/15_cli.ipynb #9a10d0d9
-def _run_params(args) -> dict:
-    "The notebook parameters of a `run` or `schedule` command (None: the notebook's default)."
-    if args.mode == "live" and not args.i_understand_this_trades_real_money:
+def _mode(args, cfg, allowed: tuple[str, ...]) -> str:
+    "--mode, else the config's `mode`; live still needs the explicit confirmation."
+    mode = args.mode or cfg.mode
+    if mode not in allowed: raise _usage(f"mode {mode!r} (from {'--mode' if args.mode else 'the config'}) is not one of {allowed}")
+    if mode == "live" and not args.i_understand_this_trades_real_money:
         raise _usage("live mode trades real money: add --i-understand-this-trades-real-money to confirm")
-    params = {"mode": args.mode, "config_path": str(Path(args.config).resolve()), "pairs": args.pairs, "timeframe": args.timeframe,
-              "llm_mode": args.llm_mode, "llm_base_url": args.llm_base_url, "confirm_live": True if args.mode == "live" else None}
+    return mode
+
+def _run_params(args, mode: str) -> dict:
+    "The notebook parameters of a `run` or `schedule` command (None: the notebook's default)."
+    params = {"mode": mode, "config_path": str(Path(args.config).resolve()), "pairs": args.pairs, "timeframe": args.timeframe,
+              "llm_mode": args.llm_mode, "llm_base_url": args.llm_base_url, "confirm_live": True if mode == "live" else None,
+              "data_dir": str(Path(args.data_dir).resolve()) if args.data_dir else None,
+              "llm_record": str(Path(args.llm_record).resolve()) if args.llm_record else None}
     for name in ("exchange", "strategy", "size", "start", "end", "bar_close"):
         value = getattr(args, name, None)
         params[name] = value.isoformat() if hasattr(value, "isoformat") else value
@@ -270,8 +280,9 @@ def _print_record(record) -> None:
 
 def run(args) -> int:
     from morningstar_trader.runs import run_notebook
-    cfg, _, _ = _setup(args, mode=args.mode)
-    record = run_notebook(_run_params(args), runs_dir=cfg.paths.runs_dir, notebook=args.notebook)
+    cfg, _, _ = _setup(args)
+    record = run_notebook(_run_params(args, _mode(args, cfg, ("backtest", "paper", "live"))), runs_dir=cfg.paths.runs_dir,
+                          notebook=args.notebook)
     _print_record(record)
     if args.html:
         import nbconvert, nbformat
@@ -283,14 +294,26 @@ def run(args) -> int:
 def schedule(args) -> int:
     from morningstar_trader.runs import run_notebook
     from morningstar_trader.schedule import run_schedule
-    cfg, _, _ = _setup(args, mode=args.mode, timeframe=args.timeframe)
-    params = _run_params(args)
+    cfg, _, _ = _setup(args, timeframe=args.timeframe)
+    mode = _mode(args, cfg, ("paper", "live"))
+    params = _run_params(args, mode)
     def job(close):
         _print_record(run_notebook({**params, "bar_close": close.isoformat()}, runs_dir=cfg.paths.runs_dir, notebook=args.notebook))
     outcomes = run_schedule(job, timeframe=cfg.timeframe, schedule=cfg.schedule, lock_path=cfg.paths.runs_dir / "schedule.lock",
                             max_runs=args.max_runs)
     for o in outcomes: print(f"bar {o['close']}: {o['status']} {o['detail']}".rstrip())
     return 0 if all(o["status"] == "ok" for o in outcomes) else 1
+
+def risk(args) -> int:
+    "`risk status` and `risk resume`: the trading state of the paper or live account, and lifting a halt."
+    import json
+    from morningstar_trader.cycle import resume_trading, risk_status
+    cfg, _, _ = _setup(args)
+    mode = args.mode or (cfg.mode if cfg.mode in ("paper", "live") else "paper")
+    status = (resume_trading(cfg.paths.state_dir, mode, args.reason) if args.action == "resume"
+              else risk_status(cfg.paths.state_dir, mode))
+    print(json.dumps(status, indent=2, default=str))
+    return 0
 
 def runs(args) -> int:
     import json
@@ -381,8 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--check-lookahead", action="store_true", help="re-run on data cut after each decision bar; fail on any change")
     b.set_defaults(run=backtest)
 
-    n = sub.add_parser("run", parents=[_common(False), _llm_options()], help="run the trading-cycle notebook through papermill")
-    n.add_argument("--mode", choices=["backtest", "paper", "live"], required=True)
+    n = sub.add_parser("run", parents=[_common(True), _llm_options()], help="run the trading-cycle notebook through papermill")
+    n.add_argument("--mode", choices=["backtest", "paper", "live"], help="default: mode of the config")
     n.add_argument("--i-understand-this-trades-real-money", action="store_true", help="required with --mode live")
     n.add_argument("--strategy", choices=sorted(_STRATEGY_PARAMS), help="default: the notebook's (model)")
     n.add_argument("--size", type=float, help="fixed units per position (default: sized by the decision stage)")
@@ -395,14 +418,24 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--html", action="store_true", help="also write an HTML copy of the run notebook")
     n.set_defaults(run=run)
 
-    sc = sub.add_parser("schedule", parents=[_common(False), _llm_options()], help="one cycle notebook run per closed bar")
-    sc.add_argument("--mode", choices=["paper", "live"], required=True)
+    sc = sub.add_parser("schedule", parents=[_common(True), _llm_options()], help="one cycle notebook run per closed bar")
+    sc.add_argument("--mode", choices=["paper", "live"], help="default: mode of the config")
     sc.add_argument("--i-understand-this-trades-real-money", action="store_true", help="required with --mode live")
     sc.add_argument("--pairs", nargs="+", metavar="PAIR")
     sc.add_argument("--timeframe", help="candle timeframe (default: the config's)")
     sc.add_argument("--max-runs", type=int, metavar="N", help="stop after N bars (default: run until interrupted)")
     sc.add_argument("--notebook", default="nbs/trading_cycle.ipynb", help="the cycle notebook (default: %(default)s)")
     sc.set_defaults(run=schedule)
+
+    rk = sub.add_parser("risk", help="the trading state of the paper or live account; lifting a halt")
+    rk_sub = rk.add_subparsers(dest="action", required=True, metavar="ACTION")
+    st = rk_sub.add_parser("status", parents=[_common(False)], help="trading state, why, equity, drawdown, cooldowns")
+    st.add_argument("--mode", choices=["paper", "live"], help="default: mode of the config (paper when it is backtest)")
+    st.set_defaults(run=risk)
+    rr = rk_sub.add_parser("resume", parents=[_common(False)], help="lift a halt (journaled with the reason)")
+    rr.add_argument("--mode", choices=["paper", "live"], help="default: mode of the config (paper when it is backtest)")
+    rr.add_argument("--reason", required=True, help="why trading may resume (kept in the journal)")
+    rr.set_defaults(run=risk)
 
     rs = sub.add_parser("runs", help="the audit records of past runs")
     rs_sub = rs.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -25,8 +25,9 @@ from .types import MorningstarError, parse_timeframe
 __all__ = ['Mode', 'MarketType', 'UsablePath', 'INDICATOR_PARAMS', 'IndicatorParam', 'HEADS', 'SECRET_ENV', 'ConfigError',
            'resolve_path', 'ParamRange', 'ExchangeSettings', 'RetrySettings', 'PathSettings', 'ModelSettings',
            'IndicatorSpec', 'AltDataSource', 'FeatureSettings', 'TrainingSettings', 'LlmSettings', 'RiskSettings',
-           'DecisionSettings', 'CostSettings', 'LiveSettings', 'ScheduleSettings', 'MonitoringSettings', 'Settings',
-           'Secrets', 'load_secrets', 'describe_errors', 'parse_config', 'load_config', 'dump_config']
+           'DecisionSettings', 'CostSettings', 'ExecutionSettings', 'LiveSettings', 'ScheduleSettings',
+           'MonitoringSettings', 'Settings', 'Secrets', 'load_secrets', 'describe_errors', 'parse_config',
+           'load_config', 'dump_config']
 
 # %% ../nbs/00_config.ipynb #ff57c165
 class ConfigError(MorningstarError):
@@ -290,6 +291,12 @@ class CostSettings(_Section):
     taker_fee: float = Field(0.001, ge=0, lt=0.1)
     slippage_bps: float = Field(2.0, ge=0, le=1_000)
 
+class ExecutionSettings(_Section):
+    "How entries are sent, the same in every mode (exits are always market orders: an exit that does not fill is a risk)."
+    order_type: Literal["market", "limit"] = "market"
+    limit_offset_bps: float = Field(5.0, ge=0, le=1_000)     # a limit entry sits this far inside the close (buy below, sell above)
+    limit_ttl_bars: int = Field(1, ge=1, le=1_000)            # unfilled after this many bars: cancelled, and the pair decided again
+
 # %% ../nbs/00_config.ipynb #8c8520cf
 _PAIR = re.compile(r"^[A-Z0-9]{2,20}/[A-Z0-9]{2,20}(:[A-Z0-9]{2,20})?$")
 
@@ -322,6 +329,7 @@ class Settings(_Section):
     llm: LlmSettings = LlmSettings()
     risk: RiskSettings = RiskSettings()
     costs: CostSettings = CostSettings()
+    execution: ExecutionSettings = ExecutionSettings()
     decision: DecisionSettings = DecisionSettings()
     features: FeatureSettings = FeatureSettings()
     training: TrainingSettings = TrainingSettings()

@@ -5,17 +5,14 @@
 # %% ../nbs/08_decision.ipynb #b29531b5
 from __future__ import annotations
 
-import logging
 from typing import Callable
 
 from .config import DecisionSettings, RiskSettings
 from .supervisor import apply_review
 from .types import Decision, Position, Review, TradeProposal
 
-log = logging.getLogger(__name__)
-
 # %% auto #0
-__all__ = ['log', 'DECISION_FAILED', 'position_size', 'decide', 'decide_safely']
+__all__ = ['position_size', 'decide']
 
 # %% ../nbs/08_decision.ipynb #81bdb42f
 def _levels(pred: dict, price: float, sign: int, s: DecisionSettings) -> tuple[float, float, str]:
@@ -80,14 +77,3 @@ def decide(pair: str, pred: dict, price: float, equity: float, position: Positio
         proposal, reasons = reviewed, [*reasons, note]
     return Decision(pair, f"open_{side}", size=proposal.size, stop_loss=proposal.stop_loss, take_profit=proposal.take_profit,
                     reasons=tuple(reasons))
-
-# %% ../nbs/08_decision.ipynb #6d1e0b05
-DECISION_FAILED = "decision failed"   # how a failed decision's reason starts
-
-def decide_safely(pair: str, *args, **kwargs) -> Decision:
-    "`decide`, except that an exception holds `pair` with the reason (logged with its traceback) instead of raising."
-    try: return decide(pair, *args, **kwargs)
-    except Exception as e:    # one pair's bad input or a bug must not stop the other pairs' decisions
-        log.exception("the decision for %s failed", pair)
-        why = f"{DECISION_FAILED}: {type(e).__name__}: {str(e)[:200]}; nothing done for {pair}"
-        return Decision(pair, "hold", reasons=(why,))

@@ -14,16 +14,19 @@ from contextlib import closing
 from dataclasses import dataclass, field, replace
 
 import ccxt
+import numpy as np
 import pandas as pd
 from fastcore.basics import patch
 
+from .execution import BarWindow, FillCosts
 from .portfolio import TERMINAL, PortfolioStore
 from .types import Fill, MorningstarError, Order
 
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'failpoint', 'create_outcome', 'LiveExecutionError', 'LiveExecutor', 'Reconciliation', 'reconcile', 'ShadowLog']
+__all__ = ['log', 'failpoint', 'create_outcome', 'LiveExecutionError', 'LiveExecutor', 'Reconciliation', 'reconcile', 'ShadowLog',
+           'LiveVenue']
 
 # %% ../nbs/10a_live_execution.ipynb #a7cdce53
 def failpoint(name: str) -> None:
@@ -315,3 +318,82 @@ class ShadowLog:
         return {"orders": len(df), "diff_bps_mean": float(df["diff_bps"].mean()), "diff_bps_p50": float(df["diff_bps"].median()),
                 "diff_bps_p90": float(df["diff_bps"].quantile(0.9)), "live_delay_s_p50": float(df["live_delay_s"].median()),
                 "live_delay_s_max": float(df["live_delay_s"].max())}
+
+# %% ../nbs/10a_live_execution.ipynb #bf72c42d
+class LiveVenue:
+    "The exchange through a `LiveExecutor`: orders sent at once and never twice; fills come from the exchange."
+    exits_at_close = True          # a level reached between closes is exited with a market order at the close
+
+    def __init__(self, executor: LiveExecutor, costs: FillCosts, timeframe: pd.Timedelta, limit_ttl_bars: int = 1,
+                 shadow: ShadowLog | None = None):
+        self.executor, self.store, self.costs, self.shadow = executor, executor.store, costs, shadow
+        self.step, self.ttl = pd.Timedelta(timeframe), limit_ttl_bars
+
+    def place(self, order: Order, *, decided_at: pd.Timestamp, stop_loss: float | None = None,
+              take_profit: float | None = None) -> str:
+        "Send `order` (its levels kept first, for when it fills); its status."
+        if self.shadow is not None: self.shadow.expect(order.client_order_id, order.pair, order.side, decided_at)
+        if order.intent == "open":
+            levels = self.store.load_runtime("entry_levels", {})
+            levels[order.pair] = {"order": order.client_order_id, "decided_at": decided_at.isoformat(), "stop_loss": stop_loss,
+                                  "take_profit": take_profit, "limit": order.type == "limit"}
+            self.store.save_runtime("entry_levels", levels)
+        status = self.executor.place(order)
+        self._apply_levels()
+        return status
+
+    def exit(self, order: Order, *, bar: pd.Timestamp, price: float) -> tuple[str, list[Fill]]:
+        "A stop or target: a market order now (a failure is retried at the next close); (status, no simulated fills)."
+        try: return self.executor.place(order), []
+        except ccxt.BaseError as e: return f"{type(e).__name__}: {e}", []
+
+    def settle(self, windows: dict[str, BarWindow]) -> list[Fill]:
+        "Levels for new positions, expired limit entries cancelled, shadow records completed; no simulated fills."
+        self._cancel_expired(windows)
+        self._apply_levels()
+        if self.shadow is not None: self._complete_shadow(windows)
+        return []
+
+    def reconcile(self, pairs: tuple[str, ...]) -> Reconciliation: return reconcile(self.executor, pairs)
+
+# %% ../nbs/10a_live_execution.ipynb #afa82de2
+@patch
+def _apply_levels(self: LiveVenue) -> None:
+    "Give filled entries their stop and target; forget entries that ended without a fill."
+    pending = self.store.load_runtime("entry_levels", {})
+    if not pending: return
+    positions = self.store.positions()
+    for pair, lv in list(pending.items()):
+        row = self.store.order(lv["order"])
+        if row is None or (row["status"] in TERMINAL and not row["filled"]): pending.pop(pair); continue
+        if row["filled"] and pair in positions:
+            self.store.set_levels(pair, lv["stop_loss"], lv["take_profit"])
+            if row["status"] in TERMINAL: pending.pop(pair)
+    self.store.save_runtime("entry_levels", pending)
+
+@patch
+def _cancel_expired(self: LiveVenue, windows: dict[str, BarWindow]) -> None:
+    "Cancel limit entries still open `limit_ttl_bars` candles after their decision bar (the cancel re-checks fills)."
+    for pair, lv in self.store.load_runtime("entry_levels", {}).items():
+        w, row = windows.get(pair), self.store.order(lv["order"])
+        if not lv.get("limit") or w is None or row is None or row["status"] in TERMINAL: continue
+        if w.end >= pd.Timestamp(lv["decided_at"]) + self.ttl * self.step:
+            log.info("limit entry %s on %s unfilled after %d candles: cancelled", lv["order"], pair, self.ttl)
+            self.executor.cancel(lv["order"])
+
+# %% ../nbs/10a_live_execution.ipynb #925e1030
+@patch
+def _complete_shadow(self: LiveVenue, windows: dict[str, BarWindow]) -> None:
+    "The simulator's fill (next open + slippage) beside each live order whose next candle has closed."
+    for row in self.shadow.pending().itertuples():
+        order, fills = self.store.order(row.client_order_id), self.store.fills(row.client_order_id)
+        if fills.empty:
+            if order is None or order["status"] in ("rejected", "cancelled"): self.shadow.drop(row.client_order_id)
+            continue
+        opened, w = pd.Timestamp(row.decided_at) + self.step, windows.get(row.pair)
+        k = int(np.searchsorted(w.times, opened.value)) if w is not None else 0
+        if w is None or k >= len(w) or w.times[k] != opened.value: continue
+        sim = self.costs.market_price(w.ohlc[k, 0], 1 if row.side == "buy" else -1)
+        live_price = float((fills["amount"] * fills["price"]).sum() / fills["amount"].sum())
+        self.shadow.complete(row.client_order_id, side=row.side, live_price=live_price, live_amount=float(fills["amount"].sum()),
+                             live_first_fill=pd.Timestamp(fills["time"].min()), sim_price=float(sim), sim_time=opened)

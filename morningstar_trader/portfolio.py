@@ -18,7 +18,7 @@ from fastcore.basics import patch
 from .types import Fill, MorningstarError, Order, Position
 
 # %% auto #0
-__all__ = ['TRANSITIONS', 'TERMINAL', 'StateError', 'IllegalTransition', 'check_transition', 'PortfolioStore']
+__all__ = ['TRANSITIONS', 'TERMINAL', 'StateError', 'IllegalTransition', 'check_transition', 'PortfolioStore', 'settle_fill']
 
 # %% ../nbs/09_portfolio.ipynb #f99bf0c9
 class StateError(MorningstarError):
@@ -139,7 +139,16 @@ def orders(self: PortfolioStore, open_only: bool = False) -> pd.DataFrame:
     with self._tx() as db:
         return pd.read_sql(f"SELECT * FROM orders {where} ORDER BY created_at, client_order_id", db, params=sorted(TERMINAL) if open_only else None)
 
-# %% ../nbs/09_portfolio.ipynb #694b4f03
+@patch
+def open_orders(self: PortfolioStore) -> list[dict]:
+    "The orders not in a final status, oldest first, as plain rows (what a cycle's stages read)."
+    with self._tx() as db:
+        db.row_factory = sqlite3.Row
+        rows = db.execute(f"SELECT * FROM orders WHERE status NOT IN ({','.join('?' * len(TERMINAL))})"
+                          " ORDER BY created_at, client_order_id", sorted(TERMINAL)).fetchall()
+    return [dict(r) for r in rows]
+
+# %% ../nbs/09_portfolio.ipynb #283eba51
 def _apply(position: tuple | None, side: str, amount: float, price: float) -> tuple[tuple | None, float]:
     "(new position as (sign, size, entry), realized pnl) after a fill on `position`."
     s = 1 if side == "buy" else -1
@@ -152,6 +161,24 @@ def _apply(position: tuple | None, side: str, amount: float, price: float) -> tu
     if amount == size: return None, pnl
     return (s, amount - size, price), pnl
 
+def settle_fill(order: tuple[str, float, float], position: Position | None, fill: Fill,
+                stop_loss: float | None = None, take_profit: float | None = None) -> tuple:
+    """What one fill does, for every book: the order's new (status, filled), the position after it (None: flat),
+    the realized P&L and the cash change. `order` is the order's (status, amount, filled) before the fill."""
+    status, amount, filled = order
+    filled += fill.amount
+    new_status = "filled" if filled >= amount * (1 - 1e-12) else "partially_filled"
+    check_transition(status if status != "new" else "submitted", new_status, fill.client_order_id)
+    before = (position.sign, position.size, position.entry_price) if position is not None else None
+    after, pnl = _apply(before, fill.side, fill.amount, fill.price)
+    cash_change = (-1 if fill.side == "buy" else 1) * fill.amount * fill.price - fill.fee
+    if after is None: return (new_status, filled), None, pnl, cash_change
+    same_side = before is not None and before[0] == after[0]     # levels belong to a side: a flip starts without any
+    sl = stop_loss if stop_loss is not None else (position.stop_loss if same_side else None)
+    tp = take_profit if take_profit is not None else (position.take_profit if same_side else None)
+    return (new_status, filled), Position(fill.pair, "long" if after[0] > 0 else "short", after[1], after[2], sl, tp), pnl, cash_change
+
+# %% ../nbs/09_portfolio.ipynb #dafeca12
 @patch
 def record_fill(self: PortfolioStore, fill: Fill, *, stop_loss: float | None = None, take_profit: float | None = None) -> bool:
     "Record a fill, its order's progress, the position and the cash atomically; False when the trade id is already recorded."
@@ -159,25 +186,17 @@ def record_fill(self: PortfolioStore, fill: Fill, *, stop_loss: float | None = N
         if db.execute("SELECT 1 FROM fills WHERE trade_id = ?", (fill.trade_id,)).fetchone(): return False
         order = db.execute("SELECT status, amount, filled FROM orders WHERE client_order_id = ?", (fill.client_order_id,)).fetchone()
         if order is None: raise StateError(f"fill {fill.trade_id} names unknown order {fill.client_order_id}")
-        status, amount, filled = order
-        filled += fill.amount
-        new_status = "filled" if filled >= amount * (1 - 1e-12) else "partially_filled"
-        check_transition(status if status != "new" else "submitted", new_status, fill.client_order_id)
-        row = db.execute("SELECT side, size, entry_price, stop_loss, take_profit FROM positions WHERE pair = ?", (fill.pair,)).fetchone()
-        before = (1 if row[0] == "long" else -1, row[1], row[2]) if row else None
-        after, pnl = _apply(before, fill.side, fill.amount, fill.price)
-        cash_change = (-1 if fill.side == "buy" else 1) * fill.amount * fill.price - fill.fee
+        row = db.execute("SELECT pair, side, size, entry_price, stop_loss, take_profit FROM positions WHERE pair = ?",
+                         (fill.pair,)).fetchone()
+        (status, filled), after, pnl, cash_change = settle_fill(order, Position(*row) if row else None, fill, stop_loss, take_profit)
         db.execute("INSERT INTO fills VALUES (?,?,?,?,?,?,?,?,?)", (fill.trade_id, fill.client_order_id, fill.pair, fill.side,
                    fill.amount, fill.price, fill.fee, str(fill.time), pnl))
-        db.execute("UPDATE orders SET filled = ?, status = ?, updated_at = ? WHERE client_order_id = ?", (filled, new_status, _now(), fill.client_order_id))
+        db.execute("UPDATE orders SET filled = ?, status = ?, updated_at = ? WHERE client_order_id = ?",
+                   (filled, status, _now(), fill.client_order_id))
         db.execute("UPDATE account SET cash = cash + ? WHERE id = 1", (cash_change,))
         if after is None: db.execute("DELETE FROM positions WHERE pair = ?", (fill.pair,))
-        else:
-            same_side = before is not None and before[0] == after[0]
-            sl = stop_loss if stop_loss is not None else (row[3] if same_side else None)
-            tp = take_profit if take_profit is not None else (row[4] if same_side else None)
-            db.execute("INSERT OR REPLACE INTO positions VALUES (?,?,?,?,?,?,?)",
-                       (fill.pair, "long" if after[0] > 0 else "short", after[1], after[2], sl, tp, _now()))
+        else: db.execute("INSERT OR REPLACE INTO positions VALUES (?,?,?,?,?,?,?)",
+                         (fill.pair, after.side, after.size, after.entry_price, after.stop_loss, after.take_profit, _now()))
     return True
 
 # %% ../nbs/09_portfolio.ipynb #47011364
@@ -224,6 +243,13 @@ def journal(self: PortfolioStore, cycle_id: str, pair: str, time, *, inputs: dic
                    (cycle_id, pair, str(pd.Timestamp(time)), json.dumps(inputs, default=str), json.dumps(prediction, default=str),
                     json.dumps(asdict(decision) if hasattr(decision, "__dataclass_fields__") else decision, default=str),
                     json.dumps(list(reasons))))
+
+@patch
+def journal_rows(self: PortfolioStore) -> list[dict]:
+    "The journal, oldest first, its JSON read back."
+    with self._tx() as db: rows = db.execute("SELECT * FROM journal ORDER BY time, pair").fetchall()
+    keys = ("cycle_id", "pair", "time", "inputs", "prediction", "decision", "reasons")
+    return [{**dict(zip(keys, r)), "time": pd.Timestamp(r[2]), **{k: json.loads(v) for k, v in zip(keys[3:], r[3:])}} for r in rows]
 
 # %% ../nbs/09_portfolio.ipynb #7b023579
 @patch

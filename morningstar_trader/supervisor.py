@@ -31,9 +31,9 @@ log = logging.getLogger(__name__)
 __all__ = ['log', 'PROMPT_VERSION', 'REVIEW_SCHEMA', 'SYSTEM_PROMPT', 'USER_TEMPLATE', 'HEADLINES_TEMPLATE', 'MAX_REPLY_BYTES',
            'MAX_REPLY_BRACKETS', 'MAX_NUMBER_DIGITS', 'LEVEL_KEEP', 'LEVEL_VOLS', 'TARGET_COSTS', 'NO_REVIEW',
            'SIMULATED', 'SupervisorError', 'ReviewFailed', 'ReviewReply', 'ReviewRequest', 'build_messages',
-           'prompt_hash', 'check_reply', 'first_json_object', 'parse_reply', 'level_floor', 'exit_size_factor', 'clamp',
-           'apply_review', 'failure_review', 'guarded', 'simulated_review', 'ReviewRecord', 'Completion', 'LlmClient',
-           'Supervisor']
+           'prompt_hash', 'review_key', 'check_reply', 'first_json_object', 'parse_reply', 'level_floor',
+           'exit_size_factor', 'clamp', 'apply_review', 'failure_review', 'guarded', 'simulated_review', 'ReviewRecord',
+           'Completion', 'LlmClient', 'Supervisor']
 
 # %% ../nbs/07_supervisor.ipynb #a8ece9fb
 class SupervisorError(MorningstarError):
@@ -105,6 +105,7 @@ class ReviewRequest:
     headlines: tuple[str, ...] = ()    # alternative-data text: untrusted
     fee: float = 0.0                   # taker fee, a fraction of traded value (0: unknown, as in `morningstar review`)
     slippage: float = 0.0              # a market order's slippage, a fraction of the price
+    model_id: str = ""                 # the trading model (its artifact), part of the replay key
 
 def _defuse(text: str) -> str:
     "A headline that cannot open or close the untrusted-data fence."
@@ -124,8 +125,15 @@ def build_messages(request: ReviewRequest) -> list[dict[str, str]]:
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 def prompt_hash(messages: list[dict], model: str) -> str:
-    "sha256 of the prompt version, the model and the messages: the replay key."
+    "sha256 of the prompt version, the model and the messages: what exactly was asked (for the audit)."
     return hashlib.sha256(json.dumps([PROMPT_VERSION, model, messages], sort_keys=True).encode()).hexdigest()
+
+def review_key(request: ReviewRequest, model: str) -> str:
+    """The replay key: the same question is the same prompt version and LLM model, trading model, pair, side and decision
+    time. Not the prompt's numbers: a backtest's batched inference differs from a live cycle's in the last float bits,
+    and a reply recorded live must answer the backtest's review of the same decision."""
+    p = request.proposal
+    return hashlib.sha256(json.dumps([PROMPT_VERSION, model, request.model_id, p.pair, p.side, str(request.time)]).encode()).hexdigest()
 
 # %% ../nbs/07_supervisor.ipynb #5c1e0a01
 MAX_REPLY_BYTES = 16_384    # UTF-8 bytes read from one reply
@@ -420,9 +428,14 @@ class Supervisor:
         self.settings, self.record, self.client = settings, record, client
 
     @classmethod
-    def from_settings(cls, settings: LlmSettings, secrets: Secrets, state_dir: str | Path) -> Supervisor:
-        "The supervisor the config asks for; live mode without MORNINGSTAR_LLM_API_KEY fails here, at start-up."
-        record = ReviewRecord(Path(state_dir) / "llm_record.sqlite") if settings.mode in ("replay", "live") else None
+    def from_settings(cls, settings: LlmSettings, secrets: Secrets, state_dir: str | Path,
+                      record_path: str | Path | None = None) -> Supervisor:
+        """The supervisor the config asks for, recording to (or replaying from) `record_path` (default:
+        `<state_dir>/llm_record.sqlite`); live mode without MORNINGSTAR_LLM_API_KEY fails here, at start-up."""
+        path = Path(record_path) if record_path else Path(state_dir) / "llm_record.sqlite"
+        if settings.mode == "replay" and not path.is_file():
+            raise SupervisorError(f"llm.mode replay: no LLM record at {path} (record one with llm.mode live, or pass its path)")
+        record = ReviewRecord(path) if settings.mode in ("replay", "live") else None
         client = None
         if settings.mode == "live":
             key = secrets.llm_api_key.get_secret_value()
@@ -450,11 +463,14 @@ def _review(self: Supervisor, request: ReviewRequest) -> Review:
     if mode == "off": return NO_REVIEW
     if mode == "simulated": return simulated_review(request)
     messages = build_messages(request)
-    key = prompt_hash(messages, s.model)
+    key = review_key(request, s.model)
     source = "replay" if mode == "replay" else "llm"
     if mode == "replay":
         text = self.record.reply_for(key)
-        if text is None: return self._failed(f"no recorded reply for prompt {key[:12]} (model {s.model}, prompt {PROMPT_VERSION})", source, key)
+        if text is None:
+            p = request.proposal
+            return self._failed(f"no recorded reply for the {p.side} {p.pair} decision at {request.time} (key {key[:12]}, model "
+                                f"{s.model}, prompt {PROMPT_VERSION})", source, key)
         try: return self._clamp(request, parse_reply(text), source=source, prompt_hash=key)
         except ReviewFailed as e: return self._failed(str(e), source, key)
     started = time.monotonic()

@@ -14,7 +14,7 @@ import pytest
 from conftest import HOUR_MS, TINY, candles
 from local_exchange import LocalExchange
 from local_llm import LocalLLM, Reply
-from morningstar_trader import decision as decision_module
+from morningstar_trader import cycle as kernel_module
 from morningstar_trader.backtest import ModelStrategy, run_backtest
 from morningstar_trader.candles import validated_bars
 from morningstar_trader.config import LlmSettings, Settings, load_secrets
@@ -132,12 +132,12 @@ class RaisingFor:
 
 
 def decide_raising_for(pair: str, monkeypatch):
-    "Make `decision.decide` raise for `pair` (as a malformed prediction or a bug would)."
-    real = decision_module.decide
+    "Make the kernel's `decide` raise for `pair` (as a malformed prediction or a bug would)."
+    real = kernel_module.decide
     def decide(p, *args, **kwargs):
         if p == pair: raise ValueError("cannot convert float NaN to integer")
         return real(p, *args, **kwargs)
-    monkeypatch.setattr(decision_module, "decide", decide)
+    monkeypatch.setattr(kernel_module, "decide", decide)
 
 
 def cycles(world, tmp_path, run_id: str, supervisor=None, bars=range(1800, 1850)):
@@ -175,7 +175,7 @@ def test_a_raising_decision_costs_only_its_pair_in_the_cycle(world, tmp_path, mo
     assert (orders["pair"] == "ETH/USDT").any() and not (orders["pair"] == "BTC/USDT").any()
     for r in reports:
         btc = r.pairs.set_index("pair").loc["BTC/USDT"]
-        assert btc["action"] == "hold" and btc["reasons"].startswith("decision failed: ValueError: cannot convert float NaN")
+        assert btc["action"] == "skipped" and btc["reasons"].startswith("decision: ValueError: cannot convert float NaN")
         assert [(a.kind, a.pair) for a in r.snapshot.alerts if a.kind == "error"] == [("error", "BTC/USDT")]
 
 
@@ -199,7 +199,7 @@ def test_a_raising_decision_costs_only_its_pair_in_a_backtest(world, monkeypatch
     res = backtest(world)
     assert set(res.trades["pair"]) == {"ETH/USDT"}
     btc = res.decisions[res.decisions["pair"] == "BTC/USDT"]
-    assert len(btc) and btc["reasons"].str.startswith("decision failed: ValueError").all()
+    assert len(btc) and btc["reasons"].str.startswith("decision: ValueError").all() and set(btc["action"]) == {"skipped"}
 
 
 def totals(res) -> dict:
