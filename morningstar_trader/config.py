@@ -269,7 +269,8 @@ class LlmSettings(_Section):
 # %% ../nbs/00_config.ipynb #ac143960
 class RiskSettings(_Section):
     "Hard limits every order passes; fractions are of current equity."
-    risk_per_trade: float = Field(0.01, gt=0, le=0.1)          # equity lost if the stop is hit
+    # an entry's expected move over decision.vol_target_bars (volatility targeting); with no volatility head, its loss at the stop
+    risk_per_trade: float = Field(0.01, gt=0, le=0.1)
     max_position_fraction: float = Field(0.25, gt=0, le=1)     # one position's notional
     max_position_notional: float | None = Field(None, gt=0)    # the same cap in quote currency
     max_total_exposure: float = Field(1.0, gt=0, le=10)        # all positions' notional together
@@ -284,6 +285,24 @@ class DecisionSettings(_Section):
     entry_regimes: tuple[int, ...] | None = None             # regime ids that allow entries; None: all
     fallback_stop_vols: float = Field(3.0, gt=0, le=100)     # stop distance in predicted volatilities when the sl_tp head is off
     reward_risk: float = Field(2.0, gt=0, le=100)            # target distance / stop distance when the sl_tp head is off
+    vol_target_bars: int = Field(24, ge=1, le=10_000)        # an entry's expected move over this many bars is equity x risk_per_trade
+    level_vols: tuple[float, float] = (1.0, 10.0)            # the sl_tp head's distances, kept within these predicted volatilities
+    regime_size: dict[int, float] | None = None              # size multiplier per regime id, each in [0, 1]; unlisted: 1
+    review_risk_cut: float = Field(0.5, ge=0, lt=1)          # a review's risk_score above it shrinks the size, to 0 at 1
+    review_uncertain_size: float = Field(0.5, ge=0, le=1)    # an 'uncertain' review keeps at most this fraction of the size
+
+    @field_validator("level_vols")
+    @classmethod
+    def _level_vols(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < v[0] < v[1] <= 100: raise ValueError(f"level_vols {list(v)}: need 0 < low < high <= 100")
+        return v
+
+    @field_validator("regime_size")
+    @classmethod
+    def _regime_size(cls, v: dict[int, float] | None) -> dict[int, float] | None:
+        bad = {k: m for k, m in (v or {}).items() if not (0 <= k < 100 and 0 <= m <= 1)}
+        if bad: raise ValueError(f"regime_size {bad}: regime ids are 0..99 and multipliers within [0, 1]")
+        return v
 
 class CostSettings(_Section):
     "Fees and slippage used by simulated fills (and to estimate live costs)."

@@ -32,8 +32,8 @@ __all__ = ['log', 'PROMPT_VERSION', 'REVIEW_SCHEMA', 'SYSTEM_PROMPT', 'USER_TEMP
            'MAX_REPLY_BRACKETS', 'MAX_NUMBER_DIGITS', 'LEVEL_KEEP', 'LEVEL_VOLS', 'TARGET_COSTS', 'NO_REVIEW',
            'SIMULATED', 'SupervisorError', 'ReviewFailed', 'ReviewReply', 'ReviewRequest', 'build_messages',
            'prompt_hash', 'review_key', 'check_reply', 'first_json_object', 'parse_reply', 'level_floor',
-           'exit_size_factor', 'clamp', 'apply_review', 'failure_review', 'guarded', 'simulated_review', 'ReviewRecord',
-           'Completion', 'LlmClient', 'Supervisor']
+           'exit_size_factor', 'clamp', 'failure_review', 'guarded', 'simulated_review', 'ReviewRecord', 'Completion',
+           'LlmClient', 'Supervisor']
 
 # %% ../nbs/07_supervisor.ipynb #a8ece9fb
 class SupervisorError(MorningstarError):
@@ -258,20 +258,6 @@ def clamp(proposal: TradeProposal, reply: ReviewReply, settings: LlmSettings, *,
     if reply.model_extra: alerts.append(_clean(f"unknown fields dropped: {sorted(reply.model_extra)}")[:200])
     return Review(coherence=reply.coherence, risk_score=reply.risk_score, veto=reply.veto or reply.direction == "flat",
                   size_multiplier=mult, stop_loss=sl, take_profit=tp, rationale=rationale, alerts=tuple(alerts), **meta)
-
-def apply_review(proposal: TradeProposal, review: Review) -> TradeProposal | None:
-    """The proposal after the review: None when vetoed or shrunk to nothing, else the scaled size and tightened levels.
-    A review that breaks its contract (a multiplier outside [0, 1], a level that is not strictly tighter) vetoes."""
-    m = _real(review.size_multiplier)
-    if review.veto or m is None or not 0 <= m <= 1: return None
-    levels = {}
-    for name in ("stop_loss", "take_profit"):
-        if (v := getattr(review, name)) is None: continue
-        out, e = _outward(name, proposal.side), proposal.entry_price
-        if (v := _real(v)) is None or not 0 < out * (v - e) <= out * (getattr(proposal, name) - e): return None
-        levels[name] = v
-    size = proposal.size * m
-    return replace(proposal, size=size, **levels) if size > 0 else None
 
 # %% ../nbs/07_supervisor.ipynb #98c183da
 def failure_review(reason: str, settings: LlmSettings, **meta) -> Review:

@@ -20,7 +20,9 @@ from morningstar_trader.candles import validated_bars
 from morningstar_trader.config import LlmSettings, Settings, load_secrets
 from morningstar_trader.cycle import build_context, run_cycle
 from morningstar_trader.model import MorningstarModel
-from morningstar_trader.supervisor import NO_REVIEW, ReviewRecord, ReviewRequest, Supervisor, apply_review
+from morningstar_trader.supervisor import NO_REVIEW, ReviewRecord, ReviewRequest, Supervisor
+from morningstar_trader.decision import apply_review
+from morningstar_trader.config import DecisionSettings
 from morningstar_trader.training import train_model
 from morningstar_trader.types import TradeProposal
 
@@ -91,7 +93,7 @@ def test_issue16_the_hostile_reply_changes_nothing_on_a_bnb_long(llm, tmp_path):
     llm.script(Reply(json.dumps(ISSUE_REPLY)))
     review = live(llm, tmp_path).review(request())
     assert (review.size_multiplier, review.stop_loss, review.take_profit) == (1.0, None, None)
-    assert apply_review(BNB_LONG, review) == BNB_LONG
+    assert apply_review(BNB_LONG, review, DecisionSettings()) == BNB_LONG
     text = " ".join(review.alerts)
     assert "outside [0, 1]" in text and "away from the entry" in text and "take_profit 50 is not above the entry 230" in text
 

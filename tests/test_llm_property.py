@@ -31,8 +31,10 @@ from morningstar_trader.backtest import ModelStrategy, run_backtest
 from morningstar_trader.candles import validated_bars
 from morningstar_trader.config import LlmSettings, Settings
 from morningstar_trader.model import MorningstarModel
-from morningstar_trader.supervisor import (Completion, ReviewRecord, ReviewRequest, Supervisor, apply_review, exit_size_factor,
+from morningstar_trader.supervisor import (Completion, ReviewRecord, ReviewRequest, Supervisor, exit_size_factor,
                                            level_floor)
+from morningstar_trader.decision import apply_review
+from morningstar_trader.config import DecisionSettings
 from morningstar_trader.training import train_model
 from morningstar_trader.types import TradeProposal
 
@@ -118,7 +120,7 @@ def check_review(prop: TradeProposal, s: LlmSettings, request: ReviewRequest, te
     assert not (review.failure or "").startswith("internal error"), review.failure     # the last-resort guard was not needed
     event("failed: " + review.failure.split(":")[0][:40] if review.failure else "clamped")
     assert 0 <= review.size_multiplier <= 1
-    after = apply_review(prop, review)
+    after = apply_review(prop, review, DecisionSettings())
     if after is None: return
     assert after.side == prop.side and after.pair == prop.pair and after.entry_price == prop.entry_price
     assert 0 < after.size <= prop.size and after.risk <= prop.risk * (1 + 1e-12)

@@ -11,7 +11,9 @@ import pytest
 
 from local_llm import LocalLLM, Reply
 from morningstar_trader.config import LlmSettings, load_secrets
-from morningstar_trader.supervisor import SIMULATED, ReviewRecord, ReviewRequest, Supervisor, apply_review
+from morningstar_trader.supervisor import SIMULATED, ReviewRecord, ReviewRequest, Supervisor
+from morningstar_trader.decision import apply_review
+from morningstar_trader.config import DecisionSettings
 from morningstar_trader.types import TradeProposal
 
 KEY = "sk-test-FAKE-0042"
@@ -50,7 +52,7 @@ def test_a_valid_reply_becomes_a_clamped_review_and_is_recorded(llm, tmp_path):
     llm.script(Reply(json.dumps(GOOD), prompt_tokens=900, completion_tokens=60))
     review = supervisor(llm, tmp_path).review(request())
     assert (review.source, review.coherence, review.size_multiplier, review.stop_loss) == ("llm", "agree", GOOD_MULT, 97.0)
-    assert apply_review(PROPOSAL, review) == TradeProposal("BTC/USDT", "long", 0.5 * GOOD_MULT, 100.0, 97.0, 110.0)
+    assert apply_review(PROPOSAL, review, DecisionSettings()) == TradeProposal("BTC/USDT", "long", 0.5 * GOOD_MULT, 100.0, 97.0, 110.0)
     sent = llm.requests[0]
     assert sent["model"] == "local-test" and sent["response_format"]["type"] == "json_schema"
     assert sent["_headers"]["authorization"] == f"Bearer {KEY}"
@@ -90,7 +92,7 @@ def test_out_of_policy_fields_are_dropped_with_alerts(llm, tmp_path):
     assert (review.veto, review.size_multiplier, review.stop_loss) == (False, 1.0, None)
     text = " ".join(review.alerts)
     assert "outside [0, 1]" in text and "away from the entry" in text and "flip" in text and "leverage" in text
-    assert apply_review(PROPOSAL, review) == PROPOSAL
+    assert apply_review(PROPOSAL, review, DecisionSettings()) == PROPOSAL
 
 
 def test_a_slow_server_costs_at_most_the_timeout(llm, tmp_path):
@@ -144,7 +146,7 @@ def test_hostile_headlines_stay_fenced_and_cannot_raise_risk(llm, tmp_path, head
     llm.script(Reply(json.dumps({**GOOD, "direction": "short", "size_multiplier": 10, "stop_loss": 1.0,
                                  "take_profit": 1e6, "veto": False})))
     review = supervisor(llm, tmp_path).review(request(headlines=["ETF inflows continue", headline]))
-    after = apply_review(PROPOSAL, review)
+    after = apply_review(PROPOSAL, review, DecisionSettings())
     assert after is not None and after.risk <= PROPOSAL.risk and after.side == "long"
     user = llm.requests[0]["messages"][1]["content"]
     fence = user[user.index("<untrusted_data"): user.index("</untrusted_data>")]
