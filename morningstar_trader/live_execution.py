@@ -22,10 +22,10 @@ from .execution import BarWindow, FillCosts
 from .portfolio import TERMINAL, PortfolioStore
 from .types import Fill, MorningstarError, Order
 
-log = logging.getLogger(__name__)
+_log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'failpoint', 'create_outcome', 'LiveExecutionError', 'LiveExecutor', 'Reconciliation', 'reconcile', 'ShadowLog',
+__all__ = ['failpoint', 'create_outcome', 'LiveExecutionError', 'LiveExecutor', 'Reconciliation', 'reconcile', 'ShadowLog',
            'LiveVenue']
 
 # %% ../nbs/10a_live_execution.ipynb #a7cdce53
@@ -71,7 +71,7 @@ def place(self: LiveExecutor, order: Order) -> str:
     failpoint("after_intent")
     if problem:                                                      # refused before sending: nothing was placed
         self.store.set_status(order.client_order_id, "rejected", note=problem[:500])
-        log.warning("order %s rejected before sending: %s", order.client_order_id, problem)
+        _log.warning("order %s rejected before sending: %s", order.client_order_id, problem)
         return "rejected"
     return self._send(order)
 
@@ -97,7 +97,7 @@ def _send(self: LiveExecutor, order: Order) -> str:
         reply = self.exchange.create_order(order.pair, order.type, order.side, order.amount, order.price, {"newClientOrderId": cid})
     except Exception as e:
         outcome = create_outcome(e)
-        log.warning("create_order %s failed (%s: %s): outcome %s", cid, type(e).__name__, e, outcome)
+        _log.warning("create_order %s failed (%s: %s): outcome %s", cid, type(e).__name__, e, outcome)
         self.store.set_status(cid, outcome, note=f"{type(e).__name__}: {e}"[:500])
         return self.resolve(cid) if outcome == "unknown" else outcome
     failpoint("after_reply")
@@ -125,7 +125,7 @@ def resolve(self: LiveExecutor, cid: str) -> str:
     if row["status"] in TERMINAL: return row["status"]
     try: venue = self._lookup(row["pair"], cid)
     except ccxt.NetworkError as e:
-        log.warning("look-up of %s failed (%s): still %s", cid, e, row["status"]); return row["status"]
+        _log.warning("look-up of %s failed (%s): still %s", cid, e, row["status"]); return row["status"]
     if venue is None:
         waited = self._since_attempt(row)
         if waited < self.grace_s: return row["status"]               # it may still appear: decide later
@@ -146,7 +146,7 @@ def sync(self: LiveExecutor, cid: str, venue: dict | None = None) -> str:
         venue = venue or self.exchange.fetch_order(eid, pair)
         trades = self.exchange.fetch_my_trades(pair, params={"orderId": eid})
     except (ccxt.NetworkError, ccxt.OrderNotFound) as e:           # accepted, details later: the next look-up records them
-        log.warning("order %s: fills not read yet (%s: %s)", cid, type(e).__name__, e)
+        _log.warning("order %s: fills not read yet (%s: %s)", cid, type(e).__name__, e)
         return row["status"]
     for i, t in enumerate(trades):
         if i == 1: failpoint("between_fills")
@@ -171,7 +171,7 @@ def cancel(self: LiveExecutor, cid: str) -> str:
             self.exchange.cancel_order(row["exchange_order_id"], row["pair"]); break
         except ccxt.OrderNotFound: break                              # already filled or cancelled: the look-up says which
         except ccxt.NetworkError as e:
-            log.warning("cancel of %s failed (%s), attempt %d", cid, e, attempt)
+            _log.warning("cancel of %s failed (%s), attempt %d", cid, e, attempt)
     failpoint("after_cancel")
     return self.resolve(cid)
 
@@ -219,6 +219,10 @@ class Reconciliation:
         return "; ".join(parts) or "store and venue agree"
 
 # %% ../nbs/10a_live_execution.ipynb #40fee773
+def _rests(row) -> bool:
+    "A limit entry rests by design: its life is `execution.limit_ttl_bars` candles (`LiveVenue`), not `order_timeout_s`."
+    return row.type == "limit" and row.intent == "open"
+
 def reconcile(executor: LiveExecutor, pairs: tuple[str, ...], *, keep_unsent: frozenset[str] = frozenset()) -> Reconciliation:
     """Look up every non-terminal order, record unknown venue orders as external, compare balances with positions and cash.
     Intents provably never sent are cancelled (a later bar must not act on an old decision) unless in `keep_unsent`.
@@ -232,7 +236,7 @@ def reconcile(executor: LiveExecutor, pairs: tuple[str, ...], *, keep_unsent: fr
         except ccxt.BaseError as e: errors.append(f"{cid}: {type(e).__name__}: {e}"); continue
         if status == "unsent" and cid not in keep_unsent:
             store.set_status(cid, "cancelled", note="never sent (the process stopped first); not sent late"); statuses[cid] = "cancelled"
-        elif status in ("submitted", "partially_filled") and executor.clock() - pd.Timestamp(row.created_at).timestamp() > executor.order_timeout_s:
+        elif status in ("submitted", "partially_filled") and not _rests(row) and executor.clock() - pd.Timestamp(row.created_at).timestamp() > executor.order_timeout_s:
             try: statuses[cid] = executor.cancel(cid)                # timed out: cancel, then re-check (it may have filled)
             except ccxt.BaseError as e: errors.append(f"{cid}: cancel: {type(e).__name__}: {e}"); continue
         failpoint("mid_reconcile")
@@ -254,7 +258,7 @@ def reconcile(executor: LiveExecutor, pairs: tuple[str, ...], *, keep_unsent: fr
     result = Reconciliation(statuses, unresolved, tuple(external), tuple(m for _, m in mismatches), tuple(errors),
                             dict(zip(still["client_order_id"], still["pair"])), spenders,
                             tuple(m for a, m in mismatches if a not in traded))
-    (log.info if result.ok else log.warning if result.contained else log.error)("reconciliation: %s", result.why())
+    (_log.info if result.ok else _log.warning if result.contained else _log.error)("reconciliation: %s", result.why())
     return result
 
 def _compare_balances(store: PortfolioStore, ex, pairs) -> list[tuple[str, str]]:
@@ -378,7 +382,7 @@ def _cancel_expired(self: LiveVenue, windows: dict[str, BarWindow]) -> None:
         w, row = windows.get(pair), self.store.order(lv["order"])
         if not lv.get("limit") or w is None or row is None or row["status"] in TERMINAL: continue
         if w.end >= pd.Timestamp(lv["decided_at"]) + self.ttl * self.step:
-            log.info("limit entry %s on %s unfilled after %d candles: cancelled", lv["order"], pair, self.ttl)
+            _log.info("limit entry %s on %s unfilled after %d candles: cancelled", lv["order"], pair, self.ttl)
             self.executor.cancel(lv["order"])
 
 # %% ../nbs/10a_live_execution.ipynb #925e1030

@@ -19,10 +19,10 @@ from .candles import CandleReport, validated_bars
 from .config import ExchangeSettings, RetrySettings, Secrets
 from .types import Bars, MorningstarError, parse_timeframe, to_utc
 
-log = logging.getLogger(__name__)
+_log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'EXCHANGE_OPTIONS', 'MarketDataError', 'is_retryable', 'point_urls', 'make_exchange', 'ApiManager']
+__all__ = ['EXCHANGE_OPTIONS', 'MarketDataError', 'is_retryable', 'point_urls', 'make_exchange', 'ApiManager']
 
 # %% ../nbs/02_market_data.ipynb #4be92f60
 class MarketDataError(MorningstarError):
@@ -84,7 +84,7 @@ class ApiManager:
             retry=tenacity.retry_if_exception(is_retryable), reraise=True,
             stop=tenacity.stop_after_attempt(self.retry.max_attempts),
             wait=tenacity.wait_exponential_jitter(multiplier=self.retry.initial_delay_s, max=self.retry.max_delay_s),
-            before_sleep=lambda rs: log.warning("%s: %s: %s; retry %d of %d", what, type(rs.outcome.exception()).__name__,
+            before_sleep=lambda rs: _log.warning("%s: %s: %s; retry %d of %d", what, type(rs.outcome.exception()).__name__,
                                                 rs.outcome.exception(), rs.attempt_number, self.retry.max_attempts - 1))
         # Only a response this call produced may be judged below: a cached call (markets) sends no request.
         if hasattr(self.exchange, "last_http_response"): self.exchange.last_http_response = self.exchange.last_json_response = None
@@ -154,5 +154,5 @@ def fetch_ohlcv(self: ApiManager, pair: str, timeframe: str, start, end=None, *,
     raw = pd.DataFrame(closed, columns=["timestamp", "open", "high", "low", "close", "volume"])
     raw["timestamp"] = pd.to_datetime(raw["timestamp"].astype("int64"), unit="ms", utc=True)
     bars, report = validated_bars(raw, self.settings.id, pair, timeframe, drop_invalid=drop_invalid)
-    log.info("fetched %s %s: %s", pair, timeframe, report.summary())
+    _log.info("fetched %s %s: %s", pair, timeframe, report.summary())
     return bars, report

@@ -17,10 +17,10 @@ import pandas as pd
 from .config import MonitoringSettings, RiskSettings
 from .types import parse_timeframe
 
-log = logging.getLogger(__name__)
+_log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'Alert', 'Snapshot', 'assess', 'MonitoringLog']
+__all__ = ['Alert', 'Snapshot', 'assess', 'MonitoringLog']
 
 # %% ../nbs/11_monitoring.ipynb #185c65ee
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ class MonitoringLog:
         with closing(sqlite3.connect(self.path, timeout=30)) as db, db: db.execute(_TABLE)
 
     def add(self, snap: Snapshot) -> None:
-        for a in snap.alerts: log.log(_LEVELS[a.level], "%s%s: %s", a.kind, f" {a.pair}" if a.pair else "", a.message)
+        for a in snap.alerts: _log.log(_LEVELS[a.level], "%s%s: %s", a.kind, f" {a.pair}" if a.pair else "", a.message)
         row = {**asdict(snap), "time": snap.time.isoformat(), "alerts": json.dumps([asdict(a) for a in snap.alerts]),
                "llm": json.dumps(snap.llm)}
         with closing(sqlite3.connect(self.path, timeout=30)) as db, db:

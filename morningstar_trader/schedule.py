@@ -16,10 +16,10 @@ import pandas as pd
 from .config import ScheduleSettings
 from .types import MorningstarError, parse_timeframe
 
-log = logging.getLogger(__name__)
+_log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'MissedBar', 'next_close', 'nearest_close', 'wait_for_close', 'run_schedule']
+__all__ = ['MissedBar', 'next_close', 'nearest_close', 'wait_for_close', 'run_schedule']
 
 # %% ../nbs/16_schedule.ipynb #9dfb0837
 class MissedBar(MorningstarError):
@@ -67,7 +67,7 @@ def run_schedule(job: Callable[[pd.Timestamp], object], *, timeframe: str, sched
 
     def record(close, status, detail=""):
         outcomes.append({"close": close, "status": status, "detail": detail})
-        (log.info if status == "ok" else log.warning)("bar %s: %s %s", close, status, detail)
+        (_log.info if status == "ok" else _log.warning)("bar %s: %s %s", close, status, detail)
         if max_runs is not None and len(outcomes) >= max_runs: done.set()
 
     def launch():
@@ -89,7 +89,7 @@ def run_schedule(job: Callable[[pd.Timestamp], object], *, timeframe: str, sched
     scheduler.add_listener(missed, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
     scheduler.add_job(launch, IntervalTrigger(seconds=step.total_seconds(), start_date=first.to_pydatetime(), timezone="UTC"),
                       max_instances=1, coalesce=True, misfire_grace_time=max(1, int(schedule.max_late_s)))
-    log.info("scheduling one %s cycle per bar; first launch %s for the close %s", timeframe, first, first + lead)
+    _log.info("scheduling one %s cycle per bar; first launch %s for the close %s", timeframe, first, first + lead)
     scheduler.start()
     try: done.wait()
     finally: scheduler.shutdown(wait=True)

@@ -13,7 +13,7 @@ import re
 import sqlite3
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Literal
@@ -25,10 +25,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .config import LlmSettings, Secrets
 from .types import MorningstarError, Review, TradeProposal
 
-log = logging.getLogger(__name__)
+_log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'PROMPT_VERSION', 'REVIEW_SCHEMA', 'SYSTEM_PROMPT', 'USER_TEMPLATE', 'HEADLINES_TEMPLATE', 'MAX_REPLY_BYTES',
+__all__ = ['PROMPT_VERSION', 'REVIEW_SCHEMA', 'SYSTEM_PROMPT', 'USER_TEMPLATE', 'HEADLINES_TEMPLATE', 'MAX_REPLY_BYTES',
            'MAX_REPLY_BRACKETS', 'MAX_NUMBER_DIGITS', 'LEVEL_KEEP', 'LEVEL_VOLS', 'TARGET_COSTS', 'NO_REVIEW',
            'SIMULATED', 'SupervisorError', 'ReviewFailed', 'ReviewReply', 'ReviewRequest', 'build_messages',
            'prompt_hash', 'review_key', 'check_reply', 'first_json_object', 'parse_reply', 'level_floor',
@@ -280,7 +280,7 @@ def guarded(reviewer: Callable[[TradeProposal], Review], settings: LlmSettings) 
     def review(proposal: TradeProposal) -> Review:
         try: return reviewer(proposal)
         except Exception as e:    # reported, not swallowed: the reason is in the review's alerts and failure
-            log.exception("the review of %s raised", getattr(proposal, "pair", "?"))
+            _log.exception("the review of %s raised", getattr(proposal, "pair", "?"))
             why = f"the reviewer raised {type(e).__name__}: {_clean(str(e))[:200]}"
             return failure_review(why, settings, source=_source(settings.mode))
     return review
@@ -390,7 +390,7 @@ def complete(self: LlmClient, messages: list) -> Completion:
             break
         except o.BadRequestError as e:
             if self.format == "text": raise ReviewFailed(f"request rejected: {e.message}") from None
-            log.info("the server rejected response_format %s (%s); trying the next", self.format, e.message)
+            _log.info("the server rejected response_format %s (%s); trying the next", self.format, e.message)
             self.format = _FORMATS[_FORMATS.index(self.format) + 1]
         except (o.APITimeoutError, o.APIConnectionError, o.RateLimitError, o.InternalServerError) as e:
             if attempt >= self.settings.max_retries or time.monotonic() >= deadline:
@@ -440,7 +440,7 @@ def review(self: Supervisor, request: ReviewRequest) -> Review:
     "The clamped review of one proposal, or the failure policy's when the review fails; never raises."
     try: return self._review(request)
     except Exception as e:   # a bug or a broken record file: the failure policy decides for this proposal, loudly
-        log.exception("the LLM review failed unexpectedly")
+        _log.exception("the LLM review failed unexpectedly")
         return self._failed(f"internal error: {type(e).__name__}: {_clean(str(e))[:200]}", _source(self.settings.mode), "")
 
 @patch
@@ -485,10 +485,10 @@ def _clamp(self: Supervisor, request: ReviewRequest, reply: ReviewReply, **meta)
 
 @patch
 def _failed(self: Supervisor, reason: str, source: str, key: str, **meta) -> Review:
-    log.warning("LLM review failed (%s): %s", self.settings.failure_policy, reason)
+    _log.warning("LLM review failed (%s): %s", self.settings.failure_policy, reason)
     return failure_review(reason, self.settings, source=source, prompt_hash=key, **meta)
 
 @patch
 def _log(self: Supervisor, review: Review, request: ReviewRequest) -> Review:
-    for alert in review.alerts: log.warning("LLM review of %s %s: %s", request.proposal.pair, request.proposal.side, alert)
+    for alert in review.alerts: _log.warning("LLM review of %s %s: %s", request.proposal.pair, request.proposal.side, alert)
     return review
