@@ -5,7 +5,11 @@ import json
 import re
 
 from conftest import ROOT
-from morningstar_trader.supervisor import HEADLINES_TEMPLATE, PROMPT_VERSION, REVIEW_SCHEMA, SYSTEM_PROMPT, USER_TEMPLATE
+from morningstar_trader.config import DecisionSettings, LlmSettings
+from morningstar_trader.decision import apply_review
+from morningstar_trader.types import TradeProposal
+from morningstar_trader.supervisor import (HEADLINES_TEMPLATE, PROMPT_VERSION, REVIEW_SCHEMA, SYSTEM_PROMPT, USER_TEMPLATE,
+                                           clamp, parse_reply)
 
 GUIDE = (ROOT / "docs" / "PROMPTS_GUIDE.md").read_text()
 
@@ -26,3 +30,13 @@ def test_the_guide_schema_is_the_code_schema():
     assert json.loads(block("## The answer", "json")) == REVIEW_SCHEMA
     for field in REVIEW_SCHEMA["properties"]:
         assert f"| `{field}` |" in GUIDE          # every field is explained in the table
+
+
+def test_the_worked_examples_are_what_the_code_does():
+    proposal = TradeProposal("BTC/USDT", "long", 0.5, 100.0, 95.0, 110.0)
+    section = GUIDE[GUIDE.index("## Worked examples"):GUIDE.index("## Modes")]
+    rows = re.findall(r"^\| `(\{.*\})` \| size ([\d.]+), stop ([\d.]+), target ([\d.]+)", section, re.M)
+    assert len(rows) == 4
+    for answer, size, stop, target in rows:
+        after = apply_review(proposal, clamp(proposal, parse_reply(answer), LlmSettings(), source="llm"), DecisionSettings())
+        assert (round(after.size, 4), after.stop_loss, after.take_profit) == (float(size), float(stop), float(target)), answer
