@@ -31,6 +31,15 @@ def _date(flag: str):
             raise argparse.ArgumentTypeError(f"cannot read {flag} {text!r}: use ISO-8601, e.g. 2024-01-01 or 2024-01-01T12:00") from None
     return parse
 
+def _positive(flag: str):
+    "An argparse type: a finite number above zero."
+    def parse(text: str) -> float:
+        try: v = float(text)
+        except ValueError: v = float("nan")
+        if not (v > 0 and v != float("inf")): raise argparse.ArgumentTypeError(f"{flag} {text!r}: need a finite number above zero")
+        return v
+    return parse
+
 def _setup(args, **overrides):
     "Config, secrets, logging and the data folder for one command."
     from morningstar_trader.config import load_config, load_secrets, resolve_path
@@ -161,12 +170,15 @@ def _with_llm(cfg, args):
 
 # %% ../nbs/15_cli.ipynb #8bd287dd
 def review(args) -> int:
+    "Ask the reviewer about the proposal the cycle would make for `--pair` at `--at`: the same evidence, sizing and rules."
     import json
     import numpy as np
+    from morningstar_trader.cycle import model_id, predict_heads, review_evidence
+    from morningstar_trader.decision import decide
     from morningstar_trader.model import MorningstarModel, resolve_model_dir
     from morningstar_trader.store import CandleStore
     from morningstar_trader.supervisor import ReviewRequest, Supervisor
-    from morningstar_trader.types import TradeProposal, parse_timeframe
+    from morningstar_trader.types import parse_timeframe
     cfg, secrets, data_dir = _setup(args)
     cfg = _with_llm(cfg, args)
     supervisor = Supervisor.from_settings(cfg.llm, secrets, cfg.paths.state_dir, args.llm_record)   # fails now, not mid-way, without a key
@@ -174,22 +186,23 @@ def review(args) -> int:
     end = args.at + parse_timeframe(cfg.timeframe) if args.at is not None else None
     bars = CandleStore(data_dir).load(args.exchange or cfg.exchange.id, args.pair, cfg.timeframe, end=end)
     frame = model.prep.frame(bars)
-    pred = {k: v[-1] for k, v in model.predict(model.prep.windows(args.pair, frame).inputs).items()}
-    when = bars.end + parse_timeframe(cfg.timeframe)
-    if pred["action"] == 0:
-        print(f"{args.pair} at {when}: the model proposes no trade (flat, confidence {pred['confidence']:.2f}); nothing to review")
+    feats = model.prep.windows(args.pair, frame)
+    pred = predict_heads(model, [(feats.technical[-1], feats.context[-1])])[0]
+    when, close = bars.end + parse_timeframe(cfg.timeframe), float(bars.frame["close"].iloc[-1])
+    evidence = review_evidence(frame[model.prep.technical_names].iloc[-1].to_dict(), bars.frame["close"].to_numpy(), pred)
+    asked = []
+    def reviewer(proposal):
+        asked.append((proposal, r := supervisor.review(ReviewRequest(
+            proposal, when, pred, *evidence, fee=cfg.costs.taker_fee, slippage=cfg.costs.slippage_bps / 10_000,
+            model_id=model_id(model)))))
+        return r
+    d = decide(args.pair, pred, close, args.equity, None, decision=cfg.decision, risk=cfg.risk,
+               can_short=cfg.exchange.market_type != "spot", reviewer=reviewer)
+    if not asked:
+        print(f"{args.pair} at {when}: no proposal to review ({'; '.join(d.reasons)})")
         return 0
-    side, close, sign = ("long" if pred["action"] > 0 else "short"), float(bars.frame["close"].iloc[-1]), int(pred["action"])
-    proposal = TradeProposal(args.pair, side, 1.0, close, close * (1 - sign * float(pred["stop_loss"])),
-                             close * (1 + sign * float(pred["take_profit"])))
-    closes = bars.frame["close"]
-    market = {f"return_{n}_bars": float(closes.iloc[-1] / closes.iloc[-1 - n] - 1) for n in (1, 24, 168) if len(closes) > n}
-    prediction = {"p_short": float(pred["signal"][0]), "p_flat": float(pred["signal"][1]), "p_long": float(pred["signal"][2]),
-                  "confidence": float(pred["confidence"]), "volatility": float(pred["volatility"]),
-                  "regime_id": int(pred["regime_id"]), "stop_loss": float(pred["stop_loss"]), "take_profit": float(pred["take_profit"])}
-    result = supervisor.review(ReviewRequest(proposal, when, prediction, frame[model.prep.technical_names].iloc[-1].to_dict(), market))
-    print(json.dumps({"proposal": proposal.__dict__, "review": {k: (None if isinstance(v, float) and np.isnan(v) else v)
-                                                                    for k, v in result.__dict__.items()}}, indent=2, default=str))
+    clean = lambda o: {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in o.__dict__.items()}
+    print(json.dumps({"proposal": clean(asked[0][0]), "review": clean(asked[0][1]), "decision": clean(d)}, indent=2, default=str))
     return 0
 
 # %% ../nbs/15_cli.ipynb #2697fd99
@@ -389,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--pair", required=True, help="e.g. BTC/USDT")
     r.add_argument("--exchange", help="store name of the candles (default: exchange.id of the config)")
     r.add_argument("--at", type=_date("--at"), help="open time of the decision bar, UTC (default: the last stored)")
+    r.add_argument("--equity", type=_positive("--equity"), default=10_000.0, help="account equity the proposal is sized for (default: %(default)s)")
     r.set_defaults(run=review)
 
     b = sub.add_parser("backtest", parents=[_common(True), _llm_options()], help="backtest a strategy over stored candles")
@@ -398,8 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--exchange", help="store name of the candles (default: exchange.id of the config)")
     b.add_argument("--start", type=_date("--start"), help="first candle, UTC (default: all stored)")
     b.add_argument("--end", type=_date("--end"), help="stop before this candle, UTC")
-    b.add_argument("--size", type=float, help="fixed units per position (default for the model: sized by the decision stage)")
-    b.add_argument("--cash", type=float, default=10_000.0, help="starting cash in quote currency (default: %(default)s)")
+    b.add_argument("--size", type=_positive("--size"), help="fixed units per position (default for the model: sized by the decision stage)")
+    b.add_argument("--cash", type=_positive("--cash"), default=10_000.0, help="starting cash in quote currency (default: %(default)s)")
     b.add_argument("--out", metavar="DIR", help="output folder (default: <runs_dir>/backtests/<UTC time>-<strategy>)")
     b.add_argument("--check-lookahead", action="store_true", help="re-run on data cut after each decision bar; fail on any change")
     b.set_defaults(run=backtest)
@@ -408,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--mode", choices=["backtest", "paper", "live"], help="default: mode of the config")
     n.add_argument("--i-understand-this-trades-real-money", action="store_true", help="required with --mode live")
     n.add_argument("--strategy", choices=sorted(_STRATEGY_PARAMS), help="default: the notebook's (model)")
-    n.add_argument("--size", type=float, help="fixed units per position (default: sized by the decision stage)")
+    n.add_argument("--size", type=_positive("--size"), help="fixed units per position (default: sized by the decision stage)")
     n.add_argument("--pairs", nargs="+", metavar="PAIR")
     n.add_argument("--exchange", help="store name of the candles (default: exchange.id of the config)")
     n.add_argument("--start", type=_date("--start")); n.add_argument("--end", type=_date("--end"))

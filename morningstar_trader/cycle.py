@@ -30,8 +30,8 @@ _log = logging.getLogger(__name__)
 # %% auto #0
 __all__ = ['MARKET_LOOKBACK', 'CycleError', 'bar_number', 'client_order_id', 'Kernel', 'PairInput', 'model_id', 'review_evidence',
            'check_levels', 'mark', 'send', 'CloseNotes', 'trade_pair', 'unreviewed_twin', 'twin_close', 'CloseOutcome',
-           'close_bar', 'CycleContext', 'build_context', 'CycleReport', 'sync_clock', 'warm_up', 'run_cycle',
-           'risk_status', 'resume_trading']
+           'close_bar', 'CycleContext', 'build_context', 'CycleReport', 'sync_clock', 'warm_up', 'predict_heads',
+           'run_cycle', 'risk_status', 'resume_trading']
 
 # %% ../nbs/12_cycle.ipynb #63ab7dac
 class CycleError(MorningstarError):
@@ -430,8 +430,9 @@ def _features(ctx: CycleContext, bars: dict, errors: dict) -> dict[str, tuple]:
         except Exception as e: errors[pair] = f"features: {type(e).__name__}: {e}"
     return out
 
-def _predict_batch(model, inputs: list[tuple]) -> list[dict]:
-    out = model.predict({"technical": np.stack([t for t, _, _ in inputs]), "context": np.stack([c for _, c, _ in inputs])})
+def predict_heads(model, inputs: list[tuple]) -> list[dict]:
+    "The scalar heads (plain floats, all finite) of one batched prediction over (technical, context, ...) inputs."
+    out = model.predict({"technical": np.stack([x[0] for x in inputs]), "context": np.stack([x[1] for x in inputs])})
     preds = [{k: v[i].item() for k, v in out.items() if v.ndim == 1} for i in range(len(inputs))]
     for p in preds:
         bad = [k for k, v in p.items() if not np.isfinite(v)]
@@ -441,11 +442,11 @@ def _predict_batch(model, inputs: list[tuple]) -> list[dict]:
 def _predict(ctx: CycleContext, feats: dict[str, tuple], errors: dict) -> dict[str, dict]:
     "One batched prediction for every pair with features; on failure, one pair at a time."
     if not feats: return {}
-    try: return dict(zip(feats, _predict_batch(ctx.model, list(feats.values()))))
+    try: return dict(zip(feats, predict_heads(ctx.model, list(feats.values()))))
     except Exception: _log.warning("the batched prediction failed; predicting each pair on its own", exc_info=True)
     preds = {}
     for pair, f in feats.items():
-        try: preds[pair] = _predict_batch(ctx.model, [f])[0]
+        try: preds[pair] = predict_heads(ctx.model, [f])[0]
         except Exception as e: errors[pair] = f"model: {type(e).__name__}: {e}"
     return preds
 

@@ -22,6 +22,7 @@ TINY = """features:
 model: {conv_filters: 4, rnn_units: 4, dense_units: 8}
 training: {horizon: 6, regime_window: 12, atr_period: 7, train_bars: 600, val_bars: 150, test_bars: 200, folds: 2, epochs: 3, batch_size: 128}
 paths: {models_dir: models}
+decision: {min_confidence: 0.34}   # a 2-epoch model is never confident: let it propose
 """
 
 
@@ -60,7 +61,8 @@ def _proposing_bar(project: Project, monkeypatch) -> pd.Timestamp:
     cfg = load_config(project.config)
     model = MorningstarModel.load(resolve_model_dir(project.root / "models", "default"), cfg)
     feats = model.prep.transform(CandleStore(project.root / "data").load("synthetic", "ETH/USDT", "1h"))
-    acting = np.flatnonzero(model.predict(feats)["action"] != 0)
+    pred = model.predict(feats)   # an entry the decision stage proposes on spot: long, confident enough
+    acting = np.flatnonzero((pred["action"] > 0) & (pred["confidence"] >= cfg.decision.min_confidence))
     assert len(acting), "the tiny model never proposes a trade"
     return feats.times[acting[-1]]
 
@@ -74,6 +76,7 @@ def test_review_asks_a_local_openai_compatible_server(trained, monkeypatch):
         out = trained.run("review", "--pair", "ETH/USDT", "--exchange", "synthetic", "--at", at.isoformat(),
                           "--llm-mode", "live", "--llm-base-url", llm.base_url, "--llm-model", "local-test",
                           env={"MORNINGSTAR_LLM_API_KEY": "sk-local"}).stdout
+        assert llm.requests, out
         sent = llm.requests[0]["messages"][1]["content"]
     result = json.loads(out)
     assert result["review"]["source"] == "llm" and result["review"]["veto"] is True   # direction flat = veto
@@ -81,6 +84,7 @@ def test_review_asks_a_local_openai_compatible_server(trained, monkeypatch):
     simulated = json.loads(trained.run("review", "--pair", "ETH/USDT", "--exchange", "synthetic", "--at", at.isoformat(),
                                        "--llm-mode", "simulated").stdout)
     assert simulated["review"]["source"] == "simulated (rule-based, not an LLM)"
+    assert simulated["decision"]["pair"] == "ETH/USDT" and simulated["proposal"]["size"] > 0   # sized as the cycle sizes it
 
 
 def test_review_in_live_mode_without_a_key_fails_at_start(trained):
