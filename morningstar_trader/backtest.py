@@ -18,7 +18,7 @@ from .types import BAR_COLUMNS, MorningstarError, parse_timeframe, to_utc
 
 # %% auto #0
 __all__ = ['TRADE_COLUMNS', 'BacktestError', 'Strategy', 'SmaCross', 'BuyAndHold', 'BacktestResult', 'compute_stats',
-           'run_backtest', 'ModelStrategy', 'round_trips', 'check_lookahead']
+           'run_backtest', 'ModelStrategy', 'round_trips', 'check_lookahead', 'history_bars', 'load_frames']
 
 # %% ../nbs/13_backtest.ipynb #5bbcbe74
 class BacktestError(MorningstarError):
@@ -351,3 +351,14 @@ def check_lookahead(frame: pd.DataFrame, strategy, trades: pd.DataFrame, pair: s
             if not (a == b or (pd.isna(a) and pd.isna(b)) or (isinstance(a, (float, np.floating)) and abs(a - b) <= 1e-5 * abs(a) + 1e-12)):
                 rows.append({"time": frame.index[i], "column": col, "full_data": a, "cut_data": b})
     return pd.DataFrame(rows, columns=["time", "column", "full_data", "cut_data"])
+
+# %% ../nbs/13_backtest.ipynb #0da8275e
+def history_bars(strategy) -> int:
+    "Candles a strategy needs before its first decision: the model's warm-up and the review's look-back (0: none)."
+    from morningstar_trader.cycle import MARKET_LOOKBACK
+    return strategy.model.prep.min_bars + MARKET_LOOKBACK + 1 if isinstance(strategy, ModelStrategy) else 0
+
+def load_frames(store, exchange: str, pairs, timeframe: str, start=None, end=None, history: int = 0) -> dict[str, pd.DataFrame]:
+    "Each pair's stored candles from `history` candles before `start` (all stored when None) up to `end`."
+    first = None if start is None else to_utc(start) - history * parse_timeframe(timeframe)
+    return {p: store.load(exchange, p, timeframe, first, end).frame for p in pairs}

@@ -226,7 +226,7 @@ def _strategy(name: str, params: list[str], cfg):
 def backtest(args) -> int:
     import json
     import shutil
-    from morningstar_trader.backtest import check_lookahead, run_backtest
+    from morningstar_trader.backtest import check_lookahead, history_bars, load_frames, run_backtest
     from morningstar_trader.portfolio import PortfolioStore
     from morningstar_trader.store import CandleStore
     from morningstar_trader.supervisor import Supervisor
@@ -237,7 +237,8 @@ def backtest(args) -> int:
     supervisor = Supervisor.from_settings(cfg.llm, secrets, cfg.paths.state_dir, args.llm_record) if args.size is None else None
     strategy = _strategy(args.strategy, args.param, cfg)
     store = CandleStore(data_dir)
-    frames = {p: store.load(args.exchange or cfg.exchange.id, p, cfg.timeframe, args.start, args.end).frame for p in cfg.pairs}
+    frames = load_frames(store, args.exchange or cfg.exchange.id, cfg.pairs, cfg.timeframe, args.start, args.end,
+                         history_bars(strategy) if args.size is None else 0)   # the kernel keeps it as history only
     out = Path(args.out) if args.out else cfg.paths.runs_dir / "backtests" / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{args.strategy}"
     if out.exists() and any(out.iterdir()): raise _usage(f"--out {out} is not empty")
     out.mkdir(parents=True, exist_ok=True)
@@ -246,7 +247,7 @@ def backtest(args) -> int:
         store = PortfolioStore(out / "state.sqlite", initial_cash=args.cash) if args.size is None else None
         result = run_backtest(frames, strategy, size=args.size, fee=cfg.costs.taker_fee, slippage_bps=cfg.costs.slippage_bps,
                               cash=args.cash, allow_short=cfg.exchange.market_type != "spot", settings=cfg,
-                              supervisor=supervisor, store=store)
+                              supervisor=supervisor, store=store, start=args.start if args.size is None else None)
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)   # no half-written results
         raise

@@ -10,6 +10,7 @@ import yaml
 
 from conftest import ROOT, TINY, Project, candles
 from local_exchange import LocalExchange
+from local_llm import LocalLLM, Reply
 from morningstar_trader.candles import validated_bars
 from morningstar_trader.config import Settings
 from morningstar_trader.runs import list_runs, load_run
@@ -103,3 +104,26 @@ def test_a_live_run_needs_the_confirmation_trades_through_the_venue_and_logs_no_
     for path in paper.root.rglob("*"):       # keys reach no log, run notebook, state or index
         if path.is_file():
             assert not any(v.encode() in path.read_bytes() for v in FAKE.values()), path
+
+
+def test_a_model_backtest_run_records_its_audit_trail(paper):
+    "A backtest run notebook scraps every order, fill, per-bar prediction (each head) and review; load_run reads them."
+    from morningstar_trader.store import CandleStore
+    store = CandleStore(paper.root / "data")
+    for pair, frame in candles(2_000, end="2024-06-01").items():
+        store.save(validated_bars(frame.reset_index(names="timestamp"), "synthetic", pair, "1h")[0], "import")
+    agree = '{"coherence": "agree", "risk_score": 0.2, "veto": false, "direction": "%s", "size_multiplier": 0.5, ' \
+            '"stop_loss": null, "take_profit": null, "rationale": "fine"}'
+    with LocalLLM(default=Reply(agree % "long")) as llm:             # a real LLM client, an answer that keeps half
+        out = paper.run("run", "--mode", "backtest", "--strategy", "model", "--exchange", "synthetic", "--start", "2024-05-01",
+                        "--llm-mode", "live", "--llm-base-url", llm.base_url, "--llm-model", "local-test",
+                        "--notebook", NOTEBOOK, env={"MORNINGSTAR_LLM_API_KEY": "sk-local-runs"}, timeout=300).stdout
+    s = load_run(_run_id(out), paper.root / "runs")
+    trades, orders, fills, preds, reviews = (s[k] for k in ("trades", "orders", "fills", "predictions", "reviews"))
+    assert len(trades) > 0 and s["stats"]["trades"] == len(trades)
+    assert {"confidence", "volatility", "regime_id", "stop_loss", "take_profit"} <= set(preds.columns)
+    assert set(preds["pair"]) == {"BTC/USDT", "ETH/USDT"} and len(preds) >= 2 * 24 * 30       # every bar of May, each pair
+    assert len(fills) >= 2 * len(trades) and set(fills["client_order_id"]) <= set(orders["client_order_id"])
+    entries = orders[orders["intent"] == "open"]
+    assert len(reviews) >= len(entries) > 0 and set(reviews["source"]) == {"llm"} and len(llm.requests) == len(reviews)
+    assert reviews["latency_ms"].gt(0).all() and (reviews["rationale"] == "fine").all()
