@@ -41,8 +41,12 @@ def test_decision_sized_backtest_obeys_the_rules(setup):
     # never more than one position at a time (max_open_positions 1), and denials say why
     spans = sorted(zip(t["entry_time"], t["exit_time"]))
     assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
-    denied = log[log["verdict"].str.contains("denied")]
+    # with a reviewer, the unreviewed twin gates entries first; without one, the risk stage denies, and says why
+    bare = run_backtest(frames, ModelStrategy(model, settings.decision.min_confidence), size=None, settings=settings,
+                        cash=10_000, allow_short=True).decisions
+    denied = bare[bare["verdict"].str.contains("denied")]
     assert denied["verdict"].str.contains("max_open_positions 1|cooldown|already open").all() and len(denied)
+    assert log["reasons"].str.contains("the run without the review does not enter here").any()
     # every entry fills at the open after an approved decision, within the position cap of that moment's equity
     approved = log[log["verdict"].str.startswith("approved") & log["action"].str.startswith("open_")]
     assert (log["verdict"] == "no order").any()                       # signals not taken are logged with their reasons
