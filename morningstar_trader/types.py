@@ -5,6 +5,7 @@
 # %% ../nbs/01_types.ipynb #86aaf320
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -35,10 +36,16 @@ _MAX_TIMEFRAME_S = 365 * 86_400
 
 def parse_timeframe(timeframe: str) -> pd.Timedelta:
     "The length of one candle of `timeframe`, e.g. '5m' -> 5 minutes; at most 365 days."
-    m = re.fullmatch(r"([1-9]\d{0,8})([smhdw])", timeframe) if isinstance(timeframe, str) else None
-    if not m or int(m[1]) * _UNIT_SECONDS[m[2]] > _MAX_TIMEFRAME_S:
+    step = _parse_timeframe(timeframe) if isinstance(timeframe, str) else None
+    if step is None:
         raise TimeframeError(f"timeframe {clip_repr(timeframe)} is not valid; allowed: a count and a unit of s, m, h, d, w, "
                              f"at most 365 days (e.g. 1m, 15m, 1h, 4h, 1d)")
+    return step
+
+@functools.lru_cache(maxsize=256)     # the kernel asks for every pair at every close: the regex was 15% of a backtest
+def _parse_timeframe(timeframe: str) -> pd.Timedelta | None:
+    m = re.fullmatch(r"([1-9]\d{0,8})([smhdw])", timeframe)
+    if not m or int(m[1]) * _UNIT_SECONDS[m[2]] > _MAX_TIMEFRAME_S: return None
     return pd.Timedelta(seconds=int(m[1]) * _UNIT_SECONDS[m[2]])
 
 # %% ../nbs/01_types.ipynb #5e2942ae
