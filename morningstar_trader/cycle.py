@@ -355,7 +355,7 @@ def build_context(settings: Settings, secrets: Secrets, *, run_id: str, initial_
     path = settings.paths.state_dir / f"{settings.mode}.sqlite"
     store, venue = _venue(settings, secrets, path, initial_cash, markets[settings.pairs[0]]["quote"])
     twin = None if settings.llm.mode == "off" else PortfolioStore(
-        path.with_name(f"{settings.mode}-unreviewed.sqlite"), initial_cash=store.cash())   # created with today's cash
+        path.with_name(f"{settings.mode}-unreviewed.sqlite"), initial_cash=store.cash(), durable=False)   # created with today's cash
     return CycleContext(settings, run_id, f"{settings.mode}|{settings.exchange.id}", api, model,
                         Supervisor.from_settings(settings.llm, secrets, settings.paths.state_dir, llm_record), store, MonitoringLog(path),
                         venue, {p: MarketRules.from_ccxt(markets[p]) for p in settings.pairs}, twin=twin)

@@ -65,8 +65,10 @@ def _now() -> str: return datetime.now(timezone.utc).isoformat()
 
 class PortfolioStore:
     "Orders, fills, positions, cash, equity and the cycle journal in one SQLite file."
-    def __init__(self, path: str | Path, *, initial_cash: float | None = None):
-        self.path = Path(path)
+    def __init__(self, path: str | Path, *, initial_cash: float | None = None, durable: bool = True):
+        # durable: every commit reaches the disk before it returns (an order's intent must survive a power cut);
+        # False (a simulated twin's book): commits survive a crash of the process, not of the machine, and cost no fsync
+        self.path, self._synchronous = Path(path), "FULL" if durable else "NORMAL"
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, timeout=30)
@@ -83,6 +85,7 @@ class PortfolioStore:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         try:
             db.execute("PRAGMA foreign_keys=ON")
+            db.execute(f"PRAGMA synchronous={self._synchronous}")
             db.execute("BEGIN IMMEDIATE")
             try: yield db
             except BaseException: db.execute("ROLLBACK"); raise
