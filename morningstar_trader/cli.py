@@ -150,7 +150,7 @@ def alt_import(args) -> int:
     return 0
 
 def alt_show(args) -> int:
-    from morningstar_trader.alt_providers import AltDataError, AltStore
+    from morningstar_trader.alt_providers import AltStore
     _, _, data_dir = _setup(args)
     cat = AltStore(data_dir).catalog()
     if cat.empty:

@@ -27,7 +27,7 @@ from .types import BAR_COLUMNS, Bars, Features, MorningstarError, parse_timefram
 # %% auto #0
 __all__ = ['INDICATORS', 'CONTEXT_TIME', 'PER_ASSET', 'AS_OF', 'FeatureError', 'brief', 'shorten', 'describe_problems',
            'Indicator', 'indicator_columns', 'ScalerFile', 'scaler_to_json', 'scaler_from_dict', 'scaler_from_json',
-           'alt_context_names', 'DataPreparation']
+           'alt_context_names', 'DataPreparation', 'stale_alt']
 
 # %% ../nbs/04_features.ipynb #7056e15f
 class FeatureError(MorningstarError):
@@ -348,3 +348,17 @@ def spec(self: DataPreparation) -> dict:
             "indicators": [{"name": s.name, "params": dict(s.params)} for s in self.settings.indicators],
             "alt_data": [_alt_entry(a) for a in self.settings.alt_data],
             "technical_names": self.technical_names, "context_names": self.context_names}
+
+# %% ../nbs/04_features.ipynb #f367b843
+def stale_alt(prep: DataPreparation, at: pd.Timestamp) -> dict[str, str]:
+    "Why each alt_data source with a `max_age` is stale at `at` (its newest value known strictly before `at`), by name."
+    out = {}
+    for src in prep.settings.alt_data:
+        if getattr(src, "max_age", None) is None: continue
+        t = prep.alt_tables[src.name]["published_at"]
+        known = t[t < at]
+        limit = parse_timeframe(src.max_age)
+        if not len(known): out[src.name] = f"no value known before {at}"
+        elif (age := at - known.max()) > limit:
+            out[src.name] = f"newest value {age} old at {at} (max_age {src.max_age}, policy {src.stale_policy})"
+    return out
