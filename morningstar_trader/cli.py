@@ -122,6 +122,12 @@ def data_sample(args) -> int:
                                  periods=args.days * 24, seed=args.seed):
         print(f"{res.rows} synthetic 1h candles in {res.path}")
     print("These candles are SYNTHETIC (regime-switching GARCH), for demos and tests; see nbs/02b_sample_data.ipynb.")
+    from morningstar_trader.alt_providers import AltStore
+    from morningstar_trader.sample_data import synthetic_candles, write_sample_alt
+    chosen = {p: SAMPLE_PAIRS[p] for p in (args.pairs or SAMPLE_PAIRS)}
+    raw, _ = synthetic_candles(chosen, args.start, args.days * 24, "1h", args.seed)
+    rows = write_sample_alt(AltStore(data_dir), raw, args.seed)
+    print(f"{sum(rows.values())} SYNTHETIC alternative rows (Fear & Greed, funding, headlines) under {data_dir / 'processed' / 'alt'}")
     return 0
 
 # %% ../nbs/15_cli.ipynb #312c9c3f
