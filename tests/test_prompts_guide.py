@@ -5,7 +5,7 @@ import json
 import re
 
 from conftest import ROOT
-from morningstar_trader.supervisor import HEADLINES_TEMPLATE, PROMPT_VERSION, REVIEW_SCHEMA, SYSTEM_PROMPT, USER_TEMPLATE
+from morningstar_trader.supervisor import DIGEST_TEMPLATE, HEADLINES_TEMPLATE, PROMPT_VERSION, REVIEW_SCHEMA, SYSTEM_PROMPT, USER_TEMPLATE
 
 GUIDE = (ROOT / "docs" / "PROMPTS_GUIDE.md").read_text()
 
@@ -19,6 +19,7 @@ def test_the_guide_shows_the_code_prompts():
     assert block("## System prompt", "text") == SYSTEM_PROMPT + "\n"
     assert block("## User message", "text") == USER_TEMPLATE + "\n"
     assert block("## User message", "text", 1) == HEADLINES_TEMPLATE
+    assert block("## User message", "text", 2) == DIGEST_TEMPLATE
     assert f"`{PROMPT_VERSION}`" in GUIDE
 
 
