@@ -489,6 +489,7 @@ def with_digest(ctx: CycleContext, inputs: dict[str, PairInput], at: pd.Timestam
     if ctx.settings.llm.mode == "off" or not any(i.pred is not None for i in inputs.values()): return inputs, []
     assets = tuple(dict.fromkeys(p.split("/")[0] for p in ctx.settings.pairs))
     heads, values = digest_inputs(ctx.settings.paths.data_dir, at, assets, ctx.settings)
+    if not heads and not values: return inputs, []        # no alternative data stored: the reviews are as they were
     d = DigestMaker.from_supervisor(ctx.supervisor).make(at, assets, heads, values)
     if d is None: return inputs, []
     if d.failure: return inputs, [Alert("warning", "digest", f"no market digest this cycle: {d.failure}")]

@@ -103,3 +103,21 @@ def test_stale_values_refused_or_carried(tmp_path):
     assert len(dropped) and refused.index.isin(carried.index).all()
     assert (carried.loc[dropped, "fund_age_hours"] > 7).all() and (carried.loc[refused.index, "fund_age_hours"] <= 7).all()
     assert refused["segment"].nunique() > 1 and np.isfinite(carried.to_numpy(float)).all()
+
+
+def test_a_cycle_refresh_alerts_for_a_provider_down_and_for_stale_sources(tmp_path):
+    from types import SimpleNamespace
+    from morningstar_trader.alt_data import load_alt_tables
+    from morningstar_trader.cycle import refresh_alt
+    _store(tmp_path)
+    s = Settings(paths={"data_dir": str(tmp_path / "data")}, retry={"max_attempts": 2, "initial_delay_s": 0.01, "max_delay_s": 0.02},
+                 alt={"fear_greed": {"api_url": "http://127.0.0.1:9", "in_cycle": True}}, features=alt_settings(max_age="9h"))
+    prep = DataPreparation(s.features, "1h", alt_tables={"fg": pd.DataFrame({"published_at": pd.to_datetime([], utc=True), "value": []}),
+                                                         "fund": pd.DataFrame({"published_at": pd.to_datetime([], utc=True), "funding_rate": []})})
+    ctx = SimpleNamespace(settings=s, model=SimpleNamespace(prep=prep))
+    fresh = refresh_alt(ctx, BARS.frame.index[-1])
+    assert [a.kind for a in fresh] == ["alt_source"] and "fear_greed" in fresh[0].message
+    assert len(ctx.model.prep.alt_tables["fund"]) > 0                  # reloaded from the store
+    late = refresh_alt(ctx, BARS.frame.index[-1] + pd.Timedelta(days=3))
+    assert sorted(a.message.split(":")[0] for a in late if a.kind == "stale_alt") == ["fg", "fund"]
+    assert load_alt_tables(s.features.alt_data, s.paths.data_dir).keys() == {"fg", "fund"}
