@@ -136,6 +136,7 @@ def alt_download(args) -> int:
     from morningstar_trader.config import AltSourceSettings
     cfg, secrets, data_dir = _setup(args)
     if args.end is not None and args.start is not None and args.end <= args.start: raise _usage(f"--end {args.end} is not after --start {args.start}")
+    if args.series and args.source != "onchain": raise _usage(f"--series names blockchain.com charts: onchain only, not {args.source}")
     src = getattr(cfg.alt, args.source)
     changes = {k: v for k, v in (("api_url", args.api_url), ("series", tuple(args.series or ()) or None)) if v is not None}
     if changes: cfg = cfg.model_copy(update={"alt": cfg.alt.model_copy(update={args.source: _validated(AltSourceSettings, **{**src.model_dump(), **changes})})})
