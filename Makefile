@@ -25,6 +25,7 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/morningstar data sample
 	$(BIN)/morningstar data show
+	$(BIN)/morningstar alt show
 	@if ls models/default/*/metadata.json >/dev/null 2>&1; then \
 	  echo "reusing the model in models/default (delete that folder to train again)"; \
 	else $(BIN)/morningstar train --exchange synthetic --quiet; fi

@@ -53,6 +53,13 @@ def align_asof(bar_opens: pd.DatetimeIndex, step: pd.Timedelta, table: pd.DataFr
     return out
 
 # %% ../nbs/03_alt_data.ipynb #1c10b98e
-def load_alt_tables(sources) -> dict[str, pd.DataFrame]:
-    "The table of each configured source (`features.alt_data`), by source name."
-    return {src.name: FileAltData(src.path, tuple(src.columns)).load() for src in sources}
+def load_alt_tables(sources, data_dir=None) -> dict[str, pd.DataFrame]:
+    """The table of each configured source (`features.alt_data`), by source name: a file's, or the rows of a provider's
+    store under `data_dir` with `published_at` = the availability time (`alt_providers.AltStore.table`)."""
+    from morningstar_trader.alt_providers import AltStore
+    out = {}
+    for src in sources:
+        if getattr(src, "source", None) is None: out[src.name] = FileAltData(src.path, tuple(src.columns)).load()
+        elif data_dir is None: raise MorningstarError(f"alt_data {src.name!r}: source {src.source} needs the data folder (paths.data_dir)")
+        else: out[src.name] = AltStore(data_dir).table(src.source, tuple(src.columns))
+    return out

@@ -13,8 +13,8 @@ from pathlib import Path
 import morningstar_trader
 
 # %% auto #0
-__all__ = ['data_download', 'data_import', 'data_show', 'data_sample', 'train', 'review', 'backtest', 'run', 'schedule', 'risk',
-           'runs', 'build_parser', 'main']
+__all__ = ['data_download', 'data_import', 'data_show', 'data_sample', 'alt_download', 'alt_import', 'alt_show', 'train',
+           'review', 'backtest', 'run', 'schedule', 'risk', 'runs', 'build_parser', 'main']
 
 # %% ../nbs/15_cli.ipynb #a9af7170
 def _common(data: bool) -> argparse.ArgumentParser:
@@ -131,6 +131,49 @@ def data_sample(args) -> int:
                                  periods=args.days * 24, seed=args.seed):
         print(f"{res.rows} synthetic 1h candles in {res.path}")
     print("These candles are SYNTHETIC (regime-switching GARCH), for demos and tests; see nbs/02b_sample_data.ipynb.")
+    from morningstar_trader.alt_providers import AltStore
+    from morningstar_trader.sample_data import synthetic_candles, write_sample_alt
+    chosen = {p: SAMPLE_PAIRS[p] for p in (args.pairs or SAMPLE_PAIRS)}
+    raw, _ = synthetic_candles(chosen, args.start, args.days * 24, "1h", args.seed)
+    rows = write_sample_alt(AltStore(data_dir), raw, args.seed)
+    print(f"{sum(rows.values())} SYNTHETIC alternative rows (Fear & Greed, funding, headlines) under {data_dir / 'processed' / 'alt'}")
+    return 0
+
+# %% ../nbs/15_cli.ipynb #312c9c3f
+def alt_download(args) -> int:
+    from morningstar_trader.alt_providers import AltStore, provider
+    from morningstar_trader.config import AltSourceSettings
+    cfg, secrets, data_dir = _setup(args)
+    if args.end is not None and args.start is not None and args.end <= args.start: raise _usage(f"--end {args.end} is not after --start {args.start}")
+    if args.series and args.source != "onchain": raise _usage(f"--series names blockchain.com charts: onchain only, not {args.source}")
+    src = getattr(cfg.alt, args.source)
+    changes = {k: v for k, v in (("api_url", args.api_url), ("series", tuple(args.series or ()) or None)) if v is not None}
+    if changes: cfg = cfg.model_copy(update={"alt": cfg.alt.model_copy(update={args.source: _validated(AltSourceSettings, **{**src.model_dump(), **changes})})})
+    added = provider(args.source, cfg, secrets).download(AltStore(data_dir), args.start, args.end, progress=True)
+    for key, n in added.items(): print(f"{args.source} {key}: +{n} new rows in {AltStore(data_dir).path(args.source, key)}")
+    return 0
+
+def alt_import(args) -> int:
+    from morningstar_trader.alt_import import import_alt_file
+    from morningstar_trader.alt_providers import AltDataError, AltStore
+    _, _, data_dir = _setup(args)
+    store = AltStore(data_dir)
+    try: tables = import_alt_file(args.source, args.file, tz=args.tz, asset=args.asset, column=args.column)
+    except AltDataError as e: raise _usage(str(e)) from None     # the file is the user's input: exit 2
+    for key, rows in tables.items():
+        added, total = store.save(args.source, key, rows, ident=("id",) if args.source == "news" else ("asset", "event_time"))
+        print(f"{args.source} {key}: {len(rows)} rows read, +{added} new, {total} stored in {store.path(args.source, key)}")
+    return 0
+
+def alt_show(args) -> int:
+    from morningstar_trader.alt_providers import AltStore
+    _, _, data_dir = _setup(args)
+    cat = AltStore(data_dir).catalog()
+    if cat.empty:
+        print(f"no alternative data under {data_dir / 'processed' / 'alt'}; try `morningstar alt download SOURCE` or `alt import`")
+        return 0
+    import pandas as pd
+    with pd.option_context("display.width", 200, "display.max_columns", 20): print(cat.to_string(index=False))
     return 0
 
 # %% ../nbs/15_cli.ipynb #1a44df79
@@ -387,6 +430,25 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--days", type=int, default=730, help="length in days (default: %(default)s)")
     m.add_argument("--seed", type=int, default=7, help="random seed (default: %(default)s)")
     m.set_defaults(run=data_sample)
+
+    from morningstar_trader.config import ALT_SERIES
+    sources = (*ALT_SERIES[:3], "news", ALT_SERIES[3])
+    alt = sub.add_parser("alt", help="alternative data: download, import, show").add_subparsers(dest="action", required=True, metavar="ACTION")
+    ad = alt.add_parser("download", parents=[_common(True)], help="fetch one alternative-data source into the store")
+    ad.add_argument("source", choices=sources)
+    ad.add_argument("--series", nargs="+", metavar="NAME", help="onchain: blockchain.com chart names (default: alt.onchain.series)")
+    ad.add_argument("--start", type=_date("--start"), help="first event time, UTC (default: after the newest stored, else the source's default)")
+    ad.add_argument("--end", type=_date("--end"), help="stop before this event time, UTC (default: now)")
+    ad.add_argument("--api-url", metavar="URL", help="the API's host, e.g. a mirror (default: alt.SOURCE.api_url, else the public one)")
+    ad.set_defaults(run=alt_download)
+    ai = alt.add_parser("import", parents=[_common(True)], help="import an alternative-data file (its quirks: see nbs/03b_alt_import.ipynb)")
+    ai.add_argument("source", choices=sources)
+    ai.add_argument("file", type=Path)
+    ai.add_argument("--tz", help="time zone of naive local times, e.g. Europe/Berlin (required for files that have them)")
+    ai.add_argument("--asset", help="the asset a one-series file is about (default: from the file name, else BTC)")
+    ai.add_argument("--column", help="the stored name of a one-series file's values (default per source)")
+    ai.set_defaults(run=alt_import)
+    alt.add_parser("show", parents=[_common(True)], help="per source: rows, first/last, newest age, gaps").set_defaults(run=alt_show)
 
     t = sub.add_parser("train", parents=[_common(True)], help="train the multi-task model on stored candles (walk-forward)")
     t.add_argument("--exchange", help="store name of the candles (default: exchange.id of the config; `synthetic` for the sample set)")

@@ -22,12 +22,12 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
 from .types import MorningstarError, parse_timeframe
 
 # %% auto #0
-__all__ = ['Mode', 'MarketType', 'UsablePath', 'INDICATOR_PARAMS', 'IndicatorParam', 'HEADS', 'SECRET_ENV', 'ConfigError',
-           'resolve_path', 'ParamRange', 'ExchangeSettings', 'RetrySettings', 'PathSettings', 'ModelSettings',
-           'IndicatorSpec', 'AltDataSource', 'FeatureSettings', 'TrainingSettings', 'LlmSettings', 'RiskSettings',
-           'DecisionSettings', 'CostSettings', 'ExecutionSettings', 'LiveSettings', 'ScheduleSettings',
-           'MonitoringSettings', 'Settings', 'Secrets', 'load_secrets', 'describe_errors', 'parse_config',
-           'load_config', 'dump_config']
+__all__ = ['Mode', 'MarketType', 'UsablePath', 'INDICATOR_PARAMS', 'IndicatorParam', 'HEADS', 'ALT_SERIES', 'Duration',
+           'SECRET_ENV', 'ConfigError', 'resolve_path', 'ParamRange', 'ExchangeSettings', 'RetrySettings',
+           'PathSettings', 'ModelSettings', 'IndicatorSpec', 'AltDataSource', 'FeatureSettings', 'TrainingSettings',
+           'LlmSettings', 'RiskSettings', 'DecisionSettings', 'CostSettings', 'ExecutionSettings', 'LiveSettings',
+           'ScheduleSettings', 'MonitoringSettings', 'AltSourceSettings', 'AltSettings', 'Settings', 'Secrets',
+           'load_secrets', 'describe_errors', 'parse_config', 'load_config', 'dump_config']
 
 # %% ../nbs/00_config.ipynb #ff57c165
 class ConfigError(MorningstarError):
@@ -199,11 +199,31 @@ class IndicatorSpec(_Section):
     name: str
     params: dict[str, IndicatorParam] = {}
 
+ALT_SERIES = ("fear_greed", "funding", "open_interest", "onchain")   # the numeric provider sources (news is text)
+
+def _duration(v: str) -> str:
+    parse_timeframe(v)   # raises ValueError naming what is allowed
+    return v
+
+Duration = Annotated[str, AfterValidator(_duration)]
+
 class AltDataSource(_Section):
-    "A timestamped table (CSV or Parquet) with a `published_at` column; its value columns become context features."
+    """Context features from a table: a file (`path`, CSV or Parquet with `published_at`) or a provider's store
+    (`source`, read as of its availability time). Values older than `max_age` at the bar close are stale:
+    `stale_policy` refuse drops the bar (a live cycle skips the pair), carry keeps the value and adds `<name>_age_hours`."""
     name: str = Field(pattern=r"^[A-Za-z0-9_]+$")
-    path: UsablePath
+    path: UsablePath | None = None
+    source: Literal["fear_greed", "funding", "open_interest", "onchain"] | None = None
     columns: tuple[str, ...]
+    max_age: Duration | None = None
+    stale_policy: Literal["refuse", "carry"] = "refuse"
+
+    @model_validator(mode="after")
+    def _one_origin(self):
+        if (self.path is None) == (self.source is None):
+            raise ValueError(f"alt_data {self.name!r}: set exactly one of path (a file) or source (one of {list(ALT_SERIES)})")
+        if not self.columns: raise ValueError(f"alt_data {self.name!r}: columns must name at least one value column")
+        return self
 
 _DEFAULT_INDICATORS = (
     IndicatorSpec(name="log_return", params={"period": 1}), IndicatorSpec(name="log_return", params={"period": 24}),
@@ -336,6 +356,36 @@ class MonitoringSettings(_Section):
     drawdown_warning: float = Field(0.10, gt=0, le=1)  # a warning from this drawdown on (risk.max_drawdown halts)
     stale_after_bars: int = Field(2, ge=1, le=1_000)   # newest closed candle older than this many bars: stale data
 
+class AltSourceSettings(_Section):
+    "One alternative-data provider (nbs/03a_alt_providers.ipynb); `api_url` replaces its public host (a mirror or a local server)."
+    api_url: str | None = None
+    feeds: tuple[str, ...] = ()           # news: RSS/Atom feed URLs
+    series: tuple[str, ...] = ()          # onchain: blockchain.com chart names (empty: the provider's defaults)
+    period: Literal["5m", "15m", "30m", "1h", "2h", "4h", "6h", "12h", "1d"] = "1h"   # open_interest: Binance's periods
+    in_cycle: bool = False                # refresh this source at every paper/live cycle (a failure alerts, the cycle goes on)
+
+    @field_validator("api_url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is not None: _check_url(v)
+        return v.rstrip("/") if v else v
+
+    @field_validator("feeds")
+    @classmethod
+    def _feed_urls(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for u in v: _check_url(u)
+        return v
+
+class AltSettings(_Section):
+    "The alternative-data providers; `morningstar alt download SOURCE` fetches one into data/processed/alt/SOURCE/."
+    fear_greed: AltSourceSettings = AltSourceSettings()
+    funding: AltSourceSettings = AltSourceSettings()
+    open_interest: AltSourceSettings = AltSourceSettings()
+    news: AltSourceSettings = AltSourceSettings()
+    onchain: AltSourceSettings = AltSourceSettings()
+    headlines: int = Field(20, ge=0, le=200)           # newest headlines a cycle's digest is built from
+    headline_max_age: Duration = "1d"                  # older headlines are not news any more
+
 class Settings(_Section):
     "The whole validated config of one process."
     mode: Mode = "backtest"
@@ -355,6 +405,7 @@ class Settings(_Section):
     live: LiveSettings = LiveSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
+    alt: AltSettings = AltSettings()
 
     @field_validator("pairs")
     @classmethod
@@ -379,6 +430,7 @@ SECRET_ENV = {
     "exchange_secret": "MORNINGSTAR_EXCHANGE_SECRET",
     "exchange_password": "MORNINGSTAR_EXCHANGE_PASSWORD",  # some exchanges (OKX, KuCoin) need a passphrase
     "llm_api_key": "MORNINGSTAR_LLM_API_KEY",
+    "cryptopanic_token": "MORNINGSTAR_CRYPTOPANIC_TOKEN",   # the news provider's posts API
 }
 
 @dataclass(frozen=True)
@@ -388,6 +440,7 @@ class Secrets:
     exchange_secret: SecretStr = SecretStr("")
     exchange_password: SecretStr = SecretStr("")
     llm_api_key: SecretStr = SecretStr("")
+    cryptopanic_token: SecretStr = SecretStr("")
 
     def values(self) -> list[str]:
         "The non-empty secret strings, for redaction."
@@ -547,7 +600,7 @@ def parse_config(data: Any, source: str = "<config>") -> Settings:
 
 def _resolve_paths(s: Settings, source: str) -> Settings:
     paths = {k: resolve_path(v, f"{source}: paths.{k}") for k, v in s.paths.model_dump().items()}
-    alt = tuple(a.model_copy(update={"path": resolve_path(a.path, f"{source}: features.alt_data.{i}.path")})
+    alt = tuple(a.model_copy(update={"path": resolve_path(a.path, f"{source}: features.alt_data.{i}.path")}) if a.path else a
                 for i, a in enumerate(s.features.alt_data))
     return s.model_copy(update={"paths": PathSettings(**paths), "features": s.features.model_copy(update={"alt_data": alt})})
 

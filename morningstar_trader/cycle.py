@@ -19,7 +19,7 @@ from .config import Secrets, Settings
 from .decision import decide
 from .execution import BarWindow, FillCosts, SimulatedVenue, Venue, exit_levels, first_exit
 from .logging import log_context
-from .monitoring import MonitoringLog, Snapshot, assess
+from .monitoring import Alert, MonitoringLog, Snapshot, assess
 from .portfolio import PortfolioStore
 from .risk import MarketRules, RiskState, check_order, stopped_out, update_state
 from .supervisor import ReviewRequest, Supervisor, guarded
@@ -31,7 +31,7 @@ _log = logging.getLogger(__name__)
 __all__ = ['MARKET_LOOKBACK', 'CycleError', 'bar_number', 'client_order_id', 'Kernel', 'PairInput', 'model_id', 'review_evidence',
            'check_levels', 'mark', 'send', 'CloseNotes', 'trade_pair', 'unreviewed_twin', 'twin_close', 'CloseOutcome',
            'close_bar', 'CycleContext', 'build_context', 'CycleReport', 'sync_clock', 'warm_up', 'predict_heads',
-           'run_cycle', 'risk_status', 'resume_trading']
+           'refresh_alt', 'with_digest', 'run_cycle', 'risk_status', 'resume_trading']
 
 # %% ../nbs/12_cycle.ipynb #63ab7dac
 class CycleError(MorningstarError):
@@ -67,6 +67,7 @@ class PairInput:
     pred: dict | None = None                                      # scalar heads at the newest candle; None: no prediction
     evidence: Callable[[], tuple[dict, dict]] | None = None       # (indicators, market) for the reviewer
     error: str | None = None                                      # why there is no prediction
+    digest: dict | None = None                                    # the cycle's market digest for this pair: untrusted
 
 def model_id(model) -> str:
     "A short id of a trained model's artifact: the hash of its files' hashes (empty for a model never saved)."
@@ -171,7 +172,7 @@ def _reviewer(k: Kernel, inp: PairInput, decided_at: pd.Timestamp, notes: CloseN
     def ask(proposal):
         indicators, market = inp.evidence() if inp.evidence is not None else ({}, {})
         return k.supervisor.review(ReviewRequest(proposal, decided_at, inp.pred, indicators, market, fee=c.taker_fee,
-                                                 slippage=c.slippage_bps / 10_000, model_id=k.model_id))
+                                                 slippage=c.slippage_bps / 10_000, model_id=k.model_id, digest=inp.digest))
     ask = guarded(ask, k.settings.llm)      # a reviewer that raises gives this proposal the failure policy
     def review(proposal):
         r = ask(proposal)
@@ -465,6 +466,36 @@ def _inputs(ctx: CycleContext, bars: dict, errors: dict) -> dict[str, PairInput]
         inputs[pair] = PairInput(window, pred, evidence)
     return inputs
 
+# %% ../nbs/12_cycle.ipynb #30b78a04
+def refresh_alt(ctx: CycleContext, at: pd.Timestamp) -> list[Alert]:
+    "Refresh the in-cycle alternative sources and reload the model's tables; alerts for what failed or is stale."
+    from morningstar_trader.alt_data import load_alt_tables
+    from morningstar_trader.alt_providers import SOURCES, download
+    from morningstar_trader.config import load_secrets
+    from morningstar_trader.features import stale_alt
+    s, alerts = ctx.settings, []
+    for source in (x for x in SOURCES if getattr(s.alt, x).in_cycle):
+        try: download(source, s, load_secrets())
+        except MorningstarError as e: alerts.append(Alert("warning", "alt_source", f"{source}: {e}"))
+    prep = ctx.model.prep
+    if any(getattr(a, "source", None) for a in prep.settings.alt_data):
+        try: ctx.model.prep = prep = replace(prep, alt_tables=load_alt_tables(prep.settings.alt_data, s.paths.data_dir))
+        except MorningstarError as e: alerts.append(Alert("warning", "alt_source", f"reloading the alternative tables: {e}"))
+    alerts += [Alert("warning", "stale_alt", f"{name}: {why}") for name, why in stale_alt(prep, at).items()]
+    return alerts
+
+def with_digest(ctx: CycleContext, inputs: dict[str, PairInput], at: pd.Timestamp) -> tuple[dict[str, PairInput], list[Alert]]:
+    "Each predicted pair's input with the cycle's market digest; a `digest` alert when it failed."
+    from morningstar_trader.digest import DigestMaker, digest_inputs
+    if ctx.settings.llm.mode == "off" or not any(i.pred is not None for i in inputs.values()): return inputs, []
+    assets = tuple(dict.fromkeys(p.split("/")[0] for p in ctx.settings.pairs))
+    heads, values = digest_inputs(ctx.settings.paths.data_dir, at, assets, ctx.settings)
+    if not heads and not values: return inputs, []        # no alternative data stored: the reviews are as they were
+    d = DigestMaker.from_supervisor(ctx.supervisor).make(at, assets, heads, values)
+    if d is None: return inputs, []
+    if d.failure: return inputs, [Alert("warning", "digest", f"no market digest this cycle: {d.failure}")]
+    return {p: replace(i, digest=d.for_pair(p)) if i.pred is not None else i for p, i in inputs.items()}, []
+
 # %% ../nbs/12_cycle.ipynb #f7cb1c14
 def _limits(ctx: CycleContext) -> tuple[str | None, str | None]:
     """Live: reconcile store and venue; (why nothing may be sent, why no entry may be sent), None where allowed. Orders
@@ -485,14 +516,17 @@ def run_cycle(ctx: CycleContext, now: pd.Timestamp | None = None) -> CycleReport
     now = pd.Timestamp(now or started)
     refusal, hold_entries = _limits(ctx)                                 # live: store and venue must agree first
     bars, errors, newest = _bars(ctx, now)                               # a. market data
-    inputs = _inputs(ctx, bars, errors)                                  # b, c. features, one batched prediction
     at = max(b.end for b in bars.values()) + parse_timeframe(ctx.settings.timeframe) if bars else now
+    alerts = refresh_alt(ctx, at)                                        # a. alternative data: a failure alerts, no more
+    inputs = _inputs(ctx, bars, errors)                                  # b, c. features, one batched prediction
+    inputs, digest_alerts = with_digest(ctx, inputs, at)                 # d. the market digest, once for all pairs
     out = close_bar(ctx.kernel, inputs, at, _risk_state(ctx, now), refusal=refusal, hold_entries=hold_entries, t0=t0)
     ctx.store.save_runtime("risk_state", out.risk_state.to_json())
-    snapshot = _monitor(ctx, now, out, newest, refusal)                 # h. monitoring
+    snapshot = _monitor(ctx, now, out, newest, refusal, (*alerts, *digest_alerts))   # h. monitoring
     return CycleReport(max(newest.values(), default=None), started, pd.DataFrame(out.rows), out.fills, snapshot)
 
-def _monitor(ctx: CycleContext, now: pd.Timestamp, out: CloseOutcome, newest: dict, refusal: str | None) -> Snapshot:
+def _monitor(ctx: CycleContext, now: pd.Timestamp, out: CloseOutcome, newest: dict, refusal: str | None,
+             extra: tuple = ()) -> Snapshot:
     s, rs = ctx.settings, out.risk_state
     prices = ctx.store.load_runtime("last_close", {})
     snapshot = assess(ctx.store.equity_curve(), now=now, trading=rs.trading, why=rs.why,
@@ -500,7 +534,7 @@ def _monitor(ctx: CycleContext, now: pd.Timestamp, out: CloseOutcome, newest: di
                                          for p in ctx.store.positions().values()),
                       newest_bars=newest, errors=out.notes.errors, llm_alerts=out.notes.llm_alerts, timeframe=s.timeframe,
                       risk=s.risk, monitoring=s.monitoring, refusal=refusal,
-                      llm_stats=ctx.supervisor.record.stats() if ctx.supervisor.record else None)
+                      llm_stats=ctx.supervisor.record.stats() if ctx.supervisor.record else None, extra=extra)
     ctx.monitor.add(snapshot)
     return snapshot
 

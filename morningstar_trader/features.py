@@ -25,9 +25,9 @@ from .config import FeatureSettings, IndicatorSpec
 from .types import BAR_COLUMNS, Bars, Features, MorningstarError, parse_timeframe
 
 # %% auto #0
-__all__ = ['INDICATORS', 'CONTEXT_TIME', 'FeatureError', 'brief', 'shorten', 'describe_problems', 'Indicator',
-           'indicator_columns', 'ScalerFile', 'scaler_to_json', 'scaler_from_dict', 'scaler_from_json',
-           'DataPreparation']
+__all__ = ['INDICATORS', 'CONTEXT_TIME', 'PER_ASSET', 'AS_OF', 'FeatureError', 'brief', 'shorten', 'describe_problems',
+           'Indicator', 'indicator_columns', 'ScalerFile', 'scaler_to_json', 'scaler_from_dict', 'scaler_from_json',
+           'alt_context_names', 'DataPreparation', 'stale_alt']
 
 # %% ../nbs/04_features.ipynb #7056e15f
 class FeatureError(MorningstarError):
@@ -175,6 +175,12 @@ def scaler_from_json(text: str) -> RobustScaler:
 
 # %% ../nbs/04_features.ipynb #fe1ad8b8
 CONTEXT_TIME = ("hour_sin", "hour_cos", "weekday_sin", "weekday_cos")
+PER_ASSET = ("funding", "open_interest")     # one series per asset: a pair reads its base asset's rows
+AS_OF = "available_at, strictly before the bar's close"
+
+def alt_context_names(a) -> list[str]:
+    "The context columns of one `features.alt_data` entry: its values, and with stale_policy carry, the age in hours."
+    return [f"{a.name}_{c}" for c in a.columns] + ([f"{a.name}_age_hours"] if a.stale_policy == "carry" else [])
 
 @dataclass(frozen=True)
 class DataPreparation:
@@ -199,7 +205,7 @@ class DataPreparation:
 
     @property
     def context_names(self) -> list[str]:
-        return [*CONTEXT_TIME, *(f"{a.name}_{c}" for a in self.settings.alt_data for c in a.columns)]
+        return [*CONTEXT_TIME, *(n for a in self.settings.alt_data for n in alt_context_names(a))]
 
     @property
     def warm_up(self) -> int:
@@ -227,6 +233,28 @@ def _time_context(opens: pd.DatetimeIndex, step: pd.Timedelta) -> dict[str, np.n
     day = (close.day_of_week + close.hour / 24).to_numpy() * (2 * np.pi / 7)
     return dict(zip(CONTEXT_TIME, (np.sin(hour), np.cos(hour), np.sin(day), np.cos(day))))
 
+# %% ../nbs/04_features.ipynb #39571fd5
+def _alt_context(prep: DataPreparation, bars: Bars, step: pd.Timedelta) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    "The alternative context columns of `bars` and the rows where all of them are usable."
+    n, index = len(bars), bars.frame.index
+    ok, cols, close = np.ones(n, bool), {}, index + step
+    for src in prep.settings.alt_data:
+        table = prep.alt_tables[src.name]
+        if getattr(src, "source", None) in PER_ASSET and "asset" in table.columns:
+            table = table[table["asset"] == bars.pair.split("/")[0]]
+        age = np.zeros(n)
+        for c in src.columns:
+            part = table[["published_at", c]].dropna(subset=[c])
+            got = align_asof(index, step, part.assign(known=part["published_at"]), src.name)
+            cols[f"{src.name}_{c}"] = values = got[f"{src.name}_{c}"].to_numpy(np.float64)
+            known = pd.DatetimeIndex(got[f"{src.name}_known"])
+            age = np.maximum(age, np.asarray((close - known).total_seconds(), np.float64) / 3600)   # NaN where unknown
+            ok &= np.isfinite(values)
+        if getattr(src, "max_age", None) is not None and src.stale_policy == "refuse":
+            ok &= ~(age > parse_timeframe(src.max_age).total_seconds() / 3600)
+        if getattr(src, "stale_policy", "refuse") == "carry": cols[f"{src.name}_age_hours"] = age
+    return cols, ok
+
 # %% ../nbs/04_features.ipynb #24140979
 @patch
 def frame(self: DataPreparation, bars: Bars) -> pd.DataFrame:
@@ -245,14 +273,14 @@ def frame(self: DataPreparation, bars: Bars) -> pd.DataFrame:
             for name, values in zip(indicator_columns(spec), out, strict=True): cols[name][rows] = values
     step = parse_timeframe(self.timeframe)
     cols |= _time_context(bars.frame.index, step)
-    for src in self.settings.alt_data:
-        cols |= align_asof(bars.frame.index, step, self.alt_tables[src.name][["published_at", *src.columns]], src.name).to_dict("series")
+    alt_cols, alt_ok = _alt_context(self, bars, step)
+    cols |= alt_cols
     out = pd.DataFrame(cols, index=bars.frame.index)
     starts = np.r_[0, np.flatnonzero(np.diff(segment)) + 1]                # segments are consecutive runs
     position = np.arange(len(segment)) - np.repeat(starts, np.diff(np.r_[starts, len(segment)]))
-    keep = position >= self.warm_up
-    alt = [c for c in self.context_names if c not in CONTEXT_TIME]
-    if alt: keep &= out[alt].notna().all(axis=1).to_numpy()   # before the first publication there is nothing to use
+    keep = (position >= self.warm_up) & alt_ok      # before the first publication, or stale under refuse: nothing to use
+    if not alt_ok.all():   # a refused stretch inside a segment splits it: no window spans rows that were dropped
+        segment = pd.factorize(pd.Series(list(zip(segment, np.cumsum(~alt_ok)))))[0]
     out = out[keep].assign(segment=segment[keep])
     bad = ~np.isfinite(out[self.technical_names + self.context_names].to_numpy())
     if bad.any():
@@ -305,11 +333,32 @@ def transform(self: DataPreparation, bars: Bars) -> Features:
     return self.windows(bars.pair, self.frame(bars))
 
 # %% ../nbs/04_features.ipynb #e2abc55a
+def _alt_entry(a) -> dict:
+    "An alt_data entry of the spec; a file entry without max_age keeps the form models saved before providers existed."
+    e = {"name": a.name, "columns": list(a.columns)}
+    if a.source is not None: e |= {"source": a.source, "as_of": AS_OF}
+    if a.max_age is not None or a.stale_policy != "refuse": e |= {"max_age": a.max_age, "stale_policy": a.stale_policy}
+    return e
+
 @patch
 def spec(self: DataPreparation) -> dict:
     "The feature settings that must match between training and inference."
     return {"timeframe": self.timeframe, "window": self.settings.window, "warm_up": self.warm_up,
             "gap_policy": self.settings.gap_policy, "clip": self.settings.clip,
             "indicators": [{"name": s.name, "params": dict(s.params)} for s in self.settings.indicators],
-            "alt_data": [{"name": a.name, "columns": list(a.columns)} for a in self.settings.alt_data],
+            "alt_data": [_alt_entry(a) for a in self.settings.alt_data],
             "technical_names": self.technical_names, "context_names": self.context_names}
+
+# %% ../nbs/04_features.ipynb #f367b843
+def stale_alt(prep: DataPreparation, at: pd.Timestamp) -> dict[str, str]:
+    "Why each alt_data source with a `max_age` is stale at `at` (its newest value known strictly before `at`), by name."
+    out = {}
+    for src in prep.settings.alt_data:
+        if getattr(src, "max_age", None) is None: continue
+        t = prep.alt_tables[src.name]["published_at"]
+        known = t[t < at]
+        limit = parse_timeframe(src.max_age)
+        if not len(known): out[src.name] = f"no value known before {at}"
+        elif (age := at - known.max()) > limit:
+            out[src.name] = f"newest value {age} old at {at} (max_age {src.max_age}, policy {src.stale_policy})"
+    return out

@@ -142,6 +142,10 @@ class AltDataEntry(BaseModel):
     model_config = _STRICT
     name: str
     columns: list[str]
+    source: str | None = None           # a provider's store, joined as of `as_of` (absent: a file, by published_at)
+    as_of: str | None = None
+    max_age: str | None = None
+    stale_policy: Literal["refuse", "carry"] = "refuse"
 
 class FeatureSpec(BaseModel):
     "`DataPreparation.spec` as stored: everything about the features that must match at inference."
@@ -307,7 +311,7 @@ def _verified_scaler(path: Path, spec: dict) -> RobustScaler:
 def _verified_prep(path: Path, spec: dict, scaler: RobustScaler, settings: Settings | None, alt_tables: dict | None):
     "The features of the config when given (they must reproduce the stored spec), else rebuilt from the spec."
     if settings is not None:
-        if alt_tables is None: alt_tables = load_alt_tables(settings.features.alt_data)
+        if alt_tables is None: alt_tables = load_alt_tables(settings.features.alt_data, settings.paths.data_dir)
         prep = DataPreparation(settings.features, settings.timeframe, scaler, alt_tables)
     else:
         _check(not spec["alt_data"], path, "models with alternative data need the config (its alt_data sources): pass settings")

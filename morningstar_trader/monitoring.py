@@ -48,8 +48,9 @@ class Snapshot:
 # %% ../nbs/11_monitoring.ipynb #69323ea2
 def assess(curve: pd.DataFrame, *, now, trading: str, why: str = "", open_positions: int, newest_bars: dict[str, pd.Timestamp],
            errors: dict[str, str], llm_alerts: dict[str, list[str]], timeframe: str, risk: RiskSettings,
-           monitoring: MonitoringSettings, llm_stats: dict | None = None, refusal: str | None = None) -> Snapshot:
-    "The snapshot after a cycle: `curve` is the state store's equity curve ending with this cycle's mark."
+           monitoring: MonitoringSettings, llm_stats: dict | None = None, refusal: str | None = None,
+           extra: tuple[Alert, ...] = ()) -> Snapshot:
+    "The snapshot after a cycle: `curve` is the state store's equity curve ending with this cycle's mark; `extra`: earlier stages' alerts."
     if curve.empty: raise ValueError("assess needs at least this cycle's equity mark")
     now, step, last = pd.Timestamp(now), parse_timeframe(timeframe), curve.iloc[-1]
     drawdown = float(1 - last["equity"] / curve["equity"].max())
@@ -66,6 +67,7 @@ def assess(curve: pd.DataFrame, *, now, trading: str, why: str = "", open_positi
     stale = {a.pair for a in alerts if a.kind == "stale_data"}
     alerts += [Alert("warning", "error", reason, pair) for pair, reason in errors.items() if pair not in stale]
     alerts += [Alert("info", "llm", text, pair) for pair, texts in llm_alerts.items() for text in texts]
+    alerts += list(extra)
     return Snapshot(now, float(last["equity"]), float(last["cash"]), float(last["equity"] - curve["equity"].iloc[0]), drawdown,
                     float(last["exposure"] / last["equity"]) if last["equity"] > 0 else float("inf"), open_positions, trading,
                     tuple(alerts), llm_stats)

@@ -16,7 +16,7 @@ from .types import parse_timeframe, to_utc
 
 # %% auto #0
 __all__ = ['SAMPLE_PAIRS', 'REGIMES', 'STAY_PROBABILITY', 'GARCH_ALPHA', 'GARCH_BETA', 'T_DOF', 'MARKET_WEIGHT', 'SamplePair',
-           'synthetic_candles', 'write_sample_data']
+           'synthetic_candles', 'write_sample_data', 'synthetic_alt', 'write_sample_alt']
 
 # %% ../nbs/02b_sample_data.ipynb #2a0e9f35
 @dataclass(frozen=True)
@@ -85,3 +85,35 @@ def write_sample_data(store: CandleStore, *, exchange: str = "synthetic", pairs:
     chosen = {p: SAMPLE_PAIRS[p] for p in (pairs or SAMPLE_PAIRS)}
     raw, _ = synthetic_candles(chosen, start, periods, timeframe, seed)
     return [store.save(validated_bars(df, exchange, pair, timeframe)[0], "synthetic") for pair, df in raw.items()]
+
+# %% ../nbs/02b_sample_data.ipynb #b6829770
+def synthetic_alt(raw: dict[str, pd.DataFrame], seed: int = 7) -> dict[tuple[str, str], pd.DataFrame]:
+    "Synthetic alternative rows by (source, key), from the candles of `synthetic_candles`: Fear & Greed, funding, headlines."
+    from morningstar_trader.alt_providers import LAGS, validated_series
+    rng, out, heads = np.random.default_rng(seed + 1), {}, []
+    for pair, df in raw.items():
+        close = df.set_index("timestamp")["close"]
+        before = close.shift(1)                                   # the close of the bar that ended at each open time
+        r24 = np.log(before / before.shift(24))
+        t8 = close.index[(close.index.hour % 8 == 0) & r24.notna().to_numpy()]
+        asset = pair.split("/")[0]
+        rate = 1e-4 + 2e-3 * r24[t8].to_numpy() + rng.normal(0, 5e-5, len(t8))
+        out[("funding", asset)] = validated_series(pd.DataFrame({"event_time": t8, "available_at": t8 + LAGS["funding"], "asset": asset,
+                                                                 "funding_rate": rate}), "funding", ("funding_rate",))
+        days = close.index[(close.index.hour == 0) & r24.notna().to_numpy()]
+        heads += [(t, asset, x) for t, x in zip(days, r24[days]) if abs(x) > 0.03]
+        if pair == "BTC/USDT" or ("fear_greed", "fear_greed") not in out:
+            r30 = np.log(before / before.shift(24 * 30))[days].fillna(0).to_numpy()
+            v = np.clip(np.round(50 + 40 * np.tanh(5 * r30) + rng.normal(0, 5, len(days))), 0, 100)
+            out[("fear_greed", "fear_greed")] = validated_series(pd.DataFrame(
+                {"event_time": days, "available_at": days + LAGS["fear_greed"], "asset": "", "value": v}), "fear_greed", ("value",))
+    news = pd.DataFrame({"event_time": [h[0] for h in heads], "id": [f"synthetic:{h[1]}:{h[0].isoformat()}" for h in heads],
+                         "title": [f"SYNTHETIC: {h[1]} {'jumps' if h[2] > 0 else 'drops'} {abs(h[2]):.1%} in 24 hours" for h in heads],
+                         "url": "", "origin": "synthetic", "assets": [h[1] for h in heads]})
+    out[("news", "headlines")] = news.assign(available_at=news["event_time"])[["event_time", "available_at", "id", "title", "url", "origin", "assets"]]
+    return out
+
+def write_sample_alt(alt_store, raw: dict[str, pd.DataFrame], seed: int = 7) -> dict[tuple[str, str], int]:
+    "Save `synthetic_alt` rows to an `AltStore`, each file marked synthetic; rows stored by (source, key)."
+    return {(s, k): alt_store.save(s, k, rows, ident=("id",) if s == "news" else ("asset", "event_time"), origin="synthetic")[1]
+            for (s, k), rows in synthetic_alt(raw, seed).items()}

@@ -226,7 +226,7 @@ def train_model(settings: Settings, bars: dict[str, Bars], out_dir: str | Path, 
     started = time.perf_counter()
     tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(settings.training.seed)
-    prep0 = DataPreparation(settings.features, settings.timeframe, alt_tables=load_alt_tables(settings.features.alt_data))
+    prep0 = DataPreparation(settings.features, settings.timeframe, alt_tables=load_alt_tables(settings.features.alt_data, settings.paths.data_dir))
     frames = {p: prep0.frame(b) for p, b in bars.items()}
     labels = {p: make_labels(b.frame, settings.training) for p, b in bars.items()}
     labelled = pd.DatetimeIndex(sorted(set().union(*(l.index[l["signal"].notna()] for l in labels.values()))))

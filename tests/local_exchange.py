@@ -3,7 +3,9 @@
 It speaks the subset of Binance's REST API that `ccxt.binance` uses for `load_markets`,
 `fetch_ohlcv`, `fetch_ticker` and `fetch_time`, and the signed spot endpoints for trading
 (`create_order` with a client order id, `fetch_order` by id or client id, `cancel_order`,
-`fetch_open_orders`, `fetch_orders`, `fetch_my_trades`, `fetch_balance`), so tests exercise the real
+`fetch_open_orders`, `fetch_orders`, `fetch_my_trades`, `fetch_balance`), and of the USDT-M futures API
+that `ccxt.binanceusdm` uses for `load_markets`, `fetch_funding_rate_history` and
+`fetch_open_interest_history` (`set_futures`), so tests exercise the real
 client end to end (URL building, signing, throttling, parsing, error mapping) without internet
 access. Faults are injected by request count rather than by chance, so retry, timeout and
 unknown-outcome behaviour can be asserted exactly.
@@ -158,6 +160,8 @@ class LocalExchange(LoopbackServer):
         self.requests: list[dict[str, Any]] = []
         self._faults: list[_Fault] = []
         self._lock = threading.Lock()
+        self._funding: dict[str, list[tuple[int, float, float]]] = {}
+        self._open_interest: dict[str, list[tuple[int, float, float]]] = {}
 
     def inject(self, path: str, kind: str, count: int = 1, *, delay_s: float = 2.0, after: int = 0,
                method: str | None = None) -> None:
@@ -175,6 +179,13 @@ class LocalExchange(LoopbackServer):
     def set_candles(self, candles: dict[str, pd.DataFrame]) -> None:
         """Replace the book while serving (e.g. more candles have closed since the last download)."""
         self._markets = {m.id: m for m in (_build_market(s, df) for s, df in candles.items())}
+
+    def set_futures(self, funding: dict[str, list[tuple[int, float, float]]] | None = None,
+                    open_interest: dict[str, list[tuple[int, float, float]]] | None = None) -> None:
+        """USDT-M perpetuals by Binance symbol ("BTCUSDT"): funding (fundingTime ms, rate, mark price) and open
+        interest (timestamp ms, contracts, value) rows; every symbol named is listed by /fapi/v1/exchangeInfo."""
+        self._funding = {k: sorted(v) for k, v in (funding or {}).items()}
+        self._open_interest = {k: sorted(v) for k, v in (open_interest or {}).items()}
 
     def point(self, exchange: Any) -> None:
         """Send every API of a ccxt instance here, keeping each URL's path (as `exchange.api_url` does)."""
@@ -481,6 +492,54 @@ class LocalExchange(LoopbackServer):
             "openTime": now - _DAY_MS, "closeTime": now, "firstId": 0, "lastId": len(window) - 1, "count": len(window),
         }
 
+    # -- USDT-M futures (the shapes of https://developers.binance.com/docs/derivatives/usds-margined-futures) ---------
+
+    def _fapi_symbols(self) -> list[str]:
+        return sorted(set(self._funding) | set(self._open_interest))
+
+    def _fapi_exchange_info(self, query: dict[str, str]) -> dict[str, Any]:
+        symbols = []
+        for sym in self._fapi_symbols():
+            base = sym.removesuffix("USDT")
+            symbols.append({
+                "symbol": sym, "pair": sym, "contractType": "PERPETUAL", "deliveryDate": 4133404800000,
+                "onboardDate": 1569398400000, "status": "TRADING", "maintMarginPercent": "2.5000",
+                "requiredMarginPercent": "5.0000", "baseAsset": base, "quoteAsset": "USDT", "marginAsset": "USDT",
+                "pricePrecision": 2, "quantityPrecision": 3, "baseAssetPrecision": 8, "quotePrecision": 8,
+                "underlyingType": "COIN", "underlyingSubType": ["PoW"], "settlePlan": 0, "triggerProtect": "0.0500",
+                "liquidationFee": "0.012500", "marketTakeBound": "0.05", "maxMoveOrderLimit": 10000,
+                "filters": [{"filterType": "PRICE_FILTER", "minPrice": "0.10", "maxPrice": "4529764", "tickSize": "0.10"},
+                            {"filterType": "LOT_SIZE", "minQty": "0.001", "maxQty": "1000", "stepSize": "0.001"},
+                            {"filterType": "MARKET_LOT_SIZE", "minQty": "0.001", "maxQty": "120", "stepSize": "0.001"},
+                            {"filterType": "MIN_NOTIONAL", "notional": "100"}],
+                "orderTypes": ["LIMIT", "MARKET", "STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET", "TRAILING_STOP_MARKET"],
+                "timeInForce": ["GTC", "IOC", "FOK", "GTX", "GTD"], "permissionSets": ["GRID", "COPY"]})
+        return {"timezone": "UTC", "serverTime": self._now(), "futuresType": "U_MARGINED",
+                "rateLimits": [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 2400}],
+                "exchangeFilters": [], "assets": [{"asset": "USDT", "marginAvailable": True, "autoAssetExchange": "-10000"}],
+                "symbols": symbols}
+
+    def _futures_rows(self, table: dict, query: dict[str, str], default: int, cap: int) -> list[tuple[int, float, float]]:
+        sym = query.get("symbol")
+        if sym not in table:
+            raise _ApiError(400, -1121, "Invalid symbol.")
+        rows, now = [r for r in table[sym] if r[0] <= self._now()], self._now()
+        start, end = _int_param(query, "startTime"), _int_param(query, "endTime")
+        limit = min(_int_param(query, "limit") or default, cap)
+        rows = [r for r in rows if (start is None or r[0] >= start) and (end is None or r[0] <= end) and r[0] <= now]
+        return rows[:limit] if start is not None else rows[-limit:]   # without startTime: the most recent
+
+    def _funding_rate(self, query: dict[str, str]) -> list[dict[str, Any]]:
+        return [{"symbol": query["symbol"], "fundingTime": t, "fundingRate": f"{r:.8f}", "markPrice": f"{m:.8f}"}
+                for t, r, m in self._futures_rows(self._funding, query, 100, 1000)]
+
+    def _open_interest_hist(self, query: dict[str, str]) -> list[dict[str, Any]]:
+        if query.get("period") not in ("5m", "15m", "30m", "1h", "2h", "4h", "6h", "12h", "1d"):
+            raise _ApiError(400, -1130, "Invalid period.")
+        return [{"symbol": query["symbol"], "sumOpenInterest": f"{a:.8f}", "sumOpenInterestValue": f"{v:.8f}",
+                 "CMCCirculatingSupply": "0", "timestamp": t}
+                for t, a, v in self._futures_rows(self._open_interest, query, 30, 500)]
+
 
 def _int_param(query: dict[str, str], name: str) -> int | None:
     raw = query.get(name)
@@ -509,6 +568,9 @@ _ROUTES: dict[str, Callable[[LocalExchange, dict[str, str]], Any]] = {
     "/api/v3/klines": LocalExchange._klines,
     "/api/v3/ticker/price": LocalExchange._ticker_price,
     "/api/v3/ticker/24hr": LocalExchange._ticker_24hr,
+    "/fapi/v1/exchangeInfo": LocalExchange._fapi_exchange_info,
+    "/fapi/v1/fundingRate": LocalExchange._funding_rate,
+    "/futures/data/openInterestHist": LocalExchange._open_interest_hist,
 }
 
 # Fault answers as Binance (or the CDN in front of it) sends them: rate-limit errors carry

@@ -194,3 +194,36 @@ def test_after_warm_up_the_cycle_at_the_close_asks_only_for_candles(world, tmp_p
     report = run_cycle(ctx, now)
     asked = [r["path"] for r in server.requests[seen:]]
     assert asked == ["/api/v3/klines", "/api/v3/klines"] and "skipped" not in set(report.pairs["action"])
+
+
+def test_an_alt_provider_down_alerts_and_the_digest_reaches_the_reviews(world, tmp_path):
+    from morningstar_trader.alt_providers import AltStore, validated_series
+    server, settings, data = world
+    days = data["BTC/USDT"].index[1600:1800:24]
+    AltStore(tmp_path / "data").save("fear_greed", "fear_greed", validated_series(pd.DataFrame(
+        {"event_time": days, "available_at": days + pd.Timedelta(hours=1), "asset": "", "value": 10.0}), "fear_greed", ("value",)))
+    s = settings.model_copy(update={
+        "paths": settings.paths.model_copy(update={"state_dir": tmp_path / "state", "data_dir": tmp_path / "data"}),
+        "llm": settings.llm.model_copy(update={"mode": "simulated"}),
+        "alt": settings.alt.model_copy(update={"fear_greed": settings.alt.fear_greed.model_copy(
+            update={"api_url": "http://127.0.0.1:9", "in_cycle": True})})})     # a provider that is down
+    ctx = build_context(s, load_secrets({}), run_id="alt-test")
+    seen, review = [], ctx.supervisor.review
+    ctx.supervisor.review = lambda r: (seen.append(r), review(r))[1]
+    for k in range(1800, 1840):
+        run_cycle(ctx, at(server, data["BTC/USDT"].index[k] + pd.Timedelta(minutes=30)))
+        if seen: break
+    alerts = [a for row in ctx.monitor.frame()["alerts"] for a in row]
+    assert all(any(a["kind"] == "alt_source" and "fear_greed" in a["message"] for a in row) for row in ctx.monitor.frame()["alerts"])
+    assert not any(a["kind"] == "digest" for a in alerts)
+    assert seen, "no entry was proposed in 40 cycles"
+    r = seen[0]
+    assert r.digest["asset"] == r.proposal.pair.split("/")[0] and r.digest["sentiment"] == -0.8
+    assert "Fear & Greed 10: extreme fear" in r.digest["risk_flags"]
+    with sqlite3.connect(s.paths.state_dir / "paper.sqlite") as db:
+        reviews = [json.loads(d)["review"] for (d,) in db.execute("SELECT decision FROM journal") if json.loads(d)["review"]]
+    assert reviews and all(x["veto"] or ("digest:" in x["rationale"] and x["size_multiplier"] <= 0.5) for x in reviews)
+    from dataclasses import replace
+    from morningstar_trader.supervisor import simulated_review
+    confident = simulated_review(replace(r, prediction={**r.prediction, "confidence": 0.9}))   # the same request, a sure model
+    assert confident.size_multiplier == 0.5 and "digest: " in confident.rationale

@@ -8,8 +8,8 @@ from conftest import ROOT
 from morningstar_trader.config import DecisionSettings, LlmSettings
 from morningstar_trader.decision import apply_review
 from morningstar_trader.types import TradeProposal
-from morningstar_trader.supervisor import (HEADLINES_TEMPLATE, PROMPT_VERSION, REVIEW_SCHEMA, SYSTEM_PROMPT, USER_TEMPLATE,
-                                           clamp, parse_reply)
+from morningstar_trader.supervisor import (DIGEST_TEMPLATE, HEADLINES_TEMPLATE, PROMPT_VERSION, REVIEW_SCHEMA, SYSTEM_PROMPT,
+                                           USER_TEMPLATE, clamp, parse_reply)
 
 GUIDE = (ROOT / "docs" / "PROMPTS_GUIDE.md").read_text()
 
@@ -23,6 +23,7 @@ def test_the_guide_shows_the_code_prompts():
     assert block("## System prompt", "text") == SYSTEM_PROMPT + "\n"
     assert block("## User message", "text") == USER_TEMPLATE + "\n"
     assert block("## User message", "text", 1) == HEADLINES_TEMPLATE
+    assert block("## User message", "text", 2) == DIGEST_TEMPLATE
     assert f"`{PROMPT_VERSION}`" in GUIDE
 
 

@@ -40,3 +40,23 @@ def test_a_secret_in_the_config_file_is_refused_without_echoing_it(tmp_path):
     proc = Project(tmp_path, config).run("data", "show", check=2)
     assert "llm.api_key: secrets are not allowed in config files" in proc.stderr
     assert "MORNINGSTAR_LLM_API_KEY" in proc.stderr and "sk-FAKE" not in proc.stderr
+
+
+def test_the_news_token_never_reaches_logs_outputs_or_files(tmp_path):
+    import pandas as pd
+    from local_alt import LocalAlt, post
+    token = "FAKE-PANIC-TOKEN-77c1"
+    with LocalAlt(token=token) as alt:
+        alt.posts = [post(i, f"Bitcoin {i}", pd.Timestamp.now(tz="UTC") - pd.Timedelta(hours=i)) for i in range(30)]
+        alt.inject("/api/v1/posts/", "503", count=1)                 # a retried failure gets logged
+        project = Project(tmp_path, write_config(tmp_path))
+        env = {"MORNINGSTAR_CRYPTOPANIC_TOKEN": token}
+        ok = project.run("alt", "download", "news", "--api-url", alt.base_url, env=env)
+        alt.inject("/api/v1/posts/", "500", count=5)
+        bad = project.run("alt", "download", "news", "--api-url", alt.base_url, env=env, check=1)
+    assert "news headlines: +30 new rows" in ok.stdout and "after 3 attempts" in bad.stderr
+    found = [o for o in (ok.stdout, ok.stderr, bad.stdout, bad.stderr) if token in o]
+    found += [str(p) for p in project.root.rglob("*") if p.is_file() and token.encode() in p.read_bytes()]
+    assert found == []
+    logs = "".join(p.read_text() for p in (project.root / "logs").glob("*.jsonl"))
+    assert "HTTP 503" in logs and "auth_token=***REDACTED***" in logs          # httpx logs the URL: redacted
