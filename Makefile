@@ -13,6 +13,9 @@ $(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed; set PYTHON=/path/to/python3.11")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(UV)
+	@# the GPU build of TensorFlow (older locks) and the CPU build share one folder: remove both before installing the CPU one
+	@if $(BIN)/uv pip show --python $(BIN)/python tensorflow >/dev/null 2>&1; then \
+	  $(BIN)/uv pip uninstall --python $(BIN)/python tensorflow tensorflow-cpu; fi
 	$(BIN)/uv pip install --python $(BIN)/python -r requirements.lock
 	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
 	@touch $@

@@ -285,10 +285,8 @@ def run(args) -> int:
                           notebook=args.notebook)
     _print_record(record)
     if args.html:
-        import nbconvert, nbformat
-        html, _ = nbconvert.HTMLExporter().from_notebook_node(nbformat.read(record.path, as_version=4))
-        record.path.with_suffix(".html").write_text(html)
-        print(f"html: {record.path.with_suffix('.html')}")
+        from morningstar_trader.runs import export_html
+        print(f"html: {export_html(record.path)}")
     return 0
 
 def schedule(args) -> int:
@@ -327,9 +325,11 @@ def runs(args) -> int:
     if args.action == "list":
         table = list_runs(cfg.paths.runs_dir)
         if table.empty: print(f"no runs under {cfg.paths.runs_dir}"); return 0
-        table["return"] = [json.loads(m or "{}").get("total_return") for m in table["metrics"]]
+        metrics = [json.loads(m or "{}") for m in table["metrics"]]
+        table["return"] = [m.get("total_return") for m in metrics]
+        table["buy_hold"] = [m.get("buy_hold_return") for m in metrics]       # runs from before benchmarks: empty
         with pd.option_context("display.width", 200, "display.max_colwidth", 40):
-            print(table[["run_id", "mode", "status", "start", "end", "duration_s", "return", "path"]].to_string(index=False))
+            print(table[["run_id", "mode", "status", "start", "end", "duration_s", "return", "buy_hold", "path"]].to_string(index=False))
         return 0
     scraps = load_run(args.run_id, cfg.paths.runs_dir)
     print(json.dumps({"parameters": scraps.get("parameters"), "stats": scraps.get("stats"), "errors": scraps.get("errors"),
