@@ -149,10 +149,10 @@ def export_html(path: str | Path) -> Path:
     return out
 
 # %% ../nbs/14_runs.ipynb #187ba8b1
-def compare_runs(run_ids: list[str], runs_dir: str | Path) -> pd.DataFrame:
-    "Runs side by side (one column each): first the parameters that differ, then every statistic."
+def compare_runs(run_ids: list[str], runs_dir: str | Path, load=None) -> pd.DataFrame:
+    "Runs side by side (one column each): first the parameters that differ, then every statistic. `load(run_id)`: the scraps."
     if len(run_ids) < 2: raise RunError("compare needs at least two run ids")
-    scraps = {rid: load_run(rid, runs_dir) for rid in run_ids}
+    scraps = {rid: (load or (lambda r: load_run(r, runs_dir)))(rid) for rid in run_ids}
     params = pd.DataFrame({rid: s.get("parameters", {}) for rid, s in scraps.items()}).drop(index="run_id", errors="ignore")
     differ = params[params.astype(str).nunique(axis=1) > 1]
     stats = pd.DataFrame({rid: s.get("stats", {}) for rid, s in scraps.items()})
