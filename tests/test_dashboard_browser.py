@@ -23,7 +23,7 @@ from lab_project import NOISE, make_lab_project
 from morningstar_trader.dashboard import fmt
 from morningstar_trader.runs import load_run
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("lab")]
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("lab"), pytest.mark.timeout(900)]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
          "--disable-sync", "--no-first-run"]
