@@ -33,6 +33,10 @@ demo: $(STAMP)
 	else $(BIN)/morningstar train --exchange synthetic --quiet; fi
 	@cat "$$(ls -d models/default/*/ | tail -n 1)MODEL_CARD.md"
 	$(BIN)/morningstar run --mode backtest --exchange synthetic --start 2024-07-01 --llm-mode simulated --html
+	@echo
+	@echo "Open the dashboard (runs, the paper account, the candle store) in your browser:"
+	@echo "    $(BIN)/morningstar dashboard        # then http://127.0.0.1:8866/  (Ctrl-C stops it)"
+	@echo "or the run notebook above in JupyterLab:  $(BIN)/jupyter lab"
 
 ## The dashboard's browser tests drive Debian's chromium (never a browser downloaded by Playwright): installed here when
 ## missing and this is root; otherwise those tests skip, loudly (under CI=true they fail).

@@ -92,7 +92,7 @@ def dashboard(lab, browser, tmp_path_factory):
         while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
             assert server.poll() is None and time.perf_counter() - t0 < 120, log.read_text()
             time.sleep(0.3)
-        context = browser.new_context(viewport={"width": 1300, "height": 1000})   # a fresh profile: nothing cached
+        context = browser.new_context(viewport={"width": 1300, "height": 1250})   # a fresh profile: nothing cached
         page = context.new_page()
         page.requests = []
         page.on("request", lambda r: page.requests.append(r.url))
@@ -116,10 +116,10 @@ def test_a_picked_run_shows_its_equity_and_trades(lab, dashboard):
     page, run_id = dashboard, lab.run_ids[1]                      # the rule run: it has trades
     scraps = load_run(run_id, lab.root / "runs")
     page.locator(".ms-run-select select").select_option(index=_option_index(page, run_id))
-    page.wait_for_selector(f".ms-run-title:has-text('{run_id}')", timeout=60_000)
+    page.wait_for_selector(f".ms-run-title:has-text('{run_id}')", timeout=150_000)
     equity = scraps["equity"]["equity"]
     title = page.locator(".gtitle").first
-    title.wait_for(timeout=60_000)
+    title.wait_for(timeout=150_000)
     assert title.text_content().startswith(f"equity {fmt(float(equity.iloc[-1]))}")
     assert f"buy & hold {scraps['stats']['buy_hold_return']:+.2%}" in title.text_content()
     trades = page.locator("table.ms-trades").first
@@ -131,7 +131,7 @@ def test_a_picked_run_shows_its_equity_and_trades(lab, dashboard):
 def test_two_runs_are_compared(lab, dashboard):
     page = dashboard
     page.locator(".ms-run-select select").select_option(index=[_option_index(page, r) for r in lab.run_ids])
-    page.wait_for_selector("table.ms-compare", timeout=60_000)
+    page.wait_for_selector("table.ms-compare", timeout=150_000)
     text = page.locator("table.ms-compare").inner_text()
     assert all(r in text for r in lab.run_ids) and "excess_return_vs_buy_hold" in text
     legend = page.locator(".legendtext").all_text_contents()
@@ -142,14 +142,14 @@ def test_two_runs_are_compared(lab, dashboard):
 def test_a_halted_paper_account_is_resumed_through_the_dialog(lab, dashboard):
     page, store = dashboard, lab.root / "state" / "paper.sqlite"
     page.get_by_text("Trading", exact=True).click()
-    page.wait_for_selector(".ms-trading-state.ms-halted", timeout=60_000)
+    page.wait_for_selector(".ms-trading-state.ms-halted", timeout=150_000)
     assert "drawdown 25.00%" in page.locator(".ms-trading-state").inner_text()
     assert "57,000.00" in page.locator("table.ms-positions").inner_text()          # the position's stop
     page.screenshot(path=str(page.shots / "trading-halted.png"), full_page=False)
     page.locator("button.ms-resume").click()
     page.locator(".ms-resume-reason input").fill("reviewed the drawdown in the browser test")
     page.locator("button.ms-resume-confirm").click()
-    page.wait_for_selector(".ms-trading-state.ms-active", timeout=60_000)
+    page.wait_for_selector(".ms-trading-state.ms-active", timeout=150_000)
     with sqlite3.connect(store) as db:
         state = json.loads(db.execute("SELECT value FROM runtime WHERE key = 'risk_state'").fetchone()[0])
         reasons = [json.loads(r[0]) for r in db.execute("SELECT reasons FROM journal WHERE pair = '*'")]
@@ -160,7 +160,7 @@ def test_a_halted_paper_account_is_resumed_through_the_dialog(lab, dashboard):
 def test_the_data_tab_and_no_request_leaves_the_machine(lab, dashboard):
     page = dashboard
     page.get_by_text("Data", exact=True).click()
-    page.wait_for_selector("table.ms-catalog", timeout=60_000)
+    page.wait_for_selector("table.ms-catalog", timeout=150_000)
     text = page.locator("table.ms-catalog").inner_text()
     assert "BTC/USDT" in text and "synthetic" in text and "stale" in text        # the sample set ends in 2023
     page.screenshot(path=str(page.shots / "data.png"), full_page=False)
