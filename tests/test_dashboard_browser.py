@@ -179,37 +179,3 @@ def test_the_run_notebook_html_renders(lab, browser, tmp_path_factory):
     page.screenshot(path=str(tmp_path_factory.mktemp("screenshots") / "run-notebook.png"), full_page=False)
     page.close()
 
-
-def test_the_dashboard_works_opened_in_jupyterlab(lab, browser, tmp_path_factory):
-    """JupyterLab on 127.0.0.1 (no token, no news or update checks); the dashboard notebook run there shows the runs."""
-    (lab.root / "nbs").mkdir(exist_ok=True)
-    shutil.copy(ROOT / "nbs" / "dashboard.ipynb", lab.root / "nbs" / "dashboard.ipynb")
-    port, home = _free_port(), tmp_path_factory.mktemp("jupyterlab")
-    env = {**os.environ, "MORNINGSTAR_DASHBOARD_CONFIG": str(lab.config), "MORNINGSTAR_DASHBOARD_REFRESH_S": "0",
-           "JUPYTER_RUNTIME_DIR": str(home / "runtime")}
-    cmd = [str(MORNINGSTAR.with_name("jupyter")), "lab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
-           "--ServerApp.port_retries=0", "--IdentityProvider.token=", f"--ServerApp.root_dir={lab.root}",
-           "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-           f"--LabApp.user_settings_dir={home / 'settings'}", f"--LabApp.workspaces_dir={home / 'workspaces'}",
-           "--KernelManager.transport=ipc"]
-    with open(home / "lab.log", "w") as out:
-        server = subprocess.Popen(cmd, cwd=lab.root, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        t0 = time.perf_counter()
-        while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
-            assert server.poll() is None and time.perf_counter() - t0 < 120, (home / "lab.log").read_text()
-            time.sleep(0.3)
-        context = browser.new_context(viewport={"width": 1300, "height": 1000})
-        page = context.new_page()
-        page.goto(f"http://127.0.0.1:{port}/lab/tree/nbs/dashboard.ipynb", wait_until="commit")
-        page.wait_for_selector(".jp-Notebook .jp-Cell .cm-content", timeout=PAGE_TIMEOUT_MS)
-        page.locator(".jp-Notebook .jp-Cell .cm-content").first.click()
-        page.keyboard.press("Shift+Enter")
-        page.wait_for_selector(".jp-OutputArea .ms-run-select select", timeout=PAGE_TIMEOUT_MS)
-        texts = page.locator(".ms-run-select select option").all_text_contents()
-        assert {t.split()[0] for t in texts} == set(lab.run_ids)
-        page.screenshot(path=str(home / "jupyterlab.png"))
-        context.close()
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
