@@ -7,12 +7,15 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 UV     := uv==0.13.8
 
-.PHONY: setup demo test sync-check lock
+.PHONY: setup demo test sync-check lock browser
 
 $(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed; set PYTHON=/path/to/python3.11")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(UV)
+	@# the GPU build of TensorFlow (older locks) and the CPU build share one folder: remove both before installing the CPU one
+	@if $(BIN)/uv pip show --python $(BIN)/python tensorflow >/dev/null 2>&1; then \
+	  $(BIN)/uv pip uninstall --python $(BIN)/python tensorflow tensorflow-cpu; fi
 	$(BIN)/uv pip install --python $(BIN)/python -r requirements.lock
 	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
 	@touch $@
@@ -31,12 +34,26 @@ demo: $(STAMP)
 	else $(BIN)/morningstar train --exchange synthetic --quiet; fi
 	@cat "$$(ls -d models/default/*/ | tail -n 1)MODEL_CARD.md"
 	$(BIN)/morningstar run --mode backtest --exchange synthetic --start 2024-07-01 --llm-mode simulated --html
+	@echo
+	@echo "Open the dashboard (runs, the paper account, the candle store) in your browser:"
+	@echo "    $(BIN)/morningstar dashboard        # then http://127.0.0.1:8866/  (Ctrl-C stops it)"
+	@echo "or the run notebook above in JupyterLab:  $(BIN)/jupyter lab"
+
+## The dashboard's browser tests drive Debian's chromium (never a browser downloaded by Playwright): installed here when
+## missing and this is root; otherwise those tests skip, loudly (under CI=true they fail).
+browser:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing chromium for the dashboard's browser tests (apt-get)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+	    || echo "!!! apt-get install chromium FAILED: the dashboard's browser tests will not run"; \
+	else echo "!!! no chromium and no way to install it (not root, or no apt-get): the dashboard's browser tests will SKIP"; fi
 
 ## The whole suite: notebooks and package in sync, notebook tests, then pytest.
-test: $(STAMP) sync-check
+test: $(STAMP) sync-check browser
 	$(BIN)/ruff check --select F,E9 --output-format concise morningstar_trader tests bench
 	$(BIN)/nbdev-test --n-workers 2
-	$(BIN)/pytest -n 2
+	$(BIN)/pytest -n 2 --dist loadgroup
 
 # nbdev-clean and nbdev-export must change nothing: the package is what the notebooks export.
 sync-check: $(STAMP)

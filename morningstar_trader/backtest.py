@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import reduce
 from typing import Protocol
 
@@ -18,7 +18,8 @@ from .types import BAR_COLUMNS, MorningstarError, parse_timeframe, to_utc
 
 # %% auto #0
 __all__ = ['TRADE_COLUMNS', 'BacktestError', 'Strategy', 'SmaCross', 'BuyAndHold', 'BacktestResult', 'compute_stats',
-           'run_backtest', 'ModelStrategy', 'round_trips', 'check_lookahead', 'history_bars', 'load_frames']
+           'benchmark_curves', 'benchmark_stats', 'run_backtest', 'ModelStrategy', 'round_trips', 'check_lookahead',
+           'history_bars', 'load_frames']
 
 # %% ../nbs/13_backtest.ipynb #5bbcbe74
 class BacktestError(MorningstarError):
@@ -74,6 +75,7 @@ class BacktestResult:
     fills: pd.DataFrame = field(default_factory=pd.DataFrame)       # kernel runs: every fill
     predictions: pd.DataFrame = field(default_factory=pd.DataFrame) # kernel runs: every head at every bar, by pair
     reviews: pd.DataFrame = field(default_factory=pd.DataFrame)     # kernel runs: every review (score, rationale, latency, cost)
+    benchmarks: pd.DataFrame = field(default_factory=pd.DataFrame)  # equity of buy & hold and flat on the same bars
 
 TRADE_COLUMNS = ["pair", "side", "entry_time", "entry_price", "exit_time", "exit_price", "size", "fees", "pnl", "exit_reason"]
 
@@ -167,6 +169,33 @@ def compute_stats(equity: pd.Series, trades: pd.DataFrame, exposure: float) -> d
             "profit_factor": float(wins / losses) if losses > 0 else float("nan"),
             "exposure": float(exposure), "trades": int(len(trades))}
 
+# %% ../nbs/13_backtest.ipynb #a083aa2a
+def benchmark_curves(frames: dict[str, pd.DataFrame], index: pd.DatetimeIndex, cash: float, fee: float = 0.0) -> pd.DataFrame:
+    "Equity of `buy_hold` (equal weight over the pairs, each bought at its first close on `index`) and `flat` (the cash) on `index`."
+    if not frames: raise BacktestError("benchmarks need at least one pair")
+    share, held = cash / len(frames), []
+    for frame in frames.values():
+        close = frame["close"].reindex(index).ffill()
+        first = close.first_valid_index()
+        # a pair with no candle yet keeps its share in cash until its first close
+        held.append(pd.Series(share, index=index) if first is None else (share * (1 - fee) / close[first] * close).fillna(share))
+    return pd.DataFrame({"buy_hold": sum(held), "flat": pd.Series(float(cash), index=index)}, index=index)
+
+# %% ../nbs/13_backtest.ipynb #acdc7f88
+def benchmark_stats(equity: pd.Series, curves: pd.DataFrame) -> dict:
+    "Per benchmark: `<name>_return`, `excess_return_vs_<name>` and `information_ratio_vs_<name>` of `equity`."
+    r = equity.pct_change().dropna()
+    years = (equity.index[-1] - equity.index[0]) / pd.Timedelta(days=365.25)
+    per_year = len(r) / years if years > 0 else float("nan")
+    total, out = equity.iloc[-1] / equity.iloc[0] - 1, {}
+    for name in curves.columns:
+        bench = curves[name].reindex(equity.index).ffill()
+        ret = float(bench.iloc[-1] / equity.iloc[0] - 1)            # from the same starting cash (the entry fee counts)
+        active = (r - bench.pct_change().reindex(r.index).fillna(0.0))
+        out |= {f"{name}_return": ret, f"excess_return_vs_{name}": float(total - ret),
+                f"information_ratio_vs_{name}": float(active.mean() / active.std() * math.sqrt(per_year)) if active.std() > 0 else float("nan")}
+    return out
+
 # %% ../nbs/13_backtest.ipynb #5483775f
 def run_backtest(bars: pd.DataFrame | dict[str, pd.DataFrame], strategy: Strategy, *, size: float | None = None, fee: float = 0.001,
                  slippage_bps: float = 0.0, cash: float = 10_000.0, allow_short: bool = True, batch: bool = True,
@@ -186,7 +215,8 @@ def run_backtest(bars: pd.DataFrame | dict[str, pd.DataFrame], strategy: Strateg
         if settings is None: raise BacktestError("size=None needs the settings (decision and risk sections)")
         for pair, frame in frames.items(): _check_bars(frame, pair or "bars")
         c = settings.costs
-        return _through_kernel(frames, strategy, FillCosts(c.taker_fee, c.maker_fee, c.slippage_bps), cash, allow_short, settings, supervisor, store, markets or {}, account, start)
+        result = _through_kernel(frames, strategy, FillCosts(c.taker_fee, c.maker_fee, c.slippage_bps), cash, allow_short, settings, supervisor, store, markets or {}, account, start)
+        return _with_benchmarks(result, frames, cash, c.taker_fee)
     tables, curves, exposure = [], [], []
     for pair, frame in frames.items():
         _check_bars(frame, pair or "bars")
@@ -196,7 +226,12 @@ def run_backtest(bars: pd.DataFrame | dict[str, pd.DataFrame], strategy: Strateg
     index = reduce(pd.DatetimeIndex.union, (c.index for c in curves))
     equity = cash + sum(c.reindex(index).ffill().fillna(0.0) for c in curves)   # a pair contributes nothing before its first bar
     trades = pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
-    return BacktestResult(trades, equity.rename("equity"), compute_stats(equity, trades, float(np.mean(exposure))))
+    result = BacktestResult(trades, equity.rename("equity"), compute_stats(equity, trades, float(np.mean(exposure))))
+    return _with_benchmarks(result, frames, cash, fee)
+
+def _with_benchmarks(result: BacktestResult, frames: dict[str, pd.DataFrame], cash: float, fee: float) -> BacktestResult:
+    curves = benchmark_curves(frames, result.equity.index, cash, fee)
+    return replace(result, stats={**result.stats, **benchmark_stats(result.equity, curves)}, benchmarks=curves)
 
 def _bar_by_bar(strategy: Strategy, frame: pd.DataFrame) -> pd.DataFrame:
     "Signals computed at each bar from the data up to that bar only (slow; proves batch signals peek at nothing)."

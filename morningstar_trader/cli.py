@@ -14,7 +14,8 @@ import morningstar_trader
 
 # %% auto #0
 __all__ = ['data_download', 'data_import', 'data_show', 'data_sample', 'alt_download', 'alt_import', 'alt_show', 'train',
-           'review', 'backtest', 'run', 'schedule', 'risk', 'runs', 'build_parser', 'main']
+           'review', 'backtest', 'run', 'schedule', 'risk', 'runs', 'voila_command', 'dashboard', 'build_parser',
+           'main']
 
 # %% ../nbs/15_cli.ipynb #a9af7170
 def _common(data: bool) -> argparse.ArgumentParser:
@@ -332,7 +333,8 @@ def _run_params(args, mode: str) -> dict:
 
 def _print_record(record) -> None:
     print(f"run {record.run_id}: {record.status} in {record.duration_s:.1f} s")
-    for key, value in record.metrics.items(): print(f"  {key:<22}{value:>14.4f}" if isinstance(value, float) else f"  {key:<22}{value!s:>14}")
+    w = max(map(len, record.metrics), default=0) + 2
+    for key, value in record.metrics.items(): print(f"  {key:<{w}}{value:>14.4f}" if isinstance(value, float) else f"  {key:<{w}}{value!s:>14}")
     print(f"notebook: {record.path}")
 
 def run(args) -> int:
@@ -342,10 +344,8 @@ def run(args) -> int:
                           notebook=args.notebook)
     _print_record(record)
     if args.html:
-        import nbconvert, nbformat
-        html, _ = nbconvert.HTMLExporter().from_notebook_node(nbformat.read(record.path, as_version=4))
-        record.path.with_suffix(".html").write_text(html)
-        print(f"html: {record.path.with_suffix('.html')}")
+        from morningstar_trader.runs import export_html
+        print(f"html: {export_html(record.path)}")
     return 0
 
 def schedule(args) -> int:
@@ -384,14 +384,47 @@ def runs(args) -> int:
     if args.action == "list":
         table = list_runs(cfg.paths.runs_dir)
         if table.empty: print(f"no runs under {cfg.paths.runs_dir}"); return 0
-        table["return"] = [json.loads(m or "{}").get("total_return") for m in table["metrics"]]
+        metrics = [json.loads(m or "{}") for m in table["metrics"]]
+        table["return"] = [m.get("total_return") for m in metrics]
+        table["buy_hold"] = [m.get("buy_hold_return") for m in metrics]       # runs from before benchmarks: empty
         with pd.option_context("display.width", 200, "display.max_colwidth", 40):
-            print(table[["run_id", "mode", "status", "start", "end", "duration_s", "return", "path"]].to_string(index=False))
+            print(table[["run_id", "mode", "status", "start", "end", "duration_s", "return", "buy_hold", "path"]].to_string(index=False))
         return 0
     scraps = load_run(args.run_id, cfg.paths.runs_dir)
     print(json.dumps({"parameters": scraps.get("parameters"), "stats": scraps.get("stats"), "errors": scraps.get("errors"),
                       **{k: len(scraps[k]) for k in ("trades", "orders", "fills") if k in scraps}}, indent=2, default=str))
     return 0
+
+# %% ../nbs/15_cli.ipynb #77e5b40a
+def voila_command(notebook: Path, port: int, template: str = "morningstar") -> list[str]:
+    "The Voila server for the dashboard notebook: loopback only, no browser opened, no traceback shown, no CDN."
+    # jupytext's JupyterLab extension (a dev tool) does not load in Voila's page and would log an error there
+    return [sys.executable, "-m", "voila", str(notebook), f"--port={port}", "--Voila.ip=127.0.0.1", "--Voila.port_retries=0",
+            "--Voila.open_browser=False", "--VoilaConfiguration.show_tracebacks=False", "--KernelManager.transport=ipc",
+            f"--VoilaConfiguration.template={template}", "--VoilaConfiguration.extension_denylist=jupyterlab-jupytext"]
+
+def dashboard(args) -> int:
+    "Serve the dashboard until Ctrl-C."
+    import os
+    from morningstar_trader.types import MorningstarError
+    _setup(args)                                   # a bad config stops here, as for every command
+    notebook = Path(args.notebook)
+    if not notebook.is_file(): raise _usage(f"--notebook {notebook}: not found (run from the project root, or pass --notebook)")
+    if not 1024 <= args.port <= 65535: raise _usage(f"--port {args.port}: use 1024-65535")
+    if not args.refresh >= 0: raise _usage(f"--refresh {args.refresh}: seconds, 0 (never) or more")
+    try: import voila  # noqa: F401
+    except ImportError: raise MorningstarError("the dashboard needs Voila, which comes with the lab extra: "
+                                               "pip install 'morningstar_trader[lab]' (or `make setup`)") from None
+    from morningstar_trader.dashboard import offline_template
+    import tempfile
+    templates = Path(tempfile.gettempdir()) / f"morningstar-voila-{os.getuid()}"
+    offline_template(templates)                    # Voila's page without its CDN links
+    env = {**os.environ, "MORNINGSTAR_DASHBOARD_ROOT": str(Path.cwd()), "MORNINGSTAR_DASHBOARD_CONFIG": str(Path(args.config).resolve()),
+           "MORNINGSTAR_DASHBOARD_REFRESH_S": str(args.refresh),
+           "JUPYTER_PATH": os.pathsep.join(p for p in (str(templates), os.environ.get("JUPYTER_PATH", "")) if p)}
+    print(f"dashboard: http://127.0.0.1:{args.port}/  (Ctrl-C stops it)", flush=True)
+    cmd = voila_command(notebook, args.port)
+    os.execve(cmd[0], cmd, env)        # this process becomes the server: a signal to it stops the server, nothing is orphaned
 
 # %% ../nbs/15_cli.ipynb #cd21903c
 def build_parser() -> argparse.ArgumentParser:
@@ -513,6 +546,12 @@ def build_parser() -> argparse.ArgumentParser:
     rr.add_argument("--mode", choices=["paper", "live"], help="default: mode of the config (paper when it is backtest)")
     rr.add_argument("--reason", required=True, help="why trading may resume (kept in the journal)")
     rr.set_defaults(run=risk)
+
+    db = sub.add_parser("dashboard", parents=[_common(False)], help="the dashboard (runs, trading, data) in a browser, via Voila")
+    db.add_argument("--port", type=int, default=8866, help="port on 127.0.0.1 (default: %(default)s)")
+    db.add_argument("--refresh", type=float, default=10.0, metavar="S", help="seconds between trading refreshes (default: %(default)s)")
+    db.add_argument("--notebook", default="nbs/dashboard.ipynb", help="the dashboard notebook (default: %(default)s)")
+    db.set_defaults(run=dashboard)
 
     rs = sub.add_parser("runs", help="the audit records of past runs")
     rs_sub = rs.add_subparsers(dest="action", required=True, metavar="ACTION")

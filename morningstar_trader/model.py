@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import uuid
@@ -26,6 +27,9 @@ from .features import (DataPreparation, FeatureError, brief, describe_problems, 
                                          scaler_to_json, shorten)
 from .types import Features, MorningstarError
 
+# set before TensorFlow loads: its C++ start-up lines (CPU features, CUDA probes) would reach every console, log and run
+# notebook, errors too: Keras 3.15 on TF 2.21 logs a harmless NodeDef error each epoch; a real failure raises in Python.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras
 import tensorflow as tf
 

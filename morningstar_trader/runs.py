@@ -20,7 +20,8 @@ from .config import load_secrets
 from .types import MorningstarError
 
 # %% auto #0
-__all__ = ['RunError', 'RunRecord', 'check_parameters', 'new_run_id', 'run_notebook', 'load_run', 'list_runs', 'compare_runs']
+__all__ = ['RunError', 'RunRecord', 'check_parameters', 'new_run_id', 'ipc_kernel_manager', 'run_notebook', 'load_run',
+           'list_runs', 'export_html', 'compare_runs']
 
 # %% ../nbs/14_runs.ipynb #9e591a71
 class RunError(MorningstarError):
@@ -63,6 +64,16 @@ def new_run_id(mode: str, now: datetime | None = None) -> str:
     now = now or datetime.now(timezone.utc)
     return f"{mode}-{now:%Y%m%dT%H%M%S}-{hashlib.sha256(str(time.perf_counter_ns()).encode()).hexdigest()[:6]}"
 
+# %% ../nbs/14_runs.ipynb #08fcddf6
+def ipc_kernel_manager():
+    "A jupyter_client kernel manager class whose kernels listen on local sockets, not TCP."
+    from jupyter_client.manager import AsyncKernelManager
+    class IpcKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.transport = "ipc"       # socket files next to the connection file; removed at shutdown
+    return IpcKernelManager
+
 # %% ../nbs/14_runs.ipynb #6fdd23e3
 def run_notebook(params: dict, *, runs_dir: str | Path, notebook: str | Path = "nbs/trading_cycle.ipynb",
                  kernel: str = "python3", timeout_s: int = 3600) -> RunRecord:
@@ -88,7 +99,8 @@ def run_notebook(params: dict, *, runs_dir: str | Path, notebook: str | Path = "
     try:
         # the kernel works in the caller's directory, so the config's relative paths mean what they mean on the command line
         pm.execute_notebook(str(notebook), str(out), parameters=params, kernel_name=kernel, cwd=str(Path.cwd()),
-                            progress_bar=False, execution_timeout=timeout_s, report_mode=False)
+                            progress_bar=False, execution_timeout=timeout_s, report_mode=False,
+                            kernel_manager_class=ipc_kernel_manager())
     except pm.PapermillExecutionError as e: status, error = "failed", f"{e.ename}: {e.evalue}"
     except Exception as e: status, error = "failed", f"{type(e).__name__}: {e}"
     duration = time.perf_counter() - t
@@ -121,11 +133,26 @@ def list_runs(runs_dir: str | Path) -> pd.DataFrame:
                          "ORDER BY started_at DESC", db)
     return df
 
+# %% ../nbs/14_runs.ipynb #d45e2fe7
+def export_html(path: str | Path) -> Path:
+    "Write `<run>.html` next to the run notebook `path`; its path."
+    import logging, warnings
+    import nbconvert, nbformat
+    path = Path(path)
+    quiet = logging.getLogger("morningstar_trader.runs.html")
+    quiet.setLevel(logging.ERROR)       # "alternative text is missing": nbconvert adds a generic one to each plot
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Your element with mimetype\(s\) dict_keys\(\['application/scrapbook")
+        html, _ = nbconvert.HTMLExporter(exclude_raw=True, log=quiet).from_notebook_node(nbformat.read(path, as_version=4))
+    out = path.with_suffix(".html")
+    out.write_text(html)
+    return out
+
 # %% ../nbs/14_runs.ipynb #187ba8b1
-def compare_runs(run_ids: list[str], runs_dir: str | Path) -> pd.DataFrame:
-    "Runs side by side (one column each): first the parameters that differ, then every statistic."
+def compare_runs(run_ids: list[str], runs_dir: str | Path, load=None) -> pd.DataFrame:
+    "Runs side by side (one column each): first the parameters that differ, then every statistic. `load(run_id)`: the scraps."
     if len(run_ids) < 2: raise RunError("compare needs at least two run ids")
-    scraps = {rid: load_run(rid, runs_dir) for rid in run_ids}
+    scraps = {rid: (load or (lambda r: load_run(r, runs_dir)))(rid) for rid in run_ids}
     params = pd.DataFrame({rid: s.get("parameters", {}) for rid, s in scraps.items()}).drop(index="run_id", errors="ignore")
     differ = params[params.astype(str).nunique(axis=1) > 1]
     stats = pd.DataFrame({rid: s.get("stats", {}) for rid, s in scraps.items()})

@@ -220,8 +220,8 @@ def _fit_fold(settings: Settings, prep0: DataPreparation, frames: dict, labels: 
 # %% ../nbs/06_training.ipynb #c5f3f8d4
 def train_model(settings: Settings, bars: dict[str, Bars], out_dir: str | Path, *, verbose: int = 2) -> TrainResult:
     "Walk-forward train the multi-task model on `bars` (one per pair) and write the last fold's model to `out_dir`."
+    from morningstar_trader.model import save_model   # first: it quiets TensorFlow's start-up before it loads
     import keras, tensorflow as tf
-    from morningstar_trader.model import save_model
     if not bars: raise TrainingError("no candles to train on")
     started = time.perf_counter()
     tf.config.experimental.enable_op_determinism()

@@ -30,7 +30,9 @@ def test_a_backtest_run_is_recorded_and_reads_back(sampled):
     (row,) = list_runs(p.root / "runs").to_dict("records")
     assert row["run_id"] == run_id and row["status"] == "ok" and row["mode"] == "backtest"
     scraps = load_run(run_id, p.root / "runs")
-    assert set(scraps) == {"parameters", "stats", "trades", "decisions", "orders", "fills", "predictions", "reviews", "equity", "errors"}
+    assert set(scraps) == {"parameters", "stats", "trades", "decisions", "orders", "fills", "predictions", "reviews", "equity",
+                           "benchmarks", "errors"}
+    assert list(scraps["benchmarks"].columns) == ["buy_hold", "flat"] and "excess_return_vs_buy_hold" in scraps["stats"]
     # the notebook ran the same engine: same trades as an in-process run on the same candles
     frames = {pair: CandleStore(p.root / "data").load("synthetic", pair, "1h").frame for pair in ("BTC/USDT", "ETH/USDT")}
     expected = run_backtest(frames, SmaCross(), size=0.1, fee=0.001, slippage_bps=2.0, allow_short=False).trades

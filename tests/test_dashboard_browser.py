@@ -1,0 +1,181 @@
+"""The JupyterLab side in a real browser: `morningstar dashboard` (Voila on 127.0.0.1) driven by headless Chromium through
+Playwright, on a project made through the CLI (a tiny model, a model run, a rule run, a halted paper account). Also: the
+CLI and papermill runs print none of TensorFlow's, absl's, CUDA's or the kernel's start-up noise.
+
+Debian's `chromium` is the browser (`make test` installs it when it can); Playwright's own browser download is never
+used. Without a browser the browser tests skip, loudly; under CI=true they fail instead."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import time
+import warnings
+
+import nbformat
+import pytest
+
+from conftest import MORNINGSTAR, ROOT
+from lab_project import NOISE, make_lab_project
+from morningstar_trader.dashboard import fmt
+from morningstar_trader.runs import load_run
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("lab"), pytest.mark.timeout(900)]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", "--no-first-run"]
+PAGE_TIMEOUT_MS = 240_000          # Voila executes the dashboard notebook in a new kernel per page: slow on 2 busy cores
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    return make_lab_project(tmp_path_factory.mktemp("lab"))
+
+
+def test_the_cli_and_run_notebooks_show_no_startup_noise(lab):
+    for name, text in lab.outputs.items():
+        assert not NOISE.search(text), f"{name} printed start-up noise:\n{NOISE.search(text).group(0)}"
+    for path in (lab.root / "runs").rglob("*.ipynb"):
+        nb = nbformat.read(path, as_version=4)
+        streams = [o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "stream"]
+        assert not any(o.name == "stderr" for c in nb.cells if c.cell_type == "code" for o in c.outputs
+                       if o.output_type == "stream"), f"{path.name} has stderr output: {streams}"
+        assert not any(NOISE.search(s) for s in streams), path.name
+    for path in (lab.root / "logs").glob("*"):
+        assert not NOISE.search(path.read_text()), path.name
+    (html,) = (lab.root / "runs").rglob("*.html")
+    assert "skip_exec" not in html.read_text()                       # the front matter is not part of the record
+
+
+def test_runs_compare_shows_the_benchmarks(lab):
+    table = lab.run("runs", "compare", *lab.run_ids).stdout
+    for stat in ("buy_hold_return", "excess_return_vs_buy_hold", "information_ratio_vs_buy_hold", "excess_return_vs_flat"):
+        assert stat in table
+    listing = lab.run("runs", "list").stdout
+    assert "buy_hold" in listing and lab.run_ids[0] in listing
+
+
+# ---- the browser ----
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if CHROMIUM is None:
+        message = "no chromium on this machine: the dashboard's browser tests did NOT run (`make test` installs it as root)"
+        if os.environ.get("CI") == "true": pytest.fail(message)
+        warnings.warn(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def dashboard(lab, browser, tmp_path_factory):
+    """The dashboard served by `morningstar dashboard` for the lab project, open in a fresh browser profile."""
+    port, log = _free_port(), tmp_path_factory.mktemp("voila") / "voila.log"
+    with open(log, "w") as out:
+        server = subprocess.Popen([str(MORNINGSTAR), "dashboard", "--port", str(port), "--config", str(lab.config), "--refresh", "2",
+                                   "--notebook", str(ROOT / "nbs" / "dashboard.ipynb")], cwd=lab.root, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        t0 = time.perf_counter()
+        while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
+            assert server.poll() is None and time.perf_counter() - t0 < 120, log.read_text()
+            time.sleep(0.3)
+        context = browser.new_context(viewport={"width": 1300, "height": 1250})   # a fresh profile: nothing cached
+        page = context.new_page()
+        page.requests = []
+        page.on("request", lambda r: page.requests.append(r.url))
+        page.shots = tmp_path_factory.mktemp("screenshots")
+        page.goto(f"http://127.0.0.1:{port}/", wait_until="commit")
+        page.wait_for_selector(".ms-run-select select", timeout=PAGE_TIMEOUT_MS)
+        page.voila_log = log
+        yield page
+        context.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _option_index(page, run_id: str) -> int:
+    texts = page.locator(".ms-run-select select option").all_text_contents()
+    return next(i for i, t in enumerate(texts) if t.startswith(run_id))
+
+
+def test_a_picked_run_shows_its_equity_and_trades(lab, dashboard):
+    page, run_id = dashboard, lab.run_ids[1]                      # the rule run: it has trades
+    scraps = load_run(run_id, lab.root / "runs")
+    page.locator(".ms-run-select select").select_option(index=_option_index(page, run_id))
+    page.wait_for_selector(f".ms-run-title:has-text('{run_id}')", timeout=150_000)
+    equity = scraps["equity"]["equity"]
+    title = page.locator(".gtitle").first
+    title.wait_for(timeout=150_000)
+    assert title.text_content().startswith(f"equity {fmt(float(equity.iloc[-1]))}")
+    assert f"buy & hold {scraps['stats']['buy_hold_return']:+.2%}" in title.text_content()
+    trades = page.locator("table.ms-trades").first
+    first = scraps["trades"].iloc[0]
+    assert fmt(float(first["entry_price"])) in trades.inner_text() and len(scraps["trades"]) > 0
+    page.screenshot(path=str(page.shots / "run.png"), full_page=False)
+
+
+def test_two_runs_are_compared(lab, dashboard):
+    page = dashboard
+    page.locator(".ms-run-select select").select_option(index=[_option_index(page, r) for r in lab.run_ids])
+    page.wait_for_selector("table.ms-compare", timeout=150_000)
+    text = page.locator("table.ms-compare").inner_text()
+    assert all(r in text for r in lab.run_ids) and "excess_return_vs_buy_hold" in text
+    legend = page.locator(".legendtext").all_text_contents()
+    assert set(lab.run_ids) <= set(legend)
+    page.screenshot(path=str(page.shots / "compare.png"), full_page=False)
+
+
+def test_a_halted_paper_account_is_resumed_through_the_dialog(lab, dashboard):
+    page, store = dashboard, lab.root / "state" / "paper.sqlite"
+    page.get_by_text("Trading", exact=True).click()
+    page.wait_for_selector(".ms-trading-state.ms-halted", timeout=150_000)
+    assert "drawdown 25.00%" in page.locator(".ms-trading-state").inner_text()
+    assert "57,000.00" in page.locator("table.ms-positions").inner_text()          # the position's stop
+    page.screenshot(path=str(page.shots / "trading-halted.png"), full_page=False)
+    page.locator("button.ms-resume").click()
+    page.locator(".ms-resume-reason input").fill("reviewed the drawdown in the browser test")
+    page.locator("button.ms-resume-confirm").click()
+    page.wait_for_selector(".ms-trading-state.ms-active", timeout=150_000)
+    with sqlite3.connect(store) as db:
+        state = json.loads(db.execute("SELECT value FROM runtime WHERE key = 'risk_state'").fetchone()[0])
+        reasons = [json.loads(r[0]) for r in db.execute("SELECT reasons FROM journal WHERE pair = '*'")]
+    assert state["trading"] == "active" and state["why"] == "resumed by operator"
+    assert reasons == [["reviewed the drawdown in the browser test"]]
+
+
+def test_the_data_tab_and_no_request_leaves_the_machine(lab, dashboard):
+    page = dashboard
+    page.get_by_text("Data", exact=True).click()
+    page.wait_for_selector("table.ms-catalog", timeout=150_000)
+    text = page.locator("table.ms-catalog").inner_text()
+    assert "BTC/USDT" in text and "synthetic" in text and "stale" in text        # the sample set ends in 2023
+    page.screenshot(path=str(page.shots / "data.png"), full_page=False)
+    outside = [u for u in page.requests if not u.startswith(("http://127.0.0.1", "ws://127.0.0.1", "blob:", "data:"))]
+    assert outside == []                                                            # widget JS and CSS from the installed packages
+    log = page.voila_log.read_text()
+    assert "Traceback" not in log and not NOISE.search(log)
+
+
+def test_the_run_notebook_html_renders(lab, browser, tmp_path_factory):
+    (html,) = (lab.root / "runs").rglob("*.html")
+    page = browser.new_page(viewport={"width": 1100, "height": 1400})
+    page.goto(html.as_uri())
+    assert page.locator("img").count() >= 3                                          # price, equity with benchmarks, heads
+    page.locator("img").nth(1).scroll_into_view_if_needed()
+    page.screenshot(path=str(tmp_path_factory.mktemp("screenshots") / "run-notebook.png"), full_page=False)
+    page.close()
+
