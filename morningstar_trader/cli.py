@@ -109,35 +109,36 @@ def data_import(args) -> int:
     return 0
 
 # %% ../nbs/15_cli.ipynb #d9093d59
+def _print_catalog(cat, empty: str, footer: str | None = None) -> int:
+    "A store's catalogue as a table, or what to do when it is empty."
+    if cat.empty:
+        print(empty)
+        return 0
+    import pandas as pd
+    with pd.option_context("display.width", 200, "display.max_columns", 20): print(cat.to_string(index=False))
+    if footer: print(footer)
+    return 0
+
 def data_show(args) -> int:
     from morningstar_trader.store import CandleStore
     _, _, data_dir = _setup(args)
     cat = CandleStore(data_dir).catalog()
-    if cat.empty:
-        print(f"no candles stored under {data_dir / 'processed'}; try `morningstar data sample` or `morningstar data download`")
-        return 0
-    import pandas as pd
-    with pd.option_context("display.width", 200, "display.max_columns", 20):
-        print(cat.drop(columns="path").to_string(index=False))
-    print(f"\n{len(cat)} series under {data_dir / 'processed'}")
-    return 0
+    return _print_catalog(cat.drop(columns="path"), f"no candles stored under {data_dir / 'processed'}; try `morningstar data sample` "
+                          "or `morningstar data download`", f"\n{len(cat)} series under {data_dir / 'processed'}")
 
 def data_sample(args) -> int:
+    from morningstar_trader.alt_providers import AltStore
     from morningstar_trader.sample_data import SAMPLE_PAIRS, write_sample_data
     from morningstar_trader.store import CandleStore
     _, _, data_dir = _setup(args)
     if unknown := set(args.pairs or ()) - set(SAMPLE_PAIRS):
         raise _usage(f"--pairs: no sample data for {sorted(unknown)}; available: {', '.join(SAMPLE_PAIRS)}")
+    alt = AltStore(data_dir)
     for res in write_sample_data(CandleStore(data_dir), exchange=args.exchange, pairs=args.pairs, start=args.start,
-                                 periods=args.days * 24, seed=args.seed):
+                                 periods=args.days * 24, seed=args.seed, alt_store=alt):
         print(f"{res.rows} synthetic 1h candles in {res.path}")
     print("These candles are SYNTHETIC (regime-switching GARCH), for demos and tests; see nbs/02b_sample_data.ipynb.")
-    from morningstar_trader.alt_providers import AltStore
-    from morningstar_trader.sample_data import synthetic_candles, write_sample_alt
-    chosen = {p: SAMPLE_PAIRS[p] for p in (args.pairs or SAMPLE_PAIRS)}
-    raw, _ = synthetic_candles(chosen, args.start, args.days * 24, "1h", args.seed)
-    rows = write_sample_alt(AltStore(data_dir), raw, args.seed)
-    print(f"{sum(rows.values())} SYNTHETIC alternative rows (Fear & Greed, funding, headlines) under {data_dir / 'processed' / 'alt'}")
+    print(f"SYNTHETIC alternative series (Fear & Greed, funding, headlines) under {alt.root}")
     return 0
 
 # %% ../nbs/15_cli.ipynb #312c9c3f
@@ -169,13 +170,8 @@ def alt_import(args) -> int:
 def alt_show(args) -> int:
     from morningstar_trader.alt_providers import AltStore
     _, _, data_dir = _setup(args)
-    cat = AltStore(data_dir).catalog()
-    if cat.empty:
-        print(f"no alternative data under {data_dir / 'processed' / 'alt'}; try `morningstar alt download SOURCE` or `alt import`")
-        return 0
-    import pandas as pd
-    with pd.option_context("display.width", 200, "display.max_columns", 20): print(cat.to_string(index=False))
-    return 0
+    return _print_catalog(AltStore(data_dir).catalog(), f"no alternative data under {data_dir / 'processed' / 'alt'}; "
+                          "try `morningstar alt download SOURCE` or `alt import`")
 
 # %% ../nbs/15_cli.ipynb #1a44df79
 def train(args) -> int:

@@ -78,13 +78,17 @@ def synthetic_candles(pairs: dict[str, SamplePair] = SAMPLE_PAIRS, start="2023-0
 
 # %% ../nbs/02b_sample_data.ipynb #c2a5e6b0
 def write_sample_data(store: CandleStore, *, exchange: str = "synthetic", pairs: tuple[str, ...] | None = None,
-                      start="2023-01-01", periods: int = 2 * 8760, timeframe: str = "1h", seed: int = 7) -> list[SaveResult]:
-    "Generate the sample set (all SAMPLE_PAIRS, or `pairs`) and save it to `store`, marked synthetic."
+                      start="2023-01-01", periods: int = 2 * 8760, timeframe: str = "1h", seed: int = 7,
+                      alt_store=None) -> list[SaveResult]:
+    """Generate the sample set (all SAMPLE_PAIRS, or `pairs`) and save it to `store`, marked synthetic; with `alt_store`
+    (an `AltStore`), the synthetic alternative series of the same candles too (`write_sample_alt`)."""
     unknown = set(pairs or ()) - set(SAMPLE_PAIRS)
     if unknown: raise ValueError(f"no sample data for {sorted(unknown)}; available: {list(SAMPLE_PAIRS)}")
     chosen = {p: SAMPLE_PAIRS[p] for p in (pairs or SAMPLE_PAIRS)}
     raw, _ = synthetic_candles(chosen, start, periods, timeframe, seed)
-    return [store.save(validated_bars(df, exchange, pair, timeframe)[0], "synthetic") for pair, df in raw.items()]
+    saved = [store.save(validated_bars(df, exchange, pair, timeframe)[0], "synthetic") for pair, df in raw.items()]
+    if alt_store is not None: write_sample_alt(alt_store, raw, seed)
+    return saved
 
 # %% ../nbs/02b_sample_data.ipynb #b6829770
 def synthetic_alt(raw: dict[str, pd.DataFrame], seed: int = 7) -> dict[tuple[str, str], pd.DataFrame]:
