@@ -110,4 +110,4 @@ def test_model_backtest_through_the_cli(trained):
     assert "look-ahead check: every decision bar gives the same signal" in out
     decisions = pd.read_csv(trained.root / "bt" / "decisions.csv")
     assert (decisions["verdict"] == "approved").any() and (trained.root / "bt" / "state.sqlite").is_file()
-    assert set(decisions["verdict"].str.split().str[0]) <= {"approved", "no", "open_long", "open_short"}
+    assert set(decisions["verdict"].str.split().str[0]) <= {"approved", "no", "exits", "open_long", "open_short"}

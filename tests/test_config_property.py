@@ -78,6 +78,7 @@ BAD_NUMBER = st.one_of(st.integers(-5, 12_000), st.floats(), huge(), st.sampled_
 
 
 def _valid(default, field) -> st.SearchStrategy:
+    if isinstance(default, dict): return st.just(default)    # a nested section (e.g. alt.<source>): its default, as YAML has it
     if isinstance(default, list) and default and isinstance(default[0], dict): return st.lists(indicator(), max_size=4)
     if isinstance(default, list): return st.lists(st.sampled_from([*default, "ETH/USDT", "SOL/USDT"]), max_size=4, unique=True)
     return _bounded(field)

@@ -235,5 +235,5 @@ def test_issue16_the_tightest_levels_cannot_add_trades_or_fees(world, tmp_path):
     tight = Supervisor(LlmSettings(mode="live"), ReviewRecord(tmp_path / "r.sqlite"), Tightest())
     res = backtest(world, tight)
     got, plain = totals(res), totals(backtest(world))
-    assert res.decisions["reasons"].str.contains(r"multiplier 0\.9").any()    # levels moved (to the floor): size paid for it
+    assert res.decisions["reasons"].str.contains(r"size x0\.9").any()    # levels moved (to the floor): size paid for it
     assert got["trades"] <= plain["trades"] and got["fees"] <= plain["fees"] and got["turnover"] <= plain["turnover"]
