@@ -5,6 +5,7 @@
 # %% ../nbs/13_backtest.ipynb #8d240435
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field, replace
 from functools import reduce
@@ -15,6 +16,8 @@ import pandas as pd
 
 from .execution import BarWindow, FillCosts, first_exit, level_or_never
 from .types import BAR_COLUMNS, MorningstarError, parse_timeframe, to_utc
+
+_log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['TRADE_COLUMNS', 'BacktestError', 'Strategy', 'SmaCross', 'BuyAndHold', 'BacktestResult', 'compute_stats',
@@ -298,8 +301,10 @@ def _kernel_inputs(frames: dict[str, pd.DataFrame], strategy, index: pd.Datetime
     for pair, frame in frames.items():
         heads, features = strategy.inputs(pair, frame)
         names = strategy.model.prep.technical_names
+        ints = {k for k, dt in heads.dtypes.items() if dt.kind in "iu"}      # action, regime_id: ints, as `predict_heads` gives
         rows = heads.reindex(index).to_dict("records")
-        preds = [None if math.isnan(r["action"]) else {k: v for k, v in r.items() if not math.isnan(v)} for r in rows]
+        preds = [None if math.isnan(r["action"]) else {k: int(v) if k in ints else v for k, v in r.items() if not math.isnan(v)}
+                 for r in rows]
         ind = features[names].reindex(index).to_numpy()
         closes, own = frame["close"].to_numpy(np.float64), frame.index.get_indexer(index)
         evidence = lambda i, ind=ind, closes=closes, own=own, preds=preds: review_evidence(
@@ -320,6 +325,21 @@ def _finish(k, index: pd.DatetimeIndex, ohlc: dict[str, np.ndarray]) -> None:
                       intent="end")
         k.venue.exit(order, bar=index[last], price=float(ohlc[pair][last, 3]))
 
+# %% ../nbs/13_backtest.ipynb #06460966
+def _digests(supervisor, settings):
+    "(inputs, close time) -> the inputs with that close's digest; None without a reviewer."
+    from morningstar_trader.cycle import attach_digest
+    from morningstar_trader.digest import DigestData, DigestMaker
+    if supervisor is None or supervisor.settings.mode == "off": return None
+    maker, data, failed = DigestMaker.from_supervisor(supervisor), DigestData.load(settings.paths.data_dir), []
+    def digest(inputs, at):
+        inputs, alerts = attach_digest(maker, data, inputs, at, settings)
+        for a in alerts:
+            (_log.debug if failed else _log.warning)("%s", a.message)     # one warning per backtest, not one per close
+            failed.append(a)
+        return inputs
+    return digest
+
 # %% ../nbs/13_backtest.ipynb #7d823d84
 def _through_kernel(frames: dict[str, pd.DataFrame], strategy, costs: FillCosts, cash: float, can_short: bool, settings,
                     supervisor, store, markets: dict, account: str, start=None) -> BacktestResult:
@@ -333,6 +353,7 @@ def _through_kernel(frames: dict[str, pd.DataFrame], strategy, costs: FillCosts,
     step, book = pd.Timedelta(parse_timeframe(tf)), store if store is not None else MemoryBook(cash)
     k = Kernel(s, book, SimulatedVenue(book, costs, step, s.execution.limit_ttl_bars), account, supervisor, markets, "backtest",
                can_short, model_id=model_id(strategy.model))
+    digest = _digests(supervisor, settings)
     if supervisor is not None and supervisor.settings.mode != "off": k.twin = unreviewed_twin(k, MemoryBook(cash))
     index = reduce(pd.DatetimeIndex.union, (f.index for f in frames.values()))
     laid, times = _kernel_inputs(frames, strategy, index), index.as_unit("ns").asi8
@@ -345,6 +366,7 @@ def _through_kernel(frames: dict[str, pd.DataFrame], strategy, costs: FillCosts,
             if math.isnan(ohlc[i, 0]): continue                      # no candle of this pair at this bar
             w, pred = BarWindow(times[i: i + 1], ohlc[i: i + 1]), preds[i]
             inputs[pair] = PairInput(w, pred, (lambda e=evidence, i=i: e(i))) if pred else PairInput(w, error="warm-up")
+        if digest is not None: inputs = digest(inputs, index[i] + step)
         out = close_bar(k, inputs, index[i] + step, rs)
         rs, equity[i] = out.risk_state, out.equity
     _finish(k, index, {p: v[0] for p, v in laid.items()})

@@ -19,7 +19,7 @@ from .types import BAR_COLUMNS, Bars, MorningstarError, clip_repr, empty_bar_fra
 
 # %% auto #0
 __all__ = ['CandleReport', 'CandleError', 'CandleFileError', 'time_zone', 'parse_timestamps', 'step_name', 'find_gaps',
-           'check_candles', 'validated_bars', 'read_candles_file']
+           'check_candles', 'validated_bars', 'check_bars', 'read_candles_file']
 
 # %% ../nbs/01b_candles.ipynb #eaf9e990
 @dataclass(frozen=True)
@@ -262,8 +262,9 @@ def check_candles(raw: pd.DataFrame, timeframe: str) -> tuple[pd.DataFrame, Cand
     bad, reasons = _reasons(ts, num, step)
     index = pd.DatetimeIndex(naive[order][~bad], name="timestamp").tz_localize("UTC").as_unit("ns") if (~bad).any() else None
     ok = pd.DataFrame({k: num[k][~bad] for k in BAR_COLUMNS}, index=index) if index is not None else empty_bar_frame()
-    rejected = raw.iloc[order[bad]].assign(timestamp=ts.iloc[np.flatnonzero(bad)].to_numpy(), **{k: num[k][bad] for k in BAR_COLUMNS},
-                                           reason=reasons)
+    rejected = (raw.iloc[order[bad]].assign(timestamp=ts.iloc[np.flatnonzero(bad)].to_numpy(), **{k: num[k][bad] for k in BAR_COLUMNS},
+                                            reason=reasons)
+                if bad.any() else raw.iloc[:0].assign(reason=np.array([], dtype=object)))   # the usual case, cheaply
     return ok, CandleReport(len(raw), len(ok), rejected.reset_index(drop=True), find_gaps(ok.index, step))
 
 # %% ../nbs/01b_candles.ipynb #5809a162
@@ -274,6 +275,14 @@ def validated_bars(raw: pd.DataFrame, exchange: str, pair: str, timeframe: str, 
     if len(report.rejected) and not drop_invalid:
         raise CandleError(f"{exchange} {pair} {timeframe}", report)
     return Bars(exchange, pair, timeframe, ok), report
+
+# %% ../nbs/01b_candles.ipynb #80762f62
+def check_bars(bars: Bars) -> None:
+    "A CandleError naming the bad rows unless every row of `bars` keeps the candle rules."
+    f = bars.frame          # its shape `Bars` checked already: sorted unique UTC open times, float64 OHLCV
+    bad, _ = _reasons(f.index.to_series(), {k: f[k].to_numpy() for k in BAR_COLUMNS}, parse_timeframe(bars.timeframe))
+    if bad.any():
+        raise CandleError(f"{bars.exchange} {bars.pair} {bars.timeframe}", check_candles(f.reset_index(), bars.timeframe)[1])
 
 # %% ../nbs/01b_candles.ipynb #978d7a5e
 _TIME_COLUMNS = ("timestamp", "unix", "open_time", "time", "datetime", "date")

@@ -49,8 +49,9 @@ def _setup(args, **overrides):
     secrets = load_secrets()
     run_id = f"cli-{args.command}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
     setup_logging(run_id, cfg.paths.logs_dir, secrets=secrets.values(), console_level="WARNING")
-    data_dir = resolve_path(args.data_dir, "--data-dir") if getattr(args, "data_dir", None) else cfg.paths.data_dir
-    return cfg, secrets, data_dir
+    if getattr(args, "data_dir", None):      # one data folder for the command: candles, alternative data, the model's tables
+        cfg = cfg.model_copy(update={"paths": cfg.paths.model_copy(update={"data_dir": resolve_path(args.data_dir, "--data-dir")})})
+    return cfg, secrets, cfg.paths.data_dir
 
 # %% ../nbs/15_cli.ipynb #1590382c
 def data_download(args) -> int:
@@ -284,7 +285,7 @@ def backtest(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     try:
         # decision-sized runs go through the same state store as live cycles; it stays with the results
-        store = PortfolioStore(out / "state.sqlite", initial_cash=args.cash) if args.size is None else None
+        store = PortfolioStore(out / "state.sqlite", initial_cash=args.cash, durable=False) if args.size is None else None
         result = run_backtest(frames, strategy, size=args.size, fee=cfg.costs.taker_fee, slippage_bps=cfg.costs.slippage_bps,
                               cash=args.cash, allow_short=cfg.exchange.market_type != "spot", settings=cfg,
                               supervisor=supervisor, store=store, start=args.start if args.size is None else None)

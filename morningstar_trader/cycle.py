@@ -9,7 +9,9 @@ import hashlib
 import json
 import logging
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Callable
 
 import numpy as np
@@ -30,8 +32,8 @@ _log = logging.getLogger(__name__)
 # %% auto #0
 __all__ = ['MARKET_LOOKBACK', 'CycleError', 'bar_number', 'client_order_id', 'Kernel', 'PairInput', 'model_id', 'review_evidence',
            'check_levels', 'mark', 'send', 'CloseNotes', 'trade_pair', 'unreviewed_twin', 'twin_close', 'CloseOutcome',
-           'close_bar', 'CycleContext', 'build_context', 'CycleReport', 'sync_clock', 'warm_up', 'predict_heads',
-           'refresh_alt', 'with_digest', 'run_cycle', 'risk_status', 'resume_trading']
+           'one_transaction', 'close_bar', 'CycleContext', 'build_context', 'CycleReport', 'sync_clock', 'warm_up',
+           'predict_heads', 'refresh_alt', 'attach_digest', 'with_digest', 'run_cycle', 'risk_status', 'resume_trading']
 
 # %% ../nbs/12_cycle.ipynb #63ab7dac
 class CycleError(MorningstarError):
@@ -40,6 +42,11 @@ class CycleError(MorningstarError):
 def bar_number(bar: pd.Timestamp, timeframe: str) -> int:
     "Bars since the epoch: the unit of `risk.cooldown_bars`, the same across cycles and restarts."
     return int(bar.value // parse_timeframe(timeframe).value)
+
+@lru_cache(maxsize=256)
+def _stamps(bar: pd.Timestamp, timeframe: str) -> tuple[str, pd.Timestamp, int]:
+    "(ISO text, close time, bar number) of the candle opening at `bar`: computed once per close, not once per pair."
+    return bar.isoformat(), bar + parse_timeframe(timeframe), bar_number(bar, timeframe)
 
 def client_order_id(account: str, bar: pd.Timestamp, pair: str, action: str) -> str:
     "Deterministic per intent, ≤ 36 characters (Binance's limit): the same account, bar, pair and action give the same id."
@@ -200,21 +207,22 @@ def trade_pair(k: Kernel, pair: str, inp: PairInput, *, equity: float, positions
     """Review, decision, risk check, order and journal for one pair at this close; its report row. `hold_entries`: why
     no entry may go out now (live: an order still open may have spent cash); `baseline`: the unreviewed twin's entries."""
     s, bar, stage = k.settings, inp.window.end, "decision"
+    iso, closed_at, number = _stamps(bar, s.timeframe)
     try:
         with log_context(pair=pair):
             d = decide(pair, inp.pred, prices[pair], equity, positions.get(pair), decision=s.decision, risk=s.risk,
-                       can_short=k.can_short, reviewer=_reviewer(k, inp, bar + parse_timeframe(s.timeframe), notes),
+                       can_short=k.can_short, reviewer=_reviewer(k, inp, closed_at, notes),
                        baseline_size=None if baseline is None else baseline.get(pair, 0.0))
             stage = "risk"
             verdict = check_order(d, state=risk_state, positions=positions, prices=prices, equity=equity,
-                                  bar=bar_number(bar, s.timeframe), risk=s.risk, market=k.markets.get(pair, MarketRules()))
+                                  bar=number, risk=s.risk, market=k.markets.get(pair, MarketRules()))
             stage, approved = "execution", verdict.decision
             held = hold_entries if approved is not None and approved.action.startswith("open") else None
             if held: notes.errors[pair] = held                       # an operator sees every entry held back
             order = send(k, bar, approved, positions.get(pair), prices[pair]) if approved and not held else ""
             ms, stage = (time.perf_counter() - t0) * 1e3, "journal"
             reason = held or (verdict.reason if d.action != "hold" else "no order")
-            k.book.journal(f"{k.run_id}-{bar.isoformat()}", pair, bar, inputs={"close": prices[pair]}, prediction=inp.pred,
+            k.book.journal(f"{k.run_id}-{iso}", pair, bar, inputs={"close": prices[pair]}, prediction=inp.pred,
                            decision={"action": d.action, "size": d.size, "stop_loss": d.stop_loss, "take_profit": d.take_profit,
                                      "verdict": reason, "order": order, "review": _journal_review(notes.reviews.get(pair))},
                            reasons=(*d.reasons, reason))
@@ -238,10 +246,11 @@ def unreviewed_twin(k: Kernel, book) -> Kernel:
 def twin_close(k: Kernel, inputs: dict[str, PairInput], at: pd.Timestamp, t0: float) -> dict[str, float] | None:
     "Run the twin's close first; the size of each entry it sends (by pair), or None without a twin."
     if k.twin is None: return None
-    saved = k.twin.book.load_runtime("risk_state")
-    rs = RiskState.from_json(saved) if saved else RiskState.start(k.twin.book.cash(), at)
-    out = close_bar(k.twin, inputs, at, rs, t0=t0)
-    k.twin.book.save_runtime("risk_state", out.risk_state.to_json())
+    with one_transaction(k.twin):
+        saved = k.twin.book.load_runtime("risk_state")
+        rs = RiskState.from_json(saved) if saved else RiskState.start(k.twin.book.cash(), at)
+        out = close_bar(k.twin, inputs, at, rs, t0=t0)
+        k.twin.book.save_runtime("risk_state", out.risk_state.to_json())
     return {r["pair"]: r["size"] for r in out.rows if r["action"].startswith("open") and r["order"]}
 
 # %% ../nbs/12_cycle.ipynb #3046ba1f
@@ -253,6 +262,11 @@ class CloseOutcome:
     risk_state: RiskState
     equity: float
     notes: CloseNotes
+
+def one_transaction(k: Kernel):
+    """A simulated account's close is one transaction of its book (`PortfolioStore.batch`): one write to disk, all or
+    nothing. A live close is not: each order's intent is committed before it is sent."""
+    return k.book.batch() if isinstance(k.venue, SimulatedVenue) and hasattr(k.book, "batch") else nullcontext()
 
 def _skip_reason(k: Kernel, pair: str, inp: PairInput, refusal: str | None, in_flight: set) -> str | None:
     if refusal: return refusal
@@ -266,6 +280,11 @@ def close_bar(k: Kernel, inputs: dict[str, PairInput], at: pd.Timestamp, risk_st
     order. `refusal`: why nothing may be sent; `hold_entries`: why no entry may be sent."""
     t0, notes = t0 if t0 is not None else time.perf_counter(), CloseNotes()
     baseline = twin_close(k, inputs, at, t0)
+    with one_transaction(k):
+        return _close(k, inputs, at, risk_state, refusal, hold_entries, t0, notes, baseline)
+
+def _close(k: Kernel, inputs: dict[str, PairInput], at: pd.Timestamp, risk_state: RiskState, refusal: str | None,
+           hold_entries: str | None, t0: float, notes: CloseNotes, baseline: dict[str, float] | None) -> CloseOutcome:
     windows = {p: i.window for p, i in inputs.items() if i.window is not None}
     fills = k.venue.settle(windows)
     if refusal is None:
@@ -484,17 +503,25 @@ def refresh_alt(ctx: CycleContext, at: pd.Timestamp) -> list[Alert]:
     alerts += [Alert("warning", "stale_alt", f"{name}: {why}") for name, why in stale_alt(prep, at).items()]
     return alerts
 
-def with_digest(ctx: CycleContext, inputs: dict[str, PairInput], at: pd.Timestamp) -> tuple[dict[str, PairInput], list[Alert]]:
-    "Each predicted pair's input with the cycle's market digest; a `digest` alert when it failed."
-    from morningstar_trader.digest import DigestMaker, digest_inputs
-    if ctx.settings.llm.mode == "off" or not any(i.pred is not None for i in inputs.values()): return inputs, []
-    assets = tuple(dict.fromkeys(p.split("/")[0] for p in ctx.settings.pairs))
-    heads, values = digest_inputs(ctx.settings.paths.data_dir, at, assets, ctx.settings)
+def attach_digest(maker, data, inputs: dict[str, PairInput], at: pd.Timestamp,
+                  settings: Settings) -> tuple[dict[str, PairInput], list[Alert]]:
+    """Each predicted pair's input with the market digest `maker` (a `DigestMaker`) builds from `data` (a `DigestData`)
+    as known before `at`; a `digest` alert when it failed. Paper, live and backtests all go through here."""
+    if not any(i.pred is not None for i in inputs.values()): return inputs, []
+    assets = tuple(dict.fromkeys(p.split("/")[0] for p in inputs))
+    heads, values = data.inputs(at, assets, settings)
     if not heads and not values: return inputs, []        # no alternative data stored: the reviews are as they were
-    d = DigestMaker.from_supervisor(ctx.supervisor).make(at, assets, heads, values)
+    d = maker.make(at, assets, heads, values)
     if d is None: return inputs, []
-    if d.failure: return inputs, [Alert("warning", "digest", f"no market digest this cycle: {d.failure}")]
+    if d.failure: return inputs, [Alert("warning", "digest", f"no market digest at {at}: {d.failure}")]
     return {p: replace(i, digest=d.for_pair(p)) if i.pred is not None else i for p, i in inputs.items()}, []
+
+def with_digest(ctx: CycleContext, inputs: dict[str, PairInput], at: pd.Timestamp) -> tuple[dict[str, PairInput], list[Alert]]:
+    "Each predicted pair's input with the cycle's market digest, from the store as it is now."
+    from morningstar_trader.digest import DigestData, DigestMaker
+    if ctx.settings.llm.mode == "off": return inputs, []
+    return attach_digest(DigestMaker.from_supervisor(ctx.supervisor), DigestData.load(ctx.settings.paths.data_dir), inputs,
+                         at, ctx.settings)
 
 # %% ../nbs/12_cycle.ipynb #f7cb1c14
 def _limits(ctx: CycleContext) -> tuple[str | None, str | None]:
@@ -520,8 +547,9 @@ def run_cycle(ctx: CycleContext, now: pd.Timestamp | None = None) -> CycleReport
     alerts = refresh_alt(ctx, at)                                        # a. alternative data: a failure alerts, no more
     inputs = _inputs(ctx, bars, errors)                                  # b, c. features, one batched prediction
     inputs, digest_alerts = with_digest(ctx, inputs, at)                 # d. the market digest, once for all pairs
-    out = close_bar(ctx.kernel, inputs, at, _risk_state(ctx, now), refusal=refusal, hold_entries=hold_entries, t0=t0)
-    ctx.store.save_runtime("risk_state", out.risk_state.to_json())
+    with one_transaction(k := ctx.kernel):                            # e.-g. the close (paper: one transaction)
+        out = close_bar(k, inputs, at, _risk_state(ctx, now), refusal=refusal, hold_entries=hold_entries, t0=t0)
+        ctx.store.save_runtime("risk_state", out.risk_state.to_json())
     snapshot = _monitor(ctx, now, out, newest, refusal, (*alerts, *digest_alerts))   # h. monitoring
     return CycleReport(max(newest.values(), default=None), started, pd.DataFrame(out.rows), out.fills, snapshot)
 

@@ -27,8 +27,8 @@ log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'DIGEST_VERSION', 'MAX_ITEMS', 'MAX_PHRASE', 'DIGEST_SCHEMA', 'DIGEST_SYSTEM', 'DIGEST_USER', 'DigestReply',
-           'MarketDigest', 'checked_digest', 'digest_inputs', 'simulated_digest', 'digest_messages', 'digest_key',
-           'DigestMaker']
+           'MarketDigest', 'checked_digest', 'DigestData', 'digest_inputs', 'simulated_digest', 'digest_messages',
+           'digest_key', 'DigestMaker']
 
 # %% ../nbs/07a_digest.ipynb #aff8fa98
 DIGEST_VERSION = "2026-11-30.1"   # part of every digest key: a new version never replays an old answer
@@ -92,26 +92,54 @@ def checked_digest(reply: DigestReply, assets: tuple[str, ...], at: pd.Timestamp
     return MarketDigest(at, source, sentiment, phrases(reply.key_events), phrases(reply.risk_flags))
 
 # %% ../nbs/07a_digest.ipynb #627a4461
-def digest_inputs(data_dir, at: pd.Timestamp, assets: tuple[str, ...], settings: Settings) -> tuple[list[dict], dict]:
-    "(headlines newest first, provider values) from the alternative-data store; sources not stored are left out."
-    store, values, heads = AltStore(data_dir), {}, []
-    def rows(source):
-        try: t = store.table(source)
-        except AltDataError: return None
-        return t[t["published_at"] < at]
-    if (fg := rows("fear_greed")) is not None and len(fg): values["fear_greed"] = float(fg["value"].iloc[-1])
-    if (fu := rows("funding")) is not None and "funding_rate" in fu:
-        for a in assets:
-            s = fu.loc[fu["asset"] == a, "funding_rate"].dropna().tail(30)
-            if len(s): values[f"funding_{a}"] = float(s.iloc[-1])
-            if len(s) >= 5 and s.std() > 0: values[f"funding_z_{a}"] = float((s.iloc[-1] - s.mean()) / s.std())
-    news = store.read("news", "headlines") if store.keys("news") else None
-    if news is not None:
-        news = news[(news["available_at"] < at) & (news["available_at"] >= at - pd.Timedelta(settings.alt.headline_max_age))]
-        news = news.sort_values("available_at", ascending=False).head(settings.alt.headlines)
+@dataclass(frozen=True)
+class DigestData:
+    "The rows a digest reads, sorted by availability: Fear & Greed, funding rates by asset, news headlines."
+    fear_greed: pd.DataFrame | None = None             # published_at, value
+    funding: dict[str, pd.Series] = field(default_factory=dict)   # asset -> funding rate indexed by published_at
+    news: pd.DataFrame | None = None                   # available_at, title, assets
+
+    @classmethod
+    def load(cls, data_dir) -> DigestData:
+        "What the alternative-data store under `data_dir` holds; sources not stored are left out."
+        store = AltStore(data_dir)
+        def table(source):
+            try: return store.table(source).sort_values("published_at", kind="stable")
+            except AltDataError: return None
+        fg, fu = table("fear_greed"), table("funding")
+        funding = ({} if fu is None or "funding_rate" not in fu else
+                   {a: g.set_index("published_at")["funding_rate"].dropna() for a, g in fu.groupby("asset")})
+        news = store.read("news", "headlines") if store.keys("news") else None
+        return cls(fg, funding, None if news is None else news.sort_values("available_at", kind="stable"))
+
+def _before(times, at: pd.Timestamp) -> int:
+    "How many of the sorted `times` are strictly before `at`."
+    return int(times.searchsorted(at, side="left"))
+
+# %% ../nbs/07a_digest.ipynb #0ca85cef
+@patch
+def inputs(self: DigestData, at: pd.Timestamp, assets: tuple[str, ...], settings: Settings) -> tuple[list[dict], dict]:
+    "(headlines newest first, provider values) known strictly before `at`."
+    values, heads = {}, []
+    if self.fear_greed is not None and (n := _before(self.fear_greed["published_at"], at)):
+        values["fear_greed"] = float(self.fear_greed["value"].iloc[n - 1])
+    for a in (a for a in assets if a in self.funding):
+        rates = self.funding[a]
+        n = _before(rates.index, at)
+        s = rates.iloc[max(0, n - 30): n]
+        if len(s): values[f"funding_{a}"] = float(s.iloc[-1])
+        if len(s) >= 5 and s.std() > 0: values[f"funding_z_{a}"] = float((s.iloc[-1] - s.mean()) / s.std())
+    if self.news is not None:
+        t = self.news["available_at"]
+        news = self.news.iloc[_before(t, at - pd.Timedelta(settings.alt.headline_max_age)): _before(t, at)]
+        news = news.iloc[::-1].head(settings.alt.headlines)
         heads = [{"time": t.isoformat(), "title": ti, "assets": a} for t, ti, a in zip(news["available_at"], news["title"], news["assets"])]
         for a in assets: values[f"headlines_{a}"] = sum(a in h["assets"].split(",") for h in heads)
     return heads, values
+
+def digest_inputs(data_dir, at: pd.Timestamp, assets: tuple[str, ...], settings: Settings) -> tuple[list[dict], dict]:
+    "(headlines newest first, provider values) from the alternative-data store as known strictly before `at`."
+    return DigestData.load(data_dir).inputs(at, assets, settings)
 
 # %% ../nbs/07a_digest.ipynb #84b45248
 def simulated_digest(at: pd.Timestamp, assets: tuple[str, ...], headlines: list[dict], values: dict) -> MarketDigest:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Protocol
 
 import numpy as np
@@ -71,6 +72,9 @@ def limit_fill(side: int, limit: float, opens: np.ndarray, highs: np.ndarray, lo
     return i, float(min(opens[i], limit) if side > 0 else max(opens[i], limit))
 
 # %% ../nbs/10_execution.ipynb #b5c53bf1
+@lru_cache(maxsize=1024)
+def _utc(ns: int) -> pd.Timestamp: return pd.Timestamp(ns, tz="UTC")     # every pair's window of a close ends at one time
+
 @dataclass(frozen=True)
 class BarWindow:
     "Closed candles of one pair, oldest first: open times (int64 ns since the epoch) and an (n, 4) array of OHLC."
@@ -89,7 +93,7 @@ class BarWindow:
         return BarWindow(self.times[k:], self.ohlc[k:])
     def last(self, n: int) -> BarWindow: return BarWindow(self.times[-n:], self.ohlc[-n:])
     @property
-    def end(self) -> pd.Timestamp: return pd.Timestamp(int(self.times[-1]), tz="UTC")
+    def end(self) -> pd.Timestamp: return _utc(int(self.times[-1]))
     @property
     def close(self) -> float: return float(self.ohlc[-1, 3])
     def column(self, k: int) -> np.ndarray: return self.ohlc[:, k]

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from sklearn.preprocessing import RobustScaler
 
 from .alt_data import align_asof
-from .candles import CandleError, check_candles, find_gaps
+from .candles import check_bars, find_gaps
 from .config import FeatureSettings, IndicatorSpec
 from .types import BAR_COLUMNS, Bars, Features, MorningstarError, parse_timeframe
 
@@ -260,8 +260,7 @@ def _alt_context(prep: DataPreparation, bars: Bars, step: pd.Timedelta) -> tuple
 def frame(self: DataPreparation, bars: Bars) -> pd.DataFrame:
     "Unscaled technical + context features for every bar past its warm-up, with its `segment`."
     if bars.timeframe != self.timeframe: raise FeatureError(f"{bars.pair}: bars are {bars.timeframe}, features expect {self.timeframe}")
-    _, report = check_candles(bars.frame.reset_index(), bars.timeframe)
-    if len(report.rejected): raise CandleError(f"{bars.exchange} {bars.pair} {bars.timeframe}", report)
+    check_bars(bars)
     segment = _segments(bars, self.settings.gap_policy)
     arrays = {k: bars.frame[k].to_numpy(np.float64) for k in BAR_COLUMNS}
     cols = {name: np.full(len(bars), np.nan) for name in self.technical_names}

@@ -107,12 +107,14 @@ def _send(self: LiveExecutor, order: Order) -> str:
 
 # %% ../nbs/10a_live_execution.ipynb #7560c058
 @patch
-def _lookup(self: LiveExecutor, pair: str, cid: str) -> dict | None:
-    "The venue's order with client id `cid`, or None when no list shows it (network errors propagate)."
-    try: return self.exchange.fetch_order(None, pair, {"origClientOrderId": cid})
+def _lookup(self: LiveExecutor, pair: str, cid: str, venue_id: str | None = None) -> dict | None:
+    """The venue's order with client id `cid` (or venue id `venue_id`, for an external order: its client id is not ours),
+    or None when no list shows it (network errors propagate)."""
+    mine = (lambda o: str(o.get("id")) == venue_id) if venue_id else (lambda o: o.get("clientOrderId") == cid)
+    try: return self.exchange.fetch_order(venue_id, pair) if venue_id else self.exchange.fetch_order(None, pair, {"origClientOrderId": cid})
     except ccxt.OrderNotFound: pass
     for source in (lambda: self.exchange.fetch_open_orders(pair), lambda: self.exchange.fetch_orders(pair)):
-        found = [o for o in source() if o.get("clientOrderId") == cid]
+        found = [o for o in source() if mine(o)]
         if found: return found[-1]
     return None
 
@@ -123,7 +125,7 @@ def resolve(self: LiveExecutor, cid: str) -> str:
     row = self.store.order(cid)
     if row is None: raise LiveExecutionError(f"no order {cid} in {self.store.path}")
     if row["status"] in TERMINAL: return row["status"]
-    try: venue = self._lookup(row["pair"], cid)
+    try: venue = self._lookup(row["pair"], cid, row["exchange_order_id"] if row["intent"] == "external" else None)
     except ccxt.NetworkError as e:
         _log.warning("look-up of %s failed (%s): still %s", cid, e, row["status"]); return row["status"]
     if venue is None:

@@ -6,7 +6,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import threading
 from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -69,6 +71,7 @@ class PortfolioStore:
         # durable: every commit reaches the disk before it returns (an order's intent must survive a power cut);
         # False (a simulated twin's book): commits survive a crash of the process, not of the machine, and cost no fsync
         self.path, self._synchronous = Path(path), "FULL" if durable else "NORMAL"
+        self._local = threading.local()     # this thread's connection, and whether a `batch` is open on it
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, timeout=30)
@@ -79,18 +82,42 @@ class PortfolioStore:
         except (OSError, sqlite3.Error) as e: raise StateError(f"cannot open the state store {self.path}: {e}") from None
         if self.cash() is None: raise StateError(f"{self.path} has no account yet: create it with initial_cash")
 
+    def _connect(self) -> sqlite3.Connection:
+        "This thread's connection, kept open (closing the last one checkpoints the WAL: a write to disk every time)."
+        held = getattr(self._local, "db", None)
+        if held is not None and held[0] == os.getpid(): return held[1]     # a forked child opens its own
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        db.execute("PRAGMA foreign_keys=ON")
+        db.execute(f"PRAGMA synchronous={self._synchronous}")
+        self._local.db, self._local.batch = (os.getpid(), db), False
+        return db
+
     @contextmanager
     def _tx(self):
-        "One transaction: committed when the block ends, rolled back when it raises; the connection is closed."
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        try:
-            db.execute("PRAGMA foreign_keys=ON")
-            db.execute(f"PRAGMA synchronous={self._synchronous}")
-            db.execute("BEGIN IMMEDIATE")
-            try: yield db
-            except BaseException: db.execute("ROLLBACK"); raise
-            else: db.execute("COMMIT")
-        finally: db.close()
+        """One transaction: committed when the block ends, rolled back when it raises. Inside `batch`: a savepoint of
+        the batch's transaction, rolled back alone when the block raises."""
+        db = self._connect()
+        db.row_factory = None
+        begin, commit, rollback = (("SAVEPOINT op", "RELEASE op", "ROLLBACK TO op") if self._local.batch
+                                   else ("BEGIN IMMEDIATE", "COMMIT", "ROLLBACK"))
+        db.execute(begin)
+        try: yield db
+        except BaseException:
+            db.execute(rollback)
+            if self._local.batch: db.execute(commit)      # a savepoint rolled back is still open until released
+            raise
+        else: db.execute(commit)
+
+    def close(self) -> None:
+        "Close this thread's connection (the next operation opens a new one)."
+        held, self._local.db = getattr(self._local, "db", None), None
+        if held is not None and held[0] == os.getpid(): held[1].close()
+
+    # a connection is freed only by the cycle collector (its statement cache refers back to it): close it with the store
+    def __del__(self): self.close()
+
+    def __getstate__(self) -> dict: return {"path": self.path, "_synchronous": self._synchronous}   # no connection
+    def __setstate__(self, state: dict) -> None: self.__dict__.update(state, _local=threading.local())
 
     def cash(self) -> float | None:
         with self._tx() as db:
@@ -272,3 +299,14 @@ def equity_curve(self: PortfolioStore) -> pd.DataFrame:
     "Every mark so far (equity, cash, exposure), indexed by time."
     with self._tx() as db: df = pd.read_sql("SELECT * FROM equity ORDER BY time", db)
     return df.set_index(pd.to_datetime(df.pop("time"), utc=True, format="ISO8601"))
+
+# %% ../nbs/09_portfolio.ipynb #1c0c67c1
+@patch
+@contextmanager
+def batch(self: PortfolioStore):
+    "Every operation of this thread inside the block in one transaction: committed at its end, none of it if it raises."
+    if self._connect() and self._local.batch: yield; return          # already inside one: part of it
+    with self._tx():
+        self._local.batch = True
+        try: yield
+        finally: self._local.batch = False

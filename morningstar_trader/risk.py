@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import date
 
 import pandas as pd
@@ -38,7 +38,7 @@ class RiskState:
 
     def to_json(self) -> dict:
         "Plain JSON values, to carry the state from one cycle's process to the next."
-        return {**asdict(self), "day": self.day.isoformat()}
+        return {**self.__dict__, "day": self.day.isoformat(), "cooldown_until": dict(self.cooldown_until)}
 
     @classmethod
     def from_json(cls, d: dict) -> RiskState:

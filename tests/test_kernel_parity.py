@@ -4,6 +4,7 @@ the same decisions, orders, fills and equity. A second run records real LLM revi
 local server) during the paper cycles and replays them in the backtest with no LLM call at all."""
 from __future__ import annotations
 
+import difflib
 import re
 
 import pandas as pd
@@ -12,11 +13,13 @@ import pytest
 from conftest import HOUR_MS, TINY, candles
 from local_exchange import LocalExchange
 from local_llm import LocalLLM, Reply
+from morningstar_trader.alt_providers import AltStore
 from morningstar_trader.backtest import ModelStrategy, run_backtest
 from morningstar_trader.candles import validated_bars
 from morningstar_trader.config import Settings, load_secrets
 from morningstar_trader.cycle import build_context, run_cycle
 from morningstar_trader.portfolio import PortfolioStore
+from morningstar_trader.sample_data import write_sample_alt
 from morningstar_trader.supervisor import Supervisor, ReviewRecord
 from morningstar_trader.training import train_model
 
@@ -31,6 +34,8 @@ def world(tmp_path_factory):
     train = {p: validated_bars(df.iloc[:1_400].reset_index(names="timestamp"), "synthetic", p, "1h")[0] for p, df in data.items()}
     settings = Settings(**{**TINY, "pairs": PAIRS, "risk": {"max_position_fraction": 0.3, "cooldown_bars": 2, "max_open_positions": 2}})
     train_model(settings, train, root / "models" / "default" / "v1", verbose=0)
+    # alternative data for the market digest: the paper cycles and the backtest attach it to every review
+    write_sample_alt(AltStore(root / "data"), {p: df.reset_index(names="timestamp") for p, df in data.items()})
     return root, data, settings
 
 
@@ -41,7 +46,8 @@ def _paper(root, data, settings, state: str, llm: dict) -> tuple:
         s = Settings(**{**settings.model_dump(), "mode": "paper", "llm": llm,
                         "exchange": {"api_url": server.base_url, "timeout_ms": 2000, "enable_rate_limit": False},
                         "retry": {"max_attempts": 2, "initial_delay_s": 0.01, "max_delay_s": 0.02},
-                        "paths": {"models_dir": root / "models", "state_dir": root / state, "logs_dir": root / "logs"}})
+                        "paths": {"models_dir": root / "models", "state_dir": root / state, "logs_dir": root / "logs",
+                                  "data_dir": root / "data"}})
         env = {"MORNINGSTAR_LLM_API_KEY": "parity-key"} if llm.get("mode") == "live" else {}
         ctx = build_context(s, load_secrets(env), run_id="parity")
         for k in range(FIRST, FIRST + CYCLES):
@@ -109,11 +115,16 @@ def test_paper_cycles_and_the_backtest_make_the_same_decisions_orders_fills_and_
 
 def test_reviews_recorded_in_paper_replay_in_the_backtest_without_an_llm_call(world, tmp_path):
     root, data, settings = world
-    agree = '{"coherence": "agree", "risk_score": 0.2, "veto": false, "direction": "%s", "size_multiplier": 0.5, "stop_loss": null, "take_profit": null, "rationale": "fine"}'
+    # one reply that is both a valid review and a valid market digest (each schema ignores the other's fields)
+    agree = ('{"coherence": "agree", "risk_score": 0.2, "veto": false, "direction": "%s", "size_multiplier": 0.5, "stop_loss": null, '
+             '"take_profit": null, "rationale": "fine", "sentiment": {"BTC": 0.3, "ETH": -0.2}, "key_events": ["calm"], "risk_flags": []}')
     with LocalLLM(Reply(agree % "long")) as llm:
         ctx, s = _paper(root, data, settings, "state-llm", {"mode": "live", "base_url": llm.base_url, "model": "local-test",
                                                                "timeout_s": 5})
         calls = len(llm.requests)
+        prompts = [r["messages"][-1]["content"] for r in llm.requests]
+        digests = sum("MarketDigest" in r["messages"][0]["content"] for r in llm.requests)
+        assert digests >= 5 and sum('source="market_digest"' in p for p in prompts) >= 5      # reviews read the digest
         record = ReviewRecord(root / "state-llm" / "llm_record.sqlite")
         recorded = record.stats()["exchanges"]
         assert recorded >= 5
@@ -122,5 +133,15 @@ def test_reviews_recorded_in_paper_replay_in_the_backtest_without_an_llm_call(wo
         assert record.stats()["exchanges"] == recorded                                  # the backtest asked nothing
         assert len(llm.requests) == calls
     _assert_same_run(ctx, res, store)
+    # asked live, the backtest sends the LLM the very prompts the paper cycles sent: digests and reviews alike
+    with LocalLLM(Reply(agree % "long")) as again:
+        live = Supervisor.from_settings(s.llm.model_copy(update={"base_url": again.base_url}),
+                                        load_secrets({"MORNINGSTAR_LLM_API_KEY": "parity-key"}), tmp_path)
+        _backtest(ctx, s, data, live, tmp_path / "bt-live.sqlite")
+        sent = sorted(_num(r["messages"][-1]["content"]) for r in again.requests)
+    assert len(sent) == len(prompts)
+    diff = next((list(difflib.unified_diff(a.splitlines(), b.splitlines(), lineterm="", n=1))
+                 for a, b in zip(sent, sorted(map(_num, prompts))) if a != b), [])
+    assert diff == [], "\n".join(diff)
     reviews = _decisions(store.journal_rows())["review"].dropna()
     assert len(reviews) >= 5 and set(reviews) == {"agree"}                               # replayed, not failed

@@ -45,12 +45,12 @@ def killed(proc):
 
 
 def finished(proc) -> dict:
-    out, err = proc.communicate(timeout=60)
+    out, err = proc.communicate(timeout=180)      # a deadline against a hang (the driver imports TensorFlow), not a timing
     assert proc.returncode == 0, f"exit {proc.returncode}\n{out}\n{err}"
     return json.loads(out.strip().splitlines()[-1])
 
 
-def kill_when(proc, condition, timeout_s=10.0):
+def kill_when(proc, condition, timeout_s=30.0):
     "SIGKILL `proc` from outside as soon as `condition()` holds (the venue has acted, the reply is still on its way)."
     deadline = time.time() + timeout_s
     while not condition():

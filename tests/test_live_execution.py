@@ -161,6 +161,7 @@ def test_reconciliation_flags_external_orders_mismatches_and_a_venue_it_cannot_r
     result = reconcile(ex, PAIRS)
     assert not result.ok and len(result.external) == 1 and "external" in result.why()
     assert ex.store.orders().query("intent == 'external'")["note"].str.contains("by-hand").all()
+    ex.grace_s = 0.0                  # past the venue's receive window: each order must be found, or it is an error
     assert reconcile(ex, PAIRS).external == ()                           # recorded once, not flagged again
     server.account.balances["BTC"] += 0.25                               # a deposit (or a trade) the store knows nothing of
     assert any("BTC" in m for m in reconcile(ex, PAIRS).mismatches)
