@@ -500,7 +500,8 @@ def refresh_alt(ctx: CycleContext, at: pd.Timestamp) -> list[Alert]:
     if any(getattr(a, "source", None) for a in prep.settings.alt_data):
         try: ctx.model.prep = prep = replace(prep, alt_tables=load_alt_tables(prep.settings.alt_data, s.paths.data_dir))
         except MorningstarError as e: alerts.append(Alert("warning", "alt_source", f"reloading the alternative tables: {e}"))
-    alerts += [Alert("warning", "stale_alt", f"{name}: {why}") for name, why in stale_alt(prep, at).items()]
+    assets = tuple(dict.fromkeys(p.split("/")[0] for p in s.pairs))
+    alerts += [Alert("warning", "stale_alt", f"{name}: {why}") for name, why in stale_alt(prep, at, assets).items()]
     return alerts
 
 def attach_digest(maker, data, inputs: dict[str, PairInput], at: pd.Timestamp,

@@ -349,15 +349,21 @@ def spec(self: DataPreparation) -> dict:
             "technical_names": self.technical_names, "context_names": self.context_names}
 
 # %% ../nbs/04_features.ipynb #f367b843
-def stale_alt(prep: DataPreparation, at: pd.Timestamp) -> dict[str, str]:
-    "Why each alt_data source with a `max_age` is stale at `at` (its newest value known strictly before `at`), by name."
+def _stale(times: pd.Series, at: pd.Timestamp, src) -> str | None:
+    "Why the newest of `times` known strictly before `at` is too old for `src`, or None."
+    known = times[times < at]
+    if not len(known): return f"no value known before {at}"
+    if (age := at - known.max()) > parse_timeframe(src.max_age):
+        return f"newest value {age} old at {at} (max_age {src.max_age}, policy {src.stale_policy})"
+    return None
+
+def stale_alt(prep: DataPreparation, at: pd.Timestamp, assets: tuple[str, ...] = ()) -> dict[str, str]:
+    "Why each alt_data source with a `max_age` is stale at `at`: by name, or by `name asset` for a per-asset source."
     out = {}
-    for src in prep.settings.alt_data:
-        if getattr(src, "max_age", None) is None: continue
-        t = prep.alt_tables[src.name]["published_at"]
-        known = t[t < at]
-        limit = parse_timeframe(src.max_age)
-        if not len(known): out[src.name] = f"no value known before {at}"
-        elif (age := at - known.max()) > limit:
-            out[src.name] = f"newest value {age} old at {at} (max_age {src.max_age}, policy {src.stale_policy})"
+    for src in (s for s in prep.settings.alt_data if getattr(s, "max_age", None) is not None):
+        table = prep.alt_tables[src.name]
+        per_asset = assets and getattr(src, "source", None) in PER_ASSET and "asset" in table.columns
+        series = ({f"{src.name} {a}": table.loc[table["asset"] == a, "published_at"] for a in assets} if per_asset
+                  else {src.name: table["published_at"]})
+        out |= {key: why for key, t in series.items() if (why := _stale(t, at, src))}
     return out

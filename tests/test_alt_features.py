@@ -119,5 +119,5 @@ def test_a_cycle_refresh_alerts_for_a_provider_down_and_for_stale_sources(tmp_pa
     assert [a.kind for a in fresh] == ["alt_source"] and "fear_greed" in fresh[0].message
     assert len(ctx.model.prep.alt_tables["fund"]) > 0                  # reloaded from the store
     late = refresh_alt(ctx, BARS.frame.index[-1] + pd.Timedelta(days=3))
-    assert sorted(a.message.split(":")[0] for a in late if a.kind == "stale_alt") == ["fg", "fund"]
+    assert sorted(a.message.split(":")[0] for a in late if a.kind == "stale_alt") == ["fg", "fund BTC"]   # per asset traded
     assert load_alt_tables(s.features.alt_data, s.paths.data_dir).keys() == {"fg", "fund"}
