@@ -92,12 +92,14 @@ def checked_digest(reply: DigestReply, assets: tuple[str, ...], at: pd.Timestamp
     return MarketDigest(at, source, sentiment, phrases(reply.key_events), phrases(reply.risk_flags))
 
 # %% ../nbs/07a_digest.ipynb #627a4461
+def _ns(times) -> np.ndarray: return pd.DatetimeIndex(times).as_unit("ns").asi8
+
 @dataclass(frozen=True)
 class DigestData:
-    "The rows a digest reads, sorted by availability: Fear & Greed, funding rates by asset, news headlines."
-    fear_greed: pd.DataFrame | None = None             # published_at, value
-    funding: dict[str, pd.Series] = field(default_factory=dict)   # asset -> funding rate indexed by published_at
-    news: pd.DataFrame | None = None                   # available_at, title, assets
+    "The rows a digest reads, as arrays sorted by availability (int64 ns): Fear & Greed, funding by asset, headlines."
+    fear_greed: tuple[np.ndarray, np.ndarray] | None = None                      # (published, value)
+    funding: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)   # asset -> (published, rate)
+    news: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None                 # (available, title, assets)
 
     @classmethod
     def load(cls, data_dir) -> DigestData:
@@ -107,33 +109,33 @@ class DigestData:
             try: return store.table(source).sort_values("published_at", kind="stable")
             except AltDataError: return None
         fg, fu = table("fear_greed"), table("funding")
-        funding = ({} if fu is None or "funding_rate" not in fu else
-                   {a: g.set_index("published_at")["funding_rate"].dropna() for a, g in fu.groupby("asset")})
+        funding = {} if fu is None or "funding_rate" not in fu else {
+            a: (_ns(g["published_at"]), g["funding_rate"].to_numpy(np.float64))
+            for a, g in fu.dropna(subset=["funding_rate"]).groupby("asset")}
         news = store.read("news", "headlines") if store.keys("news") else None
-        return cls(fg, funding, None if news is None else news.sort_values("available_at", kind="stable"))
-
-def _before(times, at: pd.Timestamp) -> int:
-    "How many of the sorted `times` are strictly before `at`."
-    return int(times.searchsorted(at, side="left"))
+        if news is not None:
+            news = news.sort_values("available_at", kind="stable")
+            news = (_ns(news["available_at"]), news["title"].to_numpy(object), news["assets"].to_numpy(object))
+        return cls(None if fg is None else (_ns(fg["published_at"]), fg["value"].to_numpy(np.float64)), funding, news)
 
 # %% ../nbs/07a_digest.ipynb #0ca85cef
 @patch
 def inputs(self: DigestData, at: pd.Timestamp, assets: tuple[str, ...], settings: Settings) -> tuple[list[dict], dict]:
     "(headlines newest first, provider values) known strictly before `at`."
-    values, heads = {}, []
-    if self.fear_greed is not None and (n := _before(self.fear_greed["published_at"], at)):
-        values["fear_greed"] = float(self.fear_greed["value"].iloc[n - 1])
+    values, heads, now = {}, [], pd.Timestamp(at).value
+    if self.fear_greed is not None and (n := int(np.searchsorted(self.fear_greed[0], now))):
+        values["fear_greed"] = float(self.fear_greed[1][n - 1])
     for a in (a for a in assets if a in self.funding):
-        rates = self.funding[a]
-        n = _before(rates.index, at)
-        s = rates.iloc[max(0, n - 30): n]
-        if len(s): values[f"funding_{a}"] = float(s.iloc[-1])
-        if len(s) >= 5 and s.std() > 0: values[f"funding_z_{a}"] = float((s.iloc[-1] - s.mean()) / s.std())
+        times, rates = self.funding[a]
+        n = int(np.searchsorted(times, now))
+        s = rates[max(0, n - 30): n]
+        if len(s): values[f"funding_{a}"] = float(s[-1])
+        if len(s) >= 5 and (sd := s.std(ddof=1)) > 0: values[f"funding_z_{a}"] = float((s[-1] - s.mean()) / sd)
     if self.news is not None:
-        t = self.news["available_at"]
-        news = self.news.iloc[_before(t, at - pd.Timedelta(settings.alt.headline_max_age)): _before(t, at)]
-        news = news.iloc[::-1].head(settings.alt.headlines)
-        heads = [{"time": t.isoformat(), "title": ti, "assets": a} for t, ti, a in zip(news["available_at"], news["title"], news["assets"])]
+        times, titles, tags = self.news
+        lo, hi = np.searchsorted(times, [now - pd.Timedelta(settings.alt.headline_max_age).value, now])
+        heads = [{"time": pd.Timestamp(int(times[k]), tz="UTC").isoformat(), "title": titles[k], "assets": tags[k]}
+                 for k in range(hi - 1, max(lo, hi - settings.alt.headlines) - 1, -1)]
         for a in assets: values[f"headlines_{a}"] = sum(a in h["assets"].split(",") for h in heads)
     return heads, values
 
