@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import socket
 import sqlite3
@@ -99,6 +100,7 @@ class Server:
     port: int
     log: Path
     process: subprocess.Popen
+    token: str = ""
 
     def wait_open(self, timeout_s: float = 180) -> None:
         t0 = time.perf_counter()
@@ -107,22 +109,39 @@ class Server:
             time.sleep(0.3)
 
 
-def _start(name: str, cmd: list[str], cwd: Path, logs: Path, port: int, env: dict | None = None) -> Server:
+def _start(name: str, cmd: list[str], cwd: Path, logs: Path, port: int, env: dict | None = None, token: str = "") -> Server:
     with open(logs / f"{name}.log", "w") as out:
         return Server(name, port, logs / f"{name}.log",
-                      subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}))
+                      subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}), token)
+
+
+def _jupyterlab(root: Path, logs: Path) -> Server:
+    """JupyterLab on 127.0.0.1 with a token, serving the project (its nbs/ holds the dashboard notebook); nothing asks
+    the internet (no news, no update check, no extension manager)."""
+    (root / "nbs").mkdir(exist_ok=True)
+    shutil.copy(ROOT / "nbs" / "dashboard.ipynb", root / "nbs" / "dashboard.ipynb")
+    port, token, home = _free_port(), secrets.token_hex(16), logs / "jupyter"
+    cmd = [str(MORNINGSTAR.with_name("jupyter")), "lab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
+           "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--allow-root",
+           "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+           "--LabApp.extension_manager=readonly", f"--LabApp.user_settings_dir={home / 'settings'}",
+           f"--LabApp.workspaces_dir={home / 'workspaces'}", "--KernelManager.transport=ipc"]
+    env = {"MORNINGSTAR_DASHBOARD_CONFIG": str(root / "config.yaml"), "MORNINGSTAR_DASHBOARD_REFRESH_S": "0",
+           "JUPYTER_RUNTIME_DIR": str(home / "runtime"), "JUPYTER_CONFIG_DIR": str(home / "config")}
+    return _start("jupyterlab", cmd, root, logs, port, env, token)
 
 
 @pytest.fixture(scope="module")
 def servers(lab_root, tmp_path_factory):
-    """`morningstar dashboard` (Voila) for the lab project, started before the project is built (a server reads the
+    """`morningstar dashboard` (Voila) and JupyterLab for the lab project, started before the project is built (a server reads the
     project only when a page is opened); none without a browser."""
     if CHROMIUM is None:
         yield {}
         return
     logs, port = tmp_path_factory.mktemp("servers"), _free_port()
     started = {"voila": _start("voila", [str(MORNINGSTAR), "dashboard", "--port", str(port), "--config", str(lab_root / "config.yaml"),
-                                         "--refresh", "2", "--notebook", str(ROOT / "nbs" / "dashboard.ipynb")], lab_root, logs, port)}
+                                         "--refresh", "2", "--notebook", str(ROOT / "nbs" / "dashboard.ipynb")], lab_root, logs, port),
+               "jupyterlab": _jupyterlab(lab_root, logs)}
     try:
         yield started
     finally:
@@ -220,3 +239,31 @@ def test_the_run_notebook_html_renders(lab, browser, tmp_path_factory):
     page.screenshot(path=str(tmp_path_factory.mktemp("screenshots") / "run-notebook.png"), full_page=False)
     page.close()
 
+
+
+def test_the_dashboard_runs_in_jupyterlab(lab, browser, servers, tmp_path_factory):
+    """The dashboard notebook opened in JupyterLab and run there (Shift+Enter): its widgets render through JupyterLab's
+    widget manager, and a run picked there draws its equity (a plotly FigureWidget)."""
+    jupyter, run_id = servers["jupyterlab"], lab.run_ids[1]
+    jupyter.wait_open()
+    context = browser.new_context(viewport={"width": 1300, "height": 1100})
+    page, errors, requests = context.new_page(), [], []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(f"http://127.0.0.1:{jupyter.port}/lab/tree/nbs/dashboard.ipynb?token={jupyter.token}", wait_until="commit")
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=PAGE_TIMEOUT_MS)   # the kernel is up
+    page.locator(".jp-Notebook .jp-Cell .cm-content").first.click()
+    page.keyboard.press("Shift+Enter")
+    select = page.locator(".jp-OutputArea .ms-run-select select")
+    select.wait_for(timeout=PAGE_TIMEOUT_MS)
+    assert {t.split()[0] for t in select.locator("option").all_text_contents()} == set(lab.run_ids)
+    select.select_option(value=None, index=_option_index(page, run_id))
+    page.wait_for_selector(f".jp-OutputArea .ms-run-title:has-text('{run_id}')", timeout=150_000)
+    title = page.locator(".jp-OutputArea .gtitle").first
+    title.wait_for(timeout=150_000)
+    equity = load_run(run_id, lab.root / "runs")["equity"]["equity"]
+    assert title.text_content().startswith(f"equity {fmt(float(equity.iloc[-1]))}")
+    page.screenshot(path=str(tmp_path_factory.mktemp("screenshots") / "jupyterlab.png"), full_page=False)
+    context.close()
+    assert errors == []
+    assert [u for u in requests if not u.startswith(("http://127.0.0.1", "ws://127.0.0.1", "blob:", "data:"))] == []
