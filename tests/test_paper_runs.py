@@ -88,7 +88,9 @@ def test_paper_runs_carry_buy_and_hold_and_flat(paper):
     """Each paper run's stats compare the account with buy & hold and flat over the candles it saw (from the account's
     first mark among them: here one written three closes back, as an earlier run would), as a backtest's do."""
     from morningstar_trader.portfolio import PortfolioStore
-    store, earlier = PortfolioStore(paper.root / "state" / "paper.sqlite"), pd.Timestamp.now(tz="UTC").floor("h") - pd.Timedelta(hours=3)
+    # the account as the CLI opens it (10,000 cash), whether or not an earlier test has traded in it
+    store = PortfolioStore(paper.root / "state" / "paper.sqlite", initial_cash=10_000.0)
+    earlier = pd.Timestamp.now(tz="UTC").floor("h") - pd.Timedelta(hours=3)
     store.mark(earlier, {p: float(paper.candles[p]["close"][earlier - pd.Timedelta(hours=1)]) for p in store.positions()})
     scraps = load_run(_run_id(paper.run("run", "--mode", "paper", "--notebook", NOTEBOOK).stdout), paper.root / "runs")
     stats, equity = scraps["stats"], scraps["equity"]["equity"]
