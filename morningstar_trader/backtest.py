@@ -21,8 +21,8 @@ _log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['TRADE_COLUMNS', 'BacktestError', 'Strategy', 'SmaCross', 'BuyAndHold', 'BacktestResult', 'compute_stats',
-           'benchmark_curves', 'benchmark_stats', 'run_backtest', 'ModelStrategy', 'round_trips', 'check_lookahead',
-           'history_bars', 'load_frames']
+           'benchmark_curves', 'benchmark_stats', 'window_benchmarks', 'run_backtest', 'ModelStrategy', 'round_trips',
+           'check_lookahead', 'history_bars', 'load_frames']
 
 # %% ../nbs/13_backtest.ipynb #5bbcbe74
 class BacktestError(MorningstarError):
@@ -198,6 +198,20 @@ def benchmark_stats(equity: pd.Series, curves: pd.DataFrame) -> dict:
         out |= {f"{name}_return": ret, f"excess_return_vs_{name}": float(total - ret),
                 f"information_ratio_vs_{name}": float(active.mean() / active.std() * math.sqrt(per_year)) if active.std() > 0 else float("nan")}
     return out
+
+# %% ../nbs/13_backtest.ipynb #94f4e0b9
+def window_benchmarks(equity: pd.Series, frames: dict[str, pd.DataFrame], timeframe: str, fee: float = 0.0) -> tuple[dict, pd.DataFrame]:
+    """`benchmark_stats` and `benchmark_curves` of an account's `equity` marks (stamped at bar closes) within the
+    candles of `frames` (by pair, indexed by open time); ({}, empty) when no mark falls in that window."""
+    step = parse_timeframe(timeframe)
+    closes = {p: f[["close"]].set_axis(f.index + step) for p, f in frames.items() if len(f)}
+    if not closes: raise BacktestError(f"benchmarks need the candles the run saw: got none for {list(frames) or 'no pair'}")
+    lo, hi = min(c.index[0] for c in closes.values()), max(c.index[-1] for c in closes.values())
+    marks = equity[~equity.index.duplicated(keep="last")]
+    marks = marks[(marks.index >= lo) & (marks.index <= hi)].astype(float)
+    if marks.empty: return {}, pd.DataFrame()
+    curves = benchmark_curves(closes, marks.index, float(marks.iloc[0]), fee)
+    return benchmark_stats(marks, curves), curves
 
 # %% ../nbs/13_backtest.ipynb #5483775f
 def run_backtest(bars: pd.DataFrame | dict[str, pd.DataFrame], strategy: Strategy, *, size: float | None = None, fee: float = 0.001,

@@ -130,12 +130,15 @@ def equity_figure(curves: dict[str, pd.Series], title: str) -> go.FigureWidget:
     return go.FigureWidget(fig)
 
 def run_equity(scraps: dict) -> go.FigureWidget:
-    "One run's equity against its benchmarks (when recorded)."
+    """One run's equity against its benchmarks (when recorded); the return is over the benchmarks' window (a backtest's
+    whole range; for a paper or live run, the candles it saw, while its equity is the account's whole history)."""
     eq = scraps["equity"]["equity"] if isinstance(scraps["equity"], pd.DataFrame) else scraps["equity"]
-    curves, bench = {"strategy": eq}, scraps.get("benchmarks")
-    if isinstance(bench, pd.DataFrame) and not bench.empty: curves |= {"buy & hold": bench["buy_hold"], "flat": bench["flat"]}
-    stats = scraps.get("stats", {})
-    title = f"equity {fmt(float(eq.iloc[-1]))} ({eq.iloc[-1] / eq.iloc[0] - 1:+.2%})"
+    curves, bench, since = {"strategy": eq}, scraps.get("benchmarks"), eq.index[0]
+    if isinstance(bench, pd.DataFrame) and not bench.empty:
+        curves |= {"buy & hold": bench["buy_hold"], "flat": bench["flat"]}
+        since = bench.index[0]
+    stats, base = scraps.get("stats", {}), eq[eq.index >= since].iloc[0]
+    title = f"equity {fmt(float(eq.iloc[-1]))} ({eq.iloc[-1] / base - 1:+.2%}{'' if since == eq.index[0] else ' since ' + str(since)[:16]})"
     if "buy_hold_return" in stats: title += f"; buy & hold {stats['buy_hold_return']:+.2%}, flat +0.00%"
     return equity_figure(curves, title)
 
@@ -175,7 +178,8 @@ _RUN_SCRAPS = {"benchmarks": "benchmarks", "predictions": "model heads", "decisi
 
 def stats_table(stats: dict) -> W.HTML:
     "The run's statistics, with the benchmark columns grouped: strategy, buy & hold, flat."
-    rows = {"return": ("total_return", "buy_hold_return", "flat_return"),
+    # a paper or live run has no total return of its own: over its window, its return is its excess over flat
+    rows = {"return": ("total_return" if "total_return" in stats else "excess_return_vs_flat", "buy_hold_return", "flat_return"),
             "excess return of the strategy": (None, "excess_return_vs_buy_hold", "excess_return_vs_flat"),
             "information ratio of the strategy": (None, "information_ratio_vs_buy_hold", "information_ratio_vs_flat")}
     bench = pd.DataFrame({k: [stats.get(c) if c else None for c in cols] for k, cols in rows.items()},

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from conftest import Project, write_config
+from lab_project import NOISE
 from local_llm import LocalLLM, Reply
 from morningstar_trader.config import load_config
 from morningstar_trader.model import MorningstarModel, resolve_model_dir
@@ -36,13 +37,16 @@ def trained(tmp_path_factory) -> Project:
     alt = TINY.replace("model:", "  alt_data:\n    - {name: news, path: news.csv, columns: [sentiment]}\nmodel:")
     project = Project(root, write_config(root, extra=alt))
     project.run("data", "sample", "--days", "60", "--pairs", "BTC/USDT", "ETH/USDT")
-    project.train_output = project.run("train", "--exchange", "synthetic", "--quiet", "--epochs", "2").stdout
+    proc = project.run("train", "--exchange", "synthetic", "--quiet", "--epochs", "2")
+    project.train_output, project.train_stderr = proc.stdout, proc.stderr
     return project
 
 
 def test_train_on_the_sample_set_with_alternative_data_writes_a_loadable_model(trained, monkeypatch):
     out = trained.train_output
     assert "balanced_accuracy" in out and "qlike" in out and "model written to" in out
+    noise = NOISE.search(out + trained.train_stderr)                # TensorFlow, absl and CUDA start-up lines never reach the console
+    assert noise is None, noise.group(0)
     monkeypatch.chdir(trained.root)   # the config's relative paths are relative to the working directory
     cfg = load_config(trained.config)
     path = resolve_model_dir(trained.root / "models", "default")

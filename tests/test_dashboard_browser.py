@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import socket
 import sqlite3
 import subprocess
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
 
 import nbformat
 import pytest
 
 from conftest import MORNINGSTAR, ROOT
-from lab_project import NOISE, make_lab_project
+from lab_project import NOISE, lab_config, make_lab_project
 from morningstar_trader.dashboard import fmt
 from morningstar_trader.runs import load_run
 
@@ -31,8 +35,16 @@ PAGE_TIMEOUT_MS = 240_000          # Voila executes the dashboard notebook in a 
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    return make_lab_project(tmp_path_factory.mktemp("lab"))
+def lab_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lab")
+    lab_config(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def lab(lab_root, servers):
+    """The project; the servers start first, so they come up while it is being built."""
+    return make_lab_project(lab_root)
 
 
 def test_the_cli_and_run_notebooks_show_no_startup_noise(lab):
@@ -51,10 +63,12 @@ def test_the_cli_and_run_notebooks_show_no_startup_noise(lab):
 
 
 def test_runs_compare_shows_the_benchmarks(lab):
-    table = lab.run("runs", "compare", *lab.run_ids).stdout
+    with ThreadPoolExecutor(2) as pool:                                # two CLI start-ups at once
+        compared, listed = pool.submit(lab.run, "runs", "compare", *lab.run_ids), pool.submit(lab.run, "runs", "list")
+    table = compared.result().stdout
     for stat in ("buy_hold_return", "excess_return_vs_buy_hold", "information_ratio_vs_buy_hold", "excess_return_vs_flat"):
         assert stat in table
-    listing = lab.run("runs", "list").stdout
+    listing = listed.result().stdout
     assert "buy_hold" in listing and lab.run_ids[0] in listing
 
 
@@ -80,31 +94,77 @@ def browser():
         b.close()
 
 
-@pytest.fixture(scope="module")
-def dashboard(lab, browser, tmp_path_factory):
-    """The dashboard served by `morningstar dashboard` for the lab project, open in a fresh browser profile."""
-    port, log = _free_port(), tmp_path_factory.mktemp("voila") / "voila.log"
-    with open(log, "w") as out:
-        server = subprocess.Popen([str(MORNINGSTAR), "dashboard", "--port", str(port), "--config", str(lab.config), "--refresh", "2",
-                                   "--notebook", str(ROOT / "nbs" / "dashboard.ipynb")], cwd=lab.root, stdout=out, stderr=subprocess.STDOUT)
-    try:
+@dataclass
+class Server:
+    name: str
+    port: int
+    log: Path
+    process: subprocess.Popen
+    token: str = ""
+
+    def wait_open(self, timeout_s: float = 180) -> None:
         t0 = time.perf_counter()
-        while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
-            assert server.poll() is None and time.perf_counter() - t0 < 120, log.read_text()
+        while socket.socket().connect_ex(("127.0.0.1", self.port)) != 0:
+            assert self.process.poll() is None and time.perf_counter() - t0 < timeout_s, f"{self.name}:\n{self.log.read_text()}"
             time.sleep(0.3)
-        context = browser.new_context(viewport={"width": 1300, "height": 1250})   # a fresh profile: nothing cached
-        page = context.new_page()
-        page.requests = []
-        page.on("request", lambda r: page.requests.append(r.url))
-        page.shots = tmp_path_factory.mktemp("screenshots")
-        page.goto(f"http://127.0.0.1:{port}/", wait_until="commit")
-        page.wait_for_selector(".ms-run-select select", timeout=PAGE_TIMEOUT_MS)
-        page.voila_log = log
-        yield page
-        context.close()
+
+
+def _start(name: str, cmd: list[str], cwd: Path, logs: Path, port: int, env: dict | None = None, token: str = "") -> Server:
+    with open(logs / f"{name}.log", "w") as out:
+        return Server(name, port, logs / f"{name}.log",
+                      subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}), token)
+
+
+def _jupyterlab(root: Path, logs: Path) -> Server:
+    """JupyterLab on 127.0.0.1 with a token, serving the project (its nbs/ holds the dashboard notebook); nothing asks
+    the internet (no news, no update check, no extension manager)."""
+    (root / "nbs").mkdir(exist_ok=True)
+    shutil.copy(ROOT / "nbs" / "dashboard.ipynb", root / "nbs" / "dashboard.ipynb")
+    port, token, home = _free_port(), secrets.token_hex(16), logs / "jupyter"
+    cmd = [str(MORNINGSTAR.with_name("jupyter")), "lab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
+           "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--allow-root",
+           "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+           "--LabApp.extension_manager=readonly", f"--LabApp.user_settings_dir={home / 'settings'}",
+           f"--LabApp.workspaces_dir={home / 'workspaces'}", "--KernelManager.transport=ipc"]
+    env = {"MORNINGSTAR_DASHBOARD_CONFIG": str(root / "config.yaml"), "MORNINGSTAR_DASHBOARD_REFRESH_S": "0",
+           "JUPYTER_RUNTIME_DIR": str(home / "runtime"), "JUPYTER_CONFIG_DIR": str(home / "config")}
+    return _start("jupyterlab", cmd, root, logs, port, env, token)
+
+
+@pytest.fixture(scope="module")
+def servers(lab_root, tmp_path_factory):
+    """`morningstar dashboard` (Voila) and JupyterLab for the lab project, started before the project is built (a server reads the
+    project only when a page is opened); none without a browser."""
+    if CHROMIUM is None:
+        yield {}
+        return
+    logs, port = tmp_path_factory.mktemp("servers"), _free_port()
+    started = {"voila": _start("voila", [str(MORNINGSTAR), "dashboard", "--port", str(port), "--config", str(lab_root / "config.yaml"),
+                                         "--refresh", "2", "--notebook", str(ROOT / "nbs" / "dashboard.ipynb")], lab_root, logs, port),
+               "jupyterlab": _jupyterlab(lab_root, logs)}
+    try:
+        yield started
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        for server in started.values():
+            server.process.terminate()
+            server.process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def dashboard(lab, browser, servers, tmp_path_factory):
+    """The dashboard served by `morningstar dashboard` for the lab project, open in a fresh browser profile."""
+    voila = servers["voila"]
+    voila.wait_open()
+    context = browser.new_context(viewport={"width": 1300, "height": 1250})   # a fresh profile: nothing cached
+    page = context.new_page()
+    page.requests = []
+    page.on("request", lambda r: page.requests.append(r.url))
+    page.shots = tmp_path_factory.mktemp("screenshots")
+    page.goto(f"http://127.0.0.1:{voila.port}/", wait_until="commit")
+    page.wait_for_selector(".ms-run-select select", timeout=PAGE_TIMEOUT_MS)
+    page.voila_log = voila.log
+    yield page
+    context.close()
 
 
 def _option_index(page, run_id: str) -> int:
@@ -179,3 +239,31 @@ def test_the_run_notebook_html_renders(lab, browser, tmp_path_factory):
     page.screenshot(path=str(tmp_path_factory.mktemp("screenshots") / "run-notebook.png"), full_page=False)
     page.close()
 
+
+
+def test_the_dashboard_runs_in_jupyterlab(lab, browser, servers, tmp_path_factory):
+    """The dashboard notebook opened in JupyterLab and run there (Shift+Enter): its widgets render through JupyterLab's
+    widget manager, and a run picked there draws its equity (a plotly FigureWidget)."""
+    jupyter, run_id = servers["jupyterlab"], lab.run_ids[1]
+    jupyter.wait_open()
+    context = browser.new_context(viewport={"width": 1300, "height": 1100})
+    page, errors, requests = context.new_page(), [], []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(f"http://127.0.0.1:{jupyter.port}/lab/tree/nbs/dashboard.ipynb?token={jupyter.token}", wait_until="commit")
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=PAGE_TIMEOUT_MS)   # the kernel is up
+    page.locator(".jp-Notebook .jp-Cell .cm-content").first.click()
+    page.keyboard.press("Shift+Enter")
+    select = page.locator(".jp-OutputArea .ms-run-select select")
+    select.wait_for(timeout=PAGE_TIMEOUT_MS)
+    assert {t.split()[0] for t in select.locator("option").all_text_contents()} == set(lab.run_ids)
+    select.select_option(value=None, index=_option_index(page, run_id))
+    page.wait_for_selector(f".jp-OutputArea .ms-run-title:has-text('{run_id}')", timeout=150_000)
+    title = page.locator(".jp-OutputArea .gtitle").first
+    title.wait_for(timeout=150_000)
+    equity = load_run(run_id, lab.root / "runs")["equity"]["equity"]
+    assert title.text_content().startswith(f"equity {fmt(float(equity.iloc[-1]))}")
+    page.screenshot(path=str(tmp_path_factory.mktemp("screenshots") / "jupyterlab.png"), full_page=False)
+    context.close()
+    assert errors == []
+    assert [u for u in requests if not u.startswith(("http://127.0.0.1", "ws://127.0.0.1", "blob:", "data:"))] == []

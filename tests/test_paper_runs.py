@@ -33,7 +33,7 @@ def paper(tmp_path_factory):
                   "retry": {"max_attempts": 2, "initial_delay_s": 0.05, "max_delay_s": 0.1}}
         (root / "config.yaml").write_text(yaml.safe_dump(config))
         project = Project(root, root / "config.yaml")
-        project.exchange = server
+        project.exchange, project.candles = server, data
         yield project
 
 
@@ -72,6 +72,36 @@ def test_paper_runs_record_the_cycle_and_never_send_an_order_twice(paper):
 
     table = paper.run("runs", "compare", _run_id(first), _run_id(second)).stdout
     assert "equity" in table and _run_id(first) in table and _run_id(second) in table
+    assert "buy_hold_return" in table and "excess_return_vs_buy_hold" in table
+
+
+def _expected_buy_hold(equity: pd.Series, data: dict[str, pd.DataFrame]) -> float:
+    "Equal weight over the pairs, bought at the close of the first mark's bar with one taker fee, valued at the last mark's."
+    marks, fee = equity[~equity.index.duplicated(keep="last")], Settings(**TINY).costs.taker_fee
+    closes = {p: df["close"].set_axis(df.index + pd.Timedelta(hours=1)) for p, df in data.items()}   # a candle counts from its close
+    first, last = marks.index[0], marks.index[-1]
+    return sum(marks.iloc[0] / len(closes) * (1 - fee) * c[last] / c[first] for c in closes.values()) / marks.iloc[0] - 1
+
+
+@pytest.mark.slow
+def test_paper_runs_carry_buy_and_hold_and_flat(paper):
+    """Each paper run's stats compare the account with buy & hold and flat over the candles it saw (from the account's
+    first mark among them: here one written three closes back, as an earlier run would), as a backtest's do."""
+    from morningstar_trader.portfolio import PortfolioStore
+    # the account as the CLI opens it (10,000 cash), whether or not an earlier test has traded in it
+    store = PortfolioStore(paper.root / "state" / "paper.sqlite", initial_cash=10_000.0)
+    earlier = pd.Timestamp.now(tz="UTC").floor("h") - pd.Timedelta(hours=3)
+    store.mark(earlier, {p: float(paper.candles[p]["close"][earlier - pd.Timedelta(hours=1)]) for p in store.positions()})
+    scraps = load_run(_run_id(paper.run("run", "--mode", "paper", "--notebook", NOTEBOOK).stdout), paper.root / "runs")
+    stats, equity = scraps["stats"], scraps["equity"]["equity"]
+    window = equity[equity.index >= earlier]
+    assert window.index[0] == earlier and window.index[-1] > earlier
+    assert stats["buy_hold_return"] == pytest.approx(_expected_buy_hold(window, paper.candles), rel=1e-9)
+    assert stats["flat_return"] == 0 and stats["excess_return_vs_flat"] == pytest.approx(window.iloc[-1] / window.iloc[0] - 1)
+    assert stats["excess_return_vs_buy_hold"] == pytest.approx(stats["excess_return_vs_flat"] - stats["buy_hold_return"])
+    bench = scraps["benchmarks"]
+    assert list(bench.columns) == ["buy_hold", "flat"] and list(bench.index) == list(window.index)
+    assert bench["buy_hold"].iloc[-1] / window.iloc[0] - 1 == pytest.approx(stats["buy_hold_return"])
 
 
 def test_a_scheduled_run_waits_for_its_close_and_a_late_one_is_a_missed_bar(paper):
