@@ -88,7 +88,7 @@ _FILE_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}"           # a plain file name: 
 
 def _created_at(path: Path) -> datetime:
     "When the model in `path` was trained, from its metadata.json (a clear error when that is missing or not a UTC time)."
-    meta = _read_json(path / "metadata.json", "metadata.json")
+    meta = _read_json(path, "metadata.json")
     when = meta.get("created_at") if isinstance(meta, dict) else None
     try: t = datetime.fromisoformat(when) if isinstance(when, str) else None
     except ValueError: t = None

@@ -239,9 +239,26 @@ def _fit_fold(settings: Settings, prep0: DataPreparation, frames: dict, labels: 
                                              "calibration": {"temperature": info["calibration"]["temperature"]}})
     return model, regimes, scale, info
 
+# %% ../nbs/06_training.ipynb #77aad313
+def _fold_trading(model, settings: Settings, bars: dict[str, Bars], fold: Fold, info: dict, seed: int) -> tuple[dict, np.ndarray]:
+    "The fold's model through the kernel backtest on its test window, at the threshold a run would use."
+    started = time.perf_counter()
+    out, random = fold_trading(model, settings, {p: b.frame for p, b in bars.items()}, fold.test,
+                               min_confidence_for(settings.decision, info["decision"]), seed=seed)
+    return out | {"seconds": round(time.perf_counter() - started, 2)}, random
+
+def _evaluation_meta(settings: Settings, infos: list[dict], trading: list[tuple[dict, np.ndarray]]) -> dict:
+    "Metadata of the saved (last fold's) model: its temperature and threshold, and every fold's trading evaluation."
+    folds, random = (list(x) for x in zip(*trading))
+    return {"calibration": {"temperature": infos[-1]["calibration"]["temperature"]}, "decision": infos[-1]["decision"],
+            "evaluation": {"trading": {"folds": folds, "overall": summarise_trading(folds, random), "cash": 10_000.0,
+                                       "permutations": settings.training.permutations, "reviewer": "none",
+                                       "min_confidence": "validation" if settings.decision.min_confidence is None else "config"}}}
+
 # %% ../nbs/06_training.ipynb #c5f3f8d4
 def train_model(settings: Settings, bars: dict[str, Bars], out_dir: str | Path, *, verbose: int = 2) -> TrainResult:
-    "Walk-forward train the multi-task model on `bars` (one per pair), evaluate each fold's trading after costs, write the last fold's model to `out_dir`."
+    """Walk-forward train the multi-task model on `bars` (one per pair), evaluate each fold's trading after costs, and
+    write the last fold's model to `out_dir`."""
     from morningstar_trader.model import save_model   # first: it quiets TensorFlow's start-up before it loads
     import keras, tensorflow as tf
     if not bars: raise TrainingError("no candles to train on")
@@ -260,8 +277,7 @@ def train_model(settings: Settings, bars: dict[str, Bars], out_dir: str | Path, 
         if verbose: print(f"fold {i + 1}/{len(folds)}: train {fold.train[0]} .. {fold.train[1]}, test {fold.test[0]} .. {fold.test[1]}")
         model, regimes, scale, info = _fit_fold(settings, prep0, frames, labels, fold, verbose)
         if "signal" in settings.model.heads:   # without it the model never trades: no trading evaluation (unproven)
-            trading.append(fold_trading(model, settings, {p: b.frame for p, b in bars.items()}, fold.test,
-                                        min_confidence_for(settings.decision, info["decision"]), seed=settings.training.seed + i))
+            trading.append(_fold_trading(model, settings, bars, fold, info, settings.training.seed + i))
         infos.append(info)
     meta = {"heads": list(settings.model.heads), "target_scale": scale, "model": settings.model.model_dump(),
             "labels": settings.training.model_dump(), "regimes": regimes.describe(),
@@ -270,11 +286,7 @@ def train_model(settings: Settings, bars: dict[str, Bars], out_dir: str | Path, 
                      "rows": {p: len(b) for p, b in bars.items()}, "sha256": data_hash(bars)},
             "seed": settings.training.seed, "folds": infos, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "train_seconds": round(time.perf_counter() - started, 1), "saved": "last_fold"}
-    if trading:
-        meta |= {"calibration": {"temperature": infos[-1]["calibration"]["temperature"]}, "decision": infos[-1]["decision"],
-                 "evaluation": {"trading": {"folds": [f for f, _ in trading], "overall": summarise_trading(*map(list, zip(*trading))),
-                                            "permutations": settings.training.permutations, "cash": 10_000.0, "reviewer": "none",
-                                            "min_confidence": "config" if settings.decision.min_confidence is not None else "validation"}}}
+    if trading: meta |= _evaluation_meta(settings, infos, trading)
     result = TrainResult(Path(out_dir), infos)
     # the card goes in with the other files, so it is hashed too and the directory appears whole or not at all
     save_model(result.path, model.network, model.prep, meta, {"MODEL_CARD.md": model_card(result.path, meta, result.summary())})
