@@ -12,7 +12,7 @@ import re
 import shutil
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -286,7 +286,8 @@ def save_model(path: Path, network: keras.Model, prep: DataPreparation, metadata
         (tmp / "scaler.json").write_text(scaler_to_json(prep.scaler), encoding="utf-8")
         for name, text in files.items(): (tmp / name).write_text(text, encoding="utf-8")
         meta = {"format": FORMAT, "package_version": morningstar_trader.__version__, "tensorflow": tf.__version__,
-                "keras": keras.__version__, "features": prep.spec(), **metadata,
+                "keras": keras.__version__, "features": prep.spec(),
+                "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **metadata,   # `latest` orders by it
                 "files": {f.name: _sha256(f) for f in sorted(tmp.iterdir())}}
         meta = json.loads(json.dumps(meta, default=str))   # exactly what load reads back
         meta["metadata_sha256"] = _digest(meta)

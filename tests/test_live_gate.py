@@ -123,3 +123,22 @@ def test_calibration_and_the_chosen_threshold_travel_with_the_artifact(tmp_path)
     write(path, "metadata.json", read(path, "metadata.json") | {"calibration": {"temperature": -1.0}})
     with pytest.raises(ModelError, match="temperature"):
         MorningstarModel.load(path)
+
+
+class _Markets:
+    """Stands in for the API manager up to the gate: build_context asks it for markets only before loading the model."""
+    def load_markets(self) -> dict:
+        return {p: {"quote": "USDT"} for p in ("BTC/USDT", "ETH/USDT")}
+
+
+def test_a_live_cycle_started_without_the_cli_is_gated_too(models, tmp_path):
+    "papermill on the cycle notebook directly: build_context refuses the unproven model unless allow_unproven_model."
+    from pydantic import SecretStr
+    from morningstar_trader.config import Secrets
+    from morningstar_trader.cycle import build_context
+    s = Settings(**{**TINY, "mode": "live", "model": {**TINY["model"], "version": "weak"},
+                    "paths": {"models_dir": str(models.parent), "state_dir": str(tmp_path / "state")}})
+    keys = Secrets(exchange_api_key=SecretStr("k"), exchange_secret=SecretStr("s"))
+    with pytest.raises(UnprovenModelError, match="p-value 0.620"):
+        build_context(s, keys, run_id="t", api=_Markets(), confirm_live=True)
+    assert not (tmp_path / "state").exists()                                  # refused before any book or venue
