@@ -36,7 +36,8 @@ def temper(probs: np.ndarray, temperature: float) -> np.ndarray:
 def fit_temperature(probs: np.ndarray, y: np.ndarray) -> float:
     "The temperature in [0.05, 20] that minimises the negative log-likelihood of classes `y` (a coarse grid, then a fine one)."
     probs, y = np.asarray(probs, np.float64), np.asarray(y, np.int64)
-    if len(probs) == 0 or len(probs) != len(y): raise EvaluationError(f"calibration needs matching rows, got {len(probs)} and {len(y)}")
+    if len(probs) == 0 or len(probs) != len(y):
+        raise EvaluationError(f"calibration needs matching rows, got {len(probs)} and {len(y)}")
     nll = lambda t: -np.log(np.clip(temper(probs, t)[np.arange(len(y)), y], 1e-12, None)).mean()
     grid = np.geomspace(0.05, 20, 61)
     best = grid[int(np.argmin([nll(t) for t in grid]))]
@@ -134,7 +135,8 @@ def fold_trading(model, settings: Settings, frames: dict[str, pd.DataFrame], tes
     first = lo - history_bars(strategy) * parse_timeframe(model.prep.timeframe)
     frames = {p: f.loc[first:hi] for p, f in frames.items() if len(f.loc[lo:hi])}
     if not frames: raise EvaluationError(f"no pair has candles in the test window {lo} .. {hi}")
-    result = run_backtest(frames, strategy, settings=settings, cash=cash, allow_short=settings.exchange.market_type != "spot", start=lo)
+    result = run_backtest(frames, strategy, settings=settings, cash=cash, start=lo,
+                          allow_short=settings.exchange.market_type != "spot")
     closes = {p: f["close"].loc[lo:hi] for p, f in frames.items()}
     trades = _trade_table(result, closes)
     cost = 2 * (settings.costs.taker_fee + settings.costs.slippage_bps / 10_000)

@@ -40,7 +40,8 @@ def _forward(x: np.ndarray, h: int) -> np.ndarray:
 
 # %% ../nbs/06_training.ipynb #dd30502a
 def make_labels(frame: pd.DataFrame, settings: TrainingSettings) -> pd.DataFrame:
-    "Labels per bar (see the table above) plus `atr_frac` and `trailing_vol` (past-only, for baselines)."
+    """Labels per bar (see the table above) plus `atr_frac` and `trailing_vol` (past-only, for baselines) and
+    `horizon_return`, the log return over the horizon (for choosing `min_confidence` on validation rows)."""
     o, hi, lo, c = (frame[k].to_numpy(np.float64) for k in ("open", "high", "low", "close"))
     H, R, k = settings.horizon, settings.regime_window, settings.barrier_atr
     atr = talib.NATR(hi, lo, c, settings.atr_period) / 100
@@ -201,8 +202,9 @@ def _calibrate(model, val: Samples, test: Samples, settings: Settings) -> tuple[
     pt, yt = model.predict(test.inputs)["signal"], test.labels["signal"].to_numpy(int)
     t = fit_temperature(pv, yv)
     cv, ct = temper(pv, t), temper(pt, t)
-    calib = {"temperature": t, "ece_val_before": expected_calibration_error(pv, yv), "ece_val_after": expected_calibration_error(cv, yv),
-             "ece_test_before": expected_calibration_error(pt, yt), "ece_test_after": expected_calibration_error(ct, yt),
+    ece = expected_calibration_error
+    calib = {"temperature": t, "ece_val_before": ece(pv, yv), "ece_val_after": ece(cv, yv),
+             "ece_test_before": ece(pt, yt), "ece_test_after": ece(ct, yt),
              "reliability_test": reliability_table(ct, yt).to_dict("records")}
     c = settings.costs
     choice = choose_min_confidence(cv.max(1), cv.argmax(1) - 1, val.labels["horizon_return"].to_numpy(),
@@ -240,7 +242,8 @@ def _fit_fold(settings: Settings, prep0: DataPreparation, frames: dict, labels: 
     return model, regimes, scale, info
 
 # %% ../nbs/06_training.ipynb #77aad313
-def _fold_trading(model, settings: Settings, bars: dict[str, Bars], fold: Fold, info: dict, seed: int) -> tuple[dict, np.ndarray]:
+def _fold_trading(model, settings: Settings, bars: dict[str, Bars], fold: Fold, info: dict,
+                  seed: int) -> tuple[dict, np.ndarray]:
     "The fold's model through the kernel backtest on its test window, at the threshold a run would use."
     started = time.perf_counter()
     out, random = fold_trading(model, settings, {p: b.frame for p, b in bars.items()}, fold.test,
