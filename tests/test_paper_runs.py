@@ -99,7 +99,7 @@ def test_a_live_run_needs_the_confirmation_trades_through_the_venue_and_logs_no_
     assert proc.stderr.startswith("morningstar: error: refusing to trade model") and "p-value" in proc.stderr
     # ...unless the user says so
     out = paper.run("run", "--mode", "live", "--i-understand-this-trades-real-money", "--allow-unproven-model",
-                    "--notebook", NOTEBOOK, env=FAKE).stdout
+                    "--notebook", NOTEBOOK, env=FAKE, timeout=300).stdout   # the gate loads TensorFlow in the CLI too
     scraps = load_run(_run_id(out), paper.root / "runs")
     assert scraps["parameters"]["mode"] == "live" and scraps["stats"]["trading"] == "active"
     assert scraps["parameters"]["allow_unproven_model"] is True
