@@ -260,8 +260,14 @@ def _bar_by_bar(strategy: Strategy, frame: pd.DataFrame) -> pd.DataFrame:
 class ModelStrategy:
     "Signals from a trained model: direction where confidence ≥ min_confidence, plus its SL/TP distances."
     model: object                  # MorningstarModel (not imported here: that would import TensorFlow)
-    min_confidence: float = 0.45
+    min_confidence: float | None = None   # None: the model's own (chosen on validation at training), else DEFAULT_MIN_CONFIDENCE
     name: str = "model"
+
+    def __post_init__(self):
+        if self.min_confidence is None:
+            from morningstar_trader.config import DEFAULT_MIN_CONFIDENCE
+            chosen = (getattr(self.model, "metadata", None) or {}).get("decision") or {}
+            object.__setattr__(self, "min_confidence", float(chosen.get("min_confidence", DEFAULT_MIN_CONFIDENCE)))
 
     def inputs(self, pair: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         "(the model's scalar heads at every bar past the warm-up, the unscaled feature frame), one batched prediction."

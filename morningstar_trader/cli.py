@@ -216,6 +216,7 @@ def review(args) -> int:
     import numpy as np
     from morningstar_trader.cycle import model_id, predict_heads, review_evidence
     from morningstar_trader.decision import decide
+    from morningstar_trader.evaluation import with_model_decision
     from morningstar_trader.model import MorningstarModel, resolve_model_dir
     from morningstar_trader.store import CandleStore
     from morningstar_trader.supervisor import ReviewRequest, Supervisor
@@ -224,6 +225,7 @@ def review(args) -> int:
     cfg = _with_llm(cfg, args)
     supervisor = Supervisor.from_settings(cfg.llm, secrets, cfg.paths.state_dir, args.llm_record)   # fails now, not mid-way, without a key
     model = MorningstarModel.load(resolve_model_dir(cfg.paths.models_dir, cfg.model.name, cfg.model.version), cfg)
+    cfg = with_model_decision(cfg, model.metadata)
     end = args.at + parse_timeframe(cfg.timeframe) if args.at is not None else None
     bars = CandleStore(data_dir).load(args.exchange or cfg.exchange.id, args.pair, cfg.timeframe, end=end)
     frame = model.prep.frame(bars)
@@ -317,12 +319,24 @@ def _mode(args, cfg, allowed: tuple[str, ...]) -> str:
         raise _usage("live mode trades real money: add --i-understand-this-trades-real-money to confirm")
     return mode
 
+def _live_gate(args, cfg, mode: str) -> None:
+    "Live: the model must show an edge after costs in its trading evaluation (`gate` in the config), or --allow-unproven-model."
+    if mode != "live": return
+    from morningstar_trader.evaluation import check_live_gate, trading_edge
+    from morningstar_trader.model import read_metadata, resolve_model_dir
+    path = resolve_model_dir(cfg.paths.models_dir, cfg.model.name, cfg.model.version)
+    meta = read_metadata(path)
+    if not args.allow_unproven_model: print(f"model {path} passes the live gate: {check_live_gate(meta, cfg.gate, path)}")
+    elif not (edge := trading_edge(meta, cfg.gate))[0]:
+        print(f"morningstar: warning: trading the unproven model {path} live (--allow-unproven-model): {edge[1]}", file=sys.stderr)
+
 def _run_params(args, mode: str) -> dict:
     "The notebook parameters of a `run` or `schedule` command (None: the notebook's default)."
     params = {"mode": mode, "config_path": str(Path(args.config).resolve()), "pairs": args.pairs, "timeframe": args.timeframe,
               "llm_mode": args.llm_mode, "llm_base_url": args.llm_base_url, "confirm_live": True if mode == "live" else None,
               "data_dir": str(Path(args.data_dir).resolve()) if args.data_dir else None,
-              "llm_record": str(Path(args.llm_record).resolve()) if args.llm_record else None}
+              "llm_record": str(Path(args.llm_record).resolve()) if args.llm_record else None,
+              "allow_unproven_model": True if mode == "live" and args.allow_unproven_model else None}
     for name in ("exchange", "strategy", "size", "start", "end", "bar_close"):
         value = getattr(args, name, None)
         params[name] = value.isoformat() if hasattr(value, "isoformat") else value
@@ -337,8 +351,9 @@ def _print_record(record) -> None:
 def run(args) -> int:
     from morningstar_trader.runs import run_notebook
     cfg, _, _ = _setup(args)
-    record = run_notebook(_run_params(args, _mode(args, cfg, ("backtest", "paper", "live"))), runs_dir=cfg.paths.runs_dir,
-                          notebook=args.notebook)
+    mode = _mode(args, cfg, ("backtest", "paper", "live"))
+    _live_gate(args, cfg, mode)
+    record = run_notebook(_run_params(args, mode), runs_dir=cfg.paths.runs_dir, notebook=args.notebook)
     _print_record(record)
     if args.html:
         from morningstar_trader.runs import export_html
@@ -350,6 +365,7 @@ def schedule(args) -> int:
     from morningstar_trader.schedule import run_schedule
     cfg, _, _ = _setup(args, timeframe=args.timeframe)
     mode = _mode(args, cfg, ("paper", "live"))
+    _live_gate(args, cfg, mode)
     params = _run_params(args, mode)
     def job(close):
         _print_record(run_notebook({**params, "bar_close": close.isoformat()}, runs_dir=cfg.paths.runs_dir, notebook=args.notebook))
@@ -514,6 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
     n = sub.add_parser("run", parents=[_common(True), _llm_options()], help="run the trading-cycle notebook through papermill")
     n.add_argument("--mode", choices=["backtest", "paper", "live"], help="default: mode of the config")
     n.add_argument("--i-understand-this-trades-real-money", action="store_true", help="required with --mode live")
+    n.add_argument("--allow-unproven-model", action="store_true", help="live: trade a model whose card shows no edge after costs")
     n.add_argument("--strategy", choices=sorted(_STRATEGY_PARAMS), help="default: the notebook's (model)")
     n.add_argument("--size", type=_positive("--size"), help="fixed units per position (default: sized by the decision stage)")
     n.add_argument("--pairs", nargs="+", metavar="PAIR")
@@ -528,6 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc = sub.add_parser("schedule", parents=[_common(True), _llm_options()], help="one cycle notebook run per closed bar")
     sc.add_argument("--mode", choices=["paper", "live"], help="default: mode of the config")
     sc.add_argument("--i-understand-this-trades-real-money", action="store_true", help="required with --mode live")
+    sc.add_argument("--allow-unproven-model", action="store_true", help="live: trade a model whose card shows no edge after costs")
     sc.add_argument("--pairs", nargs="+", metavar="PAIR")
     sc.add_argument("--timeframe", help="candle timeframe (default: the config's)")
     sc.add_argument("--max-runs", type=int, metavar="N", help="stop after N bars (default: run until interrupted)")

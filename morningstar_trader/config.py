@@ -23,11 +23,11 @@ from .types import MorningstarError, parse_timeframe
 
 # %% auto #0
 __all__ = ['Mode', 'MarketType', 'UsablePath', 'INDICATOR_PARAMS', 'IndicatorParam', 'HEADS', 'ALT_SERIES', 'Duration',
-           'SECRET_ENV', 'ConfigError', 'resolve_path', 'ParamRange', 'ExchangeSettings', 'RetrySettings',
-           'PathSettings', 'ModelSettings', 'IndicatorSpec', 'AltDataSource', 'FeatureSettings', 'TrainingSettings',
-           'LlmSettings', 'RiskSettings', 'DecisionSettings', 'CostSettings', 'ExecutionSettings', 'LiveSettings',
-           'ScheduleSettings', 'MonitoringSettings', 'AltSourceSettings', 'AltSettings', 'Settings', 'Secrets',
-           'load_secrets', 'describe_errors', 'parse_config', 'load_config', 'dump_config']
+           'DEFAULT_MIN_CONFIDENCE', 'SECRET_ENV', 'ConfigError', 'resolve_path', 'ParamRange', 'ExchangeSettings',
+           'RetrySettings', 'PathSettings', 'ModelSettings', 'IndicatorSpec', 'AltDataSource', 'FeatureSettings',
+           'TrainingSettings', 'LlmSettings', 'RiskSettings', 'DecisionSettings', 'CostSettings', 'ExecutionSettings',
+           'LiveSettings', 'ScheduleSettings', 'MonitoringSettings', 'GateSettings', 'AltSourceSettings', 'AltSettings',
+           'Settings', 'Secrets', 'load_secrets', 'describe_errors', 'parse_config', 'load_config', 'dump_config']
 
 # %% ../nbs/00_config.ipynb #ff57c165
 class ConfigError(MorningstarError):
@@ -264,6 +264,7 @@ class TrainingSettings(_Section):
     batch_size: int = Field(256, ge=8, le=65_536)
     learning_rate: float = Field(1e-3, gt=0, le=1)
     patience: int = Field(3, ge=1, le=100)
+    permutations: int = Field(200, ge=200, le=100_000)      # random-entry baselines per fold (the p-value)
     seed: int = Field(42, ge=0, le=2**32 - 1)              # numpy and Keras seeds are unsigned 32-bit
 
 class LlmSettings(_Section):
@@ -299,9 +300,12 @@ class RiskSettings(_Section):
     max_drawdown: float = Field(0.20, gt=0, le=1)              # beyond it: halted
     cooldown_bars: int = Field(3, ge=0, le=10_000)             # after a stop-out, per pair
 
+DEFAULT_MIN_CONFIDENCE = 0.45   # the entry threshold of a model that chose none, when the config sets none
+
 class DecisionSettings(_Section):
     "How model outputs become actions (see nbs/08_decision.ipynb)."
-    min_confidence: float = Field(0.45, ge=1 / 3, le=1)      # below it: no new entry
+    # below it: no new entry. None: the model's own, chosen on validation slices at training (0.45 for a model without one)
+    min_confidence: float | None = Field(None, ge=1 / 3, le=1)
     entry_regimes: tuple[int, ...] | None = None             # regime ids that allow entries; None: all
     fallback_stop_vols: float = Field(3.0, gt=0, le=100)     # stop distance in predicted volatilities when the sl_tp head is off
     reward_risk: float = Field(2.0, gt=0, le=100)            # target distance / stop distance when the sl_tp head is off
@@ -356,6 +360,11 @@ class MonitoringSettings(_Section):
     drawdown_warning: float = Field(0.10, gt=0, le=1)  # a warning from this drawdown on (risk.max_drawdown halts)
     stale_after_bars: int = Field(2, ge=1, le=1_000)   # newest closed candle older than this many bars: stale data
 
+class GateSettings(_Section):
+    "What a model's trading evaluation must show before `run`/`schedule --mode live` trade it (nbs/06a_evaluation.ipynb)."
+    min_sharpe_excess: float = Field(0.0, ge=-10, le=10)  # fold-mean Sharpe of the model minus buy & hold's must be above it
+    max_p_value: float = Field(0.10, gt=0, le=1)          # and its p-value against random entries below it
+
 class AltSourceSettings(_Section):
     "One alternative-data provider (nbs/03a_alt_providers.ipynb); `api_url` replaces its public host (a mirror or a local server)."
     api_url: str | None = None
@@ -405,6 +414,7 @@ class Settings(_Section):
     live: LiveSettings = LiveSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
+    gate: GateSettings = GateSettings()
     alt: AltSettings = AltSettings()
 
     @field_validator("pairs")

@@ -362,9 +362,11 @@ def _venue(settings: Settings, secrets: Secrets, path, initial_cash: float, quot
     return store, LiveVenue(executor, costs, step, s.execution.limit_ttl_bars, shadow=ShadowLog(path) if s.live.shadow else None)
 
 def build_context(settings: Settings, secrets: Secrets, *, run_id: str, initial_cash: float = 10_000.0, api=None,
-                  confirm_live: bool = False, llm_record=None) -> CycleContext:
-    "Start-up, once: API manager, model (with its scalers), reviewer (recording to `llm_record`), book and venue."
+                  confirm_live: bool = False, llm_record=None, allow_unproven_model: bool = False) -> CycleContext:
+    """Start-up, once: API manager, model (with its scalers), reviewer (recording to `llm_record`), book and venue. Live, the
+    model must pass the gate of its trading evaluation (`settings.gate`) unless `allow_unproven_model`."""
     from morningstar_trader.market_data import ApiManager
+    from morningstar_trader.evaluation import check_live_gate, with_model_decision
     from morningstar_trader.model import MorningstarModel, resolve_model_dir
     _check_mode(settings, secrets, confirm_live)
     api = api or ApiManager(settings.exchange, settings.retry, secrets)
@@ -372,6 +374,8 @@ def build_context(settings: Settings, secrets: Secrets, *, run_id: str, initial_
     missing = [p for p in settings.pairs if p not in markets]
     if missing: raise CycleError(f"{settings.exchange.id} has no market for {missing}")
     model = MorningstarModel.load(resolve_model_dir(settings.paths.models_dir, settings.model.name, settings.model.version), settings)
+    settings = with_model_decision(settings, model.metadata)       # the model's entry threshold unless the config sets one
+    if settings.mode == "live" and not allow_unproven_model: check_live_gate(model.metadata, settings.gate, model.path)
     path = settings.paths.state_dir / f"{settings.mode}.sqlite"
     store, venue = _venue(settings, secrets, path, initial_cash, markets[settings.pairs[0]]["quote"])
     twin = None if settings.llm.mode == "off" else PortfolioStore(

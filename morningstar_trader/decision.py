@@ -9,7 +9,7 @@ import math
 from dataclasses import replace
 from typing import Callable
 
-from .config import DecisionSettings, RiskSettings
+from .config import DEFAULT_MIN_CONFIDENCE, DecisionSettings, RiskSettings
 from .supervisor import _outward, _real
 from .types import Decision, MorningstarError, Position, Review, TradeProposal
 
@@ -102,10 +102,14 @@ def apply_review(proposal: TradeProposal, review: Review, s: DecisionSettings) -
     return replace(proposal, size=size, **levels) if size > 0 else None
 
 # %% ../nbs/08_decision.ipynb #40cd1d53
+def _threshold(s: DecisionSettings) -> float:
+    "The entry threshold: the config's, else DEFAULT_MIN_CONFIDENCE (model runs fill it from the model first: evaluation.min_confidence_for)."
+    return DEFAULT_MIN_CONFIDENCE if s.min_confidence is None else s.min_confidence
+
 def _manage(pair: str, pred: dict, price: float, position: Position, s: DecisionSettings) -> Decision:
     "Close, tighten the stop, or hold an open position."
     action, conf = int(pred["action"]), float(pred["confidence"])
-    if action == -position.sign and conf >= s.min_confidence:
+    if action == -position.sign and conf >= _threshold(s):
         side = "short" if action < 0 else "long"
         return Decision(pair, "close", size=position.size, reasons=(f"model turned {side} with confidence {conf:.2f}",))
     sl, _, src = _levels(pred, price, position.sign, s)
@@ -119,7 +123,7 @@ def _no_entry(pred: dict, s: DecisionSettings, can_short: bool) -> str | None:
     "Why the model's signal allows no entry, or None when it does."
     action, conf = int(pred["action"]), float(pred["confidence"])
     if action == 0: return f"model flat (confidence {conf:.2f})"
-    if conf < s.min_confidence: return f"confidence {conf:.2f} below min_confidence {s.min_confidence:g}"
+    if conf < _threshold(s): return f"confidence {conf:.2f} below min_confidence {_threshold(s):g}"
     if s.entry_regimes is not None and "regime_id" in pred and int(pred["regime_id"]) not in s.entry_regimes:
         return f"regime {int(pred['regime_id'])} does not allow entries"
     if action < 0 and not can_short: return "short signal, but this market cannot short"

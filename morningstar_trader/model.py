@@ -12,6 +12,7 @@ import re
 import shutil
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -23,6 +24,7 @@ from sklearn.preprocessing import RobustScaler
 import morningstar_trader
 from .alt_data import load_alt_tables
 from .config import FeatureSettings, ModelSettings, Settings
+from .evaluation import temper
 from .features import (DataPreparation, FeatureError, brief, describe_problems, scaler_from_dict,
                                          scaler_to_json, shorten)
 from .types import Features, MorningstarError
@@ -35,8 +37,8 @@ import tensorflow as tf
 
 # %% auto #0
 __all__ = ['SIGNAL_CLASSES', 'REGRESSION_HEADS', 'FORMAT', 'FILES', 'ModelError', 'EnhancedHybridModel', 'resolve_model_dir',
-           'IndicatorEntry', 'AltDataEntry', 'FeatureSpec', 'TargetScale', 'ModelMetadata', 'MorningstarModel',
-           'save_model']
+           'IndicatorEntry', 'AltDataEntry', 'FeatureSpec', 'TargetScale', 'Calibration', 'ChosenDecision',
+           'ModelMetadata', 'MorningstarModel', 'save_model', 'read_metadata']
 
 # %% ../nbs/05_model.ipynb #67c61c79
 class ModelError(MorningstarError):
@@ -84,14 +86,25 @@ FORMAT = 2   # the layout of metadata.json; format 1 hashed model.keras only
 FILES = ("model.keras", "scaler.json", "metadata.json")   # in every model directory (MODEL_CARD.md and others may follow)
 _FILE_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}"           # a plain file name: no folder, no "..", no hidden file
 
+def _created_at(path: Path) -> datetime:
+    "When the model in `path` was trained, from its metadata.json (a clear error when that is missing or not a UTC time)."
+    meta = _read_json(path, "metadata.json")
+    when = meta.get("created_at") if isinstance(meta, dict) else None
+    try: t = datetime.fromisoformat(when) if isinstance(when, str) else None
+    except ValueError: t = None
+    if t is None or t.tzinfo is None:
+        raise ModelError(f"model {path}: metadata.json has no created_at with a time zone (got {brief(when)}), so `latest` "
+                         "cannot place it: set model.version to its folder name, or retrain it")
+    return t
+
 def resolve_model_dir(models_dir: Path, name: str, version: str = "latest") -> Path:
-    "`models_dir/name/version`; `latest` is the newest version (versions are UTC timestamps, so they sort)."
+    "`models_dir/name/version`; `latest` is the version created last (`created_at` in its metadata.json, not its folder name)."
     base = Path(models_dir) / name
     if version != "latest": return base / version
     # hidden folders are versions save_model is still writing
-    versions = sorted(p.name for p in base.glob("*") if not p.name.startswith(".") and (p / "metadata.json").is_file()) if base.is_dir() else []
+    versions = [p for p in base.glob("*") if not p.name.startswith(".") and (p / "metadata.json").is_file()] if base.is_dir() else []
     if not versions: raise ModelError(f"no trained model under {base}; train one with `morningstar train`")
-    return base / versions[-1]
+    return max(versions, key=lambda p: (_created_at(p), p.name))
 
 # %% ../nbs/05_model.ipynb #f3b0000b
 _MAX_JSON_BYTES, _MAX_DEPTH = 10_000_000, 32   # one fold adds ~1.2 kB to metadata.json (50 folds: ~60 kB); it is 5 levels deep
@@ -169,6 +182,16 @@ class TargetScale(BaseModel):
     volatility: _TargetSize
     sl_tp: _TargetSize
 
+class Calibration(BaseModel):
+    "The signal head's temperature, fitted on the last fold's validation slice (nbs/06a_evaluation.ipynb)."
+    model_config = ConfigDict(strict=True, frozen=True, extra="allow")
+    temperature: Annotated[float, Field(ge=0.01, le=100, allow_inf_nan=False)]
+
+class ChosenDecision(BaseModel):
+    "Decision settings chosen on validation slices at training; the config's own values take precedence."
+    model_config = ConfigDict(strict=True, frozen=True, extra="allow")
+    min_confidence: Annotated[float, Field(ge=1 / 3, le=1, allow_inf_nan=False)]
+
 class ModelMetadata(BaseModel):
     "What metadata.json must hold; its other fields (data, folds, metrics, versions) describe the model and are kept as they are."
     model_config = ConfigDict(strict=True, frozen=True, extra="allow")
@@ -178,6 +201,8 @@ class ModelMetadata(BaseModel):
     heads: list[Literal["signal", "volatility", "regime", "sl_tp"]] = Field(min_length=1)
     target_scale: TargetScale
     files: dict[Annotated[str, Field(pattern=f"^{_FILE_NAME}$")], _Sha256]
+    calibration: Calibration | None = None      # absent: the head's probabilities as they are (temperature 1)
+    decision: ChosenDecision | None = None
     metadata_sha256: _Sha256
 
     @field_validator("heads")
@@ -205,6 +230,7 @@ class MorningstarModel:
         self.network, self.prep, self.metadata = network, prep, metadata
         self.heads = tuple(metadata["heads"])
         self._scale = {h: np.float32(v) for h, v in metadata["target_scale"].items()}
+        self.temperature = float((metadata.get("calibration") or {}).get("temperature", 1.0))
         w, nt, nc = prep.settings.window, len(prep.technical_names), len(prep.context_names)
         # One compiled graph for any batch size: ~2 ms a window instead of ~50 ms through model.predict.
         self._call = tf.function(lambda t, c: self.network({"technical": t, "context": c}, training=False),
@@ -231,7 +257,8 @@ def predict(self: MorningstarModel, inputs) -> dict[str, np.ndarray]:
     raw = {k: v.numpy() for k, v in self._call(tf.constant(x["technical"]), tf.constant(x["context"])).items()}
     out = {}
     if "signal" in raw:
-        out |= {"signal": raw["signal"], "action": raw["signal"].argmax(1) - 1, "confidence": raw["signal"].max(1)}
+        p = raw["signal"] if self.temperature == 1.0 else temper(raw["signal"], self.temperature).astype(np.float32)
+        out |= {"signal": p, "action": p.argmax(1) - 1, "confidence": p.max(1)}
     if "volatility" in raw: out["volatility"] = raw["volatility"][:, 0] * self._scale["volatility"]
     if "regime" in raw: out |= {"regime": raw["regime"], "regime_id": raw["regime"].argmax(1)}
     if "sl_tp" in raw:
@@ -259,7 +286,8 @@ def save_model(path: Path, network: keras.Model, prep: DataPreparation, metadata
         (tmp / "scaler.json").write_text(scaler_to_json(prep.scaler), encoding="utf-8")
         for name, text in files.items(): (tmp / name).write_text(text, encoding="utf-8")
         meta = {"format": FORMAT, "package_version": morningstar_trader.__version__, "tensorflow": tf.__version__,
-                "keras": keras.__version__, "features": prep.spec(), **metadata,
+                "keras": keras.__version__, "features": prep.spec(),
+                "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **metadata,   # `latest` orders by it
                 "files": {f.name: _sha256(f) for f in sorted(tmp.iterdir())}}
         meta = json.loads(json.dumps(meta, default=str))   # exactly what load reads back
         meta["metadata_sha256"] = _digest(meta)
@@ -345,6 +373,10 @@ def _verified_network(path: Path, meta: dict) -> keras.Model:
     _check(all(np.isfinite(w).all() for w in network.get_weights()), path,
            f"model.keras has non-finite weights (a diverged training): {_retrain(path)}")
     return network
+
+def read_metadata(path: str | Path) -> dict:
+    "A model directory's metadata.json, checked against its schema and every file against its hash (the network is not built)."
+    return _verified_metadata(Path(path))
 
 @patch(cls_method=True)
 def load(cls: MorningstarModel, path: str | Path, settings: Settings | None = None,

@@ -20,6 +20,7 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
 from .alt_data import load_alt_tables
 from .config import Settings, TrainingSettings
+from .evaluation import fold_trading, min_confidence_for, summarise_trading, trading_card
 from .features import DataPreparation
 from .types import Bars, MorningstarError, parse_timeframe
 
@@ -39,7 +40,8 @@ def _forward(x: np.ndarray, h: int) -> np.ndarray:
 
 # %% ../nbs/06_training.ipynb #dd30502a
 def make_labels(frame: pd.DataFrame, settings: TrainingSettings) -> pd.DataFrame:
-    "Labels per bar (see the table above) plus `atr_frac` and `trailing_vol` (past-only, for baselines)."
+    """Labels per bar (see the table above) plus `atr_frac` and `trailing_vol` (past-only, for baselines) and
+    `horizon_return`, the log return over the horizon (for choosing `min_confidence` on validation rows)."""
     o, hi, lo, c = (frame[k].to_numpy(np.float64) for k in ("open", "high", "low", "close"))
     H, R, k = settings.horizon, settings.regime_window, settings.barrier_atr
     atr = talib.NATR(hi, lo, c, settings.atr_period) / 100
@@ -54,9 +56,9 @@ def make_labels(frame: pd.DataFrame, settings: TrainingSettings) -> pd.DataFrame
     labels = pd.DataFrame({
         "signal": signal, "volatility": fr[:, :H].std(1),
         "mae": np.maximum(0, 1 - fl.min(1) / c), "mfe": np.maximum(0, fh.max(1) / c - 1),
-        "fwd_return": fr[:, :R].sum(1), "fwd_vol": fr[:, :R].std(1),
+        "fwd_return": fr[:, :R].sum(1), "fwd_vol": fr[:, :R].std(1), "horizon_return": fr[:, :H].sum(1),
         "atr_frac": atr, "trailing_vol": talib.STDDEV(logret, H)}, index=frame.index)
-    labels.loc[~complete, ["signal", "volatility", "mae", "mfe", "fwd_return", "fwd_vol"]] = np.nan
+    labels.loc[~complete, ["signal", "volatility", "mae", "mfe", "fwd_return", "fwd_vol", "horizon_return"]] = np.nan
     return labels
 
 # %% ../nbs/06_training.ipynb #99aff426
@@ -191,6 +193,24 @@ def data_hash(bars: dict[str, Bars]) -> str:
         h.update(pair.encode()); h.update(bars[pair].frame.index.asi8.tobytes()); h.update(bars[pair].frame.to_numpy().tobytes())
     return h.hexdigest()
 
+# %% ../nbs/06_training.ipynb #8ffd9875
+def _calibrate(model, val: Samples, test: Samples, settings: Settings) -> tuple[dict, dict]:
+    "(the signal head's temperature fitted on `val` with ECE before/after on val and test, min_confidence chosen on `val`)."
+    from morningstar_trader.evaluation import (choose_min_confidence, expected_calibration_error, fit_temperature,
+                                               reliability_table, temper)
+    pv, yv = model.predict(val.inputs)["signal"], val.labels["signal"].to_numpy(int)
+    pt, yt = model.predict(test.inputs)["signal"], test.labels["signal"].to_numpy(int)
+    t = fit_temperature(pv, yv)
+    cv, ct = temper(pv, t), temper(pt, t)
+    ece = expected_calibration_error
+    calib = {"temperature": t, "ece_val_before": ece(pv, yv), "ece_val_after": ece(cv, yv),
+             "ece_test_before": ece(pt, yt), "ece_test_after": ece(ct, yt),
+             "reliability_test": reliability_table(ct, yt).to_dict("records")}
+    c = settings.costs
+    choice = choose_min_confidence(cv.max(1), cv.argmax(1) - 1, val.labels["horizon_return"].to_numpy(),
+                                   2 * (c.taker_fee + c.slippage_bps / 10_000), settings.exchange.market_type != "spot")
+    return calib, choice
+
 # %% ../nbs/06_training.ipynb #241495e2
 def _fit_fold(settings: Settings, prep0: DataPreparation, frames: dict, labels: dict, fold: Fold, verbose: int):
     from morningstar_trader.model import EnhancedHybridModel, MorningstarModel
@@ -211,15 +231,37 @@ def _fit_fold(settings: Settings, prep0: DataPreparation, frames: dict, labels: 
                       validation_data=(val.inputs, _targets(val.labels, heads, scale)), shuffle=True, verbose=verbose,
                       callbacks=[keras.callbacks.EarlyStopping(patience=t.patience, restore_best_weights=True)])
     model = MorningstarModel(net, prep, {"heads": list(heads), "target_scale": scale})
-    metrics = evaluate(model.predict(test.inputs), test.labels, train.labels, heads)
+    metrics = evaluate(model.predict(test.inputs), test.labels, train.labels, heads)   # calibration never changes the argmax
     info = {"train": [str(x) for x in fold.train], "val": [str(x) for x in fold.val], "test": [str(x) for x in fold.test],
             "samples": {"train": len(train), "val": len(val), "test": len(test)}, "epochs_run": len(history.history["loss"]),
             "metrics": metrics}
+    if "signal" in heads:
+        info["calibration"], info["decision"] = _calibrate(model, val, test, settings)
+        model = MorningstarModel(net, prep, {"heads": list(heads), "target_scale": scale,
+                                             "calibration": {"temperature": info["calibration"]["temperature"]}})
     return model, regimes, scale, info
+
+# %% ../nbs/06_training.ipynb #77aad313
+def _fold_trading(model, settings: Settings, bars: dict[str, Bars], fold: Fold, info: dict,
+                  seed: int) -> tuple[dict, np.ndarray]:
+    "The fold's model through the kernel backtest on its test window, at the threshold a run would use."
+    started = time.perf_counter()
+    out, random = fold_trading(model, settings, {p: b.frame for p, b in bars.items()}, fold.test,
+                               min_confidence_for(settings.decision, info["decision"]), seed=seed)
+    return out | {"seconds": round(time.perf_counter() - started, 2)}, random
+
+def _evaluation_meta(settings: Settings, infos: list[dict], trading: list[tuple[dict, np.ndarray]]) -> dict:
+    "Metadata of the saved (last fold's) model: its temperature and threshold, and every fold's trading evaluation."
+    folds, random = (list(x) for x in zip(*trading))
+    return {"calibration": {"temperature": infos[-1]["calibration"]["temperature"]}, "decision": infos[-1]["decision"],
+            "evaluation": {"trading": {"folds": folds, "overall": summarise_trading(folds, random), "cash": 10_000.0,
+                                       "permutations": settings.training.permutations, "reviewer": "none",
+                                       "min_confidence": "validation" if settings.decision.min_confidence is None else "config"}}}
 
 # %% ../nbs/06_training.ipynb #c5f3f8d4
 def train_model(settings: Settings, bars: dict[str, Bars], out_dir: str | Path, *, verbose: int = 2) -> TrainResult:
-    "Walk-forward train the multi-task model on `bars` (one per pair) and write the last fold's model to `out_dir`."
+    """Walk-forward train the multi-task model on `bars` (one per pair), evaluate each fold's trading after costs, and
+    write the last fold's model to `out_dir`."""
     from morningstar_trader.model import save_model   # first: it quiets TensorFlow's start-up before it loads
     import keras, tensorflow as tf
     if not bars: raise TrainingError("no candles to train on")
@@ -233,10 +275,12 @@ def train_model(settings: Settings, bars: dict[str, Bars], out_dir: str | Path, 
     labelled = labelled[labelled >= min(f.index[0] for f in frames.values())]
     if len(labelled) == 0: raise TrainingError(f"no bar has both a full warm-up ({prep0.warm_up} bars) and a full label horizon")
     folds = walk_forward_folds(labelled[0], labelled[-1], parse_timeframe(settings.timeframe), settings.training)
-    infos = []
+    infos, trading = [], []
     for i, fold in enumerate(folds):
         if verbose: print(f"fold {i + 1}/{len(folds)}: train {fold.train[0]} .. {fold.train[1]}, test {fold.test[0]} .. {fold.test[1]}")
         model, regimes, scale, info = _fit_fold(settings, prep0, frames, labels, fold, verbose)
+        if "signal" in settings.model.heads:   # without it the model never trades: no trading evaluation (unproven)
+            trading.append(_fold_trading(model, settings, bars, fold, info, settings.training.seed + i))
         infos.append(info)
     meta = {"heads": list(settings.model.heads), "target_scale": scale, "model": settings.model.model_dump(),
             "labels": settings.training.model_dump(), "regimes": regimes.describe(),
@@ -244,26 +288,47 @@ def train_model(settings: Settings, bars: dict[str, Bars], out_dir: str | Path, 
                      "start": str(min(b.start for b in bars.values())), "end": str(max(b.end for b in bars.values())),
                      "rows": {p: len(b) for p, b in bars.items()}, "sha256": data_hash(bars)},
             "seed": settings.training.seed, "folds": infos, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "train_seconds": round(time.perf_counter() - started, 1)}
+            "train_seconds": round(time.perf_counter() - started, 1), "saved": "last_fold"}
+    if trading: meta |= _evaluation_meta(settings, infos, trading)
     result = TrainResult(Path(out_dir), infos)
     # the card goes in with the other files, so it is hashed too and the directory appears whole or not at all
     save_model(result.path, model.network, model.prep, meta, {"MODEL_CARD.md": model_card(result.path, meta, result.summary())})
     return result
 
 # %% ../nbs/06_training.ipynb #fac146aa
+_SAVED = ("the last fold's network, with that fold's temperature and threshold: its early stopping, calibration and threshold "
+          "had a validation slice and its trading evaluation a test window it never saw; a refit on all data would have "
+          "neither, and an ensemble would not be the network that was evaluated")
+
+def _calibration_card(folds: list[dict]) -> list[str]:
+    "Markdown lines: temperature, ECE and the chosen threshold per fold; the last fold's reliability table on its test window."
+    rows = [f for f in folds if "calibration" in f]
+    if not rows: return []
+    return ["## Calibration (signal head, temperature scaling on each fold's validation slice)", "",
+            "| fold | temperature | ECE validation before → after | ECE test before → after | min_confidence (validation entries) |",
+            "|---|---|---|---|---|",
+            *[f"| {i + 1} | {f['calibration']['temperature']:.3f} | {f['calibration']['ece_val_before']:.4f} → "
+              f"{f['calibration']['ece_val_after']:.4f} | {f['calibration']['ece_test_before']:.4f} → {f['calibration']['ece_test_after']:.4f} "
+              f"| {f['decision']['min_confidence']:.3f} ({f['decision']['entries']}) |" for i, f in enumerate(rows)], "",
+            "Reliability on the last fold's test window, after calibration:", "",
+            "| confidence bin | rows | mean confidence | accuracy |", "|---|---|---|---|",
+            *[f"| {r['bin']} | {r['rows']} | {r['confidence']:.3f} | {r['accuracy']:.3f} |" for r in rows[-1]["calibration"]["reliability_test"]], ""]
+
 def model_card(path: Path, meta: dict, summary: pd.DataFrame) -> str:
-    "A short human-readable description of a trained model."
-    d = meta["data"]
+    "A short human-readable description of a trained model: its trading after costs first."
+    d, trading = meta["data"], (meta.get("evaluation") or {}).get("trading")
     return "\n".join([
         f"# Model card: {path.parent.name}/{path.name}", "",
+        *(trading_card(trading) if trading else ["**No trading evaluation** (no signal head): live runs refuse this model.", ""]),
         f"- **Created** {meta['created_at']} in {meta['train_seconds']} s; seed {meta['seed']}.",
         f"- **Data** {', '.join(d['pairs'])} from {', '.join(d['exchanges'])}, {d['start']} .. {d['end']} (sha256 {d['sha256'][:16]}…)."
         + (" **Synthetic data**: the metrics say nothing about real markets." if "synthetic" in d["exchanges"] else ""),
         f"- **Heads** {', '.join(meta['heads'])}; label horizon {meta['labels']['horizon']} bars, barriers ±{meta['labels']['barrier_atr']} ATR.",
-        f"- **Walk-forward** {len(meta['folds'])} fold(s); the saved network is the last fold's.", "",
+        f"- **Walk-forward** {len(meta['folds'])} fold(s). **Saved model**: {_SAVED}.", "",
         "## Out-of-sample metrics (mean over folds' test windows)", "",
         "| head | metric | model | naive baseline |", "|---|---|---|---|",
         *[f"| {r.head} | {r.metric} | {r.model:.4f} | {r.baseline:.4f} |" for r in summary.itertuples()], "",
         "QLIKE and MAE: lower is better; the others: higher is better.", "",
+        *_calibration_card(meta["folds"]),
         "## Regimes (cluster centres over the regime window)", "",
         *[f"- regime {r['regime']}: forward log return {r['fwd_return']:+.4f}, volatility {r['fwd_vol']:.4f}" for r in meta["regimes"]], ""])

@@ -34,7 +34,8 @@ def main(settings_path: str, run_id: str) -> int:
     from morningstar_trader.live_execution import reconcile
 
     settings = Settings(**json.loads(Path(settings_path).read_text()))
-    ctx = build_context(settings, load_secrets(), run_id=run_id, confirm_live=True)
+    ctx = build_context(settings, load_secrets(), run_id=run_id, confirm_live=True,
+                        allow_unproven_model=True)   # the soak tests execution, not the model
     ex = ctx.executor
     ex.exchange.options["recvWindow"] = 500         # short receive window: unknown orders resolve quickly
     ex.grace_s, ex.order_timeout_s = 0.8, 0.5

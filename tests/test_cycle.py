@@ -112,7 +112,7 @@ def test_start_up_refuses_what_it_cannot_do(world):
 def test_live_cycles_trade_through_the_venue_and_refuse_when_it_disagrees(world, tmp_path):
     server, settings, data = world
     settings = own_store(settings, tmp_path, mode="live")
-    ctx = build_context(settings, load_secrets(KEYS), run_id="live-test", confirm_live=True)
+    ctx = build_context(settings, load_secrets(KEYS), run_id="live-test", confirm_live=True, allow_unproven_model=True)
     assert ctx.store.path.name == "live.sqlite" and ctx.store.cash() == 100_000.0
     before = len(server.account.orders)
     for k in range(1955, 1995):
@@ -163,7 +163,8 @@ def test_a_live_exit_that_does_not_go_through_is_tried_again_at_the_next_close(w
     from morningstar_trader.risk import RiskState
     from morningstar_trader.types import Order
     server, settings, data = world
-    ctx = build_context(own_store(settings, tmp_path, mode="live"), load_secrets(KEYS), run_id="exit", confirm_live=True)
+    ctx = build_context(own_store(settings, tmp_path, mode="live"), load_secrets(KEYS), run_id="exit", confirm_live=True,
+                        allow_unproven_model=True)
     now = at(server, data["BTC/USDT"].index[1970] + pd.Timedelta(seconds=1))
     assert ctx.executor.place(Order("manual-open", "ETH/USDT", "buy", 1.0)) == "filled"
     price = data["ETH/USDT"]["close"].iloc[1969]

@@ -23,7 +23,7 @@ def live(world, tmp_path, monkeypatch):  # noqa: F811
         "paths": settings.paths.model_copy(update={"state_dir": tmp_path}),
         "execution": settings.execution.model_copy(update={"order_type": "limit", "limit_offset_bps": OFFSET_BPS,
                                                             "limit_ttl_bars": TTL})})
-    ctx = build_context(settings, KEYS, run_id="limit", confirm_live=True)
+    ctx = build_context(settings, KEYS, run_id="limit", confirm_live=True, allow_unproven_model=True)   # tiny model: no edge
     ctx.executor.order_timeout_s = 0.001                 # an order older than this would be cancelled, were it not resting
     assert reconcile(ctx.executor, PAIRS).ok
     wants = {}

@@ -41,7 +41,7 @@ def live(world, tmp_path, monkeypatch):
     "A live context with a state store of its own, whose decision stage does what `wants[pair]` says."
     server, settings, data = world
     settings = settings.model_copy(update={"paths": settings.paths.model_copy(update={"state_dir": tmp_path})})
-    ctx = build_context(settings, KEYS, run_id="refusal", confirm_live=True)
+    ctx = build_context(settings, KEYS, run_id="refusal", confirm_live=True, allow_unproven_model=True)   # tiny model: no edge
     assert reconcile(ctx.executor, PAIRS).ok                              # start-up: the venue's baseline for this store
     wants = {}
 

@@ -12,7 +12,9 @@ from conftest import ROOT, TINY, Project, candles
 from local_exchange import LocalExchange
 from local_llm import LocalLLM, Reply
 from morningstar_trader.candles import validated_bars
-from morningstar_trader.config import Settings
+from morningstar_trader.config import GateSettings, Settings
+from morningstar_trader.evaluation import trading_edge
+from morningstar_trader.model import read_metadata
 from morningstar_trader.runs import list_runs, load_run
 from morningstar_trader.training import train_model
 
@@ -121,9 +123,16 @@ def test_a_scheduled_run_waits_for_its_close_and_a_late_one_is_a_missed_bar(pape
 def test_a_live_run_needs_the_confirmation_trades_through_the_venue_and_logs_no_key(paper):
     proc = paper.run("run", "--mode", "live", "--notebook", NOTEBOOK, env=FAKE, check=2)
     assert "--i-understand-this-trades-real-money" in proc.stderr
-    out = paper.run("run", "--mode", "live", "--i-understand-this-trades-real-money", "--notebook", NOTEBOOK, env=FAKE).stdout
+    # the 2-epoch model has no edge after costs (the paper runs above trade it all the same): live refuses it...
+    assert not trading_edge(read_metadata(paper.root / "models" / "default" / "v1"), GateSettings())[0]
+    proc = paper.run("run", "--mode", "live", "--i-understand-this-trades-real-money", "--notebook", NOTEBOOK, env=FAKE, check=2)
+    assert proc.stderr.startswith("morningstar: error: refusing to trade model") and "p-value" in proc.stderr
+    # ...unless the user says so
+    out = paper.run("run", "--mode", "live", "--i-understand-this-trades-real-money", "--allow-unproven-model",
+                    "--notebook", NOTEBOOK, env=FAKE, timeout=300).stdout   # the gate loads TensorFlow in the CLI too
     scraps = load_run(_run_id(out), paper.root / "runs")
     assert scraps["parameters"]["mode"] == "live" and scraps["stats"]["trading"] == "active"
+    assert scraps["parameters"]["allow_unproven_model"] is True
     assert "refused" not in {a["kind"] for a in scraps["alerts"]}
     with sqlite3.connect(paper.root / "state" / "live.sqlite") as db:
         sent = {r[0] for r in db.execute("SELECT client_order_id FROM orders")}
