@@ -123,7 +123,7 @@ def world(tmp_path_factory):
 
 class RaisingFor:
     "A supervisor whose review raises for one pair and approves the others' proposals unchanged."
-    record = None
+    record = client = None
 
     def __init__(self, pair: str):
         self.pair, self.settings = pair, LlmSettings(mode="live")
