@@ -241,23 +241,21 @@ def test_the_run_notebook_html_renders(lab, browser, tmp_path_factory):
 
 
 
-def _accept_dialogs(page) -> list[str]:
-    "The texts of JupyterLab dialogs open now (one showed up once in a loaded full run), each accepted by its default."
-    page.wait_for_timeout(500)
-    seen = []
-    for dialog in page.locator(".jp-Dialog").all():
-        seen.append(dialog.inner_text()[:300])
-        dialog.locator(".jp-mod-accept").first.click()
-    return seen
+def _close(dialog, seen: list[str]) -> None:
+    "Note a JupyterLab dialog's text, then close it by its reject button (or accept, when it has none)."
+    seen.append(dialog.inner_text()[:300])
+    reject = dialog.locator(".jp-Dialog-button.jp-mod-reject")
+    (reject if reject.count() else dialog.locator(".jp-Dialog-button.jp-mod-accept")).first.click()
 
 
-def _until_idle(page) -> list[str]:
-    "Wait for the notebook's kernel to be idle, accepting any dialog JupyterLab puts in front meanwhile; their texts."
-    seen, deadline = [], time.monotonic() + PAGE_TIMEOUT_MS / 1000
+def _until_idle(page, seen: list[str]) -> None:
+    "Wait for the notebook's kernel to be idle, closing any dialog JupyterLab puts in front meanwhile."
+    deadline = time.monotonic() + PAGE_TIMEOUT_MS / 1000
     idle = page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")
     while time.monotonic() < deadline:
-        seen += _accept_dialogs(page)
-        if idle.count(): return seen + _accept_dialogs(page)
+        for dialog in page.locator(".jp-Dialog").all(): _close(dialog, seen)
+        if idle.count(): return
+        page.wait_for_timeout(500)
     raise AssertionError(f"the kernel never became idle; dialogs on the way: {seen}")
 
 
@@ -271,7 +269,10 @@ def test_the_dashboard_runs_in_jupyterlab(lab, browser, servers, tmp_path_factor
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.on("request", lambda r: requests.append(r.url))
     page.goto(f"http://127.0.0.1:{jupyter.port}/lab/tree/nbs/dashboard.ipynb?token={jupyter.token}", wait_until="commit")
-    dialogs = _until_idle(page)                                                                # the kernel is up
+    # a dialog (seen only in loaded full runs, at any time) in front of the notebook: noted and closed before each action
+    dialogs = []
+    page.add_locator_handler(page.locator(".jp-Dialog"), lambda d: _close(d, dialogs))
+    _until_idle(page, dialogs)                                                                 # the kernel is up
     page.locator(".jp-Notebook .jp-Cell .cm-content").first.click()
     page.keyboard.press("Shift+Enter")
     select = page.locator(".jp-OutputArea .ms-run-select select")
