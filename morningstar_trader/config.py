@@ -265,6 +265,7 @@ class TrainingSettings(_Section):
     learning_rate: float = Field(1e-3, gt=0, le=1)
     patience: int = Field(3, ge=1, le=100)
     permutations: int = Field(200, ge=200, le=100_000)      # random-entry baselines per fold (the p-value)
+    class_weight: Literal["none", "balanced"] = "none"    # balanced: each signal class weighs as much in the loss
     seed: int = Field(42, ge=0, le=2**32 - 1)              # numpy and Keras seeds are unsigned 32-bit
 
 class LlmSettings(_Section):

@@ -138,6 +138,16 @@ def _targets(labels: pd.DataFrame, heads, scale: dict) -> dict[str, np.ndarray]:
          "sl_tp": labels[["mae", "mfe"]].to_numpy(np.float32) / scale["sl_tp"]}
     return {h: y[h] for h in heads}
 
+# %% ../nbs/06_training.ipynb #d69e27dc
+def _sample_weights(labels: pd.DataFrame, heads, class_weight: str) -> dict[str, np.ndarray] | None:
+    "Per-head sample weights for Keras' fit: None unless the signal head is class-balanced."
+    if class_weight == "none" or "signal" not in heads: return None
+    y = labels["signal"].to_numpy(np.int64)
+    counts = np.bincount(y, minlength=3).astype(np.float64)
+    per_class = np.where(counts > 0, len(y) / (3 * np.maximum(counts, 1)), 0.0)
+    ones = np.ones(len(y), np.float32)
+    return {h: per_class[y].astype(np.float32) if h == "signal" else ones for h in heads}
+
 # %% ../nbs/06_training.ipynb #de19dec8
 def _qlike(true: np.ndarray, pred: np.ndarray) -> float:
     r = true**2 / np.maximum(pred, 1e-12) ** 2
@@ -228,13 +238,14 @@ def _fit_fold(settings: Settings, prep0: DataPreparation, frames: dict, labels: 
     arch = EnhancedHybridModel(prep.settings.window, len(prep.technical_names), len(prep.context_names), settings.model)
     net = arch.compile(arch.build(t.seed), t.learning_rate)
     history = net.fit(train.inputs, _targets(train.labels, heads, scale), batch_size=t.batch_size, epochs=t.epochs,
+                      sample_weight=_sample_weights(train.labels, heads, t.class_weight),
                       validation_data=(val.inputs, _targets(val.labels, heads, scale)), shuffle=True, verbose=verbose,
                       callbacks=[keras.callbacks.EarlyStopping(patience=t.patience, restore_best_weights=True)])
     model = MorningstarModel(net, prep, {"heads": list(heads), "target_scale": scale})
     metrics = evaluate(model.predict(test.inputs), test.labels, train.labels, heads)   # calibration never changes the argmax
     info = {"train": [str(x) for x in fold.train], "val": [str(x) for x in fold.val], "test": [str(x) for x in fold.test],
             "samples": {"train": len(train), "val": len(val), "test": len(test)}, "epochs_run": len(history.history["loss"]),
-            "metrics": metrics}
+            "metrics": metrics, "val_metrics": evaluate(model.predict(val.inputs), val.labels, train.labels, heads)}
     if "signal" in heads:
         info["calibration"], info["decision"] = _calibrate(model, val, test, settings)
         model = MorningstarModel(net, prep, {"heads": list(heads), "target_scale": scale,

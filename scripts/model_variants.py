@@ -1,0 +1,103 @@
+"""Train model variants walk-forward on real candles and print the table of docs/EVALUATION.md (validation and test).
+
+    python scripts/model_variants.py --work /tmp/variants --candles ../shared/data/binance_spot_1h [--only NAME ...]
+
+Each variant is the default configuration with a few keys changed; each runs `morningstar train` in `--work` (its own
+models/<variant>/). A variant is chosen on its validation columns only (mean over folds): the signal head's balanced
+accuracy on the validation slices and the after-cost edge of the threshold picked there. The test columns are reported,
+never used to choose."""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+PAIRS = ["BTC/USDT", "ETH/USDT", "SOL/USDT", "BNB/USDT", "XRP/USDT"]
+VARIANTS = {                                  # name -> changed keys (dotted) against config/config.yaml's defaults
+    "default": {},
+    "balanced": {"training.class_weight": "balanced"},
+    "horizon 12": {"training.horizon": 12},
+    "horizon 48": {"training.horizon": 48},
+    "barrier 1.5 ATR": {"training.barrier_atr": 1.5},
+    "barrier 3 ATR": {"training.barrier_atr": 3.0},
+    "network x2": {"model.conv_filters": 64, "model.rnn_units": 64, "model.dense_units": 128},
+    "balanced, horizon 48": {"training.class_weight": "balanced", "training.horizon": 48},
+}
+BIN = Path(sys.executable).parent
+
+
+def _config(name: str, changes: dict, work: Path) -> Path:
+    cfg: dict = {"model": {"name": name.replace(" ", "_").replace(",", "").replace(".", "_")}}
+    for key, value in changes.items():
+        section, field = key.split(".")
+        cfg.setdefault(section, {})[field] = value
+    path = work / f"{cfg['model']['name']}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _import(work: Path, candles: Path) -> None:
+    if (work / "data" / "processed").is_dir(): return
+    for pair in PAIRS:
+        csv = candles / f"{pair.replace('/', '')}_1h.csv"
+        subprocess.run([BIN / "morningstar", "data", "import", str(csv), "--exchange", "binance", "--pair", pair,
+                        "--timeframe", "1h"], cwd=work, check=True)
+
+
+def _train(name: str, changes: dict, work: Path) -> dict:
+    config = _config(name, changes, work)
+    models = work / "models" / yaml.safe_load(config.read_text())["model"]["name"]
+    if not any(models.glob("*/metadata.json")):
+        t0 = time.perf_counter()
+        subprocess.run([BIN / "morningstar", "train", "--config", str(config), "--exchange", "binance", "--pairs", *PAIRS,
+                        "--quiet"], cwd=work, check=True)
+        print(f"{name}: trained in {time.perf_counter() - t0:.0f} s", flush=True)
+    return json.loads(sorted(models.glob("*/metadata.json"))[-1].read_text())
+
+
+def row(name: str, changes: dict, meta: dict) -> dict:
+    folds, o = meta["folds"], meta["evaluation"]["trading"]["overall"]
+    mean = lambda xs: float(np.mean(xs))
+    return {"variant": name, "changes": ", ".join(f"{k}={v}" for k, v in changes.items()) or "—",
+            "val_bal_acc": mean([f["val_metrics"]["signal"]["balanced_accuracy"] for f in folds]),
+            "val_edge": mean([f["decision"]["edge"] for f in folds]),
+            "val_entries": int(sum(f["decision"]["entries"] for f in folds)),
+            "test_bal_acc": mean([f["metrics"]["signal"]["balanced_accuracy"] for f in folds]),
+            "test_qlike": mean([f["metrics"]["volatility"]["qlike"] for f in folds]),
+            "test_return": o["model_return"], "test_sharpe": o["model_sharpe"], "test_max_dd": o["model_max_drawdown"],
+            "trades": o["trades"], "p_value": o["p_value"], "bh_return": o["buy_hold_return"],
+            "bh_max_dd": o["buy_hold_max_drawdown"], "seconds": meta["train_seconds"]}
+
+
+def table(rows: list[dict]) -> str:
+    head = ("| variant | changed | val. bal. acc. | val. edge (entries) | test bal. acc. | test QLIKE | test return | "
+            "Sharpe | max DD | trades | p-value | train s |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        lines.append(f"| {r['variant']} | {r['changes']} | {r['val_bal_acc']:.4f} | {r['val_edge']:+.5f} ({r['val_entries']}) | "
+                     f"{r['test_bal_acc']:.4f} | {r['test_qlike']:.3f} | {r['test_return']:+.2%} | {r['test_sharpe']:.2f} | "
+                     f"{r['test_max_dd']:.2%} | {r['trades']} | {r['p_value']:.3f} | {r['seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--candles", type=Path, required=True)
+    ap.add_argument("--only", nargs="*", default=None)
+    a = ap.parse_args()
+    a.work.mkdir(parents=True, exist_ok=True)
+    _import(a.work, a.candles.resolve())
+    rows = [row(n, c, _train(n, c, a.work)) for n, c in VARIANTS.items() if a.only is None or n in a.only]
+    print(table(rows))
+    (a.work / "variants.json").write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
