@@ -44,10 +44,11 @@ def _config(name: str, changes: dict, work: Path) -> Path:
 
 def _import(work: Path, candles: Path) -> None:
     if (work / "data" / "processed").is_dir(): return
+    config = _config("default", {}, work)
     for pair in PAIRS:
         csv = candles / f"{pair.replace('/', '')}_1h.csv"
-        subprocess.run([BIN / "morningstar", "data", "import", str(csv), "--exchange", "binance", "--pair", pair,
-                        "--timeframe", "1h"], cwd=work, check=True)
+        subprocess.run([BIN / "morningstar", "data", "import", str(csv), "--config", str(config), "--exchange", "binance",
+                        "--pair", pair, "--timeframe", "1h"], cwd=work, check=True)
 
 
 def _train(name: str, changes: dict, work: Path) -> dict:
