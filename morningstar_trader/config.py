@@ -27,7 +27,8 @@ __all__ = ['Mode', 'MarketType', 'UsablePath', 'INDICATOR_PARAMS', 'IndicatorPar
            'RetrySettings', 'PathSettings', 'ModelSettings', 'IndicatorSpec', 'AltDataSource', 'FeatureSettings',
            'TrainingSettings', 'LlmSettings', 'RiskSettings', 'DecisionSettings', 'CostSettings', 'ExecutionSettings',
            'LiveSettings', 'ScheduleSettings', 'MonitoringSettings', 'GateSettings', 'AltSourceSettings', 'AltSettings',
-           'Settings', 'Secrets', 'load_secrets', 'describe_errors', 'parse_config', 'load_config', 'dump_config']
+           'StrategySettings', 'Settings', 'Secrets', 'load_secrets', 'describe_errors', 'parse_config', 'load_config',
+           'dump_config', 'for_strategy', 'capital_share']
 
 # %% ../nbs/00_config.ipynb #ff57c165
 class ConfigError(MorningstarError):
@@ -396,9 +397,21 @@ class AltSettings(_Section):
     headlines: int = Field(20, ge=0, le=200)           # newest headlines a cycle's digest is built from
     headline_max_age: Duration = "1d"                  # older headlines are not news any more
 
+class StrategySettings(_Section):
+    """One of several strategies sharing an exchange account: its own pairs, model, share of the account's cash and
+    risk limits (overrides of the top-level `risk` / `decision`), its own state store, client-id namespace and runs."""
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,23}$")   # a folder name, part of run ids and client-id namespaces
+    pairs: tuple[str, ...] | None = None                      # None: the top-level pairs
+    model: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")   # a model name under paths.models_dir; None: model.name
+    capital: float = Field(gt=0, le=1)                        # its share of the account's cash at the first start
+    risk: dict[str, Any] = {}                                 # e.g. {max_open_positions: 1}; the rest from the top level
+    decision: dict[str, Any] = {}
+
 class Settings(_Section):
     "The whole validated config of one process."
     mode: Mode = "backtest"
+    strategies: tuple[StrategySettings, ...] = ()   # several strategies on one account; empty: the config is one strategy
+    strategy: str | None = None                     # which of `strategies` this process runs (set by `for_strategy`)
     exchange: ExchangeSettings = ExchangeSettings()
     pairs: tuple[str, ...] = ("BTC/USDT",)
     timeframe: str = "1h"
@@ -425,6 +438,15 @@ class Settings(_Section):
         for p in v:
             if not _PAIR.match(p): raise ValueError(f"pair {p!r} must look like BASE/QUOTE in capitals, e.g. BTC/USDT")
         if len(set(v)) != len(v): raise ValueError("pairs must not repeat")
+        return v
+
+    @field_validator("strategies")
+    @classmethod
+    def _strategies(cls, v: tuple) -> tuple:
+        names = [s.name for s in v]
+        if len(set(names)) != len(names): raise ValueError(f"strategy names must not repeat: {names}")
+        if sum(s.capital for s in v) > 1 + 1e-9:
+            raise ValueError(f"the strategies' capital shares add up to {sum(s.capital for s in v):g}; at most 1 (the whole account)")
         return v
 
     @field_validator("timeframe")
@@ -645,3 +667,21 @@ def load_config(path: str | Path = "config/config.yaml", **overrides: Any) -> Se
 def dump_config(settings: Settings) -> str:
     "YAML text that `load_config` reads back into settings equal to `settings` (paths as resolved)."
     return yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+# %% ../nbs/00_config.ipynb #ba6982d5
+def for_strategy(settings: Settings, name: str) -> Settings:
+    "The settings strategy `name` of `settings.strategies` runs with; a clear error for an unknown name or a bad override."
+    found = {s.name: s for s in settings.strategies}
+    if name not in found:
+        raise ConfigError(f"strategy {_show(name)} is not in the config's strategies ({', '.join(found) or 'none configured'})")
+    s, data = found[name], settings.model_dump()
+    data |= {"strategy": name, "pairs": s.pairs or settings.pairs,
+             "model": data["model"] | ({"name": s.model} if s.model else {}),
+             "risk": data["risk"] | s.risk, "decision": data["decision"] | s.decision,
+             "paths": data["paths"] | {"state_dir": settings.paths.state_dir / name}}
+    try: return Settings.model_validate(data)
+    except ValidationError as e: raise ConfigError(f"strategy {name!r}: " + "; ".join(describe_errors(e))) from None
+
+def capital_share(settings: Settings) -> float:
+    "The share of the account's cash this process's strategy starts with (1 without strategies)."
+    return next((s.capital for s in settings.strategies if s.name == settings.strategy), 1.0)
