@@ -27,8 +27,8 @@ __all__ = ['Mode', 'MarketType', 'UsablePath', 'INDICATOR_PARAMS', 'IndicatorPar
            'RetrySettings', 'PathSettings', 'ModelSettings', 'IndicatorSpec', 'AltDataSource', 'FeatureSettings',
            'TrainingSettings', 'LlmSettings', 'RiskSettings', 'DecisionSettings', 'CostSettings', 'ExecutionSettings',
            'LiveSettings', 'ScheduleSettings', 'MonitoringSettings', 'GateSettings', 'AltSourceSettings', 'AltSettings',
-           'StrategySettings', 'Settings', 'Secrets', 'load_secrets', 'describe_errors', 'parse_config', 'load_config',
-           'dump_config', 'for_strategy', 'capital_share']
+           'StrategySettings', 'AccountSettings', 'Settings', 'Secrets', 'load_secrets', 'describe_errors',
+           'parse_config', 'load_config', 'dump_config', 'for_strategy', 'capital_share']
 
 # %% ../nbs/00_config.ipynb #ff57c165
 class ConfigError(MorningstarError):
@@ -407,11 +407,16 @@ class StrategySettings(_Section):
     risk: dict[str, Any] = {}                                 # e.g. {max_open_positions: 1}; the rest from the top level
     decision: dict[str, Any] = {}
 
+class AccountSettings(_Section):
+    "Limits of the whole exchange account, across all of `strategies` (each strategy's own are under its `risk`)."
+    max_total_exposure: float = Field(1.0, gt=0, le=10)   # every strategy's positions together, of all their equity
+
 class Settings(_Section):
     "The whole validated config of one process."
     mode: Mode = "backtest"
     strategies: tuple[StrategySettings, ...] = ()   # several strategies on one account; empty: the config is one strategy
     strategy: str | None = None                     # which of `strategies` this process runs (set by `for_strategy`)
+    account: AccountSettings = AccountSettings()
     exchange: ExchangeSettings = ExchangeSettings()
     pairs: tuple[str, ...] = ("BTC/USDT",)
     timeframe: str = "1h"

@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from .config import Secrets, Settings
+from .config import Secrets, Settings, capital_share
 from .decision import decide
 from .execution import BarWindow, FillCosts, SimulatedVenue, Venue, exit_levels, first_exit
 from .logging import log_context
@@ -31,9 +31,10 @@ _log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['MARKET_LOOKBACK', 'CycleError', 'bar_number', 'client_order_id', 'Kernel', 'PairInput', 'model_id', 'review_evidence',
-           'check_levels', 'mark', 'send', 'CloseNotes', 'trade_pair', 'unreviewed_twin', 'twin_close', 'CloseOutcome',
-           'one_transaction', 'close_bar', 'CycleContext', 'build_context', 'CycleReport', 'sync_clock', 'warm_up',
-           'predict_heads', 'refresh_alt', 'attach_digest', 'with_digest', 'run_cycle', 'risk_status', 'resume_trading']
+           'check_levels', 'mark', 'send', 'CloseNotes', 'account_id', 'sibling_marks', 'account_hold', 'trade_pair',
+           'unreviewed_twin', 'twin_close', 'CloseOutcome', 'one_transaction', 'close_bar', 'CycleContext',
+           'build_context', 'CycleReport', 'sync_clock', 'warm_up', 'predict_heads', 'refresh_alt', 'attach_digest',
+           'with_digest', 'run_cycle', 'risk_status', 'resume_trading']
 
 # %% ../nbs/12_cycle.ipynb #63ab7dac
 class CycleError(MorningstarError):
@@ -66,6 +67,7 @@ class Kernel:
     can_short: bool = False
     twin: Kernel | None = None       # the same account without the review (see "The unreviewed twin")
     model_id: str = ""               # the trading model's artifact, part of the review's replay key
+    siblings: tuple[float, float] | None = None   # (exposure, equity) of the account's other strategies at this close
 
 @dataclass(frozen=True)
 class PairInput:
@@ -188,6 +190,34 @@ def _reviewer(k: Kernel, inp: PairInput, decided_at: pd.Timestamp, notes: CloseN
         return r
     return review
 
+# %% ../nbs/12_cycle.ipynb #cc4d32b2
+def account_id(settings: Settings) -> str:
+    "The namespace of client order ids: one per mode, exchange and strategy (two strategies never share an id)."
+    return f"{settings.mode}|{settings.exchange.id}" + (f"|{settings.strategy}" if settings.strategy else "")
+
+def sibling_marks(settings: Settings) -> tuple[float, float] | None:
+    "(exposure, equity) of the other strategies on this account from their stores' newest marks; None without strategies."
+    if not settings.strategy: return None
+    exposure = equity = 0.0
+    for s in settings.strategies:
+        path = settings.paths.state_dir.parent / s.name / f"{settings.mode}.sqlite"
+        if s.name == settings.strategy or not path.is_file(): continue      # not started yet: nothing held
+        store = PortfolioStore(path)
+        try: last = store.last_mark() or {"exposure": 0.0, "equity": store.cash()}
+        finally: store.close()
+        exposure, equity = exposure + last["exposure"], equity + last["equity"]
+    return exposure, equity
+
+def account_hold(k: Kernel, d: Decision, positions: dict[str, Position], prices: dict[str, float], equity: float) -> str | None:
+    "Why entry `d` would take the whole account over `account.max_total_exposure`, or None (also without strategies)."
+    if k.siblings is None: return None
+    other_exposure, other_equity = k.siblings
+    total = sum(p.size * prices[p.pair] for p in positions.values()) + other_exposure + d.size * prices[d.pair]
+    limit = k.settings.account.max_total_exposure * (equity + other_equity)
+    if total <= limit * (1 + 1e-9): return None
+    return (f"entry held back: the account's exposure {total:.2f} across strategies would exceed account.max_total_exposure "
+            f"{k.settings.account.max_total_exposure:g} of its equity {equity + other_equity:.2f}")
+
 # %% ../nbs/12_cycle.ipynb #24ba2b50
 def _journal_review(r) -> dict | None:
     return None if r is None else {"source": r.source, "coherence": r.coherence, "risk_score": r.risk_score, "veto": r.veto,
@@ -217,7 +247,8 @@ def trade_pair(k: Kernel, pair: str, inp: PairInput, *, equity: float, positions
             verdict = check_order(d, state=risk_state, positions=positions, prices=prices, equity=equity,
                                   bar=number, risk=s.risk, market=k.markets.get(pair, MarketRules()))
             stage, approved = "execution", verdict.decision
-            held = hold_entries if approved is not None and approved.action.startswith("open") else None
+            opening = approved is not None and approved.action.startswith("open")
+            held = (hold_entries or account_hold(k, approved, positions, prices, equity)) if opening else None
             if held: notes.errors[pair] = held                       # an operator sees every entry held back
             order = send(k, bar, approved, positions.get(pair), prices[pair]) if approved and not held else ""
             ms, stage = (time.perf_counter() - t0) * 1e3, "journal"
@@ -357,7 +388,8 @@ def _venue(settings: Settings, secrets: Secrets, path, initial_cash: float, quot
         return store, SimulatedVenue(store, costs, step, s.execution.limit_ttl_bars)
     trading = make_exchange(s.exchange, secrets)   # ccxt's own retries stay off: nothing wraps create_order
     trading.load_markets()
-    store = PortfolioStore(path, initial_cash=float(trading.fetch_balance()["free"].get(quote) or 0))   # first start only
+    free = float(trading.fetch_balance()["free"].get(quote) or 0)
+    store = PortfolioStore(path, initial_cash=free * capital_share(s))   # first start only: this strategy's share
     executor = LiveExecutor(trading, store, clock_skew_s=s.live.clock_skew_s, order_timeout_s=s.live.order_timeout_s)
     return store, LiveVenue(executor, costs, step, s.execution.limit_ttl_bars, shadow=ShadowLog(path) if s.live.shadow else None)
 
@@ -377,10 +409,11 @@ def build_context(settings: Settings, secrets: Secrets, *, run_id: str, initial_
     settings = with_model_decision(settings, model.metadata)       # the model's entry threshold unless the config sets one
     if settings.mode == "live" and not allow_unproven_model: check_live_gate(model.metadata, settings.gate, model.path)
     path = settings.paths.state_dir / f"{settings.mode}.sqlite"
-    store, venue = _venue(settings, secrets, path, initial_cash, markets[settings.pairs[0]]["quote"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    store, venue = _venue(settings, secrets, path, initial_cash * capital_share(settings), markets[settings.pairs[0]]["quote"])
     twin = None if settings.llm.mode == "off" else PortfolioStore(
         path.with_name(f"{settings.mode}-unreviewed.sqlite"), initial_cash=store.cash(), durable=False)   # created with today's cash
-    return CycleContext(settings, run_id, f"{settings.mode}|{settings.exchange.id}", api, model,
+    return CycleContext(settings, run_id, account_id(settings), api, model,
                         Supervisor.from_settings(settings.llm, secrets, settings.paths.state_dir, llm_record), store, MonitoringLog(path),
                         venue, {p: MarketRules.from_ccxt(markets[p]) for p in settings.pairs}, twin=twin)
 
@@ -552,7 +585,8 @@ def run_cycle(ctx: CycleContext, now: pd.Timestamp | None = None) -> CycleReport
     alerts = refresh_alt(ctx, at)                                        # a. alternative data: a failure alerts, no more
     inputs = _inputs(ctx, bars, errors)                                  # b, c. features, one batched prediction
     inputs, digest_alerts = with_digest(ctx, inputs, at)                 # d. the market digest, once for all pairs
-    with one_transaction(k := ctx.kernel):                            # e.-g. the close (paper: one transaction)
+    k = replace(ctx.kernel, siblings=sibling_marks(ctx.settings))   # the account's other strategies, if any
+    with one_transaction(k):                                          # e.-g. the close (paper: one transaction)
         out = close_bar(k, inputs, at, _risk_state(ctx, now), refusal=refusal, hold_entries=hold_entries, t0=t0)
         ctx.store.save_runtime("risk_state", out.risk_state.to_json())
     snapshot = _monitor(ctx, now, out, newest, refusal, (*alerts, *digest_alerts))   # h. monitoring
