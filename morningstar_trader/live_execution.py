@@ -12,6 +12,7 @@ import sqlite3
 import time
 from contextlib import closing
 from dataclasses import dataclass, field, replace
+from typing import Callable
 
 import ccxt
 import numpy as np
@@ -25,8 +26,8 @@ from .types import Fill, MorningstarError, Order
 _log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['failpoint', 'create_outcome', 'LiveExecutionError', 'LiveExecutor', 'Reconciliation', 'reconcile', 'ShadowLog',
-           'LiveVenue']
+__all__ = ['failpoint', 'create_outcome', 'LiveExecutionError', 'LiveExecutor', 'Reconciliation', 'Siblings', 'reconcile',
+           'ShadowLog', 'LiveVenue']
 
 # %% ../nbs/10a_live_execution.ipynb #a7cdce53
 def failpoint(name: str) -> None:
@@ -220,16 +221,28 @@ class Reconciliation:
                  ("balance mismatches", self.mismatches), ("errors", self.errors)) if items]
         return "; ".join(parts) or "store and venue agree"
 
+# %% ../nbs/10a_live_execution.ipynb #4915332c
+@dataclass(frozen=True)
+class Siblings:
+    "The account's other strategies as their stores say: holdings by asset, their orders' ids, assets their open orders trade."
+    holdings: dict[str, float] = field(default_factory=dict)
+    client_ids: frozenset[str] = frozenset()
+    exchange_ids: frozenset[str] = frozenset()
+    busy_assets: frozenset[str] = frozenset()
+
 # %% ../nbs/10a_live_execution.ipynb #40fee773
 def _rests(row) -> bool:
     "A limit entry rests by design: its life is `execution.limit_ttl_bars` candles (`LiveVenue`), not `order_timeout_s`."
     return row.type == "limit" and row.intent == "open"
 
-def reconcile(executor: LiveExecutor, pairs: tuple[str, ...], *, keep_unsent: frozenset[str] = frozenset()) -> Reconciliation:
+def reconcile(executor: LiveExecutor, pairs: tuple[str, ...], *, keep_unsent: frozenset[str] = frozenset(),
+              siblings: Callable[[], Siblings] | None = None) -> Reconciliation:
     """Look up every non-terminal order, record unknown venue orders as external, compare balances with positions and cash.
     Intents provably never sent are cancelled (a later bar must not act on an old decision) unless in `keep_unsent`.
-    A mismatch on an asset that an order still open trades is explained by it (see `Reconciliation.contained`)."""
+    A mismatch on an asset that an order still open trades is explained by it (see `Reconciliation.contained`).
+    `siblings`: the other strategies on this account; their orders are theirs, their holdings part of the balances."""
     store, ex = executor.store, executor.exchange
+    others = siblings() if siblings else Siblings()
     statuses, errors, external, mismatches, traded = {}, [], [], [], set()
     rows = store.orders(open_only=True)
     for row in rows.itertuples():
@@ -243,17 +256,17 @@ def reconcile(executor: LiveExecutor, pairs: tuple[str, ...], *, keep_unsent: fr
             except ccxt.BaseError as e: errors.append(f"{cid}: cancel: {type(e).__name__}: {e}"); continue
         failpoint("mid_reconcile")
     try:
-        known = set(store.orders()["exchange_order_id"].dropna())
+        known = set(store.orders()["exchange_order_id"].dropna()) | others.exchange_ids
         for pair in pairs:
             for o in ex.fetch_open_orders(pair):
-                if str(o["id"]) in known: continue
+                if str(o["id"]) in known or o.get("clientOrderId") in others.client_ids: continue
                 cid = f"external-{o['id']}"
                 store.add_order(Order(cid, pair, o["side"], float(o["amount"]), o["type"], o.get("price"), intent="external"))
                 store.set_status(cid, "submitted", exchange_order_id=str(o["id"]), note=f"venue client id {o.get('clientOrderId')}")
                 external.append(f"{pair} {o['side']} {o['amount']} (venue id {o['id']})")
-        mismatches = _compare_balances(store, ex, pairs)
+        mismatches = _compare_balances(store, ex, pairs, others.holdings)
         still = rows.loc[[statuses.get(c, "unknown") not in TERMINAL for c in rows["client_order_id"]]]   # failed look-up: open
-        traded = {ex.market(p)[k] for p in set(still["pair"]) for k in ("base", "quote")}
+        traded = {ex.market(p)[k] for p in set(still["pair"]) for k in ("base", "quote")} | others.busy_assets
     except ccxt.BaseError as e: errors.append(f"{type(e).__name__}: {e}"); still = rows
     unresolved = tuple(c for c, s in statuses.items() if s in ("new", "unknown"))
     spenders = tuple(still[(still["side"] == "buy") | (still["intent"] == "open")]["client_order_id"])
@@ -263,13 +276,14 @@ def reconcile(executor: LiveExecutor, pairs: tuple[str, ...], *, keep_unsent: fr
     (_log.info if result.ok else _log.warning if result.contained else _log.error)("reconciliation: %s", result.why())
     return result
 
-def _compare_balances(store: PortfolioStore, ex, pairs) -> list[tuple[str, str]]:
+def _compare_balances(store: PortfolioStore, ex, pairs, others: dict[str, float] | None = None) -> list[tuple[str, str]]:
     """Venue balances against the store: base asset = baseline + position, quote = baseline + cash (the baseline is taken
-    at the first start); (asset, what differs) for each that differs."""
+    at the first start), plus what `others` (the account's other strategies) hold; (asset, what differs) for each that differs."""
     totals = {k: float(v or 0) for k, v in ex.fetch_balance()["total"].items()}
     positions = store.positions()
     held = {ex.market(p)["base"]: (positions[p].sign * positions[p].size if p in positions else 0.0) for p in pairs}
     held[ex.market(pairs[0])["quote"]] = store.cash()
+    held = {a: v + (others or {}).get(a, 0.0) for a, v in held.items()}
     baseline = store.load_runtime("venue_baseline")
     if baseline is None:                      # first start: what the account held apart from this store's trading
         baseline = {a: totals.get(a, 0.0) - v for a, v in held.items()}
@@ -331,8 +345,8 @@ class LiveVenue:
     exits_at_close = True          # a level reached between closes is exited with a market order at the close
 
     def __init__(self, executor: LiveExecutor, costs: FillCosts, timeframe: pd.Timedelta, limit_ttl_bars: int = 1,
-                 shadow: ShadowLog | None = None):
-        self.executor, self.store, self.costs, self.shadow = executor, executor.store, costs, shadow
+                 shadow: ShadowLog | None = None, siblings: Callable[[], Siblings] | None = None):
+        self.executor, self.store, self.costs, self.shadow, self.siblings = executor, executor.store, costs, shadow, siblings
         self.step, self.ttl = pd.Timedelta(timeframe), limit_ttl_bars
 
     def place(self, order: Order, *, decided_at: pd.Timestamp, stop_loss: float | None = None,
@@ -360,7 +374,7 @@ class LiveVenue:
         if self.shadow is not None: self._complete_shadow(windows)
         return []
 
-    def reconcile(self, pairs: tuple[str, ...]) -> Reconciliation: return reconcile(self.executor, pairs)
+    def reconcile(self, pairs: tuple[str, ...]) -> Reconciliation: return reconcile(self.executor, pairs, siblings=self.siblings)
 
 # %% ../nbs/10a_live_execution.ipynb #afa82de2
 @patch
