@@ -8,11 +8,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import re
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import pandas as pd
@@ -22,19 +25,21 @@ from .decision import decide
 from .execution import BarWindow, FillCosts, SimulatedVenue, Venue, exit_levels, first_exit
 from .logging import log_context
 from .monitoring import Alert, MonitoringLog, Snapshot, assess
-from .portfolio import PortfolioStore
+from .portfolio import TERMINAL, PortfolioStore
 from .risk import MarketRules, RiskState, check_order, stopped_out, update_state
 from .supervisor import ReviewRequest, Supervisor, guarded
 from .types import Bars, Decision, Fill, MorningstarError, Order, Position, parse_timeframe
+
+if TYPE_CHECKING: from morningstar_trader.live_execution import Siblings   # imports ccxt: only where live trading is
 
 _log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['MARKET_LOOKBACK', 'CycleError', 'bar_number', 'client_order_id', 'Kernel', 'PairInput', 'model_id', 'review_evidence',
-           'check_levels', 'mark', 'send', 'CloseNotes', 'account_id', 'sibling_marks', 'account_hold', 'trade_pair',
-           'unreviewed_twin', 'twin_close', 'CloseOutcome', 'one_transaction', 'close_bar', 'CycleContext',
-           'build_context', 'CycleReport', 'sync_clock', 'warm_up', 'predict_heads', 'refresh_alt', 'attach_digest',
-           'with_digest', 'run_cycle', 'risk_status', 'resume_trading']
+           'check_levels', 'mark', 'send', 'CloseNotes', 'account_id', 'sibling_marks', 'account_hold', 'account_start',
+           'sibling_view', 'trade_pair', 'unreviewed_twin', 'twin_close', 'CloseOutcome', 'one_transaction',
+           'close_bar', 'CycleContext', 'build_context', 'CycleReport', 'sync_clock', 'warm_up', 'predict_heads',
+           'refresh_alt', 'attach_digest', 'with_digest', 'run_cycle', 'risk_status', 'resume_trading']
 
 # %% ../nbs/12_cycle.ipynb #63ab7dac
 class CycleError(MorningstarError):
@@ -218,6 +223,43 @@ def account_hold(k: Kernel, d: Decision, positions: dict[str, Position], prices:
     return (f"entry held back: the account's exposure {total:.2f} across strategies would exceed account.max_total_exposure "
             f"{k.settings.account.max_total_exposure:g} of its equity {equity + other_equity:.2f}")
 
+# %% ../nbs/12_cycle.ipynb #b93536c8
+def account_start(path, free_quote: float) -> float:
+    "The account's free quote balance when its first strategy started: recorded then (atomically, once), read ever after."
+    path = Path(path)
+    if not path.is_file():
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps({"free_quote": free_quote, "recorded_at": pd.Timestamp.now(tz="UTC").isoformat()}))
+        try: os.link(tmp, path)                       # the first process wins; the others read what it recorded
+        except FileExistsError: pass
+        finally: tmp.unlink()
+    return float(json.loads(path.read_text())["free_quote"])
+
+def _holdings(store: PortfolioStore, quote: str) -> dict[str, float]:
+    held = {quote: store.cash()}
+    for p in store.positions().values(): held[p.pair.split("/")[0]] = held.get(p.pair.split("/")[0], 0.0) + p.sign * p.size
+    return held
+
+def sibling_view(settings: Settings, quote: str, start_free: float) -> Siblings:
+    "What the account's other strategies' stores say now (see `Siblings`)."
+    from morningstar_trader.live_execution import Siblings   # ccxt is imported only where live trading is
+    held, cids, xids, busy = {}, set(), set(), set()
+    for s in settings.strategies:
+        path = settings.paths.state_dir.parent / s.name / f"{settings.mode}.sqlite"
+        if s.name == settings.strategy: continue
+        if not path.is_file():
+            held[quote] = held.get(quote, 0.0) + s.capital * start_free        # its share, still in cash
+            continue
+        store = PortfolioStore(path)
+        try:
+            for asset, v in _holdings(store, quote).items(): held[asset] = held.get(asset, 0.0) + v
+            orders = store.orders()
+        finally: store.close()
+        cids |= set(orders["client_order_id"])
+        xids |= set(orders["exchange_order_id"].dropna())
+        busy |= {a for p in orders.loc[~orders["status"].isin(TERMINAL), "pair"] for a in re.split("[/:]", p)}
+    return Siblings(held, frozenset(cids), frozenset(xids), frozenset(busy))
+
 # %% ../nbs/12_cycle.ipynb #24ba2b50
 def _journal_review(r) -> dict | None:
     return None if r is None else {"source": r.source, "coherence": r.coherence, "risk_score": r.risk_score, "veto": r.veto,
@@ -389,9 +431,12 @@ def _venue(settings: Settings, secrets: Secrets, path, initial_cash: float, quot
     trading = make_exchange(s.exchange, secrets)   # ccxt's own retries stay off: nothing wraps create_order
     trading.load_markets()
     free = float(trading.fetch_balance()["free"].get(quote) or 0)
+    if s.strategy: free = account_start(s.paths.state_dir.parent / "live-account.json", free)   # the account's, not what is left
     store = PortfolioStore(path, initial_cash=free * capital_share(s))   # first start only: this strategy's share
     executor = LiveExecutor(trading, store, clock_skew_s=s.live.clock_skew_s, order_timeout_s=s.live.order_timeout_s)
-    return store, LiveVenue(executor, costs, step, s.execution.limit_ttl_bars, shadow=ShadowLog(path) if s.live.shadow else None)
+    siblings = (lambda: sibling_view(s, quote, free)) if s.strategy else None
+    return store, LiveVenue(executor, costs, step, s.execution.limit_ttl_bars, shadow=ShadowLog(path) if s.live.shadow else None,
+                            siblings=siblings)
 
 def build_context(settings: Settings, secrets: Secrets, *, run_id: str, initial_cash: float = 10_000.0, api=None,
                   confirm_live: bool = False, llm_record=None, allow_unproven_model: bool = False) -> CycleContext:
