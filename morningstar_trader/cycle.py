@@ -174,6 +174,7 @@ class CloseNotes:
     errors: dict[str, str] = field(default_factory=dict)          # pair -> why it was skipped
     llm_alerts: dict[str, list[str]] = field(default_factory=dict)
     reviews: dict[str, object] = field(default_factory=dict)      # pair -> Review
+    entered: float = 0.0                                          # notional of the entries sent so far in this close
 
 def _row(pair: str, action: str, verdict: str = "", reasons: str = "", order: str = "", ms: float = np.nan,
          size: float = 0.0) -> dict:
@@ -201,23 +202,29 @@ def account_id(settings: Settings) -> str:
     return f"{settings.mode}|{settings.exchange.id}" + (f"|{settings.strategy}" if settings.strategy else "")
 
 def sibling_marks(settings: Settings) -> tuple[float, float] | None:
-    "(exposure, equity) of the other strategies on this account from their stores' newest marks; None without strategies."
+    """(exposure, equity) of the other strategies on this account, None without strategies: their positions and cash
+    now, at their last closes (a position filled since their last mark counts)."""
     if not settings.strategy: return None
     exposure = equity = 0.0
     for s in settings.strategies:
         path = settings.paths.state_dir.parent / s.name / f"{settings.mode}.sqlite"
         if s.name == settings.strategy or not path.is_file(): continue      # not started yet: nothing held
         store = PortfolioStore(path)
-        try: last = store.last_mark() or {"exposure": 0.0, "equity": store.cash()}
+        try:
+            closes, held = store.load_runtime("last_close", {}), store.positions().values()
+            exposure += sum(p.size * closes.get(p.pair, p.entry_price) for p in held)
+            equity += store.cash() + sum(p.sign * p.size * closes.get(p.pair, p.entry_price) for p in held)
         finally: store.close()
-        exposure, equity = exposure + last["exposure"], equity + last["equity"]
     return exposure, equity
 
-def account_hold(k: Kernel, d: Decision, positions: dict[str, Position], prices: dict[str, float], equity: float) -> str | None:
-    "Why entry `d` would take the whole account over `account.max_total_exposure`, or None (also without strategies)."
+def account_hold(k: Kernel, d: Decision, positions: dict[str, Position], prices: dict[str, float], equity: float,
+                 entered: float = 0.0) -> str | None:
+    """Why entry `d` would take the whole account over `account.max_total_exposure`, or None (also without strategies).
+    `entered`: the notional of this strategy's entries already sent in this close."""
     if k.siblings is None: return None
     other_exposure, other_equity = k.siblings
-    total = sum(p.size * prices[p.pair] for p in positions.values()) + other_exposure + d.size * prices[d.pair]
+    own = sum(p.size * prices[p.pair] for p in positions.values()) + entered
+    total = own + other_exposure + d.size * prices[d.pair]
     limit = k.settings.account.max_total_exposure * (equity + other_equity)
     if total <= limit * (1 + 1e-9): return None
     return (f"entry held back: the account's exposure {total:.2f} across strategies would exceed account.max_total_exposure "
@@ -290,9 +297,10 @@ def trade_pair(k: Kernel, pair: str, inp: PairInput, *, equity: float, positions
                                   bar=number, risk=s.risk, market=k.markets.get(pair, MarketRules()))
             stage, approved = "execution", verdict.decision
             opening = approved is not None and approved.action.startswith("open")
-            held = (hold_entries or account_hold(k, approved, positions, prices, equity)) if opening else None
+            held = (hold_entries or account_hold(k, approved, positions, prices, equity, notes.entered)) if opening else None
             if held: notes.errors[pair] = held                       # an operator sees every entry held back
             order = send(k, bar, approved, positions.get(pair), prices[pair]) if approved and not held else ""
+            if order and opening: notes.entered += approved.size * prices[pair]
             ms, stage = (time.perf_counter() - t0) * 1e3, "journal"
             reason = held or (verdict.reason if d.action != "hold" else "no order")
             k.book.journal(f"{k.run_id}-{iso}", pair, bar, inputs={"close": prices[pair]}, prediction=inp.pred,

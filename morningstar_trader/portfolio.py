@@ -300,12 +300,6 @@ def equity_curve(self: PortfolioStore) -> pd.DataFrame:
     with self._tx() as db: df = pd.read_sql("SELECT * FROM equity ORDER BY time", db)
     return df.set_index(pd.to_datetime(df.pop("time"), utc=True, format="ISO8601"))
 
-@patch
-def last_mark(self: PortfolioStore) -> dict | None:
-    "The newest mark {time, equity, cash, exposure}, None before the first: what another account's process reads."
-    with self._tx() as db: row = db.execute("SELECT time, equity, cash, exposure FROM equity ORDER BY time DESC LIMIT 1").fetchone()
-    return dict(zip(("time", "equity", "cash", "exposure"), row)) if row else None
-
 # %% ../nbs/09_portfolio.ipynb #1c0c67c1
 @patch
 @contextmanager
