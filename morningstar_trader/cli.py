@@ -348,11 +348,19 @@ def _print_record(record) -> None:
     for key, value in record.metrics.items(): print(f"  {key:<{w}}{value:>14.4f}" if isinstance(value, float) else f"  {key:<{w}}{value!s:>14}")
     print(f"notebook: {record.path}")
 
+def _configured(cfg, name: str | None):
+    "The settings of configured strategy `name` (None: `cfg` itself); a usage error naming the choices for an unknown one."
+    from morningstar_trader.config import for_strategy
+    if name is None: return cfg
+    if name not in {s.name for s in cfg.strategies}:
+        raise _usage(f"--strategy {name!r}: not in the config's strategies ({', '.join(s.name for s in cfg.strategies) or 'none'})")
+    return for_strategy(cfg, name)
+
 def run(args) -> int:
     from morningstar_trader.runs import run_notebook
     cfg, _, _ = _setup(args)
     mode = _mode(args, cfg, ("backtest", "paper", "live"))
-    _live_gate(args, cfg, mode)
+    _live_gate(args, _configured(cfg, None if args.strategy in (None, *_STRATEGY_PARAMS) else args.strategy), mode)
     record = run_notebook(_run_params(args, mode), runs_dir=cfg.paths.runs_dir, notebook=args.notebook)
     _print_record(record)
     if args.html:
@@ -360,17 +368,29 @@ def run(args) -> int:
         print(f"html: {export_html(record.path)}")
     return 0
 
+def _schedule_all(argv: list[str], names: list[str]) -> int:
+    """One `schedule --strategy NAME` process per configured strategy, in parallel: each its own lock, a failure its own.
+    The exit status is the worst of theirs; Ctrl-C reaches them all (one process group)."""
+    import subprocess
+    command = [sys.executable, "-c", "import sys; from morningstar_trader.cli import main; sys.exit(main())", *argv]
+    children = {name: subprocess.Popen([*command, "--strategy", name]) for name in names}
+    codes = {name: child.wait() for name, child in children.items()}
+    for name, code in codes.items(): print(f"strategy {name}: exit status {code}")
+    return max(codes.values())
+
 def schedule(args) -> int:
     from morningstar_trader.runs import run_notebook
     from morningstar_trader.schedule import run_schedule
-    cfg, _, _ = _setup(args, timeframe=args.timeframe)
-    mode = _mode(args, cfg, ("paper", "live"))
+    top, _, _ = _setup(args, timeframe=args.timeframe)
+    mode = _mode(args, top, ("paper", "live"))
+    if args.strategy is None and top.strategies: return _schedule_all(args.argv, [s.name for s in top.strategies])
+    cfg = _configured(top, args.strategy)
     _live_gate(args, cfg, mode)
     params = _run_params(args, mode)
     def job(close):
         _print_record(run_notebook({**params, "bar_close": close.isoformat()}, runs_dir=cfg.paths.runs_dir, notebook=args.notebook))
-    outcomes = run_schedule(job, timeframe=cfg.timeframe, schedule=cfg.schedule, lock_path=cfg.paths.runs_dir / "schedule.lock",
-                            max_runs=args.max_runs)
+    lock = cfg.paths.runs_dir / (f"schedule-{args.strategy}.lock" if args.strategy else "schedule.lock")
+    outcomes = run_schedule(job, timeframe=cfg.timeframe, schedule=cfg.schedule, lock_path=lock, max_runs=args.max_runs)
     for o in outcomes: print(f"bar {o['close']}: {o['status']} {o['detail']}".rstrip())
     return 0 if all(o["status"] == "ok" for o in outcomes) else 1
 
@@ -378,10 +398,16 @@ def risk(args) -> int:
     "`risk status` and `risk resume`: the trading state of the paper or live account, and lifting a halt."
     import json
     from morningstar_trader.cycle import resume_trading, risk_status
-    cfg, _, _ = _setup(args)
-    mode = args.mode or (cfg.mode if cfg.mode in ("paper", "live") else "paper")
-    status = (resume_trading(cfg.paths.state_dir, mode, args.reason) if args.action == "resume"
-              else risk_status(cfg.paths.state_dir, mode))
+    top, _, _ = _setup(args)
+    mode = args.mode or (top.mode if top.mode in ("paper", "live") else "paper")
+    if args.strategy is None and top.strategies:
+        if args.action == "resume": raise _usage(f"resume: name the strategy with --strategy ({', '.join(s.name for s in top.strategies)})")
+        status = {s.name: risk_status(_configured(top, s.name).paths.state_dir, mode) for s in top.strategies
+                  if (_configured(top, s.name).paths.state_dir / f"{mode}.sqlite").is_file()}
+        if not status: raise _usage(f"no {mode} account of any strategy under {top.paths.state_dir}")
+    else:
+        state_dir = _configured(top, args.strategy).paths.state_dir
+        status = resume_trading(state_dir, mode, args.reason) if args.action == "resume" else risk_status(state_dir, mode)
     print(json.dumps(status, indent=2, default=str))
     return 0
 
@@ -400,8 +426,10 @@ def runs(args) -> int:
         metrics = [json.loads(m or "{}") for m in table["metrics"]]
         table["return"] = [m.get("total_return") for m in metrics]
         table["buy_hold"] = [m.get("buy_hold_return") for m in metrics]       # runs from before benchmarks: empty
+        table["strategy"] = [json.loads(p or "{}").get("strategy", "model") for p in table["params"]]
         with pd.option_context("display.width", 200, "display.max_colwidth", 40):
-            print(table[["run_id", "mode", "status", "start", "end", "duration_s", "return", "buy_hold", "path"]].to_string(index=False))
+            print(table[["run_id", "mode", "strategy", "status", "start", "end", "duration_s", "return", "buy_hold", "path"]]
+                  .to_string(index=False))
         return 0
     scraps = load_run(args.run_id, cfg.paths.runs_dir)
     print(json.dumps({"parameters": scraps.get("parameters"), "stats": scraps.get("stats"), "errors": scraps.get("errors"),
@@ -531,7 +559,8 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--mode", choices=["backtest", "paper", "live"], help="default: mode of the config")
     n.add_argument("--i-understand-this-trades-real-money", action="store_true", help="required with --mode live")
     n.add_argument("--allow-unproven-model", action="store_true", help="live: trade a model whose card shows no edge after costs")
-    n.add_argument("--strategy", choices=sorted(_STRATEGY_PARAMS), help="default: the notebook's (model)")
+    n.add_argument("--strategy", metavar="NAME", help=f"{' | '.join(sorted(_STRATEGY_PARAMS))} (backtests), or one of the "
+                   "config's strategies (its own pairs, model and book); default: the notebook's (model)")
     n.add_argument("--size", type=_positive("--size"), help="fixed units per position (default: sized by the decision stage)")
     n.add_argument("--pairs", nargs="+", metavar="PAIR")
     n.add_argument("--exchange", help="store name of the candles (default: exchange.id of the config)")
@@ -549,6 +578,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--pairs", nargs="+", metavar="PAIR")
     sc.add_argument("--timeframe", help="candle timeframe (default: the config's)")
     sc.add_argument("--max-runs", type=int, metavar="N", help="stop after N bars (default: run until interrupted)")
+    sc.add_argument("--strategy", metavar="NAME", help="one of the config's strategies (default: all of them, in parallel)")
     sc.add_argument("--notebook", default="nbs/trading_cycle.ipynb", help="the cycle notebook (default: %(default)s)")
     sc.set_defaults(run=schedule)
 
@@ -556,10 +586,12 @@ def build_parser() -> argparse.ArgumentParser:
     rk_sub = rk.add_subparsers(dest="action", required=True, metavar="ACTION")
     st = rk_sub.add_parser("status", parents=[_common(False)], help="trading state, why, equity, drawdown, cooldowns")
     st.add_argument("--mode", choices=["paper", "live"], help="default: mode of the config (paper when it is backtest)")
+    st.add_argument("--strategy", metavar="NAME", help="one of the config's strategies (default: each of them)")
     st.set_defaults(run=risk)
     rr = rk_sub.add_parser("resume", parents=[_common(False)], help="lift a halt (journaled with the reason)")
     rr.add_argument("--mode", choices=["paper", "live"], help="default: mode of the config (paper when it is backtest)")
     rr.add_argument("--reason", required=True, help="why trading may resume (kept in the journal)")
+    rr.add_argument("--strategy", metavar="NAME", help="one of the config's strategies (needed when the config has them)")
     rr.set_defaults(run=risk)
 
     db = sub.add_parser("dashboard", parents=[_common(False)], help="the dashboard (runs, trading, data) in a browser, via Voila")
@@ -583,6 +615,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     "Run `morningstar` with `argv`; the exit status: 0 done, 1 failed, 2 bad config or arguments."
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)     # `schedule` starts one child per strategy with these
     from morningstar_trader.config import ConfigError, load_secrets
     from morningstar_trader.logging import redact
     from morningstar_trader.types import MorningstarError

@@ -407,6 +407,12 @@ class StrategySettings(_Section):
     risk: dict[str, Any] = {}                                 # e.g. {max_open_positions: 1}; the rest from the top level
     decision: dict[str, Any] = {}
 
+    @field_validator("name")
+    @classmethod
+    def _not_builtin(cls, v: str) -> str:
+        if v in ("model", "sma_cross", "buy_hold"): raise ValueError(f"{v!r} names a built-in strategy of `run --strategy`; choose another")
+        return v
+
 class AccountSettings(_Section):
     "Limits of the whole exchange account, across all of `strategies` (each strategy's own are under its `risk`)."
     max_total_exposure: float = Field(1.0, gt=0, le=10)   # every strategy's positions together, of all their equity

@@ -84,7 +84,8 @@ def run_notebook(params: dict, *, runs_dir: str | Path, notebook: str | Path = "
     check_parameters(params)
     known = set(pm.inspect_notebook(str(notebook)))
     if unknown := sorted(set(params) - known): raise RunError(f"unknown parameter(s) {unknown} for {notebook.name}; it takes {sorted(known)}")
-    run_id = params.get("run_id") or new_run_id(params.get("mode", "run"))
+    book = params.get("strategy") if params.get("mode") in ("paper", "live") else None     # a configured strategy's runs
+    run_id = params.get("run_id") or new_run_id(f"{params.get('mode', 'run')}-{book}" if book else params.get("mode", "run"))
     params = {**params, "run_id": run_id}
     started = datetime.now(timezone.utc)
     out = runs_dir / f"{started:%Y-%m-%d}" / f"{run_id}.ipynb"
@@ -129,7 +130,7 @@ def load_run(path_or_id: str | Path, runs_dir: str | Path | None = None) -> dict
 def list_runs(runs_dir: str | Path) -> pd.DataFrame:
     "Every run in the index, newest first."
     with _index(Path(runs_dir)) as db:
-        df = pd.read_sql("SELECT run_id, mode, status, start, end, started_at, duration_s, metrics, path, error FROM runs "
+        df = pd.read_sql("SELECT run_id, mode, status, start, end, started_at, duration_s, metrics, params, path, error FROM runs "
                          "ORDER BY started_at DESC", db)
     return df
 

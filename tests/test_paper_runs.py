@@ -2,6 +2,7 @@
 clock, a really trained tiny model; the run record, no double orders across runs, waiting for a bar close, missed bars."""
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import pandas as pd
@@ -166,3 +167,22 @@ def test_a_model_backtest_run_records_its_audit_trail(paper):
     entries = orders[orders["intent"] == "open"]
     assert len(reviews) >= len(entries) > 0 and set(reviews["source"]) == {"llm"} and len(llm.requests) == len(reviews)
     assert reviews["latency_ms"].gt(0).all() and (reviews["rationale"] == "fine").all()
+
+
+def test_configured_strategies_run_with_their_own_books(paper):
+    config = yaml.safe_load(paper.config.read_text()) | {"strategies": [{"name": "majors", "capital": 0.6},
+                                                                         {"name": "btc", "pairs": ["BTC/USDT"], "capital": 0.4}]}
+    (paper.root / "strategies.yaml").write_text(yaml.safe_dump(config))
+    p = Project(paper.root, paper.root / "strategies.yaml")
+    ids = {n: _run_id(p.run("run", "--mode", "paper", "--strategy", n, "--notebook", NOTEBOOK, env=FAKE).stdout)
+           for n in ("majors", "btc")}
+    assert ids["majors"].startswith("paper-majors-") and ids["btc"].startswith("paper-btc-")
+    assert list(load_run(ids["btc"], paper.root / "runs")["decisions"]["pair"]) == ["BTC/USDT"]
+    listed = {line.split()[0]: line.split()[2] for line in p.run("runs", "list").stdout.splitlines()[1:]}
+    assert (listed[ids["majors"]], listed[ids["btc"]]) == ("majors", "btc")
+    status = json.loads(p.run("risk", "status", "--mode", "paper").stdout)
+    assert set(status) == {"majors", "btc"}
+    assert status["btc"]["equity"] == pytest.approx(4_000.0, rel=0.01) and status["majors"]["equity"] == pytest.approx(6_000.0, rel=0.01)
+    assert (paper.root / "state" / "btc" / "paper.sqlite").is_file() and (paper.root / "state" / "majors" / "paper.sqlite").is_file()
+    assert "--strategy" in p.run("risk", "resume", "--mode", "paper", "--reason", "checked", check=2).stderr
+    assert "not in the config's strategies (majors, btc)" in p.run("run", "--mode", "paper", "--strategy", "nope", check=2).stderr
