@@ -4,6 +4,7 @@ and is recorded; the scheduler reports the bar."""
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 import yaml
 
 from conftest import ROOT, TINY, Project, candles
@@ -43,3 +44,27 @@ def test_schedule_runs_one_warm_cycle_per_closed_bar(tmp_path):
     assert 0.5 <= scraps["stats"]["ready_after_close_s"] < 30                  # launched early, waited for the close
     assert pd.Timestamp(scraps["stats"]["bar"]) == close - pd.Timedelta(minutes=1)   # and traded the bar that just closed
     assert "skipped" not in set(scraps["decisions"]["action"])
+
+
+@pytest.mark.slow
+def test_schedule_runs_each_strategy_in_parallel_and_one_failure_stays_its_own(tmp_path):
+    data = minute_candles(2_000)
+    settings = Settings(**TINY, timeframe="1m")
+    train = {p: validated_bars(df.iloc[:1_700].reset_index(), "synthetic", p, "1m")[0] for p, df in data.items()}
+    train_model(settings, train, tmp_path / "models" / "default" / "v1", verbose=0)
+    with LocalExchange(data, "1m") as server:
+        config = {**TINY, "mode": "paper", "pairs": ["BTC/USDT", "ETH/USDT"], "timeframe": "1m",
+                  "exchange": {"api_url": server.base_url, "timeout_ms": 3000},
+                  "schedule": {"lead_s": 35, "settle_s": 0.5, "max_late_s": 30},
+                  "strategies": [{"name": "good", "capital": 0.5},
+                                 {"name": "broken", "pairs": ["ETH/USDT"], "model": "missing", "capital": 0.5}]}
+        (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+        out = Project(tmp_path, tmp_path / "config.yaml").run(
+            "schedule", "--mode", "paper", "--max-runs", "1", "--notebook", str(ROOT / "nbs" / "trading_cycle.ipynb"),
+            timeout=300, check=1).stdout
+    runs = {r["run_id"].split("-")[1]: r for r in list_runs(tmp_path / "runs").to_dict("records")}
+    assert (runs["good"]["status"], runs["broken"]["status"]) == ("ok", "failed")
+    assert "missing" in runs["broken"]["error"]
+    assert abs(pd.Timestamp(runs["good"]["started_at"]) - pd.Timestamp(runs["broken"]["started_at"])) < pd.Timedelta(seconds=20)
+    assert "strategy broken: exit status 1" in out and "strategy good: exit status" in out   # good's: 1 if a loaded run missed a bar
+    assert (tmp_path / "state" / "good" / "paper.sqlite").is_file()
