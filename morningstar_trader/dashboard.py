@@ -58,7 +58,7 @@ def table(df: pd.DataFrame | None, css: str, *, empty: str = "none", max_rows: i
     return W.HTML(f'<div style="max-height:360px;overflow:auto">{body}</div>{more}')
 
 # %% ../nbs/17_dashboard.ipynb #cc82777f
-INDEX_COLUMNS = ["run_id", "mode", "status", "started_at", "start", "end", "pairs", "total_return", "buy_hold_return",
+INDEX_COLUMNS = ["run_id", "mode", "strategy", "status", "started_at", "start", "end", "pairs", "total_return", "buy_hold_return",
                  "duration_s", "path", "error"]
 
 def _read_only(path: Path, what: str):
@@ -79,6 +79,7 @@ def run_index(runs_dir: str | Path) -> pd.DataFrame:
     params = [json.loads(p or "{}") for p in df.pop("params")]
     metrics = [json.loads(m or "{}") for m in df.pop("metrics")]
     df["pairs"] = [", ".join(p.get("pairs") or []) for p in params]
+    df["strategy"] = [p.get("strategy") or "model" for p in params]
     for key in ("total_return", "buy_hold_return"): df[key] = [m.get(key, np.nan) for m in metrics]
     return df[INDEX_COLUMNS]
 
@@ -370,20 +371,24 @@ def store_version(state_dir: str | Path, mode: str) -> tuple:
     return tuple((f.stat().st_size, f.stat().st_mtime_ns) if f.is_file() else None for f in files)
 
 # %% ../nbs/17_dashboard.ipynb #f1c46be3
-def trading_tab(state_dir: str | Path, default_mode: str = "paper", refresh_s: float = 10.0) -> W.VBox:
-    "The account view of the picked mode, refreshed every `refresh_s` seconds and after a resume."
+def trading_tab(state_dir: str | Path, default_mode: str = "paper", refresh_s: float = 10.0,
+                strategies: tuple[str, ...] = ()) -> W.VBox:
+    """The account view of the picked mode (and strategy, when the config has several: each has its own store under
+    `state_dir/<name>`), refreshed every `refresh_s` seconds and after a resume."""
     mode = W.ToggleButtons(options=["paper", "live"], value=default_mode if default_mode in ("paper", "live") else "paper")
     refresh = W.Button(description="Refresh", icon="refresh")
+    book = W.Dropdown(options=list(strategies), description="strategy", layout=W.Layout(display="flex" if strategies else "none"))
+    where = lambda: Path(state_dir) / book.value if strategies else Path(state_dir)
     stamp, body = W.HTML(), W.VBox()
-    tab, seen = W.VBox([W.HBox([mode, refresh, stamp]), body]), {}
+    tab, seen = W.VBox([W.HBox([mode, refresh, stamp, book]), body]), {}
     def redraw(*_):
-        seen["key"] = store_version(state_dir, mode.value)
-        body.children = [account_view(state_dir, mode.value, redraw)]
+        seen["key"] = store_version(where(), mode.value)
+        body.children = [account_view(where(), mode.value, redraw)]
     def tick():
         # redrawn only when the store changed: a redraw replaces the widgets, and with them a dialog being filled in
-        if store_version(state_dir, mode.value) != seen.get("key"): redraw()
+        if store_version(where(), mode.value) != seen.get("key"): redraw()
         stamp.value = f'<span style="color:#666">checked {pd.Timestamp.now(tz="UTC"):%H:%M:%S} UTC, every {refresh_s:g} s</span>'
-    mode.observe(redraw, "value"); refresh.on_click(redraw)
+    mode.observe(redraw, "value"); book.observe(redraw, "value"); refresh.on_click(redraw)
     redraw(); tick()
     if refresh_s > 0:
         tab.stop = threading.Event()
@@ -420,7 +425,7 @@ def build_app(config_path: str | Path = "config/config.yaml", refresh_s: float =
     try: cfg = load_config(config_path)
     except MorningstarError as e: return message(f"cannot start the dashboard: {e}", "error")
     p = cfg.paths
-    tabs = W.Tab(children=[runs_tab(p.runs_dir), trading_tab(p.state_dir, cfg.mode, refresh_s),
+    tabs = W.Tab(children=[runs_tab(p.runs_dir), trading_tab(p.state_dir, cfg.mode, refresh_s, tuple(s.name for s in cfg.strategies)),
                            data_tab(p.data_dir, cfg.monitoring.stale_after_bars)])
     for i, title in enumerate(("Runs", "Trading", "Data")): tabs.set_title(i, title)
     header = W.HTML(f"<h2 style='margin:4px 0'>morningstar_trader</h2><div style='color:#666'>config {html.escape(str(config_path))}"
