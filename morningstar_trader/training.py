@@ -26,7 +26,7 @@ from .types import Bars, MorningstarError, parse_timeframe
 
 # %% auto #0
 __all__ = ['TrainingError', 'make_labels', 'RegimeLabeler', 'Fold', 'walk_forward_folds', 'Samples', 'evaluate', 'TrainResult',
-           'data_hash', 'train_model', 'model_card']
+           'data_hash', 'train_model', 'model_card', 'reliability_svg']
 
 # %% ../nbs/06_training.ipynb #e62e604a
 class TrainingError(MorningstarError):
@@ -303,7 +303,9 @@ def train_model(settings: Settings, bars: dict[str, Bars], out_dir: str | Path, 
     if trading: meta |= _evaluation_meta(settings, infos, trading)
     result = TrainResult(Path(out_dir), infos)
     # the card goes in with the other files, so it is hashed too and the directory appears whole or not at all
-    save_model(result.path, model.network, model.prep, meta, {"MODEL_CARD.md": model_card(result.path, meta, result.summary())})
+    svg = reliability_svg(infos)
+    save_model(result.path, model.network, model.prep, meta, {"MODEL_CARD.md": model_card(result.path, meta, result.summary()),
+                                                             **({"reliability.svg": svg} if svg else {})})
     return result
 
 # %% ../nbs/06_training.ipynb #fac146aa
@@ -321,7 +323,7 @@ def _calibration_card(folds: list[dict]) -> list[str]:
             *[f"| {i + 1} | {f['calibration']['temperature']:.3f} | {f['calibration']['ece_val_before']:.4f} → "
               f"{f['calibration']['ece_val_after']:.4f} | {f['calibration']['ece_test_before']:.4f} → {f['calibration']['ece_test_after']:.4f} "
               f"| {f['decision']['min_confidence']:.3f} ({f['decision']['entries']}) |" for i, f in enumerate(rows)], "",
-            "Reliability on the last fold's test window, after calibration:", "",
+            "Reliability on the last fold's test window, after calibration:", "", "![reliability diagram](reliability.svg)", "",
             "| confidence bin | rows | mean confidence | accuracy |", "|---|---|---|---|",
             *[f"| {r['bin']} | {r['rows']} | {r['confidence']:.3f} | {r['accuracy']:.3f} |" for r in rows[-1]["calibration"]["reliability_test"]], ""]
 
@@ -343,3 +345,25 @@ def model_card(path: Path, meta: dict, summary: pd.DataFrame) -> str:
         *_calibration_card(meta["folds"]),
         "## Regimes (cluster centres over the regime window)", "",
         *[f"- regime {r['regime']}: forward log return {r['fwd_return']:+.4f}, volatility {r['fwd_vol']:.4f}" for r in meta["regimes"]], ""])
+
+# %% ../nbs/06_training.ipynb #e56282fa
+def reliability_svg(folds: list[dict]) -> str | None:
+    "The last calibrated fold's reliability diagram on its test window as SVG text; None without calibration."
+    rows = [f for f in folds if "calibration" in f]
+    if not rows: return None
+    import io
+    import matplotlib
+    from matplotlib.figure import Figure               # no pyplot: no GUI backend
+    table = pd.DataFrame(rows[-1]["calibration"]["reliability_test"])
+    fig = Figure(figsize=(4.2, 4.0))
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], ls="--", color="0.6", lw=1, label="perfectly calibrated")
+    ax.plot(table["confidence"], table["accuracy"], marker="o", label="signal head (after temperature)")
+    for r in table.itertuples(): ax.annotate(f"{r.rows}", (r.confidence, r.accuracy), fontsize=7, xytext=(3, -9), textcoords="offset points")
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean confidence in the bin", ylabel="accuracy (rows annotated)",
+           title=f"reliability, fold {len(rows)} test window")
+    ax.legend(loc="upper left", fontsize=8)
+    out = io.StringIO()
+    with matplotlib.rc_context({"svg.hashsalt": "morningstar"}):                 # fixed element ids, and no timestamp:
+        fig.savefig(out, format="svg", metadata={"Date": None})                 # the same model draws the same file
+    return out.getvalue()
