@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .alt_providers import AltDataError, AltStore, clean_text
 from .config import LlmSettings, Settings
+from .types import parse_timeframe
 from .supervisor import (MAX_REPLY_BYTES, LlmClient, ReviewFailed, ReviewRecord, Supervisor, _clean,
                                            first_json_object)
 
@@ -133,7 +134,7 @@ def inputs(self: DigestData, at: pd.Timestamp, assets: tuple[str, ...], settings
         if len(s) >= 5 and (sd := s.std(ddof=1)) > 0: values[f"funding_z_{a}"] = float((s[-1] - s.mean()) / sd)
     if self.news is not None:
         times, titles, tags = self.news
-        lo, hi = np.searchsorted(times, [now - pd.Timedelta(settings.alt.headline_max_age).value, now])
+        lo, hi = np.searchsorted(times, [now - pd.Timedelta(parse_timeframe(settings.alt.headline_max_age)).value, now])
         heads = [{"time": pd.Timestamp(int(times[k]), tz="UTC").isoformat(), "title": titles[k], "assets": tags[k]}
                  for k in range(hi - 1, max(lo, hi - settings.alt.headlines) - 1, -1)]
         for a in assets: values[f"headlines_{a}"] = sum(a in h["assets"].split(",") for h in heads)
