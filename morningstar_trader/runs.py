@@ -70,8 +70,15 @@ def ipc_kernel_manager():
     from jupyter_client.manager import AsyncKernelManager
     class IpcKernelManager(AsyncKernelManager):
         def __init__(self, **kwargs):
+            import uuid
+            from jupyter_core.paths import jupyter_runtime_dir
             super().__init__(**kwargs)
             self.transport = "ipc"       # socket files next to the connection file; removed at shutdown
+            if not self.connection_file:  # else they would be ./kernel-ipc-N: two runs in one folder would share them
+                runtime = Path(jupyter_runtime_dir())
+                runtime.mkdir(parents=True, exist_ok=True)
+                self.connection_file = str(runtime / f"kernel-{uuid.uuid4()}.json")
+            self.ip = str(Path(self.connection_file).with_suffix("")) + "-ipc"
     return IpcKernelManager
 
 # %% ../nbs/14_runs.ipynb #6fdd23e3

@@ -15,27 +15,31 @@ from morningstar_trader.runs import list_runs, load_run
 from morningstar_trader.training import train_model
 
 
-def minute_candles(n: int) -> dict[str, pd.DataFrame]:
+def minute_candles(n: int, minutes: int = 1) -> dict[str, pd.DataFrame]:
     "The synthetic hourly series moved onto a one-minute grid whose forming candle is the current minute (plus a margin)."
-    forming = pd.Timestamp.now(tz="UTC").floor("min")
+    forming = pd.Timestamp.now(tz="UTC").floor(f"{minutes}min")
     frames = candles(n)
-    index = pd.date_range(end=forming + pd.Timedelta(minutes=10), periods=n, freq="min", tz="UTC", name="timestamp")
+    index = pd.date_range(end=forming + pd.Timedelta(minutes=10 * minutes), periods=n, freq=f"{minutes}min", tz="UTC", name="timestamp")
     return {p: df.set_axis(index) for p, df in frames.items()}
 
 
-def test_schedule_runs_one_warm_cycle_per_closed_bar(tmp_path):
-    data = minute_candles(2_000)
-    settings = Settings(**TINY, timeframe="1m")
-    train = {p: validated_bars(df.iloc[:1_700].reset_index(), "synthetic", p, "1m")[0] for p, df in data.items()}
-    train_model(settings, train, tmp_path / "models" / "default" / "v1", verbose=0)
-    with LocalExchange(data, "1m") as server:
-        config = {**TINY, "mode": "paper", "pairs": ["BTC/USDT", "ETH/USDT"], "timeframe": "1m",
+def scheduled(root, check: int = 0, minutes: int = 1, **config) -> str:
+    """`morningstar schedule --mode paper --max-runs 1` on bars of `minutes` against the local exchange, with a tiny model
+    trained first and `config` added; what it printed."""
+    data, timeframe = minute_candles(2_000, minutes), f"{minutes}m"
+    train = {p: validated_bars(df.iloc[:1_700].reset_index(), "synthetic", p, timeframe)[0] for p, df in data.items()}
+    train_model(Settings(**TINY, timeframe=timeframe), train, root / "models" / "default" / "v1", verbose=0)
+    with LocalExchange(data, timeframe) as server:
+        config = {**TINY, "mode": "paper", "pairs": ["BTC/USDT", "ETH/USDT"], "timeframe": timeframe,
                   "exchange": {"api_url": server.base_url, "timeout_ms": 3000},
-                  "schedule": {"lead_s": 35, "settle_s": 0.5, "max_late_s": 30}}
-        (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-        project = Project(tmp_path, tmp_path / "config.yaml")
-        out = project.run("schedule", "--mode", "paper", "--max-runs", "1", "--notebook", str(ROOT / "nbs" / "trading_cycle.ipynb"),
-                          timeout=300).stdout
+                  "schedule": {"lead_s": 35, "settle_s": 0.5, "max_late_s": 30}, **config}
+        (root / "config.yaml").write_text(yaml.safe_dump(config))
+        return Project(root, root / "config.yaml").run("schedule", "--mode", "paper", "--max-runs", "1", "--notebook",
+                                                       str(ROOT / "nbs" / "trading_cycle.ipynb"), timeout=300, check=check).stdout
+
+
+def test_schedule_runs_one_warm_cycle_per_closed_bar(tmp_path):
+    out = scheduled(tmp_path)
     (row,) = list_runs(tmp_path / "runs").to_dict("records")
     assert row["status"] == "ok" and row["mode"] == "paper"
     scraps = load_run(row["run_id"], tmp_path / "runs")
@@ -48,20 +52,10 @@ def test_schedule_runs_one_warm_cycle_per_closed_bar(tmp_path):
 
 @pytest.mark.slow
 def test_schedule_runs_each_strategy_in_parallel_and_one_failure_stays_its_own(tmp_path):
-    data = minute_candles(2_000)
-    settings = Settings(**TINY, timeframe="1m")
-    train = {p: validated_bars(df.iloc[:1_700].reset_index(), "synthetic", p, "1m")[0] for p, df in data.items()}
-    train_model(settings, train, tmp_path / "models" / "default" / "v1", verbose=0)
-    with LocalExchange(data, "1m") as server:
-        config = {**TINY, "mode": "paper", "pairs": ["BTC/USDT", "ETH/USDT"], "timeframe": "1m",
-                  "exchange": {"api_url": server.base_url, "timeout_ms": 3000},
-                  "schedule": {"lead_s": 35, "settle_s": 0.5, "max_late_s": 30},
-                  "strategies": [{"name": "good", "capital": 0.5},
-                                 {"name": "broken", "pairs": ["ETH/USDT"], "model": "missing", "capital": 0.5}]}
-        (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-        out = Project(tmp_path, tmp_path / "config.yaml").run(
-            "schedule", "--mode", "paper", "--max-runs", "1", "--notebook", str(ROOT / "nbs" / "trading_cycle.ipynb"),
-            timeout=300, check=1).stdout
+    # two-minute bars with a long lead: two runs start at once, each a kernel and TensorFlow, on 2 busy cores
+    out = scheduled(tmp_path, check=1, minutes=2, schedule={"lead_s": 90, "settle_s": 0.5, "max_late_s": 60},
+                    strategies=[{"name": "good", "capital": 0.5},
+                                {"name": "broken", "pairs": ["ETH/USDT"], "model": "missing", "capital": 0.5}])
     runs = {r["run_id"].split("-")[1]: r for r in list_runs(tmp_path / "runs").to_dict("records")}
     assert (runs["good"]["status"], runs["broken"]["status"]) == ("ok", "failed")
     assert "missing" in runs["broken"]["error"]
