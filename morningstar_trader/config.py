@@ -253,7 +253,7 @@ class FeatureSettings(_Section):
 
 class TrainingSettings(_Section):
     "Labels and walk-forward training (see nbs/06_training.ipynb)."
-    horizon: int = Field(24, ge=1, le=1_000)                # bars ahead for every label
+    horizon: int = Field(48, ge=1, le=1_000)                # bars ahead for every label (docs/EVALUATION.md: model variants)
     barrier_atr: float = Field(2.0, gt=0, le=50)            # triple-barrier distance in ATRs (the natr indicator's period)
     atr_period: int = Field(14, ge=2, le=500)
     regime_window: int = Field(72, ge=2, le=5_000)          # bars ahead summarised by the regime clustering
@@ -266,7 +266,7 @@ class TrainingSettings(_Section):
     learning_rate: float = Field(1e-3, gt=0, le=1)
     patience: int = Field(3, ge=1, le=100)
     permutations: int = Field(200, ge=200, le=100_000)      # random-entry baselines per fold (the p-value)
-    class_weight: Literal["none", "balanced"] = "none"    # balanced: each signal class weighs as much in the loss
+    class_weight: Literal["none", "balanced"] = "balanced"  # balanced: each signal class weighs as much in the loss
     seed: int = Field(42, ge=0, le=2**32 - 1)              # numpy and Keras seeds are unsigned 32-bit
 
 class LlmSettings(_Section):
