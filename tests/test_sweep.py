@@ -1,0 +1,160 @@
+"""`morningstar sweep` and `run_sweep` on a real Dask cluster: a `dask scheduler` and `dask worker` processes on 127.0.0.1."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from morningstar_trader.backtest import load_frames
+from morningstar_trader.config import load_config
+from morningstar_trader.store import CandleStore
+from morningstar_trader.sweep import backtest_once, fold_data, make_strategy, run_sweep, with_overrides
+
+DASK = Path(sys.executable).with_name("dask")
+pytestmark = pytest.mark.xdist_group("dask-cluster")     # two clusters at once would only fight for the same 2 cores
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def dask_cluster(tmp_path: Path, workers: int = 2):
+    """A `dask scheduler` and `workers` single-threaded `dask worker` processes (no nanny: a killed one stays dead)."""
+    from distributed import Client
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    logs = [open(tmp_path / f"dask-{i}.log", "w") for i in range(workers + 1)]
+    procs = [subprocess.Popen([str(DASK), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+                              stdout=logs[0], stderr=subprocess.STDOUT)]
+    try:
+        for i in range(workers):
+            procs.append(subprocess.Popen([str(DASK), "worker", address, "--host", "127.0.0.1", "--nthreads", "1", "--no-nanny",
+                                           "--no-dashboard", "--name", f"w{i}"], stdout=logs[i + 1], stderr=subprocess.STDOUT))
+        with Client(address, timeout="30s") as c:
+            c.wait_for_workers(workers, timeout=60)
+        yield address, procs[1:]
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None: p.terminate()
+        for p in procs:
+            try: p.wait(10)
+            except subprocess.TimeoutExpired: p.kill()
+        for f in logs: f.close()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    with dask_cluster(tmp_path_factory.mktemp("dask")) as c:
+        yield c
+
+
+def _one_by_one(p, table: pd.DataFrame, size: float, folds: int) -> None:
+    """Every ok row of a sweep equals `backtest_once` of its point on its fold's candles (the sweep's own call)."""
+    cfg = load_config(p.config)
+    frames = load_frames(CandleStore(p.data_dir), "synthetic", cfg.pairs, cfg.timeframe)
+    data = fold_data(frames, folds)
+    for row in table[table["status"] == "ok"].to_dict("records"):
+        s = with_overrides(cfg, {k: row[k] for k in ("costs.taker_fee",) if k in row})
+        one = backtest_once(data[row["fold"]]["frames"], make_strategy("sma_cross", {"fast": row["fast"], "slow": row["slow"]}, s),
+                            s, size=size, cash=10_000.0)
+        for key, value in one.stats.items():
+            assert row[key] == value or (pd.isna(row[key]) and pd.isna(value)), (key, row, value)
+
+
+def test_sweep_on_a_real_cluster_equals_the_backtests_one_by_one_and_resumes(offline_project, cluster):
+    p, (address, _) = offline_project, cluster
+    p.run("data", "sample", "--days", "60", "--pairs", "BTC/USDT", "ETH/USDT")
+    args = ["sweep", "--strategy", "sma_cross", "--grid", "fast=5,10,40", "--grid", "slow=30,50", "--grid", "costs.taker_fee=0,0.002",
+            "--size", "0.1", "--folds", "2", "--exchange", "synthetic", "--out", str(p.root / "sw"), "--scheduler", address, "--no-report"]
+    proc = p.run(*args, check=1)                    # fast=40 with slow=30 cannot be: those tasks fail, the others finish
+    assert "24 results (24 run now, 0 already done), 4 failed" in proc.stdout
+    assert proc.stderr.strip().splitlines()[-1].startswith("morningstar: error: 4 of 24 sweep tasks failed")
+    assert "sma_cross needs 1 <= fast < slow, got fast=40, slow=30" in proc.stderr
+    table = pd.read_parquet(p.root / "sw" / "results.parquet")
+    assert len(table) == 24 and table["task"].is_unique and sorted(table["point"].unique()) == list(range(12))
+    failed = table[table["status"] == "failed"]
+    assert (failed["fast"] == 40).all() and (failed["slow"] == 30).all() and failed["error"].str.contains("Traceback").all()
+    assert (table.loc[table["status"] == "ok", "trades"] > 0).all()
+    assert table["worker"].nunique() == 2                  # both worker processes ran tasks
+    _one_by_one(p, table, 0.1, 2)
+    # the same run through `morningstar backtest` (one fold = the whole range): the statistics it writes
+    p.run("backtest", "--strategy", "sma_cross", "--param", "fast=10", "--param", "slow=50", "--size", "0.1",
+          "--exchange", "synthetic", "--out", str(p.root / "bt"))
+    stats = json.loads((p.root / "bt" / "stats.json").read_text())
+    one = p.run("sweep", "--strategy", "sma_cross", "--grid", "fast=10", "--grid", "slow=50", "--size", "0.1", "--exchange", "synthetic",
+                "--out", str(p.root / "sw1"), "--scheduler", address, "--no-report")
+    assert "1 results (1 run now" in one.stdout
+    row = pd.read_parquet(p.root / "sw1" / "results.parquet").iloc[0]
+    assert {k: row[k] for k in stats} == pytest.approx(stats, nan_ok=True)
+    # resumed: only the failed tasks run again
+    again = p.run(*args, check=1)
+    assert "24 results (4 run now, 20 already done), 4 failed" in again.stdout
+    pd.testing.assert_frame_equal(pd.read_parquet(p.root / "sw" / "results.parquet").drop(columns=["duration_s", "worker"]),
+                                  table.drop(columns=["duration_s", "worker"]))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--grid", "fastt=5", "--size", "1"], "--grid fastt: sma_cross takes fast, slow"),
+    (["--grid", "fast=5,", "--size", "1"], "expected KEY=V1,V2,..."),
+    (["--grid", "fast=five", "--size", "1"], "fast must be int, got 'five'"),
+    (["--grid", "risk.risk_per_trade=0.02", "--size", "1"], "fixed-size sma_cross backtest does not read it"),
+    (["--grid", "costs.taker_fee=0.5", "--size", "1"], "costs.taker_fee"),
+    (["--grid", "fast=5"], "--size is needed for sma_cross"),
+    (["--grid", "fast=5", "--size", "1", "--random", "0"], "--random 0: need at least 1"),
+    (["--grid", "fast=5", "--size", "1", "--folds", "0"], "--folds 0"),
+    (["--grid", "fast=5", "--size", "1", "--scheduler", "http://127.0.0.1:1"], "must be a Dask scheduler address"),
+])
+def test_sweep_bad_input_exits_2_with_one_line(offline_project, args, message):
+    offline_project.run("data", "sample", "--days", "5", "--pairs", "BTC/USDT", "ETH/USDT")
+    proc = offline_project.run("sweep", "--strategy", "sma_cross", "--exchange", "synthetic", "--no-report", *args, check=2)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("morningstar: error: ") and message in lines[0], proc.stderr
+    assert not list(offline_project.root.rglob("results.parquet"))
+
+
+def test_an_unreachable_scheduler_is_one_error_line(offline_project):
+    offline_project.run("data", "sample", "--days", "5", "--pairs", "BTC/USDT", "ETH/USDT")
+    proc = offline_project.run("sweep", "--strategy", "sma_cross", "--grid", "fast=5", "--size", "1", "--exchange", "synthetic",
+                               "--scheduler", f"tcp://127.0.0.1:{_free_port()}", "--no-report", check=1, timeout=60)
+    assert proc.stderr.strip().splitlines()[-1].startswith("morningstar: error: cannot reach the Dask scheduler at tcp://127.0.0.1:")
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_sweep_leaves_every_result_exactly_once(offline_project, tmp_path):
+    p = offline_project
+    p.run("data", "sample", "--days", "365", "--pairs", "BTC/USDT", "ETH/USDT")
+    cfg = load_config(p.config)
+    frames = load_frames(CandleStore(p.data_dir), "synthetic", cfg.pairs, cfg.timeframe)
+    grid = {"fast": [3, 5, 8, 12, 16, 20, 25, 30], "slow": [40, 60, 90, 120, 150]}
+    with dask_cluster(tmp_path) as (address, workers):
+        out, box = tmp_path / "sw", {}
+        runner = threading.Thread(target=lambda: box.update(res=run_sweep(frames, "sma_cross", grid, settings=cfg, out=out, size=0.1,
+                                                                          scheduler=address, progress=False)))
+        runner.start()
+        deadline = time.monotonic() + 120
+        while len(list((out / "tasks").glob("*.json"))) < 3 and time.monotonic() < deadline: time.sleep(0.02)
+        done_at_kill = len(list((out / "tasks").glob("*.json")))
+        os.kill(workers[0].pid, signal.SIGKILL)
+        runner.join(240)
+        assert workers[0].wait(10) == -signal.SIGKILL and workers[1].poll() is None
+    assert 3 <= done_at_kill < 40, done_at_kill            # the kill came mid-sweep
+    table = box["res"].table
+    assert len(table) == 40 and table["task"].is_unique and (table["status"] == "ok").all()
+    assert sorted(zip(table["fast"], table["slow"])) == sorted((f, s) for f in grid["fast"] for s in grid["slow"])
+    assert len(list((out / "tasks").glob("*.json"))) == 40
+    killed = f"{socket.gethostname()}:{workers[0].pid}"
+    assert (table["worker"] != killed).sum() > 40 - done_at_kill - 1     # the survivor took over what was left
+    _one_by_one(p, table.sample(5, random_state=1), 0.1, 1)
