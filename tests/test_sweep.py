@@ -158,3 +158,36 @@ def test_a_worker_killed_mid_sweep_leaves_every_result_exactly_once(offline_proj
     killed = f"{socket.gethostname()}:{workers[0].pid}"
     assert (table["worker"] != killed).sum() > 40 - done_at_kill - 1     # the survivor took over what was left
     _one_by_one(p, table.sample(5, random_state=1), 0.1, 1)
+
+
+@pytest.mark.slow
+def test_a_decision_sweep_on_cached_predictions_equals_the_model_backtests(cluster, tmp_path):
+    """Decision and risk settings swept over a tiny trained model: the workers get its predictions, computed once
+    (they never load TensorFlow), and each row equals `run_backtest` with the model itself."""
+    from morningstar_trader.backtest import ModelStrategy
+    from morningstar_trader.candles import validated_bars
+    from morningstar_trader.config import Settings
+    from morningstar_trader.model import MorningstarModel
+    from morningstar_trader.sample_data import SAMPLE_PAIRS, synthetic_candles
+    from morningstar_trader.training import train_model
+    from test_model_backtest import TINY
+    settings = Settings(**{**TINY, "llm": {"mode": "simulated"}, "exchange": {"market_type": "swap"}})   # the tiny model mostly shorts
+    raw, _ = synthetic_candles({p: SAMPLE_PAIRS[p] for p in ("BTC/USDT", "ETH/USDT")}, periods=2200, seed=9)
+    bars = {p: validated_bars(df, "synthetic", p, "1h")[0] for p, df in raw.items()}
+    model = MorningstarModel.load(train_model(settings, bars, tmp_path / "m" / "tiny" / "v1", verbose=0).path, settings)
+    frames = {p: b.frame for p, b in bars.items()}
+    grid = {"decision.min_confidence": [0.34, 0.4], "risk.risk_per_trade": [0.01, 0.03]}
+    res = run_sweep(frames, "model", grid, settings=settings, out=tmp_path / "sw", folds=2, model=model,
+                    scheduler=cluster[0], progress=False)
+    t = res.table
+    assert (len(t), res.failed) == (8, 0) and (t["trades"] > 0).any()
+    assert len(list((tmp_path / "sw" / "predictions").glob("*.parquet"))) == 2 * 2 * 2     # (heads, features) per pair and fold
+    data = fold_data(frames, 2, history=model.prep.min_bars + 169)
+    for row in t.to_dict("records"):
+        s = with_overrides(settings, {k: row[k] for k in grid})
+        one = backtest_once(data[row["fold"]]["frames"], ModelStrategy(model, row["decision.min_confidence"]), s, size=None,
+                            cash=10_000.0, start=data[row["fold"]]["start"])
+        for key, value in one.stats.items():
+            assert row[key] == value or (pd.isna(row[key]) and pd.isna(value)), (key, row, value)
+    sharpe = t.groupby("risk.risk_per_trade")["total_return"].apply(lambda r: r.abs().sum())
+    assert sharpe.nunique() == 2                               # the risk setting reached the kernel
