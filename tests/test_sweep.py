@@ -191,3 +191,20 @@ def test_a_decision_sweep_on_cached_predictions_equals_the_model_backtests(clust
             assert row[key] == value or (pd.isna(row[key]) and pd.isna(value)), (key, row, value)
     sharpe = t.groupby("risk.risk_per_trade")["total_return"].apply(lambda r: r.abs().sum())
     assert sharpe.nunique() == 2                               # the risk setting reached the kernel
+
+
+@pytest.mark.slow
+def test_sweep_on_the_default_local_cluster_runs_its_report_under_runs(offline_project):
+    """No --scheduler: a local cluster of worker processes; then the report notebook, indexed with the runs."""
+    from morningstar_trader.runs import list_runs, load_run
+    p = offline_project
+    p.run("data", "sample", "--days", "30", "--pairs", "BTC/USDT", "ETH/USDT")
+    out = p.run("sweep", "--strategy", "sma_cross", "--grid", "fast=5,10", "--grid", "slow=30,50", "--size", "0.1", "--folds", "2",
+                "--workers", "2", "--exchange", "synthetic", "--out", str(p.root / "sw"),
+                "--notebook", str(Path(__file__).resolve().parents[1] / "nbs" / "sweep.ipynb"), timeout=240).stdout
+    assert "8 results (8 run now, 0 already done), 0 failed" in out and "run sweep-" in out
+    runs = list_runs(p.root / "runs")
+    assert list(runs["status"]) == ["ok"] and runs["run_id"][0].startswith("sweep-")
+    scraps = load_run(runs["path"][0])
+    assert scraps["stats"]["tasks"] == 8 and scraps["stats"]["points"] == 4 and 0 <= scraps["stats"]["deflated_sharpe_mean"] <= 1
+    assert len(scraps["top"]) == 4 and scraps["parameters"]["params"] == ["fast", "slow"]
