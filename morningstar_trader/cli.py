@@ -314,18 +314,18 @@ def backtest(args) -> int:
 def sweep(args) -> int:
     from morningstar_trader.backtest import ModelStrategy, history_bars, load_frames
     from morningstar_trader.store import CandleStore
-    from morningstar_trader.sweep import check_grid, parse_grid, run_sweep, top_points
+    from morningstar_trader.sweep import check_grid, parse_grid, run_sweep, top_points, training_grid
     cfg, _, data_dir = _setup(args, pairs=args.pairs)
     if args.start and args.end and args.end <= args.start: raise _usage(f"--end {args.end} is not after --start {args.start}")
-    check_grid(parse_grid(args.grid), args.strategy, cfg, args.size is not None)      # bad input stops before any work
+    grid = check_grid(parse_grid(args.grid), args.strategy, cfg, args.size is not None)      # bad input stops before any work
     model = None
-    if args.strategy == "model":
+    if args.strategy == "model" and not training_grid(grid):        # a sweep of model settings trains its own models
         from morningstar_trader.model import MorningstarModel, resolve_model_dir
         model = MorningstarModel.load(resolve_model_dir(cfg.paths.models_dir, cfg.model.name, cfg.model.version), cfg)
     history = history_bars(ModelStrategy(model, 0.5)) if model is not None and args.size is None else 0
     frames = load_frames(CandleStore(data_dir), args.exchange or cfg.exchange.id, cfg.pairs, cfg.timeframe, args.start, args.end, history)
     out = Path(args.out) if args.out else cfg.paths.runs_dir / "sweeps" / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{args.strategy}"
-    res = run_sweep(frames, args.strategy, parse_grid(args.grid), settings=cfg, out=out, size=args.size, cash=args.cash,
+    res = run_sweep(frames, args.strategy, grid, settings=cfg, out=out, size=args.size, cash=args.cash,
                     random_n=args.random, seed=args.seed, folds=args.folds, start=args.start, end=args.end, model=model,
                     scheduler=args.scheduler or cfg.sweep.scheduler, workers=args.workers or cfg.sweep.workers)
     print(f"{len(res.table)} results ({res.ran} run now, {res.skipped} already done), {res.failed} failed: {res.path}")

@@ -208,3 +208,31 @@ def test_sweep_on_the_default_local_cluster_runs_its_report_under_runs(offline_p
     scraps = load_run(runs["path"][0])
     assert scraps["stats"]["tasks"] == 8 and scraps["stats"]["points"] == 4 and 0 <= scraps["stats"]["deflated_sharpe_mean"] <= 1
     assert len(scraps["top"]) == 4 and scraps["parameters"]["params"] == ["fast", "slow"]
+
+
+@pytest.mark.slow
+def test_a_sweep_of_model_settings_trains_walk_forward_on_the_workers(cluster, tmp_path):
+    """training.* points: each one `train_model` on a worker, one row per walk-forward fold (its test window),
+    equal to the same training run here."""
+    from morningstar_trader.candles import validated_bars
+    from morningstar_trader.config import Settings
+    from morningstar_trader.sample_data import SAMPLE_PAIRS, synthetic_candles
+    from morningstar_trader.sweep import train_and_evaluate
+    from test_model_backtest import TINY
+    settings = Settings(**{**TINY, "llm": {"mode": "off"}, "exchange": {"market_type": "swap"},
+                           "training": {**TINY["training"], "folds": 2, "permutations": 200}})
+    raw, _ = synthetic_candles({p: SAMPLE_PAIRS[p] for p in ("BTC/USDT", "ETH/USDT")}, periods=2200, seed=9)
+    frames = {p: validated_bars(df, "synthetic", p, "1h")[0].frame for p, df in raw.items()}
+    res = run_sweep(frames, "model", {"training.horizon": [4, 6]}, settings=settings, out=tmp_path / "sw", scheduler=cluster[0],
+                    progress=False)
+    t = res.table
+    assert res.failed == 0, t["error"].dropna().tolist()
+    assert len(t) == 4 and sorted(zip(t["training.horizon"], t["fold"])) == [(4, 0), (4, 1), (6, 0), (6, 1)]
+    assert (t["fold_start"] < t["fold_end"]).all() and t.groupby("point")["fold_start"].is_monotonic_increasing.all()
+    here = train_and_evaluate(frames, with_overrides(settings, {"training.horizon": 6}))
+    mine = t[t["training.horizon"] == 6].sort_values("fold")
+    for row, fold in zip(mine.to_dict("records"), here):
+        assert row["fold_start"] == pd.Timestamp(fold["test"][0]) and row["trades"] == fold["trades"]
+        assert row["sharpe"] == pytest.approx(fold["sharpe"], rel=1e-6, nan_ok=True)
+    with pytest.raises(Exception, match="walk-forward folds of training"):
+        run_sweep(frames, "model", {"training.horizon": [4]}, settings=settings, out=tmp_path / "x", folds=2, scheduler=cluster[0])
