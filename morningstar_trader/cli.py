@@ -317,6 +317,7 @@ def sweep(args) -> int:
     from morningstar_trader.sweep import check_grid, parse_grid, run_sweep, top_points, training_grid
     cfg, _, data_dir = _setup(args, pairs=args.pairs)
     if args.start and args.end and args.end <= args.start: raise _usage(f"--end {args.end} is not after --start {args.start}")
+    if args.scheduler and args.workers: raise _usage("--workers sizes the local cluster; a --scheduler's cluster has its own workers")
     grid = check_grid(parse_grid(args.grid), args.strategy, cfg, args.size is not None)      # bad input stops before any work
     model = None
     if args.strategy == "model" and not training_grid(grid):        # a sweep of model settings trains its own models

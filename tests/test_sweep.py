@@ -116,6 +116,8 @@ def test_sweep_on_a_real_cluster_equals_the_backtests_one_by_one_and_resumes(off
     (["--grid", "fast=5", "--size", "1", "--random", "0"], "--random 0: need at least 1"),
     (["--grid", "fast=5", "--size", "1", "--folds", "0"], "--folds 0"),
     (["--grid", "fast=5", "--size", "1", "--scheduler", "http://127.0.0.1:1"], "must be a Dask scheduler address"),
+    (["--grid", "fast=5", "--size", "1", "--scheduler", "tcp://127.0.0.1:1", "--workers", "2"], "--workers sizes the local cluster"),
+    (["--grid", "training.horizon=6"], "--size is needed for sma_cross"),
 ])
 def test_sweep_bad_input_exits_2_with_one_line(offline_project, args, message):
     offline_project.run("data", "sample", "--days", "5", "--pairs", "BTC/USDT", "ETH/USDT")
@@ -211,6 +213,7 @@ def test_sweep_on_the_default_local_cluster_runs_its_report_under_runs(offline_p
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)           # three tiny trainings (two on the workers, one here): minutes on a loaded machine
 def test_a_sweep_of_model_settings_trains_walk_forward_on_the_workers(cluster, tmp_path):
     """training.* points: each one `train_model` on a worker, one row per walk-forward fold (its test window),
     equal to the same training run here."""
