@@ -128,7 +128,7 @@ def main() -> None:
     from distributed import LocalCluster
     import dask
     dask.config.set({"distributed.worker.profile.enabled": False})        # as run_sweep's own local cluster
-    start, cluster = timed(lambda: LocalCluster(n_workers=args.workers, threads_per_worker=1, host="127.0.0.1", dashboard_address=None,
+    start, cluster = timed(lambda: LocalCluster(n_workers=args.workers, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0",
                                                 silence_logs=logging.ERROR))
     args.scheduler = cluster.scheduler_address
     print(f"local cluster of {args.workers} worker processes started in {start:.1f} s; load average {os.getloadavg()[0]:.1f} "
