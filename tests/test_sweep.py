@@ -15,13 +15,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import Project, write_config
 from morningstar_trader.backtest import load_frames
 from morningstar_trader.config import load_config
 from morningstar_trader.store import CandleStore
 from morningstar_trader.sweep import backtest_once, fold_data, make_strategy, run_sweep, with_overrides
 
 DASK = Path(sys.executable).with_name("dask")
-pytestmark = pytest.mark.xdist_group("dask-cluster")     # two clusters at once would only fight for the same 2 cores
+# tests that start a cluster run one after the other: two clusters at once would only fight for the same 2 cores
+cluster_group = pytest.mark.xdist_group("dask-cluster")
 
 
 def _free_port() -> int:
@@ -74,6 +76,7 @@ def _one_by_one(p, table: pd.DataFrame, size: float, folds: int) -> None:
             assert row[key] == value or (pd.isna(row[key]) and pd.isna(value)), (key, row, value)
 
 
+@cluster_group
 def test_sweep_on_a_real_cluster_equals_the_backtests_one_by_one_and_resumes(offline_project, cluster):
     p, (address, _) = offline_project, cluster
     p.run("data", "sample", "--days", "60", "--pairs", "BTC/USDT", "ETH/USDT")
@@ -106,6 +109,15 @@ def test_sweep_on_a_real_cluster_equals_the_backtests_one_by_one_and_resumes(off
     pd.testing.assert_frame_equal(pd.read_parquet(p.root / "sw" / "results.parquet").drop(columns=timing), table.drop(columns=timing))
 
 
+@pytest.fixture(scope="module")
+def sampled(tmp_path_factory) -> Project:
+    """A project with five days of sample candles, shared by the tests that must fail before touching anything."""
+    root = tmp_path_factory.mktemp("sampled")
+    p = Project(root, write_config(root, "http://127.0.0.1:9"))
+    p.run("data", "sample", "--days", "5", "--pairs", "BTC/USDT", "ETH/USDT")
+    return p
+
+
 @pytest.mark.parametrize("args, message", [
     (["--grid", "fastt=5", "--size", "1"], "--grid fastt: sma_cross takes fast, slow"),
     (["--grid", "fast=5,", "--size", "1"], "expected KEY=V1,V2,..."),
@@ -119,22 +131,21 @@ def test_sweep_on_a_real_cluster_equals_the_backtests_one_by_one_and_resumes(off
     (["--grid", "fast=5", "--size", "1", "--scheduler", "tcp://127.0.0.1:1", "--workers", "2"], "--workers sizes the local cluster"),
     (["--grid", "training.horizon=6"], "--size is needed for sma_cross"),
 ])
-def test_sweep_bad_input_exits_2_with_one_line(offline_project, args, message):
-    offline_project.run("data", "sample", "--days", "5", "--pairs", "BTC/USDT", "ETH/USDT")
-    proc = offline_project.run("sweep", "--strategy", "sma_cross", "--exchange", "synthetic", "--no-report", *args, check=2)
+def test_sweep_bad_input_exits_2_with_one_line(sampled, args, message):
+    proc = sampled.run("sweep", "--strategy", "sma_cross", "--exchange", "synthetic", "--no-report", *args, check=2)
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("morningstar: error: ") and message in lines[0], proc.stderr
-    assert not list(offline_project.root.rglob("results.parquet"))
+    assert not list(sampled.root.rglob("results.parquet")) and not list(sampled.root.rglob("tasks"))
 
 
-def test_an_unreachable_scheduler_is_one_error_line(offline_project):
-    offline_project.run("data", "sample", "--days", "5", "--pairs", "BTC/USDT", "ETH/USDT")
-    proc = offline_project.run("sweep", "--strategy", "sma_cross", "--grid", "fast=5", "--size", "1", "--exchange", "synthetic",
+def test_an_unreachable_scheduler_is_one_error_line(sampled):
+    proc = sampled.run("sweep", "--strategy", "sma_cross", "--grid", "fast=5", "--size", "1", "--exchange", "synthetic",
                                "--scheduler", f"tcp://127.0.0.1:{_free_port()}", "--no-report", check=1, timeout=60)
     assert proc.stderr.strip().splitlines()[-1].startswith("morningstar: error: cannot reach the Dask scheduler at tcp://127.0.0.1:")
 
 
 @pytest.mark.slow
+@cluster_group
 def test_a_worker_killed_mid_sweep_leaves_every_result_exactly_once(offline_project, tmp_path):
     p = offline_project
     p.run("data", "sample", "--days", "365", "--pairs", "BTC/USDT", "ETH/USDT")
@@ -163,6 +174,7 @@ def test_a_worker_killed_mid_sweep_leaves_every_result_exactly_once(offline_proj
 
 
 @pytest.mark.slow
+@cluster_group
 def test_a_decision_sweep_on_cached_predictions_equals_the_model_backtests(cluster, tmp_path):
     """Decision and risk settings swept over a tiny trained model: the workers get its predictions, computed once
     (they never load TensorFlow), and each row equals `run_backtest` with the model itself."""
@@ -196,6 +208,7 @@ def test_a_decision_sweep_on_cached_predictions_equals_the_model_backtests(clust
 
 
 @pytest.mark.slow
+@cluster_group
 def test_sweep_on_the_default_local_cluster_runs_its_report_under_runs(offline_project):
     """No --scheduler: a local cluster of worker processes; then the report notebook, indexed with the runs."""
     from morningstar_trader.runs import list_runs, load_run
@@ -213,6 +226,7 @@ def test_sweep_on_the_default_local_cluster_runs_its_report_under_runs(offline_p
 
 
 @pytest.mark.slow
+@cluster_group
 @pytest.mark.timeout(900)           # three tiny trainings (two on the workers, one here): minutes on a loaded machine
 def test_a_sweep_of_model_settings_trains_walk_forward_on_the_workers(cluster, tmp_path):
     """training.* points: each one `train_model` on a worker, one row per walk-forward fold (its test window),
