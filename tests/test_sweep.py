@@ -130,6 +130,7 @@ def sampled(tmp_path_factory) -> Project:
     (["--grid", "fast=5", "--size", "1", "--scheduler", "http://127.0.0.1:1"], "must be a Dask scheduler address"),
     (["--grid", "fast=5", "--size", "1", "--scheduler", "tcp://127.0.0.1:1", "--workers", "2"], "--workers sizes the local cluster"),
     (["--grid", "training.horizon=6"], "--size is needed for sma_cross"),
+    (["--strategy", "model", "--grid", "min_confidence=0.4", "--size", "1"], "a sweep of the model runs through the decision stage"),
 ])
 def test_sweep_bad_input_exits_2_with_one_line(sampled, args, message):
     proc = sampled.run("sweep", "--strategy", "sma_cross", "--exchange", "synthetic", "--no-report", *args, check=2)
