@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 BYTES  := $(VENV)/.compiled
 UV     := uv==0.13.8
 
-.PHONY: setup demo test sync-check lock browser
+.PHONY: setup demo test sync-check lock browser bench-setup
 
 $(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed; set PYTHON=/path/to/python3.11")'
@@ -75,3 +75,8 @@ sync-check: $(STAMP)
 lock:
 	@test -x $(BIN)/uv || { $(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install --quiet $(UV); }
 	$(BIN)/uv pip compile pyproject.toml --extra dev --extra lab --python-version 3.11 --quiet -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra lab --extra bench -c requirements.lock --python-version 3.11 --quiet -o requirements-bench.lock
+
+## The benchmarks' peers that the project does not need (vectorbt for bench/bench_sweep.py), within the main lock's pins.
+bench-setup: setup
+	$(BIN)/uv pip install --python $(BIN)/python -r requirements-bench.lock

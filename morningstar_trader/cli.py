@@ -14,8 +14,8 @@ import morningstar_trader
 
 # %% auto #0
 __all__ = ['data_download', 'data_import', 'data_show', 'data_sample', 'alt_download', 'alt_import', 'alt_show', 'train',
-           'review', 'backtest', 'run', 'schedule', 'risk', 'runs', 'voila_command', 'dashboard', 'build_parser',
-           'main']
+           'review', 'backtest', 'sweep', 'run', 'schedule', 'risk', 'runs', 'voila_command', 'dashboard',
+           'build_parser', 'main']
 
 # %% ../nbs/15_cli.ipynb #a9af7170
 def _common(data: bool) -> argparse.ArgumentParser:
@@ -310,6 +310,39 @@ def backtest(args) -> int:
         print("look-ahead check: every decision bar gives the same signal on data cut right after it")
     return 0
 
+# %% ../nbs/15_cli.ipynb #b550e08c
+def sweep(args) -> int:
+    from morningstar_trader.backtest import ModelStrategy, history_bars, load_frames
+    from morningstar_trader.store import CandleStore
+    from morningstar_trader.sweep import check_grid, parse_grid, run_sweep, top_points, training_grid
+    cfg, _, data_dir = _setup(args, pairs=args.pairs)
+    if args.start and args.end and args.end <= args.start: raise _usage(f"--end {args.end} is not after --start {args.start}")
+    if args.scheduler and args.workers: raise _usage("--workers sizes the local cluster; a --scheduler's cluster has its own workers")
+    grid = check_grid(parse_grid(args.grid), args.strategy, cfg, args.size is not None)      # bad input stops before any work
+    model = None
+    if args.strategy == "model" and not training_grid(grid):        # a sweep of model settings trains its own models
+        from morningstar_trader.model import MorningstarModel, resolve_model_dir
+        model = MorningstarModel.load(resolve_model_dir(cfg.paths.models_dir, cfg.model.name, cfg.model.version), cfg)
+    history = history_bars(ModelStrategy(model, 0.5)) if model is not None and args.size is None else 0
+    frames = load_frames(CandleStore(data_dir), args.exchange or cfg.exchange.id, cfg.pairs, cfg.timeframe, args.start, args.end, history)
+    out = Path(args.out) if args.out else cfg.paths.runs_dir / "sweeps" / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{args.strategy}"
+    res = run_sweep(frames, args.strategy, grid, settings=cfg, out=out, size=args.size, cash=args.cash,
+                    random_n=args.random, seed=args.seed, folds=args.folds, start=args.start, end=args.end, model=model,
+                    scheduler=args.scheduler or cfg.sweep.scheduler, workers=args.workers or cfg.sweep.workers)
+    print(f"{len(res.table)} results ({res.ran} run now, {res.skipped} already done), {res.failed} failed: {res.path}")
+    best = top_points(res.table, args.metric, 10)
+    if len(best): print(f"best by mean {args.metric} over folds:\n" + best.to_string())
+    if not args.no_report:
+        from morningstar_trader.runs import run_notebook
+        _print_record(run_notebook({"mode": "sweep", "results": str(res.path.resolve()), "metric": args.metric},
+                                   runs_dir=cfg.paths.runs_dir, notebook=args.notebook))
+    if res.failed:
+        first = res.table.loc[res.table["status"] != "ok", "error"].iloc[0].splitlines()[0]
+        print(f"morningstar: error: {res.failed} of {len(res.table)} sweep tasks failed (errors in {res.path}); first: {first}",
+              file=sys.stderr)
+        return 1
+    return 0
+
 # %% ../nbs/15_cli.ipynb #9a10d0d9
 def _mode(args, cfg, allowed: tuple[str, ...]) -> str:
     "--mode, else the config's `mode`; live still needs the explicit confirmation."
@@ -554,6 +587,26 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", metavar="DIR", help="output folder (default: <runs_dir>/backtests/<UTC time>-<strategy>)")
     b.add_argument("--check-lookahead", action="store_true", help="re-run on data cut after each decision bar; fail on any change")
     b.set_defaults(run=backtest)
+
+    w = sub.add_parser("sweep", parents=[_common(True)], help="backtest a grid of parameters on a Dask cluster (resumable)")
+    w.add_argument("--strategy", choices=sorted(_STRATEGY_PARAMS), default="model", help="default: %(default)s")
+    w.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2", help="a strategy parameter or dotted setting and its values (repeatable)")
+    w.add_argument("--random", type=int, metavar="N", help="N points drawn from the grid instead of all of them")
+    w.add_argument("--seed", type=int, default=0, help="seed of --random (default: %(default)s)")
+    w.add_argument("--folds", type=int, default=1, help="consecutive windows each point is backtested on (default: %(default)s)")
+    w.add_argument("--pairs", nargs="+", metavar="PAIR", help="default: pairs of the config")
+    w.add_argument("--exchange", help="store name of the candles (default: exchange.id of the config)")
+    w.add_argument("--start", type=_date("--start"), help="first candle, UTC (default: all stored)")
+    w.add_argument("--end", type=_date("--end"), help="stop before this candle, UTC")
+    w.add_argument("--size", type=_positive("--size"), help="fixed units per position (default for the model: sized by the decision stage)")
+    w.add_argument("--cash", type=_positive("--cash"), default=10_000.0, help="starting cash in quote currency (default: %(default)s)")
+    w.add_argument("--out", metavar="DIR", help="output folder; an earlier sweep's to resume it (default: <runs_dir>/sweeps/<UTC time>-<strategy>)")
+    w.add_argument("--scheduler", metavar="URL", help="tcp://HOST:PORT of a Dask scheduler (default: sweep.scheduler, else a local cluster)")
+    w.add_argument("--workers", type=int, metavar="N", help="local cluster: worker processes (default: sweep.workers, else one per core)")
+    w.add_argument("--metric", default="sharpe", help="the statistic the report ranks by (default: %(default)s)")
+    w.add_argument("--notebook", default="nbs/sweep.ipynb", help="the report notebook (default: %(default)s)")
+    w.add_argument("--no-report", action="store_true", help="skip the report notebook")
+    w.set_defaults(run=sweep)
 
     n = sub.add_parser("run", parents=[_common(True), _llm_options()], help="run the trading-cycle notebook through papermill")
     n.add_argument("--mode", choices=["backtest", "paper", "live"], help="default: mode of the config")

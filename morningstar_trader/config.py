@@ -26,9 +26,10 @@ __all__ = ['Mode', 'MarketType', 'UsablePath', 'INDICATOR_PARAMS', 'IndicatorPar
            'DEFAULT_MIN_CONFIDENCE', 'SECRET_ENV', 'ConfigError', 'resolve_path', 'ParamRange', 'ExchangeSettings',
            'RetrySettings', 'PathSettings', 'ModelSettings', 'IndicatorSpec', 'AltDataSource', 'FeatureSettings',
            'TrainingSettings', 'LlmSettings', 'RiskSettings', 'DecisionSettings', 'CostSettings', 'ExecutionSettings',
-           'LiveSettings', 'ScheduleSettings', 'MonitoringSettings', 'GateSettings', 'AltSourceSettings', 'AltSettings',
-           'StrategySettings', 'AccountSettings', 'Settings', 'Secrets', 'load_secrets', 'describe_errors',
-           'parse_config', 'load_config', 'dump_config', 'for_strategy', 'capital_share']
+           'LiveSettings', 'ScheduleSettings', 'MonitoringSettings', 'GateSettings', 'SweepSettings',
+           'AltSourceSettings', 'AltSettings', 'StrategySettings', 'AccountSettings', 'Settings', 'Secrets',
+           'load_secrets', 'describe_errors', 'parse_config', 'load_config', 'dump_config', 'for_strategy',
+           'capital_share']
 
 # %% ../nbs/00_config.ipynb #ff57c165
 class ConfigError(MorningstarError):
@@ -367,6 +368,18 @@ class GateSettings(_Section):
     min_sharpe_excess: float = Field(0.0, ge=-10, le=10)  # fold-mean Sharpe of the model minus buy & hold's must be above it
     max_p_value: float = Field(0.10, gt=0, le=1)          # and its p-value against random entries below it
 
+class SweepSettings(_Section):
+    "Where `morningstar sweep` runs its tasks (nbs/18_sweep.ipynb)."
+    scheduler: str | None = None                       # tcp://HOST:PORT of a running Dask scheduler; None: a local cluster
+    workers: int | None = Field(None, ge=1, le=1_024)  # the local cluster's worker processes; None: one per core
+
+    @field_validator("scheduler")
+    @classmethod
+    def _scheduler(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^(tcp|tls)://[^/\s:]+:\d{1,5}$", v):
+            raise ValueError("must be a Dask scheduler address such as tcp://10.0.0.5:8786")
+        return v
+
 class AltSourceSettings(_Section):
     "One alternative-data provider (nbs/03a_alt_providers.ipynb); `api_url` replaces its public host (a mirror or a local server)."
     api_url: str | None = None
@@ -440,6 +453,7 @@ class Settings(_Section):
     schedule: ScheduleSettings = ScheduleSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
     gate: GateSettings = GateSettings()
+    sweep: SweepSettings = SweepSettings()
     alt: AltSettings = AltSettings()
 
     @field_validator("pairs")

@@ -45,7 +45,7 @@ def test_decision_sized_backtest_obeys_the_rules(setup):
     bare = run_backtest(frames, ModelStrategy(model, settings.decision.min_confidence), size=None, settings=settings,
                         cash=10_000, allow_short=True).decisions
     denied = bare[bare["verdict"].str.contains("denied")]
-    assert denied["verdict"].str.contains("max_open_positions 1|cooldown|already open").all() and len(denied)
+    assert denied["verdict"].str.contains("max_open_positions 1|cooldown|already open|trading is halted").all() and len(denied), denied["verdict"].value_counts()
     assert log["reasons"].str.contains("the run without the review does not enter here").any()
     # every entry fills at the open after an approved decision, within the position cap of that moment's equity
     approved = log[log["verdict"].str.startswith("approved") & log["action"].str.startswith("open_")]
