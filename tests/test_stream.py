@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import HOUR_MS, TINY, candles
+from conftest import TINY, candles
 from local_exchange import LocalExchange
 from local_stream import LocalKlineStream
 from morningstar_trader.candles import validated_bars
