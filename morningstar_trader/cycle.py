@@ -411,7 +411,7 @@ def warm_up(ctx: CycleContext, now: pd.Timestamp | None = None) -> dict[str, str
     sync_clock(ctx)
     return errors
 
-# %% ../nbs/12_cycle.ipynb #38b83a2f
+# %% ../nbs/12_cycle.ipynb #6bb7134b
 @dataclass(frozen=True)
 class RecentCandles:
     "One pair's recent closed candles as the cycle keeps them: open times (int64 ns) and (n, 5) OHLCV, oldest first."
@@ -420,7 +420,7 @@ class RecentCandles:
 
     @classmethod
     def of(cls, bars: Bars) -> RecentCandles:
-        return cls(bars.frame.index.as_unit("ns").asi8, bars.frame[list(BAR_COLUMNS)].to_numpy(np.float64))
+        return cls(bars.frame.index.as_unit("ns").asi8, bars.frame.to_numpy(np.float64))   # `Bars`' columns: BAR_COLUMNS
     def __len__(self) -> int: return len(self.times)
     @property
     def end(self) -> pd.Timestamp: return pd.Timestamp(int(self.times[-1]), tz="UTC")
@@ -475,7 +475,8 @@ def _stream(ctx: CycleContext, last_ns: int):
 def _bars(ctx: CycleContext, now: pd.Timestamp) -> tuple[dict, dict, dict]:
     "The recent closed candles of each pair (`RecentCandles`), the pairs that failed with why, and each pair's newest bar."
     step, stale_after = parse_timeframe(ctx.settings.timeframe), ctx.settings.monitoring.stale_after_bars
-    need = max(ctx.model.prep.min_bars, MARKET_LOOKBACK + 1) + 2 + stale_after
+    min_bars = ctx.model.prep.min_bars
+    need = max(min_bars, MARKET_LOOKBACK + 1) + 2 + stale_after
     out, errors, newest = {}, {}, {}
     try:   # the exchange's clock decides which candles are closed: measured ahead of the close, or read now
         server_now_ms = int(time.time() * 1000 + ctx.clock_offset_ms) if ctx.clock_offset_ms is not None else ctx.api.server_time_ms()
@@ -488,7 +489,7 @@ def _bars(ctx: CycleContext, now: pd.Timestamp) -> tuple[dict, dict, dict]:
             if len(bars): newest[pair] = bars.end
             if len(bars) and now - (bars.end + step) > stale_after * step:
                 raise MorningstarError(f"stale: the newest closed candle opened at {bars.end}")
-            if len(bars) < ctx.model.prep.min_bars: raise MorningstarError(f"only {len(bars)} closed candles, {ctx.model.prep.min_bars} needed")
+            if len(bars) < min_bars: raise MorningstarError(f"only {len(bars)} closed candles, {min_bars} needed")
             out[pair] = bars
         except MorningstarError as e: errors[pair] = f"market data: {e}"
     return out, errors, newest

@@ -348,7 +348,7 @@ def spec(self: DataPreparation) -> dict:
             "alt_data": [_alt_entry(a) for a in self.settings.alt_data],
             "technical_names": self.technical_names, "context_names": self.context_names}
 
-# %% ../nbs/04_features.ipynb #eb97b186
+# %% ../nbs/04_features.ipynb #f7233122
 @dataclass(frozen=True)
 class Latest:
     "The newest decision bar of several pairs: scaled model inputs and the unscaled technical values (the reviewer's evidence)."
@@ -372,14 +372,14 @@ def latest(self: DataPreparation, candles: dict[str, tuple[np.ndarray, np.ndarra
     ascending): equal to the last window of `transform` on the same candles; and the pairs left out, with why."""
     if self.settings.alt_data: raise FeatureError("latest: alternative data is joined by frame(); use transform()")
     if self.scaler is None: raise FeatureError("the scaler is not fitted: call fit() on training data, or load a model")
-    w, nt, step = self.settings.window, len(self.technical_names), parse_timeframe(self.timeframe)
+    w, nt, step, need = self.settings.window, len(self.technical_names), parse_timeframe(self.timeframe), self.min_bars
     specs = [(INDICATORS[s.name].compute, _int_params(s)) for s in self.settings.indicators]
     done, tech, ends, errors = [], [], [], {}
     for pair, (times, ohlcv) in candles.items():
         try:
             part = ohlcv[_tail_start(times, step.value, self.settings.gap_policy, pair):]
-            if len(part) < self.min_bars:
-                raise FeatureError(f"{pair}: too little history: a sample needs {self.min_bars} gap-free candles, "
+            if len(part) < need:
+                raise FeatureError(f"{pair}: too little history: a sample needs {need} gap-free candles, "
                                    f"the newest stretch has {len(part)}")
             cols = [x[-w:] for f, kw in specs for x in f(*(np.ascontiguousarray(part[:, k]) for k in range(5)), **kw)]
             tech.append(np.stack(cols, axis=1)); ends.append(times[-1]); done.append(pair)

@@ -65,9 +65,8 @@ class LocalKlineStream:
         "How many open connections subscribe to `stream` (e.g. btcusdt@kline_1h)."
         return sum(stream in s for s in list(self._clients.values()))
 
-    def kline(self, symbol: str, open_time: pd.Timestamp, row: dict | tuple, closed: bool) -> int:
-        """Send one kline of `symbol` (BTC/USDT) opening at `open_time` to its subscribers, `row` its open, high, low,
-        close, volume (a dict may hold any text or number, to play a bad candle); how many connections got it."""
+    def _text(self, symbol: str, open_time: pd.Timestamp, row: dict | tuple, closed: bool) -> tuple[str, str]:
+        "(stream name, message) of one kline in the combined-stream shape."
         market = symbol.replace("/", "")
         stream = f"{market.lower()}@kline_{self.interval}"
         t = int(open_time.timestamp() * 1000)
@@ -75,26 +74,35 @@ class LocalKlineStream:
         values = row if isinstance(row, dict) else dict(zip("ohlcv", (repr(float(x)) for x in row)))
         k = {"t": t, "T": t + step - 1, "s": market, "i": self.interval, "f": 1, "L": 2, **values, "n": 2, "x": closed,
              "q": "0", "V": "0", "Q": "0", "B": "0"}
-        text = json.dumps({"stream": stream, "data": {"e": "kline", "E": t + step, "s": market, "k": k}})
+        return stream, json.dumps({"stream": stream, "data": {"e": "kline", "E": t + step, "s": market, "k": k}})
 
-        async def send() -> int:
-            targets = [ws for ws, subs in list(self._clients.items()) if stream in subs]
-            for ws in targets:
-                try: await ws.send(text)
+    async def _send(self, messages: list[tuple[str, str]]) -> int:
+        sent = 0
+        for stream, text in messages:
+            for ws in [ws for ws, subs in list(self._clients.items()) if stream in subs]:
+                try: await ws.send(text); sent += 1
                 except Exception: pass   # a connection closing right now: the test's own business
-            return len(targets)
-        return self._call(send())
+        return sent
 
-    def close_bars(self, data: dict[str, pd.DataFrame], open_time: pd.Timestamp, *, forming: bool = True) -> None:
+    def kline(self, symbol: str, open_time: pd.Timestamp, row: dict | tuple, closed: bool) -> int:
+        """Send one kline of `symbol` (BTC/USDT) opening at `open_time` to its subscribers, `row` its open, high, low,
+        close, volume (a dict may hold any text or number, to play a bad candle); how many connections got it."""
+        return self._call(self._send([self._text(symbol, open_time, row, closed)]))
+
+    def close_bars(self, data: dict[str, pd.DataFrame], open_time: pd.Timestamp, *, forming: bool = True,
+                   wait: bool = True) -> None:
         """The exchange at a bar close: each pair's candle opening at `open_time` closes (`x: true`), and with `forming`
-        the next one starts (`x: false`, its first prices)."""
+        the next one starts (`x: false`, its first prices). `wait` False: return at once, the server sends meanwhile."""
+        messages = []
         for pair, df in data.items():
             c = df.loc[open_time]
-            self.kline(pair, open_time, (c["open"], c["high"], c["low"], c["close"], c["volume"]), True)
+            messages.append(self._text(pair, open_time, (c["open"], c["high"], c["low"], c["close"], c["volume"]), True))
             nxt = open_time + pd.Timedelta(self.interval)
             if forming and nxt in df.index:
                 o = df.loc[nxt, "open"]
-                self.kline(pair, nxt, (o, o * 1.5, o * 0.5, o * 1.4, 1.0), False)   # far from its final values
+                messages.append(self._text(pair, nxt, (o, o * 1.5, o * 0.5, o * 1.4, 1.0), False))   # far from its final values
+        future = asyncio.run_coroutine_threadsafe(self._send(messages), self._loop)
+        if wait: future.result(timeout=10)
 
     def drop(self) -> None:
         "Close every client connection (a network failure); the server keeps listening."
