@@ -348,7 +348,7 @@ def spec(self: DataPreparation) -> dict:
             "alt_data": [_alt_entry(a) for a in self.settings.alt_data],
             "technical_names": self.technical_names, "context_names": self.context_names}
 
-# %% ../nbs/04_features.ipynb #f7233122
+# %% ../nbs/04_features.ipynb #f95e8c01
 @dataclass(frozen=True)
 class Latest:
     "The newest decision bar of several pairs: scaled model inputs and the unscaled technical values (the reviewer's evidence)."
@@ -381,7 +381,8 @@ def latest(self: DataPreparation, candles: dict[str, tuple[np.ndarray, np.ndarra
             if len(part) < need:
                 raise FeatureError(f"{pair}: too little history: a sample needs {need} gap-free candles, "
                                    f"the newest stretch has {len(part)}")
-            cols = [x[-w:] for f, kw in specs for x in f(*(np.ascontiguousarray(part[:, k]) for k in range(5)), **kw)]
+            ohlcv_cols = [np.ascontiguousarray(part[:, k]) for k in range(5)]
+            cols = [x[-w:] for f, kw in specs for x in f(*ohlcv_cols, **kw)]
             tech.append(np.stack(cols, axis=1)); ends.append(times[-1]); done.append(pair)
         except FeatureError as e: errors[pair] = str(e)
     raw = np.stack(tech) if tech else np.zeros((0, w, nt))
