@@ -163,7 +163,8 @@ class ExchangeSettings(_Section):
     @model_validator(mode="after")
     def _one_url_source(self):
         if self.candles == "stream" and self.api_url and not self.ws_url:
-            raise ValueError("candles 'stream' with api_url needs ws_url too: the stream would go to the exchange's own host")
+            raise ValueError("candles 'stream' with api_url needs ws_url too: "
+                             "the stream would go to the exchange's own host")
         if self.api_url and self.sandbox:
             raise ValueError("set either api_url or sandbox, not both: both would choose the API host")
         return self

@@ -320,7 +320,7 @@ class CycleContext:
     candles: dict = field(default_factory=dict)   # pair -> Bars already fetched: at the close only the new candles are
     clock_offset_ms: float | None = None          # exchange clock minus ours, measured by `sync_clock` ahead of the close
     twin: PortfolioStore | None = None            # the unreviewed twin's book, when a reviewer is on
-    stream: object | None = None                  # KlineStream (exchange.candles 'stream'), started by the first `_bars`
+    stream: object | None = None                  # KlineStream (exchange.candles 'stream'), started by `_bars`
 
     @property
     def kernel(self) -> Kernel:
@@ -411,7 +411,7 @@ def warm_up(ctx: CycleContext, now: pd.Timestamp | None = None) -> dict[str, str
     sync_clock(ctx)
     return errors
 
-# %% ../nbs/12_cycle.ipynb #e0ffb563
+# %% ../nbs/12_cycle.ipynb #23e830e5
 @dataclass(frozen=True)
 class RecentCandles:
     "One pair's recent closed candles as the cycle keeps them: open times (int64 ns) and (n, 5) OHLCV, oldest first."
@@ -420,7 +420,7 @@ class RecentCandles:
 
     @classmethod
     def of(cls, bars: Bars) -> RecentCandles:
-        return cls(bars.frame.index.as_unit("ns").asi8, bars.frame.to_numpy(np.float64))   # `Bars`' columns: BAR_COLUMNS
+        return cls(bars.frame.index.as_unit("ns").asi8, bars.frame.to_numpy(np.float64))   # columns: BAR_COLUMNS
     def __len__(self) -> int: return len(self.times)
     @cached_property
     def end(self) -> pd.Timestamp: return pd.Timestamp(int(self.times[-1]), tz="UTC")
@@ -430,10 +430,14 @@ class RecentCandles:
     def then(self, new: RecentCandles) -> RecentCandles:
         "These candles and the newer ones of `new`."
         new = new.since(int(self.times[-1]) + 1) if len(self) else new
-        return RecentCandles(np.concatenate([self.times, new.times]), np.concatenate([self.ohlcv, new.ohlcv])) if len(new) else self
-    def bars(self, exchange: str, pair: str, timeframe: str) -> Bars:
+        if not len(new): return self
+        return RecentCandles(np.concatenate([self.times, new.times]), np.concatenate([self.ohlcv, new.ohlcv]))
+    @property
+    def frame(self) -> pd.DataFrame:
+        "The candles as a `Bars` frame, built when asked (the cycle itself needs none)."
         idx = pd.DatetimeIndex(self.times, tz="UTC", name="timestamp")
-        return Bars(exchange, pair, timeframe, pd.DataFrame(self.ohlcv, index=idx, columns=list(BAR_COLUMNS)))
+        return pd.DataFrame(self.ohlcv, index=idx, columns=list(BAR_COLUMNS))
+    def bars(self, exchange: str, pair: str, timeframe: str) -> Bars: return Bars(exchange, pair, timeframe, self.frame)
     @property
     def window(self) -> BarWindow: return BarWindow(self.times, np.ascontiguousarray(self.ohlcv[:, :4]))
 
@@ -449,19 +453,21 @@ def _closed_since(ctx: CycleContext, pair: str, start: pd.Timestamp, last_ns: in
     bars, _ = ctx.api.fetch_ohlcv(pair, ctx.settings.timeframe, start, server_now_ms=server_now_ms)
     return RecentCandles.of(bars)
 
-def _recent(ctx: CycleContext, pair: str, now: pd.Timestamp, need: int, server_now_ms: int, last_ns: int) -> RecentCandles:
+def _recent(ctx: CycleContext, pair: str, now: pd.Timestamp, need: int, server_now_ms: int,
+            last_ns: int) -> RecentCandles:
     "The last `need` bars' worth of closed candles of `pair` at `now`: the cached ones plus what closed since."
     step, cached = parse_timeframe(ctx.settings.timeframe), ctx.candles.get(pair)
     if cached is None or cached.end < now - need * step:
         bars, _ = ctx.api.fetch_ohlcv(pair, ctx.settings.timeframe, now - need * step, server_now_ms=server_now_ms)
         got = RecentCandles.of(bars)
     else:
-        got = cached.then(_closed_since(ctx, pair, cached.end + step, last_ns, server_now_ms)).since((now - need * step).value)
+        new = _closed_since(ctx, pair, cached.end + step, last_ns, server_now_ms)
+        got = cached.then(new).since((now - need * step).value)
     if len(got): ctx.candles[pair] = got       # an empty answer has no end to continue from
     return got
 
 def _stream(ctx: CycleContext, last_ns: int):
-    "The candle stream when the config asks for one (started on first use), after waiting for the candle due at this close."
+    "The candle stream when the config asks for one (started on first use), once the candle due now is in (or late)."
     s = ctx.settings
     if s.exchange.candles != "stream": return None
     if ctx.stream is None:
@@ -473,7 +479,7 @@ def _stream(ctx: CycleContext, last_ns: int):
     return ctx.stream
 
 def _bars(ctx: CycleContext, now: pd.Timestamp) -> tuple[dict, dict, dict]:
-    "The recent closed candles of each pair (`RecentCandles`), the pairs that failed with why, and each pair's newest bar."
+    "Each pair's recent closed candles (`RecentCandles`), the pairs that failed with why, and each pair's newest bar."
     step, stale_after = parse_timeframe(ctx.settings.timeframe), ctx.settings.monitoring.stale_after_bars
     min_bars = ctx.model.prep.min_bars
     need = max(min_bars, MARKET_LOOKBACK + 1) + 2 + stale_after

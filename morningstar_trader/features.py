@@ -348,10 +348,10 @@ def spec(self: DataPreparation) -> dict:
             "alt_data": [_alt_entry(a) for a in self.settings.alt_data],
             "technical_names": self.technical_names, "context_names": self.context_names}
 
-# %% ../nbs/04_features.ipynb #f95e8c01
+# %% ../nbs/04_features.ipynb #dfebadb7
 @dataclass(frozen=True)
 class Latest:
-    "The newest decision bar of several pairs: scaled model inputs and the unscaled technical values (the reviewer's evidence)."
+    "The newest decision bar of several pairs: scaled model inputs, unscaled technical values (the reviewer's evidence)."
     pairs: tuple[str, ...]
     times: np.ndarray           # int64 ns: each pair's newest candle (open time)
     technical: np.ndarray       # (P, window, F) float32
@@ -368,8 +368,8 @@ def _tail_start(times: np.ndarray, step_ns: int, policy: str, pair: str) -> int:
 
 @patch
 def latest(self: DataPreparation, candles: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[Latest, dict[str, str]]:
-    """The newest decision bar of every pair in `candles` (pair -> (open times int64 ns, (n, 5) float64 OHLCV), validated,
-    ascending): equal to the last window of `transform` on the same candles; and the pairs left out, with why."""
+    """The newest decision bar of every pair in `candles` (pair -> (open times int64 ns, (n, 5) float64 OHLCV),
+    validated, ascending): equal to the last window of `transform` on the same candles; the pairs left out, with why."""
     if self.settings.alt_data: raise FeatureError("latest: alternative data is joined by frame(); use transform()")
     if self.scaler is None: raise FeatureError("the scaler is not fitted: call fit() on training data, or load a model")
     w, nt, step, need = self.settings.window, len(self.technical_names), parse_timeframe(self.timeframe), self.min_bars
