@@ -11,7 +11,7 @@ import logging
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
-from functools import cached_property, lru_cache
+from functools import lru_cache
 from typing import Callable
 
 import numpy as np
@@ -411,7 +411,7 @@ def warm_up(ctx: CycleContext, now: pd.Timestamp | None = None) -> dict[str, str
     sync_clock(ctx)
     return errors
 
-# %% ../nbs/12_cycle.ipynb #23e830e5
+# %% ../nbs/12_cycle.ipynb #0af899f8
 @dataclass(frozen=True)
 class RecentCandles:
     "One pair's recent closed candles as the cycle keeps them: open times (int64 ns) and (n, 5) OHLCV, oldest first."
@@ -422,7 +422,7 @@ class RecentCandles:
     def of(cls, bars: Bars) -> RecentCandles:
         return cls(bars.frame.index.as_unit("ns").asi8, bars.frame.to_numpy(np.float64))   # columns: BAR_COLUMNS
     def __len__(self) -> int: return len(self.times)
-    @cached_property
+    @property
     def end(self) -> pd.Timestamp: return pd.Timestamp(int(self.times[-1]), tz="UTC")
     def since(self, t_ns: int) -> RecentCandles:
         k = int(np.searchsorted(self.times, t_ns))
