@@ -135,6 +135,11 @@ class ExchangeSettings(_Section):
     sandbox: bool = False                     # ccxt's sandbox (testnet) URLs, where the exchange has them
     timeout_ms: int = Field(10_000, ge=100, le=120_000)
     enable_rate_limit: bool = True            # ccxt's built-in request throttle
+    # the cycle's newest candles: REST requests at the close, or ccxt.pro's websocket kline stream (paper and live;
+    # REST still fills what the stream missed); `ws_url` replaces the websocket host (a local server)
+    candles: Literal["rest", "stream"] = "rest"
+    ws_url: str | None = None
+    stream_wait_ms: int = Field(2_000, ge=0, le=60_000)   # at the close: how long to wait for the stream before REST
 
     @field_validator("id")
     @classmethod
@@ -150,8 +155,18 @@ class ExchangeSettings(_Section):
         if v is not None: _check_url(v)
         return v.rstrip("/") if v else v
 
+    @field_validator("ws_url")
+    @classmethod
+    def _ws_url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^wss?://[^/\s]+", v):
+            raise ValueError("must be a ws:// or wss:// URL such as ws://127.0.0.1:9443")
+        return v.rstrip("/") if v else v
+
     @model_validator(mode="after")
     def _one_url_source(self):
+        if self.candles == "stream" and self.api_url and not self.ws_url:
+            raise ValueError("candles 'stream' with api_url needs ws_url too: "
+                             "the stream would go to the exchange's own host")
         if self.api_url and self.sandbox:
             raise ValueError("set either api_url or sandbox, not both: both would choose the API host")
         return self

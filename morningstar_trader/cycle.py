@@ -28,7 +28,7 @@ from .monitoring import Alert, MonitoringLog, Snapshot, assess
 from .portfolio import TERMINAL, PortfolioStore
 from .risk import MarketRules, RiskState, check_order, stopped_out, update_state
 from .supervisor import ReviewRequest, Supervisor, guarded
-from .types import Bars, Decision, Fill, MorningstarError, Order, Position, parse_timeframe
+from .types import BAR_COLUMNS, Bars, Decision, Fill, MorningstarError, Order, Position, parse_timeframe
 
 if TYPE_CHECKING: from morningstar_trader.live_execution import Siblings   # imports ccxt: only where live trading is
 
@@ -38,8 +38,8 @@ _log = logging.getLogger(__name__)
 __all__ = ['MARKET_LOOKBACK', 'CycleError', 'bar_number', 'client_order_id', 'Kernel', 'PairInput', 'model_id', 'review_evidence',
            'check_levels', 'mark', 'send', 'CloseNotes', 'account_id', 'sibling_marks', 'account_hold', 'account_start',
            'sibling_view', 'trade_pair', 'unreviewed_twin', 'twin_close', 'CloseOutcome', 'one_transaction',
-           'close_bar', 'CycleContext', 'build_context', 'CycleReport', 'sync_clock', 'warm_up', 'predict_heads',
-           'refresh_alt', 'attach_digest', 'with_digest', 'run_cycle', 'risk_status', 'resume_trading']
+           'close_bar', 'CycleContext', 'build_context', 'CycleReport', 'sync_clock', 'warm_up', 'RecentCandles',
+           'predict_heads', 'refresh_alt', 'attach_digest', 'with_digest', 'run_cycle', 'risk_status', 'resume_trading']
 
 # %% ../nbs/12_cycle.ipynb #63ab7dac
 class CycleError(MorningstarError):
@@ -400,6 +400,7 @@ class CycleContext:
     candles: dict = field(default_factory=dict)   # pair -> Bars already fetched: at the close only the new candles are
     clock_offset_ms: float | None = None          # exchange clock minus ours, measured by `sync_clock` ahead of the close
     twin: PortfolioStore | None = None            # the unreviewed twin's book, when a reviewer is on
+    stream: object | None = None                  # KlineStream (exchange.candles 'stream'), started by `_bars`
 
     @property
     def kernel(self) -> Kernel:
@@ -495,48 +496,113 @@ def warm_up(ctx: CycleContext, now: pd.Timestamp | None = None) -> dict[str, str
     sync_clock(ctx)
     return errors
 
-# %% ../nbs/12_cycle.ipynb #d4dbf073
-def _recent(ctx: CycleContext, pair: str, now: pd.Timestamp, need: int, server_now_ms: int):
+# %% ../nbs/12_cycle.ipynb #0af899f8
+@dataclass(frozen=True)
+class RecentCandles:
+    "One pair's recent closed candles as the cycle keeps them: open times (int64 ns) and (n, 5) OHLCV, oldest first."
+    times: np.ndarray
+    ohlcv: np.ndarray
+
+    @classmethod
+    def of(cls, bars: Bars) -> RecentCandles:
+        return cls(bars.frame.index.as_unit("ns").asi8, bars.frame.to_numpy(np.float64))   # columns: BAR_COLUMNS
+    def __len__(self) -> int: return len(self.times)
+    @property
+    def end(self) -> pd.Timestamp: return pd.Timestamp(int(self.times[-1]), tz="UTC")
+    def since(self, t_ns: int) -> RecentCandles:
+        k = int(np.searchsorted(self.times, t_ns))
+        return RecentCandles(self.times[k:], self.ohlcv[k:])
+    def then(self, new: RecentCandles) -> RecentCandles:
+        "These candles and the newer ones of `new`."
+        new = new.since(int(self.times[-1]) + 1) if len(self) else new
+        if not len(new): return self
+        return RecentCandles(np.concatenate([self.times, new.times]), np.concatenate([self.ohlcv, new.ohlcv]))
+    @property
+    def frame(self) -> pd.DataFrame:
+        "The candles as a `Bars` frame, built when asked (the cycle itself needs none)."
+        idx = pd.DatetimeIndex(self.times, tz="UTC", name="timestamp")
+        return pd.DataFrame(self.ohlcv, index=idx, columns=list(BAR_COLUMNS))
+    def bars(self, exchange: str, pair: str, timeframe: str) -> Bars: return Bars(exchange, pair, timeframe, self.frame)
+    @property
+    def window(self) -> BarWindow: return BarWindow(self.times, np.ascontiguousarray(self.ohlcv[:, :4]))
+
+def _closed_since(ctx: CycleContext, pair: str, start: pd.Timestamp, last_ns: int, server_now_ms: int) -> RecentCandles:
+    "The candles of `pair` that closed from `start` on: from the stream when it has them all, else over REST."
+    if start.value > last_ns: return RecentCandles(np.zeros(0, np.int64), np.zeros((0, 5)))   # nothing closed since
+    if ctx.stream is not None:
+        got = RecentCandles(*ctx.stream.closed(pair, start.value)).since(start.value)
+        got = RecentCandles(got.times[got.times <= last_ns], got.ohlcv[got.times <= last_ns])
+        step = parse_timeframe(ctx.settings.timeframe).value
+        if len(got) and got.times[0] == start.value and got.times[-1] == last_ns and (np.diff(got.times) == step).all():
+            return got
+    bars, _ = ctx.api.fetch_ohlcv(pair, ctx.settings.timeframe, start, server_now_ms=server_now_ms)
+    return RecentCandles.of(bars)
+
+def _recent(ctx: CycleContext, pair: str, now: pd.Timestamp, need: int, server_now_ms: int,
+            last_ns: int) -> RecentCandles:
     "The last `need` bars' worth of closed candles of `pair` at `now`: the cached ones plus what closed since."
     step, cached = parse_timeframe(ctx.settings.timeframe), ctx.candles.get(pair)
     if cached is None or cached.end < now - need * step:
         bars, _ = ctx.api.fetch_ohlcv(pair, ctx.settings.timeframe, now - need * step, server_now_ms=server_now_ms)
+        got = RecentCandles.of(bars)
     else:
-        new, _ = ctx.api.fetch_ohlcv(pair, ctx.settings.timeframe, cached.end + step, server_now_ms=server_now_ms)
-        frame = pd.concat([cached.frame, new.frame]) if len(new) else cached.frame
-        bars = Bars(cached.exchange, pair, cached.timeframe, frame[frame.index >= now - need * step])
-    if len(bars): ctx.candles[pair] = bars       # an empty answer has no end to continue from
-    return bars
+        new = _closed_since(ctx, pair, cached.end + step, last_ns, server_now_ms)
+        got = cached.then(new).since((now - need * step).value)
+    if len(got): ctx.candles[pair] = got       # an empty answer has no end to continue from
+    return got
+
+def _stream(ctx: CycleContext, last_ns: int):
+    "The candle stream when the config asks for one (started on first use), once the candle due now is in (or late)."
+    s = ctx.settings
+    if s.exchange.candles != "stream": return None
+    if ctx.stream is None:
+        from morningstar_trader.stream import KlineStream
+        ctx.stream = KlineStream(s.exchange, s.pairs, s.timeframe, markets=ctx.api.exchange.markets).start()
+    step = parse_timeframe(s.timeframe).value
+    due = [p for p in s.pairs if p in ctx.candles and int(ctx.candles[p].times[-1]) + step <= last_ns]
+    if due: ctx.stream.wait(due, last_ns, s.exchange.stream_wait_ms / 1000)
+    return ctx.stream
 
 def _bars(ctx: CycleContext, now: pd.Timestamp) -> tuple[dict, dict, dict]:
-    "The recent closed candles of each pair, the pairs that failed with why, and each pair's newest bar."
+    "Each pair's recent closed candles (`RecentCandles`), the pairs that failed with why, and each pair's newest bar."
     step, stale_after = parse_timeframe(ctx.settings.timeframe), ctx.settings.monitoring.stale_after_bars
-    need = max(ctx.model.prep.min_bars, MARKET_LOOKBACK + 1) + 2 + stale_after
+    min_bars = ctx.model.prep.min_bars
+    need = max(min_bars, MARKET_LOOKBACK + 1) + 2 + stale_after
     out, errors, newest = {}, {}, {}
     try:   # the exchange's clock decides which candles are closed: measured ahead of the close, or read now
         server_now_ms = int(time.time() * 1000 + ctx.clock_offset_ms) if ctx.clock_offset_ms is not None else ctx.api.server_time_ms()
     except MorningstarError as e: return {}, {p: f"market data: {e}" for p in ctx.settings.pairs}, {}
+    last_ns = (server_now_ms * 1_000_000 // step.value - 1) * step.value       # the newest candle closed by that clock
+    _stream(ctx, last_ns)
     for pair in ctx.settings.pairs:
         try:
-            bars = _recent(ctx, pair, now, need, server_now_ms)
+            bars = _recent(ctx, pair, now, need, server_now_ms, last_ns)
             if len(bars): newest[pair] = bars.end
             if len(bars) and now - (bars.end + step) > stale_after * step:
                 raise MorningstarError(f"stale: the newest closed candle opened at {bars.end}")
-            if len(bars) < ctx.model.prep.min_bars: raise MorningstarError(f"only {len(bars)} closed candles, {ctx.model.prep.min_bars} needed")
+            if len(bars) < min_bars: raise MorningstarError(f"only {len(bars)} closed candles, {min_bars} needed")
             out[pair] = bars
         except MorningstarError as e: errors[pair] = f"market data: {e}"
     return out, errors, newest
 
 # %% ../nbs/12_cycle.ipynb #3700fe37
 def _features(ctx: CycleContext, bars: dict, errors: dict) -> dict[str, tuple]:
-    "Per pair: the newest window's (technical, context) inputs and the unscaled feature frame."
+    "Per pair: the newest window's (technical, context) inputs and its unscaled technical values."
+    prep = ctx.model.prep
+    if not prep.settings.alt_data:
+        try: got, why = prep.latest({p: (b.times, b.ohlcv) for p, b in bars.items()})
+        except Exception as e:   # not one pair's problem: every pair is skipped with it
+            errors |= {p: f"features: {type(e).__name__}: {e}" for p in bars}
+            return {}
+        errors |= {p: f"features: FeatureError: {w}" for p, w in why.items()}
+        return {p: (got.technical[i], got.context[i], got.indicators[i]) for i, p in enumerate(got.pairs)}
     out = {}
     for pair, b in bars.items():
         try:
-            frame = ctx.model.prep.frame(b)
-            feats = ctx.model.prep.windows(pair, frame)
+            frame = prep.frame(b.bars(ctx.settings.exchange.id, pair, ctx.settings.timeframe))
+            feats = prep.windows(pair, frame)
             if feats.times[-1] != b.end: raise MorningstarError(f"the newest bar {b.end} has no features (a gap?)")
-            out[pair] = (feats.technical[-1], feats.context[-1], frame)
+            out[pair] = (feats.technical[-1], feats.context[-1], frame[prep.technical_names].to_numpy()[-1])
         except Exception as e: errors[pair] = f"features: {type(e).__name__}: {e}"
     return out
 
@@ -568,10 +634,10 @@ def _inputs(ctx: CycleContext, bars: dict, errors: dict) -> dict[str, PairInput]
     inputs = {}
     for pair in ctx.settings.pairs:
         if pair not in bars: inputs[pair] = PairInput(error=errors.get(pair, "no candles")); continue
-        window, pred = BarWindow.of(bars[pair].frame), preds.get(pair)
+        window, pred = bars[pair].window, preds.get(pair)
         if pred is None: inputs[pair] = PairInput(window, error=errors.get(pair, "no prediction")); continue
-        frame, closes = feats[pair][2], bars[pair].frame["close"].to_numpy()
-        evidence = lambda f=frame, c=closes, p=pred: review_evidence(f[ctx.model.prep.technical_names].iloc[-1].to_dict(), c, p)
+        row, closes = feats[pair][2], bars[pair].ohlcv[:, 3]
+        evidence = lambda r=row, c=closes, p=pred: review_evidence(dict(zip(ctx.model.prep.technical_names, r)), c, p)
         inputs[pair] = PairInput(window, pred, evidence)
     return inputs
 

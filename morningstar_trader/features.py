@@ -27,7 +27,7 @@ from .types import BAR_COLUMNS, Bars, Features, MorningstarError, parse_timefram
 # %% auto #0
 __all__ = ['INDICATORS', 'CONTEXT_TIME', 'PER_ASSET', 'AS_OF', 'FeatureError', 'brief', 'shorten', 'describe_problems',
            'Indicator', 'indicator_columns', 'ScalerFile', 'scaler_to_json', 'scaler_from_dict', 'scaler_from_json',
-           'alt_context_names', 'DataPreparation', 'stale_alt']
+           'alt_context_names', 'DataPreparation', 'Latest', 'stale_alt']
 
 # %% ../nbs/04_features.ipynb #7056e15f
 class FeatureError(MorningstarError):
@@ -347,6 +347,53 @@ def spec(self: DataPreparation) -> dict:
             "indicators": [{"name": s.name, "params": dict(s.params)} for s in self.settings.indicators],
             "alt_data": [_alt_entry(a) for a in self.settings.alt_data],
             "technical_names": self.technical_names, "context_names": self.context_names}
+
+# %% ../nbs/04_features.ipynb #dfebadb7
+@dataclass(frozen=True)
+class Latest:
+    "The newest decision bar of several pairs: scaled model inputs, unscaled technical values (the reviewer's evidence)."
+    pairs: tuple[str, ...]
+    times: np.ndarray           # int64 ns: each pair's newest candle (open time)
+    technical: np.ndarray       # (P, window, F) float32
+    context: np.ndarray         # (P, C) float32
+    indicators: np.ndarray      # (P, F) float64, unscaled, at the newest bar
+
+def _tail_start(times: np.ndarray, step_ns: int, policy: str, pair: str) -> int:
+    "Where the last gap-free stretch of `times` starts; a FeatureError for any gap under gap_policy 'error'."
+    at = np.flatnonzero(np.diff(times) != step_ns)
+    if len(at) and policy == "error":
+        raise FeatureError(f"{pair}: {len(at)} gaps (first after {pd.Timestamp(int(times[at[0]]), tz='UTC')}) and "
+                           "features.gap_policy is 'error'")
+    return int(at[-1]) + 1 if len(at) else 0
+
+@patch
+def latest(self: DataPreparation, candles: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[Latest, dict[str, str]]:
+    """The newest decision bar of every pair in `candles` (pair -> (open times int64 ns, (n, 5) float64 OHLCV),
+    validated, ascending): equal to the last window of `transform` on the same candles; the pairs left out, with why."""
+    if self.settings.alt_data: raise FeatureError("latest: alternative data is joined by frame(); use transform()")
+    if self.scaler is None: raise FeatureError("the scaler is not fitted: call fit() on training data, or load a model")
+    w, nt, step, need = self.settings.window, len(self.technical_names), parse_timeframe(self.timeframe), self.min_bars
+    specs = [(INDICATORS[s.name].compute, _int_params(s)) for s in self.settings.indicators]
+    done, tech, ends, errors = [], [], [], {}
+    for pair, (times, ohlcv) in candles.items():
+        try:
+            part = ohlcv[_tail_start(times, step.value, self.settings.gap_policy, pair):]
+            if len(part) < need:
+                raise FeatureError(f"{pair}: too little history: a sample needs {need} gap-free candles, "
+                                   f"the newest stretch has {len(part)}")
+            ohlcv_cols = [np.ascontiguousarray(part[:, k]) for k in range(5)]
+            cols = [x[-w:] for f, kw in specs for x in f(*ohlcv_cols, **kw)]
+            tech.append(np.stack(cols, axis=1)); ends.append(times[-1]); done.append(pair)
+        except FeatureError as e: errors[pair] = str(e)
+    raw = np.stack(tech) if tech else np.zeros((0, w, nt))
+    ctx = np.column_stack(list(_time_context(pd.DatetimeIndex(np.asarray(ends, np.int64), tz="UTC"), step).values()))
+    for i in np.flatnonzero(~np.isfinite(raw).all(axis=(1, 2)) | ~np.isfinite(ctx).all(axis=1)):
+        errors[done[i]] = f"{done[i]}: a feature of the newest window is not finite"
+    keep = np.array([p not in errors for p in done], bool)
+    c, s, clip = self.scaler.center_, self.scaler.scale_, self.settings.clip
+    scaled = lambda x, lo, hi: np.clip((x - c[lo:hi]) / s[lo:hi], -clip, clip).astype(np.float32)
+    return Latest(tuple(np.array(done, object)[keep]), np.asarray(ends, np.int64)[keep], scaled(raw[keep], 0, nt),
+                  scaled(ctx[keep], nt, None), raw[keep, -1]), errors
 
 # %% ../nbs/04_features.ipynb #f367b843
 def _stale(times: pd.Series, at: pd.Timestamp, src) -> str | None:

@@ -159,7 +159,6 @@ def test_state_carries_over_between_processes_and_stale_data_is_flagged(world, t
 
 def test_a_live_exit_that_does_not_go_through_is_tried_again_at_the_next_close(world, tmp_path):
     from morningstar_trader.cycle import _bars, check_levels
-    from morningstar_trader.execution import BarWindow
     from morningstar_trader.risk import RiskState
     from morningstar_trader.types import Order
     server, settings, data = world
@@ -171,13 +170,13 @@ def test_a_live_exit_that_does_not_go_through_is_tried_again_at_the_next_close(w
     ctx.store.set_levels("ETH/USDT", price * 1.5, price * 3)             # the stop sits above the price: breached
     state = RiskState.start(ctx.store.cash(), now)
     server.inject("/api/v3/ticker", "503")                               # the exit fails before it is sent
-    check_levels(ctx.kernel, {p: BarWindow.of(b.frame) for p, b in _bars(ctx, now)[0].items()}, state)
+    check_levels(ctx.kernel, {p: b.window for p, b in _bars(ctx, now)[0].items()}, state)
     server.inject("/api/v3/order", "reject", method="POST")              # then the venue refuses it
     now = at(server, now + pd.Timedelta(hours=1))
-    check_levels(ctx.kernel, {p: BarWindow.of(b.frame) for p, b in _bars(ctx, now)[0].items()}, state)
+    check_levels(ctx.kernel, {p: b.window for p, b in _bars(ctx, now)[0].items()}, state)
     assert "ETH/USDT" in ctx.store.positions()
     now = at(server, now + pd.Timedelta(hours=1))
-    check_levels(ctx.kernel, {p: BarWindow.of(b.frame) for p, b in _bars(ctx, now)[0].items()}, state)
+    check_levels(ctx.kernel, {p: b.window for p, b in _bars(ctx, now)[0].items()}, state)
     assert "ETH/USDT" not in ctx.store.positions()
     exits = ctx.store.orders().query("intent == 'stop_loss'")
     assert list(exits["status"]) == ["rejected", "filled"] and exits["client_order_id"].nunique() == 2
