@@ -70,12 +70,14 @@ def ipc_kernel_manager():
     from jupyter_client.manager import AsyncKernelManager
     class IpcKernelManager(AsyncKernelManager):
         def __init__(self, **kwargs):
-            import uuid
+            import os, tempfile, uuid
             from jupyter_core.paths import jupyter_runtime_dir
             super().__init__(**kwargs)
             self.transport = "ipc"       # socket files next to the connection file; removed at shutdown
             if not self.connection_file:  # else they would be ./kernel-ipc-N: two runs in one folder would share them
                 runtime = Path(jupyter_runtime_dir())
+                if len(str(runtime)) > 50:  # a socket path has at most 107 characters; the name adds about 50
+                    runtime = Path(tempfile.gettempdir()) / f"morningstar-kernels-{os.getuid()}"
                 runtime.mkdir(parents=True, exist_ok=True)
                 self.connection_file = str(runtime / f"kernel-{uuid.uuid4()}.json")
             self.ip = str(Path(self.connection_file).with_suffix("")) + "-ipc"

@@ -13,6 +13,7 @@ import shutil
 import socket
 import sqlite3
 import subprocess
+import tempfile
 import time
 import urllib.request
 import warnings
@@ -128,7 +129,9 @@ def _jupyterlab(root: Path, logs: Path) -> Server:
            "--LabApp.extension_manager=readonly", f"--LabApp.user_settings_dir={home / 'settings'}",
            f"--LabApp.workspaces_dir={home / 'workspaces'}", "--KernelManager.transport=ipc"]
     env = {"MORNINGSTAR_DASHBOARD_CONFIG": str(root / "config.yaml"), "MORNINGSTAR_DASHBOARD_REFRESH_S": "0",
-           "JUPYTER_RUNTIME_DIR": str(home / "runtime"), "JUPYTER_CONFIG_DIR": str(home / "config")}
+           # a short runtime folder: kernel sockets are named after it, and a socket path has at most 107 characters (under
+           # pytest-xdist, a runtime folder under the test's tmp path made every kernel start fail: JupyterLab's dialogs)
+           "JUPYTER_RUNTIME_DIR": tempfile.mkdtemp(prefix="jl-"), "JUPYTER_CONFIG_DIR": str(home / "config")}
     return _start("jupyterlab", cmd, root, logs, port, env, token)
 
 
