@@ -182,7 +182,7 @@ def test_a_picked_run_shows_its_equity_and_trades(lab, dashboard):
     page.locator(".ms-run-select select").select_option(index=_option_index(page, run_id))
     page.wait_for_selector(f".ms-run-title:has-text('{run_id}')", timeout=150_000)
     equity = scraps["equity"]["equity"]
-    title = page.locator(".gtitle").first
+    title = page.locator(".gtitle", has_text="equity ").first     # the figures render in any order
     title.wait_for(timeout=150_000)
     assert title.text_content().startswith(f"equity {fmt(float(equity.iloc[-1]))}")
     assert f"buy & hold {scraps['stats']['buy_hold_return']:+.2%}" in title.text_content()
@@ -314,7 +314,7 @@ def _in_jupyterlab(page, lab, run_id: str, dialogs: list[str]) -> None:
     assert {t.split()[0] for t in select.locator("option").all_text_contents()} == set(lab.run_ids)
     select.select_option(value=None, index=_option_index(page, run_id))
     page.wait_for_selector(f".jp-OutputArea .ms-run-title:has-text('{run_id}')", timeout=150_000)
-    title = page.locator(".jp-OutputArea .gtitle").first
+    title = page.locator(".jp-OutputArea .gtitle", has_text="equity ").first
     title.wait_for(timeout=150_000)
     equity = load_run(run_id, lab.root / "runs")["equity"]["equity"]
     assert title.text_content().startswith(f"equity {fmt(float(equity.iloc[-1]))}")
