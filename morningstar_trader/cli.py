@@ -501,6 +501,15 @@ def dashboard(args) -> int:
     os.execve(cmd[0], cmd, env)        # this process becomes the server: a signal to it stops the server, nothing is orphaned
 
 # %% ../nbs/15_cli.ipynb #cd21903c
+def _backtest_range(p) -> None:
+    "The options `backtest` and `sweep` share: which candles, how big the positions, how much cash."
+    p.add_argument("--pairs", nargs="+", metavar="PAIR", help="default: pairs of the config")
+    p.add_argument("--exchange", help="store name of the candles (default: exchange.id of the config)")
+    p.add_argument("--start", type=_date("--start"), help="first candle, UTC (default: all stored)")
+    p.add_argument("--end", type=_date("--end"), help="stop before this candle, UTC")
+    p.add_argument("--size", type=_positive("--size"), help="fixed units per position (default for the model: sized by the decision stage)")
+    p.add_argument("--cash", type=_positive("--cash"), default=10_000.0, help="starting cash in quote currency (default: %(default)s)")
+
 def build_parser() -> argparse.ArgumentParser:
     "The `morningstar` argument parser."
     p = argparse.ArgumentParser(prog="morningstar", description="ML-driven crypto trading: data, models, backtests, paper and live cycles.")
@@ -578,12 +587,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("backtest", parents=[_common(True), _llm_options()], help="backtest a strategy over stored candles")
     b.add_argument("--strategy", choices=sorted(_STRATEGY_PARAMS), default="model", help="default: %(default)s")
     b.add_argument("--param", action="append", metavar="KEY=VALUE", help="strategy parameter, e.g. fast=10 (repeatable)")
-    b.add_argument("--pairs", nargs="+", metavar="PAIR", help="default: pairs of the config")
-    b.add_argument("--exchange", help="store name of the candles (default: exchange.id of the config)")
-    b.add_argument("--start", type=_date("--start"), help="first candle, UTC (default: all stored)")
-    b.add_argument("--end", type=_date("--end"), help="stop before this candle, UTC")
-    b.add_argument("--size", type=_positive("--size"), help="fixed units per position (default for the model: sized by the decision stage)")
-    b.add_argument("--cash", type=_positive("--cash"), default=10_000.0, help="starting cash in quote currency (default: %(default)s)")
+    _backtest_range(b)
     b.add_argument("--out", metavar="DIR", help="output folder (default: <runs_dir>/backtests/<UTC time>-<strategy>)")
     b.add_argument("--check-lookahead", action="store_true", help="re-run on data cut after each decision bar; fail on any change")
     b.set_defaults(run=backtest)
@@ -594,12 +598,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--random", type=int, metavar="N", help="N points drawn from the grid instead of all of them")
     w.add_argument("--seed", type=int, default=0, help="seed of --random (default: %(default)s)")
     w.add_argument("--folds", type=int, default=1, help="consecutive windows each point is backtested on (default: %(default)s)")
-    w.add_argument("--pairs", nargs="+", metavar="PAIR", help="default: pairs of the config")
-    w.add_argument("--exchange", help="store name of the candles (default: exchange.id of the config)")
-    w.add_argument("--start", type=_date("--start"), help="first candle, UTC (default: all stored)")
-    w.add_argument("--end", type=_date("--end"), help="stop before this candle, UTC")
-    w.add_argument("--size", type=_positive("--size"), help="fixed units per position (default for the model: sized by the decision stage)")
-    w.add_argument("--cash", type=_positive("--cash"), default=10_000.0, help="starting cash in quote currency (default: %(default)s)")
+    _backtest_range(w)
     w.add_argument("--out", metavar="DIR", help="output folder; an earlier sweep's to resume it (default: <runs_dir>/sweeps/<UTC time>-<strategy>)")
     w.add_argument("--scheduler", metavar="URL", help="tcp://HOST:PORT of a Dask scheduler (default: sweep.scheduler, else a local cluster)")
     w.add_argument("--workers", type=int, metavar="N", help="local cluster: worker processes (default: sweep.workers, else one per core)")
