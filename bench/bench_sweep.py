@@ -130,14 +130,11 @@ def main() -> None:
     parser.add_argument("--skip-vbt", action="store_true")
     parser.add_argument("--skip-model", action="store_true")
     args = parser.parse_args()
-    import logging
     import os
-    from distributed import LocalCluster
-    import dask
-    dask.config.set({"distributed.worker.profile.enabled": False})        # as run_sweep's own local cluster
-    start, cluster = timed(lambda: LocalCluster(n_workers=args.workers, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0",
-                                                silence_logs=logging.ERROR))
-    args.scheduler = cluster.scheduler_address
+    from morningstar_trader.sweep import dask_client
+    cluster = dask_client(workers=args.workers)             # run_sweep's own local cluster, kept for both parts
+    start, client = timed(cluster.__enter__)
+    args.scheduler = client.scheduler.address
     print(f"local cluster of {args.workers} worker processes started in {start:.1f} s; load average {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} cores (the CPU is shared: wall times move with it)")
     rows = sma_part(args)
@@ -153,7 +150,7 @@ def main() -> None:
         for name, s in rows: print(f"{name:<80}{s:>10.2f}")
         print(f"serial / parallel: {rows[3][1] / (rows[0][1] - rows[1][1]):.2f}x (the cluster's time without the predictions); "
               f"CPU per point {rows[2][1] / args.configs:.1f} s; load average now {os.getloadavg()[0]:.1f}")
-    cluster.close()
+    cluster.__exit__(None, None, None)
 
 
 if __name__ == "__main__":

@@ -27,11 +27,11 @@ from .cycle import model_id
 from .types import MorningstarError, to_utc
 
 # %% auto #0
-__all__ = ['STRATEGY_PARAMS', 'FAST_KEYS', 'KERNEL_SECTIONS', 'TRAINING_SECTIONS', 'SweepError', 'SweepGridError',
-           'training_grid', 'parse_grid', 'with_overrides', 'check_grid', 'grid_points', 'fold_ranges', 'make_strategy',
-           'backtest_once', 'PredictionsOnly', 'CachedModelStrategy', 'predictions_for', 'task_key', 'TaskStore',
-           'return_moments', 'train_and_evaluate', 'run_task', 'fold_data', 'dask_client', 'SweepResult', 'run_sweep',
-           'param_columns', 'top_points', 'deflated_sharpe']
+__all__ = ['STRATEGY_PARAMS', 'FAST_KEYS', 'KERNEL_SECTIONS', 'TRAINING_SECTIONS', 'WORKER_MALLOC', 'SweepError',
+           'SweepGridError', 'training_grid', 'parse_grid', 'with_overrides', 'check_grid', 'grid_points',
+           'fold_ranges', 'make_strategy', 'backtest_once', 'PredictionsOnly', 'CachedModelStrategy', 'predictions_for',
+           'task_key', 'TaskStore', 'return_moments', 'train_and_evaluate', 'run_task', 'fold_data', 'dask_client',
+           'SweepResult', 'run_sweep', 'param_columns', 'top_points', 'deflated_sharpe']
 
 # %% ../nbs/18_sweep.ipynb #77ccb7b4
 class SweepError(MorningstarError):
@@ -312,6 +312,12 @@ def fold_data(frames: dict[str, pd.DataFrame], folds: int = 1, start=None, end=N
     return out
 
 # %% ../nbs/18_sweep.ipynb #3753f4de
+# Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536. Setting it turns off glibc's sliding mmap threshold:
+# every array above 128 KiB (a column of 525,600 bars is 4 MiB) is then a fresh mmap, page-faulted in and unmapped
+# again, and a backtest took twice its CPU time in a worker (bench/bench_sweep.py). Unset, workers allocate as this
+# process does. For a cluster started by hand: DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON__MALLOC_TRIM_THRESHOLD_=None
+WORKER_MALLOC = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+
 @contextmanager
 def dask_client(scheduler: str | None = None, workers: int | None = None, processes: bool = True):
     "A Dask client: of the cluster at `scheduler`, else of a new local cluster of `workers` processes (default: one per core)."
@@ -328,7 +334,7 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, proces
     # Dask's statistical profiler samples every task thread's stack every 10 ms: with one busy thread per worker it
     # cost up to half of a short backtest's CPU time (bench/bench_sweep.py); nothing here reads its profiles. Its HTTP
     # server (health, metrics) on a free port of 127.0.0.1: Dask's default 8787 clashes with any other cluster
-    with dask.config.set({"distributed.worker.profile.enabled": False}), \
+    with dask.config.set({"distributed.worker.profile.enabled": False, **WORKER_MALLOC}), \
          LocalCluster(n_workers=n, threads_per_worker=1, processes=processes, dashboard_address="127.0.0.1:0",
                       silence_logs=logging.ERROR, **where) as cluster, Client(cluster) as client:
         yield client
