@@ -526,28 +526,33 @@ class RecentCandles:
     @property
     def window(self) -> BarWindow: return BarWindow(self.times, np.ascontiguousarray(self.ohlcv[:, :4]))
 
-def _closed_since(ctx: CycleContext, pair: str, start: pd.Timestamp, last_ns: int, server_now_ms: int) -> RecentCandles:
-    "The candles of `pair` that closed from `start` on: from the stream when it has them all, else over REST."
-    if start.value > last_ns: return RecentCandles(np.zeros(0, np.int64), np.zeros((0, 5)))   # nothing closed since
+def _closed_since(ctx: CycleContext, pair: str, start_ns: int, last_ns: int,
+                  server_now_ms: int) -> RecentCandles | Bars:
+    "The candles of `pair` that closed from `start_ns` on: from the stream when it has them all, else over REST."
+    if start_ns > last_ns: return RecentCandles(np.zeros(0, np.int64), np.zeros((0, 5)))   # nothing closed since
     if ctx.stream is not None:
-        got = RecentCandles(*ctx.stream.closed(pair, start.value)).since(start.value)
+        got = RecentCandles(*ctx.stream.closed(pair, start_ns)).since(start_ns)
         got = RecentCandles(got.times[got.times <= last_ns], got.ohlcv[got.times <= last_ns])
         step = parse_timeframe(ctx.settings.timeframe).value
-        if len(got) and got.times[0] == start.value and got.times[-1] == last_ns and (np.diff(got.times) == step).all():
+        if len(got) and got.times[0] == start_ns and got.times[-1] == last_ns and (np.diff(got.times) == step).all():
             return got
-    bars, _ = ctx.api.fetch_ohlcv(pair, ctx.settings.timeframe, start, server_now_ms=server_now_ms)
-    return RecentCandles.of(bars)
+    start = pd.Timestamp(start_ns, tz="UTC")
+    return ctx.api.fetch_ohlcv(pair, ctx.settings.timeframe, start, server_now_ms=server_now_ms)[0]
 
-def _recent(ctx: CycleContext, pair: str, now: pd.Timestamp, need: int, server_now_ms: int,
-            last_ns: int) -> RecentCandles:
-    "The last `need` bars' worth of closed candles of `pair` at `now`: the cached ones plus what closed since."
-    step, cached = parse_timeframe(ctx.settings.timeframe), ctx.candles.get(pair)
-    if cached is None or cached.end < now - need * step:
-        bars, _ = ctx.api.fetch_ohlcv(pair, ctx.settings.timeframe, now - need * step, server_now_ms=server_now_ms)
-        got = RecentCandles.of(bars)
-    else:
-        new = _closed_since(ctx, pair, cached.end + step, last_ns, server_now_ms)
-        got = cached.then(new).since((now - need * step).value)
+def _missing(ctx: CycleContext, pair: str, from_ns: int, server_now_ms: int,
+             last_ns: int) -> tuple[RecentCandles | Bars, bool]:
+    """The candles of `pair` the cache lacks to reach back to `from_ns` (only I/O: `Bars` as fetched), and whether
+    they replace the cache (it had none, or too old) rather than extend it."""
+    step, cached = parse_timeframe(ctx.settings.timeframe).value, ctx.candles.get(pair)
+    if cached is None or int(cached.times[-1]) < from_ns:
+        start = pd.Timestamp(from_ns, tz="UTC")
+        return ctx.api.fetch_ohlcv(pair, ctx.settings.timeframe, start, server_now_ms=server_now_ms)[0], True
+    return _closed_since(ctx, pair, int(cached.times[-1]) + step, last_ns, server_now_ms), False
+
+def _recent(ctx: CycleContext, pair: str, got: RecentCandles | Bars, fresh: bool, from_ns: int) -> RecentCandles:
+    "The closed candles of `pair` from `from_ns` on: `got` (`fresh`) or the cached ones and `got`; kept for the next close."
+    got = got if isinstance(got, RecentCandles) else RecentCandles.of(got)
+    if not fresh: got = ctx.candles[pair].then(got).since(from_ns)
     if len(got): ctx.candles[pair] = got       # an empty answer has no end to continue from
     return got
 
@@ -574,9 +579,15 @@ def _bars(ctx: CycleContext, now: pd.Timestamp) -> tuple[dict, dict, dict]:
     except MorningstarError as e: return {}, {p: f"market data: {e}" for p in ctx.settings.pairs}, {}
     last_ns = (server_now_ms * 1_000_000 // step.value - 1) * step.value       # the newest candle closed by that clock
     _stream(ctx, last_ns)
+    from_ns, fetched = (now - need * step).value, {}
+    # every pair's requests first, then the arithmetic on all of them: interleaved with the rate limiter's sleeps,
+    # each pair's few microseconds of numpy ran on a cold CPU and took several times as long (bench/bench_cycle.py)
     for pair in ctx.settings.pairs:
+        try: fetched[pair] = _missing(ctx, pair, from_ns, server_now_ms, last_ns)
+        except MorningstarError as e: errors[pair] = f"market data: {e}"
+    for pair, (got, fresh) in fetched.items():
         try:
-            bars = _recent(ctx, pair, now, need, server_now_ms, last_ns)
+            bars = _recent(ctx, pair, got, fresh, from_ns)
             if len(bars): newest[pair] = bars.end
             if len(bars) and now - (bars.end + step) > stale_after * step:
                 raise MorningstarError(f"stale: the newest closed candle opened at {bars.end}")
