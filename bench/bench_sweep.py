@@ -10,7 +10,8 @@
    execution.order_type, the simulated reviewer on; predictions computed once (the cache), then each point through
    the kernel. Wall time on the cluster, and the same points one by one in this process: the serial/parallel ratio.
 
-    nice -n 10 .venv/bin/python bench/bench_sweep.py [--bars 525600] [--configs 100] [--workers 2] [--skip-vbt] [--skip-model]
+    nice -n 10 .venv/bin/python bench/bench_sweep.py [--bars 525600] [--configs 100] [--workers 2] [--serial-points N]
+                                                      [--skip-vbt] [--skip-sma] [--skip-model]
 """
 from __future__ import annotations
 
@@ -108,8 +109,9 @@ def model_part(args) -> list[tuple]:
         from morningstar_trader.sweep import predictions_for
         cache, _ = timed(lambda: predictions_for(model, frames, None))
     tables = predictions_for(model, frames, None)
+    some = points[: args.serial_points or len(points)]
     def serial():
-        for p in points:
+        for p in some:
             s = with_overrides(settings, p)
             from morningstar_trader.sweep import CachedModelStrategy, PredictionsOnly
             backtest_once(frames, CachedModelStrategy(PredictionsOnly(model.prep, model.metadata), s.decision.min_confidence, tables=tables),
@@ -119,7 +121,8 @@ def model_part(args) -> list[tuple]:
     return [(f"decision sweep, {len(points)} points, 10 pairs x 8,760 1h bars, {args.workers} processes (predictions included)", wall),
             ("  of which: the predictions, once (features + batched inference, 10 pairs)", cache),
             ("  the tasks' own CPU time, summed over the workers", float(res.table["cpu_s"].sum())),
-            (f"the same {len(points)} points one by one in this process (predictions cached)", one)]
+            (f"{len(some)} of the same points one by one in this process (predictions cached)", one)], (
+            (wall - cache) / len(points), one / len(some))
 
 
 def main() -> None:
@@ -129,6 +132,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--skip-vbt", action="store_true")
     parser.add_argument("--skip-model", action="store_true")
+    parser.add_argument("--skip-sma", action="store_true")
+    parser.add_argument("--serial-points", type=int, default=0, help="run only the first N points one by one (0: all)")
     args = parser.parse_args()
     import os
     from morningstar_trader.sweep import dask_client
@@ -137,19 +142,21 @@ def main() -> None:
     args.scheduler = client.scheduler.address
     print(f"local cluster of {args.workers} worker processes started in {start:.1f} s; load average {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} cores (the CPU is shared: wall times move with it)")
-    rows = sma_part(args)
-    print(f"\n100 SMA pairs on {args.bars:,} 1-minute bars{'':<28}{'wall s':>10}{'CPU s':>10}")
-    for name, s, c in rows: print(f"{name:<80}{s:>10.2f}{c:>10.2f}")
-    print("(CPU s of the cluster row: the tasks' own CPU time summed over the workers)")
-    print(f"serial / parallel: {rows[1][1] / rows[0][1]:.2f}x wall" + (
-        f";  vectorbt / ours (cluster): {rows[2][1] / rows[0][1]:.2f}x wall, {rows[2][2] / rows[0][2]:.2f}x CPU" if len(rows) > 2 else "")
-        + f"; load average now {os.getloadavg()[0]:.1f}")
+    if not args.skip_sma:
+        rows = sma_part(args)
+        print(f"\n100 SMA pairs on {args.bars:,} 1-minute bars{'':<28}{'wall s':>10}{'CPU s':>10}")
+        for name, s, c in rows: print(f"{name:<80}{s:>10.2f}{c:>10.2f}")
+        print("(CPU s of the cluster row: the tasks' own CPU time summed over the workers)")
+        print(f"serial / parallel: {rows[1][1] / rows[0][1]:.2f}x wall" + (
+            f";  vectorbt / ours (cluster): {rows[2][1] / rows[0][1]:.2f}x wall, {rows[2][2] / rows[0][2]:.2f}x CPU"
+            if len(rows) > 2 else "") + f"; load average now {os.getloadavg()[0]:.1f}")
     if not args.skip_model:
-        rows = model_part(args)
+        rows, (cluster_point, serial_point) = model_part(args)
         print(f"\n{'decision sweep':<80}{'seconds':>10}")
         for name, s in rows: print(f"{name:<80}{s:>10.2f}")
-        print(f"serial / parallel: {rows[3][1] / (rows[0][1] - rows[1][1]):.2f}x (the cluster's time without the predictions); "
-              f"CPU per point {rows[2][1] / args.configs:.1f} s; load average now {os.getloadavg()[0]:.1f}")
+        print(f"per point: {cluster_point:.2f} s on the cluster (without the predictions), {serial_point:.2f} s one by one; "
+              f"serial / parallel: {serial_point / cluster_point:.2f}x; CPU per point {rows[2][1] / args.configs:.1f} s; "
+              f"load average now {os.getloadavg()[0]:.1f}")
     cluster.__exit__(None, None, None)
 
 

@@ -114,7 +114,8 @@ class PortfolioStore:
         if held is not None and held[0] == os.getpid(): held[1].close()
 
     # a connection is freed only by the cycle collector (its statement cache refers back to it): close it with the store
-    def __del__(self): self.close()
+    def __del__(self):
+        if "_local" in self.__dict__: self.close()      # not when __init__ failed before it was set
 
     def __getstate__(self) -> dict: return {"path": self.path, "_synchronous": self._synchronous}   # no connection
     def __setstate__(self, state: dict) -> None: self.__dict__.update(state, _local=threading.local())

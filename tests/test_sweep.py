@@ -258,3 +258,30 @@ def test_a_sweep_of_model_settings_trains_walk_forward_on_the_workers(cluster, t
         assert set(fold) - {"test"} <= set(row) and 0 <= row["p_value"] <= 1 and row["trades"] >= 0
     with pytest.raises(Exception, match="walk-forward folds of training"):
         run_sweep(frames, "model", {"training.horizon": [4]}, settings=settings, out=tmp_path / "x", folds=2, scheduler=cluster[0])
+
+
+def _malloc_env() -> str | None: return os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+
+@cluster_group
+def test_workers_allocate_as_this_process_does(tmp_path):
+    """Neither run_sweep's local cluster nor a nanny worker started with config/dask (README) has Dask's
+    MALLOC_TRIM_THRESHOLD_, which doubled a backtest's CPU time in a worker."""
+    from distributed import Client
+    from morningstar_trader.sweep import dask_client
+    with dask_client(workers=1) as client:
+        assert list(client.run(_malloc_env).values()) == [None]
+    port, root = _free_port(), Path(__file__).resolve().parents[1]
+    env = {**os.environ, "DASK_CONFIG": str(root / "config" / "dask")}
+    procs = [subprocess.Popen([str(DASK), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        procs.append(subprocess.Popen([str(DASK), "worker", f"tcp://127.0.0.1:{port}", "--host", "127.0.0.1", "--nthreads", "1",
+                                       "--no-dashboard"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        with Client(f"tcp://127.0.0.1:{port}", timeout="30s") as c:
+            c.wait_for_workers(1, timeout=60)
+            assert list(c.run(_malloc_env).values()) == [None]
+            assert set(c.run(lambda: __import__("dask").config.get("distributed.worker.profile.enabled")).values()) == {False}
+    finally:
+        for p in reversed(procs): p.terminate()
+        for p in procs: p.wait(10)
