@@ -260,7 +260,9 @@ def test_a_sweep_of_model_settings_trains_walk_forward_on_the_workers(cluster, t
         run_sweep(frames, "model", {"training.horizon": [4]}, settings=settings, out=tmp_path / "x", folds=2, scheduler=cluster[0])
 
 
-def _malloc_env() -> str | None: return os.environ.get("MALLOC_TRIM_THRESHOLD_")
+# lambdas: cloudpickle sends them by value (a worker started by hand cannot import this module)
+_malloc_env = lambda: __import__("os").environ.get("MALLOC_TRIM_THRESHOLD_")   # noqa: E731
+_profiling = lambda: __import__("dask").config.get("distributed.worker.profile.enabled")   # noqa: E731
 
 
 @cluster_group
@@ -281,7 +283,7 @@ def test_workers_allocate_as_this_process_does(tmp_path):
         with Client(f"tcp://127.0.0.1:{port}", timeout="30s") as c:
             c.wait_for_workers(1, timeout=60)
             assert list(c.run(_malloc_env).values()) == [None]
-            assert set(c.run(lambda: __import__("dask").config.get("distributed.worker.profile.enabled")).values()) == {False}
+            assert list(c.run(_profiling).values()) == [False]
     finally:
         for p in reversed(procs): p.terminate()
         for p in procs: p.wait(10)
