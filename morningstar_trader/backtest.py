@@ -325,7 +325,7 @@ def _kernel_inputs(frames: dict[str, pd.DataFrame], strategy, index: pd.Datetime
         rows = heads.reindex(index).to_dict("records")
         preds = [None if math.isnan(r["action"]) else {k: int(v) if k in ints else v for k, v in r.items() if not math.isnan(v)}
                  for r in rows]
-        ind = features[names].reindex(index).to_numpy()
+        ind = features[list(names)].reindex(index).to_numpy()
         closes, own = frame["close"].to_numpy(np.float64), frame.index.get_indexer(index)
         evidence = lambda i, ind=ind, closes=closes, own=own, preds=preds: review_evidence(
             dict(zip(names, ind[i])), closes[: own[i] + 1], preds[i])

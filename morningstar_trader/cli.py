@@ -262,9 +262,8 @@ def _strategy(name: str, params: list[str], cfg):
         except ValueError: raise _usage(f"--param {item!r}: {key} must be {allowed[key].__name__}") from None
     if name == "sma_cross": return SmaCross(**values)
     if name == "buy_hold": return BuyAndHold()
-    from morningstar_trader.model import MorningstarModel, resolve_model_dir
-    model = MorningstarModel.load(resolve_model_dir(cfg.paths.models_dir, cfg.model.name, cfg.model.version), cfg)
-    return ModelStrategy(model, values.get("min_confidence", cfg.decision.min_confidence))
+    from morningstar_trader.rules import signal_model
+    return ModelStrategy(signal_model(cfg), values.get("min_confidence", cfg.decision.min_confidence))
 
 def backtest(args) -> int:
     import json
@@ -321,8 +320,8 @@ def sweep(args) -> int:
     grid = check_grid(parse_grid(args.grid), args.strategy, cfg, args.size is not None)      # bad input stops before any work
     model = None
     if args.strategy == "model" and not training_grid(grid):        # a sweep of model settings trains its own models
-        from morningstar_trader.model import MorningstarModel, resolve_model_dir
-        model = MorningstarModel.load(resolve_model_dir(cfg.paths.models_dir, cfg.model.name, cfg.model.version), cfg)
+        from morningstar_trader.rules import signal_model
+        model = signal_model(cfg)
     history = history_bars(ModelStrategy(model, 0.5)) if model is not None and args.size is None else 0
     frames = load_frames(CandleStore(data_dir), args.exchange or cfg.exchange.id, cfg.pairs, cfg.timeframe, args.start, args.end, history)
     out = Path(args.out) if args.out else cfg.paths.runs_dir / "sweeps" / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{args.strategy}"
@@ -357,8 +356,9 @@ def _live_gate(args, cfg, mode: str) -> None:
     if mode != "live": return
     from morningstar_trader.evaluation import check_live_gate, trading_edge
     from morningstar_trader.model import read_metadata, resolve_model_dir
-    path = resolve_model_dir(cfg.paths.models_dir, cfg.model.name, cfg.model.version)
-    meta = read_metadata(path)
+    from morningstar_trader.rules import RuleFeatures, RuleModel
+    if cfg.rule is not None: path, meta = (m := RuleModel(RuleFeatures(cfg.rule, cfg.timeframe))).path, m.metadata
+    else: meta = read_metadata(path := resolve_model_dir(cfg.paths.models_dir, cfg.model.name, cfg.model.version))
     if not args.allow_unproven_model: print(f"model {path} passes the live gate: {check_live_gate(meta, cfg.gate, path)}")
     elif not (edge := trading_edge(meta, cfg.gate))[0]:
         print(f"morningstar: warning: trading the unproven model {path} live (--allow-unproven-model): {edge[1]}", file=sys.stderr)

@@ -27,8 +27,8 @@ __all__ = ['Mode', 'MarketType', 'UsablePath', 'INDICATOR_PARAMS', 'IndicatorPar
            'RetrySettings', 'PathSettings', 'ModelSettings', 'IndicatorSpec', 'AltDataSource', 'FeatureSettings',
            'TrainingSettings', 'LlmSettings', 'RiskSettings', 'DecisionSettings', 'CostSettings', 'ExecutionSettings',
            'LiveSettings', 'ScheduleSettings', 'MonitoringSettings', 'GateSettings', 'SweepSettings',
-           'AltSourceSettings', 'AltSettings', 'StrategySettings', 'AccountSettings', 'Settings', 'Secrets',
-           'load_secrets', 'describe_errors', 'parse_config', 'load_config', 'dump_config', 'for_strategy',
+           'AltSourceSettings', 'AltSettings', 'RuleSettings', 'StrategySettings', 'AccountSettings', 'Settings',
+           'Secrets', 'load_secrets', 'describe_errors', 'parse_config', 'load_config', 'dump_config', 'for_strategy',
            'capital_share']
 
 # %% ../nbs/00_config.ipynb #ff57c165
@@ -425,12 +425,28 @@ class AltSettings(_Section):
     headlines: int = Field(20, ge=0, le=200)           # newest headlines a cycle's digest is built from
     headline_max_age: Duration = "1d"                  # older headlines are not news any more
 
+class RuleSettings(_Section):
+    """A rule traded in place of the trained model, through the same decision, risk and execution stages (paper, live
+    and decision-sized backtests; `rules.RuleModel`). `sma_cross` is long while the fast SMA is above the slow one and
+    short while it is below; `buy_hold` is always long. Its volatility (for the size and the stops) is the standard
+    deviation of the last `vol_period` log returns."""
+    name: Literal["sma_cross", "buy_hold"]
+    fast: int = Field(10, ge=1)
+    slow: int = Field(50, ge=2)
+    vol_period: int = Field(24, ge=2)
+
+    @model_validator(mode="after")
+    def _windows(self):
+        if self.fast >= self.slow: raise ValueError(f"fast {self.fast} must be below slow {self.slow}")
+        return self
+
 class StrategySettings(_Section):
     """One of several strategies sharing an exchange account: its own pairs, model, share of the account's cash and
     risk limits (overrides of the top-level `risk` / `decision`), its own state store, client-id namespace and runs."""
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,23}$")   # a folder name, part of run ids and client-id namespaces
     pairs: tuple[str, ...] | None = None                      # None: the top-level pairs
     model: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")   # a model name under paths.models_dir; None: model.name
+    rule: RuleSettings | None = None                          # a rule instead of a model (not both)
     capital: float = Field(gt=0, le=1)                        # its share of the account's cash at the first start
     risk: dict[str, Any] = {}                                 # e.g. {max_open_positions: 1}; the rest from the top level
     decision: dict[str, Any] = {}
@@ -440,6 +456,11 @@ class StrategySettings(_Section):
     def _not_builtin(cls, v: str) -> str:
         if v in ("model", "sma_cross", "buy_hold"): raise ValueError(f"{v!r} names a built-in strategy of `run --strategy`; choose another")
         return v
+
+    @model_validator(mode="after")
+    def _model_or_rule(self):
+        if self.model and self.rule: raise ValueError(f"strategy {self.name!r}: give a model or a rule, not both")
+        return self
 
 class AccountSettings(_Section):
     "Limits of the whole exchange account, across all of `strategies` (each strategy's own are under its `risk`)."
@@ -457,6 +478,7 @@ class Settings(_Section):
     paths: PathSettings = PathSettings()
     retry: RetrySettings = RetrySettings()
     model: ModelSettings = ModelSettings()
+    rule: RuleSettings | None = None                # trade this rule instead of the model
     llm: LlmSettings = LlmSettings()
     risk: RiskSettings = RiskSettings()
     costs: CostSettings = CostSettings()
@@ -717,6 +739,7 @@ def for_strategy(settings: Settings, name: str) -> Settings:
     s, data = found[name], settings.model_dump()
     data |= {"strategy": name, "pairs": s.pairs or settings.pairs,
              "model": data["model"] | ({"name": s.model} if s.model else {}),
+             "rule": s.rule.model_dump() if s.rule else None if s.model else data["rule"],
              "risk": data["risk"] | s.risk, "decision": data["decision"] | s.decision,
              "paths": data["paths"] | {"state_dir": settings.paths.state_dir / name}}
     try: return Settings.model_validate(data)

@@ -453,13 +453,13 @@ def build_context(settings: Settings, secrets: Secrets, *, run_id: str, initial_
     model must pass the gate of its trading evaluation (`settings.gate`) unless `allow_unproven_model`."""
     from morningstar_trader.market_data import ApiManager
     from morningstar_trader.evaluation import check_live_gate, with_model_decision
-    from morningstar_trader.model import MorningstarModel, resolve_model_dir
+    from morningstar_trader.rules import signal_model
     _check_mode(settings, secrets, confirm_live)
     api = api or ApiManager(settings.exchange, settings.retry, secrets)
     markets = api.load_markets()
     missing = [p for p in settings.pairs if p not in markets]
     if missing: raise CycleError(f"{settings.exchange.id} has no market for {missing}")
-    model = MorningstarModel.load(resolve_model_dir(settings.paths.models_dir, settings.model.name, settings.model.version), settings)
+    model = signal_model(settings)                                # the trained model, or the config's rule
     settings = with_model_decision(settings, model.metadata)       # the model's entry threshold unless the config sets one
     if settings.mode == "live" and not allow_unproven_model: check_live_gate(model.metadata, settings.gate, model.path)
     path = settings.paths.state_dir / f"{settings.mode}.sqlite"

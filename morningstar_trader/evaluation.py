@@ -169,6 +169,8 @@ def summarise_trading(folds: list[dict], random: list[np.ndarray]) -> dict:
 # %% ../nbs/06a_evaluation.ipynb #9b95bcd1
 def trading_edge(meta: dict, gate: GateSettings) -> tuple[bool, str]:
     "(whether the model's trading evaluation passes `gate`, the numbers as one sentence)."
+    if isinstance(meta, dict) and "rule" in meta:
+        return False, "a rule has no trading evaluation (backtest it: morningstar run --mode backtest --strategy NAME)"
     t = (meta.get("evaluation") or {}).get("trading") if isinstance(meta, dict) else None
     if not t: return False, "it has no trading evaluation (retrain it with this version of `morningstar train`)"
     try:

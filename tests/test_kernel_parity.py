@@ -146,3 +146,15 @@ def test_reviews_recorded_in_paper_replay_in_the_backtest_without_an_llm_call(wo
     assert diff == [], "\n".join(diff)
     reviews = _decisions(store.journal_rows())["review"].dropna()
     assert len(reviews) >= 5 and set(reviews) == {"agree"}                               # replayed, not failed
+
+
+def test_a_rule_trades_the_same_in_paper_cycles_and_the_backtest(world, tmp_path):
+    """A rule in the model's place (`rule: sma_cross`): paper cycles (no model on disk is read) and the backtest of the
+    same bars make the same decisions, orders, fills and equity."""
+    root, data, settings = world
+    rule = Settings(**{**settings.model_dump(), "rule": {"name": "sma_cross", "fast": 5, "slow": 20}})
+    ctx, s = _paper(root, data, rule, "state-rule", {"mode": "off"})
+    assert ctx.model.path == "rule sma_cross (fast 5, slow 20)"
+    res, store = _backtest(ctx, s, data, Supervisor(s.llm), tmp_path / "bt.sqlite")
+    _assert_same_run(ctx, res, store)
+    assert {"open_long", "close"} <= set(_decisions(ctx.store.journal_rows())["action"])   # spot: no shorts

@@ -56,9 +56,12 @@ def test_live_run_refuses_a_model_without_an_edge_in_one_error_line_with_its_num
     assert not list(tmp_path.rglob("*.ipynb"))                                 # no cycle notebook was started
 
 
-@pytest.mark.parametrize("version, says", [("weak", "p-value 0.620"), ("none", "no trading evaluation")])
-def test_schedule_live_refuses_an_unproven_model_before_any_cycle(models, tmp_path, monkeypatch, capsys, version, says):
-    p = project(tmp_path, models, version)
+@pytest.mark.parametrize("version, says, extra", [("weak", "p-value 0.620", None), ("none", "no trading evaluation", None),
+                                                  ("edge", "rule buy_hold live: no edge after costs: a rule has no trading "
+                                                           "evaluation", {"rule": {"name": "buy_hold"}})])
+def test_schedule_live_refuses_an_unproven_model_before_any_cycle(models, tmp_path, monkeypatch, capsys, version, says, extra):
+    """An unevaluated rule too, even beside a model that would pass."""
+    p = project(tmp_path, models, version, extra)
     monkeypatch.chdir(tmp_path)
     assert main(["schedule", "--mode", "live", "--i-understand-this-trades-real-money", "--max-runs", "1",
                  "--config", str(p.config)]) == 2

@@ -170,14 +170,16 @@ def test_a_model_backtest_run_records_its_audit_trail(paper):
 
 
 def test_configured_strategies_run_with_their_own_books(paper):
-    config = yaml.safe_load(paper.config.read_text()) | {"strategies": [{"name": "majors", "capital": 0.6},
-                                                                         {"name": "btc", "pairs": ["BTC/USDT"], "capital": 0.4}]}
+    """A model strategy and a rule strategy (buy and hold, through the same kernel), each in its own book."""
+    rule = {"name": "btc", "pairs": ["BTC/USDT"], "capital": 0.4, "rule": {"name": "buy_hold"}}
+    config = yaml.safe_load(paper.config.read_text()) | {"strategies": [{"name": "majors", "capital": 0.6}, rule]}
     (paper.root / "strategies.yaml").write_text(yaml.safe_dump(config))
     p = Project(paper.root, paper.root / "strategies.yaml")
     ids = {n: _run_id(p.run("run", "--mode", "paper", "--strategy", n, "--notebook", NOTEBOOK, env=FAKE).stdout)
            for n in ("majors", "btc")}
     assert ids["majors"].startswith("paper-majors-") and ids["btc"].startswith("paper-btc-")
-    assert list(load_run(ids["btc"], paper.root / "runs")["decisions"]["pair"]) == ["BTC/USDT"]
+    decisions = load_run(ids["btc"], paper.root / "runs")["decisions"]
+    assert list(decisions["pair"]) == ["BTC/USDT"] and list(decisions["action"]) == ["open_long"]   # the rule entered
     listed = {line.split()[0]: line.split()[2] for line in p.run("runs", "list").stdout.splitlines()[1:]}
     assert (listed[ids["majors"]], listed[ids["btc"]]) == ("majors", "btc")
     status = json.loads(p.run("risk", "status", "--mode", "paper").stdout)
