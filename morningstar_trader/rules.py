@@ -9,10 +9,9 @@ import json
 from dataclasses import dataclass
 from functools import reduce
 
-from fastcore.basics import patch
-
 import numpy as np
 import pandas as pd
+from fastcore.basics import patch
 
 from .config import RuleSettings, Settings
 from .features import Latest
