@@ -12,7 +12,6 @@ from morningstar_trader.alt_providers import AltDataError, AltStore, HttpClient,
 from morningstar_trader.config import RetrySettings, Settings, load_secrets
 
 NOW = pd.Timestamp.now(tz="UTC").floor("D")
-DAY = 86_400
 FAST = {"max_attempts": 3, "initial_delay_s": 0.05, "max_delay_s": 2.0}
 
 
@@ -33,7 +32,8 @@ def test_fear_greed_incremental_and_atomic(tmp_path, alt):
     s = settings(tmp_path, fear_greed={"api_url": alt.base_url})
     assert provider("fear_greed", s).download(AltStore(s.paths.data_dir)) == {"fear_greed": 10}
     assert alt.requests[-1]["query"]["limit"] == "0"                  # nothing stored: everything
-    alt.fng.append((int((NOW + pd.Timedelta(days=1)).timestamp()) - DAY // 2, 50))   # a new value, earlier than now
+    # a new value between the newest stored (midnight) and now (noon was in the future before noon: a morning failure)
+    alt.fng.append((int((NOW + (pd.Timestamp.now(tz="UTC") - NOW) / 2).timestamp()), 50))
     got = provider("fear_greed", s).download(AltStore(s.paths.data_dir))
     assert got == {"fear_greed": 1} and alt.requests[-1]["query"]["limit"] == "2"   # only the days since, plus overlap
     table = AltStore(s.paths.data_dir).read("fear_greed", "fear_greed")
