@@ -217,14 +217,14 @@ def review(args) -> int:
     from morningstar_trader.cycle import model_id, predict_heads, review_evidence
     from morningstar_trader.decision import decide
     from morningstar_trader.evaluation import with_model_decision
-    from morningstar_trader.model import MorningstarModel, resolve_model_dir
+    from morningstar_trader.rules import signal_model
     from morningstar_trader.store import CandleStore
     from morningstar_trader.supervisor import ReviewRequest, Supervisor
     from morningstar_trader.types import parse_timeframe
     cfg, secrets, data_dir = _setup(args)
     cfg = _with_llm(cfg, args)
     supervisor = Supervisor.from_settings(cfg.llm, secrets, cfg.paths.state_dir, args.llm_record)   # fails now, not mid-way, without a key
-    model = MorningstarModel.load(resolve_model_dir(cfg.paths.models_dir, cfg.model.name, cfg.model.version), cfg)
+    model = signal_model(cfg)                             # what the cycle trades: the trained model, or the rule
     cfg = with_model_decision(cfg, model.metadata)
     end = args.at + parse_timeframe(cfg.timeframe) if args.at is not None else None
     bars = CandleStore(data_dir).load(args.exchange or cfg.exchange.id, args.pair, cfg.timeframe, end=end)

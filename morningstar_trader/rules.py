@@ -54,9 +54,11 @@ class RuleFeatures:
     rule: RuleSettings
     timeframe: str
     settings: RuleFeatureSettings = RuleFeatureSettings()
-    technical_names: tuple[str, ...] = ("sma_fast", "sma_slow", "realized_vol")
-    context_names: tuple[str, ...] = ()
 
+    @property
+    def technical_names(self) -> list[str]: return ["sma_fast", "sma_slow", "realized_vol"]   # a list, as a model's
+    @property
+    def context_names(self) -> list[str]: return []
     @property
     def min_bars(self) -> int: return max(self.rule.slow, self.rule.vol_period + 1)
 
@@ -68,13 +70,13 @@ class RuleFeatures:
     def frame(self, bars: Bars) -> pd.DataFrame:
         "The values at every bar of `bars`, one column per technical name."
         close = bars.frame["close"].to_numpy(np.float64)
-        return pd.DataFrame(self.values(close), index=bars.frame.index, columns=list(self.technical_names))
+        return pd.DataFrame(self.values(close), index=bars.frame.index, columns=self.technical_names)
 
     def windows(self, pair: str, features: pd.DataFrame) -> Features:
         "One decision row per bar whose values are all known."
         ok = features.notna().all(axis=1).to_numpy()
         technical = features.to_numpy(np.float64)[ok][:, None, :]
-        return Features(pair, features.index[ok], technical, np.zeros((int(ok.sum()), 0)), self.technical_names, ())
+        return Features(pair, features.index[ok], technical, np.zeros((int(ok.sum()), 0)), tuple(self.technical_names), ())
 
 # %% ../nbs/13a_rules.ipynb #1246f98f
 @patch

@@ -91,6 +91,17 @@ def test_review_asks_a_local_openai_compatible_server(trained, monkeypatch):
     assert simulated["decision"]["pair"] == "ETH/USDT" and simulated["proposal"]["size"] > 0   # sized as the cycle sizes it
 
 
+def test_review_of_a_rule_asks_about_the_rules_proposal(trained):
+    """With `rule:` in the config, `review` asks about the rule's proposal (what the cycle would trade)."""
+    import yaml
+    config = yaml.safe_load(trained.config.read_text()) | {"rule": {"name": "buy_hold"}}
+    (trained.root / "rule.yaml").write_text(yaml.safe_dump(config))
+    rule = Project(trained.root, trained.root / "rule.yaml")
+    out = json.loads(rule.run("review", "--pair", "ETH/USDT", "--exchange", "synthetic", "--llm-mode", "simulated").stdout)
+    assert out["proposal"]["side"] == "long" and out["proposal"]["size"] > 0
+    assert any("model long with confidence 1.00" in r for r in out["decision"]["reasons"])
+
+
 def test_review_in_live_mode_without_a_key_fails_at_start(trained):
     proc = trained.run("review", "--pair", "ETH/USDT", "--exchange", "synthetic", "--llm-mode", "live",
                        env={"MORNINGSTAR_LLM_API_KEY": ""}, check=1)
