@@ -435,8 +435,8 @@ def risk(args) -> int:
     mode = args.mode or (top.mode if top.mode in ("paper", "live") else "paper")
     if args.strategy is None and top.strategies:
         if args.action == "resume": raise _usage(f"resume: name the strategy with --strategy ({', '.join(s.name for s in top.strategies)})")
-        status = {s.name: risk_status(_configured(top, s.name).paths.state_dir, mode) for s in top.strategies
-                  if (_configured(top, s.name).paths.state_dir / f"{mode}.sqlite").is_file()}
+        dirs = {s.name: _configured(top, s.name).paths.state_dir for s in top.strategies}
+        status = {name: risk_status(d, mode) for name, d in dirs.items() if (d / f"{mode}.sqlite").is_file()}
         if not status: raise _usage(f"no {mode} account of any strategy under {top.paths.state_dir}")
     else:
         state_dir = _configured(top, args.strategy).paths.state_dir
