@@ -356,8 +356,8 @@ def _live_gate(args, cfg, mode: str) -> None:
     if mode != "live": return
     from morningstar_trader.evaluation import check_live_gate, trading_edge
     from morningstar_trader.model import read_metadata, resolve_model_dir
-    from morningstar_trader.rules import RuleFeatures, RuleModel
-    if cfg.rule is not None: path, meta = (m := RuleModel(RuleFeatures(cfg.rule, cfg.timeframe))).path, m.metadata
+    from morningstar_trader.rules import signal_model
+    if cfg.rule is not None: path, meta = (rule := signal_model(cfg)).path, rule.metadata
     else: meta = read_metadata(path := resolve_model_dir(cfg.paths.models_dir, cfg.model.name, cfg.model.version))
     if not args.allow_unproven_model: print(f"model {path} passes the live gate: {check_live_gate(meta, cfg.gate, path)}")
     elif not (edge := trading_edge(meta, cfg.gate))[0]:
