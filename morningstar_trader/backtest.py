@@ -21,8 +21,8 @@ _log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['TRADE_COLUMNS', 'BacktestError', 'Strategy', 'SmaCross', 'BuyAndHold', 'BacktestResult', 'compute_stats',
-           'benchmark_curves', 'benchmark_stats', 'window_benchmarks', 'run_backtest', 'ModelStrategy', 'round_trips',
-           'check_lookahead', 'history_bars', 'load_frames']
+           'benchmark_curves', 'benchmark_stats', 'window_benchmarks', 'run_backtest', 'configured_backtest',
+           'ModelStrategy', 'round_trips', 'check_lookahead', 'history_bars', 'load_frames']
 
 # %% ../nbs/13_backtest.ipynb #5bbcbe74
 class BacktestError(MorningstarError):
@@ -254,6 +254,16 @@ def _bar_by_bar(strategy: Strategy, frame: pd.DataFrame) -> pd.DataFrame:
     "Signals computed at each bar from the data up to that bar only (slow; proves batch signals peek at nothing)."
     rows = [strategy.signals(frame.iloc[: i + 1]).iloc[-1] for i in range(len(frame))]
     return pd.DataFrame(rows, index=frame.index)
+
+# %% ../nbs/13_backtest.ipynb #05357361
+def configured_backtest(frames: dict[str, pd.DataFrame], strategy: Strategy, settings, *, size: float | None, cash: float,
+                        supervisor=None, store=None, start=None) -> BacktestResult:
+    """`run_backtest` with the costs, shorting and settings of `settings`, as `morningstar backtest`, the run notebook and
+    each sweep task call it: `start` only for decision-sized runs (a fixed-size run trades every bar it is given)."""
+    c = settings.costs
+    return run_backtest(frames, strategy, size=size, fee=c.taker_fee, slippage_bps=c.slippage_bps, cash=cash,
+                        allow_short=settings.exchange.market_type != "spot", settings=settings, supervisor=supervisor,
+                        store=store, start=start if size is None else None)
 
 # %% ../nbs/13_backtest.ipynb #98236106
 @dataclass(frozen=True)

@@ -268,7 +268,7 @@ def _strategy(name: str, params: list[str], cfg):
 def backtest(args) -> int:
     import json
     import shutil
-    from morningstar_trader.backtest import check_lookahead, history_bars, load_frames, run_backtest
+    from morningstar_trader.backtest import check_lookahead, configured_backtest, history_bars, load_frames
     from morningstar_trader.portfolio import PortfolioStore
     from morningstar_trader.store import CandleStore
     from morningstar_trader.supervisor import Supervisor
@@ -287,9 +287,8 @@ def backtest(args) -> int:
     try:
         # decision-sized runs go through the same state store as live cycles; it stays with the results
         store = PortfolioStore(out / "state.sqlite", initial_cash=args.cash, durable=False) if args.size is None else None
-        result = run_backtest(frames, strategy, size=args.size, fee=cfg.costs.taker_fee, slippage_bps=cfg.costs.slippage_bps,
-                              cash=args.cash, allow_short=cfg.exchange.market_type != "spot", settings=cfg,
-                              supervisor=supervisor, store=store, start=args.start if args.size is None else None)
+        result = configured_backtest(frames, strategy, cfg, size=args.size, cash=args.cash, supervisor=supervisor,
+                                     store=store, start=args.start)
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)   # no half-written results
         raise

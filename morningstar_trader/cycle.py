@@ -532,7 +532,8 @@ def _closed_since(ctx: CycleContext, pair: str, start_ns: int, last_ns: int,
     if start_ns > last_ns: return RecentCandles(np.zeros(0, np.int64), np.zeros((0, 5)))   # nothing closed since
     if ctx.stream is not None:
         got = RecentCandles(*ctx.stream.closed(pair, start_ns)).since(start_ns)
-        got = RecentCandles(got.times[got.times <= last_ns], got.ohlcv[got.times <= last_ns])
+        closed = got.times <= last_ns
+        got = RecentCandles(got.times[closed], got.ohlcv[closed])
         step = parse_timeframe(ctx.settings.timeframe).value
         if len(got) and got.times[0] == start_ns and got.times[-1] == last_ns and (np.diff(got.times) == step).all():
             return got

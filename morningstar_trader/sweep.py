@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .backtest import ModelStrategy, history_bars, run_backtest
+from .backtest import ModelStrategy, configured_backtest, history_bars
 from .config import ConfigError, Settings
 from .cycle import model_id
 from .types import MorningstarError, to_utc
@@ -153,9 +153,7 @@ def backtest_once(frames: dict, strategy, settings: Settings, *, size: float | N
     if size is None and settings.llm.mode != "off":
         from morningstar_trader.supervisor import Supervisor
         supervisor = Supervisor(settings.llm)
-    return run_backtest(frames, strategy, size=size, fee=settings.costs.taker_fee, slippage_bps=settings.costs.slippage_bps,
-                        cash=cash, allow_short=settings.exchange.market_type != "spot", settings=settings,
-                        supervisor=supervisor, start=start if size is None else None)
+    return configured_backtest(frames, strategy, settings, size=size, cash=cash, supervisor=supervisor, start=start)
 
 # %% ../nbs/18_sweep.ipynb #0a9b5e22
 @dataclass(frozen=True)
