@@ -42,6 +42,7 @@ demo: setup
 	@cat "$$(ls -d models/default/*/ | tail -n 1)MODEL_CARD.md"
 	$(BIN)/morningstar run --mode backtest --exchange synthetic --start 2024-07-01 --llm-mode simulated --html
 	@echo
+	@echo "The CLI lives in .venv:  $(BIN)/morningstar --help   (or 'source $(BIN)/activate' once, then 'morningstar ...')"
 	@echo "Open the dashboard (runs, the paper account, the candle store) in your browser:"
 	@echo "    $(BIN)/morningstar dashboard        # then http://127.0.0.1:8866/  (Ctrl-C stops it)"
 	@echo "or the run notebook above in JupyterLab:  $(BIN)/jupyter lab"

@@ -41,14 +41,15 @@ def _positive(flag: str):
         return v
     return parse
 
-def _setup(args, **overrides):
-    "Config, secrets, logging and the data folder for one command."
+def _setup(args, *, log_file: bool = True, **overrides):
+    "Config, secrets, logging (a JSON-lines file only for a command that does work) and the data folder for one command."
     from morningstar_trader.config import load_config, load_secrets, resolve_path
     from morningstar_trader.logging import setup_logging
     cfg = load_config(args.config, **overrides)
     secrets = load_secrets()
     run_id = f"cli-{args.command}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
-    setup_logging(run_id, cfg.paths.logs_dir, secrets=secrets.values(), console_level="WARNING")
+    setup_logging(run_id, cfg.paths.logs_dir if log_file else None, secrets=secrets.values(), console_level="WARNING",
+                  keep=cfg.paths.logs_keep)
     if getattr(args, "data_dir", None):      # one data folder for the command: candles, alternative data, the model's tables
         cfg = cfg.model_copy(update={"paths": cfg.paths.model_copy(update={"data_dir": resolve_path(args.data_dir, "--data-dir")})})
     return cfg, secrets, cfg.paths.data_dir
@@ -122,7 +123,7 @@ def _print_catalog(cat, empty: str, footer: str | None = None) -> int:
 
 def data_show(args) -> int:
     from morningstar_trader.store import CandleStore
-    _, _, data_dir = _setup(args)
+    _, _, data_dir = _setup(args, log_file=False)
     cat = CandleStore(data_dir).catalog()
     return _print_catalog(cat.drop(columns="path"), f"no candles stored under {data_dir / 'processed'}; try `morningstar data sample` "
                           "or `morningstar data download`", f"\n{len(cat)} series under {data_dir / 'processed'}")
@@ -170,7 +171,7 @@ def alt_import(args) -> int:
 
 def alt_show(args) -> int:
     from morningstar_trader.alt_providers import AltStore
-    _, _, data_dir = _setup(args)
+    _, _, data_dir = _setup(args, log_file=False)
     return _print_catalog(AltStore(data_dir).catalog(), f"no alternative data under {data_dir / 'processed' / 'alt'}; "
                           "try `morningstar alt download SOURCE` or `alt import`")
 
@@ -430,7 +431,7 @@ def risk(args) -> int:
     "`risk status` and `risk resume`: the trading state of the paper or live account, and lifting a halt."
     import json
     from morningstar_trader.cycle import resume_trading, risk_status
-    top, _, _ = _setup(args)
+    top, _, _ = _setup(args, log_file=args.action == "resume")
     mode = args.mode or (top.mode if top.mode in ("paper", "live") else "paper")
     if args.strategy is None and top.strategies:
         if args.action == "resume": raise _usage(f"resume: name the strategy with --strategy ({', '.join(s.name for s in top.strategies)})")
@@ -447,7 +448,7 @@ def runs(args) -> int:
     import json
     import pandas as pd
     from morningstar_trader.runs import compare_runs, list_runs, load_run
-    cfg, _, _ = _setup(args)
+    cfg, _, _ = _setup(args, log_file=False)
     if args.action == "compare":
         with pd.option_context("display.width", 200, "display.max_colwidth", 30, "display.float_format", "{:.4g}".format):
             print(compare_runs(args.run_ids, cfg.paths.runs_dir).to_string())
@@ -480,7 +481,7 @@ def dashboard(args) -> int:
     "Serve the dashboard until Ctrl-C."
     import os
     from morningstar_trader.types import MorningstarError
-    _setup(args)                                   # a bad config stops here, as for every command
+    _setup(args, log_file=False)                                   # a bad config stops here, as for every command
     notebook = Path(args.notebook)
     if not notebook.is_file(): raise _usage(f"--notebook {notebook}: not found (run from the project root, or pass --notebook)")
     if not 1024 <= args.port <= 65535: raise _usage(f"--port {args.port}: use 1024-65535")

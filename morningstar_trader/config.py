@@ -185,6 +185,7 @@ class PathSettings(_Section):
     runs_dir: UsablePath = Path("runs")
     state_dir: UsablePath = Path("state")
     logs_dir: UsablePath = Path("logs")
+    logs_keep: int = Field(200, ge=1, le=100_000)   # JSON-lines files kept in logs_dir, the newest
 
 HEADS = ("signal", "volatility", "regime", "sl_tp")
 
@@ -694,7 +695,7 @@ def parse_config(data: Any, source: str = "<config>") -> Settings:
     return _resolve_paths(settings, source)
 
 def _resolve_paths(s: Settings, source: str) -> Settings:
-    paths = {k: resolve_path(v, f"{source}: paths.{k}") for k, v in s.paths.model_dump().items()}
+    paths = {k: resolve_path(v, f"{source}: paths.{k}") if isinstance(v, Path) else v for k, v in s.paths.model_dump().items()}
     alt = tuple(a.model_copy(update={"path": resolve_path(a.path, f"{source}: features.alt_data.{i}.path")}) if a.path else a
                 for i, a in enumerate(s.features.alt_data))
     return s.model_copy(update={"paths": PathSettings(**paths), "features": s.features.model_copy(update={"alt_data": alt})})

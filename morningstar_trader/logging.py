@@ -8,7 +8,10 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import os
+import re
 import sys
+import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -16,7 +19,8 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 # %% auto #0
-__all__ = ['REDACTED', 'log_context', 'redact', 'JsonFormatter', 'ConsoleFormatter', 'RunLog', 'setup_logging']
+__all__ = ['REDACTED', 'STARTUP_NOTICE', 'log_context', 'redact', 'JsonFormatter', 'ConsoleFormatter', 'prune_logs', 'RunLog',
+           'setup_logging', 'held_startup_notices']
 
 # %% ../nbs/01a_logging.ipynb #ed55c03b
 _context: contextvars.ContextVar[dict] = contextvars.ContextVar("morningstar_log_context", default={})
@@ -76,6 +80,14 @@ class ConsoleFormatter(_Redacting):
         if record.exc_info: text += "\n" + self.formatException(record.exc_info)
         return text
 
+# %% ../nbs/01a_logging.ipynb #f630d6eb
+def prune_logs(folder: Path, keep: int) -> list[Path]:
+    "Delete all but the `keep` most recently modified `*.jsonl` files in `folder`; return the deleted paths."
+    files = sorted(folder.glob("*.jsonl"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in files[keep:]:
+        old.unlink(missing_ok=True)
+    return files[keep:]
+
 # %% ../nbs/01a_logging.ipynb #b14aaf9a
 @dataclass
 class RunLog:
@@ -92,8 +104,9 @@ class RunLog:
 
 def setup_logging(run_id: str, logs_dir: str | Path | None = None, *, secrets: Iterable[str] = (),
                   level: int | str = "INFO", console: bool = True, console_level: int | str | None = None,
-                  stream=None) -> RunLog:
-    "Log records at `level` or above to `<logs_dir>/<run_id>.jsonl` and (at `console_level`, default `level`) the console, redacting `secrets`."
+                  stream=None, keep: int | None = None) -> RunLog:
+    """Log records at `level` or above to `<logs_dir>/<run_id>.jsonl` and (at `console_level`, default `level`) the
+    console, redacting `secrets`. The file appears with its first record; `keep` prunes the folder to that many files."""
     root = logging.getLogger()
     for h in [h for h in root.handlers if getattr(h, "_morningstar", False)]:  # a second setup replaces the first
         root.removeHandler(h); h.close()
@@ -101,7 +114,8 @@ def setup_logging(run_id: str, logs_dir: str | Path | None = None, *, secrets: I
     if logs_dir is not None:
         path = Path(logs_dir) / f"{run_id}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
-        h = logging.FileHandler(path, encoding="utf-8")
+        if keep is not None: prune_logs(path.parent, keep - 1)
+        h = logging.FileHandler(path, encoding="utf-8", delay=True)    # a command that logs nothing leaves no file
         h.setFormatter(JsonFormatter(secrets)); handlers.append(h)
     if console:
         h = logging.StreamHandler(stream or sys.stderr)
@@ -113,3 +127,28 @@ def setup_logging(run_id: str, logs_dir: str | Path | None = None, *, secrets: I
         root.addHandler(h)
     root.setLevel(level)
     return RunLog(run_id, path, handlers)
+
+# %% ../nbs/01a_logging.ipynb #302501fb
+STARTUP_NOTICE = re.compile(
+    r"All log messages before absl::InitializeLog|oneDNN custom operations are on|cpu_feature_guard|"
+    r"rebuild TensorFlow with the appropriate compiler flags|^To enable the following instructions|"
+    r"Unable to register cu(DNN|FFT|BLAS) factory|computation placer already registered|Could not find cuda drivers|"
+    r"cuda_executor|cuInit|TF-TRT Warning", re.M)
+
+@contextmanager
+def held_startup_notices(stream=None) -> Iterator[None]:
+    "Hold file descriptor 2 aside inside the block; afterwards write what was printed, start-up notices removed, to `stream`."
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            kept = [line for line in held.read().decode(errors="replace").splitlines(keepends=True)
+                    if not STARTUP_NOTICE.search(line)]
+            if kept:
+                (stream or sys.stderr).write("".join(kept))

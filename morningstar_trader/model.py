@@ -25,15 +25,18 @@ import morningstar_trader
 from .alt_data import load_alt_tables
 from .config import FeatureSettings, ModelSettings, Settings
 from .evaluation import temper
+from .logging import held_startup_notices
 from .features import (DataPreparation, FeatureError, brief, describe_problems, scaler_from_dict,
                                          scaler_to_json, shorten)
 from .types import Features, MorningstarError
 
-# set before TensorFlow loads: its C++ start-up lines (CPU features, CUDA probes) would reach every console, log and run
-# notebook, errors too: Keras 3.15 on TF 2.21 logs a harmless NodeDef error each epoch; a real failure raises in Python.
+# set before TensorFlow loads: its C++ log lines would reach every console, log and run notebook, errors too: Keras 3.15
+# on TF 2.21 logs a harmless NodeDef error each epoch; a real failure raises in Python. The notices printed while its
+# libraries load (absl, oneDNN) come before this setting applies: held_startup_notices removes them.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-import keras
-import tensorflow as tf
+with held_startup_notices():
+    import keras
+    import tensorflow as tf
 
 # %% auto #0
 __all__ = ['SIGNAL_CLASSES', 'REGRESSION_HEADS', 'FORMAT', 'FILES', 'ModelError', 'EnhancedHybridModel', 'resolve_model_dir',

@@ -35,6 +35,15 @@ def tiny_artifact(path: Path, network=None) -> Path:
     return save_model(path, network, prep, meta, {"MODEL_CARD.md": "# Model card: tiny\n\n- untrained, for tests ±\n"})
 
 
+def known_evaluation(sharpe_excess: float, p: float) -> dict:
+    """A trading evaluation as training writes it (overall part), with the given edge: gate tests never rest on what a
+    network happened to learn."""
+    return {"trading": {"overall": {"folds": 3, "model_return": 0.012, "model_sharpe": 0.4 + sharpe_excess, "model_max_drawdown": 0.05,
+                                    "turnover": 3.1, "fees": 12.5, "trades": 41, "buy_hold_return": 0.08, "buy_hold_sharpe": 0.4,
+                                    "buy_hold_max_drawdown": 0.2, "sharpe_excess": sharpe_excess, "random_mean_gain": 0.0,
+                                    "p_value": p}, "folds": [], "permutations": 200, "cash": 10_000.0}}
+
+
 def read(path: Path, name: str):
     return json.loads((path / name).read_text())
 

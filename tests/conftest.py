@@ -42,6 +42,10 @@ def exchange():
         server.data = data
         yield server
 
+# TensorFlow's loud start-up path (oneDNN on: absl and oneDNN notices on fd 2) forced in every CLI subprocess, so the
+# checks that consoles, run notebooks and refusals carry no start-up noise can fail on any x86 CPU, not only on some.
+NOISY_TENSORFLOW = {"TF_ENABLE_ONEDNN_OPTS": "1"}
+
 
 @dataclass
 class Project:
@@ -56,7 +60,7 @@ class Project:
     def run(self, *args: str, env: dict | None = None, check: int | None = 0, timeout: float = 120) -> subprocess.CompletedProcess:
         """Run the installed `morningstar` script with this project's config, as a user would."""
         proc = subprocess.run([str(MORNINGSTAR), *args, "--config", str(self.config)], cwd=self.root, text=True,
-                              capture_output=True, env={**os.environ, **(env or {})}, timeout=timeout)
+                              capture_output=True, env={**os.environ, **NOISY_TENSORFLOW, **(env or {})}, timeout=timeout)
         if check is not None and proc.returncode != check:
             raise AssertionError(f"exit {proc.returncode}, expected {check}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
         return proc

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from artifact_kit import read, sample_bars, tiny_artifact, write
+from artifact_kit import known_evaluation, read, sample_bars, tiny_artifact, write
 from conftest import ROOT, TINY, Project
 from morningstar_trader.cli import _live_gate, main
 from morningstar_trader.config import Settings
@@ -19,19 +19,11 @@ from morningstar_trader.model import MorningstarModel, ModelError, resolve_model
 NOTEBOOK = str(ROOT / "nbs" / "trading_cycle.ipynb")
 
 
-def evaluation(sharpe_excess: float, p: float) -> dict:
-    """A trading evaluation as training writes it (overall part), with the given edge."""
-    return {"trading": {"overall": {"folds": 3, "model_return": 0.012, "model_sharpe": 0.4 + sharpe_excess, "model_max_drawdown": 0.05,
-                                    "turnover": 3.1, "fees": 12.5, "trades": 41, "buy_hold_return": 0.08, "buy_hold_sharpe": 0.4,
-                                    "buy_hold_max_drawdown": 0.2, "sharpe_excess": sharpe_excess, "random_mean_gain": 0.0,
-                                    "p_value": p}, "folds": [], "permutations": 200, "cash": 10_000.0}}
-
-
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> Path:
     """models/default/{none,weak,edge}: no trading evaluation, a positive excess with p = 0.62, a clear edge."""
     root = tmp_path_factory.mktemp("gate") / "models" / "default"
-    for name, ev in (("none", None), ("weak", evaluation(0.3, 0.62)), ("edge", evaluation(0.5, 0.02))):
+    for name, ev in (("none", None), ("weak", known_evaluation(0.3, 0.62)), ("edge", known_evaluation(0.5, 0.02))):
         path = tiny_artifact(root / name)
         if ev: write(path, "metadata.json", read(path, "metadata.json") | {"evaluation": ev})
     return root

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from artifact_kit import known_evaluation, read, write
 from conftest import ROOT, TINY, Project, candles
 from local_exchange import LocalExchange
 from local_llm import LocalLLM, Reply
@@ -124,8 +125,10 @@ def test_a_scheduled_run_waits_for_its_close_and_a_late_one_is_a_missed_bar(pape
 def test_a_live_run_needs_the_confirmation_trades_through_the_venue_and_logs_no_key(paper):
     proc = paper.run("run", "--mode", "live", "--notebook", NOTEBOOK, env=FAKE, check=2)
     assert "--i-understand-this-trades-real-money" in proc.stderr
-    # the 2-epoch model has no edge after costs (the paper runs above trade it all the same): live refuses it...
-    assert not trading_edge(read_metadata(paper.root / "models" / "default" / "v1"), GateSettings())[0]
+    # a model whose card shows no edge after costs (the paper runs above trade it all the same): live refuses it...
+    model_dir = paper.root / "models" / "default" / "v1"
+    write(model_dir, "metadata.json", read(model_dir, "metadata.json") | {"evaluation": known_evaluation(0.3, 0.62)})
+    assert not trading_edge(read_metadata(model_dir), GateSettings())[0]
     proc = paper.run("run", "--mode", "live", "--i-understand-this-trades-real-money", "--notebook", NOTEBOOK, env=FAKE, check=2)
     assert proc.stderr.startswith("morningstar: error: refusing to trade model") and "p-value" in proc.stderr
     # ...unless the user says so
