@@ -669,7 +669,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)     # `schedule` starts one child per strategy with these
     from morningstar_trader.config import ConfigError, load_secrets
-    from morningstar_trader.logging import redact
+    from morningstar_trader.logging import close_logging, redact
     from morningstar_trader.types import MorningstarError
     try: return args.run(args)
     except (MorningstarError, OSError) as e:
@@ -678,3 +678,5 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("morningstar: interrupted", file=sys.stderr)
         return 130
+    finally:
+        close_logging()           # main() called in a process that goes on (a notebook, a test) leaves no handler behind

@@ -20,7 +20,7 @@ from typing import Iterable, Iterator
 
 # %% auto #0
 __all__ = ['REDACTED', 'STARTUP_NOTICE', 'log_context', 'redact', 'JsonFormatter', 'ConsoleFormatter', 'prune_logs', 'RunLog',
-           'setup_logging', 'held_startup_notices']
+           'close_logging', 'setup_logging', 'held_startup_notices']
 
 # %% ../nbs/01a_logging.ipynb #ed55c03b
 _context: contextvars.ContextVar[dict] = contextvars.ContextVar("morningstar_log_context", default={})
@@ -102,14 +102,20 @@ class RunLog:
             root.removeHandler(h)
             h.close()
 
+def close_logging() -> None:
+    "Remove and close the handlers `setup_logging` installed."
+    root = logging.getLogger()
+    for h in [h for h in root.handlers if getattr(h, "_morningstar", False)]:
+        root.removeHandler(h)
+        h.close()
+
 def setup_logging(run_id: str, logs_dir: str | Path | None = None, *, secrets: Iterable[str] = (),
                   level: int | str = "INFO", console: bool = True, console_level: int | str | None = None,
                   stream=None, keep: int | None = None) -> RunLog:
     """Log records at `level` or above to `<logs_dir>/<run_id>.jsonl` and (at `console_level`, default `level`) the
     console, redacting `secrets`. The file appears with its first record; `keep` prunes the folder to that many files."""
+    close_logging()                                   # a second setup replaces the first
     root = logging.getLogger()
-    for h in [h for h in root.handlers if getattr(h, "_morningstar", False)]:  # a second setup replaces the first
-        root.removeHandler(h); h.close()
     secrets, handlers, path = list(secrets), [], None
     if logs_dir is not None:
         path = Path(logs_dir) / f"{run_id}.jsonl"
