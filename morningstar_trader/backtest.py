@@ -326,7 +326,7 @@ def round_trips(fills: pd.DataFrame, orders: pd.DataFrame) -> pd.DataFrame:
 # %% ../nbs/13_backtest.ipynb #50170b6f
 def _kernel_inputs(frames: dict[str, pd.DataFrame], strategy, index: pd.DatetimeIndex) -> dict[str, tuple]:
     "Per pair: (OHLC on `index`, heads per bar or None, evidence(i) for a review at bar i, the heads as a frame)."
-    from morningstar_trader.cycle import review_evidence
+    from morningstar_trader.kernel import review_evidence
     out = {}
     for pair, frame in frames.items():
         heads, features = strategy.inputs(pair, frame)
@@ -346,7 +346,7 @@ def _kernel_inputs(frames: dict[str, pd.DataFrame], strategy, index: pd.Datetime
 # %% ../nbs/13_backtest.ipynb #1a3043f3
 def _finish(k, index: pd.DatetimeIndex, ohlc: dict[str, np.ndarray]) -> None:
     "The end of the data: open orders cancelled, open positions closed at their pair's last close."
-    from morningstar_trader.cycle import client_order_id
+    from morningstar_trader.kernel import client_order_id
     from morningstar_trader.types import Order
     for row in k.book.open_orders(): k.book.set_status(row["client_order_id"], "cancelled")
     for pair, pos in k.book.positions().items():
@@ -358,7 +358,7 @@ def _finish(k, index: pd.DatetimeIndex, ohlc: dict[str, np.ndarray]) -> None:
 # %% ../nbs/13_backtest.ipynb #06460966
 def _digests(supervisor, settings):
     "(inputs, close time) -> the inputs with that close's digest; None without a reviewer."
-    from morningstar_trader.cycle import attach_digest
+    from morningstar_trader.kernel import attach_digest
     from morningstar_trader.digest import DigestData, DigestMaker
     if supervisor is None or supervisor.settings.mode == "off": return None
     maker, data, failed = DigestMaker.from_supervisor(supervisor), DigestData.load(settings.paths.data_dir), []
@@ -374,7 +374,7 @@ def _digests(supervisor, settings):
 def _through_kernel(frames: dict[str, pd.DataFrame], strategy, costs: FillCosts, cash: float, can_short: bool, settings,
                     supervisor, store, markets: dict, account: str, start=None) -> BacktestResult:
     "The kernel of the live cycle at every close of the pairs' union timeline from `start` on (earlier bars: history only)."
-    from morningstar_trader.cycle import Kernel, PairInput, close_bar, model_id, unreviewed_twin
+    from morningstar_trader.kernel import Kernel, PairInput, close_bar, model_id, unreviewed_twin
     from morningstar_trader.execution import SimulatedVenue
     from morningstar_trader.book import MemoryBook
     from morningstar_trader.risk import RiskState
@@ -442,7 +442,7 @@ def check_lookahead(frame: pd.DataFrame, strategy, trades: pd.DataFrame, pair: s
 # %% ../nbs/13_backtest.ipynb #0da8275e
 def history_bars(strategy) -> int:
     "Candles a strategy needs before its first decision: the model's warm-up and the review's look-back (0: none)."
-    from morningstar_trader.cycle import MARKET_LOOKBACK
+    from morningstar_trader.kernel import MARKET_LOOKBACK
     return strategy.model.prep.min_bars + MARKET_LOOKBACK + 1 if isinstance(strategy, ModelStrategy) else 0
 
 def load_frames(store, exchange: str, pairs, timeframe: str, start=None, end=None, history: int = 0) -> dict[str, pd.DataFrame]:

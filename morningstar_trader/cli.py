@@ -212,15 +212,18 @@ def _with_llm(cfg, args):
 
 # %% ../nbs/15_cli.ipynb #8bd287dd
 def review(args) -> int:
-    "Ask the reviewer about the proposal the cycle would make for `--pair` at `--at`: the same evidence, sizing and rules."
+    "Ask the reviewer about the proposal the cycle would make for `--pair` at `--at`: the kernel's decide and review."
     import json
     import numpy as np
-    from morningstar_trader.cycle import model_id, predict_heads, review_evidence
-    from morningstar_trader.decision import decide
-    from morningstar_trader.evaluation import with_model_decision
+    from morningstar_trader.decision import proposal_of
+    from morningstar_trader.execution import BarWindow
+    from morningstar_trader.gate import with_model_decision
+    from morningstar_trader.kernel import CloseNotes, Kernel, Marked, PairInput, decide_pair, model_id, predict_heads
+    from morningstar_trader.kernel import review_evidence, review_pair
+    from morningstar_trader.risk import RiskState
     from morningstar_trader.rules import signal_model
     from morningstar_trader.store import CandleStore
-    from morningstar_trader.supervisor import ReviewRequest, Supervisor
+    from morningstar_trader.supervisor import Supervisor
     from morningstar_trader.types import parse_timeframe
     cfg, secrets, data_dir = _setup(args)
     cfg = _with_llm(cfg, args)
@@ -234,20 +237,19 @@ def review(args) -> int:
     pred = predict_heads(model, [(feats.technical[-1], feats.context[-1])])[0]
     when, close = bars.end + parse_timeframe(cfg.timeframe), float(bars.frame["close"].iloc[-1])
     evidence = review_evidence(frame[model.prep.technical_names].iloc[-1].to_dict(), bars.frame["close"].to_numpy(), pred)
-    asked = []
-    def reviewer(proposal):
-        asked.append((proposal, r := supervisor.review(ReviewRequest(
-            proposal, when, pred, *evidence, fee=cfg.costs.taker_fee, slippage=cfg.costs.slippage_bps / 10_000,
-            model_id=model_id(model)))))
-        return r
-    d = decide(args.pair, pred, close, args.equity, None, decision=cfg.decision, risk=cfg.risk,
-               can_short=cfg.exchange.market_type != "spot", reviewer=reviewer)
-    if not asked:
-        print(f"{args.pair} at {when}: no proposal to review ({'; '.join(d.reasons)})")
+    k = Kernel(cfg, None, None, "review", supervisor, can_short=cfg.exchange.market_type != "spot", model_id=model_id(model))
+    inp = PairInput(BarWindow.of(bars.frame), pred, lambda: evidence)
+    acct = Marked(args.equity, {}, {args.pair: close}, RiskState.start(args.equity, when))
+    proposed, notes = decide_pair(k, args.pair, inp, acct, None), CloseNotes()
+    decided = review_pair(k, inp, proposed, close, notes)
+    if args.pair not in notes.reviews:
+        print(f"{args.pair} at {when}: no proposal to review ({'; '.join(proposed.reasons)})")
         return 0
     clean = lambda o: {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in o.__dict__.items()}
-    print(json.dumps({"proposal": clean(asked[0][0]), "review": clean(asked[0][1]), "decision": clean(d)}, indent=2, default=str))
+    print(json.dumps({"proposal": clean(proposal_of(proposed, close)), "review": clean(notes.reviews[args.pair]),
+                      "decision": clean(decided)}, indent=2, default=str))
     return 0
+
 
 # %% ../nbs/15_cli.ipynb #2697fd99
 _STRATEGY_PARAMS = {"sma_cross": {"fast": int, "slow": int}, "buy_hold": {}, "model": {"min_confidence": float}}
@@ -354,7 +356,7 @@ def _mode(args, cfg, allowed: tuple[str, ...]) -> str:
 def _live_gate(args, cfg, mode: str) -> None:
     "Live: the model must show an edge after costs in its trading evaluation (`gate` in the config), or --allow-unproven-model."
     if mode != "live": return
-    from morningstar_trader.evaluation import check_live_gate, trading_edge
+    from morningstar_trader.gate import check_live_gate, trading_edge
     from morningstar_trader.model import read_metadata, resolve_model_dir
     from morningstar_trader.rules import signal_model
     if cfg.rule is not None: path, meta = (rule := signal_model(cfg)).path, rule.metadata

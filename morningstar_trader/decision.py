@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import Callable
 
 from .config import DEFAULT_MIN_CONFIDENCE, DecisionSettings, RiskSettings
 from .supervisor import _outward, _real
 from .types import Decision, MorningstarError, Position, Review, TradeProposal
 
 # %% auto #0
-__all__ = ['DecisionError', 'position_size', 'cap_size', 'review_factor', 'apply_review', 'decide']
+__all__ = ['DecisionError', 'position_size', 'cap_size', 'review_factor', 'apply_review', 'decide', 'proposal_of', 'review_entry']
 
 # %% ../nbs/08_decision.ipynb #3db4e488
 class DecisionError(MorningstarError, ValueError):
@@ -131,11 +130,10 @@ def _no_entry(pred: dict, s: DecisionSettings, can_short: bool) -> str | None:
 
 # %% ../nbs/08_decision.ipynb #50225f84
 def decide(pair: str, pred: dict, price: float, equity: float, position: Position | None, *,
-           decision: DecisionSettings, risk: RiskSettings, can_short: bool,
-           reviewer: Callable[[TradeProposal], Review] | None = None, baseline_size: float | None = None) -> Decision:
+           decision: DecisionSettings, risk: RiskSettings, can_short: bool, baseline_size: float | None = None) -> Decision:
     """One action for `pair` from one bar's predictions (`MorningstarModel.predict` row), the close `price` and the open
-    position; `reviewer` is asked about entries only; `baseline_size`: the size the same run without the review enters
-    with at this bar (0: it does not enter), or None when there is no such run to follow."""
+    position, before any review; `baseline_size`: the size the same run without the review enters with at this bar
+    (0: it does not enter), or None when there is no such run to follow."""
     if position is not None: return _manage(pair, pred, price, position, decision)
     if why := _no_entry(pred, decision, can_short): return Decision(pair, "hold", reasons=(why,))
     side, sign = ("long", 1) if int(pred["action"]) > 0 else ("short", -1)
@@ -146,13 +144,19 @@ def decide(pair: str, pred: dict, price: float, equity: float, position: Positio
     size, why = position_size(equity, price, pred, abs(price - sl) / price, decision, risk)
     size, capped = cap_size(size, equity, price, risk, baseline_size)
     if not size > 0: return Decision(pair, "hold", reasons=(*reasons, *why, *capped, "size is zero"))
-    proposal, reasons = TradeProposal(pair, side, size, price, sl, tp), [*reasons, *why, *capped]
-    if reviewer is not None:
-        review = reviewer(proposal)
-        reviewed = apply_review(proposal, review, decision)
-        note = (f"review ({review.source}): {review.coherence}, risk {review.risk_score:.2f}, size x{review_factor(review, decision):g}"
-                + (f", failed: {review.failure}" if review.failure else ""))
-        if reviewed is None: return Decision(pair, "hold", reasons=(*reasons, note, "vetoed by the review"))
-        proposal, reasons = reviewed, [*reasons, note]
-    return Decision(pair, f"open_{side}", size=proposal.size, stop_loss=proposal.stop_loss, take_profit=proposal.take_profit,
-                    reasons=tuple(reasons))
+    return Decision(pair, f"open_{side}", size=size, stop_loss=sl, take_profit=tp, reasons=(*reasons, *why, *capped))
+
+# %% ../nbs/08_decision.ipynb #16cb6af5
+def proposal_of(d: Decision, price: float) -> TradeProposal:
+    "The entry `d` as the reviewer sees it: side, size, the close `price` as entry price, its levels."
+    return TradeProposal(d.pair, "long" if d.action == "open_long" else "short", d.size, price, d.stop_loss, d.take_profit)
+
+def review_entry(d: Decision, price: float, review: Review, s: DecisionSettings) -> Decision:
+    "Entry `d` after its `review`: held when vetoed, else shrunk and tightened (`apply_review`), with the review's note."
+    if not d.action.startswith("open"): return d
+    reviewed = apply_review(proposal_of(d, price), review, s)
+    note = (f"review ({review.source}): {review.coherence}, risk {review.risk_score:.2f}, "
+            f"size x{review_factor(review, s):g}" + (f", failed: {review.failure}" if review.failure else ""))
+    if reviewed is None: return Decision(d.pair, "hold", reasons=(*d.reasons, note, "vetoed by the review"))
+    return replace(d, size=reviewed.size, stop_loss=reviewed.stop_loss, take_profit=reviewed.take_profit,
+                   reasons=(*d.reasons, note))

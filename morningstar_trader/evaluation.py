@@ -10,55 +10,17 @@ import math
 import numpy as np
 import pandas as pd
 
-from .config import ConfigError, GateSettings, Settings
+from .config import GateSettings, Settings
+from .gate import trading_edge
 from .types import MorningstarError, parse_timeframe
 
 # %% auto #0
-__all__ = ['CONFIDENCE_GRID', 'EvaluationError', 'UnprovenModelError', 'temper', 'fit_temperature', 'reliability_table',
-           'expected_calibration_error', 'choose_min_confidence', 'min_confidence_for', 'with_model_decision',
-           'random_entry_sums', 'p_value', 'fold_trading', 'summarise_trading', 'trading_edge', 'check_live_gate',
-           'trading_card']
+__all__ = ['CONFIDENCE_GRID', 'EvaluationError', 'choose_min_confidence', 'random_entry_sums', 'p_value', 'fold_trading',
+           'summarise_trading', 'trading_card']
 
 # %% ../nbs/06a_evaluation.ipynb #3388c9b9
 class EvaluationError(MorningstarError):
     "The trading evaluation cannot run on this input; the message says why."
-
-class UnprovenModelError(ConfigError):
-    "A live run was asked to trade a model whose trading evaluation shows no edge after costs (a usage error: exit 2)."
-
-# %% ../nbs/06a_evaluation.ipynb #e49b8f9a
-def temper(probs: np.ndarray, temperature: float) -> np.ndarray:
-    "Class probabilities (N, C) with their log-probabilities divided by `temperature`; the argmax never changes."
-    z = np.log(np.clip(np.asarray(probs, np.float64), 1e-12, 1.0)) / temperature
-    e = np.exp(z - z.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)
-
-def fit_temperature(probs: np.ndarray, y: np.ndarray) -> float:
-    "The temperature in [0.05, 20] that minimises the negative log-likelihood of classes `y` (a coarse grid, then a fine one)."
-    probs, y = np.asarray(probs, np.float64), np.asarray(y, np.int64)
-    if len(probs) == 0 or len(probs) != len(y):
-        raise EvaluationError(f"calibration needs matching rows, got {len(probs)} and {len(y)}")
-    nll = lambda t: -np.log(np.clip(temper(probs, t)[np.arange(len(y)), y], 1e-12, None)).mean()
-    grid = np.geomspace(0.05, 20, 61)
-    best = grid[int(np.argmin([nll(t) for t in grid]))]
-    fine = np.geomspace(best / 1.11, best * 1.11, 41).clip(0.05, 20)
-    return float(fine[int(np.argmin([nll(t) for t in fine]))])
-
-# %% ../nbs/06a_evaluation.ipynb #add91bf6
-def reliability_table(probs: np.ndarray, y: np.ndarray, bins: int = 10) -> pd.DataFrame:
-    "Per confidence bin with rows: its range, rows, mean confidence and accuracy (the reliability diagram as a table)."
-    probs, y = np.asarray(probs, np.float64), np.asarray(y, np.int64)
-    conf, hit = probs.max(1), (probs.argmax(1) == y).astype(float)
-    which = np.minimum((conf * bins).astype(int), bins - 1)
-    rows = [{"bin": f"{b / bins:.1f}-{(b + 1) / bins:.1f}", "rows": int((which == b).sum()),
-             "confidence": float(conf[which == b].mean()), "accuracy": float(hit[which == b].mean())}
-            for b in range(bins) if (which == b).any()]
-    return pd.DataFrame(rows, columns=["bin", "rows", "confidence", "accuracy"])
-
-def expected_calibration_error(probs: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
-    "Row-weighted mean |accuracy - confidence| over equal-width confidence bins (0: perfectly calibrated)."
-    t = reliability_table(probs, y, bins)
-    return float((t["rows"] * (t["accuracy"] - t["confidence"]).abs()).sum() / max(t["rows"].sum(), 1))
 
 # %% ../nbs/06a_evaluation.ipynb #d77f6c1d
 CONFIDENCE_GRID = tuple(np.round(np.arange(0.35, 0.951, 0.025), 3))
@@ -74,18 +36,6 @@ def choose_min_confidence(confidence: np.ndarray, action: np.ndarray, horizon_re
     score = (take * gain[None, :]).sum(1)
     best = int(np.argmax(score)) if score.max() > 0 else len(grid) - 1
     return {"min_confidence": float(grid[best]), "entries": int(take[best].sum()), "edge": float(score[best])}
-
-# %% ../nbs/06a_evaluation.ipynb #c5bf625a
-def min_confidence_for(decision, chosen: dict | None) -> float:
-    "The config's decision.min_confidence when set, else `chosen['min_confidence']` (the model's), else the default."
-    from morningstar_trader.config import DEFAULT_MIN_CONFIDENCE
-    if decision.min_confidence is not None: return float(decision.min_confidence)
-    return float((chosen or {}).get("min_confidence", DEFAULT_MIN_CONFIDENCE))
-
-def with_model_decision(settings: Settings, metadata: dict) -> Settings:
-    "`settings` with decision.min_confidence resolved for the model whose metadata is given."
-    mc = min_confidence_for(settings.decision, metadata.get("decision"))
-    return settings.model_copy(update={"decision": settings.decision.model_copy(update={"min_confidence": mc})})
 
 # %% ../nbs/06a_evaluation.ipynb #cc0d4852
 def random_entry_sums(closes: dict[str, np.ndarray], trades: pd.DataFrame, cost: float, permutations: int,
@@ -165,32 +115,6 @@ def summarise_trading(folds: list[dict], random: list[np.ndarray]) -> dict:
             "sharpe_excess": float(np.mean([f["model"]["sharpe"] - f["buy_hold"]["sharpe"] for f in folds])),
             "random_mean_gain": float(sum(f["random"]["mean_gain"] for f in folds)),
             "p_value": p_value(gain, sum(random)) if traded else 1.0}
-
-# %% ../nbs/06a_evaluation.ipynb #9b95bcd1
-def trading_edge(meta: dict, gate: GateSettings) -> tuple[bool, str]:
-    "(whether the model's trading evaluation passes `gate`, the numbers as one sentence)."
-    if isinstance(meta, dict) and "rule" in meta:
-        return False, "a rule has no trading evaluation (backtest it: morningstar run --mode backtest --strategy NAME)"
-    t = (meta.get("evaluation") or {}).get("trading") if isinstance(meta, dict) else None
-    if not t: return False, "it has no trading evaluation (retrain it with this version of `morningstar train`)"
-    try:
-        o = t["overall"]
-        excess, p = float(o["sharpe_excess"]), float(o["p_value"])
-        numbers = (f"fold-mean Sharpe {o['model_sharpe']:.2f} vs buy & hold {o['buy_hold_sharpe']:.2f} "
-                   f"(excess {excess:+.2f}, needs > {gate.min_sharpe_excess:g}), p-value {p:.3f} against random entries "
-                   f"(needs < {gate.max_p_value:g}), return {o['model_return']:+.2%} vs buy & hold {o['buy_hold_return']:+.2%}, "
-                   f"{o['trades']} trades over {o['folds']} test window(s)")
-    except (KeyError, TypeError, ValueError) as e:
-        return False, f"its trading evaluation is unreadable ({type(e).__name__}: {str(e)[:80]})"
-    return bool(excess > gate.min_sharpe_excess and p < gate.max_p_value and math.isfinite(excess)), numbers
-
-def check_live_gate(meta: dict, gate: GateSettings, model_dir) -> str:
-    "The gate's numbers when the model passes; UnprovenModelError with them when it does not."
-    ok, numbers = trading_edge(meta, gate)
-    if not ok:
-        raise UnprovenModelError(f"refusing to trade model {model_dir} live: no edge after costs: {numbers}; "
-                                 "add --allow-unproven-model to trade it anyway")
-    return numbers
 
 # %% ../nbs/06a_evaluation.ipynb #4753450e
 def _pct(x: float) -> str: return f"{x:+.2%}"

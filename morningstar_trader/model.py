@@ -24,7 +24,7 @@ from sklearn.preprocessing import RobustScaler
 import morningstar_trader
 from .alt_data import load_alt_tables
 from .config import FeatureSettings, ModelSettings, Settings
-from .evaluation import temper
+from .calibration import temper
 from .logging import held_startup_notices
 from .features import (DataPreparation, FeatureError, brief, describe_problems, scaler_from_dict,
                                          scaler_to_json, shorten)

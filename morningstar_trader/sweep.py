@@ -23,7 +23,7 @@ import pandas as pd
 
 from .backtest import ModelStrategy, configured_backtest, history_bars
 from .config import ConfigError, Settings
-from .cycle import model_id
+from .kernel import model_id
 from .types import MorningstarError, to_utc
 
 # %% auto #0

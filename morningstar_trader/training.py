@@ -20,7 +20,8 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
 from .alt_data import load_alt_tables
 from .config import Settings, TrainingSettings
-from .evaluation import fold_trading, min_confidence_for, summarise_trading, trading_card
+from .evaluation import fold_trading, summarise_trading, trading_card
+from .gate import min_confidence_for
 from .features import DataPreparation
 from .types import Bars, MorningstarError, parse_timeframe
 
@@ -206,8 +207,8 @@ def data_hash(bars: dict[str, Bars]) -> str:
 # %% ../nbs/06_training.ipynb #8ffd9875
 def _calibrate(model, val: Samples, test: Samples, settings: Settings) -> tuple[dict, dict]:
     "(the signal head's temperature fitted on `val` with ECE before/after on val and test, min_confidence chosen on `val`)."
-    from morningstar_trader.evaluation import (choose_min_confidence, expected_calibration_error, fit_temperature,
-                                               reliability_table, temper)
+    from morningstar_trader.calibration import expected_calibration_error, fit_temperature, reliability_table, temper
+    from morningstar_trader.evaluation import choose_min_confidence
     pv, yv = model.predict(val.inputs)["signal"], val.labels["signal"].to_numpy(int)
     pt, yt = model.predict(test.inputs)["signal"], test.labels["signal"].to_numpy(int)
     t = fit_temperature(pv, yv)

@@ -158,7 +158,8 @@ def test_state_carries_over_between_processes_and_stale_data_is_flagged(world, t
 
 
 def test_a_live_exit_that_does_not_go_through_is_tried_again_at_the_next_close(world, tmp_path):
-    from morningstar_trader.cycle import _bars, check_levels
+    from morningstar_trader.cycle import _bars
+    from morningstar_trader.kernel import check_levels
     from morningstar_trader.risk import RiskState
     from morningstar_trader.types import Order
     server, settings, data = world

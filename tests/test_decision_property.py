@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from morningstar_trader.config import DecisionSettings, RiskSettings
-from morningstar_trader.decision import DecisionError, apply_review, decide
+from morningstar_trader.decision import DecisionError, apply_review, decide, review_entry
 from morningstar_trader.supervisor import NO_REVIEW
 from morningstar_trader.types import TradeProposal
 
@@ -38,9 +38,9 @@ def cases(draw):
     return pred, draw(positive), draw(positive), decision, risk, draw(st.one_of(st.none(), positive))
 
 
-def _decide(pred, price, equity, decision, risk, baseline=None, reviewer=None):
-    return decide("X/Y", pred, price, equity, None, decision=decision, risk=risk, can_short=True,
-                  baseline_size=baseline, reviewer=reviewer)
+def _decide(pred, price, equity, decision, risk, baseline=None, review=None):
+    d = decide("X/Y", pred, price, equity, None, decision=decision, risk=risk, can_short=True, baseline_size=baseline)
+    return d if review is None else review_entry(d, price, review, decision)
 
 
 def caps_hold(case):
@@ -76,7 +76,7 @@ reviews = st.builds(
 def review_never_enlarges(case, review):
     pred, price, equity, decision, risk, baseline = case
     before = _decide(pred, price, equity, decision, risk, baseline)
-    after = _decide(pred, price, equity, decision, risk, baseline, reviewer=lambda p: review)
+    after = _decide(pred, price, equity, decision, risk, baseline, review=review)
     assert after.action in (before.action, "hold")
     if after.action == "hold": return
     assert after.size <= before.size

@@ -13,7 +13,7 @@ from artifact_kit import known_evaluation, read, sample_bars, tiny_artifact, wri
 from conftest import ROOT, TINY, Project
 from morningstar_trader.cli import _live_gate, main
 from morningstar_trader.config import Settings
-from morningstar_trader.evaluation import UnprovenModelError
+from morningstar_trader.gate import UnprovenModelError
 from morningstar_trader.model import MorningstarModel, ModelError, resolve_model_dir
 
 NOTEBOOK = str(ROOT / "nbs" / "trading_cycle.ipynb")

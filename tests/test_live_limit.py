@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from morningstar_trader import cycle
+from morningstar_trader import kernel
 from morningstar_trader.cycle import build_context, run_cycle
 from morningstar_trader.live_execution import reconcile
 from morningstar_trader.types import Decision
@@ -31,7 +31,7 @@ def live(world, tmp_path, monkeypatch):  # noqa: F811
     def decide(pair, pred, price, equity, position, **_):
         if position is not None or wants.get(pair) != "open_long": return Decision(pair, "hold", reasons=("test",))
         return Decision(pair, "open_long", round(0.05 * equity / price, 4), price * 0.9, price * 1.2, ("chosen by the test",))
-    monkeypatch.setattr(cycle, "decide", decide)
+    monkeypatch.setattr(kernel, "decide", decide)
     return server, ctx, data, wants
 
 

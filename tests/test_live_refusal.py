@@ -10,7 +10,7 @@ import pytest
 
 from conftest import TINY, candles
 from local_exchange import LocalExchange
-from morningstar_trader import cycle
+from morningstar_trader import kernel
 from morningstar_trader.candles import validated_bars
 from morningstar_trader.config import Settings, load_secrets
 from morningstar_trader.cycle import build_context, run_cycle
@@ -51,7 +51,7 @@ def live(world, tmp_path, monkeypatch):
         size = position.size if action == "close" else round(0.05 * equity / price, 4)
         return Decision(pair, action, size if action != "hold" else 0.0, price * 0.9 if action == "open_long" else None,
                         price * 1.2 if action == "open_long" else None, ("chosen by the test",))
-    monkeypatch.setattr(cycle, "decide", decide)   # the kernel decides through decision.decide
+    monkeypatch.setattr(kernel, "decide", decide)   # the kernel decides through decision.decide
     return server, ctx, data, wants
 
 

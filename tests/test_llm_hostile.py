@@ -14,7 +14,7 @@ import pytest
 from conftest import HOUR_MS, TINY, candles
 from local_exchange import LocalExchange
 from local_llm import LocalLLM, Reply
-from morningstar_trader import cycle as kernel_module
+from morningstar_trader import kernel as kernel_module
 from morningstar_trader.backtest import ModelStrategy, run_backtest
 from morningstar_trader.candles import validated_bars
 from morningstar_trader.config import LlmSettings, Settings, load_secrets

@@ -1,6 +1,7 @@
 """The project's own machinery: nbdev settings that papermill relies on, lazy imports, the config example."""
 from __future__ import annotations
 
+import importlib.util
 import pkgutil
 import shutil
 import subprocess
@@ -78,3 +79,17 @@ def test_shipped_config_is_valid_and_safe():
     defaults = Settings()   # the commented example documents the defaults, and must not drift from them
     assert (cfg.features, cfg.training, cfg.llm, cfg.model, cfg.decision, cfg.risk, cfg.costs) == \
         (defaults.features, defaults.training, defaults.llm, defaults.model, defaults.decision, defaults.risk, defaults.costs)
+
+
+def test_no_import_circle_and_the_drivers_share_the_kernel():
+    """Imports anywhere in a module count, function-local ones too: no circle; the backtest and the paper/live driver both
+    import the kernel and neither imports the other; the kernel imports no driver."""
+    spec = importlib.util.spec_from_file_location("import_graph", ROOT / "scripts" / "import_graph.py")
+    graph_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(graph_module)
+    graph = graph_module.edges()
+    assert graph_module.circles(graph) == []
+    assert "kernel" in graph["backtest"] and "kernel" in graph["cycle"]
+    assert "cycle" not in graph["backtest"] and "backtest" not in graph["cycle"]
+    assert not graph["kernel"] & {"cycle", "backtest", "cli", "sweep", "schedule", "runs", "model", "training"}
+    assert graph_module.circles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]   # the check can fail
