@@ -59,7 +59,8 @@ browser:
 
 ## The whole suite: notebooks and package in sync, notebook tests, then pytest.
 test: setup sync-check browser
-	$(BIN)/ruff check --select F,E9 --output-format concise morningstar_trader tests bench
+	$(BIN)/ruff check --output-format concise morningstar_trader nbs tests bench scripts
+	$(BIN)/ruff format --check --quiet nbs tests bench scripts
 	$(BIN)/nbdev-test --n-workers 2
 	$(BIN)/pytest -n 2 --dist loadgroup
 

@@ -7,6 +7,7 @@ backtest does (`DigestData` loaded once, sliced per close): one slicing code, so
 
     .venv/bin/python bench/bench_alt.py [--bars 8760] [--closes 300]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,14 +37,18 @@ def best(f, n: int = 3) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bars", type=int, default=8760)
-    parser.add_argument("--closes", type=int, default=300, help="closes timed with digest_inputs (extrapolated to --bars)")
+    parser.add_argument(
+        "--closes", type=int, default=300, help="closes timed with digest_inputs (extrapolated to --bars)"
+    )
     args = parser.parse_args()
     data = Path(tempfile.mkdtemp(prefix="bench-alt-"))
     pairs = ("BTC/USDT", "ETH/USDT")
     write_sample_data(CandleStore(data), pairs=pairs, periods=args.bars, alt_store=AltStore(data))
     bars = CandleStore(data).load("synthetic", "BTC/USDT", "1h")
-    alt = (AltDataSource(name="fg", source="fear_greed", columns=("value",), max_age="2d"),
-           AltDataSource(name="fund", source="funding", columns=("funding_rate",), max_age="9h", stale_policy="carry"))
+    alt = (
+        AltDataSource(name="fg", source="fear_greed", columns=("value",), max_age="2d"),
+        AltDataSource(name="fund", source="funding", columns=("funding_rate",), max_age="9h", stale_policy="carry"),
+    )
     plain = DataPreparation(FeatureSettings(), "1h")
     with_alt = DataPreparation(FeatureSettings(alt_data=alt), "1h", alt_tables=load_alt_tables(alt, data))
     t_plain, t_alt = best(lambda: plain.frame(bars)), best(lambda: with_alt.frame(bars))
@@ -61,10 +66,14 @@ def main() -> None:
     print(f"{'  technical + time context':<52}{t_plain:>10.3f}")
     print(f"{'  + Fear & Greed and funding, as of availability':<52}{t_alt:>10.3f}   ({t_alt / t_plain:.2f}x)")
     print(f"\n{'digest inputs at every close of the range':<52}{'seconds':>10}")
-    print(f"{'  load the store and slice, per close (a cycle)':<52}{t_load * len(closes):>10.2f}   "
-          f"({t_load * 1e3:.1f} ms x {len(closes):,}, extrapolated)")
-    print(f"{'  load once + slice per close (a backtest)':<52}{t_once + t_slice * len(closes):>10.2f}   "
-          f"({t_once * 1e3:.0f} ms + {t_slice * 1e6:.0f} us x {len(closes):,})")
+    print(
+        f"{'  load the store and slice, per close (a cycle)':<52}{t_load * len(closes):>10.2f}   "
+        f"({t_load * 1e3:.1f} ms x {len(closes):,}, extrapolated)"
+    )
+    print(
+        f"{'  load once + slice per close (a backtest)':<52}{t_once + t_slice * len(closes):>10.2f}   "
+        f"({t_once * 1e3:.0f} ms + {t_slice * 1e6:.0f} us x {len(closes):,})"
+    )
     print(f"ratio: {t_load * len(closes) / (t_once + t_slice * len(closes)):.0f}x")
 
 

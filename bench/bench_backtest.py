@@ -6,6 +6,7 @@ the peer's.
 
     .venv/bin/python bench/bench_backtest.py [--bars 525600] [--repeat 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,7 +35,9 @@ def main() -> None:
     parser.add_argument("--bars", type=int, default=525_600)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    raw, _ = synthetic_candles({"BTC/USDT": SAMPLE_PAIRS["BTC/USDT"]}, start="2024-01-01", periods=args.bars, timeframe="1m")
+    raw, _ = synthetic_candles(
+        {"BTC/USDT": SAMPLE_PAIRS["BTC/USDT"]}, start="2024-01-01", periods=args.bars, timeframe="1m"
+    )
     bars = raw["BTC/USDT"].set_index("timestamp")
 
     ours_s, result = best(args.repeat, lambda: run_backtest(bars, SmaCross(10, 20), size=1, fee=0.001, cash=1e9))
@@ -52,9 +55,11 @@ def main() -> None:
 
         def next(self):
             if crossover(self.a, self.b):
-                self.position.close(); self.buy(size=1)
+                self.position.close()
+                self.buy(size=1)
             elif crossover(self.b, self.a):
-                self.position.close(); self.sell(size=1)
+                self.position.close()
+                self.sell(size=1)
 
     peer_data = bars.rename(columns=str.title).tz_localize(None)
     with warnings.catch_warnings():
@@ -62,11 +67,14 @@ def main() -> None:
         peer_s, peer = best(1, lambda: Backtest(peer_data, Peer, cash=1e9, commission=0.001).run())
     pt = peer._trades
     ours = result.trades[result.trades["exit_reason"] == "signal"]
-    same = (len(ours) == len(pt)
-            and np.array_equal(ours["entry_price"].to_numpy(), pt["EntryPrice"].to_numpy())
-            and np.array_equal(ours["exit_price"].to_numpy(), pt["ExitPrice"].to_numpy())
-            and np.array_equal(ours["entry_time"].dt.tz_localize(None).to_numpy(), pt["EntryTime"].to_numpy()))
-    if not same: raise SystemExit("trade lists differ: no timing is reported")
+    same = (
+        len(ours) == len(pt)
+        and np.array_equal(ours["entry_price"].to_numpy(), pt["EntryPrice"].to_numpy())
+        and np.array_equal(ours["exit_price"].to_numpy(), pt["ExitPrice"].to_numpy())
+        and np.array_equal(ours["entry_time"].dt.tz_localize(None).to_numpy(), pt["EntryTime"].to_numpy())
+    )
+    if not same:
+        raise SystemExit("trade lists differ: no timing is reported")
 
     print(f"SMA(10, 20) cross on {args.bars:,} one-minute bars, {len(ours):,} trades, identical in both engines")
     print(f"{'engine':<22}{'seconds':>10}{'bars/s':>14}{'ratio':>9}")

@@ -6,12 +6,12 @@ call per bar and pair, timed on a slice and extrapolated to the same number of b
 
     .venv/bin/python bench/bench_model_backtest.py [--pairs 10] [--bars 8760] [--slice 200]
 """
+
 from __future__ import annotations
 
 import argparse
 import resource
 import time
-
 
 from morningstar_trader.backtest import ModelStrategy, run_backtest
 from morningstar_trader.candles import validated_bars
@@ -34,13 +34,19 @@ def main() -> None:
     frames = {p: validated_bars(df, "synthetic", p, "1h")[0].frame for p, df in raw.items()}
     prep = DataPreparation(settings.features, "1h")
     prep = prep.fit([prep.frame(validated_bars(raw["P0/USDT"], "synthetic", "P0/USDT", "1h")[0])])
-    network = EnhancedHybridModel(prep.settings.window, len(prep.technical_names), len(prep.context_names), ModelSettings()).build()
-    model = MorningstarModel(network, prep, {"heads": list(ModelSettings().heads), "target_scale": {"volatility": 0.01, "sl_tp": 0.01}})
+    network = EnhancedHybridModel(
+        prep.settings.window, len(prep.technical_names), len(prep.context_names), ModelSettings()
+    ).build()
+    model = MorningstarModel(
+        network, prep, {"heads": list(ModelSettings().heads), "target_scale": {"volatility": 0.01, "sl_tp": 0.01}}
+    )
     strategy = ModelStrategy(model, 0.34)
-    strategy.predictions("P0/USDT", frames["P0/USDT"].iloc[:800])      # warm-up: graph tracing
+    strategy.predictions("P0/USDT", frames["P0/USDT"].iloc[:800])  # warm-up: graph tracing
 
     t = time.perf_counter()
-    result = run_backtest(frames, strategy, size=None, settings=settings, supervisor=Supervisor(LlmSettings(mode="simulated")))
+    result = run_backtest(
+        frames, strategy, size=None, settings=settings, supervisor=Supervisor(LlmSettings(mode="simulated"))
+    )
     ours = time.perf_counter() - t
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -48,15 +54,21 @@ def main() -> None:
     n = min(args.slice, len(feats))
     t = time.perf_counter()
     for i in range(n):
-        network.predict({"technical": feats.technical[i: i + 1], "context": feats.context[i: i + 1]}, verbose=0)
+        network.predict({"technical": feats.technical[i : i + 1], "context": feats.context[i : i + 1]}, verbose=0)
     per_bar = (time.perf_counter() - t) / n
     decisions = args.pairs * (args.bars - prep.min_bars + 1)
     naive = per_bar * decisions
 
-    print(f"{args.pairs} pairs x {args.bars:,} 1h bars: {len(result.trades):,} trades, {len(result.decisions):,} decisions logged")
+    print(
+        f"{args.pairs} pairs x {args.bars:,} 1h bars: {len(result.trades):,} trades, {len(result.decisions):,} "
+        "decisions logged"
+    )
     print(f"{'run':<52}{'seconds':>10}")
     print(f"{'this engine (features, batched inference, decisions)':<52}{ours:>10.2f}")
-    print(f"{'model.predict per bar and pair (extrapolated)':<52}{naive:>10.1f}   ({per_bar * 1000:.1f} ms x {decisions:,})")
+    print(
+        f"{'model.predict per bar and pair (extrapolated)':<52}{naive:>10.1f}   ({per_bar * 1000:.1f} ms x "
+        f"{decisions:,})"
+    )
     print(f"ratio: {naive / ours:.0f}x   peak RSS: {rss:.0f} MiB")
 
 

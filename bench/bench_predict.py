@@ -5,6 +5,7 @@ untrained, which changes nothing about speed. The peers are Keras' own `model.pr
 
     .venv/bin/python bench/bench_predict.py [--single 300] [--batch 8760]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,27 +43,37 @@ def main() -> None:
     prep = prep.fit([prep.frame(bars)])
     feats = prep.transform(bars)
     prep_s = time.perf_counter() - t
-    arch = EnhancedHybridModel(prep.settings.window, len(prep.technical_names), len(prep.context_names), ModelSettings())
+    arch = EnhancedHybridModel(
+        prep.settings.window, len(prep.technical_names), len(prep.context_names), ModelSettings()
+    )
     network = arch.build()
-    model = MorningstarModel(network, prep, {"heads": list(ModelSettings().heads), "target_scale": {"volatility": 1.0, "sl_tp": 1.0}})
+    model = MorningstarModel(
+        network, prep, {"heads": list(ModelSettings().heads), "target_scale": {"volatility": 1.0, "sl_tp": 1.0}}
+    )
     one = {k: v[:1] for k, v in feats.inputs.items()}
     batch = {k: v[: args.batch] for k, v in feats.inputs.items()}
 
-    single = {"MorningstarModel.predict (compiled)": timings(lambda: model.predict(one), args.single),
-              "keras model(x), eager": timings(lambda: network(one, training=False), args.single),
-              "keras model.predict": timings(lambda: network.predict(one, verbose=0), min(args.single, 100))}
+    single = {
+        "MorningstarModel.predict (compiled)": timings(lambda: model.predict(one), args.single),
+        "keras model(x), eager": timings(lambda: network(one, training=False), args.single),
+        "keras model.predict": timings(lambda: network.predict(one, verbose=0), min(args.single, 100)),
+    }
     ours = single["MorningstarModel.predict (compiled)"]
     print(f"single window ({args.single} calls, ms)")
     print(f"{'call':<38}{'p50':>8}{'p99':>8}{'p50 vs ours':>13}")
     for name, ms in single.items():
-        print(f"{name:<38}{np.percentile(ms, 50):>8.2f}{np.percentile(ms, 99):>8.2f}{np.percentile(ms, 50) / np.percentile(ours, 50):>12.1f}x")
+        p50, p99 = np.percentile(ms, 50), np.percentile(ms, 99)
+        print(f"{name:<38}{p50:>8.2f}{p99:>8.2f}{p50 / np.percentile(ours, 50):>12.1f}x")
 
     n = len(batch["technical"])
-    rates = {"MorningstarModel.predict (compiled)": n / (min(timings(lambda: model.predict(batch), 3)) / 1000),
-             "keras model.predict": n / (min(timings(lambda: network.predict(batch, verbose=0, batch_size=1024), 3)) / 1000)}
+    rates = {
+        "MorningstarModel.predict (compiled)": n / (min(timings(lambda: model.predict(batch), 3)) / 1000),
+        "keras model.predict": n / (min(timings(lambda: network.predict(batch, verbose=0, batch_size=1024), 3)) / 1000),
+    }
     print(f"\nbatch of {n} windows (best of 3)")
     print(f"{'call':<38}{'windows/s':>12}")
-    for name, r in rates.items(): print(f"{name:<38}{r:>12,.0f}")
+    for name, r in rates.items():
+        print(f"{name:<38}{r:>12,.0f}")
     print(f"\nfeatures for {len(bars)} bars (indicators, scaler fit, windows): {prep_s:.2f} s")
 
 

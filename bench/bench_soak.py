@@ -6,6 +6,7 @@ warm-up, and whether the store equals the venue at the end. The suite runs the s
 
     .venv/bin/python bench/bench_soak.py [--cycles 10000] [--restart-at 5000] [--rss-every 500] [--warm-up 500]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))   # the local exchange and the soak the tests use
+sys.path.insert(0, str(ROOT / "tests"))  # the local exchange and the soak the tests use
 
 from soak import run_soak  # noqa: E402
 
@@ -28,7 +29,8 @@ def rss_table(rss, warm_up: int) -> list[str]:
     lines, base = ["| trader process | cycles done | VmRSS MB | vs after warm-up |", "|---|---|---|---|"], {}
     first = {p: min(n for q, n, _ in rss if q == p) for p, _, _ in rss}
     for process, n, kb in rss:
-        if n - first[process] >= warm_up: base.setdefault(process, kb)
+        if n - first[process] >= warm_up:
+            base.setdefault(process, kb)
         change = f"{kb / base[process] - 1:+.2%}" if process in base else "(warm-up)"
         lines.append(f"| {process} | {n:,} | {kb / 1024:.1f} | {change} |")
     return lines
@@ -37,28 +39,46 @@ def rss_table(rss, warm_up: int) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cycles", type=int, default=10_000)
-    ap.add_argument("--restart-at", type=int, default=None, help="cycle of the trader and venue restart (default: half)")
+    ap.add_argument(
+        "--restart-at", type=int, default=None, help="cycle of the trader and venue restart (default: half)"
+    )
     ap.add_argument("--rss-every", type=int, default=500)
     ap.add_argument("--warm-up", type=int, default=500, help="cycles of each process before its memory is the baseline")
     args = ap.parse_args()
     restart = args.cycles // 2 if args.restart_at is None else args.restart_at
     started = time.time()
     with tempfile.TemporaryDirectory() as d:
-        soak = run_soak(Path(d), args.cycles, restart_at=restart, rss_every=args.rss_every,
-                        progress=lambda n, s, refused, kb: print(f"  {n:>6,} cycles  {s:7.0f} s  refused {refused}  "
-                                                                 f"VmRSS {kb / 1024:.1f} MB", file=sys.stderr, flush=True))
+        soak = run_soak(
+            Path(d),
+            args.cycles,
+            restart_at=restart,
+            rss_every=args.rss_every,
+            progress=lambda n, s, refused, kb: print(
+                f"  {n:>6,} cycles  {s:7.0f} s  refused {refused}  VmRSS {kb / 1024:.1f} MB",
+                file=sys.stderr,
+                flush=True,
+            ),
+        )
     cycle_s = np.array(soak.cycle_seconds)
-    rows = [("cycles", f"{soak.cycles:,} (trader process and venue restarted at cycle {restart:,})"),
-            ("wall time of the cycles", f"{soak.seconds:.0f} s ({soak.seconds / soak.cycles * 1e3:.0f} ms per cycle; run_cycle "
-                                         f"p50 {np.median(cycle_s) * 1e3:.0f} ms, p99 {np.quantile(cycle_s, 0.99) * 1e3:.0f} ms)"),
-            ("whole run with training and start-ups", f"{time.time() - started:.0f} s"),
-            ("faults injected", f"{len(soak.faults)}: " + ", ".join(f"{k} {v}" for k, v in Counter(soak.faults).most_common())),
-            ("cycles refused whole (nothing sent)", str(soak.refused)),
-            ("pair-cycles held (an order of that pair still open)", str(soak.held_pairs)),
-            ("entries held back (cash uncertain)", str(soak.held_entries)),
-            ("venue orders / intents", f"{soak.venue_orders} / {soak.intents} {soak.statuses}"),
-            ("final reconciliation", soak.final["why"]),
-            ("store == venue", "yes" if not soak.differences else "NO: " + "; ".join(soak.differences))]
+    rows = [
+        ("cycles", f"{soak.cycles:,} (trader process and venue restarted at cycle {restart:,})"),
+        (
+            "wall time of the cycles",
+            f"{soak.seconds:.0f} s ({soak.seconds / soak.cycles * 1e3:.0f} ms per cycle; run_cycle "
+            f"p50 {np.median(cycle_s) * 1e3:.0f} ms, p99 {np.quantile(cycle_s, 0.99) * 1e3:.0f} ms)",
+        ),
+        ("whole run with training and start-ups", f"{time.time() - started:.0f} s"),
+        (
+            "faults injected",
+            f"{len(soak.faults)}: " + ", ".join(f"{k} {v}" for k, v in Counter(soak.faults).most_common()),
+        ),
+        ("cycles refused whole (nothing sent)", str(soak.refused)),
+        ("pair-cycles held (an order of that pair still open)", str(soak.held_pairs)),
+        ("entries held back (cash uncertain)", str(soak.held_entries)),
+        ("venue orders / intents", f"{soak.venue_orders} / {soak.intents} {soak.statuses}"),
+        ("final reconciliation", soak.final["why"]),
+        ("store == venue", "yes" if not soak.differences else "NO: " + "; ".join(soak.differences)),
+    ]
     print("| | |\n|---|---|")
     print("\n".join(f"| {k} | {v} |" for k, v in rows))
     print()

@@ -5,6 +5,7 @@ on the same frame. The ratio is the price of validation, the atomic write (fsync
 
     .venv/bin/python bench/bench_store.py [--repeat 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,16 +44,25 @@ def main() -> None:
     day = Bars("synthetic", "BTC/USDT", "1m", frame.iloc[-1440:])
     with tempfile.TemporaryDirectory() as d:
         store, peer = CandleStore(Path(d) / "ours"), Path(d) / "peer.parquet"
+
         def fresh_save():
             store.path("synthetic", "BTC/USDT", "1m").unlink(missing_ok=True)
             store.save(bars, "synthetic")
+
         rows = [
             ("validate (check_candles)", best_of(repeat, lambda: check_candles(raw, "1m")), None),
             ("save, new file", best_of(repeat, fresh_save), best_of(repeat, lambda: frame.to_parquet(peer))),
             ("save, merge one more day", best_of(repeat, lambda: store.save(day, "synthetic")), None),
-            ("load all", best_of(repeat, lambda: store.load("synthetic", "BTC/USDT", "1m")),
-             best_of(repeat, lambda: pd.read_parquet(peer))),
-            ("load one week", best_of(repeat, lambda: store.load("synthetic", "BTC/USDT", "1m", "2024-06-01", "2024-06-08")), None),
+            (
+                "load all",
+                best_of(repeat, lambda: store.load("synthetic", "BTC/USDT", "1m")),
+                best_of(repeat, lambda: pd.read_parquet(peer)),
+            ),
+            (
+                "load one week",
+                best_of(repeat, lambda: store.load("synthetic", "BTC/USDT", "1m", "2024-06-01", "2024-06-08")),
+                None,
+            ),
         ]
     print(f"{ROWS:,} one-minute candles, best of {repeat}")
     print(f"{'operation':<28}{'ours (s)':>10}{'pandas (s)':>12}{'ratio':>8}{'rows/s':>14}")

@@ -19,26 +19,37 @@ __all__ = ['AltDataProvider', 'FileAltData', 'align_asof', 'load_alt_tables']
 # %% ../nbs/03_alt_data.ipynb #68415511
 class AltDataProvider(Protocol):
     "Anything that returns a table with a UTC `published_at` column and value columns."
+
     def load(self) -> pd.DataFrame: ...
+
 
 @dataclass(frozen=True)
 class FileAltData:
     "A CSV or Parquet file with `published_at` (ISO-8601 or epoch ms) and the given value `columns`."
+
     path: Path
     columns: tuple[str, ...]
 
     def load(self) -> pd.DataFrame:
         path = Path(self.path)
-        if not path.is_file(): raise MorningstarError(f"alternative data file not found: {path}")
+        if not path.is_file():
+            raise MorningstarError(f"alternative data file not found: {path}")
         df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
         missing = [c for c in ("published_at", *self.columns) if c not in df.columns]
-        if missing: raise MorningstarError(f"{path}: missing column(s) {missing}; has {list(df.columns)}")
+        if missing:
+            raise MorningstarError(f"{path}: missing column(s) {missing}; has {list(df.columns)}")
         ts = df["published_at"]
-        ts = pd.to_datetime(ts, unit="ms", utc=True) if pd.api.types.is_numeric_dtype(ts) else pd.to_datetime(ts, utc=True, format="ISO8601")
+        ts = (
+            pd.to_datetime(ts, unit="ms", utc=True)
+            if pd.api.types.is_numeric_dtype(ts)
+            else pd.to_datetime(ts, utc=True, format="ISO8601")
+        )
         values = df[list(self.columns)].apply(pd.to_numeric, errors="coerce").astype("float64")
         if values.isna().any().any():
             bad = values.isna().any(axis=1).idxmax()
-            raise MorningstarError(f"{path}: non-numeric or missing value in row {bad + 2} (columns {list(self.columns)})")
+            raise MorningstarError(
+                f"{path}: non-numeric or missing value in row {bad + 2} (columns {list(self.columns)})"
+            )
         return pd.concat([ts.rename("published_at"), values], axis=1).sort_values("published_at", kind="stable")
 
 # %% ../nbs/03_alt_data.ipynb #4abcde56
@@ -46,8 +57,9 @@ def align_asof(bar_opens: pd.DatetimeIndex, step: pd.Timedelta, table: pd.DataFr
     "For each bar, the latest values published strictly before its close (`open + step`); NaN before the first."
     closes = pd.DataFrame({"close_time": (bar_opens + step).as_unit("ns")})
     right = table.assign(published_at=table["published_at"].dt.as_unit("ns"))
-    joined = pd.merge_asof(closes, right, left_on="close_time", right_on="published_at",
-                           direction="backward", allow_exact_matches=False)
+    joined = pd.merge_asof(
+        closes, right, left_on="close_time", right_on="published_at", direction="backward", allow_exact_matches=False
+    )
     out = joined.drop(columns=["close_time", "published_at"]).add_prefix(f"{prefix}_")
     out.index = bar_opens
     return out
@@ -57,9 +69,13 @@ def load_alt_tables(sources, data_dir=None) -> dict[str, pd.DataFrame]:
     """The table of each configured source (`features.alt_data`), by source name: a file's, or the rows of a provider's
     store under `data_dir` with `published_at` = the availability time (`alt_providers.AltStore.table`)."""
     from morningstar_trader.alt_providers import AltStore
+
     out = {}
     for src in sources:
-        if getattr(src, "source", None) is None: out[src.name] = FileAltData(src.path, tuple(src.columns)).load()
-        elif data_dir is None: raise MorningstarError(f"alt_data {src.name!r}: source {src.source} needs the data folder (paths.data_dir)")
-        else: out[src.name] = AltStore(data_dir).table(src.source, tuple(src.columns))
+        if getattr(src, "source", None) is None:
+            out[src.name] = FileAltData(src.path, tuple(src.columns)).load()
+        elif data_dir is None:
+            raise MorningstarError(f"alt_data {src.name!r}: source {src.source} needs the data folder (paths.data_dir)")
+        else:
+            out[src.name] = AltStore(data_dir).table(src.source, tuple(src.columns))
     return out

@@ -25,47 +25,71 @@ __all__ = ['log', 'MAX_FILE_BYTES', 'DAILY_LAG', 'DEFAULT_COLUMN', 'FORMATS', 'r
 # %% ../nbs/03b_alt_import.ipynb #794714a4
 MAX_FILE_BYTES = 200_000_000
 
+
 def read_text_table(path: str | Path) -> pd.DataFrame:
     "A delimited text file as strings: BOM dropped, `,` or `;` separator taken from the header line."
     path = Path(path)
-    if not path.is_file(): raise AltDataError(f"{path}: no such file")
-    if path.stat().st_size > MAX_FILE_BYTES: raise AltDataError(f"{path}: {path.stat().st_size:,} bytes; at most {MAX_FILE_BYTES:,}")
-    try: text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as e: raise AltDataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    if not path.is_file():
+        raise AltDataError(f"{path}: no such file")
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise AltDataError(f"{path}: {path.stat().st_size:,} bytes; at most {MAX_FILE_BYTES:,}")
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise AltDataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     header = text.split("\n", 1)[0]
     sep = ";" if header.count(";") > header.count(",") else ","
-    try: df = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, ValueError) as e: raise AltDataError(f"{path}: not a {sep!r}-separated table: {clip_repr(str(e))}") from None
+    try:
+        df = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, ValueError) as e:
+        raise AltDataError(f"{path}: not a {sep!r}-separated table: {clip_repr(str(e))}") from None
     df.columns = [c.strip() for c in df.columns]
     return df
 
 # %% ../nbs/03b_alt_import.ipynb #06701e2b
 def numbers(col: pd.Series) -> pd.Series:
-    "Text numbers, with decimal commas (`0,0001`, `1,235e-05`) read as points; what is not a number stays text for validation."
+    """Text numbers, with decimal commas (`0,0001`, `1,235e-05`) read as points; what is not a number stays text for
+    validation."""
     s = col.str.strip()
     comma = s.str.fullmatch(r"[-+]?\d*,\d+([eE][-+]?\d+)?")
     return s.where(~comma, s.str.replace(",", ".", regex=False))
 
+
 def local_times(col: pd.Series, fmt: str, tz: str | None, what: str) -> pd.Series:
-    "Naive local times in `fmt` as UTC; AltDataError asking for --tz when `tz` is None, or naming a row that does not parse."
-    if tz is None: raise AltDataError(f"{what}: times without a time zone (e.g. {clip_repr(col.iloc[0])}); pass --tz, e.g. --tz Europe/Berlin")
+    """Naive local times in `fmt` as UTC; AltDataError asking for --tz when `tz` is None, or naming a row that does not
+    parse."""
+    if tz is None:
+        raise AltDataError(
+            f"{what}: times without a time zone (e.g. {clip_repr(col.iloc[0])}); pass --tz, e.g. --tz Europe/Berlin"
+        )
     t = pd.to_datetime(col.str.strip(), format=fmt, errors="coerce")
     if t.isna().any():
         i = int(np.argmax(t.isna().to_numpy()))
         raise AltDataError(f"{what}: row {i + 2}: {clip_repr(col.iloc[i])} is not a time in the form {fmt}")
-    try: return t.dt.tz_localize(tz, ambiguous=np.ones(len(t), bool), nonexistent="raise").dt.tz_convert("UTC").dt.as_unit("ns")
-    except Exception as e:   # zoneinfo's and pytz's errors differ; each names the problem
-        raise AltDataError(f"{what}: cannot read the times in {clip_repr(tz)}: {type(e).__name__}: {clip_repr(str(e), 120)}") from None
+    try:
+        return (
+            t.dt.tz_localize(tz, ambiguous=np.ones(len(t), bool), nonexistent="raise")
+            .dt.tz_convert("UTC")
+            .dt.as_unit("ns")
+        )
+    except Exception as e:  # zoneinfo's and pytz's errors differ; each names the problem
+        raise AltDataError(
+            f"{what}: cannot read the times in {clip_repr(tz)}: {type(e).__name__}: {clip_repr(str(e), 120)}"
+        ) from None
 
 # %% ../nbs/03b_alt_import.ipynb #977f3dd3
-DAILY_LAG = LAGS["onchain"]            # a daily figure is complete at the end of its day, plus an hour
+DAILY_LAG = LAGS["onchain"]  # a daily figure is complete at the end of its day, plus an hour
 DEFAULT_COLUMN = {"open_interest": "open_interest_value", "funding": "funding_fee_daily"}
 
+
 def _asset(path: Path, asset: str | None) -> str:
-    if asset: return asset.upper()
+    if asset:
+        return asset.upper()
     m = re.search(r"(?i)([a-z]{2,10})usdt", path.name)
-    if not m: raise AltDataError(f"{path}: which asset? the file name names none (e.g. btcusdt); pass --asset BTC")
+    if not m:
+        raise AltDataError(f"{path}: which asset? the file name names none (e.g. btcusdt); pass --asset BTC")
     return m[1].upper()
+
 
 def _daily(dates: pd.Series, what: str) -> pd.Series:
     "`2021.4.1`, `2021-04-01` or ISO dates as 00:00 UTC of that day (a date has no time zone to lose)."
@@ -78,20 +102,26 @@ def _daily(dates: pd.Series, what: str) -> pd.Series:
 # %% ../nbs/03b_alt_import.ipynb #8cd05f02
 def _series(df, t, avail, asset, cols, source, now) -> pd.DataFrame:
     out = pd.DataFrame({"event_time": t, "available_at": avail, "asset": asset})
-    for name, col in cols.items(): out[name] = numbers(df[col]).to_numpy()
+    for name, col in cols.items():
+        out[name] = numbers(df[col]).to_numpy()
     return validated_series(out, source, tuple(cols), now)
 
+
 def _fear_greed(df, path, source, tz, asset, column, now):
-    t = utc_times(df["date"], f"{path.name} date")      # a naive time is refused, not taken as UTC
+    t = utc_times(df["date"], f"{path.name} date")  # a naive time is refused, not taken as UTC
     return {"fear_greed": _series(df, t, t + LAGS["fear_greed"], "", {"value": "value"}, source, now)}
+
 
 def _funding_utc(df, path, source, tz, asset, column, now):
     out = {}
     for sym, part in df.groupby("symbol", sort=True):
         t = pd.to_datetime(pd.to_numeric(part["fundingTime"], errors="raise"), unit="ms", utc=True).dt.as_unit("ns")
         a = sym.removesuffix("USDT")
-        out[a] = _series(part, t.to_numpy(), (t + LAGS["funding"]).to_numpy(), a, {"funding_rate": "fundingRate"}, source, now)
+        out[a] = _series(
+            part, t.to_numpy(), (t + LAGS["funding"]).to_numpy(), a, {"funding_rate": "fundingRate"}, source, now
+        )
     return out
+
 
 def _funding_local(df, path, source, tz, asset, column, now):
     t = local_times(df["timestamp"], "%Y-%m-%d %H:%M:%S.%f", tz, f"{path.name} timestamp")
@@ -104,25 +134,33 @@ def _one_daily(df, path, source, tz, asset, column, now):
     a = (asset or "BTC").upper()
     t = _daily(df["Date"], path.name)
     keep = df["Data"].str.strip() != ""
-    return {f"{a}-{name}" if source != "onchain" else name:
-            _series(df[keep], t[keep], t[keep] + DAILY_LAG, a, {name: "Data"}, source, now)}
+    return {
+        f"{a}-{name}" if source != "onchain" else name: _series(
+            df[keep], t[keep], t[keep] + DAILY_LAG, a, {name: "Data"}, source, now
+        )
+    }
+
 
 def _wide_daily(df, path, source, tz, asset, column, now):
     t, a, out = _daily(df["date"], path.name), (asset or "BTC").upper(), {}
     for col in [c for c in df.columns if c != "date"]:
         name = re.sub(r"[^a-z0-9_]", "_", col.lower())
-        keep = df[col].str.strip() != ""     # a series that has no value that day: skipped, not zero
-        if keep.any(): out[name] = _series(df[keep], t[keep], t[keep] + DAILY_LAG, a, {name: col}, source, now)
+        keep = df[col].str.strip() != ""  # a series that has no value that day: skipped, not zero
+        if keep.any():
+            out[name] = _series(df[keep], t[keep], t[keep] + DAILY_LAG, a, {name: col}, source, now)
     return out
 
 # %% ../nbs/03b_alt_import.ipynb #ea89b8fe
 _POLARITY = re.compile(r"""['"]polarity['"]\s*:\s*(-?\d+(?:\.\d+)?)""")
 
+
 def _news(df, path, source, tz, asset, column, now):
     t = local_times(df["date"], "%d-%m-%Y %H:%M", tz, f"{path.name} date")
-    items = [{"id": u, "url": u, "title": ti, "published": ts.isoformat()} for u, ti, ts in zip(df["url"], df["title"], t)]
+    items = [
+        {"id": u, "url": u, "title": ti, "published": ts.isoformat()} for u, ti, ts in zip(df["url"], df["title"], t)
+    ]
     rows, rep = news_rows(items, "import", now)
-    first = df.drop_duplicates("url")           # the row news_rows kept for a URL is its first
+    first = df.drop_duplicates("url")  # the row news_rows kept for a URL is its first
     by_url = dict(zip(first["url"], first["source"]))
     pol = {u: float(m[1]) if (m := _POLARITY.search(s)) else np.nan for u, s in zip(first["url"], first["sentiment"])}
     rows["origin"] = rows["url"].map(by_url).fillna("import").map(lambda s: clean_text(s, 60))
@@ -140,16 +178,31 @@ FORMATS = [  # (columns the header must have, sources it may be imported as, rea
     ({"date"}, ("onchain",), _wide_daily),
 ]
 
-def import_alt_file(source: str, path: str | Path, *, tz: str | None = None, asset: str | None = None,
-                    column: str | None = None, now: pd.Timestamp | None = None) -> dict[str, pd.DataFrame]:
-    "The validated rows of a file by store key; AltDataError when its header is not one `source` can take, or a row is bad."
+
+def import_alt_file(
+    source: str,
+    path: str | Path,
+    *,
+    tz: str | None = None,
+    asset: str | None = None,
+    column: str | None = None,
+    now: pd.Timestamp | None = None,
+) -> dict[str, pd.DataFrame]:
+    """The validated rows of a file by store key; AltDataError when its header is not one `source` can take, or a row is
+    bad."""
     path, now = Path(path), now or pd.Timestamp.now(tz="UTC")
     df = read_text_table(path)
     for cols, sources, reader in FORMATS:
         if cols <= set(df.columns):
             if source not in sources:
-                raise AltDataError(f"{path}: a {reader.__name__.strip('_')} file (columns {list(df.columns)[:8]}) imports as "
-                                   f"{' or '.join(sources)}, not {source}")
-            if df.empty: raise AltDataError(f"{path}: no rows")
+                raise AltDataError(
+                    f"{path}: a {reader.__name__.strip('_')} file (columns {list(df.columns)[:8]}) imports as "
+                    f"{' or '.join(sources)}, not {source}"
+                )
+            if df.empty:
+                raise AltDataError(f"{path}: no rows")
             return reader(df, path, source, tz, asset, column, now)
-    raise AltDataError(f"{path}: unknown layout (columns {clip_repr(list(df.columns), 120)}); see nbs/03b_alt_import.ipynb for the ones read")
+    raise AltDataError(
+        f"{path}: unknown layout (columns {clip_repr(list(df.columns), 120)}); see nbs/03b_alt_import.ipynb for the "
+        "ones read"
+    )

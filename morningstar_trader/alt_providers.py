@@ -44,12 +44,21 @@ __all__ = ['log', 'SOURCES', 'PUBLIC_URLS', 'LAGS', 'ONCHAIN_DEFAULT', 'MAX_BODY
 class AltDataError(MorningstarError):
     "An alternative-data request failed for good, or its answer or file is not valid data; nothing was stored."
 
+
 SOURCES = ("fear_greed", "funding", "open_interest", "news", "onchain")
-PUBLIC_URLS = {"fear_greed": "https://api.alternative.me", "funding": "https://fapi.binance.com",
-               "open_interest": "https://fapi.binance.com", "news": "https://cryptopanic.com",
-               "onchain": "https://api.blockchain.info"}
-LAGS = {"fear_greed": pd.Timedelta(hours=1), "funding": pd.Timedelta(minutes=1), "onchain": pd.Timedelta(days=1, hours=1),
-        "news": pd.Timedelta(0)}   # open_interest: one period, see `available_at`
+PUBLIC_URLS = {
+    "fear_greed": "https://api.alternative.me",
+    "funding": "https://fapi.binance.com",
+    "open_interest": "https://fapi.binance.com",
+    "news": "https://cryptopanic.com",
+    "onchain": "https://api.blockchain.info",
+}
+LAGS = {
+    "fear_greed": pd.Timedelta(hours=1),
+    "funding": pd.Timedelta(minutes=1),
+    "onchain": pd.Timedelta(days=1, hours=1),
+    "news": pd.Timedelta(0),
+}  # open_interest: one period, see `available_at`
 ONCHAIN_DEFAULT = ("hash-rate", "n-transactions", "mempool-size")
 MAX_BODY_BYTES = 50_000_000
 
@@ -57,35 +66,56 @@ MAX_BODY_BYTES = 50_000_000
 def http_failure(status: int, body: bytes, retry_after: str | None, what: str) -> Exception:
     "The ccxt exception class market data would raise for an HTTP `status`, carrying `retry_after` seconds (or None)."
     import ccxt
+
     text = f"{what}: HTTP {status}: {clip_repr(body[:120].decode('utf-8', 'replace'))}"
-    cls = (ccxt.RateLimitExceeded if status in (418, 429) else ccxt.ExchangeNotAvailable if status >= 500
-           else ccxt.BadRequest)
+    cls = (
+        ccxt.RateLimitExceeded
+        if status in (418, 429)
+        else ccxt.ExchangeNotAvailable
+        if status >= 500
+        else ccxt.BadRequest
+    )
     e = cls(text)
-    try: e.retry_after = max(0.0, float(retry_after)) if retry_after is not None else None
-    except ValueError:   # an HTTP date is allowed too
-        try: e.retry_after = max(0.0, (parsedate_to_datetime(retry_after) - datetime.now(timezone.utc)).total_seconds())
-        except (TypeError, ValueError): e.retry_after = None
+    try:
+        e.retry_after = max(0.0, float(retry_after)) if retry_after is not None else None
+    except ValueError:  # an HTTP date is allowed too
+        try:
+            e.retry_after = max(0.0, (parsedate_to_datetime(retry_after) - datetime.now(timezone.utc)).total_seconds())
+        except (TypeError, ValueError):
+            e.retry_after = None
     return e
 
 # %% ../nbs/03a_alt_providers.ipynb #6ba07101
 class HttpClient:
-    "GET with retries (the market-data classification, honouring Retry-After); secrets in `redact` never reach an error."
+    """GET with retries (the market-data classification, honouring Retry-After); secrets in `redact` never reach an
+    error."""
+
     def __init__(self, retry: RetrySettings = RetrySettings(), timeout_s: float = 10.0, redact: tuple[str, ...] = ()):
         import httpx
+
         self.retry, self.redact, self.httpx = retry, tuple(r for r in redact if r), httpx
-        self.client = httpx.Client(timeout=timeout_s, follow_redirects=False, headers={"User-Agent": "morningstar_trader"})
+        self.client = httpx.Client(
+            timeout=timeout_s, follow_redirects=False, headers={"User-Agent": "morningstar_trader"}
+        )
 
     def _clean(self, text: str) -> str:
-        for r in self.redact: text = text.replace(r, "***")
+        for r in self.redact:
+            text = text.replace(r, "***")
         return text
 
     def _once(self, what: str, url: str, params: dict | None) -> bytes:
         import ccxt
-        try: r = self.client.get(url, params=params)
-        except self.httpx.TimeoutException as e: raise ccxt.RequestTimeout(f"{what}: timed out ({type(e).__name__})") from None
-        except self.httpx.HTTPError as e: raise ccxt.NetworkError(f"{what}: {type(e).__name__}: {self._clean(str(e))[:200]}") from None
-        if r.status_code != 200: raise http_failure(r.status_code, r.content, r.headers.get("Retry-After"), what)
-        if len(r.content) > MAX_BODY_BYTES: raise ccxt.BadResponse(f"{what}: answer of {len(r.content):,} bytes is over {MAX_BODY_BYTES:,}")
+
+        try:
+            r = self.client.get(url, params=params)
+        except self.httpx.TimeoutException as e:
+            raise ccxt.RequestTimeout(f"{what}: timed out ({type(e).__name__})") from None
+        except self.httpx.HTTPError as e:
+            raise ccxt.NetworkError(f"{what}: {type(e).__name__}: {self._clean(str(e))[:200]}") from None
+        if r.status_code != 200:
+            raise http_failure(r.status_code, r.content, r.headers.get("Retry-After"), what)
+        if len(r.content) > MAX_BODY_BYTES:
+            raise ccxt.BadResponse(f"{what}: answer of {len(r.content):,} bytes is over {MAX_BODY_BYTES:,}")
         return r.content
 
 # %% ../nbs/03a_alt_providers.ipynb #f115e5d5
@@ -93,68 +123,106 @@ def _wait(retry: RetrySettings) -> Callable:
     backoff = tenacity.wait_exponential_jitter(multiplier=retry.initial_delay_s, max=retry.max_delay_s)
     return lambda rs: max(backoff(rs), getattr(rs.outcome.exception(), "retry_after", None) or 0.0)
 
+
 def _give_up(retry: RetrySettings) -> Callable:
     "Stop after the attempts, or at once when the server asks for a longer wait than `retry.max_delay_s`."
     attempts = tenacity.stop_after_attempt(retry.max_attempts)
     return lambda rs: attempts(rs) or (getattr(rs.outcome.exception(), "retry_after", None) or 0) > retry.max_delay_s
 
+
 @patch
 def get(self: HttpClient, what: str, url: str, params: dict | None = None) -> bytes:
     "The body of a 200 answer to GET `url`; AltDataError naming `what` when it fails for good."
     import ccxt
-    retrying = tenacity.Retrying(retry=tenacity.retry_if_exception(is_retryable), reraise=True,
-                                 stop=_give_up(self.retry), wait=_wait(self.retry),
-                                 before_sleep=lambda rs: log.warning("%s; retry %d of %d", self._clean(str(rs.outcome.exception())),
-                                                                     rs.attempt_number, self.retry.max_attempts - 1))
-    try: return retrying(self._once, what, url, params)
+
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception(is_retryable),
+        reraise=True,
+        stop=_give_up(self.retry),
+        wait=_wait(self.retry),
+        before_sleep=lambda rs: log.warning(
+            "%s; retry %d of %d",
+            self._clean(str(rs.outcome.exception())),
+            rs.attempt_number,
+            self.retry.max_attempts - 1,
+        ),
+    )
+    try:
+        return retrying(self._once, what, url, params)
     except ccxt.BaseError as e:
         after = getattr(e, "retry_after", None)
-        tries = ("(the server asked to wait {:g} s, over retry.max_delay_s)".format(after) if after and after > self.retry.max_delay_s
-                 else f"after {self.retry.max_attempts} attempts" if is_retryable(e) else "(not retried)")
+        tries = (
+            "(the server asked to wait {:g} s, over retry.max_delay_s)".format(after)
+            if after and after > self.retry.max_delay_s
+            else f"after {self.retry.max_attempts} attempts"
+            if is_retryable(e)
+            else "(not retried)"
+        )
         raise AltDataError(self._clean(f"{what} failed {tries}: {type(e).__name__}: {e}")) from None
 
-@patch(nm="json")            # `json` the module stays importable under its name
+
+@patch(nm="json")  # `json` the module stays importable under its name
 def _get_json(self: HttpClient, what: str, url: str, params: dict | None = None):
     "The parsed JSON of a 200 answer; AltDataError when the body is not JSON (garbage, a truncated answer)."
     body = self.get(what, url, params)
-    try: return json.loads(body)
+    try:
+        return json.loads(body)
     except (ValueError, RecursionError) as e:
-        raise AltDataError(f"{what}: the answer is not JSON ({type(e).__name__}: {str(e)[:80]}): {clip_repr(body[:80])}") from None
+        raise AltDataError(
+            f"{what}: the answer is not JSON ({type(e).__name__}: {str(e)[:80]}): {clip_repr(body[:80])}"
+        ) from None
 
 # %% ../nbs/03a_alt_providers.ipynb #02e85c16
-FUTURE_TOLERANCE = pd.Timedelta(minutes=5)   # clocks differ a little; more than this ahead is an error in the data
+FUTURE_TOLERANCE = pd.Timedelta(minutes=5)  # clocks differ a little; more than this ahead is an error in the data
+
 
 def utc_times(values, what: str) -> pd.Series:
     "`values` as UTC datetimes: epoch numbers are read as given by the caller; text must carry its time zone."
     s = pd.Series(values)
     if pd.api.types.is_datetime64_any_dtype(s):
-        if s.dt.tz is None: raise AltDataError(f"{what}: times without a time zone (e.g. {s.iloc[0]}); give them as UTC or pass --tz")
+        if s.dt.tz is None:
+            raise AltDataError(f"{what}: times without a time zone (e.g. {s.iloc[0]}); give them as UTC or pass --tz")
         return s.dt.tz_convert("UTC").dt.as_unit("ns")
-    try: out = pd.to_datetime(s, format="ISO8601")
-    except (ValueError, TypeError) as e: raise AltDataError(f"{what}: not a time: {clip_repr(str(e))}") from None
-    if out.dt.tz is None: raise AltDataError(f"{what}: times without a time zone (e.g. {clip_repr(s.iloc[0])}); give them as UTC or pass --tz")
+    try:
+        out = pd.to_datetime(s, format="ISO8601")
+    except (ValueError, TypeError) as e:
+        raise AltDataError(f"{what}: not a time: {clip_repr(str(e))}") from None
+    if out.dt.tz is None:
+        raise AltDataError(
+            f"{what}: times without a time zone (e.g. {clip_repr(s.iloc[0])}); give them as UTC or pass --tz"
+        )
     return out.dt.tz_convert("UTC").dt.as_unit("ns")
 
 # %% ../nbs/03a_alt_providers.ipynb #ac5f2b1d
-def validated_series(df: pd.DataFrame, source: str, columns: tuple[str, ...], now: pd.Timestamp | None = None) -> pd.DataFrame:
+def validated_series(
+    df: pd.DataFrame, source: str, columns: tuple[str, ...], now: pd.Timestamp | None = None
+) -> pd.DataFrame:
     "`df` (event_time, available_at, asset, columns) checked and sorted; AltDataError naming the first bad row."
     now = pd.Timestamp.now(tz="UTC") if now is None else now
     out = df[["event_time", "available_at", "asset", *columns]].copy()
-    for t in ("event_time", "available_at"): out[t] = utc_times(out[t], f"{source} {t}")
+    for t in ("event_time", "available_at"):
+        out[t] = utc_times(out[t], f"{source} {t}")
     for c in columns:
         num = pd.to_numeric(out[c], errors="coerce").astype("float64")
         bad = ~np.isfinite(num.to_numpy())
         if bad.any():
             i = int(np.argmax(bad))
-            raise AltDataError(f"{source}: {c} at {out['event_time'].iloc[i]} is {clip_repr(df[c].iloc[i])}; allowed: a finite number")
+            raise AltDataError(
+                f"{source}: {c} at {out['event_time'].iloc[i]} is {clip_repr(df[c].iloc[i])}; allowed: a finite number"
+            )
         out[c] = num
     if (future := out["event_time"] > now + FUTURE_TOLERANCE).any():
-        raise AltDataError(f"{source}: {int(future.sum())} value(s) dated in the future (first {out['event_time'][future].iloc[0]}, now {now}); refused")
+        raise AltDataError(
+            f"{source}: {int(future.sum())} value(s) dated in the future (first {out['event_time'][future].iloc[0]}, "
+            f"now {now}); refused"
+        )
     out = out.drop_duplicates().sort_values(["asset", "event_time"], kind="stable").reset_index(drop=True)
     clash = out.duplicated(["asset", "event_time"], keep=False)
     if clash.any():
         row = out[clash].iloc[0]
-        raise AltDataError(f"{source}: different values for {row['asset'] or 'the market'} at {row['event_time']}; refused")
+        raise AltDataError(
+            f"{source}: different values for {row['asset'] or 'the market'} at {row['event_time']}; refused"
+        )
     return out
 
 # %% ../nbs/03a_alt_providers.ipynb #8fb14134
@@ -162,26 +230,45 @@ MAX_HEADLINE_CHARS = 300
 MAX_RAW_CHARS = 20_000
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\ufeff]")
 
+
 class _Text(HTMLParser):
     def __init__(self):
         super().__init__(convert_charrefs=True)
         self.parts, self.skip = [], 0
-    def handle_starttag(self, tag, attrs): self.skip += tag in ("script", "style")
-    def handle_endtag(self, tag): self.skip -= tag in ("script", "style") and self.skip > 0
+
+    def handle_starttag(self, tag, attrs):
+        self.skip += tag in ("script", "style")
+
+    def handle_endtag(self, tag):
+        self.skip -= tag in ("script", "style") and self.skip > 0
+
     def handle_data(self, data):
-        if not self.skip: self.parts.append(data)
+        if not self.skip:
+            self.parts.append(data)
+
 
 def clean_text(raw, limit: int = MAX_HEADLINE_CHARS) -> str:
-    "Plain text of an HTML fragment: tags and scripts gone, entities decoded, white space collapsed, at most `limit` characters."
-    if not isinstance(raw, str): return ""
+    """Plain text of an HTML fragment: tags and scripts gone, entities decoded, white space collapsed, at most `limit`
+    characters."""
+    if not isinstance(raw, str):
+        return ""
     p = _Text()
-    p.feed(raw[:MAX_RAW_CHARS]); p.close()
+    p.feed(raw[:MAX_RAW_CHARS])
+    p.close()
     text = " ".join(_CONTROL.sub(" ", html.unescape("".join(p.parts))).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 # %% ../nbs/03a_alt_providers.ipynb #854e5885
-ASSET_WORDS = {"BTC": ("bitcoin", "btc"), "ETH": ("ethereum", "eth", "ether"), "SOL": ("solana", "sol"),
-               "BNB": ("bnb",), "XRP": ("xrp", "ripple"), "DOGE": ("dogecoin", "doge"), "ADA": ("cardano", "ada")}
+ASSET_WORDS = {
+    "BTC": ("bitcoin", "btc"),
+    "ETH": ("ethereum", "eth", "ether"),
+    "SOL": ("solana", "sol"),
+    "BNB": ("bnb",),
+    "XRP": ("xrp", "ripple"),
+    "DOGE": ("dogecoin", "doge"),
+    "ADA": ("cardano", "ada"),
+}
+
 
 def mentioned_assets(text: str, extra: tuple[str, ...] = ()) -> tuple[str, ...]:
     "The assets a headline names, by ticker or name (whole words, any case); `extra` tickers are matched too."
@@ -191,38 +278,59 @@ def mentioned_assets(text: str, extra: tuple[str, ...] = ()) -> tuple[str, ...]:
 
 # %% ../nbs/03a_alt_providers.ipynb #d2a92d6a
 def news_times(raw, what: str) -> pd.Timestamp | None:
-    "A feed item's time as UTC: RFC 822 (RSS) or ISO 8601 (Atom, JSON APIs); None when absent, unreadable or without a zone."
-    if not isinstance(raw, str) or not raw.strip(): return None
-    try: t = parsedate_to_datetime(raw)
+    """A feed item's time as UTC: RFC 822 (RSS) or ISO 8601 (Atom, JSON APIs); None when absent, unreadable or without a
+    zone."""
+    if not isinstance(raw, str) or not raw.strip():
+        return None
+    try:
+        t = parsedate_to_datetime(raw)
     except (TypeError, ValueError, IndexError):
-        try: t = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
-        except ValueError: return None
-    if t.tzinfo is None: return None     # RFC 822's -0000 and ISO without an offset: when is unknown
+        try:
+            t = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    if t.tzinfo is None:
+        return None  # RFC 822's -0000 and ISO without an offset: when is unknown
     return pd.Timestamp(t).tz_convert("UTC")
 
 # %% ../nbs/03a_alt_providers.ipynb #e96d7761
 NEWS_COLUMNS = ("event_time", "available_at", "id", "title", "url", "origin", "assets")
 
+
 @dataclass
 class NewsReport:
     "What one news batch kept and why it skipped the rest (documented skips, not errors)."
+
     kept: int = 0
     duplicate: int = 0
     no_time: int = 0
     future: int = 0
     empty: int = 0
 
-def news_rows(items: list[dict], origin: str, now: pd.Timestamp, extra_assets: tuple[str, ...] = ()) -> tuple[pd.DataFrame, NewsReport]:
+
+def news_rows(
+    items: list[dict], origin: str, now: pd.Timestamp, extra_assets: tuple[str, ...] = ()
+) -> tuple[pd.DataFrame, NewsReport]:
     "Clean news rows from raw items (id, title, url, published, assets): cleaned, tagged, de-duplicated by id and URL."
     rep, rows, seen = NewsReport(), [], set()
     for it in items:
         title, t = clean_text(it.get("title")), news_times(it.get("published"), origin)
         url = str(it.get("url") or "")[:2_000]
-        key = str(it.get("id") or url)[:2_000] or "sha1:" + hashlib.sha1(f"{title}|{t}".encode()).hexdigest()   # no id, no URL
-        if not title: rep.empty += 1; continue
-        if t is None: rep.no_time += 1; continue
-        if t > now + FUTURE_TOLERANCE: rep.future += 1; continue
-        if key in seen or (url and url in seen): rep.duplicate += 1; continue
+        key = (
+            str(it.get("id") or url)[:2_000] or "sha1:" + hashlib.sha1(f"{title}|{t}".encode()).hexdigest()
+        )  # no id, no URL
+        if not title:
+            rep.empty += 1
+            continue
+        if t is None:
+            rep.no_time += 1
+            continue
+        if t > now + FUTURE_TOLERANCE:
+            rep.future += 1
+            continue
+        if key in seen or (url and url in seen):
+            rep.duplicate += 1
+            continue
         seen |= {key, url} - {""}
         assets = tuple(dict.fromkeys((*it.get("assets", ()), *mentioned_assets(title, extra_assets))))
         rows.append((t, t + LAGS["news"], key, title, url, origin, ",".join(assets)))
@@ -232,14 +340,18 @@ def news_rows(items: list[dict], origin: str, now: pd.Timestamp, extra_assets: t
 # %% ../nbs/03a_alt_providers.ipynb #aa89170a
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
+
 class AltStore:
     "Validated alternative data under `<data_dir>/processed/alt/<source>/<key>.parquet`."
+
     def __init__(self, data_dir: str | Path):
         self.root = Path(data_dir) / "processed" / "alt"
 
     def path(self, source: str, key: str) -> Path:
-        if source not in SOURCES: raise AltDataError(f"unknown alternative-data source {clip_repr(source)}; allowed: {', '.join(SOURCES)}")
-        if not (isinstance(key, str) and _KEY.fullmatch(key)): raise AltDataError(f"{source}: key {clip_repr(key)} is not a plain file name")
+        if source not in SOURCES:
+            raise AltDataError(f"unknown alternative-data source {clip_repr(source)}; allowed: {', '.join(SOURCES)}")
+        if not (isinstance(key, str) and _KEY.fullmatch(key)):
+            raise AltDataError(f"{source}: key {clip_repr(key)} is not a plain file name")
         return self.root / source / f"{key}.parquet"
 
     def read(self, source: str, key: str) -> pd.DataFrame | None:
@@ -253,30 +365,48 @@ class AltStore:
 
 # %% ../nbs/03a_alt_providers.ipynb #45a885a0
 @patch
-def save(self: AltStore, source: str, key: str, rows: pd.DataFrame, ident: tuple[str, ...] = ("asset", "event_time"),
-         origin: str | None = None) -> tuple[int, int]:
-    "Merge validated `rows` into (source, key), atomically; (rows new to the store, rows stored). `origin` (e.g. synthetic) is kept."
+def save(
+    self: AltStore,
+    source: str,
+    key: str,
+    rows: pd.DataFrame,
+    ident: tuple[str, ...] = ("asset", "event_time"),
+    origin: str | None = None,
+) -> tuple[int, int]:
+    """Merge validated `rows` into (source, key), atomically; (rows new to the store, rows stored). `origin` (e.g.
+    synthetic) is kept."""
     path = self.path(source, key)
     old = self.read(source, key)
     merged = rows if old is None else pd.concat([old, rows], ignore_index=True)
-    merged = merged.drop_duplicates(list(ident), keep="last").sort_values(["event_time", *ident], kind="stable").reset_index(drop=True)
+    merged = (
+        merged.drop_duplicates(list(ident), keep="last")
+        .sort_values(["event_time", *ident], kind="stable")
+        .reset_index(drop=True)
+    )
     added = len(merged) - (0 if old is None else len(old))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         table = pa.Table.from_pandas(merged, preserve_index=False)
         origin = origin or self.origin(source, key)
-        if origin: table = table.replace_schema_metadata({**table.schema.metadata, b"morningstar_trader": json.dumps({"origin": origin}).encode()})
+        if origin:
+            table = table.replace_schema_metadata(
+                {**table.schema.metadata, b"morningstar_trader": json.dumps({"origin": origin}).encode()}
+            )
         _write_atomic(table, path)
-    except OSError as e: raise AltDataError(f"{source}: cannot write {path}: {e.strerror or e}") from None
+    except OSError as e:
+        raise AltDataError(f"{source}: cannot write {path}: {e.strerror or e}") from None
     return added, len(merged)
+
 
 @patch
 def origin(self: AltStore, source: str, key: str) -> str:
     "Where (source, key) came from when it was marked (e.g. synthetic), else ''."
     path = self.path(source, key)
-    if not path.is_file(): return ""
+    if not path.is_file():
+        return ""
     meta = (pq.read_schema(path).metadata or {}).get(b"morningstar_trader")
     return json.loads(meta).get("origin", "") if meta else ""
+
 
 @patch
 def keys(self: AltStore, source: str) -> list[str]:
@@ -286,12 +416,20 @@ def keys(self: AltStore, source: str) -> list[str]:
 # %% ../nbs/03a_alt_providers.ipynb #c4b47a64
 @patch
 def table(self: AltStore, source: str, columns: tuple[str, ...] | None = None) -> pd.DataFrame:
-    "All stored rows of `source` with `published_at` = available_at, `asset`, and the value `columns` (NaN where a key lacks one)."
+    """All stored rows of `source` with `published_at` = available_at, `asset`, and the value `columns` (NaN where a key
+    lacks one)."""
     keys = self.keys(source)
-    if not keys: raise AltDataError(f"no {source} data under {self.root / source}; run `morningstar alt download {source}` or `alt import`")
+    if not keys:
+        raise AltDataError(
+            f"no {source} data under {self.root / source}; run `morningstar alt download {source}` or `alt import`"
+        )
     df = pd.concat([self.read(source, k) for k in keys], ignore_index=True)
     missing = [c for c in (columns or ()) if c not in df.columns]
-    if missing: raise AltDataError(f"{source}: no column(s) {missing} stored; stored: {[c for c in df.columns if c not in NEWS_COLUMNS and c != 'asset']}")
+    if missing:
+        raise AltDataError(
+            f"{source}: no column(s) {missing} stored; stored: "
+            f"{[c for c in df.columns if c not in NEWS_COLUMNS and c != 'asset']}"
+        )
     cols = list(columns) if columns else [c for c in df.columns if c not in ("event_time", "available_at", "asset")]
     out = df[["available_at", "asset", *cols]].rename(columns={"available_at": "published_at"})
     return out.sort_values("published_at", kind="stable").reset_index(drop=True)
@@ -301,17 +439,24 @@ def parse_fear_greed(doc) -> pd.DataFrame:
     "Rows of an alternative.me /fng/ answer (see above); AltDataError when the shape is not that."
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
         raise AltDataError(f"fear_greed: the answer has no data list: {clip_repr(doc)}")
-    if (err := (doc.get("metadata") or {}).get("error")): raise AltDataError(f"fear_greed: the API reports an error: {clip_repr(err)}")
-    try: rows = [(int(d["timestamp"]), d["value"]) for d in doc["data"]]
+    if err := (doc.get("metadata") or {}).get("error"):
+        raise AltDataError(f"fear_greed: the API reports an error: {clip_repr(err)}")
+    try:
+        rows = [(int(d["timestamp"]), d["value"]) for d in doc["data"]]
     except (KeyError, TypeError, ValueError) as e:
-        raise AltDataError(f"fear_greed: an item lacks a numeric timestamp or a value ({type(e).__name__}: {clip_repr(str(e))})") from None
+        raise AltDataError(
+            f"fear_greed: an item lacks a numeric timestamp or a value ({type(e).__name__}: {clip_repr(str(e))})"
+        ) from None
     t = pd.to_datetime([r[0] for r in rows], unit="s", utc=True)
-    return pd.DataFrame({"event_time": t, "available_at": t + LAGS["fear_greed"], "asset": "", "value": [r[1] for r in rows]})
+    return pd.DataFrame(
+        {"event_time": t, "available_at": t + LAGS["fear_greed"], "asset": "", "value": [r[1] for r in rows]}
+    )
 
 # %% ../nbs/03a_alt_providers.ipynb #7bace472
 @dataclass
 class FearGreedProvider:
     "alternative.me's Fear & Greed Index, daily, market-wide."
+
     settings: AltSourceSettings
     http: HttpClient
 
@@ -319,23 +464,32 @@ class FearGreedProvider:
         base, now = self.settings.api_url or PUBLIC_URLS["fear_greed"], pd.Timestamp.now(tz="UTC")
         newest = store.newest("fear_greed", "fear_greed")
         since = max(t for t in (newest, _utc(start)) if t is not None) if (newest is not None or start) else None
-        limit = 0 if since is None else int((now - since) / pd.Timedelta(days=1)) + 2   # newest first: the days since, plus overlap
+        limit = (
+            0 if since is None else int((now - since) / pd.Timedelta(days=1)) + 2
+        )  # newest first: the days since, plus overlap
         with tqdm(total=1, desc="fear_greed", disable=not progress, leave=False) as bar:
-            rows = parse_fear_greed(self.http.json("fear_greed GET /fng/", f"{base}/fng/", {"limit": limit, "format": "json"}))
+            rows = parse_fear_greed(
+                self.http.json("fear_greed GET /fng/", f"{base}/fng/", {"limit": limit, "format": "json"})
+            )
             bar.update(1)
         rows = _window(validated_series(rows, "fear_greed", ("value",), now), start, end)
         return {"fear_greed": store.save("fear_greed", "fear_greed", rows)[0]}
 
+
 def _utc(t) -> pd.Timestamp | None:
-    if t is None: return None
+    if t is None:
+        return None
     t = pd.Timestamp(t)
     return t.tz_localize("UTC") if t.tz is None else t.tz_convert("UTC")
+
 
 def _window(rows: pd.DataFrame, start, end) -> pd.DataFrame:
     "Rows with event time in [start, end)."
     keep = np.ones(len(rows), bool)
-    if start is not None: keep &= (rows["event_time"] >= _utc(start)).to_numpy()
-    if end is not None: keep &= (rows["event_time"] < _utc(end)).to_numpy()
+    if start is not None:
+        keep &= (rows["event_time"] >= _utc(start)).to_numpy()
+    if end is not None:
+        keep &= (rows["event_time"] < _utc(end)).to_numpy()
     return rows[keep].reset_index(drop=True)
 
 # %% ../nbs/03a_alt_providers.ipynb #d214be5c
@@ -344,17 +498,21 @@ def perpetual(pair: str) -> str:
     base, quote = pair.split(":")[0].split("/")
     return f"{base}/{quote}:{quote}"
 
+
 def futures_api(settings: AltSourceSettings, retry: RetrySettings):
     "An ApiManager on ccxt's binanceusdm, pointed at `settings.api_url` when set."
     from morningstar_trader.config import ExchangeSettings
     from morningstar_trader.market_data import ApiManager
+
     return ApiManager(ExchangeSettings(id="binanceusdm", market_type="swap", api_url=settings.api_url), retry)
 
 # %% ../nbs/03a_alt_providers.ipynb #1c4ca74f
 @dataclass
 class FuturesProvider:
-    "Funding rates or open interest of the perpetual of each configured spot pair, paged forward from the store's newest row."
-    source: str                   # funding | open_interest
+    """Funding rates or open interest of the perpetual of each configured spot pair, paged forward from the store's
+    newest row."""
+
+    source: str  # funding | open_interest
     settings: AltSourceSettings
     retry: RetrySettings
     pairs: tuple[str, ...]
@@ -362,27 +520,55 @@ class FuturesProvider:
 
     def _fetch(self, api, symbol: str, since: int):
         if self.source == "funding":
-            return api.call(f"fetch_funding_rate_history {symbol}", api.exchange.fetch_funding_rate_history, symbol, since, self.page)
-        return api.call(f"fetch_open_interest_history {symbol}", api.exchange.fetch_open_interest_history, symbol,
-                        self.settings.period, since, min(self.page, 500))
+            return api.call(
+                f"fetch_funding_rate_history {symbol}",
+                api.exchange.fetch_funding_rate_history,
+                symbol,
+                since,
+                self.page,
+            )
+        return api.call(
+            f"fetch_open_interest_history {symbol}",
+            api.exchange.fetch_open_interest_history,
+            symbol,
+            self.settings.period,
+            since,
+            min(self.page, 500),
+        )
 
     def _rows(self, page: list, asset: str) -> pd.DataFrame:
         t = pd.to_datetime([r.get("timestamp") for r in page], unit="ms", utc=True)
         if self.source == "funding":
-            return pd.DataFrame({"event_time": t, "available_at": t + LAGS["funding"], "asset": asset,
-                                 "funding_rate": [r.get("fundingRate") for r in page]})
+            return pd.DataFrame(
+                {
+                    "event_time": t,
+                    "available_at": t + LAGS["funding"],
+                    "asset": asset,
+                    "funding_rate": [r.get("fundingRate") for r in page],
+                }
+            )
         lag = pd.Timedelta(self.settings.period.replace("m", "min"))
-        return pd.DataFrame({"event_time": t, "available_at": t + lag, "asset": asset,
-                             "open_interest": [r.get("openInterestAmount") for r in page],
-                             "open_interest_value": [r.get("openInterestValue") for r in page]})
+        return pd.DataFrame(
+            {
+                "event_time": t,
+                "available_at": t + lag,
+                "asset": asset,
+                "open_interest": [r.get("openInterestAmount") for r in page],
+                "open_interest_value": [r.get("openInterestValue") for r in page],
+            }
+        )
 
 # %% ../nbs/03a_alt_providers.ipynb #249be08c
 FUTURES_COLUMNS = {"funding": ("funding_rate",), "open_interest": ("open_interest", "open_interest_value")}
 
+
 @patch(nm="download")
-def _futures_download(self: FuturesProvider, store: AltStore, start=None, end=None, progress: bool = False, api=None) -> dict[str, int]:
+def _futures_download(
+    self: FuturesProvider, store: AltStore, start=None, end=None, progress: bool = False, api=None
+) -> dict[str, int]:
     "Page forward per pair from max(start, the newest stored row) to `end` (default now); rows added per asset."
     from morningstar_trader.market_data import MarketDataError
+
     api, now, out = api or futures_api(self.settings, self.retry), pd.Timestamp.now(tz="UTC"), {}
     end_ms = int((_utc(end) or now).timestamp() * 1000)
     for pair in tqdm(self.pairs, desc=self.source, disable=not progress, leave=False):
@@ -392,17 +578,31 @@ def _futures_download(self: FuturesProvider, store: AltStore, start=None, end=No
         since, rows = int(since_t.timestamp() * 1000), []
         try:
             while since < end_ms:
-                page = [r for r in self._fetch(api, symbol, since) if isinstance(r, dict) and isinstance(r.get("timestamp"), int)]
+                page = [
+                    r
+                    for r in self._fetch(api, symbol, since)
+                    if isinstance(r, dict) and isinstance(r.get("timestamp"), int)
+                ]
                 page = [r for r in page if since <= r["timestamp"] < end_ms]
-                if not page and self.source == "open_interest":    # ccxt asks for one window [since, since + limit periods]
-                    since += int(pd.Timedelta(self.settings.period.replace("m", "min")).total_seconds() * 1000) * min(self.page, 500)
+                if (
+                    not page and self.source == "open_interest"
+                ):  # ccxt asks for one window [since, since + limit periods]
+                    since += int(pd.Timedelta(self.settings.period.replace("m", "min")).total_seconds() * 1000) * min(
+                        self.page, 500
+                    )
                     continue
-                if not page: break
+                if not page:
+                    break
                 rows.append(self._rows(page, asset))
                 since = page[-1]["timestamp"] + 1
-        except MarketDataError as e: raise AltDataError(f"{self.source} {symbol}: {e}") from None
-        if rows: out[asset] = store.save(self.source, asset, validated_series(pd.concat(rows), self.source, FUTURES_COLUMNS[self.source], now))[0]
-        else: out[asset] = 0
+        except MarketDataError as e:
+            raise AltDataError(f"{self.source} {symbol}: {e}") from None
+        if rows:
+            out[asset] = store.save(
+                self.source, asset, validated_series(pd.concat(rows), self.source, FUTURES_COLUMNS[self.source], now)
+            )[0]
+        else:
+            out[asset] = 0
     return out
 
 # %% ../nbs/03a_alt_providers.ipynb #f70e0fed
@@ -410,16 +610,25 @@ def parse_chart(doc, name: str) -> pd.DataFrame:
     "Rows of a blockchain.com chart answer (see above) as the series `name`; AltDataError for another shape."
     if not isinstance(doc, dict) or not isinstance(doc.get("values"), list):
         raise AltDataError(f"onchain {name}: the answer has no values list: {clip_repr(doc)}")
-    if doc.get("status", "ok") != "ok": raise AltDataError(f"onchain {name}: status {clip_repr(doc.get('status'))}")
-    try: x = [int(v["x"]) for v in doc["values"]]; y = [v["y"] for v in doc["values"]]
+    if doc.get("status", "ok") != "ok":
+        raise AltDataError(f"onchain {name}: status {clip_repr(doc.get('status'))}")
+    try:
+        x = [int(v["x"]) for v in doc["values"]]
+        y = [v["y"] for v in doc["values"]]
     except (KeyError, TypeError, ValueError) as e:
-        raise AltDataError(f"onchain {name}: a point lacks a numeric x or a y ({type(e).__name__}: {clip_repr(str(e))})") from None
+        raise AltDataError(
+            f"onchain {name}: a point lacks a numeric x or a y ({type(e).__name__}: {clip_repr(str(e))})"
+        ) from None
     t = pd.to_datetime(x, unit="s", utc=True)
-    return pd.DataFrame({"event_time": t, "available_at": t + LAGS["onchain"], "asset": "BTC", name.replace("-", "_"): y})
+    return pd.DataFrame(
+        {"event_time": t, "available_at": t + LAGS["onchain"], "asset": "BTC", name.replace("-", "_"): y}
+    )
+
 
 @dataclass
 class OnchainProvider:
     "Daily BTC series from blockchain.com's charts API, one request per chart from the store's newest day."
+
     settings: AltSourceSettings
     http: HttpClient
 
@@ -428,8 +637,11 @@ class OnchainProvider:
         for name in tqdm(self.settings.series or ONCHAIN_DEFAULT, desc="onchain", disable=not progress, leave=False):
             key = name.replace("-", "_")
             since = store.newest("onchain", key) or _utc(start) or now - pd.Timedelta(days=365)
-            doc = self.http.json(f"onchain GET /charts/{name}", f"{base}/charts/{name}",
-                                 {"timespan": "all", "start": since.strftime("%Y-%m-%d"), "format": "json", "sampled": "false"})
+            doc = self.http.json(
+                f"onchain GET /charts/{name}",
+                f"{base}/charts/{name}",
+                {"timespan": "all", "start": since.strftime("%Y-%m-%d"), "format": "json", "sampled": "false"},
+            )
             rows = _window(validated_series(parse_chart(doc, name), "onchain", (key,), now), start, end)
             out[key] = store.save("onchain", key, rows)[0]
         return out
@@ -438,12 +650,20 @@ class OnchainProvider:
 def parse_feed(body: bytes, url: str) -> list[dict]:
     "Raw items of an RSS/Atom document; AltDataError when it is not one."
     import feedparser
+
     doc = feedparser.parse(body)
     if not doc.entries and (doc.bozo or not doc.get("version")):
         why = type(doc.get("bozo_exception")).__name__ if doc.bozo else "no RSS or Atom root"
         raise AltDataError(f"news feed {clip_repr(url)}: not an RSS/Atom feed ({why}): {clip_repr(body[:60])}")
-    return [{"id": e.get("id") or e.get("link"), "title": e.get("title"), "url": e.get("link"),
-             "published": e.get("published") or e.get("updated")} for e in doc.entries]
+    return [
+        {
+            "id": e.get("id") or e.get("link"),
+            "title": e.get("title"),
+            "url": e.get("link"),
+            "published": e.get("published") or e.get("updated"),
+        }
+        for e in doc.entries
+    ]
 
 # %% ../nbs/03a_alt_providers.ipynb #1d91cbd1
 def parse_posts(doc) -> tuple[list[dict], int | None]:
@@ -452,20 +672,29 @@ def parse_posts(doc) -> tuple[list[dict], int | None]:
         raise AltDataError(f"news posts API: the answer has no results list: {clip_repr(doc)}")
     items = []
     for r in doc["results"]:
-        if not isinstance(r, dict): raise AltDataError(f"news posts API: an item is not an object: {clip_repr(r)}")
+        if not isinstance(r, dict):
+            raise AltDataError(f"news posts API: an item is not an object: {clip_repr(r)}")
         cur = r.get("currencies") or []
-        items.append({"id": f"cryptopanic:{r.get('id')}", "title": r.get("title"), "url": r.get("url"),
-                      "published": r.get("published_at"),
-                      "assets": tuple(c["code"] for c in cur if isinstance(c, dict) and isinstance(c.get("code"), str))[:10]})
+        items.append(
+            {
+                "id": f"cryptopanic:{r.get('id')}",
+                "title": r.get("title"),
+                "url": r.get("url"),
+                "published": r.get("published_at"),
+                "assets": tuple(c["code"] for c in cur if isinstance(c, dict) and isinstance(c.get("code"), str))[:10],
+            }
+        )
     m = re.search(r"[?&]page=(\d+)", doc.get("next") or "")
     return items, int(m[1]) if m else None
 
 # %% ../nbs/03a_alt_providers.ipynb #3fc5a665
 MAX_POST_PAGES = 20
 
+
 @dataclass
 class NewsProvider:
     "Headlines from the configured RSS/Atom feeds and, with a token, the posts API; stored under news/headlines."
+
     settings: AltSourceSettings
     http: HttpClient
     token: str = ""
@@ -474,11 +703,17 @@ class NewsProvider:
     def _posts(self, since: pd.Timestamp | None) -> list[dict]:
         base, items, page = self.settings.api_url or PUBLIC_URLS["news"], [], 1
         while page is not None and page <= MAX_POST_PAGES:
-            got, page = parse_posts(self.http.json(f"news posts API page {page}", f"{base}/api/v1/posts/",
-                                                   {"auth_token": self.token, "public": "true", "kind": "news", "page": page}))
+            got, page = parse_posts(
+                self.http.json(
+                    f"news posts API page {page}",
+                    f"{base}/api/v1/posts/",
+                    {"auth_token": self.token, "public": "true", "kind": "news", "page": page},
+                )
+            )
             items += got
             times = [t for t in (news_times(i["published"], "posts") for i in got) if t is not None]
-            if since is not None and times and min(times) <= since: break     # newest first: the rest is stored already
+            if since is not None and times and min(times) <= since:
+                break  # newest first: the rest is stored already
         return items
 
 # %% ../nbs/03a_alt_providers.ipynb #0c2c964e
@@ -487,32 +722,47 @@ def _news_download(self: NewsProvider, store: AltStore, start=None, end=None, pr
     "Fetch every feed and the posts API; rows added. A feed that fails fails the download (nothing stored)."
     use_posts = bool(self.token) or self.settings.api_url is not None
     if use_posts and not self.token:
-        raise AltDataError("news: alt.news.api_url is set but MORNINGSTAR_CRYPTOPANIC_TOKEN is not (the posts API needs it)")
+        raise AltDataError(
+            "news: alt.news.api_url is set but MORNINGSTAR_CRYPTOPANIC_TOKEN is not (the posts API needs it)"
+        )
     if not use_posts and not self.settings.feeds:
-        raise AltDataError("news: nothing to fetch; set alt.news.feeds (RSS/Atom URLs) or MORNINGSTAR_CRYPTOPANIC_TOKEN")
+        raise AltDataError(
+            "news: nothing to fetch; set alt.news.feeds (RSS/Atom URLs) or MORNINGSTAR_CRYPTOPANIC_TOKEN"
+        )
     now, since, frames = pd.Timestamp.now(tz="UTC"), store.newest("news", "headlines"), []
     for url in tqdm(self.settings.feeds, desc="news feeds", disable=not progress, leave=False):
-        rows, rep = news_rows(parse_feed(self.http.get(f"news feed {url}", url), url), url.split("/")[2], now, self.assets)
-        log.info("news feed %s: %s", url, rep); frames.append(rows)
+        rows, rep = news_rows(
+            parse_feed(self.http.get(f"news feed {url}", url), url), url.split("/")[2], now, self.assets
+        )
+        log.info("news feed %s: %s", url, rep)
+        frames.append(rows)
     if use_posts:
         rows, rep = news_rows(self._posts(since), "cryptopanic", now, self.assets)
-        log.info("news posts API: %s", rep); frames.append(rows)
+        log.info("news posts API: %s", rep)
+        frames.append(rows)
     rows = _window(pd.concat(frames, ignore_index=True).drop_duplicates("id"), start, end)
     return {"headlines": store.save("news", "headlines", rows, ident=("id",))[0]}
 
 # %% ../nbs/03a_alt_providers.ipynb #16d48834
 def provider(source: str, settings, secrets: Secrets | None = None):
     "The provider of `source` configured by `settings` (the whole Settings: alt, retry, pairs)."
-    if source not in SOURCES: raise AltDataError(f"unknown alternative-data source {clip_repr(source)}; allowed: {', '.join(SOURCES)}")
+    if source not in SOURCES:
+        raise AltDataError(f"unknown alternative-data source {clip_repr(source)}; allowed: {', '.join(SOURCES)}")
     cfg = getattr(settings.alt, source)
     token = secrets.cryptopanic_token.get_secret_value() if secrets is not None else ""
     http = HttpClient(settings.retry, redact=(token,))
-    if source == "fear_greed": return FearGreedProvider(cfg, http)
-    if source == "onchain": return OnchainProvider(cfg, http)
-    if source == "news": return NewsProvider(cfg, http, token, tuple(p.split("/")[0] for p in settings.pairs))
+    if source == "fear_greed":
+        return FearGreedProvider(cfg, http)
+    if source == "onchain":
+        return OnchainProvider(cfg, http)
+    if source == "news":
+        return NewsProvider(cfg, http, token, tuple(p.split("/")[0] for p in settings.pairs))
     return FuturesProvider(source, cfg, settings.retry, settings.pairs)
 
-def download(source: str, settings, secrets: Secrets | None = None, *, start=None, end=None, progress: bool = False) -> dict[str, int]:
+
+def download(
+    source: str, settings, secrets: Secrets | None = None, *, start=None, end=None, progress: bool = False
+) -> dict[str, int]:
     "Fetch `source` into `<data_dir>/processed/alt/`; rows added per key."
     return provider(source, settings, secrets).download(AltStore(settings.paths.data_dir), start, end, progress)
 
@@ -526,7 +776,19 @@ def catalog(self: AltStore, now: pd.Timestamp | None = None) -> pd.DataFrame:
             t = self.read(source, key)["event_time"].sort_values()
             d = t.diff().dropna()
             step = d.median() if len(d) else pd.NaT
-            rows.append({"source": source, "key": key, "origin": self.origin(source, key), "rows": len(t), "first": t.iloc[0] if len(t) else pd.NaT,
-                         "last": t.iloc[-1] if len(t) else pd.NaT, "newest_age": (now - t.iloc[-1]).floor("min") if len(t) else pd.NaT,
-                         "step": step, "gaps": int((d > 1.5 * step).sum()) if source != "news" and len(d) else 0})
-    return pd.DataFrame(rows, columns=["source", "key", "origin", "rows", "first", "last", "newest_age", "step", "gaps"])
+            rows.append(
+                {
+                    "source": source,
+                    "key": key,
+                    "origin": self.origin(source, key),
+                    "rows": len(t),
+                    "first": t.iloc[0] if len(t) else pd.NaT,
+                    "last": t.iloc[-1] if len(t) else pd.NaT,
+                    "newest_age": (now - t.iloc[-1]).floor("min") if len(t) else pd.NaT,
+                    "step": step,
+                    "gaps": int((d > 1.5 * step).sum()) if source != "news" and len(d) else 0,
+                }
+            )
+    return pd.DataFrame(
+        rows, columns=["source", "key", "origin", "rows", "first", "last", "newest_age", "step", "gaps"]
+    )

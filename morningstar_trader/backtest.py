@@ -28,22 +28,29 @@ __all__ = ['TRADE_COLUMNS', 'BacktestError', 'Strategy', 'SmaCross', 'BuyAndHold
 class BacktestError(MorningstarError):
     "The backtest cannot run on this input; the message says why."
 
+
 class Strategy(Protocol):
-    "Signals from candles: a frame with `direction` (+1/−1/0) and optional `stop_loss`, `take_profit` fractions, one row per bar."
+    """Signals from candles: a frame with `direction` (+1/−1/0) and optional `stop_loss`, `take_profit` fractions, one
+    row per bar."""
+
     name: str
+
     def signals(self, frame: pd.DataFrame) -> pd.DataFrame: ...
 
 # %% ../nbs/13_backtest.ipynb #e33217e8
 @dataclass(frozen=True)
 class SmaCross:
-    "Long when the fast SMA crosses strictly above the slow one, short when it crosses strictly below (backtesting.lib.crossover)."
+    """Long when the fast SMA crosses strictly above the slow one, short when it crosses strictly below
+    (backtesting.lib.crossover)."""
+
     fast: int = 10
     slow: int = 20
     name: str = "sma_cross"
-    reenter: bool = True           # every crossover closes and re-enters, as backtesting.py's close-then-buy
+    reenter: bool = True  # every crossover closes and re-enters, as backtesting.py's close-then-buy
 
     def __post_init__(self):
-        if not 1 <= self.fast < self.slow: raise BacktestError(f"sma_cross needs 1 <= fast < slow, got fast={self.fast}, slow={self.slow}")
+        if not 1 <= self.fast < self.slow:
+            raise BacktestError(f"sma_cross needs 1 <= fast < slow, got fast={self.fast}, slow={self.slow}")
 
     def signals(self, frame: pd.DataFrame) -> pd.DataFrame:
         close = frame["close"].to_numpy(np.float64)
@@ -56,9 +63,11 @@ class SmaCross:
         direction = np.where(prev_below & (fast > slow), 1, np.where(prev_above & (fast < slow), -1, 0)).astype(np.int8)
         return pd.DataFrame({"direction": direction}, index=frame.index)
 
+
 @dataclass(frozen=True)
 class BuyAndHold:
     "Long from the first bar to the end."
+
     name: str = "buy_hold"
 
     def signals(self, frame: pd.DataFrame) -> pd.DataFrame:
@@ -70,78 +79,142 @@ class BuyAndHold:
 @dataclass(frozen=True)
 class BacktestResult:
     "Trades (one row per round trip), the equity curve at each close, and summary statistics."
+
     trades: pd.DataFrame
     equity: pd.Series
     stats: dict
-    decisions: pd.DataFrame = field(default_factory=pd.DataFrame)   # kernel runs: each decision on a model signal, its verdict and reasons
-    orders: pd.DataFrame = field(default_factory=pd.DataFrame)      # kernel runs: every order, with its status
-    fills: pd.DataFrame = field(default_factory=pd.DataFrame)       # kernel runs: every fill
-    predictions: pd.DataFrame = field(default_factory=pd.DataFrame) # kernel runs: every head at every bar, by pair
-    reviews: pd.DataFrame = field(default_factory=pd.DataFrame)     # kernel runs: every review (score, rationale, latency, cost)
+    decisions: pd.DataFrame = field(
+        default_factory=pd.DataFrame
+    )  # kernel runs: each decision on a model signal, its verdict and reasons
+    orders: pd.DataFrame = field(default_factory=pd.DataFrame)  # kernel runs: every order, with its status
+    fills: pd.DataFrame = field(default_factory=pd.DataFrame)  # kernel runs: every fill
+    predictions: pd.DataFrame = field(default_factory=pd.DataFrame)  # kernel runs: every head at every bar, by pair
+    reviews: pd.DataFrame = field(
+        default_factory=pd.DataFrame
+    )  # kernel runs: every review (score, rationale, latency, cost)
     benchmarks: pd.DataFrame = field(default_factory=pd.DataFrame)  # equity of buy & hold and flat on the same bars
 
-TRADE_COLUMNS = ["pair", "side", "entry_time", "entry_price", "exit_time", "exit_price", "size", "fees", "pnl", "exit_reason"]
+
+TRADE_COLUMNS = [
+    "pair",
+    "side",
+    "entry_time",
+    "entry_price",
+    "exit_time",
+    "exit_price",
+    "size",
+    "fees",
+    "pnl",
+    "exit_reason",
+]
+
 
 def _check_bars(frame: pd.DataFrame, pair: str) -> None:
     if not isinstance(frame, pd.DataFrame) or not set(BAR_COLUMNS[:4]) <= set(frame.columns):
-        raise BacktestError(f"{pair}: bars need columns open, high, low, close (got {list(getattr(frame, 'columns', []))})")
-    if len(frame) < 2: raise BacktestError(f"{pair}: at least 2 bars are needed, got {len(frame)}")
-    if not isinstance(frame.index, pd.DatetimeIndex): raise BacktestError(f"{pair}: bars must be indexed by timestamps")
+        raise BacktestError(
+            f"{pair}: bars need columns open, high, low, close (got {list(getattr(frame, 'columns', []))})"
+        )
+    if len(frame) < 2:
+        raise BacktestError(f"{pair}: at least 2 bars are needed, got {len(frame)}")
+    if not isinstance(frame.index, pd.DatetimeIndex):
+        raise BacktestError(f"{pair}: bars must be indexed by timestamps")
     if not frame.index.is_monotonic_increasing or not frame.index.is_unique:
         raise BacktestError(f"{pair}: timestamps must be sorted and unique")
     prices = frame[list(BAR_COLUMNS[:4])].to_numpy(np.float64)
-    if not np.isfinite(prices).all() or (prices <= 0).any(): raise BacktestError(f"{pair}: prices must be finite and positive")
+    if not np.isfinite(prices).all() or (prices <= 0).any():
+        raise BacktestError(f"{pair}: prices must be finite and positive")
 
 # %% ../nbs/13_backtest.ipynb #f226b645
-def _simulate(pair: str, frame: pd.DataFrame, signals: pd.DataFrame, size: float, costs: FillCosts, allow_short: bool,
-              reenter: bool = False):
+def _simulate(
+    pair: str,
+    frame: pd.DataFrame,
+    signals: pd.DataFrame,
+    size: float,
+    costs: FillCosts,
+    allow_short: bool,
+    reenter: bool = False,
+):
     o, h, l, c = (frame[k].to_numpy(np.float64) for k in ("open", "high", "low", "close"))
     n, times = len(frame), frame.index
     direction = signals["direction"].to_numpy()
     sl_frac = signals["stop_loss"].to_numpy(np.float64) if "stop_loss" in signals else np.full(n, np.nan)
     tp_frac = signals["take_profit"].to_numpy(np.float64) if "take_profit" in signals else np.full(n, np.nan)
-    trades, pos = [], None              # pos: dict(side, bar, price, fee, sl, tp)
+    trades, pos = [], None  # pos: dict(side, bar, price, fee, sl, tp)
     fill_bar, fill_cash, fill_units = [], [], []
-    opens = o.tolist()                  # the event loop indexes scalars: lists are much faster at that than arrays
+    opens = o.tolist()  # the event loop indexes scalars: lists are much faster at that than arrays
 
     def close(bar: int, price: float, reason: str):
         nonlocal pos
         fee = costs.fee(size, price)
-        fill_bar.append(bar); fill_cash.append(pos["side"] * size * price - fee); fill_units.append(-pos["side"] * size)
+        fill_bar.append(bar)
+        fill_cash.append(pos["side"] * size * price - fee)
+        fill_units.append(-pos["side"] * size)
         pnl = pos["side"] * size * (price - pos["price"]) - pos["fee"] - fee
         trades.append((pos["side"], pos["bar"], pos["price"], bar, price, pos["fee"] + fee, pnl, reason))
         pos = None
 
     def check_exit(upto: int):
         "Close the position at its stop or target if a bar in [its entry bar, upto] reaches one."
-        if pos is None or (math.isnan(pos["sl"]) and math.isnan(pos["tp"])): return
+        if pos is None or (math.isnan(pos["sl"]) and math.isnan(pos["tp"])):
+            return
         a = pos["bar"]
-        hit = first_exit(pos["side"], level_or_never(pos["sl"], -pos["side"]), level_or_never(pos["tp"], pos["side"]),
-                         o[a: upto + 1], h[a: upto + 1], l[a: upto + 1])
-        if hit is not None: close(a + hit[0], hit[1], hit[2])
+        hit = first_exit(
+            pos["side"],
+            level_or_never(pos["sl"], -pos["side"]),
+            level_or_never(pos["tp"], pos["side"]),
+            o[a : upto + 1],
+            h[a : upto + 1],
+            l[a : upto + 1],
+        )
+        if hit is not None:
+            close(a + hit[0], hit[1], hit[2])
 
     events = np.flatnonzero(direction != 0)
     for i, d in zip(events.tolist(), direction[events].tolist()):
-        if i + 1 >= n: break                       # decided on the last bar: there is no next open to fill at
+        if i + 1 >= n:
+            break  # decided on the last bar: there is no next open to fill at
         check_exit(i)
         target = d if allow_short or d > 0 else 0
-        if pos is not None and (pos["side"] != target or reenter):   # reenter: a repeated signal closes and opens anew
+        if pos is not None and (pos["side"] != target or reenter):  # reenter: a repeated signal closes and opens anew
             close(i + 1, costs.market_price(opens[i + 1], -pos["side"]), "signal")
         if target and pos is None:
             price = costs.market_price(opens[i + 1], target)
             fee = costs.fee(size, price)
-            fill_bar.append(i + 1); fill_cash.append(-target * size * price - fee); fill_units.append(target * size)
-            pos = {"side": target, "bar": i + 1, "price": price, "fee": fee,
-                   "sl": price * (1 - target * sl_frac[i]), "tp": price * (1 + target * tp_frac[i])}
+            fill_bar.append(i + 1)
+            fill_cash.append(-target * size * price - fee)
+            fill_units.append(target * size)
+            pos = {
+                "side": target,
+                "bar": i + 1,
+                "price": price,
+                "fee": fee,
+                "sl": price * (1 - target * sl_frac[i]),
+                "tp": price * (1 + target * tp_frac[i]),
+            }
     check_exit(n - 1)
-    if pos is not None: close(n - 1, c[-1], "end")
-    side, entry_bar, entry_price, exit_bar, exit_price, fees, pnl, reason = (np.array(x) for x in zip(*trades)) if trades else [np.array([], int)] * 8
-    table = pd.DataFrame({"pair": pair, "side": np.where(side > 0, "long", "short"), "entry_time": times[entry_bar.astype(int)],
-                          "entry_price": entry_price.astype(float), "exit_time": times[exit_bar.astype(int)],
-                          "exit_price": exit_price.astype(float), "size": size, "fees": fees.astype(float),
-                          "pnl": pnl.astype(float), "exit_reason": reason.astype(str)}, columns=TRADE_COLUMNS)
+    if pos is not None:
+        close(n - 1, c[-1], "end")
+    side, entry_bar, entry_price, exit_bar, exit_price, fees, pnl, reason = (
+        (np.array(x) for x in zip(*trades)) if trades else [np.array([], int)] * 8
+    )
+    table = pd.DataFrame(
+        {
+            "pair": pair,
+            "side": np.where(side > 0, "long", "short"),
+            "entry_time": times[entry_bar.astype(int)],
+            "entry_price": entry_price.astype(float),
+            "exit_time": times[exit_bar.astype(int)],
+            "exit_price": exit_price.astype(float),
+            "size": size,
+            "fees": fees.astype(float),
+            "pnl": pnl.astype(float),
+            "exit_reason": reason.astype(str),
+        },
+        columns=TRADE_COLUMNS,
+    )
     held = np.zeros(n + 1)
-    np.add.at(held, entry_bar.astype(int), 1); np.add.at(held, exit_bar.astype(int), -1)
+    np.add.at(held, entry_bar.astype(int), 1)
+    np.add.at(held, exit_bar.astype(int), -1)
     fills = (np.array(fill_bar, int), np.array(fill_cash, float), np.array(fill_units, float))
     return table, fills, float((np.cumsum(held[:n]) > 0).mean())
 
@@ -151,8 +224,11 @@ def _equity(frame: pd.DataFrame, fills: tuple[np.ndarray, np.ndarray, np.ndarray
     bars, dc, dp = fills
     cash_delta = np.bincount(bars, weights=dc, minlength=len(frame))
     pos_delta = np.bincount(bars, weights=dp, minlength=len(frame))
-    return pd.Series(cash + np.cumsum(cash_delta) + np.cumsum(pos_delta) * frame["close"].to_numpy(np.float64),
-                     index=frame.index, name="equity")
+    return pd.Series(
+        cash + np.cumsum(cash_delta) + np.cumsum(pos_delta) * frame["close"].to_numpy(np.float64),
+        index=frame.index,
+        name="equity",
+    )
 
 # %% ../nbs/13_backtest.ipynb #14e2444f
 def compute_stats(equity: pd.Series, trades: pd.DataFrame, exposure: float) -> dict:
@@ -163,25 +239,34 @@ def compute_stats(equity: pd.Series, trades: pd.DataFrame, exposure: float) -> d
     total = equity.iloc[-1] / equity.iloc[0] - 1
     downside = r[r < 0].std()
     wins, losses = trades["pnl"][trades["pnl"] > 0].sum(), -trades["pnl"][trades["pnl"] < 0].sum()
-    return {"total_return": float(total),
-            "cagr": float((1 + total) ** (1 / years) - 1) if years > 0 and total > -1 else float("nan"),
-            "sharpe": float(r.mean() / r.std() * math.sqrt(per_year)) if r.std() > 0 else float("nan"),
-            "sortino": float(r.mean() / downside * math.sqrt(per_year)) if downside > 0 else float("nan"),
-            "max_drawdown": float(-(equity / equity.cummax() - 1).min()),
-            "win_rate": float((trades["pnl"] > 0).mean()) if len(trades) else float("nan"),
-            "profit_factor": float(wins / losses) if losses > 0 else float("nan"),
-            "exposure": float(exposure), "trades": int(len(trades))}
+    return {
+        "total_return": float(total),
+        "cagr": float((1 + total) ** (1 / years) - 1) if years > 0 and total > -1 else float("nan"),
+        "sharpe": float(r.mean() / r.std() * math.sqrt(per_year)) if r.std() > 0 else float("nan"),
+        "sortino": float(r.mean() / downside * math.sqrt(per_year)) if downside > 0 else float("nan"),
+        "max_drawdown": float(-(equity / equity.cummax() - 1).min()),
+        "win_rate": float((trades["pnl"] > 0).mean()) if len(trades) else float("nan"),
+        "profit_factor": float(wins / losses) if losses > 0 else float("nan"),
+        "exposure": float(exposure),
+        "trades": int(len(trades)),
+    }
 
 # %% ../nbs/13_backtest.ipynb #a083aa2a
-def benchmark_curves(frames: dict[str, pd.DataFrame], index: pd.DatetimeIndex, cash: float, fee: float = 0.0) -> pd.DataFrame:
-    "Equity of `buy_hold` (equal weight over the pairs, each bought at its first close on `index`) and `flat` (the cash) on `index`."
-    if not frames: raise BacktestError("benchmarks need at least one pair")
+def benchmark_curves(
+    frames: dict[str, pd.DataFrame], index: pd.DatetimeIndex, cash: float, fee: float = 0.0
+) -> pd.DataFrame:
+    """Equity of `buy_hold` (equal weight over the pairs, each bought at its first close on `index`) and `flat` (the
+    cash) on `index`."""
+    if not frames:
+        raise BacktestError("benchmarks need at least one pair")
     share, held = cash / len(frames), []
     for frame in frames.values():
         close = frame["close"].reindex(index).ffill()
         first = close.first_valid_index()
         # a pair with no candle yet keeps its share in cash until its first close
-        held.append(pd.Series(share, index=index) if first is None else (share * (1 - fee) / close[first] * close).fillna(share))
+        held.append(
+            pd.Series(share, index=index) if first is None else (share * (1 - fee) / close[first] * close).fillna(share)
+        )
     return pd.DataFrame({"buy_hold": sum(held), "flat": pd.Series(float(cash), index=index)}, index=index)
 
 # %% ../nbs/13_backtest.ipynb #acdc7f88
@@ -193,62 +278,113 @@ def benchmark_stats(equity: pd.Series, curves: pd.DataFrame) -> dict:
     total, out = equity.iloc[-1] / equity.iloc[0] - 1, {}
     for name in curves.columns:
         bench = curves[name].reindex(equity.index).ffill()
-        ret = float(bench.iloc[-1] / equity.iloc[0] - 1)            # from the same starting cash (the entry fee counts)
-        active = (r - bench.pct_change().reindex(r.index).fillna(0.0))
-        out |= {f"{name}_return": ret, f"excess_return_vs_{name}": float(total - ret),
-                f"information_ratio_vs_{name}": float(active.mean() / active.std() * math.sqrt(per_year)) if active.std() > 0 else float("nan")}
+        ret = float(bench.iloc[-1] / equity.iloc[0] - 1)  # from the same starting cash (the entry fee counts)
+        active = r - bench.pct_change().reindex(r.index).fillna(0.0)
+        out |= {
+            f"{name}_return": ret,
+            f"excess_return_vs_{name}": float(total - ret),
+            f"information_ratio_vs_{name}": float(active.mean() / active.std() * math.sqrt(per_year))
+            if active.std() > 0
+            else float("nan"),
+        }
     return out
 
 # %% ../nbs/13_backtest.ipynb #94f4e0b9
-def window_benchmarks(equity: pd.Series, frames: dict[str, pd.DataFrame], timeframe: str, fee: float = 0.0) -> tuple[dict, pd.DataFrame]:
+def window_benchmarks(
+    equity: pd.Series, frames: dict[str, pd.DataFrame], timeframe: str, fee: float = 0.0
+) -> tuple[dict, pd.DataFrame]:
     """`benchmark_stats` and `benchmark_curves` of an account's `equity` marks (stamped at bar closes) within the
     candles of `frames` (by pair, indexed by open time); ({}, empty) when no mark falls in that window."""
     step = parse_timeframe(timeframe)
     closes = {p: f[["close"]].set_axis(f.index + step) for p, f in frames.items() if len(f)}
-    if not closes: raise BacktestError(f"benchmarks need the candles the run saw: got none for {list(frames) or 'no pair'}")
+    if not closes:
+        raise BacktestError(f"benchmarks need the candles the run saw: got none for {list(frames) or 'no pair'}")
     lo, hi = min(c.index[0] for c in closes.values()), max(c.index[-1] for c in closes.values())
     marks = equity[~equity.index.duplicated(keep="last")]
     marks = marks[(marks.index >= lo) & (marks.index <= hi)].astype(float)
-    if marks.empty: return {}, pd.DataFrame()
+    if marks.empty:
+        return {}, pd.DataFrame()
     curves = benchmark_curves(closes, marks.index, float(marks.iloc[0]), fee)
     return benchmark_stats(marks, curves), curves
 
 # %% ../nbs/13_backtest.ipynb #5483775f
-def run_backtest(bars: pd.DataFrame | dict[str, pd.DataFrame], strategy: Strategy, *, size: float | None = None, fee: float = 0.001,
-                 slippage_bps: float = 0.0, cash: float = 10_000.0, allow_short: bool = True, batch: bool = True,
-                 settings=None, supervisor=None, store=None, markets=None, account: str = "backtest", start=None) -> BacktestResult:
+def run_backtest(
+    bars: pd.DataFrame | dict[str, pd.DataFrame],
+    strategy: Strategy,
+    *,
+    size: float | None = None,
+    fee: float = 0.001,
+    slippage_bps: float = 0.0,
+    cash: float = 10_000.0,
+    allow_short: bool = True,
+    batch: bool = True,
+    settings=None,
+    supervisor=None,
+    store=None,
+    markets=None,
+    account: str = "backtest",
+    start=None,
+) -> BacktestResult:
     """Backtest `strategy` on one OHLC frame or a dict by pair: `size` units per position (the fast path), or (None) the
     model through the kernel of the live cycle under `settings` — sized by the decision stage, reviewed by `supervisor`,
     checked against the exchange's `markets` rules, recorded in `store` (a PortfolioStore) when given, trading from
     `start` on (the bars before it are history for the features). The kernel's costs are `settings.costs`, as in a live
     cycle; `fee` and `slippage_bps` are the fixed-size path's."""
     if size is not None and not (isinstance(size, (int, float)) and size > 0 and math.isfinite(size)):
-        raise BacktestError(f"size must be a positive number of units (or None: sized by the decision stage), got {size!r}")
-    if not cash > 0: raise BacktestError(f"cash must be positive, got {cash}")
+        raise BacktestError(
+            f"size must be a positive number of units (or None: sized by the decision stage), got {size!r}"
+        )
+    if not cash > 0:
+        raise BacktestError(f"cash must be positive, got {cash}")
     costs = FillCosts(taker_fee=fee, maker_fee=fee, slippage_bps=slippage_bps)
     frames = bars if isinstance(bars, dict) else {"": bars}
     if size is None:
-        if not hasattr(strategy, "inputs"): raise BacktestError(f"strategy {strategy.name} has no predictions to size from: give it a fixed size")
-        if settings is None: raise BacktestError("size=None needs the settings (decision and risk sections)")
-        for pair, frame in frames.items(): _check_bars(frame, pair or "bars")
+        if not hasattr(strategy, "inputs"):
+            raise BacktestError(f"strategy {strategy.name} has no predictions to size from: give it a fixed size")
+        if settings is None:
+            raise BacktestError("size=None needs the settings (decision and risk sections)")
+        for pair, frame in frames.items():
+            _check_bars(frame, pair or "bars")
         c = settings.costs
-        result = _through_kernel(frames, strategy, FillCosts(c.taker_fee, c.maker_fee, c.slippage_bps), cash, allow_short, settings, supervisor, store, markets or {}, account, start)
+        result = _through_kernel(
+            frames,
+            strategy,
+            FillCosts(c.taker_fee, c.maker_fee, c.slippage_bps),
+            cash,
+            allow_short,
+            settings,
+            supervisor,
+            store,
+            markets or {},
+            account,
+            start,
+        )
         return _with_benchmarks(result, frames, cash, c.taker_fee)
     tables, curves, exposure = [], [], []
     for pair, frame in frames.items():
         _check_bars(frame, pair or "bars")
         signals = strategy.signals(frame) if batch else _bar_by_bar(strategy, frame)
-        table, fills, held = _simulate(pair, frame, signals, float(size), costs, allow_short, getattr(strategy, "reenter", False))
-        tables.append(table); curves.append(_equity(frame, fills, 0.0)); exposure.append(held)
+        table, fills, held = _simulate(
+            pair, frame, signals, float(size), costs, allow_short, getattr(strategy, "reenter", False)
+        )
+        tables.append(table)
+        curves.append(_equity(frame, fills, 0.0))
+        exposure.append(held)
     index = reduce(pd.DatetimeIndex.union, (c.index for c in curves))
-    equity = cash + sum(c.reindex(index).ffill().fillna(0.0) for c in curves)   # a pair contributes nothing before its first bar
+    equity = cash + sum(
+        c.reindex(index).ffill().fillna(0.0) for c in curves
+    )  # a pair contributes nothing before its first bar
     trades = pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
     result = BacktestResult(trades, equity.rename("equity"), compute_stats(equity, trades, float(np.mean(exposure))))
     return _with_benchmarks(result, frames, cash, fee)
 
-def _with_benchmarks(result: BacktestResult, frames: dict[str, pd.DataFrame], cash: float, fee: float) -> BacktestResult:
+
+def _with_benchmarks(
+    result: BacktestResult, frames: dict[str, pd.DataFrame], cash: float, fee: float
+) -> BacktestResult:
     curves = benchmark_curves(frames, result.equity.index, cash, fee)
     return replace(result, stats={**result.stats, **benchmark_stats(result.equity, curves)}, benchmarks=curves)
+
 
 def _bar_by_bar(strategy: Strategy, frame: pd.DataFrame) -> pd.DataFrame:
     "Signals computed at each bar from the data up to that bar only (slow; proves batch signals peek at nothing)."
@@ -256,33 +392,63 @@ def _bar_by_bar(strategy: Strategy, frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, index=frame.index)
 
 # %% ../nbs/13_backtest.ipynb #05357361
-def configured_backtest(frames: dict[str, pd.DataFrame], strategy: Strategy, settings, *, size: float | None, cash: float,
-                        supervisor=None, store=None, start=None) -> BacktestResult:
-    """`run_backtest` with the costs, shorting and settings of `settings`, as `morningstar backtest`, the run notebook and
-    each sweep task call it: `start` only for decision-sized runs (a fixed-size run trades every bar it is given)."""
+def configured_backtest(
+    frames: dict[str, pd.DataFrame],
+    strategy: Strategy,
+    settings,
+    *,
+    size: float | None,
+    cash: float,
+    supervisor=None,
+    store=None,
+    start=None,
+) -> BacktestResult:
+    """`run_backtest` with the costs, shorting and settings of `settings`, as `morningstar backtest`, the run
+    notebook and each sweep task call it: `start` only for decision-sized runs (a fixed-size run trades every bar
+    it is given)."""
     c = settings.costs
-    return run_backtest(frames, strategy, size=size, fee=c.taker_fee, slippage_bps=c.slippage_bps, cash=cash,
-                        allow_short=settings.exchange.market_type != "spot", settings=settings, supervisor=supervisor,
-                        store=store, start=start if size is None else None)
+    return run_backtest(
+        frames,
+        strategy,
+        size=size,
+        fee=c.taker_fee,
+        slippage_bps=c.slippage_bps,
+        cash=cash,
+        allow_short=settings.exchange.market_type != "spot",
+        settings=settings,
+        supervisor=supervisor,
+        store=store,
+        start=start if size is None else None,
+    )
 
 # %% ../nbs/13_backtest.ipynb #98236106
 @dataclass(frozen=True)
 class ModelStrategy:
     "Signals from a trained model: direction where confidence ≥ min_confidence, plus its SL/TP distances."
-    model: object                  # MorningstarModel (not imported here: that would import TensorFlow)
-    min_confidence: float | None = None   # None: the model's own (chosen on validation at training), else DEFAULT_MIN_CONFIDENCE
+
+    model: object  # MorningstarModel (not imported here: that would import TensorFlow)
+    min_confidence: float | None = (
+        None  # None: the model's own (chosen on validation at training), else DEFAULT_MIN_CONFIDENCE
+    )
     name: str = "model"
 
     def __post_init__(self):
         if self.min_confidence is None:
             from morningstar_trader.config import DEFAULT_MIN_CONFIDENCE
+
             chosen = (getattr(self.model, "metadata", None) or {}).get("decision") or {}
             object.__setattr__(self, "min_confidence", float(chosen.get("min_confidence", DEFAULT_MIN_CONFIDENCE)))
 
     def inputs(self, pair: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         "(the model's scalar heads at every bar past the warm-up, the unscaled feature frame), one batched prediction."
         from morningstar_trader.types import Bars
-        bars = Bars("backtest", pair or "X/Y", self.model.prep.timeframe, frame[list(BAR_COLUMNS)].astype("float64").rename_axis("timestamp"))
+
+        bars = Bars(
+            "backtest",
+            pair or "X/Y",
+            self.model.prep.timeframe,
+            frame[list(BAR_COLUMNS)].astype("float64").rename_axis("timestamp"),
+        )
         features = self.model.prep.frame(bars)
         feats = self.model.prep.windows(pair or "X/Y", features)
         out = self.model.predict(feats)
@@ -297,29 +463,58 @@ class ModelStrategy:
         act = p["action"].fillna(0).to_numpy()
         direction = np.where(p["confidence"].fillna(0).to_numpy() >= self.min_confidence, act, 0).astype(np.int8)
         out = pd.DataFrame({"direction": direction}, index=frame.index)
-        if "stop_loss" in p: out = out.assign(stop_loss=p["stop_loss"].to_numpy(), take_profit=p["take_profit"].to_numpy())
+        if "stop_loss" in p:
+            out = out.assign(stop_loss=p["stop_loss"].to_numpy(), take_profit=p["take_profit"].to_numpy())
         return out
 
 # %% ../nbs/13_backtest.ipynb #b42c898a
 _EXIT_REASON = {"close": "signal", "stop_loss": "stop_loss", "take_profit": "take_profit", "end": "end"}
 
+
 def round_trips(fills: pd.DataFrame, orders: pd.DataFrame) -> pd.DataFrame:
-    "One row per round trip (TRADE_COLUMNS) from a book's fills: it starts when a pair leaves flat and ends when it is flat again."
+    """One row per round trip (TRADE_COLUMNS) from a book's fills: it starts when a pair leaves flat and ends when it is
+    flat again."""
     intent = dict(zip(orders["client_order_id"], orders["intent"]))
     rows, open_ = [], {}
     for f in fills.itertuples():
         sign, t = (1 if f.side == "buy" else -1), open_.get(f.pair)
         if t is None:
-            open_[f.pair] = t = {"sign": sign, "time": f.time, "size": 0.0, "cost": 0.0, "left": 0.0, "value": 0.0, "fees": 0.0, "pnl": 0.0}
+            open_[f.pair] = t = {
+                "sign": sign,
+                "time": f.time,
+                "size": 0.0,
+                "cost": 0.0,
+                "left": 0.0,
+                "value": 0.0,
+                "fees": 0.0,
+                "pnl": 0.0,
+            }
         t["fees"] += f.fee
         t["pnl"] += f.realized_pnl
-        if sign == t["sign"]: t["size"] += f.amount; t["left"] += f.amount; t["cost"] += f.amount * f.price; continue
-        if f.amount > t["left"] * (1 + 1e-12): raise BacktestError(f"fill {f.trade_id} flips {f.pair}: the kernel never does that")
+        if sign == t["sign"]:
+            t["size"] += f.amount
+            t["left"] += f.amount
+            t["cost"] += f.amount * f.price
+            continue
+        if f.amount > t["left"] * (1 + 1e-12):
+            raise BacktestError(f"fill {f.trade_id} flips {f.pair}: the kernel never does that")
         t["left"] -= f.amount
         t["value"] += f.amount * f.price
         if t["left"] <= t["size"] * 1e-12:
-            rows.append((f.pair, "long" if t["sign"] > 0 else "short", t["time"], t["cost"] / t["size"], f.time,
-                         t["value"] / t["size"], t["size"], t["fees"], t["pnl"] - t["fees"], _EXIT_REASON.get(intent[f.client_order_id], "signal")))
+            rows.append(
+                (
+                    f.pair,
+                    "long" if t["sign"] > 0 else "short",
+                    t["time"],
+                    t["cost"] / t["size"],
+                    f.time,
+                    t["value"] / t["size"],
+                    t["size"],
+                    t["fees"],
+                    t["pnl"] - t["fees"],
+                    _EXIT_REASON.get(intent[f.client_order_id], "signal"),
+                )
+            )
             del open_[f.pair]
     return pd.DataFrame(rows, columns=TRADE_COLUMNS)
 
@@ -327,20 +522,32 @@ def round_trips(fills: pd.DataFrame, orders: pd.DataFrame) -> pd.DataFrame:
 def _kernel_inputs(frames: dict[str, pd.DataFrame], strategy, index: pd.DatetimeIndex) -> dict[str, tuple]:
     "Per pair: (OHLC on `index`, heads per bar or None, evidence(i) for a review at bar i, the heads as a frame)."
     from morningstar_trader.kernel import review_evidence
+
     out = {}
     for pair, frame in frames.items():
         heads, features = strategy.inputs(pair, frame)
         names = strategy.model.prep.technical_names
-        ints = {k for k, dt in heads.dtypes.items() if dt.kind in "iu"}      # action, regime_id: ints, as `predict_heads` gives
+        ints = {
+            k for k, dt in heads.dtypes.items() if dt.kind in "iu"
+        }  # action, regime_id: ints, as `predict_heads` gives
         rows = heads.reindex(index).to_dict("records")
-        preds = [None if math.isnan(r["action"]) else {k: int(v) if k in ints else v for k, v in r.items() if not math.isnan(v)}
-                 for r in rows]
+        preds = [
+            None
+            if math.isnan(r["action"])
+            else {k: int(v) if k in ints else v for k, v in r.items() if not math.isnan(v)}
+            for r in rows
+        ]
         ind = features[list(names)].reindex(index).to_numpy()
         closes, own = frame["close"].to_numpy(np.float64), frame.index.get_indexer(index)
         evidence = lambda i, ind=ind, closes=closes, own=own, preds=preds: review_evidence(
-            dict(zip(names, ind[i])), closes[: own[i] + 1], preds[i])
-        out[pair] = (frame.reindex(index)[["open", "high", "low", "close"]].to_numpy(np.float64), preds, evidence,
-                     heads.assign(pair=pair))
+            dict(zip(names, ind[i])), closes[: own[i] + 1], preds[i]
+        )
+        out[pair] = (
+            frame.reindex(index)[["open", "high", "low", "close"]].to_numpy(np.float64),
+            preds,
+            evidence,
+            heads.assign(pair=pair),
+        )
     return out
 
 # %% ../nbs/13_backtest.ipynb #1a3043f3
@@ -348,55 +555,97 @@ def _finish(k, index: pd.DatetimeIndex, ohlc: dict[str, np.ndarray]) -> None:
     "The end of the data: open orders cancelled, open positions closed at their pair's last close."
     from morningstar_trader.kernel import client_order_id
     from morningstar_trader.types import Order
-    for row in k.book.open_orders(): k.book.set_status(row["client_order_id"], "cancelled")
+
+    for row in k.book.open_orders():
+        k.book.set_status(row["client_order_id"], "cancelled")
     for pair, pos in k.book.positions().items():
         last = int(np.flatnonzero(~np.isnan(ohlc[pair][:, 3]))[-1])
-        order = Order(client_order_id(k.account, index[last], pair, "end"), pair, "sell" if pos.sign > 0 else "buy", pos.size,
-                      intent="end")
+        order = Order(
+            client_order_id(k.account, index[last], pair, "end"),
+            pair,
+            "sell" if pos.sign > 0 else "buy",
+            pos.size,
+            intent="end",
+        )
         k.venue.exit(order, bar=index[last], price=float(ohlc[pair][last, 3]))
 
 # %% ../nbs/13_backtest.ipynb #06460966
 def _digests(supervisor, settings):
     "(inputs, close time) -> the inputs with that close's digest; None without a reviewer."
-    from morningstar_trader.kernel import attach_digest
     from morningstar_trader.digest import DigestData, DigestMaker
-    if supervisor is None or supervisor.settings.mode == "off": return None
+    from morningstar_trader.kernel import attach_digest
+
+    if supervisor is None or supervisor.settings.mode == "off":
+        return None
     maker, data, failed = DigestMaker.from_supervisor(supervisor), DigestData.load(settings.paths.data_dir), []
+
     def digest(inputs, at):
         inputs, alerts = attach_digest(maker, data, inputs, at, settings)
         for a in alerts:
-            (_log.debug if failed else _log.warning)("%s", a.message)     # one warning per backtest, not one per close
+            (_log.debug if failed else _log.warning)("%s", a.message)  # one warning per backtest, not one per close
             failed.append(a)
         return inputs
+
     return digest
 
 # %% ../nbs/13_backtest.ipynb #7d823d84
-def _through_kernel(frames: dict[str, pd.DataFrame], strategy, costs: FillCosts, cash: float, can_short: bool, settings,
-                    supervisor, store, markets: dict, account: str, start=None) -> BacktestResult:
-    "The kernel of the live cycle at every close of the pairs' union timeline from `start` on (earlier bars: history only)."
-    from morningstar_trader.kernel import Kernel, PairInput, close_bar, model_id, unreviewed_twin
-    from morningstar_trader.execution import SimulatedVenue
+def _through_kernel(
+    frames: dict[str, pd.DataFrame],
+    strategy,
+    costs: FillCosts,
+    cash: float,
+    can_short: bool,
+    settings,
+    supervisor,
+    store,
+    markets: dict,
+    account: str,
+    start=None,
+) -> BacktestResult:
+    """The kernel of the live cycle at every close of the pairs' union timeline from `start` on (earlier bars: history
+    only)."""
     from morningstar_trader.book import MemoryBook
+    from morningstar_trader.execution import SimulatedVenue
+    from morningstar_trader.kernel import Kernel, PairInput, close_bar, model_id, unreviewed_twin
     from morningstar_trader.risk import RiskState
+
     tf = strategy.model.prep.timeframe
-    s = settings.model_copy(update={"timeframe": tf, "decision": settings.decision.model_copy(update={"min_confidence": strategy.min_confidence})})
+    s = settings.model_copy(
+        update={
+            "timeframe": tf,
+            "decision": settings.decision.model_copy(update={"min_confidence": strategy.min_confidence}),
+        }
+    )
     step, book = pd.Timedelta(parse_timeframe(tf)), store if store is not None else MemoryBook(cash)
-    k = Kernel(s, book, SimulatedVenue(book, costs, step, s.execution.limit_ttl_bars), account, supervisor, markets, "backtest",
-               can_short, model_id=model_id(strategy.model))
+    k = Kernel(
+        s,
+        book,
+        SimulatedVenue(book, costs, step, s.execution.limit_ttl_bars),
+        account,
+        supervisor,
+        markets,
+        "backtest",
+        can_short,
+        model_id=model_id(strategy.model),
+    )
     digest = _digests(supervisor, settings)
-    if supervisor is not None and supervisor.settings.mode != "off": k.twin = unreviewed_twin(k, MemoryBook(cash))
+    if supervisor is not None and supervisor.settings.mode != "off":
+        k.twin = unreviewed_twin(k, MemoryBook(cash))
     index = reduce(pd.DatetimeIndex.union, (f.index for f in frames.values()))
     laid, times = _kernel_inputs(frames, strategy, index), index.as_unit("ns").asi8
     first = int(index.searchsorted(to_utc(start))) if start is not None else 0
-    if first >= len(index): raise BacktestError(f"start {start} is after the last bar {index[-1]}")
+    if first >= len(index):
+        raise BacktestError(f"start {start} is after the last bar {index[-1]}")
     equity, rs = np.full(len(index), float(cash)), RiskState.start(cash, index[first] + step)
     for i in range(first, len(index)):
         inputs = {}
         for pair, (ohlc, preds, evidence, _) in laid.items():
-            if math.isnan(ohlc[i, 0]): continue                      # no candle of this pair at this bar
-            w, pred = BarWindow(times[i: i + 1], ohlc[i: i + 1]), preds[i]
+            if math.isnan(ohlc[i, 0]):
+                continue  # no candle of this pair at this bar
+            w, pred = BarWindow(times[i : i + 1], ohlc[i : i + 1]), preds[i]
             inputs[pair] = PairInput(w, pred, (lambda e=evidence, i=i: e(i))) if pred else PairInput(w, error="warm-up")
-        if digest is not None: inputs = digest(inputs, index[i] + step)
+        if digest is not None:
+            inputs = digest(inputs, index[i] + step)
         out = close_bar(k, inputs, index[i] + step, rs)
         rs, equity[i] = out.risk_state, out.equity
     _finish(k, index, {p: v[0] for p, v in laid.items()})
@@ -408,26 +657,51 @@ def _journal_frames(book) -> tuple[pd.DataFrame, pd.DataFrame]:
     "(decisions on model signals, reviews) from the book's journal."
     rows = book.journal_rows()
     signal = [r for r in rows if r["decision"]["action"] != "hold" or r["prediction"].get("action", 0)]
-    decisions = pd.DataFrame([(r["time"], r["pair"], r["decision"]["action"], r["decision"]["size"], r["decision"]["verdict"],
-                               "; ".join(r["reasons"][:-1])) for r in signal],
-                             columns=["time", "pair", "action", "size", "verdict", "reasons"])
-    reviews = pd.DataFrame([{"time": r["time"], "pair": r["pair"], **r["decision"]["review"]} for r in rows if r["decision"]["review"]])
+    decisions = pd.DataFrame(
+        [
+            (
+                r["time"],
+                r["pair"],
+                r["decision"]["action"],
+                r["decision"]["size"],
+                r["decision"]["verdict"],
+                "; ".join(r["reasons"][:-1]),
+            )
+            for r in signal
+        ],
+        columns=["time", "pair", "action", "size", "verdict", "reasons"],
+    )
+    reviews = pd.DataFrame(
+        [{"time": r["time"], "pair": r["pair"], **r["decision"]["review"]} for r in rows if r["decision"]["review"]]
+    )
     return decisions, reviews
+
 
 def _result(book, equity: pd.Series, index: pd.DatetimeIndex, laid: dict) -> BacktestResult:
     trades = round_trips(book.fills(), book.orders())
     held = pd.Series(0.0, index=index)
-    for t in trades.itertuples(): held[t.entry_time: t.exit_time] = 1.0
+    for t in trades.itertuples():
+        held[t.entry_time : t.exit_time] = 1.0
     decisions, reviews = _journal_frames(book)
     predictions = pd.concat([v[3] for v in laid.values()]).rename_axis("time").reset_index() if laid else pd.DataFrame()
-    return BacktestResult(trades, equity, compute_stats(equity, trades, float(held.mean())), decisions, book.orders(), book.fills(),
-                          predictions, reviews)
+    return BacktestResult(
+        trades,
+        equity,
+        compute_stats(equity, trades, float(held.mean())),
+        decisions,
+        book.orders(),
+        book.fills(),
+        predictions,
+        reviews,
+    )
 
 # %% ../nbs/13_backtest.ipynb #1a8daea5
 def check_lookahead(frame: pd.DataFrame, strategy, trades: pd.DataFrame, pair: str = "") -> pd.DataFrame:
     "Decision bars whose signal changes when the data is cut right after them (empty: no look-ahead found)."
     full = strategy.signals(frame, pair) if isinstance(strategy, ModelStrategy) else strategy.signals(frame)
-    pos = frame.index.get_indexer(pd.concat([trades["entry_time"], trades.loc[trades["exit_reason"] == "signal", "exit_time"]]))
+    pos = frame.index.get_indexer(
+        pd.concat([trades["entry_time"], trades.loc[trades["exit_reason"] == "signal", "exit_time"]])
+    )
     rows = []
     for i in sorted({int(p) - 1 for p in pos if p > 0}):
         cut = frame.iloc[: i + 1]
@@ -435,7 +709,11 @@ def check_lookahead(frame: pd.DataFrame, strategy, trades: pd.DataFrame, pair: s
         for col in full.columns:
             a, b = full[col].iloc[i], again[col]
             # floats agree to 1e-5 relative: a float32 network gives last-bit differences between batch sizes
-            if not (a == b or (pd.isna(a) and pd.isna(b)) or (isinstance(a, (float, np.floating)) and abs(a - b) <= 1e-5 * abs(a) + 1e-12)):
+            if not (
+                a == b
+                or (pd.isna(a) and pd.isna(b))
+                or (isinstance(a, (float, np.floating)) and abs(a - b) <= 1e-5 * abs(a) + 1e-12)
+            ):
                 rows.append({"time": frame.index[i], "column": col, "full_data": a, "cut_data": b})
     return pd.DataFrame(rows, columns=["time", "column", "full_data", "cut_data"])
 
@@ -443,9 +721,13 @@ def check_lookahead(frame: pd.DataFrame, strategy, trades: pd.DataFrame, pair: s
 def history_bars(strategy) -> int:
     "Candles a strategy needs before its first decision: the model's warm-up and the review's look-back (0: none)."
     from morningstar_trader.kernel import MARKET_LOOKBACK
+
     return strategy.model.prep.min_bars + MARKET_LOOKBACK + 1 if isinstance(strategy, ModelStrategy) else 0
 
-def load_frames(store, exchange: str, pairs, timeframe: str, start=None, end=None, history: int = 0) -> dict[str, pd.DataFrame]:
+
+def load_frames(
+    store, exchange: str, pairs, timeframe: str, start=None, end=None, history: int = 0
+) -> dict[str, pd.DataFrame]:
     "Each pair's stored candles from `history` candles before `start` (all stored when None) up to `end`."
     first = None if start is None else to_utc(start) - history * parse_timeframe(timeframe)
     return {p: store.load(exchange, p, timeframe, first, end).frame for p in pairs}

@@ -17,67 +17,132 @@ from .types import Fill, Order, Position
 __all__ = ['MemoryBook']
 
 # %% ../nbs/09a_book.ipynb #803fc6dd
-_ORDER_COLUMNS = ["client_order_id", "pair", "side", "amount", "type", "price", "intent", "status", "filled",
-                  "exchange_order_id", "note"]
+_ORDER_COLUMNS = [
+    "client_order_id",
+    "pair",
+    "side",
+    "amount",
+    "type",
+    "price",
+    "intent",
+    "status",
+    "filled",
+    "exchange_order_id",
+    "note",
+]
+
 
 class MemoryBook:
-    "The state store's interface over plain dicts: a backtest's book in memory, under the same rules as `PortfolioStore`."
+    """The state store's interface over plain dicts: a backtest's book in memory, under the same rules as
+    `PortfolioStore`."""
+
     def __init__(self, initial_cash: float):
         self._cash, self._positions, self._runtime = float(initial_cash), {}, {}
-        self._orders, self._open = {}, {}            # client id -> row (the orders table's columns); open: not final
+        self._orders, self._open = {}, {}  # client id -> row (the orders table's columns); open: not final
         self._fills, self._trade_ids, self._equity, self._journal = [], set(), [], []
 
-    def cash(self) -> float: return self._cash
-    def positions(self) -> dict[str, Position]: return dict(self._positions)
-    def open_orders(self) -> list[dict]: return list(self._open.values())
-    def order(self, client_order_id: str) -> dict | None: return self._orders.get(client_order_id)
-    def save_runtime(self, key: str, value) -> None: self._runtime[key] = value
-    def load_runtime(self, key: str, default=None): return self._runtime.get(key, default)
+    def cash(self) -> float:
+        return self._cash
+
+    def positions(self) -> dict[str, Position]:
+        return dict(self._positions)
+
+    def open_orders(self) -> list[dict]:
+        return list(self._open.values())
+
+    def order(self, client_order_id: str) -> dict | None:
+        return self._orders.get(client_order_id)
+
+    def save_runtime(self, key: str, value) -> None:
+        self._runtime[key] = value
+
+    def load_runtime(self, key: str, default=None):
+        return self._runtime.get(key, default)
 
 # %% ../nbs/09a_book.ipynb #63a70eef
 @patch
 def add_order(self: MemoryBook, order: Order) -> tuple[str, bool]:
     "As `PortfolioStore.add_order`: a known client id returns its status, never a second order."
-    if (row := self._orders.get(order.client_order_id)) is not None: return row["status"], False
-    row = dict(zip(_ORDER_COLUMNS, (order.client_order_id, order.pair, order.side, order.amount, order.type, order.price,
-                                    order.intent, "new", 0.0, None, None)))
+    if (row := self._orders.get(order.client_order_id)) is not None:
+        return row["status"], False
+    row = dict(
+        zip(
+            _ORDER_COLUMNS,
+            (
+                order.client_order_id,
+                order.pair,
+                order.side,
+                order.amount,
+                order.type,
+                order.price,
+                order.intent,
+                "new",
+                0.0,
+                None,
+                None,
+            ),
+        )
+    )
     self._orders[order.client_order_id] = self._open[order.client_order_id] = row
     return "new", True
 
+
 @patch
-def set_status(self: MemoryBook, client_order_id: str, status: str, *, exchange_order_id: str | None = None,
-               note: str | None = None) -> None:
+def set_status(
+    self: MemoryBook,
+    client_order_id: str,
+    status: str,
+    *,
+    exchange_order_id: str | None = None,
+    note: str | None = None,
+) -> None:
     "As `PortfolioStore.set_status`: a legal transition only."
     row = self._orders.get(client_order_id)
-    if row is None: raise StateError(f"no order {client_order_id} in memory")
+    if row is None:
+        raise StateError(f"no order {client_order_id} in memory")
     check_transition(row["status"], status, client_order_id)
     row["status"] = status
-    if exchange_order_id is not None: row["exchange_order_id"] = exchange_order_id
-    if note is not None: row["note"] = note
-    if status in TERMINAL: self._open.pop(client_order_id, None)
+    if exchange_order_id is not None:
+        row["exchange_order_id"] = exchange_order_id
+    if note is not None:
+        row["note"] = note
+    if status in TERMINAL:
+        self._open.pop(client_order_id, None)
 
 # %% ../nbs/09a_book.ipynb #7123b784
 @patch
-def record_fill(self: MemoryBook, fill: Fill, *, stop_loss: float | None = None, take_profit: float | None = None) -> bool:
+def record_fill(
+    self: MemoryBook, fill: Fill, *, stop_loss: float | None = None, take_profit: float | None = None
+) -> bool:
     "As `PortfolioStore.record_fill`: once per trade id, through `settle_fill`."
-    if fill.trade_id in self._trade_ids: return False
+    if fill.trade_id in self._trade_ids:
+        return False
     row = self._orders.get(fill.client_order_id)
-    if row is None: raise StateError(f"fill {fill.trade_id} names unknown order {fill.client_order_id}")
-    (status, filled), after, pnl, cash_change = settle_fill((row["status"], row["amount"], row["filled"]),
-                                                            self._positions.get(fill.pair), fill, stop_loss, take_profit)
+    if row is None:
+        raise StateError(f"fill {fill.trade_id} names unknown order {fill.client_order_id}")
+    (status, filled), after, pnl, cash_change = settle_fill(
+        (row["status"], row["amount"], row["filled"]), self._positions.get(fill.pair), fill, stop_loss, take_profit
+    )
     self._trade_ids.add(fill.trade_id)
-    self._fills.append((fill.trade_id, fill.client_order_id, fill.pair, fill.side, fill.amount, fill.price, fill.fee, fill.time, pnl))
+    self._fills.append(
+        (fill.trade_id, fill.client_order_id, fill.pair, fill.side, fill.amount, fill.price, fill.fee, fill.time, pnl)
+    )
     row["status"], row["filled"] = status, filled
-    if status in TERMINAL: self._open.pop(fill.client_order_id, None)
+    if status in TERMINAL:
+        self._open.pop(fill.client_order_id, None)
     self._cash += cash_change
-    if after is None: self._positions.pop(fill.pair, None)
-    else: self._positions[fill.pair] = after
+    if after is None:
+        self._positions.pop(fill.pair, None)
+    else:
+        self._positions[fill.pair] = after
     return True
+
 
 @patch
 def set_levels(self: MemoryBook, pair: str, stop_loss: float, take_profit: float) -> None:
     "As `PortfolioStore.set_levels`."
-    if pair not in self._positions: raise StateError(f"no open position on {pair}")
+    if pair not in self._positions:
+        raise StateError(f"no open position on {pair}")
     self._positions[pair] = replace(self._positions[pair], stop_loss=stop_loss, take_profit=take_profit)
 
 # %% ../nbs/09a_book.ipynb #a67009d1
@@ -85,17 +150,22 @@ def set_levels(self: MemoryBook, pair: str, stop_loss: float, take_profit: float
 def mark(self: MemoryBook, time, prices: dict[str, float]) -> dict:
     "As `PortfolioStore.mark`."
     missing = set(self._positions) - set(prices)
-    if missing: raise StateError(f"no price for open position(s) {sorted(missing)}")
+    if missing:
+        raise StateError(f"no price for open position(s) {sorted(missing)}")
     value = sum(p.sign * p.size * prices[p.pair] for p in self._positions.values())
     exposure = sum(p.size * prices[p.pair] for p in self._positions.values())
     snap = {"time": time, "equity": self._cash + value, "cash": self._cash, "exposure": exposure}
     self._equity.append(snap)
     return snap
 
+
 @patch
-def journal(self: MemoryBook, cycle_id: str, pair: str, time, *, inputs: dict, prediction: dict, decision, reasons) -> None:
+def journal(
+    self: MemoryBook, cycle_id: str, pair: str, time, *, inputs: dict, prediction: dict, decision, reasons
+) -> None:
     "As `PortfolioStore.journal`, without the JSON: the values themselves."
     self._journal.append((cycle_id, pair, time, inputs, prediction, decision, tuple(reasons)))
+
 
 @patch
 def journal_rows(self: MemoryBook) -> list[dict]:
@@ -109,12 +179,16 @@ def orders(self: MemoryBook, open_only: bool = False) -> pd.DataFrame:
     rows = self._open.values() if open_only else self._orders.values()
     return pd.DataFrame(list(rows), columns=_ORDER_COLUMNS)
 
+
 @patch
 def fills(self: MemoryBook, client_order_id: str | None = None) -> pd.DataFrame:
-    df = pd.DataFrame(self._fills, columns=["trade_id", "client_order_id", "pair", "side", "amount", "price", "fee", "time",
-                                            "realized_pnl"])
+    df = pd.DataFrame(
+        self._fills,
+        columns=["trade_id", "client_order_id", "pair", "side", "amount", "price", "fee", "time", "realized_pnl"],
+    )
     df["time"] = pd.to_datetime(df["time"], utc=True)
     return df[df["client_order_id"] == client_order_id] if client_order_id else df
+
 
 @patch
 def equity_curve(self: MemoryBook) -> pd.DataFrame:

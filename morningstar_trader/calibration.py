@@ -24,8 +24,10 @@ def temper(probs: np.ndarray, temperature: float) -> np.ndarray:
     e = np.exp(z - z.max(1, keepdims=True))
     return e / e.sum(1, keepdims=True)
 
+
 def fit_temperature(probs: np.ndarray, y: np.ndarray) -> float:
-    "The temperature in [0.05, 20] that minimises the negative log-likelihood of classes `y` (a coarse grid, then a fine one)."
+    """The temperature in [0.05, 20] that minimises the negative log-likelihood of classes `y` (a coarse grid, then a
+    fine one)."""
     probs, y = np.asarray(probs, np.float64), np.asarray(y, np.int64)
     if len(probs) == 0 or len(probs) != len(y):
         raise CalibrationError(f"calibration needs matching rows, got {len(probs)} and {len(y)}")
@@ -41,10 +43,18 @@ def reliability_table(probs: np.ndarray, y: np.ndarray, bins: int = 10) -> pd.Da
     probs, y = np.asarray(probs, np.float64), np.asarray(y, np.int64)
     conf, hit = probs.max(1), (probs.argmax(1) == y).astype(float)
     which = np.minimum((conf * bins).astype(int), bins - 1)
-    rows = [{"bin": f"{b / bins:.1f}-{(b + 1) / bins:.1f}", "rows": int((which == b).sum()),
-             "confidence": float(conf[which == b].mean()), "accuracy": float(hit[which == b].mean())}
-            for b in range(bins) if (which == b).any()]
+    rows = [
+        {
+            "bin": f"{b / bins:.1f}-{(b + 1) / bins:.1f}",
+            "rows": int((which == b).sum()),
+            "confidence": float(conf[which == b].mean()),
+            "accuracy": float(hit[which == b].mean()),
+        }
+        for b in range(bins)
+        if (which == b).any()
+    ]
     return pd.DataFrame(rows, columns=["bin", "rows", "confidence", "accuracy"])
+
 
 def expected_calibration_error(probs: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
     "Row-weighted mean |accuracy - confidence| over equal-width confidence bins (0: perfectly calibrated)."

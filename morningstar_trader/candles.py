@@ -8,8 +8,8 @@ from __future__ import annotations
 import numbers
 import re
 import zoneinfo
-from decimal import Decimal
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -25,27 +25,36 @@ __all__ = ['CandleReport', 'CandleError', 'CandleFileError', 'time_zone', 'parse
 @dataclass(frozen=True)
 class CandleReport:
     "What validation found: rows in and kept, rejected rows with `reason`, and gaps (`start`, `end`, `missing` bars)."
+
     rows_in: int
     rows_ok: int
     rejected: pd.DataFrame
     gaps: pd.DataFrame
 
     @property
-    def missing_bars(self) -> int: return int(self.gaps["missing"].sum())
+    def missing_bars(self) -> int:
+        return int(self.gaps["missing"].sum())
 
     def summary(self) -> str:
         "One line: rows, rejects, gaps."
-        s = f"{self.rows_ok}/{self.rows_in} rows valid, {len(self.rejected)} rejected, {len(self.gaps)} gaps ({self.missing_bars} bars missing)"
-        if len(self.gaps): s += f", first gap at {self.gaps['start'].iloc[0]}, last at {self.gaps['start'].iloc[-1]}"
+        s = (
+            f"{self.rows_ok}/{self.rows_in} rows valid, {len(self.rejected)} rejected, "
+            f"{len(self.gaps)} gaps ({self.missing_bars} bars missing)"
+        )
+        if len(self.gaps):
+            s += f", first gap at {self.gaps['start'].iloc[0]}, last at {self.gaps['start'].iloc[-1]}"
         return s
+
 
 class CandleError(MorningstarError):
     "Candles broke the validation rules; `report` has every rejected row with its reasons."
+
     def __init__(self, what: str, report: CandleReport):
         self.report = report
         rej = report.rejected
         first = "; ".join(f"{ts}: {r}" for ts, r in zip(rej["timestamp"].head(5), rej["reason"].head(5)))
         super().__init__(f"{len(rej)} bad candle rows in {what} (first: {first}); nothing was stored")
+
 
 class CandleFileError(MorningstarError):
     "A candle file, or how it was asked to be read (its time zone), cannot be read; nothing was read from it."
@@ -54,48 +63,63 @@ class CandleFileError(MorningstarError):
 def time_zone(tz: str) -> zoneinfo.ZoneInfo:
     "The IANA time zone named `tz` (UTC, Europe/Berlin, ...); a CandleFileError naming it when there is none."
     if isinstance(tz, str) and 0 < len(tz) <= 64 and tz.strip() == tz:
-        try: return zoneinfo.ZoneInfo(tz)
-        except (KeyError, ValueError, OSError): pass   # not found, a path outside the zone database, a folder
-    raise CandleFileError(f"time zone {clip_repr(tz)} is unknown; use an IANA name such as UTC, Europe/Berlin or America/New_York")
+        try:
+            return zoneinfo.ZoneInfo(tz)
+        except (KeyError, ValueError, OSError):
+            pass  # not found, a path outside the zone database, a folder
+    raise CandleFileError(
+        f"time zone {clip_repr(tz)} is unknown; use an IANA name such as UTC, Europe/Berlin or America/New_York"
+    )
 
 # %% ../nbs/01b_candles.ipynb #5ac5d0a3
-_NAT = np.iinfo(np.int64).min   # NaT as int64 nanoseconds
+_NAT = np.iinfo(np.int64).min  # NaT as int64 nanoseconds
 _NS_MIN, _NS_MAX = pd.Timestamp.min.tz_localize("UTC"), pd.Timestamp.max.tz_localize("UTC")
 _UTC_NS = pd.DatetimeTZDtype("ns", "UTC")
 
+
 def _utc_ns(ts: pd.Series) -> pd.Series:
     "Zone-aware times as UTC nanoseconds; a time nanoseconds cannot hold becomes NaT."
-    if ts.dtype == _UTC_NS: return ts                                   # the common case, kept cheap
+    if ts.dtype == _UTC_NS:
+        return ts  # the common case, kept cheap
     ts = ts.dt.tz_convert("UTC")
-    if ts.dtype.unit != "ns": ts = ts.where((ts >= _NS_MIN) & (ts <= _NS_MAX)).dt.as_unit("ns")
+    if ts.dtype.unit != "ns":
+        ts = ts.where((ts >= _NS_MIN) & (ts <= _NS_MAX)).dt.as_unit("ns")
     return ts
 
+
 def _localize(naive: pd.Series, zone: zoneinfo.ZoneInfo) -> pd.Series:
-    "Naive wall-clock times in `zone` as UTC; a CandleFileError naming the rows a daylight-saving switch makes ambiguous."
+    """Naive wall-clock times in `zone` as UTC; a CandleFileError naming the rows a daylight-saving switch makes
+    ambiguous."""
     out = naive.dt.tz_localize(zone, ambiguous="NaT", nonexistent="NaT")
     lost = np.flatnonzero(out.isna().to_numpy() & naive.notna().to_numpy())
     if len(lost):
         rows = ", ".join(f"{naive.iloc[i]} (row {naive.index[i] + 1})" for i in lost[:3])
-        raise CandleFileError(f"{len(lost)} timestamp(s) name no single instant in {zone.key}: {rows} fall in a daylight-saving "
-                              f"switch (an hour that happens twice or not at all); give the times in UTC or with their UTC offset")
+        raise CandleFileError(
+            f"{len(lost)} timestamp(s) name no single instant in {zone.key}: {rows} fall in a daylight-saving "
+            f"switch (an hour that happens twice or not at all); give the times in UTC or with their UTC offset"
+        )
     return _utc_ns(out)
 
 # %% ../nbs/01b_candles.ipynb #31b6f4df
-_EPOCH_TEXT = r"\+?[0-9]{1,18}(?:\.[0-9]*)?"   # a plain non-negative decimal; anything else numeric is unreadable
+_EPOCH_TEXT = r"\+?[0-9]{1,18}(?:\.[0-9]*)?"  # a plain non-negative decimal; anything else numeric is unreadable
 _I64_MAX = np.iinfo(np.int64).max
+
 
 def _epoch_ns(whole: np.ndarray, ok: np.ndarray, fraction) -> np.ndarray:
     """Epoch numbers as int64 ns (`_NAT` where unreadable): whole parts `whole` (valid where `ok`); `fraction(scale)`
-    gives each row's fraction in units of 1/scale and whether it fits exactly. The unit is that of most cells by size."""
-    unit = np.searchsorted(np.array([1e11, 1e14]), whole, side="right")   # 0: s, 1: ms, 2: µs
+    gives each row's fraction in units of 1/scale and whether it fits exactly. The unit is that of most cells by
+    size."""
+    unit = np.searchsorted(np.array([1e11, 1e14]), whole, side="right")  # 0: s, 1: ms, 2: µs
     main = int(np.bincount(unit[ok], minlength=3).argmax()) if ok.any() else 0
-    scale = 10 ** (9 - 3 * main)                                           # ns per unit
+    scale = 10 ** (9 - 3 * main)  # ns per unit
     frac, exact = fraction(scale)
     ok = ok & (unit == main) & exact & (whole <= (_I64_MAX - scale) // scale)
     return np.where(ok, np.where(ok, whole, 0) * scale + np.where(ok, frac, 0), _NAT)
 
+
 def _epoch_numbers(col: pd.Series) -> np.ndarray:
-    "A numeric column (int, unsigned or float) as epoch int64 ns; negative, non-finite or fraction-lossy cells unreadable."
+    """A numeric column (int, unsigned or float) as epoch int64 ns; negative, non-finite or fraction-lossy cells
+    unreadable."""
     if col.dtype.kind in "iu":
         ok = (col.notna() & (col >= 0) & (col < 10**18)).to_numpy(bool)
         whole = col.where(ok, 0).to_numpy(np.int64, na_value=0)
@@ -104,10 +128,13 @@ def _epoch_numbers(col: pd.Series) -> np.ndarray:
     with np.errstate(invalid="ignore"):
         ok = np.isfinite(v) & (v >= 0) & (v < 1e18)
     whole = np.floor(np.where(ok, v, 0))
+
     def fraction(scale):
         f = np.round((np.where(ok, v, 0) - whole) * scale)
         return f.astype(np.int64), (f == 0) & (whole == np.where(ok, v, 0)) | (f > 0) & (f < scale)
+
     return _epoch_ns(whole.astype(np.int64), ok, fraction)
+
 
 def _epoch_text(text: pd.Series) -> np.ndarray:
     "Cells of plain decimal text as epoch int64 ns, exactly: the whole and fraction digits are read apart."
@@ -119,59 +146,79 @@ def _epoch_text(text: pd.Series) -> np.ndarray:
         parts = whole_text[dot].str.partition(".")
         whole_text[dot], digits[dot] = parts[0], parts[2].str.rstrip("0")
     whole = whole_text.astype(np.float64).to_numpy()
-    big = np.flatnonzero(whole >= 2.0**53)                     # floats are exact below 2**53; read longer ones as ints
+    big = np.flatnonzero(whole >= 2.0**53)  # floats are exact below 2**53; read longer ones as ints
     whole = whole.astype(np.int64)
     whole[big] = [int(whole_text.iloc[i]) for i in big]
+
     def fraction(scale):
         places, f, exact = len(str(scale)) - 1, np.zeros(len(text), np.int64), np.ones(len(text), bool)
         for i in np.flatnonzero(digits.str.len().to_numpy() > 0):
             d = digits.iloc[i]
-            if len(d) > places: exact[i] = False               # finer than a nanosecond: refuse rather than cut
-            else: f[i] = int(d.ljust(places, "0"))
+            if len(d) > places:
+                exact[i] = False  # finer than a nanosecond: refuse rather than cut
+            else:
+                f[i] = int(d.ljust(places, "0"))
         return f, exact
+
     return _epoch_ns(whole, ok, fraction)
 
 # %% ../nbs/01b_candles.ipynb #f07e67d5
-_OFFSET = r"[T ]\s*[0-9]{2}.*(?:Z|[+-][0-9]{2}(?::?[0-9]{2})?)"   # a time of day, then Z or an offset at the end
-_SUB_NS = r"[.,][0-9]{9}0*[1-9]"                                   # a fraction of a second finer than a nanosecond
+_OFFSET = r"[T ]\s*[0-9]{2}.*(?:Z|[+-][0-9]{2}(?::?[0-9]{2})?)"  # a time of day, then Z or an offset at the end
+_SUB_NS = r"[.,][0-9]{9}0*[1-9]"  # a fraction of a second finer than a nanosecond
+
 
 def _iso_times(text: pd.Series, zone: zoneinfo.ZoneInfo) -> pd.Series:
     "ISO-8601 text as UTC ns (NaT where unreadable); each cell's own offset counts, cells without one are in `zone`."
-    try: ts = pd.to_datetime(text, errors="coerce", format="ISO8601")
-    except ValueError: ts = None                                    # several offsets, or some cells without one
+    try:
+        ts = pd.to_datetime(text, errors="coerce", format="ISO8601")
+    except ValueError:
+        ts = None  # several offsets, or some cells without one
     if ts is None:
         aware = text.str.fullmatch(f".*{_OFFSET}").fillna(False).to_numpy(bool)
         out = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns, UTC]")
         out[aware] = _utc_ns(pd.to_datetime(text[aware], errors="coerce", format="ISO8601", utc=True))
         out[~aware] = _iso_times(text[~aware], zone)
-    else: out = _localize(ts, zone) if ts.dt.tz is None else _utc_ns(ts)
-    return out.mask(text.str.contains(_SUB_NS).fillna(False).to_numpy(bool))   # pandas would cut digits past a ns
+    else:
+        out = _localize(ts, zone) if ts.dt.tz is None else _utc_ns(ts)
+    return out.mask(text.str.contains(_SUB_NS).fillna(False).to_numpy(bool))  # pandas would cut digits past a ns
 
 # %% ../nbs/01b_candles.ipynb #8d8ae0c2
-_NUMBER = r"[+-]?(?:[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?|[0-9]+\.|inf|infinity|nan)"   # cells that mean a number
+_NUMBER = r"[+-]?(?:[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?|[0-9]+\.|inf|infinity|nan)"  # cells that mean a number
+
 
 def _text_times(text: pd.Series, zone: zoneinfo.ZoneInfo) -> np.ndarray:
     "Text cells as int64 UTC ns: numbers as epochs, the rest as ISO-8601."
     text = text.str.strip()
     number = text.str.fullmatch(_NUMBER, case=False).fillna(False).to_numpy(bool)
     ns = np.full(len(text), _NAT)
-    if number.any(): ns[number] = _epoch_text(text[number])
-    if not number.all(): ns[~number] = pd.DatetimeIndex(_iso_times(text[~number], zone)).asi8
+    if number.any():
+        ns[number] = _epoch_text(text[number])
+    if not number.all():
+        ns[~number] = pd.DatetimeIndex(_iso_times(text[~number], zone)).asi8
     return ns
+
 
 def _as_text(col: pd.Series) -> pd.Series:
     "Cells as text (missing ones stay missing); bytes become their repr: pandas' astype(str) decodes them, or fails."
-    if isinstance(col.dtype, pd.StringDtype): return col
+    if isinstance(col.dtype, pd.StringDtype):
+        return col
     missing = col.isna().to_numpy()
-    return pd.Series([None if m else x if isinstance(x, str) else str(x) for x, m in zip(col.astype(object), missing)],
-                     index=col.index, dtype=object)
+    return pd.Series(
+        [None if m else x if isinstance(x, str) else str(x) for x, m in zip(col.astype(object), missing)],
+        index=col.index,
+        dtype=object,
+    )
+
 
 def parse_timestamps(col: pd.Series, tz: str = "UTC") -> pd.Series:
-    "Timestamps of any kind (datetimes, epoch numbers, ISO-8601 text) as UTC ns, NaT where unreadable; naive ones are in `tz`."
+    """Timestamps of any kind (datetimes, epoch numbers, ISO-8601 text) as UTC ns, NaT where unreadable; naive ones are
+    in `tz`."""
     zone, index = time_zone(tz), col.index
-    if isinstance(col.dtype, pd.DatetimeTZDtype): return _utc_ns(col)    # the cycle's case: kept cheap
-    col = col.reset_index(drop=True)                                    # rows are named by position in errors
-    if pd.api.types.is_datetime64_dtype(col): out = _localize(col, zone)
+    if isinstance(col.dtype, pd.DatetimeTZDtype):
+        return _utc_ns(col)  # the cycle's case: kept cheap
+    col = col.reset_index(drop=True)  # rows are named by position in errors
+    if pd.api.types.is_datetime64_dtype(col):
+        out = _localize(col, zone)
     else:
         ns = _epoch_numbers(col) if col.dtype.kind in "iuf" else _text_times(_as_text(col), zone)
         out = pd.Series(ns.view("datetime64[ns]")).dt.tz_localize("UTC")
@@ -179,32 +226,43 @@ def parse_timestamps(col: pd.Series, tz: str = "UTC") -> pd.Series:
 
 # %% ../nbs/01b_candles.ipynb #a5130559
 def _reasons(ts: pd.Series, num: dict[str, np.ndarray], step: pd.Timedelta) -> tuple[np.ndarray, list[str]]:
-    "The rows that break a rule (a mask over timestamp-sorted rows) and, for those rows only, the '; '-joined rules they break."
-    # plain numpy on purpose: a cycle validates a few hundred candles per pair twice, and pandas' per-call overhead dominated
+    """The rows that break a rule (a mask over timestamp-sorted rows) and, for those rows only, the '; '-joined rules
+    they break."""
+    # plain numpy on purpose: a cycle validates a few hundred candles per pair twice, and pandas' per-call overhead
+    # dominated
     nat = ts.isna().to_numpy()
     ns = pd.DatetimeIndex(ts).as_unit("ns").asi8
     anchor = pd.Timestamp("1970-01-05" if step % pd.Timedelta(weeks=1) == pd.Timedelta(0) else 0, tz="UTC").value
     same_as_next = np.zeros(len(ns), bool)
-    same_as_next[:-1] = (ns[1:] == ns[:-1]) & ~nat[1:] & ~nat[:-1]       # sorted: duplicates are neighbours
+    same_as_next[:-1] = (ns[1:] == ns[:-1]) & ~nat[1:] & ~nat[:-1]  # sorted: duplicates are neighbours
     o, h, l, c, v = (num[k] for k in BAR_COLUMNS)
     with np.errstate(invalid="ignore"):
-        checks = {"unreadable timestamp": nat,
-                  f"off the {step_name(step)} grid": ~nat & ((ns - anchor) % step.value != 0),
-                  "duplicate timestamp": same_as_next | np.r_[False, same_as_next[:-1]],
-                  **{f"missing or non-numeric {k}": ~np.isfinite(num[k]) for k in BAR_COLUMNS},
-                  "non-positive price": (o <= 0) | (h <= 0) | (l <= 0) | (c <= 0),
-                  "high below open/close/low": h < np.maximum(np.maximum(o, c), l),
-                  "low above open/close": l > np.minimum(o, c),
-                  "negative volume": v < 0}
+        checks = {
+            "unreadable timestamp": nat,
+            f"off the {step_name(step)} grid": ~nat & ((ns - anchor) % step.value != 0),
+            "duplicate timestamp": same_as_next | np.r_[False, same_as_next[:-1]],
+            **{f"missing or non-numeric {k}": ~np.isfinite(num[k]) for k in BAR_COLUMNS},
+            "non-positive price": (o <= 0) | (h <= 0) | (l <= 0) | (c <= 0),
+            "high below open/close/low": h < np.maximum(np.maximum(o, c), l),
+            "low above open/close": l > np.minimum(o, c),
+            "negative volume": v < 0,
+        }
     masks = np.column_stack(list(checks.values()))
     bad = masks.any(axis=1)
     names = np.array(list(checks))
-    return bad, ["; ".join(names[m]) for m in masks[bad]]   # strings only for the bad rows: most candles are fine
+    return bad, ["; ".join(names[m]) for m in masks[bad]]  # strings only for the bad rows: most candles are fine
+
 
 def step_name(step: pd.Timedelta) -> str:
     "A short name for a candle length: 1h, 15m, 1d."
-    for unit, td in (("w", pd.Timedelta(weeks=1)), ("d", pd.Timedelta(days=1)), ("h", pd.Timedelta(hours=1)), ("m", pd.Timedelta(minutes=1))):
-        if step % td == pd.Timedelta(0): return f"{step // td}{unit}"
+    for unit, td in (
+        ("w", pd.Timedelta(weeks=1)),
+        ("d", pd.Timedelta(days=1)),
+        ("h", pd.Timedelta(hours=1)),
+        ("m", pd.Timedelta(minutes=1)),
+    ):
+        if step % td == pd.Timedelta(0):
+            return f"{step // td}{unit}"
     return f"{int(step.total_seconds())}s"
 
 # %% ../nbs/01b_candles.ipynb #092c6a74
@@ -219,6 +277,7 @@ def find_gaps(index: pd.DatetimeIndex, step: pd.Timedelta) -> pd.DataFrame:
 # %% ../nbs/01b_candles.ipynb #fb4f9086
 _DECIMAL = r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
 
+
 def _decimals(text: pd.Series) -> np.ndarray:
     "Text cells as float64, NaN where a cell is not a plain decimal number."
     text = text.str.strip()
@@ -228,19 +287,29 @@ def _decimals(text: pd.Series) -> np.ndarray:
     out[ok] = text[ok].to_numpy(object).astype(np.float64)
     return out
 
+
 def _real(x) -> float:
     "One object cell as a float: a real number as it is, text as a decimal, anything else (bool, complex, None) NaN."
-    if isinstance(x, str): return float(x.strip()) if re.fullmatch(_DECIMAL, x.strip()) else np.nan
-    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (numbers.Real, Decimal)): return np.nan
-    try: return float(x)
-    except (OverflowError, ValueError): return np.inf if isinstance(x, numbers.Integral) else np.nan  # a huge int; sNaN
+    if isinstance(x, str):
+        return float(x.strip()) if re.fullmatch(_DECIMAL, x.strip()) else np.nan
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (numbers.Real, Decimal)):
+        return np.nan
+    try:
+        return float(x)
+    except (OverflowError, ValueError):
+        return np.inf if isinstance(x, numbers.Integral) else np.nan  # a huge int; sNaN
+
 
 def _numbers(col: pd.Series) -> np.ndarray:
     "A column as float64: NaN where a cell is not a real number (text that is no decimal, booleans, complex, objects)."
-    if col.dtype == np.float64: return col.to_numpy()
-    if col.dtype.kind in "iuf": return col.to_numpy(np.float64, na_value=np.nan)
-    if col.dtype == object: return np.array([_real(x) for x in col], dtype=np.float64)
+    if col.dtype == np.float64:
+        return col.to_numpy()
+    if col.dtype.kind in "iuf":
+        return col.to_numpy(np.float64, na_value=np.nan)
+    if col.dtype == object:
+        return np.array([_real(x) for x in col], dtype=np.float64)
     return _decimals(_as_text(col))
+
 
 def _columns(raw: pd.DataFrame) -> None:
     "A MorningstarError when a needed column is missing or there twice."
@@ -250,8 +319,10 @@ def _columns(raw: pd.DataFrame) -> None:
     if missing := [c for c in need if c not in raw.columns]:
         raise MorningstarError(f"candles lack the column(s) {missing}; have {[clip_repr(c) for c in raw.columns[:20]]}")
 
+
 def check_candles(raw: pd.DataFrame, timeframe: str) -> tuple[pd.DataFrame, CandleReport]:
-    "Split raw candles (`timestamp`, read by `parse_timestamps`, naive = UTC; OHLCV) into a valid `Bars` frame and a report."
+    """Split raw candles (`timestamp`, read by `parse_timestamps`, naive = UTC; OHLCV) into a valid `Bars` frame and a
+    report."""
     _columns(raw)
     step = parse_timeframe(timeframe)
     ts = parse_timestamps(raw["timestamp"])
@@ -260,16 +331,25 @@ def check_candles(raw: pd.DataFrame, timeframe: str) -> tuple[pd.DataFrame, Cand
     num = {k: _numbers(raw[k])[order] for k in BAR_COLUMNS}
     ts = ts.iloc[order]
     bad, reasons = _reasons(ts, num, step)
-    index = pd.DatetimeIndex(naive[order][~bad], name="timestamp").tz_localize("UTC").as_unit("ns") if (~bad).any() else None
+    index = (
+        pd.DatetimeIndex(naive[order][~bad], name="timestamp").tz_localize("UTC").as_unit("ns")
+        if (~bad).any()
+        else None
+    )
     ok = pd.DataFrame({k: num[k][~bad] for k in BAR_COLUMNS}, index=index) if index is not None else empty_bar_frame()
-    rejected = (raw.iloc[order[bad]].assign(timestamp=ts.iloc[np.flatnonzero(bad)].to_numpy(), **{k: num[k][bad] for k in BAR_COLUMNS},
-                                            reason=reasons)
-                if bad.any() else raw.iloc[:0].assign(reason=np.array([], dtype=object)))   # the usual case, cheaply
+    rejected = (
+        raw.iloc[order[bad]].assign(
+            timestamp=ts.iloc[np.flatnonzero(bad)].to_numpy(), **{k: num[k][bad] for k in BAR_COLUMNS}, reason=reasons
+        )
+        if bad.any()
+        else raw.iloc[:0].assign(reason=np.array([], dtype=object))
+    )  # the usual case, cheaply
     return ok, CandleReport(len(raw), len(ok), rejected.reset_index(drop=True), find_gaps(ok.index, step))
 
 # %% ../nbs/01b_candles.ipynb #5809a162
-def validated_bars(raw: pd.DataFrame, exchange: str, pair: str, timeframe: str, *,
-                   drop_invalid: bool = False) -> tuple[Bars, CandleReport]:
+def validated_bars(
+    raw: pd.DataFrame, exchange: str, pair: str, timeframe: str, *, drop_invalid: bool = False
+) -> tuple[Bars, CandleReport]:
     "Raw candles as `Bars`; a CandleError if any row is bad, unless `drop_invalid`."
     ok, report = check_candles(raw, timeframe)
     if len(report.rejected) and not drop_invalid:
@@ -279,22 +359,29 @@ def validated_bars(raw: pd.DataFrame, exchange: str, pair: str, timeframe: str, 
 # %% ../nbs/01b_candles.ipynb #80762f62
 def check_bars(bars: Bars) -> None:
     "A CandleError naming the bad rows unless every row of `bars` keeps the candle rules."
-    f = bars.frame          # its shape `Bars` checked already: sorted unique UTC open times, float64 OHLCV
+    f = bars.frame  # its shape `Bars` checked already: sorted unique UTC open times, float64 OHLCV
     bad, _ = _reasons(f.index.to_series(), {k: f[k].to_numpy() for k in BAR_COLUMNS}, parse_timeframe(bars.timeframe))
     if bad.any():
-        raise CandleError(f"{bars.exchange} {bars.pair} {bars.timeframe}", check_candles(f.reset_index(), bars.timeframe)[1])
+        raise CandleError(
+            f"{bars.exchange} {bars.pair} {bars.timeframe}", check_candles(f.reset_index(), bars.timeframe)[1]
+        )
 
 # %% ../nbs/01b_candles.ipynb #978d7a5e
 _TIME_COLUMNS = ("timestamp", "unix", "open_time", "time", "datetime", "date")
 
+
 def _has_open(line: str) -> bool:
     return any(c.strip().strip('"').strip().lower() == "open" for c in line.split(","))
 
+
 def _header_row(path: Path) -> int:
     "0, or 1 when line 1 is a banner (no column named open) above the real header."
-    with open(path, newline="", encoding="utf-8-sig") as f:   # plain lines: the csv module refuses fields over 131,072 characters
+    with open(
+        path, newline="", encoding="utf-8-sig"
+    ) as f:  # plain lines: the csv module refuses fields over 131,072 characters
         first, second = f.readline(), f.readline()
     return 1 if second and not _has_open(first) and _has_open(second) else 0
+
 
 def _pick_columns(df: pd.DataFrame, path: Path, base: str | None) -> dict[str, int]:
     "Positions of the timestamp and OHLCV columns; a CandleFileError when one is missing or appears twice."
@@ -302,16 +389,21 @@ def _pick_columns(df: pd.DataFrame, path: Path, base: str | None) -> dict[str, i
     # pandas renames a repeated CSV header `open` to `open.1`: count it as the same name
     keys = [(m[1] if (m := re.fullmatch(r"(.*)\.[0-9]+", n)) and m[1] in names else n).strip().lower() for n in names]
     at: dict[str, list[int]] = {}
-    for i, k in enumerate(keys): at.setdefault(k, []).append(i)
+    for i, k in enumerate(keys):
+        at.setdefault(k, []).append(i)
     tkey = next((k for k in _TIME_COLUMNS if k in at), keys[0] if names and names[0].startswith("Unnamed") else None)
     vkey = "volume" if "volume" in at else f"volume {base.lower()}" if base and f"volume {base.lower()}" in at else None
     need = {"timestamp": tkey, **{k: k if k in at else None for k in BAR_COLUMNS[:4]}, "volume": vkey}
     if lacking := [k for k, key in need.items() if key is None]:
-        raise CandleFileError(f"{path}: no column for {', '.join(lacking)}; columns are {[clip_repr(n, 40) for n in names[:20]]} "
-                              f"(expected timestamp, open, high, low, close, volume; see read_candles_file)")
+        raise CandleFileError(
+            f"{path}: no column for {', '.join(lacking)}; columns are {[clip_repr(n, 40) for n in names[:20]]} "
+            f"(expected timestamp, open, high, low, close, volume; see read_candles_file)"
+        )
     if twice := {k: [names[i] for i in at[key]] for k, key in need.items() if len(at[key]) > 1}:
-        raise CandleFileError(f"{path}: more than one column for {', '.join(f'{k} {v}' for k, v in twice.items())}; "
-                              f"which one is meant is unknown, keep one")
+        raise CandleFileError(
+            f"{path}: more than one column for {', '.join(f'{k} {v}' for k, v in twice.items())}; "
+            f"which one is meant is unknown, keep one"
+        )
     return {k: at[key][0] for k, key in need.items()}
 
 # %% ../nbs/01b_candles.ipynb #394edc53
@@ -319,23 +411,29 @@ def _read_table(path: Path) -> pd.DataFrame:
     "The file as a table: Feather and Parquet by their suffix, anything else as CSV (text cells)."
     kind = {".feather": "Feather", ".parquet": "Parquet"}.get(path.suffix, "CSV")
     try:
-        if kind == "Feather": return pd.read_feather(path)
-        if kind == "Parquet": return pd.read_parquet(path)
+        if kind == "Feather":
+            return pd.read_feather(path)
+        if kind == "Parquet":
+            return pd.read_parquet(path)
         df = pd.read_csv(path, skiprows=_header_row(path), dtype=str, encoding="utf-8-sig")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise CandleFileError(f"{path}: not a readable {kind} file: {clip_repr(str(e), 200)[1:-1]}") from None
     except (OSError, ValueError) as e:  # pyarrow's errors for a corrupt Feather/Parquet file derive from these
         raise CandleFileError(f"{path}: not a readable {kind} file: {clip_repr(str(e), 200)[1:-1]}") from None
     if not isinstance(df.index, pd.RangeIndex):  # pandas took the first fields as an index: rows longer than the header
-        raise CandleFileError(f"{path}: not a readable CSV file: its rows have more fields than the header has names "
-                              f"({[clip_repr(str(c), 40) for c in df.columns[:20]]})")
+        raise CandleFileError(
+            f"{path}: not a readable CSV file: its rows have more fields than the header has names "
+            f"({[clip_repr(str(c), 40) for c in df.columns[:20]]})"
+        )
     return df
+
 
 def read_candles_file(path: str | Path, *, base: str | None = None, tz: str = "UTC") -> pd.DataFrame:
     "Raw candles (`timestamp` in UTC + OHLCV) from a CSV, Feather or Parquet file; validate them with `check_candles`."
-    time_zone(tz)                                        # a bad zone is refused before the file is read
+    time_zone(tz)  # a bad zone is refused before the file is read
     path = Path(path)
-    if not path.is_file(): raise CandleFileError(f"no such file: {path}")
+    if not path.is_file():
+        raise CandleFileError(f"no such file: {path}")
     df = _read_table(path)
     out = pd.DataFrame({k: df.iloc[:, i].reset_index(drop=True) for k, i in _pick_columns(df, path, base).items()})
     out["timestamp"] = parse_timestamps(out["timestamp"], tz)

@@ -21,37 +21,62 @@ __all__ = ['data_download', 'data_import', 'data_show', 'data_sample', 'alt_down
 def _common(data: bool) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--config", default="config/config.yaml", metavar="PATH", help="YAML config (default: %(default)s)")
-    if data: p.add_argument("--data-dir", metavar="DIR", help="market data folder (default: paths.data_dir of the config)")
+    if data:
+        p.add_argument("--data-dir", metavar="DIR", help="market data folder (default: paths.data_dir of the config)")
     return p
+
 
 def _date(flag: str):
     def parse(text: str):
         from morningstar_trader.types import to_utc
-        try: return to_utc(text)
+
+        try:
+            return to_utc(text)
         except (ValueError, TypeError):
-            raise argparse.ArgumentTypeError(f"cannot read {flag} {text!r}: use ISO-8601, e.g. 2024-01-01 or 2024-01-01T12:00") from None
+            raise argparse.ArgumentTypeError(
+                f"cannot read {flag} {text!r}: use ISO-8601, e.g. 2024-01-01 or 2024-01-01T12:00"
+            ) from None
+
     return parse
+
 
 def _positive(flag: str):
     "An argparse type: a finite number above zero."
+
     def parse(text: str) -> float:
-        try: v = float(text)
-        except ValueError: v = float("nan")
-        if not (v > 0 and v != float("inf")): raise argparse.ArgumentTypeError(f"{flag} {text!r}: need a finite number above zero")
+        try:
+            v = float(text)
+        except ValueError:
+            v = float("nan")
+        if not (v > 0 and v != float("inf")):
+            raise argparse.ArgumentTypeError(f"{flag} {text!r}: need a finite number above zero")
         return v
+
     return parse
 
+
 def _setup(args, *, log_file: bool = True, **overrides):
-    "Config, secrets, logging (a JSON-lines file only for a command that does work) and the data folder for one command."
+    """Config, secrets, logging (a JSON-lines file only for a command that does work) and the data folder for one
+    command."""
     from morningstar_trader.config import load_config, load_secrets, resolve_path
     from morningstar_trader.logging import setup_logging
+
     cfg = load_config(args.config, **overrides)
     secrets = load_secrets()
     run_id = f"cli-{args.command}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
-    setup_logging(run_id, cfg.paths.logs_dir if log_file else None, secrets=secrets.values(), console_level="WARNING",
-                  keep=cfg.paths.logs_keep)
-    if getattr(args, "data_dir", None):      # one data folder for the command: candles, alternative data, the model's tables
-        cfg = cfg.model_copy(update={"paths": cfg.paths.model_copy(update={"data_dir": resolve_path(args.data_dir, "--data-dir")})})
+    setup_logging(
+        run_id,
+        cfg.paths.logs_dir if log_file else None,
+        secrets=secrets.values(),
+        console_level="WARNING",
+        keep=cfg.paths.logs_keep,
+    )
+    if getattr(
+        args, "data_dir", None
+    ):  # one data folder for the command: candles, alternative data, the model's tables
+        cfg = cfg.model_copy(
+            update={"paths": cfg.paths.model_copy(update={"data_dir": resolve_path(args.data_dir, "--data-dir")})}
+        )
     return cfg, secrets, cfg.paths.data_dir
 
 # %% ../nbs/15_cli.ipynb #1590382c
@@ -60,12 +85,20 @@ def data_download(args) -> int:
     from morningstar_trader.market_data import ApiManager
     from morningstar_trader.store import CandleStore
     from morningstar_trader.types import parse_timeframe
+
     cfg, secrets, data_dir = _setup(args, pairs=args.pairs, timeframe=args.timeframe)
     exchange = cfg.exchange
-    if args.exchange and args.exchange != exchange.id:  # another venue: the config's API URL and sandbox belong to its own
-        exchange = _validated(ExchangeSettings, id=args.exchange, timeout_ms=exchange.timeout_ms,
-                              enable_rate_limit=exchange.enable_rate_limit)
-    if args.end is not None and args.end <= args.start: raise _usage(f"--end {args.end} is not after --start {args.start}")
+    if (
+        args.exchange and args.exchange != exchange.id
+    ):  # another venue: the config's API URL and sandbox belong to its own
+        exchange = _validated(
+            ExchangeSettings,
+            id=args.exchange,
+            timeout_ms=exchange.timeout_ms,
+            enable_rate_limit=exchange.enable_rate_limit,
+        )
+    if args.end is not None and args.end <= args.start:
+        raise _usage(f"--end {args.end} is not after --start {args.start}")
     # The keys in the environment belong to the configured exchange; another venue never sees them.
     api = ApiManager(exchange, cfg.retry, secrets if exchange is cfg.exchange else None)
     store = CandleStore(data_dir)
@@ -73,20 +106,31 @@ def data_download(args) -> int:
         start = args.start
         if args.since_last and store.path(exchange.id, pair, cfg.timeframe).exists():
             start = max(start, store.load(exchange.id, pair, cfg.timeframe).end + parse_timeframe(cfg.timeframe))
-        bars, report = api.fetch_ohlcv(pair, cfg.timeframe, start, args.end, drop_invalid=args.drop_invalid, progress=True)
+        bars, report = api.fetch_ohlcv(
+            pair, cfg.timeframe, start, args.end, drop_invalid=args.drop_invalid, progress=True
+        )
         res = store.save(bars, "exchange") if len(bars) else None
-        print(f"{exchange.id} {pair} {cfg.timeframe}: {report.summary()}; "
-              + (f"+{res.added} new, {res.replaced} changed, {res.rows} stored in {res.path}" if res else "nothing new"))
+        print(
+            f"{exchange.id} {pair} {cfg.timeframe}: {report.summary()}; "
+            + (f"+{res.added} new, {res.replaced} changed, {res.rows} stored in {res.path}" if res else "nothing new")
+        )
     return 0
+
 
 def _validated(cls, /, **values):
     from pydantic import ValidationError
+
     from morningstar_trader.config import ConfigError, describe_errors
-    try: return cls(**values)
-    except ValidationError as e: raise ConfigError("invalid arguments: " + "; ".join(describe_errors(e))) from None
+
+    try:
+        return cls(**values)
+    except ValidationError as e:
+        raise ConfigError("invalid arguments: " + "; ".join(describe_errors(e))) from None
+
 
 def _usage(msg: str) -> Exception:
     from morningstar_trader.config import ConfigError
+
     return ConfigError(msg)
 
 # %% ../nbs/15_cli.ipynb #9ef98e83
@@ -94,20 +138,26 @@ def data_import(args) -> int:
     from morningstar_trader.candles import CandleError, read_candles_file, time_zone, validated_bars
     from morningstar_trader.store import CandleStore
     from morningstar_trader.types import MorningstarError
+
     cfg, _, data_dir = _setup(args, pairs=[args.pair], timeframe=args.timeframe)
     store = CandleStore(data_dir)
-    try: store.path(args.exchange, args.pair, args.timeframe), time_zone(args.tz)   # bad names or zone: bad arguments
-    except MorningstarError as e: raise _usage(str(e)) from None
+    try:
+        store.path(args.exchange, args.pair, args.timeframe), time_zone(args.tz)  # bad names or zone: bad arguments
+    except MorningstarError as e:
+        raise _usage(str(e)) from None
     raw = read_candles_file(args.file, base=args.pair.split("/")[0], tz=args.tz)
     bars, report = validated_bars(raw, args.exchange, args.pair, args.timeframe, drop_invalid=args.drop_invalid)
     for row in report.rejected.head(20).itertuples():
         print(f"rejected {row.timestamp}: {row.reason}", file=sys.stderr)
     if not len(bars):  # --drop-invalid left nothing: say so rather than store an empty merge
-        if not report.rows_in: raise MorningstarError(f"{args.file}: no candle rows; nothing was stored")
+        if not report.rows_in:
+            raise MorningstarError(f"{args.file}: no candle rows; nothing was stored")
         raise CandleError(f"{args.file}, all of its rows", report)
     res = store.save(bars, "import")
-    print(f"{args.exchange} {args.pair} {args.timeframe}: {report.summary()}; "
-          f"+{res.added} new, {res.replaced} changed, {res.rows} stored in {res.path}")
+    print(
+        f"{args.exchange} {args.pair} {args.timeframe}: {report.summary()}; "
+        f"+{res.added} new, {res.replaced} changed, {res.rows} stored in {res.path}"
+    )
     return 0
 
 # %% ../nbs/15_cli.ipynb #d9093d59
@@ -117,27 +167,45 @@ def _print_catalog(cat, empty: str, footer: str | None = None) -> int:
         print(empty)
         return 0
     import pandas as pd
-    with pd.option_context("display.width", 200, "display.max_columns", 20): print(cat.to_string(index=False))
-    if footer: print(footer)
+
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(cat.to_string(index=False))
+    if footer:
+        print(footer)
     return 0
+
 
 def data_show(args) -> int:
     from morningstar_trader.store import CandleStore
+
     _, _, data_dir = _setup(args, log_file=False)
     cat = CandleStore(data_dir).catalog()
-    return _print_catalog(cat.drop(columns="path"), f"no candles stored under {data_dir / 'processed'}; try `morningstar data sample` "
-                          "or `morningstar data download`", f"\n{len(cat)} series under {data_dir / 'processed'}")
+    return _print_catalog(
+        cat.drop(columns="path"),
+        f"no candles stored under {data_dir / 'processed'}; try `morningstar data sample` "
+        "or `morningstar data download`",
+        f"\n{len(cat)} series under {data_dir / 'processed'}",
+    )
+
 
 def data_sample(args) -> int:
     from morningstar_trader.alt_providers import AltStore
     from morningstar_trader.sample_data import SAMPLE_PAIRS, write_sample_data
     from morningstar_trader.store import CandleStore
+
     _, _, data_dir = _setup(args)
     if unknown := set(args.pairs or ()) - set(SAMPLE_PAIRS):
         raise _usage(f"--pairs: no sample data for {sorted(unknown)}; available: {', '.join(SAMPLE_PAIRS)}")
     alt = AltStore(data_dir)
-    for res in write_sample_data(CandleStore(data_dir), exchange=args.exchange, pairs=args.pairs, start=args.start,
-                                 periods=args.days * 24, seed=args.seed, alt_store=alt):
+    for res in write_sample_data(
+        CandleStore(data_dir),
+        exchange=args.exchange,
+        pairs=args.pairs,
+        start=args.start,
+        periods=args.days * 24,
+        seed=args.seed,
+        alt_store=alt,
+    ):
         print(f"{res.rows} synthetic 1h candles in {res.path}")
     print("These candles are SYNTHETIC (regime-switching GARCH), for demos and tests; see nbs/02b_sample_data.ipynb.")
     print(f"SYNTHETIC alternative series (Fear & Greed, funding, headlines) under {alt.root}")
@@ -147,48 +215,81 @@ def data_sample(args) -> int:
 def alt_download(args) -> int:
     from morningstar_trader.alt_providers import AltStore, provider
     from morningstar_trader.config import AltSourceSettings
+
     cfg, secrets, data_dir = _setup(args)
-    if args.end is not None and args.start is not None and args.end <= args.start: raise _usage(f"--end {args.end} is not after --start {args.start}")
-    if args.series and args.source != "onchain": raise _usage(f"--series names blockchain.com charts: onchain only, not {args.source}")
+    if args.end is not None and args.start is not None and args.end <= args.start:
+        raise _usage(f"--end {args.end} is not after --start {args.start}")
+    if args.series and args.source != "onchain":
+        raise _usage(f"--series names blockchain.com charts: onchain only, not {args.source}")
     src = getattr(cfg.alt, args.source)
-    changes = {k: v for k, v in (("api_url", args.api_url), ("series", tuple(args.series or ()) or None)) if v is not None}
-    if changes: cfg = cfg.model_copy(update={"alt": cfg.alt.model_copy(update={args.source: _validated(AltSourceSettings, **{**src.model_dump(), **changes})})})
+    changes = {
+        k: v for k, v in (("api_url", args.api_url), ("series", tuple(args.series or ()) or None)) if v is not None
+    }
+    if changes:
+        cfg = cfg.model_copy(
+            update={
+                "alt": cfg.alt.model_copy(
+                    update={args.source: _validated(AltSourceSettings, **{**src.model_dump(), **changes})}
+                )
+            }
+        )
     added = provider(args.source, cfg, secrets).download(AltStore(data_dir), args.start, args.end, progress=True)
-    for key, n in added.items(): print(f"{args.source} {key}: +{n} new rows in {AltStore(data_dir).path(args.source, key)}")
+    for key, n in added.items():
+        print(f"{args.source} {key}: +{n} new rows in {AltStore(data_dir).path(args.source, key)}")
     return 0
+
 
 def alt_import(args) -> int:
     from morningstar_trader.alt_import import import_alt_file
     from morningstar_trader.alt_providers import AltDataError, AltStore
+
     _, _, data_dir = _setup(args)
     store = AltStore(data_dir)
-    try: tables = import_alt_file(args.source, args.file, tz=args.tz, asset=args.asset, column=args.column)
-    except AltDataError as e: raise _usage(str(e)) from None     # the file is the user's input: exit 2
+    try:
+        tables = import_alt_file(args.source, args.file, tz=args.tz, asset=args.asset, column=args.column)
+    except AltDataError as e:
+        raise _usage(str(e)) from None  # the file is the user's input: exit 2
     for key, rows in tables.items():
-        added, total = store.save(args.source, key, rows, ident=("id",) if args.source == "news" else ("asset", "event_time"))
-        print(f"{args.source} {key}: {len(rows)} rows read, +{added} new, {total} stored in {store.path(args.source, key)}")
+        added, total = store.save(
+            args.source, key, rows, ident=("id",) if args.source == "news" else ("asset", "event_time")
+        )
+        print(
+            f"{args.source} {key}: {len(rows)} rows read, +{added} new, {total} stored in "
+            f"{store.path(args.source, key)}"
+        )
     return 0
+
 
 def alt_show(args) -> int:
     from morningstar_trader.alt_providers import AltStore
+
     _, _, data_dir = _setup(args, log_file=False)
-    return _print_catalog(AltStore(data_dir).catalog(), f"no alternative data under {data_dir / 'processed' / 'alt'}; "
-                          "try `morningstar alt download SOURCE` or `alt import`")
+    return _print_catalog(
+        AltStore(data_dir).catalog(),
+        f"no alternative data under {data_dir / 'processed' / 'alt'}; "
+        "try `morningstar alt download SOURCE` or `alt import`",
+    )
 
 # %% ../nbs/15_cli.ipynb #1a44df79
 def train(args) -> int:
     from morningstar_trader.config import Settings
     from morningstar_trader.store import CandleStore
     from morningstar_trader.training import train_model
+
     cfg, _, data_dir = _setup(args, pairs=args.pairs)
     changes = {k: v for k, v in (("epochs", args.epochs), ("folds", args.folds)) if v is not None}
     if changes:
         cfg = _validated(Settings, **{**cfg.model_dump(), "training": {**cfg.training.model_dump(), **changes}})
-    if args.start and args.end and args.end <= args.start: raise _usage(f"--end {args.end} is not after --start {args.start}")
+    if args.start and args.end and args.end <= args.start:
+        raise _usage(f"--end {args.end} is not after --start {args.start}")
     exchange = args.exchange or cfg.exchange.id
     store = CandleStore(data_dir)
     bars = {p: store.load(exchange, p, cfg.timeframe, args.start, args.end) for p in cfg.pairs}
-    out = Path(args.out) if args.out else cfg.paths.models_dir / cfg.model.name / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+    out = (
+        Path(args.out)
+        if args.out
+        else cfg.paths.models_dir / cfg.model.name / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+    )
     result = train_model(cfg, bars, out, verbose=0 if args.quiet else 2)
     print(result.summary().to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(f"\nmodel written to {result.path}")
@@ -200,35 +301,56 @@ def _llm_options() -> argparse.ArgumentParser:
     p.add_argument("--llm-mode", choices=["off", "simulated", "replay", "live"], help="override llm.mode")
     p.add_argument("--llm-base-url", metavar="URL", help="override llm.base_url (any OpenAI-compatible server)")
     p.add_argument("--llm-model", help="override llm.model")
-    p.add_argument("--llm-record", metavar="PATH", help="the LLM record to write (live) or replay (replay) "
-                                                        "(default: <state_dir>/llm_record.sqlite)")
+    p.add_argument(
+        "--llm-record",
+        metavar="PATH",
+        help="the LLM record to write (live) or replay (replay) (default: <state_dir>/llm_record.sqlite)",
+    )
     return p
+
 
 def _with_llm(cfg, args):
     "The config with the command line's --llm-* options applied (and validated)."
     from morningstar_trader.config import Settings
-    changes = {k: v for k, v in (("mode", args.llm_mode), ("base_url", args.llm_base_url), ("model", args.llm_model)) if v}
+
+    changes = {
+        k: v for k, v in (("mode", args.llm_mode), ("base_url", args.llm_base_url), ("model", args.llm_model)) if v
+    }
     return _validated(Settings, **{**cfg.model_dump(), "llm": {**cfg.llm.model_dump(), **changes}}) if changes else cfg
 
 # %% ../nbs/15_cli.ipynb #8bd287dd
 def review(args) -> int:
     "Ask the reviewer about the proposal the cycle would make for `--pair` at `--at`: the kernel's decide and review."
     import json
+
     import numpy as np
+
     from morningstar_trader.decision import proposal_of
     from morningstar_trader.execution import BarWindow
     from morningstar_trader.gate import with_model_decision
-    from morningstar_trader.kernel import CloseNotes, Kernel, Marked, PairInput, decide_pair, model_id, predict_heads
-    from morningstar_trader.kernel import review_evidence, review_pair
+    from morningstar_trader.kernel import (
+        CloseNotes,
+        Kernel,
+        Marked,
+        PairInput,
+        decide_pair,
+        model_id,
+        predict_heads,
+        review_evidence,
+        review_pair,
+    )
     from morningstar_trader.risk import RiskState
     from morningstar_trader.rules import signal_model
     from morningstar_trader.store import CandleStore
     from morningstar_trader.supervisor import Supervisor
     from morningstar_trader.types import parse_timeframe
+
     cfg, secrets, data_dir = _setup(args)
     cfg = _with_llm(cfg, args)
-    supervisor = Supervisor.from_settings(cfg.llm, secrets, cfg.paths.state_dir, args.llm_record)   # fails now, not mid-way, without a key
-    model = signal_model(cfg)                             # what the cycle trades: the trained model, or the rule
+    supervisor = Supervisor.from_settings(
+        cfg.llm, secrets, cfg.paths.state_dir, args.llm_record
+    )  # fails now, not mid-way, without a key
+    model = signal_model(cfg)  # what the cycle trades: the trained model, or the rule
     cfg = with_model_decision(cfg, model.metadata)
     end = args.at + parse_timeframe(cfg.timeframe) if args.at is not None else None
     bars = CandleStore(data_dir).load(args.exchange or cfg.exchange.id, args.pair, cfg.timeframe, end=end)
@@ -236,8 +358,12 @@ def review(args) -> int:
     feats = model.prep.windows(args.pair, frame)
     pred = predict_heads(model, [(feats.technical[-1], feats.context[-1])])[0]
     when, close = bars.end + parse_timeframe(cfg.timeframe), float(bars.frame["close"].iloc[-1])
-    evidence = review_evidence(frame[model.prep.technical_names].iloc[-1].to_dict(), bars.frame["close"].to_numpy(), pred)
-    k = Kernel(cfg, None, None, "review", supervisor, can_short=cfg.exchange.market_type != "spot", model_id=model_id(model))
+    evidence = review_evidence(
+        frame[model.prep.technical_names].iloc[-1].to_dict(), bars.frame["close"].to_numpy(), pred
+    )
+    k = Kernel(
+        cfg, None, None, "review", supervisor, can_short=cfg.exchange.market_type != "spot", model_id=model_id(model)
+    )
     inp = PairInput(BarWindow.of(bars.frame), pred, lambda: evidence)
     acct = Marked(args.equity, {}, {args.pair: close}, RiskState.start(args.equity, when))
     proposed, notes = decide_pair(k, args.pair, inp, acct, None), CloseNotes()
@@ -246,67 +372,116 @@ def review(args) -> int:
         print(f"{args.pair} at {when}: no proposal to review ({'; '.join(proposed.reasons)})")
         return 0
     clean = lambda o: {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in o.__dict__.items()}
-    print(json.dumps({"proposal": clean(proposal_of(proposed, close)), "review": clean(notes.reviews[args.pair]),
-                      "decision": clean(decided)}, indent=2, default=str))
+    print(
+        json.dumps(
+            {
+                "proposal": clean(proposal_of(proposed, close)),
+                "review": clean(notes.reviews[args.pair]),
+                "decision": clean(decided),
+            },
+            indent=2,
+            default=str,
+        )
+    )
     return 0
-
 
 # %% ../nbs/15_cli.ipynb #2697fd99
 _STRATEGY_PARAMS = {"sma_cross": {"fast": int, "slow": int}, "buy_hold": {}, "model": {"min_confidence": float}}
 
+
 def _strategy(name: str, params: list[str], cfg):
     from morningstar_trader.backtest import BuyAndHold, ModelStrategy, SmaCross
+
     allowed, values = _STRATEGY_PARAMS[name], {}
     for item in params or []:
         key, sep, value = item.partition("=")
         if not sep or key not in allowed:
-            raise _usage(f"--param {item!r}: {name} takes {', '.join(f'{k}=<{t.__name__}>' for k, t in allowed.items()) or 'no parameters'}")
-        try: values[key] = allowed[key](value)
-        except ValueError: raise _usage(f"--param {item!r}: {key} must be {allowed[key].__name__}") from None
-    if name == "sma_cross": return SmaCross(**values)
-    if name == "buy_hold": return BuyAndHold()
+            raise _usage(
+                f"--param {item!r}: {name} takes "
+                f"{', '.join(f'{k}=<{t.__name__}>' for k, t in allowed.items()) or 'no parameters'}"
+            )
+        try:
+            values[key] = allowed[key](value)
+        except ValueError:
+            raise _usage(f"--param {item!r}: {key} must be {allowed[key].__name__}") from None
+    if name == "sma_cross":
+        return SmaCross(**values)
+    if name == "buy_hold":
+        return BuyAndHold()
     from morningstar_trader.rules import signal_model
+
     return ModelStrategy(signal_model(cfg), values.get("min_confidence", cfg.decision.min_confidence))
+
 
 def backtest(args) -> int:
     import json
     import shutil
+
     from morningstar_trader.backtest import check_lookahead, configured_backtest, history_bars, load_frames
     from morningstar_trader.portfolio import PortfolioStore
     from morningstar_trader.store import CandleStore
     from morningstar_trader.supervisor import Supervisor
+
     cfg, secrets, data_dir = _setup(args, pairs=args.pairs)
     cfg = _with_llm(cfg, args)
-    if args.size is None and args.strategy != "model": raise _usage(f"--size is needed for {args.strategy} (only the model can be sized by the decision stage)")
-    if args.start and args.end and args.end <= args.start: raise _usage(f"--end {args.end} is not after --start {args.start}")
-    supervisor = Supervisor.from_settings(cfg.llm, secrets, cfg.paths.state_dir, args.llm_record) if args.size is None else None
+    if args.size is None and args.strategy != "model":
+        raise _usage(f"--size is needed for {args.strategy} (only the model can be sized by the decision stage)")
+    if args.start and args.end and args.end <= args.start:
+        raise _usage(f"--end {args.end} is not after --start {args.start}")
+    supervisor = (
+        Supervisor.from_settings(cfg.llm, secrets, cfg.paths.state_dir, args.llm_record) if args.size is None else None
+    )
     strategy = _strategy(args.strategy, args.param, cfg)
     store = CandleStore(data_dir)
-    frames = load_frames(store, args.exchange or cfg.exchange.id, cfg.pairs, cfg.timeframe, args.start, args.end,
-                         history_bars(strategy) if args.size is None else 0)   # the kernel keeps it as history only
-    out = Path(args.out) if args.out else cfg.paths.runs_dir / "backtests" / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{args.strategy}"
-    if out.exists() and any(out.iterdir()): raise _usage(f"--out {out} is not empty")
+    frames = load_frames(
+        store,
+        args.exchange or cfg.exchange.id,
+        cfg.pairs,
+        cfg.timeframe,
+        args.start,
+        args.end,
+        history_bars(strategy) if args.size is None else 0,
+    )  # the kernel keeps it as history only
+    out = (
+        Path(args.out)
+        if args.out
+        else cfg.paths.runs_dir / "backtests" / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{args.strategy}"
+    )
+    if out.exists() and any(out.iterdir()):
+        raise _usage(f"--out {out} is not empty")
     out.mkdir(parents=True, exist_ok=True)
     try:
         # decision-sized runs go through the same state store as live cycles; it stays with the results
-        store = PortfolioStore(out / "state.sqlite", initial_cash=args.cash, durable=False) if args.size is None else None
-        result = configured_backtest(frames, strategy, cfg, size=args.size, cash=args.cash, supervisor=supervisor,
-                                     store=store, start=args.start)
+        store = (
+            PortfolioStore(out / "state.sqlite", initial_cash=args.cash, durable=False) if args.size is None else None
+        )
+        result = configured_backtest(
+            frames, strategy, cfg, size=args.size, cash=args.cash, supervisor=supervisor, store=store, start=args.start
+        )
     except BaseException:
-        shutil.rmtree(out, ignore_errors=True)   # no half-written results
+        shutil.rmtree(out, ignore_errors=True)  # no half-written results
         raise
     result.trades.to_csv(out / "trades.csv", index=False)
     result.equity.to_csv(out / "equity.csv")
-    if args.size is None: result.decisions.to_csv(out / "decisions.csv", index=False)
+    if args.size is None:
+        result.decisions.to_csv(out / "decisions.csv", index=False)
     (out / "stats.json").write_text(json.dumps(result.stats, indent=2))
-    for key, value in result.stats.items(): print(f"{key:<15}{value:>14.4f}" if isinstance(value, float) else f"{key:<15}{value:>14}")
+    for key, value in result.stats.items():
+        print(f"{key:<15}{value:>14.4f}" if isinstance(value, float) else f"{key:<15}{value:>14}")
     print(f"\nwritten to {out}")
     if args.check_lookahead:
-        found = [check_lookahead(frames[p], strategy, result.trades[result.trades["pair"] == p], p).assign(pair=p) for p in frames]
+        found = [
+            check_lookahead(frames[p], strategy, result.trades[result.trades["pair"] == p], p).assign(pair=p)
+            for p in frames
+        ]
         found = [f for f in found if len(f)]
         if found:
             import pandas as pd
-            print("LOOK-AHEAD: signals change when the data is cut after the decision bar:\n" + pd.concat(found).to_string(index=False))
+
+            print(
+                "LOOK-AHEAD: signals change when the data is cut after the decision bar:\n"
+                + pd.concat(found).to_string(index=False)
+            )
             return 1
         print("look-ahead check: every decision bar gives the same signal on data cut right after it")
     return 0
@@ -316,31 +491,67 @@ def sweep(args) -> int:
     from morningstar_trader.backtest import ModelStrategy, history_bars, load_frames
     from morningstar_trader.store import CandleStore
     from morningstar_trader.sweep import check_grid, parse_grid, run_sweep, top_points, training_grid
+
     cfg, _, data_dir = _setup(args, pairs=args.pairs)
-    if args.start and args.end and args.end <= args.start: raise _usage(f"--end {args.end} is not after --start {args.start}")
-    if args.scheduler and args.workers: raise _usage("--workers sizes the local cluster; a --scheduler's cluster has its own workers")
-    grid = check_grid(parse_grid(args.grid), args.strategy, cfg, args.size is not None)      # bad input stops before any work
+    if args.start and args.end and args.end <= args.start:
+        raise _usage(f"--end {args.end} is not after --start {args.start}")
+    if args.scheduler and args.workers:
+        raise _usage("--workers sizes the local cluster; a --scheduler's cluster has its own workers")
+    grid = check_grid(
+        parse_grid(args.grid), args.strategy, cfg, args.size is not None
+    )  # bad input stops before any work
     model = None
-    if args.strategy == "model" and not training_grid(grid):        # a sweep of model settings trains its own models
+    if args.strategy == "model" and not training_grid(grid):  # a sweep of model settings trains its own models
         from morningstar_trader.rules import signal_model
+
         model = signal_model(cfg)
     history = history_bars(ModelStrategy(model, 0.5)) if model is not None and args.size is None else 0
-    frames = load_frames(CandleStore(data_dir), args.exchange or cfg.exchange.id, cfg.pairs, cfg.timeframe, args.start, args.end, history)
-    out = Path(args.out) if args.out else cfg.paths.runs_dir / "sweeps" / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{args.strategy}"
-    res = run_sweep(frames, args.strategy, grid, settings=cfg, out=out, size=args.size, cash=args.cash,
-                    random_n=args.random, seed=args.seed, folds=args.folds, start=args.start, end=args.end, model=model,
-                    scheduler=args.scheduler or cfg.sweep.scheduler, workers=args.workers or cfg.sweep.workers)
+    frames = load_frames(
+        CandleStore(data_dir), args.exchange or cfg.exchange.id, cfg.pairs, cfg.timeframe, args.start, args.end, history
+    )
+    out = (
+        Path(args.out)
+        if args.out
+        else cfg.paths.runs_dir / "sweeps" / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{args.strategy}"
+    )
+    res = run_sweep(
+        frames,
+        args.strategy,
+        grid,
+        settings=cfg,
+        out=out,
+        size=args.size,
+        cash=args.cash,
+        random_n=args.random,
+        seed=args.seed,
+        folds=args.folds,
+        start=args.start,
+        end=args.end,
+        model=model,
+        scheduler=args.scheduler or cfg.sweep.scheduler,
+        workers=args.workers or cfg.sweep.workers,
+    )
     print(f"{len(res.table)} results ({res.ran} run now, {res.skipped} already done), {res.failed} failed: {res.path}")
     best = top_points(res.table, args.metric, 10)
-    if len(best): print(f"best by mean {args.metric} over folds:\n" + best.to_string())
+    if len(best):
+        print(f"best by mean {args.metric} over folds:\n" + best.to_string())
     if not args.no_report:
         from morningstar_trader.runs import run_notebook
-        _print_record(run_notebook({"mode": "sweep", "results": str(res.path.resolve()), "metric": args.metric},
-                                   runs_dir=cfg.paths.runs_dir, notebook=args.notebook))
+
+        _print_record(
+            run_notebook(
+                {"mode": "sweep", "results": str(res.path.resolve()), "metric": args.metric},
+                runs_dir=cfg.paths.runs_dir,
+                notebook=args.notebook,
+            )
+        )
     if res.failed:
         first = res.table.loc[res.table["status"] != "ok", "error"].iloc[0].splitlines()[0]
-        print(f"morningstar: error: {res.failed} of {len(res.table)} sweep tasks failed (errors in {res.path}); first: {first}",
-              file=sys.stderr)
+        print(
+            f"morningstar: error: {res.failed} of {len(res.table)} sweep tasks failed (errors in {res.path}); first: "
+            f"{first}",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -348,51 +559,81 @@ def sweep(args) -> int:
 def _mode(args, cfg, allowed: tuple[str, ...]) -> str:
     "--mode, else the config's `mode`; live still needs the explicit confirmation."
     mode = args.mode or cfg.mode
-    if mode not in allowed: raise _usage(f"mode {mode!r} (from {'--mode' if args.mode else 'the config'}) is not one of {allowed}")
+    if mode not in allowed:
+        raise _usage(f"mode {mode!r} (from {'--mode' if args.mode else 'the config'}) is not one of {allowed}")
     if mode == "live" and not args.i_understand_this_trades_real_money:
         raise _usage("live mode trades real money: add --i-understand-this-trades-real-money to confirm")
     return mode
 
+
 def _live_gate(args, cfg, mode: str) -> None:
-    "Live: the model must show an edge after costs in its trading evaluation (`gate` in the config), or --allow-unproven-model."
-    if mode != "live": return
+    """Live: the model must show an edge after costs in its trading evaluation (`gate` in the config), or
+    --allow-unproven-model."""
+    if mode != "live":
+        return
     from morningstar_trader.gate import check_live_gate, trading_edge
     from morningstar_trader.model import read_metadata, resolve_model_dir
     from morningstar_trader.rules import signal_model
-    if cfg.rule is not None: path, meta = (rule := signal_model(cfg)).path, rule.metadata
-    else: meta = read_metadata(path := resolve_model_dir(cfg.paths.models_dir, cfg.model.name, cfg.model.version))
-    if not args.allow_unproven_model: print(f"model {path} passes the live gate: {check_live_gate(meta, cfg.gate, path)}")
+
+    if cfg.rule is not None:
+        path, meta = (rule := signal_model(cfg)).path, rule.metadata
+    else:
+        meta = read_metadata(path := resolve_model_dir(cfg.paths.models_dir, cfg.model.name, cfg.model.version))
+    if not args.allow_unproven_model:
+        print(f"model {path} passes the live gate: {check_live_gate(meta, cfg.gate, path)}")
     elif not (edge := trading_edge(meta, cfg.gate))[0]:
-        print(f"morningstar: warning: trading the unproven model {path} live (--allow-unproven-model): {edge[1]}", file=sys.stderr)
+        print(
+            f"morningstar: warning: trading the unproven model {path} live (--allow-unproven-model): {edge[1]}",
+            file=sys.stderr,
+        )
+
 
 def _run_params(args, mode: str) -> dict:
     "The notebook parameters of a `run` or `schedule` command (None: the notebook's default)."
-    params = {"mode": mode, "config_path": str(Path(args.config).resolve()), "pairs": args.pairs, "timeframe": args.timeframe,
-              "llm_mode": args.llm_mode, "llm_base_url": args.llm_base_url, "confirm_live": True if mode == "live" else None,
-              "data_dir": str(Path(args.data_dir).resolve()) if args.data_dir else None,
-              "llm_record": str(Path(args.llm_record).resolve()) if args.llm_record else None,
-              "allow_unproven_model": True if mode == "live" and args.allow_unproven_model else None}
+    params = {
+        "mode": mode,
+        "config_path": str(Path(args.config).resolve()),
+        "pairs": args.pairs,
+        "timeframe": args.timeframe,
+        "llm_mode": args.llm_mode,
+        "llm_base_url": args.llm_base_url,
+        "confirm_live": True if mode == "live" else None,
+        "data_dir": str(Path(args.data_dir).resolve()) if args.data_dir else None,
+        "llm_record": str(Path(args.llm_record).resolve()) if args.llm_record else None,
+        "allow_unproven_model": True if mode == "live" and args.allow_unproven_model else None,
+    }
     for name in ("exchange", "strategy", "size", "start", "end", "bar_close"):
         value = getattr(args, name, None)
         params[name] = value.isoformat() if hasattr(value, "isoformat") else value
     return {k: v for k, v in params.items() if v is not None}
 
+
 def _print_record(record) -> None:
     print(f"run {record.run_id}: {record.status} in {record.duration_s:.1f} s")
     w = max(map(len, record.metrics), default=0) + 2
-    for key, value in record.metrics.items(): print(f"  {key:<{w}}{value:>14.4f}" if isinstance(value, float) else f"  {key:<{w}}{value!s:>14}")
+    for key, value in record.metrics.items():
+        print(f"  {key:<{w}}{value:>14.4f}" if isinstance(value, float) else f"  {key:<{w}}{value!s:>14}")
     print(f"notebook: {record.path}")
 
+
 def _configured(cfg, name: str | None):
-    "The settings of configured strategy `name` (None: `cfg` itself); a usage error naming the choices for an unknown one."
+    """The settings of configured strategy `name` (None: `cfg` itself); a usage error naming the choices for an unknown
+    one."""
     from morningstar_trader.config import for_strategy
-    if name is None: return cfg
+
+    if name is None:
+        return cfg
     if name not in {s.name for s in cfg.strategies}:
-        raise _usage(f"--strategy {name!r}: not in the config's strategies ({', '.join(s.name for s in cfg.strategies) or 'none'})")
+        raise _usage(
+            f"--strategy {name!r}: not in the config's strategies "
+            f"({', '.join(s.name for s in cfg.strategies) or 'none'})"
+        )
     return for_strategy(cfg, name)
+
 
 def run(args) -> int:
     from morningstar_trader.runs import run_notebook
+
     cfg, _, _ = _setup(args)
     mode = _mode(args, cfg, ("backtest", "paper", "live"))
     _live_gate(args, _configured(cfg, None if args.strategy in (None, *_STRATEGY_PARAMS) else args.strategy), mode)
@@ -400,107 +641,176 @@ def run(args) -> int:
     _print_record(record)
     if args.html:
         from morningstar_trader.runs import export_html
+
         print(f"html: {export_html(record.path)}")
     return 0
 
+
 def _schedule_all(argv: list[str], names: list[str]) -> int:
-    """One `schedule --strategy NAME` process per configured strategy, in parallel: each its own lock, a failure its own.
-    The exit status is the worst of theirs; Ctrl-C reaches them all (one process group)."""
+    """One `schedule --strategy NAME` process per configured strategy, in parallel: each its own lock, a failure its
+    own. The exit status is the worst of theirs; Ctrl-C reaches them all (one process group)."""
     import subprocess
+
     command = [sys.executable, "-c", "import sys; from morningstar_trader.cli import main; sys.exit(main())", *argv]
     children = {name: subprocess.Popen([*command, "--strategy", name]) for name in names}
     codes = {name: child.wait() for name, child in children.items()}
-    for name, code in codes.items(): print(f"strategy {name}: exit status {code}")
+    for name, code in codes.items():
+        print(f"strategy {name}: exit status {code}")
     return max(codes.values())
+
 
 def schedule(args) -> int:
     from morningstar_trader.runs import run_notebook
     from morningstar_trader.schedule import run_schedule
+
     top, _, _ = _setup(args, timeframe=args.timeframe)
     mode = _mode(args, top, ("paper", "live"))
-    if args.strategy is None and top.strategies: return _schedule_all(args.argv, [s.name for s in top.strategies])
+    if args.strategy is None and top.strategies:
+        return _schedule_all(args.argv, [s.name for s in top.strategies])
     cfg = _configured(top, args.strategy)
     _live_gate(args, cfg, mode)
     params = _run_params(args, mode)
+
     def job(close):
-        _print_record(run_notebook({**params, "bar_close": close.isoformat()}, runs_dir=cfg.paths.runs_dir, notebook=args.notebook))
+        _print_record(
+            run_notebook(
+                {**params, "bar_close": close.isoformat()}, runs_dir=cfg.paths.runs_dir, notebook=args.notebook
+            )
+        )
+
     lock = cfg.paths.runs_dir / (f"schedule-{args.strategy}.lock" if args.strategy else "schedule.lock")
     outcomes = run_schedule(job, timeframe=cfg.timeframe, schedule=cfg.schedule, lock_path=lock, max_runs=args.max_runs)
-    for o in outcomes: print(f"bar {o['close']}: {o['status']} {o['detail']}".rstrip())
+    for o in outcomes:
+        print(f"bar {o['close']}: {o['status']} {o['detail']}".rstrip())
     return 0 if all(o["status"] == "ok" for o in outcomes) else 1
+
 
 def risk(args) -> int:
     "`risk status` and `risk resume`: the trading state of the paper or live account, and lifting a halt."
     import json
+
     from morningstar_trader.cycle import resume_trading, risk_status
+
     top, _, _ = _setup(args, log_file=args.action == "resume")
     mode = args.mode or (top.mode if top.mode in ("paper", "live") else "paper")
     if args.strategy is None and top.strategies:
-        if args.action == "resume": raise _usage(f"resume: name the strategy with --strategy ({', '.join(s.name for s in top.strategies)})")
+        if args.action == "resume":
+            raise _usage(f"resume: name the strategy with --strategy ({', '.join(s.name for s in top.strategies)})")
         dirs = {s.name: _configured(top, s.name).paths.state_dir for s in top.strategies}
         status = {name: risk_status(d, mode) for name, d in dirs.items() if (d / f"{mode}.sqlite").is_file()}
-        if not status: raise _usage(f"no {mode} account of any strategy under {top.paths.state_dir}")
+        if not status:
+            raise _usage(f"no {mode} account of any strategy under {top.paths.state_dir}")
     else:
         state_dir = _configured(top, args.strategy).paths.state_dir
-        status = resume_trading(state_dir, mode, args.reason) if args.action == "resume" else risk_status(state_dir, mode)
+        status = (
+            resume_trading(state_dir, mode, args.reason) if args.action == "resume" else risk_status(state_dir, mode)
+        )
     print(json.dumps(status, indent=2, default=str))
     return 0
 
+
 def runs(args) -> int:
     import json
+
     import pandas as pd
+
     from morningstar_trader.runs import compare_runs, list_runs, load_run
+
     cfg, _, _ = _setup(args, log_file=False)
     if args.action == "compare":
-        with pd.option_context("display.width", 200, "display.max_colwidth", 30, "display.float_format", "{:.4g}".format):
+        with pd.option_context(
+            "display.width", 200, "display.max_colwidth", 30, "display.float_format", "{:.4g}".format
+        ):
             print(compare_runs(args.run_ids, cfg.paths.runs_dir).to_string())
         return 0
     if args.action == "list":
         table = list_runs(cfg.paths.runs_dir)
-        if table.empty: print(f"no runs under {cfg.paths.runs_dir}"); return 0
+        if table.empty:
+            print(f"no runs under {cfg.paths.runs_dir}")
+            return 0
         metrics = [json.loads(m or "{}") for m in table["metrics"]]
         table["return"] = [m.get("total_return") for m in metrics]
-        table["buy_hold"] = [m.get("buy_hold_return") for m in metrics]       # runs from before benchmarks: empty
+        table["buy_hold"] = [m.get("buy_hold_return") for m in metrics]  # runs from before benchmarks: empty
         table["strategy"] = [json.loads(p or "{}").get("strategy", "model") for p in table["params"]]
         with pd.option_context("display.width", 200, "display.max_colwidth", 40):
-            print(table[["run_id", "mode", "strategy", "status", "start", "end", "duration_s", "return", "buy_hold", "path"]]
-                  .to_string(index=False))
+            print(
+                table[
+                    ["run_id", "mode", "strategy", "status", "start", "end", "duration_s", "return", "buy_hold", "path"]
+                ].to_string(index=False)
+            )
         return 0
     scraps = load_run(args.run_id, cfg.paths.runs_dir)
-    print(json.dumps({"parameters": scraps.get("parameters"), "stats": scraps.get("stats"), "errors": scraps.get("errors"),
-                      **{k: len(scraps[k]) for k in ("trades", "orders", "fills") if k in scraps}}, indent=2, default=str))
+    print(
+        json.dumps(
+            {
+                "parameters": scraps.get("parameters"),
+                "stats": scraps.get("stats"),
+                "errors": scraps.get("errors"),
+                **{k: len(scraps[k]) for k in ("trades", "orders", "fills") if k in scraps},
+            },
+            indent=2,
+            default=str,
+        )
+    )
     return 0
 
 # %% ../nbs/15_cli.ipynb #77e5b40a
 def voila_command(notebook: Path, port: int, template: str = "morningstar") -> list[str]:
     "The Voila server for the dashboard notebook: loopback only, no browser opened, no traceback shown, no CDN."
     # jupytext's JupyterLab extension (a dev tool) does not load in Voila's page and would log an error there
-    return [sys.executable, "-m", "voila", str(notebook), f"--port={port}", "--Voila.ip=127.0.0.1", "--Voila.port_retries=0",
-            "--Voila.open_browser=False", "--VoilaConfiguration.show_tracebacks=False", "--KernelManager.transport=ipc",
-            f"--VoilaConfiguration.template={template}", "--VoilaConfiguration.extension_denylist=jupyterlab-jupytext"]
+    return [
+        sys.executable,
+        "-m",
+        "voila",
+        str(notebook),
+        f"--port={port}",
+        "--Voila.ip=127.0.0.1",
+        "--Voila.port_retries=0",
+        "--Voila.open_browser=False",
+        "--VoilaConfiguration.show_tracebacks=False",
+        "--KernelManager.transport=ipc",
+        f"--VoilaConfiguration.template={template}",
+        "--VoilaConfiguration.extension_denylist=jupyterlab-jupytext",
+    ]
+
 
 def dashboard(args) -> int:
     "Serve the dashboard until Ctrl-C."
     import os
+
     from morningstar_trader.types import MorningstarError
-    _setup(args, log_file=False)                                   # a bad config stops here, as for every command
+
+    _setup(args, log_file=False)  # a bad config stops here, as for every command
     notebook = Path(args.notebook)
-    if not notebook.is_file(): raise _usage(f"--notebook {notebook}: not found (run from the project root, or pass --notebook)")
-    if not 1024 <= args.port <= 65535: raise _usage(f"--port {args.port}: use 1024-65535")
-    if not args.refresh >= 0: raise _usage(f"--refresh {args.refresh}: seconds, 0 (never) or more")
-    try: import voila  # noqa: F401
-    except ImportError: raise MorningstarError("the dashboard needs Voila, which comes with the lab extra: "
-                                               "pip install 'morningstar_trader[lab]' (or `make setup`)") from None
-    from morningstar_trader.dashboard import offline_template
+    if not notebook.is_file():
+        raise _usage(f"--notebook {notebook}: not found (run from the project root, or pass --notebook)")
+    if not 1024 <= args.port <= 65535:
+        raise _usage(f"--port {args.port}: use 1024-65535")
+    if not args.refresh >= 0:
+        raise _usage(f"--refresh {args.refresh}: seconds, 0 (never) or more")
+    try:
+        import voila  # noqa: F401
+    except ImportError:
+        raise MorningstarError(
+            "the dashboard needs Voila, which comes with the lab extra: "
+            "pip install 'morningstar_trader[lab]' (or `make setup`)"
+        ) from None
     import tempfile
+
+    from morningstar_trader.dashboard import offline_template
+
     templates = Path(tempfile.gettempdir()) / f"morningstar-voila-{os.getuid()}"
-    offline_template(templates)                    # Voila's page without its CDN links
-    env = {**os.environ, "MORNINGSTAR_DASHBOARD_ROOT": str(Path.cwd()), "MORNINGSTAR_DASHBOARD_CONFIG": str(Path(args.config).resolve()),
-           "MORNINGSTAR_DASHBOARD_REFRESH_S": str(args.refresh),
-           "JUPYTER_PATH": os.pathsep.join(p for p in (str(templates), os.environ.get("JUPYTER_PATH", "")) if p)}
+    offline_template(templates)  # Voila's page without its CDN links
+    env = {
+        **os.environ,
+        "MORNINGSTAR_DASHBOARD_ROOT": str(Path.cwd()),
+        "MORNINGSTAR_DASHBOARD_CONFIG": str(Path(args.config).resolve()),
+        "MORNINGSTAR_DASHBOARD_REFRESH_S": str(args.refresh),
+        "JUPYTER_PATH": os.pathsep.join(p for p in (str(templates), os.environ.get("JUPYTER_PATH", "")) if p),
+    }
     print(f"dashboard: http://127.0.0.1:{args.port}/  (Ctrl-C stops it)", flush=True)
     cmd = voila_command(notebook, args.port)
-    os.execve(cmd[0], cmd, env)        # this process becomes the server: a signal to it stops the server, nothing is orphaned
+    os.execve(cmd[0], cmd, env)  # this process becomes the server: a signal to it stops the server, nothing is orphaned
 
 # %% ../nbs/15_cli.ipynb #cd21903c
 def _backtest_range(p) -> None:
@@ -509,33 +819,59 @@ def _backtest_range(p) -> None:
     p.add_argument("--exchange", help="store name of the candles (default: exchange.id of the config)")
     p.add_argument("--start", type=_date("--start"), help="first candle, UTC (default: all stored)")
     p.add_argument("--end", type=_date("--end"), help="stop before this candle, UTC")
-    p.add_argument("--size", type=_positive("--size"), help="fixed units per position (default for the model: sized by the decision stage)")
-    p.add_argument("--cash", type=_positive("--cash"), default=10_000.0, help="starting cash in quote currency (default: %(default)s)")
+    p.add_argument(
+        "--size",
+        type=_positive("--size"),
+        help="fixed units per position (default for the model: sized by the decision stage)",
+    )
+    p.add_argument(
+        "--cash",
+        type=_positive("--cash"),
+        default=10_000.0,
+        help="starting cash in quote currency (default: %(default)s)",
+    )
+
 
 def build_parser() -> argparse.ArgumentParser:
     "The `morningstar` argument parser."
-    p = argparse.ArgumentParser(prog="morningstar", description="ML-driven crypto trading: data, models, backtests, paper and live cycles.")
+    p = argparse.ArgumentParser(
+        prog="morningstar", description="ML-driven crypto trading: data, models, backtests, paper and live cycles."
+    )
     p.add_argument("--version", action="version", version=f"morningstar_trader {morningstar_trader.__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    data = sub.add_parser("data", help="market data: download, import, show, sample").add_subparsers(dest="action", required=True, metavar="ACTION")
+    data = sub.add_parser("data", help="market data: download, import, show, sample").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
 
-    d = data.add_parser("download", parents=[_common(True)], help="fetch closed candles from an exchange into the store")
+    d = data.add_parser(
+        "download", parents=[_common(True)], help="fetch closed candles from an exchange into the store"
+    )
     d.add_argument("--exchange", help="ccxt exchange id (default: exchange.id of the config)")
     d.add_argument("--pairs", nargs="+", metavar="PAIR", help="e.g. BTC/USDT ETH/USDT (default: pairs of the config)")
     d.add_argument("--timeframe", help="e.g. 1h (default: timeframe of the config)")
     d.add_argument("--start", required=True, type=_date("--start"), help="first candle open time, UTC")
     d.add_argument("--end", type=_date("--end"), help="stop before this open time, UTC (default: now)")
     d.add_argument("--since-last", action="store_true", help="start each pair after its last stored candle")
-    d.add_argument("--drop-invalid", action="store_true", help="store the valid candles when some are bad (default: fail)")
+    d.add_argument(
+        "--drop-invalid", action="store_true", help="store the valid candles when some are bad (default: fail)"
+    )
     d.set_defaults(run=data_download)
 
-    i = data.add_parser("import", parents=[_common(True)], help="import candles from a CSV, Feather or Parquet file into the store")
-    i.add_argument("file", type=Path, help="CSV, .feather or .parquet with timestamp (s/ms/us or ISO-8601), open, high, low, close, volume")
+    i = data.add_parser(
+        "import", parents=[_common(True)], help="import candles from a CSV, Feather or Parquet file into the store"
+    )
+    i.add_argument(
+        "file",
+        type=Path,
+        help="CSV, .feather or .parquet with timestamp (s/ms/us or ISO-8601), open, high, low, close, volume",
+    )
     i.add_argument("--exchange", required=True, help="the store's name for the source, e.g. binance")
     i.add_argument("--pair", required=True, help="BASE/QUOTE, e.g. BTC/USDT")
     i.add_argument("--timeframe", required=True, help="e.g. 1h")
     i.add_argument("--tz", default="UTC", help="time zone of naive timestamps (default: UTC)")
-    i.add_argument("--drop-invalid", action="store_true", help="store the valid candles when some are bad (default: fail)")
+    i.add_argument(
+        "--drop-invalid", action="store_true", help="store the valid candles when some are bad (default: fail)"
+    )
     i.set_defaults(run=data_import)
 
     s = data.add_parser("show", parents=[_common(True)], help="list what is stored: pairs, ranges, rows, gaps")
@@ -550,26 +886,52 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(run=data_sample)
 
     from morningstar_trader.config import ALT_SERIES
+
     sources = (*ALT_SERIES[:3], "news", ALT_SERIES[3])
-    alt = sub.add_parser("alt", help="alternative data: download, import, show").add_subparsers(dest="action", required=True, metavar="ACTION")
+    alt = sub.add_parser("alt", help="alternative data: download, import, show").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
     ad = alt.add_parser("download", parents=[_common(True)], help="fetch one alternative-data source into the store")
     ad.add_argument("source", choices=sources)
-    ad.add_argument("--series", nargs="+", metavar="NAME", help="onchain: blockchain.com chart names (default: alt.onchain.series)")
-    ad.add_argument("--start", type=_date("--start"), help="first event time, UTC (default: after the newest stored, else the source's default)")
+    ad.add_argument(
+        "--series", nargs="+", metavar="NAME", help="onchain: blockchain.com chart names (default: alt.onchain.series)"
+    )
+    ad.add_argument(
+        "--start",
+        type=_date("--start"),
+        help="first event time, UTC (default: after the newest stored, else the source's default)",
+    )
     ad.add_argument("--end", type=_date("--end"), help="stop before this event time, UTC (default: now)")
-    ad.add_argument("--api-url", metavar="URL", help="the API's host, e.g. a mirror (default: alt.SOURCE.api_url, else the public one)")
+    ad.add_argument(
+        "--api-url",
+        metavar="URL",
+        help="the API's host, e.g. a mirror (default: alt.SOURCE.api_url, else the public one)",
+    )
     ad.set_defaults(run=alt_download)
-    ai = alt.add_parser("import", parents=[_common(True)], help="import an alternative-data file (its quirks: see nbs/03b_alt_import.ipynb)")
+    ai = alt.add_parser(
+        "import",
+        parents=[_common(True)],
+        help="import an alternative-data file (its quirks: see nbs/03b_alt_import.ipynb)",
+    )
     ai.add_argument("source", choices=sources)
     ai.add_argument("file", type=Path)
-    ai.add_argument("--tz", help="time zone of naive local times, e.g. Europe/Berlin (required for files that have them)")
+    ai.add_argument(
+        "--tz", help="time zone of naive local times, e.g. Europe/Berlin (required for files that have them)"
+    )
     ai.add_argument("--asset", help="the asset a one-series file is about (default: from the file name, else BTC)")
     ai.add_argument("--column", help="the stored name of a one-series file's values (default per source)")
     ai.set_defaults(run=alt_import)
-    alt.add_parser("show", parents=[_common(True)], help="per source: rows, first/last, newest age, gaps").set_defaults(run=alt_show)
+    alt.add_parser("show", parents=[_common(True)], help="per source: rows, first/last, newest age, gaps").set_defaults(
+        run=alt_show
+    )
 
-    t = sub.add_parser("train", parents=[_common(True)], help="train the multi-task model on stored candles (walk-forward)")
-    t.add_argument("--exchange", help="store name of the candles (default: exchange.id of the config; `synthetic` for the sample set)")
+    t = sub.add_parser(
+        "train", parents=[_common(True)], help="train the multi-task model on stored candles (walk-forward)"
+    )
+    t.add_argument(
+        "--exchange",
+        help="store name of the candles (default: exchange.id of the config; `synthetic` for the sample set)",
+    )
     t.add_argument("--pairs", nargs="+", metavar="PAIR", help="default: pairs of the config")
     t.add_argument("--start", type=_date("--start"), help="first candle to use, UTC (default: all stored)")
     t.add_argument("--end", type=_date("--end"), help="stop before this candle, UTC (default: all stored)")
@@ -579,60 +941,117 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no per-epoch progress")
     t.set_defaults(run=train)
 
-    r = sub.add_parser("review", parents=[_common(True), _llm_options()], help="ask the LLM supervisor about the model's proposal at one bar")
+    r = sub.add_parser(
+        "review",
+        parents=[_common(True), _llm_options()],
+        help="ask the LLM supervisor about the model's proposal at one bar",
+    )
     r.add_argument("--pair", required=True, help="e.g. BTC/USDT")
     r.add_argument("--exchange", help="store name of the candles (default: exchange.id of the config)")
     r.add_argument("--at", type=_date("--at"), help="open time of the decision bar, UTC (default: the last stored)")
-    r.add_argument("--equity", type=_positive("--equity"), default=10_000.0, help="account equity the proposal is sized for (default: %(default)s)")
+    r.add_argument(
+        "--equity",
+        type=_positive("--equity"),
+        default=10_000.0,
+        help="account equity the proposal is sized for (default: %(default)s)",
+    )
     r.set_defaults(run=review)
 
-    b = sub.add_parser("backtest", parents=[_common(True), _llm_options()], help="backtest a strategy over stored candles")
+    b = sub.add_parser(
+        "backtest", parents=[_common(True), _llm_options()], help="backtest a strategy over stored candles"
+    )
     b.add_argument("--strategy", choices=sorted(_STRATEGY_PARAMS), default="model", help="default: %(default)s")
-    b.add_argument("--param", action="append", metavar="KEY=VALUE", help="strategy parameter, e.g. fast=10 (repeatable)")
+    b.add_argument(
+        "--param", action="append", metavar="KEY=VALUE", help="strategy parameter, e.g. fast=10 (repeatable)"
+    )
     _backtest_range(b)
     b.add_argument("--out", metavar="DIR", help="output folder (default: <runs_dir>/backtests/<UTC time>-<strategy>)")
-    b.add_argument("--check-lookahead", action="store_true", help="re-run on data cut after each decision bar; fail on any change")
+    b.add_argument(
+        "--check-lookahead", action="store_true", help="re-run on data cut after each decision bar; fail on any change"
+    )
     b.set_defaults(run=backtest)
 
-    w = sub.add_parser("sweep", parents=[_common(True)], help="backtest a grid of parameters on a Dask cluster (resumable)")
+    w = sub.add_parser(
+        "sweep", parents=[_common(True)], help="backtest a grid of parameters on a Dask cluster (resumable)"
+    )
     w.add_argument("--strategy", choices=sorted(_STRATEGY_PARAMS), default="model", help="default: %(default)s")
-    w.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2", help="a strategy parameter or dotted setting and its values (repeatable)")
+    w.add_argument(
+        "--grid",
+        action="append",
+        required=True,
+        metavar="KEY=V1,V2",
+        help="a strategy parameter or dotted setting and its values (repeatable)",
+    )
     w.add_argument("--random", type=int, metavar="N", help="N points drawn from the grid instead of all of them")
     w.add_argument("--seed", type=int, default=0, help="seed of --random (default: %(default)s)")
-    w.add_argument("--folds", type=int, default=1, help="consecutive windows each point is backtested on (default: %(default)s)")
+    w.add_argument(
+        "--folds", type=int, default=1, help="consecutive windows each point is backtested on (default: %(default)s)"
+    )
     _backtest_range(w)
-    w.add_argument("--out", metavar="DIR", help="output folder; an earlier sweep's to resume it (default: <runs_dir>/sweeps/<UTC time>-<strategy>)")
-    w.add_argument("--scheduler", metavar="URL", help="tcp://HOST:PORT of a Dask scheduler (default: sweep.scheduler, else a local cluster)")
-    w.add_argument("--workers", type=int, metavar="N", help="local cluster: worker processes (default: sweep.workers, else one per core)")
+    w.add_argument(
+        "--out",
+        metavar="DIR",
+        help="output folder; an earlier sweep's to resume it (default: <runs_dir>/sweeps/<UTC time>-<strategy>)",
+    )
+    w.add_argument(
+        "--scheduler",
+        metavar="URL",
+        help="tcp://HOST:PORT of a Dask scheduler (default: sweep.scheduler, else a local cluster)",
+    )
+    w.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="local cluster: worker processes (default: sweep.workers, else one per core)",
+    )
     w.add_argument("--metric", default="sharpe", help="the statistic the report ranks by (default: %(default)s)")
     w.add_argument("--notebook", default="nbs/sweep.ipynb", help="the report notebook (default: %(default)s)")
     w.add_argument("--no-report", action="store_true", help="skip the report notebook")
     w.set_defaults(run=sweep)
 
-    n = sub.add_parser("run", parents=[_common(True), _llm_options()], help="run the trading-cycle notebook through papermill")
+    n = sub.add_parser(
+        "run", parents=[_common(True), _llm_options()], help="run the trading-cycle notebook through papermill"
+    )
     n.add_argument("--mode", choices=["backtest", "paper", "live"], help="default: mode of the config")
     n.add_argument("--i-understand-this-trades-real-money", action="store_true", help="required with --mode live")
-    n.add_argument("--allow-unproven-model", action="store_true", help="live: trade a model whose card shows no edge after costs")
-    n.add_argument("--strategy", metavar="NAME", help=f"{' | '.join(sorted(_STRATEGY_PARAMS))} (backtests), or one of the "
-                   "config's strategies (its own pairs, model and book); default: the notebook's (model)")
-    n.add_argument("--size", type=_positive("--size"), help="fixed units per position (default: sized by the decision stage)")
+    n.add_argument(
+        "--allow-unproven-model", action="store_true", help="live: trade a model whose card shows no edge after costs"
+    )
+    n.add_argument(
+        "--strategy",
+        metavar="NAME",
+        help=f"{' | '.join(sorted(_STRATEGY_PARAMS))} (backtests), or one of the "
+        "config's strategies (its own pairs, model and book); default: the notebook's (model)",
+    )
+    n.add_argument(
+        "--size", type=_positive("--size"), help="fixed units per position (default: sized by the decision stage)"
+    )
     n.add_argument("--pairs", nargs="+", metavar="PAIR")
     n.add_argument("--exchange", help="store name of the candles (default: exchange.id of the config)")
-    n.add_argument("--start", type=_date("--start")); n.add_argument("--end", type=_date("--end"))
+    n.add_argument("--start", type=_date("--start"))
+    n.add_argument("--end", type=_date("--end"))
     n.add_argument("--timeframe", help="candle timeframe (default: the config's)")
-    n.add_argument("--bar-close", type=_date("--bar-close"), help="paper: the bar close this cycle serves; it waits for it")
+    n.add_argument(
+        "--bar-close", type=_date("--bar-close"), help="paper: the bar close this cycle serves; it waits for it"
+    )
     n.add_argument("--notebook", default="nbs/trading_cycle.ipynb", help="the cycle notebook (default: %(default)s)")
     n.add_argument("--html", action="store_true", help="also write an HTML copy of the run notebook")
     n.set_defaults(run=run)
 
-    sc = sub.add_parser("schedule", parents=[_common(True), _llm_options()], help="one cycle notebook run per closed bar")
+    sc = sub.add_parser(
+        "schedule", parents=[_common(True), _llm_options()], help="one cycle notebook run per closed bar"
+    )
     sc.add_argument("--mode", choices=["paper", "live"], help="default: mode of the config")
     sc.add_argument("--i-understand-this-trades-real-money", action="store_true", help="required with --mode live")
-    sc.add_argument("--allow-unproven-model", action="store_true", help="live: trade a model whose card shows no edge after costs")
+    sc.add_argument(
+        "--allow-unproven-model", action="store_true", help="live: trade a model whose card shows no edge after costs"
+    )
     sc.add_argument("--pairs", nargs="+", metavar="PAIR")
     sc.add_argument("--timeframe", help="candle timeframe (default: the config's)")
     sc.add_argument("--max-runs", type=int, metavar="N", help="stop after N bars (default: run until interrupted)")
-    sc.add_argument("--strategy", metavar="NAME", help="one of the config's strategies (default: all of them, in parallel)")
+    sc.add_argument(
+        "--strategy", metavar="NAME", help="one of the config's strategies (default: all of them, in parallel)"
+    )
     sc.add_argument("--notebook", default="nbs/trading_cycle.ipynb", help="the cycle notebook (default: %(default)s)")
     sc.set_defaults(run=schedule)
 
@@ -645,12 +1064,22 @@ def build_parser() -> argparse.ArgumentParser:
     rr = rk_sub.add_parser("resume", parents=[_common(False)], help="lift a halt (journaled with the reason)")
     rr.add_argument("--mode", choices=["paper", "live"], help="default: mode of the config (paper when it is backtest)")
     rr.add_argument("--reason", required=True, help="why trading may resume (kept in the journal)")
-    rr.add_argument("--strategy", metavar="NAME", help="one of the config's strategies (needed when the config has them)")
+    rr.add_argument(
+        "--strategy", metavar="NAME", help="one of the config's strategies (needed when the config has them)"
+    )
     rr.set_defaults(run=risk)
 
-    db = sub.add_parser("dashboard", parents=[_common(False)], help="the dashboard (runs, trading, data) in a browser, via Voila")
+    db = sub.add_parser(
+        "dashboard", parents=[_common(False)], help="the dashboard (runs, trading, data) in a browser, via Voila"
+    )
     db.add_argument("--port", type=int, default=8866, help="port on 127.0.0.1 (default: %(default)s)")
-    db.add_argument("--refresh", type=float, default=10.0, metavar="S", help="seconds between trading refreshes (default: %(default)s)")
+    db.add_argument(
+        "--refresh",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds between trading refreshes (default: %(default)s)",
+    )
     db.add_argument("--notebook", default="nbs/dashboard.ipynb", help="the dashboard notebook (default: %(default)s)")
     db.set_defaults(run=dashboard)
 
@@ -660,7 +1089,9 @@ def build_parser() -> argparse.ArgumentParser:
     show = rs_sub.add_parser("show", parents=[_common(False)], help="one run's parameters, stats and errors")
     show.add_argument("run_id")
     show.set_defaults(run=runs)
-    cmp = rs_sub.add_parser("compare", parents=[_common(False)], help="runs side by side: parameters that differ, then stats")
+    cmp = rs_sub.add_parser(
+        "compare", parents=[_common(False)], help="runs side by side: parameters that differ, then stats"
+    )
     cmp.add_argument("run_ids", nargs="+", metavar="RUN_ID")
     cmp.set_defaults(run=runs)
     return p
@@ -669,11 +1100,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     "Run `morningstar` with `argv`; the exit status: 0 done, 1 failed, 2 bad config or arguments."
     args = build_parser().parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)     # `schedule` starts one child per strategy with these
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # `schedule` starts one child per strategy with these
     from morningstar_trader.config import ConfigError, load_secrets
     from morningstar_trader.logging import close_logging, redact
     from morningstar_trader.types import MorningstarError
-    try: return args.run(args)
+
+    try:
+        return args.run(args)
     except (MorningstarError, OSError) as e:
         print(f"morningstar: error: {redact(str(e), load_secrets().values())}", file=sys.stderr)
         return 2 if isinstance(e, ConfigError) else 1
@@ -681,4 +1114,4 @@ def main(argv: list[str] | None = None) -> int:
         print("morningstar: interrupted", file=sys.stderr)
         return 130
     finally:
-        close_logging()           # main() called in a process that goes on (a notebook, a test) leaves no handler behind
+        close_logging()  # main() called in a process that goes on (a notebook, a test) leaves no handler behind

@@ -16,8 +16,17 @@ from pathlib import Path
 from typing import Annotated, Any, Iterator, Literal, Mapping, get_args
 
 import yaml
-from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError,
-                      field_validator, model_validator)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .types import MorningstarError, parse_timeframe
 
@@ -39,9 +48,11 @@ class ConfigError(MorningstarError):
 _repr = reprlib.Repr()
 _repr.maxstring, _repr.maxother, _repr.maxlong, _repr.maxlevel = 60, 60, 40, 3
 
+
 def _show(value: Any) -> str:
     "A short repr of `value` for an error message: long text, deep or huge values are cut."
-    try: return _repr.repr(value)
+    try:
+        return _repr.repr(value)
     except ValueError:  # Python refuses to print an int of more than 4,300 digits
         return f"an integer of {value.bit_length()} bits" if isinstance(value, int) else f"a {type(value).__name__}"
 
@@ -50,6 +61,7 @@ class _Section(BaseModel):
     # no setting means anything at infinity or NaN, and NaN slips past a range check that is only a lower bound
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
+
 Mode = Literal["backtest", "paper", "live"]
 MarketType = Literal["spot", "margin", "swap", "future"]
 
@@ -57,18 +69,25 @@ MarketType = Literal["spot", "margin", "swap", "future"]
 def _usable_path(p: Path) -> Path:
     "`p` unchanged when the OS can open it once expanded; ValueError saying what is wrong otherwise."
     text = str(p)
-    if "\0" in text: raise ValueError("a path must not contain a NUL byte")
-    try: p.expanduser()
+    if "\0" in text:
+        raise ValueError("a path must not contain a NUL byte")
+    try:
+        p.expanduser()
     except RuntimeError:  # pathlib's answer to ~user for no such user, or to ~ without a home directory
-        raise ValueError(f"{_show(text.split(os.sep)[0])} names no home directory on this machine; "
-                         "allowed: ~, ~user of an existing user, or a path without ~") from None
+        raise ValueError(
+            f"{_show(text.split(os.sep)[0])} names no home directory on this machine; "
+            "allowed: ~, ~user of an existing user, or a path without ~"
+        ) from None
     return p
+
 
 UsablePath = Annotated[Path, AfterValidator(_usable_path)]
 
+
 def resolve_path(value: str | Path, where: str) -> Path:
     "The absolute form of the path setting or argument `where`; ConfigError naming it when the path is unusable."
-    try: return _usable_path(Path(value)).expanduser().resolve()
+    try:
+        return _usable_path(Path(value)).expanduser().resolve()
     except (ValueError, OSError, RuntimeError) as e:
         raise ConfigError(f"{where}: {e} (got {_show(str(value))})") from None
 
@@ -76,30 +95,44 @@ def resolve_path(value: str | Path, where: str) -> Path:
 @dataclass(frozen=True)
 class ParamRange:
     "The values one indicator parameter accepts: whole bars, or a real number, from `lo` to `hi`."
+
     lo: float
     hi: float
     whole: bool = True
 
-    def allows(self, v: int | float) -> bool: return (isinstance(v, int) or not self.whole) and self.lo <= v <= self.hi
-    def __str__(self) -> str: return f"{'an integer' if self.whole else 'a number'} from {self.lo:g} to {self.hi:g}"
+    def allows(self, v: int | float) -> bool:
+        return (isinstance(v, int) or not self.whole) and self.lo <= v <= self.hi
+
+    def __str__(self) -> str:
+        return f"{'an integer' if self.whole else 'a number'} from {self.lo:g} to {self.hi:g}"
+
 
 # TA-Lib refuses a period of 1 for all but ROC and SMA; 10,000 bars of warm-up is already over a year of hourly data
 _BARS = ParamRange(2, 10_000)
-INDICATOR_PARAMS: dict[str, dict[str, ParamRange]] = {   # the names and parameters of features.INDICATORS
-    "log_return": {"period": ParamRange(1, 10_000)}, "rsi": {"period": _BARS},
-    "macd": {"fast": _BARS, "slow": _BARS, "signal": _BARS}, "natr": {"period": _BARS},
-    "bbands_width": {"period": _BARS, "nbdev": ParamRange(0.1, 10, whole=False)}, "ema_distance": {"period": _BARS},
-    "sma_distance": {"period": _BARS}, "adx": {"period": _BARS}, "volume_zscore": {"period": _BARS},
+INDICATOR_PARAMS: dict[str, dict[str, ParamRange]] = {  # the names and parameters of features.INDICATORS
+    "log_return": {"period": ParamRange(1, 10_000)},
+    "rsi": {"period": _BARS},
+    "macd": {"fast": _BARS, "slow": _BARS, "signal": _BARS},
+    "natr": {"period": _BARS},
+    "bbands_width": {"period": _BARS, "nbdev": ParamRange(0.1, 10, whole=False)},
+    "ema_distance": {"period": _BARS},
+    "sma_distance": {"period": _BARS},
+    "adx": {"period": _BARS},
+    "volume_zscore": {"period": _BARS},
     "realized_vol": {"period": _BARS},
 }
 
 # %% ../nbs/00_config.ipynb #c9554235
 def _param_number(v: Any) -> int | float:
     "An indicator parameter as an int when it is whole; text, booleans and non-finite numbers are refused."
-    if isinstance(v, bool) or not isinstance(v, numbers.Real): raise ValueError("must be a number, e.g. 14")
-    if isinstance(v, numbers.Integral): return int(v)
-    if not math.isfinite(v := float(v)): raise ValueError("must be a finite number")
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise ValueError("must be a number, e.g. 14")
+    if isinstance(v, numbers.Integral):
+        return int(v)
+    if not math.isfinite(v := float(v)):
+        raise ValueError("must be a finite number")
     return int(v) if v.is_integer() else v
+
 
 IndicatorParam = Annotated[int | float, BeforeValidator(_param_number)]
 
@@ -110,15 +143,22 @@ def _indicator_problems(specs) -> list[str]:
     for i, s in enumerate(specs):
         where = f"[{i}] {_show(s.name)}"
         if s.name not in INDICATOR_PARAMS:
-            out.append(f"{where}: unknown indicator; allowed: {', '.join(INDICATOR_PARAMS)}"); continue
+            out.append(f"{where}: unknown indicator; allowed: {', '.join(INDICATOR_PARAMS)}")
+            continue
         want = INDICATOR_PARAMS[s.name]
         if set(s.params) != set(want):
-            out.append(f"{where}: parameters must be exactly {sorted(want)} (got {_show(sorted(s.params))})"); continue
-        out += [f"{where}: {k} must be {r} (got {_show(s.params[k])})" for k, r in want.items() if not r.allows(s.params[k])]
-        if s.name == "macd" and s.params["fast"] >= s.params["slow"]:  # TA-Lib would swap them, and the warm-up be too short
+            out.append(f"{where}: parameters must be exactly {sorted(want)} (got {_show(sorted(s.params))})")
+            continue
+        out += [
+            f"{where}: {k} must be {r} (got {_show(s.params[k])})" for k, r in want.items() if not r.allows(s.params[k])
+        ]
+        if (
+            s.name == "macd" and s.params["fast"] >= s.params["slow"]
+        ):  # TA-Lib would swap them, and the warm-up be too short
             out.append(f"{where}: fast must be below slow (got fast {s.params['fast']}, slow {s.params['slow']})")
         key = (s.name, tuple(sorted(s.params.items())))
-        if key in seen: out.append(f"{where}: repeats [{seen[key]}]")
+        if key in seen:
+            out.append(f"{where}: repeats [{seen[key]}]")
         seen.setdefault(key, i)
     return out
 
@@ -127,32 +167,39 @@ def _check_url(v: str) -> None:
     if not re.match(r"^https?://[^/\s]+", v):
         raise ValueError("must be an http:// or https:// URL such as http://127.0.0.1:8080")
 
+
 class ExchangeSettings(_Section):
     "Which ccxt exchange to talk to, and how."
-    id: str = "binance"                       # a ccxt exchange id (`ccxt.exchanges`)
+
+    id: str = "binance"  # a ccxt exchange id (`ccxt.exchanges`)
     market_type: MarketType = "spot"
-    api_url: str | None = None                # replaces the API host (testnet or a local server); None: the exchange's own
-    sandbox: bool = False                     # ccxt's sandbox (testnet) URLs, where the exchange has them
+    api_url: str | None = None  # replaces the API host (testnet or a local server); None: the exchange's own
+    sandbox: bool = False  # ccxt's sandbox (testnet) URLs, where the exchange has them
     timeout_ms: int = Field(10_000, ge=100, le=120_000)
-    enable_rate_limit: bool = True            # ccxt's built-in request throttle
+    enable_rate_limit: bool = True  # ccxt's built-in request throttle
     # the cycle's newest candles: REST requests at the close, or ccxt.pro's websocket kline stream (paper and live;
     # REST still fills what the stream missed); `ws_url` replaces the websocket host (a local server)
     candles: Literal["rest", "stream"] = "rest"
     ws_url: str | None = None
-    stream_wait_ms: int = Field(2_000, ge=0, le=60_000)   # at the close: how long to wait for the stream before REST
+    stream_wait_ms: int = Field(2_000, ge=0, le=60_000)  # at the close: how long to wait for the stream before REST
 
     @field_validator("id")
     @classmethod
     def _known_exchange(cls, v: str) -> str:
         import ccxt  # imported here: ccxt takes a second to import, and only this check needs it
+
         if v not in ccxt.exchanges:
-            raise ValueError(f"unknown ccxt exchange id; allowed: one of the {len(ccxt.exchanges)} ids in ccxt.exchanges, e.g. binance, kraken, okx")
+            raise ValueError(
+                f"unknown ccxt exchange id; allowed: one of the {len(ccxt.exchanges)} ids in ccxt.exchanges, e.g. "
+                "binance, kraken, okx"
+            )
         return v
 
     @field_validator("api_url")
     @classmethod
     def _http_url(cls, v: str | None) -> str | None:
-        if v is not None: _check_url(v)
+        if v is not None:
+            _check_url(v)
         return v.rstrip("/") if v else v
 
     @field_validator("ws_url")
@@ -165,8 +212,9 @@ class ExchangeSettings(_Section):
     @model_validator(mode="after")
     def _one_url_source(self):
         if self.candles == "stream" and self.api_url and not self.ws_url:
-            raise ValueError("candles 'stream' with api_url needs ws_url too: "
-                             "the stream would go to the exchange's own host")
+            raise ValueError(
+                "candles 'stream' with api_url needs ws_url too: the stream would go to the exchange's own host"
+            )
         if self.api_url and self.sandbox:
             raise ValueError("set either api_url or sandbox, not both: both would choose the API host")
         return self
@@ -174,27 +222,33 @@ class ExchangeSettings(_Section):
 # %% ../nbs/00_config.ipynb #e46c3191
 class RetrySettings(_Section):
     "Backoff for requests that failed for a temporary reason (ccxt's NetworkError family)."
+
     max_attempts: int = Field(5, ge=1, le=20)
     initial_delay_s: float = Field(0.5, gt=0, le=60)
     max_delay_s: float = Field(30.0, gt=0, le=600)
 
+
 class PathSettings(_Section):
     "Where things live; relative paths are resolved against the working directory at load time."
+
     data_dir: UsablePath = Path("data")
     models_dir: UsablePath = Path("models")
     runs_dir: UsablePath = Path("runs")
     state_dir: UsablePath = Path("state")
     logs_dir: UsablePath = Path("logs")
-    logs_keep: int = Field(200, ge=1, le=100_000)   # JSON-lines files kept in logs_dir, the newest
+    logs_keep: int = Field(200, ge=1, le=100_000)  # JSON-lines files kept in logs_dir, the newest
+
 
 HEADS = ("signal", "volatility", "regime", "sl_tp")
 
+
 class ModelSettings(_Section):
     "Which model to load, and the shape of the network when training one."
+
     name: str = Field("default", pattern=r"^[A-Za-z0-9_.-]+$")
     version: str = Field("latest", pattern=r"^[A-Za-z0-9_.-]+$")
     heads: tuple[Literal["signal", "volatility", "regime", "sl_tp"], ...] = HEADS  # inactive heads are not built
-    regimes: int = Field(3, ge=2, le=8)            # K of the regime head
+    regimes: int = Field(3, ge=2, le=8)  # K of the regime head
     conv_filters: int = Field(32, ge=4, le=512)
     rnn_units: int = Field(32, ge=4, le=512)
     dense_units: int = Field(64, ge=4, le=1024)
@@ -203,32 +257,42 @@ class ModelSettings(_Section):
     @field_validator("name", "version")
     @classmethod
     def _not_dots(cls, v: str) -> str:
-        if not v.strip("."): raise ValueError("must not be only dots: it names a folder under paths.models_dir")
+        if not v.strip("."):
+            raise ValueError("must not be only dots: it names a folder under paths.models_dir")
         return v
 
     @field_validator("heads")
     @classmethod
     def _heads(cls, v):
-        if not v or len(set(v)) != len(v): raise ValueError(f"heads must be a non-empty list without repeats from {list(HEADS)}")
+        if not v or len(set(v)) != len(v):
+            raise ValueError(f"heads must be a non-empty list without repeats from {list(HEADS)}")
         return v
+
 
 class IndicatorSpec(_Section):
     "One indicator by its name in `morningstar_trader.features.INDICATORS` and its parameters."
+
     name: str
     params: dict[str, IndicatorParam] = {}
 
-ALT_SERIES = ("fear_greed", "funding", "open_interest", "onchain")   # the numeric provider sources (news is text)
+
+ALT_SERIES = ("fear_greed", "funding", "open_interest", "onchain")  # the numeric provider sources (news is text)
+
 
 def _duration(v: str) -> str:
-    parse_timeframe(v)   # raises ValueError naming what is allowed
+    parse_timeframe(v)  # raises ValueError naming what is allowed
     return v
 
+
 Duration = Annotated[str, AfterValidator(_duration)]
+
 
 class AltDataSource(_Section):
     """Context features from a table: a file (`path`, CSV or Parquet with `published_at`) or a provider's store
     (`source`, read as of its availability time). Values older than `max_age` at the bar close are stale:
-    `stale_policy` refuse drops the bar (a live cycle skips the pair), carry keeps the value and adds `<name>_age_hours`."""
+    `stale_policy` refuse drops the bar (a live cycle skips the pair), carry keeps the value and adds
+    `<name>_age_hours`."""
+
     name: str = Field(pattern=r"^[A-Za-z0-9_]+$")
     path: UsablePath | None = None
     source: Literal["fear_greed", "funding", "open_interest", "onchain"] | None = None
@@ -239,24 +303,35 @@ class AltDataSource(_Section):
     @model_validator(mode="after")
     def _one_origin(self):
         if (self.path is None) == (self.source is None):
-            raise ValueError(f"alt_data {self.name!r}: set exactly one of path (a file) or source (one of {list(ALT_SERIES)})")
-        if not self.columns: raise ValueError(f"alt_data {self.name!r}: columns must name at least one value column")
+            raise ValueError(
+                f"alt_data {self.name!r}: set exactly one of path (a file) or source (one of {list(ALT_SERIES)})"
+            )
+        if not self.columns:
+            raise ValueError(f"alt_data {self.name!r}: columns must name at least one value column")
         return self
 
+
 _DEFAULT_INDICATORS = (
-    IndicatorSpec(name="log_return", params={"period": 1}), IndicatorSpec(name="log_return", params={"period": 24}),
-    IndicatorSpec(name="rsi", params={"period": 14}), IndicatorSpec(name="macd", params={"fast": 12, "slow": 26, "signal": 9}),
-    IndicatorSpec(name="natr", params={"period": 14}), IndicatorSpec(name="bbands_width", params={"period": 20, "nbdev": 2}),
-    IndicatorSpec(name="ema_distance", params={"period": 50}), IndicatorSpec(name="sma_distance", params={"period": 200}),
-    IndicatorSpec(name="adx", params={"period": 14}), IndicatorSpec(name="volume_zscore", params={"period": 48}),
+    IndicatorSpec(name="log_return", params={"period": 1}),
+    IndicatorSpec(name="log_return", params={"period": 24}),
+    IndicatorSpec(name="rsi", params={"period": 14}),
+    IndicatorSpec(name="macd", params={"fast": 12, "slow": 26, "signal": 9}),
+    IndicatorSpec(name="natr", params={"period": 14}),
+    IndicatorSpec(name="bbands_width", params={"period": 20, "nbdev": 2}),
+    IndicatorSpec(name="ema_distance", params={"period": 50}),
+    IndicatorSpec(name="sma_distance", params={"period": 200}),
+    IndicatorSpec(name="adx", params={"period": 14}),
+    IndicatorSpec(name="volume_zscore", params={"period": 48}),
     IndicatorSpec(name="realized_vol", params={"period": 24}),
 )
 
+
 class FeatureSettings(_Section):
     "How candles become model inputs (see nbs/04_features.ipynb)."
-    window: int = Field(48, ge=2, le=2_000)                 # bars in one input window
-    gap_policy: Literal["split", "error"] = "split"         # split: each gap-free stretch on its own; error: refuse gaps
-    clip: float = Field(8.0, gt=0, le=1_000)                # scaled features are clipped to [-clip, clip]
+
+    window: int = Field(48, ge=2, le=2_000)  # bars in one input window
+    gap_policy: Literal["split", "error"] = "split"  # split: each gap-free stretch on its own; error: refuse gaps
+    clip: float = Field(8.0, gt=0, le=1_000)  # scaled features are clipped to [-clip, clip]
     indicators: tuple[IndicatorSpec, ...] = _DEFAULT_INDICATORS
     alt_data: tuple[AltDataSource, ...] = ()
 
@@ -264,16 +339,21 @@ class FeatureSettings(_Section):
     @classmethod
     def _indicators(cls, v: tuple[IndicatorSpec, ...]) -> tuple[IndicatorSpec, ...]:
         if not v:
-            raise ValueError(f"at least one indicator is needed (got none); allowed names: {', '.join(INDICATOR_PARAMS)}")
-        if problems := _indicator_problems(v): raise ValueError("; ".join(problems))
+            raise ValueError(
+                f"at least one indicator is needed (got none); allowed names: {', '.join(INDICATOR_PARAMS)}"
+            )
+        if problems := _indicator_problems(v):
+            raise ValueError("; ".join(problems))
         return v
+
 
 class TrainingSettings(_Section):
     "Labels and walk-forward training (see nbs/06_training.ipynb)."
-    horizon: int = Field(48, ge=1, le=1_000)                # bars ahead for every label (docs/EVALUATION.md: model variants)
-    barrier_atr: float = Field(2.0, gt=0, le=50)            # triple-barrier distance in ATRs (the natr indicator's period)
+
+    horizon: int = Field(48, ge=1, le=1_000)  # bars ahead for every label (docs/EVALUATION.md: model variants)
+    barrier_atr: float = Field(2.0, gt=0, le=50)  # triple-barrier distance in ATRs (the natr indicator's period)
     atr_period: int = Field(14, ge=2, le=500)
-    regime_window: int = Field(72, ge=2, le=5_000)          # bars ahead summarised by the regime clustering
+    regime_window: int = Field(72, ge=2, le=5_000)  # bars ahead summarised by the regime clustering
     train_bars: int = Field(8_760, ge=100, le=1_000_000)
     val_bars: int = Field(1_460, ge=50, le=1_000_000)
     test_bars: int = Field(1_460, ge=50, le=1_000_000)
@@ -282,23 +362,29 @@ class TrainingSettings(_Section):
     batch_size: int = Field(256, ge=8, le=65_536)
     learning_rate: float = Field(1e-3, gt=0, le=1)
     patience: int = Field(3, ge=1, le=100)
-    permutations: int = Field(200, ge=200, le=100_000)      # random-entry baselines per fold (the p-value)
+    permutations: int = Field(200, ge=200, le=100_000)  # random-entry baselines per fold (the p-value)
     class_weight: Literal["none", "balanced"] = "balanced"  # balanced: each signal class weighs as much in the loss
-    seed: int = Field(42, ge=0, le=2**32 - 1)              # numpy and Keras seeds are unsigned 32-bit
+    seed: int = Field(42, ge=0, le=2**32 - 1)  # numpy and Keras seeds are unsigned 32-bit
+
 
 class LlmSettings(_Section):
     "The LLM reviewer: any OpenAI-compatible endpoint; the key comes from MORNINGSTAR_LLM_API_KEY."
+
     mode: Literal["off", "simulated", "replay", "live"] = "simulated"
     base_url: str = "https://api.openai.com/v1"
     model: str = "gpt-4o-mini"
-    timeout_s: float = Field(30.0, gt=0, le=600)            # the whole review, retries included, never takes longer
+    timeout_s: float = Field(30.0, gt=0, le=600)  # the whole review, retries included, never takes longer
     max_retries: int = Field(2, ge=0, le=10)
-    failure_policy: Literal["skip_entry", "proceed_without_review", "reduce_size"] = "skip_entry"  # on timeout, error, refusal, bad reply
+    failure_policy: Literal["skip_entry", "proceed_without_review", "reduce_size"] = (
+        "skip_entry"  # on timeout, error, refusal, bad reply
+    )
     reduce_size_multiplier: float = Field(0.5, gt=0, lt=1)  # the size kept under failure_policy reduce_size
-    min_stop_fraction: float = Field(0.002, gt=0, lt=0.5)   # a tightened stop or target stays at least this far from entry
+    min_stop_fraction: float = Field(
+        0.002, gt=0, lt=0.5
+    )  # a tightened stop or target stays at least this far from entry
     max_rationale_chars: int = Field(500, ge=20, le=5_000)
-    input_cost_per_million: float = Field(0.15, ge=0)       # USD per million prompt tokens, for cost estimates
-    output_cost_per_million: float = Field(0.60, ge=0)      # USD per million completion tokens
+    input_cost_per_million: float = Field(0.15, ge=0)  # USD per million prompt tokens, for cost estimates
+    output_cost_per_million: float = Field(0.60, ge=0)  # USD per million completion tokens
 
     @field_validator("base_url")
     @classmethod
@@ -309,84 +395,133 @@ class LlmSettings(_Section):
 # %% ../nbs/00_config.ipynb #ac143960
 class RiskSettings(_Section):
     "Hard limits every order passes; fractions are of current equity."
-    # an entry's expected move over decision.vol_target_bars (volatility targeting); with no volatility head, its loss at the stop
-    risk_per_trade: float = Field(0.01, gt=0, le=0.1)
-    max_position_fraction: float = Field(0.25, gt=0, le=1)     # one position's notional
-    max_position_notional: float | None = Field(None, gt=0)    # the same cap in quote currency
-    max_total_exposure: float = Field(1.0, gt=0, le=10)        # all positions' notional together
-    max_open_positions: int = Field(3, ge=1, le=100)
-    daily_loss_limit: float = Field(0.05, gt=0, le=1)          # beyond it: reduce only
-    max_drawdown: float = Field(0.20, gt=0, le=1)              # beyond it: halted
-    cooldown_bars: int = Field(3, ge=0, le=10_000)             # after a stop-out, per pair
 
-DEFAULT_MIN_CONFIDENCE = 0.45   # the entry threshold of a model that chose none, when the config sets none
+    # an entry's expected move over decision.vol_target_bars (volatility targeting); with no volatility head, its loss
+    # at the stop
+    risk_per_trade: float = Field(0.01, gt=0, le=0.1)
+    max_position_fraction: float = Field(0.25, gt=0, le=1)  # one position's notional
+    max_position_notional: float | None = Field(None, gt=0)  # the same cap in quote currency
+    max_total_exposure: float = Field(1.0, gt=0, le=10)  # all positions' notional together
+    max_open_positions: int = Field(3, ge=1, le=100)
+    daily_loss_limit: float = Field(0.05, gt=0, le=1)  # beyond it: reduce only
+    max_drawdown: float = Field(0.20, gt=0, le=1)  # beyond it: halted
+    cooldown_bars: int = Field(3, ge=0, le=10_000)  # after a stop-out, per pair
+
+
+DEFAULT_MIN_CONFIDENCE = 0.45  # the entry threshold of a model that chose none, when the config sets none
+
 
 class DecisionSettings(_Section):
     "How model outputs become actions (see nbs/08_decision.ipynb)."
-    # below it: no new entry. None: the model's own, chosen on validation slices at training (0.45 for a model without one)
+
+    # below it: no new entry. None: the model's own, chosen on validation slices at training (0.45 for a model without
+    # one)
     min_confidence: float | None = Field(None, ge=1 / 3, le=1)
-    entry_regimes: tuple[int, ...] | None = None             # regime ids that allow entries; None: all
-    fallback_stop_vols: float = Field(3.0, gt=0, le=100)     # stop distance in predicted volatilities when the sl_tp head is off
-    reward_risk: float = Field(2.0, gt=0, le=100)            # target distance / stop distance when the sl_tp head is off
-    vol_target_bars: int = Field(24, ge=1, le=10_000)        # an entry's expected move over this many bars is equity x risk_per_trade
-    level_vols: tuple[float, float] = (1.0, 10.0)            # the sl_tp head's distances, kept within these predicted volatilities
-    regime_size: dict[int, float] | None = None              # size multiplier per regime id, each in [0, 1]; unlisted: 1
-    review_risk_cut: float = Field(0.5, ge=0, lt=1)          # a review's risk_score above it shrinks the size, to 0 at 1
-    review_uncertain_size: float = Field(0.5, ge=0, le=1)    # an 'uncertain' review keeps at most this fraction of the size
+    entry_regimes: tuple[int, ...] | None = None  # regime ids that allow entries; None: all
+    fallback_stop_vols: float = Field(
+        3.0, gt=0, le=100
+    )  # stop distance in predicted volatilities when the sl_tp head is off
+    reward_risk: float = Field(2.0, gt=0, le=100)  # target distance / stop distance when the sl_tp head is off
+    vol_target_bars: int = Field(
+        24, ge=1, le=10_000
+    )  # an entry's expected move over this many bars is equity x risk_per_trade
+    level_vols: tuple[float, float] = (
+        1.0,
+        10.0,
+    )  # the sl_tp head's distances, kept within these predicted volatilities
+    regime_size: dict[int, float] | None = None  # size multiplier per regime id, each in [0, 1]; unlisted: 1
+    review_risk_cut: float = Field(0.5, ge=0, lt=1)  # a review's risk_score above it shrinks the size, to 0 at 1
+    review_uncertain_size: float = Field(
+        0.5, ge=0, le=1
+    )  # an 'uncertain' review keeps at most this fraction of the size
 
     @field_validator("level_vols")
     @classmethod
     def _level_vols(cls, v: tuple[float, float]) -> tuple[float, float]:
-        if not 0 < v[0] < v[1] <= 100: raise ValueError(f"level_vols {list(v)}: need 0 < low < high <= 100")
+        if not 0 < v[0] < v[1] <= 100:
+            raise ValueError(f"level_vols {list(v)}: need 0 < low < high <= 100")
         return v
 
     @field_validator("regime_size")
     @classmethod
     def _regime_size(cls, v: dict[int, float] | None) -> dict[int, float] | None:
         bad = {k: m for k, m in (v or {}).items() if not (0 <= k < 100 and 0 <= m <= 1)}
-        if bad: raise ValueError(f"regime_size {bad}: regime ids are 0..99 and multipliers within [0, 1]")
+        if bad:
+            raise ValueError(f"regime_size {bad}: regime ids are 0..99 and multipliers within [0, 1]")
         return v
+
 
 class CostSettings(_Section):
     "Fees and slippage used by simulated fills (and to estimate live costs)."
+
     maker_fee: float = Field(0.001, ge=0, lt=0.1)
     taker_fee: float = Field(0.001, ge=0, lt=0.1)
     slippage_bps: float = Field(2.0, ge=0, le=1_000)
 
+
 class ExecutionSettings(_Section):
-    "How entries are sent, the same in every mode (exits are always market orders: an exit that does not fill is a risk)."
+    """How entries are sent, the same in every mode (exits are always market orders: an exit that does not fill is a
+    risk)."""
+
     order_type: Literal["market", "limit"] = "market"
-    limit_offset_bps: float = Field(5.0, ge=0, le=1_000)     # a limit entry sits this far inside the close (buy below, sell above)
-    limit_ttl_bars: int = Field(1, ge=1, le=1_000)            # unfilled after this many bars: cancelled, and the pair decided again
+    limit_offset_bps: float = Field(
+        5.0, ge=0, le=1_000
+    )  # a limit entry sits this far inside the close (buy below, sell above)
+    limit_ttl_bars: int = Field(
+        1, ge=1, le=1_000
+    )  # unfilled after this many bars: cancelled, and the pair decided again
 
 # %% ../nbs/00_config.ipynb #8c8520cf
 _PAIR = re.compile(r"^[A-Z0-9]{2,20}/[A-Z0-9]{2,20}(:[A-Z0-9]{2,20})?$")
 
+
 class LiveSettings(_Section):
     "Live execution (nbs/10a_live_execution.ipynb)."
-    order_timeout_s: float = Field(60.0, gt=0, le=86_400)   # an order still open this long after it was sent is cancelled
-    clock_skew_s: float = Field(5.0, ge=0, le=60)          # added to the exchange's receive window before a missing order counts as never placed
-    shadow: bool = True                                    # also simulate every live order and record the difference
+
+    order_timeout_s: float = Field(
+        60.0, gt=0, le=86_400
+    )  # an order still open this long after it was sent is cancelled
+    clock_skew_s: float = Field(
+        5.0, ge=0, le=60
+    )  # added to the exchange's receive window before a missing order counts as never placed
+    shadow: bool = True  # also simulate every live order and record the difference
+
 
 class ScheduleSettings(_Section):
     "When `morningstar schedule` starts each cycle relative to the bar close."
-    lead_s: float = Field(60.0, ge=0, le=3_600)      # the run starts this long before the close, so kernel, model and context are ready
-    settle_s: float = Field(0.5, ge=0, le=60)        # then waits this long after the close for the exchange to publish the candle
-    max_late_s: float = Field(30.0, gt=0, le=3_600)  # a cycle that could only start later than this after its close is a missed bar
+
+    lead_s: float = Field(
+        60.0, ge=0, le=3_600
+    )  # the run starts this long before the close, so kernel, model and context are ready
+    settle_s: float = Field(
+        0.5, ge=0, le=60
+    )  # then waits this long after the close for the exchange to publish the candle
+    max_late_s: float = Field(
+        30.0, gt=0, le=3_600
+    )  # a cycle that could only start later than this after its close is a missed bar
+
 
 class MonitoringSettings(_Section):
     "What each cycle's monitoring raises as alerts."
+
     drawdown_warning: float = Field(0.10, gt=0, le=1)  # a warning from this drawdown on (risk.max_drawdown halts)
-    stale_after_bars: int = Field(2, ge=1, le=1_000)   # newest closed candle older than this many bars: stale data
+    stale_after_bars: int = Field(2, ge=1, le=1_000)  # newest closed candle older than this many bars: stale data
+
 
 class GateSettings(_Section):
-    "What a model's trading evaluation must show before `run`/`schedule --mode live` trade it (nbs/06a_evaluation.ipynb)."
-    min_sharpe_excess: float = Field(0.0, ge=-10, le=10)  # fold-mean Sharpe of the model minus buy & hold's must be above it
-    max_p_value: float = Field(0.10, gt=0, le=1)          # and its p-value against random entries below it
+    """What a model's trading evaluation must show before `run`/`schedule --mode live` trade it
+    (nbs/06a_evaluation.ipynb)."""
+
+    min_sharpe_excess: float = Field(
+        0.0, ge=-10, le=10
+    )  # fold-mean Sharpe of the model minus buy & hold's must be above it
+    max_p_value: float = Field(0.10, gt=0, le=1)  # and its p-value against random entries below it
+
 
 class SweepSettings(_Section):
     "Where `morningstar sweep` runs its tasks (nbs/18_sweep.ipynb)."
-    scheduler: str | None = None                       # tcp://HOST:PORT of a running Dask scheduler; None: a local cluster
+
+    scheduler: str | None = None  # tcp://HOST:PORT of a running Dask scheduler; None: a local cluster
     workers: int | None = Field(None, ge=1, le=1_024)  # the local cluster's worker processes; None: one per core
 
     @field_validator("scheduler")
@@ -396,41 +531,50 @@ class SweepSettings(_Section):
             raise ValueError("must be a Dask scheduler address such as tcp://10.0.0.5:8786")
         return v
 
+
 class AltSourceSettings(_Section):
-    "One alternative-data provider (nbs/03a_alt_providers.ipynb); `api_url` replaces its public host (a mirror or a local server)."
+    """One alternative-data provider (nbs/03a_alt_providers.ipynb); `api_url` replaces its public host (a mirror or a
+    local server)."""
+
     api_url: str | None = None
-    feeds: tuple[str, ...] = ()           # news: RSS/Atom feed URLs
-    series: tuple[str, ...] = ()          # onchain: blockchain.com chart names (empty: the provider's defaults)
-    period: Literal["5m", "15m", "30m", "1h", "2h", "4h", "6h", "12h", "1d"] = "1h"   # open_interest: Binance's periods
-    in_cycle: bool = False                # refresh this source at every paper/live cycle (a failure alerts, the cycle goes on)
+    feeds: tuple[str, ...] = ()  # news: RSS/Atom feed URLs
+    series: tuple[str, ...] = ()  # onchain: blockchain.com chart names (empty: the provider's defaults)
+    period: Literal["5m", "15m", "30m", "1h", "2h", "4h", "6h", "12h", "1d"] = "1h"  # open_interest: Binance's periods
+    in_cycle: bool = False  # refresh this source at every paper/live cycle (a failure alerts, the cycle goes on)
 
     @field_validator("api_url")
     @classmethod
     def _http_url(cls, v: str | None) -> str | None:
-        if v is not None: _check_url(v)
+        if v is not None:
+            _check_url(v)
         return v.rstrip("/") if v else v
 
     @field_validator("feeds")
     @classmethod
     def _feed_urls(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        for u in v: _check_url(u)
+        for u in v:
+            _check_url(u)
         return v
+
 
 class AltSettings(_Section):
     "The alternative-data providers; `morningstar alt download SOURCE` fetches one into data/processed/alt/SOURCE/."
+
     fear_greed: AltSourceSettings = AltSourceSettings()
     funding: AltSourceSettings = AltSourceSettings()
     open_interest: AltSourceSettings = AltSourceSettings()
     news: AltSourceSettings = AltSourceSettings()
     onchain: AltSourceSettings = AltSourceSettings()
-    headlines: int = Field(20, ge=0, le=200)           # newest headlines a cycle's digest is built from
-    headline_max_age: Duration = "1d"                  # older headlines are not news any more
+    headlines: int = Field(20, ge=0, le=200)  # newest headlines a cycle's digest is built from
+    headline_max_age: Duration = "1d"  # older headlines are not news any more
+
 
 class RuleSettings(_Section):
     """A rule traded in place of the trained model, through the same decision, risk and execution stages (paper, live
     and decision-sized backtests; `rules.RuleModel`). `sma_cross` is long while the fast SMA is above the slow one and
     short while it is below; `buy_hold` is always long. Its volatility (for the size and the stops) is the standard
     deviation of the last `vol_period` log returns."""
+
     name: Literal["sma_cross", "buy_hold"]
     fast: int = Field(10, ge=1)
     slow: int = Field(50, ge=2)
@@ -438,40 +582,53 @@ class RuleSettings(_Section):
 
     @model_validator(mode="after")
     def _windows(self):
-        if self.fast >= self.slow: raise ValueError(f"fast {self.fast} must be below slow {self.slow}")
+        if self.fast >= self.slow:
+            raise ValueError(f"fast {self.fast} must be below slow {self.slow}")
         return self
+
 
 class StrategySettings(_Section):
     """One of several strategies sharing an exchange account: its own pairs, model, share of the account's cash and
     risk limits (overrides of the top-level `risk` / `decision`), its own state store, client-id namespace and runs."""
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,23}$")   # a folder name, part of run ids and client-id namespaces
-    pairs: tuple[str, ...] | None = None                      # None: the top-level pairs
-    model: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")   # a model name under paths.models_dir; None: model.name
-    rule: RuleSettings | None = None                          # a rule instead of a model (not both)
-    capital: float = Field(gt=0, le=1)                        # its share of the account's cash at the first start
-    risk: dict[str, Any] = {}                                 # e.g. {max_open_positions: 1}; the rest from the top level
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,23}$")  # a folder name, part of run ids and client-id namespaces
+    pairs: tuple[str, ...] | None = None  # None: the top-level pairs
+    model: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_.-]+$"
+    )  # a model name under paths.models_dir; None: model.name
+    rule: RuleSettings | None = None  # a rule instead of a model (not both)
+    capital: float = Field(gt=0, le=1)  # its share of the account's cash at the first start
+    risk: dict[str, Any] = {}  # e.g. {max_open_positions: 1}; the rest from the top level
     decision: dict[str, Any] = {}
 
     @field_validator("name")
     @classmethod
     def _not_builtin(cls, v: str) -> str:
-        if v in ("model", "sma_cross", "buy_hold"): raise ValueError(f"{v!r} names a built-in strategy of `run --strategy`; choose another")
+        if v in ("model", "sma_cross", "buy_hold"):
+            raise ValueError(f"{v!r} names a built-in strategy of `run --strategy`; choose another")
         return v
 
     @model_validator(mode="after")
     def _model_or_rule(self):
-        if self.model and self.rule: raise ValueError(f"strategy {self.name!r}: give a model or a rule, not both")
+        if self.model and self.rule:
+            raise ValueError(f"strategy {self.name!r}: give a model or a rule, not both")
         return self
+
 
 class AccountSettings(_Section):
     "Limits of the whole exchange account, across all of `strategies` (each strategy's own are under its `risk`)."
-    max_total_exposure: float = Field(1.0, gt=0, le=10)   # every strategy's positions together, of all their equity
+
+    max_total_exposure: float = Field(1.0, gt=0, le=10)  # every strategy's positions together, of all their equity
+
 
 class Settings(_Section):
     "The whole validated config of one process."
+
     mode: Mode = "backtest"
-    strategies: tuple[StrategySettings, ...] = ()   # several strategies on one account; empty: the config is one strategy
-    strategy: str | None = None                     # which of `strategies` this process runs (set by `for_strategy`)
+    strategies: tuple[
+        StrategySettings, ...
+    ] = ()  # several strategies on one account; empty: the config is one strategy
+    strategy: str | None = None  # which of `strategies` this process runs (set by `for_strategy`)
     account: AccountSettings = AccountSettings()
     exchange: ExchangeSettings = ExchangeSettings()
     pairs: tuple[str, ...] = ("BTC/USDT",)
@@ -479,7 +636,7 @@ class Settings(_Section):
     paths: PathSettings = PathSettings()
     retry: RetrySettings = RetrySettings()
     model: ModelSettings = ModelSettings()
-    rule: RuleSettings | None = None                # trade this rule instead of the model
+    rule: RuleSettings | None = None  # trade this rule instead of the model
     llm: LlmSettings = LlmSettings()
     risk: RiskSettings = RiskSettings()
     costs: CostSettings = CostSettings()
@@ -497,27 +654,36 @@ class Settings(_Section):
     @field_validator("pairs")
     @classmethod
     def _pairs(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        if not v: raise ValueError("at least one pair is needed, e.g. [BTC/USDT]")
+        if not v:
+            raise ValueError("at least one pair is needed, e.g. [BTC/USDT]")
         for p in v:
-            if not _PAIR.match(p): raise ValueError(f"pair {p!r} must look like BASE/QUOTE in capitals, e.g. BTC/USDT")
-        if len(set(v)) != len(v): raise ValueError("pairs must not repeat")
+            if not _PAIR.match(p):
+                raise ValueError(f"pair {p!r} must look like BASE/QUOTE in capitals, e.g. BTC/USDT")
+        if len(set(v)) != len(v):
+            raise ValueError("pairs must not repeat")
         return v
 
     @field_validator("strategies")
     @classmethod
     def _strategies(cls, v: tuple) -> tuple:
         names = [s.name for s in v]
-        if len(set(names)) != len(names): raise ValueError(f"strategy names must not repeat: {names}")
+        if len(set(names)) != len(names):
+            raise ValueError(f"strategy names must not repeat: {names}")
         if sum(s.capital for s in v) > 1 + 1e-9:
-            raise ValueError(f"the strategies' capital shares add up to {sum(s.capital for s in v):g}; at most 1 (the whole account)")
+            raise ValueError(
+                f"the strategies' capital shares add up to {sum(s.capital for s in v):g}; at most 1 (the whole account)"
+            )
         return v
 
     @field_validator("timeframe")
     @classmethod
     def _timeframe(cls, v: str) -> str:
-        try: parse_timeframe(v)  # raises ValueError naming what is allowed
+        try:
+            parse_timeframe(v)  # raises ValueError naming what is allowed
         except OverflowError:  # a count too big for a timedelta at all
-            raise ValueError(f"timeframe {_show(v)} is too long; allowed: a count and a unit of s, m, h, d, w") from None
+            raise ValueError(
+                f"timeframe {_show(v)} is too long; allowed: a count and a unit of s, m, h, d, w"
+            ) from None
         return v
 
 # %% ../nbs/00_config.ipynb #3bb6d916
@@ -526,12 +692,14 @@ SECRET_ENV = {
     "exchange_secret": "MORNINGSTAR_EXCHANGE_SECRET",
     "exchange_password": "MORNINGSTAR_EXCHANGE_PASSWORD",  # some exchanges (OKX, KuCoin) need a passphrase
     "llm_api_key": "MORNINGSTAR_LLM_API_KEY",
-    "cryptopanic_token": "MORNINGSTAR_CRYPTOPANIC_TOKEN",   # the news provider's posts API
+    "cryptopanic_token": "MORNINGSTAR_CRYPTOPANIC_TOKEN",  # the news provider's posts API
 }
+
 
 @dataclass(frozen=True)
 class Secrets:
     "API credentials read from the environment; empty where unset."
+
     exchange_api_key: SecretStr = SecretStr("")
     exchange_secret: SecretStr = SecretStr("")
     exchange_password: SecretStr = SecretStr("")
@@ -542,6 +710,7 @@ class Secrets:
         "The non-empty secret strings, for redaction."
         return [v for f in SECRET_ENV if (v := getattr(self, f).get_secret_value())]
 
+
 def load_secrets(env: Mapping[str, str] | None = None) -> Secrets:
     "Read the secrets from `env` (default: the process environment)."
     env = os.environ if env is None else env
@@ -549,11 +718,14 @@ def load_secrets(env: Mapping[str, str] | None = None) -> Secrets:
 
 # %% ../nbs/00_config.ipynb #41f2d5e4
 _SECRET_KEY = re.compile(r"(api_?key|secret|password|passphrase|token|private_?key|credential)", re.I)
-_MAX_DEPTH = 16          # the schema nests 5 deep (features.indicators[0].params.period); deeper is never a setting
-_MAX_ENTRIES = 50_000    # the whole schema has about 130 entries
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")   # C0 and C1 controls, lone surrogates (not UTF-8)
+_MAX_DEPTH = 16  # the schema nests 5 deep (features.indicators[0].params.period); deeper is never a setting
+_MAX_ENTRIES = 50_000  # the whole schema has about 130 entries
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")  # C0 and C1 controls, lone surrogates (not UTF-8)
 
-def _key_text(k: Any) -> str: return k[:60] if isinstance(k, str) else f"<{_show(k)}>"
+
+def _key_text(k: Any) -> str:
+    return k[:60] if isinstance(k, str) else f"<{_show(k)}>"
+
 
 def _walk(tree: Any) -> Iterator[tuple[str, bool, Any, Any, int]]:
     "(location, in_mapping, key, value, depth) of every entry under `tree`, breadth-first and without recursion."
@@ -562,10 +734,13 @@ def _walk(tree: Any) -> Iterator[tuple[str, bool, Any, Any, int]]:
         loc, node, depth = queue.popleft()
         if isinstance(node, dict):
             items = ((f"{loc}.{_key_text(k)}" if loc else _key_text(k), True, k, v) for k, v in node.items())
-        else: items = ((f"{loc}[{i}]", False, i, v) for i, v in enumerate(node))
+        else:
+            items = ((f"{loc}[{i}]", False, i, v) for i, v in enumerate(node))
         for here, in_map, k, v in items:
             yield here, in_map, k, v, depth + 1
-            if isinstance(v, (dict, list, tuple)): queue.append((here, v, depth + 1))
+            if isinstance(v, (dict, list, tuple)):
+                queue.append((here, v, depth + 1))
+
 
 def _secret_keys(tree: Any) -> list[str]:
     "Dotted locations of secret-looking keys in a parsed YAML tree."
@@ -573,7 +748,8 @@ def _secret_keys(tree: Any) -> list[str]:
 
 # %% ../nbs/00_config.ipynb #c72f7a88
 def _entry_problem(loc: str, in_map: bool, key: Any, value: Any) -> str | None:
-    if in_map and not isinstance(key, str): return f"{loc}: keys must be text (got a {type(key).__name__} key)"
+    if in_map and not isinstance(key, str):
+        return f"{loc}: keys must be text (got a {type(key).__name__} key)"
     for text in ((key,) if in_map else ()) + ((value,) if isinstance(value, str) else ()):
         if m := _UNPRINTABLE.search(text):
             what = "a lone surrogate" if m[0] >= "\ud800" else "control character"
@@ -582,33 +758,47 @@ def _entry_problem(loc: str, in_map: bool, key: Any, value: Any) -> str | None:
         return f"{loc}: a {type(value).__name__} is not a setting (a YAML date or !!binary?); quote it to make it text"
     return None
 
+
 def _check_tree(tree: dict, source: str) -> None:
     "ConfigError for secrets, too much nesting or too many entries, non-text keys, control characters or odd values."
     secrets, problem = [], None
     for n, (loc, in_map, key, value, depth) in enumerate(_walk(tree), 1):
-        if depth > _MAX_DEPTH: problem = f"{loc}: nested deeper than {_MAX_DEPTH} levels; no setting is deeper than 5"; break
-        if n > _MAX_ENTRIES: problem = f"more than {_MAX_ENTRIES:,} entries; the whole schema has about 130"; break
-        if in_map and _SECRET_KEY.search(_key_text(key)): secrets.append(loc)
+        if depth > _MAX_DEPTH:
+            problem = f"{loc}: nested deeper than {_MAX_DEPTH} levels; no setting is deeper than 5"
+            break
+        if n > _MAX_ENTRIES:
+            problem = f"more than {_MAX_ENTRIES:,} entries; the whole schema has about 130"
+            break
+        if in_map and _SECRET_KEY.search(_key_text(key)):
+            secrets.append(loc)
         problem = problem or _entry_problem(loc, in_map, key, value)
-    if secrets:   # first, and never with a value: the value may be the secret itself
-        raise ConfigError(f"{source}: {', '.join(secrets[:10])}: secrets are not allowed in config files; "
-                          f"set them in the environment instead ({', '.join(SECRET_ENV.values())})")
-    if problem: raise ConfigError(f"{source}: {problem}")
+    if secrets:  # first, and never with a value: the value may be the secret itself
+        raise ConfigError(
+            f"{source}: {', '.join(secrets[:10])}: secrets are not allowed in config files; "
+            f"set them in the environment instead ({', '.join(SECRET_ENV.values())})"
+        )
+    if problem:
+        raise ConfigError(f"{source}: {problem}")
 
 # %% ../nbs/00_config.ipynb #c0bd2c88
 def _section_model(ann: Any) -> type[BaseModel] | None:
     "The settings model inside an annotation such as `X`, `tuple[X, ...]` or `X | None`."
-    if isinstance(ann, type) and issubclass(ann, BaseModel): return ann
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
     return next((m for a in get_args(ann) if (m := _section_model(a))), None)
+
 
 def _allowed_keys(loc: tuple) -> list[str]:
     "Field names of the section at `loc` (the location of an unknown key)."
     model = Settings
     for part in loc[:-1]:
-        if isinstance(part, int): continue   # a position in a list of sections
+        if isinstance(part, int):
+            continue  # a position in a list of sections
         model = _section_model(model.model_fields[part].annotation) if part in model.model_fields else None
-        if model is None: return []
+        if model is None:
+            return []
     return list(model.model_fields)
+
 
 def describe_errors(err: ValidationError) -> list[str]:
     "One line per problem: `key: what is wrong (got value)`; an unknown key lists the keys allowed there."
@@ -619,29 +809,39 @@ def describe_errors(err: ValidationError) -> list[str]:
             lines.append(f"{loc}: unknown key; allowed here: {', '.join(_allowed_keys(e['loc']))}")
         else:
             msg = e["msg"].removeprefix("Value error, ")
-            got = "" if "(got " in msg else f" (got {_show(e['input'])})"   # our own messages may name the value already
+            got = "" if "(got " in msg else f" (got {_show(e['input'])})"  # our own messages may name the value already
             lines.append(f"{loc}: {msg}{got}")
     return lines
 
 # %% ../nbs/00_config.ipynb #91495547
 class _Refused(yaml.MarkedYAMLError):
-    "Valid YAML that a config may not use (a duplicate key, an alias, a merge key, deep nesting), or an unreadable value."
+    """Valid YAML that a config may not use (a duplicate key, an alias, a merge key, deep nesting), or an unreadable
+    value."""
 
-def _refused(at: Any, problem: str) -> _Refused: return _Refused(problem=problem, problem_mark=at.start_mark)
+
+def _refused(at: Any, problem: str) -> _Refused:
+    return _Refused(problem=problem, problem_mark=at.start_mark)
+
 
 class _StrictLoader(yaml.SafeLoader):
     "SafeLoader without duplicate keys, aliases or merge keys, with bounded nesting; only true/false are booleans."
+
     _depth = 0
 
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
-            raise _refused(self.peek_event(), "aliases (*name) are not allowed; write each setting out where it applies")
+            raise _refused(
+                self.peek_event(), "aliases (*name) are not allowed; write each setting out where it applies"
+            )
         self._depth += 1
         try:
             if self._depth > _MAX_DEPTH:
-                raise _refused(self.peek_event(), f"nested deeper than {_MAX_DEPTH} levels; no setting is deeper than 5")
+                raise _refused(
+                    self.peek_event(), f"nested deeper than {_MAX_DEPTH} levels; no setting is deeper than 5"
+                )
             return super().compose_node(parent, index)
-        finally: self._depth -= 1
+        finally:
+            self._depth -= 1
 
     def flatten_mapping(self, node):
         for key_node, _ in node.value:
@@ -649,73 +849,104 @@ class _StrictLoader(yaml.SafeLoader):
                 raise _refused(key_node, "merge keys (<<) are not allowed; write each setting out where it applies")
 
     def construct_mapping(self, node, deep=False):
-        self.flatten_mapping(node)   # before any key is built: a merge key has no constructor
+        self.flatten_mapping(node)  # before any key is built: a merge key has no constructor
         first = {}
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
-            try: seen = first.setdefault(key, key_node)
-            except TypeError: continue   # an unhashable key: the base class refuses it by name
+            try:
+                seen = first.setdefault(key, key_node)
+            except TypeError:
+                continue  # an unhashable key: the base class refuses it by name
             if seen is not key_node:
-                raise _refused(key_node, f"duplicate key {_show(key)} (first at line {seen.start_mark.line + 1}); "
-                                         "each key may appear once")
+                raise _refused(
+                    key_node,
+                    f"duplicate key {_show(key)} (first at line {seen.start_mark.line + 1}); each key may appear once",
+                )
         return super().construct_mapping(node, deep)
 
     def construct_object(self, node, deep=False):
-        try: return super().construct_object(node, deep)
+        try:
+            return super().construct_object(node, deep)
         # PyYAML's scalar constructors raise these, e.g. on 2024-02-30 or an int of 5,000 digits
         except (ValueError, TypeError, OverflowError, AttributeError) as e:
             raise _refused(node, f"cannot read this {node.tag.rsplit(':', 1)[-1]} value: {str(e)[:80]}") from None
 
+
 _BOOL = "tag:yaml.org,2002:bool"
-_StrictLoader.yaml_implicit_resolvers = {   # YAML 1.2 booleans: yes/no/on/off stay text
-    c: [(tag, rx) for tag, rx in rs if tag != _BOOL] for c, rs in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_StrictLoader.yaml_implicit_resolvers = {  # YAML 1.2 booleans: yes/no/on/off stay text
+    c: [(tag, rx) for tag, rx in rs if tag != _BOOL] for c, rs in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 _StrictLoader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
 # %% ../nbs/00_config.ipynb #8dff61c3
 def _parse_yaml(text: str, source: str) -> Any:
     "The one YAML document in `text`; ConfigError with the line and column of anything unreadable or refused."
-    try: return yaml.load(text, Loader=_StrictLoader)
+    try:
+        return yaml.load(text, Loader=_StrictLoader)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        what = e.problem if isinstance(e, _Refused) else "not valid YAML: " + ": ".join(filter(None, (e.context, e.problem)))
+        what = (
+            e.problem
+            if isinstance(e, _Refused)
+            else "not valid YAML: " + ": ".join(filter(None, (e.context, e.problem)))
+        )
         raise ConfigError(f"{source}: {where}{what}") from None
-    except yaml.YAMLError as e: raise ConfigError(f"{source}: not valid YAML: {str(e).splitlines()[0]}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: not valid YAML: {str(e).splitlines()[0]}") from None
 
 # %% ../nbs/00_config.ipynb #26d90bd1
 def parse_config(data: Any, source: str = "<config>") -> Settings:
     "Validate a parsed YAML tree into `Settings`; `source` names it in errors."
-    if data is None: data = {}
+    if data is None:
+        data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of keys, got {type(data).__name__}")
     _check_tree(data, source)
-    try: settings = Settings.model_validate(data)
+    try:
+        settings = Settings.model_validate(data)
     except ValidationError as e:
         raise ConfigError(f"{source}: invalid config:\n  " + "\n  ".join(describe_errors(e))) from None
     return _resolve_paths(settings, source)
 
+
 def _resolve_paths(s: Settings, source: str) -> Settings:
-    paths = {k: resolve_path(v, f"{source}: paths.{k}") if isinstance(v, Path) else v for k, v in s.paths.model_dump().items()}
-    alt = tuple(a.model_copy(update={"path": resolve_path(a.path, f"{source}: features.alt_data.{i}.path")}) if a.path else a
-                for i, a in enumerate(s.features.alt_data))
-    return s.model_copy(update={"paths": PathSettings(**paths), "features": s.features.model_copy(update={"alt_data": alt})})
+    paths = {
+        k: resolve_path(v, f"{source}: paths.{k}") if isinstance(v, Path) else v
+        for k, v in s.paths.model_dump().items()
+    }
+    alt = tuple(
+        a.model_copy(update={"path": resolve_path(a.path, f"{source}: features.alt_data.{i}.path")}) if a.path else a
+        for i, a in enumerate(s.features.alt_data)
+    )
+    return s.model_copy(
+        update={"paths": PathSettings(**paths), "features": s.features.model_copy(update={"alt_data": alt})}
+    )
 
 # %% ../nbs/00_config.ipynb #5c69f902
-_MAX_BYTES = 1_000_000   # the commented example config is 6 kB
+_MAX_BYTES = 1_000_000  # the commented example config is 6 kB
+
 
 def _read_text(path: Path) -> str:
     "The config file as text; ConfigError when it is missing, unreadable, too big or not UTF-8."
     try:
-        with open(path, "rb") as f: raw = f.read(_MAX_BYTES + 1)
-    except FileNotFoundError: raise ConfigError(f"config file not found: {path} (pass --config PATH)") from None
-    except OSError as e: raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+        with open(path, "rb") as f:
+            raw = f.read(_MAX_BYTES + 1)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path} (pass --config PATH)") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
     except ValueError as e:  # a NUL in the name
         raise ConfigError(f"cannot read config file {_show(str(path))}: {e}") from None
-    if len(raw) > _MAX_BYTES: raise ConfigError(f"{path}: larger than {_MAX_BYTES:,} bytes; a config is a few kB")
-    try: return raw.decode("utf-8")
+    if len(raw) > _MAX_BYTES:
+        raise ConfigError(f"{path}: larger than {_MAX_BYTES:,} bytes; a config is a few kB")
+    try:
+        return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not UTF-8 text: byte 0x{raw[e.start]:02x} at line {raw[:e.start].count(10) + 1}; "
-                          "save the file as UTF-8") from None
+        raise ConfigError(
+            f"{path}: not UTF-8 text: byte 0x{raw[e.start]:02x} at line {raw[: e.start].count(10) + 1}; "
+            "save the file as UTF-8"
+        ) from None
 
 # %% ../nbs/00_config.ipynb #aa18faee
 def load_config(path: str | Path = "config/config.yaml", **overrides: Any) -> Settings:
@@ -723,7 +954,8 @@ def load_config(path: str | Path = "config/config.yaml", **overrides: Any) -> Se
     path = Path(path)
     data = _parse_yaml(_read_text(path), str(path))
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    if not overrides or not isinstance(data, (dict, type(None))): return parse_config(data, str(path))
+    if not overrides or not isinstance(data, (dict, type(None))):
+        return parse_config(data, str(path))
     return parse_config({**(data or {}), **overrides}, f"{path} with overrides of {', '.join(overrides)}")
 
 # %% ../nbs/00_config.ipynb #36bc5178
@@ -733,18 +965,28 @@ def dump_config(settings: Settings) -> str:
 
 # %% ../nbs/00_config.ipynb #ba6982d5
 def for_strategy(settings: Settings, name: str) -> Settings:
-    "The settings strategy `name` of `settings.strategies` runs with; a clear error for an unknown name or a bad override."
+    """The settings strategy `name` of `settings.strategies` runs with; a clear error for an unknown name or a bad
+    override."""
     found = {s.name: s for s in settings.strategies}
     if name not in found:
-        raise ConfigError(f"strategy {_show(name)} is not in the config's strategies ({', '.join(found) or 'none configured'})")
+        raise ConfigError(
+            f"strategy {_show(name)} is not in the config's strategies ({', '.join(found) or 'none configured'})"
+        )
     s, data = found[name], settings.model_dump()
-    data |= {"strategy": name, "pairs": s.pairs or settings.pairs,
-             "model": data["model"] | ({"name": s.model} if s.model else {}),
-             "rule": s.rule.model_dump() if s.rule else None if s.model else data["rule"],
-             "risk": data["risk"] | s.risk, "decision": data["decision"] | s.decision,
-             "paths": data["paths"] | {"state_dir": settings.paths.state_dir / name}}
-    try: return Settings.model_validate(data)
-    except ValidationError as e: raise ConfigError(f"strategy {name!r}: " + "; ".join(describe_errors(e))) from None
+    data |= {
+        "strategy": name,
+        "pairs": s.pairs or settings.pairs,
+        "model": data["model"] | ({"name": s.model} if s.model else {}),
+        "rule": s.rule.model_dump() if s.rule else None if s.model else data["rule"],
+        "risk": data["risk"] | s.risk,
+        "decision": data["decision"] | s.decision,
+        "paths": data["paths"] | {"state_dir": settings.paths.state_dir / name},
+    }
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(f"strategy {name!r}: " + "; ".join(describe_errors(e))) from None
+
 
 def capital_share(settings: Settings) -> float:
     "The share of the account's cash this process's strategy starts with (1 without strategies)."

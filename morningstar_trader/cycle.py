@@ -20,8 +20,19 @@ import pandas as pd
 from .config import Secrets, Settings, capital_share
 from .execution import BarWindow, FillCosts, SimulatedVenue, Venue
 from .gate import check_live_gate, with_model_decision
-from .kernel import (MARKET_LOOKBACK, CloseOutcome, Kernel, PairInput, attach_digest, close_bar,
-                                       model_id, one_transaction, predict_heads, review_evidence, unreviewed_twin)
+from morningstar_trader.kernel import (
+    MARKET_LOOKBACK,
+    CloseOutcome,
+    Kernel,
+    PairInput,
+    attach_digest,
+    close_bar,
+    model_id,
+    one_transaction,
+    predict_heads,
+    review_evidence,
+    unreviewed_twin,
+)
 from .monitoring import Alert, MonitoringLog, Snapshot, assess
 from .portfolio import TERMINAL, PortfolioStore
 from .risk import MarketRules, RiskState
@@ -30,7 +41,7 @@ from .supervisor import Supervisor
 from .types import BAR_COLUMNS, Bars, MorningstarError, parse_timeframe
 
 if TYPE_CHECKING:
-    from morningstar_trader.live_execution import Siblings   # imports ccxt: only where live trading is
+    from morningstar_trader.live_execution import Siblings  # imports ccxt: only where live trading is
 
 _log = logging.getLogger(__name__)
 
@@ -43,58 +54,74 @@ __all__ = ['CycleError', 'account_id', 'sibling_marks', 'account_start', 'siblin
 class CycleError(MorningstarError):
     "The cycle cannot start or must stop (e.g. the state store cannot be written)."
 
+
 def account_id(settings: Settings) -> str:
     "The namespace of client order ids: one per mode, exchange and strategy (two strategies never share an id)."
     return f"{settings.mode}|{settings.exchange.id}" + (f"|{settings.strategy}" if settings.strategy else "")
 
+
 def sibling_marks(settings: Settings) -> tuple[float, float] | None:
     """(exposure, equity) of the other strategies on this account, None without strategies: their positions and cash
     now, at their last closes (a position filled since their last mark counts)."""
-    if not settings.strategy: return None
+    if not settings.strategy:
+        return None
     exposure = equity = 0.0
     for s in settings.strategies:
         path = settings.paths.state_dir.parent / s.name / f"{settings.mode}.sqlite"
-        if s.name == settings.strategy or not path.is_file(): continue      # not started yet: nothing held
+        if s.name == settings.strategy or not path.is_file():
+            continue  # not started yet: nothing held
         store = PortfolioStore(path)
         try:
             closes, held = store.load_runtime("last_close", {}), store.positions().values()
             exposure += sum(p.size * closes.get(p.pair, p.entry_price) for p in held)
             equity += store.cash() + sum(p.sign * p.size * closes.get(p.pair, p.entry_price) for p in held)
-        finally: store.close()
+        finally:
+            store.close()
     return exposure, equity
 
 # %% ../nbs/12_cycle.ipynb #b93536c8
 def account_start(path, free_quote: float) -> float:
-    "The account's free quote balance when its first strategy started: recorded then (atomically, once), read ever after."
+    """The account's free quote balance when its first strategy started: recorded then (atomically, once), read ever
+    after."""
     path = Path(path)
     if not path.is_file():
         tmp = path.with_name(f".{path.name}.{os.getpid()}")
         tmp.write_text(json.dumps({"free_quote": free_quote, "recorded_at": pd.Timestamp.now(tz="UTC").isoformat()}))
-        try: os.link(tmp, path)                       # the first process wins; the others read what it recorded
-        except FileExistsError: pass
-        finally: tmp.unlink()
+        try:
+            os.link(tmp, path)  # the first process wins; the others read what it recorded
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
     return float(json.loads(path.read_text())["free_quote"])
+
 
 def _holdings(store: PortfolioStore, quote: str) -> dict[str, float]:
     held = {quote: store.cash()}
-    for p in store.positions().values(): held[p.pair.split("/")[0]] = held.get(p.pair.split("/")[0], 0.0) + p.sign * p.size
+    for p in store.positions().values():
+        held[p.pair.split("/")[0]] = held.get(p.pair.split("/")[0], 0.0) + p.sign * p.size
     return held
+
 
 def sibling_view(settings: Settings, quote: str, start_free: float) -> Siblings:
     "What the account's other strategies' stores say now (see `Siblings`)."
-    from morningstar_trader.live_execution import Siblings   # ccxt is imported only where live trading is
+    from morningstar_trader.live_execution import Siblings  # ccxt is imported only where live trading is
+
     held, cids, xids, busy = {}, set(), set(), set()
     for s in settings.strategies:
         path = settings.paths.state_dir.parent / s.name / f"{settings.mode}.sqlite"
-        if s.name == settings.strategy: continue
+        if s.name == settings.strategy:
+            continue
         if not path.is_file():
-            held[quote] = held.get(quote, 0.0) + s.capital * start_free        # its share, still in cash
+            held[quote] = held.get(quote, 0.0) + s.capital * start_free  # its share, still in cash
             continue
         store = PortfolioStore(path)
         try:
-            for asset, v in _holdings(store, quote).items(): held[asset] = held.get(asset, 0.0) + v
+            for asset, v in _holdings(store, quote).items():
+                held[asset] = held.get(asset, 0.0) + v
             orders = store.orders()
-        finally: store.close()
+        finally:
+            store.close()
         cids |= set(orders["client_order_id"])
         xids |= set(orders["exchange_order_id"].dropna())
         busy |= {a for p in orders.loc[~orders["status"].isin(TERMINAL), "pair"] for a in re.split("[/:]", p)}
@@ -104,26 +131,36 @@ def sibling_view(settings: Settings, quote: str, start_free: float) -> Siblings:
 @dataclass
 class CycleContext:
     "Everything a paper or live cycle needs, built once per process."
+
     settings: Settings
-    run_id: str                  # this process's run (logs, journal)
-    account: str                 # the namespace of client order ids: stable across runs of one state store
-    api: object                  # ApiManager
-    model: object                # MorningstarModel
+    run_id: str  # this process's run (logs, journal)
+    account: str  # the namespace of client order ids: stable across runs of one state store
+    api: object  # ApiManager
+    model: object  # MorningstarModel
     supervisor: Supervisor
     store: PortfolioStore
     monitor: MonitoringLog
-    venue: Venue                 # SimulatedVenue (paper) or LiveVenue (live)
+    venue: Venue  # SimulatedVenue (paper) or LiveVenue (live)
     markets: dict[str, MarketRules] = field(default_factory=dict)
-    candles: dict = field(default_factory=dict)   # pair -> Bars already fetched: at the close only the new candles are
-    clock_offset_ms: float | None = None          # exchange clock minus ours, measured by `sync_clock` ahead of the close
-    twin: PortfolioStore | None = None            # the unreviewed twin's book, when a reviewer is on
-    stream: object | None = None                  # KlineStream (exchange.candles 'stream'), started by `_bars`
+    candles: dict = field(default_factory=dict)  # pair -> Bars already fetched: at the close only the new candles are
+    clock_offset_ms: float | None = None  # exchange clock minus ours, measured by `sync_clock` ahead of the close
+    twin: PortfolioStore | None = None  # the unreviewed twin's book, when a reviewer is on
+    stream: object | None = None  # KlineStream (exchange.candles 'stream'), started by `_bars`
 
     @property
     def kernel(self) -> Kernel:
         s = self.settings
-        k = Kernel(s, self.store, self.venue, self.account, self.supervisor, self.markets, self.run_id,
-                   can_short=s.exchange.market_type != "spot", model_id=model_id(self.model))
+        k = Kernel(
+            s,
+            self.store,
+            self.venue,
+            self.account,
+            self.supervisor,
+            self.markets,
+            self.run_id,
+            can_short=s.exchange.market_type != "spot",
+            model_id=model_id(self.model),
+        )
         return replace(k, twin=unreviewed_twin(k, self.twin)) if self.twin is not None else k
 
     @property
@@ -139,70 +176,121 @@ class CycleContext:
 # %% ../nbs/12_cycle.ipynb #3053c50b
 def _check_mode(settings: Settings, secrets: Secrets, confirm_live: bool) -> None:
     mode = settings.mode
-    if mode not in ("paper", "live"): raise CycleError(f"mode {mode!r}: run_cycle drives paper and live trading (backtests: run_backtest)")
+    if mode not in ("paper", "live"):
+        raise CycleError(f"mode {mode!r}: run_cycle drives paper and live trading (backtests: run_backtest)")
     if mode == "live" and not confirm_live:
-        raise CycleError("live mode trades real money: it needs the explicit confirmation (--i-understand-this-trades-real-money)")
-    if mode == "live" and not (secrets.exchange_api_key.get_secret_value() and secrets.exchange_secret.get_secret_value()):
-        raise CycleError("live mode needs MORNINGSTAR_EXCHANGE_API_KEY and MORNINGSTAR_EXCHANGE_SECRET in the environment")
+        raise CycleError(
+            "live mode trades real money: it needs the explicit confirmation (--i-understand-this-trades-real-money)"
+        )
+    if mode == "live" and not (
+        secrets.exchange_api_key.get_secret_value() and secrets.exchange_secret.get_secret_value()
+    ):
+        raise CycleError(
+            "live mode needs MORNINGSTAR_EXCHANGE_API_KEY and MORNINGSTAR_EXCHANGE_SECRET in the environment"
+        )
+
 
 def _venue(settings: Settings, secrets: Secrets, path, initial_cash: float, quote: str) -> tuple[PortfolioStore, Venue]:
     "The book and the venue of this mode: simulated fills on paper, the exchange through ccxt live."
     from morningstar_trader.live_execution import LiveExecutor, LiveVenue, ShadowLog
     from morningstar_trader.market_data import make_exchange
+
     s, costs = settings, FillCosts(settings.costs.taker_fee, settings.costs.maker_fee, settings.costs.slippage_bps)
     step = parse_timeframe(s.timeframe)
     if s.mode == "paper":
         store = PortfolioStore(path, initial_cash=initial_cash)
         return store, SimulatedVenue(store, costs, step, s.execution.limit_ttl_bars)
-    trading = make_exchange(s.exchange, secrets)   # ccxt's own retries stay off: nothing wraps create_order
+    trading = make_exchange(s.exchange, secrets)  # ccxt's own retries stay off: nothing wraps create_order
     trading.load_markets()
     free = float(trading.fetch_balance()["free"].get(quote) or 0)
-    if s.strategy: free = account_start(s.paths.state_dir.parent / "live-account.json", free)   # the account's, not what is left
-    store = PortfolioStore(path, initial_cash=free * capital_share(s))   # first start only: this strategy's share
+    if s.strategy:
+        free = account_start(s.paths.state_dir.parent / "live-account.json", free)  # the account's, not what is left
+    store = PortfolioStore(path, initial_cash=free * capital_share(s))  # first start only: this strategy's share
     executor = LiveExecutor(trading, store, clock_skew_s=s.live.clock_skew_s, order_timeout_s=s.live.order_timeout_s)
     siblings = (lambda: sibling_view(s, quote, free)) if s.strategy else None
-    return store, LiveVenue(executor, costs, step, s.execution.limit_ttl_bars, shadow=ShadowLog(path) if s.live.shadow else None,
-                            siblings=siblings)
+    return store, LiveVenue(
+        executor,
+        costs,
+        step,
+        s.execution.limit_ttl_bars,
+        shadow=ShadowLog(path) if s.live.shadow else None,
+        siblings=siblings,
+    )
 
-def build_context(settings: Settings, secrets: Secrets, *, run_id: str, initial_cash: float = 10_000.0, api=None,
-                  confirm_live: bool = False, llm_record=None, allow_unproven_model: bool = False) -> CycleContext:
-    """Start-up, once: API manager, model (with its scalers), reviewer (recording to `llm_record`), book and venue. Live, the
-    model must pass the gate of its trading evaluation (`settings.gate`) unless `allow_unproven_model`."""
+
+def build_context(
+    settings: Settings,
+    secrets: Secrets,
+    *,
+    run_id: str,
+    initial_cash: float = 10_000.0,
+    api=None,
+    confirm_live: bool = False,
+    llm_record=None,
+    allow_unproven_model: bool = False,
+) -> CycleContext:
+    """Start-up, once: API manager, model (with its scalers), reviewer (recording to `llm_record`), book and venue.
+    Live, the model must pass the gate of its trading evaluation (`settings.gate`) unless `allow_unproven_model`."""
     from morningstar_trader.market_data import ApiManager
+
     _check_mode(settings, secrets, confirm_live)
     api = api or ApiManager(settings.exchange, settings.retry, secrets)
     markets = api.load_markets()
     missing = [p for p in settings.pairs if p not in markets]
-    if missing: raise CycleError(f"{settings.exchange.id} has no market for {missing}")
-    model = signal_model(settings)                                # the trained model, or the config's rule
-    settings = with_model_decision(settings, model.metadata)       # the model's entry threshold unless the config sets one
-    if settings.mode == "live" and not allow_unproven_model: check_live_gate(model.metadata, settings.gate, model.path)
+    if missing:
+        raise CycleError(f"{settings.exchange.id} has no market for {missing}")
+    model = signal_model(settings)  # the trained model, or the config's rule
+    settings = with_model_decision(settings, model.metadata)  # the model's entry threshold unless the config sets one
+    if settings.mode == "live" and not allow_unproven_model:
+        check_live_gate(model.metadata, settings.gate, model.path)
     path = settings.paths.state_dir / f"{settings.mode}.sqlite"
     path.parent.mkdir(parents=True, exist_ok=True)
-    store, venue = _venue(settings, secrets, path, initial_cash * capital_share(settings), markets[settings.pairs[0]]["quote"])
-    twin = None if settings.llm.mode == "off" else PortfolioStore(
-        path.with_name(f"{settings.mode}-unreviewed.sqlite"), initial_cash=store.cash(), durable=False)   # created with today's cash
-    return CycleContext(settings, run_id, account_id(settings), api, model,
-                        Supervisor.from_settings(settings.llm, secrets, settings.paths.state_dir, llm_record), store, MonitoringLog(path),
-                        venue, {p: MarketRules.from_ccxt(markets[p]) for p in settings.pairs}, twin=twin)
+    store, venue = _venue(
+        settings, secrets, path, initial_cash * capital_share(settings), markets[settings.pairs[0]]["quote"]
+    )
+    twin = (
+        None
+        if settings.llm.mode == "off"
+        else PortfolioStore(
+            path.with_name(f"{settings.mode}-unreviewed.sqlite"), initial_cash=store.cash(), durable=False
+        )
+    )  # created with today's cash
+    return CycleContext(
+        settings,
+        run_id,
+        account_id(settings),
+        api,
+        model,
+        Supervisor.from_settings(settings.llm, secrets, settings.paths.state_dir, llm_record),
+        store,
+        MonitoringLog(path),
+        venue,
+        {p: MarketRules.from_ccxt(markets[p]) for p in settings.pairs},
+        twin=twin,
+    )
 
 # %% ../nbs/12_cycle.ipynb #c378e8a2
 @dataclass(frozen=True)
 class CycleReport:
     """What one cycle did. `pairs`: one row per pair with `action`, `verdict`, `reasons` (or why it was skipped),
-    `order` (the client id sent, or "") and `ms` (milliseconds after `started_at` its order went out or its decision was made)."""
+    `order` (the client id sent, or "") and `ms` (milliseconds after `started_at` its order went out or its
+    decision was made)."""
+
     bar: pd.Timestamp | None
     started_at: pd.Timestamp
     pairs: pd.DataFrame
     fills: list
     snapshot: Snapshot
 
+
 def sync_clock(ctx: CycleContext) -> float:
-    "Measure the exchange's clock against ours (one request, ahead of the close), so the cycle at the close needs no clock request."
+    """Measure the exchange's clock against ours (one request, ahead of the close), so the cycle at the close needs no
+    clock request."""
     before = time.time() * 1000
     server = ctx.api.server_time_ms()
     ctx.clock_offset_ms = server - (before + time.time() * 1000) / 2
     return ctx.clock_offset_ms
+
 
 def warm_up(ctx: CycleContext, now: pd.Timestamp | None = None) -> dict[str, str]:
     """Ahead of the close: fetch each pair's history up to `now` and measure the exchange's clock, so the cycle at the
@@ -215,36 +303,52 @@ def warm_up(ctx: CycleContext, now: pd.Timestamp | None = None) -> dict[str, str
 @dataclass(frozen=True)
 class RecentCandles:
     "One pair's recent closed candles as the cycle keeps them: open times (int64 ns) and (n, 5) OHLCV, oldest first."
+
     times: np.ndarray
     ohlcv: np.ndarray
 
     @classmethod
     def of(cls, bars: Bars) -> RecentCandles:
-        return cls(bars.frame.index.as_unit("ns").asi8, bars.frame.to_numpy(np.float64))   # columns: BAR_COLUMNS
-    def __len__(self) -> int: return len(self.times)
+        return cls(bars.frame.index.as_unit("ns").asi8, bars.frame.to_numpy(np.float64))  # columns: BAR_COLUMNS
+
+    def __len__(self) -> int:
+        return len(self.times)
+
     @property
-    def end(self) -> pd.Timestamp: return pd.Timestamp(int(self.times[-1]), tz="UTC")
+    def end(self) -> pd.Timestamp:
+        return pd.Timestamp(int(self.times[-1]), tz="UTC")
+
     def since(self, t_ns: int) -> RecentCandles:
         k = int(np.searchsorted(self.times, t_ns))
         return RecentCandles(self.times[k:], self.ohlcv[k:])
+
     def then(self, new: RecentCandles) -> RecentCandles:
         "These candles and the newer ones of `new`."
         new = new.since(int(self.times[-1]) + 1) if len(self) else new
-        if not len(new): return self
+        if not len(new):
+            return self
         return RecentCandles(np.concatenate([self.times, new.times]), np.concatenate([self.ohlcv, new.ohlcv]))
+
     @property
     def frame(self) -> pd.DataFrame:
         "The candles as a `Bars` frame, built when asked (the cycle itself needs none)."
         idx = pd.DatetimeIndex(self.times, tz="UTC", name="timestamp")
         return pd.DataFrame(self.ohlcv, index=idx, columns=list(BAR_COLUMNS))
-    def bars(self, exchange: str, pair: str, timeframe: str) -> Bars: return Bars(exchange, pair, timeframe, self.frame)
-    @property
-    def window(self) -> BarWindow: return BarWindow(self.times, np.ascontiguousarray(self.ohlcv[:, :4]))
 
-def _closed_since(ctx: CycleContext, pair: str, start_ns: int, last_ns: int,
-                  server_now_ms: int) -> RecentCandles | Bars:
+    def bars(self, exchange: str, pair: str, timeframe: str) -> Bars:
+        return Bars(exchange, pair, timeframe, self.frame)
+
+    @property
+    def window(self) -> BarWindow:
+        return BarWindow(self.times, np.ascontiguousarray(self.ohlcv[:, :4]))
+
+
+def _closed_since(
+    ctx: CycleContext, pair: str, start_ns: int, last_ns: int, server_now_ms: int
+) -> RecentCandles | Bars:
     "The candles of `pair` that closed from `start_ns` on: from the stream when it has them all, else over REST."
-    if start_ns > last_ns: return RecentCandles(np.zeros(0, np.int64), np.zeros((0, 5)))   # nothing closed since
+    if start_ns > last_ns:
+        return RecentCandles(np.zeros(0, np.int64), np.zeros((0, 5)))  # nothing closed since
     if ctx.stream is not None:
         got = RecentCandles(*ctx.stream.closed(pair, start_ns)).since(start_ns)
         closed = got.times <= last_ns
@@ -255,8 +359,10 @@ def _closed_since(ctx: CycleContext, pair: str, start_ns: int, last_ns: int,
     start = pd.Timestamp(start_ns, tz="UTC")
     return ctx.api.fetch_ohlcv(pair, ctx.settings.timeframe, start, server_now_ms=server_now_ms)[0]
 
-def _missing(ctx: CycleContext, pair: str, from_ns: int, server_now_ms: int,
-             last_ns: int) -> tuple[RecentCandles | Bars, bool]:
+
+def _missing(
+    ctx: CycleContext, pair: str, from_ns: int, server_now_ms: int, last_ns: int
+) -> tuple[RecentCandles | Bars, bool]:
     """The candles of `pair` the cache lacks to reach back to `from_ns` (only I/O: `Bars` as fetched), and whether
     they replace the cache (it had none, or too old) rather than extend it."""
     step, cached = parse_timeframe(ctx.settings.timeframe).value, ctx.candles.get(pair)
@@ -265,24 +371,33 @@ def _missing(ctx: CycleContext, pair: str, from_ns: int, server_now_ms: int,
         return ctx.api.fetch_ohlcv(pair, ctx.settings.timeframe, start, server_now_ms=server_now_ms)[0], True
     return _closed_since(ctx, pair, int(cached.times[-1]) + step, last_ns, server_now_ms), False
 
+
 def _recent(ctx: CycleContext, pair: str, got: RecentCandles | Bars, fresh: bool, from_ns: int) -> RecentCandles:
-    "The closed candles of `pair` from `from_ns` on: `got` (`fresh`) or the cached ones and `got`; kept for the next close."
+    """The closed candles of `pair` from `from_ns` on: `got` (`fresh`) or the cached ones and `got`; kept for the next
+    close."""
     got = got if isinstance(got, RecentCandles) else RecentCandles.of(got)
-    if not fresh: got = ctx.candles[pair].then(got).since(from_ns)
-    if len(got): ctx.candles[pair] = got       # an empty answer has no end to continue from
+    if not fresh:
+        got = ctx.candles[pair].then(got).since(from_ns)
+    if len(got):
+        ctx.candles[pair] = got  # an empty answer has no end to continue from
     return got
+
 
 def _stream(ctx: CycleContext, last_ns: int):
     "The candle stream when the config asks for one (started on first use), once the candle due now is in (or late)."
     s = ctx.settings
-    if s.exchange.candles != "stream": return None
+    if s.exchange.candles != "stream":
+        return None
     if ctx.stream is None:
         from morningstar_trader.stream import KlineStream
+
         ctx.stream = KlineStream(s.exchange, s.pairs, s.timeframe, markets=ctx.api.exchange.markets).start()
     step = parse_timeframe(s.timeframe).value
     due = [p for p in s.pairs if p in ctx.candles and int(ctx.candles[p].times[-1]) + step <= last_ns]
-    if due: ctx.stream.wait(due, last_ns, s.exchange.stream_wait_ms / 1000)
+    if due:
+        ctx.stream.wait(due, last_ns, s.exchange.stream_wait_ms / 1000)
     return ctx.stream
+
 
 def _bars(ctx: CycleContext, now: pd.Timestamp) -> tuple[dict, dict, dict]:
     "Each pair's recent closed candles (`RecentCandles`), the pairs that failed with why, and each pair's newest bar."
@@ -290,26 +405,36 @@ def _bars(ctx: CycleContext, now: pd.Timestamp) -> tuple[dict, dict, dict]:
     min_bars = ctx.model.prep.min_bars
     need = max(min_bars, MARKET_LOOKBACK + 1) + 2 + stale_after
     out, errors, newest = {}, {}, {}
-    try:   # the exchange's clock decides which candles are closed: measured ahead of the close, or read now
-        server_now_ms = int(time.time() * 1000 + ctx.clock_offset_ms) if ctx.clock_offset_ms is not None else ctx.api.server_time_ms()
-    except MorningstarError as e: return {}, {p: f"market data: {e}" for p in ctx.settings.pairs}, {}
-    last_ns = (server_now_ms * 1_000_000 // step.value - 1) * step.value       # the newest candle closed by that clock
+    try:  # the exchange's clock decides which candles are closed: measured ahead of the close, or read now
+        server_now_ms = (
+            int(time.time() * 1000 + ctx.clock_offset_ms)
+            if ctx.clock_offset_ms is not None
+            else ctx.api.server_time_ms()
+        )
+    except MorningstarError as e:
+        return {}, {p: f"market data: {e}" for p in ctx.settings.pairs}, {}
+    last_ns = (server_now_ms * 1_000_000 // step.value - 1) * step.value  # the newest candle closed by that clock
     _stream(ctx, last_ns)
     from_ns, fetched = (now - need * step).value, {}
     # every pair's requests first, then the arithmetic on all of them: interleaved with the rate limiter's sleeps,
     # each pair's few microseconds of numpy ran on a cold CPU and took several times as long (bench/bench_cycle.py)
     for pair in ctx.settings.pairs:
-        try: fetched[pair] = _missing(ctx, pair, from_ns, server_now_ms, last_ns)
-        except MorningstarError as e: errors[pair] = f"market data: {e}"
+        try:
+            fetched[pair] = _missing(ctx, pair, from_ns, server_now_ms, last_ns)
+        except MorningstarError as e:
+            errors[pair] = f"market data: {e}"
     for pair, (got, fresh) in fetched.items():
         try:
             bars = _recent(ctx, pair, got, fresh, from_ns)
-            if len(bars): newest[pair] = bars.end
+            if len(bars):
+                newest[pair] = bars.end
             if len(bars) and now - (bars.end + step) > stale_after * step:
                 raise MorningstarError(f"stale: the newest closed candle opened at {bars.end}")
-            if len(bars) < min_bars: raise MorningstarError(f"only {len(bars)} closed candles, {min_bars} needed")
+            if len(bars) < min_bars:
+                raise MorningstarError(f"only {len(bars)} closed candles, {min_bars} needed")
             out[pair] = bars
-        except MorningstarError as e: errors[pair] = f"market data: {e}"
+        except MorningstarError as e:
+            errors[pair] = f"market data: {e}"
     return out, errors, newest
 
 # %% ../nbs/12_cycle.ipynb #3700fe37
@@ -317,8 +442,9 @@ def _features(ctx: CycleContext, bars: dict, errors: dict) -> dict[str, tuple]:
     "Per pair: the newest window's (technical, context) inputs and its unscaled technical values."
     prep = ctx.model.prep
     if not prep.settings.alt_data:
-        try: got, why = prep.latest({p: (b.times, b.ohlcv) for p, b in bars.items()})
-        except Exception as e:   # not one pair's problem: every pair is skipped with it
+        try:
+            got, why = prep.latest({p: (b.times, b.ohlcv) for p, b in bars.items()})
+        except Exception as e:  # not one pair's problem: every pair is skipped with it
             errors |= {p: f"features: {type(e).__name__}: {e}" for p in bars}
             return {}
         errors |= {p: f"features: FeatureError: {w}" for p, w in why.items()}
@@ -328,20 +454,28 @@ def _features(ctx: CycleContext, bars: dict, errors: dict) -> dict[str, tuple]:
         try:
             frame = prep.frame(b.bars(ctx.settings.exchange.id, pair, ctx.settings.timeframe))
             feats = prep.windows(pair, frame)
-            if feats.times[-1] != b.end: raise MorningstarError(f"the newest bar {b.end} has no features (a gap?)")
+            if feats.times[-1] != b.end:
+                raise MorningstarError(f"the newest bar {b.end} has no features (a gap?)")
             out[pair] = (feats.technical[-1], feats.context[-1], frame[prep.technical_names].to_numpy()[-1])
-        except Exception as e: errors[pair] = f"features: {type(e).__name__}: {e}"
+        except Exception as e:
+            errors[pair] = f"features: {type(e).__name__}: {e}"
     return out
+
 
 def _predict(ctx: CycleContext, feats: dict[str, tuple], errors: dict) -> dict[str, dict]:
     "One batched prediction for every pair with features; on failure, one pair at a time."
-    if not feats: return {}
-    try: return dict(zip(feats, predict_heads(ctx.model, list(feats.values()))))
-    except Exception: _log.warning("the batched prediction failed; predicting each pair on its own", exc_info=True)
+    if not feats:
+        return {}
+    try:
+        return dict(zip(feats, predict_heads(ctx.model, list(feats.values()))))
+    except Exception:
+        _log.warning("the batched prediction failed; predicting each pair on its own", exc_info=True)
     preds = {}
     for pair, f in feats.items():
-        try: preds[pair] = predict_heads(ctx.model, [f])[0]
-        except Exception as e: errors[pair] = f"model: {type(e).__name__}: {e}"
+        try:
+            preds[pair] = predict_heads(ctx.model, [f])[0]
+        except Exception as e:
+            errors[pair] = f"model: {type(e).__name__}: {e}"
     return preds
 
 # %% ../nbs/12_cycle.ipynb #f816e46d
@@ -351,9 +485,13 @@ def _inputs(ctx: CycleContext, bars: dict, errors: dict) -> dict[str, PairInput]
     preds = _predict(ctx, feats, errors)
     inputs = {}
     for pair in ctx.settings.pairs:
-        if pair not in bars: inputs[pair] = PairInput(error=errors.get(pair, "no candles")); continue
+        if pair not in bars:
+            inputs[pair] = PairInput(error=errors.get(pair, "no candles"))
+            continue
         window, pred = bars[pair].window, preds.get(pair)
-        if pred is None: inputs[pair] = PairInput(window, error=errors.get(pair, "no prediction")); continue
+        if pred is None:
+            inputs[pair] = PairInput(window, error=errors.get(pair, "no prediction"))
+            continue
         row, closes = feats[pair][2], bars[pair].ohlcv[:, 3]
         evidence = lambda r=row, c=closes, p=pred: review_evidence(dict(zip(ctx.model.prep.technical_names, r)), c, p)
         inputs[pair] = PairInput(window, pred, evidence)
@@ -366,76 +504,115 @@ def refresh_alt(ctx: CycleContext, at: pd.Timestamp) -> list[Alert]:
     from morningstar_trader.alt_providers import SOURCES, download
     from morningstar_trader.config import load_secrets
     from morningstar_trader.features import stale_alt
+
     s, alerts = ctx.settings, []
     for source in (x for x in SOURCES if getattr(s.alt, x).in_cycle):
-        try: download(source, s, load_secrets())
-        except MorningstarError as e: alerts.append(Alert("warning", "alt_source", f"{source}: {e}"))
+        try:
+            download(source, s, load_secrets())
+        except MorningstarError as e:
+            alerts.append(Alert("warning", "alt_source", f"{source}: {e}"))
     prep = ctx.model.prep
     if any(getattr(a, "source", None) for a in prep.settings.alt_data):
-        try: ctx.model.prep = prep = replace(prep, alt_tables=load_alt_tables(prep.settings.alt_data, s.paths.data_dir))
-        except MorningstarError as e: alerts.append(Alert("warning", "alt_source", f"reloading the alternative tables: {e}"))
+        try:
+            ctx.model.prep = prep = replace(prep, alt_tables=load_alt_tables(prep.settings.alt_data, s.paths.data_dir))
+        except MorningstarError as e:
+            alerts.append(Alert("warning", "alt_source", f"reloading the alternative tables: {e}"))
     assets = tuple(dict.fromkeys(p.split("/")[0] for p in s.pairs))
     alerts += [Alert("warning", "stale_alt", f"{name}: {why}") for name, why in stale_alt(prep, at, assets).items()]
     return alerts
 
-def with_digest(ctx: CycleContext, inputs: dict[str, PairInput], at: pd.Timestamp) -> tuple[dict[str, PairInput], list[Alert]]:
+
+def with_digest(
+    ctx: CycleContext, inputs: dict[str, PairInput], at: pd.Timestamp
+) -> tuple[dict[str, PairInput], list[Alert]]:
     "Each predicted pair's input with the cycle's market digest, from the store as it is now."
     from morningstar_trader.digest import DigestData, DigestMaker
-    if ctx.settings.llm.mode == "off": return inputs, []
-    return attach_digest(DigestMaker.from_supervisor(ctx.supervisor), DigestData.load(ctx.settings.paths.data_dir), inputs,
-                         at, ctx.settings)
+
+    if ctx.settings.llm.mode == "off":
+        return inputs, []
+    return attach_digest(
+        DigestMaker.from_supervisor(ctx.supervisor),
+        DigestData.load(ctx.settings.paths.data_dir),
+        inputs,
+        at,
+        ctx.settings,
+    )
 
 # %% ../nbs/12_cycle.ipynb #f7cb1c14
 def _limits(ctx: CycleContext) -> tuple[str | None, str | None]:
     """Live: reconcile store and venue; (why nothing may be sent, why no entry may be sent), None where allowed. Orders
     still open keep their own pairs out of the close (in flight); beyond that, only what they can affect is refused."""
     rec = ctx.venue.reconcile(ctx.settings.pairs)
-    if rec is None or rec.ok: return None, None
-    if not rec.contained: return f"reconciliation: {rec.why()}", None
-    if rec.cash_uncertain: return None, f"entry held back: {', '.join(rec.spenders)} could have spent cash ({rec.why()})"
+    if rec is None or rec.ok:
+        return None, None
+    if not rec.contained:
+        return f"reconciliation: {rec.why()}", None
+    if rec.cash_uncertain:
+        return None, f"entry held back: {', '.join(rec.spenders)} could have spent cash ({rec.why()})"
     return None, None
+
 
 def _risk_state(ctx: CycleContext, now: pd.Timestamp) -> RiskState:
     saved = ctx.store.load_runtime("risk_state")
     return RiskState.from_json(saved) if saved else RiskState.start(ctx.store.cash(), now)
 
+
 def run_cycle(ctx: CycleContext, now: pd.Timestamp | None = None) -> CycleReport:
     "One paper or live cycle at `now` (default: the clock) for every configured pair."
     started, t0 = pd.Timestamp.now(tz="UTC"), time.perf_counter()
     now = pd.Timestamp(now or started)
-    refusal, hold_entries = _limits(ctx)                                 # live: store and venue must agree first
-    bars, errors, newest = _bars(ctx, now)                               # a. market data
+    refusal, hold_entries = _limits(ctx)  # live: store and venue must agree first
+    bars, errors, newest = _bars(ctx, now)  # a. market data
     at = max(b.end for b in bars.values()) + parse_timeframe(ctx.settings.timeframe) if bars else now
-    alerts = refresh_alt(ctx, at)                                        # a. alternative data: a failure alerts, no more
-    inputs = _inputs(ctx, bars, errors)                                  # b, c. features, one batched prediction
-    inputs, digest_alerts = with_digest(ctx, inputs, at)                 # d. the market digest, once for all pairs
-    k = replace(ctx.kernel, siblings=sibling_marks(ctx.settings))   # the account's other strategies, if any
-    with one_transaction(k):                                          # e.-g. the close (paper: one transaction)
+    alerts = refresh_alt(ctx, at)  # a. alternative data: a failure alerts, no more
+    inputs = _inputs(ctx, bars, errors)  # b, c. features, one batched prediction
+    inputs, digest_alerts = with_digest(ctx, inputs, at)  # d. the market digest, once for all pairs
+    k = replace(ctx.kernel, siblings=sibling_marks(ctx.settings))  # the account's other strategies, if any
+    with one_transaction(k):  # e.-g. the close (paper: one transaction)
         out = close_bar(k, inputs, at, _risk_state(ctx, now), refusal=refusal, hold_entries=hold_entries, t0=t0)
         ctx.store.save_runtime("risk_state", out.risk_state.to_json())
-    snapshot = _monitor(ctx, now, out, newest, refusal, (*alerts, *digest_alerts))   # h. monitoring
+    snapshot = _monitor(ctx, now, out, newest, refusal, (*alerts, *digest_alerts))  # h. monitoring
     return CycleReport(max(newest.values(), default=None), started, pd.DataFrame(out.rows), out.fills, snapshot)
 
-def _monitor(ctx: CycleContext, now: pd.Timestamp, out: CloseOutcome, newest: dict, refusal: str | None,
-             extra: tuple = ()) -> Snapshot:
+
+def _monitor(
+    ctx: CycleContext, now: pd.Timestamp, out: CloseOutcome, newest: dict, refusal: str | None, extra: tuple = ()
+) -> Snapshot:
     s, rs = ctx.settings, out.risk_state
     prices = ctx.store.load_runtime("last_close", {})
-    snapshot = assess(ctx.store.equity_curve(), now=now, trading=rs.trading, why=rs.why,
-                      open_positions=sum(not ctx.markets.get(p.pair, MarketRules()).is_dust(p.size, prices.get(p.pair, p.entry_price))
-                                         for p in ctx.store.positions().values()),
-                      newest_bars=newest, errors=out.notes.errors, llm_alerts=out.notes.llm_alerts, timeframe=s.timeframe,
-                      risk=s.risk, monitoring=s.monitoring, refusal=refusal,
-                      llm_stats=ctx.supervisor.record.stats() if ctx.supervisor.record else None, extra=extra)
+    snapshot = assess(
+        ctx.store.equity_curve(),
+        now=now,
+        trading=rs.trading,
+        why=rs.why,
+        open_positions=sum(
+            not ctx.markets.get(p.pair, MarketRules()).is_dust(p.size, prices.get(p.pair, p.entry_price))
+            for p in ctx.store.positions().values()
+        ),
+        newest_bars=newest,
+        errors=out.notes.errors,
+        llm_alerts=out.notes.llm_alerts,
+        timeframe=s.timeframe,
+        risk=s.risk,
+        monitoring=s.monitoring,
+        refusal=refusal,
+        llm_stats=ctx.supervisor.record.stats() if ctx.supervisor.record else None,
+        extra=extra,
+    )
     ctx.monitor.add(snapshot)
     return snapshot
 
 # %% ../nbs/12_cycle.ipynb #d19393e2
 def _state_paths(state_dir, mode: str):
     from pathlib import Path
-    if mode not in ("paper", "live"): raise CycleError(f"mode {mode!r}: risk controls are for paper and live accounts")
+
+    if mode not in ("paper", "live"):
+        raise CycleError(f"mode {mode!r}: risk controls are for paper and live accounts")
     path = Path(state_dir) / f"{mode}.sqlite"
-    if not path.is_file(): raise CycleError(f"no {mode} account at {path}: nothing has traded in {mode} mode with this state_dir")
+    if not path.is_file():
+        raise CycleError(f"no {mode} account at {path}: nothing has traded in {mode} mode with this state_dir")
     return path, path.with_name(f"{mode}-unreviewed.sqlite")
+
 
 def risk_status(state_dir, mode: str) -> dict:
     "The trading state of the paper or live account in `state_dir`: state, why, equity, drawdown, cooldowns."
@@ -444,25 +621,41 @@ def risk_status(state_dir, mode: str) -> dict:
     saved, curve = store.load_runtime("risk_state"), store.equity_curve()
     rs = RiskState.from_json(saved) if saved else None
     equity = float(curve["equity"].iloc[-1]) if len(curve) else store.cash()
-    return {"mode": mode, "trading": rs.trading if rs else "active", "why": rs.why if rs else "no cycle yet",
-            "equity": equity, "peak_equity": rs.peak_equity if rs else equity,
-            "drawdown": 1 - equity / rs.peak_equity if rs and rs.peak_equity > 0 else 0.0,
-            "cooldown_until_bar": dict(rs.cooldown_until) if rs else {}, "open_positions": len(store.positions())}
+    return {
+        "mode": mode,
+        "trading": rs.trading if rs else "active",
+        "why": rs.why if rs else "no cycle yet",
+        "equity": equity,
+        "peak_equity": rs.peak_equity if rs else equity,
+        "drawdown": 1 - equity / rs.peak_equity if rs and rs.peak_equity > 0 else 0.0,
+        "cooldown_until_bar": dict(rs.cooldown_until) if rs else {},
+        "open_positions": len(store.positions()),
+    }
 
 # %% ../nbs/12_cycle.ipynb #290514de
 def resume_trading(state_dir, mode: str, reason: str, now: pd.Timestamp | None = None) -> dict:
-    "Lift a halt (or the reducing state) of the paper or live account in `state_dir`, journaled with `reason`; its status."
-    if not reason or not reason.strip(): raise CycleError("resuming needs a reason (it is journaled)")
+    """Lift a halt (or the reducing state) of the paper or live account in `state_dir`, journaled with `reason`; its
+    status."""
+    if not reason or not reason.strip():
+        raise CycleError("resuming needs a reason (it is journaled)")
     path, twin = _state_paths(state_dir, mode)
     now = pd.Timestamp(now or pd.Timestamp.now(tz="UTC"))
     for p in (path, twin) if twin.is_file() else (path,):
         store = PortfolioStore(p)
         saved = store.load_runtime("risk_state")
-        if not saved: continue
+        if not saved:
+            continue
         before, curve = RiskState.from_json(saved), store.equity_curve()
         equity = float(curve["equity"].iloc[-1]) if len(curve) else store.cash()
         store.save_runtime("risk_state", before.resume(equity).to_json())
-        store.journal(f"operator-{now.isoformat()}", "*", now, inputs={"equity": equity}, prediction={},
-                      decision={"action": "resume", "from": before.trading, "why": before.why}, reasons=(reason.strip(),))
+        store.journal(
+            f"operator-{now.isoformat()}",
+            "*",
+            now,
+            inputs={"equity": equity},
+            prediction={},
+            decision={"action": "resume", "from": before.trading, "why": before.why},
+            reasons=(reason.strip(),),
+        )
         _log.warning("%s account %s resumed from %s (%s): %s", mode, p.name, before.trading, before.why, reason.strip())
     return risk_status(state_dir, mode)

@@ -33,88 +33,144 @@ class DashboardError(MorningstarError):
 # %% ../nbs/17_dashboard.ipynb #76329384
 _COLOURS = {"info": "#245", "warning": "#8a5a00", "error": "#a00"}
 
+
 def message(text: str, level: str = "info") -> W.HTML:
     "A boxed, escaped message: what is missing or wrong, and what to do."
-    if level not in _COLOURS: raise DashboardError(f"message level {level!r}: use one of {sorted(_COLOURS)}")
+    if level not in _COLOURS:
+        raise DashboardError(f"message level {level!r}: use one of {sorted(_COLOURS)}")
     c = _COLOURS[level]
-    return W.HTML(f'<div class="ms-message ms-{level}" style="border-left:4px solid {c};padding:4px 10px;color:{c};'
-                  f'background:#f6f6f6;margin:4px 0">{html.escape(text)}</div>')
+    return W.HTML(
+        f'<div class="ms-message ms-{level}" style="border-left:4px solid {c};padding:4px 10px;color:{c};'
+        f'background:#f6f6f6;margin:4px 0">{html.escape(text)}</div>'
+    )
+
 
 def fmt(v) -> str:
     "One number as the dashboard shows it: thousands with 2 decimals, small values with 4 significant digits."
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)): return str(v)
-    if isinstance(v, (int, np.integer)): return f"{v:,}"
-    if not np.isfinite(v): return "–"
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+        return str(v)
+    if isinstance(v, (int, np.integer)):
+        return f"{v:,}"
+    if not np.isfinite(v):
+        return "–"
     return f"{v:,.2f}" if abs(v) >= 1_000 else f"{v:.4g}"
 
 # %% ../nbs/17_dashboard.ipynb #ea4dd9bf
-def table(df: pd.DataFrame | None, css: str, *, empty: str = "none", max_rows: int = 200, index: bool = False) -> W.HTML:
+def table(
+    df: pd.DataFrame | None, css: str, *, empty: str = "none", max_rows: int = 200, index: bool = False
+) -> W.HTML:
     "`df` as an HTML table of class `css` (the last `max_rows` rows), or the `empty` text."
     if df is None or df.empty:
         return W.HTML(f'<div class="{css} ms-empty" style="color:#666">{html.escape(empty)}</div>')
     shown = df.tail(max_rows)
-    body = shown.to_html(classes=f"ms-table {css}", border=0, index=index, formatters={c: fmt for c in shown.columns}, escape=True, na_rep="–")
+    body = shown.to_html(
+        classes=f"ms-table {css}",
+        border=0,
+        index=index,
+        formatters={c: fmt for c in shown.columns},
+        escape=True,
+        na_rep="–",
+    )
     more = f'<div style="color:#666">the last {max_rows} of {len(df)} rows</div>' if len(df) > max_rows else ""
     return W.HTML(f'<div style="max-height:360px;overflow:auto">{body}</div>{more}')
 
 # %% ../nbs/17_dashboard.ipynb #cc82777f
-INDEX_COLUMNS = ["run_id", "mode", "strategy", "status", "started_at", "start", "end", "pairs", "total_return", "buy_hold_return",
-                 "duration_s", "path", "error"]
+INDEX_COLUMNS = [
+    "run_id",
+    "mode",
+    "strategy",
+    "status",
+    "started_at",
+    "start",
+    "end",
+    "pairs",
+    "total_return",
+    "buy_hold_return",
+    "duration_s",
+    "path",
+    "error",
+]
+
 
 def _read_only(path: Path, what: str):
     "A read-only SQLite connection (never creates the file)."
-    if not path.is_file(): raise DashboardError(f"{what} not found: {path}")
+    if not path.is_file():
+        raise DashboardError(f"{what} not found: {path}")
     return closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1))
+
 
 def run_index(runs_dir: str | Path) -> pd.DataFrame:
     "Every run in `runs_dir/index.sqlite`, newest first (INDEX_COLUMNS); empty when nothing has run yet."
     path = Path(runs_dir) / "index.sqlite"
-    if not path.is_file(): return pd.DataFrame(columns=INDEX_COLUMNS)
+    if not path.is_file():
+        return pd.DataFrame(columns=INDEX_COLUMNS)
     try:
         with _read_only(path, "run index") as db:
-            df = pd.read_sql("SELECT run_id, mode, status, started_at, start, end, params, metrics, duration_s, path, error "
-                             "FROM runs ORDER BY started_at DESC", db)
+            df = pd.read_sql(
+                "SELECT run_id, mode, status, started_at, start, end, params, metrics, duration_s, path, error "
+                "FROM runs ORDER BY started_at DESC",
+                db,
+            )
     except (sqlite3.Error, pd.errors.DatabaseError) as e:
-        raise DashboardError(f"the run index {path} cannot be read ({clip_repr(str(e), 120)}); move it away and re-run") from None
+        raise DashboardError(
+            f"the run index {path} cannot be read ({clip_repr(str(e), 120)}); move it away and re-run"
+        ) from None
     params = [json.loads(p or "{}") for p in df.pop("params")]
     metrics = [json.loads(m or "{}") for m in df.pop("metrics")]
     df["pairs"] = [", ".join(p.get("pairs") or []) for p in params]
     df["strategy"] = [p.get("strategy") or "model" for p in params]
-    for key in ("total_return", "buy_hold_return"): df[key] = [m.get(key, np.nan) for m in metrics]
+    for key in ("total_return", "buy_hold_return"):
+        df[key] = [m.get(key, np.nan) for m in metrics]
     return df[INDEX_COLUMNS]
 
 # %% ../nbs/17_dashboard.ipynb #d5d7941c
-def filter_runs(runs: pd.DataFrame, *, mode: str = "all", status: str = "all", since=None, pair: str = "all") -> pd.DataFrame:
+def filter_runs(
+    runs: pd.DataFrame, *, mode: str = "all", status: str = "all", since=None, pair: str = "all"
+) -> pd.DataFrame:
     "The runs that match every filter given (`all` or None: no filter)."
     keep = pd.Series(True, index=runs.index)
-    if mode != "all": keep &= runs["mode"] == mode
-    if status != "all": keep &= runs["status"] == status
-    if since is not None: keep &= pd.to_datetime(runs["started_at"], utc=True, format="ISO8601") >= pd.Timestamp(since, tz="UTC")
-    if pair != "all": keep &= runs["pairs"].str.split(", ").map(lambda ps: pair in ps)
+    if mode != "all":
+        keep &= runs["mode"] == mode
+    if status != "all":
+        keep &= runs["status"] == status
+    if since is not None:
+        keep &= pd.to_datetime(runs["started_at"], utc=True, format="ISO8601") >= pd.Timestamp(since, tz="UTC")
+    if pair != "all":
+        keep &= runs["pairs"].str.split(", ").map(lambda ps: pair in ps)
     return runs[keep]
 
 # %% ../nbs/17_dashboard.ipynb #bd80b891
 _SCRAPS: dict[tuple, dict] = {}
 
+
 def cached_scraps(path: str | Path) -> dict:
     "`runs.load_run(path)`, read once while the file is unchanged (reading a run notebook takes seconds)."
     from morningstar_trader.runs import load_run
+
     st = Path(path).stat()
     key = (str(path), st.st_mtime_ns, st.st_size)
-    if key not in _SCRAPS: _SCRAPS[key] = load_run(path)
+    if key not in _SCRAPS:
+        _SCRAPS[key] = load_run(path)
     return _SCRAPS[key]
 
 # %% ../nbs/17_dashboard.ipynb #1f63d928
 def read_run(row: dict) -> dict:
     "The scraps of the run in index row `row`, or a DashboardError saying why they cannot be shown."
     path, status = Path(row["path"]), row["status"]
-    if status == "failed": raise DashboardError(f"run {row['run_id']} failed: {row.get('error') or 'no error recorded'}; its notebook: {path}")
-    if status == "running": raise DashboardError(f"run {row['run_id']} is still running (or was killed); its notebook: {path}")
-    if not path.is_file(): raise DashboardError(f"the notebook of run {row['run_id']} is missing: {path}")
-    try: return cached_scraps(path)
-    except Exception as e:     # nbformat, JSON and scrapbook errors alike: the file is not a readable run notebook
-        raise DashboardError(f"the notebook of run {row['run_id']} cannot be read ({type(e).__name__}: "
-                             f"{clip_repr(str(e), 120)}): {path}") from None
+    if status == "failed":
+        raise DashboardError(
+            f"run {row['run_id']} failed: {row.get('error') or 'no error recorded'}; its notebook: {path}"
+        )
+    if status == "running":
+        raise DashboardError(f"run {row['run_id']} is still running (or was killed); its notebook: {path}")
+    if not path.is_file():
+        raise DashboardError(f"the notebook of run {row['run_id']} is missing: {path}")
+    try:
+        return cached_scraps(path)
+    except Exception as e:  # nbformat, JSON and scrapbook errors alike: the file is not a readable run notebook
+        raise DashboardError(
+            f"the notebook of run {row['run_id']} cannot be read ({type(e).__name__}: {clip_repr(str(e), 120)}): {path}"
+        ) from None
 
 # %% ../nbs/17_dashboard.ipynb #ed5d8fb6
 def equity_figure(curves: dict[str, pd.Series], title: str) -> go.FigureWidget:
@@ -124,11 +180,20 @@ def equity_figure(curves: dict[str, pd.Series], title: str) -> go.FigureWidget:
     for i, (name, curve) in enumerate(curves.items()):
         line = {"dash": "dash" if name in ("buy & hold", "flat") else None, "color": palette[i % len(palette)]}
         fig.add_scatter(x=curve.index, y=curve.to_numpy(), name=name, line={**line, "width": 1.5}, row=1, col=1)
-        fig.add_scatter(x=curve.index, y=(curve / curve.cummax() - 1).to_numpy(), name=f"{name} drawdown", showlegend=False,
-                        line={**line, "width": 1}, row=2, col=1)
+        fig.add_scatter(
+            x=curve.index,
+            y=(curve / curve.cummax() - 1).to_numpy(),
+            name=f"{name} drawdown",
+            showlegend=False,
+            line={**line, "width": 1},
+            row=2,
+            col=1,
+        )
     fig.update_layout(title=title, height=420, margin={"l": 50, "r": 10, "t": 40, "b": 30}, legend={"orientation": "h"})
-    fig.update_yaxes(title_text="equity", row=1, col=1); fig.update_yaxes(title_text="drawdown", tickformat=".0%", row=2, col=1)
+    fig.update_yaxes(title_text="equity", row=1, col=1)
+    fig.update_yaxes(title_text="drawdown", tickformat=".0%", row=2, col=1)
     return go.FigureWidget(fig)
+
 
 def run_equity(scraps: dict) -> go.FigureWidget:
     """One run's equity against its benchmarks (when recorded); the return is over the benchmarks' window (a backtest's
@@ -139,17 +204,25 @@ def run_equity(scraps: dict) -> go.FigureWidget:
         curves |= {"buy & hold": bench["buy_hold"], "flat": bench["flat"]}
         since = bench.index[0]
     stats, base = scraps.get("stats", {}), eq[eq.index >= since].iloc[0]
-    title = f"equity {fmt(float(eq.iloc[-1]))} ({eq.iloc[-1] / base - 1:+.2%}{'' if since == eq.index[0] else ' since ' + str(since)[:16]})"
-    if "buy_hold_return" in stats: title += f"; buy & hold {stats['buy_hold_return']:+.2%}, flat +0.00%"
+    since_text = "" if since == eq.index[0] else f" since {str(since)[:16]}"
+    title = f"equity {fmt(float(eq.iloc[-1]))} ({eq.iloc[-1] / base - 1:+.2%}{since_text})"
+    if "buy_hold_return" in stats:
+        title += f"; buy & hold {stats['buy_hold_return']:+.2%}, flat +0.00%"
     return equity_figure(curves, title)
 
 # %% ../nbs/17_dashboard.ipynb #31a8490a
 def _candles(params: dict, pair: str) -> pd.Series | None:
     "The close of `pair` over the run's range from the run's candle store, or None when it is not there any more."
     from morningstar_trader.store import CandleStore
-    try: bars = CandleStore(params["data_dir"]).load(params["exchange"], pair, params["timeframe"], params.get("start"), params.get("end"))
-    except (KeyError, TypeError, MorningstarError, OSError): return None
+
+    try:
+        bars = CandleStore(params["data_dir"]).load(
+            params["exchange"], pair, params["timeframe"], params.get("start"), params.get("end")
+        )
+    except (KeyError, TypeError, MorningstarError, OSError):
+        return None
     return bars.frame["close"]
+
 
 def trades_figure(scraps: dict, pair: str) -> tuple[go.FigureWidget, str | None]:
     "(price with entries and exits of `pair`, above the model's heads; a note on what is missing, or None)."
@@ -157,72 +230,142 @@ def trades_figure(scraps: dict, pair: str) -> tuple[go.FigureWidget, str | None]
     trades = trades[trades["pair"] == pair] if len(trades) else trades
     heads = scraps.get("predictions")
     heads = heads[heads["pair"] == pair].set_index("time") if isinstance(heads, pd.DataFrame) and len(heads) else None
-    fig = make_subplots(rows=2 if heads is not None else 1, cols=1, shared_xaxes=True, vertical_spacing=0.04,
-                        row_heights=[0.65, 0.35] if heads is not None else None)
+    fig = make_subplots(
+        rows=2 if heads is not None else 1,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.04,
+        row_heights=[0.65, 0.35] if heads is not None else None,
+    )
     close = _candles(scraps.get("parameters", {}), pair)
-    if close is not None: fig.add_scatter(x=close.index, y=close.to_numpy(), name=f"{pair} close", line={"color": "#888", "width": 1})
-    else: note = f"the candles of {pair} are not in the run's candle store any more: trades only"
+    if close is not None:
+        fig.add_scatter(x=close.index, y=close.to_numpy(), name=f"{pair} close", line={"color": "#888", "width": 1})
+    else:
+        note = f"the candles of {pair} are not in the run's candle store any more: trades only"
     for side, colour, symbol in (("long", "green", "triangle-up"), ("short", "red", "triangle-down")):
         t = trades[trades["side"] == side] if len(trades) else trades
-        if len(t): fig.add_scatter(x=t["entry_time"], y=t["entry_price"], mode="markers", name=f"{side} entry",
-                                   marker={"color": colour, "symbol": symbol, "size": 8})
-    if len(trades): fig.add_scatter(x=trades["exit_time"], y=trades["exit_price"], mode="markers", name="exit",
-                                    marker={"color": "black", "symbol": "x", "size": 7})
+        if len(t):
+            fig.add_scatter(
+                x=t["entry_time"],
+                y=t["entry_price"],
+                mode="markers",
+                name=f"{side} entry",
+                marker={"color": colour, "symbol": symbol, "size": 8},
+            )
+    if len(trades):
+        fig.add_scatter(
+            x=trades["exit_time"],
+            y=trades["exit_price"],
+            mode="markers",
+            name="exit",
+            marker={"color": "black", "symbol": "x", "size": 7},
+        )
     for col in ("confidence", "volatility") if heads is not None else ():
-        if col in heads: fig.add_scatter(x=heads.index, y=heads[col].to_numpy(), name=col, row=2, col=1, line={"width": 1})
-    if heads is None: note = (note + "; " if note else "") + "no model heads recorded (a rule strategy, or an older run)"
+        if col in heads:
+            fig.add_scatter(x=heads.index, y=heads[col].to_numpy(), name=col, row=2, col=1, line={"width": 1})
+    if heads is None:
+        note = (note + "; " if note else "") + "no model heads recorded (a rule strategy, or an older run)"
     fig.update_layout(title=f"{pair}: {len(trades)} trades", height=420, margin={"l": 50, "r": 10, "t": 40, "b": 30})
     return go.FigureWidget(fig), note
 
 # %% ../nbs/17_dashboard.ipynb #3e0af518
 _RUN_SCRAPS = {"benchmarks": "benchmarks", "predictions": "model heads", "decisions": "decisions", "reviews": "reviews"}
 
+
 def stats_table(stats: dict) -> W.HTML:
     "The run's statistics, with the benchmark columns grouped: strategy, buy & hold, flat."
     # a paper or live run has no total return of its own: over its window, its return is its excess over flat
-    rows = {"return": ("total_return" if "total_return" in stats else "excess_return_vs_flat", "buy_hold_return", "flat_return"),
-            "excess return of the strategy": (None, "excess_return_vs_buy_hold", "excess_return_vs_flat"),
-            "information ratio of the strategy": (None, "information_ratio_vs_buy_hold", "information_ratio_vs_flat")}
-    bench = pd.DataFrame({k: [stats.get(c) if c else None for c in cols] for k, cols in rows.items()},
-                         index=["strategy", "buy & hold", "flat"]).T if "buy_hold_return" in stats else None
+    rows = {
+        "return": (
+            "total_return" if "total_return" in stats else "excess_return_vs_flat",
+            "buy_hold_return",
+            "flat_return",
+        ),
+        "excess return of the strategy": (None, "excess_return_vs_buy_hold", "excess_return_vs_flat"),
+        "information ratio of the strategy": (None, "information_ratio_vs_buy_hold", "information_ratio_vs_flat"),
+    }
+    bench = (
+        pd.DataFrame(
+            {k: [stats.get(c) if c else None for c in cols] for k, cols in rows.items()},
+            index=["strategy", "buy & hold", "flat"],
+        ).T
+        if "buy_hold_return" in stats
+        else None
+    )
     shown = {k: v for k, v in stats.items() if not any(b in k for b in ("buy_hold", "flat"))}
     other = pd.DataFrame({"stat": list(shown), "value": list(shown.values())})
     bench_html = table(bench.reset_index(names=""), "ms-benchmarks").value if bench is not None else ""
-    return W.HTML(f'<div style="display:flex;gap:40px;align-items:flex-start">{table(other, "ms-stats").value}{bench_html}</div>')
+    return W.HTML(
+        f'<div style="display:flex;gap:40px;align-items:flex-start">{table(other, "ms-stats").value}{bench_html}</div>'
+    )
+
 
 def run_view(row: dict) -> W.VBox:
-    "One run: stats, equity and drawdown, trades on price with the heads, decisions, reviews; a message for what cannot be shown."
-    try: scraps = read_run(row)
-    except DashboardError as e: return W.VBox([message(str(e), "error")])
+    """One run: stats, equity and drawdown, trades on price with the heads, decisions, reviews; a message for what
+    cannot be shown."""
+    try:
+        scraps = read_run(row)
+    except DashboardError as e:
+        return W.VBox([message(str(e), "error")])
     if "equity" not in scraps or "stats" not in scraps:
-        return W.VBox([message(f"run {row['run_id']} has no equity or stats scrap (mode {row['mode']}): nothing to chart", "warning")])
+        return W.VBox(
+            [
+                message(
+                    f"run {row['run_id']} has no equity or stats scrap (mode {row['mode']}): nothing to chart",
+                    "warning",
+                )
+            ]
+        )
     missing = [what for key, what in _RUN_SCRAPS.items() if key not in scraps]
-    parts = [W.HTML(f"<h3 class='ms-run-title'>{html.escape(row['run_id'])}</h3>"), stats_table(scraps["stats"]), run_equity(scraps)]
-    if missing: parts.insert(1, message(f"recorded by an older version: no {', '.join(missing)} in this run", "info"))
-    for pair in scraps.get("parameters", {}).get("pairs", []) or sorted(set(scraps.get("trades", pd.DataFrame(columns=["pair"]))["pair"])):
+    parts = [
+        W.HTML(f"<h3 class='ms-run-title'>{html.escape(row['run_id'])}</h3>"),
+        stats_table(scraps["stats"]),
+        run_equity(scraps),
+    ]
+    if missing:
+        parts.insert(1, message(f"recorded by an older version: no {', '.join(missing)} in this run", "info"))
+    for pair in scraps.get("parameters", {}).get("pairs", []) or sorted(
+        set(scraps.get("trades", pd.DataFrame(columns=["pair"]))["pair"])
+    ):
         fig, note = trades_figure(scraps, pair)
         parts += [fig] + ([message(note)] if note else [])
-    parts += [W.HTML("<h4>trades</h4>"), table(scraps.get("trades"), "ms-trades", empty="no trades"),
-              W.HTML("<h4>decisions</h4>"), table(scraps.get("decisions"), "ms-decisions", empty="no decisions recorded"),
-              W.HTML("<h4>reviews</h4>"), table(scraps.get("reviews"), "ms-reviews", empty="no reviews (no reviewer, or no entry)")]
+    parts += [
+        W.HTML("<h4>trades</h4>"),
+        table(scraps.get("trades"), "ms-trades", empty="no trades"),
+        W.HTML("<h4>decisions</h4>"),
+        table(scraps.get("decisions"), "ms-decisions", empty="no decisions recorded"),
+        W.HTML("<h4>reviews</h4>"),
+        table(scraps.get("reviews"), "ms-reviews", empty="no reviews (no reviewer, or no entry)"),
+    ]
     return W.VBox(parts)
 
 # %% ../nbs/17_dashboard.ipynb #ffc9f475
 def compare_view(run_ids: list[str], runs_dir: str | Path) -> W.VBox:
     "The runs side by side: parameters that differ and every statistic, then their equity curves."
     from morningstar_trader.runs import compare_runs
+
     rows = run_index(runs_dir).set_index("run_id", drop=False)
-    try: table_df = compare_runs(run_ids, runs_dir, load=lambda rid: read_run(rows.loc[rid].to_dict()))
-    except (DashboardError, KeyError) as e:     # a failed, corrupt or unknown run among them: say which
-        return W.VBox([message(f"cannot compare {', '.join(run_ids)}: {clip_repr(str(e), 200)}; pick runs that finished", "error")])
+    try:
+        table_df = compare_runs(run_ids, runs_dir, load=lambda rid: read_run(rows.loc[rid].to_dict()))
+    except (DashboardError, KeyError) as e:  # a failed, corrupt or unknown run among them: say which
+        return W.VBox(
+            [
+                message(
+                    f"cannot compare {', '.join(run_ids)}: {clip_repr(str(e), 200)}; pick runs that finished", "error"
+                )
+            ]
+        )
     curves = {}
     for rid in run_ids:
         scraps = read_run(rows.loc[rid].to_dict())
-        if isinstance(scraps.get("equity"), pd.DataFrame) and "equity" in scraps["equity"]: curves[rid] = scraps["equity"]["equity"]
-        if isinstance(scraps.get("benchmarks"), pd.DataFrame): curves[f"{rid} buy & hold"] = scraps["benchmarks"]["buy_hold"]
+        if isinstance(scraps.get("equity"), pd.DataFrame) and "equity" in scraps["equity"]:
+            curves[rid] = scraps["equity"]["equity"]
+        if isinstance(scraps.get("benchmarks"), pd.DataFrame):
+            curves[f"{rid} buy & hold"] = scraps["benchmarks"]["buy_hold"]
     fig = equity_figure(curves, f"{len(run_ids)} runs")
     for d in fig.data:
-        if d.name.endswith("buy & hold") or d.name.endswith("buy & hold drawdown"): d.line.dash = "dash"
+        if d.name.endswith("buy & hold") or d.name.endswith("buy & hold drawdown"):
+            d.line.dash = "dash"
     shown = table_df.reset_index().rename(columns={"level_0": "", "level_1": "name"})
     return W.VBox([W.HTML("<h3 class='ms-compare-title'>compare</h3>"), table(shown, "ms-compare"), fig])
 
@@ -232,16 +375,29 @@ def _label(r) -> str:
     bh = "" if pd.isna(r.buy_hold_return) else f" (b&h {r.buy_hold_return:+.1%})"
     return f"{r.run_id}  {r.status}{ret}{bh}"
 
+
 def _warm_up():
     "Import what showing a run needs (scrapbook, the candle store: seconds) while the page is being read."
-    import scrapbook, morningstar_trader.store  # noqa: F401
+    import scrapbook  # noqa: F401
+
+    import morningstar_trader.store  # noqa: F401
+
 
 def runs_tab(runs_dir: str | Path) -> W.VBox:
     "The run index with its filters; one run picked: its view; several: their comparison."
-    try: runs = run_index(runs_dir)
-    except DashboardError as e: return W.VBox([message(str(e), "error")])
-    if runs.empty: return W.VBox([message(f"no runs under {runs_dir} yet: try `morningstar run --mode backtest --exchange "
-                                          "synthetic --llm-mode simulated` (or `make demo`)")])
+    try:
+        runs = run_index(runs_dir)
+    except DashboardError as e:
+        return W.VBox([message(str(e), "error")])
+    if runs.empty:
+        return W.VBox(
+            [
+                message(
+                    f"no runs under {runs_dir} yet: try `morningstar run --mode backtest --exchange "
+                    "synthetic --llm-mode simulated` (or `make demo`)"
+                )
+            ]
+        )
     pairs = sorted({p for ps in runs["pairs"] for p in ps.split(", ") if p})
     mode = W.Dropdown(options=["all", *sorted(set(runs["mode"]))], description="mode")
     status = W.Dropdown(options=["all", *sorted(set(runs["status"]))], description="status")
@@ -250,14 +406,20 @@ def runs_tab(runs_dir: str | Path) -> W.VBox:
     pick = W.SelectMultiple(rows=8, layout={"width": "95%"}, description="runs")
     pick.add_class("ms-run-select")
     out = W.VBox([message("pick a run (ctrl/shift-click: several, to compare)")])
+
     def refilter(_=None):
         shown = filter_runs(runs, mode=mode.value, status=status.value, since=since.value, pair=pair.value)
         pick.options = [(_label(r), r.run_id) for r in shown.itertuples()]
+
     def show(_=None):
         ids = list(pick.value)
-        if len(ids) == 1: out.children = [run_view(runs.set_index("run_id", drop=False).loc[ids[0]].to_dict())]
-        elif len(ids) > 1: out.children = [compare_view(ids, runs_dir)]
-    for w in (mode, status, since, pair): w.observe(refilter, "value")
+        if len(ids) == 1:
+            out.children = [run_view(runs.set_index("run_id", drop=False).loc[ids[0]].to_dict())]
+        elif len(ids) > 1:
+            out.children = [compare_view(ids, runs_dir)]
+
+    for w in (mode, status, since, pair):
+        w.observe(refilter, "value")
     pick.observe(show, "value")
     refilter()
     threading.Thread(target=_warm_up, daemon=True, name="dashboard-warm-up").start()
@@ -265,31 +427,48 @@ def runs_tab(runs_dir: str | Path) -> W.VBox:
 
 # %% ../nbs/17_dashboard.ipynb #c7b87afe
 def _frame(db, sql: str) -> pd.DataFrame:
-    try: return pd.read_sql(sql, db)
+    try:
+        return pd.read_sql(sql, db)
     except pd.errors.DatabaseError as e:
-        if "no such table" in str(e): return pd.DataFrame()      # a store no cycle has written that table in yet
+        if "no such table" in str(e):
+            return pd.DataFrame()  # a store no cycle has written that table in yet
         raise
+
 
 def read_account(state_dir: str | Path, mode: str) -> dict:
     "The account of `mode` in `state_dir`: risk state, equity curve, monitoring, positions, open orders, shadow fills."
     from morningstar_trader.portfolio import TERMINAL
+
     path = Path(state_dir) / f"{mode}.sqlite"
     if not path.is_file():
-        raise DashboardError(f"no {mode} account at {path}: nothing has traded in {mode} mode with this config yet "
-                             f"(`morningstar run --mode {mode}`)")
+        raise DashboardError(
+            f"no {mode} account at {path}: nothing has traded in {mode} mode with this config yet "
+            f"(`morningstar run --mode {mode}`)"
+        )
     try:
         with _read_only(path, f"{mode} state store") as db:
             runtime = dict(db.execute("SELECT key, value FROM runtime").fetchall())
-            out = {"path": path, "risk_state": json.loads(runtime.get("risk_state", "null")),
-                   "equity": _frame(db, "SELECT * FROM equity ORDER BY time"),
-                   "monitoring": _frame(db, "SELECT * FROM monitoring ORDER BY time"),
-                   "positions": _frame(db, "SELECT pair, side, size, entry_price, stop_loss, take_profit, updated_at FROM positions"),
-                   "orders": _frame(db, "SELECT client_order_id, pair, side, type, amount, filled, price, intent, status, note, "
-                                        f"updated_at FROM orders WHERE status NOT IN ({','.join(repr(s) for s in sorted(TERMINAL))})"),
-                   "shadow": _frame(db, "SELECT * FROM shadow ORDER BY decided_at")}
+            out = {
+                "path": path,
+                "risk_state": json.loads(runtime.get("risk_state", "null")),
+                "equity": _frame(db, "SELECT * FROM equity ORDER BY time"),
+                "monitoring": _frame(db, "SELECT * FROM monitoring ORDER BY time"),
+                "positions": _frame(
+                    db, "SELECT pair, side, size, entry_price, stop_loss, take_profit, updated_at FROM positions"
+                ),
+                "orders": _frame(
+                    db,
+                    "SELECT client_order_id, pair, side, type, amount, filled, price, intent, status, note, "
+                    f"updated_at FROM orders WHERE status NOT IN ({','.join(repr(s) for s in sorted(TERMINAL))})",
+                ),
+                "shadow": _frame(db, "SELECT * FROM shadow ORDER BY decided_at"),
+            }
     except (sqlite3.Error, pd.errors.DatabaseError) as e:
-        if "locked" in str(e): raise DashboardError(f"the {mode} state store {path} is locked by another process "
-                                                    "(a cycle writing?); it is read again at the next refresh") from None
+        if "locked" in str(e):
+            raise DashboardError(
+                f"the {mode} state store {path} is locked by another process "
+                "(a cycle writing?); it is read again at the next refresh"
+            ) from None
         raise DashboardError(f"{path} cannot be read as a state store ({e})") from None
     return out
 
@@ -298,12 +477,20 @@ def account_figure(monitoring: pd.DataFrame, mode: str) -> go.FigureWidget:
     "Equity, P&L, drawdown and exposure at each cycle's snapshot."
     fig = make_subplots(rows=4, cols=1, shared_xaxes=True, vertical_spacing=0.03, row_heights=[0.35, 0.25, 0.2, 0.2])
     t = pd.to_datetime(monitoring["time"], utc=True, format="ISO8601")
-    for i, (col, fmt_) in enumerate((("equity", None), ("pnl", None), ("drawdown", ".0%"), ("exposure", ".0%")), start=1):
-        fig.add_scatter(x=t, y=(-monitoring[col] if col == "drawdown" else monitoring[col]).to_numpy(), name=col, row=i, col=1)
+    for i, (col, fmt_) in enumerate(
+        (("equity", None), ("pnl", None), ("drawdown", ".0%"), ("exposure", ".0%")), start=1
+    ):
+        fig.add_scatter(
+            x=t, y=(-monitoring[col] if col == "drawdown" else monitoring[col]).to_numpy(), name=col, row=i, col=1
+        )
         fig.update_yaxes(title_text=col, tickformat=fmt_, row=i, col=1)
     last = monitoring.iloc[-1]
-    fig.update_layout(title=f"{mode} account: equity {fmt(float(last['equity']))}, P&L {fmt(float(last['pnl']))}",
-                      height=520, showlegend=False, margin={"l": 60, "r": 10, "t": 40, "b": 30})
+    fig.update_layout(
+        title=f"{mode} account: equity {fmt(float(last['equity']))}, P&L {fmt(float(last['pnl']))}",
+        height=520,
+        showlegend=False,
+        margin={"l": 60, "r": 10, "t": 40, "b": 30},
+    )
     return go.FigureWidget(fig)
 
 # %% ../nbs/17_dashboard.ipynb #88edec09
@@ -311,6 +498,7 @@ def alerts_frame(monitoring: pd.DataFrame, last: int = 50) -> pd.DataFrame:
     "The alerts of the last `last` snapshots, newest first."
     rows = [{"time": r.time, **a} for r in monitoring.tail(last).itertuples() for a in json.loads(r.alerts or "[]")]
     return pd.DataFrame(rows, columns=["time", "level", "kind", "pair", "message"]).iloc[::-1]
+
 
 def llm_frame(monitoring: pd.DataFrame) -> pd.DataFrame:
     "The reviewer's counters as of the last snapshot (exchanges, failures, latency, tokens, cost)."
@@ -321,46 +509,82 @@ def llm_frame(monitoring: pd.DataFrame) -> pd.DataFrame:
 def resume_dialog(state_dir: str | Path, mode: str, on_done) -> W.VBox:
     "A 'lift the halt' button; it opens a confirmation with a reason; `on_done(status)` after the resume."
     from morningstar_trader.cycle import resume_trading
+
     open_ = W.Button(description="Lift the halt…", button_style="warning", icon="unlock")
     open_.add_class("ms-resume")
     reason = W.Text(placeholder="why trading may resume (journaled)", layout={"width": "420px"})
     reason.add_class("ms-resume-reason")
     confirm, cancel = W.Button(description="Resume trading", button_style="danger"), W.Button(description="Cancel")
-    confirm.add_class("ms-resume-confirm"); cancel.add_class("ms-resume-cancel")
+    confirm.add_class("ms-resume-confirm")
+    cancel.add_class("ms-resume-cancel")
     note = W.HTML()
-    dialog = W.VBox([W.HTML(f"<b>Resume {mode} trading?</b> Orders may be sent at the next cycle."), reason,
-                     W.HBox([confirm, cancel]), note], layout={"display": "none", "border": "1px solid #c60", "padding": "6px"})
+    dialog = W.VBox(
+        [
+            W.HTML(f"<b>Resume {mode} trading?</b> Orders may be sent at the next cycle."),
+            reason,
+            W.HBox([confirm, cancel]),
+            note,
+        ],
+        layout={"display": "none", "border": "1px solid #c60", "padding": "6px"},
+    )
     dialog.add_class("ms-resume-dialog")
-    def show(_): dialog.layout.display = "flex"
-    def hide(_): dialog.layout.display = "none"; note.value = ""
+
+    def show(_):
+        dialog.layout.display = "flex"
+
+    def hide(_):
+        dialog.layout.display = "none"
+        note.value = ""
+
     def go_(_):
-        try: status = resume_trading(state_dir, mode, reason.value)
-        except MorningstarError as e: note.value = message(str(e), "error").value; return
-        hide(None); on_done(status)
-    open_.on_click(show); cancel.on_click(hide); confirm.on_click(go_)
+        try:
+            status = resume_trading(state_dir, mode, reason.value)
+        except MorningstarError as e:
+            note.value = message(str(e), "error").value
+            return
+        hide(None)
+        on_done(status)
+
+    open_.on_click(show)
+    cancel.on_click(hide)
+    confirm.on_click(go_)
     return W.VBox([open_, dialog])
 
 # %% ../nbs/17_dashboard.ipynb #bdc6112c
 _STATE_COLOURS = {"active": "#060", "reducing": "#8a5a00", "halted": "#a00"}
 
+
 def account_view(state_dir: str | Path, mode: str, on_change) -> W.VBox:
-    "The account of `mode`: state and why, history, positions, open orders, alerts, LLM, shadow drift; the resume dialog."
-    try: acc = read_account(state_dir, mode)
-    except DashboardError as e: return W.VBox([message(str(e), "warning")])
+    """The account of `mode`: state and why, history, positions, open orders, alerts, LLM, shadow drift; the resume
+    dialog."""
+    try:
+        acc = read_account(state_dir, mode)
+    except DashboardError as e:
+        return W.VBox([message(str(e), "warning")])
     rs = acc["risk_state"] or {"trading": "active", "why": "no cycle yet"}
-    state = W.HTML(f'<div class="ms-trading-state ms-{rs["trading"]}" style="font-size:1.3em;color:{_STATE_COLOURS.get(rs["trading"], "#000")}">'
-                   f'{html.escape(rs["trading"].upper())}: {html.escape(rs.get("why") or "")}</div>')
+    state = W.HTML(
+        f'<div class="ms-trading-state ms-{rs["trading"]}" '
+        f'style="font-size:1.3em;color:{_STATE_COLOURS.get(rs["trading"], "#000")}">'
+        f"{html.escape(rs['trading'].upper())}: {html.escape(rs.get('why') or '')}</div>"
+    )
     parts = [state]
-    if rs["trading"] in ("halted", "reducing"): parts.append(resume_dialog(state_dir, mode, lambda status: on_change()))
+    if rs["trading"] in ("halted", "reducing"):
+        parts.append(resume_dialog(state_dir, mode, lambda status: on_change()))
     mon = acc["monitoring"]
     parts.append(account_figure(mon, mode) if len(mon) else message("no monitoring snapshot yet"))
     shadow = acc["shadow"]
-    drift = shadow[["pair", "side", "decided_at", "live_price", "sim_price", "diff_bps", "live_delay_s"]] if len(shadow) else shadow
-    for title, df, css, empty in (("open positions (stop, target)", acc["positions"], "ms-positions", "no open position"),
-                                  ("open orders", acc["orders"], "ms-orders", "no open order"),
-                                  ("alerts", alerts_frame(mon) if len(mon) else None, "ms-alerts", "no alert"),
-                                  ("LLM cost and latency", llm_frame(mon), "ms-llm", "no reviewer calls recorded"),
-                                  ("shadow drift (live minus simulated fill)", drift, "ms-shadow", "no shadow fills (paper, or shadow off)")):
+    drift = (
+        shadow[["pair", "side", "decided_at", "live_price", "sim_price", "diff_bps", "live_delay_s"]]
+        if len(shadow)
+        else shadow
+    )
+    for title, df, css, empty in (
+        ("open positions (stop, target)", acc["positions"], "ms-positions", "no open position"),
+        ("open orders", acc["orders"], "ms-orders", "no open order"),
+        ("alerts", alerts_frame(mon) if len(mon) else None, "ms-alerts", "no alert"),
+        ("LLM cost and latency", llm_frame(mon), "ms-llm", "no reviewer calls recorded"),
+        ("shadow drift (live minus simulated fill)", drift, "ms-shadow", "no shadow fills (paper, or shadow off)"),
+    ):
         parts += [W.HTML(f"<h4>{title}</h4>"), table(df, css, empty=empty)]
     return W.VBox(parts)
 
@@ -371,29 +595,46 @@ def store_version(state_dir: str | Path, mode: str) -> tuple:
     return tuple((f.stat().st_size, f.stat().st_mtime_ns) if f.is_file() else None for f in files)
 
 # %% ../nbs/17_dashboard.ipynb #f1c46be3
-def trading_tab(state_dir: str | Path, default_mode: str = "paper", refresh_s: float = 10.0,
-                strategies: tuple[str, ...] = ()) -> W.VBox:
+def trading_tab(
+    state_dir: str | Path, default_mode: str = "paper", refresh_s: float = 10.0, strategies: tuple[str, ...] = ()
+) -> W.VBox:
     """The account view of the picked mode (and strategy, when the config has several: each has its own store under
     `state_dir/<name>`), refreshed every `refresh_s` seconds and after a resume."""
-    mode = W.ToggleButtons(options=["paper", "live"], value=default_mode if default_mode in ("paper", "live") else "paper")
+    mode = W.ToggleButtons(
+        options=["paper", "live"], value=default_mode if default_mode in ("paper", "live") else "paper"
+    )
     refresh = W.Button(description="Refresh", icon="refresh")
-    book = W.Dropdown(options=list(strategies), description="strategy", layout=W.Layout(display="flex" if strategies else "none"))
+    book = W.Dropdown(
+        options=list(strategies), description="strategy", layout=W.Layout(display="flex" if strategies else "none")
+    )
     where = lambda: Path(state_dir) / book.value if strategies else Path(state_dir)
     stamp, body = W.HTML(), W.VBox()
     tab, seen = W.VBox([W.HBox([mode, refresh, stamp, book]), body]), {}
+
     def redraw(*_):
         seen["key"] = store_version(where(), mode.value)
         body.children = [account_view(where(), mode.value, redraw)]
+
     def tick():
         # redrawn only when the store changed: a redraw replaces the widgets, and with them a dialog being filled in
-        if store_version(where(), mode.value) != seen.get("key"): redraw()
-        stamp.value = f'<span style="color:#666">checked {pd.Timestamp.now(tz="UTC"):%H:%M:%S} UTC, every {refresh_s:g} s</span>'
-    mode.observe(redraw, "value"); book.observe(redraw, "value"); refresh.on_click(redraw)
-    redraw(); tick()
+        if store_version(where(), mode.value) != seen.get("key"):
+            redraw()
+        stamp.value = (
+            f'<span style="color:#666">checked {pd.Timestamp.now(tz="UTC"):%H:%M:%S} UTC, every {refresh_s:g} s</span>'
+        )
+
+    mode.observe(redraw, "value")
+    book.observe(redraw, "value")
+    refresh.on_click(redraw)
+    redraw()
+    tick()
     if refresh_s > 0:
         tab.stop = threading.Event()
+
         def loop():
-            while not tab.stop.wait(refresh_s): tick()
+            while not tab.stop.wait(refresh_s):
+                tick()
+
         threading.Thread(target=loop, daemon=True, name="dashboard-refresh").start()
     return tab
 
@@ -402,8 +643,11 @@ def data_frame(data_dir: str | Path, now: pd.Timestamp | None = None, stale_afte
     "The store's catalogue with each series' freshness: the age of its newest candle's close, and fresh / stale."
     from morningstar_trader.store import CandleStore
     from morningstar_trader.types import parse_timeframe
-    try: cat = CandleStore(data_dir).catalog()
-    except (MorningstarError, OSError) as e: raise DashboardError(f"the candle store {data_dir} cannot be read: {e}") from None
+
+    try:
+        cat = CandleStore(data_dir).catalog()
+    except (MorningstarError, OSError) as e:
+        raise DashboardError(f"the candle store {data_dir} cannot be read: {e}") from None
     now = pd.Timestamp(now or pd.Timestamp.now(tz="UTC"))
     step = pd.to_timedelta(cat["timeframe"].map(lambda tf: pd.Timedelta(parse_timeframe(tf))))
     age = now - (pd.to_datetime(cat["last"], utc=True) + step)
@@ -411,34 +655,60 @@ def data_frame(data_dir: str | Path, now: pd.Timestamp | None = None, stale_afte
     cat["fresh"] = np.where(age <= step * stale_after_bars, "fresh", "stale")
     return cat.drop(columns="path")
 
+
 def data_tab(data_dir: str | Path, stale_after_bars: int = 2) -> W.VBox:
     "The catalogue (ranges, gaps, sources) and freshness of every stored series."
-    try: cat = data_frame(data_dir, stale_after_bars=stale_after_bars)
-    except DashboardError as e: return W.VBox([message(str(e), "error")])
-    if cat.empty: return W.VBox([message(f"no candles under {Path(data_dir) / 'processed'}: try `morningstar data sample`")])
+    try:
+        cat = data_frame(data_dir, stale_after_bars=stale_after_bars)
+    except DashboardError as e:
+        return W.VBox([message(str(e), "error")])
+    if cat.empty:
+        return W.VBox([message(f"no candles under {Path(data_dir) / 'processed'}: try `morningstar data sample`")])
     return W.VBox([W.HTML(f"<h4>{len(cat)} series in {html.escape(str(data_dir))}</h4>"), table(cat, "ms-catalog")])
 
 # %% ../nbs/17_dashboard.ipynb #5aa08f7d
 def build_app(config_path: str | Path = "config/config.yaml", refresh_s: float = 10.0) -> W.Widget:
     "The dashboard of the project configured by `config_path`: Runs, Trading, Data."
     from morningstar_trader.config import load_config
-    try: cfg = load_config(config_path)
-    except MorningstarError as e: return message(f"cannot start the dashboard: {e}", "error")
+
+    try:
+        cfg = load_config(config_path)
+    except MorningstarError as e:
+        return message(f"cannot start the dashboard: {e}", "error")
     p = cfg.paths
-    tabs = W.Tab(children=[runs_tab(p.runs_dir), trading_tab(p.state_dir, cfg.mode, refresh_s, tuple(s.name for s in cfg.strategies)),
-                           data_tab(p.data_dir, cfg.monitoring.stale_after_bars)])
-    for i, title in enumerate(("Runs", "Trading", "Data")): tabs.set_title(i, title)
-    header = W.HTML(f"<h2 style='margin:4px 0'>morningstar_trader</h2><div style='color:#666'>config {html.escape(str(config_path))}"
-                    f" · runs {html.escape(str(p.runs_dir))} · state {html.escape(str(p.state_dir))}</div>")
+    tabs = W.Tab(
+        children=[
+            runs_tab(p.runs_dir),
+            trading_tab(p.state_dir, cfg.mode, refresh_s, tuple(s.name for s in cfg.strategies)),
+            data_tab(p.data_dir, cfg.monitoring.stale_after_bars),
+        ]
+    )
+    for i, title in enumerate(("Runs", "Trading", "Data")):
+        tabs.set_title(i, title)
+    header = W.HTML(
+        "<h2 style='margin:4px 0'>morningstar_trader</h2><div style='color:#666'>config "
+        f"{html.escape(str(config_path))}"
+        f" · runs {html.escape(str(p.runs_dir))} · state {html.escape(str(p.state_dir))}</div>"
+    )
     return W.VBox([header, tabs])
 
 # %% ../nbs/17_dashboard.ipynb #a8831c4c
 def offline_template(dest: str | Path, name: str = "morningstar") -> Path:
-    "Write Voila's `lab` template without its CDN links as template `name` under `dest` (a JUPYTER_PATH entry); its folder."
+    """Write Voila's `lab` template without its CDN links as template `name` under `dest` (a JUPYTER_PATH entry); its
+    folder."""
     import re
+
     from jupyter_core.paths import jupyter_path
-    found = [Path(p) / "lab" / "index.html.j2" for p in jupyter_path("voila", "templates") if (Path(p) / "lab" / "index.html.j2").is_file()]
-    if not found: raise DashboardError(f"Voila's lab template not found under {jupyter_path('voila', 'templates')}: is voila installed?")
+
+    found = [
+        Path(p) / "lab" / "index.html.j2"
+        for p in jupyter_path("voila", "templates")
+        if (Path(p) / "lab" / "index.html.j2").is_file()
+    ]
+    if not found:
+        raise DashboardError(
+            f"Voila's lab template not found under {jupyter_path('voila', 'templates')}: is voila installed?"
+        )
     page = re.sub(r'\s*<link[^>]+href="https?://[^"]+"[^>]*>', "", found[0].read_text())
     out = Path(dest) / "voila" / "templates" / name
     out.mkdir(parents=True, exist_ok=True)

@@ -22,10 +22,13 @@ class DecisionError(MorningstarError, ValueError):
 # %% ../nbs/08_decision.ipynb #fb4e51d2
 def _bounded(d: float, vol: float | None, s: DecisionSettings) -> tuple[float, str]:
     "Distance `d` kept within `level_vols` volatilities `vol`, and a note when it moved."
-    if vol is None: return d, ""
+    if vol is None:
+        return d, ""
     lo, hi = s.level_vols[0] * vol, s.level_vols[1] * vol
-    if lo <= d <= hi: return d, ""
+    if lo <= d <= hi:
+        return d, ""
     return min(max(d, lo), hi), f" ({d:.4%} kept within {s.level_vols[0]:g}-{s.level_vols[1]:g} volatilities)"
+
 
 def _levels(pred: dict, price: float, sign: int, s: DecisionSettings) -> tuple[float, float, str]:
     "Stop and target prices for a position of `sign` entered at `price`, and where they came from."
@@ -36,19 +39,26 @@ def _levels(pred: dict, price: float, sign: int, s: DecisionSettings) -> tuple[f
     elif vol is not None:
         d_sl = s.fallback_stop_vols * vol
         d_tp, src = s.reward_risk * d_sl, f"{s.fallback_stop_vols:g} predicted volatilities"
-    else: raise DecisionError(f"predictions {sorted(pred)} have neither an sl_tp nor a volatility head: no stop can be set")
+    else:
+        raise DecisionError(
+            f"predictions {sorted(pred)} have neither an sl_tp nor a volatility head: no stop can be set"
+        )
     sl, tp = price * (1 - sign * d_sl), price * (1 + sign * d_tp)
-    if not (sl > 0 and tp > 0): raise DecisionError(f"stop {sl:g} / target {tp:g} from the {src}: a level at or below zero")
+    if not (sl > 0 and tp > 0):
+        raise DecisionError(f"stop {sl:g} / target {tp:g} from the {src}: a level at or below zero")
     return sl, tp, src
 
 # %% ../nbs/08_decision.ipynb #18afd1d1
-def position_size(equity: float, price: float, pred: dict, stop_distance: float, decision: DecisionSettings,
-                  risk: RiskSettings) -> tuple[float, list[str]]:
-    "Units whose expected move over `vol_target_bars` is `risk_per_trade` of equity, × confidence × regime; the reasons."
+def position_size(
+    equity: float, price: float, pred: dict, stop_distance: float, decision: DecisionSettings, risk: RiskSettings
+) -> tuple[float, list[str]]:
+    """Units whose expected move over `vol_target_bars` is `risk_per_trade` of equity, × confidence × regime; the
+    reasons."""
     conf, r = float(pred["confidence"]), risk.risk_per_trade
     if "volatility" in pred:
         move = float(pred["volatility"]) * math.sqrt(decision.vol_target_bars)
-        if not move > 0: raise DecisionError(f"predicted volatility {pred['volatility']!r} is not positive: no size")
+        if not move > 0:
+            raise DecisionError(f"predicted volatility {pred['volatility']!r} is not positive: no size")
         units = equity * r / (price * move) * conf
         why = f"expected move {move:.4%} over {decision.vol_target_bars} bars"
     else:
@@ -62,12 +72,16 @@ def position_size(equity: float, price: float, pred: dict, stop_distance: float,
             reasons.append(f"x {m:g} in regime {int(pred['regime_id'])}: {units:.6g}")
     return units, reasons
 
-def cap_size(units: float, equity: float, price: float, risk: RiskSettings,
-             baseline_size: float | None = None) -> tuple[float, list[str]]:
+
+def cap_size(
+    units: float, equity: float, price: float, risk: RiskSettings, baseline_size: float | None = None
+) -> tuple[float, list[str]]:
     "`units` within the position caps and the unreviewed run's size (`baseline_size`), with a reason per cap that bit."
     caps = [(equity * risk.max_position_fraction / price, f"max_position_fraction {risk.max_position_fraction:g}")]
-    if risk.max_position_notional: caps.append((risk.max_position_notional / price, f"max_position_notional {risk.max_position_notional:g}"))
-    if baseline_size is not None: caps.append((baseline_size, "the run without the review's size"))
+    if risk.max_position_notional:
+        caps.append((risk.max_position_notional / price, f"max_position_notional {risk.max_position_notional:g}"))
+    if baseline_size is not None:
+        caps.append((baseline_size, "the run without the review's size"))
     reasons = []
     for cap, name in caps:
         if units > cap:
@@ -79,13 +93,19 @@ def cap_size(units: float, equity: float, price: float, risk: RiskSettings,
 def review_factor(review: Review, s: DecisionSettings) -> float:
     "The fraction of the proposal's size a review keeps, in [0, 1] (0: vetoed; NaN multipliers veto too)."
     m = _real(review.size_multiplier)
-    if review.veto or m is None or not 0 <= m <= 1: return 0.0
-    if review.failure is not None or review.source == "none": return m
-    if review.coherence == "disagree": return 0.0
-    if review.coherence == "uncertain": m = min(m, s.review_uncertain_size)
+    if review.veto or m is None or not 0 <= m <= 1:
+        return 0.0
+    if review.failure is not None or review.source == "none":
+        return m
+    if review.coherence == "disagree":
+        return 0.0
+    if review.coherence == "uncertain":
+        m = min(m, s.review_uncertain_size)
     risk = _real(review.risk_score)
-    if risk is not None and risk > s.review_risk_cut: m = min(m, max(0.0, (1 - risk) / (1 - s.review_risk_cut)))
+    if risk is not None and risk > s.review_risk_cut:
+        m = min(m, max(0.0, (1 - risk) / (1 - s.review_risk_cut)))
     return m
+
 
 def apply_review(proposal: TradeProposal, review: Review, s: DecisionSettings) -> TradeProposal | None:
     """The proposal after the review: None when vetoed or shrunk to nothing, else scaled by `review_factor` with
@@ -93,17 +113,21 @@ def apply_review(proposal: TradeProposal, review: Review, s: DecisionSettings) -
     m = review_factor(review, s)
     levels = {}
     for name in ("stop_loss", "take_profit"):
-        if (v := getattr(review, name)) is None: continue
+        if (v := getattr(review, name)) is None:
+            continue
         out, e = _outward(name, proposal.side), proposal.entry_price
-        if (v := _real(v)) is None or not 0 < out * (v - e) <= out * (getattr(proposal, name) - e): return None
+        if (v := _real(v)) is None or not 0 < out * (v - e) <= out * (getattr(proposal, name) - e):
+            return None
         levels[name] = v
     size = proposal.size * m
     return replace(proposal, size=size, **levels) if size > 0 else None
 
 # %% ../nbs/08_decision.ipynb #40cd1d53
 def _threshold(s: DecisionSettings) -> float:
-    "The entry threshold: the config's, else DEFAULT_MIN_CONFIDENCE (model runs fill it from the model first: evaluation.min_confidence_for)."
+    """The entry threshold: the config's, else DEFAULT_MIN_CONFIDENCE (model runs fill it from the model first:
+    evaluation.min_confidence_for)."""
     return DEFAULT_MIN_CONFIDENCE if s.min_confidence is None else s.min_confidence
+
 
 def _manage(pair: str, pred: dict, price: float, position: Position, s: DecisionSettings) -> Decision:
     "Close, tighten the stop, or hold an open position."
@@ -114,49 +138,88 @@ def _manage(pair: str, pred: dict, price: float, position: Position, s: Decision
     sl, _, src = _levels(pred, price, position.sign, s)
     tighter = position.stop_loss is None or position.sign * (sl - position.stop_loss) > 0
     if tighter and position.sign * (price - sl) > 0:
-        return Decision(pair, "adjust", stop_loss=sl, take_profit=position.take_profit,
-                        reasons=(f"stop tightened from {position.stop_loss} to {sl:g} ({src})",))
+        return Decision(
+            pair,
+            "adjust",
+            stop_loss=sl,
+            take_profit=position.take_profit,
+            reasons=(f"stop tightened from {position.stop_loss} to {sl:g} ({src})",),
+        )
     return Decision(pair, "hold", reasons=("position kept",))
+
 
 def _no_entry(pred: dict, s: DecisionSettings, can_short: bool) -> str | None:
     "Why the model's signal allows no entry, or None when it does."
     action, conf = int(pred["action"]), float(pred["confidence"])
-    if action == 0: return f"model flat (confidence {conf:.2f})"
-    if conf < _threshold(s): return f"confidence {conf:.2f} below min_confidence {_threshold(s):g}"
+    if action == 0:
+        return f"model flat (confidence {conf:.2f})"
+    if conf < _threshold(s):
+        return f"confidence {conf:.2f} below min_confidence {_threshold(s):g}"
     if s.entry_regimes is not None and "regime_id" in pred and int(pred["regime_id"]) not in s.entry_regimes:
         return f"regime {int(pred['regime_id'])} does not allow entries"
-    if action < 0 and not can_short: return "short signal, but this market cannot short"
+    if action < 0 and not can_short:
+        return "short signal, but this market cannot short"
     return None
 
 # %% ../nbs/08_decision.ipynb #50225f84
-def decide(pair: str, pred: dict, price: float, equity: float, position: Position | None, *,
-           decision: DecisionSettings, risk: RiskSettings, can_short: bool, baseline_size: float | None = None) -> Decision:
+def decide(
+    pair: str,
+    pred: dict,
+    price: float,
+    equity: float,
+    position: Position | None,
+    *,
+    decision: DecisionSettings,
+    risk: RiskSettings,
+    can_short: bool,
+    baseline_size: float | None = None,
+) -> Decision:
     """One action for `pair` from one bar's predictions (`MorningstarModel.predict` row), the close `price` and the open
     position, before any review; `baseline_size`: the size the same run without the review enters with at this bar
     (0: it does not enter), or None when there is no such run to follow."""
-    if position is not None: return _manage(pair, pred, price, position, decision)
-    if why := _no_entry(pred, decision, can_short): return Decision(pair, "hold", reasons=(why,))
+    if position is not None:
+        return _manage(pair, pred, price, position, decision)
+    if why := _no_entry(pred, decision, can_short):
+        return Decision(pair, "hold", reasons=(why,))
     side, sign = ("long", 1) if int(pred["action"]) > 0 else ("short", -1)
     sl, tp, src = _levels(pred, price, sign, decision)
-    reasons = [f"model {side} with confidence {float(pred['confidence']):.2f}; stop {sl:g}, target {tp:g} from the {src}"]
-    if baseline_size is not None and not baseline_size > 0:   # the review may drop or shrink the unreviewed run's trades, never add one
+    reasons = [
+        f"model {side} with confidence {float(pred['confidence']):.2f}; stop {sl:g}, target {tp:g} from the {src}"
+    ]
+    if (
+        baseline_size is not None and not baseline_size > 0
+    ):  # the review may drop or shrink the unreviewed run's trades, never add one
         return Decision(pair, "hold", reasons=(*reasons, "the run without the review does not enter here"))
     size, why = position_size(equity, price, pred, abs(price - sl) / price, decision, risk)
     size, capped = cap_size(size, equity, price, risk, baseline_size)
-    if not size > 0: return Decision(pair, "hold", reasons=(*reasons, *why, *capped, "size is zero"))
+    if not size > 0:
+        return Decision(pair, "hold", reasons=(*reasons, *why, *capped, "size is zero"))
     return Decision(pair, f"open_{side}", size=size, stop_loss=sl, take_profit=tp, reasons=(*reasons, *why, *capped))
 
 # %% ../nbs/08_decision.ipynb #16cb6af5
 def proposal_of(d: Decision, price: float) -> TradeProposal:
     "The entry `d` as the reviewer sees it: side, size, the close `price` as entry price, its levels."
-    return TradeProposal(d.pair, "long" if d.action == "open_long" else "short", d.size, price, d.stop_loss, d.take_profit)
+    return TradeProposal(
+        d.pair, "long" if d.action == "open_long" else "short", d.size, price, d.stop_loss, d.take_profit
+    )
+
 
 def review_entry(d: Decision, price: float, review: Review, s: DecisionSettings) -> Decision:
-    "Entry `d` after its `review`: held when vetoed, else shrunk and tightened (`apply_review`), with the review's note."
-    if not d.action.startswith("open"): return d
+    """Entry `d` after its `review`: held when vetoed, else shrunk and tightened (`apply_review`), with the review's
+    note."""
+    if not d.action.startswith("open"):
+        return d
     reviewed = apply_review(proposal_of(d, price), review, s)
-    note = (f"review ({review.source}): {review.coherence}, risk {review.risk_score:.2f}, "
-            f"size x{review_factor(review, s):g}" + (f", failed: {review.failure}" if review.failure else ""))
-    if reviewed is None: return Decision(d.pair, "hold", reasons=(*d.reasons, note, "vetoed by the review"))
-    return replace(d, size=reviewed.size, stop_loss=reviewed.stop_loss, take_profit=reviewed.take_profit,
-                   reasons=(*d.reasons, note))
+    note = (
+        f"review ({review.source}): {review.coherence}, risk {review.risk_score:.2f}, "
+        f"size x{review_factor(review, s):g}" + (f", failed: {review.failure}" if review.failure else "")
+    )
+    if reviewed is None:
+        return Decision(d.pair, "hold", reasons=(*d.reasons, note, "vetoed by the review"))
+    return replace(
+        d,
+        size=reviewed.size,
+        stop_loss=reviewed.stop_loss,
+        take_profit=reviewed.take_profit,
+        reasons=(*d.reasons, note),
+    )

@@ -25,9 +25,12 @@ class EvaluationError(MorningstarError):
 # %% ../nbs/06a_evaluation.ipynb #d77f6c1d
 CONFIDENCE_GRID = tuple(np.round(np.arange(0.35, 0.951, 0.025), 3))
 
-def choose_min_confidence(confidence: np.ndarray, action: np.ndarray, horizon_return: np.ndarray, cost: float,
-                          can_short: bool) -> dict:
-    "The grid threshold whose validation entries earn most after `cost` per round trip: {min_confidence, entries, edge}."
+
+def choose_min_confidence(
+    confidence: np.ndarray, action: np.ndarray, horizon_return: np.ndarray, cost: float, can_short: bool
+) -> dict:
+    """The grid threshold whose validation entries earn most after `cost` per round trip: {min_confidence, entries,
+    edge}."""
     conf, act, ret = (np.asarray(a, np.float64) for a in (confidence, action, horizon_return))
     trade = (act > 0) | ((act < 0) & can_short)
     gain = np.where(trade, act * ret - cost, 0.0)
@@ -38,18 +41,22 @@ def choose_min_confidence(confidence: np.ndarray, action: np.ndarray, horizon_re
     return {"min_confidence": float(grid[best]), "entries": int(take[best].sum()), "edge": float(score[best])}
 
 # %% ../nbs/06a_evaluation.ipynb #cc0d4852
-def random_entry_sums(closes: dict[str, np.ndarray], trades: pd.DataFrame, cost: float, permutations: int,
-                      rng: np.random.Generator) -> np.ndarray:
-    "(permutations,) sums of weight x net return of `trades` (pair, sign, bars, weight) moved to uniformly random entry bars."
+def random_entry_sums(
+    closes: dict[str, np.ndarray], trades: pd.DataFrame, cost: float, permutations: int, rng: np.random.Generator
+) -> np.ndarray:
+    """(permutations,) sums of weight x net return of `trades` (pair, sign, bars, weight) moved to uniformly random
+    entry bars."""
     out = np.zeros(permutations)
     for pair, t in trades.groupby("pair"):
         c = np.asarray(closes[pair], np.float64)
-        if len(c) < 2: raise EvaluationError(f"{pair}: random entries need at least 2 closes, got {len(c)}")
+        if len(c) < 2:
+            raise EvaluationError(f"{pair}: random entries need at least 2 closes, got {len(c)}")
         bars = np.minimum(t["bars"].to_numpy(np.int64), len(c) - 1)
         entry = rng.integers(0, (len(c) - bars)[None, :], size=(permutations, len(t)))
         move = c[entry + bars[None, :]] / c[entry] - 1
         out += ((t["sign"].to_numpy()[None, :] * move - cost) * t["weight"].to_numpy()[None, :]).sum(1)
     return out
+
 
 def p_value(model: float, random: np.ndarray) -> float:
     "Share of random statistics at least as good as the model's, counting the model itself (never 0)."
@@ -58,47 +65,82 @@ def p_value(model: float, random: np.ndarray) -> float:
 # %% ../nbs/06a_evaluation.ipynb #8c32ab55
 def _num(x: float) -> float:
     "A statistic as a finite float: NaN (no variance, no trades) is 0."
-    return 0.0 if x is None or not math.isfinite(x) else float(x) + 0.0   # + 0.0: no "-0.00%"
+    return 0.0 if x is None or not math.isfinite(x) else float(x) + 0.0  # + 0.0: no "-0.00%"
+
 
 def _curve_stats(equity: pd.Series) -> dict:
     from morningstar_trader.backtest import compute_stats
+
     s = compute_stats(equity, pd.DataFrame({"pnl": []}), 1.0)
     return {"return": _num(s["total_return"]), "sharpe": _num(s["sharpe"]), "max_drawdown": _num(s["max_drawdown"])}
+
 
 def _trade_table(result, closes: dict[str, pd.Series]) -> pd.DataFrame:
     "The model's round trips as (pair, sign, bars, weight, gain): size fraction of equity at entry and P&L over it."
     t = result.trades
-    if not len(t): return pd.DataFrame(columns=["pair", "sign", "bars", "weight", "gain"])
+    if not len(t):
+        return pd.DataFrame(columns=["pair", "sign", "bars", "weight", "gain"])
     equity = result.equity.reindex(t["entry_time"], method="ffill").to_numpy()
     pos = lambda pair, times: closes[pair].index.searchsorted(times)
     bars = np.array([pos(p, x) - pos(p, e) for p, e, x in zip(t["pair"], t["entry_time"], t["exit_time"])])
-    return pd.DataFrame({"pair": t["pair"].to_numpy(), "sign": np.where(t["side"] == "long", 1, -1), "bars": bars,
-                         "weight": (t["size"] * t["entry_price"]).to_numpy() / equity, "gain": t["pnl"].to_numpy() / equity})
+    return pd.DataFrame(
+        {
+            "pair": t["pair"].to_numpy(),
+            "sign": np.where(t["side"] == "long", 1, -1),
+            "bars": bars,
+            "weight": (t["size"] * t["entry_price"]).to_numpy() / equity,
+            "gain": t["pnl"].to_numpy() / equity,
+        }
+    )
 
 # %% ../nbs/06a_evaluation.ipynb #5f247305
-def fold_trading(model, settings: Settings, frames: dict[str, pd.DataFrame], test: tuple, min_confidence: float, *,
-                 seed: int, cash: float = 10_000.0) -> tuple[dict, np.ndarray]:
+def fold_trading(
+    model,
+    settings: Settings,
+    frames: dict[str, pd.DataFrame],
+    test: tuple,
+    min_confidence: float,
+    *,
+    seed: int,
+    cash: float = 10_000.0,
+) -> tuple[dict, np.ndarray]:
     "(the model vs buy & hold, flat and random entries on the test window [lo, hi], the random statistics)."
     from morningstar_trader.backtest import ModelStrategy, history_bars, run_backtest
+
     lo, hi = (pd.Timestamp(x) for x in test)
     strategy = ModelStrategy(model, min_confidence)
     first = lo - history_bars(strategy) * parse_timeframe(model.prep.timeframe)
     frames = {p: f.loc[first:hi] for p, f in frames.items() if len(f.loc[lo:hi])}
-    if not frames: raise EvaluationError(f"no pair has candles in the test window {lo} .. {hi}")
-    result = run_backtest(frames, strategy, settings=settings, cash=cash, start=lo,
-                          allow_short=settings.exchange.market_type != "spot")
+    if not frames:
+        raise EvaluationError(f"no pair has candles in the test window {lo} .. {hi}")
+    result = run_backtest(
+        frames, strategy, settings=settings, cash=cash, start=lo, allow_short=settings.exchange.market_type != "spot"
+    )
     closes = {p: f["close"].loc[lo:hi] for p, f in frames.items()}
     trades = _trade_table(result, closes)
     cost = 2 * (settings.costs.taker_fee + settings.costs.slippage_bps / 10_000)
     n = settings.training.permutations
     rand = random_entry_sums({p: c.to_numpy() for p, c in closes.items()}, trades, cost, n, np.random.default_rng(seed))
     fills = result.fills
-    model_stats = {**_curve_stats(result.equity), "trades": int(len(result.trades)), "exposure": _num(result.stats["exposure"]),
-                   "turnover": float((fills["amount"] * fills["price"]).sum() / cash) if len(fills) else 0.0,
-                   "fees": float(fills["fee"].sum()) if len(fills) else 0.0, "gain": float(trades["gain"].sum())}
-    out = {"test": [str(lo), str(hi)], "min_confidence": float(min_confidence), "model": model_stats,
-           "buy_hold": _curve_stats(result.benchmarks["buy_hold"]), "flat": {"return": 0.0, "sharpe": 0.0, "max_drawdown": 0.0},
-           "random": {"mean_gain": float(rand.mean()), "p_value": p_value(model_stats["gain"], rand) if len(trades) else 1.0}}
+    model_stats = {
+        **_curve_stats(result.equity),
+        "trades": int(len(result.trades)),
+        "exposure": _num(result.stats["exposure"]),
+        "turnover": float((fills["amount"] * fills["price"]).sum() / cash) if len(fills) else 0.0,
+        "fees": float(fills["fee"].sum()) if len(fills) else 0.0,
+        "gain": float(trades["gain"].sum()),
+    }
+    out = {
+        "test": [str(lo), str(hi)],
+        "min_confidence": float(min_confidence),
+        "model": model_stats,
+        "buy_hold": _curve_stats(result.benchmarks["buy_hold"]),
+        "flat": {"return": 0.0, "sharpe": 0.0, "max_drawdown": 0.0},
+        "random": {
+            "mean_gain": float(rand.mean()),
+            "p_value": p_value(model_stats["gain"], rand) if len(trades) else 1.0,
+        },
+    }
     return out, rand
 
 # %% ../nbs/06a_evaluation.ipynb #db8f2b30
@@ -107,39 +149,65 @@ def summarise_trading(folds: list[dict], random: list[np.ndarray]) -> dict:
     mean = lambda who, k: float(np.mean([f[who][k] for f in folds]))
     gain = sum(f["model"]["gain"] for f in folds)
     traded = sum(f["model"]["trades"] for f in folds)
-    return {"folds": len(folds), "model_return": mean("model", "return"), "model_sharpe": mean("model", "sharpe"),
-            "model_max_drawdown": mean("model", "max_drawdown"), "turnover": mean("model", "turnover"),
-            "fees": float(sum(f["model"]["fees"] for f in folds)), "trades": int(traded),
-            "buy_hold_return": mean("buy_hold", "return"), "buy_hold_sharpe": mean("buy_hold", "sharpe"),
-            "buy_hold_max_drawdown": mean("buy_hold", "max_drawdown"),
-            "sharpe_excess": float(np.mean([f["model"]["sharpe"] - f["buy_hold"]["sharpe"] for f in folds])),
-            "random_mean_gain": float(sum(f["random"]["mean_gain"] for f in folds)),
-            "p_value": p_value(gain, sum(random)) if traded else 1.0}
+    return {
+        "folds": len(folds),
+        "model_return": mean("model", "return"),
+        "model_sharpe": mean("model", "sharpe"),
+        "model_max_drawdown": mean("model", "max_drawdown"),
+        "turnover": mean("model", "turnover"),
+        "fees": float(sum(f["model"]["fees"] for f in folds)),
+        "trades": int(traded),
+        "buy_hold_return": mean("buy_hold", "return"),
+        "buy_hold_sharpe": mean("buy_hold", "sharpe"),
+        "buy_hold_max_drawdown": mean("buy_hold", "max_drawdown"),
+        "sharpe_excess": float(np.mean([f["model"]["sharpe"] - f["buy_hold"]["sharpe"] for f in folds])),
+        "random_mean_gain": float(sum(f["random"]["mean_gain"] for f in folds)),
+        "p_value": p_value(gain, sum(random)) if traded else 1.0,
+    }
 
 # %% ../nbs/06a_evaluation.ipynb #4753450e
-def _pct(x: float) -> str: return f"{x:+.2%}"
+def _pct(x: float) -> str:
+    return f"{x:+.2%}"
+
 
 def _fold_row(i: int, f: dict) -> str:
     m, b = f["model"], f["buy_hold"]
-    return (f"| {i + 1} | {f['test'][0][:10]} .. {f['test'][1][:10]} | {f['min_confidence']:.3f} | {_pct(m['return'])} | "
-            f"{m['sharpe']:.2f} | {m['max_drawdown']:.2%} | {m['trades']} | {_pct(b['return'])} | {b['sharpe']:.2f} | "
-            f"{b['max_drawdown']:.2%} | {f['random']['p_value']:.3f} |")
+    return (
+        f"| {i + 1} | {f['test'][0][:10]} .. {f['test'][1][:10]} | {f['min_confidence']:.3f} | {_pct(m['return'])} | "
+        f"{m['sharpe']:.2f} | {m['max_drawdown']:.2%} | {m['trades']} | {_pct(b['return'])} | {b['sharpe']:.2f} | "
+        f"{b['max_drawdown']:.2%} | {f['random']['p_value']:.3f} |"
+    )
+
 
 def trading_card(trading: dict, gate: GateSettings | None = None) -> list[str]:
     "Markdown lines: the model vs benchmarks over all test windows, then per fold."
     o = trading["overall"]
     ok, numbers = trading_edge({"evaluation": {"trading": trading}}, gate or GateSettings())
     threshold = "the config's" if trading["min_confidence"] == "config" else "chosen on each fold's validation slice"
-    return ["## Trading after costs (test windows, decision-sized kernel backtest)", "",
-            "| strategy | return | Sharpe | max drawdown | trades | turnover | fees | p-value |", "|---|---|---|---|---|---|---|---|",
-            f"| model | {_pct(o['model_return'])} | {o['model_sharpe']:.2f} | {o['model_max_drawdown']:.2%} | {o['trades']} | "
-            f"{o['turnover']:.2f}x | {o['fees']:.2f} | {o['p_value']:.3f} |",
-            f"| buy & hold | {_pct(o['buy_hold_return'])} | {o['buy_hold_sharpe']:.2f} | {o['buy_hold_max_drawdown']:.2%} | | | | |",
-            "| flat | +0.00% | 0.00 | 0.00% | 0 | | | |",
-            f"| random entries (mean) | {_pct(o['random_mean_gain'] / o['folds'])} | | | {o['trades']} | | | |", "",
-            f"Means over {o['folds']} test window(s) of {trading['cash']:,.0f} each; fees summed; the p-value is of the model's "
-            f"after-cost gain against {trading['permutations']} random-entry permutations of its own trades. Entry threshold: "
-            f"{threshold}; no LLM review in this evaluation.", "",
-            f"**Live gate (default thresholds): {'passes' if ok else 'REFUSED'}** — {numbers}.", "",
-            "| fold | test window | min_confidence | model return | Sharpe | max DD | trades | buy & hold return | Sharpe | max DD | p-value |",
-            "|---|---|---|---|---|---|---|---|---|---|---|", *[_fold_row(i, f) for i, f in enumerate(trading["folds"])], ""]
+    return [
+        "## Trading after costs (test windows, decision-sized kernel backtest)",
+        "",
+        "| strategy | return | Sharpe | max drawdown | trades | turnover | fees | p-value |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| model | {_pct(o['model_return'])} | {o['model_sharpe']:.2f} | {o['model_max_drawdown']:.2%} | "
+        f"{o['trades']} | "
+        f"{o['turnover']:.2f}x | {o['fees']:.2f} | {o['p_value']:.3f} |",
+        f"| buy & hold | {_pct(o['buy_hold_return'])} | {o['buy_hold_sharpe']:.2f} | {o['buy_hold_max_drawdown']:.2%} "
+        "| | | | |",
+        "| flat | +0.00% | 0.00 | 0.00% | 0 | | | |",
+        f"| random entries (mean) | {_pct(o['random_mean_gain'] / o['folds'])} | | | {o['trades']} | | | |",
+        "",
+        f"Means over {o['folds']} test window(s) of {trading['cash']:,.0f} each; fees summed; the p-value is of the "
+        "model's "
+        f"after-cost gain against {trading['permutations']} random-entry permutations of its own trades. Entry "
+        "threshold: "
+        f"{threshold}; no LLM review in this evaluation.",
+        "",
+        f"**Live gate (default thresholds): {'passes' if ok else 'REFUSED'}** — {numbers}.",
+        "",
+        "| fold | test window | min_confidence | model return | Sharpe | max DD | trades | buy & hold return | Sharpe "
+        "| max DD | p-value |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        *[_fold_row(i, f) for i, f in enumerate(trading["folds"])],
+        "",
+    ]

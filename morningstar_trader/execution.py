@@ -23,14 +23,17 @@ __all__ = ['FillCosts', 'first_exit', 'level_or_never', 'exit_levels', 'limit_fi
 @dataclass(frozen=True)
 class FillCosts:
     "Fees as fractions of traded value, slippage in basis points of price."
+
     taker_fee: float = 0.001
     maker_fee: float = 0.001
     slippage_bps: float = 0.0
 
     def __post_init__(self):
         for name in ("taker_fee", "maker_fee"):
-            if not 0 <= getattr(self, name) < 1: raise MorningstarError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if not 0 <= self.slippage_bps < 10_000: raise MorningstarError(f"slippage_bps must be in [0, 10000), got {self.slippage_bps}")
+            if not 0 <= getattr(self, name) < 1:
+                raise MorningstarError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if not 0 <= self.slippage_bps < 10_000:
+            raise MorningstarError(f"slippage_bps must be in [0, 10000), got {self.slippage_bps}")
 
     def market_price(self, open_price, side: int):
         "Fill price of a market order at `open_price`: `side` +1 buys (pays up), -1 sells (receives less)."
@@ -38,46 +41,61 @@ class FillCosts:
 
     def fee(self, size, price, maker: bool = False):
         "Fee of one fill."
-        return abs(size) * price * (self.maker_fee if maker else self.taker_fee)   # builtin abs: scalars are the hot path
+        return (
+            abs(size) * price * (self.maker_fee if maker else self.taker_fee)
+        )  # builtin abs: scalars are the hot path
 
 # %% ../nbs/10_execution.ipynb #e0b5d897
-def first_exit(side: int, stop: float, target: float, opens: np.ndarray, highs: np.ndarray, lows: np.ndarray
-               ) -> tuple[int, float, str] | None:
-    "(offset, price, reason) of the first bar in the arrays that hits `stop` or `target` for a position of `side`; None if none does."
-    if side > 0: hit_sl, hit_tp = lows <= stop, highs >= target
-    else: hit_sl, hit_tp = highs >= stop, lows <= target
+def first_exit(
+    side: int, stop: float, target: float, opens: np.ndarray, highs: np.ndarray, lows: np.ndarray
+) -> tuple[int, float, str] | None:
+    """(offset, price, reason) of the first bar in the arrays that hits `stop` or `target` for a position of `side`;
+    None if none does."""
+    if side > 0:
+        hit_sl, hit_tp = lows <= stop, highs >= target
+    else:
+        hit_sl, hit_tp = highs >= stop, lows <= target
     hit = hit_sl | hit_tp
-    if not hit.any(): return None
+    if not hit.any():
+        return None
     i = int(hit.argmax())
-    if hit_sl[i]:   # stop first when both are in the bar; a gap beyond the stop fills at the open
+    if hit_sl[i]:  # stop first when both are in the bar; a gap beyond the stop fills at the open
         gapped = opens[i] <= stop if side > 0 else opens[i] >= stop
         return i, float(opens[i] if gapped else stop), "stop_loss"
     gapped = opens[i] >= target if side > 0 else opens[i] <= target
     return i, float(opens[i] if gapped else target), "take_profit"
 
+
 def level_or_never(level: float | None, never: int) -> float:
     "`level`, or an infinity of sign `never` when it is not set (None or NaN): a level that never triggers."
     return never * np.inf if level is None or level != level else level
+
 
 def exit_levels(position: Position) -> tuple[float, float]:
     "A position's stop and target prices in the form `first_exit` takes."
     return level_or_never(position.stop_loss, -position.sign), level_or_never(position.take_profit, position.sign)
 
 # %% ../nbs/10_execution.ipynb #b96d3863
-def limit_fill(side: int, limit: float, opens: np.ndarray, highs: np.ndarray, lows: np.ndarray) -> tuple[int, float] | None:
+def limit_fill(
+    side: int, limit: float, opens: np.ndarray, highs: np.ndarray, lows: np.ndarray
+) -> tuple[int, float] | None:
     "(offset, price) of the first bar that trades through a limit order of `side` (+1 buy, −1 sell); None if none does."
     hit = lows <= limit if side > 0 else highs >= limit
-    if not hit.any(): return None
+    if not hit.any():
+        return None
     i = int(hit.argmax())
     return i, float(min(opens[i], limit) if side > 0 else max(opens[i], limit))
 
 # %% ../nbs/10_execution.ipynb #b5c53bf1
 @lru_cache(maxsize=1024)
-def _utc(ns: int) -> pd.Timestamp: return pd.Timestamp(ns, tz="UTC")     # every pair's window of a close ends at one time
+def _utc(ns: int) -> pd.Timestamp:
+    return pd.Timestamp(ns, tz="UTC")  # every pair's window of a close ends at one time
+
 
 @dataclass(frozen=True)
 class BarWindow:
     "Closed candles of one pair, oldest first: open times (int64 ns since the epoch) and an (n, 4) array of OHLC."
+
     times: np.ndarray
     ohlc: np.ndarray
 
@@ -86,23 +104,37 @@ class BarWindow:
         "From a candle frame indexed by UTC open time."
         return cls(frame.index.as_unit("ns").asi8, frame[["open", "high", "low", "close"]].to_numpy(np.float64))
 
-    def __len__(self) -> int: return len(self.times)
+    def __len__(self) -> int:
+        return len(self.times)
+
     def after(self, t_ns: int) -> BarWindow:
         "The candles that opened after `t_ns`."
         k = int(np.searchsorted(self.times, t_ns, side="right"))
         return BarWindow(self.times[k:], self.ohlc[k:])
-    def last(self, n: int) -> BarWindow: return BarWindow(self.times[-n:], self.ohlc[-n:])
+
+    def last(self, n: int) -> BarWindow:
+        return BarWindow(self.times[-n:], self.ohlc[-n:])
+
     @property
-    def end(self) -> pd.Timestamp: return _utc(int(self.times[-1]))
+    def end(self) -> pd.Timestamp:
+        return _utc(int(self.times[-1]))
+
     @property
-    def close(self) -> float: return float(self.ohlc[-1, 3])
-    def column(self, k: int) -> np.ndarray: return self.ohlc[:, k]
+    def close(self) -> float:
+        return float(self.ohlc[-1, 3])
+
+    def column(self, k: int) -> np.ndarray:
+        return self.ohlc[:, k]
 
 # %% ../nbs/10_execution.ipynb #8612e576
 class Venue(Protocol):
     "Where the kernel's orders go: the simulated venue or an exchange."
+
     exits_at_close: bool
-    def place(self, order: Order, *, decided_at: pd.Timestamp, stop_loss: float | None, take_profit: float | None) -> str: ...
+
+    def place(
+        self, order: Order, *, decided_at: pd.Timestamp, stop_loss: float | None, take_profit: float | None
+    ) -> str: ...
     def settle(self, windows: dict[str, BarWindow]) -> list[Fill]: ...
     def exit(self, order: Order, *, bar: pd.Timestamp, price: float) -> tuple[str, list[Fill]]: ...
     def reconcile(self, pairs: tuple[str, ...]): ...
@@ -110,21 +142,30 @@ class Venue(Protocol):
 # %% ../nbs/10_execution.ipynb #6d718894
 class SimulatedVenue:
     "Fills by the rules above, orders kept in `book` (a PortfolioStore or a MemoryBook)."
+
     exits_at_close = False
 
     def __init__(self, book, costs: FillCosts, timeframe: pd.Timedelta, limit_ttl_bars: int = 1):
         self.book, self.costs, self.step_ns, self.ttl = book, costs, pd.Timedelta(timeframe).value, limit_ttl_bars
 
-    def place(self, order: Order, *, decided_at: pd.Timestamp, stop_loss: float | None = None,
-              take_profit: float | None = None) -> str:
+    def place(
+        self,
+        order: Order,
+        *,
+        decided_at: pd.Timestamp,
+        stop_loss: float | None = None,
+        take_profit: float | None = None,
+    ) -> str:
         "Record `order`, decided at the close of the bar opening at `decided_at`; it fills from the next bar on."
         status, created = self.book.add_order(order)
-        if not created: return status           # the same intent again (a retried cycle): nothing new
+        if not created:
+            return status  # the same intent again (a retried cycle): nothing new
         note = {"decided_at": pd.Timestamp(decided_at).isoformat(), "stop_loss": stop_loss, "take_profit": take_profit}
         self.book.set_status(order.client_order_id, "submitted", note=json.dumps(note))
         return "submitted"
 
-    def reconcile(self, pairs: tuple[str, ...]) -> None: return None
+    def reconcile(self, pairs: tuple[str, ...]) -> None:
+        return None
 
 # %% ../nbs/10_execution.ipynb #4341e58d
 def _decided_at(note: str) -> tuple[int, dict]:
@@ -133,21 +174,33 @@ def _decided_at(note: str) -> tuple[int, dict]:
     t = meta["decided_at"]
     return (t if isinstance(t, int) else pd.Timestamp(t).value), meta
 
+
 def _settle_one(venue: SimulatedVenue, row: dict, later: BarWindow, decided: int) -> Fill | None:
     "The fill of one open order on the candles after its decision bar, or None (a limit past its time is cancelled)."
     side, cid = (1 if row["side"] == "buy" else -1), row["client_order_id"]
-    if row["type"] == "market": k, price, maker = 0, venue.costs.market_price(later.ohlc[0, 0], side), False
+    if row["type"] == "market":
+        k, price, maker = 0, venue.costs.market_price(later.ohlc[0, 0], side), False
     else:
-        deadline = decided + venue.ttl * venue.step_ns          # the open of the last candle it may fill in
+        deadline = decided + venue.ttl * venue.step_ns  # the open of the last candle it may fill in
         alive = later.times <= deadline
         hit = limit_fill(side, row["price"], *(later.ohlc[alive, j] for j in range(3)))
         if hit is None:
-            if later.times[-1] >= deadline: venue.book.set_status(cid, "cancelled")   # its time ran out unfilled
+            if later.times[-1] >= deadline:
+                venue.book.set_status(cid, "cancelled")  # its time ran out unfilled
             return None
         k, price, maker = hit[0], hit[1], True
     amount = row["amount"] - row["filled"]
-    return Fill(f"{cid}-1", cid, row["pair"], row["side"], amount, price, venue.costs.fee(amount, price, maker),
-                pd.Timestamp(int(later.times[k]), tz="UTC"))
+    return Fill(
+        f"{cid}-1",
+        cid,
+        row["pair"],
+        row["side"],
+        amount,
+        price,
+        venue.costs.fee(amount, price, maker),
+        pd.Timestamp(int(later.times[k]), tz="UTC"),
+    )
+
 
 @patch
 def settle(self: SimulatedVenue, windows: dict[str, BarWindow]) -> list[Fill]:
@@ -155,19 +208,33 @@ def settle(self: SimulatedVenue, windows: dict[str, BarWindow]) -> list[Fill]:
     fills = []
     for row in self.book.open_orders():
         w = windows.get(row["pair"])
-        if w is None or not row["note"]: continue
+        if w is None or not row["note"]:
+            continue
         decided, meta = _decided_at(row["note"])
         later = w.after(decided)
-        if not len(later): continue
+        if not len(later):
+            continue
         fill = _settle_one(self, row, later, decided)
-        if fill is not None and self.book.record_fill(fill, stop_loss=meta["stop_loss"], take_profit=meta["take_profit"]):
+        if fill is not None and self.book.record_fill(
+            fill, stop_loss=meta["stop_loss"], take_profit=meta["take_profit"]
+        ):
             fills.append(fill)
     return fills
+
 
 @patch
 def exit(self: SimulatedVenue, order: Order, *, bar: pd.Timestamp, price: float) -> tuple[str, list[Fill]]:
     "A stop or target reached inside the candle opening at `bar`: filled at `price`, at the taker fee; (status, fills)."
-    if self.book.add_order(order)[1]: self.book.set_status(order.client_order_id, "submitted")
-    fill = Fill(f"{order.client_order_id}-1", order.client_order_id, order.pair, order.side, order.amount, price,
-                self.costs.fee(order.amount, price), bar)
+    if self.book.add_order(order)[1]:
+        self.book.set_status(order.client_order_id, "submitted")
+    fill = Fill(
+        f"{order.client_order_id}-1",
+        order.client_order_id,
+        order.pair,
+        order.side,
+        order.amount,
+        price,
+        self.costs.fee(order.amount, price),
+        bar,
+    )
     return "filled", [fill] if self.book.record_fill(fill) else []

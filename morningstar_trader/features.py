@@ -36,60 +36,79 @@ class FeatureError(MorningstarError):
 # %% ../nbs/04_features.ipynb #f3a01e01
 def brief(value, depth: int = 2) -> str:
     "A short repr for error messages: long strings, big or deeply nested containers are cut."
-    r = reprlib.Repr()   # (keyword arguments only from Python 3.12)
+    r = reprlib.Repr()  # (keyword arguments only from Python 3.12)
     r.maxlevel, r.maxstring, r.maxother, r.maxlist, r.maxdict, r.maxtuple = depth, 60, 60, 6, 6, 6
     return r.repr(value)
+
 
 def shorten(text: str, n: int = 160) -> str:
     "`text` cut to about `n` characters, for messages that quote another error's."
     return text if len(text) <= n else text[:n] + "…"
 
+
 def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
     "Field names of the (nested) model that holds location `loc`."
     for part in loc[:-1]:
-        if isinstance(part, int): continue
+        if isinstance(part, int):
+            continue
         ann = model.model_fields[part].annotation if part in model.model_fields else None
         inner = [a for a in (ann, *get_args(ann)) if isinstance(a, type) and issubclass(a, BaseModel)]
-        if not inner: return []
+        if not inner:
+            return []
         model = inner[0]
     return list(model.model_fields)
+
 
 def describe_problems(err: ValidationError, model: type[BaseModel], limit: int = 3) -> str:
     "The first `limit` problems of a validation error on one line: `where: what is wrong (got value)`."
     out = []
     for e in err.errors()[:limit]:
         where = ".".join(map(str, e["loc"])) or "(top level)"
-        if e["type"] == "extra_forbidden": out.append(f"{where}: unknown field; allowed here: {', '.join(_fields_at(model, e['loc']))}")
-        elif e["type"] == "missing": out.append(f"{where}: missing")
-        elif not e["loc"] and e["type"] == "value_error": out.append(e["msg"].removeprefix("Value error, "))   # a check across fields
-        else: out.append(f"{where}: {e['msg'].removeprefix('Value error, ')} (got {brief(e['input'])})")
+        if e["type"] == "extra_forbidden":
+            out.append(f"{where}: unknown field; allowed here: {', '.join(_fields_at(model, e['loc']))}")
+        elif e["type"] == "missing":
+            out.append(f"{where}: missing")
+        elif not e["loc"] and e["type"] == "value_error":
+            out.append(e["msg"].removeprefix("Value error, "))  # a check across fields
+        else:
+            out.append(f"{where}: {e['msg'].removeprefix('Value error, ')} (got {brief(e['input'])})")
     more = len(err.errors()) - limit
     return "; ".join(out) + (f"; and {more} more" if more > 0 else "")
 
 # %% ../nbs/04_features.ipynb #8b5b2889
 _TOL = 1e-10
 
+
 def _memory(alpha: float) -> int:
     "Bars after which an exponential smoother's weight on older data is below _TOL."
     return math.ceil(math.log(_TOL) / math.log(1 - alpha))
 
-def _ema(p): return _memory(2 / (p + 1))
-def _wilder(p): return _memory(1 / p)
+
+def _ema(p):
+    return _memory(2 / (p + 1))
+
+
+def _wilder(p):
+    return _memory(1 / p)
+
 
 def _zscore(x: np.ndarray, p: int) -> np.ndarray:
     mean, std = talib.SMA(x, p), talib.STDDEV(x, p)
     # A constant stretch has no spread: its z-score is defined as 0 rather than 0/0.
     return np.where(std > 1e-12, (x - mean) / np.where(std > 1e-12, std, 1.0), np.where(np.isnan(std), np.nan, 0.0))
 
+
 @dataclass(frozen=True)
 class Indicator:
     params: tuple[str, ...]
-    compute: Callable[..., tuple[np.ndarray, ...]]   # (o, h, l, c, v, **params) -> one array per output
-    warm_up: Callable[..., int]                       # (**params) -> bars
-    outputs: tuple[str, ...] = ("",)                  # column-name suffix of each output
+    compute: Callable[..., tuple[np.ndarray, ...]]  # (o, h, l, c, v, **params) -> one array per output
+    warm_up: Callable[..., int]  # (**params) -> bars
+    outputs: tuple[str, ...] = ("",)  # column-name suffix of each output
+
 
 def _macd(o, h, l, c, v, fast, slow, signal):
     return tuple(x / c for x in talib.MACD(c, fast, slow, signal))
+
 
 def _bbands_width(o, h, l, c, v, period, nbdev):
     upper, middle, lower = talib.BBANDS(c, period, nbdev, nbdev)
@@ -97,22 +116,45 @@ def _bbands_width(o, h, l, c, v, period, nbdev):
 
 # %% ../nbs/04_features.ipynb #71a76224
 INDICATORS: dict[str, Indicator] = {
-    "log_return": Indicator(("period",), lambda o, h, l, c, v, period: (np.log(talib.ROCR(c, period)),), lambda period: period),
-    "rsi": Indicator(("period",), lambda o, h, l, c, v, period: (talib.RSI(c, period) / 100 - 0.5,),
-                     lambda period: period + _wilder(period)),
-    "macd": Indicator(("fast", "slow", "signal"), _macd,
-                      lambda fast, slow, signal: slow + signal + _ema(slow) + _ema(signal), ("", "signal", "hist")),
-    "natr": Indicator(("period",), lambda o, h, l, c, v, period: (talib.NATR(h, l, c, period) / 100,),
-                      lambda period: period + _wilder(period)),
+    "log_return": Indicator(
+        ("period",), lambda o, h, l, c, v, period: (np.log(talib.ROCR(c, period)),), lambda period: period
+    ),
+    "rsi": Indicator(
+        ("period",),
+        lambda o, h, l, c, v, period: (talib.RSI(c, period) / 100 - 0.5,),
+        lambda period: period + _wilder(period),
+    ),
+    "macd": Indicator(
+        ("fast", "slow", "signal"),
+        _macd,
+        lambda fast, slow, signal: slow + signal + _ema(slow) + _ema(signal),
+        ("", "signal", "hist"),
+    ),
+    "natr": Indicator(
+        ("period",),
+        lambda o, h, l, c, v, period: (talib.NATR(h, l, c, period) / 100,),
+        lambda period: period + _wilder(period),
+    ),
     "bbands_width": Indicator(("period", "nbdev"), _bbands_width, lambda period, nbdev: period),
-    "ema_distance": Indicator(("period",), lambda o, h, l, c, v, period: (c / talib.EMA(c, period) - 1,),
-                              lambda period: period + _ema(period)),
-    "sma_distance": Indicator(("period",), lambda o, h, l, c, v, period: (c / talib.SMA(c, period) - 1,), lambda period: period),
-    "adx": Indicator(("period",), lambda o, h, l, c, v, period: (talib.ADX(h, l, c, period) / 100,),
-                     lambda period: 2 * period + 2 * _wilder(period)),
-    "volume_zscore": Indicator(("period",), lambda o, h, l, c, v, period: (_zscore(np.log1p(v), period),), lambda period: period),
-    "realized_vol": Indicator(("period",), lambda o, h, l, c, v, period: (talib.STDDEV(np.log(talib.ROCR(c, 1)), period),),
-                              lambda period: period + 1),
+    "ema_distance": Indicator(
+        ("period",), lambda o, h, l, c, v, period: (c / talib.EMA(c, period) - 1,), lambda period: period + _ema(period)
+    ),
+    "sma_distance": Indicator(
+        ("period",), lambda o, h, l, c, v, period: (c / talib.SMA(c, period) - 1,), lambda period: period
+    ),
+    "adx": Indicator(
+        ("period",),
+        lambda o, h, l, c, v, period: (talib.ADX(h, l, c, period) / 100,),
+        lambda period: 2 * period + 2 * _wilder(period),
+    ),
+    "volume_zscore": Indicator(
+        ("period",), lambda o, h, l, c, v, period: (_zscore(np.log1p(v), period),), lambda period: period
+    ),
+    "realized_vol": Indicator(
+        ("period",),
+        lambda o, h, l, c, v, period: (talib.STDDEV(np.log(talib.ROCR(c, 1)), period),),
+        lambda period: period + 1,
+    ),
 }
 
 # %% ../nbs/04_features.ipynb #7d773b98
@@ -122,21 +164,28 @@ def indicator_columns(spec: IndicatorSpec) -> list[str]:
     tail = "_".join(f"{spec.params[p]:g}" for p in ind.params)
     return [f"{spec.name}{'_' + s if s else ''}_{tail}" for s in ind.outputs]
 
+
 def _int_params(spec: IndicatorSpec) -> dict:
     return {k: (int(v) if float(v).is_integer() else v) for k, v in spec.params.items()}
 
+
 def _check_spec(i: int, spec: IndicatorSpec) -> None:
     where = f"features.indicators[{i}] ({spec.name})"
-    if spec.name not in INDICATORS: raise FeatureError(f"{where}: unknown indicator; allowed: {', '.join(INDICATORS)}")
+    if spec.name not in INDICATORS:
+        raise FeatureError(f"{where}: unknown indicator; allowed: {', '.join(INDICATORS)}")
     want = set(INDICATORS[spec.name].params)
-    if set(spec.params) != want: raise FeatureError(f"{where}: parameters must be exactly {sorted(want)}, got {sorted(spec.params)}")
-    if any(v <= 0 for v in spec.params.values()): raise FeatureError(f"{where}: parameters must be positive")
+    if set(spec.params) != want:
+        raise FeatureError(f"{where}: parameters must be exactly {sorted(want)}, got {sorted(spec.params)}")
+    if any(v <= 0 for v in spec.params.values()):
+        raise FeatureError(f"{where}: parameters must be positive")
 
 # %% ../nbs/04_features.ipynb #d4fc3388
 _Finite = Annotated[float, Field(allow_inf_nan=False)]
 
+
 class ScalerFile(BaseModel):
     "What `scaler.json` must hold: one finite centre and one positive finite scale per unique feature name."
+
     model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
     kind: Literal["RobustScaler"]
     feature_names: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
@@ -146,58 +195,83 @@ class ScalerFile(BaseModel):
     @model_validator(mode="after")
     def _one_per_name(self):
         n = len(self.feature_names)
-        if len(set(self.feature_names)) != n: raise ValueError("feature_names must not repeat")
+        if len(set(self.feature_names)) != n:
+            raise ValueError("feature_names must not repeat")
         if not len(self.center) == len(self.scale) == n:
-            raise ValueError(f"center and scale need one number per feature name ({n}), got {len(self.center)} and {len(self.scale)}")
+            raise ValueError(
+                f"center and scale need one number per feature name ({n}), got {len(self.center)} and {len(self.scale)}"
+            )
         return self
+
 
 def scaler_to_json(scaler: RobustScaler) -> str:
     "The fitted scaler's numbers and feature names as JSON."
-    return json.dumps({"kind": "RobustScaler", "feature_names": list(scaler.feature_names_in_),
-                       "center": scaler.center_.tolist(), "scale": scaler.scale_.tolist()})
+    return json.dumps(
+        {
+            "kind": "RobustScaler",
+            "feature_names": list(scaler.feature_names_in_),
+            "center": scaler.center_.tolist(),
+            "scale": scaler.scale_.tolist(),
+        }
+    )
+
 
 def scaler_from_dict(data) -> RobustScaler:
     "A fitted RobustScaler from parsed `scaler_to_json` output, checked against `ScalerFile` first."
-    try: f = ScalerFile.model_validate(data)
-    except ValidationError as e: raise FeatureError(f"not a valid saved scaler: {describe_problems(e, ScalerFile)}") from None
+    try:
+        f = ScalerFile.model_validate(data)
+    except ValidationError as e:
+        raise FeatureError(f"not a valid saved scaler: {describe_problems(e, ScalerFile)}") from None
     s = RobustScaler()
     s.feature_names_in_ = np.array(f.feature_names, dtype=object)
     s.n_features_in_ = len(f.feature_names)
     s.center_, s.scale_ = np.array(f.center, np.float64), np.array(f.scale, np.float64)
     return s
 
+
 def scaler_from_json(text: str) -> RobustScaler:
     "A fitted RobustScaler from `scaler_to_json` output."
     # RecursionError: Python's parser gives up on very deep nesting, which is no scaler either.
-    try: data = json.loads(text)
-    except (ValueError, RecursionError) as e: raise FeatureError(f"a saved scaler must be JSON: {type(e).__name__}: {shorten(str(e))}") from None
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise FeatureError(f"a saved scaler must be JSON: {type(e).__name__}: {shorten(str(e))}") from None
     return scaler_from_dict(data)
 
 # %% ../nbs/04_features.ipynb #fe1ad8b8
 CONTEXT_TIME = ("hour_sin", "hour_cos", "weekday_sin", "weekday_cos")
-PER_ASSET = ("funding", "open_interest")     # one series per asset: a pair reads its base asset's rows
+PER_ASSET = ("funding", "open_interest")  # one series per asset: a pair reads its base asset's rows
 AS_OF = "available_at, strictly before the bar's close"
+
 
 def alt_context_names(a) -> list[str]:
     "The context columns of one `features.alt_data` entry: its values, and with stale_policy carry, the age in hours."
     return [f"{a.name}_{c}" for c in a.columns] + ([f"{a.name}_age_hours"] if a.stale_policy == "carry" else [])
 
+
 @dataclass(frozen=True)
 class DataPreparation:
     "Candles to model inputs, per `FeatureSettings`; `scaler` is None until `fit`."
+
     settings: FeatureSettings
     timeframe: str
     scaler: RobustScaler | None = None
-    alt_tables: dict[str, pd.DataFrame] = field(default_factory=dict)   # by source name: published_at + columns
+    alt_tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # by source name: published_at + columns
 
     def __post_init__(self):
-        for i, spec in enumerate(self.settings.indicators): _check_spec(i, spec)
+        for i, spec in enumerate(self.settings.indicators):
+            _check_spec(i, spec)
         parse_timeframe(self.timeframe)
         names = self.technical_names
-        if len(set(names)) != len(names): raise FeatureError(f"features.indicators: duplicate columns {sorted({n for n in names if names.count(n) > 1})}")
+        if len(set(names)) != len(names):
+            raise FeatureError(
+                f"features.indicators: duplicate columns {sorted({n for n in names if names.count(n) > 1})}"
+            )
         if {a.name for a in self.settings.alt_data} != set(self.alt_tables):
-            raise FeatureError(f"alternative data tables {sorted(self.alt_tables)} do not match features.alt_data "
-                               f"{sorted(a.name for a in self.settings.alt_data)}")
+            raise FeatureError(
+                f"alternative data tables {sorted(self.alt_tables)} do not match features.alt_data "
+                f"{sorted(a.name for a in self.settings.alt_data)}"
+            )
 
     @property
     def technical_names(self) -> list[str]:
@@ -222,10 +296,14 @@ def _segments(bars: Bars, policy: str) -> np.ndarray:
     step = parse_timeframe(bars.timeframe)
     gaps = find_gaps(bars.frame.index, step)
     if len(gaps) and policy == "error":
-        raise FeatureError(f"{bars.pair} {bars.timeframe}: {len(gaps)} gaps (first at {gaps['start'].iloc[0]}) and "
-                           f"features.gap_policy is 'error'; use 'split' to compute each gap-free stretch on its own")
-    if not len(bars): return np.zeros(0, int)   # np.r_ below would give one segment id to no bars
+        raise FeatureError(
+            f"{bars.pair} {bars.timeframe}: {len(gaps)} gaps (first at {gaps['start'].iloc[0]}) and "
+            f"features.gap_policy is 'error'; use 'split' to compute each gap-free stretch on its own"
+        )
+    if not len(bars):
+        return np.zeros(0, int)  # np.r_ below would give one segment id to no bars
     return np.r_[0, np.cumsum(np.diff(bars.frame.index.asi8) > step.value)]
+
 
 def _time_context(opens: pd.DatetimeIndex, step: pd.Timedelta) -> dict[str, np.ndarray]:
     close = opens + step
@@ -248,18 +326,20 @@ def _alt_context(prep: DataPreparation, bars: Bars, step: pd.Timedelta) -> tuple
             got = align_asof(index, step, part.assign(known=part["published_at"]), src.name)
             cols[f"{src.name}_{c}"] = values = got[f"{src.name}_{c}"].to_numpy(np.float64)
             known = pd.DatetimeIndex(got[f"{src.name}_known"])
-            age = np.maximum(age, np.asarray((close - known).total_seconds(), np.float64) / 3600)   # NaN where unknown
+            age = np.maximum(age, np.asarray((close - known).total_seconds(), np.float64) / 3600)  # NaN where unknown
             ok &= np.isfinite(values)
         if getattr(src, "max_age", None) is not None and src.stale_policy == "refuse":
             ok &= ~(age > parse_timeframe(src.max_age).total_seconds() / 3600)
-        if getattr(src, "stale_policy", "refuse") == "carry": cols[f"{src.name}_age_hours"] = age
+        if getattr(src, "stale_policy", "refuse") == "carry":
+            cols[f"{src.name}_age_hours"] = age
     return cols, ok
 
 # %% ../nbs/04_features.ipynb #24140979
 @patch
 def frame(self: DataPreparation, bars: Bars) -> pd.DataFrame:
     "Unscaled technical + context features for every bar past its warm-up, with its `segment`."
-    if bars.timeframe != self.timeframe: raise FeatureError(f"{bars.pair}: bars are {bars.timeframe}, features expect {self.timeframe}")
+    if bars.timeframe != self.timeframe:
+        raise FeatureError(f"{bars.pair}: bars are {bars.timeframe}, features expect {self.timeframe}")
     check_bars(bars)
     segment = _segments(bars, self.settings.gap_policy)
     arrays = {k: bars.frame[k].to_numpy(np.float64) for k in BAR_COLUMNS}
@@ -269,22 +349,25 @@ def frame(self: DataPreparation, bars: Bars) -> pd.DataFrame:
         part = [a[rows] for a in arrays.values()]
         for spec in self.settings.indicators:
             out = INDICATORS[spec.name].compute(*part, **_int_params(spec))
-            for name, values in zip(indicator_columns(spec), out, strict=True): cols[name][rows] = values
+            for name, values in zip(indicator_columns(spec), out, strict=True):
+                cols[name][rows] = values
     step = parse_timeframe(self.timeframe)
     cols |= _time_context(bars.frame.index, step)
     alt_cols, alt_ok = _alt_context(self, bars, step)
     cols |= alt_cols
     out = pd.DataFrame(cols, index=bars.frame.index)
-    starts = np.r_[0, np.flatnonzero(np.diff(segment)) + 1]                # segments are consecutive runs
+    starts = np.r_[0, np.flatnonzero(np.diff(segment)) + 1]  # segments are consecutive runs
     position = np.arange(len(segment)) - np.repeat(starts, np.diff(np.r_[starts, len(segment)]))
-    keep = (position >= self.warm_up) & alt_ok      # before the first publication, or stale under refuse: nothing to use
-    if not alt_ok.all():   # a refused stretch inside a segment splits it: no window spans rows that were dropped
+    keep = (position >= self.warm_up) & alt_ok  # before the first publication, or stale under refuse: nothing to use
+    if not alt_ok.all():  # a refused stretch inside a segment splits it: no window spans rows that were dropped
         segment = pd.factorize(pd.Series(list(zip(segment, np.cumsum(~alt_ok)))))[0]
     out = out[keep].assign(segment=segment[keep])
     bad = ~np.isfinite(out[self.technical_names + self.context_names].to_numpy())
     if bad.any():
         r, c = np.argwhere(bad)[0]
-        raise FeatureError(f"{bars.pair}: feature {(self.technical_names + self.context_names)[c]} is not finite at {out.index[r]}")
+        raise FeatureError(
+            f"{bars.pair}: feature {(self.technical_names + self.context_names)[c]} is not finite at {out.index[r]}"
+        )
     return out
 
 # %% ../nbs/04_features.ipynb #ee422991
@@ -292,17 +375,24 @@ def frame(self: DataPreparation, bars: Bars) -> pd.DataFrame:
 def fit(self: DataPreparation, frames: list[pd.DataFrame]) -> DataPreparation:
     "A copy with the scaler fitted on `frames` (from `frame`, training range only)."
     rows = pd.concat([f[self.technical_names + self.context_names] for f in frames])
-    if rows.empty: raise FeatureError("no training rows to fit the scaler on")
+    if rows.empty:
+        raise FeatureError("no training rows to fit the scaler on")
     return replace(self, scaler=RobustScaler().fit(rows))
+
 
 @patch
 def scale(self: DataPreparation, frame: pd.DataFrame) -> np.ndarray:
     "Scaled, clipped feature values (float32) of a `frame`, in technical + context order."
-    if self.scaler is None: raise FeatureError("the scaler is not fitted: call fit() on training data, or load a model")
+    if self.scaler is None:
+        raise FeatureError("the scaler is not fitted: call fit() on training data, or load a model")
     names = self.technical_names + self.context_names
     if list(self.scaler.feature_names_in_) != names:
-        raise FeatureError(f"the scaler was fitted on features {list(self.scaler.feature_names_in_)}, but the settings give {names}")
-    scaled = (frame[names].to_numpy(np.float64) - self.scaler.center_) / self.scaler.scale_   # RobustScaler.transform, minus its checks
+        raise FeatureError(
+            f"the scaler was fitted on features {list(self.scaler.feature_names_in_)}, but the settings give {names}"
+        )
+    scaled = (
+        frame[names].to_numpy(np.float64) - self.scaler.center_
+    ) / self.scaler.scale_  # RobustScaler.transform, minus its checks
     return np.clip(scaled, -self.settings.clip, self.settings.clip).astype(np.float32)
 
 # %% ../nbs/04_features.ipynb #9afc15e7
@@ -314,17 +404,26 @@ def windows(self: DataPreparation, pair: str, frame: pd.DataFrame) -> Features:
     tech, ctx, times = [], [], []
     for s in np.unique(seg):
         rows = np.flatnonzero(seg == s)
-        if len(rows) < w: continue
+        if len(rows) < w:
+            continue
         part = scaled[rows]
         tech.append(sliding_window_view(part[:, :nt], w, axis=0).transpose(0, 2, 1))
-        ctx.append(part[w - 1:, nt:])
-        times.append(frame.index[rows[w - 1:]])
+        ctx.append(part[w - 1 :, nt:])
+        times.append(frame.index[rows[w - 1 :]])
     if not tech:
-        raise FeatureError(f"{pair}: too little history: a sample needs {self.min_bars} gap-free candles "
-                           f"(warm-up {self.warm_up} + window {self.settings.window}), and no stretch has that many")
-    return Features(pair, times[0].append(times[1:]) if len(times) > 1 else times[0],
-                    np.ascontiguousarray(np.concatenate(tech)), np.concatenate(ctx),
-                    tuple(self.technical_names), tuple(self.context_names))
+        raise FeatureError(
+            f"{pair}: too little history: a sample needs {self.min_bars} gap-free candles "
+            f"(warm-up {self.warm_up} + window {self.settings.window}), and no stretch has that many"
+        )
+    return Features(
+        pair,
+        times[0].append(times[1:]) if len(times) > 1 else times[0],
+        np.ascontiguousarray(np.concatenate(tech)),
+        np.concatenate(ctx),
+        tuple(self.technical_names),
+        tuple(self.context_names),
+    )
+
 
 @patch
 def transform(self: DataPreparation, bars: Bars) -> Features:
@@ -335,56 +434,78 @@ def transform(self: DataPreparation, bars: Bars) -> Features:
 def _alt_entry(a) -> dict:
     "An alt_data entry of the spec; a file entry without max_age keeps the form models saved before providers existed."
     e = {"name": a.name, "columns": list(a.columns)}
-    if a.source is not None: e |= {"source": a.source, "as_of": AS_OF}
-    if a.max_age is not None or a.stale_policy != "refuse": e |= {"max_age": a.max_age, "stale_policy": a.stale_policy}
+    if a.source is not None:
+        e |= {"source": a.source, "as_of": AS_OF}
+    if a.max_age is not None or a.stale_policy != "refuse":
+        e |= {"max_age": a.max_age, "stale_policy": a.stale_policy}
     return e
+
 
 @patch
 def spec(self: DataPreparation) -> dict:
     "The feature settings that must match between training and inference."
-    return {"timeframe": self.timeframe, "window": self.settings.window, "warm_up": self.warm_up,
-            "gap_policy": self.settings.gap_policy, "clip": self.settings.clip,
-            "indicators": [{"name": s.name, "params": dict(s.params)} for s in self.settings.indicators],
-            "alt_data": [_alt_entry(a) for a in self.settings.alt_data],
-            "technical_names": self.technical_names, "context_names": self.context_names}
+    return {
+        "timeframe": self.timeframe,
+        "window": self.settings.window,
+        "warm_up": self.warm_up,
+        "gap_policy": self.settings.gap_policy,
+        "clip": self.settings.clip,
+        "indicators": [{"name": s.name, "params": dict(s.params)} for s in self.settings.indicators],
+        "alt_data": [_alt_entry(a) for a in self.settings.alt_data],
+        "technical_names": self.technical_names,
+        "context_names": self.context_names,
+    }
 
 # %% ../nbs/04_features.ipynb #dfebadb7
 @dataclass(frozen=True)
 class Latest:
-    "The newest decision bar of several pairs: scaled model inputs, unscaled technical values (the reviewer's evidence)."
+    """The newest decision bar of several pairs: scaled model inputs, unscaled technical values (the reviewer's
+    evidence)."""
+
     pairs: tuple[str, ...]
-    times: np.ndarray           # int64 ns: each pair's newest candle (open time)
-    technical: np.ndarray       # (P, window, F) float32
-    context: np.ndarray         # (P, C) float32
-    indicators: np.ndarray      # (P, F) float64, unscaled, at the newest bar
+    times: np.ndarray  # int64 ns: each pair's newest candle (open time)
+    technical: np.ndarray  # (P, window, F) float32
+    context: np.ndarray  # (P, C) float32
+    indicators: np.ndarray  # (P, F) float64, unscaled, at the newest bar
+
 
 def _tail_start(times: np.ndarray, step_ns: int, policy: str, pair: str) -> int:
     "Where the last gap-free stretch of `times` starts; a FeatureError for any gap under gap_policy 'error'."
     at = np.flatnonzero(np.diff(times) != step_ns)
     if len(at) and policy == "error":
-        raise FeatureError(f"{pair}: {len(at)} gaps (first after {pd.Timestamp(int(times[at[0]]), tz='UTC')}) and "
-                           "features.gap_policy is 'error'")
+        raise FeatureError(
+            f"{pair}: {len(at)} gaps (first after {pd.Timestamp(int(times[at[0]]), tz='UTC')}) and "
+            "features.gap_policy is 'error'"
+        )
     return int(at[-1]) + 1 if len(at) else 0
+
 
 @patch
 def latest(self: DataPreparation, candles: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[Latest, dict[str, str]]:
     """The newest decision bar of every pair in `candles` (pair -> (open times int64 ns, (n, 5) float64 OHLCV),
     validated, ascending): equal to the last window of `transform` on the same candles; the pairs left out, with why."""
-    if self.settings.alt_data: raise FeatureError("latest: alternative data is joined by frame(); use transform()")
-    if self.scaler is None: raise FeatureError("the scaler is not fitted: call fit() on training data, or load a model")
+    if self.settings.alt_data:
+        raise FeatureError("latest: alternative data is joined by frame(); use transform()")
+    if self.scaler is None:
+        raise FeatureError("the scaler is not fitted: call fit() on training data, or load a model")
     w, nt, step, need = self.settings.window, len(self.technical_names), parse_timeframe(self.timeframe), self.min_bars
     specs = [(INDICATORS[s.name].compute, _int_params(s)) for s in self.settings.indicators]
     done, tech, ends, errors = [], [], [], {}
     for pair, (times, ohlcv) in candles.items():
         try:
-            part = ohlcv[_tail_start(times, step.value, self.settings.gap_policy, pair):]
+            part = ohlcv[_tail_start(times, step.value, self.settings.gap_policy, pair) :]
             if len(part) < need:
-                raise FeatureError(f"{pair}: too little history: a sample needs {need} gap-free candles, "
-                                   f"the newest stretch has {len(part)}")
+                raise FeatureError(
+                    f"{pair}: too little history: a sample needs {need} gap-free candles, "
+                    f"the newest stretch has {len(part)}"
+                )
             ohlcv_cols = [np.ascontiguousarray(part[:, k]) for k in range(5)]
             cols = [x[-w:] for f, kw in specs for x in f(*ohlcv_cols, **kw)]
-            tech.append(np.stack(cols, axis=1)); ends.append(times[-1]); done.append(pair)
-        except FeatureError as e: errors[pair] = str(e)
+            tech.append(np.stack(cols, axis=1))
+            ends.append(times[-1])
+            done.append(pair)
+        except FeatureError as e:
+            errors[pair] = str(e)
     raw = np.stack(tech) if tech else np.zeros((0, w, nt))
     ctx = np.column_stack(list(_time_context(pd.DatetimeIndex(np.asarray(ends, np.int64), tz="UTC"), step).values()))
     for i in np.flatnonzero(~np.isfinite(raw).all(axis=(1, 2)) | ~np.isfinite(ctx).all(axis=1)):
@@ -392,17 +513,24 @@ def latest(self: DataPreparation, candles: dict[str, tuple[np.ndarray, np.ndarra
     keep = np.array([p not in errors for p in done], bool)
     c, s, clip = self.scaler.center_, self.scaler.scale_, self.settings.clip
     scaled = lambda x, lo, hi: np.clip((x - c[lo:hi]) / s[lo:hi], -clip, clip).astype(np.float32)
-    return Latest(tuple(np.array(done, object)[keep]), np.asarray(ends, np.int64)[keep], scaled(raw[keep], 0, nt),
-                  scaled(ctx[keep], nt, None), raw[keep, -1]), errors
+    return Latest(
+        tuple(np.array(done, object)[keep]),
+        np.asarray(ends, np.int64)[keep],
+        scaled(raw[keep], 0, nt),
+        scaled(ctx[keep], nt, None),
+        raw[keep, -1],
+    ), errors
 
 # %% ../nbs/04_features.ipynb #f367b843
 def _stale(times: pd.Series, at: pd.Timestamp, src) -> str | None:
     "Why the newest of `times` known strictly before `at` is too old for `src`, or None."
     known = times[times < at]
-    if not len(known): return f"no value known before {at}"
+    if not len(known):
+        return f"no value known before {at}"
     if (age := at - known.max()) > parse_timeframe(src.max_age):
         return f"newest value {age} old at {at} (max_age {src.max_age}, policy {src.stale_policy})"
     return None
+
 
 def stale_alt(prep: DataPreparation, at: pd.Timestamp, assets: tuple[str, ...] = ()) -> dict[str, str]:
     "Why each alt_data source with a `max_age` is stale at `at`: by name, or by `name asset` for a per-asset source."
@@ -410,7 +538,10 @@ def stale_alt(prep: DataPreparation, at: pd.Timestamp, assets: tuple[str, ...] =
     for src in (s for s in prep.settings.alt_data if getattr(s, "max_age", None) is not None):
         table = prep.alt_tables[src.name]
         per_asset = assets and getattr(src, "source", None) in PER_ASSET and "asset" in table.columns
-        series = ({f"{src.name} {a}": table.loc[table["asset"] == a, "published_at"] for a in assets} if per_asset
-                  else {src.name: table["published_at"]})
+        series = (
+            {f"{src.name} {a}": table.loc[table["asset"] == a, "published_at"] for a in assets}
+            if per_asset
+            else {src.name: table["published_at"]}
+        )
         out |= {key: why for key, t in series.items() if (why := _stale(t, at, src))}
     return out

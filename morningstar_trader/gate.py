@@ -19,8 +19,10 @@ class UnprovenModelError(ConfigError):
 # %% ../nbs/06b_gate.ipynb #c5bf625a
 def min_confidence_for(decision, chosen: dict | None) -> float:
     "The config's decision.min_confidence when set, else `chosen['min_confidence']` (the model's), else the default."
-    if decision.min_confidence is not None: return float(decision.min_confidence)
+    if decision.min_confidence is not None:
+        return float(decision.min_confidence)
     return float((chosen or {}).get("min_confidence", DEFAULT_MIN_CONFIDENCE))
+
 
 def with_model_decision(settings: Settings, metadata: dict) -> Settings:
     "`settings` with decision.min_confidence resolved for the model whose metadata is given."
@@ -33,22 +35,29 @@ def trading_edge(meta: dict, gate: GateSettings) -> tuple[bool, str]:
     if isinstance(meta, dict) and "rule" in meta:
         return False, "a rule has no trading evaluation (backtest it: morningstar run --mode backtest --strategy NAME)"
     t = (meta.get("evaluation") or {}).get("trading") if isinstance(meta, dict) else None
-    if not t: return False, "it has no trading evaluation (retrain it with this version of `morningstar train`)"
+    if not t:
+        return False, "it has no trading evaluation (retrain it with this version of `morningstar train`)"
     try:
         o = t["overall"]
         excess, p = float(o["sharpe_excess"]), float(o["p_value"])
-        numbers = (f"fold-mean Sharpe {o['model_sharpe']:.2f} vs buy & hold {o['buy_hold_sharpe']:.2f} "
-                   f"(excess {excess:+.2f}, needs > {gate.min_sharpe_excess:g}), p-value {p:.3f} against random entries "
-                   f"(needs < {gate.max_p_value:g}), return {o['model_return']:+.2%} vs buy & hold {o['buy_hold_return']:+.2%}, "
-                   f"{o['trades']} trades over {o['folds']} test window(s)")
+        numbers = (
+            f"fold-mean Sharpe {o['model_sharpe']:.2f} vs buy & hold {o['buy_hold_sharpe']:.2f} "
+            f"(excess {excess:+.2f}, needs > {gate.min_sharpe_excess:g}), p-value {p:.3f} against random entries "
+            f"(needs < {gate.max_p_value:g}), return {o['model_return']:+.2%} vs buy & hold "
+            f"{o['buy_hold_return']:+.2%}, "
+            f"{o['trades']} trades over {o['folds']} test window(s)"
+        )
     except (KeyError, TypeError, ValueError) as e:
         return False, f"its trading evaluation is unreadable ({type(e).__name__}: {str(e)[:80]})"
     return bool(excess > gate.min_sharpe_excess and p < gate.max_p_value and math.isfinite(excess)), numbers
+
 
 def check_live_gate(meta: dict, gate: GateSettings, model_dir) -> str:
     "The gate's numbers when the model passes; UnprovenModelError with them when it does not."
     ok, numbers = trading_edge(meta, gate)
     if not ok:
-        raise UnprovenModelError(f"refusing to trade model {model_dir} live: no edge after costs: {numbers}; "
-                                 "add --allow-unproven-model to trade it anyway")
+        raise UnprovenModelError(
+            f"refusing to trade model {model_dir} live: no edge after costs: {numbers}; "
+            "add --allow-unproven-model to trade it anyway"
+        )
     return numbers

@@ -39,58 +39,72 @@ def bar_number(bar: pd.Timestamp, timeframe: str) -> int:
     "Bars since the epoch: the unit of `risk.cooldown_bars`, the same across cycles and restarts."
     return int(bar.value // parse_timeframe(timeframe).value)
 
+
 @lru_cache(maxsize=256)
 def _stamps(bar: pd.Timestamp, timeframe: str) -> tuple[str, pd.Timestamp, int]:
     "(ISO text, close time, bar number) of the candle opening at `bar`: computed once per close, not once per pair."
     return bar.isoformat(), bar + parse_timeframe(timeframe), bar_number(bar, timeframe)
 
+
 def client_order_id(account: str, bar: pd.Timestamp, pair: str, action: str) -> str:
-    "Deterministic per intent, ≤ 36 characters (Binance's limit): the same account, bar, pair and action give the same id."
+    """Deterministic per intent, ≤ 36 characters (Binance's limit): the same account, bar, pair and action give the same
+    id."""
     return "ms-" + hashlib.sha256(f"{account}|{bar.isoformat()}|{pair}|{action}".encode()).hexdigest()[:32]
 
 # %% ../nbs/12_kernel.ipynb #70b2afb1
 @dataclass
 class Kernel:
     "One account's parts that every close uses; only the venue (and the book behind it) differs between modes."
+
     settings: Settings
-    book: object                     # PortfolioStore (paper, live) or MemoryBook (backtest)
+    book: object  # PortfolioStore (paper, live) or MemoryBook (backtest)
     venue: Venue
-    account: str                     # the namespace of client order ids: one per book
+    account: str  # the namespace of client order ids: one per book
     supervisor: Supervisor | None = None
     markets: dict[str, MarketRules] = field(default_factory=dict)
     run_id: str = ""
     can_short: bool = False
-    twin: Kernel | None = None       # the same account without the review (see "The unreviewed twin")
-    model_id: str = ""               # the trading model's artifact, part of the review's replay key
-    siblings: tuple[float, float] | None = None   # (exposure, equity) of the account's other strategies at this close
+    twin: Kernel | None = None  # the same account without the review (see "The unreviewed twin")
+    model_id: str = ""  # the trading model's artifact, part of the review's replay key
+    siblings: tuple[float, float] | None = None  # (exposure, equity) of the account's other strategies at this close
+
 
 @dataclass(frozen=True)
 class PairInput:
     "What one close knows of one pair: its recent closed candles, the model's heads at the decision bar, the evidence."
-    window: BarWindow | None = None                               # None: no candle at this close
-    pred: dict | None = None                                      # scalar heads at the newest candle; None: no prediction
-    evidence: Callable[[], tuple[dict, dict]] | None = None       # (indicators, market) for the reviewer
-    error: str | None = None                                      # why there is no prediction
-    digest: dict | None = None                                    # the cycle's market digest for this pair: untrusted
+
+    window: BarWindow | None = None  # None: no candle at this close
+    pred: dict | None = None  # scalar heads at the newest candle; None: no prediction
+    evidence: Callable[[], tuple[dict, dict]] | None = None  # (indicators, market) for the reviewer
+    error: str | None = None  # why there is no prediction
+    digest: dict | None = None  # the cycle's market digest for this pair: untrusted
+
 
 def model_id(model) -> str:
     "A short id of a trained model's artifact: the hash of its files' hashes (empty for a model never saved)."
     files = getattr(model, "metadata", {}).get("files")
     return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16] if files else ""
 
+
 def _dust(k: Kernel, pos: Position, price: float) -> bool:
-    "A remainder the exchange would not trade (e.g. what rounding to its step left of a partial fill): valued, never traded."
+    """A remainder the exchange would not trade (e.g. what rounding to its step left of a partial fill): valued, never
+    traded."""
     return k.markets.get(pos.pair, MarketRules()).is_dust(pos.size, price)
 
 # %% ../nbs/12_kernel.ipynb #7cf72f83
-MARKET_LOOKBACK = 168      # bars of closes the market context needs
+MARKET_LOOKBACK = 168  # bars of closes the market context needs
+
 
 def review_evidence(indicators: dict[str, float], closes: np.ndarray, pred: dict) -> tuple[dict, dict]:
     "(key indicators, recent market) at a decision bar, from its feature row and the closes up to it."
     logr = np.diff(np.log(closes[-25:]))
-    market = {f"return_{n}_bars": float(closes[-1] / closes[-1 - n] - 1) for n in (1, 24, MARKET_LOOKBACK) if len(closes) > n}
-    if len(logr) > 1: market["realized_vol_24_bars"] = float(logr.std(ddof=1))
-    if "regime_id" in pred: market["regime"] = int(pred["regime_id"])
+    market = {
+        f"return_{n}_bars": float(closes[-1] / closes[-1 - n] - 1) for n in (1, 24, MARKET_LOOKBACK) if len(closes) > n
+    }
+    if len(logr) > 1:
+        market["realized_vol_24_bars"] = float(logr.std(ddof=1))
+    if "regime_id" in pred:
+        market["regime"] = int(pred["regime_id"])
     return {k: float(v) for k, v in indicators.items()}, market
 
 # %% ../nbs/12_kernel.ipynb #8c6d2005
@@ -98,15 +112,18 @@ def _ns(v) -> int:
     "A checked-until mark as nanoseconds (stores written before 2026-12 held ISO text)."
     return v if isinstance(v, int) else pd.Timestamp(v).value
 
+
 def _level_hit(k: Kernel, pos: Position, w: BarWindow, checked) -> tuple[pd.Timestamp, float, str] | None:
     "(candle, price, reason) of the first stop or target reached since the last check, or None."
     new = w.after(_ns(checked)) if checked is not None else w.last(1)
     sl, tp = exit_levels(pos)
     hit = first_exit(pos.sign, sl, tp, new.column(0), new.column(1), new.column(2)) if len(new) else None
-    if hit is not None: return pd.Timestamp(int(new.times[hit[0]]), tz="UTC"), hit[1], hit[2]
+    if hit is not None:
+        return pd.Timestamp(int(new.times[hit[0]]), tz="UTC"), hit[1], hit[2]
     if k.venue.exits_at_close and (pos.sign * (w.close - sl) <= 0 or pos.sign * (w.close - tp) >= 0):
         return w.end, w.close, "stop_loss" if pos.sign * (w.close - sl) <= 0 else "take_profit"
     return None
+
 
 def check_levels(k: Kernel, windows: dict[str, BarWindow], risk_state: RiskState) -> tuple[list[Fill], RiskState]:
     "Exit the positions whose stop or target was reached; the simulated fills and the risk state with any new cooldown."
@@ -114,24 +131,38 @@ def check_levels(k: Kernel, windows: dict[str, BarWindow], risk_state: RiskState
     in_flight = {o["pair"] for o in k.book.open_orders()}
     for pair, pos in k.book.positions().items():
         w = windows.get(pair)
-        if w is None or _dust(k, pos, w.close): continue
-        if pair in in_flight: again.add(pair); continue
+        if w is None or _dust(k, pos, w.close):
+            continue
+        if pair in in_flight:
+            again.add(pair)
+            continue
         hit = _level_hit(k, pos, w, checked.get(pair))
-        if hit is None: continue
+        if hit is None:
+            continue
         bar, price, reason = hit
-        order = Order(client_order_id(k.account, w.end, pair, reason), pair, "sell" if pos.sign > 0 else "buy", pos.size,
-                      intent=reason)
+        order = Order(
+            client_order_id(k.account, w.end, pair, reason),
+            pair,
+            "sell" if pos.sign > 0 else "buy",
+            pos.size,
+            intent=reason,
+        )
         status, done = k.venue.exit(order, bar=bar, price=price)
         fills += done
         if status not in ("filled", "submitted", "partially_filled", "unknown", "new"):
             again.add(pair)
             _log.warning("%s exit of %s did not go through (%s); tried again at the next close", reason, pair, status)
-        if reason == "stop_loss": risk_state = stopped_out(risk_state, pair, bar_number(bar, k.settings.timeframe), k.settings.risk)
-    k.book.save_runtime("stops_checked_until", {**checked, **{p: int(w.times[-1]) for p, w in windows.items() if p not in again}})
+        if reason == "stop_loss":
+            risk_state = stopped_out(risk_state, pair, bar_number(bar, k.settings.timeframe), k.settings.risk)
+    k.book.save_runtime(
+        "stops_checked_until", {**checked, **{p: int(w.times[-1]) for p, w in windows.items() if p not in again}}
+    )
     return fills, risk_state
 
 # %% ../nbs/12_kernel.ipynb #71c55d20
-def mark(k: Kernel, at: pd.Timestamp, windows: dict[str, BarWindow]) -> tuple[float, dict[str, Position], dict[str, float]]:
+def mark(
+    k: Kernel, at: pd.Timestamp, windows: dict[str, BarWindow]
+) -> tuple[float, dict[str, Position], dict[str, float]]:
     "(equity, tradable positions, price of every pair seen) at this close, the equity recorded in the book."
     closes = {**k.book.load_runtime("last_close", {}), **{p: w.close for p, w in windows.items()}}
     held = k.book.positions()
@@ -143,17 +174,24 @@ def mark(k: Kernel, at: pd.Timestamp, windows: dict[str, BarWindow]) -> tuple[fl
 # %% ../nbs/12_kernel.ipynb #d9bff501
 def _entry_order(k: Kernel, cid: str, d: Decision, side: str, close: float) -> Order:
     ex = k.settings.execution
-    if ex.order_type == "market": return Order(cid, d.pair, side, d.size, intent="open")
+    if ex.order_type == "market":
+        return Order(cid, d.pair, side, d.size, intent="open")
     price = close * (1 - (1 if side == "buy" else -1) * ex.limit_offset_bps / 10_000)
     return Order(cid, d.pair, side, d.size, "limit", price, intent="open")
 
+
 def send(k: Kernel, bar: pd.Timestamp, d: Decision, position: Position | None, close: float) -> str:
     "Hand an approved decision to the venue under its deterministic client id; the id, or '' (hold, adjust)."
-    if d.action == "hold": return ""
-    if d.action == "adjust": k.book.set_levels(d.pair, d.stop_loss, d.take_profit); return ""
+    if d.action == "hold":
+        return ""
+    if d.action == "adjust":
+        k.book.set_levels(d.pair, d.stop_loss, d.take_profit)
+        return ""
     cid = client_order_id(k.account, bar, d.pair, d.action)
-    if d.action.startswith("open"): order = _entry_order(k, cid, d, "buy" if d.action == "open_long" else "sell", close)
-    else: order = Order(cid, d.pair, "sell" if position.sign > 0 else "buy", d.size, intent="close")
+    if d.action.startswith("open"):
+        order = _entry_order(k, cid, d, "buy" if d.action == "open_long" else "sell", close)
+    else:
+        order = Order(cid, d.pair, "sell" if position.sign > 0 else "buy", d.size, intent="close")
     k.venue.place(order, decided_at=bar, stop_loss=d.stop_loss, take_profit=d.take_profit)
     return cid
 
@@ -161,40 +199,75 @@ def send(k: Kernel, bar: pd.Timestamp, d: Decision, position: Position | None, c
 @dataclass
 class CloseNotes:
     "What the stages of one close collect for the report and monitoring."
-    errors: dict[str, str] = field(default_factory=dict)          # pair -> why it was skipped
-    llm_alerts: dict[str, list[str]] = field(default_factory=dict)
-    reviews: dict[str, object] = field(default_factory=dict)      # pair -> Review
-    entered: float = 0.0                                          # notional of the entries sent so far in this close
 
-def _row(pair: str, action: str, verdict: str = "", reasons: str = "", order: str = "", ms: float = np.nan,
-         size: float = 0.0) -> dict:
-    return {"pair": pair, "action": action, "verdict": verdict, "reasons": reasons, "order": order, "ms": ms, "size": size}
+    errors: dict[str, str] = field(default_factory=dict)  # pair -> why it was skipped
+    llm_alerts: dict[str, list[str]] = field(default_factory=dict)
+    reviews: dict[str, object] = field(default_factory=dict)  # pair -> Review
+    entered: float = 0.0  # notional of the entries sent so far in this close
+
+
+def _row(
+    pair: str, action: str, verdict: str = "", reasons: str = "", order: str = "", ms: float = np.nan, size: float = 0.0
+) -> dict:
+    return {
+        "pair": pair,
+        "action": action,
+        "verdict": verdict,
+        "reasons": reasons,
+        "order": order,
+        "ms": ms,
+        "size": size,
+    }
+
 
 @dataclass(frozen=True)
 class Marked:
     "The account at this close, as the mark stage leaves it."
+
     equity: float
-    positions: dict[str, Position]        # tradable positions (no dust)
-    prices: dict[str, float]              # the close of every pair seen
+    positions: dict[str, Position]  # tradable positions (no dust)
+    prices: dict[str, float]  # the close of every pair seen
     risk_state: RiskState
 
 # %% ../nbs/12_kernel.ipynb #595deee9
 def decide_pair(k: Kernel, pair: str, inp: PairInput, acct: Marked, baseline: dict[str, float] | None) -> Decision:
     "The model's action for `pair` at this close, before any review (`decision.decide`)."
     s = k.settings
-    return decide(pair, inp.pred, acct.prices[pair], acct.equity, acct.positions.get(pair), decision=s.decision,
-                  risk=s.risk, can_short=k.can_short, baseline_size=None if baseline is None else baseline.get(pair, 0.0))
+    return decide(
+        pair,
+        inp.pred,
+        acct.prices[pair],
+        acct.equity,
+        acct.positions.get(pair),
+        decision=s.decision,
+        risk=s.risk,
+        can_short=k.can_short,
+        baseline_size=None if baseline is None else baseline.get(pair, 0.0),
+    )
 
 # %% ../nbs/12_kernel.ipynb #46ae6fa5
 def ask_reviewer(k: Kernel, inp: PairInput, d: Decision, price: float, decided_at: pd.Timestamp) -> Review:
     "The supervisor's review of entry `d` at the close `price`, shown the pair's evidence, heads and digest."
     c = k.settings.costs
+
     def ask(proposal):
         indicators, market = inp.evidence() if inp.evidence is not None else ({}, {})
-        return k.supervisor.review(ReviewRequest(proposal, decided_at, inp.pred, indicators, market, fee=c.taker_fee,
-                                                 slippage=c.slippage_bps / 10_000, model_id=k.model_id,
-                                                 digest=inp.digest))
+        return k.supervisor.review(
+            ReviewRequest(
+                proposal,
+                decided_at,
+                inp.pred,
+                indicators,
+                market,
+                fee=c.taker_fee,
+                slippage=c.slippage_bps / 10_000,
+                model_id=k.model_id,
+                digest=inp.digest,
+            )
+        )
+
     return guarded(ask, k.settings.llm)(proposal_of(d, price))
+
 
 def review_pair(k: Kernel, inp: PairInput, d: Decision, price: float, notes: CloseNotes) -> Decision:
     "Entry `d` as the review leaves it; other actions, and every action without a reviewer, unchanged."
@@ -209,35 +282,58 @@ def review_pair(k: Kernel, inp: PairInput, d: Decision, price: float, notes: Clo
 # %% ../nbs/12_kernel.ipynb #9b26b027
 def risk_check(k: Kernel, d: Decision, bar: pd.Timestamp, acct: Marked) -> Verdict:
     "The risk stage's verdict on `d`, decided at the candle opening at `bar`."
-    return check_order(d, state=acct.risk_state, positions=acct.positions, prices=acct.prices, equity=acct.equity,
-                       bar=_stamps(bar, k.settings.timeframe)[2], risk=k.settings.risk,
-                       market=k.markets.get(d.pair, MarketRules()))
+    return check_order(
+        d,
+        state=acct.risk_state,
+        positions=acct.positions,
+        prices=acct.prices,
+        equity=acct.equity,
+        bar=_stamps(bar, k.settings.timeframe)[2],
+        risk=k.settings.risk,
+        market=k.markets.get(d.pair, MarketRules()),
+    )
 
 # %% ../nbs/12_kernel.ipynb #ebcd6ef2
-def account_hold(k: Kernel, d: Decision, positions: dict[str, Position], prices: dict[str, float], equity: float,
-                 entered: float = 0.0) -> str | None:
+def account_hold(
+    k: Kernel,
+    d: Decision,
+    positions: dict[str, Position],
+    prices: dict[str, float],
+    equity: float,
+    entered: float = 0.0,
+) -> str | None:
     """Why entry `d` would take the whole account over `account.max_total_exposure`, or None (also without strategies).
     `entered`: the notional of this strategy's entries already sent in this close."""
-    if k.siblings is None: return None
+    if k.siblings is None:
+        return None
     other_exposure, other_equity = k.siblings
     own = sum(p.size * prices[p.pair] for p in positions.values()) + entered
     total = own + other_exposure + d.size * prices[d.pair]
     limit = k.settings.account.max_total_exposure * (equity + other_equity)
-    if total <= limit * (1 + 1e-9): return None
-    return (f"entry held back: the account's exposure {total:.2f} across strategies would exceed account.max_total_exposure "
-            f"{k.settings.account.max_total_exposure:g} of its equity {equity + other_equity:.2f}")
+    if total <= limit * (1 + 1e-9):
+        return None
+    return (
+        f"entry held back: the account's exposure {total:.2f} across strategies would exceed "
+        "account.max_total_exposure "
+        f"{k.settings.account.max_total_exposure:g} of its equity {equity + other_equity:.2f}"
+    )
 
 # %% ../nbs/12_kernel.ipynb #15128c21
-def place(k: Kernel, bar: pd.Timestamp, verdict: Verdict, acct: Marked, notes: CloseNotes,
-          hold_entries: str | None) -> tuple[str, str | None]:
+def place(
+    k: Kernel, bar: pd.Timestamp, verdict: Verdict, acct: Marked, notes: CloseNotes, hold_entries: str | None
+) -> tuple[str, str | None]:
     "Send the approved decision unless entries are held back: (the client id sent, or '', and why it was held)."
     approved = verdict.decision
     if approved is None:
         return "", None
     pair, opening = approved.pair, approved.action.startswith("open")
-    held = hold_entries or account_hold(k, approved, acct.positions, acct.prices, acct.equity, notes.entered) if opening else None
+    held = (
+        hold_entries or account_hold(k, approved, acct.positions, acct.prices, acct.equity, notes.entered)
+        if opening
+        else None
+    )
     if held:
-        notes.errors[pair] = held                       # an operator sees every entry held back
+        notes.errors[pair] = held  # an operator sees every entry held back
         return "", held
     order = send(k, bar, approved, acct.positions.get(pair), acct.prices[pair])
     if order and opening:
@@ -246,35 +342,80 @@ def place(k: Kernel, bar: pd.Timestamp, verdict: Verdict, acct: Marked, notes: C
 
 # %% ../nbs/12_kernel.ipynb #6218df86
 def _journal_review(r) -> dict | None:
-    return None if r is None else {"source": r.source, "coherence": r.coherence, "risk_score": r.risk_score, "veto": r.veto,
-                                   "size_multiplier": r.size_multiplier, "rationale": r.rationale, "failure": r.failure,
-                                   "latency_ms": r.latency_ms, "cost_usd": r.cost_usd}
+    return (
+        None
+        if r is None
+        else {
+            "source": r.source,
+            "coherence": r.coherence,
+            "risk_score": r.risk_score,
+            "veto": r.veto,
+            "size_multiplier": r.size_multiplier,
+            "rationale": r.rationale,
+            "failure": r.failure,
+            "latency_ms": r.latency_ms,
+            "cost_usd": r.cost_usd,
+        }
+    )
+
 
 def _journal_failure(k: Kernel, pair: str, bar: pd.Timestamp, inp: PairInput, why: str) -> None:
     "Journal a pair's failure too, unless the journal is what failed."
-    try: k.book.journal(f"{k.run_id}-{bar.isoformat()}", pair, bar, inputs={}, prediction=inp.pred,
-                        decision={"action": "skipped", "size": 0.0, "stop_loss": None, "take_profit": None, "verdict": "skipped",
-                                  "order": "", "review": None}, reasons=(why, "skipped"))
-    except Exception: _log.exception("%s: the failure could not be journaled either", pair)
+    try:
+        k.book.journal(
+            f"{k.run_id}-{bar.isoformat()}",
+            pair,
+            bar,
+            inputs={},
+            prediction=inp.pred,
+            decision={
+                "action": "skipped",
+                "size": 0.0,
+                "stop_loss": None,
+                "take_profit": None,
+                "verdict": "skipped",
+                "order": "",
+                "review": None,
+            },
+            reasons=(why, "skipped"),
+        )
+    except Exception:
+        _log.exception("%s: the failure could not be journaled either", pair)
 
-def journal_pair(k: Kernel, inp: PairInput, d: Decision, verdict: Verdict, order: str, held: str | None,
-                 notes: CloseNotes) -> str:
+
+def journal_pair(
+    k: Kernel, inp: PairInput, d: Decision, verdict: Verdict, order: str, held: str | None, notes: CloseNotes
+) -> str:
     "Journal this pair's close; the verdict it recorded."
     bar = inp.window.end
     reason = held or (verdict.reason if d.action != "hold" else "no order")
-    k.book.journal(f"{k.run_id}-{_stamps(bar, k.settings.timeframe)[0]}", d.pair, bar,
-                   inputs={"close": float(inp.window.close)}, prediction=inp.pred,
-                   decision={"action": d.action, "size": d.size, "stop_loss": d.stop_loss, "take_profit": d.take_profit,
-                             "verdict": reason, "order": order, "review": _journal_review(notes.reviews.get(d.pair))},
-                   reasons=(*d.reasons, reason))
+    k.book.journal(
+        f"{k.run_id}-{_stamps(bar, k.settings.timeframe)[0]}",
+        d.pair,
+        bar,
+        inputs={"close": float(inp.window.close)},
+        prediction=inp.pred,
+        decision={
+            "action": d.action,
+            "size": d.size,
+            "stop_loss": d.stop_loss,
+            "take_profit": d.take_profit,
+            "verdict": reason,
+            "order": order,
+            "review": _journal_review(notes.reviews.get(d.pair)),
+        },
+        reasons=(*d.reasons, reason),
+    )
     return reason
 
 # %% ../nbs/12_kernel.ipynb #28565d4d
 class StageFailed(MorningstarError):
     "A pair's stage raised: the stage's name and the original error."
+
     def __init__(self, stage: str, error: Exception):
         super().__init__(f"{stage}: {type(error).__name__}: {str(error)[:300]}")
         self.stage, self.error = stage, error
+
 
 def _stage(name: str, fn, *args):
     try:
@@ -282,8 +423,18 @@ def _stage(name: str, fn, *args):
     except Exception as e:
         raise StageFailed(name, e) from e
 
-def trade_pair(k: Kernel, pair: str, inp: PairInput, acct: Marked, notes: CloseNotes, *, t0: float,
-               hold_entries: str | None = None, baseline: dict[str, float] | None = None) -> dict:
+
+def trade_pair(
+    k: Kernel,
+    pair: str,
+    inp: PairInput,
+    acct: Marked,
+    notes: CloseNotes,
+    *,
+    t0: float,
+    hold_entries: str | None = None,
+    baseline: dict[str, float] | None = None,
+) -> dict:
     """Decide, review, risk check, order and journal for one pair at this close; its report row. `hold_entries`: why
     no entry may go out now; `baseline`: the unreviewed twin's entries."""
     bar, price = inp.window.end, acct.prices[pair]
@@ -295,7 +446,7 @@ def trade_pair(k: Kernel, pair: str, inp: PairInput, acct: Marked, notes: CloseN
             order, held = _stage("execution", place, k, bar, verdict, acct, notes, hold_entries)
             ms = (time.perf_counter() - t0) * 1e3
             reason = _stage("journal", journal_pair, k, inp, d, verdict, order, held, notes)
-    except StageFailed as e:          # one pair's failure is that pair's: recorded, alerted, the others trade
+    except StageFailed as e:  # one pair's failure is that pair's: recorded, alerted, the others trade
         _log.error("%s: %s failed; the pair is skipped this close", pair, e.stage, exc_info=e.error)
         notes.errors[pair] = str(e)
         _journal_failure(k, pair, bar, inp, str(e))
@@ -307,14 +458,29 @@ def trade_pair(k: Kernel, pair: str, inp: PairInput, acct: Marked, notes: CloseN
 def unreviewed_twin(k: Kernel, book) -> Kernel:
     "The twin of `k` without its reviewer, on `book`, with simulated fills."
     c, s = k.settings.costs, k.settings
-    venue = SimulatedVenue(book, FillCosts(c.taker_fee, c.maker_fee, c.slippage_bps), parse_timeframe(s.timeframe),
-                           s.execution.limit_ttl_bars)
-    return Kernel(s, book, venue, f"{k.account}|unreviewed", None, k.markets, f"{k.run_id}-unreviewed", k.can_short,
-                  model_id=k.model_id)
+    venue = SimulatedVenue(
+        book,
+        FillCosts(c.taker_fee, c.maker_fee, c.slippage_bps),
+        parse_timeframe(s.timeframe),
+        s.execution.limit_ttl_bars,
+    )
+    return Kernel(
+        s,
+        book,
+        venue,
+        f"{k.account}|unreviewed",
+        None,
+        k.markets,
+        f"{k.run_id}-unreviewed",
+        k.can_short,
+        model_id=k.model_id,
+    )
+
 
 def twin_close(k: Kernel, inputs: dict[str, PairInput], at: pd.Timestamp, t0: float) -> dict[str, float] | None:
     "Run the twin's close first; the size of each entry it sends (by pair), or None without a twin."
-    if k.twin is None: return None
+    if k.twin is None:
+        return None
     with one_transaction(k.twin):
         saved = k.twin.book.load_runtime("risk_state")
         rs = RiskState.from_json(saved) if saved else RiskState.start(k.twin.book.cash(), at)
@@ -326,16 +492,19 @@ def twin_close(k: Kernel, inputs: dict[str, PairInput], at: pd.Timestamp, t0: fl
 @dataclass(frozen=True)
 class CloseOutcome:
     "What one close did: a row per pair, the simulated fills, the risk state after it, equity, and the notes."
+
     rows: list[dict]
     fills: list[Fill]
     risk_state: RiskState
     equity: float
     notes: CloseNotes
 
+
 def one_transaction(k: Kernel):
     """A simulated account's close is one transaction of its book (`PortfolioStore.batch`): one write to disk, all or
     nothing. A live close is not: each order's intent is committed before it is sent."""
     return k.book.batch() if isinstance(k.venue, SimulatedVenue) and hasattr(k.book, "batch") else nullcontext()
+
 
 def _skip_reason(pair: str, inp: PairInput, refusal: str | None, in_flight: set) -> str | None:
     if refusal:
@@ -343,31 +512,52 @@ def _skip_reason(pair: str, inp: PairInput, refusal: str | None, in_flight: set)
     if inp.pred is None:
         return inp.error or "no prediction"
     if pair in in_flight:
-        return "an order is still in flight"   # never a second order while one is unconfirmed
+        return "an order is still in flight"  # never a second order while one is unconfirmed
     return None
 
 # %% ../nbs/12_kernel.ipynb #10685d1c
-def close_bar(k: Kernel, inputs: dict[str, PairInput], at: pd.Timestamp, risk_state: RiskState, *,
-              refusal: str | None = None, hold_entries: str | None = None, t0: float | None = None) -> CloseOutcome:
+def close_bar(
+    k: Kernel,
+    inputs: dict[str, PairInput],
+    at: pd.Timestamp,
+    risk_state: RiskState,
+    *,
+    refusal: str | None = None,
+    hold_entries: str | None = None,
+    t0: float | None = None,
+) -> CloseOutcome:
     """One bar close at time `at`. `refusal`: why nothing may be sent (nothing is, and no level is checked);
     `hold_entries`: why no entry may be sent."""
     t0, notes = time.perf_counter() if t0 is None else t0, CloseNotes()
-    baseline = twin_close(k, inputs, at, t0)                         # 0. the unreviewed twin: the review's yardstick
+    baseline = twin_close(k, inputs, at, t0)  # 0. the unreviewed twin: the review's yardstick
     with one_transaction(k):
         windows = {p: i.window for p, i in inputs.items() if i.window is not None}
-        fills = k.venue.settle(windows)                              # 1. earlier orders' fills
-        if refusal is None:                                          # 2. stops and targets
+        fills = k.venue.settle(windows)  # 1. earlier orders' fills
+        if refusal is None:  # 2. stops and targets
             exits, risk_state = check_levels(k, windows, risk_state)
             fills += exits
-        equity, positions, prices = mark(k, at, windows)             # 3. mark
-        risk_state = update_state(risk_state, equity, at, k.settings.risk)   # 4. risk state
+        equity, positions, prices = mark(k, at, windows)  # 3. mark
+        risk_state = update_state(risk_state, equity, at, k.settings.risk)  # 4. risk state
         acct, in_flight = Marked(equity, positions, prices, risk_state), {o["pair"] for o in k.book.open_orders()}
-        rows = [_pair_row(k, pair, inp, acct, notes, t0, refusal, hold_entries, in_flight, baseline)   # 5. per pair
-                for pair, inp in inputs.items()]
+        rows = [
+            _pair_row(k, pair, inp, acct, notes, t0, refusal, hold_entries, in_flight, baseline)  # 5. per pair
+            for pair, inp in inputs.items()
+        ]
     return CloseOutcome(rows, fills, risk_state, equity, notes)
 
-def _pair_row(k: Kernel, pair: str, inp: PairInput, acct: Marked, notes: CloseNotes, t0: float, refusal: str | None,
-              hold_entries: str | None, in_flight: set, baseline: dict[str, float] | None) -> dict:
+
+def _pair_row(
+    k: Kernel,
+    pair: str,
+    inp: PairInput,
+    acct: Marked,
+    notes: CloseNotes,
+    t0: float,
+    refusal: str | None,
+    hold_entries: str | None,
+    in_flight: set,
+    baseline: dict[str, float] | None,
+) -> dict:
     "The pair's row: skipped with the reason, or traded (`trade_pair`)."
     skip = _skip_reason(pair, inp, refusal, in_flight)
     if skip is None:
@@ -383,19 +573,25 @@ def predict_heads(model, inputs: list[tuple]) -> list[dict]:
     preds = [{k: v[i].item() for k, v in out.items() if v.ndim == 1} for i in range(len(inputs))]
     for p in preds:
         bad = [k for k, v in p.items() if not np.isfinite(v)]
-        if bad: raise MorningstarError(f"non-finite model output {bad}")
+        if bad:
+            raise MorningstarError(f"non-finite model output {bad}")
     return preds
 
 # %% ../nbs/12_kernel.ipynb #95177f6c
-def attach_digest(maker, data, inputs: dict[str, PairInput], at: pd.Timestamp,
-                  settings: Settings) -> tuple[dict[str, PairInput], list[Alert]]:
+def attach_digest(
+    maker, data, inputs: dict[str, PairInput], at: pd.Timestamp, settings: Settings
+) -> tuple[dict[str, PairInput], list[Alert]]:
     """Each predicted pair's input with the market digest `maker` (a `DigestMaker`) builds from `data` (a `DigestData`)
     as known before `at`; a `digest` alert when it failed. Paper, live and backtests all go through here."""
-    if not any(i.pred is not None for i in inputs.values()): return inputs, []
+    if not any(i.pred is not None for i in inputs.values()):
+        return inputs, []
     assets = tuple(dict.fromkeys(p.split("/")[0] for p in inputs))
     heads, values = data.inputs(at, assets, settings)
-    if not heads and not values: return inputs, []        # no alternative data stored: the reviews are as they were
+    if not heads and not values:
+        return inputs, []  # no alternative data stored: the reviews are as they were
     d = maker.make(at, assets, heads, values)
-    if d is None: return inputs, []
-    if d.failure: return inputs, [Alert("warning", "digest", f"no market digest at {at}: {d.failure}")]
+    if d is None:
+        return inputs, []
+    if d.failure:
+        return inputs, [Alert("warning", "digest", f"no market digest at {at}: {d.failure}")]
     return {p: replace(i, digest=d.for_pair(p)) if i.pred is not None else i for p, i in inputs.items()}, []

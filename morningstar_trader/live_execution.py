@@ -32,25 +32,45 @@ __all__ = ['failpoint', 'create_outcome', 'LiveExecutionError', 'LiveExecutor', 
 # %% ../nbs/10a_live_execution.ipynb #a7cdce53
 def failpoint(name: str) -> None:
     "For the crash tests: SIGKILL this process at `name` when the environment variable MORNINGSTAR_FAILPOINT names it."
-    if os.environ.get("MORNINGSTAR_FAILPOINT") == name: os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get("MORNINGSTAR_FAILPOINT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 # %% ../nbs/10a_live_execution.ipynb #9984edd2
 def create_outcome(exc: BaseException) -> str:
-    "What an exception from `create_order` proves: 'rejected' (never placed) or 'unknown' (look it up before anything else)."
-    if isinstance(exc, ccxt.DuplicateOrderId) or type(exc) is ccxt.ExchangeError: return "unknown"
+    """What an exception from `create_order` proves: 'rejected' (never placed) or 'unknown' (look it up before anything
+    else)."""
+    if isinstance(exc, ccxt.DuplicateOrderId) or type(exc) is ccxt.ExchangeError:
+        return "unknown"
     return "rejected" if isinstance(exc, ccxt.ExchangeError) else "unknown"
 
 # %% ../nbs/10a_live_execution.ipynb #9ea8a063
 class LiveExecutionError(MorningstarError):
     "An order could not be handled safely; the message says which and why."
 
+
 _VENUE_DONE = {"canceled": "cancelled", "cancelled": "cancelled", "expired": "cancelled", "rejected": "rejected"}
+
 
 class LiveExecutor:
     "Orders through a ccxt client (`exchange`), recorded in `store` before and after every request."
-    def __init__(self, exchange, store: PortfolioStore, *, clock_skew_s: float = 5.0, order_timeout_s: float = 60.0,
-                 clock=time.time, sleep=time.sleep):
-        self.exchange, self.store, self.order_timeout_s, self.clock, self.sleep = exchange, store, order_timeout_s, clock, sleep
+
+    def __init__(
+        self,
+        exchange,
+        store: PortfolioStore,
+        *,
+        clock_skew_s: float = 5.0,
+        order_timeout_s: float = 60.0,
+        clock=time.time,
+        sleep=time.sleep,
+    ):
+        self.exchange, self.store, self.order_timeout_s, self.clock, self.sleep = (
+            exchange,
+            store,
+            order_timeout_s,
+            clock,
+            sleep,
+        )
         # a signed request older than recvWindow is refused by the venue: after this long, a missing order never appears
         self.grace_s = exchange.options.get("recvWindow", 10_000) / 1000 + clock_skew_s
 
@@ -63,39 +83,54 @@ def place(self: LiveExecutor, order: Order) -> str:
     "Commit the intent, send it once, record the outcome and the fills; its status."
     failpoint("before_intent")
     known = self.store.order(order.client_order_id)
-    if known is not None:                                            # committed before: a retry, a restart
-        status = self.resolve(order.client_order_id)               # a crash may have come mid-send: look before sending
-        if status != "unsent": return status
-        return self._send(Order(*(known[k] for k in ("client_order_id", "pair", "side", "amount", "type", "price", "intent"))))
+    if known is not None:  # committed before: a retry, a restart
+        status = self.resolve(order.client_order_id)  # a crash may have come mid-send: look before sending
+        if status != "unsent":
+            return status
+        return self._send(
+            Order(*(known[k] for k in ("client_order_id", "pair", "side", "amount", "type", "price", "intent")))
+        )
     order, problem = self._rounded(order)
-    if not self.store.add_order(order)[1]: return self.resolve(order.client_order_id)   # the intent, committed before any send
+    if not self.store.add_order(order)[1]:
+        return self.resolve(order.client_order_id)  # the intent, committed before any send
     failpoint("after_intent")
-    if problem:                                                      # refused before sending: nothing was placed
+    if problem:  # refused before sending: nothing was placed
         self.store.set_status(order.client_order_id, "rejected", note=problem[:500])
         _log.warning("order %s rejected before sending: %s", order.client_order_id, problem)
         return "rejected"
     return self._send(order)
+
 
 @patch
 def _rounded(self: LiveExecutor, order: Order) -> tuple[Order, str | None]:
     "The order with amount and price on the market's grid, and why the venue would refuse it (None: it would not)."
     ex = self.exchange
     try:
-        order = replace(order, amount=float(ex.amount_to_precision(order.pair, order.amount)),
-                        price=float(ex.price_to_precision(order.pair, order.price)) if order.type == "limit" else None)
-    except (ccxt.InvalidOrder, ValueError) as e: return order, str(e)   # e.g. less than one step of the market
+        order = replace(
+            order,
+            amount=float(ex.amount_to_precision(order.pair, order.amount)),
+            price=float(ex.price_to_precision(order.pair, order.price)) if order.type == "limit" else None,
+        )
+    except (ccxt.InvalidOrder, ValueError) as e:
+        return order, str(e)  # e.g. less than one step of the market
     min_cost = (ex.market(order.pair).get("limits", {}).get("cost") or {}).get("min") or 0
     reference = order.price or float(ex.fetch_ticker(order.pair)["last"])
     if order.amount <= 0 or order.amount * reference < min_cost:
-        return order, f"{order.amount} {order.pair} at ~{reference:g} is below the venue's minimum notional ({min_cost:g})"
+        return (
+            order,
+            f"{order.amount} {order.pair} at ~{reference:g} is below the venue's minimum notional ({min_cost:g})",
+        )
     return order, None
+
 
 @patch
 def _send(self: LiveExecutor, order: Order) -> str:
     cid = order.client_order_id
     self.store.note_send_attempt(cid)
     try:
-        reply = self.exchange.create_order(order.pair, order.type, order.side, order.amount, order.price, {"newClientOrderId": cid})
+        reply = self.exchange.create_order(
+            order.pair, order.type, order.side, order.amount, order.price, {"newClientOrderId": cid}
+        )
     except Exception as e:
         outcome = create_outcome(e)
         _log.warning("create_order %s failed (%s: %s): outcome %s", cid, type(e).__name__, e, outcome)
@@ -109,36 +144,54 @@ def _send(self: LiveExecutor, order: Order) -> str:
 # %% ../nbs/10a_live_execution.ipynb #7560c058
 @patch
 def _lookup(self: LiveExecutor, pair: str, cid: str, venue_id: str | None = None) -> dict | None:
-    """The venue's order with client id `cid` (or venue id `venue_id`, for an external order: its client id is not ours),
-    or None when no list shows it (network errors propagate)."""
+    """The venue's order with client id `cid` (or venue id `venue_id`, for an external order: its client id is not
+    ours), or None when no list shows it (network errors propagate)."""
     mine = (lambda o: str(o.get("id")) == venue_id) if venue_id else (lambda o: o.get("clientOrderId") == cid)
-    try: return self.exchange.fetch_order(venue_id, pair) if venue_id else self.exchange.fetch_order(None, pair, {"origClientOrderId": cid})
-    except ccxt.OrderNotFound: pass
+    try:
+        return (
+            self.exchange.fetch_order(venue_id, pair)
+            if venue_id
+            else self.exchange.fetch_order(None, pair, {"origClientOrderId": cid})
+        )
+    except ccxt.OrderNotFound:
+        pass
     for source in (lambda: self.exchange.fetch_open_orders(pair), lambda: self.exchange.fetch_orders(pair)):
         found = [o for o in source() if mine(o)]
-        if found: return found[-1]
+        if found:
+            return found[-1]
     return None
+
 
 @patch
 def resolve(self: LiveExecutor, cid: str) -> str:
-    """Find out what happened to a `new`, `unknown` or open order; its status afterwards: `new`/`unknown` while undecided,
-    `unsent` for a `new` order provably never placed (it may be sent, with the same client id)."""
+    """Find out what happened to a `new`, `unknown` or open order; its status afterwards: `new`/`unknown` while
+    undecided, `unsent` for a `new` order provably never placed (it may be sent, with the same client id)."""
     row = self.store.order(cid)
-    if row is None: raise LiveExecutionError(f"no order {cid} in {self.store.path}")
-    if row["status"] in TERMINAL: return row["status"]
-    try: venue = self._lookup(row["pair"], cid, row["exchange_order_id"] if row["intent"] == "external" else None)
+    if row is None:
+        raise LiveExecutionError(f"no order {cid} in {self.store.path}")
+    if row["status"] in TERMINAL:
+        return row["status"]
+    try:
+        venue = self._lookup(row["pair"], cid, row["exchange_order_id"] if row["intent"] == "external" else None)
     except ccxt.NetworkError as e:
-        _log.warning("look-up of %s failed (%s): still %s", cid, e, row["status"]); return row["status"]
+        _log.warning("look-up of %s failed (%s): still %s", cid, e, row["status"])
+        return row["status"]
     if venue is None:
         waited = self._since_attempt(row)
-        if waited < self.grace_s: return row["status"]               # it may still appear: decide later
-        if row["status"] == "new": return "unsent"
+        if waited < self.grace_s:
+            return row["status"]  # it may still appear: decide later
+        if row["status"] == "new":
+            return "unsent"
         if row["status"] == "unknown":
-            self.store.set_status(cid, "rejected", note=f"never reached the venue (not found {waited:.0f} s after the send)")
+            self.store.set_status(
+                cid, "rejected", note=f"never reached the venue (not found {waited:.0f} s after the send)"
+            )
             return "rejected"
         raise LiveExecutionError(f"order {cid} is {row['status']} in the store but the venue does not know it")
-    if row["status"] in ("new", "unknown"): self.store.set_status(cid, "submitted", exchange_order_id=str(venue["id"]))
+    if row["status"] in ("new", "unknown"):
+        self.store.set_status(cid, "submitted", exchange_order_id=str(venue["id"]))
     return self.sync(cid, venue)
+
 
 @patch
 def sync(self: LiveExecutor, cid: str, venue: dict | None = None) -> str:
@@ -148,18 +201,30 @@ def sync(self: LiveExecutor, cid: str, venue: dict | None = None) -> str:
     try:
         venue = venue or self.exchange.fetch_order(eid, pair)
         trades = self.exchange.fetch_my_trades(pair, params={"orderId": eid})
-    except (ccxt.NetworkError, ccxt.OrderNotFound) as e:           # accepted, details later: the next look-up records them
+    except (ccxt.NetworkError, ccxt.OrderNotFound) as e:  # accepted, details later: the next look-up records them
         _log.warning("order %s: fills not read yet (%s: %s)", cid, type(e).__name__, e)
         return row["status"]
     for i, t in enumerate(trades):
-        if i == 1: failpoint("between_fills")
+        if i == 1:
+            failpoint("between_fills")
         fee = (t.get("fee") or {}).get("cost") or 0.0
-        self.store.record_fill(Fill(f"{pair}:{t['id']}", cid, pair, t["side"], float(t["amount"]), float(t["price"]), float(fee),
-                                    pd.Timestamp(t["timestamp"], unit="ms", tz="UTC")))
+        self.store.record_fill(
+            Fill(
+                f"{pair}:{t['id']}",
+                cid,
+                pair,
+                t["side"],
+                float(t["amount"]),
+                float(t["price"]),
+                float(fee),
+                pd.Timestamp(t["timestamp"], unit="ms", tz="UTC"),
+            )
+        )
     status = self.store.order(cid)["status"]
     final = _VENUE_DONE.get(venue.get("status"))
     if final and status not in TERMINAL:
-        if final == "rejected" and status == "partially_filled": final = "cancelled"
+        if final == "rejected" and status == "partially_filled":
+            final = "cancelled"
         self.store.set_status(cid, final, note=f"venue status {venue.get('status')}")
         status = final
     return status
@@ -167,26 +232,32 @@ def sync(self: LiveExecutor, cid: str, venue: dict | None = None) -> str:
 # %% ../nbs/10a_live_execution.ipynb #38c4d161
 @patch
 def cancel(self: LiveExecutor, cid: str) -> str:
-    "Cancel an open order (one retry on a network error, then a look-up), then re-check it: it may have filled meanwhile."
+    """Cancel an open order (one retry on a network error, then a look-up), then re-check it: it may have filled
+    meanwhile."""
     row = self.store.order(cid)
     for attempt in (1, 2):
         try:
-            self.exchange.cancel_order(row["exchange_order_id"], row["pair"]); break
-        except ccxt.OrderNotFound: break                              # already filled or cancelled: the look-up says which
+            self.exchange.cancel_order(row["exchange_order_id"], row["pair"])
+            break
+        except ccxt.OrderNotFound:
+            break  # already filled or cancelled: the look-up says which
         except ccxt.NetworkError as e:
             _log.warning("cancel of %s failed (%s), attempt %d", cid, e, attempt)
     failpoint("after_cancel")
     return self.resolve(cid)
 
+
 @patch
 def settle(self: LiveExecutor, cid: str, *, poll_s: float = 0.2) -> str:
-    "Follow an order until it is final or `order_timeout_s` has passed since it was created; then cancel it and re-check."
+    """Follow an order until it is final or `order_timeout_s` has passed since it was created; then cancel it and
+    re-check."""
     created = pd.Timestamp(self.store.order(cid)["created_at"]).timestamp()
     status = self.resolve(cid)
     while status not in TERMINAL and self.clock() - created < self.order_timeout_s:
         self.sleep(poll_s)
         status = self.resolve(cid)
-    if status in ("submitted", "partially_filled"): status = self.cancel(cid)
+    if status in ("submitted", "partially_filled"):
+        status = self.cancel(cid)
     return status
 
 # %% ../nbs/10a_live_execution.ipynb #634123c8
@@ -194,17 +265,21 @@ def settle(self: LiveExecutor, cid: str, *, poll_s: float = 0.2) -> str:
 class Reconciliation:
     """What start-up (or a cycle) found when comparing the store with the venue. Trade freely when `ok`; when only
     `contained`, leave the pairs of orders still open alone and, while `cash_uncertain`, open nothing anywhere."""
-    statuses: dict[str, str] = field(default_factory=dict)   # client id -> status after the look-up
-    unresolved: tuple[str, ...] = ()                          # orders whose outcome is still unknown
-    external: tuple[str, ...] = ()                            # venue orders the store did not know (now recorded)
-    mismatches: tuple[str, ...] = ()                          # balances that differ from the store
-    errors: tuple[str, ...] = ()                              # look-ups that failed
-    open_orders: dict[str, str] = field(default_factory=dict) # client id -> pair of each order still open after the look-up
-    spenders: tuple[str, ...] = ()                            # those of them that could spend cash (buys, entries)
-    unexplained: tuple[str, ...] = ()                         # mismatches on assets that no order still open trades
+
+    statuses: dict[str, str] = field(default_factory=dict)  # client id -> status after the look-up
+    unresolved: tuple[str, ...] = ()  # orders whose outcome is still unknown
+    external: tuple[str, ...] = ()  # venue orders the store did not know (now recorded)
+    mismatches: tuple[str, ...] = ()  # balances that differ from the store
+    errors: tuple[str, ...] = ()  # look-ups that failed
+    open_orders: dict[str, str] = field(
+        default_factory=dict
+    )  # client id -> pair of each order still open after the look-up
+    spenders: tuple[str, ...] = ()  # those of them that could spend cash (buys, entries)
+    unexplained: tuple[str, ...] = ()  # mismatches on assets that no order still open trades
 
     @property
-    def ok(self) -> bool: return not (self.unresolved or self.external or self.mismatches or self.errors)
+    def ok(self) -> bool:
+        return not (self.unresolved or self.external or self.mismatches or self.errors)
 
     @property
     def contained(self) -> bool:
@@ -217,14 +292,24 @@ class Reconciliation:
         return not self.ok and bool(self.spenders)
 
     def why(self) -> str:
-        parts = [f"{name}: {', '.join(items)}" for name, items in (("unresolved orders", self.unresolved), ("external orders", self.external),
-                 ("balance mismatches", self.mismatches), ("errors", self.errors)) if items]
+        parts = [
+            f"{name}: {', '.join(items)}"
+            for name, items in (
+                ("unresolved orders", self.unresolved),
+                ("external orders", self.external),
+                ("balance mismatches", self.mismatches),
+                ("errors", self.errors),
+            )
+            if items
+        ]
         return "; ".join(parts) or "store and venue agree"
 
 # %% ../nbs/10a_live_execution.ipynb #4915332c
 @dataclass(frozen=True)
 class Siblings:
-    "The account's other strategies as their stores say: holdings by asset, their orders' ids, assets their open orders trade."
+    """The account's other strategies as their stores say: holdings by asset, their orders' ids, assets their open
+    orders trade."""
+
     holdings: dict[str, float] = field(default_factory=dict)
     client_ids: frozenset[str] = frozenset()
     exchange_ids: frozenset[str] = frozenset()
@@ -232,131 +317,233 @@ class Siblings:
 
 # %% ../nbs/10a_live_execution.ipynb #40fee773
 def _rests(row) -> bool:
-    "A limit entry rests by design: its life is `execution.limit_ttl_bars` candles (`LiveVenue`), not `order_timeout_s`."
+    """A limit entry rests by design: its life is `execution.limit_ttl_bars` candles (`LiveVenue`), not
+    `order_timeout_s`."""
     return row.type == "limit" and row.intent == "open"
 
-def reconcile(executor: LiveExecutor, pairs: tuple[str, ...], *, keep_unsent: frozenset[str] = frozenset(),
-              siblings: Callable[[], Siblings] | None = None) -> Reconciliation:
-    """Look up every non-terminal order, record unknown venue orders as external, compare balances with positions and cash.
-    Intents provably never sent are cancelled (a later bar must not act on an old decision) unless in `keep_unsent`.
-    A mismatch on an asset that an order still open trades is explained by it (see `Reconciliation.contained`).
-    `siblings`: the other strategies on this account; their orders are theirs, their holdings part of the balances."""
+
+def reconcile(
+    executor: LiveExecutor,
+    pairs: tuple[str, ...],
+    *,
+    keep_unsent: frozenset[str] = frozenset(),
+    siblings: Callable[[], Siblings] | None = None,
+) -> Reconciliation:
+    """Look up every non-terminal order, record unknown venue orders as external, compare balances with positions and
+    cash. Intents provably never sent are cancelled (a later bar must not act on an old decision) unless in
+    `keep_unsent`. A mismatch on an asset that an order still open trades is explained by it (see
+    `Reconciliation.contained`). `siblings`: the other strategies on this account; their orders are theirs, their
+    holdings part of the balances."""
     store, ex = executor.store, executor.exchange
     others = siblings() if siblings else Siblings()
     statuses, errors, external, mismatches, traded = {}, [], [], [], set()
     rows = store.orders(open_only=True)
     for row in rows.itertuples():
         cid = row.client_order_id
-        try: statuses[cid] = status = executor.resolve(cid)
-        except ccxt.BaseError as e: errors.append(f"{cid}: {type(e).__name__}: {e}"); continue
+        try:
+            statuses[cid] = status = executor.resolve(cid)
+        except ccxt.BaseError as e:
+            errors.append(f"{cid}: {type(e).__name__}: {e}")
+            continue
         if status == "unsent" and cid not in keep_unsent:
-            store.set_status(cid, "cancelled", note="never sent (the process stopped first); not sent late"); statuses[cid] = "cancelled"
-        elif status in ("submitted", "partially_filled") and not _rests(row) and executor.clock() - pd.Timestamp(row.created_at).timestamp() > executor.order_timeout_s:
-            try: statuses[cid] = executor.cancel(cid)                # timed out: cancel, then re-check (it may have filled)
-            except ccxt.BaseError as e: errors.append(f"{cid}: cancel: {type(e).__name__}: {e}"); continue
+            store.set_status(cid, "cancelled", note="never sent (the process stopped first); not sent late")
+            statuses[cid] = "cancelled"
+        elif (
+            status in ("submitted", "partially_filled")
+            and not _rests(row)
+            and executor.clock() - pd.Timestamp(row.created_at).timestamp() > executor.order_timeout_s
+        ):
+            try:
+                statuses[cid] = executor.cancel(cid)  # timed out: cancel, then re-check (it may have filled)
+            except ccxt.BaseError as e:
+                errors.append(f"{cid}: cancel: {type(e).__name__}: {e}")
+                continue
         failpoint("mid_reconcile")
     try:
         known = set(store.orders()["exchange_order_id"].dropna()) | others.exchange_ids
         for pair in pairs:
             for o in ex.fetch_open_orders(pair):
-                if str(o["id"]) in known or o.get("clientOrderId") in others.client_ids: continue
+                if str(o["id"]) in known or o.get("clientOrderId") in others.client_ids:
+                    continue
                 cid = f"external-{o['id']}"
-                store.add_order(Order(cid, pair, o["side"], float(o["amount"]), o["type"], o.get("price"), intent="external"))
-                store.set_status(cid, "submitted", exchange_order_id=str(o["id"]), note=f"venue client id {o.get('clientOrderId')}")
+                store.add_order(
+                    Order(cid, pair, o["side"], float(o["amount"]), o["type"], o.get("price"), intent="external")
+                )
+                store.set_status(
+                    cid, "submitted", exchange_order_id=str(o["id"]), note=f"venue client id {o.get('clientOrderId')}"
+                )
                 external.append(f"{pair} {o['side']} {o['amount']} (venue id {o['id']})")
         mismatches = _compare_balances(store, ex, pairs, others.holdings)
-        still = rows.loc[[statuses.get(c, "unknown") not in TERMINAL for c in rows["client_order_id"]]]   # failed look-up: open
+        still = rows.loc[
+            [statuses.get(c, "unknown") not in TERMINAL for c in rows["client_order_id"]]
+        ]  # failed look-up: open
         traded = {ex.market(p)[k] for p in set(still["pair"]) for k in ("base", "quote")} | others.busy_assets
-    except ccxt.BaseError as e: errors.append(f"{type(e).__name__}: {e}"); still = rows
+    except ccxt.BaseError as e:
+        errors.append(f"{type(e).__name__}: {e}")
+        still = rows
     unresolved = tuple(c for c, s in statuses.items() if s in ("new", "unknown"))
     spenders = tuple(still[(still["side"] == "buy") | (still["intent"] == "open")]["client_order_id"])
-    result = Reconciliation(statuses, unresolved, tuple(external), tuple(m for _, m in mismatches), tuple(errors),
-                            dict(zip(still["client_order_id"], still["pair"])), spenders,
-                            tuple(m for a, m in mismatches if a not in traded))
+    result = Reconciliation(
+        statuses,
+        unresolved,
+        tuple(external),
+        tuple(m for _, m in mismatches),
+        tuple(errors),
+        dict(zip(still["client_order_id"], still["pair"])),
+        spenders,
+        tuple(m for a, m in mismatches if a not in traded),
+    )
     (_log.info if result.ok else _log.warning if result.contained else _log.error)("reconciliation: %s", result.why())
     return result
 
-def _compare_balances(store: PortfolioStore, ex, pairs, others: dict[str, float] | None = None) -> list[tuple[str, str]]:
-    """Venue balances against the store: base asset = baseline + position, quote = baseline + cash (the baseline is taken
-    at the first start), plus what `others` (the account's other strategies) hold; (asset, what differs) for each that differs."""
+
+def _compare_balances(
+    store: PortfolioStore, ex, pairs, others: dict[str, float] | None = None
+) -> list[tuple[str, str]]:
+    """Venue balances against the store: base asset = baseline + position, quote = baseline + cash (the baseline is
+    taken at the first start), plus what `others` (the account's other strategies) hold; (asset, what differs) for
+    each that differs."""
     totals = {k: float(v or 0) for k, v in ex.fetch_balance()["total"].items()}
     positions = store.positions()
     held = {ex.market(p)["base"]: (positions[p].sign * positions[p].size if p in positions else 0.0) for p in pairs}
     held[ex.market(pairs[0])["quote"]] = store.cash()
     held = {a: v + (others or {}).get(a, 0.0) for a, v in held.items()}
     baseline = store.load_runtime("venue_baseline")
-    if baseline is None:                      # first start: what the account held apart from this store's trading
+    if baseline is None:  # first start: what the account held apart from this store's trading
         baseline = {a: totals.get(a, 0.0) - v for a, v in held.items()}
         store.save_runtime("venue_baseline", baseline)
     # the venue reports balances with 8 decimals; anything beyond a few rounding steps is a real difference
-    return [(a, f"{a}: venue {totals.get(a, 0.0):.8f}, store {baseline.get(a, 0.0) + v:.8f}") for a, v in held.items()
-            if abs(totals.get(a, 0.0) - baseline.get(a, 0.0) - v) > 1e-6]
+    return [
+        (a, f"{a}: venue {totals.get(a, 0.0):.8f}, store {baseline.get(a, 0.0) + v:.8f}")
+        for a, v in held.items()
+        if abs(totals.get(a, 0.0) - baseline.get(a, 0.0) - v) > 1e-6
+    ]
 
 # %% ../nbs/10a_live_execution.ipynb #a3a1ccfe
-_SHADOW = """CREATE TABLE IF NOT EXISTS shadow (client_order_id TEXT PRIMARY KEY, pair TEXT NOT NULL, side TEXT NOT NULL,
-  decided_at TEXT NOT NULL, live_price REAL, live_amount REAL, live_first_fill TEXT, sim_price REAL, sim_time TEXT,
-  diff_bps REAL, live_delay_s REAL)"""
+_SHADOW = """CREATE TABLE IF NOT EXISTS shadow (client_order_id TEXT PRIMARY KEY, pair TEXT NOT NULL,
+  side TEXT NOT NULL, decided_at TEXT NOT NULL, live_price REAL, live_amount REAL, live_first_fill TEXT,
+  sim_price REAL, sim_time TEXT, diff_bps REAL, live_delay_s REAL)"""
+
 
 class ShadowLog:
     "Live fills next to the simulator's fill of the same order, in SQLite beside the state store."
+
     def __init__(self, path):
         self.path = path
-        with closing(sqlite3.connect(self.path, timeout=30)) as db, db: db.execute(_SHADOW)
+        with closing(sqlite3.connect(self.path, timeout=30)) as db, db:
+            db.execute(_SHADOW)
 
     def expect(self, cid: str, pair: str, side: str, decided_at: pd.Timestamp) -> None:
         "Note an order decided at the close of the bar opening at `decided_at`, before it is sent."
         with closing(sqlite3.connect(self.path, timeout=30)) as db, db:
-            db.execute("INSERT OR IGNORE INTO shadow (client_order_id, pair, side, decided_at) VALUES (?,?,?,?)",
-                       (cid, pair, side, pd.Timestamp(decided_at).isoformat()))
+            db.execute(
+                "INSERT OR IGNORE INTO shadow (client_order_id, pair, side, decided_at) VALUES (?,?,?,?)",
+                (cid, pair, side, pd.Timestamp(decided_at).isoformat()),
+            )
 
     def pending(self) -> pd.DataFrame:
         with closing(sqlite3.connect(self.path, timeout=30)) as db:
             return pd.read_sql("SELECT client_order_id, pair, side, decided_at FROM shadow WHERE sim_price IS NULL", db)
 
-    def complete(self, cid: str, *, side: str, live_price: float, live_amount: float, live_first_fill: pd.Timestamp,
-                 sim_price: float, sim_time: pd.Timestamp) -> None:
-        "Record the live fill (average price, amount, first fill) and the simulated one (at `sim_time`, the decision bar's close)."
+    def complete(
+        self,
+        cid: str,
+        *,
+        side: str,
+        live_price: float,
+        live_amount: float,
+        live_first_fill: pd.Timestamp,
+        sim_price: float,
+        sim_time: pd.Timestamp,
+    ) -> None:
+        """Record the live fill (average price, amount, first fill) and the simulated one (at `sim_time`, the decision
+        bar's close)."""
         sign = 1 if side == "buy" else -1
         with closing(sqlite3.connect(self.path, timeout=30)) as db, db:
-            db.execute("UPDATE shadow SET live_price=?, live_amount=?, live_first_fill=?, sim_price=?, sim_time=?, diff_bps=?, live_delay_s=?"
-                       " WHERE client_order_id=?", (live_price, live_amount, live_first_fill.isoformat(), sim_price, sim_time.isoformat(),
-                                                    sign * (live_price / sim_price - 1) * 1e4,
-                                                    (live_first_fill - sim_time).total_seconds(), cid))
+            db.execute(
+                "UPDATE shadow SET live_price=?, live_amount=?, live_first_fill=?, sim_price=?, sim_time=?, "
+                "diff_bps=?, live_delay_s=?"
+                " WHERE client_order_id=?",
+                (
+                    live_price,
+                    live_amount,
+                    live_first_fill.isoformat(),
+                    sim_price,
+                    sim_time.isoformat(),
+                    sign * (live_price / sim_price - 1) * 1e4,
+                    (live_first_fill - sim_time).total_seconds(),
+                    cid,
+                ),
+            )
 
     def drop(self, cid: str) -> None:
         "Forget an order that never filled (rejected, or cancelled before any fill)."
-        with closing(sqlite3.connect(self.path, timeout=30)) as db, db: db.execute("DELETE FROM shadow WHERE client_order_id=?", (cid,))
+        with closing(sqlite3.connect(self.path, timeout=30)) as db, db:
+            db.execute("DELETE FROM shadow WHERE client_order_id=?", (cid,))
 
     def frame(self) -> pd.DataFrame:
         with closing(sqlite3.connect(self.path, timeout=30)) as db:
             return pd.read_sql("SELECT * FROM shadow WHERE sim_price IS NOT NULL ORDER BY decided_at", db)
 
     def summary(self) -> dict:
-        "Orders compared, and the live-minus-simulated price difference (bps, + = live worse) and fill delay after the close."
+        """Orders compared, and the live-minus-simulated price difference (bps, + = live worse) and fill delay after the
+        close."""
         df = self.frame()
-        if df.empty: return {"orders": 0}
-        return {"orders": len(df), "diff_bps_mean": float(df["diff_bps"].mean()), "diff_bps_p50": float(df["diff_bps"].median()),
-                "diff_bps_p90": float(df["diff_bps"].quantile(0.9)), "live_delay_s_p50": float(df["live_delay_s"].median()),
-                "live_delay_s_max": float(df["live_delay_s"].max())}
+        if df.empty:
+            return {"orders": 0}
+        return {
+            "orders": len(df),
+            "diff_bps_mean": float(df["diff_bps"].mean()),
+            "diff_bps_p50": float(df["diff_bps"].median()),
+            "diff_bps_p90": float(df["diff_bps"].quantile(0.9)),
+            "live_delay_s_p50": float(df["live_delay_s"].median()),
+            "live_delay_s_max": float(df["live_delay_s"].max()),
+        }
 
 # %% ../nbs/10a_live_execution.ipynb #bf72c42d
 class LiveVenue:
     "The exchange through a `LiveExecutor`: orders sent at once and never twice; fills come from the exchange."
-    exits_at_close = True          # a level reached between closes is exited with a market order at the close
 
-    def __init__(self, executor: LiveExecutor, costs: FillCosts, timeframe: pd.Timedelta, limit_ttl_bars: int = 1,
-                 shadow: ShadowLog | None = None, siblings: Callable[[], Siblings] | None = None):
-        self.executor, self.store, self.costs, self.shadow, self.siblings = executor, executor.store, costs, shadow, siblings
+    exits_at_close = True  # a level reached between closes is exited with a market order at the close
+
+    def __init__(
+        self,
+        executor: LiveExecutor,
+        costs: FillCosts,
+        timeframe: pd.Timedelta,
+        limit_ttl_bars: int = 1,
+        shadow: ShadowLog | None = None,
+        siblings: Callable[[], Siblings] | None = None,
+    ):
+        self.executor, self.store, self.costs, self.shadow, self.siblings = (
+            executor,
+            executor.store,
+            costs,
+            shadow,
+            siblings,
+        )
         self.step, self.ttl = pd.Timedelta(timeframe), limit_ttl_bars
 
-    def place(self, order: Order, *, decided_at: pd.Timestamp, stop_loss: float | None = None,
-              take_profit: float | None = None) -> str:
+    def place(
+        self,
+        order: Order,
+        *,
+        decided_at: pd.Timestamp,
+        stop_loss: float | None = None,
+        take_profit: float | None = None,
+    ) -> str:
         "Send `order` (its levels kept first, for when it fills); its status."
-        if self.shadow is not None: self.shadow.expect(order.client_order_id, order.pair, order.side, decided_at)
+        if self.shadow is not None:
+            self.shadow.expect(order.client_order_id, order.pair, order.side, decided_at)
         if order.intent == "open":
             levels = self.store.load_runtime("entry_levels", {})
-            levels[order.pair] = {"order": order.client_order_id, "decided_at": decided_at.isoformat(), "stop_loss": stop_loss,
-                                  "take_profit": take_profit, "limit": order.type == "limit"}
+            levels[order.pair] = {
+                "order": order.client_order_id,
+                "decided_at": decided_at.isoformat(),
+                "stop_loss": stop_loss,
+                "take_profit": take_profit,
+                "limit": order.type == "limit",
+            }
             self.store.save_runtime("entry_levels", levels)
         status = self.executor.place(order)
         self._apply_levels()
@@ -364,39 +551,49 @@ class LiveVenue:
 
     def exit(self, order: Order, *, bar: pd.Timestamp, price: float) -> tuple[str, list[Fill]]:
         "A stop or target: a market order now (a failure is retried at the next close); (status, no simulated fills)."
-        try: return self.executor.place(order), []
-        except ccxt.BaseError as e: return f"{type(e).__name__}: {e}", []
+        try:
+            return self.executor.place(order), []
+        except ccxt.BaseError as e:
+            return f"{type(e).__name__}: {e}", []
 
     def settle(self, windows: dict[str, BarWindow]) -> list[Fill]:
         "Levels for new positions, expired limit entries cancelled, shadow records completed; no simulated fills."
         self._cancel_expired(windows)
         self._apply_levels()
-        if self.shadow is not None: self._complete_shadow(windows)
+        if self.shadow is not None:
+            self._complete_shadow(windows)
         return []
 
-    def reconcile(self, pairs: tuple[str, ...]) -> Reconciliation: return reconcile(self.executor, pairs, siblings=self.siblings)
+    def reconcile(self, pairs: tuple[str, ...]) -> Reconciliation:
+        return reconcile(self.executor, pairs, siblings=self.siblings)
 
 # %% ../nbs/10a_live_execution.ipynb #afa82de2
 @patch
 def _apply_levels(self: LiveVenue) -> None:
     "Give filled entries their stop and target; forget entries that ended without a fill."
     pending = self.store.load_runtime("entry_levels", {})
-    if not pending: return
+    if not pending:
+        return
     positions = self.store.positions()
     for pair, lv in list(pending.items()):
         row = self.store.order(lv["order"])
-        if row is None or (row["status"] in TERMINAL and not row["filled"]): pending.pop(pair); continue
+        if row is None or (row["status"] in TERMINAL and not row["filled"]):
+            pending.pop(pair)
+            continue
         if row["filled"] and pair in positions:
             self.store.set_levels(pair, lv["stop_loss"], lv["take_profit"])
-            if row["status"] in TERMINAL: pending.pop(pair)
+            if row["status"] in TERMINAL:
+                pending.pop(pair)
     self.store.save_runtime("entry_levels", pending)
+
 
 @patch
 def _cancel_expired(self: LiveVenue, windows: dict[str, BarWindow]) -> None:
     "Cancel limit entries still open `limit_ttl_bars` candles after their decision bar (the cancel re-checks fills)."
     for pair, lv in self.store.load_runtime("entry_levels", {}).items():
         w, row = windows.get(pair), self.store.order(lv["order"])
-        if not lv.get("limit") or w is None or row is None or row["status"] in TERMINAL: continue
+        if not lv.get("limit") or w is None or row is None or row["status"] in TERMINAL:
+            continue
         if w.end >= pd.Timestamp(lv["decided_at"]) + self.ttl * self.step:
             _log.info("limit entry %s on %s unfilled after %d candles: cancelled", lv["order"], pair, self.ttl)
             self.executor.cancel(lv["order"])
@@ -408,12 +605,21 @@ def _complete_shadow(self: LiveVenue, windows: dict[str, BarWindow]) -> None:
     for row in self.shadow.pending().itertuples():
         order, fills = self.store.order(row.client_order_id), self.store.fills(row.client_order_id)
         if fills.empty:
-            if order is None or order["status"] in ("rejected", "cancelled"): self.shadow.drop(row.client_order_id)
+            if order is None or order["status"] in ("rejected", "cancelled"):
+                self.shadow.drop(row.client_order_id)
             continue
         opened, w = pd.Timestamp(row.decided_at) + self.step, windows.get(row.pair)
         k = int(np.searchsorted(w.times, opened.value)) if w is not None else 0
-        if w is None or k >= len(w) or w.times[k] != opened.value: continue
+        if w is None or k >= len(w) or w.times[k] != opened.value:
+            continue
         sim = self.costs.market_price(w.ohlc[k, 0], 1 if row.side == "buy" else -1)
         live_price = float((fills["amount"] * fills["price"]).sum() / fills["amount"].sum())
-        self.shadow.complete(row.client_order_id, side=row.side, live_price=live_price, live_amount=float(fills["amount"].sum()),
-                             live_first_fill=pd.Timestamp(fills["time"].min()), sim_price=float(sim), sim_time=opened)
+        self.shadow.complete(
+            row.client_order_id,
+            side=row.side,
+            live_price=live_price,
+            live_amount=float(fills["amount"].sum()),
+            live_first_fill=pd.Timestamp(fills["time"].min()),
+            sim_price=float(sim),
+            sim_time=opened,
+        )

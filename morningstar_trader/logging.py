@@ -25,17 +25,22 @@ __all__ = ['REDACTED', 'STARTUP_NOTICE', 'log_context', 'redact', 'JsonFormatter
 # %% ../nbs/01a_logging.ipynb #ed55c03b
 _context: contextvars.ContextVar[dict] = contextvars.ContextVar("morningstar_log_context", default={})
 
+
 @contextmanager
 def log_context(**fields) -> Iterator[None]:
     "Add `fields` (e.g. `pair='BTC/USDT'`) to every record logged inside the block."
     token = _context.set({**_context.get(), **fields})
-    try: yield
-    finally: _context.reset(token)
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
 
 class _ContextFilter(logging.Filter):
     def __init__(self, run_id: str):
         super().__init__()
         self.run_id = run_id
+
     def filter(self, record: logging.LogRecord) -> bool:
         ctx = _context.get()
         record.run_id = ctx.get("run_id", self.run_id)
@@ -45,6 +50,7 @@ class _ContextFilter(logging.Filter):
 
 # %% ../nbs/01a_logging.ipynb #d29d6431
 REDACTED = "***REDACTED***"
+
 
 def redact(text: str, secrets: Iterable[str]) -> str:
     "`text` with every occurrence of each secret (and its JSON-escaped form) replaced by REDACTED."
@@ -58,26 +64,40 @@ class _Redacting(logging.Formatter):
     def __init__(self, secrets: Iterable[str], fmt: str | None = None):
         super().__init__(fmt)
         self.secrets = list(secrets)
+
     def format(self, record: logging.LogRecord) -> str:
         return redact(self.render(record), self.secrets)
 
+
 class JsonFormatter(_Redacting):
     "One JSON object per record: time, level, logger, run_id, pair, message, context, data, exc."
+
     def render(self, record: logging.LogRecord) -> str:
-        out = {"time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
-               "level": record.levelname, "logger": record.name,
-               "run_id": record.run_id, "pair": record.pair, "message": record.getMessage()}
-        if record.context: out["context"] = record.context
-        if (data := getattr(record, "data", None)) is not None: out["data"] = data
-        if record.exc_info: out["exc"] = self.formatException(record.exc_info)
+        out = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "run_id": record.run_id,
+            "pair": record.pair,
+            "message": record.getMessage(),
+        }
+        if record.context:
+            out["context"] = record.context
+        if (data := getattr(record, "data", None)) is not None:
+            out["data"] = data
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str)
+
 
 class ConsoleFormatter(_Redacting):
     "`HH:MM:SS LEVEL [run pair] message` for people."
+
     def render(self, record: logging.LogRecord) -> str:
         t = datetime.fromtimestamp(record.created, timezone.utc).strftime("%H:%M:%S")
         text = f"{t} {record.levelname:<7} [{record.run_id} {record.pair}] {record.getMessage()}"
-        if record.exc_info: text += "\n" + self.formatException(record.exc_info)
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
         return text
 
 # %% ../nbs/01a_logging.ipynb #f630d6eb
@@ -92,6 +112,7 @@ def prune_logs(folder: Path, keep: int) -> list[Path]:
 @dataclass
 class RunLog:
     "The handlers `setup_logging` installed; `close()` removes them."
+
     run_id: str
     path: Path | None
     handlers: list[logging.Handler]
@@ -102,6 +123,7 @@ class RunLog:
             root.removeHandler(h)
             h.close()
 
+
 def close_logging() -> None:
     "Remove and close the handlers `setup_logging` installed."
     root = logging.getLogger()
@@ -109,24 +131,37 @@ def close_logging() -> None:
         root.removeHandler(h)
         h.close()
 
-def setup_logging(run_id: str, logs_dir: str | Path | None = None, *, secrets: Iterable[str] = (),
-                  level: int | str = "INFO", console: bool = True, console_level: int | str | None = None,
-                  stream=None, keep: int | None = None) -> RunLog:
+
+def setup_logging(
+    run_id: str,
+    logs_dir: str | Path | None = None,
+    *,
+    secrets: Iterable[str] = (),
+    level: int | str = "INFO",
+    console: bool = True,
+    console_level: int | str | None = None,
+    stream=None,
+    keep: int | None = None,
+) -> RunLog:
     """Log records at `level` or above to `<logs_dir>/<run_id>.jsonl` and (at `console_level`, default `level`) the
-    console, redacting `secrets`. The file appears with its first record; `keep` prunes the folder to that many files."""
-    close_logging()                                   # a second setup replaces the first
+    console, redacting `secrets`. The file appears with its first record; `keep` prunes the folder to that many
+    files."""
+    close_logging()  # a second setup replaces the first
     root = logging.getLogger()
     secrets, handlers, path = list(secrets), [], None
     if logs_dir is not None:
         path = Path(logs_dir) / f"{run_id}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
-        if keep is not None: prune_logs(path.parent, keep - 1)
-        h = logging.FileHandler(path, encoding="utf-8", delay=True)    # a command that logs nothing leaves no file
-        h.setFormatter(JsonFormatter(secrets)); handlers.append(h)
+        if keep is not None:
+            prune_logs(path.parent, keep - 1)
+        h = logging.FileHandler(path, encoding="utf-8", delay=True)  # a command that logs nothing leaves no file
+        h.setFormatter(JsonFormatter(secrets))
+        handlers.append(h)
     if console:
         h = logging.StreamHandler(stream or sys.stderr)
         h.setLevel(console_level or level)
-        h.setFormatter(ConsoleFormatter(secrets)); handlers.append(h)
+        h.setFormatter(ConsoleFormatter(secrets))
+        handlers.append(h)
     for h in handlers:
         h._morningstar = True
         h.addFilter(_ContextFilter(run_id))
@@ -139,11 +174,15 @@ STARTUP_NOTICE = re.compile(
     r"All log messages before absl::InitializeLog|oneDNN custom operations are on|cpu_feature_guard|"
     r"rebuild TensorFlow with the appropriate compiler flags|^To enable the following instructions|"
     r"Unable to register cu(DNN|FFT|BLAS) factory|computation placer already registered|Could not find cuda drivers|"
-    r"cuda_executor|cuInit|TF-TRT Warning", re.M)
+    r"cuda_executor|cuInit|TF-TRT Warning",
+    re.M,
+)
+
 
 @contextmanager
 def held_startup_notices(stream=None) -> Iterator[None]:
-    "Hold file descriptor 2 aside inside the block; afterwards write what was printed, start-up notices removed, to `stream`."
+    """Hold file descriptor 2 aside inside the block; afterwards write what was printed, start-up notices removed, to
+    `stream`."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as held:
@@ -154,7 +193,10 @@ def held_startup_notices(stream=None) -> Iterator[None]:
             os.dup2(saved, 2)
             os.close(saved)
             held.seek(0)
-            kept = [line for line in held.read().decode(errors="replace").splitlines(keepends=True)
-                    if not STARTUP_NOTICE.search(line)]
+            kept = [
+                line
+                for line in held.read().decode(errors="replace").splitlines(keepends=True)
+                if not STARTUP_NOTICE.search(line)
+            ]
             if kept:
                 (stream or sys.stderr).write("".join(kept))

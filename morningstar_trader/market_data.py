@@ -11,8 +11,8 @@ import time
 from typing import Any, Callable
 
 import pandas as pd
-from fastcore.basics import patch
 import tenacity
+from fastcore.basics import patch
 from tqdm.auto import tqdm
 
 from .candles import CandleReport, validated_bars
@@ -30,21 +30,28 @@ class MarketDataError(MorningstarError):
 
 # %% ../nbs/02_market_data.ipynb #8245164d
 def is_retryable(exc: BaseException) -> bool:
-    "True for ccxt's NetworkError family (RequestTimeout, DDoSProtection, RateLimitExceeded, ExchangeNotAvailable, ...)."
+    """True for ccxt's NetworkError family (RequestTimeout, DDoSProtection, RateLimitExceeded, ExchangeNotAvailable,
+    ...)."""
     import ccxt
+
     return isinstance(exc, ccxt.NetworkError)
 
 # %% ../nbs/02_market_data.ipynb #9883cf2c
 _BINANCE_TYPES = {"spot": "spot", "margin": "spot", "swap": "linear", "future": "linear"}
 
 EXCHANGE_OPTIONS: dict[str, Callable[[str], dict]] = {
-    "binance": lambda market_type: {"fetchMarkets": {"types": [_BINANCE_TYPES[market_type]]},
-                                    "fetchMargins": False, "fetchCurrencies": False},
+    "binance": lambda market_type: {
+        "fetchMarkets": {"types": [_BINANCE_TYPES[market_type]]},
+        "fetchMargins": False,
+        "fetchCurrencies": False,
+    },
 }
+
 
 def point_urls(urls: Any, base_url: str) -> Any:
     "Every URL in a ccxt `urls['api']` tree moved to `base_url`, keeping its path."
-    if isinstance(urls, dict): return {k: point_urls(v, base_url) for k, v in urls.items()}
+    if isinstance(urls, dict):
+        return {k: point_urls(v, base_url) for k, v in urls.items()}
     if isinstance(urls, str):
         rest = urls.split("://", 1)[-1]
         return base_url.rstrip("/") + ("/" + rest.split("/", 1)[1] if "/" in rest else "")
@@ -54,41 +61,74 @@ def point_urls(urls: Any, base_url: str) -> Any:
 def make_exchange(settings: ExchangeSettings, secrets: Secrets | None = None):
     "A ccxt client for `settings`: rate-limited, no ccxt-side retries, credentials from `secrets`."
     import ccxt
-    config = {"enableRateLimit": settings.enable_rate_limit, "timeout": settings.timeout_ms,
-              "enableLastHttpResponse": True, "enableLastJsonResponse": True,  # lets `ApiManager.call` spot non-JSON answers
-              "options": {"defaultType": settings.market_type, "maxRetriesOnFailure": 0,
-                          **EXCHANGE_OPTIONS.get(settings.id, lambda _: {})(settings.market_type)}}
+
+    config = {
+        "enableRateLimit": settings.enable_rate_limit,
+        "timeout": settings.timeout_ms,
+        "enableLastHttpResponse": True,
+        "enableLastJsonResponse": True,  # lets `ApiManager.call` spot non-JSON answers
+        "options": {
+            "defaultType": settings.market_type,
+            "maxRetriesOnFailure": 0,
+            **EXCHANGE_OPTIONS.get(settings.id, lambda _: {})(settings.market_type),
+        },
+    }
     if secrets is not None:
-        config |= {k: v for k, v in (("apiKey", secrets.exchange_api_key.get_secret_value()),
-                                     ("secret", secrets.exchange_secret.get_secret_value()),
-                                     ("password", secrets.exchange_password.get_secret_value())) if v}
+        config |= {
+            k: v
+            for k, v in (
+                ("apiKey", secrets.exchange_api_key.get_secret_value()),
+                ("secret", secrets.exchange_secret.get_secret_value()),
+                ("password", secrets.exchange_password.get_secret_value()),
+            )
+            if v
+        }
     exchange = getattr(ccxt, settings.id)(config)
-    if settings.sandbox: exchange.set_sandbox_mode(True)
+    if settings.sandbox:
+        exchange.set_sandbox_mode(True)
     # The constructor deep-merges `urls`, so an override passed in the config would
     # leave production hosts behind; replacing the whole tree afterwards cannot.
-    if settings.api_url: exchange.urls["api"] = point_urls(exchange.urls["api"], settings.api_url)
+    if settings.api_url:
+        exchange.urls["api"] = point_urls(exchange.urls["api"], settings.api_url)
     return exchange
 
 # %% ../nbs/02_market_data.ipynb #995ab67b
 class ApiManager:
     "The market side of one exchange: markets, server time and closed OHLCV candles, with retries."
-    def __init__(self, settings: ExchangeSettings, retry: RetrySettings = RetrySettings(), secrets: Secrets | None = None,
-                 exchange=None):
+
+    def __init__(
+        self,
+        settings: ExchangeSettings,
+        retry: RetrySettings = RetrySettings(),
+        secrets: Secrets | None = None,
+        exchange=None,
+    ):
         self.settings, self.retry = settings, retry
         self.exchange = exchange if exchange is not None else make_exchange(settings, secrets)
 
     def call(self, what: str, fn: Callable, *args, **kwargs):
         "`fn(*args, **kwargs)`, retried with backoff on temporary errors; a MarketDataError when it fails for good."
         import ccxt
+
         retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception(is_retryable), reraise=True,
+            retry=tenacity.retry_if_exception(is_retryable),
+            reraise=True,
             stop=tenacity.stop_after_attempt(self.retry.max_attempts),
             wait=tenacity.wait_exponential_jitter(multiplier=self.retry.initial_delay_s, max=self.retry.max_delay_s),
-            before_sleep=lambda rs: _log.warning("%s: %s: %s; retry %d of %d", what, type(rs.outcome.exception()).__name__,
-                                                rs.outcome.exception(), rs.attempt_number, self.retry.max_attempts - 1))
+            before_sleep=lambda rs: _log.warning(
+                "%s: %s: %s; retry %d of %d",
+                what,
+                type(rs.outcome.exception()).__name__,
+                rs.outcome.exception(),
+                rs.attempt_number,
+                self.retry.max_attempts - 1,
+            ),
+        )
         # Only a response this call produced may be judged below: a cached call (markets) sends no request.
-        if hasattr(self.exchange, "last_http_response"): self.exchange.last_http_response = self.exchange.last_json_response = None
-        try: result = retrying(fn, *args, **kwargs)
+        if hasattr(self.exchange, "last_http_response"):
+            self.exchange.last_http_response = self.exchange.last_json_response = None
+        try:
+            result = retrying(fn, *args, **kwargs)
         except ccxt.BaseError as e:
             tries = f"after {self.retry.max_attempts} attempts" if is_retryable(e) else "(not retried)"
             raise MarketDataError(f"{self.settings.id}: {what} failed {tries}: {type(e).__name__}: {e}") from e
@@ -96,7 +136,9 @@ class ApiManager:
         # taken as data, that would read as "no candles" or as bad candles.
         body = getattr(self.exchange, "last_http_response", None)
         if body and getattr(self.exchange, "last_json_response", None) is None:
-            raise MarketDataError(f"{self.settings.id}: {what}: the exchange answered with something that is not JSON: {body[:80]!r}")
+            raise MarketDataError(
+                f"{self.settings.id}: {what}: the exchange answered with something that is not JSON: {body[:80]!r}"
+            )
         return result
 
 # %% ../nbs/02_market_data.ipynb #f8c21691
@@ -105,41 +147,70 @@ def load_markets(self: ApiManager) -> dict:
     "The exchange's markets (fetched once, then cached by ccxt)."
     return self.call("load_markets", self.exchange.load_markets)
 
+
 @patch
 def check_pair(self: ApiManager, pair: str) -> None:
     "Raise a MarketDataError naming close matches when the exchange has no market `pair`."
     markets = self.load_markets()
     if pair not in markets:
         near = difflib.get_close_matches(pair, list(markets), n=3)
-        raise MarketDataError(f"{self.settings.id} has no {self.settings.market_type} market {pair!r}"
-                              + (f"; did you mean {', '.join(near)}?" if near else ""))
+        raise MarketDataError(
+            f"{self.settings.id} has no {self.settings.market_type} market {pair!r}"
+            + (f"; did you mean {', '.join(near)}?" if near else "")
+        )
+
 
 @patch
 def server_time_ms(self: ApiManager) -> int:
     "The exchange's clock in ms where it has one (a forming candle is judged by it), else the local clock."
-    if self.exchange.has.get("fetchTime"): return int(self.call("fetch_time", self.exchange.fetch_time))
+    if self.exchange.has.get("fetchTime"):
+        return int(self.call("fetch_time", self.exchange.fetch_time))
     return int(time.time() * 1000)
 
 # %% ../nbs/02_market_data.ipynb #bbbb743c
 @patch
-def _ohlcv_rows(self: ApiManager, pair: str, timeframe: str, start_ms: int, end_ms: int, page_limit: int, bar) -> list[list]:
+def _ohlcv_rows(
+    self: ApiManager, pair: str, timeframe: str, start_ms: int, end_ms: int, page_limit: int, bar
+) -> list[list]:
     step_ms = int(parse_timeframe(timeframe).total_seconds() * 1000)
     rows, since = [], -(-start_ms // step_ms) * step_ms  # the first grid point at or after start
     while since < end_ms:
-        page = self.call(f"fetch_ohlcv {pair} {timeframe} since {since}", self.exchange.fetch_ohlcv, pair, timeframe, since, page_limit)
+        page = self.call(
+            f"fetch_ohlcv {pair} {timeframe} since {since}",
+            self.exchange.fetch_ohlcv,
+            pair,
+            timeframe,
+            since,
+            page_limit,
+        )
         if not all(isinstance(r, (list, tuple)) and len(r) >= 6 and isinstance(r[0], (int, float)) for r in page):
-            raise MarketDataError(f"{self.settings.id}: fetch_ohlcv {pair} returned malformed rows (first: {page[:1]!r})")
+            raise MarketDataError(
+                f"{self.settings.id}: fetch_ohlcv {pair} returned malformed rows (first: {page[:1]!r})"
+            )
         page = [r for r in page if since <= r[0] < end_ms]
-        if not page: break
+        if not page:
+            break
         rows += page
         bar.update(len(page))
-        if page[-1][0] + step_ms <= since: raise MarketDataError(f"{self.settings.id}: fetch_ohlcv {pair} did not move past {since}")
+        if page[-1][0] + step_ms <= since:
+            raise MarketDataError(f"{self.settings.id}: fetch_ohlcv {pair} did not move past {since}")
         since = page[-1][0] + step_ms
     return rows
 
+
 @patch
-def fetch_ohlcv(self: ApiManager, pair: str, timeframe: str, start, end=None, *, page_limit: int = 1000,
-                drop_invalid: bool = False, progress: bool = False, server_now_ms: int | None = None) -> tuple[Bars, CandleReport]:
+def fetch_ohlcv(
+    self: ApiManager,
+    pair: str,
+    timeframe: str,
+    start,
+    end=None,
+    *,
+    page_limit: int = 1000,
+    drop_invalid: bool = False,
+    progress: bool = False,
+    server_now_ms: int | None = None,
+) -> tuple[Bars, CandleReport]:
     """Closed candles of `pair` with open time in [start, end) (end None: now), validated; pages of `page_limit`.
     `server_now_ms`: the exchange's clock as the caller just read it (a cycle reads it once for all its pairs)."""
     step = parse_timeframe(timeframe)
@@ -147,8 +218,13 @@ def fetch_ohlcv(self: ApiManager, pair: str, timeframe: str, start, end=None, *,
     now_ms = self.server_time_ms() if server_now_ms is None else server_now_ms
     start_ms = int(to_utc(start).timestamp() * 1000)
     end_ms = now_ms if end is None else min(int(to_utc(end).timestamp() * 1000), now_ms)
-    with tqdm(total=max(0, (end_ms - start_ms) // int(step.total_seconds() * 1000)), unit="bar",
-              desc=f"{pair} {timeframe}", disable=not progress, leave=False) as bar:
+    with tqdm(
+        total=max(0, (end_ms - start_ms) // int(step.total_seconds() * 1000)),
+        unit="bar",
+        desc=f"{pair} {timeframe}",
+        disable=not progress,
+        leave=False,
+    ) as bar:
         rows = self._ohlcv_rows(pair, timeframe, start_ms, end_ms, page_limit, bar)
     closed = [r[:6] for r in rows if r[0] + step.total_seconds() * 1000 <= now_ms]  # the forming candle is not data yet
     raw = pd.DataFrame(closed, columns=["timestamp", "open", "high", "low", "close", "volume"])

@@ -23,11 +23,18 @@ from sklearn.preprocessing import RobustScaler
 
 import morningstar_trader
 from .alt_data import load_alt_tables
-from .config import FeatureSettings, ModelSettings, Settings
 from .calibration import temper
+from .config import FeatureSettings, ModelSettings, Settings
+from morningstar_trader.features import (
+    DataPreparation,
+    FeatureError,
+    brief,
+    describe_problems,
+    scaler_from_dict,
+    scaler_to_json,
+    shorten,
+)
 from .logging import held_startup_notices
-from .features import (DataPreparation, FeatureError, brief, describe_problems, scaler_from_dict,
-                                         scaler_to_json, shorten)
 from .types import Features, MorningstarError
 
 # set before TensorFlow loads: its C++ log lines would reach every console, log and run notebook, errors too: Keras 3.15
@@ -47,13 +54,15 @@ __all__ = ['SIGNAL_CLASSES', 'REGRESSION_HEADS', 'FORMAT', 'FILES', 'ModelError'
 class ModelError(MorningstarError):
     "A model directory is missing, corrupt or does not match the settings it is used with."
 
-SIGNAL_CLASSES = ("short", "flat", "long")   # index 0, 1, 2 of the signal head; action = index - 1
+
+SIGNAL_CLASSES = ("short", "flat", "long")  # index 0, 1, 2 of the signal head; action = index - 1
 REGRESSION_HEADS = ("volatility", "sl_tp")
 
 # %% ../nbs/05_model.ipynb #d270a11c
 @dataclass(frozen=True)
 class EnhancedHybridModel:
     "The multi-task network's shape: input sizes, active heads and layer sizes."
+
     window: int
     n_technical: int
     n_context: int
@@ -70,54 +79,85 @@ class EnhancedHybridModel:
         c = L.Dense(16, activation="relu", name="context_dense")(context)
         z = L.Dense(s.dense_units, activation="relu", name="shared")(L.Concatenate(name="join")([x, c]))
         z = L.Dropout(s.dropout, name="dropout")(z)
-        layers = {"signal": L.Dense(3, activation="softmax", name="signal"),
-                  "volatility": L.Dense(1, activation="softplus", name="volatility"),
-                  "regime": L.Dense(s.regimes, activation="softmax", name="regime"),
-                  "sl_tp": L.Dense(2, activation="softplus", name="sl_tp")}
-        return keras.Model({"technical": technical, "context": context}, {h: layers[h](z) for h in s.heads},
-                           name="EnhancedHybridModel")
+        layers = {
+            "signal": L.Dense(3, activation="softmax", name="signal"),
+            "volatility": L.Dense(1, activation="softplus", name="volatility"),
+            "regime": L.Dense(s.regimes, activation="softmax", name="regime"),
+            "sl_tp": L.Dense(2, activation="softplus", name="sl_tp"),
+        }
+        return keras.Model(
+            {"technical": technical, "context": context}, {h: layers[h](z) for h in s.heads}, name="EnhancedHybridModel"
+        )
 
     def compile(self, model: keras.Model, learning_rate: float) -> keras.Model:
         "Compile with a loss per active head: cross-entropy for the classes, Huber for the scaled regressions."
-        losses = {"signal": "sparse_categorical_crossentropy", "regime": "sparse_categorical_crossentropy",
-                  "volatility": keras.losses.Huber(), "sl_tp": keras.losses.Huber()}
+        losses = {
+            "signal": "sparse_categorical_crossentropy",
+            "regime": "sparse_categorical_crossentropy",
+            "volatility": keras.losses.Huber(),
+            "sl_tp": keras.losses.Huber(),
+        }
         model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss={h: losses[h] for h in self.settings.heads})
         return model
 
 # %% ../nbs/05_model.ipynb #85957a74
-FORMAT = 2   # the layout of metadata.json; format 1 hashed model.keras only
-FILES = ("model.keras", "scaler.json", "metadata.json")   # in every model directory (MODEL_CARD.md and others may follow)
-_FILE_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}"           # a plain file name: no folder, no "..", no hidden file
+FORMAT = 2  # the layout of metadata.json; format 1 hashed model.keras only
+FILES = (
+    "model.keras",
+    "scaler.json",
+    "metadata.json",
+)  # in every model directory (MODEL_CARD.md and others may follow)
+_FILE_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}"  # a plain file name: no folder, no "..", no hidden file
+
 
 def _created_at(path: Path) -> datetime:
-    "When the model in `path` was trained, from its metadata.json (a clear error when that is missing or not a UTC time)."
+    """When the model in `path` was trained, from its metadata.json (a clear error when that is missing or not a UTC
+    time)."""
     meta = _read_json(path, "metadata.json")
     when = meta.get("created_at") if isinstance(meta, dict) else None
-    try: t = datetime.fromisoformat(when) if isinstance(when, str) else None
-    except ValueError: t = None
+    try:
+        t = datetime.fromisoformat(when) if isinstance(when, str) else None
+    except ValueError:
+        t = None
     if t is None or t.tzinfo is None:
-        raise ModelError(f"model {path}: metadata.json has no created_at with a time zone (got {brief(when)}), so `latest` "
-                         "cannot place it: set model.version to its folder name, or retrain it")
+        raise ModelError(
+            f"model {path}: metadata.json has no created_at with a time zone (got {brief(when)}), so `latest` "
+            "cannot place it: set model.version to its folder name, or retrain it"
+        )
     return t
 
+
 def resolve_model_dir(models_dir: Path, name: str, version: str = "latest") -> Path:
-    "`models_dir/name/version`; `latest` is the version created last (`created_at` in its metadata.json, not its folder name)."
+    """`models_dir/name/version`; `latest` is the version created last (`created_at` in its metadata.json, not its
+    folder name)."""
     base = Path(models_dir) / name
-    if version != "latest": return base / version
+    if version != "latest":
+        return base / version
     # hidden folders are versions save_model is still writing
-    versions = [p for p in base.glob("*") if not p.name.startswith(".") and (p / "metadata.json").is_file()] if base.is_dir() else []
-    if not versions: raise ModelError(f"no trained model under {base}; train one with `morningstar train`")
+    versions = (
+        [p for p in base.glob("*") if not p.name.startswith(".") and (p / "metadata.json").is_file()]
+        if base.is_dir()
+        else []
+    )
+    if not versions:
+        raise ModelError(f"no trained model under {base}; train one with `morningstar train`")
     return max(versions, key=lambda p: (_created_at(p), p.name))
 
 # %% ../nbs/05_model.ipynb #f3b0000b
-_MAX_JSON_BYTES, _MAX_DEPTH = 10_000_000, 32   # one fold adds ~1.2 kB to metadata.json (50 folds: ~60 kB); it is 5 levels deep
+_MAX_JSON_BYTES, _MAX_DEPTH = (
+    10_000_000,
+    32,
+)  # one fold adds ~1.2 kB to metadata.json (50 folds: ~60 kB); it is 5 levels deep
+
 
 def _unique_keys(pairs: list) -> dict:
     seen = set()
     for k, _ in pairs:
-        if k in seen: raise ValueError(f"key {brief(k)} appears twice (the second would silently replace the first)")
+        if k in seen:
+            raise ValueError(f"key {brief(k)} appears twice (the second would silently replace the first)")
         seen.add(k)
     return dict(pairs)
+
 
 def _depth(value) -> int:
     "Nesting depth of parsed JSON (a scalar is 0), without recursion; counting stops past _MAX_DEPTH."
@@ -129,21 +169,29 @@ def _depth(value) -> int:
             todo.extend((c, d + 1) for c in (v.values() if isinstance(v, dict) else v))
     return deepest
 
+
 def _read_json(path: Path, name: str):
     "The parsed content of one JSON file of a model directory; too big, not UTF-8, not JSON or too deep is an error."
     file, allowed = path / name, "allowed: the UTF-8 JSON that `morningstar train` writes"
-    if not file.is_file(): raise ModelError(f"model directory {path} lacks {name}")
+    if not file.is_file():
+        raise ModelError(f"model directory {path} lacks {name}")
     try:
         if (size := file.stat().st_size) > _MAX_JSON_BYTES:
             raise ModelError(f"model {path}: {name} has {size:,} bytes; allowed: at most {_MAX_JSON_BYTES:,}")
         text = file.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as e: raise ModelError(f"model {path}: {name} is not UTF-8 (byte {e.start}); {allowed}") from None
-    except OSError as e: raise ModelError(f"model {path}: cannot read {name}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise ModelError(f"model {path}: {name} is not UTF-8 (byte {e.start}); {allowed}") from None
+    except OSError as e:
+        raise ModelError(f"model {path}: cannot read {name}: {e.strerror or e}") from None
     nested = f"model {path}: {name} is nested more than {_MAX_DEPTH} levels deep; {allowed}"
-    try: data = json.loads(text, object_pairs_hook=_unique_keys)
-    except RecursionError: raise ModelError(nested) from None   # Python's parser gives up first on very deep nesting
-    except ValueError as e: raise ModelError(f"model {path}: {name} is not valid JSON: {shorten(str(e))}; {allowed}") from None
-    if _depth(data) > _MAX_DEPTH: raise ModelError(nested)
+    try:
+        data = json.loads(text, object_pairs_hook=_unique_keys)
+    except RecursionError:
+        raise ModelError(nested) from None  # Python's parser gives up first on very deep nesting
+    except ValueError as e:
+        raise ModelError(f"model {path}: {name} is not valid JSON: {shorten(str(e))}; {allowed}") from None
+    if _depth(data) > _MAX_DEPTH:
+        raise ModelError(nested)
     return data
 
 # %% ../nbs/05_model.ipynb #f3b0000e
@@ -153,22 +201,26 @@ _Finite = Annotated[float, Field(allow_inf_nan=False)]
 # a typical target size as a fraction of the price: per-bar volatility, or a stop/target excursion
 _TargetSize = Annotated[float, Field(ge=1e-6, le=1.0, allow_inf_nan=False)]
 
+
 class IndicatorEntry(BaseModel):
     model_config = _STRICT
     name: str
     params: dict[str, _Finite]
 
+
 class AltDataEntry(BaseModel):
     model_config = _STRICT
     name: str
     columns: list[str]
-    source: str | None = None           # a provider's store, joined as of `as_of` (absent: a file, by published_at)
+    source: str | None = None  # a provider's store, joined as of `as_of` (absent: a file, by published_at)
     as_of: str | None = None
     max_age: str | None = None
     stale_policy: Literal["refuse", "carry"] = "refuse"
 
+
 class FeatureSpec(BaseModel):
     "`DataPreparation.spec` as stored: everything about the features that must match at inference."
+
     model_config = _STRICT
     timeframe: str
     window: int
@@ -180,23 +232,31 @@ class FeatureSpec(BaseModel):
     technical_names: list[str]
     context_names: list[str]
 
+
 class TargetScale(BaseModel):
     model_config = _STRICT
     volatility: _TargetSize
     sl_tp: _TargetSize
 
+
 class Calibration(BaseModel):
     "The signal head's temperature, fitted on the last fold's validation slice (nbs/06a_evaluation.ipynb)."
+
     model_config = ConfigDict(strict=True, frozen=True, extra="allow")
     temperature: Annotated[float, Field(ge=0.01, le=100, allow_inf_nan=False)]
 
+
 class ChosenDecision(BaseModel):
     "Decision settings chosen on validation slices at training; the config's own values take precedence."
+
     model_config = ConfigDict(strict=True, frozen=True, extra="allow")
     min_confidence: Annotated[float, Field(ge=1 / 3, le=1, allow_inf_nan=False)]
 
+
 class ModelMetadata(BaseModel):
-    "What metadata.json must hold; its other fields (data, folds, metrics, versions) describe the model and are kept as they are."
+    """What metadata.json must hold; its other fields (data, folds, metrics, versions) describe the model and are kept
+    as they are."""
+
     model_config = ConfigDict(strict=True, frozen=True, extra="allow")
     format: Literal[FORMAT]
     package_version: Annotated[str, Field(pattern=r"^\d+\.\d+(\.[0-9A-Za-z.+-]+)?$", max_length=50)]
@@ -204,31 +264,37 @@ class ModelMetadata(BaseModel):
     heads: list[Literal["signal", "volatility", "regime", "sl_tp"]] = Field(min_length=1)
     target_scale: TargetScale
     files: dict[Annotated[str, Field(pattern=f"^{_FILE_NAME}$")], _Sha256]
-    calibration: Calibration | None = None      # absent: the head's probabilities as they are (temperature 1)
+    calibration: Calibration | None = None  # absent: the head's probabilities as they are (temperature 1)
     decision: ChosenDecision | None = None
     metadata_sha256: _Sha256
 
     @field_validator("heads")
     @classmethod
     def _unique(cls, v):
-        if len(set(v)) != len(v): raise ValueError("heads must not repeat")
+        if len(set(v)) != len(v):
+            raise ValueError("heads must not repeat")
         return v
 
     @field_validator("files")
     @classmethod
     def _every_file(cls, v):
-        if missing := [f for f in FILES if f not in v and f != "metadata.json"]: raise ValueError(f"must list {', '.join(missing)}")
-        if "metadata.json" in v: raise ValueError("must not list metadata.json (its own hash is metadata_sha256)")
+        if missing := [f for f in FILES if f not in v and f != "metadata.json"]:
+            raise ValueError(f"must list {', '.join(missing)}")
+        if "metadata.json" in v:
+            raise ValueError("must not list metadata.json (its own hash is metadata_sha256)")
         return v
 
+
 def _digest(meta: dict) -> str:
-    "sha256 of metadata.json's content without its own hash, as canonical JSON: layout edits do not count, value edits do."
+    """sha256 of metadata.json's content without its own hash, as canonical JSON: layout edits do not count, value edits
+    do."""
     body = {k: v for k, v in meta.items() if k != "metadata_sha256"}
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 # %% ../nbs/05_model.ipynb #63e94abf
 class MorningstarModel:
     "A trained network with its feature preparation and metadata; `predict` returns a dict per head."
+
     def __init__(self, network: keras.Model, prep: DataPreparation, metadata: dict):
         self.network, self.prep, self.metadata = network, prep, metadata
         self.heads = tuple(metadata["heads"])
@@ -236,18 +302,23 @@ class MorningstarModel:
         self.temperature = float((metadata.get("calibration") or {}).get("temperature", 1.0))
         w, nt, nc = prep.settings.window, len(prep.technical_names), len(prep.context_names)
         # One compiled graph for any batch size: ~2 ms a window instead of ~50 ms through model.predict.
-        self._call = tf.function(lambda t, c: self.network({"technical": t, "context": c}, training=False),
-                                 input_signature=[tf.TensorSpec((None, w, nt), tf.float32), tf.TensorSpec((None, nc), tf.float32)])
+        self._call = tf.function(
+            lambda t, c: self.network({"technical": t, "context": c}, training=False),
+            input_signature=[tf.TensorSpec((None, w, nt), tf.float32), tf.TensorSpec((None, nc), tf.float32)],
+        )
 
     @property
-    def path(self) -> Path | None: return Path(self.metadata["path"]) if "path" in self.metadata else None
+    def path(self) -> Path | None:
+        return Path(self.metadata["path"]) if "path" in self.metadata else None
 
 # %% ../nbs/05_model.ipynb #1aea7a18
 def _as_inputs(inputs) -> dict[str, np.ndarray]:
     d = inputs.inputs if isinstance(inputs, Features) else inputs
     t, c = (np.asarray(d[k], np.float32) for k in ("technical", "context"))
-    if t.ndim == 2: t, c = t[None], c[None]   # one window
+    if t.ndim == 2:
+        t, c = t[None], c[None]  # one window
     return {"technical": t, "context": c}
+
 
 @patch
 def predict(self: MorningstarModel, inputs) -> dict[str, np.ndarray]:
@@ -255,15 +326,19 @@ def predict(self: MorningstarModel, inputs) -> dict[str, np.ndarray]:
     x = _as_inputs(inputs)
     want = (self.prep.settings.window, len(self.prep.technical_names)), len(self.prep.context_names)
     if x["technical"].shape[1:] != want[0] or x["context"].shape[1:] != (want[1],):
-        raise ModelError(f"inputs technical {x['technical'].shape[1:]} / context {x['context'].shape[1:]} do not match "
-                         f"the model's {want[0]} / {(want[1],)}")
+        raise ModelError(
+            f"inputs technical {x['technical'].shape[1:]} / context {x['context'].shape[1:]} do not match "
+            f"the model's {want[0]} / {(want[1],)}"
+        )
     raw = {k: v.numpy() for k, v in self._call(tf.constant(x["technical"]), tf.constant(x["context"])).items()}
     out = {}
     if "signal" in raw:
         p = raw["signal"] if self.temperature == 1.0 else temper(raw["signal"], self.temperature).astype(np.float32)
         out |= {"signal": p, "action": p.argmax(1) - 1, "confidence": p.max(1)}
-    if "volatility" in raw: out["volatility"] = raw["volatility"][:, 0] * self._scale["volatility"]
-    if "regime" in raw: out |= {"regime": raw["regime"], "regime_id": raw["regime"].argmax(1)}
+    if "volatility" in raw:
+        out["volatility"] = raw["volatility"][:, 0] * self._scale["volatility"]
+    if "regime" in raw:
+        out |= {"regime": raw["regime"], "regime_id": raw["regime"].argmax(1)}
     if "sl_tp" in raw:
         sl_tp = raw["sl_tp"] * self._scale["sl_tp"]
         out |= {"stop_loss": sl_tp[:, 0], "take_profit": sl_tp[:, 1]}
@@ -271,32 +346,50 @@ def predict(self: MorningstarModel, inputs) -> dict[str, np.ndarray]:
 
 # %% ../nbs/05_model.ipynb #dc63652b
 def _sha256(file: Path) -> str:
-    with open(file, "rb") as f: return hashlib.file_digest(f, "sha256").hexdigest()
+    with open(file, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
-def save_model(path: Path, network: keras.Model, prep: DataPreparation, metadata: dict,
-               files: dict[str, str] | None = None) -> Path:
-    "Write a model directory whole or not at all: network, scaler, `files` (name: text), then metadata.json with every hash."
+
+def save_model(
+    path: Path, network: keras.Model, prep: DataPreparation, metadata: dict, files: dict[str, str] | None = None
+) -> Path:
+    """Write a model directory whole or not at all: network, scaler, `files` (name: text), then metadata.json with every
+    hash."""
     path, files = Path(path), files or {}
-    if path.exists(): raise ModelError(f"model directory {path} exists; a version is written once, never overwritten")
-    if prep.scaler is None: raise ModelError(f"cannot save model {path}: its feature scaler is not fitted")
+    if path.exists():
+        raise ModelError(f"model directory {path} exists; a version is written once, never overwritten")
+    if prep.scaler is None:
+        raise ModelError(f"cannot save model {path}: its feature scaler is not fitted")
     if bad := [n for n in files if n in FILES or not re.fullmatch(_FILE_NAME, n)]:
-        raise ModelError(f"cannot save model {path} with extra files {bad}: allowed are plain file names other than {list(FILES)}")
+        raise ModelError(
+            f"cannot save model {path} with extra files {bad}: allowed are plain file names other than {list(FILES)}"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.partial-{uuid.uuid4().hex[:8]}"   # hidden: resolve_model_dir skips it
+    tmp = path.parent / f".{path.name}.partial-{uuid.uuid4().hex[:8]}"  # hidden: resolve_model_dir skips it
     tmp.mkdir()
     try:
         network.save(tmp / "model.keras")
         (tmp / "scaler.json").write_text(scaler_to_json(prep.scaler), encoding="utf-8")
-        for name, text in files.items(): (tmp / name).write_text(text, encoding="utf-8")
-        meta = {"format": FORMAT, "package_version": morningstar_trader.__version__, "tensorflow": tf.__version__,
-                "keras": keras.__version__, "features": prep.spec(),
-                "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **metadata,   # `latest` orders by it
-                "files": {f.name: _sha256(f) for f in sorted(tmp.iterdir())}}
-        meta = json.loads(json.dumps(meta, default=str))   # exactly what load reads back
+        for name, text in files.items():
+            (tmp / name).write_text(text, encoding="utf-8")
+        meta = {
+            "format": FORMAT,
+            "package_version": morningstar_trader.__version__,
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "features": prep.spec(),
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **metadata,  # `latest` orders by it
+            "files": {f.name: _sha256(f) for f in sorted(tmp.iterdir())},
+        }
+        meta = json.loads(json.dumps(meta, default=str))  # exactly what load reads back
         meta["metadata_sha256"] = _digest(meta)
-        try: ModelMetadata.model_validate(meta)
+        try:
+            ModelMetadata.model_validate(meta)
         except ValidationError as e:
-            raise ModelError(f"refusing to save model {path}: metadata.json would be invalid: {describe_problems(e, ModelMetadata)}") from None
+            raise ModelError(
+                f"refusing to save model {path}: metadata.json would be invalid: {describe_problems(e, ModelMetadata)}"
+            ) from None
         (tmp / "metadata.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
         tmp.rename(path)
     except BaseException:
@@ -305,86 +398,149 @@ def save_model(path: Path, network: keras.Model, prep: DataPreparation, metadata
     return path
 
 # %% ../nbs/05_model.ipynb #66a8a177
-def _minor(v: str) -> str: return ".".join(v.split(".")[:2])
+def _minor(v: str) -> str:
+    return ".".join(v.split(".")[:2])
+
 
 def _check(cond: bool, path: Path, msg: str) -> None:
-    if not cond: raise ModelError(f"model {path}: {msg}")
+    if not cond:
+        raise ModelError(f"model {path}: {msg}")
+
 
 def _retrain(path: Path) -> str:
-    return f"retrain it: `morningstar train` writes a new version (`make demo` trains one once {path.parent} is deleted)"
+    return (
+        f"retrain it: `morningstar train` writes a new version (`make demo` trains one once {path.parent} is deleted)"
+    )
+
 
 def _verified_metadata(path: Path) -> dict:
     "metadata.json checked against `ModelMetadata` and its own hash, then every file it lists against its hash."
     meta = _read_json(path, "metadata.json")
     _check(isinstance(meta, dict), path, f"metadata.json must hold a JSON object, got {brief(meta)}")
-    _check(meta.get("format") != 1, path, f"saved in format 1, before every file of a model was hashed; morningstar_trader "
-           f"{morningstar_trader.__version__} verifies every file and loads format {FORMAT} only: {_retrain(path)}")
-    try: m = ModelMetadata.model_validate(meta)
-    except ValidationError as e: raise ModelError(f"model {path}: metadata.json: {describe_problems(e, ModelMetadata)}") from None
-    _check(_digest(meta) == m.metadata_sha256, path, "metadata.json was changed after training (its content does not match "
-           f"its metadata_sha256): restore it or {_retrain(path)}")
-    _check(_minor(m.package_version) == _minor(morningstar_trader.__version__), path,
-           f"trained with morningstar_trader {m.package_version}, this is {morningstar_trader.__version__}: {_retrain(path)}")
+    _check(
+        meta.get("format") != 1,
+        path,
+        f"saved in format 1, before every file of a model was hashed; morningstar_trader "
+        f"{morningstar_trader.__version__} verifies every file and loads format {FORMAT} only: {_retrain(path)}",
+    )
+    try:
+        m = ModelMetadata.model_validate(meta)
+    except ValidationError as e:
+        raise ModelError(f"model {path}: metadata.json: {describe_problems(e, ModelMetadata)}") from None
+    _check(
+        _digest(meta) == m.metadata_sha256,
+        path,
+        "metadata.json was changed after training (its content does not match "
+        f"its metadata_sha256): restore it or {_retrain(path)}",
+    )
+    _check(
+        _minor(m.package_version) == _minor(morningstar_trader.__version__),
+        path,
+        f"trained with morningstar_trader {m.package_version}, this is {morningstar_trader.__version__}: "
+        f"{_retrain(path)}",
+    )
     for name, want in m.files.items():
-        if not (path / name).is_file(): raise ModelError(f"model directory {path} lacks {name}")
-        try: got = _sha256(path / name)
-        except OSError as e: raise ModelError(f"model {path}: cannot read {name}: {e.strerror or e}") from None
-        _check(got == want, path, f"{name} does not match its sha256 in metadata.json (changed or corrupt): "
-               f"restore it or {_retrain(path)}")
+        if not (path / name).is_file():
+            raise ModelError(f"model directory {path} lacks {name}")
+        try:
+            got = _sha256(path / name)
+        except OSError as e:
+            raise ModelError(f"model {path}: cannot read {name}: {e.strerror or e}") from None
+        _check(
+            got == want,
+            path,
+            f"{name} does not match its sha256 in metadata.json (changed or corrupt): restore it or {_retrain(path)}",
+        )
     return meta
 
 # %% ../nbs/05_model.ipynb #f3b00010
 def _verified_scaler(path: Path, spec: dict) -> RobustScaler:
     "scaler.json checked against its schema and the feature names in the metadata."
-    try: scaler = scaler_from_dict(_read_json(path, "scaler.json"))
-    except FeatureError as e: raise ModelError(f"model {path}: scaler.json: {e}") from None
+    try:
+        scaler = scaler_from_dict(_read_json(path, "scaler.json"))
+    except FeatureError as e:
+        raise ModelError(f"model {path}: scaler.json: {e}") from None
     names = spec["technical_names"] + spec["context_names"]
-    _check(list(scaler.feature_names_in_) == names, path,
-           f"scaler.json was fitted on {brief(list(scaler.feature_names_in_))}, metadata lists {brief(names)}")
+    _check(
+        list(scaler.feature_names_in_) == names,
+        path,
+        f"scaler.json was fitted on {brief(list(scaler.feature_names_in_))}, metadata lists {brief(names)}",
+    )
     return scaler
+
 
 def _verified_prep(path: Path, spec: dict, scaler: RobustScaler, settings: Settings | None, alt_tables: dict | None):
     "The features of the config when given (they must reproduce the stored spec), else rebuilt from the spec."
     if settings is not None:
-        if alt_tables is None: alt_tables = load_alt_tables(settings.features.alt_data, settings.paths.data_dir)
+        if alt_tables is None:
+            alt_tables = load_alt_tables(settings.features.alt_data, settings.paths.data_dir)
         prep = DataPreparation(settings.features, settings.timeframe, scaler, alt_tables)
     else:
-        _check(not spec["alt_data"], path, "models with alternative data need the config (its alt_data sources): pass settings")
+        _check(
+            not spec["alt_data"],
+            path,
+            "models with alternative data need the config (its alt_data sources): pass settings",
+        )
         try:
-            fs = FeatureSettings(window=spec["window"], gap_policy=spec["gap_policy"], clip=spec["clip"], indicators=spec["indicators"])
+            fs = FeatureSettings(
+                window=spec["window"], gap_policy=spec["gap_policy"], clip=spec["clip"], indicators=spec["indicators"]
+            )
             prep = DataPreparation(fs, spec["timeframe"], scaler, alt_tables or {})
-            prep.spec()   # computes the warm-up, which absurd indicator parameters break
-        except ValidationError as e: raise ModelError(f"model {path}: metadata.json: features: {describe_problems(e, FeatureSettings)}") from None
+            prep.spec()  # computes the warm-up, which absurd indicator parameters break
+        except ValidationError as e:
+            raise ModelError(
+                f"model {path}: metadata.json: features: {describe_problems(e, FeatureSettings)}"
+            ) from None
         except (MorningstarError, ValueError, ArithmeticError) as e:
             raise ModelError(f"model {path}: metadata.json: features: {type(e).__name__}: {shorten(str(e))}") from None
     have = prep.spec()
     diff = sorted(k for k in set(have) | set(spec) if have.get(k) != spec.get(k))
-    _check(not diff, path, f"its features differ from the settings in {diff}: model has "
-           f"{brief({k: spec.get(k) for k in diff[:2]}, 4)}, settings give {brief({k: have.get(k) for k in diff[:2]}, 4)}")
+    _check(
+        not diff,
+        path,
+        f"its features differ from the settings in {diff}: model has "
+        f"{brief({k: spec.get(k) for k in diff[:2]}, 4)}, settings give {brief({k: have.get(k) for k in diff[:2]}, 4)}",
+    )
     return prep
 
+
 def _verified_network(path: Path, meta: dict) -> keras.Model:
-    "model.keras (its hash already checked) loaded and checked against the metadata: heads, input shapes, finite weights."
-    try: network = keras.models.load_model(path / "model.keras", compile=False)
-    except Exception as e: raise ModelError(f"model {path}: model.keras cannot be loaded: {type(e).__name__}: {shorten(str(e))}") from None
+    """model.keras (its hash already checked) loaded and checked against the metadata: heads, input shapes, finite
+    weights."""
+    try:
+        network = keras.models.load_model(path / "model.keras", compile=False)
+    except Exception as e:
+        raise ModelError(f"model {path}: model.keras cannot be loaded: {type(e).__name__}: {shorten(str(e))}") from None
     spec = meta["features"]
     outputs = sorted(network.output) if isinstance(network.output, dict) else []
-    _check(outputs == sorted(meta["heads"]), path, f"the network's heads {outputs} differ from metadata heads {meta['heads']}")
+    _check(
+        outputs == sorted(meta["heads"]),
+        path,
+        f"the network's heads {outputs} differ from metadata heads {meta['heads']}",
+    )
     inputs = {k: tuple(v.shape[1:]) for k, v in network.input.items()} if isinstance(network.input, dict) else {}
     want = {"technical": (spec["window"], len(spec["technical_names"])), "context": (len(spec["context_names"]),)}
     _check(inputs == want, path, f"the network's inputs {inputs} do not match the feature spec's {want}")
-    _check(all(np.isfinite(w).all() for w in network.get_weights()), path,
-           f"model.keras has non-finite weights (a diverged training): {_retrain(path)}")
+    _check(
+        all(np.isfinite(w).all() for w in network.get_weights()),
+        path,
+        f"model.keras has non-finite weights (a diverged training): {_retrain(path)}",
+    )
     return network
 
+
 def read_metadata(path: str | Path) -> dict:
-    "A model directory's metadata.json, checked against its schema and every file against its hash (the network is not built)."
+    """A model directory's metadata.json, checked against its schema and every file against its hash (the network is not
+    built)."""
     return _verified_metadata(Path(path))
 
+
 @patch(cls_method=True)
-def load(cls: MorningstarModel, path: str | Path, settings: Settings | None = None,
-         alt_tables: dict | None = None) -> MorningstarModel:
-    "Load a model directory, every file verified (hashes, schemas, versions, scaler, network shape, the settings' features if given); alternative data comes from `alt_tables` or the configured files."
+def load(
+    cls: MorningstarModel, path: str | Path, settings: Settings | None = None, alt_tables: dict | None = None
+) -> MorningstarModel:
+    """Load a model directory, every file verified (hashes, schemas, versions, scaler, network shape, the settings'
+    features if given); alternative data comes from `alt_tables` or the configured files."""
     path = Path(path)
     meta = _verified_metadata(path)
     scaler = _verified_scaler(path, meta["features"])

@@ -26,14 +26,18 @@ __all__ = ['Alert', 'Snapshot', 'assess', 'MonitoringLog']
 @dataclass(frozen=True)
 class Alert:
     "Something an operator should see: `level` info|warning|critical, `kind` from the table above."
+
     level: str
     kind: str
     message: str
     pair: str | None = None
 
+
 @dataclass(frozen=True)
 class Snapshot:
-    "The account after one cycle. `pnl` is since the first mark; `drawdown` from the equity peak; `exposure` is notional / equity."
+    """The account after one cycle. `pnl` is since the first mark; `drawdown` from the equity peak; `exposure` is
+    notional / equity."""
+
     time: pd.Timestamp
     equity: float
     cash: float
@@ -43,57 +47,102 @@ class Snapshot:
     open_positions: int
     trading: str
     alerts: tuple[Alert, ...] = ()
-    llm: dict | None = None           # ReviewRecord.stats(): exchanges, failures, latency percentiles, tokens, cost
+    llm: dict | None = None  # ReviewRecord.stats(): exchanges, failures, latency percentiles, tokens, cost
 
 # %% ../nbs/11_monitoring.ipynb #69323ea2
-def assess(curve: pd.DataFrame, *, now, trading: str, why: str = "", open_positions: int, newest_bars: dict[str, pd.Timestamp],
-           errors: dict[str, str], llm_alerts: dict[str, list[str]], timeframe: str, risk: RiskSettings,
-           monitoring: MonitoringSettings, llm_stats: dict | None = None, refusal: str | None = None,
-           extra: tuple[Alert, ...] = ()) -> Snapshot:
-    "The snapshot after a cycle: `curve` is the state store's equity curve ending with this cycle's mark; `extra`: earlier stages' alerts."
-    if curve.empty: raise ValueError("assess needs at least this cycle's equity mark")
+def assess(
+    curve: pd.DataFrame,
+    *,
+    now,
+    trading: str,
+    why: str = "",
+    open_positions: int,
+    newest_bars: dict[str, pd.Timestamp],
+    errors: dict[str, str],
+    llm_alerts: dict[str, list[str]],
+    timeframe: str,
+    risk: RiskSettings,
+    monitoring: MonitoringSettings,
+    llm_stats: dict | None = None,
+    refusal: str | None = None,
+    extra: tuple[Alert, ...] = (),
+) -> Snapshot:
+    """The snapshot after a cycle: `curve` is the state store's equity curve ending with this cycle's mark; `extra`:
+    earlier stages' alerts."""
+    if curve.empty:
+        raise ValueError("assess needs at least this cycle's equity mark")
     now, step, last = pd.Timestamp(now), parse_timeframe(timeframe), curve.iloc[-1]
     drawdown = float(1 - last["equity"] / curve["equity"].max())
     alerts = [Alert("critical", "refused", f"the cycle sent nothing: {refusal}")] if refusal else []
-    if trading == "halted": alerts.append(Alert("critical", "halted", f"trading halted: {why}"))
-    elif trading == "reducing": alerts.append(Alert("warning", "reducing", f"exits only: {why}"))
+    if trading == "halted":
+        alerts.append(Alert("critical", "halted", f"trading halted: {why}"))
+    elif trading == "reducing":
+        alerts.append(Alert("warning", "reducing", f"exits only: {why}"))
     if drawdown >= monitoring.drawdown_warning:
-        alerts.append(Alert("warning", "drawdown", f"drawdown {drawdown:.2%} (warning from {monitoring.drawdown_warning:.2%}, "
-                                                   f"halt at {risk.max_drawdown:.2%})"))
+        alerts.append(
+            Alert(
+                "warning",
+                "drawdown",
+                f"drawdown {drawdown:.2%} (warning from {monitoring.drawdown_warning:.2%}, "
+                f"halt at {risk.max_drawdown:.2%})",
+            )
+        )
     for pair, bar in newest_bars.items():
-        age = now - (bar + step)                     # since the candle closed
+        age = now - (bar + step)  # since the candle closed
         if age > monitoring.stale_after_bars * step:
             alerts.append(Alert("warning", "stale_data", f"newest closed candle closed {age} ago", pair))
     stale = {a.pair for a in alerts if a.kind == "stale_data"}
     alerts += [Alert("warning", "error", reason, pair) for pair, reason in errors.items() if pair not in stale]
     alerts += [Alert("info", "llm", text, pair) for pair, texts in llm_alerts.items() for text in texts]
     alerts += list(extra)
-    return Snapshot(now, float(last["equity"]), float(last["cash"]), float(last["equity"] - curve["equity"].iloc[0]), drawdown,
-                    float(last["exposure"] / last["equity"]) if last["equity"] > 0 else float("inf"), open_positions, trading,
-                    tuple(alerts), llm_stats)
+    return Snapshot(
+        now,
+        float(last["equity"]),
+        float(last["cash"]),
+        float(last["equity"] - curve["equity"].iloc[0]),
+        drawdown,
+        float(last["exposure"] / last["equity"]) if last["equity"] > 0 else float("inf"),
+        open_positions,
+        trading,
+        tuple(alerts),
+        llm_stats,
+    )
 
 # %% ../nbs/11_monitoring.ipynb #33288ef5
-_TABLE = """CREATE TABLE IF NOT EXISTS monitoring (time TEXT PRIMARY KEY, equity REAL, cash REAL, pnl REAL, drawdown REAL,
-  exposure REAL, open_positions INTEGER, trading TEXT, alerts TEXT, llm TEXT)"""
+_TABLE = """CREATE TABLE IF NOT EXISTS monitoring (time TEXT PRIMARY KEY, equity REAL, cash REAL, pnl REAL,
+  drawdown REAL, exposure REAL, open_positions INTEGER, trading TEXT, alerts TEXT, llm TEXT)"""
 _LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "critical": logging.CRITICAL}
+
 
 class MonitoringLog:
     "One row per cycle's snapshot in SQLite; every alert is logged as it is recorded."
+
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(sqlite3.connect(self.path, timeout=30)) as db, db: db.execute(_TABLE)
+        with closing(sqlite3.connect(self.path, timeout=30)) as db, db:
+            db.execute(_TABLE)
 
     def add(self, snap: Snapshot) -> None:
-        for a in snap.alerts: _log.log(_LEVELS[a.level], "%s%s: %s", a.kind, f" {a.pair}" if a.pair else "", a.message)
-        row = {**asdict(snap), "time": snap.time.isoformat(), "alerts": json.dumps([asdict(a) for a in snap.alerts]),
-               "llm": json.dumps(snap.llm)}
+        for a in snap.alerts:
+            _log.log(_LEVELS[a.level], "%s%s: %s", a.kind, f" {a.pair}" if a.pair else "", a.message)
+        row = {
+            **asdict(snap),
+            "time": snap.time.isoformat(),
+            "alerts": json.dumps([asdict(a) for a in snap.alerts]),
+            "llm": json.dumps(snap.llm),
+        }
         with closing(sqlite3.connect(self.path, timeout=30)) as db, db:
-            db.execute("INSERT OR REPLACE INTO monitoring VALUES (:time, :equity, :cash, :pnl, :drawdown, :exposure, :open_positions,"
-                       " :trading, :alerts, :llm)", row)
+            db.execute(
+                "INSERT OR REPLACE INTO monitoring VALUES (:time, :equity, :cash, :pnl, :drawdown, :exposure, "
+                ":open_positions,"
+                " :trading, :alerts, :llm)",
+                row,
+            )
 
     def frame(self) -> pd.DataFrame:
         "Every snapshot, oldest first; `alerts` and `llm` decoded."
-        with closing(sqlite3.connect(self.path, timeout=30)) as db: df = pd.read_sql("SELECT * FROM monitoring ORDER BY time", db)
+        with closing(sqlite3.connect(self.path, timeout=30)) as db:
+            df = pd.read_sql("SELECT * FROM monitoring ORDER BY time", db)
         df["alerts"], df["llm"] = df["alerts"].map(json.loads), df["llm"].map(json.loads)
         return df.set_index(pd.to_datetime(df.pop("time"), utc=True, format="ISO8601"))

@@ -26,22 +26,30 @@ __all__ = ['TRANSITIONS', 'TERMINAL', 'StateError', 'IllegalTransition', 'check_
 class StateError(MorningstarError):
     "The state store refuses an operation (an illegal transition, an unknown order) or cannot be written."
 
+
 class IllegalTransition(StateError):
     "An order status change that the state machine does not allow."
+
 
 TRANSITIONS = {
     "new": {"submitted", "cancelled", "rejected", "unknown"},
     "submitted": {"partially_filled", "filled", "cancelled", "rejected", "unknown"},
     "partially_filled": {"partially_filled", "filled", "cancelled", "unknown"},
     "unknown": {"submitted", "partially_filled", "filled", "cancelled", "rejected"},
-    "filled": set(), "cancelled": set(), "rejected": set(),
+    "filled": set(),
+    "cancelled": set(),
+    "rejected": set(),
 }
 TERMINAL = {s for s, nxt in TRANSITIONS.items() if not nxt}
+
 
 def check_transition(current: str, new: str, client_order_id: str = "") -> None:
     "Raise IllegalTransition unless `current` → `new` is in TRANSITIONS."
     if new not in TRANSITIONS.get(current, set()):
-        raise IllegalTransition(f"order {client_order_id}: {current} → {new} is not allowed (from {current}: {sorted(TRANSITIONS.get(current, ())) or 'nothing, it is final'})")
+        raise IllegalTransition(
+            f"order {client_order_id}: {current} → {new} is not allowed (from {current}: "
+            f"{sorted(TRANSITIONS.get(current, ())) or 'nothing, it is final'})"
+        )
 
 # %% ../nbs/09_portfolio.ipynb #d485f959
 _SCHEMA = """
@@ -52,40 +60,53 @@ CREATE TABLE IF NOT EXISTS orders (
   note TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS fills (
   trade_id TEXT PRIMARY KEY, client_order_id TEXT NOT NULL REFERENCES orders(client_order_id), pair TEXT NOT NULL,
-  side TEXT NOT NULL, amount REAL NOT NULL, price REAL NOT NULL, fee REAL NOT NULL, time TEXT NOT NULL, realized_pnl REAL NOT NULL);
+  side TEXT NOT NULL, amount REAL NOT NULL, price REAL NOT NULL, fee REAL NOT NULL, time TEXT NOT NULL,
+  realized_pnl REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS positions (
   pair TEXT PRIMARY KEY, side TEXT NOT NULL, size REAL NOT NULL, entry_price REAL NOT NULL,
   stop_loss REAL, take_profit REAL, updated_at TEXT NOT NULL);   -- NULL: no level set
-CREATE TABLE IF NOT EXISTS equity (time TEXT PRIMARY KEY, equity REAL NOT NULL, cash REAL NOT NULL, exposure REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS equity (
+  time TEXT PRIMARY KEY, equity REAL NOT NULL, cash REAL NOT NULL, exposure REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS journal (
-  cycle_id TEXT NOT NULL, pair TEXT NOT NULL, time TEXT NOT NULL, inputs TEXT, prediction TEXT, decision TEXT, reasons TEXT,
-  PRIMARY KEY (cycle_id, pair));
+  cycle_id TEXT NOT NULL, pair TEXT NOT NULL, time TEXT NOT NULL, inputs TEXT, prediction TEXT, decision TEXT,
+  reasons TEXT, PRIMARY KEY (cycle_id, pair));
 CREATE TABLE IF NOT EXISTS runtime (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at TEXT NOT NULL);
 """
 
-def _now() -> str: return datetime.now(timezone.utc).isoformat()
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
 
 class PortfolioStore:
     "Orders, fills, positions, cash, equity and the cycle journal in one SQLite file."
+
     def __init__(self, path: str | Path, *, initial_cash: float | None = None, durable: bool = True):
         # durable: every commit reaches the disk before it returns (an order's intent must survive a power cut);
         # False (a simulated twin's book): commits survive a crash of the process, not of the machine, and cost no fsync
         self.path, self._synchronous = Path(path), "FULL" if durable else "NORMAL"
-        self._local = threading.local()     # this thread's connection, and whether a `batch` is open on it
+        self._local = threading.local()  # this thread's connection, and whether a `batch` is open on it
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, timeout=30)
-            try: db.execute("PRAGMA journal_mode=WAL"); db.executescript(_SCHEMA)   # executescript commits on its own
-            finally: db.close()
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.executescript(_SCHEMA)  # executescript commits on its own
+            finally:
+                db.close()
             if initial_cash is not None:
-                with self._tx() as db: db.execute("INSERT OR IGNORE INTO account (id, cash) VALUES (1, ?)", (initial_cash,))
-        except (OSError, sqlite3.Error) as e: raise StateError(f"cannot open the state store {self.path}: {e}") from None
-        if self.cash() is None: raise StateError(f"{self.path} has no account yet: create it with initial_cash")
+                with self._tx() as db:
+                    db.execute("INSERT OR IGNORE INTO account (id, cash) VALUES (1, ?)", (initial_cash,))
+        except (OSError, sqlite3.Error) as e:
+            raise StateError(f"cannot open the state store {self.path}: {e}") from None
+        if self.cash() is None:
+            raise StateError(f"{self.path} has no account yet: create it with initial_cash")
 
     def _connect(self) -> sqlite3.Connection:
         "This thread's connection, kept open (closing the last one checkpoints the WAL: a write to disk every time)."
         held = getattr(self._local, "db", None)
-        if held is not None and held[0] == os.getpid(): return held[1]     # a forked child opens its own
+        if held is not None and held[0] == os.getpid():
+            return held[1]  # a forked child opens its own
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         db.execute("PRAGMA foreign_keys=ON")
         db.execute(f"PRAGMA synchronous={self._synchronous}")
@@ -98,27 +119,38 @@ class PortfolioStore:
         the batch's transaction, rolled back alone when the block raises."""
         db = self._connect()
         db.row_factory = None
-        begin, commit, rollback = (("SAVEPOINT op", "RELEASE op", "ROLLBACK TO op") if self._local.batch
-                                   else ("BEGIN IMMEDIATE", "COMMIT", "ROLLBACK"))
+        begin, commit, rollback = (
+            ("SAVEPOINT op", "RELEASE op", "ROLLBACK TO op")
+            if self._local.batch
+            else ("BEGIN IMMEDIATE", "COMMIT", "ROLLBACK")
+        )
         db.execute(begin)
-        try: yield db
+        try:
+            yield db
         except BaseException:
             db.execute(rollback)
-            if self._local.batch: db.execute(commit)      # a savepoint rolled back is still open until released
+            if self._local.batch:
+                db.execute(commit)  # a savepoint rolled back is still open until released
             raise
-        else: db.execute(commit)
+        else:
+            db.execute(commit)
 
     def close(self) -> None:
         "Close this thread's connection (the next operation opens a new one)."
         held, self._local.db = getattr(self._local, "db", None), None
-        if held is not None and held[0] == os.getpid(): held[1].close()
+        if held is not None and held[0] == os.getpid():
+            held[1].close()
 
     # a connection is freed only by the cycle collector (its statement cache refers back to it): close it with the store
     def __del__(self):
-        if "_local" in self.__dict__: self.close()      # not when __init__ failed before it was set
+        if "_local" in self.__dict__:
+            self.close()  # not when __init__ failed before it was set
 
-    def __getstate__(self) -> dict: return {"path": self.path, "_synchronous": self._synchronous}   # no connection
-    def __setstate__(self, state: dict) -> None: self.__dict__.update(state, _local=threading.local())
+    def __getstate__(self) -> dict:
+        return {"path": self.path, "_synchronous": self._synchronous}  # no connection
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _local=threading.local())
 
     def cash(self) -> float | None:
         with self._tx() as db:
@@ -128,32 +160,69 @@ class PortfolioStore:
 # %% ../nbs/09_portfolio.ipynb #ec970ee2
 @patch
 def add_order(self: PortfolioStore, order: Order) -> tuple[str, bool]:
-    "Record `order` as `new` before it is sent; (status, created). A known client id returns its current status instead: never a second order."
+    """Record `order` as `new` before it is sent; (status, created). A known client id returns its current status
+    instead: never a second order."""
     with self._tx() as db:
         row = db.execute("SELECT status FROM orders WHERE client_order_id = ?", (order.client_order_id,)).fetchone()
-        if row: return row[0], False
+        if row:
+            return row[0], False
         now = _now()
-        db.execute("INSERT INTO orders (client_order_id, pair, side, amount, type, price, intent, status, created_at, updated_at)"
-                   " VALUES (?,?,?,?,?,?,?,'new',?,?)", (order.client_order_id, order.pair, order.side, order.amount, order.type,
-                                                        order.price, order.intent, now, now))
+        db.execute(
+            "INSERT INTO orders (client_order_id, pair, side, amount, type, price, intent, status, created_at, "
+            "updated_at)"
+            " VALUES (?,?,?,?,?,?,?,'new',?,?)",
+            (
+                order.client_order_id,
+                order.pair,
+                order.side,
+                order.amount,
+                order.type,
+                order.price,
+                order.intent,
+                now,
+                now,
+            ),
+        )
     return "new", True
 
+
 @patch
-def set_status(self: PortfolioStore, client_order_id: str, status: str, *, exchange_order_id: str | None = None, note: str | None = None) -> None:
+def set_status(
+    self: PortfolioStore,
+    client_order_id: str,
+    status: str,
+    *,
+    exchange_order_id: str | None = None,
+    note: str | None = None,
+) -> None:
     "Move an order to `status` (a legal transition only)."
     with self._tx() as db:
         row = db.execute("SELECT status FROM orders WHERE client_order_id = ?", (client_order_id,)).fetchone()
-        if row is None: raise StateError(f"no order {client_order_id} in {self.path}")
+        if row is None:
+            raise StateError(f"no order {client_order_id} in {self.path}")
         check_transition(row[0], status, client_order_id)
-        db.execute("UPDATE orders SET status = ?, exchange_order_id = COALESCE(?, exchange_order_id), note = COALESCE(?, note),"
-                   " updated_at = ? WHERE client_order_id = ?", (status, exchange_order_id, note, _now(), client_order_id))
+        db.execute(
+            "UPDATE orders SET status = ?, exchange_order_id = COALESCE(?, exchange_order_id), note = COALESCE(?, "
+            "note),"
+            " updated_at = ? WHERE client_order_id = ?",
+            (status, exchange_order_id, note, _now(), client_order_id),
+        )
+
 
 @patch
 def note_send_attempt(self: PortfolioStore, client_order_id: str) -> None:
-    "Commit the time a send of this `new` order starts (its `updated_at`), before the request leaves: a look-up that finds nothing proves the order was never placed only once the venue's receive window has passed since then."
+    """Commit the time a send of this `new` order starts (its `updated_at`), before the request leaves: a look-up that
+    finds nothing proves the order was never placed only once the venue's receive window has passed since then."""
     with self._tx() as db:
-        if db.execute("UPDATE orders SET updated_at = ? WHERE client_order_id = ? AND status = 'new'", (_now(), client_order_id)).rowcount != 1:
+        if (
+            db.execute(
+                "UPDATE orders SET updated_at = ? WHERE client_order_id = ? AND status = 'new'",
+                (_now(), client_order_id),
+            ).rowcount
+            != 1
+        ):
             raise StateError(f"order {client_order_id} is not new: it must not be sent")
+
 
 @patch
 def order(self: PortfolioStore, client_order_id: str) -> dict | None:
@@ -163,37 +232,56 @@ def order(self: PortfolioStore, client_order_id: str) -> dict | None:
         row = db.execute("SELECT * FROM orders WHERE client_order_id = ?", (client_order_id,)).fetchone()
     return dict(row) if row else None
 
+
 @patch
 def orders(self: PortfolioStore, open_only: bool = False) -> pd.DataFrame:
     "All orders (or only those not in a final status), oldest first."
     where = f"WHERE status NOT IN ({','.join('?' * len(TERMINAL))})" if open_only else ""
     with self._tx() as db:
-        return pd.read_sql(f"SELECT * FROM orders {where} ORDER BY created_at, client_order_id", db, params=sorted(TERMINAL) if open_only else None)
+        return pd.read_sql(
+            f"SELECT * FROM orders {where} ORDER BY created_at, client_order_id",
+            db,
+            params=sorted(TERMINAL) if open_only else None,
+        )
+
 
 @patch
 def open_orders(self: PortfolioStore) -> list[dict]:
     "The orders not in a final status, oldest first, as plain rows (what a cycle's stages read)."
     with self._tx() as db:
         db.row_factory = sqlite3.Row
-        rows = db.execute(f"SELECT * FROM orders WHERE status NOT IN ({','.join('?' * len(TERMINAL))})"
-                          " ORDER BY created_at, client_order_id", sorted(TERMINAL)).fetchall()
+        rows = db.execute(
+            f"SELECT * FROM orders WHERE status NOT IN ({','.join('?' * len(TERMINAL))})"
+            " ORDER BY created_at, client_order_id",
+            sorted(TERMINAL),
+        ).fetchall()
     return [dict(r) for r in rows]
 
 # %% ../nbs/09_portfolio.ipynb #283eba51
 def _apply(position: tuple | None, side: str, amount: float, price: float) -> tuple[tuple | None, float]:
     "(new position as (sign, size, entry), realized pnl) after a fill on `position`."
     s = 1 if side == "buy" else -1
-    if position is None: return (s, amount, price), 0.0
+    if position is None:
+        return (s, amount, price), 0.0
     sign, size, entry = position
-    if sign == s: return (sign, size + amount, (size * entry + amount * price) / (size + amount)), 0.0
+    if sign == s:
+        return (sign, size + amount, (size * entry + amount * price) / (size + amount)), 0.0
     closed = min(size, amount)
     pnl = sign * (price - entry) * closed
-    if amount < size: return (sign, size - closed, entry), pnl
-    if amount == size: return None, pnl
+    if amount < size:
+        return (sign, size - closed, entry), pnl
+    if amount == size:
+        return None, pnl
     return (s, amount - size, price), pnl
 
-def settle_fill(order: tuple[str, float, float], position: Position | None, fill: Fill,
-                stop_loss: float | None = None, take_profit: float | None = None) -> tuple:
+
+def settle_fill(
+    order: tuple[str, float, float],
+    position: Position | None,
+    fill: Fill,
+    stop_loss: float | None = None,
+    take_profit: float | None = None,
+) -> tuple:
     """What one fill does, for every book: the order's new (status, filled), the position after it (None: flat),
     the realized P&L and the cash change. `order` is the order's (status, amount, filled) before the fill."""
     status, amount, filled = order
@@ -203,31 +291,65 @@ def settle_fill(order: tuple[str, float, float], position: Position | None, fill
     before = (position.sign, position.size, position.entry_price) if position is not None else None
     after, pnl = _apply(before, fill.side, fill.amount, fill.price)
     cash_change = (-1 if fill.side == "buy" else 1) * fill.amount * fill.price - fill.fee
-    if after is None: return (new_status, filled), None, pnl, cash_change
-    same_side = before is not None and before[0] == after[0]     # levels belong to a side: a flip starts without any
+    if after is None:
+        return (new_status, filled), None, pnl, cash_change
+    same_side = before is not None and before[0] == after[0]  # levels belong to a side: a flip starts without any
     sl = stop_loss if stop_loss is not None else (position.stop_loss if same_side else None)
     tp = take_profit if take_profit is not None else (position.take_profit if same_side else None)
-    return (new_status, filled), Position(fill.pair, "long" if after[0] > 0 else "short", after[1], after[2], sl, tp), pnl, cash_change
+    return (
+        (new_status, filled),
+        Position(fill.pair, "long" if after[0] > 0 else "short", after[1], after[2], sl, tp),
+        pnl,
+        cash_change,
+    )
 
 # %% ../nbs/09_portfolio.ipynb #dafeca12
 @patch
-def record_fill(self: PortfolioStore, fill: Fill, *, stop_loss: float | None = None, take_profit: float | None = None) -> bool:
-    "Record a fill, its order's progress, the position and the cash atomically; False when the trade id is already recorded."
+def record_fill(
+    self: PortfolioStore, fill: Fill, *, stop_loss: float | None = None, take_profit: float | None = None
+) -> bool:
+    """Record a fill, its order's progress, the position and the cash atomically; False when the trade id is already
+    recorded."""
     with self._tx() as db:
-        if db.execute("SELECT 1 FROM fills WHERE trade_id = ?", (fill.trade_id,)).fetchone(): return False
-        order = db.execute("SELECT status, amount, filled FROM orders WHERE client_order_id = ?", (fill.client_order_id,)).fetchone()
-        if order is None: raise StateError(f"fill {fill.trade_id} names unknown order {fill.client_order_id}")
-        row = db.execute("SELECT pair, side, size, entry_price, stop_loss, take_profit FROM positions WHERE pair = ?",
-                         (fill.pair,)).fetchone()
-        (status, filled), after, pnl, cash_change = settle_fill(order, Position(*row) if row else None, fill, stop_loss, take_profit)
-        db.execute("INSERT INTO fills VALUES (?,?,?,?,?,?,?,?,?)", (fill.trade_id, fill.client_order_id, fill.pair, fill.side,
-                   fill.amount, fill.price, fill.fee, str(fill.time), pnl))
-        db.execute("UPDATE orders SET filled = ?, status = ?, updated_at = ? WHERE client_order_id = ?",
-                   (filled, status, _now(), fill.client_order_id))
+        if db.execute("SELECT 1 FROM fills WHERE trade_id = ?", (fill.trade_id,)).fetchone():
+            return False
+        order = db.execute(
+            "SELECT status, amount, filled FROM orders WHERE client_order_id = ?", (fill.client_order_id,)
+        ).fetchone()
+        if order is None:
+            raise StateError(f"fill {fill.trade_id} names unknown order {fill.client_order_id}")
+        row = db.execute(
+            "SELECT pair, side, size, entry_price, stop_loss, take_profit FROM positions WHERE pair = ?", (fill.pair,)
+        ).fetchone()
+        (status, filled), after, pnl, cash_change = settle_fill(
+            order, Position(*row) if row else None, fill, stop_loss, take_profit
+        )
+        db.execute(
+            "INSERT INTO fills VALUES (?,?,?,?,?,?,?,?,?)",
+            (
+                fill.trade_id,
+                fill.client_order_id,
+                fill.pair,
+                fill.side,
+                fill.amount,
+                fill.price,
+                fill.fee,
+                str(fill.time),
+                pnl,
+            ),
+        )
+        db.execute(
+            "UPDATE orders SET filled = ?, status = ?, updated_at = ? WHERE client_order_id = ?",
+            (filled, status, _now(), fill.client_order_id),
+        )
         db.execute("UPDATE account SET cash = cash + ? WHERE id = 1", (cash_change,))
-        if after is None: db.execute("DELETE FROM positions WHERE pair = ?", (fill.pair,))
-        else: db.execute("INSERT OR REPLACE INTO positions VALUES (?,?,?,?,?,?,?)",
-                         (fill.pair, after.side, after.size, after.entry_price, after.stop_loss, after.take_profit, _now()))
+        if after is None:
+            db.execute("DELETE FROM positions WHERE pair = ?", (fill.pair,))
+        else:
+            db.execute(
+                "INSERT OR REPLACE INTO positions VALUES (?,?,?,?,?,?,?)",
+                (fill.pair, after.side, after.size, after.entry_price, after.stop_loss, after.take_profit, _now()),
+            )
     return True
 
 # %% ../nbs/09_portfolio.ipynb #47011364
@@ -235,52 +357,81 @@ def record_fill(self: PortfolioStore, fill: Fill, *, stop_loss: float | None = N
 def fills(self: PortfolioStore, client_order_id: str | None = None) -> pd.DataFrame:
     "The recorded fills (all, or of one order), oldest first; `time` as UTC timestamps."
     where, params = ("WHERE client_order_id = ?", (client_order_id,)) if client_order_id else ("", ())
-    with self._tx() as db: df = pd.read_sql(f"SELECT * FROM fills {where} ORDER BY time, trade_id", db, params=params)
+    with self._tx() as db:
+        df = pd.read_sql(f"SELECT * FROM fills {where} ORDER BY time, trade_id", db, params=params)
     df["time"] = pd.to_datetime(df["time"], utc=True, format="ISO8601")
     return df
+
 
 @patch
 def positions(self: PortfolioStore) -> dict[str, Position]:
     "The open positions by pair."
     with self._tx() as db:
-        rows = db.execute("SELECT pair, side, size, entry_price, stop_loss, take_profit FROM positions ORDER BY pair").fetchall()
+        rows = db.execute(
+            "SELECT pair, side, size, entry_price, stop_loss, take_profit FROM positions ORDER BY pair"
+        ).fetchall()
     return {r[0]: Position(*r) for r in rows}
+
 
 @patch
 def set_levels(self: PortfolioStore, pair: str, stop_loss: float, take_profit: float) -> None:
     "Move the stop and target of the open position on `pair`."
     with self._tx() as db:
-        if db.execute("UPDATE positions SET stop_loss = ?, take_profit = ?, updated_at = ? WHERE pair = ?",
-                      (stop_loss, take_profit, _now(), pair)).rowcount != 1:
+        if (
+            db.execute(
+                "UPDATE positions SET stop_loss = ?, take_profit = ?, updated_at = ? WHERE pair = ?",
+                (stop_loss, take_profit, _now(), pair),
+            ).rowcount
+            != 1
+        ):
             raise StateError(f"no open position on {pair}")
+
 
 @patch
 def mark(self: PortfolioStore, time, prices: dict[str, float]) -> dict:
     "Record and return equity (cash + signed positions at `prices`) and exposure at `time`."
     positions, cash = self.positions(), self.cash()
     missing = set(positions) - set(prices)
-    if missing: raise StateError(f"no price for open position(s) {sorted(missing)}")
+    if missing:
+        raise StateError(f"no price for open position(s) {sorted(missing)}")
     value = sum(p.sign * p.size * prices[p.pair] for p in positions.values())
     exposure = sum(p.size * prices[p.pair] for p in positions.values())
     snap = {"time": str(pd.Timestamp(time)), "equity": cash + value, "cash": cash, "exposure": exposure}
-    with self._tx() as db: db.execute("INSERT OR REPLACE INTO equity VALUES (:time, :equity, :cash, :exposure)", snap)
+    with self._tx() as db:
+        db.execute("INSERT OR REPLACE INTO equity VALUES (:time, :equity, :cash, :exposure)", snap)
     return snap
 
+
 @patch
-def journal(self: PortfolioStore, cycle_id: str, pair: str, time, *, inputs: dict, prediction: dict, decision, reasons) -> None:
+def journal(
+    self: PortfolioStore, cycle_id: str, pair: str, time, *, inputs: dict, prediction: dict, decision, reasons
+) -> None:
     "One row per cycle and pair: what went in, what the model said, what was decided and why."
     with self._tx() as db:
-        db.execute("INSERT OR REPLACE INTO journal VALUES (?,?,?,?,?,?,?)",
-                   (cycle_id, pair, str(pd.Timestamp(time)), json.dumps(inputs, default=str), json.dumps(prediction, default=str),
-                    json.dumps(asdict(decision) if hasattr(decision, "__dataclass_fields__") else decision, default=str),
-                    json.dumps(list(reasons))))
+        db.execute(
+            "INSERT OR REPLACE INTO journal VALUES (?,?,?,?,?,?,?)",
+            (
+                cycle_id,
+                pair,
+                str(pd.Timestamp(time)),
+                json.dumps(inputs, default=str),
+                json.dumps(prediction, default=str),
+                json.dumps(asdict(decision) if hasattr(decision, "__dataclass_fields__") else decision, default=str),
+                json.dumps(list(reasons)),
+            ),
+        )
+
 
 @patch
 def journal_rows(self: PortfolioStore) -> list[dict]:
     "The journal, oldest first, its JSON read back."
-    with self._tx() as db: rows = db.execute("SELECT * FROM journal ORDER BY time, pair").fetchall()
+    with self._tx() as db:
+        rows = db.execute("SELECT * FROM journal ORDER BY time, pair").fetchall()
     keys = ("cycle_id", "pair", "time", "inputs", "prediction", "decision", "reasons")
-    return [{**dict(zip(keys, r)), "time": pd.Timestamp(r[2]), **{k: json.loads(v) for k, v in zip(keys[3:], r[3:])}} for r in rows]
+    return [
+        {**dict(zip(keys, r)), "time": pd.Timestamp(r[2]), **{k: json.loads(v) for k, v in zip(keys[3:], r[3:])}}
+        for r in rows
+    ]
 
 # %% ../nbs/09_portfolio.ipynb #7b023579
 @patch
@@ -289,16 +440,20 @@ def save_runtime(self: PortfolioStore, key: str, value) -> None:
     with self._tx() as db:
         db.execute("INSERT OR REPLACE INTO runtime VALUES (?, ?, ?)", (key, json.dumps(value, default=str), _now()))
 
+
 @patch
 def load_runtime(self: PortfolioStore, key: str, default=None):
     "The value kept under `key`, or `default`."
-    with self._tx() as db: row = db.execute("SELECT value FROM runtime WHERE key = ?", (key,)).fetchone()
+    with self._tx() as db:
+        row = db.execute("SELECT value FROM runtime WHERE key = ?", (key,)).fetchone()
     return json.loads(row[0]) if row else default
+
 
 @patch
 def equity_curve(self: PortfolioStore) -> pd.DataFrame:
     "Every mark so far (equity, cash, exposure), indexed by time."
-    with self._tx() as db: df = pd.read_sql("SELECT * FROM equity ORDER BY time", db)
+    with self._tx() as db:
+        df = pd.read_sql("SELECT * FROM equity ORDER BY time", db)
     return df.set_index(pd.to_datetime(df.pop("time"), utc=True, format="ISO8601"))
 
 # %% ../nbs/09_portfolio.ipynb #1c0c67c1
@@ -306,8 +461,12 @@ def equity_curve(self: PortfolioStore) -> pd.DataFrame:
 @contextmanager
 def batch(self: PortfolioStore):
     "Every operation of this thread inside the block in one transaction: committed at its end, none of it if it raises."
-    if self._connect() and self._local.batch: yield; return          # already inside one: part of it
+    if self._connect() and self._local.batch:
+        yield
+        return  # already inside one: part of it
     with self._tx():
         self._local.batch = True
-        try: yield
-        finally: self._local.batch = False
+        try:
+            yield
+        finally:
+            self._local.batch = False

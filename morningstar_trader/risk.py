@@ -21,6 +21,7 @@ __all__ = ['RiskState', 'update_state', 'stopped_out', 'MarketRules', 'Verdict',
 @dataclass(frozen=True)
 class RiskState:
     "Trading state, equity peak, the day's starting equity and per-pair cooldowns (bar index until which entries wait)."
+
     trading: str
     peak_equity: float
     day: date
@@ -44,19 +45,28 @@ class RiskState:
     def from_json(cls, d: dict) -> RiskState:
         return cls(**{**d, "day": date.fromisoformat(d["day"])})
 
+
 def update_state(state: RiskState, equity: float, now, risk: RiskSettings) -> RiskState:
     "The state after marking equity at time `now`."
     today = pd.Timestamp(now).date()
     s = state
     if today != s.day:
-        s = replace(s, day=today, day_start_equity=equity, **({"trading": "active", "why": "new day"} if s.trading == "reducing" else {}))
+        s = replace(
+            s,
+            day=today,
+            day_start_equity=equity,
+            **({"trading": "active", "why": "new day"} if s.trading == "reducing" else {}),
+        )
     s = replace(s, peak_equity=max(s.peak_equity, equity))
     drawdown, day_loss = 1 - equity / s.peak_equity, 1 - equity / s.day_start_equity
     if s.trading != "halted" and drawdown >= risk.max_drawdown:
         return replace(s, trading="halted", why=f"drawdown {drawdown:.2%} reached max_drawdown {risk.max_drawdown:.2%}")
     if s.trading == "active" and day_loss >= risk.daily_loss_limit:
-        return replace(s, trading="reducing", why=f"daily loss {day_loss:.2%} reached daily_loss_limit {risk.daily_loss_limit:.2%}")
+        return replace(
+            s, trading="reducing", why=f"daily loss {day_loss:.2%} reached daily_loss_limit {risk.daily_loss_limit:.2%}"
+        )
     return s
+
 
 def stopped_out(state: RiskState, pair: str, bar: int, risk: RiskSettings) -> RiskState:
     "Start the pair's cooldown after a stop-loss exit at `bar`."
@@ -65,7 +75,9 @@ def stopped_out(state: RiskState, pair: str, bar: int, risk: RiskSettings) -> Ri
 # %% ../nbs/08a_risk.ipynb #81214d43
 @dataclass(frozen=True)
 class MarketRules:
-    "The exchange's limits for one market: amount step, minimum amount and minimum notional (ccxt's precision and limits)."
+    """The exchange's limits for one market: amount step, minimum amount and minimum notional (ccxt's precision and
+    limits)."""
+
     amount_step: float | None = None
     min_amount: float = 0.0
     min_notional: float = 0.0
@@ -74,47 +86,80 @@ class MarketRules:
     def from_ccxt(cls, market: dict) -> MarketRules:
         "From a ccxt market (`exchange.markets[pair]`) whose precision mode is TICK_SIZE (ccxt's default for Binance)."
         limits = market.get("limits") or {}
-        return cls((market.get("precision") or {}).get("amount"), (limits.get("amount") or {}).get("min") or 0.0,
-                   (limits.get("cost") or {}).get("min") or 0.0)
+        return cls(
+            (market.get("precision") or {}).get("amount"),
+            (limits.get("amount") or {}).get("min") or 0.0,
+            (limits.get("cost") or {}).get("min") or 0.0,
+        )
 
     def round_amount(self, amount: float) -> float:
         "Down to the amount step (never up: never more than decided)."
-        if not self.amount_step: return amount
+        if not self.amount_step:
+            return amount
         steps = math.floor(amount / self.amount_step + 1e-9)
         return round(steps * self.amount_step, 12)
 
     def is_dust(self, size: float, price: float) -> bool:
-        "Too small to trade on its own (below the step, the minimum amount or the minimum notional): a remainder, not a position."
+        """Too small to trade on its own (below the step, the minimum amount or the minimum notional): a remainder, not
+        a position."""
         size = self.round_amount(size)
         return size <= 0 or size < self.min_amount or size * price < self.min_notional
+
 
 @dataclass(frozen=True)
 class Verdict:
     "The order as it may go out (None: denied), and why."
+
     decision: Decision | None
     reason: str
 
 # %% ../nbs/08a_risk.ipynb #9eef3240
-def check_order(decision: Decision, *, state: RiskState, positions: dict[str, Position], prices: dict[str, float],
-                equity: float, bar: int, risk: RiskSettings, market: MarketRules = MarketRules()) -> Verdict:
+def check_order(
+    decision: Decision,
+    *,
+    state: RiskState,
+    positions: dict[str, Position],
+    prices: dict[str, float],
+    equity: float,
+    bar: int,
+    risk: RiskSettings,
+    market: MarketRules = MarketRules(),
+) -> Verdict:
     "Approve (possibly rounded down to the exchange's step) or deny one decision, with the reason."
-    if not decision.action.startswith("open_"): return Verdict(decision, "exits and adjustments are always allowed")
+    if not decision.action.startswith("open_"):
+        return Verdict(decision, "exits and adjustments are always allowed")
     pair, price = decision.pair, prices[decision.pair]
     deny = lambda why: Verdict(None, f"{decision.action} {pair} denied: {why}")
-    if state.trading != "active": return deny(f"trading is {state.trading} ({state.why})")
-    if bar < state.cooldown_until.get(pair, -1): return deny(f"cooldown after a stop-out until bar {state.cooldown_until[pair]}")
-    if pair in positions: return deny("a position is already open")
-    if len(positions) >= risk.max_open_positions: return deny(f"{len(positions)} positions open, max_open_positions {risk.max_open_positions}")
+    if state.trading != "active":
+        return deny(f"trading is {state.trading} ({state.why})")
+    if bar < state.cooldown_until.get(pair, -1):
+        return deny(f"cooldown after a stop-out until bar {state.cooldown_until[pair]}")
+    if pair in positions:
+        return deny("a position is already open")
+    if len(positions) >= risk.max_open_positions:
+        return deny(f"{len(positions)} positions open, max_open_positions {risk.max_open_positions}")
     size = market.round_amount(decision.size)
     notional = size * price
     if size <= 0 or size < market.min_amount or notional < market.min_notional:
-        return deny(f"size {size:g} (notional {notional:.2f}) is below the exchange minimum (amount {market.min_amount:g}, notional {market.min_notional:g})")
+        return deny(
+            f"size {size:g} (notional {notional:.2f}) is below the exchange minimum (amount {market.min_amount:g}, "
+            f"notional {market.min_notional:g})"
+        )
     if notional > risk.max_position_fraction * equity * (1 + 1e-9):
-        return deny(f"notional {notional:.2f} exceeds max_position_fraction {risk.max_position_fraction:g} of equity {equity:.2f}")
+        return deny(
+            f"notional {notional:.2f} exceeds max_position_fraction {risk.max_position_fraction:g} of equity "
+            f"{equity:.2f}"
+        )
     if risk.max_position_notional and notional > risk.max_position_notional * (1 + 1e-9):
         return deny(f"notional {notional:.2f} exceeds max_position_notional {risk.max_position_notional:g}")
     exposure = sum(p.size * prices[p.pair] for p in positions.values()) + notional
     if exposure > risk.max_total_exposure * equity * (1 + 1e-9):
-        return deny(f"total exposure {exposure:.2f} would exceed max_total_exposure {risk.max_total_exposure:g} of equity {equity:.2f}")
+        return deny(
+            f"total exposure {exposure:.2f} would exceed max_total_exposure {risk.max_total_exposure:g} of equity "
+            f"{equity:.2f}"
+        )
     approved = replace(decision, size=size) if size != decision.size else decision
-    return Verdict(approved, "approved" + (f" (size rounded down from {decision.size:g} to {size:g})" if size != decision.size else ""))
+    return Verdict(
+        approved,
+        "approved" + (f" (size rounded down from {decision.size:g} to {size:g})" if size != decision.size else ""),
+    )

@@ -24,13 +24,16 @@ __all__ = ['window_mean', 'window_std', 'RuleFeatureSettings', 'RuleFeatures', '
 def _windows(x: np.ndarray, p: int) -> list[np.ndarray]:
     "The k-th newest value of every full window of `p` values, for k = 0 .. p-1."
     n = len(x) - p + 1
-    return [x[p - 1 - k: p - 1 - k + n] for k in range(p)]
+    return [x[p - 1 - k : p - 1 - k + n] for k in range(p)]
+
 
 def window_mean(x: np.ndarray, p: int) -> np.ndarray:
     "The mean of the `p` values up to each position (NaN before the first full window)."
     out = np.full(len(x), np.nan)
-    if len(x) >= p: out[p - 1:] = reduce(np.add, _windows(x, p)) / p
+    if len(x) >= p:
+        out[p - 1 :] = reduce(np.add, _windows(x, p)) / p
     return out
+
 
 def window_std(x: np.ndarray, p: int) -> np.ndarray:
     "The population standard deviation of the `p` values up to each position (NaN before the first full window)."
@@ -38,34 +41,44 @@ def window_std(x: np.ndarray, p: int) -> np.ndarray:
     if len(x) >= p:
         parts = _windows(x, p)
         mean = reduce(np.add, parts) / p
-        out[p - 1:] = np.sqrt(reduce(np.add, [(v - mean) ** 2 for v in parts]) / p)
+        out[p - 1 :] = np.sqrt(reduce(np.add, [(v - mean) ** 2 for v in parts]) / p)
     return out
 
 # %% ../nbs/13a_rules.ipynb #8d658359
 @dataclass(frozen=True)
 class RuleFeatureSettings:
     "What the cycle reads of a preparation's settings: a rule joins no alternative data, and decides on one bar."
+
     alt_data: tuple = ()
     window: int = 1
+
 
 @dataclass(frozen=True)
 class RuleFeatures:
     "The fast SMA, the slow SMA and the volatility of every bar: a rule's inputs, as a model's preparation gives them."
+
     rule: RuleSettings
     timeframe: str
     settings: RuleFeatureSettings = RuleFeatureSettings()
 
     @property
-    def technical_names(self) -> list[str]: return ["sma_fast", "sma_slow", "realized_vol"]   # a list, as a model's
+    def technical_names(self) -> list[str]:
+        return ["sma_fast", "sma_slow", "realized_vol"]  # a list, as a model's
+
     @property
-    def context_names(self) -> list[str]: return []
+    def context_names(self) -> list[str]:
+        return []
+
     @property
-    def min_bars(self) -> int: return max(self.rule.slow, self.rule.vol_period + 1)
+    def min_bars(self) -> int:
+        return max(self.rule.slow, self.rule.vol_period + 1)
 
     def values(self, close: np.ndarray) -> np.ndarray:
         "(n, 3): fast SMA, slow SMA and volatility at each of the closes (NaN until each window is full)."
         r, returns = self.rule, np.r_[np.nan, np.diff(np.log(close))]
-        return np.column_stack([window_mean(close, r.fast), window_mean(close, r.slow), window_std(returns, r.vol_period)])
+        return np.column_stack(
+            [window_mean(close, r.fast), window_mean(close, r.slow), window_std(returns, r.vol_period)]
+        )
 
     def frame(self, bars: Bars) -> pd.DataFrame:
         "The values at every bar of `bars`, one column per technical name."
@@ -76,7 +89,9 @@ class RuleFeatures:
         "One decision row per bar whose values are all known."
         ok = features.notna().all(axis=1).to_numpy()
         technical = features.to_numpy(np.float64)[ok][:, None, :]
-        return Features(pair, features.index[ok], technical, np.zeros((int(ok.sum()), 0)), tuple(self.technical_names), ())
+        return Features(
+            pair, features.index[ok], technical, np.zeros((int(ok.sum()), 0)), tuple(self.technical_names), ()
+        )
 
 # %% ../nbs/13a_rules.ipynb #1246f98f
 @patch
@@ -86,22 +101,33 @@ def latest(self: RuleFeatures, candles: dict[str, tuple[np.ndarray, np.ndarray]]
     pairs, rows, ends, errors, need = [], [], [], {}, self.min_bars
     for pair, (times, ohlcv) in candles.items():
         row = self.values(ohlcv[-need:, 3])[-1] if len(times) >= need else None
-        if row is None: errors[pair] = f"{pair}: {len(times)} candles, the rule needs {need}"
-        elif not np.isfinite(row).all(): errors[pair] = f"{pair}: a value of the newest bar is not finite"
-        else: pairs.append(pair); rows.append(row); ends.append(times[-1])
+        if row is None:
+            errors[pair] = f"{pair}: {len(times)} candles, the rule needs {need}"
+        elif not np.isfinite(row).all():
+            errors[pair] = f"{pair}: a value of the newest bar is not finite"
+        else:
+            pairs.append(pair)
+            rows.append(row)
+            ends.append(times[-1])
     technical = np.array(rows, np.float64).reshape(len(rows), 1, len(self.technical_names))
-    return Latest(tuple(pairs), np.asarray(ends, np.int64), technical, np.zeros((len(rows), 0)), technical[:, -1]), errors
+    return Latest(
+        tuple(pairs), np.asarray(ends, np.int64), technical, np.zeros((len(rows), 0)), technical[:, -1]
+    ), errors
 
 # %% ../nbs/13a_rules.ipynb #87a11b4b
 @dataclass(frozen=True)
 class RuleModel:
     "A rule in the place of a trained model: the cycle and the backtest ask it what they ask a `MorningstarModel`."
+
     prep: RuleFeatures
 
     @property
     def metadata(self) -> dict:
         rule = self.prep.rule.model_dump()
-        return {"rule": rule, "files": {"rule": json.dumps(rule, sort_keys=True)}}   # files: the id of the journal's rows
+        return {
+            "rule": rule,
+            "files": {"rule": json.dumps(rule, sort_keys=True)},
+        }  # files: the id of the journal's rows
 
     @property
     def path(self) -> str:
@@ -116,9 +142,12 @@ class RuleModel:
         action = np.sign(x[:, 0] - x[:, 1]).astype(np.int64) if cross else np.ones(n, np.int64)
         return {"action": action, "confidence": np.ones(n), "volatility": x[:, 2].copy()}
 
+
 def signal_model(settings: Settings):
     "What a config trades: its rule (`settings.rule`), else the trained model it names (`model.name`, `model.version`)."
-    if settings.rule is not None: return RuleModel(RuleFeatures(settings.rule, settings.timeframe))
+    if settings.rule is not None:
+        return RuleModel(RuleFeatures(settings.rule, settings.timeframe))
     from morningstar_trader.model import MorningstarModel, resolve_model_dir
+
     s = settings
     return MorningstarModel.load(resolve_model_dir(s.paths.models_dir, s.model.name, s.model.version), s)

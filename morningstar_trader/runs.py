@@ -27,9 +27,11 @@ __all__ = ['RunError', 'RunRecord', 'check_parameters', 'new_run_id', 'ipc_kerne
 class RunError(MorningstarError):
     "A run could not start, or failed; the message says where its notebook is."
 
+
 @dataclass(frozen=True)
 class RunRecord:
     "One run as the index knows it."
+
     run_id: str
     mode: str
     status: str
@@ -38,9 +40,11 @@ class RunRecord:
     metrics: dict
     error: str | None = None
 
+
 _INDEX = """CREATE TABLE IF NOT EXISTS runs (
   run_id TEXT PRIMARY KEY, mode TEXT NOT NULL, params_hash TEXT NOT NULL, params TEXT NOT NULL, start TEXT, end TEXT,
   status TEXT NOT NULL, started_at TEXT NOT NULL, duration_s REAL, metrics TEXT, path TEXT NOT NULL, error TEXT)"""
+
 
 def _index(runs_dir: Path):
     runs_dir.mkdir(parents=True, exist_ok=True)
@@ -51,13 +55,20 @@ def _index(runs_dir: Path):
 # %% ../nbs/14_runs.ipynb #3bc686d0
 _SECRET_NAME = ("key", "secret", "password", "token", "passphrase")
 
+
 def check_parameters(params: dict) -> None:
     "Refuse parameters that name or contain a secret: they would be written into the run notebook."
     names = [k for k in params if any(w in k.lower() for w in _SECRET_NAME)]
-    if names: raise RunError(f"parameters {names} look like secrets; secrets come from the environment, never from run parameters")
+    if names:
+        raise RunError(
+            f"parameters {names} look like secrets; secrets come from the environment, never from run parameters"
+        )
     values = set(load_secrets().values())
     if any(isinstance(v, str) and any(s in v for s in values) for v in params.values()):
-        raise RunError("a run parameter contains the value of a configured secret; refusing to write it into the run notebook")
+        raise RunError(
+            "a run parameter contains the value of a configured secret; refusing to write it into the run notebook"
+        )
+
 
 def new_run_id(mode: str, now: datetime | None = None) -> str:
     "A sortable, unique run id: <mode>-<UTC time>-<random>."
@@ -68,12 +79,17 @@ def new_run_id(mode: str, now: datetime | None = None) -> str:
 def ipc_kernel_manager():
     "A jupyter_client kernel manager class whose kernels listen on local sockets, not TCP."
     from jupyter_client.manager import AsyncKernelManager
+
     class IpcKernelManager(AsyncKernelManager):
         def __init__(self, **kwargs):
-            import os, tempfile, uuid
+            import os
+            import tempfile
+            import uuid
+
             from jupyter_core.paths import jupyter_runtime_dir
+
             super().__init__(**kwargs)
-            self.transport = "ipc"       # socket files next to the connection file; removed at shutdown
+            self.transport = "ipc"  # socket files next to the connection file; removed at shutdown
             if not self.connection_file:  # else they would be ./kernel-ipc-N: two runs in one folder would share them
                 runtime = Path(jupyter_runtime_dir())
                 if len(str(runtime)) > 50:  # a socket path has at most 107 characters; the name adds about 50
@@ -81,89 +97,149 @@ def ipc_kernel_manager():
                 runtime.mkdir(parents=True, exist_ok=True)
                 self.connection_file = str(runtime / f"kernel-{uuid.uuid4()}.json")
             self.ip = str(Path(self.connection_file).with_suffix("")) + "-ipc"
+
     return IpcKernelManager
 
 # %% ../nbs/14_runs.ipynb #6fdd23e3
-def run_notebook(params: dict, *, runs_dir: str | Path, notebook: str | Path = "nbs/trading_cycle.ipynb",
-                 kernel: str = "python3", timeout_s: int = 3600) -> RunRecord:
+def run_notebook(
+    params: dict,
+    *,
+    runs_dir: str | Path,
+    notebook: str | Path = "nbs/trading_cycle.ipynb",
+    kernel: str = "python3",
+    timeout_s: int = 3600,
+) -> RunRecord:
     "Execute the cycle notebook with `params` through papermill; the executed copy and the index row record it."
     import papermill as pm
+
     notebook, runs_dir = Path(notebook), Path(runs_dir)
-    if not notebook.is_file(): raise RunError(f"cycle notebook not found: {notebook} (run from the project root or pass --notebook)")
+    if not notebook.is_file():
+        raise RunError(f"cycle notebook not found: {notebook} (run from the project root or pass --notebook)")
     check_parameters(params)
     known = set(pm.inspect_notebook(str(notebook)))
-    if unknown := sorted(set(params) - known): raise RunError(f"unknown parameter(s) {unknown} for {notebook.name}; it takes {sorted(known)}")
-    book = params.get("strategy") if params.get("mode") in ("paper", "live") else None     # a configured strategy's runs
-    run_id = params.get("run_id") or new_run_id(f"{params.get('mode', 'run')}-{book}" if book else params.get("mode", "run"))
+    if unknown := sorted(set(params) - known):
+        raise RunError(f"unknown parameter(s) {unknown} for {notebook.name}; it takes {sorted(known)}")
+    book = params.get("strategy") if params.get("mode") in ("paper", "live") else None  # a configured strategy's runs
+    run_id = params.get("run_id") or new_run_id(
+        f"{params.get('mode', 'run')}-{book}" if book else params.get("mode", "run")
+    )
     params = {**params, "run_id": run_id}
     started = datetime.now(timezone.utc)
     out = runs_dir / f"{started:%Y-%m-%d}" / f"{run_id}.ipynb"
-    try: out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e: raise RunError(f"cannot write runs under {runs_dir}: {e.strerror or e}") from None
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunError(f"cannot write runs under {runs_dir}: {e.strerror or e}") from None
     params_json = json.dumps(params, sort_keys=True, default=str)
     with _index(runs_dir) as db, db:
-        db.execute("INSERT INTO runs (run_id, mode, params_hash, params, start, end, status, started_at, path) VALUES (?,?,?,?,?,?,?,?,?)",
-                   (run_id, params.get("mode", ""), hashlib.sha256(params_json.encode()).hexdigest()[:16], params_json,
-                    params.get("start"), params.get("end"), "running", started.isoformat(), str(out)))
+        db.execute(
+            "INSERT INTO runs (run_id, mode, params_hash, params, start, end, status, started_at, path) VALUES "
+            "(?,?,?,?,?,?,?,?,?)",
+            (
+                run_id,
+                params.get("mode", ""),
+                hashlib.sha256(params_json.encode()).hexdigest()[:16],
+                params_json,
+                params.get("start"),
+                params.get("end"),
+                "running",
+                started.isoformat(),
+                str(out),
+            ),
+        )
     t, error, status = time.perf_counter(), None, "ok"
     try:
-        # the kernel works in the caller's directory, so the config's relative paths mean what they mean on the command line
-        pm.execute_notebook(str(notebook), str(out), parameters=params, kernel_name=kernel, cwd=str(Path.cwd()),
-                            progress_bar=False, execution_timeout=timeout_s, report_mode=False,
-                            kernel_manager_class=ipc_kernel_manager())
-    except pm.PapermillExecutionError as e: status, error = "failed", f"{e.ename}: {e.evalue}"
-    except Exception as e: status, error = "failed", f"{type(e).__name__}: {e}"
+        # the kernel works in the caller's directory, so the config's relative paths mean what they mean on the command
+        # line
+        pm.execute_notebook(
+            str(notebook),
+            str(out),
+            parameters=params,
+            kernel_name=kernel,
+            cwd=str(Path.cwd()),
+            progress_bar=False,
+            execution_timeout=timeout_s,
+            report_mode=False,
+            kernel_manager_class=ipc_kernel_manager(),
+        )
+    except pm.PapermillExecutionError as e:
+        status, error = "failed", f"{e.ename}: {e.evalue}"
+    except Exception as e:
+        status, error = "failed", f"{type(e).__name__}: {e}"
     duration = time.perf_counter() - t
     metrics = load_run(out).get("stats", {}) if out.exists() and status == "ok" else {}
     with _index(runs_dir) as db, db:
-        db.execute("UPDATE runs SET status = ?, duration_s = ?, metrics = ?, error = ? WHERE run_id = ?",
-                   (status, duration, json.dumps(metrics), error, run_id))
+        db.execute(
+            "UPDATE runs SET status = ?, duration_s = ?, metrics = ?, error = ? WHERE run_id = ?",
+            (status, duration, json.dumps(metrics), error, run_id),
+        )
     record = RunRecord(run_id, params.get("mode", ""), status, out, duration, metrics, error)
-    if status != "ok": raise RunError(f"run {run_id} failed: {error}; its notebook: {out}")
+    if status != "ok":
+        raise RunError(f"run {run_id} failed: {error}; its notebook: {out}")
     return record
 
 # %% ../nbs/14_runs.ipynb #ee62bee9
 def load_run(path_or_id: str | Path, runs_dir: str | Path | None = None) -> dict:
     "The scraps of a run notebook (by path, or by run id with `runs_dir`), as Python objects."
     import scrapbook as sb
+
     path = Path(path_or_id)
     if not path.suffix == ".ipynb":
-        if runs_dir is None: raise RunError("a run id needs runs_dir")
+        if runs_dir is None:
+            raise RunError("a run id needs runs_dir")
         with _index(Path(runs_dir)) as db:
             row = db.execute("SELECT path FROM runs WHERE run_id = ?", (str(path_or_id),)).fetchone()
-        if row is None: raise RunError(f"no run {path_or_id} in {Path(runs_dir) / 'index.sqlite'}")
+        if row is None:
+            raise RunError(f"no run {path_or_id} in {Path(runs_dir) / 'index.sqlite'}")
         path = Path(row[0])
-    if not path.is_file(): raise RunError(f"run notebook not found: {path}")
+    if not path.is_file():
+        raise RunError(f"run notebook not found: {path}")
     return {name: scrap.data for name, scrap in sb.read_notebook(str(path)).scraps.items()}
+
 
 def list_runs(runs_dir: str | Path) -> pd.DataFrame:
     "Every run in the index, newest first."
     with _index(Path(runs_dir)) as db:
-        df = pd.read_sql("SELECT run_id, mode, status, start, end, started_at, duration_s, metrics, params, path, error FROM runs "
-                         "ORDER BY started_at DESC", db)
+        df = pd.read_sql(
+            "SELECT run_id, mode, status, start, end, started_at, duration_s, metrics, params, path, error FROM runs "
+            "ORDER BY started_at DESC",
+            db,
+        )
     return df
 
 # %% ../nbs/14_runs.ipynb #d45e2fe7
 def export_html(path: str | Path) -> Path:
     "Write `<run>.html` next to the run notebook `path`; its path."
-    import logging, warnings
-    import nbconvert, nbformat
+    import logging
+    import warnings
+
+    import nbconvert
+    import nbformat
+
     path = Path(path)
     quiet = logging.getLogger("morningstar_trader.runs.html")
-    quiet.setLevel(logging.ERROR)       # "alternative text is missing": nbconvert adds a generic one to each plot
+    quiet.setLevel(logging.ERROR)  # "alternative text is missing": nbconvert adds a generic one to each plot
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"Your element with mimetype\(s\) dict_keys\(\['application/scrapbook")
-        html, _ = nbconvert.HTMLExporter(exclude_raw=True, log=quiet).from_notebook_node(nbformat.read(path, as_version=4))
+        warnings.filterwarnings(
+            "ignore", message=r"Your element with mimetype\(s\) dict_keys\(\['application/scrapbook"
+        )
+        html, _ = nbconvert.HTMLExporter(exclude_raw=True, log=quiet).from_notebook_node(
+            nbformat.read(path, as_version=4)
+        )
     out = path.with_suffix(".html")
     out.write_text(html)
     return out
 
 # %% ../nbs/14_runs.ipynb #187ba8b1
 def compare_runs(run_ids: list[str], runs_dir: str | Path, load=None) -> pd.DataFrame:
-    "Runs side by side (one column each): first the parameters that differ, then every statistic. `load(run_id)`: the scraps."
-    if len(run_ids) < 2: raise RunError("compare needs at least two run ids")
+    """Runs side by side (one column each): first the parameters that differ, then every statistic. `load(run_id)`: the
+    scraps."""
+    if len(run_ids) < 2:
+        raise RunError("compare needs at least two run ids")
     scraps = {rid: (load or (lambda r: load_run(r, runs_dir)))(rid) for rid in run_ids}
-    params = pd.DataFrame({rid: s.get("parameters", {}) for rid, s in scraps.items()}).drop(index="run_id", errors="ignore")
+    params = pd.DataFrame({rid: s.get("parameters", {}) for rid, s in scraps.items()}).drop(
+        index="run_id", errors="ignore"
+    )
     differ = params[params.astype(str).nunique(axis=1) > 1]
     stats = pd.DataFrame({rid: s.get("stats", {}) for rid, s in scraps.items()})
     return pd.concat({"parameter": differ, "stat": stats}).astype(object)

@@ -22,13 +22,17 @@ __all__ = ['SAMPLE_PAIRS', 'REGIMES', 'STAY_PROBABILITY', 'GARCH_ALPHA', 'GARCH_
 @dataclass(frozen=True)
 class SamplePair:
     "How one synthetic pair differs from the market: start price, volatility multiplier, typical volume per hour."
+
     start_price: float
     vol_scale: float
     volume: float
 
-SAMPLE_PAIRS = {"BTC/USDT": SamplePair(30_000.0, 1.0, 900.0),
-                "ETH/USDT": SamplePair(2_000.0, 1.25, 9_000.0),
-                "SOL/USDT": SamplePair(60.0, 1.8, 300_000.0)}
+
+SAMPLE_PAIRS = {
+    "BTC/USDT": SamplePair(30_000.0, 1.0, 900.0),
+    "ETH/USDT": SamplePair(2_000.0, 1.25, 9_000.0),
+    "SOL/USDT": SamplePair(60.0, 1.8, 300_000.0),
+}
 
 # Per hour: (drift, long-run volatility) of each regime: bull, bear, range.
 REGIMES = {"bull": (2.0e-4, 0.0065), "bear": (-2.4e-4, 0.0100), "range": (0.0, 0.0040)}
@@ -40,9 +44,11 @@ def _regime_path(rng: np.random.Generator, n: int) -> np.ndarray:
     k, out = len(REGIMES), np.empty(n, np.int64)
     switch, jump, state = rng.random(n) > STAY_PROBABILITY, rng.integers(1, k, n), rng.integers(k)
     for t in range(n):
-        if switch[t]: state = (state + jump[t]) % k
+        if switch[t]:
+            state = (state + jump[t]) % k
         out[t] = state
     return out
+
 
 def _garch_sigma(shocks: np.ndarray, long_run: np.ndarray) -> np.ndarray:
     "Conditional volatility per bar: GARCH(1,1) with unit-variance `shocks` around a moving long-run level."
@@ -53,8 +59,13 @@ def _garch_sigma(shocks: np.ndarray, long_run: np.ndarray) -> np.ndarray:
     return sigma
 
 # %% ../nbs/02b_sample_data.ipynb #a8aeb068
-def synthetic_candles(pairs: dict[str, SamplePair] = SAMPLE_PAIRS, start="2023-01-01", periods: int = 2 * 8760,
-                      timeframe: str = "1h", seed: int = 7) -> tuple[dict[str, pd.DataFrame], pd.Series]:
+def synthetic_candles(
+    pairs: dict[str, SamplePair] = SAMPLE_PAIRS,
+    start="2023-01-01",
+    periods: int = 2 * 8760,
+    timeframe: str = "1h",
+    seed: int = 7,
+) -> tuple[dict[str, pd.DataFrame], pd.Series]:
     "Raw candles (`timestamp` + OHLCV) per pair, and the hidden regime per bar."
     rng, hours = np.random.default_rng(seed), parse_timeframe(timeframe) / pd.Timedelta(hours=1)
     ts = pd.date_range(to_utc(start), periods=periods, freq=parse_timeframe(timeframe), name="timestamp")
@@ -73,51 +84,89 @@ def synthetic_candles(pairs: dict[str, SamplePair] = SAMPLE_PAIRS, start="2023-0
         high = np.maximum(open_, close) * np.exp(0.5 * sigma * np.abs(rng.standard_normal(periods)))
         low = np.minimum(open_, close) * np.exp(-0.5 * sigma * np.abs(rng.standard_normal(periods)))
         volume = spec.volume * hours * seasonal * (1 + 2 * np.abs(r) / sigma) * rng.lognormal(-0.5, 0.5, periods)
-        out[pair] = pd.DataFrame({"timestamp": ts, "open": open_, "high": high, "low": low, "close": close, "volume": volume})
+        out[pair] = pd.DataFrame(
+            {"timestamp": ts, "open": open_, "high": high, "low": low, "close": close, "volume": volume}
+        )
     return out, pd.Series(np.array(list(REGIMES))[regime], index=ts, name="regime")
 
 # %% ../nbs/02b_sample_data.ipynb #c2a5e6b0
-def write_sample_data(store: CandleStore, *, exchange: str = "synthetic", pairs: tuple[str, ...] | None = None,
-                      start="2023-01-01", periods: int = 2 * 8760, timeframe: str = "1h", seed: int = 7,
-                      alt_store=None) -> list[SaveResult]:
+def write_sample_data(
+    store: CandleStore,
+    *,
+    exchange: str = "synthetic",
+    pairs: tuple[str, ...] | None = None,
+    start="2023-01-01",
+    periods: int = 2 * 8760,
+    timeframe: str = "1h",
+    seed: int = 7,
+    alt_store=None,
+) -> list[SaveResult]:
     """Generate the sample set (all SAMPLE_PAIRS, or `pairs`) and save it to `store`, marked synthetic; with `alt_store`
     (an `AltStore`), the synthetic alternative series of the same candles too (`write_sample_alt`)."""
     unknown = set(pairs or ()) - set(SAMPLE_PAIRS)
-    if unknown: raise ValueError(f"no sample data for {sorted(unknown)}; available: {list(SAMPLE_PAIRS)}")
+    if unknown:
+        raise ValueError(f"no sample data for {sorted(unknown)}; available: {list(SAMPLE_PAIRS)}")
     chosen = {p: SAMPLE_PAIRS[p] for p in (pairs or SAMPLE_PAIRS)}
     raw, _ = synthetic_candles(chosen, start, periods, timeframe, seed)
     saved = [store.save(validated_bars(df, exchange, pair, timeframe)[0], "synthetic") for pair, df in raw.items()]
-    if alt_store is not None: write_sample_alt(alt_store, raw, seed)
+    if alt_store is not None:
+        write_sample_alt(alt_store, raw, seed)
     return saved
 
 # %% ../nbs/02b_sample_data.ipynb #b6829770
 def synthetic_alt(raw: dict[str, pd.DataFrame], seed: int = 7) -> dict[tuple[str, str], pd.DataFrame]:
-    "Synthetic alternative rows by (source, key), from the candles of `synthetic_candles`: Fear & Greed, funding, headlines."
+    """Synthetic alternative rows by (source, key), from the candles of `synthetic_candles`: Fear & Greed, funding,
+    headlines."""
     from morningstar_trader.alt_providers import LAGS, validated_series
+
     rng, out, heads = np.random.default_rng(seed + 1), {}, []
     for pair, df in raw.items():
         close = df.set_index("timestamp")["close"]
-        before = close.shift(1)                                   # the close of the bar that ended at each open time
+        before = close.shift(1)  # the close of the bar that ended at each open time
         r24 = np.log(before / before.shift(24))
         t8 = close.index[(close.index.hour % 8 == 0) & r24.notna().to_numpy()]
         asset = pair.split("/")[0]
         rate = 1e-4 + 2e-3 * r24[t8].to_numpy() + rng.normal(0, 5e-5, len(t8))
-        out[("funding", asset)] = validated_series(pd.DataFrame({"event_time": t8, "available_at": t8 + LAGS["funding"], "asset": asset,
-                                                                 "funding_rate": rate}), "funding", ("funding_rate",))
+        out[("funding", asset)] = validated_series(
+            pd.DataFrame(
+                {"event_time": t8, "available_at": t8 + LAGS["funding"], "asset": asset, "funding_rate": rate}
+            ),
+            "funding",
+            ("funding_rate",),
+        )
         days = close.index[(close.index.hour == 0) & r24.notna().to_numpy()]
         heads += [(t, asset, x) for t, x in zip(days, r24[days]) if abs(x) > 0.03]
         if pair == "BTC/USDT" or ("fear_greed", "fear_greed") not in out:
             r30 = np.log(before / before.shift(24 * 30))[days].fillna(0).to_numpy()
             v = np.clip(np.round(50 + 40 * np.tanh(5 * r30) + rng.normal(0, 5, len(days))), 0, 100)
-            out[("fear_greed", "fear_greed")] = validated_series(pd.DataFrame(
-                {"event_time": days, "available_at": days + LAGS["fear_greed"], "asset": "", "value": v}), "fear_greed", ("value",))
-    news = pd.DataFrame({"event_time": [h[0] for h in heads], "id": [f"synthetic:{h[1]}:{h[0].isoformat()}" for h in heads],
-                         "title": [f"SYNTHETIC: {h[1]} {'jumps' if h[2] > 0 else 'drops'} {abs(h[2]):.1%} in 24 hours" for h in heads],
-                         "url": "", "origin": "synthetic", "assets": [h[1] for h in heads]})
-    out[("news", "headlines")] = news.assign(available_at=news["event_time"])[["event_time", "available_at", "id", "title", "url", "origin", "assets"]]
+            out[("fear_greed", "fear_greed")] = validated_series(
+                pd.DataFrame({"event_time": days, "available_at": days + LAGS["fear_greed"], "asset": "", "value": v}),
+                "fear_greed",
+                ("value",),
+            )
+    news = pd.DataFrame(
+        {
+            "event_time": [h[0] for h in heads],
+            "id": [f"synthetic:{h[1]}:{h[0].isoformat()}" for h in heads],
+            "title": [
+                f"SYNTHETIC: {h[1]} {'jumps' if h[2] > 0 else 'drops'} {abs(h[2]):.1%} in 24 hours" for h in heads
+            ],
+            "url": "",
+            "origin": "synthetic",
+            "assets": [h[1] for h in heads],
+        }
+    )
+    out[("news", "headlines")] = news.assign(available_at=news["event_time"])[
+        ["event_time", "available_at", "id", "title", "url", "origin", "assets"]
+    ]
     return out
+
 
 def write_sample_alt(alt_store, raw: dict[str, pd.DataFrame], seed: int = 7) -> dict[tuple[str, str], int]:
     "Save `synthetic_alt` rows to an `AltStore`, each file marked synthetic; rows stored by (source, key)."
-    return {(s, k): alt_store.save(s, k, rows, ident=("id",) if s == "news" else ("asset", "event_time"), origin="synthetic")[1]
-            for (s, k), rows in synthetic_alt(raw, seed).items()}
+    return {
+        (s, k): alt_store.save(
+            s, k, rows, ident=("id",) if s == "news" else ("asset", "event_time"), origin="synthetic"
+        )[1]
+        for (s, k), rows in synthetic_alt(raw, seed).items()
+    }

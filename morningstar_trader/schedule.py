@@ -25,15 +25,19 @@ __all__ = ['MissedBar', 'next_close', 'nearest_close', 'wait_for_close', 'run_sc
 class MissedBar(MorningstarError):
     "A cycle could not start in time for its bar close."
 
+
 _EPOCH, _MONDAY = pd.Timestamp(0, tz="UTC"), pd.Timestamp("1970-01-05", tz="UTC")
+
 
 def _origin(timeframe: str) -> pd.Timestamp:
     return _MONDAY if timeframe.endswith("w") else _EPOCH
+
 
 def next_close(t, timeframe: str) -> pd.Timestamp:
     "The first bar close strictly after `t`."
     step, origin = parse_timeframe(timeframe), _origin(timeframe)
     return origin + ((pd.Timestamp(t) - origin) // step + 1) * step
+
 
 def nearest_close(t, timeframe: str) -> pd.Timestamp:
     "The bar close nearest to `t` (a launch a little early or late still finds its bar)."
@@ -41,20 +45,35 @@ def nearest_close(t, timeframe: str) -> pd.Timestamp:
     return origin + ((pd.Timestamp(t) - origin + step / 2) // step) * step
 
 # %% ../nbs/16_schedule.ipynb #e563e7c7
-def wait_for_close(close, schedule: ScheduleSettings, *, clock: Callable[[], float] = time.time,
-                   sleep: Callable[[float], None] = time.sleep) -> float:
-    "Sleep until `close` + settle; the seconds after the close when it returns. `MissedBar` when it is already too late."
+def wait_for_close(
+    close,
+    schedule: ScheduleSettings,
+    *,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+) -> float:
+    """Sleep until `close` + settle; the seconds after the close when it returns. `MissedBar` when it is already too
+    late."""
     close = pd.Timestamp(close).timestamp()
     late = clock() - close
     if late > schedule.max_late_s:
-        raise MissedBar(f"missed bar {pd.Timestamp(close, unit='s', tz='UTC')}: ready {late:.1f} s after the close "
-                        f"(schedule.max_late_s is {schedule.max_late_s:g}); not trading late")
-    if (wait := close + schedule.settle_s - clock()) > 0: sleep(wait)
+        raise MissedBar(
+            f"missed bar {pd.Timestamp(close, unit='s', tz='UTC')}: ready {late:.1f} s after the close "
+            f"(schedule.max_late_s is {schedule.max_late_s:g}); not trading late"
+        )
+    if (wait := close + schedule.settle_s - clock()) > 0:
+        sleep(wait)
     return clock() - close
 
 # %% ../nbs/16_schedule.ipynb #32ded20d
-def run_schedule(job: Callable[[pd.Timestamp], object], *, timeframe: str, schedule: ScheduleSettings, lock_path: str | Path,
-                 max_runs: int | None = None) -> list[dict]:
+def run_schedule(
+    job: Callable[[pd.Timestamp], object],
+    *,
+    timeframe: str,
+    schedule: ScheduleSettings,
+    lock_path: str | Path,
+    max_runs: int | None = None,
+) -> list[dict]:
     "Run `job(close)` for every bar close from now on; one dict per bar: close, status (ok|failed|missed), detail."
     from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED
     from apscheduler.schedulers.background import BackgroundScheduler
@@ -62,35 +81,54 @@ def run_schedule(job: Callable[[pd.Timestamp], object], *, timeframe: str, sched
     from filelock import FileLock, Timeout
 
     step, lead = parse_timeframe(timeframe), pd.Timedelta(seconds=schedule.lead_s)
-    if lead >= step: raise MissedBar(f"schedule.lead_s {schedule.lead_s:g} s is not shorter than one {timeframe} bar")
+    if lead >= step:
+        raise MissedBar(f"schedule.lead_s {schedule.lead_s:g} s is not shorter than one {timeframe} bar")
     lock, outcomes, done = FileLock(str(lock_path)), [], threading.Event()
 
     def record(close, status, detail=""):
         outcomes.append({"close": close, "status": status, "detail": detail})
         (_log.info if status == "ok" else _log.warning)("bar %s: %s %s", close, status, detail)
-        if max_runs is not None and len(outcomes) >= max_runs: done.set()
+        if max_runs is not None and len(outcomes) >= max_runs:
+            done.set()
 
     def launch():
         close = nearest_close(pd.Timestamp.now(tz="UTC") + lead, timeframe)
-        try: lock.acquire(timeout=0)
-        except Timeout: return record(close, "missed", f"another run holds {lock_path}")
-        try: job(close)
-        except Exception as e: record(close, "failed", f"{type(e).__name__}: {e}")
-        else: record(close, "ok")
-        finally: lock.release()
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            return record(close, "missed", f"another run holds {lock_path}")
+        try:
+            job(close)
+        except Exception as e:
+            record(close, "failed", f"{type(e).__name__}: {e}")
+        else:
+            record(close, "ok")
+        finally:
+            lock.release()
 
-    def missed(event):   # a refused submission carries its launch times, a misfire its one launch time
-        why = "the previous run was still going" if event.code == EVENT_JOB_MAX_INSTANCES else "the scheduler woke too late"
+    def missed(event):  # a refused submission carries its launch times, a misfire its one launch time
+        why = (
+            "the previous run was still going"
+            if event.code == EVENT_JOB_MAX_INSTANCES
+            else "the scheduler woke too late"
+        )
         for at in getattr(event, "scheduled_run_times", None) or [event.scheduled_run_time]:
             record(nearest_close(pd.Timestamp(at) + lead, timeframe), "missed", why)
 
     first = next_close(pd.Timestamp.now(tz="UTC") + lead, timeframe) - lead
     scheduler = BackgroundScheduler(timezone="UTC")
     scheduler.add_listener(missed, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
-    scheduler.add_job(launch, IntervalTrigger(seconds=step.total_seconds(), start_date=first.to_pydatetime(), timezone="UTC"),
-                      max_instances=1, coalesce=True, misfire_grace_time=max(1, int(schedule.max_late_s)))
+    scheduler.add_job(
+        launch,
+        IntervalTrigger(seconds=step.total_seconds(), start_date=first.to_pydatetime(), timezone="UTC"),
+        max_instances=1,
+        coalesce=True,
+        misfire_grace_time=max(1, int(schedule.max_late_s)),
+    )
     _log.info("scheduling one %s cycle per bar; first launch %s for the close %s", timeframe, first, first + lead)
     scheduler.start()
-    try: done.wait()
-    finally: scheduler.shutdown(wait=True)
+    try:
+        done.wait()
+    finally:
+        scheduler.shutdown(wait=True)
     return outcomes

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from fastcore.basics import patch
 import pyarrow as pa
 import pyarrow.parquet as pq
+from fastcore.basics import patch
 
 from .candles import find_gaps
 from .types import Bars, MorningstarError, clip_repr, parse_timeframe
@@ -26,11 +26,14 @@ __all__ = ['SOURCES', 'StoreError', 'SaveResult', 'CandleStore']
 class StoreError(MorningstarError):
     "The candle store cannot read or write what was asked."
 
+
 SOURCES = ("exchange", "import", "synthetic")
+
 
 @dataclass(frozen=True)
 class SaveResult:
     "What one `save` did: rows added and replaced, rows now stored, and where."
+
     path: Path
     added: int
     replaced: int
@@ -39,36 +42,47 @@ class SaveResult:
 # %% ../nbs/02a_store.ipynb #2b44c332
 _META_KEY = b"morningstar_trader"
 
+
 def _write_atomic(table: pa.Table, path: Path) -> None:
     "Write `table` to `path` so that readers see the old file or the new one, never a partial one."
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         pq.write_table(table, tmp)
-        with open(tmp, "rb") as f: os.fsync(f.fileno())
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, path)
         dir_fd = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
-        try: os.fsync(dir_fd)
-        finally: os.close(dir_fd)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
     finally:
         tmp.unlink(missing_ok=True)
 
 # %% ../nbs/02a_store.ipynb #58feeb9f
 _EXCHANGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-_PART = r"[A-Za-z0-9][A-Za-z0-9.-]{0,31}"             # no '_': BTC/USDT is stored as BTC_USDT
+_PART = r"[A-Za-z0-9][A-Za-z0-9.-]{0,31}"  # no '_': BTC/USDT is stored as BTC_USDT
 _PAIR = re.compile(rf"{_PART}/{_PART}(?::{_PART})?")
+
 
 def _check_names(exchange: str, pair: str, timeframe: str) -> None:
     "A StoreError when a name could not be a plain folder or file name inside the store."
     if not (isinstance(exchange, str) and _EXCHANGE.fullmatch(exchange)):
-        raise StoreError(f"exchange name {clip_repr(exchange)} is not allowed in the store; use 1 to 64 letters, digits, "
-                         f"'.', '-' or '_', starting with a letter or digit (e.g. binance)")
+        raise StoreError(
+            f"exchange name {clip_repr(exchange)} is not allowed in the store; use 1 to 64 letters, digits, "
+            f"'.', '-' or '_', starting with a letter or digit (e.g. binance)"
+        )
     if not (isinstance(pair, str) and _PAIR.fullmatch(pair)):
-        raise StoreError(f"pair {clip_repr(pair)} is not allowed in the store; use BASE/QUOTE or BASE/QUOTE:SETTLE of letters, "
-                         f"digits, '.' or '-' (e.g. BTC/USDT)")
+        raise StoreError(
+            f"pair {clip_repr(pair)} is not allowed in the store; use BASE/QUOTE or BASE/QUOTE:SETTLE of letters, "
+            f"digits, '.' or '-' (e.g. BTC/USDT)"
+        )
     parse_timeframe(timeframe)  # a TimeframeError names what is allowed
+
 
 class CandleStore:
     "Parquet files of closed candles under `<data_dir>/processed/`."
+
     def __init__(self, data_dir: str | Path):
         self.root = Path(data_dir) / "processed"
 
@@ -78,10 +92,13 @@ class CandleStore:
         return self.root / exchange / f"{pair.replace('/', '_').replace(':', '_')}-{timeframe}.parquet"
 
     def _read(self, path: Path) -> tuple[pd.DataFrame, dict]:
-        try: table = pq.read_table(path)
-        except (OSError, pa.ArrowException) as e: raise StoreError(f"cannot read {path}: {e}") from None
+        try:
+            table = pq.read_table(path)
+        except (OSError, pa.ArrowException) as e:
+            raise StoreError(f"cannot read {path}: {e}") from None
         meta = json.loads((table.schema.metadata or {}).get(_META_KEY, b"{}"))
-        if not meta: raise StoreError(f"{path} was not written by this store (no {_META_KEY.decode()} metadata)")
+        if not meta:
+            raise StoreError(f"{path} was not written by this store (no {_META_KEY.decode()} metadata)")
         frame = table.to_pandas()
         frame.index = frame.index.as_unit("ns")
         return frame, meta
@@ -90,18 +107,26 @@ class CandleStore:
 @patch
 def save(self: CandleStore, bars: Bars, source: str) -> SaveResult:
     "Merge `bars` into the stored candles (new copies win) and write the result atomically; no candles is a StoreError."
-    if source not in SOURCES: raise StoreError(f"source must be one of {SOURCES}, got {clip_repr(source)}")
+    if source not in SOURCES:
+        raise StoreError(f"source must be one of {SOURCES}, got {clip_repr(source)}")
     path = self.path(bars.exchange, bars.pair, bars.timeframe)
-    if not len(bars): raise StoreError(f"no candles to save for {bars.exchange} {bars.pair} {bars.timeframe}; {path} was left as it was")
-    try: new = bars.frame.set_axis(bars.frame.index.as_unit("ns"))   # the store's unit, as `_read` gives it
-    except (ValueError, OverflowError) as e: raise StoreError(f"{bars.exchange} {bars.pair}: a candle time past the year 2262: {e}") from None
+    if not len(bars):
+        raise StoreError(
+            f"no candles to save for {bars.exchange} {bars.pair} {bars.timeframe}; {path} was left as it was"
+        )
+    try:
+        new = bars.frame.set_axis(bars.frame.index.as_unit("ns"))  # the store's unit, as `_read` gives it
+    except (ValueError, OverflowError) as e:
+        raise StoreError(f"{bars.exchange} {bars.pair}: a candle time past the year 2262: {e}") from None
     old, sources = new.iloc[:0], {source}
     if path.exists():
         old, meta = self._read(path)
         sources |= set(meta["sources"])
         if "synthetic" in sources and len(sources) > 1:
-            raise StoreError(f"{path} holds {'/'.join(meta['sources'])} candles; refusing to mix them with {source} candles "
-                             f"(use another exchange name or data dir for synthetic data)")
+            raise StoreError(
+                f"{path} holds {'/'.join(meta['sources'])} candles; refusing to mix them with {source} candles "
+                f"(use another exchange name or data dir for synthetic data)"
+            )
     overlap = old.index.intersection(new.index)
     replaced = int((old.loc[overlap] != new.loc[overlap]).any(axis=1).sum())
     merged = pd.concat([old.drop(index=overlap), new]).sort_index()
@@ -112,7 +137,8 @@ def save(self: CandleStore, bars: Bars, source: str) -> SaveResult:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         _write_atomic(table, path)
-    except OSError as e: raise StoreError(f"cannot write {path}: {e.strerror or e}") from None
+    except OSError as e:
+        raise StoreError(f"cannot write {path}: {e.strerror or e}") from None
     return SaveResult(path, len(bars) - len(overlap), replaced, len(merged))
 
 # %% ../nbs/02a_store.ipynb #3c80905b
@@ -125,8 +151,11 @@ def load(self: CandleStore, exchange: str, pair: str, timeframe: str, start=None
         raise StoreError(f"no candles stored for {exchange} {pair} {timeframe} under {self.root} (stored: {have})")
     frame, meta = self._read(path)
     if (meta["exchange"], meta["pair"], meta["timeframe"]) != (exchange, pair, timeframe):
-        raise StoreError(f"{path} holds {meta['exchange']} {meta['pair']} {meta['timeframe']}, not {exchange} {pair} {timeframe}")
+        raise StoreError(
+            f"{path} holds {meta['exchange']} {meta['pair']} {meta['timeframe']}, not {exchange} {pair} {timeframe}"
+        )
     return Bars(exchange, pair, timeframe, frame).between(start, end)
+
 
 @patch
 def catalog(self: CandleStore) -> pd.DataFrame:
@@ -135,7 +164,19 @@ def catalog(self: CandleStore) -> pd.DataFrame:
     for path in sorted(self.root.glob("*/*.parquet")):
         frame, meta = self._read(path)
         gaps = find_gaps(frame.index, parse_timeframe(meta["timeframe"]))
-        rows.append({**{k: meta[k] for k in ("exchange", "pair", "timeframe")}, "sources": ",".join(meta["sources"]),
-                     "rows": len(frame), "first": frame.index.min(), "last": frame.index.max(),
-                     "gaps": len(gaps), "missing_bars": int(gaps["missing"].sum()), "path": str(path)})
-    return pd.DataFrame(rows, columns=["exchange", "pair", "timeframe", "sources", "rows", "first", "last", "gaps", "missing_bars", "path"])
+        rows.append(
+            {
+                **{k: meta[k] for k in ("exchange", "pair", "timeframe")},
+                "sources": ",".join(meta["sources"]),
+                "rows": len(frame),
+                "first": frame.index.min(),
+                "last": frame.index.max(),
+                "gaps": len(gaps),
+                "missing_bars": int(gaps["missing"].sum()),
+                "path": str(path),
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=["exchange", "pair", "timeframe", "sources", "rows", "first", "last", "gaps", "missing_bars", "path"],
+    )

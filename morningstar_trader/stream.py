@@ -29,61 +29,98 @@ class StreamError(MorningstarError):
     "The candle stream cannot be used as configured (e.g. an exchange whose kline stream does not mark closed candles)."
 
 # %% ../nbs/02c_stream.ipynb #403184be
-_WEEK_MS, _MONDAY_MS = 7 * 86_400_000, 4 * 86_400_000     # weekly candles open on Mondays (1970-01-05)
+_WEEK_MS, _MONDAY_MS = 7 * 86_400_000, 4 * 86_400_000  # weekly candles open on Mondays (1970-01-05)
+
 
 def kline_problems(t_ms: int, o: float, h: float, l: float, c: float, v: float, step_ms: int) -> list[str]:
     "The candle rules a candle opening at `t_ms` (epoch ms) breaks, named as `check_candles` names them; [] if none."
     anchor = _MONDAY_MS if step_ms % _WEEK_MS == 0 else 0
     out = [] if (t_ms - anchor) % step_ms == 0 else [f"off the {step_ms // 1000} s grid"]
-    out += [f"missing or non-numeric {k}" for k, x in zip(("open", "high", "low", "close", "volume"), (o, h, l, c, v))
-            if not math.isfinite(x)]
-    if out[-1:] and "non-numeric" in out[-1]: return out
-    if min(o, h, l, c) <= 0: out.append("non-positive price")
-    if h < max(o, c, l): out.append("high below open/close/low")
-    if l > min(o, c): out.append("low above open/close")
-    if v < 0: out.append("negative volume")
+    out += [
+        f"missing or non-numeric {k}"
+        for k, x in zip(("open", "high", "low", "close", "volume"), (o, h, l, c, v))
+        if not math.isfinite(x)
+    ]
+    if out[-1:] and "non-numeric" in out[-1]:
+        return out
+    if min(o, h, l, c) <= 0:
+        out.append("non-positive price")
+    if h < max(o, c, l):
+        out.append("high below open/close/low")
+    if l > min(o, c):
+        out.append("low above open/close")
+    if v < 0:
+        out.append("negative volume")
     return out
 
 # %% ../nbs/02c_stream.ipynb #a4e693a1
-CLOSED_FLAG = {"binance": "x", "binanceusdm": "x"}      # exchanges whose kline stream marks a candle's final update
+CLOSED_FLAG = {"binance": "x", "binanceusdm": "x"}  # exchanges whose kline stream marks a candle's final update
 
-def stream_exchange(settings: ExchangeSettings, on_closed: Callable[[dict], None],
-                    on_connected: Callable[[], None] = lambda: None):
+
+def stream_exchange(
+    settings: ExchangeSettings, on_closed: Callable[[dict], None], on_connected: Callable[[], None] = lambda: None
+):
     """A ccxt.pro client for `settings` that calls `on_closed(kline)` for every closed kline (Binance's `k` object) and
     `on_connected()` whenever a connection opens."""
     import ccxt.pro
+
     if settings.id not in CLOSED_FLAG or not hasattr(ccxt.pro, settings.id):
-        raise StreamError(f"exchange.candles 'stream': the {settings.id!r} kline stream does not mark closed candles; "
-                          f"allowed: {', '.join(CLOSED_FLAG)}, or exchange.candles 'rest'")
+        raise StreamError(
+            f"exchange.candles 'stream': the {settings.id!r} kline stream does not mark closed candles; "
+            f"allowed: {', '.join(CLOSED_FLAG)}, or exchange.candles 'rest'"
+        )
+
     class ClosedKlines(getattr(ccxt.pro, settings.id)):
         def handle_ohlcv(self, client, message):
             k = message.get("k") if isinstance(message, dict) else None
-            if isinstance(k, dict) and k.get(CLOSED_FLAG[settings.id]) is True: on_closed(k)
+            if isinstance(k, dict) and k.get(CLOSED_FLAG[settings.id]) is True:
+                on_closed(k)
             return super().handle_ohlcv(client, message)
+
         def on_connected(self, client, message=None):
             on_connected()
             return super().on_connected(client, message)
-    ex = ClosedKlines({"enableRateLimit": settings.enable_rate_limit, "timeout": settings.timeout_ms,
-                       "options": {"defaultType": settings.market_type,
-                                   **EXCHANGE_OPTIONS.get(settings.id, lambda _: {})(settings.market_type)}})
-    if settings.sandbox: ex.set_sandbox_mode(True)
+
+    ex = ClosedKlines(
+        {
+            "enableRateLimit": settings.enable_rate_limit,
+            "timeout": settings.timeout_ms,
+            "options": {
+                "defaultType": settings.market_type,
+                **EXCHANGE_OPTIONS.get(settings.id, lambda _: {})(settings.market_type),
+            },
+        }
+    )
+    if settings.sandbox:
+        ex.set_sandbox_mode(True)
     api = ex.urls["api"]
-    if settings.api_url: api = {k: v if k == "ws" else point_urls(v, settings.api_url) for k, v in api.items()}
-    if settings.ws_url: api = {**api, "ws": point_urls(api["ws"], settings.ws_url)}
+    if settings.api_url:
+        api = {k: v if k == "ws" else point_urls(v, settings.api_url) for k, v in api.items()}
+    if settings.ws_url:
+        api = {**api, "ws": point_urls(api["ws"], settings.ws_url)}
     ex.urls["api"] = api
     return ex
 
 # %% ../nbs/02c_stream.ipynb #1ddd48d5
 class KlineStream:
     "Closed candles of `pairs` on `timeframe` from the exchange's websocket kline stream, kept by a background thread."
-    def __init__(self, settings: ExchangeSettings, pairs: tuple[str, ...], timeframe: str, *,
-                 markets: dict | None = None, keep: int = 100):
+
+    def __init__(
+        self,
+        settings: ExchangeSettings,
+        pairs: tuple[str, ...],
+        timeframe: str,
+        *,
+        markets: dict | None = None,
+        keep: int = 100,
+    ):
         self.settings, self.pairs, self.timeframe, self.keep = settings, tuple(pairs), timeframe, keep
         self.step_ms = int(parse_timeframe(timeframe).total_seconds() * 1000)
         self.exchange = stream_exchange(settings, self._on_closed, self._on_connected)
-        if markets is not None: self.exchange.set_markets(markets)   # the REST client's: no second load_markets
+        if markets is not None:
+            self.exchange.set_markets(markets)  # the REST client's: no second load_markets
         self._rows: dict[str, dict[int, tuple]] = {p: {} for p in self.pairs}
-        self.rejected: list[tuple[str, int, str]] = []      # (pair, open ms, why) of refused candles
+        self.rejected: list[tuple[str, int, str]] = []  # (pair, open ms, why) of refused candles
         self.connected, self.failures, self.last_error = False, 0, ""
         self._cond, self._thread, self._task = threading.Condition(), None, None
         self._ids: dict[str, str] = {}
@@ -95,24 +132,32 @@ class KlineStream:
         return self
 
     def _run(self) -> None:
-        try: asyncio.run(self._main())
-        except asyncio.CancelledError: pass      # `stop` cancels the watch: the end asked for
+        try:
+            asyncio.run(self._main())
+        except asyncio.CancelledError:
+            pass  # `stop` cancels the watch: the end asked for
 
     def _on_connected(self) -> None:
-        with self._cond: self.connected = True; self._cond.notify_all()
+        with self._cond:
+            self.connected = True
+            self._cond.notify_all()
 
     def stop(self, timeout_s: float = 5.0) -> None:
         "Close the connection and end the thread."
         loop = getattr(self, "_loop", None)
-        if loop is not None and self._task is not None: loop.call_soon_threadsafe(self._task.cancel)
-        if self._thread is not None: self._thread.join(timeout_s)
+        if loop is not None and self._task is not None:
+            loop.call_soon_threadsafe(self._task.cancel)
+        if self._thread is not None:
+            self._thread.join(timeout_s)
 
     def closed(self, pair: str, since_ns: int) -> tuple[np.ndarray, np.ndarray]:
         "The closed candles of `pair` opening at or after `since_ns`: open times (ns), (n, 5) OHLCV; oldest first."
         with self._cond:
             rows = sorted((t, r) for t, r in self._rows[pair].items() if t * 1_000_000 >= since_ns)
-        return (np.array([t * 1_000_000 for t, _ in rows], np.int64),
-                np.array([r for _, r in rows], np.float64).reshape(len(rows), 5))
+        return (
+            np.array([t * 1_000_000 for t, _ in rows], np.int64),
+            np.array([r for _, r in rows], np.float64).reshape(len(rows), 5),
+        )
 
     def wait(self, pairs, open_ns: int, timeout_s: float) -> bool:
         "Whether every one of `pairs` has its candle opening at `open_ns`, waiting up to `timeout_s` while connected."
@@ -120,7 +165,8 @@ class KlineStream:
         with self._cond:
             while any(t not in self._rows[p] for p in pairs):
                 left = deadline - time.monotonic()
-                if left <= 0 or not self.connected: return False
+                if left <= 0 or not self.connected:
+                    return False
                 self._cond.wait(left)
         return True
 
@@ -135,32 +181,44 @@ async def _main(self: KlineStream) -> None:
         while True:
             try:
                 if not self._ids:
-                    if not ex.markets: await ex.load_markets()
+                    if not ex.markets:
+                        await ex.load_markets()
                     self._ids = {ex.market(p)["id"]: p for p in self.pairs}
                 await ex.watch_ohlcv_for_symbols(subs)
                 if not self.connected:
-                    with self._cond: self.connected = True; self._cond.notify_all()
+                    with self._cond:
+                        self.connected = True
+                        self._cond.notify_all()
                 delay = 0.1
-            except asyncio.CancelledError: raise
-            except Exception as e:   # kept and logged; the cycle uses REST until the stream is back
-                with self._cond: self.connected = False; self._cond.notify_all()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # kept and logged; the cycle uses REST until the stream is back
+                with self._cond:
+                    self.connected = False
+                    self._cond.notify_all()
                 self.failures, self.last_error = self.failures + 1, f"{type(e).__name__}: {str(e)[:200]}"
                 _log.warning("candle stream: %s; subscribing again in %.1f s", self.last_error, delay)
                 await asyncio.sleep(delay)
                 delay = min(2 * delay, 5.0)
     finally:
-        with self._cond: self.connected = False; self._cond.notify_all()
+        with self._cond:
+            self.connected = False
+            self._cond.notify_all()
         await ex.close()
+
 
 @patch
 def _on_closed(self: KlineStream, k: dict) -> None:
     "Keep one closed kline of a subscribed pair if it keeps the candle rules; wake a waiting cycle."
     pair = self._ids.get(k.get("s"))
-    if pair is None: return
-    try: t, row = int(k["t"]), tuple(float(k[x]) for x in "ohlcv")
+    if pair is None:
+        return
+    try:
+        t, row = int(k["t"]), tuple(float(k[x]) for x in "ohlcv")
     except (KeyError, TypeError, ValueError) as e:
         t, row, why = k.get("t"), None, [f"unreadable kline: {type(e).__name__}: {e}"]
-    else: why = kline_problems(t, *row, self.step_ms)
+    else:
+        why = kline_problems(t, *row, self.step_ms)
     with self._cond:
         self.connected = True
         if why:
@@ -169,5 +227,6 @@ def _on_closed(self: KlineStream, k: dict) -> None:
         else:
             rows = self._rows[pair]
             rows[t] = row
-            while len(rows) > self.keep: del rows[min(rows)]
+            while len(rows) > self.keep:
+                del rows[min(rows)]
         self._cond.notify_all()

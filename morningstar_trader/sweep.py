@@ -37,14 +37,21 @@ __all__ = ['STRATEGY_PARAMS', 'FAST_KEYS', 'KERNEL_SECTIONS', 'TRAINING_SECTIONS
 class SweepError(MorningstarError):
     "The sweep cannot run; the message says why."
 
+
 class SweepGridError(SweepError, ConfigError):
     "A bad grid: unknown key, unreadable or out-of-range value (the CLI exits 2)."
+
 
 STRATEGY_PARAMS = {"sma_cross": {"fast": int, "slow": int}, "buy_hold": {}, "model": {"min_confidence": float}}
 # the settings each kind of backtest reads: the fixed-size path only its costs; the kernel every stage's settings
 FAST_KEYS = ("costs.taker_fee", "costs.slippage_bps")
 KERNEL_SECTIONS = ("decision", "risk", "costs", "execution")
-TRAINING_SECTIONS = ("training", "model", "features")   # the model's own settings: each point trains a model, walk-forward
+TRAINING_SECTIONS = (
+    "training",
+    "model",
+    "features",
+)  # the model's own settings: each point trains a model, walk-forward
+
 
 def training_grid(grid: dict) -> bool:
     "Whether the grid changes the model itself (then each point is a `train_model` run, evaluated on its folds)."
@@ -53,8 +60,12 @@ def training_grid(grid: dict) -> bool:
 # %% ../nbs/18_sweep.ipynb #b7c67b29
 def _value(text: str):
     import yaml
-    try: return yaml.safe_load(text)
-    except yaml.YAMLError: return text
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
 
 def parse_grid(items: list[str]) -> dict[str, list]:
     "`KEY=V1,V2,...` items as {key: [values]}; SweepGridError on a missing `=`, an empty or repeated key or value."
@@ -63,10 +74,14 @@ def parse_grid(items: list[str]) -> dict[str, list]:
         key, sep, values = item.partition("=")
         key, parts = key.strip(), [v.strip() for v in values.split(",")]
         if not sep or not key or not all(parts):
-            raise SweepGridError(f"--grid {item[:80]!r}: expected KEY=V1,V2,... with no empty key or value, e.g. fast=5,10,20")
-        if key in grid: raise SweepGridError(f"--grid {key}: given twice; put all its values in one --grid {key}=V1,V2")
+            raise SweepGridError(
+                f"--grid {item[:80]!r}: expected KEY=V1,V2,... with no empty key or value, e.g. fast=5,10,20"
+            )
+        if key in grid:
+            raise SweepGridError(f"--grid {key}: given twice; put all its values in one --grid {key}=V1,V2")
         vals = [_value(v) for v in parts]
-        if len({json.dumps(v, sort_keys=True) for v in vals}) < len(vals): raise SweepGridError(f"--grid {item[:80]!r}: a value repeats")
+        if len({json.dumps(v, sort_keys=True) for v in vals}) < len(vals):
+            raise SweepGridError(f"--grid {item[:80]!r}: a value repeats")
         grid[key] = vals
     return grid
 
@@ -74,43 +89,60 @@ def parse_grid(items: list[str]) -> dict[str, list]:
 def with_overrides(settings: Settings, overrides: dict) -> Settings:
     "`settings` with each dotted key (`section.field`) of `overrides` replaced, validated as the config file is."
     from pydantic import ValidationError
+
     from morningstar_trader.config import describe_errors
+
     tree = settings.model_dump()
     for key, value in overrides.items():
         section, _, name = key.partition(".")
         if not isinstance(tree.get(section), dict) or name not in tree[section]:
-            raise SweepGridError(f"--grid {key}: no such setting; a setting is section.field, e.g. decision.min_confidence")
+            raise SweepGridError(
+                f"--grid {key}: no such setting; a setting is section.field, e.g. decision.min_confidence"
+            )
         tree[section][name] = value
-    try: return Settings.model_validate(tree)
+    try:
+        return Settings.model_validate(tree)
     except ValidationError as e:
         raise SweepGridError(f"--grid {', '.join(overrides)}: " + "; ".join(describe_errors(e))) from None
 
 # %% ../nbs/18_sweep.ipynb #f4eb5037
 def check_grid(grid: dict[str, list], strategy: str, settings: Settings, fixed_size: bool) -> dict[str, list]:
-    "The grid with typed values; SweepGridError naming the key when it means nothing to this backtest or a value is bad."
-    if strategy not in STRATEGY_PARAMS: raise SweepGridError(f"strategy {strategy!r}: allowed: {', '.join(STRATEGY_PARAMS)}")
-    if not grid: raise SweepGridError("the grid is empty: give at least one --grid KEY=V1,V2")
+    """The grid with typed values; SweepGridError naming the key when it means nothing to this backtest or a value is
+    bad."""
+    if strategy not in STRATEGY_PARAMS:
+        raise SweepGridError(f"strategy {strategy!r}: allowed: {', '.join(STRATEGY_PARAMS)}")
+    if not grid:
+        raise SweepGridError("the grid is empty: give at least one --grid KEY=V1,V2")
     if not fixed_size and strategy != "model":
         raise SweepGridError(f"--size is needed for {strategy} (only the model is sized by the decision stage)")
-    if fixed_size and strategy == "model":     # the fast path asks a model for signals without naming the pair
-        raise SweepGridError("--size: a sweep of the model runs through the decision stage (as `backtest` without --size)")
+    if fixed_size and strategy == "model":  # the fast path asks a model for signals without naming the pair
+        raise SweepGridError(
+            "--size: a sweep of the model runs through the decision stage (as `backtest` without --size)"
+        )
     params, out = STRATEGY_PARAMS[strategy], {}
     kernel = strategy == "model"
     for key, values in grid.items():
         if key in params:
             typ = params[key]
             bad = [v for v in values if isinstance(v, bool) or not isinstance(v, (int, float) if typ is float else int)]
-            if bad: raise SweepGridError(f"--grid {key}: {strategy}'s {key} must be {typ.__name__}, got {bad[0]!r}")
-            out[key] = [typ(v) for v in values]; continue
+            if bad:
+                raise SweepGridError(f"--grid {key}: {strategy}'s {key} must be {typ.__name__}, got {bad[0]!r}")
+            out[key] = [typ(v) for v in values]
+            continue
         if "." not in key:
-            raise SweepGridError(f"--grid {key}: {strategy} takes {', '.join(params) or 'no parameters'}; "
-                                 "settings are dotted, e.g. risk.risk_per_trade")
+            raise SweepGridError(
+                f"--grid {key}: {strategy} takes {', '.join(params) or 'no parameters'}; "
+                "settings are dotted, e.g. risk.risk_per_trade"
+            )
         sections = KERNEL_SECTIONS + TRAINING_SECTIONS
         useful = key.split(".")[0] in sections if kernel else key in FAST_KEYS
         if not useful:
-            raise SweepGridError(f"--grid {key}: a {'decision-sized' if kernel else 'fixed-size'} {strategy} backtest does not "
-                                 f"read it; it reads {', '.join(s + '.*' for s in sections) if kernel else ', '.join(FAST_KEYS)}")
-        for v in values: with_overrides(settings, {key: v})
+            raise SweepGridError(
+                f"--grid {key}: a {'decision-sized' if kernel else 'fixed-size'} {strategy} backtest does not "
+                f"read it; it reads {', '.join(s + '.*' for s in sections) if kernel else ', '.join(FAST_KEYS)}"
+            )
+        for v in values:
+            with_overrides(settings, {key: v})
         out[key] = values
     return out
 
@@ -119,11 +151,14 @@ def grid_points(grid: dict[str, list], random_n: int | None = None, seed: int = 
     "Every combination of the grid's values, or `random_n` distinct ones drawn with `seed` (all when there are fewer)."
     keys = list(grid)
     total = math.prod(len(v) for v in grid.values())
-    if random_n is None: picks = range(total)
-    elif random_n < 1: raise SweepGridError(f"--random {random_n}: need at least 1")
-    else: picks = sorted(random.Random(seed).sample(range(total), min(random_n, total)))
+    if random_n is None:
+        picks = range(total)
+    elif random_n < 1:
+        raise SweepGridError(f"--random {random_n}: need at least 1")
+    else:
+        picks = sorted(random.Random(seed).sample(range(total), min(random_n, total)))
     out = []
-    for i in picks:          # the i-th combination in itertools.product order, without building the product
+    for i in picks:  # the i-th combination in itertools.product order, without building the product
         point, rest = {}, i
         for k in reversed(keys):
             rest, j = divmod(rest, len(grid[k]))
@@ -134,7 +169,8 @@ def grid_points(grid: dict[str, list], random_n: int | None = None, seed: int = 
 # %% ../nbs/18_sweep.ipynb #2b9713e0
 def fold_ranges(index: pd.DatetimeIndex, folds: int) -> list[tuple[pd.Timestamp, pd.Timestamp | None]]:
     "`folds` consecutive [start, end) windows over `index` (end None: to the last bar)."
-    if not 1 <= folds <= len(index) // 2: raise SweepGridError(f"--folds {folds}: need 1 to {len(index) // 2} for {len(index)} bars")
+    if not 1 <= folds <= len(index) // 2:
+        raise SweepGridError(f"--folds {folds}: need 1 to {len(index) // 2} for {len(index)} bars")
     cuts = [round(i * len(index) / folds) for i in range(folds + 1)]
     return [(index[a], index[b] if b < len(index) else None) for a, b in zip(cuts, cuts[1:])]
 
@@ -142,16 +178,24 @@ def fold_ranges(index: pd.DatetimeIndex, folds: int) -> list[tuple[pd.Timestamp,
 def make_strategy(name: str, params: dict, settings: Settings, model=None, tables: dict | None = None):
     "The strategy `name` with `params`, as the backtest command builds it (the model's from cached predictions)."
     from morningstar_trader.backtest import BuyAndHold, SmaCross
-    if name == "sma_cross": return SmaCross(**params)
-    if name == "buy_hold": return BuyAndHold()
-    if model is None: raise SweepError("the model strategy needs a model")
-    return CachedModelStrategy(model, params.get("min_confidence", settings.decision.min_confidence), tables=tables or {})
+
+    if name == "sma_cross":
+        return SmaCross(**params)
+    if name == "buy_hold":
+        return BuyAndHold()
+    if model is None:
+        raise SweepError("the model strategy needs a model")
+    return CachedModelStrategy(
+        model, params.get("min_confidence", settings.decision.min_confidence), tables=tables or {}
+    )
+
 
 def backtest_once(frames: dict, strategy, settings: Settings, *, size: float | None, cash: float, start=None):
     "`run_backtest` exactly as `morningstar backtest` calls it (a MemoryBook instead of the run's state file)."
     supervisor = None
     if size is None and settings.llm.mode != "off":
         from morningstar_trader.supervisor import Supervisor
+
         supervisor = Supervisor(settings.llm)
     return configured_backtest(frames, strategy, settings, size=size, cash=cash, supervisor=supervisor, start=start)
 
@@ -159,35 +203,44 @@ def backtest_once(frames: dict, strategy, settings: Settings, *, size: float | N
 @dataclass(frozen=True)
 class PredictionsOnly:
     "What the kernel reads of a model besides its predictions: the feature preparation and the metadata."
+
     prep: object
     metadata: dict
+
 
 @dataclass(frozen=True)
 class CachedModelStrategy(ModelStrategy):
     "A `ModelStrategy` whose `inputs` are the cached (heads, features) per pair of exactly these candles."
+
     tables: dict = field(default_factory=dict, compare=False, repr=False)
 
     def inputs(self, pair: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-        if pair not in self.tables: raise SweepError(f"no cached predictions for {pair or 'the bars'}")
+        if pair not in self.tables:
+            raise SweepError(f"no cached predictions for {pair or 'the bars'}")
         heads, features, span = self.tables[pair]
         if span != (frame.index[0], frame.index[-1], len(frame)):
             raise SweepError(f"{pair}: the cached predictions are of {span}, not of these candles")
         return heads, features
 
 # %% ../nbs/18_sweep.ipynb #1390dc87
-def _safe(pair: str) -> str: return pair.replace("/", "_").replace(":", "_") or "bars"
+def _safe(pair: str) -> str:
+    return pair.replace("/", "_").replace(":", "_") or "bars"
+
 
 def predictions_for(model, frames: dict[str, pd.DataFrame], folder: Path | None = None) -> dict[str, tuple]:
-    "Per pair (heads, features, span) of `model` on exactly `frames`, read from `folder` when cached there, else computed and saved."
+    """Per pair (heads, features, span) of `model` on exactly `frames`, read from `folder` when cached there, else
+    computed and saved."""
     strategy, out = ModelStrategy(model, 0.5), {}
     for pair, frame in frames.items():
         span = (frame.index[0], frame.index[-1], len(frame))
         digest = hashlib.sha256(f"{model_id(model)}|{pair}|{span}|{_fingerprint(frame)}".encode()).hexdigest()[:20]
         paths = [folder / f"{_safe(pair)}-{digest}-{part}.parquet" for part in ("heads", "features")] if folder else []
-        if paths and all(p.exists() for p in paths): heads, features = (pd.read_parquet(p) for p in paths)
+        if paths and all(p.exists() for p in paths):
+            heads, features = (pd.read_parquet(p) for p in paths)
         else:
             heads, features = strategy.inputs(pair, frame)
-            for p, table in zip(paths, (heads, features)): _write_parquet(table, p)
+            for p, table in zip(paths, (heads, features)):
+                _write_parquet(table, p)
         out[pair] = (heads, features, span)
     return out
 
@@ -196,6 +249,7 @@ def _fingerprint(frame: pd.DataFrame) -> str:
     "A hash of a frame's index and values: a task's key changes when its candles do."
     return hashlib.sha256(pd.util.hash_pandas_object(frame, index=True).to_numpy().tobytes()).hexdigest()[:20]
 
+
 def _write_parquet(table: pd.DataFrame, path: Path) -> Path:
     "Write `table` to `path` atomically: a reader sees the old file or the new one, never half of one."
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -203,20 +257,40 @@ def _write_parquet(table: pd.DataFrame, path: Path) -> Path:
     try:
         table.to_parquet(tmp)
         os.replace(tmp, path)
-    finally: tmp.unlink(missing_ok=True)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
-def task_key(strategy: str, params: dict, fold: dict, settings: Settings, size, cash: float, model_key: str = "") -> str:
+
+def task_key(
+    strategy: str, params: dict, fold: dict, settings: Settings, size, cash: float, model_key: str = ""
+) -> str:
     "A hash of everything that decides a task's result."
-    relevant = {k: settings.model_dump(mode="json")[k] for k in (*KERNEL_SECTIONS, *TRAINING_SECTIONS, "llm", "timeframe")}
-    text = json.dumps({"strategy": strategy, "params": params, "size": size, "cash": cash, "data": fold["fingerprint"],
-                       "start": str(fold["start"]), "settings": relevant, "short": settings.exchange.market_type != "spot",
-                       "model": model_key}, sort_keys=True, default=str)
+    relevant = {
+        k: settings.model_dump(mode="json")[k] for k in (*KERNEL_SECTIONS, *TRAINING_SECTIONS, "llm", "timeframe")
+    }
+    text = json.dumps(
+        {
+            "strategy": strategy,
+            "params": params,
+            "size": size,
+            "cash": cash,
+            "data": fold["fingerprint"],
+            "start": str(fold["start"]),
+            "settings": relevant,
+            "short": settings.exchange.market_type != "spot",
+            "model": model_key,
+        },
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 # %% ../nbs/18_sweep.ipynb #70af9129
 class TaskStore:
-    "Finished tasks, one JSON file each under `folder`, written atomically; a rerun reads them instead of running again."
+    """Finished tasks, one JSON file each under `folder`, written atomically; a rerun reads them instead of running
+    again."""
+
     def __init__(self, folder: Path):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -224,7 +298,8 @@ class TaskStore:
     def get(self, key: str) -> dict | None:
         "The stored record of task `key`, None when it has not finished (a failed task counts as not finished)."
         path = self.folder / f"{key}.json"
-        if not path.exists(): return None
+        if not path.exists():
+            return None
         rec = json.loads(path.read_text())
         return rec if rec.get("status") == "ok" else None
 
@@ -236,66 +311,105 @@ class TaskStore:
 
 # %% ../nbs/18_sweep.ipynb #77ce16cf
 def return_moments(equity: pd.Series) -> dict:
-    "`returns_n`, `returns_sr` (per bar, not annualised), `returns_skew`, `returns_kurt` (3 for a normal) of an equity curve."
+    """`returns_n`, `returns_sr` (per bar, not annualised), `returns_skew`, `returns_kurt` (3 for a normal) of an equity
+    curve."""
     r = equity.pct_change().dropna().to_numpy()
     sd = r.std(ddof=1) if len(r) > 1 else float("nan")
     z = (r - r.mean()) / r.std() if len(r) > 1 and r.std() > 0 else np.full(len(r), np.nan)
-    return {"returns_n": int(len(r)), "returns_sr": float(r.mean() / sd) if sd > 0 else float("nan"),
-            "returns_skew": float(np.mean(z ** 3)) if len(r) else float("nan"), "returns_kurt": float(np.mean(z ** 4)) if len(r) else float("nan")}
+    return {
+        "returns_n": int(len(r)),
+        "returns_sr": float(r.mean() / sd) if sd > 0 else float("nan"),
+        "returns_skew": float(np.mean(z**3)) if len(r) else float("nan"),
+        "returns_kurt": float(np.mean(z**4)) if len(r) else float("nan"),
+    }
 
 # %% ../nbs/18_sweep.ipynb #43b86aaa
 def train_and_evaluate(frames: dict[str, pd.DataFrame], settings: Settings) -> list[dict]:
-    "Per walk-forward fold of `train_model` on `frames`: its test window and trading statistics (the model's, buy & hold's, the p-value)."
+    """Per walk-forward fold of `train_model` on `frames`: its test window and trading statistics (the model's, buy &
+    hold's, the p-value)."""
     import tempfile
+
+    from morningstar_trader.model import read_metadata
     from morningstar_trader.training import train_model
     from morningstar_trader.types import Bars
-    from morningstar_trader.model import read_metadata
+
     bars = {p: Bars("sweep", p, settings.timeframe, f) for p, f in frames.items()}
     with tempfile.TemporaryDirectory() as d:
         result = train_model(settings, bars, Path(d) / "model", verbose=0)
         folds = read_metadata(result.path).get("evaluation", {}).get("trading", {}).get("folds", [])
-    return [{"test": f["test"], **f["model"], "buy_hold_return": f["buy_hold"].get("return"), "buy_hold_sharpe": f["buy_hold"].get("sharpe"),
-             "p_value": f["random"]["p_value"], "min_confidence": f["min_confidence"]} for f in folds]
+    return [
+        {
+            "test": f["test"],
+            **f["model"],
+            "buy_hold_return": f["buy_hold"].get("return"),
+            "buy_hold_sharpe": f["buy_hold"].get("sharpe"),
+            "p_value": f["random"]["p_value"],
+            "min_confidence": f["min_confidence"],
+        }
+        for f in folds
+    ]
 
 # %% ../nbs/18_sweep.ipynb #18b32c2c
 def run_task(task: dict, data: dict, settings: Settings) -> dict:
     "One backtest of one point on one fold; its record with the statistics, or with the error."
     t0, c0 = time.perf_counter(), time.thread_time()
-    rec = {"task": task["key"], "point": task["point"], "fold": task["fold"], "params": task["params"],
-           "worker": f"{socket.gethostname()}:{os.getpid()}"}
+    rec = {
+        "task": task["key"],
+        "point": task["point"],
+        "fold": task["fold"],
+        "params": task["params"],
+        "worker": f"{socket.gethostname()}:{os.getpid()}",
+    }
     try:
         s = with_overrides(settings, {k: v for k, v in task["params"].items() if "." in k})
         if task.get("train"):
             rec.update(status="ok", stats={}, folds=train_and_evaluate(data["frames"], s), error=None)
             return rec
-        strategy = make_strategy(task["strategy"], {k: v for k, v in task["params"].items() if "." not in k}, s,
-                                 data.get("model"), data.get("tables"))
+        strategy = make_strategy(
+            task["strategy"],
+            {k: v for k, v in task["params"].items() if "." not in k},
+            s,
+            data.get("model"),
+            data.get("tables"),
+        )
         result = backtest_once(data["frames"], strategy, s, size=task["size"], cash=task["cash"], start=data["start"])
         rec.update(status="ok", stats={**result.stats, **return_moments(result.equity)}, error=None)
     except Exception as e:
         rec.update(status="failed", stats={}, error=f"{type(e).__name__}: {e}\n{traceback.format_exc()}")
     finally:
-        rec["duration_s"], rec["cpu_s"] = time.perf_counter() - t0, time.thread_time() - c0    # cpu_s: this task's own CPU time
+        rec["duration_s"], rec["cpu_s"] = (
+            time.perf_counter() - t0,
+            time.thread_time() - c0,
+        )  # cpu_s: this task's own CPU time
     return rec
 
 # %% ../nbs/18_sweep.ipynb #589027af
 def _within(index: pd.DatetimeIndex, lo, hi) -> np.ndarray:
     "Which of `index` are in [lo, hi) (None: unbounded)."
     keep = np.ones(len(index), bool)
-    if lo is not None: keep &= index >= lo
-    if hi is not None: keep &= index < hi
+    if lo is not None:
+        keep &= index >= lo
+    if hi is not None:
+        keep &= index < hi
     return keep
 
-def fold_data(frames: dict[str, pd.DataFrame], folds: int = 1, start=None, end=None, history: int = 0,
-              timeframe: str = "1h") -> list[dict]:
-    "Per fold: its candles (with `history` bars before its first when > 0), its start (None: the first bar) and fingerprint."
+
+def fold_data(
+    frames: dict[str, pd.DataFrame], folds: int = 1, start=None, end=None, history: int = 0, timeframe: str = "1h"
+) -> list[dict]:
+    """Per fold: its candles (with `history` bars before its first when > 0), its start (None: the first bar) and
+    fingerprint."""
     from functools import reduce
+
     from morningstar_trader.types import parse_timeframe
-    if not frames: raise SweepError("no pairs to sweep over")
+
+    if not frames:
+        raise SweepError("no pairs to sweep over")
     index = reduce(pd.DatetimeIndex.union, (f.index for f in frames.values()))
     lo_all, hi_all = (to_utc(start) if start is not None else None), (to_utc(end) if end is not None else None)
     index = index[_within(index, lo_all, hi_all)]
-    if len(index) < 2: raise SweepError(f"only {len(index)} bars between {start} and {end}")
+    if len(index) < 2:
+        raise SweepError(f"only {len(index)} bars between {start} and {end}")
     back = history * parse_timeframe(timeframe)
     out = []
     for i, (lo, hi) in enumerate(fold_ranges(index, folds)):
@@ -305,8 +419,18 @@ def fold_data(frames: dict[str, pd.DataFrame], folds: int = 1, start=None, end=N
         first = (begin - back) if (history and begin is not None) else (lo if not history else None)
         cut = {p: f[_within(f.index, first, hi)] for p, f in frames.items()}
         cut = {p: f for p, f in cut.items() if len(f)}
-        out.append({"fold": i, "lo": lo, "hi": hi, "start": begin if history else None, "frames": cut,
-                    "fingerprint": hashlib.sha256("|".join(f"{p}:{_fingerprint(f)}" for p, f in sorted(cut.items())).encode()).hexdigest()[:20]})
+        out.append(
+            {
+                "fold": i,
+                "lo": lo,
+                "hi": hi,
+                "start": begin if history else None,
+                "frames": cut,
+                "fingerprint": hashlib.sha256(
+                    "|".join(f"{p}:{_fingerprint(f)}" for p, f in sorted(cut.items())).encode()
+                ).hexdigest()[:20],
+            }
+        )
     return out
 
 # %% ../nbs/18_sweep.ipynb #3753f4de
@@ -316,81 +440,154 @@ def fold_data(frames: dict[str, pd.DataFrame], folds: int = 1, start=None, end=N
 # process does. For a cluster started by hand: DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON__MALLOC_TRIM_THRESHOLD_=None
 WORKER_MALLOC = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 
+
 @contextmanager
 def dask_client(scheduler: str | None = None, workers: int | None = None, processes: bool = True):
-    "A Dask client: of the cluster at `scheduler`, else of a new local cluster of `workers` processes (default: one per core)."
+    """A Dask client: of the cluster at `scheduler`, else of a new local cluster of `workers` processes (default: one
+    per core)."""
     import logging
+
     from distributed import Client, LocalCluster
+
     if scheduler:
-        try: client = Client(scheduler, timeout="10s")
-        except (OSError, TimeoutError) as e: raise SweepError(f"cannot reach the Dask scheduler at {scheduler}: {e}") from None
-        with client: yield client
+        try:
+            client = Client(scheduler, timeout="10s")
+        except (OSError, TimeoutError) as e:
+            raise SweepError(f"cannot reach the Dask scheduler at {scheduler}: {e}") from None
+        with client:
+            yield client
         return
     import dask
+
     n = workers or len(os.sched_getaffinity(0))
-    where = {"host": "127.0.0.1"} if processes else {}     # in-process workers talk over inproc://, not TCP
+    where = {"host": "127.0.0.1"} if processes else {}  # in-process workers talk over inproc://, not TCP
     # Dask's statistical profiler samples every task thread's stack every 10 ms: with one busy thread per worker it
     # cost up to half of a short backtest's CPU time (bench/bench_sweep.py); nothing here reads its profiles. Its HTTP
     # server (health, metrics) on a free port of 127.0.0.1: Dask's default 8787 clashes with any other cluster
-    with dask.config.set({"distributed.worker.profile.enabled": False, **WORKER_MALLOC}), \
-         LocalCluster(n_workers=n, threads_per_worker=1, processes=processes, dashboard_address="127.0.0.1:0",
-                      silence_logs=logging.ERROR, **where) as cluster, Client(cluster) as client:
+    with (
+        dask.config.set({"distributed.worker.profile.enabled": False, **WORKER_MALLOC}),
+        LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,
+            processes=processes,
+            dashboard_address="127.0.0.1:0",
+            silence_logs=logging.ERROR,
+            **where,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         yield client
 
 # %% ../nbs/18_sweep.ipynb #00565604
 @dataclass(frozen=True)
 class SweepResult:
     "The results table (one row per point and fold), where it was written, and what ran."
+
     table: pd.DataFrame
     path: Path
     ran: int
     skipped: int
     failed: int
 
+
 def _table(tasks: list[dict], records: dict[str, dict], folds: list[dict]) -> pd.DataFrame:
     rows = []
     for t in tasks:
         r, f = records[t["key"]], folds[t["fold"]]
-        base = {**t["params"], "point": t["point"], "fold": t["fold"], "fold_start": f["lo"], "fold_end": f["hi"],
-                "status": r["status"], "error": r["error"], "duration_s": r["duration_s"], "cpu_s": r.get("cpu_s", float("nan")),
-                "worker": r["worker"], "task": t["key"]}
-        if not r.get("folds"): rows.append({**base, **r["stats"]}); continue
-        for i, w in enumerate(r["folds"]):      # a training point: one row per walk-forward fold, its test window as the range
+        base = {
+            **t["params"],
+            "point": t["point"],
+            "fold": t["fold"],
+            "fold_start": f["lo"],
+            "fold_end": f["hi"],
+            "status": r["status"],
+            "error": r["error"],
+            "duration_s": r["duration_s"],
+            "cpu_s": r.get("cpu_s", float("nan")),
+            "worker": r["worker"],
+            "task": t["key"],
+        }
+        if not r.get("folds"):
+            rows.append({**base, **r["stats"]})
+            continue
+        for i, w in enumerate(
+            r["folds"]
+        ):  # a training point: one row per walk-forward fold, its test window as the range
             lo, hi = (to_utc(x) for x in w["test"])
-            rows.append({**base, "fold": i, "fold_start": lo, "fold_end": hi, **{k: v for k, v in w.items() if k != "test"}})
+            rows.append(
+                {**base, "fold": i, "fold_start": lo, "fold_end": hi, **{k: v for k, v in w.items() if k != "test"}}
+            )
     return pd.DataFrame(rows)
 
 # %% ../nbs/18_sweep.ipynb #5bb08f48
 _SCHED = re.compile(r"^(tcp|tls)://[^/\s:]+:\d{1,5}$")
 
-def run_sweep(frames: dict[str, pd.DataFrame], strategy: str, grid: dict[str, list], *, settings: Settings, out: str | Path,
-              size: float | None = None, cash: float = 10_000.0, random_n: int | None = None, seed: int = 0, folds: int = 1,
-              start=None, end=None, model=None, scheduler: str | None = None, workers: int | None = None,
-              processes: bool = True, progress: bool = True) -> SweepResult:
+
+def run_sweep(
+    frames: dict[str, pd.DataFrame],
+    strategy: str,
+    grid: dict[str, list],
+    *,
+    settings: Settings,
+    out: str | Path,
+    size: float | None = None,
+    cash: float = 10_000.0,
+    random_n: int | None = None,
+    seed: int = 0,
+    folds: int = 1,
+    start=None,
+    end=None,
+    model=None,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    processes: bool = True,
+    progress: bool = True,
+) -> SweepResult:
     """Backtest every point of `grid` (or `random_n` of them) on each of `folds` windows of `frames`, on a Dask cluster;
     finished tasks stored under `out/tasks` and skipped when run again; the table written to `out/results.parquet`."""
     grid = check_grid(grid, strategy, settings, size is not None)
     if size is None and settings.llm.mode not in ("off", "simulated"):
-        raise SweepError(f"llm.mode {settings.llm.mode}: a sweep reviews with the simulated reviewer or none (off, simulated)")
-    if workers is not None and workers < 1: raise SweepGridError(f"--workers {workers}: need at least 1")
+        raise SweepError(
+            f"llm.mode {settings.llm.mode}: a sweep reviews with the simulated reviewer or none (off, simulated)"
+        )
+    if workers is not None and workers < 1:
+        raise SweepGridError(f"--workers {workers}: need at least 1")
     if scheduler is not None and not _SCHED.match(scheduler):
-        raise SweepGridError(f"--scheduler {scheduler[:80]!r}: must be a Dask scheduler address such as tcp://10.0.0.5:8786")
+        raise SweepGridError(
+            f"--scheduler {scheduler[:80]!r}: must be a Dask scheduler address such as tcp://10.0.0.5:8786"
+        )
     out = Path(out)
     points = grid_points(grid, random_n, seed)
     train = training_grid(grid)
-    if train and folds != 1: raise SweepGridError(f"--folds {folds}: a sweep of model settings uses the walk-forward folds of training.*")
-    if train: model = None                          # each point trains its own
-    elif strategy == "model" and model is None: raise SweepError("the model strategy needs a model")
+    if train and folds != 1:
+        raise SweepGridError(f"--folds {folds}: a sweep of model settings uses the walk-forward folds of training.*")
+    if train:
+        model = None  # each point trains its own
+    elif strategy == "model" and model is None:
+        raise SweepError("the model strategy needs a model")
     history = history_bars(ModelStrategy(model, 0.5)) if model is not None and size is None else 0
     timeframe = model.prep.timeframe if model is not None else settings.timeframe
     fd = fold_data(frames, folds, start, end, history, timeframe)
     mkey = model_id(model) if model is not None else ""
-    tasks = [{"key": task_key(strategy, p, f, settings, size, cash, mkey), "point": i, "fold": f["fold"], "params": p,
-              "strategy": strategy, "size": size, "cash": cash, "train": train} for i, p in enumerate(points) for f in fd]
+    tasks = [
+        {
+            "key": task_key(strategy, p, f, settings, size, cash, mkey),
+            "point": i,
+            "fold": f["fold"],
+            "params": p,
+            "strategy": strategy,
+            "size": size,
+            "cash": cash,
+            "train": train,
+        }
+        for i, p in enumerate(points)
+        for f in fd
+    ]
     store = TaskStore(out / "tasks")
     records = {t["key"]: rec for t in tasks if (rec := store.get(t["key"])) is not None}
     todo = [t for t in tasks if t["key"] not in records]
-    if todo: records.update(_run_tasks(todo, fd, settings, model, out, scheduler, workers, processes, progress, store))
+    if todo:
+        records.update(_run_tasks(todo, fd, settings, model, out, scheduler, workers, processes, progress, store))
     table = _table(tasks, records, fd)
     path = _write_parquet(table, out / "results.parquet")
     return SweepResult(table, path, len(todo), len(tasks) - len(todo), int((table["status"] != "ok").sum()))
@@ -400,6 +597,7 @@ def _run_tasks(todo, fd, settings, model, out, scheduler, workers, processes, pr
     "Run `todo` on the cluster, each fold's data sent to the workers once; every record stored as it arrives."
     from distributed import as_completed
     from tqdm.auto import tqdm
+
     needed = sorted({t["fold"] for t in todo})
     payload = {}
     for i in needed:
@@ -411,15 +609,27 @@ def _run_tasks(todo, fd, settings, model, out, scheduler, workers, processes, pr
     records = {}
     with dask_client(scheduler, workers, processes) as client:
         data = {i: client.scatter([d], broadcast=True)[0] for i, d in payload.items()}
-        futures = {client.submit(run_task, t, data[t["fold"]], settings, key=f"sweep-{t['key']}", pure=False): t for t in todo}
+        futures = {
+            client.submit(run_task, t, data[t["fold"]], settings, key=f"sweep-{t['key']}", pure=False): t for t in todo
+        }
         bar = tqdm(total=len(todo), desc="sweep", unit="task", disable=not progress)
         for fut in as_completed(futures):
             t = futures[fut]
-            try: rec = fut.result()
-            except Exception as e:      # the cluster gave up on the task (e.g. it killed workers again and again)
-                rec = {"task": t["key"], "point": t["point"], "fold": t["fold"], "params": t["params"], "worker": None,
-                       "status": "failed", "stats": {}, "error": f"{type(e).__name__}: {e}", "duration_s": float("nan"),
-                       "cpu_s": float("nan")}
+            try:
+                rec = fut.result()
+            except Exception as e:  # the cluster gave up on the task (e.g. it killed workers again and again)
+                rec = {
+                    "task": t["key"],
+                    "point": t["point"],
+                    "fold": t["fold"],
+                    "params": t["params"],
+                    "worker": None,
+                    "status": "failed",
+                    "stats": {},
+                    "error": f"{type(e).__name__}: {e}",
+                    "duration_s": float("nan"),
+                    "cpu_s": float("nan"),
+                }
             store.save(rec)
             records[rec["task"]] = rec
             bar.update()
@@ -432,24 +642,37 @@ def param_columns(table: pd.DataFrame) -> list[str]:
     "The swept parameters' columns of a results table (they come first, before `point`)."
     return list(table.columns[: table.columns.get_loc("point")])
 
+
 def top_points(table: pd.DataFrame, metric: str = "sharpe", n: int = 10) -> pd.DataFrame:
-    "The `n` points with the highest mean `metric` over their folds (failed tasks left out), with its spread and fold count."
+    """The `n` points with the highest mean `metric` over their folds (failed tasks left out), with its spread and fold
+    count."""
     ok = table[table["status"] == "ok"]
     if metric not in table.columns:
-        if ok.empty: return pd.DataFrame()
-        raise SweepError(f"metric {metric!r} is not a statistic of this sweep; allowed: {', '.join(ok.columns[ok.columns.get_loc('task') + 1:])}")
-    stats = ok.groupby("point")[metric].agg(["mean", "std", "count"]).rename(columns=lambda c: f"{metric}_{c}" if c != "count" else "folds")
+        if ok.empty:
+            return pd.DataFrame()
+        raise SweepError(
+            f"metric {metric!r} is not a statistic of this sweep; allowed: "
+            f"{', '.join(ok.columns[ok.columns.get_loc('task') + 1 :])}"
+        )
+    stats = (
+        ok.groupby("point")[metric]
+        .agg(["mean", "std", "count"])
+        .rename(columns=lambda c: f"{metric}_{c}" if c != "count" else "folds")
+    )
     params = ok.groupby("point")[param_columns(table)].first()
     return params.join(stats).sort_values(f"{metric}_mean", ascending=False).head(n)
 
 # %% ../nbs/18_sweep.ipynb #4059272d
 def deflated_sharpe(sr: float, trials_sr, n_returns: int, skew: float, kurt: float) -> float:
-    "The deflated Sharpe ratio of a per-bar Sharpe ratio `sr` chosen among `trials_sr` (every trial's per-bar Sharpe ratio)."
+    """The deflated Sharpe ratio of a per-bar Sharpe ratio `sr` chosen among `trials_sr` (every trial's per-bar Sharpe
+    ratio)."""
     from statistics import NormalDist
+
     trials = np.asarray(trials_sr, float)
     trials = trials[np.isfinite(trials)]
-    if len(trials) < 2 or n_returns < 2 or not math.isfinite(sr): return float("nan")
+    if len(trials) < 2 or n_returns < 2 or not math.isfinite(sr):
+        return float("nan")
     nd, g, n = NormalDist(), 0.5772156649015329, len(trials)
     sr0 = trials.std(ddof=1) * ((1 - g) * nd.inv_cdf(1 - 1 / n) + g * nd.inv_cdf(1 - 1 / (n * math.e)))
-    denom = 1 - skew * sr + (kurt - 1) / 4 * sr ** 2
+    denom = 1 - skew * sr + (kurt - 1) / 4 * sr**2
     return float(nd.cdf((sr - sr0) * math.sqrt(n_returns - 1) / math.sqrt(denom))) if denom > 0 else float("nan")

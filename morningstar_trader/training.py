@@ -21,8 +21,8 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 from .alt_data import load_alt_tables
 from .config import Settings, TrainingSettings
 from .evaluation import fold_trading, summarise_trading, trading_card
-from .gate import min_confidence_for
 from .features import DataPreparation
+from .gate import min_confidence_for
 from .types import Bars, MorningstarError, parse_timeframe
 
 # %% auto #0
@@ -33,10 +33,12 @@ __all__ = ['TrainingError', 'make_labels', 'RegimeLabeler', 'Fold', 'walk_forwar
 class TrainingError(MorningstarError):
     "Training cannot run on the given data or settings; the message says why."
 
+
 def _forward(x: np.ndarray, h: int) -> np.ndarray:
     "(N, h) array of x[t+1 .. t+h] per t; rows without a full future are NaN."
     out = np.full((len(x), h), np.nan)
-    if len(x) > h: out[: len(x) - h] = sliding_window_view(x[1:], h)[: len(x) - h]
+    if len(x) > h:
+        out[: len(x) - h] = sliding_window_view(x[1:], h)[: len(x) - h]
     return out
 
 # %% ../nbs/06_training.ipynb #dd30502a
@@ -54,11 +56,20 @@ def make_labels(frame: pd.DataFrame, settings: TrainingSettings) -> pd.DataFrame
     signal = np.select([first_up < first_dn, first_dn < first_up], [2.0, 0.0], 1.0)
     fr = _forward(logret, max(H, R))
     complete = ~np.isnan(fr).any(1) & ~np.isnan(atr)
-    labels = pd.DataFrame({
-        "signal": signal, "volatility": fr[:, :H].std(1),
-        "mae": np.maximum(0, 1 - fl.min(1) / c), "mfe": np.maximum(0, fh.max(1) / c - 1),
-        "fwd_return": fr[:, :R].sum(1), "fwd_vol": fr[:, :R].std(1), "horizon_return": fr[:, :H].sum(1),
-        "atr_frac": atr, "trailing_vol": talib.STDDEV(logret, H)}, index=frame.index)
+    labels = pd.DataFrame(
+        {
+            "signal": signal,
+            "volatility": fr[:, :H].std(1),
+            "mae": np.maximum(0, 1 - fl.min(1) / c),
+            "mfe": np.maximum(0, fh.max(1) / c - 1),
+            "fwd_return": fr[:, :R].sum(1),
+            "fwd_vol": fr[:, :R].std(1),
+            "horizon_return": fr[:, :H].sum(1),
+            "atr_frac": atr,
+            "trailing_vol": talib.STDDEV(logret, H),
+        },
+        index=frame.index,
+    )
     labels.loc[~complete, ["signal", "volatility", "mae", "mfe", "fwd_return", "fwd_vol", "horizon_return"]] = np.nan
     return labels
 
@@ -66,14 +77,16 @@ def make_labels(frame: pd.DataFrame, settings: TrainingSettings) -> pd.DataFrame
 @dataclass(frozen=True)
 class RegimeLabeler:
     "K-means over standardised (forward return, forward volatility); clusters ordered by mean forward return."
+
     mean: np.ndarray
     std: np.ndarray
-    centers: np.ndarray      # (K, 2) in standardised units, ordered
+    centers: np.ndarray  # (K, 2) in standardised units, ordered
 
     @classmethod
     def fit(cls, labels: pd.DataFrame, k: int, seed: int) -> RegimeLabeler:
         x = labels[["fwd_return", "fwd_vol"]].dropna().to_numpy()
-        if len(x) < 10 * k: raise TrainingError(f"{len(x)} labelled training rows are too few for {k} regimes")
+        if len(x) < 10 * k:
+            raise TrainingError(f"{len(x)} labelled training rows are too few for {k} regimes")
         mean, std = x.mean(0), x.std(0) + 1e-12
         km = KMeans(k, n_init=10, random_state=seed).fit((x - mean) / std)
         return cls(mean, std, km.cluster_centers_[np.argsort(km.cluster_centers_[:, 0])])
@@ -86,16 +99,24 @@ class RegimeLabeler:
 
     def describe(self) -> list[dict]:
         "Each regime's centre in real units: mean forward log return and volatility."
-        return [{"regime": i, "fwd_return": float(c[0] * self.std[0] + self.mean[0]), "fwd_vol": float(c[1] * self.std[1] + self.mean[1])}
-                for i, c in enumerate(self.centers)]
+        return [
+            {
+                "regime": i,
+                "fwd_return": float(c[0] * self.std[0] + self.mean[0]),
+                "fwd_vol": float(c[1] * self.std[1] + self.mean[1]),
+            }
+            for i, c in enumerate(self.centers)
+        ]
 
 # %% ../nbs/06_training.ipynb #70c28377
 @dataclass(frozen=True)
 class Fold:
     "Inclusive time ranges of one walk-forward fold."
+
     train: tuple[pd.Timestamp, pd.Timestamp]
     val: tuple[pd.Timestamp, pd.Timestamp]
     test: tuple[pd.Timestamp, pd.Timestamp]
+
 
 def walk_forward_folds(first: pd.Timestamp, last: pd.Timestamp, step: pd.Timedelta, s: TrainingSettings) -> list[Fold]:
     "Rolling folds over [first, last] (labelled decision bars), newest last."
@@ -110,8 +131,10 @@ def walk_forward_folds(first: pd.Timestamp, last: pd.Timestamp, step: pd.Timedel
         train_lo = max(first, train_hi - (s.train_bars - 1) * step)
         if (train_hi - train_lo) / step + 1 < s.val_bars:
             need = s.val_bars + s.val_bars + s.test_bars * s.folds + 2 * purge / step
-            raise TrainingError(f"too little history for {s.folds} fold(s): the data has {(last - first) / step + 1:.0f} "
-                                f"labelled bars per pair, at least {need:.0f} are needed (train ≥ val_bars, purge gaps, test windows)")
+            raise TrainingError(
+                f"too little history for {s.folds} fold(s): the data has {(last - first) / step + 1:.0f} "
+                f"labelled bars per pair, at least {need:.0f} are needed (train ≥ val_bars, purge gaps, test windows)"
+            )
         folds.append(Fold((train_lo, train_hi), (val_lo, val_hi), (test_lo, test_hi)))
     return folds
 
@@ -119,30 +142,45 @@ def walk_forward_folds(first: pd.Timestamp, last: pd.Timestamp, step: pd.Timedel
 @dataclass(frozen=True)
 class Samples:
     "Windows and labels of one time range, all pairs pooled."
-    inputs: dict[str, np.ndarray]
-    labels: pd.DataFrame          # make_labels columns + regime + pair, one row per sample
 
-    def __len__(self) -> int: return len(self.labels)
+    inputs: dict[str, np.ndarray]
+    labels: pd.DataFrame  # make_labels columns + regime + pair, one row per sample
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
 
 def _split(features: dict, labels: dict[str, pd.DataFrame], lo: pd.Timestamp, hi: pd.Timestamp) -> Samples:
     "The labelled samples of all pairs whose decision bar is in [lo, hi]."
     tech, ctx, rows = [], [], []
     for pair, feats in features.items():
         lab = labels[pair].reindex(feats.times)
-        keep = (feats.times >= lo) & (feats.times <= hi) & lab["signal"].notna().to_numpy() & lab["regime"].notna().to_numpy()
-        tech.append(feats.technical[keep]); ctx.append(feats.context[keep]); rows.append(lab[keep].assign(pair=pair))
+        keep = (
+            (feats.times >= lo)
+            & (feats.times <= hi)
+            & lab["signal"].notna().to_numpy()
+            & lab["regime"].notna().to_numpy()
+        )
+        tech.append(feats.technical[keep])
+        ctx.append(feats.context[keep])
+        rows.append(lab[keep].assign(pair=pair))
     return Samples({"technical": np.concatenate(tech), "context": np.concatenate(ctx)}, pd.concat(rows))
 
+
 def _targets(labels: pd.DataFrame, heads, scale: dict) -> dict[str, np.ndarray]:
-    y = {"signal": labels["signal"].to_numpy(np.int64), "regime": labels["regime"].to_numpy(np.int64),
-         "volatility": labels[["volatility"]].to_numpy(np.float32) / scale["volatility"],
-         "sl_tp": labels[["mae", "mfe"]].to_numpy(np.float32) / scale["sl_tp"]}
+    y = {
+        "signal": labels["signal"].to_numpy(np.int64),
+        "regime": labels["regime"].to_numpy(np.int64),
+        "volatility": labels[["volatility"]].to_numpy(np.float32) / scale["volatility"],
+        "sl_tp": labels[["mae", "mfe"]].to_numpy(np.float32) / scale["sl_tp"],
+    }
     return {h: y[h] for h in heads}
 
 # %% ../nbs/06_training.ipynb #d69e27dc
 def _sample_weights(labels: pd.DataFrame, heads, class_weight: str) -> dict[str, np.ndarray] | None:
     "Per-head sample weights for Keras' fit: None unless the signal head is class-balanced."
-    if class_weight == "none" or "signal" not in heads: return None
+    if class_weight == "none" or "signal" not in heads:
+        return None
     y = labels["signal"].to_numpy(np.int64)
     counts = np.bincount(y, minlength=3).astype(np.float64)
     per_class = np.where(counts > 0, len(y) / (3 * np.maximum(counts, 1)), 0.0)
@@ -154,35 +192,48 @@ def _qlike(true: np.ndarray, pred: np.ndarray) -> float:
     r = true**2 / np.maximum(pred, 1e-12) ** 2
     return float(np.mean(r - np.log(np.maximum(r, 1e-300)) - 1))
 
+
 def evaluate(pred: dict, test: pd.DataFrame, train: pd.DataFrame, heads) -> dict[str, dict[str, float]]:
     "Per head: the model's metrics and the naive baseline's on the same test rows."
     m = {}
     if "signal" in heads:
         y, p = test["signal"].to_numpy(int), pred["action"] + 1
         base = np.full_like(y, int(train["signal"].mode()[0]))
-        m["signal"] = {"balanced_accuracy": balanced_accuracy_score(y, p), "macro_f1": f1_score(y, p, average="macro"),
-                       "baseline_balanced_accuracy": balanced_accuracy_score(y, base),
-                       "baseline_macro_f1": f1_score(y, base, average="macro")}
+        m["signal"] = {
+            "balanced_accuracy": balanced_accuracy_score(y, p),
+            "macro_f1": f1_score(y, p, average="macro"),
+            "baseline_balanced_accuracy": balanced_accuracy_score(y, base),
+            "baseline_macro_f1": f1_score(y, base, average="macro"),
+        }
     if "volatility" in heads:
         y, base = test["volatility"].to_numpy(), test["trailing_vol"].to_numpy()
-        m["volatility"] = {"corr": float(np.corrcoef(y, pred["volatility"])[0, 1]), "qlike": _qlike(y, pred["volatility"]),
-                           "baseline_corr": float(np.corrcoef(y, base)[0, 1]), "baseline_qlike": _qlike(y, base)}
+        m["volatility"] = {
+            "corr": float(np.corrcoef(y, pred["volatility"])[0, 1]),
+            "qlike": _qlike(y, pred["volatility"]),
+            "baseline_corr": float(np.corrcoef(y, base)[0, 1]),
+            "baseline_qlike": _qlike(y, base),
+        }
     if "regime" in heads:
         y = test["regime"].to_numpy(int)
-        m["regime"] = {"accuracy": accuracy_score(y, pred["regime_id"]),
-                       "baseline_accuracy": accuracy_score(y, np.full_like(y, int(train["regime"].mode()[0])))}
+        m["regime"] = {
+            "accuracy": accuracy_score(y, pred["regime_id"]),
+            "baseline_accuracy": accuracy_score(y, np.full_like(y, int(train["regime"].mode()[0]))),
+        }
     if "sl_tp" in heads:
         y = test[["mae", "mfe"]].to_numpy()
         mult = train[["mae", "mfe"]].to_numpy() / train[["atr_frac"]].to_numpy()
         base = test[["atr_frac"]].to_numpy() * np.median(mult, axis=0)
-        m["sl_tp"] = {"mae": float(np.abs(y - np.c_[pred["stop_loss"], pred["take_profit"]]).mean()),
-                      "baseline_mae": float(np.abs(y - base).mean())}
+        m["sl_tp"] = {
+            "mae": float(np.abs(y - np.c_[pred["stop_loss"], pred["take_profit"]]).mean()),
+            "baseline_mae": float(np.abs(y - base).mean()),
+        }
     return {h: {k: float(v) for k, v in d.items()} for h, d in m.items()}
 
 # %% ../nbs/06_training.ipynb #7e15b5c7
 @dataclass(frozen=True)
 class TrainResult:
     "Where the model was written and what each fold measured."
+
     path: Path
     folds: list[dict]
 
@@ -194,177 +245,332 @@ class TrainResult:
                 for k, v in m.items():
                     if not k.startswith("baseline_"):
                         rows.setdefault((head, k), []).append((v, m[f"baseline_{k}"]))
-        return pd.DataFrame([{"head": h, "metric": k, "model": np.mean([a for a, _ in v]), "baseline": np.mean([b for _, b in v])}
-                             for (h, k), v in rows.items()])
+        return pd.DataFrame(
+            [
+                {"head": h, "metric": k, "model": np.mean([a for a, _ in v]), "baseline": np.mean([b for _, b in v])}
+                for (h, k), v in rows.items()
+            ]
+        )
+
 
 def data_hash(bars: dict[str, Bars]) -> str:
     "sha256 over the candles of every pair, in pair order."
     h = hashlib.sha256()
     for pair in sorted(bars):
-        h.update(pair.encode()); h.update(bars[pair].frame.index.asi8.tobytes()); h.update(bars[pair].frame.to_numpy().tobytes())
+        h.update(pair.encode())
+        h.update(bars[pair].frame.index.asi8.tobytes())
+        h.update(bars[pair].frame.to_numpy().tobytes())
     return h.hexdigest()
 
 # %% ../nbs/06_training.ipynb #8ffd9875
 def _calibrate(model, val: Samples, test: Samples, settings: Settings) -> tuple[dict, dict]:
-    "(the signal head's temperature fitted on `val` with ECE before/after on val and test, min_confidence chosen on `val`)."
+    """(the signal head's temperature fitted on `val` with ECE before/after on val and test, min_confidence chosen on
+    `val`)."""
     from morningstar_trader.calibration import expected_calibration_error, fit_temperature, reliability_table, temper
     from morningstar_trader.evaluation import choose_min_confidence
+
     pv, yv = model.predict(val.inputs)["signal"], val.labels["signal"].to_numpy(int)
     pt, yt = model.predict(test.inputs)["signal"], test.labels["signal"].to_numpy(int)
     t = fit_temperature(pv, yv)
     cv, ct = temper(pv, t), temper(pt, t)
     ece = expected_calibration_error
-    calib = {"temperature": t, "ece_val_before": ece(pv, yv), "ece_val_after": ece(cv, yv),
-             "ece_test_before": ece(pt, yt), "ece_test_after": ece(ct, yt),
-             "reliability_test": reliability_table(ct, yt).to_dict("records")}
+    calib = {
+        "temperature": t,
+        "ece_val_before": ece(pv, yv),
+        "ece_val_after": ece(cv, yv),
+        "ece_test_before": ece(pt, yt),
+        "ece_test_after": ece(ct, yt),
+        "reliability_test": reliability_table(ct, yt).to_dict("records"),
+    }
     c = settings.costs
-    choice = choose_min_confidence(cv.max(1), cv.argmax(1) - 1, val.labels["horizon_return"].to_numpy(),
-                                   2 * (c.taker_fee + c.slippage_bps / 10_000), settings.exchange.market_type != "spot")
+    choice = choose_min_confidence(
+        cv.max(1),
+        cv.argmax(1) - 1,
+        val.labels["horizon_return"].to_numpy(),
+        2 * (c.taker_fee + c.slippage_bps / 10_000),
+        settings.exchange.market_type != "spot",
+    )
     return calib, choice
 
 # %% ../nbs/06_training.ipynb #241495e2
 def _fit_fold(settings: Settings, prep0: DataPreparation, frames: dict, labels: dict, fold: Fold, verbose: int):
-    from morningstar_trader.model import EnhancedHybridModel, MorningstarModel
     import keras
+
+    from morningstar_trader.model import EnhancedHybridModel, MorningstarModel
+
     tr_lo, tr_hi = fold.train
     prep = prep0.fit([f.loc[tr_lo:tr_hi] for f in frames.values()])
-    regimes = RegimeLabeler.fit(pd.concat([l.loc[tr_lo:tr_hi] for l in labels.values()]), settings.model.regimes, settings.training.seed)
+    regimes = RegimeLabeler.fit(
+        pd.concat([l.loc[tr_lo:tr_hi] for l in labels.values()]), settings.model.regimes, settings.training.seed
+    )
     labels = {p: l.assign(regime=regimes.assign(l)) for p, l in labels.items()}
     features = {p: prep.windows(p, f) for p, f in frames.items()}
     train, val, test = (_split(features, labels, *r) for r in (fold.train, fold.val, fold.test))
-    if min(len(train), len(val), len(test)) == 0: raise TrainingError(f"a fold window has no labelled samples: {fold}")
-    scale = {"volatility": float(train.labels["volatility"].median()),
-             "sl_tp": float(np.median(train.labels[["mae", "mfe"]].to_numpy()))}
+    if min(len(train), len(val), len(test)) == 0:
+        raise TrainingError(f"a fold window has no labelled samples: {fold}")
+    scale = {
+        "volatility": float(train.labels["volatility"].median()),
+        "sl_tp": float(np.median(train.labels[["mae", "mfe"]].to_numpy())),
+    }
     heads, t = settings.model.heads, settings.training
     arch = EnhancedHybridModel(prep.settings.window, len(prep.technical_names), len(prep.context_names), settings.model)
     net = arch.compile(arch.build(t.seed), t.learning_rate)
-    history = net.fit(train.inputs, _targets(train.labels, heads, scale), batch_size=t.batch_size, epochs=t.epochs,
-                      sample_weight=_sample_weights(train.labels, heads, t.class_weight),
-                      validation_data=(val.inputs, _targets(val.labels, heads, scale)), shuffle=True, verbose=verbose,
-                      callbacks=[keras.callbacks.EarlyStopping(patience=t.patience, restore_best_weights=True)])
+    history = net.fit(
+        train.inputs,
+        _targets(train.labels, heads, scale),
+        batch_size=t.batch_size,
+        epochs=t.epochs,
+        sample_weight=_sample_weights(train.labels, heads, t.class_weight),
+        validation_data=(val.inputs, _targets(val.labels, heads, scale)),
+        shuffle=True,
+        verbose=verbose,
+        callbacks=[keras.callbacks.EarlyStopping(patience=t.patience, restore_best_weights=True)],
+    )
     model = MorningstarModel(net, prep, {"heads": list(heads), "target_scale": scale})
-    metrics = evaluate(model.predict(test.inputs), test.labels, train.labels, heads)   # calibration never changes the argmax
-    info = {"train": [str(x) for x in fold.train], "val": [str(x) for x in fold.val], "test": [str(x) for x in fold.test],
-            "samples": {"train": len(train), "val": len(val), "test": len(test)}, "epochs_run": len(history.history["loss"]),
-            "metrics": metrics, "val_metrics": evaluate(model.predict(val.inputs), val.labels, train.labels, heads)}
+    metrics = evaluate(
+        model.predict(test.inputs), test.labels, train.labels, heads
+    )  # calibration never changes the argmax
+    info = {
+        "train": [str(x) for x in fold.train],
+        "val": [str(x) for x in fold.val],
+        "test": [str(x) for x in fold.test],
+        "samples": {"train": len(train), "val": len(val), "test": len(test)},
+        "epochs_run": len(history.history["loss"]),
+        "metrics": metrics,
+        "val_metrics": evaluate(model.predict(val.inputs), val.labels, train.labels, heads),
+    }
     if "signal" in heads:
         info["calibration"], info["decision"] = _calibrate(model, val, test, settings)
-        model = MorningstarModel(net, prep, {"heads": list(heads), "target_scale": scale,
-                                             "calibration": {"temperature": info["calibration"]["temperature"]}})
+        model = MorningstarModel(
+            net,
+            prep,
+            {
+                "heads": list(heads),
+                "target_scale": scale,
+                "calibration": {"temperature": info["calibration"]["temperature"]},
+            },
+        )
     return model, regimes, scale, info
 
 # %% ../nbs/06_training.ipynb #77aad313
-def _fold_trading(model, settings: Settings, bars: dict[str, Bars], fold: Fold, info: dict,
-                  seed: int) -> tuple[dict, np.ndarray]:
+def _fold_trading(
+    model, settings: Settings, bars: dict[str, Bars], fold: Fold, info: dict, seed: int
+) -> tuple[dict, np.ndarray]:
     "The fold's model through the kernel backtest on its test window, at the threshold a run would use."
     started = time.perf_counter()
-    out, random = fold_trading(model, settings, {p: b.frame for p, b in bars.items()}, fold.test,
-                               min_confidence_for(settings.decision, info["decision"]), seed=seed)
+    out, random = fold_trading(
+        model,
+        settings,
+        {p: b.frame for p, b in bars.items()},
+        fold.test,
+        min_confidence_for(settings.decision, info["decision"]),
+        seed=seed,
+    )
     return out | {"seconds": round(time.perf_counter() - started, 2)}, random
+
 
 def _evaluation_meta(settings: Settings, infos: list[dict], trading: list[tuple[dict, np.ndarray]]) -> dict:
     "Metadata of the saved (last fold's) model: its temperature and threshold, and every fold's trading evaluation."
     folds, random = (list(x) for x in zip(*trading))
-    return {"calibration": {"temperature": infos[-1]["calibration"]["temperature"]}, "decision": infos[-1]["decision"],
-            "evaluation": {"trading": {"folds": folds, "overall": summarise_trading(folds, random), "cash": 10_000.0,
-                                       "permutations": settings.training.permutations, "reviewer": "none",
-                                       "min_confidence": "validation" if settings.decision.min_confidence is None else "config"}}}
+    return {
+        "calibration": {"temperature": infos[-1]["calibration"]["temperature"]},
+        "decision": infos[-1]["decision"],
+        "evaluation": {
+            "trading": {
+                "folds": folds,
+                "overall": summarise_trading(folds, random),
+                "cash": 10_000.0,
+                "permutations": settings.training.permutations,
+                "reviewer": "none",
+                "min_confidence": "validation" if settings.decision.min_confidence is None else "config",
+            }
+        },
+    }
 
 # %% ../nbs/06_training.ipynb #c5f3f8d4
 def train_model(settings: Settings, bars: dict[str, Bars], out_dir: str | Path, *, verbose: int = 2) -> TrainResult:
     """Walk-forward train the multi-task model on `bars` (one per pair), evaluate each fold's trading after costs, and
     write the last fold's model to `out_dir`."""
-    from morningstar_trader.model import save_model   # first: it quiets TensorFlow's start-up before it loads
-    import keras, tensorflow as tf
-    if not bars: raise TrainingError("no candles to train on")
+    import keras
+    import tensorflow as tf
+
+    from morningstar_trader.model import save_model  # first: it quiets TensorFlow's start-up before it loads
+
+    if not bars:
+        raise TrainingError("no candles to train on")
     started = time.perf_counter()
     tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(settings.training.seed)
-    prep0 = DataPreparation(settings.features, settings.timeframe, alt_tables=load_alt_tables(settings.features.alt_data, settings.paths.data_dir))
+    prep0 = DataPreparation(
+        settings.features,
+        settings.timeframe,
+        alt_tables=load_alt_tables(settings.features.alt_data, settings.paths.data_dir),
+    )
     frames = {p: prep0.frame(b) for p, b in bars.items()}
     labels = {p: make_labels(b.frame, settings.training) for p, b in bars.items()}
     labelled = pd.DatetimeIndex(sorted(set().union(*(l.index[l["signal"].notna()] for l in labels.values()))))
     labelled = labelled[labelled >= min(f.index[0] for f in frames.values())]
-    if len(labelled) == 0: raise TrainingError(f"no bar has both a full warm-up ({prep0.warm_up} bars) and a full label horizon")
+    if len(labelled) == 0:
+        raise TrainingError(f"no bar has both a full warm-up ({prep0.warm_up} bars) and a full label horizon")
     folds = walk_forward_folds(labelled[0], labelled[-1], parse_timeframe(settings.timeframe), settings.training)
     infos, trading = [], []
     for i, fold in enumerate(folds):
-        if verbose: print(f"fold {i + 1}/{len(folds)}: train {fold.train[0]} .. {fold.train[1]}, test {fold.test[0]} .. {fold.test[1]}")
+        if verbose:
+            print(
+                f"fold {i + 1}/{len(folds)}: train {fold.train[0]} .. {fold.train[1]}, test {fold.test[0]} .. "
+                f"{fold.test[1]}"
+            )
         model, regimes, scale, info = _fit_fold(settings, prep0, frames, labels, fold, verbose)
-        if "signal" in settings.model.heads:   # without it the model never trades: no trading evaluation (unproven)
+        if "signal" in settings.model.heads:  # without it the model never trades: no trading evaluation (unproven)
             trading.append(_fold_trading(model, settings, bars, fold, info, settings.training.seed + i))
         infos.append(info)
-    meta = {"heads": list(settings.model.heads), "target_scale": scale, "model": settings.model.model_dump(),
-            "labels": settings.training.model_dump(), "regimes": regimes.describe(),
-            "data": {"pairs": sorted(bars), "exchanges": sorted({b.exchange for b in bars.values()}),
-                     "start": str(min(b.start for b in bars.values())), "end": str(max(b.end for b in bars.values())),
-                     "rows": {p: len(b) for p, b in bars.items()}, "sha256": data_hash(bars)},
-            "seed": settings.training.seed, "folds": infos, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "train_seconds": round(time.perf_counter() - started, 1), "saved": "last_fold"}
-    if trading: meta |= _evaluation_meta(settings, infos, trading)
+    meta = {
+        "heads": list(settings.model.heads),
+        "target_scale": scale,
+        "model": settings.model.model_dump(),
+        "labels": settings.training.model_dump(),
+        "regimes": regimes.describe(),
+        "data": {
+            "pairs": sorted(bars),
+            "exchanges": sorted({b.exchange for b in bars.values()}),
+            "start": str(min(b.start for b in bars.values())),
+            "end": str(max(b.end for b in bars.values())),
+            "rows": {p: len(b) for p, b in bars.items()},
+            "sha256": data_hash(bars),
+        },
+        "seed": settings.training.seed,
+        "folds": infos,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "train_seconds": round(time.perf_counter() - started, 1),
+        "saved": "last_fold",
+    }
+    if trading:
+        meta |= _evaluation_meta(settings, infos, trading)
     result = TrainResult(Path(out_dir), infos)
     # the card goes in with the other files, so it is hashed too and the directory appears whole or not at all
     svg = reliability_svg(infos)
-    save_model(result.path, model.network, model.prep, meta, {"MODEL_CARD.md": model_card(result.path, meta, result.summary()),
-                                                             **({"reliability.svg": svg} if svg else {})})
+    save_model(
+        result.path,
+        model.network,
+        model.prep,
+        meta,
+        {"MODEL_CARD.md": model_card(result.path, meta, result.summary()), **({"reliability.svg": svg} if svg else {})},
+    )
     return result
 
 # %% ../nbs/06_training.ipynb #fac146aa
-_SAVED = ("the last fold's network, with that fold's temperature and threshold: its early stopping, calibration and threshold "
-          "had a validation slice and its trading evaluation a test window it never saw; a refit on all data would have "
-          "neither, and an ensemble would not be the network that was evaluated")
+_SAVED = (
+    "the last fold's network, with that fold's temperature and threshold: its early stopping, calibration and "
+    "threshold "
+    "had a validation slice and its trading evaluation a test window it never saw; a refit on all data would have "
+    "neither, and an ensemble would not be the network that was evaluated"
+)
+
 
 def _calibration_card(folds: list[dict]) -> list[str]:
-    "Markdown lines: temperature, ECE and the chosen threshold per fold; the last fold's reliability table on its test window."
+    """Markdown lines: temperature, ECE and the chosen threshold per fold; the last fold's reliability table on its test
+    window."""
     rows = [f for f in folds if "calibration" in f]
-    if not rows: return []
-    return ["## Calibration (signal head, temperature scaling on each fold's validation slice)", "",
-            "| fold | temperature | ECE validation before → after | ECE test before → after | min_confidence (validation entries) |",
-            "|---|---|---|---|---|",
-            *[f"| {i + 1} | {f['calibration']['temperature']:.3f} | {f['calibration']['ece_val_before']:.4f} → "
-              f"{f['calibration']['ece_val_after']:.4f} | {f['calibration']['ece_test_before']:.4f} → {f['calibration']['ece_test_after']:.4f} "
-              f"| {f['decision']['min_confidence']:.3f} ({f['decision']['entries']}) |" for i, f in enumerate(rows)], "",
-            "Reliability on the last fold's test window, after calibration:", "", "![reliability diagram](reliability.svg)", "",
-            "| confidence bin | rows | mean confidence | accuracy |", "|---|---|---|---|",
-            *[f"| {r['bin']} | {r['rows']} | {r['confidence']:.3f} | {r['accuracy']:.3f} |" for r in rows[-1]["calibration"]["reliability_test"]], ""]
+    if not rows:
+        return []
+    return [
+        "## Calibration (signal head, temperature scaling on each fold's validation slice)",
+        "",
+        "| fold | temperature | ECE validation before → after | ECE test before → after | min_confidence (validation "
+        "entries) |",
+        "|---|---|---|---|---|",
+        *[
+            f"| {i + 1} | {f['calibration']['temperature']:.3f} | {f['calibration']['ece_val_before']:.4f} → "
+            f"{f['calibration']['ece_val_after']:.4f} | {f['calibration']['ece_test_before']:.4f} → "
+            f"{f['calibration']['ece_test_after']:.4f} "
+            f"| {f['decision']['min_confidence']:.3f} ({f['decision']['entries']}) |"
+            for i, f in enumerate(rows)
+        ],
+        "",
+        "Reliability on the last fold's test window, after calibration:",
+        "",
+        "![reliability diagram](reliability.svg)",
+        "",
+        "| confidence bin | rows | mean confidence | accuracy |",
+        "|---|---|---|---|",
+        *[
+            f"| {r['bin']} | {r['rows']} | {r['confidence']:.3f} | {r['accuracy']:.3f} |"
+            for r in rows[-1]["calibration"]["reliability_test"]
+        ],
+        "",
+    ]
+
 
 def model_card(path: Path, meta: dict, summary: pd.DataFrame) -> str:
     "A short human-readable description of a trained model: its trading after costs first."
     d, trading = meta["data"], (meta.get("evaluation") or {}).get("trading")
-    return "\n".join([
-        f"# Model card: {path.parent.name}/{path.name}", "",
-        *(trading_card(trading) if trading else ["**No trading evaluation** (no signal head): live runs refuse this model.", ""]),
-        f"- **Created** {meta['created_at']} in {meta['train_seconds']} s; seed {meta['seed']}.",
-        f"- **Data** {', '.join(d['pairs'])} from {', '.join(d['exchanges'])}, {d['start']} .. {d['end']} (sha256 {d['sha256'][:16]}…)."
-        + (" **Synthetic data**: the metrics say nothing about real markets." if "synthetic" in d["exchanges"] else ""),
-        f"- **Heads** {', '.join(meta['heads'])}; label horizon {meta['labels']['horizon']} bars, barriers ±{meta['labels']['barrier_atr']} ATR.",
-        f"- **Walk-forward** {len(meta['folds'])} fold(s). **Saved model**: {_SAVED}.", "",
-        "## Out-of-sample metrics (mean over folds' test windows)", "",
-        "| head | metric | model | naive baseline |", "|---|---|---|---|",
-        *[f"| {r.head} | {r.metric} | {r.model:.4f} | {r.baseline:.4f} |" for r in summary.itertuples()], "",
-        "QLIKE and MAE: lower is better; the others: higher is better.", "",
-        *_calibration_card(meta["folds"]),
-        "## Regimes (cluster centres over the regime window)", "",
-        *[f"- regime {r['regime']}: forward log return {r['fwd_return']:+.4f}, volatility {r['fwd_vol']:.4f}" for r in meta["regimes"]], ""])
+    return "\n".join(
+        [
+            f"# Model card: {path.parent.name}/{path.name}",
+            "",
+            *(
+                trading_card(trading)
+                if trading
+                else ["**No trading evaluation** (no signal head): live runs refuse this model.", ""]
+            ),
+            f"- **Created** {meta['created_at']} in {meta['train_seconds']} s; seed {meta['seed']}.",
+            f"- **Data** {', '.join(d['pairs'])} from {', '.join(d['exchanges'])}, {d['start']} .. {d['end']} (sha256 "
+            f"{d['sha256'][:16]}…)."
+            + (
+                " **Synthetic data**: the metrics say nothing about real markets."
+                if "synthetic" in d["exchanges"]
+                else ""
+            ),
+            f"- **Heads** {', '.join(meta['heads'])}; label horizon {meta['labels']['horizon']} bars, barriers "
+            f"±{meta['labels']['barrier_atr']} ATR.",
+            f"- **Walk-forward** {len(meta['folds'])} fold(s). **Saved model**: {_SAVED}.",
+            "",
+            "## Out-of-sample metrics (mean over folds' test windows)",
+            "",
+            "| head | metric | model | naive baseline |",
+            "|---|---|---|---|",
+            *[f"| {r.head} | {r.metric} | {r.model:.4f} | {r.baseline:.4f} |" for r in summary.itertuples()],
+            "",
+            "QLIKE and MAE: lower is better; the others: higher is better.",
+            "",
+            *_calibration_card(meta["folds"]),
+            "## Regimes (cluster centres over the regime window)",
+            "",
+            *[
+                f"- regime {r['regime']}: forward log return {r['fwd_return']:+.4f}, volatility {r['fwd_vol']:.4f}"
+                for r in meta["regimes"]
+            ],
+            "",
+        ]
+    )
 
 # %% ../nbs/06_training.ipynb #e56282fa
 def reliability_svg(folds: list[dict]) -> str | None:
     "The last calibrated fold's reliability diagram on its test window as SVG text; None without calibration."
     rows = [f for f in folds if "calibration" in f]
-    if not rows: return None
+    if not rows:
+        return None
     import io
+
     import matplotlib
-    from matplotlib.figure import Figure               # no pyplot: no GUI backend
+    from matplotlib.figure import Figure  # no pyplot: no GUI backend
+
     table = pd.DataFrame(rows[-1]["calibration"]["reliability_test"])
     fig = Figure(figsize=(4.2, 4.0))
     ax = fig.add_subplot()
     ax.plot([0, 1], [0, 1], ls="--", color="0.6", lw=1, label="perfectly calibrated")
     ax.plot(table["confidence"], table["accuracy"], marker="o", label="signal head (after temperature)")
-    for r in table.itertuples(): ax.annotate(f"{r.rows}", (r.confidence, r.accuracy), fontsize=7, xytext=(3, -9), textcoords="offset points")
-    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean confidence in the bin", ylabel="accuracy (rows annotated)",
-           title=f"reliability, fold {len(rows)} test window")
+    for r in table.itertuples():
+        ax.annotate(f"{r.rows}", (r.confidence, r.accuracy), fontsize=7, xytext=(3, -9), textcoords="offset points")
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1),
+        xlabel="mean confidence in the bin",
+        ylabel="accuracy (rows annotated)",
+        title=f"reliability, fold {len(rows)} test window",
+    )
     ax.legend(loc="upper left", fontsize=8)
     out = io.StringIO()
-    with matplotlib.rc_context({"svg.hashsalt": "morningstar"}):                 # fixed element ids, and no timestamp:
-        fig.savefig(out, format="svg", metadata={"Date": None})                 # the same model draws the same file
+    with matplotlib.rc_context({"svg.hashsalt": "morningstar"}):  # fixed element ids, and no timestamp:
+        fig.savefig(out, format="svg", metadata={"Date": None})  # the same model draws the same file
     return out.getvalue()

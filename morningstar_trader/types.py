@@ -20,6 +20,7 @@ __all__ = ['BAR_COLUMNS', 'ACTIONS', 'MorningstarError', 'clip_repr', 'Timeframe
 class MorningstarError(Exception):
     "Base of the errors this package raises on bad input or a failed operation; the CLI prints them as one line."
 
+
 def clip_repr(value, limit: int = 60) -> str:
     "`repr(value)` cut to about `limit` characters, so that an error can name a huge bad value without echoing it."
     if isinstance(value, (str, bytes)) and len(value) > limit:
@@ -31,29 +32,37 @@ def clip_repr(value, limit: int = 60) -> str:
 class TimeframeError(MorningstarError, ValueError):
     "A timeframe that is not a count and a unit within a year (also a ValueError, so pydantic validators report it)."
 
+
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3_600, "d": 86_400, "w": 604_800}
 _MAX_TIMEFRAME_S = 365 * 86_400
+
 
 def parse_timeframe(timeframe: str) -> pd.Timedelta:
     "The length of one candle of `timeframe`, e.g. '5m' -> 5 minutes; at most 365 days."
     step = _parse_timeframe(timeframe) if isinstance(timeframe, str) else None
     if step is None:
-        raise TimeframeError(f"timeframe {clip_repr(timeframe)} is not valid; allowed: a count and a unit of s, m, h, d, w, "
-                             f"at most 365 days (e.g. 1m, 15m, 1h, 4h, 1d)")
+        raise TimeframeError(
+            f"timeframe {clip_repr(timeframe)} is not valid; allowed: a count and a unit of s, m, h, d, w, "
+            f"at most 365 days (e.g. 1m, 15m, 1h, 4h, 1d)"
+        )
     return step
 
-@functools.lru_cache(maxsize=256)     # the kernel asks for every pair at every close: the regex was 15% of a backtest
+
+@functools.lru_cache(maxsize=256)  # the kernel asks for every pair at every close: the regex was 15% of a backtest
 def _parse_timeframe(timeframe: str) -> pd.Timedelta | None:
     m = re.fullmatch(r"([1-9]\d{0,8})([smhdw])", timeframe)
-    if not m or int(m[1]) * _UNIT_SECONDS[m[2]] > _MAX_TIMEFRAME_S: return None
+    if not m or int(m[1]) * _UNIT_SECONDS[m[2]] > _MAX_TIMEFRAME_S:
+        return None
     return pd.Timedelta(seconds=int(m[1]) * _UNIT_SECONDS[m[2]])
 
 # %% ../nbs/01_types.ipynb #5e2942ae
 BAR_COLUMNS = ("open", "high", "low", "close", "volume")
 
+
 @dataclass(frozen=True)
 class Bars:
     "Closed OHLCV candles of one pair on one timeframe (schema above)."
+
     exchange: str
     pair: str
     timeframe: str
@@ -71,19 +80,24 @@ class Bars:
         if not f.index.is_monotonic_increasing or not f.index.is_unique:
             raise ValueError(f"{what}: timestamps must be strictly increasing")
 
-    def __len__(self) -> int: return len(self.frame)
+    def __len__(self) -> int:
+        return len(self.frame)
 
     @property
-    def start(self) -> pd.Timestamp | None: return self.frame.index[0] if len(self) else None
+    def start(self) -> pd.Timestamp | None:
+        return self.frame.index[0] if len(self) else None
 
     @property
-    def end(self) -> pd.Timestamp | None: return self.frame.index[-1] if len(self) else None
+    def end(self) -> pd.Timestamp | None:
+        return self.frame.index[-1] if len(self) else None
 
     def between(self, start=None, end=None) -> Bars:
         "The bars whose open time is in [start, end)."
         idx, keep = self.frame.index, np.ones(len(self), bool)
-        if start is not None: keep &= idx >= to_utc(start)
-        if end is not None: keep &= idx < to_utc(end)
+        if start is not None:
+            keep &= idx >= to_utc(start)
+        if end is not None:
+            keep &= idx < to_utc(end)
         return Bars(self.exchange, self.pair, self.timeframe, self.frame[keep])
 
 # %% ../nbs/01_types.ipynb #6bbdfbb8
@@ -92,15 +106,19 @@ def to_utc(t) -> pd.Timestamp:
     ts = pd.Timestamp(t)
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
+
 def empty_bar_frame() -> pd.DataFrame:
     "A frame with the `Bars` schema and no rows."
-    return pd.DataFrame({c: pd.Series(dtype="float64") for c in BAR_COLUMNS},
-                        index=pd.DatetimeIndex([], tz="UTC", name="timestamp").as_unit("ns"))   # pandas 3 would pick seconds
+    return pd.DataFrame(
+        {c: pd.Series(dtype="float64") for c in BAR_COLUMNS},
+        index=pd.DatetimeIndex([], tz="UTC", name="timestamp").as_unit("ns"),
+    )  # pandas 3 would pick seconds
 
 # %% ../nbs/01_types.ipynb #9e24d023
 @dataclass(frozen=True)
 class Features:
     "Model inputs for one pair: `technical` (N, window, F) and `context` (N, C), float32, one row per decision bar."
+
     pair: str
     times: pd.DatetimeIndex
     technical: np.ndarray
@@ -111,13 +129,22 @@ class Features:
     def __post_init__(self):
         n = len(self.times)
         if self.technical.shape[0] != n or self.context.shape[0] != n:
-            raise ValueError(f"Features({self.pair}): {n} times but technical {self.technical.shape} and context {self.context.shape}")
+            raise ValueError(
+                f"Features({self.pair}): {n} times but technical {self.technical.shape} and context "
+                f"{self.context.shape}"
+            )
         if self.technical.ndim != 3 or self.technical.shape[2] != len(self.technical_names):
-            raise ValueError(f"Features({self.pair}): technical must be (N, window, {len(self.technical_names)}), got {self.technical.shape}")
+            raise ValueError(
+                f"Features({self.pair}): technical must be (N, window, {len(self.technical_names)}), got "
+                f"{self.technical.shape}"
+            )
         if self.context.ndim != 2 or self.context.shape[1] != len(self.context_names):
-            raise ValueError(f"Features({self.pair}): context must be (N, {len(self.context_names)}), got {self.context.shape}")
+            raise ValueError(
+                f"Features({self.pair}): context must be (N, {len(self.context_names)}), got {self.context.shape}"
+            )
 
-    def __len__(self) -> int: return len(self.times)
+    def __len__(self) -> int:
+        return len(self.times)
 
     @property
     def inputs(self) -> dict[str, np.ndarray]:
@@ -128,8 +155,9 @@ class Features:
 @dataclass(frozen=True)
 class TradeProposal:
     "A new position the decision stage proposes: side, size in base units, entry, stop-loss and take-profit prices."
+
     pair: str
-    side: str            # "long" or "short"
+    side: str  # "long" or "short"
     size: float
     entry_price: float
     stop_loss: float
@@ -137,29 +165,35 @@ class TradeProposal:
 
     def __post_init__(self):
         sign = 1 if self.side == "long" else -1 if self.side == "short" else 0
-        if not sign: raise ValueError(f"side must be 'long' or 'short', got {self.side!r}")
-        if not (self.size > 0 and self.entry_price > 0): raise ValueError("size and entry_price must be positive")
+        if not sign:
+            raise ValueError(f"side must be 'long' or 'short', got {self.side!r}")
+        if not (self.size > 0 and self.entry_price > 0):
+            raise ValueError("size and entry_price must be positive")
         if not (sign * (self.entry_price - self.stop_loss) > 0 and sign * (self.take_profit - self.entry_price) > 0):
-            raise ValueError(f"{self.side}: the stop must be on the losing side of the entry and the target on the winning side")
+            raise ValueError(
+                f"{self.side}: the stop must be on the losing side of the entry and the target on the winning side"
+            )
 
     @property
     def risk(self) -> float:
         "Quote currency lost if the stop is hit (fees and slippage aside)."
         return self.size * abs(self.entry_price - self.stop_loss)
 
+
 @dataclass(frozen=True)
 class Review:
     "A clamped review of one proposal: veto, size multiplier in [0, 1], tightened SL/TP (None: keep), and what it cost."
-    source: str                      # "llm", "replay", "simulated (rule-based, not an LLM)" or "none"
-    coherence: str                   # "agree", "disagree" or "uncertain"
-    risk_score: float                # 0 (benign) .. 1 (dangerous); NaN when there was no review
+
+    source: str  # "llm", "replay", "simulated (rule-based, not an LLM)" or "none"
+    coherence: str  # "agree", "disagree" or "uncertain"
+    risk_score: float  # 0 (benign) .. 1 (dangerous); NaN when there was no review
     veto: bool
     size_multiplier: float
     stop_loss: float | None
     take_profit: float | None
     rationale: str
     alerts: tuple[str, ...] = ()
-    failure: str | None = None       # why the review failed, when it did (the failure policy then decided the fields)
+    failure: str | None = None  # why the review failed, when it did (the failure policy then decided the fields)
     prompt_hash: str = ""
     latency_ms: float = 0.0
     prompt_tokens: int = 0
@@ -170,30 +204,36 @@ class Review:
 @dataclass(frozen=True)
 class Position:
     "An open position: side, size in base units, average entry price, current stop and target prices (None: not set)."
+
     pair: str
-    side: str            # "long" or "short"
+    side: str  # "long" or "short"
     size: float
     entry_price: float
     stop_loss: float | None
     take_profit: float | None
 
     @property
-    def sign(self) -> int: return 1 if self.side == "long" else -1
+    def sign(self) -> int:
+        return 1 if self.side == "long" else -1
+
 
 ACTIONS = ("open_long", "open_short", "close", "adjust", "hold")
+
 
 @dataclass(frozen=True)
 class Decision:
     "What to do about one pair at one decision bar, with every reason that led there."
+
     pair: str
-    action: str                      # one of ACTIONS
-    size: float = 0.0                # base units to open (open_*) or close (close)
-    stop_loss: float | None = None   # prices for open_* and adjust
+    action: str  # one of ACTIONS
+    size: float = 0.0  # base units to open (open_*) or close (close)
+    stop_loss: float | None = None  # prices for open_* and adjust
     take_profit: float | None = None
     reasons: tuple[str, ...] = ()
 
     def __post_init__(self):
-        if self.action not in ACTIONS: raise ValueError(f"action must be one of {ACTIONS}, got {self.action!r}")
+        if self.action not in ACTIONS:
+            raise ValueError(f"action must be one of {ACTIONS}, got {self.action!r}")
         if self.action in ("open_long", "open_short", "close") and not self.size > 0:
             raise ValueError(f"{self.action} needs a positive size, got {self.size}")
 
@@ -201,22 +241,28 @@ class Decision:
 @dataclass(frozen=True)
 class Order:
     "An order intent with its deterministic client order id (set before anything is sent)."
+
     client_order_id: str
     pair: str
-    side: str                 # "buy" or "sell"
-    amount: float             # base units
-    type: str = "market"      # "market" or "limit"
+    side: str  # "buy" or "sell"
+    amount: float  # base units
+    type: str = "market"  # "market" or "limit"
     price: float | None = None
-    intent: str = "open"      # what it is for: "open", "close", "stop_loss", "take_profit", ...
+    intent: str = "open"  # what it is for: "open", "close", "stop_loss", "take_profit", ...
 
     def __post_init__(self):
-        if self.side not in ("buy", "sell"): raise ValueError(f"side must be buy or sell, got {self.side!r}")
-        if not self.amount > 0: raise ValueError(f"amount must be positive, got {self.amount}")
-        if self.type == "limit" and not (self.price and self.price > 0): raise ValueError("a limit order needs a positive price")
+        if self.side not in ("buy", "sell"):
+            raise ValueError(f"side must be buy or sell, got {self.side!r}")
+        if not self.amount > 0:
+            raise ValueError(f"amount must be positive, got {self.amount}")
+        if self.type == "limit" and not (self.price and self.price > 0):
+            raise ValueError("a limit order needs a positive price")
+
 
 @dataclass(frozen=True)
 class Fill:
     "One execution of (part of) an order; `trade_id` is unique per venue."
+
     trade_id: str
     client_order_id: str
     pair: str

@@ -1,7 +1,8 @@
 """The package's import graph, read with `ast` (function-local imports included), as the table in docs/ARCHITECTURE.md.
 
-    .venv/bin/python scripts/import_graph.py        # prints the Markdown table and any import circle
+.venv/bin/python scripts/import_graph.py        # prints the Markdown table and any import circle
 """
+
 from __future__ import annotations
 
 import ast
@@ -33,6 +34,7 @@ def edges(package: Path = PACKAGE) -> dict[str, set[str]]:
 def circles(graph: dict[str, set[str]]) -> list[list[str]]:
     "Every import circle, each once, as the list of modules along it."
     seen, out = set(), []
+
     def walk(node: str, path: list[str]) -> None:
         for nxt in sorted(graph[node]):
             if nxt == path[0]:
@@ -42,6 +44,7 @@ def circles(graph: dict[str, set[str]]) -> list[list[str]]:
                     out.append([*path, nxt])
             elif nxt not in path and nxt > path[0]:
                 walk(nxt, [*path, nxt])
+
     for start in sorted(graph):
         walk(start, [start])
     return out

@@ -6,6 +6,7 @@ Each variant is the default configuration with a few keys changed; each runs `mo
 models/<variant>/). A variant is chosen on its validation columns only (mean over folds): the signal head's balanced
 accuracy on the validation slices and the after-cost edge of the threshold picked there. The test columns are reported,
 never used to choose."""
+
 from __future__ import annotations
 
 import argparse
@@ -19,7 +20,7 @@ import numpy as np
 import yaml
 
 PAIRS = ["BTC/USDT", "ETH/USDT", "SOL/USDT", "BNB/USDT", "XRP/USDT"]
-VARIANTS = {                                  # name -> changed keys (dotted) against config/config.yaml's defaults
+VARIANTS = {  # name -> changed keys (dotted) against config/config.yaml's defaults
     "default": {},
     "balanced": {"training.class_weight": "balanced"},
     "horizon 12": {"training.horizon": 12},
@@ -43,12 +44,29 @@ def _config(name: str, changes: dict, work: Path) -> Path:
 
 
 def _import(work: Path, candles: Path) -> None:
-    if (work / "data" / "processed").is_dir(): return
+    if (work / "data" / "processed").is_dir():
+        return
     config = _config("default", {}, work)
     for pair in PAIRS:
         csv = candles / f"{pair.replace('/', '')}_1h.csv"
-        subprocess.run([BIN / "morningstar", "data", "import", str(csv), "--config", str(config), "--exchange", "binance",
-                        "--pair", pair, "--timeframe", "1h"], cwd=work, check=True)
+        subprocess.run(
+            [
+                BIN / "morningstar",
+                "data",
+                "import",
+                str(csv),
+                "--config",
+                str(config),
+                "--exchange",
+                "binance",
+                "--pair",
+                pair,
+                "--timeframe",
+                "1h",
+            ],
+            cwd=work,
+            check=True,
+        )
 
 
 def _train(name: str, changes: dict, work: Path) -> dict:
@@ -56,8 +74,21 @@ def _train(name: str, changes: dict, work: Path) -> dict:
     models = work / "models" / yaml.safe_load(config.read_text())["model"]["name"]
     if not any(models.glob("*/metadata.json")):
         t0 = time.perf_counter()
-        subprocess.run([BIN / "morningstar", "train", "--config", str(config), "--exchange", "binance", "--pairs", *PAIRS,
-                        "--quiet"], cwd=work, check=True)
+        subprocess.run(
+            [
+                BIN / "morningstar",
+                "train",
+                "--config",
+                str(config),
+                "--exchange",
+                "binance",
+                "--pairs",
+                *PAIRS,
+                "--quiet",
+            ],
+            cwd=work,
+            check=True,
+        )
         print(f"{name}: trained in {time.perf_counter() - t0:.0f} s", flush=True)
     return json.loads(sorted(models.glob("*/metadata.json"))[-1].read_text())
 
@@ -65,25 +96,37 @@ def _train(name: str, changes: dict, work: Path) -> dict:
 def row(name: str, changes: dict, meta: dict) -> dict:
     folds, o = meta["folds"], meta["evaluation"]["trading"]["overall"]
     mean = lambda xs: float(np.mean(xs))
-    return {"variant": name, "changes": ", ".join(f"{k}={v}" for k, v in changes.items()) or "—",
-            "val_bal_acc": mean([f["val_metrics"]["signal"]["balanced_accuracy"] for f in folds]),
-            "val_edge": mean([f["decision"]["edge"] for f in folds]),
-            "val_entries": int(sum(f["decision"]["entries"] for f in folds)),
-            "test_bal_acc": mean([f["metrics"]["signal"]["balanced_accuracy"] for f in folds]),
-            "test_qlike": mean([f["metrics"]["volatility"]["qlike"] for f in folds]),
-            "test_return": o["model_return"], "test_sharpe": o["model_sharpe"], "test_max_dd": o["model_max_drawdown"],
-            "trades": o["trades"], "p_value": o["p_value"], "bh_return": o["buy_hold_return"],
-            "bh_max_dd": o["buy_hold_max_drawdown"], "seconds": meta["train_seconds"]}
+    return {
+        "variant": name,
+        "changes": ", ".join(f"{k}={v}" for k, v in changes.items()) or "—",
+        "val_bal_acc": mean([f["val_metrics"]["signal"]["balanced_accuracy"] for f in folds]),
+        "val_edge": mean([f["decision"]["edge"] for f in folds]),
+        "val_entries": int(sum(f["decision"]["entries"] for f in folds)),
+        "test_bal_acc": mean([f["metrics"]["signal"]["balanced_accuracy"] for f in folds]),
+        "test_qlike": mean([f["metrics"]["volatility"]["qlike"] for f in folds]),
+        "test_return": o["model_return"],
+        "test_sharpe": o["model_sharpe"],
+        "test_max_dd": o["model_max_drawdown"],
+        "trades": o["trades"],
+        "p_value": o["p_value"],
+        "bh_return": o["buy_hold_return"],
+        "bh_max_dd": o["buy_hold_max_drawdown"],
+        "seconds": meta["train_seconds"],
+    }
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| variant | changed | val. bal. acc. | val. edge (entries) | test bal. acc. | test QLIKE | test return | "
-            "Sharpe | max DD | trades | p-value | train s |")
+    head = (
+        "| variant | changed | val. bal. acc. | val. edge (entries) | test bal. acc. | test QLIKE | test return | "
+        "Sharpe | max DD | trades | p-value | train s |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
-        lines.append(f"| {r['variant']} | {r['changes']} | {r['val_bal_acc']:.4f} | {r['val_edge']:+.5f} ({r['val_entries']}) | "
-                     f"{r['test_bal_acc']:.4f} | {r['test_qlike']:.3f} | {r['test_return']:+.2%} | {r['test_sharpe']:.2f} | "
-                     f"{r['test_max_dd']:.2%} | {r['trades']} | {r['p_value']:.3f} | {r['seconds']:.0f} |")
+        lines.append(
+            f"| {r['variant']} | {r['changes']} | {r['val_bal_acc']:.4f} | {r['val_edge']:+.5f} ({r['val_entries']}) | "
+            f"{r['test_bal_acc']:.4f} | {r['test_qlike']:.3f} | {r['test_return']:+.2%} | {r['test_sharpe']:.2f} | "
+            f"{r['test_max_dd']:.2%} | {r['trades']} | {r['p_value']:.3f} | {r['seconds']:.0f} |"
+        )
     return "\n".join(lines)
 
 

@@ -1,4 +1,5 @@
 """A tiny model directory built without training (seconds), and the edits a careless user or a forger makes to one."""
+
 from __future__ import annotations
 
 import hashlib
@@ -6,6 +7,7 @@ import json
 from pathlib import Path
 
 from conftest import TINY, candles
+
 from morningstar_trader.candles import validated_bars
 from morningstar_trader.config import Settings
 from morningstar_trader.features import DataPreparation
@@ -23,25 +25,50 @@ def sample_bars(n: int = 300, seed: int = 5) -> Bars:
 
 
 def tiny_artifact(path: Path, network=None) -> Path:
-    """A model directory as `morningstar train` writes one (descriptive fields, a model card), with an untrained network."""
+    """A model directory as `morningstar train` writes one (descriptive fields, a model card), with an untrained
+    network."""
     prep = DataPreparation(SETTINGS.features, SETTINGS.timeframe)
     prep = prep.fit([prep.frame(sample_bars())])
     if network is None:
-        network = EnhancedHybridModel(prep.settings.window, len(prep.technical_names), len(prep.context_names),
-                                      SETTINGS.model).build(seed=1)
-    meta = {"heads": list(SETTINGS.model.heads), "target_scale": dict(SCALES), "seed": 1, "created_at": "2024-06-01T00:00:00+00:00",
-            "data": {"pairs": ["ETH/USDT"], "exchanges": ["synthetic"], "rows": {"ETH/USDT": 300}},
-            "folds": [{"samples": {"train": 200}, "metrics": {"signal": {"balanced_accuracy": float("nan")}}}]}
+        network = EnhancedHybridModel(
+            prep.settings.window, len(prep.technical_names), len(prep.context_names), SETTINGS.model
+        ).build(seed=1)
+    meta = {
+        "heads": list(SETTINGS.model.heads),
+        "target_scale": dict(SCALES),
+        "seed": 1,
+        "created_at": "2024-06-01T00:00:00+00:00",
+        "data": {"pairs": ["ETH/USDT"], "exchanges": ["synthetic"], "rows": {"ETH/USDT": 300}},
+        "folds": [{"samples": {"train": 200}, "metrics": {"signal": {"balanced_accuracy": float("nan")}}}],
+    }
     return save_model(path, network, prep, meta, {"MODEL_CARD.md": "# Model card: tiny\n\n- untrained, for tests ±\n"})
 
 
 def known_evaluation(sharpe_excess: float, p: float) -> dict:
     """A trading evaluation as training writes it (overall part), with the given edge: gate tests never rest on what a
     network happened to learn."""
-    return {"trading": {"overall": {"folds": 3, "model_return": 0.012, "model_sharpe": 0.4 + sharpe_excess, "model_max_drawdown": 0.05,
-                                    "turnover": 3.1, "fees": 12.5, "trades": 41, "buy_hold_return": 0.08, "buy_hold_sharpe": 0.4,
-                                    "buy_hold_max_drawdown": 0.2, "sharpe_excess": sharpe_excess, "random_mean_gain": 0.0,
-                                    "p_value": p}, "folds": [], "permutations": 200, "cash": 10_000.0}}
+    return {
+        "trading": {
+            "overall": {
+                "folds": 3,
+                "model_return": 0.012,
+                "model_sharpe": 0.4 + sharpe_excess,
+                "model_max_drawdown": 0.05,
+                "turnover": 3.1,
+                "fees": 12.5,
+                "trades": 41,
+                "buy_hold_return": 0.08,
+                "buy_hold_sharpe": 0.4,
+                "buy_hold_max_drawdown": 0.2,
+                "sharpe_excess": sharpe_excess,
+                "random_mean_gain": 0.0,
+                "p_value": p,
+            },
+            "folds": [],
+            "permutations": 200,
+            "cash": 10_000.0,
+        }
+    }
 
 
 def read(path: Path, name: str):
@@ -51,8 +78,10 @@ def read(path: Path, name: str):
 def reseal(path: Path) -> None:
     """Update metadata.json's hashes of every listed file and of itself, as a forger (or a careful editor) would."""
     meta = read(path, "metadata.json")
-    meta["files"] = {n: hashlib.sha256((path / n).read_bytes()).hexdigest() if "/" not in n and (path / n).is_file() else h
-                     for n, h in meta["files"].items()}
+    meta["files"] = {
+        n: hashlib.sha256((path / n).read_bytes()).hexdigest() if "/" not in n and (path / n).is_file() else h
+        for n, h in meta["files"].items()
+    }
     meta["metadata_sha256"] = _digest(meta)
     (path / "metadata.json").write_text(json.dumps(meta))
 
@@ -60,13 +89,16 @@ def reseal(path: Path) -> None:
 def write(path: Path, name: str, data, sealed: bool = True) -> None:
     """Replace a JSON file's content; `sealed` re-hashes it into metadata.json."""
     (path / name).write_text(json.dumps(data))
-    if sealed: reseal(path)
+    if sealed:
+        reseal(path)
 
 
 def as_format_1(path: Path) -> None:
     """Rewrite the directory as the format saved before every file was hashed: only model.keras has a hash."""
     meta = read(path, "metadata.json")
     meta = {k: v for k, v in meta.items() if k not in ("files", "metadata_sha256")} | {
-        "format": 1, "model_sha256": meta["files"]["model.keras"]}
+        "format": 1,
+        "model_sha256": meta["files"]["model.keras"],
+    }
     (path / "metadata.json").write_text(json.dumps(meta, indent=2))
     (path / "MODEL_CARD.md").unlink()

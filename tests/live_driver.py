@@ -5,6 +5,7 @@ then run it again with the same intent and check the venue against the store.
 
     python live_driver.py URL STORE CLIENT_ID PAIR SIDE AMOUNT [LIMIT_PRICE]
 """
+
 from __future__ import annotations
 
 import json
@@ -27,7 +28,7 @@ def main(url: str, store_path: str, cid: str, pair: str, side: str, amount: str,
     pairs = ("BTC/USDT", "ETH/USDT")
     deadline = time.time() + 10
     while not (result := reconcile(executor, pairs, keep_unsent=frozenset({cid}))).ok and time.time() < deadline:
-        time.sleep(0.3)   # an order of unknown outcome resolves once the venue's receive window has passed
+        time.sleep(0.3)  # an order of unknown outcome resolves once the venue's receive window has passed
     if not result.ok:
         print(json.dumps({"refused": result.why()}))
         return 3

@@ -30,7 +30,6 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pandas as pd
-
 from loopback import LoopbackServer, QuietHandler
 
 from morningstar_trader.market_data import point_urls
@@ -98,6 +97,7 @@ class _Order:
 @dataclass
 class Account:
     """Balances, orders and trades of the one account the server knows."""
+
     balances: dict[str, float]
     orders: dict[int, _Order] = field(default_factory=dict)
     trades: list[dict[str, Any]] = field(default_factory=list)
@@ -139,8 +139,14 @@ def _filters(price: float) -> list[dict[str, Any]]:
         {"filterType": "PRICE_FILTER", "minPrice": _dec(tick), "maxPrice": "1000000.00000000", "tickSize": _dec(tick)},
         {"filterType": "LOT_SIZE", "minQty": _dec(step), "maxQty": "9000.00000000", "stepSize": _dec(step)},
         {"filterType": "MARKET_LOT_SIZE", "minQty": "0.00000000", "maxQty": "100.00000000", "stepSize": "0.00000000"},
-        {"filterType": "NOTIONAL", "minNotional": "5.00000000", "applyMinToMarket": True,
-         "maxNotional": "9000000.00000000", "applyMaxToMarket": False, "avgPriceMins": 5},
+        {
+            "filterType": "NOTIONAL",
+            "minNotional": "5.00000000",
+            "applyMinToMarket": True,
+            "maxNotional": "9000000.00000000",
+            "applyMaxToMarket": False,
+            "avgPriceMins": 5,
+        },
         {"filterType": "MAX_NUM_ORDERS", "maxNumOrders": 200},
     ]
 
@@ -148,11 +154,17 @@ def _filters(price: float) -> list[dict[str, Any]]:
 class LocalExchange(LoopbackServer):
     """Binance-compatible spot subset on 127.0.0.1 serving fixture candles, with fault injection."""
 
-    def __init__(self, candles: dict[str, pd.DataFrame], timeframe: str = "1h", now_ms: int | None = None,
-                 balances: dict[str, float] | None = None, recv_window_ms: int = 60_000) -> None:
+    def __init__(
+        self,
+        candles: dict[str, pd.DataFrame],
+        timeframe: str = "1h",
+        now_ms: int | None = None,
+        balances: dict[str, float] | None = None,
+        recv_window_ms: int = 60_000,
+    ) -> None:
         super().__init__()
         self.account = Account(dict(balances or {"USDT": 100_000.0}))
-        self.recv_window_ms = recv_window_ms   # the longest a signed request may take to arrive, as Binance enforces
+        self.recv_window_ms = recv_window_ms  # the longest a signed request may take to arrive, as Binance enforces
         self.timeframe = timeframe
         self._tf_ms = int(parse_timeframe(timeframe).total_seconds() * 1000)
         self._markets = {m.id: m for m in (_build_market(s, df) for s, df in candles.items())}
@@ -163,9 +175,11 @@ class LocalExchange(LoopbackServer):
         self._funding: dict[str, list[tuple[int, float, float]]] = {}
         self._open_interest: dict[str, list[tuple[int, float, float]]] = {}
 
-    def inject(self, path: str, kind: str, count: int = 1, *, delay_s: float = 2.0, after: int = 0,
-               method: str | None = None) -> None:
-        """Fault the `count` requests to paths starting with `path` (and of `method`, if given) that follow the first `after` ones."""
+    def inject(
+        self, path: str, kind: str, count: int = 1, *, delay_s: float = 2.0, after: int = 0, method: str | None = None
+    ) -> None:
+        """Fault the `count` requests to paths starting with `path` (and of `method`, if given) that follow the first
+        `after` ones."""
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; expected one of {FAULT_KINDS}")
         if count < 1 or after < 0:
@@ -180,8 +194,11 @@ class LocalExchange(LoopbackServer):
         """Replace the book while serving (e.g. more candles have closed since the last download)."""
         self._markets = {m.id: m for m in (_build_market(s, df) for s, df in candles.items())}
 
-    def set_futures(self, funding: dict[str, list[tuple[int, float, float]]] | None = None,
-                    open_interest: dict[str, list[tuple[int, float, float]]] | None = None) -> None:
+    def set_futures(
+        self,
+        funding: dict[str, list[tuple[int, float, float]]] | None = None,
+        open_interest: dict[str, list[tuple[int, float, float]]] | None = None,
+    ) -> None:
         """USDT-M perpetuals by Binance symbol ("BTCUSDT"): funding (fundingTime ms, rate, mark price) and open
         interest (timestamp ms, contracts, value) rows; every symbol named is listed by /fapi/v1/exchangeInfo."""
         self._funding = {k: sorted(v) for k, v in (funding or {}).items()}
@@ -198,15 +215,20 @@ class LocalExchange(LoopbackServer):
 
     # -- request handling ------------------------------------------------------------------------
 
-    def _answer(self, method: str, path: str, query: dict[str, str], api_key: str | None = None) -> tuple[int, dict[str, str], bytes, float]:
+    def _answer(
+        self, method: str, path: str, query: dict[str, str], api_key: str | None = None
+    ) -> tuple[int, dict[str, str], bytes, float]:
         """Status, headers, body and the delay before sending them; logs the request."""
         fault = self._take_fault(path, method)
         if fault is not None and fault.kind in _FAULT_ANSWERS:
             status, headers, body = _FAULT_ANSWERS[fault.kind]
         elif fault is not None and fault.kind in ("notfound", "reject"):
             status, headers = 400, _JSON
-            body = json.dumps({"code": -2013, "msg": "Order does not exist."} if fault.kind == "notfound" else
-                              {"code": -2010, "msg": "Account has insufficient balance for requested action."}).encode()
+            body = json.dumps(
+                {"code": -2013, "msg": "Order does not exist."}
+                if fault.kind == "notfound"
+                else {"code": -2010, "msg": "Account has insufficient balance for requested action."}
+            ).encode()
         else:
             if fault is not None and fault.kind == "partial":
                 self.account.partial_next += 1
@@ -275,10 +297,23 @@ class LocalExchange(LoopbackServer):
         order.quote += qty * price
         order.status = "FILLED" if order.executed >= order.qty * (1 - 1e-12) else "PARTIALLY_FILLED"
         order.update = self._now()
-        self.account.trades.append({"symbol": order.symbol, "id": len(self.account.trades) + 1, "orderId": order.id,
-                                    "orderListId": -1, "price": _num(price), "qty": _num(qty), "quoteQty": _num(qty * price),
-                                    "commission": _num(fee), "commissionAsset": m.quote, "time": self._now(),
-                                    "isBuyer": order.side == "BUY", "isMaker": order.type == "LIMIT", "isBestMatch": True})
+        self.account.trades.append(
+            {
+                "symbol": order.symbol,
+                "id": len(self.account.trades) + 1,
+                "orderId": order.id,
+                "orderListId": -1,
+                "price": _num(price),
+                "qty": _num(qty),
+                "quoteQty": _num(qty * price),
+                "commission": _num(fee),
+                "commissionAsset": m.quote,
+                "time": self._now(),
+                "isBuyer": order.side == "BUY",
+                "isMaker": order.type == "LIMIT",
+                "isBestMatch": True,
+            }
+        )
 
     def _fill(self, order: _Order, limit_qty: float | None = None) -> None:
         """Fill what is marketable of `order` at the current price (all of it, or `limit_qty`)."""
@@ -305,12 +340,16 @@ class LocalExchange(LoopbackServer):
         m = self._market(q)
         side, kind = q.get("side", ""), q.get("type", "")
         if side not in ("BUY", "SELL") or kind not in ("MARKET", "LIMIT"):
-            raise _ApiError(400, -1102, "Mandatory parameter 'side' or 'type' was not sent, was empty/null, or malformed.")
+            raise _ApiError(
+                400, -1102, "Mandatory parameter 'side' or 'type' was not sent, was empty/null, or malformed."
+            )
         try:
             qty = float(q["quantity"])
             price = float(q["price"]) if kind == "LIMIT" else None
         except (KeyError, ValueError):
-            raise _ApiError(400, -1102, "Mandatory parameter 'quantity' was not sent, was empty/null, or malformed.") from None
+            raise _ApiError(
+                400, -1102, "Mandatory parameter 'quantity' was not sent, was empty/null, or malformed."
+            ) from None
         client_id = q.get("newClientOrderId") or f"web_{len(self.account.orders) + 1}"
         dup = self.account.by_client_id(m.id, client_id)
         if dup is not None and dup.status in ("NEW", "PARTIALLY_FILLED"):
@@ -321,7 +360,9 @@ class LocalExchange(LoopbackServer):
         need = (m.quote, cost * (1 + FEE)) if side == "BUY" else (m.base, qty)
         if self.account.balances.get(need[0], 0.0) < need[1] - 1e-12:
             raise _ApiError(400, -2010, "Account has insufficient balance for requested action.")
-        order = _Order(len(self.account.orders) + 1, client_id, m.id, side, kind, qty, price, self._now(), update=self._now())
+        order = _Order(
+            len(self.account.orders) + 1, client_id, m.id, side, kind, qty, price, self._now(), update=self._now()
+        )
         self.account.orders[order.id] = order
         if self.account.partial_next:
             self.account.partial_next -= 1
@@ -333,15 +374,29 @@ class LocalExchange(LoopbackServer):
         else:
             self._fill(order)
         trades = [t for t in self.account.trades if t["orderId"] == order.id]
-        return {**self._order_json(order), "transactTime": order.time,
-                "fills": [{"price": t["price"], "qty": t["qty"], "commission": t["commission"],
-                           "commissionAsset": t["commissionAsset"], "tradeId": t["id"]} for t in trades]}
+        return {
+            **self._order_json(order),
+            "transactTime": order.time,
+            "fills": [
+                {
+                    "price": t["price"],
+                    "qty": t["qty"],
+                    "commission": t["commission"],
+                    "commissionAsset": t["commissionAsset"],
+                    "tradeId": t["id"],
+                }
+                for t in trades
+            ],
+        }
 
     def _find(self, q: dict[str, str]) -> _Order:
         m = self._market(q)
         order_id, client_id = _int_param(q, "orderId"), q.get("origClientOrderId")
-        order = self.account.orders.get(order_id) if order_id is not None else (
-            self.account.by_client_id(m.id, client_id) if client_id else None)
+        order = (
+            self.account.orders.get(order_id)
+            if order_id is not None
+            else (self.account.by_client_id(m.id, client_id) if client_id else None)
+        )
         if order is None or order.symbol != m.id:
             raise _ApiError(400, -2013, "Order does not exist.")
         return order
@@ -358,8 +413,11 @@ class LocalExchange(LoopbackServer):
 
     def _open_orders(self, q: dict[str, str]) -> list[dict[str, Any]]:
         symbol = self._market(q).id if q.get("symbol") else None
-        return [self._order_json(o) for o in self.account.orders.values()
-                if o.status in ("NEW", "PARTIALLY_FILLED") and symbol in (None, o.symbol)]
+        return [
+            self._order_json(o)
+            for o in self.account.orders.values()
+            if o.status in ("NEW", "PARTIALLY_FILLED") and symbol in (None, o.symbol)
+        ]
 
     def _all_orders(self, q: dict[str, str]) -> list[dict[str, Any]]:
         symbol = self._market(q).id
@@ -377,19 +435,47 @@ class LocalExchange(LoopbackServer):
                 left = o.qty - o.executed
                 asset, amount = (m.quote, left * (o.price or 0.0)) if o.side == "BUY" else (m.base, left)
                 locked[asset] = locked.get(asset, 0.0) + amount
-        return {"makerCommission": 10, "takerCommission": 10, "buyerCommission": 0, "sellerCommission": 0,
-                "canTrade": True, "canWithdraw": False, "canDeposit": True, "updateTime": self._now(), "accountType": "SPOT",
-                "balances": [{"asset": a, "free": _dec(v - locked.get(a, 0.0)), "locked": _dec(locked.get(a, 0.0))}
-                             for a, v in sorted(self.account.balances.items())],
-                "permissions": ["SPOT"], "uid": 1}
+        return {
+            "makerCommission": 10,
+            "takerCommission": 10,
+            "buyerCommission": 0,
+            "sellerCommission": 0,
+            "canTrade": True,
+            "canWithdraw": False,
+            "canDeposit": True,
+            "updateTime": self._now(),
+            "accountType": "SPOT",
+            "balances": [
+                {"asset": a, "free": _dec(v - locked.get(a, 0.0)), "locked": _dec(locked.get(a, 0.0))}
+                for a, v in sorted(self.account.balances.items())
+            ],
+            "permissions": ["SPOT"],
+            "uid": 1,
+        }
 
     def _order_json(self, o: _Order) -> dict[str, Any]:
-        return {"symbol": o.symbol, "orderId": o.id, "orderListId": -1, "clientOrderId": o.client_id,
-                "price": _dec(o.price or 0.0), "origQty": _dec(o.qty), "executedQty": repr(o.executed),
-                "cummulativeQuoteQty": repr(o.quote), "status": o.status, "timeInForce": "GTC", "type": o.type,
-                "side": o.side, "stopPrice": "0.00000000", "icebergQty": "0.00000000", "time": o.time,
-                "updateTime": o.update, "isWorking": True, "workingTime": o.time, "origQuoteOrderQty": "0.00000000",
-                "selfTradePreventionMode": "NONE"}
+        return {
+            "symbol": o.symbol,
+            "orderId": o.id,
+            "orderListId": -1,
+            "clientOrderId": o.client_id,
+            "price": _dec(o.price or 0.0),
+            "origQty": _dec(o.qty),
+            "executedQty": repr(o.executed),
+            "cummulativeQuoteQty": repr(o.quote),
+            "status": o.status,
+            "timeInForce": "GTC",
+            "type": o.type,
+            "side": o.side,
+            "stopPrice": "0.00000000",
+            "icebergQty": "0.00000000",
+            "time": o.time,
+            "updateTime": o.update,
+            "isWorking": True,
+            "workingTime": o.time,
+            "origQuoteOrderQty": "0.00000000",
+            "selfTradePreventionMode": "NONE",
+        }
 
     def _market(self, query: dict[str, str]) -> _Market:
         market_id = query.get("symbol")
@@ -424,17 +510,28 @@ class LocalExchange(LoopbackServer):
 
     def _symbol_info(self, m: _Market) -> dict[str, Any]:
         return {
-            "symbol": m.id, "status": "TRADING",
-            "baseAsset": m.base, "baseAssetPrecision": 8,
-            "quoteAsset": m.quote, "quotePrecision": 8, "quoteAssetPrecision": 8,
-            "baseCommissionPrecision": 8, "quoteCommissionPrecision": 8,
+            "symbol": m.id,
+            "status": "TRADING",
+            "baseAsset": m.base,
+            "baseAssetPrecision": 8,
+            "quoteAsset": m.quote,
+            "quotePrecision": 8,
+            "quoteAssetPrecision": 8,
+            "baseCommissionPrecision": 8,
+            "quoteCommissionPrecision": 8,
             "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"],
-            "icebergAllowed": True, "ocoAllowed": True, "otoAllowed": True,
-            "quoteOrderQtyMarketAllowed": True, "allowTrailingStop": True, "cancelReplaceAllowed": True,
-            "isSpotTradingAllowed": True, "isMarginTradingAllowed": False,
+            "icebergAllowed": True,
+            "ocoAllowed": True,
+            "otoAllowed": True,
+            "quoteOrderQtyMarketAllowed": True,
+            "allowTrailingStop": True,
+            "cancelReplaceAllowed": True,
+            "isSpotTradingAllowed": True,
+            "isMarginTradingAllowed": False,
             # Priced off the last fixture close, not `now`, so filters don't shift under set_now().
             "filters": _filters(m.candles[-1][3] if m.candles else 1.0),
-            "permissions": ["SPOT"], "permissionSets": [["SPOT"]],
+            "permissions": ["SPOT"],
+            "permissionSets": [["SPOT"]],
             "defaultSelfTradePreventionMode": "EXPIRE_MAKER",
             "allowedSelfTradePreventionModes": ["EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH"],
         }
@@ -464,8 +561,20 @@ class LocalExchange(LoopbackServer):
         o, h, lo, c, v = market.candles[i]
         open_ms = market.opens[i]
         quote_volume = v * c  # synthetic but consistent; nothing downstream needs a real VWAP
-        return [open_ms, _num(o), _num(h), _num(lo), _num(c), _num(v), open_ms + self._tf_ms - 1,
-                _num(quote_volume), max(1, round(v)), _num(v / 2), _num(quote_volume / 2), "0"]
+        return [
+            open_ms,
+            _num(o),
+            _num(h),
+            _num(lo),
+            _num(c),
+            _num(v),
+            open_ms + self._tf_ms - 1,
+            _num(quote_volume),
+            max(1, round(v)),
+            _num(v / 2),
+            _num(quote_volume / 2),
+            "0",
+        ]
 
     # Tickers answer for one symbol only; the all-symbols form isn't needed by the suite.
     def _ticker_price(self, query: dict[str, str]) -> dict[str, str]:
@@ -476,7 +585,7 @@ class LocalExchange(LoopbackServer):
         market, now = self._market(query), self._now()
         last = self._last_index(market, now)
         # Binance's rolling 24h window; never empty, even when candles are longer than a day.
-        window = market.candles[min(bisect_left(market.opens, now - _DAY_MS + 1), last):last + 1]
+        window = market.candles[min(bisect_left(market.opens, now - _DAY_MS + 1), last) : last + 1]
         volume = sum(r[4] for r in window)
         quote_volume = sum(r[4] * r[3] for r in window)
         first_open, close = window[0][0], window[-1][3]
@@ -485,11 +594,23 @@ class LocalExchange(LoopbackServer):
             "priceChange": _num(close - first_open),
             "priceChangePercent": _num(100 * (close - first_open) / first_open if first_open else 0.0),
             "weightedAvgPrice": _num(quote_volume / volume if volume else close),
-            "prevClosePrice": _num(first_open), "lastPrice": _num(close), "lastQty": "0.00000000",
-            "bidPrice": _num(close), "bidQty": "1.00000000", "askPrice": _num(close), "askQty": "1.00000000",
-            "openPrice": _num(first_open), "highPrice": _num(max(r[1] for r in window)),
-            "lowPrice": _num(min(r[2] for r in window)), "volume": _num(volume), "quoteVolume": _num(quote_volume),
-            "openTime": now - _DAY_MS, "closeTime": now, "firstId": 0, "lastId": len(window) - 1, "count": len(window),
+            "prevClosePrice": _num(first_open),
+            "lastPrice": _num(close),
+            "lastQty": "0.00000000",
+            "bidPrice": _num(close),
+            "bidQty": "1.00000000",
+            "askPrice": _num(close),
+            "askQty": "1.00000000",
+            "openPrice": _num(first_open),
+            "highPrice": _num(max(r[1] for r in window)),
+            "lowPrice": _num(min(r[2] for r in window)),
+            "volume": _num(volume),
+            "quoteVolume": _num(quote_volume),
+            "openTime": now - _DAY_MS,
+            "closeTime": now,
+            "firstId": 0,
+            "lastId": len(window) - 1,
+            "count": len(window),
         }
 
     # -- USDT-M futures (the shapes of https://developers.binance.com/docs/derivatives/usds-margined-futures) ---------
@@ -501,25 +622,62 @@ class LocalExchange(LoopbackServer):
         symbols = []
         for sym in self._fapi_symbols():
             base = sym.removesuffix("USDT")
-            symbols.append({
-                "symbol": sym, "pair": sym, "contractType": "PERPETUAL", "deliveryDate": 4133404800000,
-                "onboardDate": 1569398400000, "status": "TRADING", "maintMarginPercent": "2.5000",
-                "requiredMarginPercent": "5.0000", "baseAsset": base, "quoteAsset": "USDT", "marginAsset": "USDT",
-                "pricePrecision": 2, "quantityPrecision": 3, "baseAssetPrecision": 8, "quotePrecision": 8,
-                "underlyingType": "COIN", "underlyingSubType": ["PoW"], "settlePlan": 0, "triggerProtect": "0.0500",
-                "liquidationFee": "0.012500", "marketTakeBound": "0.05", "maxMoveOrderLimit": 10000,
-                "filters": [{"filterType": "PRICE_FILTER", "minPrice": "0.10", "maxPrice": "4529764", "tickSize": "0.10"},
-                            {"filterType": "LOT_SIZE", "minQty": "0.001", "maxQty": "1000", "stepSize": "0.001"},
-                            {"filterType": "MARKET_LOT_SIZE", "minQty": "0.001", "maxQty": "120", "stepSize": "0.001"},
-                            {"filterType": "MIN_NOTIONAL", "notional": "100"}],
-                "orderTypes": ["LIMIT", "MARKET", "STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET", "TRAILING_STOP_MARKET"],
-                "timeInForce": ["GTC", "IOC", "FOK", "GTX", "GTD"], "permissionSets": ["GRID", "COPY"]})
-        return {"timezone": "UTC", "serverTime": self._now(), "futuresType": "U_MARGINED",
-                "rateLimits": [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 2400}],
-                "exchangeFilters": [], "assets": [{"asset": "USDT", "marginAvailable": True, "autoAssetExchange": "-10000"}],
-                "symbols": symbols}
+            symbols.append(
+                {
+                    "symbol": sym,
+                    "pair": sym,
+                    "contractType": "PERPETUAL",
+                    "deliveryDate": 4133404800000,
+                    "onboardDate": 1569398400000,
+                    "status": "TRADING",
+                    "maintMarginPercent": "2.5000",
+                    "requiredMarginPercent": "5.0000",
+                    "baseAsset": base,
+                    "quoteAsset": "USDT",
+                    "marginAsset": "USDT",
+                    "pricePrecision": 2,
+                    "quantityPrecision": 3,
+                    "baseAssetPrecision": 8,
+                    "quotePrecision": 8,
+                    "underlyingType": "COIN",
+                    "underlyingSubType": ["PoW"],
+                    "settlePlan": 0,
+                    "triggerProtect": "0.0500",
+                    "liquidationFee": "0.012500",
+                    "marketTakeBound": "0.05",
+                    "maxMoveOrderLimit": 10000,
+                    "filters": [
+                        {"filterType": "PRICE_FILTER", "minPrice": "0.10", "maxPrice": "4529764", "tickSize": "0.10"},
+                        {"filterType": "LOT_SIZE", "minQty": "0.001", "maxQty": "1000", "stepSize": "0.001"},
+                        {"filterType": "MARKET_LOT_SIZE", "minQty": "0.001", "maxQty": "120", "stepSize": "0.001"},
+                        {"filterType": "MIN_NOTIONAL", "notional": "100"},
+                    ],
+                    "orderTypes": [
+                        "LIMIT",
+                        "MARKET",
+                        "STOP",
+                        "STOP_MARKET",
+                        "TAKE_PROFIT",
+                        "TAKE_PROFIT_MARKET",
+                        "TRAILING_STOP_MARKET",
+                    ],
+                    "timeInForce": ["GTC", "IOC", "FOK", "GTX", "GTD"],
+                    "permissionSets": ["GRID", "COPY"],
+                }
+            )
+        return {
+            "timezone": "UTC",
+            "serverTime": self._now(),
+            "futuresType": "U_MARGINED",
+            "rateLimits": [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 2400}],
+            "exchangeFilters": [],
+            "assets": [{"asset": "USDT", "marginAvailable": True, "autoAssetExchange": "-10000"}],
+            "symbols": symbols,
+        }
 
-    def _futures_rows(self, table: dict, query: dict[str, str], default: int, cap: int) -> list[tuple[int, float, float]]:
+    def _futures_rows(
+        self, table: dict, query: dict[str, str], default: int, cap: int
+    ) -> list[tuple[int, float, float]]:
         sym = query.get("symbol")
         if sym not in table:
             raise _ApiError(400, -1121, "Invalid symbol.")
@@ -527,18 +685,27 @@ class LocalExchange(LoopbackServer):
         start, end = _int_param(query, "startTime"), _int_param(query, "endTime")
         limit = min(_int_param(query, "limit") or default, cap)
         rows = [r for r in rows if (start is None or r[0] >= start) and (end is None or r[0] <= end) and r[0] <= now]
-        return rows[:limit] if start is not None else rows[-limit:]   # without startTime: the most recent
+        return rows[:limit] if start is not None else rows[-limit:]  # without startTime: the most recent
 
     def _funding_rate(self, query: dict[str, str]) -> list[dict[str, Any]]:
-        return [{"symbol": query["symbol"], "fundingTime": t, "fundingRate": f"{r:.8f}", "markPrice": f"{m:.8f}"}
-                for t, r, m in self._futures_rows(self._funding, query, 100, 1000)]
+        return [
+            {"symbol": query["symbol"], "fundingTime": t, "fundingRate": f"{r:.8f}", "markPrice": f"{m:.8f}"}
+            for t, r, m in self._futures_rows(self._funding, query, 100, 1000)
+        ]
 
     def _open_interest_hist(self, query: dict[str, str]) -> list[dict[str, Any]]:
         if query.get("period") not in ("5m", "15m", "30m", "1h", "2h", "4h", "6h", "12h", "1d"):
             raise _ApiError(400, -1130, "Invalid period.")
-        return [{"symbol": query["symbol"], "sumOpenInterest": f"{a:.8f}", "sumOpenInterestValue": f"{v:.8f}",
-                 "CMCCirculatingSupply": "0", "timestamp": t}
-                for t, a, v in self._futures_rows(self._open_interest, query, 30, 500)]
+        return [
+            {
+                "symbol": query["symbol"],
+                "sumOpenInterest": f"{a:.8f}",
+                "sumOpenInterestValue": f"{v:.8f}",
+                "CMCCirculatingSupply": "0",
+                "timestamp": t,
+            }
+            for t, a, v in self._futures_rows(self._open_interest, query, 30, 500)
+        ]
 
 
 def _int_param(query: dict[str, str], name: str) -> int | None:
@@ -576,12 +743,18 @@ _ROUTES: dict[str, Callable[[LocalExchange, dict[str, str]], Any]] = {
 # Fault answers as Binance (or the CDN in front of it) sends them: rate-limit errors carry
 # Binance's JSON error body, server errors are plain text, garbage is a 200 that isn't JSON.
 _FAULT_ANSWERS: dict[str, tuple[int, dict[str, str], bytes]] = {
-    "429": (429, {**_JSON, "Retry-After": "1"},
-            b'{"code":-1003,"msg":"Too many requests; current limit of IP is 6000 requests per minute. '
-            b'Please use the websocket for live updates to avoid polling the API."}'),
-    "418": (418, {**_JSON, "Retry-After": "120"},
-            b'{"code":-1003,"msg":"Way too many requests; IP banned until 4102444800000. '
-            b'Please use the websocket for live updates to avoid bans."}'),
+    "429": (
+        429,
+        {**_JSON, "Retry-After": "1"},
+        b'{"code":-1003,"msg":"Too many requests; current limit of IP is 6000 requests per minute. '
+        b'Please use the websocket for live updates to avoid polling the API."}',
+    ),
+    "418": (
+        418,
+        {**_JSON, "Retry-After": "120"},
+        b'{"code":-1003,"msg":"Way too many requests; IP banned until 4102444800000. '
+        b'Please use the websocket for live updates to avoid bans."}',
+    ),
     "500": (500, {"Content-Type": "text/plain"}, b"Internal Server Error"),
     "503": (503, {"Content-Type": "text/plain"}, b"Service Unavailable"),
     "garbage": (200, {"Content-Type": "text/html"}, b"<html><body>upstream glitch</body></html>"),

@@ -49,8 +49,9 @@ class Reply:
 
 
 def _error(status: int, message: str | None = None) -> dict[str, Any]:
-    kind, code, default = _ERRORS.get(status, ("server_error" if status >= 500 else "invalid_request_error",
-                                               None, f"HTTP {status}"))
+    kind, code, default = _ERRORS.get(
+        status, ("server_error" if status >= 500 else "invalid_request_error", None, f"HTTP {status}")
+    )
     return {"error": {"message": message or default, "type": kind, "param": None, "code": code}}
 
 
@@ -74,8 +75,9 @@ class LocalLLM(LoopbackServer):
 
     # -- request handling ------------------------------------------------------------------------
 
-    def _answer(self, method: str, path: str, headers: dict[str, str],
-                raw: bytes) -> tuple[int, dict[str, str], Any, float]:
+    def _answer(
+        self, method: str, path: str, headers: dict[str, str], raw: bytes
+    ) -> tuple[int, dict[str, str], Any, float]:
         """Status, headers, JSON payload and the delay before sending them; logs the request."""
         body: dict[str, Any] = {}
         if method == "POST" and path == "/v1/chat/completions":
@@ -110,8 +112,9 @@ class LocalLLM(LoopbackServer):
         with self._lock:
             reply = self._script[0] if self._script else self.default
             # A rejected format leaves the reply queued, so the client's fallback request gets it.
-            if (reply.reject_json_schema and fmt_type == "json_schema") or \
-                    (reply.reject_json_object and fmt_type == "json_object"):
+            if (reply.reject_json_schema and fmt_type == "json_schema") or (
+                reply.reject_json_object and fmt_type == "json_object"
+            ):
                 return 400, {}, _error(400, f"response_format {fmt_type} is not supported"), 0.0
             if self._script:
                 self._script.popleft()
@@ -119,22 +122,39 @@ class LocalLLM(LoopbackServer):
         if reply.status != 200:
             extra = {"Retry-After": "0"} if reply.status == 429 else {}
             return reply.status, extra, _error(reply.status, reply.content), reply.delay_s
-        message = {"role": "assistant", "content": None if reply.refusal is not None else reply.content,
-                   "refusal": reply.refusal, "annotations": []}
-        return 200, {}, {
-            "id": f"chatcmpl-local{n:06d}", "object": "chat.completion", "created": int(time.time()),
-            "model": body.get("model", MODEL), "system_fingerprint": "fp_local",
-            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens,
-                      "total_tokens": reply.prompt_tokens + reply.completion_tokens},
-        }, reply.delay_s
+        message = {
+            "role": "assistant",
+            "content": None if reply.refusal is not None else reply.content,
+            "refusal": reply.refusal,
+            "annotations": [],
+        }
+        return (
+            200,
+            {},
+            {
+                "id": f"chatcmpl-local{n:06d}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body.get("model", MODEL),
+                "system_fingerprint": "fp_local",
+                "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}],
+                "usage": {
+                    "prompt_tokens": reply.prompt_tokens,
+                    "completion_tokens": reply.completion_tokens,
+                    "total_tokens": reply.prompt_tokens + reply.completion_tokens,
+                },
+            },
+            reply.delay_s,
+        )
 
 
 class _Handler(QuietHandler):
     def do_GET(self) -> None:
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         headers = {name.lower(): value for name, value in self.headers.items()}
-        status, out_headers, payload, delay_s = self.server.owner._answer(self.command, urlsplit(self.path).path, headers, raw)
+        status, out_headers, payload, delay_s = self.server.owner._answer(
+            self.command, urlsplit(self.path).path, headers, raw
+        )
         self.send(status, out_headers, json.dumps(payload).encode(), delay_s)
 
     do_POST = do_PUT = do_DELETE = do_GET  # answered with OpenAI's 404 shape, not http.server's 501

@@ -7,6 +7,7 @@ then every kline of a subscribed stream reaches it in the combined-stream shape
 "h", "l", "v", "x", ...}}}`, numbers as decimal text, `x: true` on the candle's final (closed) update. The test pushes
 klines (`kline`, `close_bars`) and drops every connection (`drop`) to play a network failure.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -25,8 +26,8 @@ class LocalKlineStream:
 
     def __init__(self, interval: str = "1h") -> None:
         self.interval, self.url = interval, ""
-        self.subscriptions: list[list[str]] = []      # every SUBSCRIBE's params, in order
-        self.connections = 0                          # connections accepted so far
+        self.subscriptions: list[list[str]] = []  # every SUBSCRIBE's params, in order
+        self.connections = 0  # connections accepted so far
         self._clients: dict[ServerConnection, set[str]] = {}
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -53,7 +54,7 @@ class LocalKlineStream:
                     self._clients[ws] |= set(msg["params"])
                     self.subscriptions.append(list(msg["params"]))
                     await ws.send(json.dumps({"result": None, "id": msg["id"]}))
-        except Exception:   # a dropped connection ends here; the test sees it through `connections`
+        except Exception:  # a dropped connection ends here; the test sees it through `connections`
             pass
         finally:
             self._clients.pop(ws, None)
@@ -72,16 +73,32 @@ class LocalKlineStream:
         t = int(open_time.timestamp() * 1000)
         step = int(pd.Timedelta(self.interval).total_seconds() * 1000)
         values = row if isinstance(row, dict) else dict(zip("ohlcv", (repr(float(x)) for x in row)))
-        k = {"t": t, "T": t + step - 1, "s": market, "i": self.interval, "f": 1, "L": 2, **values, "n": 2, "x": closed,
-             "q": "0", "V": "0", "Q": "0", "B": "0"}
+        k = {
+            "t": t,
+            "T": t + step - 1,
+            "s": market,
+            "i": self.interval,
+            "f": 1,
+            "L": 2,
+            **values,
+            "n": 2,
+            "x": closed,
+            "q": "0",
+            "V": "0",
+            "Q": "0",
+            "B": "0",
+        }
         return stream, json.dumps({"stream": stream, "data": {"e": "kline", "E": t + step, "s": market, "k": k}})
 
     async def _send(self, messages: list[tuple[str, str]]) -> int:
         sent = 0
         for stream, text in messages:
             for ws in [ws for ws, subs in list(self._clients.items()) if stream in subs]:
-                try: await ws.send(text); sent += 1
-                except Exception: pass   # a connection closing right now: the test's own business
+                try:
+                    await ws.send(text)
+                    sent += 1
+                except Exception:
+                    pass  # a connection closing right now: the test's own business
         return sent
 
     def kline(self, symbol: str, open_time: pd.Timestamp, row: dict | tuple, closed: bool) -> int:
@@ -89,26 +106,34 @@ class LocalKlineStream:
         close, volume (a dict may hold any text or number, to play a bad candle); how many connections got it."""
         return self._call(self._send([self._text(symbol, open_time, row, closed)]))
 
-    def close_bars(self, data: dict[str, pd.DataFrame], open_time: pd.Timestamp, *, forming: bool = True,
-                   wait: bool = True) -> None:
+    def close_bars(
+        self, data: dict[str, pd.DataFrame], open_time: pd.Timestamp, *, forming: bool = True, wait: bool = True
+    ) -> None:
         """The exchange at a bar close: each pair's candle opening at `open_time` closes (`x: true`), and with `forming`
         the next one starts (`x: false`, its first prices). `wait` False: return at once, the server sends meanwhile."""
         messages = []
         for pair, df in data.items():
             c = df.loc[open_time]
-            messages.append(self._text(pair, open_time, (c["open"], c["high"], c["low"], c["close"], c["volume"]), True))
+            messages.append(
+                self._text(pair, open_time, (c["open"], c["high"], c["low"], c["close"], c["volume"]), True)
+            )
             nxt = open_time + pd.Timedelta(self.interval)
             if forming and nxt in df.index:
                 o = df.loc[nxt, "open"]
-                messages.append(self._text(pair, nxt, (o, o * 1.5, o * 0.5, o * 1.4, 1.0), False))   # far from its final values
+                messages.append(
+                    self._text(pair, nxt, (o, o * 1.5, o * 0.5, o * 1.4, 1.0), False)
+                )  # far from its final values
         future = asyncio.run_coroutine_threadsafe(self._send(messages), self._loop)
-        if wait: future.result(timeout=10)
+        if wait:
+            future.result(timeout=10)
 
     def drop(self) -> None:
         "Close every client connection (a network failure); the server keeps listening."
+
         async def close_all() -> None:
             for ws in list(self._clients):
                 await ws.close(code=1011, reason="dropped by the test")
+
         self._call(close_all())
 
     def start(self) -> Self:
@@ -120,6 +145,7 @@ class LocalKlineStream:
         async def shutdown() -> None:
             self._server.close()
             await self._server.wait_closed()
+
         self._call(shutdown())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)

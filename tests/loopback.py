@@ -1,4 +1,5 @@
 """Start/stop plumbing shared by the test servers: an HTTP server on 127.0.0.1, in a daemon thread, on a free port."""
+
 from __future__ import annotations
 
 import threading
@@ -56,8 +57,9 @@ class LoopbackServer:
             self._server = OwnedServer(self, self.handler, self._port)
             self._port = self._server.server_address[1]
             self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}{self.base_path}"
-            self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                            name=type(self).__name__, daemon=True)
+            self._thread = threading.Thread(
+                target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name=type(self).__name__, daemon=True
+            )
             self._thread.start()
         return self
 
@@ -73,5 +75,7 @@ class LoopbackServer:
     def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()

@@ -8,6 +8,7 @@ and the state store, then one live cycle per command read from stdin, one JSON a
 
 Everything else the process prints goes to stderr, so stdout carries only the answers.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,13 +21,14 @@ from pathlib import Path
 def rss_kb() -> int:
     "This process's resident memory (VmRSS), in kB."
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"): return int(line.split()[1])
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
     raise RuntimeError("no VmRSS in /proc/self/status")
 
 
 def main(settings_path: str, run_id: str) -> int:
     answers = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)                                   # TensorFlow, warnings, prints: all to stderr
+    os.dup2(2, 1)  # TensorFlow, warnings, prints: all to stderr
     import pandas as pd
 
     from morningstar_trader.config import Settings, load_secrets
@@ -34,10 +36,11 @@ def main(settings_path: str, run_id: str) -> int:
     from morningstar_trader.live_execution import reconcile
 
     settings = Settings(**json.loads(Path(settings_path).read_text()))
-    ctx = build_context(settings, load_secrets(), run_id=run_id, confirm_live=True,
-                        allow_unproven_model=True)   # the soak tests execution, not the model
+    ctx = build_context(
+        settings, load_secrets(), run_id=run_id, confirm_live=True, allow_unproven_model=True
+    )  # the soak tests execution, not the model
     ex = ctx.executor
-    ex.exchange.options["recvWindow"] = 500         # short receive window: unknown orders resolve quickly
+    ex.exchange.options["recvWindow"] = 500  # short receive window: unknown orders resolve quickly
     ex.grace_s, ex.order_timeout_s = 0.8, 0.5
     answers.write(json.dumps({"ready": True, "rss_kb": rss_kb()}) + "\n")
     for line in sys.stdin:
@@ -47,11 +50,20 @@ def main(settings_path: str, run_id: str) -> int:
             report = run_cycle(ctx, pd.Timestamp(command["now"]))
             seconds = time.perf_counter() - t
             pairs = report.pairs
-            answers.write(json.dumps({
-                "refused": any(a.kind == "refused" for a in report.snapshot.alerts),
-                "held_pairs": int((pairs["reasons"] == "an order is still in flight").sum()),
-                "held_entries": int(pairs["verdict"].str.startswith("entry held back").sum()) if "verdict" in pairs else 0,
-                "rss_kb": rss_kb(), "s": round(seconds, 4)}) + "\n")
+            answers.write(
+                json.dumps(
+                    {
+                        "refused": any(a.kind == "refused" for a in report.snapshot.alerts),
+                        "held_pairs": int((pairs["reasons"] == "an order is still in flight").sum()),
+                        "held_entries": int(pairs["verdict"].str.startswith("entry held back").sum())
+                        if "verdict" in pairs
+                        else 0,
+                        "rss_kb": rss_kb(),
+                        "s": round(seconds, 4),
+                    }
+                )
+                + "\n"
+            )
         elif "final" in command:
             deadline = time.time() + float(command["final"])
             while not (final := reconcile(ex, settings.pairs)).ok and time.time() < deadline:

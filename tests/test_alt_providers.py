@@ -1,13 +1,14 @@
 """Alternative-data providers against local servers in each real API's shape, through the real clients."""
+
 from __future__ import annotations
 
 import time
 
 import pandas as pd
 import pytest
-
 from local_alt import LocalAlt, post, rss_date
 from local_exchange import LocalExchange
+
 from morningstar_trader.alt_providers import AltDataError, AltStore, HttpClient, NewsProvider, provider
 from morningstar_trader.config import RetrySettings, Settings, load_secrets
 
@@ -31,11 +32,11 @@ def settings(tmp_path, **alt) -> Settings:
 def test_fear_greed_incremental_and_atomic(tmp_path, alt):
     s = settings(tmp_path, fear_greed={"api_url": alt.base_url})
     assert provider("fear_greed", s).download(AltStore(s.paths.data_dir)) == {"fear_greed": 10}
-    assert alt.requests[-1]["query"]["limit"] == "0"                  # nothing stored: everything
+    assert alt.requests[-1]["query"]["limit"] == "0"  # nothing stored: everything
     # a new value between the newest stored (midnight) and now (noon was in the future before noon: a morning failure)
     alt.fng.append((int((NOW + (pd.Timestamp.now(tz="UTC") - NOW) / 2).timestamp()), 50))
     got = provider("fear_greed", s).download(AltStore(s.paths.data_dir))
-    assert got == {"fear_greed": 1} and alt.requests[-1]["query"]["limit"] == "2"   # only the days since, plus overlap
+    assert got == {"fear_greed": 1} and alt.requests[-1]["query"]["limit"] == "2"  # only the days since, plus overlap
     table = AltStore(s.paths.data_dir).read("fear_greed", "fear_greed")
     assert (table["available_at"] - table["event_time"] == pd.Timedelta(hours=1)).all()
     assert table["event_time"].is_monotonic_increasing and table["value"].dtype == "float64"
@@ -48,18 +49,26 @@ def test_temporary_faults_are_retried(tmp_path, alt, fault):
     t0 = time.monotonic()
     assert provider("fear_greed", s).download(AltStore(s.paths.data_dir))["fear_greed"] == 10
     assert len(alt.requests) == 3
-    if fault == "429": assert time.monotonic() - t0 >= 2.0          # Retry-After: 1, twice
+    if fault == "429":
+        assert time.monotonic() - t0 >= 2.0  # Retry-After: 1, twice
 
 
-@pytest.mark.parametrize("fault,why", [("garbage", "not JSON"), ("truncated", "not JSON"),
-                                       ("retry_after_long", "asked to wait 3600 s"), ("503", "after 3 attempts")])
+@pytest.mark.parametrize(
+    "fault,why",
+    [
+        ("garbage", "not JSON"),
+        ("truncated", "not JSON"),
+        ("retry_after_long", "asked to wait 3600 s"),
+        ("503", "after 3 attempts"),
+    ],
+)
 def test_permanent_faults_store_nothing(tmp_path, alt, fault, why):
     alt.inject("/fng/", fault, count=5)
     s = settings(tmp_path, fear_greed={"api_url": alt.base_url})
     with pytest.raises(AltDataError, match=why):
         provider("fear_greed", s).download(AltStore(s.paths.data_dir))
     assert not (s.paths.data_dir / "processed/alt/fear_greed").exists()
-    assert len(alt.requests) == (3 if fault == "503" else 1)         # garbage and a long Retry-After are not retried
+    assert len(alt.requests) == (3 if fault == "503" else 1)  # garbage and a long Retry-After are not retried
 
 
 def test_a_slow_answer_times_out_and_is_retried(alt):
@@ -78,7 +87,9 @@ def test_a_client_error_is_not_retried(tmp_path, alt):
 
 def test_onchain_series(tmp_path, alt):
     s = settings(tmp_path, onchain={"api_url": alt.base_url, "series": ["hash-rate"]})
-    assert provider("onchain", s).download(AltStore(s.paths.data_dir), start=NOW - pd.Timedelta(days=4)) == {"hash_rate": 5}
+    assert provider("onchain", s).download(AltStore(s.paths.data_dir), start=NOW - pd.Timedelta(days=4)) == {
+        "hash_rate": 5
+    }
     assert alt.requests[-1]["query"]["format"] == "json"
     table = AltStore(s.paths.data_dir).table("onchain", ("hash_rate",))
     assert list(table.columns) == ["published_at", "asset", "hash_rate"] and len(table) == 5
@@ -86,11 +97,22 @@ def test_onchain_series(tmp_path, alt):
 
 def test_news_from_feeds_and_posts(tmp_path, alt):
     t = NOW - pd.Timedelta(hours=5)
-    alt.feeds["a"] = [{"guid": "g1", "link": "https://n/1", "title": "<b>Bitcoin</b> ETF <script>steal()</script>approved",
-                       "pubDate": rss_date(t)},
-                      {"guid": "g2", "link": "https://n/2", "title": "x" * 1_000_000, "pubDate": rss_date(t)},
-                      {"guid": "g3", "link": "https://n/3", "title": "from the future", "pubDate": rss_date(NOW + pd.Timedelta(days=3))},
-                      {"guid": "g1", "link": "https://n/1", "title": "dup", "pubDate": rss_date(t)}]
+    alt.feeds["a"] = [
+        {
+            "guid": "g1",
+            "link": "https://n/1",
+            "title": "<b>Bitcoin</b> ETF <script>steal()</script>approved",
+            "pubDate": rss_date(t),
+        },
+        {"guid": "g2", "link": "https://n/2", "title": "x" * 1_000_000, "pubDate": rss_date(t)},
+        {
+            "guid": "g3",
+            "link": "https://n/3",
+            "title": "from the future",
+            "pubDate": rss_date(NOW + pd.Timedelta(days=3)),
+        },
+        {"guid": "g1", "link": "https://n/1", "title": "dup", "pubDate": rss_date(t)},
+    ]
     alt.posts = [post(i, f"Solana headline {i}", t - pd.Timedelta(minutes=i), ("SOL",)) for i in range(45)]
     s = settings(tmp_path, news={"api_url": alt.base_url, "feeds": [f"{alt.base_url}/feeds/a.xml"]})
     secrets = load_secrets({"MORNINGSTAR_CRYPTOPANIC_TOKEN": alt.token})
@@ -102,7 +124,7 @@ def test_news_from_feeds_and_posts(tmp_path, alt):
     assert news.loc["cryptopanic:0", "assets"] == "SOL"
     alt.posts.insert(0, post(99, "newer", NOW - pd.Timedelta(minutes=1)))
     provider("news", settings(tmp_path, news={"api_url": alt.base_url}), secrets).download(AltStore(s.paths.data_dir))
-    assert alt.requests[-1]["query"]["page"] == "1"                  # incremental: the first page reaches the stored items
+    assert alt.requests[-1]["query"]["page"] == "1"  # incremental: the first page reaches the stored items
 
 
 def test_news_bad_inputs(tmp_path, alt):
@@ -124,15 +146,22 @@ def test_news_bad_inputs(tmp_path, alt):
 def test_funding_and_open_interest_through_ccxt_binanceusdm(tmp_path):
     start = NOW - pd.Timedelta(days=20)
     ms = lambda t: int(t.timestamp() * 1000)
-    funding = {s: [(ms(start + pd.Timedelta(hours=8 * i)), 1e-4 * (i % 3 - 1), 100.0 + i) for i in range(58)] for s in ("BTCUSDT", "ETHUSDT")}
-    oi = {s: [(ms(start + pd.Timedelta(hours=i)), 1000.0 + i, 1e6 + i) for i in range(24 * 19)] for s in ("BTCUSDT", "ETHUSDT")}
+    funding = {
+        s: [(ms(start + pd.Timedelta(hours=8 * i)), 1e-4 * (i % 3 - 1), 100.0 + i) for i in range(58)]
+        for s in ("BTCUSDT", "ETHUSDT")
+    }
+    oi = {
+        s: [(ms(start + pd.Timedelta(hours=i)), 1000.0 + i, 1e6 + i) for i in range(24 * 19)]
+        for s in ("BTCUSDT", "ETHUSDT")
+    }
     with LocalExchange({}, "1h") as ex:
         ex.set_futures(funding, oi)
         s = settings(tmp_path, funding={"api_url": ex.base_url}, open_interest={"api_url": ex.base_url})
         s = s.model_copy(update={"pairs": ("BTC/USDT", "ETH/USDT")})
         store = AltStore(s.paths.data_dir)
         ex.inject("/fapi/v1/fundingRate", "503", count=1)
-        p = provider("funding", s); p.page = 20
+        p = provider("funding", s)
+        p.page = 20
         assert p.download(store, start=start) == {"BTC": 58, "ETH": 58}
         assert provider("open_interest", s).download(store, start=start) == {"BTC": 456, "ETH": 456}
         ex.set_futures({k: v + [(ms(start + pd.Timedelta(hours=8 * 58)), 2e-4, 1.0)] for k, v in funding.items()}, oi)

@@ -5,6 +5,7 @@ On its own EUR/USD hourly and GOOG daily data, the trades both engines close on 
 end of data: backtesting.py's `finalize_trades` closes a leftover position at the last bar's open, ours at its
 close (exit reason `end`), so the peer runs without finalisation and our `end` trade is compared separately.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -40,20 +41,30 @@ class PeerSmaCross(Strategy):
 @pytest.mark.parametrize("name, data", [("EURUSD", EURUSD), ("GOOG", GOOG)])
 def test_trades_and_fees_equal_backtesting_py(name, data):
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")   # the peer warns about the trade left open at the end
+        warnings.simplefilter("ignore")  # the peer warns about the trade left open at the end
         peer = Backtest(data, PeerSmaCross, cash=100_000, commission=0.001).run()._trades
     bars = data.rename(columns=str.lower).tz_localize("UTC")
     result = run_backtest(bars, SmaCross(10, 20), size=1, fee=0.001, cash=100_000)
     ours = result.trades[result.trades["exit_reason"] == "signal"].reset_index(drop=True)
-    expected = pd.DataFrame({"side": np.where(peer["Size"] > 0, "long", "short"),
-                             "entry_time": peer["EntryTime"].dt.tz_localize("UTC"), "entry_price": peer["EntryPrice"],
-                             "exit_time": peer["ExitTime"].dt.tz_localize("UTC"), "exit_price": peer["ExitPrice"]})
+    expected = pd.DataFrame(
+        {
+            "side": np.where(peer["Size"] > 0, "long", "short"),
+            "entry_time": peer["EntryTime"].dt.tz_localize("UTC"),
+            "entry_price": peer["EntryPrice"],
+            "exit_time": peer["ExitTime"].dt.tz_localize("UTC"),
+            "exit_price": peer["ExitPrice"],
+        }
+    )
     assert len(ours) == len(peer) > 50
     pd.testing.assert_frame_equal(ours[expected.columns], expected, check_exact=True)
     assert ours["fees"].sum() == pytest.approx(peer["Commission"].sum(), rel=1e-9)
     # the position left open is closed at the last close
     end = result.trades.iloc[-1]
-    assert end["exit_reason"] == "end" and end["exit_price"] == bars["close"].iloc[-1] and end["exit_time"] == bars.index[-1]
+    assert (
+        end["exit_reason"] == "end"
+        and end["exit_price"] == bars["close"].iloc[-1]
+        and end["exit_time"] == bars.index[-1]
+    )
 
 
 class PeerCross(Strategy):
@@ -79,16 +90,26 @@ def test_exact_sma_ties_and_repeated_crossovers_give_the_same_trades(seed, fast,
     rng = np.random.default_rng(seed)
     close = 1_000 + np.cumsum(rng.integers(-2, 3, 4_000)).astype(float)
     idx = pd.date_range("2024-01-01", periods=len(close), freq="h")
-    data = pd.DataFrame({"Open": np.r_[close[0], close[:-1]], "High": close + 1, "Low": close - 1, "Close": close, "Volume": 1.0},
-                        index=idx)
+    data = pd.DataFrame(
+        {"Open": np.r_[close[0], close[:-1]], "High": close + 1, "Low": close - 1, "Close": close, "Volume": 1.0},
+        index=idx,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         peer = Backtest(data, PeerCross, cash=1e9, commission=0.001).run(fast=fast, slow=slow)._trades
-    result = run_backtest(data.rename(columns=str.lower).tz_localize("UTC"), SmaCross(fast, slow), size=1, fee=0.001, cash=1e9)
+    result = run_backtest(
+        data.rename(columns=str.lower).tz_localize("UTC"), SmaCross(fast, slow), size=1, fee=0.001, cash=1e9
+    )
     ours = result.trades[result.trades["exit_reason"] == "signal"].reset_index(drop=True)
     repeated = (ours["side"] == ours["side"].shift()) & (ours["entry_time"] == ours["exit_time"].shift())
     assert repeated.any(), "the data should hold a repeated crossover after a tie"
-    expected = pd.DataFrame({"side": np.where(peer["Size"] > 0, "long", "short"),
-                             "entry_time": peer["EntryTime"].dt.tz_localize("UTC"), "entry_price": peer["EntryPrice"],
-                             "exit_time": peer["ExitTime"].dt.tz_localize("UTC"), "exit_price": peer["ExitPrice"]})
+    expected = pd.DataFrame(
+        {
+            "side": np.where(peer["Size"] > 0, "long", "short"),
+            "entry_time": peer["EntryTime"].dt.tz_localize("UTC"),
+            "entry_price": peer["EntryPrice"],
+            "exit_time": peer["ExitTime"].dt.tz_localize("UTC"),
+            "exit_price": peer["ExitPrice"],
+        }
+    )
     pd.testing.assert_frame_equal(ours[expected.columns], expected, check_exact=True)

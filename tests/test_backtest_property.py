@@ -1,11 +1,13 @@
 """Property tests of the backtest engine over random signals, stops, fees and slippage."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from morningstar_trader.backtest import run_backtest
 from morningstar_trader.sample_data import SAMPLE_PAIRS, synthetic_candles
@@ -17,6 +19,7 @@ BARS = RAW["SOL/USDT"].set_index("timestamp")
 @dataclass(frozen=True)
 class Scripted:
     """Signals fixed in advance: whatever the engine does, it can only act on them one bar later."""
+
     direction: tuple
     stop: float
     target: float
@@ -28,9 +31,15 @@ class Scripted:
 
 
 @settings(max_examples=60, deadline=None)
-@given(direction=st.lists(st.sampled_from([-1, 0, 0, 0, 1]), min_size=400, max_size=400),
-       stop=st.sampled_from([float("nan"), 0.005, 0.02, 0.1]), target=st.sampled_from([0.01, 0.05]),
-       fee=st.floats(0, 0.01), slippage=st.floats(0, 50), size=st.floats(0.1, 10), short=st.booleans())
+@given(
+    direction=st.lists(st.sampled_from([-1, 0, 0, 0, 1]), min_size=400, max_size=400),
+    stop=st.sampled_from([float("nan"), 0.005, 0.02, 0.1]),
+    target=st.sampled_from([0.01, 0.05]),
+    fee=st.floats(0, 0.01),
+    slippage=st.floats(0, 50),
+    size=st.floats(0.1, 10),
+    short=st.booleans(),
+)
 def test_engine_invariants(direction, stop, target, fee, slippage, size, short):
     strategy = Scripted(tuple(direction), stop, target)
     res = run_backtest(BARS, strategy, size=size, fee=fee, slippage_bps=slippage, cash=1_000, allow_short=short)
@@ -40,7 +49,7 @@ def test_engine_invariants(direction, stop, target, fee, slippage, size, short):
     signal_bars = set(BARS.index[np.flatnonzero(np.array(direction) != 0)])
     for row in t.itertuples():
         decided = BARS.index[BARS.index.get_loc(row.entry_time) - 1]
-        assert decided in signal_bars and row.entry_time > decided           # no fill before the decision bar closed
+        assert decided in signal_bars and row.entry_time > decided  # no fill before the decision bar closed
         assert row.exit_time >= row.entry_time and row.size == size
         assert short or row.side == "long"
     # positions never overlap

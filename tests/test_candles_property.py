@@ -1,18 +1,19 @@
 """Property tests (issue 16): candle files and frames, generated as a careless user or an attacker would write them.
 
-Reading: CSV text and bytes with random headers (case, padding, aliases, banner, BOM, separators, duplicates), timestamps of
-every kind (epochs in s/ms/µs, fractions, ISO with and without offsets, naive times in a zone, garbage) and numbers of every
-kind. Validation: frames whose columns have any dtype. Asserted for every case:
+Reading: CSV text and bytes with random headers (case, padding, aliases, banner, BOM, separators, duplicates),
+timestamps of every kind (epochs in s/ms/µs, fractions, ISO with and without offsets, naive times in a zone, garbage)
+and numbers of every kind. Validation: frames whose columns have any dtype. Asserted for every case:
 - only MorningstarError subclasses escape;
-- every accepted candle satisfies every invariant (UTC, on the grid, strictly increasing, finite positive prices,
-  high >= max(open, close, low), low <= min(open, close), volume >= 0) and is a `Bars` frame;
+- every accepted candle satisfies every invariant (UTC, on the grid, strictly increasing, finite positive prices, high
+>= max(open, close, low), low <= min(open, close), volume >= 0) and is a `Bars` frame;
 - every rejected row has a reason, and rows in = rows kept + rows rejected;
 - nothing is invented: an accepted candle is exactly the time and values a generated row meant (a row whose time or
-  values meant nothing readable is never accepted);
+values meant nothing readable is never accepted);
 - saving the accepted candles to the store and loading them back gives the same frame.
 
 `pytest -m slow tests/test_candles_property.py` runs 1,000 cases per entry point; the unmarked variants run 50.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -22,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from morningstar_trader.candles import check_candles, read_candles_file
 from morningstar_trader.store import CandleStore
@@ -33,13 +35,31 @@ ZONES = ["UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata", "Australia/
 MONDAY = pd.Timestamp("2024-01-01", tz="UTC")  # on every grid, weeks included
 FAST = settings(max_examples=50, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 SLOW = settings(max_examples=1_000, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
-BAD_NUMBERS = ["", "nan", "NaN", "inf", "-inf", "-1.5", "abc", "1e400", "True", "0x10", "--1", "1.2.3", '"1,5"', "1_000",
-               "٣", "None", "-0.0001"]
+BAD_NUMBERS = [
+    "",
+    "nan",
+    "NaN",
+    "inf",
+    "-inf",
+    "-1.5",
+    "abc",
+    "1e400",
+    "True",
+    "0x10",
+    "--1",
+    "1.2.3",
+    '"1,5"',
+    "1_000",
+    "٣",
+    "None",
+    "-0.0001",
+]
 
 
 @dataclass
 class Row:
     """One generated row: the cells as written, and what they mean (None: nothing readable)."""
+
     cells: dict[str, object]
     time: pd.Timestamp | None
     values: tuple[float, ...] | None
@@ -47,13 +67,17 @@ class Row:
 
 # ---- the invariants and the oracle ----------------------------------------------------------------
 
+
 def assert_invariants(ok: pd.DataFrame, timeframe: str) -> None:
     step = parse_timeframe(timeframe)
     idx = ok.index
     assert isinstance(idx, pd.DatetimeIndex) and str(idx.tz) == "UTC" and idx.unit == "ns" and idx.name == "timestamp"
     assert idx.is_monotonic_increasing and idx.is_unique and not idx.hasnans
-    anchor = (pd.Timestamp("1970-01-05", tz="UTC") if step % pd.Timedelta(weeks=1) == pd.Timedelta(0)
-              else pd.Timestamp(0, tz="UTC")).value
+    anchor = (
+        pd.Timestamp("1970-01-05", tz="UTC")
+        if step % pd.Timedelta(weeks=1) == pd.Timedelta(0)
+        else pd.Timestamp(0, tz="UTC")
+    ).value
     assert ((idx.asi8 - anchor) % step.value == 0).all()
     assert tuple(ok.columns) == BAR_COLUMNS and all(dt == np.float64 for dt in ok.dtypes)
     o, h, l, c, v = (ok[k].to_numpy() for k in BAR_COLUMNS)
@@ -74,7 +98,8 @@ def assert_nothing_invented(ok: pd.DataFrame, rows: list[Row]) -> None:
 
 
 def assert_store_round_trip(ok: pd.DataFrame, timeframe: str) -> None:
-    if not len(ok): return
+    if not len(ok):
+        return
     bars = Bars("fuzz", "BTC/USDT", timeframe, ok)
     with tempfile.TemporaryDirectory() as d:
         store = CandleStore(d)
@@ -84,6 +109,7 @@ def assert_store_round_trip(ok: pd.DataFrame, timeframe: str) -> None:
 
 # ---- generators: times and numbers ----------------------------------------------------------------
 
+
 @st.composite
 def instants(draw, timeframe: str, parity: int) -> pd.Timestamp:
     """A time on the grid: even multiples of the step for rows that should be kept, odd ones for the others."""
@@ -91,8 +117,10 @@ def instants(draw, timeframe: str, parity: int) -> pd.Timestamp:
     return MONDAY + k * parse_timeframe(timeframe)
 
 
-TIME_FORMS = st.sampled_from(["s", "ms", "us", "s.000", "+s", "z", "z.000", "offset", "naive", "naive_t", "offset_compact"])
-PADDING = st.integers(0, 5)   # strategies built once: building them per draw was most of the generation time
+TIME_FORMS = st.sampled_from(
+    ["s", "ms", "us", "s.000", "+s", "z", "z.000", "offset", "naive", "naive_t", "offset_compact"]
+)
+PADDING = st.integers(0, 5)  # strategies built once: building them per draw was most of the generation time
 
 
 @st.composite
@@ -102,10 +130,19 @@ def time_text(draw, t: pd.Timestamp, tz: str) -> str:
     assert ns == 0
     kind = draw(TIME_FORMS)
     local = t.tz_convert(tz)
-    text = {"s": str(secs), "ms": str(secs * 1000), "us": str(secs * 1_000_000), "s.000": f"{secs}.000", "+s": f"+{secs}",
-            "z": t.strftime("%Y-%m-%dT%H:%M:%SZ"), "z.000": t.strftime("%Y-%m-%dT%H:%M:%S.000000000Z"),
-            "offset": local.isoformat(), "naive": local.tz_localize(None).isoformat(sep=" "),
-            "naive_t": local.tz_localize(None).isoformat(), "offset_compact": local.strftime("%Y-%m-%dT%H:%M:%S%z")}[kind]
+    text = {
+        "s": str(secs),
+        "ms": str(secs * 1000),
+        "us": str(secs * 1_000_000),
+        "s.000": f"{secs}.000",
+        "+s": f"+{secs}",
+        "z": t.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "z.000": t.strftime("%Y-%m-%dT%H:%M:%S.000000000Z"),
+        "offset": local.isoformat(),
+        "naive": local.tz_localize(None).isoformat(sep=" "),
+        "naive_t": local.tz_localize(None).isoformat(),
+        "offset_compact": local.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }[kind]
     pad = draw(PADDING)
     return ["", " ", "\t"][pad % 3] + text + ["", " "][pad // 3]
 
@@ -125,15 +162,49 @@ def off_grid_text(draw, timeframe: str) -> tuple[str, pd.Timestamp]:
 
 def garbage_times() -> st.SearchStrategy[str]:
     return st.one_of(
-        st.sampled_from(["", "garbage", "-5", "-1704067200", "1.7040672e9", "1e20", "9" * 19, "9" * 400, "nan", "NaT", "None",
-                         "inf", "-inf", "2024-13-45T00:00:00Z", "2016-12-31T23:59:60Z", "3000-01-01T00:00:00Z",
-                         "1500-01-01T00:00:00Z", "2024-01-01T00:00:00.0000000001Z", "1704067200.0000000001", "2024-W01",
-                         "1704067200,5", "0x65920080", "1704067200e0", "24:00", "T", "Z", "+", ".", "１７０４０６７２００"]),
-        st.text(alphabet=st.characters(blacklist_characters=',"\r\n', blacklist_categories=["Cs"]), max_size=30)
-        .filter(lambda s: not s.strip().lstrip("+").replace(".", "", 1).isdigit()))  # a plain number would be a real epoch
+        st.sampled_from(
+            [
+                "",
+                "garbage",
+                "-5",
+                "-1704067200",
+                "1.7040672e9",
+                "1e20",
+                "9" * 19,
+                "9" * 400,
+                "nan",
+                "NaT",
+                "None",
+                "inf",
+                "-inf",
+                "2024-13-45T00:00:00Z",
+                "2016-12-31T23:59:60Z",
+                "3000-01-01T00:00:00Z",
+                "1500-01-01T00:00:00Z",
+                "2024-01-01T00:00:00.0000000001Z",
+                "1704067200.0000000001",
+                "2024-W01",
+                "1704067200,5",
+                "0x65920080",
+                "1704067200e0",
+                "24:00",
+                "T",
+                "Z",
+                "+",
+                ".",
+                "１７０４０６７２００",
+            ]
+        ),
+        st.text(alphabet=st.characters(blacklist_characters=',"\r\n', blacklist_categories=["Cs"]), max_size=30).filter(
+            lambda s: not s.strip().lstrip("+").replace(".", "", 1).isdigit()
+        ),
+    )  # a plain number would be a real epoch
 
 
-LOWS, SPREADS = st.floats(1e-9, 1e12, allow_nan=False, allow_infinity=False), st.sampled_from([1.0, 1.0 + 1e-12, 1.01, 2.0, 1e3])
+LOWS, SPREADS = (
+    st.floats(1e-9, 1e12, allow_nan=False, allow_infinity=False),
+    st.sampled_from([1.0, 1.0 + 1e-12, 1.01, 2.0, 1e3]),
+)
 UNIT, VOLUMES = st.floats(0, 1), st.one_of(st.just(0.0), st.floats(0, 1e15, allow_nan=False, allow_infinity=False))
 
 
@@ -180,38 +251,52 @@ def csv_files(draw):
         if kind == "bad_value":
             cells[draw(st.sampled_from(BAR_COLUMNS))] = draw(st.sampled_from(BAD_NUMBERS))
             values = None
-        elif kind == "broken":   # an invariant broken by valid numbers: high below low, or a non-positive price
+        elif kind == "broken":  # an invariant broken by valid numbers: high below low, or a non-positive price
             o, h, l, c, v = values
             values = draw(st.sampled_from([(o, l * 0.5, l, c, v), (o, h, l, c, -1.0), (0.0, h, l, c, v)]))
             cells = {**cells, **{k: number_text(draw, x) for k, x in zip(BAR_COLUMNS, values)}}
         rows.append(Row(cells, t, values))
-    if draw(st.booleans()):   # now and then rows with the same time, copies or not
+    if draw(st.booleans()):  # now and then rows with the same time, copies or not
         for i in draw(st.lists(st.integers(0, max(len(rows) - 1, 0)), max_size=3)):
-            if rows: rows.append(rows[i])
+            if rows:
+                rows.append(rows[i])
 
     # the header: aliases, case, padding, extra columns, column order
     time_name = draw(st.sampled_from(["timestamp", "Timestamp", " unix ", "open_time", "Date", "datetime", "TIME", ""]))
-    names = {"timestamp": time_name, **{k: draw(st.sampled_from([k, k.upper(), k.title(), f" {k} "])) for k in BAR_COLUMNS}}
-    if base and draw(st.booleans()): names["volume"] = f"Volume {base}"
+    names = {
+        "timestamp": time_name,
+        **{k: draw(st.sampled_from([k, k.upper(), k.title(), f" {k} "])) for k in BAR_COLUMNS},
+    }
+    if base and draw(st.booleans()):
+        names["volume"] = f"Volume {base}"
     order = ["timestamp"] + draw(st.permutations(list(BAR_COLUMNS) + ["symbol"] * draw(st.integers(0, 1))))
-    if time_name == "": order = ["timestamp"] + [c for c in order if c != "timestamp"]  # the unnamed index comes first
-    elif draw(st.booleans()): order = draw(st.permutations(order))
+    if time_name == "":
+        order = ["timestamp"] + [c for c in order if c != "timestamp"]  # the unnamed index comes first
+    elif draw(st.booleans()):
+        order = draw(st.permutations(order))
     header = [names.get(c, c) for c in order]
     duplicate = draw(st.sampled_from([None] * 8 + ["open", "volume"]))
-    if duplicate: header.append(names[duplicate].swapcase())
+    if duplicate:
+        header.append(names[duplicate].swapcase())
     sep, eol = draw(st.sampled_from([","] * 8 + [";", "\t"])), draw(st.sampled_from(["\n", "\r\n"]))
     lines = [sep.join(header)]
     for r in rows:
         cells = [str(r.cells.get(c, "BTCUSDT")) for c in order] + ([str(r.cells[duplicate])] if duplicate else [])
         lines.append(sep.join(cells))
     garbage = draw(st.lists(st.text(max_size=60), max_size=2)) if draw(st.integers(0, 9)) == 0 else []
-    for g in garbage: lines.insert(draw(st.integers(1, len(lines))), g)
+    for g in garbage:
+        lines.insert(draw(st.integers(1, len(lines))), g)
     text = eol.join(lines) + draw(st.sampled_from([eol, ""]))
-    if draw(st.integers(0, 9)) == 0: text = "https://www.CryptoDataDownload.com" + eol + text
+    if draw(st.integers(0, 9)) == 0:
+        text = "https://www.CryptoDataDownload.com" + eol + text
     data = text.encode("utf-8")
-    if draw(st.integers(0, 9)) == 0: data = b"\xef\xbb\xbf" + data
+    if draw(st.integers(0, 9)) == 0:
+        data = b"\xef\xbb\xbf" + data
     replaced = draw(st.integers(0, 19)) == 0
-    if replaced: data = draw(st.sampled_from([text.encode("utf-16"), text.encode("latin-1", "replace"), draw(st.binary(max_size=200))]))
+    if replaced:
+        data = draw(
+            st.sampled_from([text.encode("utf-16"), text.encode("latin-1", "replace"), draw(st.binary(max_size=200))])
+        )
     checkable = not garbage and sep == "," and not duplicate and not replaced
     return data, rows, timeframe, tz, base, checkable
 
@@ -223,7 +308,7 @@ def check_a_file(case) -> None:
         try:
             raw = read_candles_file(path, base=base, tz=tz)
         except MorningstarError:
-            return   # refused as a whole, with the project's own error
+            return  # refused as a whole, with the project's own error
     ok, report = check_candles(raw, timeframe)
     assert_invariants(ok, timeframe)
     assert_report(ok, report, len(raw))
@@ -240,7 +325,7 @@ def test_reading_candle_files(case):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)   # about 60 s of CPU; more wall time on a loaded machine
+@pytest.mark.timeout(900)  # about 60 s of CPU; more wall time on a loaded machine
 @SLOW
 @given(csv_files())
 def test_reading_candle_files_1000(case):
@@ -249,16 +334,25 @@ def test_reading_candle_files_1000(case):
 
 def test_clean_files_are_read_completely():
     """The other direction, on one plain file per timestamp form: every good row is kept, exactly."""
-    for start, kind in [(start, kind) for start in ("2024-03-30", "2024-10-26") for kind in ("s", "ms", "us", "z", "offset", "naive")]:
-        times = pd.date_range(start, periods=72, freq="h", tz="UTC").as_unit("ns")   # over a switch in Berlin
+    for start, kind in [
+        (start, kind) for start in ("2024-03-30", "2024-10-26") for kind in ("s", "ms", "us", "z", "offset", "naive")
+    ]:
+        times = pd.date_range(start, periods=72, freq="h", tz="UTC").as_unit("ns")  # over a switch in Berlin
         local = times.tz_convert("Europe/Berlin")
-        text = {"s": times.asi8 // 10**9, "ms": times.asi8 // 10**6, "us": times.asi8 // 10**3, "z": times.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "offset": [t.isoformat() for t in local], "naive": local.tz_localize(None).astype(str)}[kind]
+        text = {
+            "s": times.asi8 // 10**9,
+            "ms": times.asi8 // 10**6,
+            "us": times.asi8 // 10**3,
+            "z": times.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "offset": [t.isoformat() for t in local],
+            "naive": local.tz_localize(None).astype(str),
+        }[kind]
         csv = "timestamp,open,high,low,close,volume\n" + "".join(f"{t},1.5,2.25,0.75,1.25,10\n" for t in text)
         with tempfile.TemporaryDirectory() as d:
             (path := Path(d) / "c.csv").write_text(csv)
-            if start == "2024-10-26" and kind == "naive":   # 02:00-03:00 local happens twice: refused, not guessed
-                with pytest.raises(MorningstarError, match="daylight-saving switch"): read_candles_file(path, tz="Europe/Berlin")
+            if start == "2024-10-26" and kind == "naive":  # 02:00-03:00 local happens twice: refused, not guessed
+                with pytest.raises(MorningstarError, match="daylight-saving switch"):
+                    read_candles_file(path, tz="Europe/Berlin")
                 continue
             ok, report = check_candles(read_candles_file(path, tz="Europe/Berlin"), "1h")
         assert list(ok.index) == list(times) and not len(report.rejected), (start, kind)
@@ -266,8 +360,24 @@ def test_clean_files_are_read_completely():
 
 # ---- frames -----------------------------------------------------------------------------------------
 
-GARBAGE_OBJECTS = [None, np.nan, True, np.bool_(False), 1 + 2j, object(), b"\xff", b"abc", [1.0], {"a": 1}, "abc", "", pd.NaT,
-                   pd.Timedelta(1), float("inf"), -1.0]
+GARBAGE_OBJECTS = [
+    None,
+    np.nan,
+    True,
+    np.bool_(False),
+    1 + 2j,
+    object(),
+    b"\xff",
+    b"abc",
+    [1.0],
+    {"a": 1},
+    "abc",
+    "",
+    pd.NaT,
+    pd.Timedelta(1),
+    float("inf"),
+    -1.0,
+]
 
 
 ONE_IN_8 = st.integers(0, 7)
@@ -285,12 +395,16 @@ def frames(draw):
     for _ in range(n):
         t = draw(instants(timeframe, int(draw(ONE_IN_8) < 2)))
         if draw(ONE_IN_8) == 0 and time_kind in ("text", "objects", "nullable", "epoch_float"):
-            cell = {"text": draw(garbage_times()), "objects": draw(st.sampled_from(GARBAGE_OBJECTS)),
-                    "nullable": pd.NA, "epoch_float": draw(st.sampled_from([np.nan, np.inf, -5.0, 1e30]))}[time_kind]
+            cell = {
+                "text": draw(garbage_times()),
+                "objects": draw(st.sampled_from(GARBAGE_OBJECTS)),
+                "nullable": pd.NA,
+                "epoch_float": draw(st.sampled_from([np.nan, np.inf, -5.0, 1e30])),
+            }[time_kind]
             times.append(cell), meant.append(None)
             continue
         times.append(t), meant.append(t)
-    epoch = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 10**9}[unit]   # numbers are s/ms/µs by size, never ns
+    epoch = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 10**9}[unit]  # numbers are s/ms/µs by size, never ns
     if time_kind == "aware":
         col = pd.Series(pd.DatetimeIndex(times, dtype="datetime64[ns, UTC]").as_unit(unit).tz_convert(zone))
     elif time_kind == "naive":
@@ -303,10 +417,17 @@ def frames(draw):
         col = pd.Series([t.value // epoch if isinstance(t, pd.Timestamp) else t for t in times], dtype="Int64")
     elif time_kind == "text":
         col = pd.Series([draw(time_text(t, "UTC")) if isinstance(t, pd.Timestamp) else t for t in times], dtype=object)
-    else:   # any mix of objects: Timestamps in any zone, epoch ints, ISO text, garbage
-        col = pd.Series([[t.tz_convert(zone), t.value // 10**6, t.isoformat()][draw(ONE_IN_8) % 3] if isinstance(t, pd.Timestamp)
-                         else t for t in times], dtype=object)
-    if time_kind == "epoch_float" and unit == "us":   # floats are exact below 2**53 µs only: keep the meaning honest
+    else:  # any mix of objects: Timestamps in any zone, epoch ints, ISO text, garbage
+        col = pd.Series(
+            [
+                [t.tz_convert(zone), t.value // 10**6, t.isoformat()][draw(ONE_IN_8) % 3]
+                if isinstance(t, pd.Timestamp)
+                else t
+                for t in times
+            ],
+            dtype=object,
+        )
+    if time_kind == "epoch_float" and unit == "us":  # floats are exact below 2**53 µs only: keep the meaning honest
         meant = [t if t is None or float(t.value // 1000) == t.value / 1000 else None for t in meant]
 
     data, values, spoiled = {"timestamp": col}, [list(draw(candle_values())) for _ in range(n)], set()
@@ -325,17 +446,21 @@ def frames(draw):
             data[k] = pd.Series([[x, np.float64(x), repr(x)][draw(ONE_IN_8) % 3] for x in xs], dtype=object)
         else:
             data[k] = pd.Series(xs, dtype="float64")
-        for i, x in enumerate(xs): values[i][j] = x
-        if kind in ("objects", "text", "float64") and n and draw(st.integers(0, 3)) == 0:   # spoil some cells
+        for i, x in enumerate(xs):
+            values[i][j] = x
+        if kind in ("objects", "text", "float64") and n and draw(st.integers(0, 3)) == 0:  # spoil some cells
             i = draw(st.integers(0, n - 1))
             data[k] = data[k].astype(object)
             data[k].iloc[i] = draw(st.sampled_from(GARBAGE_OBJECTS + BAD_NUMBERS))
             spoiled.add(i)
     rows = [Row({}, t, None if i in spoiled else tuple(v)) for i, (t, v) in enumerate(zip(meant, values))]
     frame = pd.DataFrame(data)
-    if index := draw(st.sampled_from([None, list(range(n))[::-1], [f"r{i}" for i in range(n)]])): frame.index = index
-    if draw(st.integers(0, 4)) == 0: frame = frame.sample(frac=1.0, random_state=draw(st.integers(0, 99)))   # order is not data
-    if draw(st.integers(0, 9)) == 0: frame = frame.assign(symbol="BTCUSDT", reason="not mine")              # extra columns pass
+    if index := draw(st.sampled_from([None, list(range(n))[::-1], [f"r{i}" for i in range(n)]])):
+        frame.index = index
+    if draw(st.integers(0, 4)) == 0:
+        frame = frame.sample(frac=1.0, random_state=draw(st.integers(0, 99)))  # order is not data
+    if draw(st.integers(0, 9)) == 0:
+        frame = frame.assign(symbol="BTCUSDT", reason="not mine")  # extra columns pass
     return frame, rows, timeframe
 
 

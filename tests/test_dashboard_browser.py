@@ -1,9 +1,10 @@
-"""The JupyterLab side in a real browser: `morningstar dashboard` (Voila on 127.0.0.1) driven by headless Chromium through
-Playwright, on a project made through the CLI (a tiny model, a model run, a rule run, a halted paper account). Also: the
-CLI and papermill runs print none of TensorFlow's, absl's, CUDA's or the kernel's start-up noise.
+"""The JupyterLab side in a real browser: `morningstar dashboard` (Voila on 127.0.0.1) driven by headless Chromium
+through Playwright, on a project made through the CLI (a tiny model, a model run, a rule run, a halted paper
+account). Also: the CLI and papermill runs print none of TensorFlow's, absl's, CUDA's or the kernel's start-up noise.
 
 Debian's `chromium` is the browser (`make test` installs it when it can); Playwright's own browser download is never
 used. Without a browser the browser tests skip, loudly; under CI=true they fail instead."""
+
 from __future__ import annotations
 
 import json
@@ -23,17 +24,24 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
 from conftest import MORNINGSTAR, ROOT
 from lab_project import NOISE, lab_config, make_lab_project
+
 from morningstar_trader.dashboard import fmt
 from morningstar_trader.runs import load_run
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("lab"), pytest.mark.timeout(900)]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run"]
-PAGE_TIMEOUT_MS = 240_000          # Voila executes the dashboard notebook in a new kernel per page: slow on 2 busy cores
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PAGE_TIMEOUT_MS = 240_000  # Voila executes the dashboard notebook in a new kernel per page: slow on 2 busy cores
 
 
 @pytest.fixture(scope="module")
@@ -54,27 +62,40 @@ def test_the_cli_and_run_notebooks_show_no_startup_noise(lab):
         assert not NOISE.search(text), f"{name} printed start-up noise:\n{NOISE.search(text).group(0)}"
     for path in (lab.root / "runs").rglob("*.ipynb"):
         nb = nbformat.read(path, as_version=4)
-        streams = [o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "stream"]
-        assert not any(o.name == "stderr" for c in nb.cells if c.cell_type == "code" for o in c.outputs
-                       if o.output_type == "stream"), f"{path.name} has stderr output: {streams}"
+        streams = [
+            o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "stream"
+        ]
+        assert not any(
+            o.name == "stderr"
+            for c in nb.cells
+            if c.cell_type == "code"
+            for o in c.outputs
+            if o.output_type == "stream"
+        ), f"{path.name} has stderr output: {streams}"
         assert not any(NOISE.search(s) for s in streams), path.name
     for path in (lab.root / "logs").glob("*"):
         assert not NOISE.search(path.read_text()), path.name
     (html,) = (lab.root / "runs").rglob("*.html")
-    assert "skip_exec" not in html.read_text()                       # the front matter is not part of the record
+    assert "skip_exec" not in html.read_text()  # the front matter is not part of the record
 
 
 def test_runs_compare_shows_the_benchmarks(lab):
-    with ThreadPoolExecutor(2) as pool:                                # two CLI start-ups at once
+    with ThreadPoolExecutor(2) as pool:  # two CLI start-ups at once
         compared, listed = pool.submit(lab.run, "runs", "compare", *lab.run_ids), pool.submit(lab.run, "runs", "list")
     table = compared.result().stdout
-    for stat in ("buy_hold_return", "excess_return_vs_buy_hold", "information_ratio_vs_buy_hold", "excess_return_vs_flat"):
+    for stat in (
+        "buy_hold_return",
+        "excess_return_vs_buy_hold",
+        "information_ratio_vs_buy_hold",
+        "excess_return_vs_flat",
+    ):
         assert stat in table
     listing = listed.result().stdout
     assert "buy_hold" in listing and lab.run_ids[0] in listing
 
 
 # ---- the browser ----
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -85,11 +106,15 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def browser():
     if CHROMIUM is None:
-        message = "no chromium on this machine: the dashboard's browser tests did NOT run (`make test` installs it as root)"
-        if os.environ.get("CI") == "true": pytest.fail(message)
+        message = (
+            "no chromium on this machine: the dashboard's browser tests did NOT run (`make test` installs it as root)"
+        )
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
         warnings.warn(message)
         pytest.skip(message)
     from playwright.sync_api import sync_playwright
+
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         yield b
@@ -107,14 +132,23 @@ class Server:
     def wait_open(self, timeout_s: float = 180) -> None:
         t0 = time.perf_counter()
         while socket.socket().connect_ex(("127.0.0.1", self.port)) != 0:
-            assert self.process.poll() is None and time.perf_counter() - t0 < timeout_s, f"{self.name}:\n{self.log.read_text()}"
+            assert self.process.poll() is None and time.perf_counter() - t0 < timeout_s, (
+                f"{self.name}:\n{self.log.read_text()}"
+            )
             time.sleep(0.3)
 
 
-def _start(name: str, cmd: list[str], cwd: Path, logs: Path, port: int, env: dict | None = None, token: str = "") -> Server:
+def _start(
+    name: str, cmd: list[str], cwd: Path, logs: Path, port: int, env: dict | None = None, token: str = ""
+) -> Server:
     with open(logs / f"{name}.log", "w") as out:
-        return Server(name, port, logs / f"{name}.log",
-                      subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}), token)
+        return Server(
+            name,
+            port,
+            logs / f"{name}.log",
+            subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}),
+            token,
+        )
 
 
 def _jupyterlab(root: Path, logs: Path) -> Server:
@@ -123,29 +157,63 @@ def _jupyterlab(root: Path, logs: Path) -> Server:
     (root / "nbs").mkdir(exist_ok=True)
     shutil.copy(ROOT / "nbs" / "dashboard.ipynb", root / "nbs" / "dashboard.ipynb")
     port, token, home = _free_port(), secrets.token_hex(16), logs / "jupyter"
-    cmd = [str(MORNINGSTAR.with_name("jupyter")), "lab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
-           "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--allow-root",
-           "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-           "--LabApp.extension_manager=readonly", f"--LabApp.user_settings_dir={home / 'settings'}",
-           f"--LabApp.workspaces_dir={home / 'workspaces'}", "--KernelManager.transport=ipc"]
-    env = {"MORNINGSTAR_DASHBOARD_CONFIG": str(root / "config.yaml"), "MORNINGSTAR_DASHBOARD_REFRESH_S": "0",
-           # a short runtime folder: kernel sockets are named after it, and a socket path has at most 107 characters (under
-           # pytest-xdist, a runtime folder under the test's tmp path made every kernel start fail: JupyterLab's dialogs)
-           "JUPYTER_RUNTIME_DIR": tempfile.mkdtemp(prefix="jl-"), "JUPYTER_CONFIG_DIR": str(home / "config")}
+    cmd = [
+        str(MORNINGSTAR.with_name("jupyter")),
+        "lab",
+        "--no-browser",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root}",
+        "--allow-root",
+        "--LabApp.news_url=None",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        "--LabApp.extension_manager=readonly",
+        f"--LabApp.user_settings_dir={home / 'settings'}",
+        f"--LabApp.workspaces_dir={home / 'workspaces'}",
+        "--KernelManager.transport=ipc",
+    ]
+    env = {
+        "MORNINGSTAR_DASHBOARD_CONFIG": str(root / "config.yaml"),
+        "MORNINGSTAR_DASHBOARD_REFRESH_S": "0",
+        # a short runtime folder: kernel sockets are named after it, and a socket path has at most 107 characters (under
+        # pytest-xdist, a runtime folder under the test's tmp path made every kernel start fail: JupyterLab's dialogs)
+        "JUPYTER_RUNTIME_DIR": tempfile.mkdtemp(prefix="jl-"),
+        "JUPYTER_CONFIG_DIR": str(home / "config"),
+    }
     return _start("jupyterlab", cmd, root, logs, port, env, token)
 
 
 @pytest.fixture(scope="module")
 def servers(lab_root, tmp_path_factory):
-    """`morningstar dashboard` (Voila) and JupyterLab for the lab project, started before the project is built (a server reads the
-    project only when a page is opened); none without a browser."""
+    """`morningstar dashboard` (Voila) and JupyterLab for the lab project, started before the project is built (a
+    server reads the project only when a page is opened); none without a browser."""
     if CHROMIUM is None:
         yield {}
         return
     logs, port = tmp_path_factory.mktemp("servers"), _free_port()
-    started = {"voila": _start("voila", [str(MORNINGSTAR), "dashboard", "--port", str(port), "--config", str(lab_root / "config.yaml"),
-                                         "--refresh", "2", "--notebook", str(ROOT / "nbs" / "dashboard.ipynb")], lab_root, logs, port),
-               "jupyterlab": _jupyterlab(lab_root, logs)}
+    started = {
+        "voila": _start(
+            "voila",
+            [
+                str(MORNINGSTAR),
+                "dashboard",
+                "--port",
+                str(port),
+                "--config",
+                str(lab_root / "config.yaml"),
+                "--refresh",
+                "2",
+                "--notebook",
+                str(ROOT / "nbs" / "dashboard.ipynb"),
+            ],
+            lab_root,
+            logs,
+            port,
+        ),
+        "jupyterlab": _jupyterlab(lab_root, logs),
+    }
     try:
         yield started
     finally:
@@ -159,7 +227,7 @@ def dashboard(lab, browser, servers, tmp_path_factory):
     """The dashboard served by `morningstar dashboard` for the lab project, open in a fresh browser profile."""
     voila = servers["voila"]
     voila.wait_open()
-    context = browser.new_context(viewport={"width": 1300, "height": 1250})   # a fresh profile: nothing cached
+    context = browser.new_context(viewport={"width": 1300, "height": 1250})  # a fresh profile: nothing cached
     page = context.new_page()
     page.requests = []
     page.on("request", lambda r: page.requests.append(r.url))
@@ -177,12 +245,12 @@ def _option_index(page, run_id: str) -> int:
 
 
 def test_a_picked_run_shows_its_equity_and_trades(lab, dashboard):
-    page, run_id = dashboard, lab.run_ids[1]                      # the rule run: it has trades
+    page, run_id = dashboard, lab.run_ids[1]  # the rule run: it has trades
     scraps = load_run(run_id, lab.root / "runs")
     page.locator(".ms-run-select select").select_option(index=_option_index(page, run_id))
     page.wait_for_selector(f".ms-run-title:has-text('{run_id}')", timeout=150_000)
     equity = scraps["equity"]["equity"]
-    title = page.locator(".gtitle", has_text="equity ").first     # the figures render in any order
+    title = page.locator(".gtitle", has_text="equity ").first  # the figures render in any order
     title.wait_for(timeout=150_000)
     assert title.text_content().startswith(f"equity {fmt(float(equity.iloc[-1]))}")
     assert f"buy & hold {scraps['stats']['buy_hold_return']:+.2%}" in title.text_content()
@@ -208,7 +276,7 @@ def test_a_halted_paper_account_is_resumed_through_the_dialog(lab, dashboard):
     page.get_by_text("Trading", exact=True).click()
     page.wait_for_selector(".ms-trading-state.ms-halted", timeout=150_000)
     assert "drawdown 25.00%" in page.locator(".ms-trading-state").inner_text()
-    assert "57,000.00" in page.locator("table.ms-positions").inner_text()          # the position's stop
+    assert "57,000.00" in page.locator("table.ms-positions").inner_text()  # the position's stop
     page.screenshot(path=str(page.shots / "trading-halted.png"), full_page=False)
     page.locator("button.ms-resume").click()
     page.locator(".ms-resume-reason input").fill("reviewed the drawdown in the browser test")
@@ -226,10 +294,10 @@ def test_the_data_tab_and_no_request_leaves_the_machine(lab, dashboard):
     page.get_by_text("Data", exact=True).click()
     page.wait_for_selector("table.ms-catalog", timeout=150_000)
     text = page.locator("table.ms-catalog").inner_text()
-    assert "BTC/USDT" in text and "synthetic" in text and "stale" in text        # the sample set ends in 2023
+    assert "BTC/USDT" in text and "synthetic" in text and "stale" in text  # the sample set ends in 2023
     page.screenshot(path=str(page.shots / "data.png"), full_page=False)
     outside = [u for u in page.requests if not u.startswith(("http://127.0.0.1", "ws://127.0.0.1", "blob:", "data:"))]
-    assert outside == []                                                            # widget JS and CSS from the installed packages
+    assert outside == []  # widget JS and CSS from the installed packages
     log = page.voila_log.read_text()
     assert "Traceback" not in log and not NOISE.search(log)
 
@@ -238,20 +306,23 @@ def test_the_run_notebook_html_renders(lab, browser, tmp_path_factory):
     (html,) = (lab.root / "runs").rglob("*.html")
     page = browser.new_page(viewport={"width": 1100, "height": 1400})
     page.goto(html.as_uri())
-    assert page.locator("img").count() >= 3                                          # price, equity with benchmarks, heads
+    assert page.locator("img").count() >= 3  # price, equity with benchmarks, heads
     page.locator("img").nth(1).scroll_into_view_if_needed()
     page.screenshot(path=str(tmp_path_factory.mktemp("screenshots") / "run-notebook.png"), full_page=False)
     page.close()
 
 
-
 def _kernel_for(jupyter: Server, path: str) -> None:
     """Start the notebook's kernel through the server's REST API (the call returns once its process runs): the page
     then joins this session rather than choosing and starting a kernel itself, where JupyterLab's dialogs came up."""
-    req = urllib.request.Request(f"http://127.0.0.1:{jupyter.port}/api/sessions", method="POST",
-                                 data=json.dumps({"path": path, "type": "notebook", "name": Path(path).name,
-                                                  "kernel": {"name": "python3"}}).encode(),
-                                 headers={"Authorization": f"token {jupyter.token}", "Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{jupyter.port}/api/sessions",
+        method="POST",
+        data=json.dumps(
+            {"path": path, "type": "notebook", "name": Path(path).name, "kernel": {"name": "python3"}}
+        ).encode(),
+        headers={"Authorization": f"token {jupyter.token}", "Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=PAGE_TIMEOUT_MS / 1000) as r:
         assert json.loads(r.read())["kernel"]["name"] == "python3"
 
@@ -270,8 +341,10 @@ def _until_idle(page, seen: list[str]) -> None:
     deadline = time.monotonic() + PAGE_TIMEOUT_MS / 1000
     idle = page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")
     while time.monotonic() < deadline:
-        for dialog in page.locator(".jp-Dialog").all(): _close(dialog, seen)
-        if idle.count(): return
+        for dialog in page.locator(".jp-Dialog").all():
+            _close(dialog, seen)
+        if idle.count():
+            return
         page.wait_for_timeout(500)
     raise AssertionError(f"the kernel never became idle; dialogs on the way: {seen}")
 
@@ -287,8 +360,11 @@ def test_the_dashboard_runs_in_jupyterlab(lab, browser, servers, tmp_path_factor
     page.on("request", lambda r: requests.append(r.url))
     shots = tmp_path_factory.mktemp("screenshots")
     _kernel_for(jupyter, "nbs/dashboard.ipynb")
-    page.goto(f"http://127.0.0.1:{jupyter.port}/lab/tree/nbs/dashboard.ipynb?token={jupyter.token}", wait_until="commit")
-    # a dialog (seen only in loaded full runs, at any time) in front of the notebook: noted and closed before each action
+    page.goto(
+        f"http://127.0.0.1:{jupyter.port}/lab/tree/nbs/dashboard.ipynb?token={jupyter.token}", wait_until="commit"
+    )
+    # a dialog (seen only in loaded full runs, at any time) in front of the notebook: noted and closed before each
+    # action
     dialogs = []
     page.add_locator_handler(page.locator(".jp-Dialog"), lambda d: _close(d, dialogs))
     try:

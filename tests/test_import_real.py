@@ -1,4 +1,5 @@
 """Real candles through `morningstar data import`: the EUR/USD hourly and GOOG daily files that backtesting.py ships."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,8 +15,9 @@ DATA = Path(backtesting.__file__).parent / "test"
 
 @pytest.mark.parametrize("name, pair, timeframe", [("EURUSD.csv", "EUR/USD", "1h"), ("GOOG.csv", "GOOG/USD", "1d")])
 def test_import_real_files(offline_project, name, pair, timeframe):
-    proc = offline_project.run("data", "import", str(DATA / name), "--exchange", "backtesting", "--pair", pair,
-                               "--timeframe", timeframe)
+    proc = offline_project.run(
+        "data", "import", str(DATA / name), "--exchange", "backtesting", "--pair", pair, "--timeframe", timeframe
+    )
     source = pd.read_csv(DATA / name, index_col=0, parse_dates=True)
     bars = CandleStore(offline_project.data_dir).load("backtesting", pair, timeframe)
     assert f"{len(source)}/{len(source)} rows valid, 0 rejected" in proc.stdout
@@ -29,6 +31,16 @@ def test_import_real_files(offline_project, name, pair, timeframe):
 
 
 def test_reimport_changes_nothing(offline_project):
-    args = ("data", "import", str(DATA / "GOOG.csv"), "--exchange", "backtesting", "--pair", "GOOG/USD", "--timeframe", "1d")
+    args = (
+        "data",
+        "import",
+        str(DATA / "GOOG.csv"),
+        "--exchange",
+        "backtesting",
+        "--pair",
+        "GOOG/USD",
+        "--timeframe",
+        "1d",
+    )
     offline_project.run(*args)
     assert "+0 new, 0 changed, 2148 stored" in offline_project.run(*args).stdout

@@ -2,6 +2,7 @@
 the bars one close at a time) and `run_backtest` over the same bars, with the same model, settings and reviewer, make
 the same decisions, orders, fills and equity. A second run records real LLM reviews (the openai client against the
 local server) during the paper cycles and replays them in the backtest with no LLM call at all."""
+
 from __future__ import annotations
 
 import difflib
@@ -9,10 +10,10 @@ import re
 
 import pandas as pd
 import pytest
-
 from conftest import HOUR_MS, TINY, candles
 from local_exchange import LocalExchange
 from local_llm import LocalLLM, Reply
+
 from morningstar_trader.alt_providers import AltStore
 from morningstar_trader.backtest import ModelStrategy, run_backtest
 from morningstar_trader.candles import validated_bars
@@ -20,10 +21,10 @@ from morningstar_trader.config import Settings, load_secrets
 from morningstar_trader.cycle import build_context, run_cycle
 from morningstar_trader.portfolio import PortfolioStore
 from morningstar_trader.sample_data import write_sample_alt
-from morningstar_trader.supervisor import Supervisor, ReviewRecord
+from morningstar_trader.supervisor import ReviewRecord, Supervisor
 from morningstar_trader.training import train_model
 
-CYCLES, FIRST = 200, 1_600            # paper cycle k decides on bar k - 1, the newest closed one
+CYCLES, FIRST = 200, 1_600  # paper cycle k decides on bar k - 1, the newest closed one
 PAIRS = ("BTC/USDT", "ETH/USDT")
 
 
@@ -31,8 +32,13 @@ PAIRS = ("BTC/USDT", "ETH/USDT")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("parity")
     data = candles(FIRST + CYCLES + 1, end="2024-06-01", seed=3)
-    train = {p: validated_bars(df.iloc[:1_400].reset_index(names="timestamp"), "synthetic", p, "1h")[0] for p, df in data.items()}
-    settings = Settings(**{**TINY, "pairs": PAIRS, "risk": {"max_position_fraction": 0.3, "cooldown_bars": 2, "max_open_positions": 2}})
+    train = {
+        p: validated_bars(df.iloc[:1_400].reset_index(names="timestamp"), "synthetic", p, "1h")[0]
+        for p, df in data.items()
+    }
+    settings = Settings(
+        **{**TINY, "pairs": PAIRS, "risk": {"max_position_fraction": 0.3, "cooldown_bars": 2, "max_open_positions": 2}}
+    )
     train_model(settings, train, root / "models" / "default" / "v1", verbose=0)
     # alternative data for the market digest: the paper cycles and the backtest attach it to every review
     write_sample_alt(AltStore(root / "data"), {p: df.reset_index(names="timestamp") for p, df in data.items()})
@@ -43,11 +49,21 @@ def _paper(root, data, settings, state: str, llm: dict) -> tuple:
     """CYCLES paper cycles through ccxt, the exchange's clock half-way into each bar; (context, settings)."""
     index = data["BTC/USDT"].index
     with LocalExchange(data, "1h", now_ms=int(index[FIRST - 1].timestamp() * 1000) + HOUR_MS // 2) as server:
-        s = Settings(**{**settings.model_dump(), "mode": "paper", "llm": llm,
-                        "exchange": {"api_url": server.base_url, "timeout_ms": 2000, "enable_rate_limit": False},
-                        "retry": {"max_attempts": 2, "initial_delay_s": 0.01, "max_delay_s": 0.02},
-                        "paths": {"models_dir": root / "models", "state_dir": root / state, "logs_dir": root / "logs",
-                                  "data_dir": root / "data"}})
+        s = Settings(
+            **{
+                **settings.model_dump(),
+                "mode": "paper",
+                "llm": llm,
+                "exchange": {"api_url": server.base_url, "timeout_ms": 2000, "enable_rate_limit": False},
+                "retry": {"max_attempts": 2, "initial_delay_s": 0.01, "max_delay_s": 0.02},
+                "paths": {
+                    "models_dir": root / "models",
+                    "state_dir": root / state,
+                    "logs_dir": root / "logs",
+                    "data_dir": root / "data",
+                },
+            }
+        )
         env = {"MORNINGSTAR_LLM_API_KEY": "parity-key"} if llm.get("mode") == "live" else {}
         ctx = build_context(s, load_secrets(env), run_id="parity")
         for k in range(FIRST, FIRST + CYCLES):
@@ -58,13 +74,25 @@ def _paper(root, data, settings, state: str, llm: dict) -> tuple:
 
 
 def _backtest(ctx, s, data, supervisor, path):
-    last = FIRST + CYCLES - 2                                   # the bar the last paper cycle decided on
+    last = FIRST + CYCLES - 2  # the bar the last paper cycle decided on
     frames = {p: df.iloc[: last + 1] for p, df in data.items()}
     store = PortfolioStore(path, initial_cash=10_000.0)
     c = s.costs
-    res = run_backtest(frames, ModelStrategy(ctx.model, s.decision.min_confidence), size=None, settings=s, supervisor=supervisor,
-                       store=store, markets=ctx.markets, account=ctx.account, start=data["BTC/USDT"].index[FIRST - 1],
-                       fee=c.taker_fee, slippage_bps=c.slippage_bps, allow_short=s.exchange.market_type != "spot", cash=10_000.0)
+    res = run_backtest(
+        frames,
+        ModelStrategy(ctx.model, s.decision.min_confidence),
+        size=None,
+        settings=s,
+        supervisor=supervisor,
+        store=store,
+        markets=ctx.markets,
+        account=ctx.account,
+        start=data["BTC/USDT"].index[FIRST - 1],
+        fee=c.taker_fee,
+        slippage_bps=c.slippage_bps,
+        allow_short=s.exchange.market_type != "spot",
+        cash=10_000.0,
+    )
     return res, store
 
 
@@ -75,33 +103,61 @@ def _num(text: str) -> str:
 
 
 def _decisions(rows) -> pd.DataFrame:
-    return pd.DataFrame([{"time": r["time"], "pair": r["pair"], "action": r["decision"]["action"], "size": r["decision"]["size"],
-                          "stop_loss": r["decision"]["stop_loss"], "take_profit": r["decision"]["take_profit"],
-                          "verdict": _num(r["decision"]["verdict"]), "order": r["decision"]["order"],
-                          "review": (r["decision"]["review"] or {}).get("coherence")} for r in rows]).sort_values(["time", "pair"], ignore_index=True)
+    return pd.DataFrame(
+        [
+            {
+                "time": r["time"],
+                "pair": r["pair"],
+                "action": r["decision"]["action"],
+                "size": r["decision"]["size"],
+                "stop_loss": r["decision"]["stop_loss"],
+                "take_profit": r["decision"]["take_profit"],
+                "verdict": _num(r["decision"]["verdict"]),
+                "order": r["decision"]["order"],
+                "review": (r["decision"]["review"] or {}).get("coherence"),
+            }
+            for r in rows
+        ]
+    ).sort_values(["time", "pair"], ignore_index=True)
 
 
 def _assert_same_run(ctx, res, store):
     paper, bt = _decisions(ctx.store.journal_rows()), _decisions(store.journal_rows())
     reasons = pd.Series([r["reasons"][0] for r in ctx.store.journal_rows()]).str.replace(r"[\d.]+", "#", regex=True)
-    assert len(paper) == 2 * CYCLES and (paper["action"] != "hold").sum() >= 10, reasons.value_counts()   # it did trade
-    pd.testing.assert_frame_equal(paper.drop(columns=["size", "stop_loss", "take_profit"]),
-                                  bt.drop(columns=["size", "stop_loss", "take_profit"]), check_exact=True)
-    pd.testing.assert_frame_equal(paper[["size", "stop_loss", "take_profit"]], bt[["size", "stop_loss", "take_profit"]],
-                                  check_exact=False, rtol=1e-6)
+    assert len(paper) == 2 * CYCLES and (paper["action"] != "hold").sum() >= 10, reasons.value_counts()  # it did trade
+    pd.testing.assert_frame_equal(
+        paper.drop(columns=["size", "stop_loss", "take_profit"]),
+        bt.drop(columns=["size", "stop_loss", "take_profit"]),
+        check_exact=True,
+    )
+    pd.testing.assert_frame_equal(
+        paper[["size", "stop_loss", "take_profit"]],
+        bt[["size", "stop_loss", "take_profit"]],
+        check_exact=False,
+        rtol=1e-6,
+    )
     cols = ["client_order_id", "pair", "side", "type", "intent"]
     po, bo = ctx.store.orders(), store.orders()
     bo = bo[bo["intent"] != "end"]
     assert len(po) >= 20
-    pd.testing.assert_frame_equal(po[cols].sort_values(cols, ignore_index=True), bo[cols].sort_values(cols, ignore_index=True))
-    pending = set(po.loc[po["status"] != "filled", "client_order_id"])             # decided at the last close: not filled yet
+    pd.testing.assert_frame_equal(
+        po[cols].sort_values(cols, ignore_index=True), bo[cols].sort_values(cols, ignore_index=True)
+    )
+    pending = set(po.loc[po["status"] != "filled", "client_order_id"])  # decided at the last close: not filled yet
     assert (bo.set_index("client_order_id").loc[sorted(pending), "status"] == "cancelled").all()
     pf, bf = ctx.store.fills(), store.fills()
     bf = bf[~bf["client_order_id"].isin(bo_end := set(store.orders().query("intent == 'end'")["client_order_id"]))]
     assert not bo_end & set(pf["client_order_id"])
-    pd.testing.assert_frame_equal(pf.drop(columns=["amount", "fee", "realized_pnl"]), bf.drop(columns=["amount", "fee", "realized_pnl"]))
-    pd.testing.assert_frame_equal(pf[["amount", "fee", "realized_pnl"]], bf[["amount", "fee", "realized_pnl"]], check_exact=False,
-                                  rtol=1e-6, atol=1e-9)
+    pd.testing.assert_frame_equal(
+        pf.drop(columns=["amount", "fee", "realized_pnl"]), bf.drop(columns=["amount", "fee", "realized_pnl"])
+    )
+    pd.testing.assert_frame_equal(
+        pf[["amount", "fee", "realized_pnl"]],
+        bf[["amount", "fee", "realized_pnl"]],
+        check_exact=False,
+        rtol=1e-6,
+        atol=1e-9,
+    )
     paper_equity = ctx.store.equity_curve()["equity"].to_numpy()
     assert len(paper_equity) == CYCLES
     assert paper_equity[:-1] == pytest.approx(res.equity.to_numpy()[:-1], rel=1e-8)
@@ -117,35 +173,52 @@ def test_paper_cycles_and_the_backtest_make_the_same_decisions_orders_fills_and_
 def test_reviews_recorded_in_paper_replay_in_the_backtest_without_an_llm_call(world, tmp_path):
     root, data, settings = world
     # one reply that is both a valid review and a valid market digest (each schema ignores the other's fields)
-    agree = ('{"coherence": "agree", "risk_score": 0.2, "veto": false, "direction": "%s", "size_multiplier": 0.5, "stop_loss": null, '
-             '"take_profit": null, "rationale": "fine", "sentiment": {"BTC": 0.3, "ETH": -0.2}, "key_events": ["calm"], "risk_flags": []}')
+    agree = (
+        '{"coherence": "agree", "risk_score": 0.2, "veto": false, "direction": "%s", "size_multiplier": 0.5, '
+        '"stop_loss": null, "take_profit": null, "rationale": "fine", "sentiment": {"BTC": 0.3, "ETH": -0.2}, '
+        '"key_events": ["calm"], "risk_flags": []}'
+    )
     with LocalLLM(Reply(agree % "long")) as llm:
-        ctx, s = _paper(root, data, settings, "state-llm", {"mode": "live", "base_url": llm.base_url, "model": "local-test",
-                                                               "timeout_s": 5})
+        ctx, s = _paper(
+            root,
+            data,
+            settings,
+            "state-llm",
+            {"mode": "live", "base_url": llm.base_url, "model": "local-test", "timeout_s": 5},
+        )
         calls = len(llm.requests)
         prompts = [r["messages"][-1]["content"] for r in llm.requests]
         digests = sum("MarketDigest" in r["messages"][0]["content"] for r in llm.requests)
-        assert digests >= 5 and sum('source="market_digest"' in p for p in prompts) >= 5      # reviews read the digest
+        assert digests >= 5 and sum('source="market_digest"' in p for p in prompts) >= 5  # reviews read the digest
         record = ReviewRecord(root / "state-llm" / "llm_record.sqlite")
         recorded = record.stats()["exchanges"]
         assert recorded >= 5
         replay = Supervisor(s.llm.model_copy(update={"mode": "replay"}), record)
         res, store = _backtest(ctx, s, data, replay, tmp_path / "bt.sqlite")
-        assert record.stats()["exchanges"] == recorded                                  # the backtest asked nothing
+        assert record.stats()["exchanges"] == recorded  # the backtest asked nothing
         assert len(llm.requests) == calls
     _assert_same_run(ctx, res, store)
     # asked live, the backtest sends the LLM the very prompts the paper cycles sent: digests and reviews alike
     with LocalLLM(Reply(agree % "long")) as again:
-        live = Supervisor.from_settings(s.llm.model_copy(update={"base_url": again.base_url}),
-                                        load_secrets({"MORNINGSTAR_LLM_API_KEY": "parity-key"}), tmp_path)
+        live = Supervisor.from_settings(
+            s.llm.model_copy(update={"base_url": again.base_url}),
+            load_secrets({"MORNINGSTAR_LLM_API_KEY": "parity-key"}),
+            tmp_path,
+        )
         _backtest(ctx, s, data, live, tmp_path / "bt-live.sqlite")
         sent = sorted(_num(r["messages"][-1]["content"]) for r in again.requests)
     assert len(sent) == len(prompts)
-    diff = next((list(difflib.unified_diff(a.splitlines(), b.splitlines(), lineterm="", n=1))
-                 for a, b in zip(sent, sorted(map(_num, prompts))) if a != b), [])
+    diff = next(
+        (
+            list(difflib.unified_diff(a.splitlines(), b.splitlines(), lineterm="", n=1))
+            for a, b in zip(sent, sorted(map(_num, prompts)))
+            if a != b
+        ),
+        [],
+    )
     assert diff == [], "\n".join(diff)
     reviews = _decisions(store.journal_rows())["review"].dropna()
-    assert len(reviews) >= 5 and set(reviews) == {"agree"}                               # replayed, not failed
+    assert len(reviews) >= 5 and set(reviews) == {"agree"}  # replayed, not failed
 
 
 def test_a_rule_trades_the_same_in_paper_cycles_and_the_backtest(world, tmp_path):
@@ -157,4 +230,4 @@ def test_a_rule_trades_the_same_in_paper_cycles_and_the_backtest(world, tmp_path
     assert ctx.model.path == "rule sma_cross (fast 5, slow 20)"
     res, store = _backtest(ctx, s, data, Supervisor(s.llm), tmp_path / "bt.sqlite")
     _assert_same_run(ctx, res, store)
-    assert {"open_long", "close"} <= set(_decisions(ctx.store.journal_rows())["action"])   # spot: no shorts
+    assert {"open_long", "close"} <= set(_decisions(ctx.store.journal_rows())["action"])  # spot: no shorts

@@ -1,14 +1,15 @@
 """The live executor against the local Binance-compatible server through the real ccxt client: outcomes of every
 kind of failure on the order path, fills by trade id, cancels, reconciliation."""
+
 from __future__ import annotations
 
 import inspect
 
-from ccxt.base import errors as ccxt_errors
 import pytest
-
+from ccxt.base import errors as ccxt_errors
 from conftest import HOUR_MS, candles
 from local_exchange import LocalExchange
+
 from morningstar_trader.config import ExchangeSettings, load_secrets
 from morningstar_trader.live_execution import LiveExecutor, create_outcome, reconcile
 from morningstar_trader.market_data import make_exchange
@@ -20,17 +21,47 @@ PAIRS = ("BTC/USDT", "ETH/USDT")
 
 # Every exception class of the pinned ccxt and what it proves when create_order raises it.
 OUTCOMES = {
-    "BaseError": "unknown", "ExchangeError": "unknown", "OperationFailed": "unknown", "UnsubscribeError": "unknown",
-    "AuthenticationError": "rejected", "PermissionDenied": "rejected", "AccountNotEnabled": "rejected", "AccountSuspended": "rejected",
-    "ArgumentsRequired": "rejected", "BadRequest": "rejected", "BadSymbol": "rejected", "OperationRejected": "rejected",
-    "NoChange": "rejected", "MarginModeAlreadySet": "rejected", "MarketClosed": "rejected", "ManualInteractionNeeded": "rejected",
-    "RestrictedLocation": "rejected", "InsufficientFunds": "rejected", "InvalidAddress": "rejected", "AddressPending": "rejected",
-    "InvalidOrder": "rejected", "OrderNotFound": "rejected", "OrderNotCached": "rejected", "OrderImmediatelyFillable": "rejected",
-    "OrderNotFillable": "rejected", "DuplicateOrderId": "unknown", "ContractUnavailable": "rejected", "NotSupported": "rejected",
-    "InvalidProxySettings": "rejected", "ExchangeClosedByUser": "rejected",
-    "NetworkError": "unknown", "DDoSProtection": "unknown", "RateLimitExceeded": "unknown", "ExchangeNotAvailable": "unknown",
-    "OnMaintenance": "unknown", "InvalidNonce": "unknown", "ChecksumError": "unknown", "RequestTimeout": "unknown",
-    "BadResponse": "unknown", "NullResponse": "unknown", "CancelPending": "unknown",
+    "BaseError": "unknown",
+    "ExchangeError": "unknown",
+    "OperationFailed": "unknown",
+    "UnsubscribeError": "unknown",
+    "AuthenticationError": "rejected",
+    "PermissionDenied": "rejected",
+    "AccountNotEnabled": "rejected",
+    "AccountSuspended": "rejected",
+    "ArgumentsRequired": "rejected",
+    "BadRequest": "rejected",
+    "BadSymbol": "rejected",
+    "OperationRejected": "rejected",
+    "NoChange": "rejected",
+    "MarginModeAlreadySet": "rejected",
+    "MarketClosed": "rejected",
+    "ManualInteractionNeeded": "rejected",
+    "RestrictedLocation": "rejected",
+    "InsufficientFunds": "rejected",
+    "InvalidAddress": "rejected",
+    "AddressPending": "rejected",
+    "InvalidOrder": "rejected",
+    "OrderNotFound": "rejected",
+    "OrderNotCached": "rejected",
+    "OrderImmediatelyFillable": "rejected",
+    "OrderNotFillable": "rejected",
+    "DuplicateOrderId": "unknown",
+    "ContractUnavailable": "rejected",
+    "NotSupported": "rejected",
+    "InvalidProxySettings": "rejected",
+    "ExchangeClosedByUser": "rejected",
+    "NetworkError": "unknown",
+    "DDoSProtection": "unknown",
+    "RateLimitExceeded": "unknown",
+    "ExchangeNotAvailable": "unknown",
+    "OnMaintenance": "unknown",
+    "InvalidNonce": "unknown",
+    "ChecksumError": "unknown",
+    "RequestTimeout": "unknown",
+    "BadResponse": "unknown",
+    "NullResponse": "unknown",
+    "CancelPending": "unknown",
 }
 
 
@@ -42,24 +73,31 @@ def test_every_ccxt_exception_has_a_known_outcome():
 
 
 class Clock:
-    def __init__(self): self.offset = 0.0
+    def __init__(self):
+        self.offset = 0.0
+
     def __call__(self):
         import time
+
         return time.time() + self.offset
 
 
 @pytest.fixture
 def venue(tmp_path):
     data = candles(200)
-    with LocalExchange(data, "1h", now_ms=int(data["BTC/USDT"].index[-1].timestamp() * 1000) + HOUR_MS // 2,
-                       balances={"USDT": 50_000.0, "BTC": 0.5}) as server:
+    with LocalExchange(
+        data,
+        "1h",
+        now_ms=int(data["BTC/USDT"].index[-1].timestamp() * 1000) + HOUR_MS // 2,
+        balances={"USDT": 50_000.0, "BTC": 0.5},
+    ) as server:
         exchange = make_exchange(ExchangeSettings(api_url=server.base_url, timeout_ms=2000), KEYS)
         exchange.options["recvWindow"] = 1000
         exchange.load_markets()
         store = PortfolioStore(tmp_path / "live.sqlite", initial_cash=50_000.0)
         clock = Clock()
         executor = LiveExecutor(exchange, store, clock_skew_s=1.0, order_timeout_s=0.5, clock=clock)
-        assert reconcile(executor, PAIRS).ok                           # baseline: the 0.5 BTC held before
+        assert reconcile(executor, PAIRS).ok  # baseline: the 0.5 BTC held before
         yield server, executor, clock
 
 
@@ -79,7 +117,7 @@ def agree(server, executor):
 def test_a_market_order_fills_and_the_store_matches_the_venue(venue):
     server, ex, _ = venue
     assert ex.place(Order("c-1", "BTC/USDT", "buy", 0.1234567)) == "filled"
-    assert ex.place(Order("c-1", "BTC/USDT", "buy", 0.1234567)) == "filled"   # the same intent again: nothing sent
+    assert ex.place(Order("c-1", "BTC/USDT", "buy", 0.1234567)) == "filled"  # the same intent again: nothing sent
     assert len(posts(server)) == 1 and len(venue_orders(server, "c-1")) == 1
     assert ex.store.positions()["BTC/USDT"].size == pytest.approx(0.12345)  # cut down to the market's step, never up
     agree(server, ex)
@@ -87,8 +125,8 @@ def test_a_market_order_fills_and_the_store_matches_the_venue(venue):
 
 def test_accepted_then_timed_out_is_looked_up_not_resent(venue):
     server, ex, _ = venue
-    server.inject("/api/v3/order", "slow", method="POST", delay_s=3)   # the venue fills it; the reply comes too late
-    server.inject("/api/v3/order", "notfound", count=2, method="GET")     # and look-ups lag behind
+    server.inject("/api/v3/order", "slow", method="POST", delay_s=3)  # the venue fills it; the reply comes too late
+    server.inject("/api/v3/order", "notfound", count=2, method="GET")  # and look-ups lag behind
     assert ex.place(Order("c-2", "ETH/USDT", "buy", 1.0)) == "filled"
     assert len(posts(server)) == 1 and len(venue_orders(server, "c-2")) == 1
     assert "RequestTimeout" in ex.store.order("c-2")["note"]
@@ -97,9 +135,9 @@ def test_accepted_then_timed_out_is_looked_up_not_resent(venue):
 
 def test_a_request_that_never_arrived_stays_unknown_until_the_receive_window_passed(venue):
     server, ex, clock = venue
-    server.inject("/api/v3/order", "503", method="POST")                 # refused by the front end: never placed
+    server.inject("/api/v3/order", "503", method="POST")  # refused by the front end: never placed
     assert ex.place(Order("c-3", "BTC/USDT", "sell", 0.1)) == "unknown"
-    assert not reconcile(ex, PAIRS).ok                                    # the cycle must not trade now
+    assert not reconcile(ex, PAIRS).ok  # the cycle must not trade now
     clock.offset = ex.grace_s + 0.1
     assert ex.resolve("c-3") == "rejected" and "never reached the venue" in ex.store.order("c-3")["note"]
     assert len(posts(server)) == 1 and venue_orders(server, "c-3") == []
@@ -112,9 +150,9 @@ def test_rejections_are_final_and_never_retried(venue):
     assert ex.place(Order("c-4", "BTC/USDT", "buy", 0.01)) == "rejected"
     assert ex.place(Order("c-4", "BTC/USDT", "buy", 0.01)) == "rejected"
     assert len(posts(server)) == 1
-    assert ex.place(Order("c-5", "BTC/USDT", "buy", 0.00001)) == "rejected"   # below the minimum notional: never sent
+    assert ex.place(Order("c-5", "BTC/USDT", "buy", 0.00001)) == "rejected"  # below the minimum notional: never sent
     assert len(posts(server)) == 1 and "minimum" in ex.store.order("c-5")["note"]
-    server.inject("/api/v3/order", "429", method="POST")                  # rate limited: unknown, then resolved by look-up
+    server.inject("/api/v3/order", "429", method="POST")  # rate limited: unknown, then resolved by look-up
     assert ex.place(Order("c-6", "BTC/USDT", "buy", 0.01)) == "unknown"
     agree_later = reconcile(ex, PAIRS)
     assert agree_later.unresolved == ("c-6",)
@@ -134,11 +172,12 @@ def test_partial_fill_then_timeout_cancels_and_keeps_the_filled_part(venue):
 def test_an_order_that_fills_while_being_cancelled_is_recorded_as_filled(venue):
     server, ex, _ = venue
     price = server.price_now("ETH/USDT")
-    assert ex.place(Order("c-8", "ETH/USDT", "buy", 1.0, "limit", round(price * 0.9, 2))) == "submitted"   # rests
-    server.fill_open("c-8")                                              # fills just before the cancel arrives
+    assert ex.place(Order("c-8", "ETH/USDT", "buy", 1.0, "limit", round(price * 0.9, 2))) == "submitted"  # rests
+    server.fill_open("c-8")  # fills just before the cancel arrives
     assert ex.cancel("c-8") == "filled"
     assert len(ex.store.orders().query("client_order_id == 'c-8'")) == 1
-    ex.sync("c-8"); ex.sync("c-8")                                       # repeated look-ups record each trade once
+    ex.sync("c-8")
+    ex.sync("c-8")  # repeated look-ups record each trade once
     assert ex.store.positions()["ETH/USDT"].size == pytest.approx(1.0)
     agree(server, ex)
 
@@ -147,7 +186,8 @@ def test_two_trades_are_recorded_once_each_and_a_restart_keeps_the_book(venue):
     server, ex, _ = venue
     server.inject("/api/v3/order", "split", method="POST")
     assert ex.place(Order("c-9", "BTC/USDT", "buy", 0.2)) == "filled"
-    server.stop(); server.start()                                        # the venue restarts with its book
+    server.stop()
+    server.start()  # the venue restarts with its book
     assert ex.sync("c-9") == "filled"
     trades = [t for t in server.account.trades if t["orderId"] == venue_orders(server, "c-9")[0].id]
     assert len(trades) == 2 and ex.store.positions()["BTC/USDT"].size == pytest.approx(0.2)
@@ -157,13 +197,15 @@ def test_two_trades_are_recorded_once_each_and_a_restart_keeps_the_book(venue):
 def test_reconciliation_flags_external_orders_mismatches_and_a_venue_it_cannot_reach(venue):
     server, ex, _ = venue
     other = make_exchange(ExchangeSettings(api_url=server.base_url, timeout_ms=1000), KEYS)
-    other.create_order("ETH/USDT", "limit", "buy", 1.0, round(server.price_now("ETH/USDT") * 0.5, 2), {"newClientOrderId": "by-hand"})
+    other.create_order(
+        "ETH/USDT", "limit", "buy", 1.0, round(server.price_now("ETH/USDT") * 0.5, 2), {"newClientOrderId": "by-hand"}
+    )
     result = reconcile(ex, PAIRS)
     assert not result.ok and len(result.external) == 1 and "external" in result.why()
     assert ex.store.orders().query("intent == 'external'")["note"].str.contains("by-hand").all()
-    ex.grace_s = 0.0                  # past the venue's receive window: each order must be found, or it is an error
-    assert reconcile(ex, PAIRS).external == ()                           # recorded once, not flagged again
-    server.account.balances["BTC"] += 0.25                               # a deposit (or a trade) the store knows nothing of
+    ex.grace_s = 0.0  # past the venue's receive window: each order must be found, or it is an error
+    assert reconcile(ex, PAIRS).external == ()  # recorded once, not flagged again
+    server.account.balances["BTC"] += 0.25  # a deposit (or a trade) the store knows nothing of
     assert any("BTC" in m for m in reconcile(ex, PAIRS).mismatches)
     server.stop()
     assert reconcile(ex, PAIRS).errors

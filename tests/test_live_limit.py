@@ -3,15 +3,16 @@ entry rests at the close minus `limit_offset_bps`, gets its stop and target once
 `limit_ttl_bars` candles after its decision, the pair then decided again. The live executor's `order_timeout_s` never
 cancels a resting limit entry (its life is counted in candles). Only the decision stage is replaced, as in
 tests/test_live_refusal.py, so that the test chooses what each pair wants."""
+
 from __future__ import annotations
 
 import pytest
+from test_live_refusal import KEYS, PAIRS, at, venue_orders, world  # noqa: F401  (world: the trained model and venue)
 
 from morningstar_trader import kernel
 from morningstar_trader.cycle import build_context, run_cycle
 from morningstar_trader.live_execution import reconcile
 from morningstar_trader.types import Decision
-from test_live_refusal import KEYS, PAIRS, at, venue_orders, world  # noqa: F401  (world: the trained model and venue)
 
 OFFSET_BPS, TTL = 300, 2
 
@@ -19,18 +20,28 @@ OFFSET_BPS, TTL = 300, 2
 @pytest.fixture
 def live(world, tmp_path, monkeypatch):  # noqa: F811
     server, settings, data = world
-    settings = settings.model_copy(update={
-        "paths": settings.paths.model_copy(update={"state_dir": tmp_path}),
-        "execution": settings.execution.model_copy(update={"order_type": "limit", "limit_offset_bps": OFFSET_BPS,
-                                                            "limit_ttl_bars": TTL})})
-    ctx = build_context(settings, KEYS, run_id="limit", confirm_live=True, allow_unproven_model=True)   # tiny model: no edge
-    ctx.executor.order_timeout_s = 0.001                 # an order older than this would be cancelled, were it not resting
+    settings = settings.model_copy(
+        update={
+            "paths": settings.paths.model_copy(update={"state_dir": tmp_path}),
+            "execution": settings.execution.model_copy(
+                update={"order_type": "limit", "limit_offset_bps": OFFSET_BPS, "limit_ttl_bars": TTL}
+            ),
+        }
+    )
+    ctx = build_context(
+        settings, KEYS, run_id="limit", confirm_live=True, allow_unproven_model=True
+    )  # tiny model: no edge
+    ctx.executor.order_timeout_s = 0.001  # an order older than this would be cancelled, were it not resting
     assert reconcile(ctx.executor, PAIRS).ok
     wants = {}
 
     def decide(pair, pred, price, equity, position, **_):
-        if position is not None or wants.get(pair) != "open_long": return Decision(pair, "hold", reasons=("test",))
-        return Decision(pair, "open_long", round(0.05 * equity / price, 4), price * 0.9, price * 1.2, ("chosen by the test",))
+        if position is not None or wants.get(pair) != "open_long":
+            return Decision(pair, "hold", reasons=("test",))
+        return Decision(
+            pair, "open_long", round(0.05 * equity / price, 4), price * 0.9, price * 1.2, ("chosen by the test",)
+        )
+
     monkeypatch.setattr(kernel, "decide", decide)
     return server, ctx, data, wants
 
@@ -49,14 +60,14 @@ def test_a_limit_entry_rests_below_the_close_and_gets_its_levels_when_it_fills(l
     order = entry(server, start, "BTCUSDT")
     assert order.price == pytest.approx(close * (1 - OFFSET_BPS / 1e4), rel=1e-4)
     assert order.status == "NEW" and "BTC/USDT" not in ctx.store.positions()
-    run_cycle(ctx, at(server, data, 1841))             # a second cycle: still resting, not cancelled by order_timeout_s
+    run_cycle(ctx, at(server, data, 1841))  # a second cycle: still resting, not cancelled by order_timeout_s
     assert order.status == "NEW" and len(venue_orders(server, start, "BTCUSDT")) == 1
     server.fill_open(order.client_id)
-    run_cycle(ctx, at(server, data, 1842))             # within its ttl: it filled, and the position has its levels
+    run_cycle(ctx, at(server, data, 1842))  # within its ttl: it filled, and the position has its levels
     pos = ctx.store.positions()["BTC/USDT"]
     assert pos.size == pytest.approx(order.qty) and pos.stop_loss == pytest.approx(close * 0.9)
     assert pos.take_profit == pytest.approx(close * 1.2)
-    assert len(venue_orders(server, start, "BTCUSDT")) == 1          # no second entry
+    assert len(venue_orders(server, start, "BTCUSDT")) == 1  # no second entry
     assert reconcile(ctx.executor, PAIRS).ok
 
 
@@ -68,7 +79,7 @@ def test_an_unfilled_limit_entry_is_cancelled_after_its_ttl_and_the_pair_decided
     first = entry(server, start, "ETHUSDT")
     run_cycle(ctx, at(server, data, 1851))
     assert first.status == "NEW"
-    run_cycle(ctx, at(server, data, 1850 + TTL))       # TTL candles after the decision: cancelled, and a new entry decided
+    run_cycle(ctx, at(server, data, 1850 + TTL))  # TTL candles after the decision: cancelled, and a new entry decided
     assert first.status == "CANCELED"
     assert ctx.store.order(first.client_id)["status"] == "cancelled"
     again = [o for o in venue_orders(server, start, "ETHUSDT") if o is not first]

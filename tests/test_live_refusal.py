@@ -3,13 +3,14 @@
 position; exits, stops and targets of the other pairs still go out. A disagreement no open order explains still
 refuses the whole cycle. Against the local venue through the real ccxt client, with a really trained tiny model; only
 the decision stage is replaced, so that the test chooses what each pair wants to do."""
+
 from __future__ import annotations
 
 import pandas as pd
 import pytest
-
 from conftest import TINY, candles
 from local_exchange import LocalExchange
+
 from morningstar_trader import kernel
 from morningstar_trader.candles import validated_bars
 from morningstar_trader.config import Settings, load_secrets
@@ -26,13 +27,20 @@ PAIRS = ("BTC/USDT", "ETH/USDT")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("refusal")
     data = candles(2_000, end="2024-06-01")
-    train = {p: validated_bars(df.iloc[:1700].reset_index(names="timestamp"), "synthetic", p, "1h")[0] for p, df in data.items()}
+    train = {
+        p: validated_bars(df.iloc[:1700].reset_index(names="timestamp"), "synthetic", p, "1h")[0]
+        for p, df in data.items()
+    }
     train_model(Settings(**TINY), train, root / "models" / "default" / "v1", verbose=0)
     with LocalExchange(data, "1h", now_ms=int(data["BTC/USDT"].index[1800].timestamp() * 1000)) as server:
-        settings = Settings(**{**TINY, "risk": {"max_position_fraction": 0.3, "cooldown_bars": 0}}, mode="live", pairs=PAIRS,
-                            exchange={"api_url": server.base_url, "timeout_ms": 1000},
-                            retry={"max_attempts": 2, "initial_delay_s": 0.01, "max_delay_s": 0.02},
-                            paths={"models_dir": root / "models", "state_dir": root / "state", "logs_dir": root / "logs"})
+        settings = Settings(
+            **{**TINY, "risk": {"max_position_fraction": 0.3, "cooldown_bars": 0}},
+            mode="live",
+            pairs=PAIRS,
+            exchange={"api_url": server.base_url, "timeout_ms": 1000},
+            retry={"max_attempts": 2, "initial_delay_s": 0.01, "max_delay_s": 0.02},
+            paths={"models_dir": root / "models", "state_dir": root / "state", "logs_dir": root / "logs"},
+        )
         yield server, settings, data
 
 
@@ -41,17 +49,27 @@ def live(world, tmp_path, monkeypatch):
     "A live context with a state store of its own, whose decision stage does what `wants[pair]` says."
     server, settings, data = world
     settings = settings.model_copy(update={"paths": settings.paths.model_copy(update={"state_dir": tmp_path})})
-    ctx = build_context(settings, KEYS, run_id="refusal", confirm_live=True, allow_unproven_model=True)   # tiny model: no edge
-    assert reconcile(ctx.executor, PAIRS).ok                              # start-up: the venue's baseline for this store
+    ctx = build_context(
+        settings, KEYS, run_id="refusal", confirm_live=True, allow_unproven_model=True
+    )  # tiny model: no edge
+    assert reconcile(ctx.executor, PAIRS).ok  # start-up: the venue's baseline for this store
     wants = {}
 
     def decide(pair, pred, price, equity, position, **_):
         action = wants.get(pair, "hold")
-        if action == "close" and position is None: action = "hold"
+        if action == "close" and position is None:
+            action = "hold"
         size = position.size if action == "close" else round(0.05 * equity / price, 4)
-        return Decision(pair, action, size if action != "hold" else 0.0, price * 0.9 if action == "open_long" else None,
-                        price * 1.2 if action == "open_long" else None, ("chosen by the test",))
-    monkeypatch.setattr(kernel, "decide", decide)   # the kernel decides through decision.decide
+        return Decision(
+            pair,
+            action,
+            size if action != "hold" else 0.0,
+            price * 0.9 if action == "open_long" else None,
+            price * 1.2 if action == "open_long" else None,
+            ("chosen by the test",),
+        )
+
+    monkeypatch.setattr(kernel, "decide", decide)  # the kernel decides through decision.decide
     return server, ctx, data, wants
 
 
@@ -69,13 +87,16 @@ def venue_orders(server, since, symbol=None):
 def held_eth_with_a_breached_stop(server, ctx, data, k):
     assert ctx.executor.place(Order(f"manual-eth-{k}", "ETH/USDT", "buy", 1.0)) == "filled"
     price = data["ETH/USDT"]["close"].iloc[k - 1]
-    ctx.store.set_levels("ETH/USDT", price * 1.5, price * 3)             # the stop sits above the price: breached
+    ctx.store.set_levels("ETH/USDT", price * 1.5, price * 3)  # the stop sits above the price: breached
 
 
 def unknown_btc_buy(server, ctx, cid):
-    "A BTC buy the venue accepted and filled, whose reply was lost and whose look-ups fail: unknown, and balances differ."
+    """A BTC buy the venue accepted and filled, whose reply was lost and whose look-ups fail: unknown, and balances
+    differ."""
     server.inject("/api/v3/order", "slow", method="POST", delay_s=1.5)
-    server.inject("/api/v3/order", "notfound", count=3, method="GET")   # three look-ups: the send's, the test's, one cycle's
+    server.inject(
+        "/api/v3/order", "notfound", count=3, method="GET"
+    )  # three look-ups: the send's, the test's, one cycle's
     server.inject("/api/v3/allOrders", "500", count=3)
     assert ctx.executor.place(Order(cid, "BTC/USDT", "buy", 0.05)) == "unknown"
 
@@ -92,16 +113,16 @@ def test_an_unknown_order_holds_its_pair_and_new_entries_but_other_exits_still_g
     start = len(server.account.orders)
     rec = reconcile(ctx.executor, PAIRS)
     assert rec.contained and rec.cash_uncertain and rec.open_orders == {"unknown-btc": "BTC/USDT"}, rec
-    assert rec.mismatches and not rec.unexplained                         # the venue filled it: BTC and USDT differ
+    assert rec.mismatches and not rec.unexplained  # the venue filled it: BTC and USDT differ
     wants.update({"BTC/USDT": "open_long", "ETH/USDT": "open_long"})
     report = run_cycle(ctx, now)
     assert "refused" not in {a.kind for a in report.snapshot.alerts}, report.snapshot.alerts
     sent = venue_orders(server, start)
-    assert [(o.symbol, o.side) for o in sent] == [("ETHUSDT", "SELL")]    # the stop exit of ETH, nothing else
+    assert [(o.symbol, o.side) for o in sent] == [("ETHUSDT", "SELL")]  # the stop exit of ETH, nothing else
     assert list(ctx.store.orders().query("pair == 'ETH/USDT' and intent == 'stop_loss'")["status"]) == ["filled"]
     assert "ETH/USDT" not in ctx.store.positions()
     btc, eth = rows(report).loc["BTC/USDT"], rows(report).loc["ETH/USDT"]
-    assert btc["action"] == "skipped" and "in flight" in btc["reasons"]   # its own pair waits
+    assert btc["action"] == "skipped" and "in flight" in btc["reasons"]  # its own pair waits
     assert eth["action"] == "open_long" and eth["order"] == "" and eth["verdict"].startswith("entry held back")
     assert "unknown-btc" in eth["verdict"]
     assert [(a.kind, a.pair) for a in report.snapshot.alerts if "held back" in a.message] == [("error", "ETH/USDT")]
@@ -110,7 +131,10 @@ def test_an_unknown_order_holds_its_pair_and_new_entries_but_other_exits_still_g
     report = run_cycle(ctx, at(server, data, 1811))
     assert ctx.store.order("unknown-btc")["status"] == "filled"
     assert all(r.order.startswith("ms-") for r in report.pairs.itertuples()), report.pairs.to_dict("records")
-    assert sorted((o.symbol, o.side) for o in venue_orders(server, start + 1)) == [("BTCUSDT", "SELL"), ("ETHUSDT", "BUY")]
+    assert sorted((o.symbol, o.side) for o in venue_orders(server, start + 1)) == [
+        ("BTCUSDT", "SELL"),
+        ("ETHUSDT", "BUY"),
+    ]
     assert reconcile(ctx.executor, PAIRS).ok
     assert not any("held back" in a.message for a in report.snapshot.alerts)
 
@@ -119,14 +143,14 @@ def test_an_unknown_exit_holds_only_its_pair(live):
     server, ctx, data, wants = live
     now = at(server, data, 1820)
     assert ctx.executor.place(Order("btc-held", "BTC/USDT", "buy", 0.05)) == "filled"
-    server.inject("/api/v3/order", "503", method="POST")                 # the exit never reached the venue: unknown for a while
+    server.inject("/api/v3/order", "503", method="POST")  # the exit never reached the venue: unknown for a while
     assert ctx.executor.place(Order("btc-exit", "BTC/USDT", "sell", 0.05, intent="close")) == "unknown"
-    ctx.executor.grace_s = 60                                             # and it stays unknown for this test
+    ctx.executor.grace_s = 60  # and it stays unknown for this test
     start = len(server.account.orders)
     wants.update({"BTC/USDT": "close", "ETH/USDT": "open_long"})
     report = run_cycle(ctx, now)
-    assert rows(report).loc["BTC/USDT", "action"] == "skipped"            # no second exit while the first is unknown
-    assert rows(report).loc["ETH/USDT", "order"].startswith("ms-")        # a sell spends no cash: the entry goes out
+    assert rows(report).loc["BTC/USDT", "action"] == "skipped"  # no second exit while the first is unknown
+    assert rows(report).loc["ETH/USDT", "order"].startswith("ms-")  # a sell spends no cash: the entry goes out
     assert [(o.symbol, o.side) for o in venue_orders(server, start)] == [("ETHUSDT", "BUY")]
     assert "refused" not in {a.kind for a in report.snapshot.alerts}
 
@@ -136,11 +160,11 @@ def test_a_disagreement_no_open_order_explains_still_refuses_the_whole_cycle(liv
     now = at(server, data, 1830)
     held_eth_with_a_breached_stop(server, ctx, data, 1830)
     unknown_btc_buy(server, ctx, "unknown-btc-2")
-    server.account.balances["ETH"] += 0.5                                 # ETH moved behind the store's back: no order explains it
+    server.account.balances["ETH"] += 0.5  # ETH moved behind the store's back: no order explains it
     rec = reconcile(ctx.executor, PAIRS)
     assert not rec.contained and rec.unexplained and all(m.startswith("ETH") for m in rec.unexplained)
     start = len(server.account.orders)
     wants.update({"ETH/USDT": "open_long"})
     report = run_cycle(ctx, now)
-    assert set(report.pairs["action"]) == {"skipped"} and venue_orders(server, start) == []   # not even the ETH stop
+    assert set(report.pairs["action"]) == {"skipped"} and venue_orders(server, start) == []  # not even the ETH stop
     assert [a.level for a in report.snapshot.alerts if a.kind == "refused"] == ["critical"]

@@ -13,7 +13,6 @@ import ccxt
 import numpy as np
 import pandas as pd
 import pytest
-
 from local_exchange import LocalExchange
 
 pytestmark = pytest.mark.timeout(5)
@@ -32,14 +31,21 @@ def make_candles(n: int, seed: int, first_price: float) -> pd.DataFrame:
     open_ = np.concatenate([[first_price], close[:-1]])
     wick_up, wick_down = np.abs(rng.normal(0.0, 0.002, (2, n)))
     return pd.DataFrame(
-        {"open": open_, "high": np.maximum(open_, close) * (1 + wick_up),
-         "low": np.minimum(open_, close) * (1 - wick_down), "close": close, "volume": rng.gamma(2.0, 5.0, n)},
+        {
+            "open": open_,
+            "high": np.maximum(open_, close) * (1 + wick_up),
+            "low": np.minimum(open_, close) * (1 - wick_down),
+            "close": close,
+            "volume": rng.gamma(2.0, 5.0, n),
+        },
         index=pd.date_range(START, periods=n, freq="1h", tz="UTC"),
     )
 
 
-CANDLES = {"BTC/USDT": make_candles(N_CANDLES, seed=1, first_price=60_000.0),
-           "ETH/USDT": make_candles(N_CANDLES, seed=2, first_price=3_000.0)}
+CANDLES = {
+    "BTC/USDT": make_candles(N_CANDLES, seed=1, first_price=60_000.0),
+    "ETH/USDT": make_candles(N_CANDLES, seed=2, first_price=3_000.0),
+}
 BTC = CANDLES["BTC/USDT"]
 
 
@@ -53,9 +59,13 @@ def expected_rows(lo: int, hi: int) -> list[list[float]]:
 
 def new_client() -> ccxt.binance:
     # Constructed exactly as the trading code does (design notes).
-    return ccxt.binance({"enableRateLimit": True, "timeout": 3000,
-                         "options": {"fetchMarkets": {"types": ["spot"]}, "fetchMargins": False,
-                                     "fetchCurrencies": False}})
+    return ccxt.binance(
+        {
+            "enableRateLimit": True,
+            "timeout": 3000,
+            "options": {"fetchMarkets": {"types": ["spot"]}, "fetchMargins": False, "fetchCurrencies": False},
+        }
+    )
 
 
 @pytest.fixture
@@ -115,11 +125,18 @@ def test_all_ccxt_traffic_reaches_the_local_server(server: LocalExchange, ex: cc
     assert ex.fetch_time() == NOW_MS
 
     assert all(url.startswith(server.base_url + "/") for url in sent)
-    assert [r["path"] for r in server.requests] == [urlsplit(url).path for url in sent] == [
-        "/api/v3/exchangeInfo", "/api/v3/klines", "/api/v3/ticker/24hr", "/api/v3/time"]
+    assert (
+        [r["path"] for r in server.requests]
+        == [urlsplit(url).path for url in sent]
+        == ["/api/v3/exchangeInfo", "/api/v3/klines", "/api/v3/ticker/24hr", "/api/v3/time"]
+    )
     assert all(r["method"] == "GET" and r["status"] == 200 for r in server.requests)
-    assert server.requests[1]["query"] == {"symbol": "BTCUSDT", "interval": "1h", "limit": "5",
-                                           "startTime": str(open_ms(0))}
+    assert server.requests[1]["query"] == {
+        "symbol": "BTCUSDT",
+        "interval": "1h",
+        "limit": "5",
+        "startTime": str(open_ms(0)),
+    }
 
 
 def test_load_markets_parses_served_precision_and_limits(ex: ccxt.binance) -> None:
@@ -127,7 +144,13 @@ def test_load_markets_parses_served_precision_and_limits(ex: ccxt.binance) -> No
     assert set(markets) == {"BTC/USDT", "ETH/USDT"}
     btc = markets["BTC/USDT"]
     assert (btc["id"], btc["base"], btc["quote"], btc["type"], btc["spot"], btc["active"]) == (
-        "BTCUSDT", "BTC", "USDT", "spot", True, True)
+        "BTCUSDT",
+        "BTC",
+        "USDT",
+        "spot",
+        True,
+        True,
+    )
     assert btc["precision"] == {"price": 0.01, "amount": 0.00001, "base": 1e-8, "quote": 1e-8}
     assert btc["limits"]["amount"] == {"min": 0.00001, "max": 9000.0}
     assert btc["limits"]["price"] == {"min": 0.01, "max": 1_000_000.0}
@@ -174,16 +197,20 @@ def test_tickers_report_the_last_visible_close(loaded: ccxt.binance) -> None:
     assert loaded.publicGetTickerPrice({"symbol": "BTCUSDT"}) == {"symbol": "BTCUSDT", "price": repr(last_close)}
 
 
-@pytest.mark.parametrize(("kind", "raised"), [
-    # ccxt.binance.handle_errors maps both 418 and 429 to DDoSProtection before reading the
-    # JSON code, so RateLimitExceeded (its subclass) is never what arrives.
-    ("429", ccxt.DDoSProtection),
-    ("418", ccxt.DDoSProtection),
-    ("500", ccxt.ExchangeNotAvailable),
-    ("503", ccxt.ExchangeNotAvailable),
-])
-def test_http_faults_raise_network_errors(server: LocalExchange, loaded: ccxt.binance,
-                                          kind: str, raised: type[Exception]) -> None:
+@pytest.mark.parametrize(
+    ("kind", "raised"),
+    [
+        # ccxt.binance.handle_errors maps both 418 and 429 to DDoSProtection before reading the
+        # JSON code, so RateLimitExceeded (its subclass) is never what arrives.
+        ("429", ccxt.DDoSProtection),
+        ("418", ccxt.DDoSProtection),
+        ("500", ccxt.ExchangeNotAvailable),
+        ("503", ccxt.ExchangeNotAvailable),
+    ],
+)
+def test_http_faults_raise_network_errors(
+    server: LocalExchange, loaded: ccxt.binance, kind: str, raised: type[Exception]
+) -> None:
     server.inject("/api/v3/klines", kind)
     with pytest.raises(ccxt.BaseError) as err:
         loaded.fetch_ohlcv("BTC/USDT", "1h", limit=3)
@@ -193,8 +220,9 @@ def test_http_faults_raise_network_errors(server: LocalExchange, loaded: ccxt.bi
     assert [r["status"] for r in server.requests] == [int(kind), 200]
 
 
-def test_slow_answer_past_the_client_timeout_raises_request_timeout(server: LocalExchange,
-                                                                     loaded: ccxt.binance) -> None:
+def test_slow_answer_past_the_client_timeout_raises_request_timeout(
+    server: LocalExchange, loaded: ccxt.binance
+) -> None:
     loaded.timeout = 300
     server.inject("/api/v3/klines", "slow", delay_s=1.0)
     with pytest.raises(ccxt.BaseError) as err:
@@ -224,8 +252,9 @@ def test_bad_symbol_and_interval(server: LocalExchange, loaded: ccxt.binance) ->
     assert [r["status"] for r in server.requests] == [400, 400]
 
 
-def test_inject_skips_after_then_faults_count_requests_on_matching_paths(server: LocalExchange,
-                                                                         loaded: ccxt.binance) -> None:
+def test_inject_skips_after_then_faults_count_requests_on_matching_paths(
+    server: LocalExchange, loaded: ccxt.binance
+) -> None:
     server.inject("/api/v3/klines", "500", count=2, after=1)
     outcomes = []
     for _ in range(4):
@@ -237,7 +266,11 @@ def test_inject_skips_after_then_faults_count_requests_on_matching_paths(server:
         loaded.fetch_time()  # other paths are neither faulted nor counted
     assert outcomes == ["ok", "fault", "fault", "ok"]
     assert [(r["path"], r["status"]) for r in server.requests if r["path"] == "/api/v3/klines"] == [
-        ("/api/v3/klines", 200), ("/api/v3/klines", 500), ("/api/v3/klines", 500), ("/api/v3/klines", 200)]
+        ("/api/v3/klines", 200),
+        ("/api/v3/klines", 500),
+        ("/api/v3/klines", 500),
+        ("/api/v3/klines", 200),
+    ]
     assert all(r["status"] == 200 for r in server.requests if r["path"] == "/api/v3/time")
 
 

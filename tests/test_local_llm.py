@@ -15,9 +15,16 @@ from local_llm import LocalLLM, Reply
 pytestmark = pytest.mark.timeout(5)
 
 MESSAGES = [{"role": "system", "content": "You answer in JSON."}, {"role": "user", "content": "Signal for BTC/USDT?"}]
-SCHEMA = {"name": "signal", "strict": True,
-          "schema": {"type": "object", "properties": {"side": {"type": "string"}},
-                     "required": ["side"], "additionalProperties": False}}
+SCHEMA = {
+    "name": "signal",
+    "strict": True,
+    "schema": {
+        "type": "object",
+        "properties": {"side": {"type": "string"}},
+        "required": ["side"],
+        "additionalProperties": False,
+    },
+}
 
 
 @pytest.fixture
@@ -57,13 +64,16 @@ def test_rejected_json_schema_keeps_reply_for_json_object_fallback(llm: LocalLLM
     llm.script(Reply(content='{"side": "sell"}', reject_json_schema=True), Reply(content="second"))
     api = client(llm)
     with pytest.raises(openai.BadRequestError) as info:
-        api.chat.completions.create(model="gpt-test", messages=MESSAGES,
-                                    response_format={"type": "json_schema", "json_schema": SCHEMA})
+        api.chat.completions.create(
+            model="gpt-test", messages=MESSAGES, response_format={"type": "json_schema", "json_schema": SCHEMA}
+        )
     assert "json_schema is not supported" in info.value.message
     fallback = api.chat.completions.create(model="gpt-test", messages=MESSAGES, response_format={"type": "json_object"})
     assert fallback.choices[0].message.content == '{"side": "sell"}'
-    assert [(r["response_format"]["type"], r["_status"]) for r in llm.requests] == [("json_schema", 400),
-                                                                                     ("json_object", 200)]
+    assert [(r["response_format"]["type"], r["_status"]) for r in llm.requests] == [
+        ("json_schema", 400),
+        ("json_object", 200),
+    ]
     assert api.chat.completions.create(model="gpt-test", messages=MESSAGES).choices[0].message.content == "second"
 
 
@@ -105,10 +115,17 @@ def test_models_unknown_paths_and_bad_json(llm: LocalLLM) -> None:
     assert [m.id for m in client(llm).models.list()] == ["local-test"]
     with pytest.raises(openai.NotFoundError):
         client(llm).completions.create(model="gpt-test", prompt="legacy endpoint")
-    request = urllib.request.Request(llm.base_url + "/chat/completions", data=b"{not json", method="POST",
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        llm.base_url + "/chat/completions",
+        data=b"{not json",
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(request, timeout=2)
     assert info.value.code == 400 and "error" in json.loads(info.value.read())
     assert [(r["_path"], r["_status"]) for r in llm.requests] == [
-        ("/v1/models", 200), ("/v1/completions", 404), ("/v1/chat/completions", 400)]
+        ("/v1/models", 200),
+        ("/v1/completions", 404),
+        ("/v1/chat/completions", 400),
+    ]

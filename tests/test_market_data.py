@@ -1,4 +1,5 @@
 """ApiManager against the local Binance-compatible server, through the real ccxt client over HTTP."""
+
 from __future__ import annotations
 
 import time
@@ -13,7 +14,9 @@ FAST_RETRY = RetrySettings(max_attempts=3, initial_delay_s=0.01, max_delay_s=0.0
 
 
 def manager(server, **settings) -> ApiManager:
-    return ApiManager(ExchangeSettings(api_url=server.base_url, timeout_ms=settings.pop("timeout_ms", 1500), **settings), FAST_RETRY)
+    return ApiManager(
+        ExchangeSettings(api_url=server.base_url, timeout_ms=settings.pop("timeout_ms", 1500), **settings), FAST_RETRY
+    )
 
 
 def klines(server) -> list[dict]:
@@ -22,9 +25,13 @@ def klines(server) -> list[dict]:
 
 def test_every_url_ccxt_may_call_is_on_loopback(exchange):
     api = manager(exchange)
+
     def urls(tree):
         return [u for v in tree.values() for u in urls(v)] if isinstance(tree, dict) else [tree]
-    assert urls(api.exchange.urls["api"]) and all(u.startswith(exchange.base_url + "/") for u in urls(api.exchange.urls["api"]))
+
+    assert urls(api.exchange.urls["api"]) and all(
+        u.startswith(exchange.base_url + "/") for u in urls(api.exchange.urls["api"])
+    )
     api.fetch_ohlcv("BTC/USDT", "1h", "2024-05-30")
     assert exchange.requests and all(r["status"] == 200 for r in exchange.requests)
 
@@ -33,7 +40,7 @@ def test_pages_through_the_range_and_drops_the_forming_candle(exchange):
     api = manager(exchange)
     full = exchange.data["BTC/USDT"]
     bars, report = api.fetch_ohlcv("BTC/USDT", "1h", full.index[0], page_limit=1000)
-    assert len(klines(exchange)) == 4                      # 3,500 closed candles, 1,000 a page
+    assert len(klines(exchange)) == 4  # 3,500 closed candles, 1,000 a page
     assert len(bars) == 3_500 and bars.end == full.index[-2]  # the forming candle (last served) is gone
     expected = full.iloc[:-1].rename_axis("timestamp")
     expected.index = expected.index.as_unit("ns")
@@ -59,8 +66,11 @@ def test_a_slow_exchange_times_out_and_is_retried_then_gives_up(exchange):
     exchange.inject("/api/v3/klines", "slow", count=3, delay_s=1.0)
     with pytest.raises(MarketDataError, match=r"after 3 attempts: RequestTimeout"):
         manager(exchange, timeout_ms=300).fetch_ohlcv("BTC/USDT", "1h", "2024-05-30")
-    deadline = time.time() + 5        # on a loaded machine the server thread may log the last request after the client gave up
-    while len(klines(exchange)) < 3 and time.time() < deadline: time.sleep(0.01)
+    deadline = (
+        time.time() + 5
+    )  # on a loaded machine the server thread may log the last request after the client gave up
+    while len(klines(exchange)) < 3 and time.time() < deadline:
+        time.sleep(0.01)
     assert len(klines(exchange)) == 3
 
 
@@ -69,7 +79,7 @@ def test_permanent_errors_are_not_retried(exchange):
     with pytest.raises(MarketDataError, match=r"no spot market 'BTC/USDX'; did you mean BTC/USDT"):
         api.fetch_ohlcv("BTC/USDX", "1h", "2024-05-30")
     with pytest.raises(MarketDataError, match=r"\(not retried\): BadRequest"):
-        api.fetch_ohlcv("BTC/USDT", "4h", "2024-05-30")    # the server only has 1h candles: -1120 invalid interval
+        api.fetch_ohlcv("BTC/USDT", "4h", "2024-05-30")  # the server only has 1h candles: -1120 invalid interval
     assert len(klines(exchange)) == 1
 
 
@@ -84,5 +94,7 @@ def test_garbage_from_the_exchange_is_an_error_not_data(exchange):
 
 def test_exchange_down_fails_with_a_clear_error():
     api = ApiManager(ExchangeSettings(api_url="http://127.0.0.1:9", timeout_ms=500), FAST_RETRY)
-    with pytest.raises(MarketDataError, match=r"binance: load_markets failed after 3 attempts: (ExchangeNotAvailable|NetworkError)"):
+    with pytest.raises(
+        MarketDataError, match=r"binance: load_markets failed after 3 attempts: (ExchangeNotAvailable|NetworkError)"
+    ):
         api.fetch_ohlcv("BTC/USDT", "1h", "2024-05-30")

@@ -1,4 +1,5 @@
 """The project's own machinery: nbdev settings that papermill relies on, lazy imports, the config example."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -9,9 +10,9 @@ import sys
 import tomllib
 
 import nbformat
+from conftest import MORNINGSTAR, ROOT
 
 import morningstar_trader
-from conftest import MORNINGSTAR, ROOT
 
 # Modules allowed to import TensorFlow: only model code.
 MODEL_MODULES = {"model", "training"}
@@ -28,8 +29,10 @@ def test_nbdev_clean_keeps_the_papermill_parameters_tag(tmp_path):
     shutil.copy(ROOT / "pyproject.toml", tmp_path)
     (tmp_path / "nbs").mkdir()
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell("mode = 'backtest'", metadata={"tags": ["parameters"], "scrolled": True}),
-                nbformat.v4.new_code_cell("print(mode)", metadata={"collapsed": True})]
+    nb.cells = [
+        nbformat.v4.new_code_cell("mode = 'backtest'", metadata={"tags": ["parameters"], "scrolled": True}),
+        nbformat.v4.new_code_cell("print(mode)", metadata={"collapsed": True}),
+    ]
     nbformat.write(nb, tmp_path / "nbs" / "cycle.ipynb")
     nbdev_clean = shutil.which("nbdev-clean", path=str(MORNINGSTAR.parent))
     subprocess.run([nbdev_clean], cwd=tmp_path, check=True, capture_output=True, timeout=60)
@@ -61,7 +64,8 @@ def test_package_and_cli_do_not_import_tensorflow():
         "from morningstar_trader.cli import main\n"
         "try: main(['--help'])\n"
         "except SystemExit: pass\n"
-        "print('TF-LOADED' if 'tensorflow' in sys.modules or 'keras' in sys.modules else 'TF-FREE')\n")
+        "print('TF-LOADED' if 'tensorflow' in sys.modules or 'keras' in sys.modules else 'TF-FREE')\n"
+    )
     assert out.strip().endswith("TF-FREE")
 
 
@@ -72,18 +76,27 @@ def test_morningstar_script_help():
 
 def test_shipped_config_is_valid_and_safe():
     from morningstar_trader.config import load_config
+
     cfg = load_config(ROOT / "config" / "config.yaml")
     assert cfg.mode == "backtest"  # live trading is never the default
     assert cfg.exchange.api_url is None and not cfg.exchange.sandbox
     from morningstar_trader.config import Settings
-    defaults = Settings()   # the commented example documents the defaults, and must not drift from them
-    assert (cfg.features, cfg.training, cfg.llm, cfg.model, cfg.decision, cfg.risk, cfg.costs) == \
-        (defaults.features, defaults.training, defaults.llm, defaults.model, defaults.decision, defaults.risk, defaults.costs)
+
+    defaults = Settings()  # the commented example documents the defaults, and must not drift from them
+    assert (cfg.features, cfg.training, cfg.llm, cfg.model, cfg.decision, cfg.risk, cfg.costs) == (
+        defaults.features,
+        defaults.training,
+        defaults.llm,
+        defaults.model,
+        defaults.decision,
+        defaults.risk,
+        defaults.costs,
+    )
 
 
 def test_no_import_circle_and_the_drivers_share_the_kernel():
-    """Imports anywhere in a module count, function-local ones too: no circle; the backtest and the paper/live driver both
-    import the kernel and neither imports the other; the kernel imports no driver."""
+    """Imports anywhere in a module count, function-local ones too: no circle; the backtest and the paper/live driver
+    both import the kernel and neither imports the other; the kernel imports no driver."""
     spec = importlib.util.spec_from_file_location("import_graph", ROOT / "scripts" / "import_graph.py")
     graph_module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(graph_module)
@@ -92,4 +105,4 @@ def test_no_import_circle_and_the_drivers_share_the_kernel():
     assert "kernel" in graph["backtest"] and "kernel" in graph["cycle"]
     assert "cycle" not in graph["backtest"] and "backtest" not in graph["cycle"]
     assert not graph["kernel"] & {"cycle", "backtest", "cli", "sweep", "schedule", "runs", "model", "training"}
-    assert graph_module.circles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]   # the check can fail
+    assert graph_module.circles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]  # the check can fail

@@ -1,19 +1,24 @@
-"""The cycle notebook through papermill with a real kernel: the run notebook, its scraps, the index, failures, secrets."""
+"""The cycle notebook through papermill with a real kernel: the run notebook, its scraps, the index, failures,
+secrets."""
+
 from __future__ import annotations
 
 import json
 
 import pandas as pd
 import pytest
-
 from conftest import ROOT
+
 from morningstar_trader.backtest import SmaCross, run_backtest
 from morningstar_trader.runs import RunError, list_runs, load_run, run_notebook
 from morningstar_trader.store import CandleStore
 
 NOTEBOOK = str(ROOT / "nbs" / "trading_cycle.ipynb")
-FAKE = {"MORNINGSTAR_EXCHANGE_API_KEY": "FAKE-RUN-KEY-11aa", "MORNINGSTAR_EXCHANGE_SECRET": "FAKE-RUN-SECRET-22bb",
-        "MORNINGSTAR_LLM_API_KEY": "sk-FAKE-RUN-33cc"}
+FAKE = {
+    "MORNINGSTAR_EXCHANGE_API_KEY": "FAKE-RUN-KEY-11aa",
+    "MORNINGSTAR_EXCHANGE_SECRET": "FAKE-RUN-SECRET-22bb",
+    "MORNINGSTAR_LLM_API_KEY": "sk-FAKE-RUN-33cc",
+}
 
 
 @pytest.fixture
@@ -24,17 +29,43 @@ def sampled(offline_project):
 
 def test_a_backtest_run_is_recorded_and_reads_back(sampled):
     p = sampled
-    out = p.run("run", "--mode", "backtest", "--strategy", "sma_cross", "--size", "0.1", "--exchange", "synthetic",
-                "--notebook", NOTEBOOK, "--html", env=FAKE).stdout
+    out = p.run(
+        "run",
+        "--mode",
+        "backtest",
+        "--strategy",
+        "sma_cross",
+        "--size",
+        "0.1",
+        "--exchange",
+        "synthetic",
+        "--notebook",
+        NOTEBOOK,
+        "--html",
+        env=FAKE,
+    ).stdout
     run_id = out.split()[1].rstrip(":")
     (row,) = list_runs(p.root / "runs").to_dict("records")
     assert row["run_id"] == run_id and row["status"] == "ok" and row["mode"] == "backtest"
     scraps = load_run(run_id, p.root / "runs")
-    assert set(scraps) == {"parameters", "stats", "trades", "decisions", "orders", "fills", "predictions", "reviews", "equity",
-                           "benchmarks", "errors"}
+    assert set(scraps) == {
+        "parameters",
+        "stats",
+        "trades",
+        "decisions",
+        "orders",
+        "fills",
+        "predictions",
+        "reviews",
+        "equity",
+        "benchmarks",
+        "errors",
+    }
     assert list(scraps["benchmarks"].columns) == ["buy_hold", "flat"] and "excess_return_vs_buy_hold" in scraps["stats"]
     # the notebook ran the same engine: same trades as an in-process run on the same candles
-    frames = {pair: CandleStore(p.root / "data").load("synthetic", pair, "1h").frame for pair in ("BTC/USDT", "ETH/USDT")}
+    frames = {
+        pair: CandleStore(p.root / "data").load("synthetic", pair, "1h").frame for pair in ("BTC/USDT", "ETH/USDT")
+    }
     expected = run_backtest(frames, SmaCross(), size=0.1, fee=0.001, slippage_bps=2.0, allow_short=False).trades
     pd.testing.assert_frame_equal(scraps["trades"].reset_index(drop=True), expected, check_dtype=False)
     assert scraps["stats"]["trades"] == len(expected) and scraps["parameters"]["strategy"] == "sma_cross"
@@ -49,12 +80,24 @@ def test_a_backtest_run_is_recorded_and_reads_back(sampled):
 
 
 def test_a_failed_run_keeps_its_notebook_and_status(sampled):
-    proc = sampled.run("run", "--mode", "backtest", "--strategy", "buy_hold", "--size", "1", "--exchange", "nowhere",
-                       "--notebook", NOTEBOOK, check=1)
+    proc = sampled.run(
+        "run",
+        "--mode",
+        "backtest",
+        "--strategy",
+        "buy_hold",
+        "--size",
+        "1",
+        "--exchange",
+        "nowhere",
+        "--notebook",
+        NOTEBOOK,
+        check=1,
+    )
     assert "failed" in proc.stderr and "no candles stored for nowhere" in proc.stderr
     (row,) = list_runs(sampled.root / "runs").to_dict("records")
     assert row["status"] == "failed" and "no candles stored" in row["error"]
-    assert pd.io.common.file_exists(row["path"])   # the failed run's notebook, with its error
+    assert pd.io.common.file_exists(row["path"])  # the failed run's notebook, with its error
 
 
 def test_bad_run_requests(sampled):

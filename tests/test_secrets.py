@@ -1,13 +1,16 @@
 """Secrets come from the environment only and never reach a file, a log or an error message."""
+
 from __future__ import annotations
 
 import json
 
 from conftest import Project, write_config
 
-FAKE = {"MORNINGSTAR_EXCHANGE_API_KEY": "FAKE-EXCHANGE-KEY-7d1e0c",
-        "MORNINGSTAR_EXCHANGE_SECRET": "FAKE-EXCHANGE-SECRET-93ab44",
-        "MORNINGSTAR_LLM_API_KEY": "sk-FAKE-LLM-KEY-5f2a"}
+FAKE = {
+    "MORNINGSTAR_EXCHANGE_API_KEY": "FAKE-EXCHANGE-KEY-7d1e0c",
+    "MORNINGSTAR_EXCHANGE_SECRET": "FAKE-EXCHANGE-SECRET-93ab44",
+    "MORNINGSTAR_LLM_API_KEY": "sk-FAKE-LLM-KEY-5f2a",
+}
 
 
 def leaks(project: Project, *outputs: str) -> list[str]:
@@ -20,13 +23,15 @@ def leaks(project: Project, *outputs: str) -> list[str]:
 
 
 def test_secrets_never_reach_logs_outputs_or_files(project, exchange):
-    exchange.inject("/api/v3/klines", "500", count=1)          # a retried failure gets logged
+    exchange.inject("/api/v3/klines", "500", count=1)  # a retried failure gets logged
     ok = project.run("data", "download", "--start", "2024-05-30", env=FAKE)
     bad = project.run("data", "download", "--start", "2024-05-30", "--pairs", "NOPE/USDT", env=FAKE, check=1)
     # An error message that would carry a secret (here inside a path) is printed redacted.
     blocker = project.root / FAKE["MORNINGSTAR_EXCHANGE_SECRET"]
     blocker.write_text("a file where a folder should be")
-    unwritable = project.run("data", "download", "--start", "2024-05-30", "--data-dir", str(blocker / "data"), env=FAKE, check=1)
+    unwritable = project.run(
+        "data", "download", "--start", "2024-05-30", "--data-dir", str(blocker / "data"), env=FAKE, check=1
+    )
     assert "cannot write" in unwritable.stderr and "***REDACTED***" in unwritable.stderr
     logs = list((project.root / "logs").glob("*.jsonl"))
     records = [json.loads(line) for log in logs for line in log.read_text().splitlines()]
@@ -45,10 +50,11 @@ def test_a_secret_in_the_config_file_is_refused_without_echoing_it(tmp_path):
 def test_the_news_token_never_reaches_logs_outputs_or_files(tmp_path):
     import pandas as pd
     from local_alt import LocalAlt, post
+
     token = "FAKE-PANIC-TOKEN-77c1"
     with LocalAlt(token=token) as alt:
         alt.posts = [post(i, f"Bitcoin {i}", pd.Timestamp.now(tz="UTC") - pd.Timedelta(hours=i)) for i in range(30)]
-        alt.inject("/api/v1/posts/", "503", count=1)                 # a retried failure gets logged
+        alt.inject("/api/v1/posts/", "503", count=1)  # a retried failure gets logged
         project = Project(tmp_path, write_config(tmp_path))
         env = {"MORNINGSTAR_CRYPTOPANIC_TOKEN": token}
         ok = project.run("alt", "download", "news", "--api-url", alt.base_url, env=env)
@@ -59,4 +65,4 @@ def test_the_news_token_never_reaches_logs_outputs_or_files(tmp_path):
     found += [str(p) for p in project.root.rglob("*") if p.is_file() and token.encode() in p.read_bytes()]
     assert found == []
     logs = "".join(p.read_text() for p in (project.root / "logs").glob("*.jsonl"))
-    assert "HTTP 503" in logs and "auth_token=***REDACTED***" in logs          # httpx logs the URL: redacted
+    assert "HTTP 503" in logs and "auth_token=***REDACTED***" in logs  # httpx logs the URL: redacted
