@@ -17,7 +17,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from morningstar_trader.backtest import SmaCross, run_backtest
+from morningstar_trader.backtest import SmaCross, run_rule_backtest
 from morningstar_trader.sample_data import SAMPLE_PAIRS, synthetic_candles
 
 
@@ -40,7 +40,7 @@ def main() -> None:
     )
     bars = raw["BTC/USDT"].set_index("timestamp")
 
-    ours_s, result = best(args.repeat, lambda: run_backtest(bars, SmaCross(10, 20), size=1, fee=0.001, cash=1e9))
+    ours_s, result = best(args.repeat, lambda: run_rule_backtest(bars, SmaCross(10, 20), size=1, fee=0.001, cash=1e9))
     rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     from backtesting import Backtest, Strategy

@@ -13,7 +13,7 @@ import argparse
 import resource
 import time
 
-from morningstar_trader.backtest import ModelStrategy, run_backtest
+from morningstar_trader.backtest import ModelStrategy, run_kernel_backtest
 from morningstar_trader.candles import validated_bars
 from morningstar_trader.config import LlmSettings, ModelSettings, Settings
 from morningstar_trader.features import DataPreparation
@@ -44,9 +44,7 @@ def main() -> None:
     strategy.predictions("P0/USDT", frames["P0/USDT"].iloc[:800])  # warm-up: graph tracing
 
     t = time.perf_counter()
-    result = run_backtest(
-        frames, strategy, size=None, settings=settings, supervisor=Supervisor(LlmSettings(mode="simulated"))
-    )
+    result = run_kernel_backtest(frames, strategy, settings, supervisor=Supervisor(LlmSettings(mode="simulated")))
     ours = time.perf_counter() - t
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 

@@ -14,15 +14,30 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-from .execution import BarWindow, FillCosts, first_exit, level_or_never
-from .types import BAR_COLUMNS, MorningstarError, parse_timeframe, to_utc
+from .book import MemoryBook
+from .config import DEFAULT_MIN_CONFIDENCE
+from .execution import BarWindow, FillCosts, SimulatedVenue, first_exit, level_or_never
+from morningstar_trader.kernel import (
+    MARKET_LOOKBACK,
+    Kernel,
+    PairInput,
+    attach_digest,
+    client_order_id,
+    close_bar,
+    model_id,
+    review_evidence,
+    unreviewed_twin,
+)
+from .risk import RiskState
+from .types import BAR_COLUMNS, Bars, MorningstarError, Order, parse_timeframe, to_utc
 
 _log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['TRADE_COLUMNS', 'BacktestError', 'Strategy', 'SmaCross', 'BuyAndHold', 'BacktestResult', 'compute_stats',
-           'benchmark_curves', 'benchmark_stats', 'window_benchmarks', 'run_backtest', 'configured_backtest',
-           'ModelStrategy', 'round_trips', 'check_lookahead', 'history_bars', 'load_frames']
+__all__ = ['TRADE_COLUMNS', 'BacktestError', 'Strategy', 'KernelStrategy', 'SmaCross', 'BuyAndHold', 'BacktestResult',
+           'compute_stats', 'benchmark_curves', 'benchmark_stats', 'window_benchmarks', 'run_rule_backtest',
+           'configured_backtest', 'ModelStrategy', 'round_trips', 'run_kernel_backtest', 'check_lookahead',
+           'history_bars', 'load_frames']
 
 # %% ../nbs/13_backtest.ipynb #5bbcbe74
 class BacktestError(MorningstarError):
@@ -36,6 +51,18 @@ class Strategy(Protocol):
     name: str
 
     def signals(self, frame: pd.DataFrame) -> pd.DataFrame: ...
+
+
+class KernelStrategy(Protocol):
+    """What the kernel backtest asks of a strategy: its `model` (`prep` gives the timeframe, the warm-up and the feature
+    names; `metadata` identifies it), the entry threshold, and per pair one batched prediction with the unscaled
+    features (`inputs`)."""
+
+    name: str
+    model: object
+    min_confidence: float
+
+    def inputs(self, pair: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]: ...
 
 # %% ../nbs/13_backtest.ipynb #e33217e8
 @dataclass(frozen=True)
@@ -308,72 +335,49 @@ def window_benchmarks(
     return benchmark_stats(marks, curves), curves
 
 # %% ../nbs/13_backtest.ipynb #5483775f
-def run_backtest(
-    bars: pd.DataFrame | dict[str, pd.DataFrame],
+def _frames(candles: pd.DataFrame | dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    "Candle frames by pair, each checked; one frame is the pair ''."
+    frames = candles if isinstance(candles, dict) else {"": candles}
+    for pair, frame in frames.items():
+        _check_bars(frame, pair or "bars")
+    return frames
+
+
+def _check_cash(cash: float) -> None:
+    if not cash > 0:
+        raise BacktestError(f"cash must be positive, got {cash}")
+
+
+def run_rule_backtest(
+    candles: pd.DataFrame | dict[str, pd.DataFrame],
     strategy: Strategy,
     *,
-    size: float | None = None,
+    size: float,
     fee: float = 0.001,
     slippage_bps: float = 0.0,
     cash: float = 10_000.0,
     allow_short: bool = True,
     batch: bool = True,
-    settings=None,
-    supervisor=None,
-    store=None,
-    markets=None,
-    account: str = "backtest",
-    start=None,
 ) -> BacktestResult:
-    """Backtest `strategy` on one OHLC frame or a dict by pair: `size` units per position (the fast path), or (None) the
-    model through the kernel of the live cycle under `settings` — sized by the decision stage, reviewed by `supervisor`,
-    checked against the exchange's `markets` rules, recorded in `store` (a PortfolioStore) when given, trading from
-    `start` on (the bars before it are history for the features). The kernel's costs are `settings.costs`, as in a live
-    cycle; `fee` and `slippage_bps` are the fixed-size path's."""
-    if size is not None and not (isinstance(size, (int, float)) and size > 0 and math.isfinite(size)):
-        raise BacktestError(
-            f"size must be a positive number of units (or None: sized by the decision stage), got {size!r}"
-        )
-    if not cash > 0:
-        raise BacktestError(f"cash must be positive, got {cash}")
+    """The fixed-size engine: `size` units per position of each pair, on one OHLC frame or a dict of them by pair,
+    filled at the next open with `fee` and `slippage_bps`. `batch=False` computes each bar's signals from the data up
+    to that bar only (slow: it proves the batch signals peek at nothing)."""
+    if not (isinstance(size, (int, float)) and size > 0 and math.isfinite(size)):
+        raise BacktestError(f"size must be a positive number of units, got {size!r}")
+    _check_cash(cash)
     costs = FillCosts(taker_fee=fee, maker_fee=fee, slippage_bps=slippage_bps)
-    frames = bars if isinstance(bars, dict) else {"": bars}
-    if size is None:
-        if not hasattr(strategy, "inputs"):
-            raise BacktestError(f"strategy {strategy.name} has no predictions to size from: give it a fixed size")
-        if settings is None:
-            raise BacktestError("size=None needs the settings (decision and risk sections)")
-        for pair, frame in frames.items():
-            _check_bars(frame, pair or "bars")
-        c = settings.costs
-        result = _through_kernel(
-            frames,
-            strategy,
-            FillCosts(c.taker_fee, c.maker_fee, c.slippage_bps),
-            cash,
-            allow_short,
-            settings,
-            supervisor,
-            store,
-            markets or {},
-            account,
-            start,
-        )
-        return _with_benchmarks(result, frames, cash, c.taker_fee)
+    frames = _frames(candles)
     tables, curves, exposure = [], [], []
     for pair, frame in frames.items():
-        _check_bars(frame, pair or "bars")
         signals = strategy.signals(frame) if batch else _bar_by_bar(strategy, frame)
-        table, fills, held = _simulate(
-            pair, frame, signals, float(size), costs, allow_short, getattr(strategy, "reenter", False)
-        )
+        reenter = getattr(strategy, "reenter", False)
+        table, fills, held = _simulate(pair, frame, signals, float(size), costs, allow_short, reenter)
         tables.append(table)
         curves.append(_equity(frame, fills, 0.0))
         exposure.append(held)
     index = reduce(pd.DatetimeIndex.union, (c.index for c in curves))
-    equity = cash + sum(
-        c.reindex(index).ffill().fillna(0.0) for c in curves
-    )  # a pair contributes nothing before its first bar
+    # a pair contributes nothing before its first bar
+    equity = cash + sum(c.reindex(index).ffill().fillna(0.0) for c in curves)
     trades = pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
     result = BacktestResult(trades, equity.rename("equity"), compute_stats(equity, trades, float(np.mean(exposure))))
     return _with_benchmarks(result, frames, cash, fee)
@@ -394,7 +398,7 @@ def _bar_by_bar(strategy: Strategy, frame: pd.DataFrame) -> pd.DataFrame:
 # %% ../nbs/13_backtest.ipynb #05357361
 def configured_backtest(
     frames: dict[str, pd.DataFrame],
-    strategy: Strategy,
+    strategy: Strategy | KernelStrategy,
     settings,
     *,
     size: float | None,
@@ -403,11 +407,15 @@ def configured_backtest(
     store=None,
     start=None,
 ) -> BacktestResult:
-    """`run_backtest` with the costs, shorting and settings of `settings`, as `morningstar backtest`, the run
-    notebook and each sweep task call it: `start` only for decision-sized runs (a fixed-size run trades every bar
-    it is given)."""
+    """The one door from the settings to an engine, as `morningstar backtest`, the run notebook and each sweep task call
+    it: `size` units through `run_rule_backtest` (with the settings' costs and shorting; it trades every bar it is
+    given), or None: decision-sized through `run_kernel_backtest`, trading from `start` on."""
+    if size is None:
+        return run_kernel_backtest(
+            frames, strategy, settings, cash=cash, supervisor=supervisor, store=store, start=start
+        )
     c = settings.costs
-    return run_backtest(
+    return run_rule_backtest(
         frames,
         strategy,
         size=size,
@@ -415,10 +423,6 @@ def configured_backtest(
         slippage_bps=c.slippage_bps,
         cash=cash,
         allow_short=settings.exchange.market_type != "spot",
-        settings=settings,
-        supervisor=supervisor,
-        store=store,
-        start=start if size is None else None,
     )
 
 # %% ../nbs/13_backtest.ipynb #98236106
@@ -434,15 +438,11 @@ class ModelStrategy:
 
     def __post_init__(self):
         if self.min_confidence is None:
-            from morningstar_trader.config import DEFAULT_MIN_CONFIDENCE
-
             chosen = (getattr(self.model, "metadata", None) or {}).get("decision") or {}
             object.__setattr__(self, "min_confidence", float(chosen.get("min_confidence", DEFAULT_MIN_CONFIDENCE)))
 
     def inputs(self, pair: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         "(the model's scalar heads at every bar past the warm-up, the unscaled feature frame), one batched prediction."
-        from morningstar_trader.types import Bars
-
         bars = Bars(
             "backtest",
             pair or "X/Y",
@@ -521,8 +521,6 @@ def round_trips(fills: pd.DataFrame, orders: pd.DataFrame) -> pd.DataFrame:
 # %% ../nbs/13_backtest.ipynb #50170b6f
 def _kernel_inputs(frames: dict[str, pd.DataFrame], strategy, index: pd.DatetimeIndex) -> dict[str, tuple]:
     "Per pair: (OHLC on `index`, heads per bar or None, evidence(i) for a review at bar i, the heads as a frame)."
-    from morningstar_trader.kernel import review_evidence
-
     out = {}
     for pair, frame in frames.items():
         heads, features = strategy.inputs(pair, frame)
@@ -553,9 +551,6 @@ def _kernel_inputs(frames: dict[str, pd.DataFrame], strategy, index: pd.Datetime
 # %% ../nbs/13_backtest.ipynb #1a3043f3
 def _finish(k, index: pd.DatetimeIndex, ohlc: dict[str, np.ndarray]) -> None:
     "The end of the data: open orders cancelled, open positions closed at their pair's last close."
-    from morningstar_trader.kernel import client_order_id
-    from morningstar_trader.types import Order
-
     for row in k.book.open_orders():
         k.book.set_status(row["client_order_id"], "cancelled")
     for pair, pos in k.book.positions().items():
@@ -572,8 +567,8 @@ def _finish(k, index: pd.DatetimeIndex, ohlc: dict[str, np.ndarray]) -> None:
 # %% ../nbs/13_backtest.ipynb #06460966
 def _digests(supervisor, settings):
     "(inputs, close time) -> the inputs with that close's digest; None without a reviewer."
+    # the digest reads the alternative-data store (and imports its HTTP providers): only a reviewed backtest needs it
     from morningstar_trader.digest import DigestData, DigestMaker
-    from morningstar_trader.kernel import attach_digest
 
     if supervisor is None or supervisor.settings.mode == "off":
         return None
@@ -589,53 +584,27 @@ def _digests(supervisor, settings):
     return digest
 
 # %% ../nbs/13_backtest.ipynb #7d823d84
-def _through_kernel(
-    frames: dict[str, pd.DataFrame],
-    strategy,
-    costs: FillCosts,
-    cash: float,
-    can_short: bool,
-    settings,
-    supervisor,
-    store,
-    markets: dict,
-    account: str,
-    start=None,
-) -> BacktestResult:
-    """The kernel of the live cycle at every close of the pairs' union timeline from `start` on (earlier bars: history
-    only)."""
-    from morningstar_trader.book import MemoryBook
-    from morningstar_trader.execution import SimulatedVenue
-    from morningstar_trader.kernel import Kernel, PairInput, close_bar, model_id, unreviewed_twin
-    from morningstar_trader.risk import RiskState
-
+def _backtest_kernel(strategy, settings, cash: float, can_short: bool, supervisor, store, markets: dict, account: str):
+    "A backtest's kernel: the settings at the model's timeframe and threshold, simulated fills, the twin if reviewed."
     tf = strategy.model.prep.timeframe
-    s = settings.model_copy(
-        update={
-            "timeframe": tf,
-            "decision": settings.decision.model_copy(update={"min_confidence": strategy.min_confidence}),
-        }
-    )
-    step, book = pd.Timedelta(parse_timeframe(tf)), store if store is not None else MemoryBook(cash)
-    k = Kernel(
-        s,
+    decision = settings.decision.model_copy(update={"min_confidence": strategy.min_confidence})
+    s = settings.model_copy(update={"timeframe": tf, "decision": decision})
+    c, book = s.costs, store if store is not None else MemoryBook(cash)
+    venue = SimulatedVenue(
         book,
-        SimulatedVenue(book, costs, step, s.execution.limit_ttl_bars),
-        account,
-        supervisor,
-        markets,
-        "backtest",
-        can_short,
-        model_id=model_id(strategy.model),
+        FillCosts(c.taker_fee, c.maker_fee, c.slippage_bps),
+        pd.Timedelta(parse_timeframe(tf)),
+        s.execution.limit_ttl_bars,
     )
-    digest = _digests(supervisor, settings)
+    k = Kernel(s, book, venue, account, supervisor, markets, "backtest", can_short, model_id=model_id(strategy.model))
     if supervisor is not None and supervisor.settings.mode != "off":
         k.twin = unreviewed_twin(k, MemoryBook(cash))
-    index = reduce(pd.DatetimeIndex.union, (f.index for f in frames.values()))
-    laid, times = _kernel_inputs(frames, strategy, index), index.as_unit("ns").asi8
-    first = int(index.searchsorted(to_utc(start))) if start is not None else 0
-    if first >= len(index):
-        raise BacktestError(f"start {start} is after the last bar {index[-1]}")
+    return k
+
+
+def _replay(k: Kernel, laid: dict, index: pd.DatetimeIndex, first: int, digest, cash: float) -> np.ndarray:
+    "`close_bar` at every close from bar `first` on; the equity after each."
+    step, times = pd.Timedelta(parse_timeframe(k.settings.timeframe)), index.as_unit("ns").asi8
     equity, rs = np.full(len(index), float(cash)), RiskState.start(cash, index[first] + step)
     for i in range(first, len(index)):
         inputs = {}
@@ -648,9 +617,42 @@ def _through_kernel(
             inputs = digest(inputs, index[i] + step)
         out = close_bar(k, inputs, index[i] + step, rs)
         rs, equity[i] = out.risk_state, out.equity
+    return equity
+
+
+def run_kernel_backtest(
+    candles: pd.DataFrame | dict[str, pd.DataFrame],
+    strategy: KernelStrategy,
+    settings,
+    *,
+    cash: float = 10_000.0,
+    can_short: bool | None = None,
+    supervisor=None,
+    store=None,
+    markets: dict | None = None,
+    account: str = "backtest",
+    start=None,
+) -> BacktestResult:
+    """The kernel of the live cycle at every close of the pairs' union timeline from `start` on (earlier bars: history
+    for the features), under `settings` (costs, decision, risk): sized by the decision stage, reviewed by `supervisor`,
+    checked against the exchange's `markets` rules, recorded in `store` (a PortfolioStore) when given. Shorts where
+    the settings' market type allows them, unless `can_short` says."""
+    _check_cash(cash)
+    if not hasattr(strategy, "inputs"):
+        raise BacktestError(f"strategy {strategy.name} has no predictions to size from: give it a fixed size")
+    frames = _frames(candles)
+    can_short = settings.exchange.market_type != "spot" if can_short is None else can_short
+    k = _backtest_kernel(strategy, settings, cash, can_short, supervisor, store, markets or {}, account)
+    index = reduce(pd.DatetimeIndex.union, (f.index for f in frames.values()))
+    first = int(index.searchsorted(to_utc(start))) if start is not None else 0
+    if first >= len(index):
+        raise BacktestError(f"start {start} is after the last bar {index[-1]}")
+    laid = _kernel_inputs(frames, strategy, index)
+    equity = _replay(k, laid, index, first, _digests(supervisor, settings), cash)
     _finish(k, index, {p: v[0] for p, v in laid.items()})
-    equity[-1] = book.cash()
-    return _result(book, pd.Series(equity[first:], index=index[first:], name="equity"), index[first:], laid)
+    equity[-1] = k.book.cash()
+    result = _result(k.book, pd.Series(equity[first:], index=index[first:], name="equity"), index[first:], laid)
+    return _with_benchmarks(result, frames, cash, settings.costs.taker_fee)
 
 # %% ../nbs/13_backtest.ipynb #2b86c35c
 def _journal_frames(book) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -720,8 +722,6 @@ def check_lookahead(frame: pd.DataFrame, strategy, trades: pd.DataFrame, pair: s
 # %% ../nbs/13_backtest.ipynb #0da8275e
 def history_bars(strategy) -> int:
     "Candles a strategy needs before its first decision: the model's warm-up and the review's look-back (0: none)."
-    from morningstar_trader.kernel import MARKET_LOOKBACK
-
     return strategy.model.prep.min_bars + MARKET_LOOKBACK + 1 if isinstance(strategy, ModelStrategy) else 0
 
 

@@ -812,7 +812,7 @@ def dashboard(args) -> int:
     cmd = voila_command(notebook, args.port)
     os.execve(cmd[0], cmd, env)  # this process becomes the server: a signal to it stops the server, nothing is orphaned
 
-# %% ../nbs/15_cli.ipynb #cd21903c
+# %% ../nbs/15_cli.ipynb #a378ac97
 def _backtest_range(p) -> None:
     "The options `backtest` and `sweep` share: which candles, how big the positions, how much cash."
     p.add_argument("--pairs", nargs="+", metavar="PAIR", help="default: pairs of the config")
@@ -831,14 +831,9 @@ def _backtest_range(p) -> None:
         help="starting cash in quote currency (default: %(default)s)",
     )
 
-
-def build_parser() -> argparse.ArgumentParser:
-    "The `morningstar` argument parser."
-    p = argparse.ArgumentParser(
-        prog="morningstar", description="ML-driven crypto trading: data, models, backtests, paper and live cycles."
-    )
-    p.add_argument("--version", action="version", version=f"morningstar_trader {morningstar_trader.__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+# %% ../nbs/15_cli.ipynb #42b0b64e
+def _add_data(sub) -> None:
+    "`morningstar data ACTION`: download, import, show, sample."
     data = sub.add_parser("data", help="market data: download, import, show, sample").add_subparsers(
         dest="action", required=True, metavar="ACTION"
     )
@@ -885,6 +880,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--seed", type=int, default=7, help="random seed (default: %(default)s)")
     m.set_defaults(run=data_sample)
 
+# %% ../nbs/15_cli.ipynb #3c267875
+def _add_alt(sub) -> None:
+    "`morningstar alt ACTION`: download, import, show."
     from morningstar_trader.config import ALT_SERIES
 
     sources = (*ALT_SERIES[:3], "news", ALT_SERIES[3])
@@ -925,6 +923,9 @@ def build_parser() -> argparse.ArgumentParser:
         run=alt_show
     )
 
+# %% ../nbs/15_cli.ipynb #98c8c72f
+def _add_train(sub) -> None:
+    "`morningstar train`."
     t = sub.add_parser(
         "train", parents=[_common(True)], help="train the multi-task model on stored candles (walk-forward)"
     )
@@ -941,6 +942,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no per-epoch progress")
     t.set_defaults(run=train)
 
+# %% ../nbs/15_cli.ipynb #c1814ec9
+def _add_review(sub) -> None:
+    "`morningstar review`."
     r = sub.add_parser(
         "review",
         parents=[_common(True), _llm_options()],
@@ -957,6 +961,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.set_defaults(run=review)
 
+# %% ../nbs/15_cli.ipynb #a38f1c25
+def _add_backtest(sub) -> None:
+    "`morningstar backtest`."
     b = sub.add_parser(
         "backtest", parents=[_common(True), _llm_options()], help="backtest a strategy over stored candles"
     )
@@ -971,6 +978,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.set_defaults(run=backtest)
 
+# %% ../nbs/15_cli.ipynb #d37920b8
+def _add_sweep(sub) -> None:
+    "`morningstar sweep`."
     w = sub.add_parser(
         "sweep", parents=[_common(True)], help="backtest a grid of parameters on a Dask cluster (resumable)"
     )
@@ -1009,6 +1019,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--no-report", action="store_true", help="skip the report notebook")
     w.set_defaults(run=sweep)
 
+# %% ../nbs/15_cli.ipynb #22986f65
+def _add_run(sub) -> None:
+    "`morningstar run`."
     n = sub.add_parser(
         "run", parents=[_common(True), _llm_options()], help="run the trading-cycle notebook through papermill"
     )
@@ -1038,6 +1051,9 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--html", action="store_true", help="also write an HTML copy of the run notebook")
     n.set_defaults(run=run)
 
+# %% ../nbs/15_cli.ipynb #649a56a9
+def _add_schedule(sub) -> None:
+    "`morningstar schedule`."
     sc = sub.add_parser(
         "schedule", parents=[_common(True), _llm_options()], help="one cycle notebook run per closed bar"
     )
@@ -1055,6 +1071,9 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--notebook", default="nbs/trading_cycle.ipynb", help="the cycle notebook (default: %(default)s)")
     sc.set_defaults(run=schedule)
 
+# %% ../nbs/15_cli.ipynb #0ea9a922
+def _add_risk(sub) -> None:
+    "`morningstar risk ACTION`: status, resume."
     rk = sub.add_parser("risk", help="the trading state of the paper or live account; lifting a halt")
     rk_sub = rk.add_subparsers(dest="action", required=True, metavar="ACTION")
     st = rk_sub.add_parser("status", parents=[_common(False)], help="trading state, why, equity, drawdown, cooldowns")
@@ -1069,6 +1088,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rr.set_defaults(run=risk)
 
+# %% ../nbs/15_cli.ipynb #4ccee8d7
+def _add_dashboard(sub) -> None:
+    "`morningstar dashboard`."
     db = sub.add_parser(
         "dashboard", parents=[_common(False)], help="the dashboard (runs, trading, data) in a browser, via Voila"
     )
@@ -1083,6 +1105,9 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("--notebook", default="nbs/dashboard.ipynb", help="the dashboard notebook (default: %(default)s)")
     db.set_defaults(run=dashboard)
 
+# %% ../nbs/15_cli.ipynb #8b9d9415
+def _add_runs(sub) -> None:
+    "`morningstar runs ACTION`: list, show, compare."
     rs = sub.add_parser("runs", help="the audit records of past runs")
     rs_sub = rs.add_subparsers(dest="action", required=True, metavar="ACTION")
     rs_sub.add_parser("list", parents=[_common(False)], help="every run, newest first").set_defaults(run=runs)
@@ -1094,6 +1119,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cmp.add_argument("run_ids", nargs="+", metavar="RUN_ID")
     cmp.set_defaults(run=runs)
+
+# %% ../nbs/15_cli.ipynb #8c14acb7
+def build_parser() -> argparse.ArgumentParser:
+    "The `morningstar` argument parser."
+    p = argparse.ArgumentParser(
+        prog="morningstar", description="ML-driven crypto trading: data, models, backtests, paper and live cycles."
+    )
+    p.add_argument("--version", action="version", version=f"morningstar_trader {morningstar_trader.__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (
+        _add_data,
+        _add_alt,
+        _add_train,
+        _add_review,
+        _add_backtest,
+        _add_sweep,
+        _add_run,
+        _add_schedule,
+        _add_risk,
+        _add_dashboard,
+        _add_runs,
+    ):
+        add(sub)
     return p
 
 # %% ../nbs/15_cli.ipynb #a6ad34a1

@@ -177,7 +177,7 @@ class CycleContext:
 def _check_mode(settings: Settings, secrets: Secrets, confirm_live: bool) -> None:
     mode = settings.mode
     if mode not in ("paper", "live"):
-        raise CycleError(f"mode {mode!r}: run_cycle drives paper and live trading (backtests: run_backtest)")
+        raise CycleError(f"mode {mode!r}: run_cycle drives paper and live trading (backtests: run_kernel_backtest)")
     if mode == "live" and not confirm_live:
         raise CycleError(
             "live mode trades real money: it needs the explicit confirmation (--i-understand-this-trades-real-money)"

@@ -105,7 +105,7 @@ def fold_trading(
     cash: float = 10_000.0,
 ) -> tuple[dict, np.ndarray]:
     "(the model vs buy & hold, flat and random entries on the test window [lo, hi], the random statistics)."
-    from morningstar_trader.backtest import ModelStrategy, history_bars, run_backtest
+    from morningstar_trader.backtest import ModelStrategy, history_bars, run_kernel_backtest
 
     lo, hi = (pd.Timestamp(x) for x in test)
     strategy = ModelStrategy(model, min_confidence)
@@ -113,9 +113,7 @@ def fold_trading(
     frames = {p: f.loc[first:hi] for p, f in frames.items() if len(f.loc[lo:hi])}
     if not frames:
         raise EvaluationError(f"no pair has candles in the test window {lo} .. {hi}")
-    result = run_backtest(
-        frames, strategy, settings=settings, cash=cash, start=lo, allow_short=settings.exchange.market_type != "spot"
-    )
+    result = run_kernel_backtest(frames, strategy, settings, cash=cash, start=lo)
     closes = {p: f["close"].loc[lo:hi] for p, f in frames.items()}
     trades = _trade_table(result, closes)
     cost = 2 * (settings.costs.taker_fee + settings.costs.slippage_bps / 10_000)

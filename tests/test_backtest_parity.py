@@ -17,7 +17,7 @@ from backtesting import Backtest, Strategy
 from backtesting.lib import crossover
 from backtesting.test import EURUSD, GOOG
 
-from morningstar_trader.backtest import SmaCross, run_backtest
+from morningstar_trader.backtest import SmaCross, run_rule_backtest
 
 
 def _sma(values, n):
@@ -44,7 +44,7 @@ def test_trades_and_fees_equal_backtesting_py(name, data):
         warnings.simplefilter("ignore")  # the peer warns about the trade left open at the end
         peer = Backtest(data, PeerSmaCross, cash=100_000, commission=0.001).run()._trades
     bars = data.rename(columns=str.lower).tz_localize("UTC")
-    result = run_backtest(bars, SmaCross(10, 20), size=1, fee=0.001, cash=100_000)
+    result = run_rule_backtest(bars, SmaCross(10, 20), size=1, fee=0.001, cash=100_000)
     ours = result.trades[result.trades["exit_reason"] == "signal"].reset_index(drop=True)
     expected = pd.DataFrame(
         {
@@ -97,7 +97,7 @@ def test_exact_sma_ties_and_repeated_crossovers_give_the_same_trades(seed, fast,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         peer = Backtest(data, PeerCross, cash=1e9, commission=0.001).run(fast=fast, slow=slow)._trades
-    result = run_backtest(
+    result = run_rule_backtest(
         data.rename(columns=str.lower).tz_localize("UTC"), SmaCross(fast, slow), size=1, fee=0.001, cash=1e9
     )
     ours = result.trades[result.trades["exit_reason"] == "signal"].reset_index(drop=True)

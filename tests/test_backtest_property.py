@@ -9,7 +9,7 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from morningstar_trader.backtest import run_backtest
+from morningstar_trader.backtest import run_rule_backtest
 from morningstar_trader.sample_data import SAMPLE_PAIRS, synthetic_candles
 
 RAW, _ = synthetic_candles({"SOL/USDT": SAMPLE_PAIRS["SOL/USDT"]}, periods=400, seed=12)
@@ -42,7 +42,7 @@ class Scripted:
 )
 def test_engine_invariants(direction, stop, target, fee, slippage, size, short):
     strategy = Scripted(tuple(direction), stop, target)
-    res = run_backtest(BARS, strategy, size=size, fee=fee, slippage_bps=slippage, cash=1_000, allow_short=short)
+    res = run_rule_backtest(BARS, strategy, size=size, fee=fee, slippage_bps=slippage, cash=1_000, allow_short=short)
     t = res.trades
     # cash + position value is equity at every close; at the end everything is closed, so equity = cash + P&L
     assert np.isclose(res.equity.iloc[-1], 1_000 + t["pnl"].sum(), rtol=1e-9, atol=1e-6)

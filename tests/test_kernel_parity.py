@@ -1,6 +1,6 @@
 """One kernel for every mode, proven: paper cycles (`run_cycle`, the real ccxt client against the local exchange serving
-the bars one close at a time) and `run_backtest` over the same bars, with the same model, settings and reviewer, make
-the same decisions, orders, fills and equity. A second run records real LLM reviews (the openai client against the
+the bars one close at a time) and `run_kernel_backtest` over the same bars, with the same model, settings and reviewer,
+make the same decisions, orders, fills and equity. A second run records real LLM reviews (the openai client against the
 local server) during the paper cycles and replays them in the backtest with no LLM call at all."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from local_exchange import LocalExchange
 from local_llm import LocalLLM, Reply
 
 from morningstar_trader.alt_providers import AltStore
-from morningstar_trader.backtest import ModelStrategy, run_backtest
+from morningstar_trader.backtest import ModelStrategy, run_kernel_backtest
 from morningstar_trader.candles import validated_bars
 from morningstar_trader.config import Settings, load_secrets
 from morningstar_trader.cycle import build_context, run_cycle
@@ -77,20 +77,15 @@ def _backtest(ctx, s, data, supervisor, path):
     last = FIRST + CYCLES - 2  # the bar the last paper cycle decided on
     frames = {p: df.iloc[: last + 1] for p, df in data.items()}
     store = PortfolioStore(path, initial_cash=10_000.0)
-    c = s.costs
-    res = run_backtest(
+    res = run_kernel_backtest(
         frames,
         ModelStrategy(ctx.model, s.decision.min_confidence),
-        size=None,
-        settings=s,
+        s,
         supervisor=supervisor,
         store=store,
         markets=ctx.markets,
         account=ctx.account,
         start=data["BTC/USDT"].index[FIRST - 1],
-        fee=c.taker_fee,
-        slippage_bps=c.slippage_bps,
-        allow_short=s.exchange.market_type != "spot",
         cash=10_000.0,
     )
     return res, store

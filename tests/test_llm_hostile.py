@@ -16,7 +16,7 @@ from local_exchange import LocalExchange
 from local_llm import LocalLLM, Reply
 
 from morningstar_trader import kernel as kernel_module
-from morningstar_trader.backtest import ModelStrategy, run_backtest
+from morningstar_trader.backtest import ModelStrategy, run_kernel_backtest
 from morningstar_trader.candles import validated_bars
 from morningstar_trader.config import DecisionSettings, LlmSettings, Settings, load_secrets
 from morningstar_trader.cycle import build_context, run_cycle
@@ -239,15 +239,8 @@ def backtest(world, supervisor=None, **settings_update):
     _, settings, data, model = world
     frames = {p: df.iloc[1000:] for p, df in data.items()}
     s = Settings(**TINY).model_copy(update=settings_update)
-    return run_backtest(
-        frames,
-        ModelStrategy(model, s.decision.min_confidence),
-        size=None,
-        settings=s,
-        supervisor=supervisor,
-        fee=s.costs.taker_fee,
-        slippage_bps=s.costs.slippage_bps,
-        cash=10_000,
+    return run_kernel_backtest(
+        frames, ModelStrategy(model, s.decision.min_confidence), s, supervisor=supervisor, cash=10_000
     )
 
 

@@ -29,7 +29,7 @@ from conftest import TINY, candles
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from morningstar_trader.backtest import ModelStrategy, run_backtest
+from morningstar_trader.backtest import ModelStrategy, run_kernel_backtest
 from morningstar_trader.candles import validated_bars
 from morningstar_trader.config import DecisionSettings, LlmSettings, Settings
 from morningstar_trader.decision import apply_review
@@ -312,16 +312,7 @@ _BASELINES: dict = {}
 
 
 def run(frames, strategy, s: Settings, supervisor=None):
-    return run_backtest(
-        frames,
-        strategy,
-        size=None,
-        settings=s,
-        supervisor=supervisor,
-        fee=s.costs.taker_fee,
-        slippage_bps=s.costs.slippage_bps,
-        cash=10_000,
-    )
+    return run_kernel_backtest(frames, strategy, s, supervisor=supervisor, cash=10_000)
 
 
 def totals(res, frames) -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from morningstar_trader.backtest import ModelStrategy, run_backtest
+from morningstar_trader.backtest import ModelStrategy, run_kernel_backtest, run_rule_backtest
 from morningstar_trader.candles import validated_bars
 from morningstar_trader.config import LlmSettings, Settings
 from morningstar_trader.model import MorningstarModel
@@ -50,14 +50,13 @@ def setup(tmp_path_factory):
 def test_decision_sized_backtest_obeys_the_rules(setup):
     settings, model, frames = setup
     sup = Supervisor(LlmSettings(mode="simulated"))
-    res = run_backtest(
+    res = run_kernel_backtest(
         frames,
         ModelStrategy(model, settings.decision.min_confidence),
-        size=None,
-        settings=settings,
+        settings,
         supervisor=sup,
         cash=10_000,
-        allow_short=True,
+        can_short=True,
     )
     t, log = res.trades, res.decisions
     assert len(t) > 5, "the model should trade on 2,200 bars"
@@ -67,13 +66,8 @@ def test_decision_sized_backtest_obeys_the_rules(setup):
     spans = sorted(zip(t["entry_time"], t["exit_time"]))
     assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
     # with a reviewer, the unreviewed twin gates entries first; without one, the risk stage denies, and says why
-    bare = run_backtest(
-        frames,
-        ModelStrategy(model, settings.decision.min_confidence),
-        size=None,
-        settings=settings,
-        cash=10_000,
-        allow_short=True,
+    bare = run_kernel_backtest(
+        frames, ModelStrategy(model, settings.decision.min_confidence), settings, cash=10_000, can_short=True
     ).decisions
     denied = bare[bare["verdict"].str.contains("denied")]
     assert denied["verdict"].str.contains("max_open_positions 1|cooldown|already open|trading is halted").all() and len(
@@ -94,7 +88,7 @@ def test_decision_sized_backtest_obeys_the_rules(setup):
 
 def test_the_model_also_runs_with_a_fixed_size(setup):
     settings, model, frames = setup
-    res = run_backtest(frames["ETH/USDT"], ModelStrategy(model, 0.34), size=1.0)
+    res = run_rule_backtest(frames["ETH/USDT"], ModelStrategy(model, 0.34), size=1.0)
     assert len(res.trades) > 0 and set(res.trades["exit_reason"]) <= {"signal", "stop_loss", "take_profit", "end"}
     assert res.equity.iloc[-1] == pytest.approx(10_000 + res.trades["pnl"].sum(), rel=1e-9)
 
@@ -104,7 +98,7 @@ def test_decision_sized_backtest_records_through_the_state_store(setup, tmp_path
 
     settings, model, frames = setup
     store = PortfolioStore(tmp_path / "state.sqlite", initial_cash=10_000.0)
-    res = run_backtest(frames, ModelStrategy(model, 0.34), size=None, settings=settings, cash=10_000, store=store)
+    res = run_kernel_backtest(frames, ModelStrategy(model, 0.34), settings, cash=10_000, store=store)
     orders = store.orders()
     filled = orders[orders["status"] == "filled"]
     assert len(filled) == 2 * len(res.trades) and orders["status"].isin(["filled", "cancelled"]).all()

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from conftest import ROOT
 
-from morningstar_trader.backtest import SmaCross, run_backtest
+from morningstar_trader.backtest import SmaCross, run_rule_backtest
 from morningstar_trader.runs import RunError, list_runs, load_run, run_notebook
 from morningstar_trader.store import CandleStore
 
@@ -66,7 +66,7 @@ def test_a_backtest_run_is_recorded_and_reads_back(sampled):
     frames = {
         pair: CandleStore(p.root / "data").load("synthetic", pair, "1h").frame for pair in ("BTC/USDT", "ETH/USDT")
     }
-    expected = run_backtest(frames, SmaCross(), size=0.1, fee=0.001, slippage_bps=2.0, allow_short=False).trades
+    expected = run_rule_backtest(frames, SmaCross(), size=0.1, fee=0.001, slippage_bps=2.0, allow_short=False).trades
     pd.testing.assert_frame_equal(scraps["trades"].reset_index(drop=True), expected, check_dtype=False)
     assert scraps["stats"]["trades"] == len(expected) and scraps["parameters"]["strategy"] == "sma_cross"
     assert list((p.root / "runs").rglob("*.html"))

@@ -300,7 +300,7 @@ def test_a_worker_killed_mid_sweep_leaves_every_result_exactly_once(offline_proj
 @cluster_group
 def test_a_decision_sweep_on_cached_predictions_equals_the_model_backtests(cluster, tmp_path):
     """Decision and risk settings swept over a tiny trained model: the workers get its predictions, computed once
-    (they never load TensorFlow), and each row equals `run_backtest` with the model itself."""
+    (they never load TensorFlow), and each row equals `configured_backtest` with the model itself."""
     from test_model_backtest import TINY
 
     from morningstar_trader.backtest import ModelStrategy
