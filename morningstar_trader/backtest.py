@@ -184,15 +184,9 @@ def _simulate(
         "Close the position at its stop or target if a bar in [its entry bar, upto] reaches one."
         if pos is None or (math.isnan(pos["sl"]) and math.isnan(pos["tp"])):
             return
-        a = pos["bar"]
-        hit = first_exit(
-            pos["side"],
-            level_or_never(pos["sl"], -pos["side"]),
-            level_or_never(pos["tp"], pos["side"]),
-            o[a : upto + 1],
-            h[a : upto + 1],
-            l[a : upto + 1],
-        )
+        a, b, side = pos["bar"], upto + 1, pos["side"]
+        sl, tp = level_or_never(pos["sl"], -side), level_or_never(pos["tp"], side)
+        hit = first_exit(side, sl, tp, o[a:b], h[a:b], l[a:b])
         if hit is not None:
             close(a + hit[0], hit[1], hit[2])
 
@@ -210,17 +204,19 @@ def _simulate(
             fill_bar.append(i + 1)
             fill_cash.append(-target * size * price - fee)
             fill_units.append(target * size)
-            pos = {
-                "side": target,
-                "bar": i + 1,
-                "price": price,
-                "fee": fee,
-                "sl": price * (1 - target * sl_frac[i]),
-                "tp": price * (1 + target * tp_frac[i]),
-            }
+            sl, tp = price * (1 - target * sl_frac[i]), price * (1 + target * tp_frac[i])
+            pos = {"side": target, "bar": i + 1, "price": price, "fee": fee, "sl": sl, "tp": tp}
     check_exit(n - 1)
     if pos is not None:
         close(n - 1, c[-1], "end")
+    fills = (np.array(fill_bar, int), np.array(fill_cash, float), np.array(fill_units, float))
+    table, held = _trade_table(pair, times, size, trades)
+    return table, fills, held
+
+
+def _trade_table(pair: str, times: pd.DatetimeIndex, size: float, trades: list[tuple]) -> tuple[pd.DataFrame, float]:
+    "(the round trips as TRADE_COLUMNS, the share of bars a position was held)."
+    n = len(times)
     side, entry_bar, entry_price, exit_bar, exit_price, fees, pnl, reason = (
         (np.array(x) for x in zip(*trades)) if trades else [np.array([], int)] * 8
     )
@@ -242,8 +238,7 @@ def _simulate(
     held = np.zeros(n + 1)
     np.add.at(held, entry_bar.astype(int), 1)
     np.add.at(held, exit_bar.astype(int), -1)
-    fills = (np.array(fill_bar, int), np.array(fill_cash, float), np.array(fill_units, float))
-    return table, fills, float((np.cumsum(held[:n]) > 0).mean())
+    return table, float((np.cumsum(held[:n]) > 0).mean())
 
 # %% ../nbs/13_backtest.ipynb #a39c3c27
 def _equity(frame: pd.DataFrame, fills: tuple[np.ndarray, np.ndarray, np.ndarray], cash: float) -> pd.Series:

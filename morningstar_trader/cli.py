@@ -319,6 +319,24 @@ def _with_llm(cfg, args):
     return _validated(Settings, **{**cfg.model_dump(), "llm": {**cfg.llm.model_dump(), **changes}}) if changes else cfg
 
 # %% ../nbs/15_cli.ipynb #8bd287dd
+def _review_input(args, cfg, model, data_dir):
+    "(the pair's `PairInput` at the decision bar, its close time, its close), from the stored candles up to `--at`."
+    from morningstar_trader.execution import BarWindow
+    from morningstar_trader.kernel import PairInput, predict_heads, review_evidence
+    from morningstar_trader.store import CandleStore
+    from morningstar_trader.types import parse_timeframe
+
+    end = args.at + parse_timeframe(cfg.timeframe) if args.at is not None else None
+    bars = CandleStore(data_dir).load(args.exchange or cfg.exchange.id, args.pair, cfg.timeframe, end=end)
+    frame = model.prep.frame(bars)
+    feats = model.prep.windows(args.pair, frame)
+    pred = predict_heads(model, [(feats.technical[-1], feats.context[-1])])[0]
+    closes = bars.frame["close"].to_numpy()
+    evidence = review_evidence(frame[model.prep.technical_names].iloc[-1].to_dict(), closes, pred)
+    inp = PairInput(BarWindow.of(bars.frame), pred, lambda: evidence)
+    return inp, bars.end + parse_timeframe(cfg.timeframe), float(closes[-1])
+
+
 def review(args) -> int:
     "Ask the reviewer about the proposal the cycle would make for `--pair` at `--at`: the kernel's decide and review."
     import json
@@ -326,24 +344,11 @@ def review(args) -> int:
     import numpy as np
 
     from morningstar_trader.decision import proposal_of
-    from morningstar_trader.execution import BarWindow
     from morningstar_trader.gate import with_model_decision
-    from morningstar_trader.kernel import (
-        CloseNotes,
-        Kernel,
-        Marked,
-        PairInput,
-        decide_pair,
-        model_id,
-        predict_heads,
-        review_evidence,
-        review_pair,
-    )
+    from morningstar_trader.kernel import CloseNotes, Kernel, Marked, decide_pair, model_id, review_pair
     from morningstar_trader.risk import RiskState
     from morningstar_trader.rules import signal_model
-    from morningstar_trader.store import CandleStore
     from morningstar_trader.supervisor import Supervisor
-    from morningstar_trader.types import parse_timeframe
 
     cfg, secrets, data_dir = _setup(args)
     cfg = _with_llm(cfg, args)
@@ -352,19 +357,10 @@ def review(args) -> int:
     )  # fails now, not mid-way, without a key
     model = signal_model(cfg)  # what the cycle trades: the trained model, or the rule
     cfg = with_model_decision(cfg, model.metadata)
-    end = args.at + parse_timeframe(cfg.timeframe) if args.at is not None else None
-    bars = CandleStore(data_dir).load(args.exchange or cfg.exchange.id, args.pair, cfg.timeframe, end=end)
-    frame = model.prep.frame(bars)
-    feats = model.prep.windows(args.pair, frame)
-    pred = predict_heads(model, [(feats.technical[-1], feats.context[-1])])[0]
-    when, close = bars.end + parse_timeframe(cfg.timeframe), float(bars.frame["close"].iloc[-1])
-    evidence = review_evidence(
-        frame[model.prep.technical_names].iloc[-1].to_dict(), bars.frame["close"].to_numpy(), pred
-    )
+    inp, when, close = _review_input(args, cfg, model, data_dir)
     k = Kernel(
         cfg, None, None, "review", supervisor, can_short=cfg.exchange.market_type != "spot", model_id=model_id(model)
     )
-    inp = PairInput(BarWindow.of(bars.frame), pred, lambda: evidence)
     acct = Marked(args.equity, {}, {args.pair: close}, RiskState.start(args.equity, when))
     proposed, notes = decide_pair(k, args.pair, inp, acct, None), CloseNotes()
     decided = review_pair(k, inp, proposed, close, notes)
@@ -414,10 +410,9 @@ def _strategy(name: str, params: list[str], cfg):
 
 
 def backtest(args) -> int:
-    import json
     import shutil
 
-    from morningstar_trader.backtest import check_lookahead, configured_backtest, history_bars, load_frames
+    from morningstar_trader.backtest import configured_backtest, history_bars, load_frames
     from morningstar_trader.portfolio import PortfolioStore
     from morningstar_trader.store import CandleStore
     from morningstar_trader.supervisor import Supervisor
@@ -442,14 +437,7 @@ def backtest(args) -> int:
         args.end,
         history_bars(strategy) if args.size is None else 0,
     )  # the kernel keeps it as history only
-    out = (
-        Path(args.out)
-        if args.out
-        else cfg.paths.runs_dir / "backtests" / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{args.strategy}"
-    )
-    if out.exists() and any(out.iterdir()):
-        raise _usage(f"--out {out} is not empty")
-    out.mkdir(parents=True, exist_ok=True)
+    out = _empty_out(args, cfg.paths.runs_dir / "backtests")
     try:
         # decision-sized runs go through the same state store as live cycles; it stays with the results
         store = (
@@ -461,36 +449,68 @@ def backtest(args) -> int:
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)  # no half-written results
         raise
+    _write_backtest(out, result, decision_sized=args.size is None)
+    return _report_lookahead(frames, strategy, result) if args.check_lookahead else 0
+
+
+def _empty_out(args, parent: Path) -> Path:
+    "--out, or a new folder under `parent` named by the time and the strategy; refused when it holds anything."
+    out = Path(args.out) if args.out else parent / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{args.strategy}"
+    if out.exists() and any(out.iterdir()):
+        raise _usage(f"--out {out} is not empty")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _write_backtest(out: Path, result, decision_sized: bool) -> None:
+    "The result's files in `out`, and its statistics on the console."
+    import json
+
     result.trades.to_csv(out / "trades.csv", index=False)
     result.equity.to_csv(out / "equity.csv")
-    if args.size is None:
+    if decision_sized:
         result.decisions.to_csv(out / "decisions.csv", index=False)
     (out / "stats.json").write_text(json.dumps(result.stats, indent=2))
     for key, value in result.stats.items():
         print(f"{key:<15}{value:>14.4f}" if isinstance(value, float) else f"{key:<15}{value:>14}")
     print(f"\nwritten to {out}")
-    if args.check_lookahead:
-        found = [
-            check_lookahead(frames[p], strategy, result.trades[result.trades["pair"] == p], p).assign(pair=p)
-            for p in frames
-        ]
-        found = [f for f in found if len(f)]
-        if found:
-            import pandas as pd
 
-            print(
-                "LOOK-AHEAD: signals change when the data is cut after the decision bar:\n"
-                + pd.concat(found).to_string(index=False)
-            )
-            return 1
-        print("look-ahead check: every decision bar gives the same signal on data cut right after it")
+
+def _report_lookahead(frames: dict, strategy, result) -> int:
+    "1 and the differences when a decision bar's signal changes on data cut right after it, else 0."
+    import pandas as pd
+
+    from morningstar_trader.backtest import check_lookahead
+
+    trades = result.trades
+    found = [check_lookahead(frames[p], strategy, trades[trades["pair"] == p], p).assign(pair=p) for p in frames]
+    found = [f for f in found if len(f)]
+    if found:
+        table = pd.concat(found).to_string(index=False)
+        print(f"LOOK-AHEAD: signals change when the data is cut after the decision bar:\n{table}")
+        return 1
+    print("look-ahead check: every decision bar gives the same signal on data cut right after it")
     return 0
 
 # %% ../nbs/15_cli.ipynb #b550e08c
+def _report_sweep(args, cfg, res) -> None:
+    "The sweep's counts and best points on the console, then (unless --no-report) its report notebook."
+    from morningstar_trader.runs import run_notebook
+    from morningstar_trader.sweep import top_points
+
+    print(f"{len(res.table)} results ({res.ran} run now, {res.skipped} already done), {res.failed} failed: {res.path}")
+    best = top_points(res.table, args.metric, 10)
+    if len(best):
+        print(f"best by mean {args.metric} over folds:\n" + best.to_string())
+    if not args.no_report:
+        params = {"mode": "sweep", "results": str(res.path.resolve()), "metric": args.metric}
+        _print_record(run_notebook(params, runs_dir=cfg.paths.runs_dir, notebook=args.notebook))
+
+
 def sweep(args) -> int:
     from morningstar_trader.backtest import ModelStrategy, history_bars, load_frames
     from morningstar_trader.store import CandleStore
-    from morningstar_trader.sweep import check_grid, parse_grid, run_sweep, top_points, training_grid
+    from morningstar_trader.sweep import check_grid, parse_grid, run_sweep, training_grid
 
     cfg, _, data_dir = _setup(args, pairs=args.pairs)
     if args.start and args.end and args.end <= args.start:
@@ -531,20 +551,7 @@ def sweep(args) -> int:
         scheduler=args.scheduler or cfg.sweep.scheduler,
         workers=args.workers or cfg.sweep.workers,
     )
-    print(f"{len(res.table)} results ({res.ran} run now, {res.skipped} already done), {res.failed} failed: {res.path}")
-    best = top_points(res.table, args.metric, 10)
-    if len(best):
-        print(f"best by mean {args.metric} over folds:\n" + best.to_string())
-    if not args.no_report:
-        from morningstar_trader.runs import run_notebook
-
-        _print_record(
-            run_notebook(
-                {"mode": "sweep", "results": str(res.path.resolve()), "metric": args.metric},
-                runs_dir=cfg.paths.runs_dir,
-                notebook=args.notebook,
-            )
-        )
+    _report_sweep(args, cfg, res)
     if res.failed:
         first = res.table.loc[res.table["status"] != "ok", "error"].iloc[0].splitlines()[0]
         print(

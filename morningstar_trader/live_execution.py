@@ -322,6 +322,48 @@ def _rests(row) -> bool:
     return row.type == "limit" and row.intent == "open"
 
 
+def _resolve_open(executor: LiveExecutor, rows: pd.DataFrame, keep_unsent: frozenset[str]) -> tuple[dict, list]:
+    """(status by client id, errors) of the store's open orders after looking each up: never-sent intents cancelled
+    (unless kept), orders past the timeout cancelled at the venue."""
+    store, statuses, errors = executor.store, {}, []
+    for row in rows.itertuples():
+        cid = row.client_order_id
+        try:
+            statuses[cid] = status = executor.resolve(cid)
+        except ccxt.BaseError as e:
+            errors.append(f"{cid}: {type(e).__name__}: {e}")
+            continue
+        age = executor.clock() - pd.Timestamp(row.created_at).timestamp()
+        if status == "unsent" and cid not in keep_unsent:
+            store.set_status(cid, "cancelled", note="never sent (the process stopped first); not sent late")
+            statuses[cid] = "cancelled"
+        elif status in ("submitted", "partially_filled") and not _rests(row) and age > executor.order_timeout_s:
+            try:
+                statuses[cid] = executor.cancel(cid)  # timed out: cancel, then re-check (it may have filled)
+            except ccxt.BaseError as e:
+                errors.append(f"{cid}: cancel: {type(e).__name__}: {e}")
+                continue
+        failpoint("mid_reconcile")
+    return statuses, errors
+
+
+def _record_external(store, ex, pairs: tuple[str, ...], others: Siblings) -> list[str]:
+    "Record the venue's open orders that are neither ours nor our siblings' as external; one line about each."
+    known, external = set(store.orders()["exchange_order_id"].dropna()) | others.exchange_ids, []
+    for pair in pairs:
+        for o in ex.fetch_open_orders(pair):
+            if str(o["id"]) in known or o.get("clientOrderId") in others.client_ids:
+                continue
+            cid = f"external-{o['id']}"
+            store.add_order(
+                Order(cid, pair, o["side"], float(o["amount"]), o["type"], o.get("price"), intent="external")
+            )
+            note = f"venue client id {o.get('clientOrderId')}"
+            store.set_status(cid, "submitted", exchange_order_id=str(o["id"]), note=note)
+            external.append(f"{pair} {o['side']} {o['amount']} (venue id {o['id']})")
+    return external
+
+
 def reconcile(
     executor: LiveExecutor,
     pairs: tuple[str, ...],
@@ -336,43 +378,11 @@ def reconcile(
     holdings part of the balances."""
     store, ex = executor.store, executor.exchange
     others = siblings() if siblings else Siblings()
-    statuses, errors, external, mismatches, traded = {}, [], [], [], set()
+    external, mismatches, traded = [], [], set()
     rows = store.orders(open_only=True)
-    for row in rows.itertuples():
-        cid = row.client_order_id
-        try:
-            statuses[cid] = status = executor.resolve(cid)
-        except ccxt.BaseError as e:
-            errors.append(f"{cid}: {type(e).__name__}: {e}")
-            continue
-        if status == "unsent" and cid not in keep_unsent:
-            store.set_status(cid, "cancelled", note="never sent (the process stopped first); not sent late")
-            statuses[cid] = "cancelled"
-        elif (
-            status in ("submitted", "partially_filled")
-            and not _rests(row)
-            and executor.clock() - pd.Timestamp(row.created_at).timestamp() > executor.order_timeout_s
-        ):
-            try:
-                statuses[cid] = executor.cancel(cid)  # timed out: cancel, then re-check (it may have filled)
-            except ccxt.BaseError as e:
-                errors.append(f"{cid}: cancel: {type(e).__name__}: {e}")
-                continue
-        failpoint("mid_reconcile")
+    statuses, errors = _resolve_open(executor, rows, keep_unsent)
     try:
-        known = set(store.orders()["exchange_order_id"].dropna()) | others.exchange_ids
-        for pair in pairs:
-            for o in ex.fetch_open_orders(pair):
-                if str(o["id"]) in known or o.get("clientOrderId") in others.client_ids:
-                    continue
-                cid = f"external-{o['id']}"
-                store.add_order(
-                    Order(cid, pair, o["side"], float(o["amount"]), o["type"], o.get("price"), intent="external")
-                )
-                store.set_status(
-                    cid, "submitted", exchange_order_id=str(o["id"]), note=f"venue client id {o.get('clientOrderId')}"
-                )
-                external.append(f"{pair} {o['side']} {o['amount']} (venue id {o['id']})")
+        external = _record_external(store, ex, pairs, others)
         mismatches = _compare_balances(store, ex, pairs, others.holdings)
         still = rows.loc[
             [statuses.get(c, "unknown") not in TERMINAL for c in rows["client_order_id"]]

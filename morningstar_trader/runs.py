@@ -101,6 +101,53 @@ def ipc_kernel_manager():
     return IpcKernelManager
 
 # %% ../nbs/14_runs.ipynb #6fdd23e3
+def _index_started(runs_dir: Path, run_id: str, params: dict, started: datetime, out: Path) -> None:
+    "The run's row in the index, `running` until it ends."
+    params_json = json.dumps(params, sort_keys=True, default=str)
+    row = (
+        run_id,
+        params.get("mode", ""),
+        hashlib.sha256(params_json.encode()).hexdigest()[:16],
+        params_json,
+        params.get("start"),
+        params.get("end"),
+        "running",
+        started.isoformat(),
+        str(out),
+    )
+    with _index(runs_dir) as db, db:
+        db.execute(
+            "INSERT INTO runs (run_id, mode, params_hash, params, start, end, status, started_at, path) VALUES "
+            "(?,?,?,?,?,?,?,?,?)",
+            row,
+        )
+
+
+def _execute(notebook: Path, out: Path, params: dict, kernel: str, timeout_s: int) -> tuple[str, str | None]:
+    "Run the notebook through papermill into `out`: (ok | failed, the error)."
+    import papermill as pm  # imports nbclient and jupyter_client: only a run needs them
+
+    try:
+        # the kernel works in the caller's directory, so the config's relative paths mean what they mean on the
+        # command line
+        pm.execute_notebook(
+            str(notebook),
+            str(out),
+            parameters=params,
+            kernel_name=kernel,
+            cwd=str(Path.cwd()),
+            progress_bar=False,
+            execution_timeout=timeout_s,
+            report_mode=False,
+            kernel_manager_class=ipc_kernel_manager(),
+        )
+    except pm.PapermillExecutionError as e:
+        return "failed", f"{e.ename}: {e.evalue}"
+    except Exception as e:
+        return "failed", f"{type(e).__name__}: {e}"
+    return "ok", None
+
+
 def run_notebook(
     params: dict,
     *,
@@ -130,42 +177,9 @@ def run_notebook(
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise RunError(f"cannot write runs under {runs_dir}: {e.strerror or e}") from None
-    params_json = json.dumps(params, sort_keys=True, default=str)
-    with _index(runs_dir) as db, db:
-        db.execute(
-            "INSERT INTO runs (run_id, mode, params_hash, params, start, end, status, started_at, path) VALUES "
-            "(?,?,?,?,?,?,?,?,?)",
-            (
-                run_id,
-                params.get("mode", ""),
-                hashlib.sha256(params_json.encode()).hexdigest()[:16],
-                params_json,
-                params.get("start"),
-                params.get("end"),
-                "running",
-                started.isoformat(),
-                str(out),
-            ),
-        )
-    t, error, status = time.perf_counter(), None, "ok"
-    try:
-        # the kernel works in the caller's directory, so the config's relative paths mean what they mean on the command
-        # line
-        pm.execute_notebook(
-            str(notebook),
-            str(out),
-            parameters=params,
-            kernel_name=kernel,
-            cwd=str(Path.cwd()),
-            progress_bar=False,
-            execution_timeout=timeout_s,
-            report_mode=False,
-            kernel_manager_class=ipc_kernel_manager(),
-        )
-    except pm.PapermillExecutionError as e:
-        status, error = "failed", f"{e.ename}: {e.evalue}"
-    except Exception as e:
-        status, error = "failed", f"{type(e).__name__}: {e}"
+    _index_started(runs_dir, run_id, params, started, out)
+    t = time.perf_counter()
+    status, error = _execute(notebook, out, params, kernel, timeout_s)
     duration = time.perf_counter() - t
     metrics = load_run(out).get("stats", {}) if out.exists() and status == "ok" else {}
     with _index(runs_dir) as db, db:

@@ -66,6 +66,20 @@ def wait_for_close(
     return clock() - close
 
 # %% ../nbs/16_schedule.ipynb #32ded20d
+def _scheduler(launch, missed, step: pd.Timedelta, first: pd.Timestamp, max_late_s: float):
+    """A background scheduler calling `launch` every `step` from `first`, never two at once, late by at most
+    `max_late_s`; `missed` hears of each launch it skipped."""
+    from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED
+    from apscheduler.schedulers.background import BackgroundScheduler
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    scheduler = BackgroundScheduler(timezone="UTC")
+    scheduler.add_listener(missed, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
+    trigger = IntervalTrigger(seconds=step.total_seconds(), start_date=first.to_pydatetime(), timezone="UTC")
+    scheduler.add_job(launch, trigger, max_instances=1, coalesce=True, misfire_grace_time=max(1, int(max_late_s)))
+    return scheduler
+
+
 def run_schedule(
     job: Callable[[pd.Timestamp], object],
     *,
@@ -75,9 +89,7 @@ def run_schedule(
     max_runs: int | None = None,
 ) -> list[dict]:
     "Run `job(close)` for every bar close from now on; one dict per bar: close, status (ok|failed|missed), detail."
-    from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED
-    from apscheduler.schedulers.background import BackgroundScheduler
-    from apscheduler.triggers.interval import IntervalTrigger
+    from apscheduler.events import EVENT_JOB_MAX_INSTANCES
     from filelock import FileLock, Timeout
 
     step, lead = parse_timeframe(timeframe), pd.Timedelta(seconds=schedule.lead_s)
@@ -116,15 +128,7 @@ def run_schedule(
             record(nearest_close(pd.Timestamp(at) + lead, timeframe), "missed", why)
 
     first = next_close(pd.Timestamp.now(tz="UTC") + lead, timeframe) - lead
-    scheduler = BackgroundScheduler(timezone="UTC")
-    scheduler.add_listener(missed, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
-    scheduler.add_job(
-        launch,
-        IntervalTrigger(seconds=step.total_seconds(), start_date=first.to_pydatetime(), timezone="UTC"),
-        max_instances=1,
-        coalesce=True,
-        misfire_grace_time=max(1, int(schedule.max_late_s)),
-    )
+    scheduler = _scheduler(launch, missed, step, first, schedule.max_late_s)
     _log.info("scheduling one %s cycle per bar; first launch %s for the close %s", timeframe, first, first + lead)
     scheduler.start()
     try:

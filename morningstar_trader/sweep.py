@@ -523,6 +523,24 @@ def _table(tasks: list[dict], records: dict[str, dict], folds: list[dict]) -> pd
 _SCHED = re.compile(r"^(tcp|tls)://[^/\s:]+:\d{1,5}$")
 
 
+def _check_sweep(
+    settings: Settings, size: float | None, workers: int | None, scheduler: str | None, folds: int, train: dict
+) -> None:
+    "Refuse, before any work, what a sweep cannot run: a live reviewer, no workers, a bad scheduler, folds of training."
+    if size is None and settings.llm.mode not in ("off", "simulated"):
+        raise SweepError(
+            f"llm.mode {settings.llm.mode}: a sweep reviews with the simulated reviewer or none (off, simulated)"
+        )
+    if workers is not None and workers < 1:
+        raise SweepGridError(f"--workers {workers}: need at least 1")
+    if scheduler is not None and not _SCHED.match(scheduler):
+        raise SweepGridError(
+            f"--scheduler {scheduler[:80]!r}: must be a Dask scheduler address such as tcp://10.0.0.5:8786"
+        )
+    if train and folds != 1:
+        raise SweepGridError(f"--folds {folds}: a sweep of model settings uses the walk-forward folds of training.*")
+
+
 def run_sweep(
     frames: dict[str, pd.DataFrame],
     strategy: str,
@@ -546,25 +564,13 @@ def run_sweep(
     """Backtest every point of `grid` (or `random_n` of them) on each of `folds` windows of `frames`, on a Dask cluster;
     finished tasks stored under `out/tasks` and skipped when run again; the table written to `out/results.parquet`."""
     grid = check_grid(grid, strategy, settings, size is not None)
-    if size is None and settings.llm.mode not in ("off", "simulated"):
-        raise SweepError(
-            f"llm.mode {settings.llm.mode}: a sweep reviews with the simulated reviewer or none (off, simulated)"
-        )
-    if workers is not None and workers < 1:
-        raise SweepGridError(f"--workers {workers}: need at least 1")
-    if scheduler is not None and not _SCHED.match(scheduler):
-        raise SweepGridError(
-            f"--scheduler {scheduler[:80]!r}: must be a Dask scheduler address such as tcp://10.0.0.5:8786"
-        )
-    out = Path(out)
-    points = grid_points(grid, random_n, seed)
     train = training_grid(grid)
-    if train and folds != 1:
-        raise SweepGridError(f"--folds {folds}: a sweep of model settings uses the walk-forward folds of training.*")
+    _check_sweep(settings, size, workers, scheduler, folds, train)
     if train:
         model = None  # each point trains its own
     elif strategy == "model" and model is None:
         raise SweepError("the model strategy needs a model")
+    out, points = Path(out), grid_points(grid, random_n, seed)
     history = history_bars(ModelStrategy(model, 0.5)) if model is not None and size is None else 0
     timeframe = model.prep.timeframe if model is not None else settings.timeframe
     fd = fold_data(frames, folds, start, end, history, timeframe)
