@@ -578,8 +578,8 @@ def _live_gate(args, cfg, mode: str) -> None:
     --allow-unproven-model."""
     if mode != "live":
         return
+    from morningstar_trader.artifact import read_metadata, resolve_model_dir
     from morningstar_trader.gate import check_live_gate, trading_edge
-    from morningstar_trader.model import read_metadata, resolve_model_dir
     from morningstar_trader.rules import signal_model
 
     if cfg.rule is not None:

@@ -5,7 +5,6 @@
 # %% ../nbs/05_model.ipynb #19508acb
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -14,15 +13,27 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Literal
 
 import numpy as np
 from fastcore.basics import patch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 from sklearn.preprocessing import RobustScaler
 
 import morningstar_trader
 from .alt_data import load_alt_tables
+from morningstar_trader.artifact import (
+    _FILE_NAME,
+    FILES,
+    FORMAT,
+    ModelError,
+    ModelMetadata,
+    _check,
+    _digest,
+    _read_json,
+    _retrain,
+    _sha256,
+    _verified_metadata,
+)
 from .calibration import temper
 from .config import FeatureSettings, ModelSettings, Settings
 from morningstar_trader.features import (
@@ -46,15 +57,9 @@ with held_startup_notices():
     import tensorflow as tf
 
 # %% auto #0
-__all__ = ['SIGNAL_CLASSES', 'REGRESSION_HEADS', 'FORMAT', 'FILES', 'ModelError', 'EnhancedHybridModel', 'resolve_model_dir',
-           'IndicatorEntry', 'AltDataEntry', 'FeatureSpec', 'TargetScale', 'Calibration', 'ChosenDecision',
-           'ModelMetadata', 'MorningstarModel', 'save_model', 'read_metadata']
+__all__ = ['SIGNAL_CLASSES', 'REGRESSION_HEADS', 'EnhancedHybridModel', 'MorningstarModel', 'save_model']
 
 # %% ../nbs/05_model.ipynb #67c61c79
-class ModelError(MorningstarError):
-    "A model directory is missing, corrupt or does not match the settings it is used with."
-
-
 SIGNAL_CLASSES = ("short", "flat", "long")  # index 0, 1, 2 of the signal head; action = index - 1
 REGRESSION_HEADS = ("volatility", "sl_tp")
 
@@ -99,197 +104,6 @@ class EnhancedHybridModel:
         }
         model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss={h: losses[h] for h in self.settings.heads})
         return model
-
-# %% ../nbs/05_model.ipynb #85957a74
-FORMAT = 2  # the layout of metadata.json; format 1 hashed model.keras only
-FILES = (
-    "model.keras",
-    "scaler.json",
-    "metadata.json",
-)  # in every model directory (MODEL_CARD.md and others may follow)
-_FILE_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}"  # a plain file name: no folder, no "..", no hidden file
-
-
-def _created_at(path: Path) -> datetime:
-    """When the model in `path` was trained, from its metadata.json (a clear error when that is missing or not a UTC
-    time)."""
-    meta = _read_json(path, "metadata.json")
-    when = meta.get("created_at") if isinstance(meta, dict) else None
-    try:
-        t = datetime.fromisoformat(when) if isinstance(when, str) else None
-    except ValueError:
-        t = None
-    if t is None or t.tzinfo is None:
-        raise ModelError(
-            f"model {path}: metadata.json has no created_at with a time zone (got {brief(when)}), so `latest` "
-            "cannot place it: set model.version to its folder name, or retrain it"
-        )
-    return t
-
-
-def resolve_model_dir(models_dir: Path, name: str, version: str = "latest") -> Path:
-    """`models_dir/name/version`; `latest` is the version created last (`created_at` in its metadata.json, not its
-    folder name)."""
-    base = Path(models_dir) / name
-    if version != "latest":
-        return base / version
-    # hidden folders are versions save_model is still writing
-    versions = (
-        [p for p in base.glob("*") if not p.name.startswith(".") and (p / "metadata.json").is_file()]
-        if base.is_dir()
-        else []
-    )
-    if not versions:
-        raise ModelError(f"no trained model under {base}; train one with `morningstar train`")
-    return max(versions, key=lambda p: (_created_at(p), p.name))
-
-# %% ../nbs/05_model.ipynb #f3b0000b
-_MAX_JSON_BYTES, _MAX_DEPTH = (
-    10_000_000,
-    32,
-)  # one fold adds ~1.2 kB to metadata.json (50 folds: ~60 kB); it is 5 levels deep
-
-
-def _unique_keys(pairs: list) -> dict:
-    seen = set()
-    for k, _ in pairs:
-        if k in seen:
-            raise ValueError(f"key {brief(k)} appears twice (the second would silently replace the first)")
-        seen.add(k)
-    return dict(pairs)
-
-
-def _depth(value) -> int:
-    "Nesting depth of parsed JSON (a scalar is 0), without recursion; counting stops past _MAX_DEPTH."
-    deepest, todo = 0, [(value, 1)]
-    while todo and deepest <= _MAX_DEPTH:
-        v, d = todo.pop()
-        if isinstance(v, (dict, list)):
-            deepest = max(deepest, d)
-            todo.extend((c, d + 1) for c in (v.values() if isinstance(v, dict) else v))
-    return deepest
-
-
-def _read_json(path: Path, name: str):
-    "The parsed content of one JSON file of a model directory; too big, not UTF-8, not JSON or too deep is an error."
-    file, allowed = path / name, "allowed: the UTF-8 JSON that `morningstar train` writes"
-    if not file.is_file():
-        raise ModelError(f"model directory {path} lacks {name}")
-    try:
-        if (size := file.stat().st_size) > _MAX_JSON_BYTES:
-            raise ModelError(f"model {path}: {name} has {size:,} bytes; allowed: at most {_MAX_JSON_BYTES:,}")
-        text = file.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ModelError(f"model {path}: {name} is not UTF-8 (byte {e.start}); {allowed}") from None
-    except OSError as e:
-        raise ModelError(f"model {path}: cannot read {name}: {e.strerror or e}") from None
-    nested = f"model {path}: {name} is nested more than {_MAX_DEPTH} levels deep; {allowed}"
-    try:
-        data = json.loads(text, object_pairs_hook=_unique_keys)
-    except RecursionError:
-        raise ModelError(nested) from None  # Python's parser gives up first on very deep nesting
-    except ValueError as e:
-        raise ModelError(f"model {path}: {name} is not valid JSON: {shorten(str(e))}; {allowed}") from None
-    if _depth(data) > _MAX_DEPTH:
-        raise ModelError(nested)
-    return data
-
-# %% ../nbs/05_model.ipynb #f3b0000e
-_STRICT = ConfigDict(strict=True, frozen=True, extra="forbid")
-_Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
-_Finite = Annotated[float, Field(allow_inf_nan=False)]
-# a typical target size as a fraction of the price: per-bar volatility, or a stop/target excursion
-_TargetSize = Annotated[float, Field(ge=1e-6, le=1.0, allow_inf_nan=False)]
-
-
-class IndicatorEntry(BaseModel):
-    model_config = _STRICT
-    name: str
-    params: dict[str, _Finite]
-
-
-class AltDataEntry(BaseModel):
-    model_config = _STRICT
-    name: str
-    columns: list[str]
-    source: str | None = None  # a provider's store, joined as of `as_of` (absent: a file, by published_at)
-    as_of: str | None = None
-    max_age: str | None = None
-    stale_policy: Literal["refuse", "carry"] = "refuse"
-
-
-class FeatureSpec(BaseModel):
-    "`DataPreparation.spec` as stored: everything about the features that must match at inference."
-
-    model_config = _STRICT
-    timeframe: str
-    window: int
-    warm_up: int
-    gap_policy: Literal["split", "error"]
-    clip: _Finite
-    indicators: list[IndicatorEntry]
-    alt_data: list[AltDataEntry]
-    technical_names: list[str]
-    context_names: list[str]
-
-
-class TargetScale(BaseModel):
-    model_config = _STRICT
-    volatility: _TargetSize
-    sl_tp: _TargetSize
-
-
-class Calibration(BaseModel):
-    "The signal head's temperature, fitted on the last fold's validation slice (nbs/06a_evaluation.ipynb)."
-
-    model_config = ConfigDict(strict=True, frozen=True, extra="allow")
-    temperature: Annotated[float, Field(ge=0.01, le=100, allow_inf_nan=False)]
-
-
-class ChosenDecision(BaseModel):
-    "Decision settings chosen on validation slices at training; the config's own values take precedence."
-
-    model_config = ConfigDict(strict=True, frozen=True, extra="allow")
-    min_confidence: Annotated[float, Field(ge=1 / 3, le=1, allow_inf_nan=False)]
-
-
-class ModelMetadata(BaseModel):
-    """What metadata.json must hold; its other fields (data, folds, metrics, versions) describe the model and are kept
-    as they are."""
-
-    model_config = ConfigDict(strict=True, frozen=True, extra="allow")
-    format: Literal[FORMAT]
-    package_version: Annotated[str, Field(pattern=r"^\d+\.\d+(\.[0-9A-Za-z.+-]+)?$", max_length=50)]
-    features: FeatureSpec
-    heads: list[Literal["signal", "volatility", "regime", "sl_tp"]] = Field(min_length=1)
-    target_scale: TargetScale
-    files: dict[Annotated[str, Field(pattern=f"^{_FILE_NAME}$")], _Sha256]
-    calibration: Calibration | None = None  # absent: the head's probabilities as they are (temperature 1)
-    decision: ChosenDecision | None = None
-    metadata_sha256: _Sha256
-
-    @field_validator("heads")
-    @classmethod
-    def _unique(cls, v):
-        if len(set(v)) != len(v):
-            raise ValueError("heads must not repeat")
-        return v
-
-    @field_validator("files")
-    @classmethod
-    def _every_file(cls, v):
-        if missing := [f for f in FILES if f not in v and f != "metadata.json"]:
-            raise ValueError(f"must list {', '.join(missing)}")
-        if "metadata.json" in v:
-            raise ValueError("must not list metadata.json (its own hash is metadata_sha256)")
-        return v
-
-
-def _digest(meta: dict) -> str:
-    """sha256 of metadata.json's content without its own hash, as canonical JSON: layout edits do not count, value edits
-    do."""
-    body = {k: v for k, v in meta.items() if k != "metadata_sha256"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 # %% ../nbs/05_model.ipynb #63e94abf
 class MorningstarModel:
@@ -345,11 +159,6 @@ def predict(self: MorningstarModel, inputs) -> dict[str, np.ndarray]:
     return out
 
 # %% ../nbs/05_model.ipynb #dc63652b
-def _sha256(file: Path) -> str:
-    with open(file, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def save_model(
     path: Path, network: keras.Model, prep: DataPreparation, metadata: dict, files: dict[str, str] | None = None
 ) -> Path:
@@ -396,62 +205,6 @@ def save_model(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
-
-# %% ../nbs/05_model.ipynb #66a8a177
-def _minor(v: str) -> str:
-    return ".".join(v.split(".")[:2])
-
-
-def _check(cond: bool, path: Path, msg: str) -> None:
-    if not cond:
-        raise ModelError(f"model {path}: {msg}")
-
-
-def _retrain(path: Path) -> str:
-    return (
-        f"retrain it: `morningstar train` writes a new version (`make demo` trains one once {path.parent} is deleted)"
-    )
-
-
-def _verified_metadata(path: Path) -> dict:
-    "metadata.json checked against `ModelMetadata` and its own hash, then every file it lists against its hash."
-    meta = _read_json(path, "metadata.json")
-    _check(isinstance(meta, dict), path, f"metadata.json must hold a JSON object, got {brief(meta)}")
-    _check(
-        meta.get("format") != 1,
-        path,
-        f"saved in format 1, before every file of a model was hashed; morningstar_trader "
-        f"{morningstar_trader.__version__} verifies every file and loads format {FORMAT} only: {_retrain(path)}",
-    )
-    try:
-        m = ModelMetadata.model_validate(meta)
-    except ValidationError as e:
-        raise ModelError(f"model {path}: metadata.json: {describe_problems(e, ModelMetadata)}") from None
-    _check(
-        _digest(meta) == m.metadata_sha256,
-        path,
-        "metadata.json was changed after training (its content does not match "
-        f"its metadata_sha256): restore it or {_retrain(path)}",
-    )
-    _check(
-        _minor(m.package_version) == _minor(morningstar_trader.__version__),
-        path,
-        f"trained with morningstar_trader {m.package_version}, this is {morningstar_trader.__version__}: "
-        f"{_retrain(path)}",
-    )
-    for name, want in m.files.items():
-        if not (path / name).is_file():
-            raise ModelError(f"model directory {path} lacks {name}")
-        try:
-            got = _sha256(path / name)
-        except OSError as e:
-            raise ModelError(f"model {path}: cannot read {name}: {e.strerror or e}") from None
-        _check(
-            got == want,
-            path,
-            f"{name} does not match its sha256 in metadata.json (changed or corrupt): restore it or {_retrain(path)}",
-        )
-    return meta
 
 # %% ../nbs/05_model.ipynb #f3b00010
 def _verified_scaler(path: Path, spec: dict) -> RobustScaler:
@@ -527,12 +280,6 @@ def _verified_network(path: Path, meta: dict) -> keras.Model:
         f"model.keras has non-finite weights (a diverged training): {_retrain(path)}",
     )
     return network
-
-
-def read_metadata(path: str | Path) -> dict:
-    """A model directory's metadata.json, checked against its schema and every file against its hash (the network is not
-    built)."""
-    return _verified_metadata(Path(path))
 
 
 @patch(cls_method=True)

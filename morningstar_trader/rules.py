@@ -147,7 +147,8 @@ def signal_model(settings: Settings):
     "What a config trades: its rule (`settings.rule`), else the trained model it names (`model.name`, `model.version`)."
     if settings.rule is not None:
         return RuleModel(RuleFeatures(settings.rule, settings.timeframe))
-    from morningstar_trader.model import MorningstarModel, resolve_model_dir
+    from morningstar_trader.artifact import resolve_model_dir
+    from morningstar_trader.model import MorningstarModel  # TensorFlow: only a model strategy loads it
 
     s = settings
     return MorningstarModel.load(resolve_model_dir(s.paths.models_dir, s.model.name, s.model.version), s)

@@ -329,7 +329,7 @@ def train_and_evaluate(frames: dict[str, pd.DataFrame], settings: Settings) -> l
     hold's, the p-value)."""
     import tempfile
 
-    from morningstar_trader.model import read_metadata
+    from morningstar_trader.artifact import read_metadata
     from morningstar_trader.training import train_model
     from morningstar_trader.types import Bars
 

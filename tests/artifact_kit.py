@@ -8,10 +8,11 @@ from pathlib import Path
 
 from conftest import TINY, candles
 
+from morningstar_trader.artifact import _digest
 from morningstar_trader.candles import validated_bars
 from morningstar_trader.config import Settings
 from morningstar_trader.features import DataPreparation
-from morningstar_trader.model import EnhancedHybridModel, _digest, save_model
+from morningstar_trader.model import EnhancedHybridModel, save_model
 from morningstar_trader.types import Bars
 
 SETTINGS = Settings(**TINY)

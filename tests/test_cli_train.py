@@ -11,8 +11,9 @@ from conftest import Project, write_config
 from lab_project import NOISE
 from local_llm import LocalLLM, Reply
 
+from morningstar_trader.artifact import resolve_model_dir
 from morningstar_trader.config import load_config
-from morningstar_trader.model import MorningstarModel, resolve_model_dir
+from morningstar_trader.model import MorningstarModel
 from morningstar_trader.store import CandleStore
 
 TINY = """features:

@@ -4,6 +4,8 @@ paper and backtest never gated), `latest` by creation time, calibration and the 
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +14,11 @@ import yaml
 from artifact_kit import known_evaluation, read, sample_bars, tiny_artifact, write
 from conftest import ROOT, TINY, Project
 
+from morningstar_trader.artifact import ModelError, resolve_model_dir
 from morningstar_trader.cli import _live_gate, main
 from morningstar_trader.config import Settings
 from morningstar_trader.gate import UnprovenModelError
-from morningstar_trader.model import ModelError, MorningstarModel, resolve_model_dir
+from morningstar_trader.model import MorningstarModel
 
 NOTEBOOK = str(ROOT / "nbs" / "trading_cycle.ipynb")
 
@@ -100,6 +103,26 @@ def test_schedule_live_refuses_an_unproven_model_before_any_cycle(
 
 def _args(allow: bool) -> argparse.Namespace:
     return argparse.Namespace(allow_unproven_model=allow)
+
+
+@pytest.mark.parametrize("version, passes", [("edge", True), ("weak", False)])
+def test_the_live_gate_reads_the_card_without_loading_tensorflow(models, tmp_path, version, passes):
+    """`run --mode live` decides the gate from metadata.json alone (hashes verified), before any notebook: in a fresh
+    process, TensorFlow is never imported, whether the gate passes or refuses."""
+    p = project(tmp_path, models, version)
+    code = (
+        "import argparse, sys\n"
+        "from morningstar_trader.cli import _live_gate\n"
+        "from morningstar_trader.config import load_config\n"
+        "from morningstar_trader.gate import UnprovenModelError\n"
+        f"cfg = load_config({str(p.config)!r})\n"
+        "try:\n"
+        "    _live_gate(argparse.Namespace(allow_unproven_model=False), cfg, 'live'); print('PASSED')\n"
+        "except UnprovenModelError: print('REFUSED')\n"
+        "print('TF-LOADED' if 'tensorflow' in sys.modules or 'keras' in sys.modules else 'TF-FREE')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.stdout.split()[-2:] == ["PASSED" if passes else "REFUSED", "TF-FREE"], out.stdout + out.stderr
 
 
 def test_the_gate_passes_an_edge_obeys_the_config_thresholds_and_the_flag_lets_an_unproven_model_through(

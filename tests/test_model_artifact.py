@@ -12,7 +12,8 @@ import pytest
 from artifact_kit import SETTINGS, as_format_1, read, reseal, sample_bars, tiny_artifact, write
 from conftest import TINY, Project, write_config
 
-from morningstar_trader.model import ModelError, MorningstarModel, resolve_model_dir, save_model
+from morningstar_trader.artifact import ModelError, resolve_model_dir
+from morningstar_trader.model import MorningstarModel, save_model
 
 
 @pytest.fixture(scope="module")

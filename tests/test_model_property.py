@@ -18,7 +18,8 @@ from artifact_kit import SETTINGS, sample_bars, tiny_artifact
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from morningstar_trader.model import FORMAT, ModelError, MorningstarModel, _digest
+from morningstar_trader.artifact import FORMAT, ModelError, _digest
+from morningstar_trader.model import MorningstarModel
 
 BARS = sample_bars()
 SPECIAL = [

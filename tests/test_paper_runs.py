@@ -15,10 +15,10 @@ from conftest import ROOT, TINY, Project, candles
 from local_exchange import LocalExchange
 from local_llm import LocalLLM, Reply
 
+from morningstar_trader.artifact import read_metadata
 from morningstar_trader.candles import validated_bars
 from morningstar_trader.config import GateSettings, Settings
 from morningstar_trader.gate import trading_edge
-from morningstar_trader.model import read_metadata
 from morningstar_trader.runs import list_runs, load_run
 from morningstar_trader.training import train_model
 
