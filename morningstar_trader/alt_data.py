@@ -68,7 +68,8 @@ def align_asof(bar_opens: pd.DatetimeIndex, step: pd.Timedelta, table: pd.DataFr
 def load_alt_tables(sources, data_dir=None) -> dict[str, pd.DataFrame]:
     """The table of each configured source (`features.alt_data`), by source name: a file's, or the rows of a provider's
     store under `data_dir` with `published_at` = the availability time (`alt_providers.AltStore.table`)."""
-    from morningstar_trader.alt_providers import AltStore
+    # imports ccxt and httpx: only where alternative data is fetched or stored
+    from morningstar_trader.alt_providers import AltStore  # noqa: PLC0415
 
     out = {}
     for src in sources:

@@ -25,7 +25,7 @@ import tenacity
 from fastcore.basics import patch
 from tqdm.auto import tqdm
 
-from .config import AltSourceSettings, RetrySettings, Secrets
+from .config import AltSourceSettings, ExchangeSettings, RetrySettings, Secrets
 from .market_data import is_retryable
 from .store import _write_atomic
 from .types import MorningstarError, clip_repr
@@ -65,7 +65,8 @@ MAX_BODY_BYTES = 50_000_000
 # %% ../nbs/03a_alt_providers.ipynb #85651a99
 def http_failure(status: int, body: bytes, retry_after: str | None, what: str) -> Exception:
     "The ccxt exception class market data would raise for an HTTP `status`, carrying `retry_after` seconds (or None)."
-    import ccxt
+    # ccxt takes a second to import
+    import ccxt  # noqa: PLC0415
 
     text = f"{what}: HTTP {status}: {clip_repr(body[:120].decode('utf-8', 'replace'))}"
     cls = (
@@ -91,7 +92,8 @@ class HttpClient:
     error."""
 
     def __init__(self, retry: RetrySettings = RetrySettings(), timeout_s: float = 10.0, redact: tuple[str, ...] = ()):
-        import httpx
+        # only HTTP sources need it
+        import httpx  # noqa: PLC0415
 
         self.retry, self.redact, self.httpx = retry, tuple(r for r in redact if r), httpx
         self.client = httpx.Client(
@@ -104,7 +106,8 @@ class HttpClient:
         return text
 
     def _once(self, what: str, url: str, params: dict | None) -> bytes:
-        import ccxt
+        # ccxt takes a second to import
+        import ccxt  # noqa: PLC0415
 
         try:
             r = self.client.get(url, params=params)
@@ -133,7 +136,8 @@ def _give_up(retry: RetrySettings) -> Callable:
 @patch
 def get(self: HttpClient, what: str, url: str, params: dict | None = None) -> bytes:
     "The body of a 200 answer to GET `url`; AltDataError naming `what` when it fails for good."
-    import ccxt
+    # ccxt takes a second to import
+    import ccxt  # noqa: PLC0415
 
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception(is_retryable),
@@ -501,8 +505,8 @@ def perpetual(pair: str) -> str:
 
 def futures_api(settings: AltSourceSettings, retry: RetrySettings):
     "An ApiManager on ccxt's binanceusdm, pointed at `settings.api_url` when set."
-    from morningstar_trader.config import ExchangeSettings
-    from morningstar_trader.market_data import ApiManager
+    # imports ccxt (a second): only where an exchange is used
+    from morningstar_trader.market_data import ApiManager  # noqa: PLC0415
 
     return ApiManager(ExchangeSettings(id="binanceusdm", market_type="swap", api_url=settings.api_url), retry)
 
@@ -567,7 +571,8 @@ def _futures_download(
     self: FuturesProvider, store: AltStore, start=None, end=None, progress: bool = False, api=None
 ) -> dict[str, int]:
     "Page forward per pair from max(start, the newest stored row) to `end` (default now); rows added per asset."
-    from morningstar_trader.market_data import MarketDataError
+    # imports ccxt (a second): only where an exchange is used
+    from morningstar_trader.market_data import MarketDataError  # noqa: PLC0415
 
     api, now, out = api or futures_api(self.settings, self.retry), pd.Timestamp.now(tz="UTC"), {}
     end_ms = int((_utc(end) or now).timestamp() * 1000)
@@ -649,7 +654,8 @@ class OnchainProvider:
 # %% ../nbs/03a_alt_providers.ipynb #e5f57150
 def parse_feed(body: bytes, url: str) -> list[dict]:
     "Raw items of an RSS/Atom document; AltDataError when it is not one."
-    import feedparser
+    # only the news source needs it
+    import feedparser  # noqa: PLC0415
 
     doc = feedparser.parse(body)
     if not doc.entries and (doc.bozo or not doc.get("version")):

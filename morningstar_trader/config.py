@@ -186,7 +186,8 @@ class ExchangeSettings(_Section):
     @field_validator("id")
     @classmethod
     def _known_exchange(cls, v: str) -> str:
-        import ccxt  # imported here: ccxt takes a second to import, and only this check needs it
+        # imported here: ccxt takes a second to import, and only this check needs it
+        import ccxt  # noqa: PLC0415
 
         if v not in ccxt.exchanges:
             raise ValueError(

@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from .config import Secrets, Settings, capital_share
+from .alt_data import load_alt_tables
+from .config import Secrets, Settings, capital_share, load_secrets
 from .execution import BarWindow, FillCosts, SimulatedVenue, Venue
+from .features import stale_alt
 from .gate import check_live_gate, with_model_decision
 from morningstar_trader.kernel import (
     MARKET_LOOKBACK,
@@ -105,7 +107,8 @@ def _holdings(store: PortfolioStore, quote: str) -> dict[str, float]:
 
 def sibling_view(settings: Settings, quote: str, start_free: float) -> Siblings:
     "What the account's other strategies' stores say now (see `Siblings`)."
-    from morningstar_trader.live_execution import Siblings  # ccxt is imported only where live trading is
+    # ccxt is imported only where live trading is
+    from morningstar_trader.live_execution import Siblings  # noqa: PLC0415
 
     held, cids, xids, busy = {}, set(), set(), set()
     for s in settings.strategies:
@@ -192,8 +195,11 @@ def _check_mode(settings: Settings, secrets: Secrets, confirm_live: bool) -> Non
 
 def _venue(settings: Settings, secrets: Secrets, path, initial_cash: float, quote: str) -> tuple[PortfolioStore, Venue]:
     "The book and the venue of this mode: simulated fills on paper, the exchange through ccxt live."
-    from morningstar_trader.live_execution import LiveExecutor, LiveVenue, ShadowLog
-    from morningstar_trader.market_data import make_exchange
+    # imports ccxt: only where live trading is
+    from morningstar_trader.live_execution import LiveExecutor, LiveVenue, ShadowLog  # noqa: PLC0415
+
+    # imports ccxt (a second): only where an exchange is used
+    from morningstar_trader.market_data import make_exchange  # noqa: PLC0415
 
     s, costs = settings, FillCosts(settings.costs.taker_fee, settings.costs.maker_fee, settings.costs.slippage_bps)
     step = parse_timeframe(s.timeframe)
@@ -231,7 +237,8 @@ def build_context(
 ) -> CycleContext:
     """Start-up, once: API manager, model (with its scalers), reviewer (recording to `llm_record`), book and venue.
     Live, the model must pass the gate of its trading evaluation (`settings.gate`) unless `allow_unproven_model`."""
-    from morningstar_trader.market_data import ApiManager
+    # imports ccxt (a second): only where an exchange is used
+    from morningstar_trader.market_data import ApiManager  # noqa: PLC0415
 
     _check_mode(settings, secrets, confirm_live)
     api = api or ApiManager(settings.exchange, settings.retry, secrets)
@@ -389,7 +396,8 @@ def _stream(ctx: CycleContext, last_ns: int):
     if s.exchange.candles != "stream":
         return None
     if ctx.stream is None:
-        from morningstar_trader.stream import KlineStream
+        # imports ccxt.pro: only a streamed cycle needs it
+        from morningstar_trader.stream import KlineStream  # noqa: PLC0415
 
         ctx.stream = KlineStream(s.exchange, s.pairs, s.timeframe, markets=ctx.api.exchange.markets).start()
     step = parse_timeframe(s.timeframe).value
@@ -500,10 +508,8 @@ def _inputs(ctx: CycleContext, bars: dict, errors: dict) -> dict[str, PairInput]
 # %% ../nbs/12_cycle.ipynb #30b78a04
 def refresh_alt(ctx: CycleContext, at: pd.Timestamp) -> list[Alert]:
     "Refresh the in-cycle alternative sources and reload the model's tables; alerts for what failed or is stale."
-    from morningstar_trader.alt_data import load_alt_tables
-    from morningstar_trader.alt_providers import SOURCES, download
-    from morningstar_trader.config import load_secrets
-    from morningstar_trader.features import stale_alt
+    # imports ccxt and httpx: only where alternative data is fetched or stored
+    from morningstar_trader.alt_providers import SOURCES, download  # noqa: PLC0415
 
     s, alerts = ctx.settings, []
     for source in (x for x in SOURCES if getattr(s.alt, x).in_cycle):
@@ -526,7 +532,8 @@ def with_digest(
     ctx: CycleContext, inputs: dict[str, PairInput], at: pd.Timestamp
 ) -> tuple[dict[str, PairInput], list[Alert]]:
     "Each predicted pair's input with the cycle's market digest, from the store as it is now."
-    from morningstar_trader.digest import DigestData, DigestMaker
+    # imports the alternative-data providers: only a reviewed run needs it
+    from morningstar_trader.digest import DigestData, DigestMaker  # noqa: PLC0415
 
     if ctx.settings.llm.mode == "off":
         return inputs, []
@@ -604,7 +611,6 @@ def _monitor(
 
 # %% ../nbs/12_cycle.ipynb #d19393e2
 def _state_paths(state_dir, mode: str):
-    from pathlib import Path
 
     if mode not in ("paper", "live"):
         raise CycleError(f"mode {mode!r}: risk controls are for paper and live accounts")

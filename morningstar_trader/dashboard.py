@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import sqlite3
 import threading
 from contextlib import closing
@@ -18,7 +19,9 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .types import MorningstarError, clip_repr
+from .config import load_config
+from .portfolio import TERMINAL
+from .types import MorningstarError, clip_repr, parse_timeframe
 
 # %% auto #0
 __all__ = ['INDEX_COLUMNS', 'DashboardError', 'message', 'fmt', 'table', 'run_index', 'filter_runs', 'cached_scraps', 'read_run',
@@ -145,7 +148,8 @@ _SCRAPS: dict[tuple, dict] = {}
 
 def cached_scraps(path: str | Path) -> dict:
     "`runs.load_run(path)`, read once while the file is unchanged (reading a run notebook takes seconds)."
-    from morningstar_trader.runs import load_run
+    # imports Jupyter's machinery: only where runs are read
+    from morningstar_trader.runs import load_run  # noqa: PLC0415
 
     st = Path(path).stat()
     key = (str(path), st.st_mtime_ns, st.st_size)
@@ -213,7 +217,8 @@ def run_equity(scraps: dict) -> go.FigureWidget:
 # %% ../nbs/17_dashboard.ipynb #31a8490a
 def _candles(params: dict, pair: str) -> pd.Series | None:
     "The close of `pair` over the run's range from the run's candle store, or None when it is not there any more."
-    from morningstar_trader.store import CandleStore
+    # imports pyarrow: only where candles are stored
+    from morningstar_trader.store import CandleStore  # noqa: PLC0415
 
     try:
         bars = CandleStore(params["data_dir"]).load(
@@ -342,7 +347,8 @@ def run_view(row: dict) -> W.VBox:
 # %% ../nbs/17_dashboard.ipynb #ffc9f475
 def compare_view(run_ids: list[str], runs_dir: str | Path) -> W.VBox:
     "The runs side by side: parameters that differ and every statistic, then their equity curves."
-    from morningstar_trader.runs import compare_runs
+    # imports Jupyter's machinery: only where runs are read
+    from morningstar_trader.runs import compare_runs  # noqa: PLC0415
 
     rows = run_index(runs_dir).set_index("run_id", drop=False)
     try:
@@ -378,9 +384,11 @@ def _label(r) -> str:
 
 def _warm_up():
     "Import what showing a run needs (scrapbook, the candle store: seconds) while the page is being read."
-    import scrapbook  # noqa: F401
+    # Jupyter's machinery: only reading a run needs it
+    import scrapbook  # noqa: F401, PLC0415
 
-    import morningstar_trader.store  # noqa: F401
+    # imports pyarrow: only where candles are stored
+    import morningstar_trader.store  # noqa: F401, PLC0415
 
 
 def runs_tab(runs_dir: str | Path) -> W.VBox:
@@ -437,7 +445,6 @@ def _frame(db, sql: str) -> pd.DataFrame:
 
 def read_account(state_dir: str | Path, mode: str) -> dict:
     "The account of `mode` in `state_dir`: risk state, equity curve, monitoring, positions, open orders, shadow fills."
-    from morningstar_trader.portfolio import TERMINAL
 
     path = Path(state_dir) / f"{mode}.sqlite"
     if not path.is_file():
@@ -508,7 +515,8 @@ def llm_frame(monitoring: pd.DataFrame) -> pd.DataFrame:
 # %% ../nbs/17_dashboard.ipynb #fc93b923
 def resume_dialog(state_dir: str | Path, mode: str, on_done) -> W.VBox:
     "A 'lift the halt' button; it opens a confirmation with a reason; `on_done(status)` after the resume."
-    from morningstar_trader.cycle import resume_trading
+    # the paper/live driver: only the dashboard's resume button needs it
+    from morningstar_trader.cycle import resume_trading  # noqa: PLC0415
 
     open_ = W.Button(description="Lift the halt…", button_style="warning", icon="unlock")
     open_.add_class("ms-resume")
@@ -641,8 +649,8 @@ def trading_tab(
 # %% ../nbs/17_dashboard.ipynb #20571fda
 def data_frame(data_dir: str | Path, now: pd.Timestamp | None = None, stale_after_bars: int = 2) -> pd.DataFrame:
     "The store's catalogue with each series' freshness: the age of its newest candle's close, and fresh / stale."
-    from morningstar_trader.store import CandleStore
-    from morningstar_trader.types import parse_timeframe
+    # imports pyarrow: only where candles are stored
+    from morningstar_trader.store import CandleStore  # noqa: PLC0415
 
     try:
         cat = CandleStore(data_dir).catalog()
@@ -669,7 +677,6 @@ def data_tab(data_dir: str | Path, stale_after_bars: int = 2) -> W.VBox:
 # %% ../nbs/17_dashboard.ipynb #5aa08f7d
 def build_app(config_path: str | Path = "config/config.yaml", refresh_s: float = 10.0) -> W.Widget:
     "The dashboard of the project configured by `config_path`: Runs, Trading, Data."
-    from morningstar_trader.config import load_config
 
     try:
         cfg = load_config(config_path)
@@ -696,9 +703,9 @@ def build_app(config_path: str | Path = "config/config.yaml", refresh_s: float =
 def offline_template(dest: str | Path, name: str = "morningstar") -> Path:
     """Write Voila's `lab` template without its CDN links as template `name` under `dest` (a JUPYTER_PATH entry); its
     folder."""
-    import re
 
-    from jupyter_core.paths import jupyter_path
+    # only a run or the dashboard needs it
+    from jupyter_core.paths import jupyter_path  # noqa: PLC0415
 
     found = [
         Path(p) / "lab" / "index.html.j2"

@@ -27,6 +27,7 @@ from morningstar_trader.supervisor import (
     ReviewRecord,
     Supervisor,
     _clean,
+    _defuse,
     first_json_object,
 )
 from .types import parse_timeframe
@@ -204,7 +205,6 @@ def simulated_digest(at: pd.Timestamp, assets: tuple[str, ...], headlines: list[
 # %% ../nbs/07a_digest.ipynb #bc10ecad
 def digest_messages(at: pd.Timestamp, assets: tuple[str, ...], headlines: list[dict], values: dict) -> list[dict]:
     "The chat messages of one digest; each headline defused so it cannot close the fence."
-    from morningstar_trader.supervisor import _defuse
 
     items = "\n".join(f"- [{h['time']}] ({h['assets'] or '-'}) {_defuse(h['title'])}" for h in headlines) or "(none)"
     vals = json.dumps({k: round(v, 8) for k, v in values.items()}, indent=1, sort_keys=True)

@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from .backtest import ModelStrategy, compute_stats, history_bars, run_kernel_backtest
 from .config import GateSettings, Settings
 from .gate import trading_edge
 from .types import MorningstarError, parse_timeframe
@@ -69,7 +70,6 @@ def _num(x: float) -> float:
 
 
 def _curve_stats(equity: pd.Series) -> dict:
-    from morningstar_trader.backtest import compute_stats
 
     s = compute_stats(equity, pd.DataFrame({"pnl": []}), 1.0)
     return {"return": _num(s["total_return"]), "sharpe": _num(s["sharpe"]), "max_drawdown": _num(s["max_drawdown"])}
@@ -105,7 +105,6 @@ def fold_trading(
     cash: float = 10_000.0,
 ) -> tuple[dict, np.ndarray]:
     "(the model vs buy & hold, flat and random entries on the test window [lo, hi], the random statistics)."
-    from morningstar_trader.backtest import ModelStrategy, history_bars, run_kernel_backtest
 
     lo, hi = (pd.Timestamp(x) for x in test)
     strategy = ModelStrategy(model, min_confidence)

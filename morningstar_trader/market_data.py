@@ -32,7 +32,8 @@ class MarketDataError(MorningstarError):
 def is_retryable(exc: BaseException) -> bool:
     """True for ccxt's NetworkError family (RequestTimeout, DDoSProtection, RateLimitExceeded, ExchangeNotAvailable,
     ...)."""
-    import ccxt
+    # ccxt takes a second to import
+    import ccxt  # noqa: PLC0415
 
     return isinstance(exc, ccxt.NetworkError)
 
@@ -60,7 +61,8 @@ def point_urls(urls: Any, base_url: str) -> Any:
 # %% ../nbs/02_market_data.ipynb #b318953b
 def make_exchange(settings: ExchangeSettings, secrets: Secrets | None = None):
     "A ccxt client for `settings`: rate-limited, no ccxt-side retries, credentials from `secrets`."
-    import ccxt
+    # ccxt takes a second to import
+    import ccxt  # noqa: PLC0415
 
     config = {
         "enableRateLimit": settings.enable_rate_limit,
@@ -108,7 +110,8 @@ class ApiManager:
 
     def call(self, what: str, fn: Callable, *args, **kwargs):
         "`fn(*args, **kwargs)`, retried with backoff on temporary errors; a MarketDataError when it fails for good."
-        import ccxt
+        # ccxt takes a second to import
+        import ccxt  # noqa: PLC0415
 
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(is_retryable),

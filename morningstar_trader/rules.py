@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from fastcore.basics import patch
 
+from .artifact import resolve_model_dir
 from .config import RuleSettings, Settings
 from .features import Latest
 from .types import Bars, Features
@@ -147,8 +148,8 @@ def signal_model(settings: Settings):
     "What a config trades: its rule (`settings.rule`), else the trained model it names (`model.name`, `model.version`)."
     if settings.rule is not None:
         return RuleModel(RuleFeatures(settings.rule, settings.timeframe))
-    from morningstar_trader.artifact import resolve_model_dir
-    from morningstar_trader.model import MorningstarModel  # TensorFlow: only a model strategy loads it
+    # TensorFlow: only a model strategy loads it
+    from morningstar_trader.model import MorningstarModel  # noqa: PLC0415
 
     s = settings
     return MorningstarModel.load(resolve_model_dir(s.paths.models_dir, s.model.name, s.model.version), s)

@@ -7,8 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import sqlite3
+import tempfile
 import time
+import uuid
+import warnings
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -78,15 +83,14 @@ def new_run_id(mode: str, now: datetime | None = None) -> str:
 # %% ../nbs/14_runs.ipynb #08fcddf6
 def ipc_kernel_manager():
     "A jupyter_client kernel manager class whose kernels listen on local sockets, not TCP."
-    from jupyter_client.manager import AsyncKernelManager
+    # Jupyter's machinery: only a run needs it
+    from jupyter_client.manager import AsyncKernelManager  # noqa: PLC0415
 
     class IpcKernelManager(AsyncKernelManager):
         def __init__(self, **kwargs):
-            import os
-            import tempfile
-            import uuid
 
-            from jupyter_core.paths import jupyter_runtime_dir
+            # only a run or the dashboard needs it
+            from jupyter_core.paths import jupyter_runtime_dir  # noqa: PLC0415
 
             super().__init__(**kwargs)
             self.transport = "ipc"  # socket files next to the connection file; removed at shutdown
@@ -125,7 +129,8 @@ def _index_started(runs_dir: Path, run_id: str, params: dict, started: datetime,
 
 def _execute(notebook: Path, out: Path, params: dict, kernel: str, timeout_s: int) -> tuple[str, str | None]:
     "Run the notebook through papermill into `out`: (ok | failed, the error)."
-    import papermill as pm  # imports nbclient and jupyter_client: only a run needs them
+    # imports nbclient and jupyter_client: only a run needs them
+    import papermill as pm  # noqa: PLC0415
 
     try:
         # the kernel works in the caller's directory, so the config's relative paths mean what they mean on the
@@ -157,7 +162,8 @@ def run_notebook(
     timeout_s: int = 3600,
 ) -> RunRecord:
     "Execute the cycle notebook with `params` through papermill; the executed copy and the index row record it."
-    import papermill as pm
+    # Jupyter's machinery: only a run needs it
+    import papermill as pm  # noqa: PLC0415
 
     notebook, runs_dir = Path(notebook), Path(runs_dir)
     if not notebook.is_file():
@@ -195,7 +201,8 @@ def run_notebook(
 # %% ../nbs/14_runs.ipynb #ee62bee9
 def load_run(path_or_id: str | Path, runs_dir: str | Path | None = None) -> dict:
     "The scraps of a run notebook (by path, or by run id with `runs_dir`), as Python objects."
-    import scrapbook as sb
+    # Jupyter's machinery: only reading a run needs it
+    import scrapbook as sb  # noqa: PLC0415
 
     path = Path(path_or_id)
     if not path.suffix == ".ipynb":
@@ -224,11 +231,12 @@ def list_runs(runs_dir: str | Path) -> pd.DataFrame:
 # %% ../nbs/14_runs.ipynb #d45e2fe7
 def export_html(path: str | Path) -> Path:
     "Write `<run>.html` next to the run notebook `path`; its path."
-    import logging
-    import warnings
 
-    import nbconvert
-    import nbformat
+    # Jupyter's machinery: only an HTML copy needs it
+    import nbconvert  # noqa: PLC0415
+
+    # only an HTML copy needs it
+    import nbformat  # noqa: PLC0415
 
     path = Path(path)
     quiet = logging.getLogger("morningstar_trader.runs.html")

@@ -117,7 +117,8 @@ def write_sample_data(
 def synthetic_alt(raw: dict[str, pd.DataFrame], seed: int = 7) -> dict[tuple[str, str], pd.DataFrame]:
     """Synthetic alternative rows by (source, key), from the candles of `synthetic_candles`: Fear & Greed, funding,
     headlines."""
-    from morningstar_trader.alt_providers import LAGS, validated_series
+    # imports ccxt and httpx: only where alternative data is fetched or stored
+    from morningstar_trader.alt_providers import LAGS, validated_series  # noqa: PLC0415
 
     rng, out, heads = np.random.default_rng(seed + 1), {}, []
     for pair, df in raw.items():

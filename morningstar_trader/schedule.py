@@ -69,9 +69,14 @@ def wait_for_close(
 def _scheduler(launch, missed, step: pd.Timedelta, first: pd.Timestamp, max_late_s: float):
     """A background scheduler calling `launch` every `step` from `first`, never two at once, late by at most
     `max_late_s`; `missed` hears of each launch it skipped."""
-    from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED
-    from apscheduler.schedulers.background import BackgroundScheduler
-    from apscheduler.triggers.interval import IntervalTrigger
+    # only the scheduler needs it
+    from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED  # noqa: PLC0415
+
+    # only the scheduler needs it
+    from apscheduler.schedulers.background import BackgroundScheduler  # noqa: PLC0415
+
+    # only the scheduler needs it
+    from apscheduler.triggers.interval import IntervalTrigger  # noqa: PLC0415
 
     scheduler = BackgroundScheduler(timezone="UTC")
     scheduler.add_listener(missed, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
@@ -89,8 +94,11 @@ def run_schedule(
     max_runs: int | None = None,
 ) -> list[dict]:
     "Run `job(close)` for every bar close from now on; one dict per bar: close, status (ok|failed|missed), detail."
-    from apscheduler.events import EVENT_JOB_MAX_INSTANCES
-    from filelock import FileLock, Timeout
+    # only the scheduler needs it
+    from apscheduler.events import EVENT_JOB_MAX_INSTANCES  # noqa: PLC0415
+
+    # only the scheduler needs it
+    from filelock import FileLock, Timeout  # noqa: PLC0415
 
     step, lead = parse_timeframe(timeframe), pd.Timedelta(seconds=schedule.lead_s)
     if lead >= step:

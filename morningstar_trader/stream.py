@@ -62,7 +62,8 @@ def stream_exchange(
 ):
     """A ccxt.pro client for `settings` that calls `on_closed(kline)` for every closed kline (Binance's `k` object) and
     `on_connected()` whenever a connection opens."""
-    import ccxt.pro
+    # ccxt takes a second to import
+    import ccxt.pro  # noqa: PLC0415
 
     if settings.id not in CLOSED_FLAG or not hasattr(ccxt.pro, settings.id):
         raise StreamError(

@@ -7,24 +7,31 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import random
 import re
 import socket
+import tempfile
 import time
 import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import reduce
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
+from pydantic import ValidationError
 
-from .backtest import ModelStrategy, configured_backtest, history_bars
-from .config import ConfigError, Settings
+from .artifact import read_metadata
+from .backtest import BuyAndHold, ModelStrategy, SmaCross, configured_backtest, history_bars
+from .config import ConfigError, Settings, describe_errors
 from .kernel import model_id
-from .types import MorningstarError, to_utc
+from .supervisor import Supervisor
+from .types import Bars, MorningstarError, parse_timeframe, to_utc
 
 # %% auto #0
 __all__ = ['STRATEGY_PARAMS', 'FAST_KEYS', 'KERNEL_SECTIONS', 'TRAINING_SECTIONS', 'WORKER_MALLOC', 'SweepError',
@@ -59,7 +66,8 @@ def training_grid(grid: dict) -> bool:
 
 # %% ../nbs/18_sweep.ipynb #b7c67b29
 def _value(text: str):
-    import yaml
+    # only a sweep's config needs it
+    import yaml  # noqa: PLC0415
 
     try:
         return yaml.safe_load(text)
@@ -88,9 +96,6 @@ def parse_grid(items: list[str]) -> dict[str, list]:
 # %% ../nbs/18_sweep.ipynb #446b4b8b
 def with_overrides(settings: Settings, overrides: dict) -> Settings:
     "`settings` with each dotted key (`section.field`) of `overrides` replaced, validated as the config file is."
-    from pydantic import ValidationError
-
-    from morningstar_trader.config import describe_errors
 
     tree = settings.model_dump()
     for key, value in overrides.items():
@@ -177,7 +182,6 @@ def fold_ranges(index: pd.DatetimeIndex, folds: int) -> list[tuple[pd.Timestamp,
 # %% ../nbs/18_sweep.ipynb #fcb8162d
 def make_strategy(name: str, params: dict, settings: Settings, model=None, tables: dict | None = None):
     "The strategy `name` with `params`, as the backtest command builds it (the model's from cached predictions)."
-    from morningstar_trader.backtest import BuyAndHold, SmaCross
 
     if name == "sma_cross":
         return SmaCross(**params)
@@ -194,8 +198,6 @@ def backtest_once(frames: dict, strategy, settings: Settings, *, size: float | N
     "`configured_backtest` exactly as `morningstar backtest` calls it (a MemoryBook instead of the run's state file)."
     supervisor = None
     if size is None and settings.llm.mode != "off":
-        from morningstar_trader.supervisor import Supervisor
-
         supervisor = Supervisor(settings.llm)
     return configured_backtest(frames, strategy, settings, size=size, cash=cash, supervisor=supervisor, start=start)
 
@@ -327,11 +329,9 @@ def return_moments(equity: pd.Series) -> dict:
 def train_and_evaluate(frames: dict[str, pd.DataFrame], settings: Settings) -> list[dict]:
     """Per walk-forward fold of `train_model` on `frames`: its test window and trading statistics (the model's, buy &
     hold's, the p-value)."""
-    import tempfile
 
-    from morningstar_trader.artifact import read_metadata
-    from morningstar_trader.training import train_model
-    from morningstar_trader.types import Bars
+    # TensorFlow: only training needs it
+    from morningstar_trader.training import train_model  # noqa: PLC0415
 
     bars = {p: Bars("sweep", p, settings.timeframe, f) for p, f in frames.items()}
     with tempfile.TemporaryDirectory() as d:
@@ -399,9 +399,6 @@ def fold_data(
 ) -> list[dict]:
     """Per fold: its candles (with `history` bars before its first when > 0), its start (None: the first bar) and
     fingerprint."""
-    from functools import reduce
-
-    from morningstar_trader.types import parse_timeframe
 
     if not frames:
         raise SweepError("no pairs to sweep over")
@@ -445,9 +442,9 @@ WORKER_MALLOC = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": N
 def dask_client(scheduler: str | None = None, workers: int | None = None, processes: bool = True):
     """A Dask client: of the cluster at `scheduler`, else of a new local cluster of `workers` processes (default: one
     per core)."""
-    import logging
 
-    from distributed import Client, LocalCluster
+    # Dask: only a sweep needs it
+    from distributed import Client, LocalCluster  # noqa: PLC0415
 
     if scheduler:
         try:
@@ -457,7 +454,8 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, proces
         with client:
             yield client
         return
-    import dask
+    # Dask: only a sweep needs it
+    import dask  # noqa: PLC0415
 
     n = workers or len(os.sched_getaffinity(0))
     where = {"host": "127.0.0.1"} if processes else {}  # in-process workers talk over inproc://, not TCP
@@ -601,8 +599,11 @@ def run_sweep(
 # %% ../nbs/18_sweep.ipynb #a196a9a5
 def _run_tasks(todo, fd, settings, model, out, scheduler, workers, processes, progress, store) -> dict[str, dict]:
     "Run `todo` on the cluster, each fold's data sent to the workers once; every record stored as it arrives."
-    from distributed import as_completed
-    from tqdm.auto import tqdm
+    # Dask: only a sweep needs it
+    from distributed import as_completed  # noqa: PLC0415
+
+    # only a sweep's progress needs it
+    from tqdm.auto import tqdm  # noqa: PLC0415
 
     needed = sorted({t["fold"] for t in todo})
     payload = {}
@@ -672,7 +673,6 @@ def top_points(table: pd.DataFrame, metric: str = "sharpe", n: int = 10) -> pd.D
 def deflated_sharpe(sr: float, trials_sr, n_returns: int, skew: float, kurt: float) -> float:
     """The deflated Sharpe ratio of a per-bar Sharpe ratio `sr` chosen among `trials_sr` (every trial's per-bar Sharpe
     ratio)."""
-    from statistics import NormalDist
 
     trials = np.asarray(trials_sr, float)
     trials = trials[np.isfinite(trials)]

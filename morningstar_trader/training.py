@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -19,8 +20,9 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
 from .alt_data import load_alt_tables
+from .calibration import expected_calibration_error, fit_temperature, reliability_table, temper
 from .config import Settings, TrainingSettings
-from .evaluation import fold_trading, summarise_trading, trading_card
+from .evaluation import choose_min_confidence, fold_trading, summarise_trading, trading_card
 from .features import DataPreparation
 from .gate import min_confidence_for
 from .types import Bars, MorningstarError, parse_timeframe
@@ -266,8 +268,6 @@ def data_hash(bars: dict[str, Bars]) -> str:
 def _calibrate(model, val: Samples, test: Samples, settings: Settings) -> tuple[dict, dict]:
     """(the signal head's temperature fitted on `val` with ECE before/after on val and test, min_confidence chosen on
     `val`)."""
-    from morningstar_trader.calibration import expected_calibration_error, fit_temperature, reliability_table, temper
-    from morningstar_trader.evaluation import choose_min_confidence
 
     pv, yv = model.predict(val.inputs)["signal"], val.labels["signal"].to_numpy(int)
     pt, yt = model.predict(test.inputs)["signal"], test.labels["signal"].to_numpy(int)
@@ -294,9 +294,11 @@ def _calibrate(model, val: Samples, test: Samples, settings: Settings) -> tuple[
 
 # %% ../nbs/06_training.ipynb #241495e2
 def _fit_fold(settings: Settings, prep0: DataPreparation, frames: dict, labels: dict, fold: Fold, verbose: int):
-    import keras
+    # TensorFlow: only training needs it
+    import keras  # noqa: PLC0415
 
-    from morningstar_trader.model import EnhancedHybridModel, MorningstarModel
+    # TensorFlow: only a model loads it
+    from morningstar_trader.model import EnhancedHybridModel, MorningstarModel  # noqa: PLC0415
 
     tr_lo, tr_hi = fold.train
     prep = prep0.fit([f.loc[tr_lo:tr_hi] for f in frames.values()])
@@ -391,10 +393,14 @@ def _evaluation_meta(settings: Settings, infos: list[dict], trading: list[tuple[
 def train_model(settings: Settings, bars: dict[str, Bars], out_dir: str | Path, *, verbose: int = 2) -> TrainResult:
     """Walk-forward train the multi-task model on `bars` (one per pair), evaluate each fold's trading after costs, and
     write the last fold's model to `out_dir`."""
-    import keras
-    import tensorflow as tf
+    # TensorFlow: only training needs it
+    import keras  # noqa: PLC0415
 
-    from morningstar_trader.model import save_model  # first: it quiets TensorFlow's start-up before it loads
+    # TensorFlow: only training needs it
+    import tensorflow as tf  # noqa: PLC0415
+
+    # first: it quiets TensorFlow's start-up before it loads
+    from morningstar_trader.model import save_model  # noqa: PLC0415
 
     if not bars:
         raise TrainingError("no candles to train on")
@@ -550,10 +556,12 @@ def reliability_svg(folds: list[dict]) -> str | None:
     rows = [f for f in folds if "calibration" in f]
     if not rows:
         return None
-    import io
 
-    import matplotlib
-    from matplotlib.figure import Figure  # no pyplot: no GUI backend
+    # only the card's figure needs it
+    import matplotlib  # noqa: PLC0415
+
+    # no pyplot: no GUI backend
+    from matplotlib.figure import Figure  # noqa: PLC0415
 
     table = pd.DataFrame(rows[-1]["calibration"]["reliability_test"])
     fig = Figure(figsize=(4.2, 4.0))
