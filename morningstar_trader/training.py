@@ -294,11 +294,8 @@ def _calibrate(model, val: Samples, test: Samples, settings: Settings) -> tuple[
 
 # %% ../nbs/06_training.ipynb #241495e2
 def _fit_fold(settings: Settings, prep0: DataPreparation, frames: dict, labels: dict, fold: Fold, verbose: int):
-    # TensorFlow: only training needs it
-    import keras  # noqa: PLC0415
-
-    # TensorFlow: only a model loads it
-    from morningstar_trader.model import EnhancedHybridModel, MorningstarModel  # noqa: PLC0415
+    # TensorFlow, from model.py: it loads it quietly (held_startup_notices), whichever module asks first
+    from morningstar_trader.model import EnhancedHybridModel, MorningstarModel, keras  # noqa: PLC0415
 
     tr_lo, tr_hi = fold.train
     prep = prep0.fit([f.loc[tr_lo:tr_hi] for f in frames.values()])
@@ -393,14 +390,8 @@ def _evaluation_meta(settings: Settings, infos: list[dict], trading: list[tuple[
 def train_model(settings: Settings, bars: dict[str, Bars], out_dir: str | Path, *, verbose: int = 2) -> TrainResult:
     """Walk-forward train the multi-task model on `bars` (one per pair), evaluate each fold's trading after costs, and
     write the last fold's model to `out_dir`."""
-    # TensorFlow: only training needs it
-    import keras  # noqa: PLC0415
-
-    # TensorFlow: only training needs it
-    import tensorflow as tf  # noqa: PLC0415
-
-    # first: it quiets TensorFlow's start-up before it loads
-    from morningstar_trader.model import save_model  # noqa: PLC0415
+    # TensorFlow, from model.py: it loads it quietly (held_startup_notices), whichever module asks first
+    from morningstar_trader.model import keras, save_model, tf  # noqa: PLC0415
 
     if not bars:
         raise TrainingError("no candles to train on")

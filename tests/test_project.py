@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import pkgutil
 import shutil
@@ -106,3 +107,15 @@ def test_no_import_circle_and_the_drivers_share_the_kernel():
     assert "cycle" not in graph["backtest"] and "backtest" not in graph["cycle"]
     assert not graph["kernel"] & {"cycle", "backtest", "cli", "sweep", "schedule", "runs", "model", "training"}
     assert graph_module.circles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]  # the check can fail
+
+
+def test_only_the_model_module_imports_tensorflow_itself():
+    """model.py loads TensorFlow behind `held_startup_notices`; every other module takes `keras`/`tf` from it, so no
+    import order (isort's included) lets TensorFlow's start-up notices through."""
+    for path in (ROOT / "morningstar_trader").glob("*.py"):
+        if path.name == "model.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not any(n.split(".")[0] in ("keras", "tensorflow") for n in names), f"{path.name} imports {names}"
