@@ -365,6 +365,12 @@ class TrainingSettings(_Section):
     patience: int = Field(3, ge=1, le=100)
     permutations: int = Field(200, ge=200, le=100_000)  # random-entry baselines per fold (the p-value)
     class_weight: Literal["none", "balanced"] = "balanced"  # balanced: each signal class weighs as much in the loss
+    # what the signal head learns: `classes` (triple-barrier short/flat/long, cross-entropy) or `sharpe` (the target
+    # position itself, trained on the after-cost Sharpe ratio of its returns; nbs/06_training.ipynb)
+    objective: Literal["classes", "sharpe"] = "classes"
+    cost_multiplier: float = Field(1.0, ge=0, le=100)  # sharpe: the costs charged on position changes, x this
+    chunk_bars: int = Field(128, ge=8, le=10_000)  # sharpe: contiguous bars per training sequence
+    ensemble: int = Field(1, ge=1, le=16)  # networks trained with seeds seed..seed+n-1, their heads averaged
     seed: int = Field(42, ge=0, le=2**32 - 1)  # numpy and Keras seeds are unsigned 32-bit
 
 
@@ -432,6 +438,9 @@ class DecisionSettings(_Section):
     )  # the sl_tp head's distances, kept within these predicted volatilities
     regime_size: dict[int, float] | None = None  # size multiplier per regime id, each in [0, 1]; unlisted: 1
     review_risk_cut: float = Field(0.5, ge=0, lt=1)  # a review's risk_score above it shrinks the size, to 0 at 1
+    # exposure models: no entry while the target position is within it, an exit once it falls below half of it, a
+    # reduction once the target is that fraction below the position held
+    rebalance_band: float = Field(0.1, ge=0, lt=1)
     review_uncertain_size: float = Field(
         0.5, ge=0, le=1
     )  # an 'uncertain' review keeps at most this fraction of the size

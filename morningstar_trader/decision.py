@@ -13,7 +13,8 @@ from .supervisor import _outward, _real
 from .types import Decision, MorningstarError, Position, Review, TradeProposal
 
 # %% auto #0
-__all__ = ['DecisionError', 'position_size', 'cap_size', 'review_factor', 'apply_review', 'decide', 'proposal_of', 'review_entry']
+__all__ = ['DecisionError', 'position_size', 'cap_size', 'review_factor', 'apply_review', 'decide_exposure', 'decide',
+           'proposal_of', 'review_entry']
 
 # %% ../nbs/08_decision.ipynb #3db4e488
 class DecisionError(MorningstarError, ValueError):
@@ -161,6 +162,87 @@ def _no_entry(pred: dict, s: DecisionSettings, can_short: bool) -> str | None:
         return "short signal, but this market cannot short"
     return None
 
+# %% ../nbs/08_decision.ipynb #d0bc173a
+def _protective(pred: dict, decision: DecisionSettings) -> dict:
+    """The heads that set an exposure model's levels: protective, not trade-defining. The stop sits `fallback_stop_vols`
+    expected moves (over `vol_target_bars`) away, the target `reward_risk` times as far; the position ends when the
+    target position says so."""
+    out = {k: v for k, v in pred.items() if k not in ("stop_loss", "take_profit")}
+    if "volatility" in pred:
+        out["volatility"] = float(pred["volatility"]) * math.sqrt(decision.vol_target_bars)
+    return out
+
+
+def _target(pred: dict, can_short: bool) -> float:
+    "The model's target position, 0 for a short where shorting is off."
+    p = float(pred["position"])
+    if not math.isfinite(p):
+        raise DecisionError(f"target position {pred['position']!r} is not a number")
+    return p if p >= 0 or can_short else 0.0
+
+
+def _target_units(
+    pred: dict, target: float, price: float, equity: float, decision, risk
+) -> tuple[float, list[str], tuple]:
+    "(units of the target, the sizing reasons, (stop, target price, their source)) for |target| of a full position."
+    sign = 1 if target > 0 else -1
+    sl, tp, src = _levels(_protective(pred, decision), price, sign, decision)
+    units, why = position_size(
+        equity, price, {**pred, "confidence": abs(target)}, abs(price - sl) / price, decision, risk
+    )
+    units, capped = cap_size(units, equity, price, risk)
+    return units, [*why, *capped], (sl, tp, src)
+
+
+def decide_exposure(
+    pair: str,
+    pred: dict,
+    price: float,
+    equity: float,
+    position: Position | None,
+    *,
+    decision: DecisionSettings,
+    risk: RiskSettings,
+    can_short: bool,
+    baseline_size: float | None = None,
+) -> Decision:
+    "One action toward an exposure model's target position (see above)."
+    band, target = decision.rebalance_band, _target(pred, can_short)
+    if position is not None:
+        return _hold_toward(pair, pred, price, equity, position, target, decision, risk)
+    if abs(target) <= band:
+        return Decision(pair, "hold", reasons=(f"target position {target:+.2f} within the no-trade band {band:g}",))
+    side = "long" if target > 0 else "short"
+    units, why, (sl, tp, src) = _target_units(pred, target, price, equity, decision, risk)
+    reasons = [f"target position {target:+.2f} ({side}); stop {sl:g}, target {tp:g} from the {src}", *why]
+    if baseline_size is not None:  # the review may drop or shrink the unreviewed run's trades, never add one
+        if not baseline_size > 0:
+            return Decision(pair, "hold", reasons=(*reasons, "the run without the review does not enter here"))
+        units, capped = cap_size(units, equity, price, risk, baseline_size)
+        reasons += capped
+    if not units > 0:
+        return Decision(pair, "hold", reasons=(*reasons, "size is zero"))
+    return Decision(pair, f"open_{side}", size=units, stop_loss=sl, take_profit=tp, reasons=tuple(reasons))
+
+
+def _hold_toward(
+    pair: str, pred: dict, price: float, equity: float, position: Position, target: float, decision, risk
+) -> Decision:
+    "Exit, reduce toward the target, or keep a position an exposure model holds (its protective levels stay put)."
+    band = decision.rebalance_band
+    if position.sign * target <= band / 2:
+        why = "turned to the other side" if position.sign * target < 0 else f"below half the band {band:g}"
+        return Decision(pair, "close", size=position.size, reasons=(f"target position {target:+.2f} {why}",))
+    units, _, _ = _target_units(pred, target, price, equity, decision, risk)
+    if position.size - units > band * position.size:
+        return Decision(
+            pair,
+            "close",
+            size=position.size - units,
+            reasons=(f"target position {target:+.2f}: {units:.6g} units, {position.size:.6g} held; reduced",),
+        )
+    return Decision(pair, "hold", reasons=(f"target position {target:+.2f}: kept ({units:.6g} units at the target)",))
+
 # %% ../nbs/08_decision.ipynb #50225f84
 def decide(
     pair: str,
@@ -177,6 +259,18 @@ def decide(
     """One action for `pair` from one bar's predictions (`MorningstarModel.predict` row), the close `price` and the open
     position, before any review; `baseline_size`: the size the same run without the review enters with at this bar
     (0: it does not enter), or None when there is no such run to follow."""
+    if "position" in pred:  # an exposure model: toward its target position, outside the no-trade band
+        return decide_exposure(
+            pair,
+            pred,
+            price,
+            equity,
+            position,
+            decision=decision,
+            risk=risk,
+            can_short=can_short,
+            baseline_size=baseline_size,
+        )
     if position is not None:
         return _manage(pair, pred, price, position, decision)
     if why := _no_entry(pred, decision, can_short):

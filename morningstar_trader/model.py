@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from fastcore.basics import patch
@@ -57,7 +58,7 @@ with held_startup_notices():
     import tensorflow as tf
 
 # %% auto #0
-__all__ = ['SIGNAL_CLASSES', 'REGRESSION_HEADS', 'EnhancedHybridModel', 'MorningstarModel', 'save_model']
+__all__ = ['SIGNAL_CLASSES', 'REGRESSION_HEADS', 'EnhancedHybridModel', 'average_networks', 'MorningstarModel', 'save_model']
 
 # %% ../nbs/05_model.ipynb #67c61c79
 SIGNAL_CLASSES = ("short", "flat", "long")  # index 0, 1, 2 of the signal head; action = index - 1
@@ -72,9 +73,12 @@ class EnhancedHybridModel:
     n_technical: int
     n_context: int
     settings: ModelSettings
+    position: Literal["long_short", "long_only"] | None = None  # the signal head: classes (None) or a target position
 
-    def build(self, seed: int = 0) -> keras.Model:
-        "A fresh, uncompiled functional Keras model with one named output per active head."
+    def build(self, seed: int = 0, name: str = "EnhancedHybridModel") -> keras.Model:
+        """A fresh, uncompiled functional Keras model with one named output per active head. A position head is
+        tanh (long_short) or sigmoid (long_only), with no dropout before it: noise drawn anew at every bar would be
+        turnover the after-cost objective pays for."""
         keras.utils.set_random_seed(seed)
         L, s = keras.layers, self.settings
         technical = keras.Input((self.window, self.n_technical), name="technical")
@@ -83,16 +87,16 @@ class EnhancedHybridModel:
         x = L.GRU(s.rnn_units, name="sequence")(x)
         c = L.Dense(16, activation="relu", name="context_dense")(context)
         z = L.Dense(s.dense_units, activation="relu", name="shared")(L.Concatenate(name="join")([x, c]))
-        z = L.Dropout(s.dropout, name="dropout")(z)
+        if self.position is None:
+            z = L.Dropout(s.dropout, name="dropout")(z)
+        signal = {None: ("softmax", 3), "long_short": ("tanh", 1), "long_only": ("sigmoid", 1)}[self.position]
         layers = {
-            "signal": L.Dense(3, activation="softmax", name="signal"),
+            "signal": L.Dense(signal[1], activation=signal[0], name="signal"),
             "volatility": L.Dense(1, activation="softplus", name="volatility"),
             "regime": L.Dense(s.regimes, activation="softmax", name="regime"),
             "sl_tp": L.Dense(2, activation="softplus", name="sl_tp"),
         }
-        return keras.Model(
-            {"technical": technical, "context": context}, {h: layers[h](z) for h in s.heads}, name="EnhancedHybridModel"
-        )
+        return keras.Model({"technical": technical, "context": context}, {h: layers[h](z) for h in s.heads}, name=name)
 
     def compile(self, model: keras.Model, learning_rate: float) -> keras.Model:
         "Compile with a loss per active head: cross-entropy for the classes, Huber for the scaled regressions."
@@ -104,6 +108,16 @@ class EnhancedHybridModel:
         }
         model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss={h: losses[h] for h in self.settings.heads})
         return model
+
+# %% ../nbs/05_model.ipynb #58626d45
+def average_networks(nets: list[keras.Model]) -> keras.Model:
+    "One network whose every head is the mean of the heads of `nets` (built with distinct names)."
+    if len(nets) == 1:
+        return nets[0]
+    inputs = {k: keras.Input(tuple(v.shape[1:]), name=k) for k, v in nets[0].input.items()}
+    outputs = [net(inputs) for net in nets]
+    heads = {h: keras.layers.Average(name=h)([o[h] for o in outputs]) for h in outputs[0]}
+    return keras.Model(inputs, heads, name="Ensemble")
 
 # %% ../nbs/05_model.ipynb #63e94abf
 class MorningstarModel:
@@ -146,7 +160,12 @@ def predict(self: MorningstarModel, inputs) -> dict[str, np.ndarray]:
         )
     raw = {k: v.numpy() for k, v in self._call(tf.constant(x["technical"]), tf.constant(x["context"])).items()}
     out = {}
-    if "signal" in raw:
+    if (
+        "signal" in raw and raw["signal"].shape[1] == 1
+    ):  # a target position: its sign is the action, its size the confidence
+        pos = raw["signal"][:, 0]
+        out |= {"position": pos, "action": np.sign(pos).astype(np.int64), "confidence": np.abs(pos)}
+    elif "signal" in raw:
         p = raw["signal"] if self.temperature == 1.0 else temper(raw["signal"], self.temperature).astype(np.float32)
         out |= {"signal": p, "action": p.argmax(1) - 1, "confidence": p.max(1)}
     if "volatility" in raw:

@@ -28,8 +28,9 @@ from .gate import min_confidence_for
 from .types import Bars, MorningstarError, parse_timeframe
 
 # %% auto #0
-__all__ = ['TrainingError', 'make_labels', 'RegimeLabeler', 'Fold', 'walk_forward_folds', 'Samples', 'evaluate', 'TrainResult',
-           'data_hash', 'train_model', 'model_card', 'reliability_svg']
+__all__ = ['TrainingError', 'make_labels', 'RegimeLabeler', 'Fold', 'walk_forward_folds', 'Samples', 'evaluate', 'exposure_scale',
+           'trading_cost', 'after_cost_returns', 'annual_sharpe', 'chunk_rows', 'TrainResult', 'data_hash',
+           'train_model', 'model_card', 'reliability_svg']
 
 # %% ../nbs/06_training.ipynb #e62e604a
 class TrainingError(MorningstarError):
@@ -69,6 +70,7 @@ def make_labels(frame: pd.DataFrame, settings: TrainingSettings) -> pd.DataFrame
             "horizon_return": fr[:, :H].sum(1),
             "atr_frac": atr,
             "trailing_vol": talib.STDDEV(logret, H),
+            "next_return": np.r_[c[1:] / c[:-1] - 1, np.nan],  # the exposure objective's: close to the next close
         },
         index=frame.index,
     )
@@ -195,10 +197,17 @@ def _qlike(true: np.ndarray, pred: np.ndarray) -> float:
     return float(np.mean(r - np.log(np.maximum(r, 1e-300)) - 1))
 
 
-def evaluate(pred: dict, test: pd.DataFrame, train: pd.DataFrame, heads) -> dict[str, dict[str, float]]:
-    "Per head: the model's metrics and the naive baseline's on the same test rows."
+def evaluate(
+    pred: dict, test: pd.DataFrame, train: pd.DataFrame, heads, settings: Settings | None = None
+) -> dict[str, dict[str, float]]:
+    """Per head: the model's metrics and the naive baseline's on the same test rows. A target position (exposure
+    objective, `settings` needed) is measured by the after-cost Sharpe ratio of its returns on the rows, against always
+    long at the same volatility scaling."""
     m = {}
-    if "signal" in heads:
+    if "position" in pred:
+        sharpe = lambda p: annual_sharpe(after_cost_returns(p, test, settings), settings.timeframe)  # noqa: E731
+        m["signal"] = {"sharpe": sharpe(pred["position"]), "baseline_sharpe": sharpe(np.ones(len(test)))}
+    elif "signal" in heads:
         y, p = test["signal"].to_numpy(int), pred["action"] + 1
         base = np.full_like(y, int(train["signal"].mode()[0]))
         m["signal"] = {
@@ -230,6 +239,125 @@ def evaluate(pred: dict, test: pd.DataFrame, train: pd.DataFrame, heads) -> dict
             "baseline_mae": float(np.abs(y - base).mean()),
         }
     return {h: {k: float(v) for k, v in d.items()} for h, d in m.items()}
+
+# %% ../nbs/06_training.ipynb #7869a34b
+def exposure_scale(labels: pd.DataFrame, settings: Settings) -> np.ndarray:
+    "Per row, the fraction of equity a full position holds: the decision stage's volatility sizing."
+    move = labels["trailing_vol"].to_numpy(np.float64) * np.sqrt(settings.decision.vol_target_bars)
+    return np.minimum(settings.risk.max_position_fraction, settings.risk.risk_per_trade / np.maximum(move, 1e-12))
+
+
+def trading_cost(settings: Settings) -> float:
+    "The cost of trading one unit of equity, charged on every change of weight: taker fee and slippage."
+    return settings.costs.taker_fee + settings.costs.slippage_bps / 10_000
+
+
+def after_cost_returns(position: np.ndarray, labels: pd.DataFrame, settings: Settings) -> np.ndarray:
+    """Per row (rows of one pair in time order, pairs one after another): weight x next return minus the cost of the
+    change of weight since the pair's previous row (its first row pays for its entry)."""
+    w = np.asarray(position, np.float64) * exposure_scale(labels, settings)
+    pair = labels["pair"].to_numpy()
+    before = np.r_[0.0, w[:-1]]
+    before[np.r_[True, pair[1:] != pair[:-1]]] = 0.0
+    return np.nan_to_num(w * labels["next_return"].to_numpy(np.float64)) - trading_cost(settings) * np.abs(w - before)
+
+
+def annual_sharpe(returns: np.ndarray, timeframe: str) -> float:
+    "Mean over standard deviation of per-bar returns, annualised (0 without variance)."
+    sd = float(np.std(returns))
+    bars = pd.Timedelta(days=365) / parse_timeframe(timeframe)
+    return float(np.mean(returns) / sd * np.sqrt(bars)) if sd > 0 else 0.0
+
+# %% ../nbs/06_training.ipynb #63fc0923
+def chunk_rows(labels: pd.DataFrame, length: int, rng: np.random.Generator) -> np.ndarray:
+    "(n, length) row numbers of non-overlapping runs of one pair each, shuffled; rows left over are not used."
+    pair = labels["pair"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]])
+    ends = np.r_[starts[1:], len(pair)]
+    runs = []
+    for a, b in zip(starts, ends):
+        a += int(rng.integers(0, length)) if b - a > length else 0
+        n = (b - a) // length
+        runs.append(a + np.arange(n * length).reshape(n, length))
+    out = np.concatenate(runs) if runs else np.zeros((0, length), np.int64)
+    return out[rng.permutation(len(out))]
+
+# %% ../nbs/06_training.ipynb #e0b6d97a
+def _exposure_step(net, optimizer, cost: float, per_year: float, aux: dict):
+    "A compiled training step for `net`; `aux`: the Keras loss of every other head."
+    from morningstar_trader.model import tf  # noqa: PLC0415 (TensorFlow, loaded quietly by model.py)
+
+    @tf.function(reduce_retracing=True)
+    def step(technical, context, next_return, scale, targets):
+        with tf.GradientTape() as tape:
+            out = net({"technical": technical, "context": context}, training=True)
+            w = tf.reshape(out["signal"], tf.shape(next_return)) * scale
+            gained = w[:, 1:] * next_return[:, 1:] - cost * tf.abs(w[:, 1:] - w[:, :-1])
+            flat = tf.reshape(gained, [-1])
+            loss = -tf.reduce_mean(flat) / (tf.math.reduce_std(flat) + 1e-9) * per_year**0.5
+            for head, fn in aux.items():
+                loss += fn(targets[head], out[head])
+        grads = tape.gradient(loss, net.trainable_variables)
+        optimizer.apply_gradients(zip(grads, net.trainable_variables))
+        return loss
+
+    return step
+
+# %% ../nbs/06_training.ipynb #0aa10781
+def _positions(net, samples: Samples, batch: int = 4096) -> np.ndarray:
+    "The position head over every row of `samples`."
+    x = samples.inputs
+    parts = [
+        net({k: v[i : i + batch] for k, v in x.items()}, training=False)["signal"]
+        for i in range(0, len(samples), batch)
+    ]
+    return np.concatenate([np.asarray(p)[:, 0] for p in parts]) if parts else np.zeros(0)
+
+
+def _fit_exposure(net, train: Samples, val: Samples, scale: dict, settings: Settings, verbose: int, seed: int):
+    "Train `net`'s position head on the after-cost Sharpe (and its other heads on theirs); (net, epochs run)."
+    from morningstar_trader.model import keras  # noqa: PLC0415 (TensorFlow, loaded quietly by model.py)
+
+    t, heads = settings.training, [h for h in settings.model.heads if h != "signal"]
+    aux = {
+        "regime": keras.losses.SparseCategoricalCrossentropy(),
+        "volatility": keras.losses.Huber(),
+        "sl_tp": keras.losses.Huber(),
+    }
+    per_year = pd.Timedelta(days=365) / parse_timeframe(settings.timeframe)
+    step = _exposure_step(
+        net,
+        keras.optimizers.Adam(t.learning_rate, clipnorm=1.0),
+        trading_cost(settings) * t.cost_multiplier,
+        per_year,
+        {h: aux[h] for h in heads},
+    )
+    ret = np.nan_to_num(train.labels["next_return"].to_numpy(np.float32))
+    size = exposure_scale(train.labels, settings).astype(np.float32)
+    targets = _targets(train.labels, heads, scale)
+    rng, best, best_weights, wait = np.random.default_rng(seed), -np.inf, net.get_weights(), 0
+    for epoch in range(t.epochs):
+        chunks = chunk_rows(train.labels, t.chunk_bars, rng)
+        per_batch = max(1, t.batch_size // 16)  # sequences per step
+        for i in range(0, len(chunks) - per_batch + 1, per_batch):
+            rows = chunks[i : i + per_batch]
+            flat = rows.reshape(-1)
+            step(
+                train.inputs["technical"][flat],
+                train.inputs["context"][flat],
+                ret[rows],
+                size[rows],
+                {h: v[flat] for h, v in targets.items()},
+            )
+        score = annual_sharpe(after_cost_returns(_positions(net, val), val.labels, settings), settings.timeframe)
+        if verbose:
+            print(f"  epoch {epoch + 1}: validation Sharpe after costs {score:+.3f}")
+        if score > best + 1e-6:
+            best, best_weights, wait = score, net.get_weights(), 0
+        elif (wait := wait + 1) >= t.patience:
+            break
+    net.set_weights(best_weights)
+    return net, epoch + 1
 
 # %% ../nbs/06_training.ipynb #7e15b5c7
 @dataclass(frozen=True)
@@ -293,10 +421,30 @@ def _calibrate(model, val: Samples, test: Samples, settings: Settings) -> tuple[
     return calib, choice
 
 # %% ../nbs/06_training.ipynb #241495e2
-def _fit_fold(settings: Settings, prep0: DataPreparation, frames: dict, labels: dict, fold: Fold, verbose: int):
-    # TensorFlow, from model.py: it loads it quietly (held_startup_notices), whichever module asks first
-    from morningstar_trader.model import EnhancedHybridModel, MorningstarModel, keras  # noqa: PLC0415
+def _fit_network(arch, seed: int, train: Samples, val: Samples, scale: dict, settings: Settings, verbose: int):
+    "One network of the fold trained with seed `seed`: on the classes (Keras' fit) or on the after-cost Sharpe."
+    from morningstar_trader.model import keras  # noqa: PLC0415 (TensorFlow, loaded quietly by model.py)
 
+    t, heads = settings.training, settings.model.heads
+    net = arch.build(seed, name=f"member_{seed}")
+    if t.objective == "sharpe":
+        return _fit_exposure(net, train, val, scale, settings, verbose, seed)
+    history = arch.compile(net, t.learning_rate).fit(
+        train.inputs,
+        _targets(train.labels, heads, scale),
+        batch_size=t.batch_size,
+        epochs=t.epochs,
+        sample_weight=_sample_weights(train.labels, heads, t.class_weight),
+        validation_data=(val.inputs, _targets(val.labels, heads, scale)),
+        shuffle=True,
+        verbose=verbose,
+        callbacks=[keras.callbacks.EarlyStopping(patience=t.patience, restore_best_weights=True)],
+    )
+    return net, len(history.history["loss"])
+
+
+def _fold_samples(settings: Settings, prep0: DataPreparation, frames: dict, labels: dict, fold: Fold):
+    "(fitted features, regimes, train, validation and test samples, target scales) of one fold."
     tr_lo, tr_hi = fold.train
     prep = prep0.fit([f.loc[tr_lo:tr_hi] for f in frames.values()])
     regimes = RegimeLabeler.fit(
@@ -311,44 +459,41 @@ def _fit_fold(settings: Settings, prep0: DataPreparation, frames: dict, labels: 
         "volatility": float(train.labels["volatility"].median()),
         "sl_tp": float(np.median(train.labels[["mae", "mfe"]].to_numpy())),
     }
+    return prep, regimes, train, val, test, scale
+
+
+def _fit_fold(settings: Settings, prep0: DataPreparation, frames: dict, labels: dict, fold: Fold, verbose: int):
+    """Train the fold's network(s) (`training.ensemble` seeds, heads averaged), measure them on the test window and,
+    for the classes, calibrate on the validation window; (model, regimes, target scales, the fold's record)."""
+    # TensorFlow, from model.py: it loads it quietly (held_startup_notices), whichever module asks first
+    from morningstar_trader.model import EnhancedHybridModel, MorningstarModel, average_networks  # noqa: PLC0415
+
+    prep, regimes, train, val, test, scale = _fold_samples(settings, prep0, frames, labels, fold)
     heads, t = settings.model.heads, settings.training
-    arch = EnhancedHybridModel(prep.settings.window, len(prep.technical_names), len(prep.context_names), settings.model)
-    net = arch.compile(arch.build(t.seed), t.learning_rate)
-    history = net.fit(
-        train.inputs,
-        _targets(train.labels, heads, scale),
-        batch_size=t.batch_size,
-        epochs=t.epochs,
-        sample_weight=_sample_weights(train.labels, heads, t.class_weight),
-        validation_data=(val.inputs, _targets(val.labels, heads, scale)),
-        shuffle=True,
-        verbose=verbose,
-        callbacks=[keras.callbacks.EarlyStopping(patience=t.patience, restore_best_weights=True)],
+    long_only = "long_only" if settings.exchange.market_type == "spot" else "long_short"
+    arch = EnhancedHybridModel(
+        prep.settings.window,
+        len(prep.technical_names),
+        len(prep.context_names),
+        settings.model,
+        position=long_only if t.objective == "sharpe" else None,
     )
-    model = MorningstarModel(net, prep, {"heads": list(heads), "target_scale": scale})
-    metrics = evaluate(
-        model.predict(test.inputs), test.labels, train.labels, heads
-    )  # calibration never changes the argmax
+    fitted = [_fit_network(arch, t.seed + k, train, val, scale, settings, verbose) for k in range(t.ensemble)]
+    net = average_networks([n for n, _ in fitted])
+    meta = {"heads": list(heads), "target_scale": scale, "objective": t.objective}
+    model = MorningstarModel(net, prep, meta)
     info = {
         "train": [str(x) for x in fold.train],
         "val": [str(x) for x in fold.val],
         "test": [str(x) for x in fold.test],
         "samples": {"train": len(train), "val": len(val), "test": len(test)},
-        "epochs_run": len(history.history["loss"]),
-        "metrics": metrics,
-        "val_metrics": evaluate(model.predict(val.inputs), val.labels, train.labels, heads),
+        "epochs_run": max(e for _, e in fitted),
+        "metrics": evaluate(model.predict(test.inputs), test.labels, train.labels, heads, settings),
+        "val_metrics": evaluate(model.predict(val.inputs), val.labels, train.labels, heads, settings),
     }
-    if "signal" in heads:
+    if "signal" in heads and t.objective == "classes":  # calibration never changes the argmax: metrics stand
         info["calibration"], info["decision"] = _calibrate(model, val, test, settings)
-        model = MorningstarModel(
-            net,
-            prep,
-            {
-                "heads": list(heads),
-                "target_scale": scale,
-                "calibration": {"temperature": info["calibration"]["temperature"]},
-            },
-        )
+        model = MorningstarModel(net, prep, meta | {"calibration": {"temperature": info["calibration"]["temperature"]}})
     return model, regimes, scale, info
 
 # %% ../nbs/06_training.ipynb #77aad313
@@ -362,7 +507,7 @@ def _fold_trading(
         settings,
         {p: b.frame for p, b in bars.items()},
         fold.test,
-        min_confidence_for(settings.decision, info["decision"]),
+        min_confidence_for(settings.decision, info.get("decision")),
         seed=seed,
     )
     return out | {"seconds": round(time.perf_counter() - started, 2)}, random
@@ -371,9 +516,11 @@ def _fold_trading(
 def _evaluation_meta(settings: Settings, infos: list[dict], trading: list[tuple[dict, np.ndarray]]) -> dict:
     "Metadata of the saved (last fold's) model: its temperature and threshold, and every fold's trading evaluation."
     folds, random = (list(x) for x in zip(*trading))
+    last, chosen = infos[-1], {}
+    if "calibration" in last:  # the classes' temperature and threshold; an exposure model has neither
+        chosen = {"calibration": {"temperature": last["calibration"]["temperature"]}, "decision": last["decision"]}
     return {
-        "calibration": {"temperature": infos[-1]["calibration"]["temperature"]},
-        "decision": infos[-1]["decision"],
+        **chosen,
         "evaluation": {
             "trading": {
                 "folds": folds,
@@ -440,6 +587,8 @@ def train_model(settings: Settings, bars: dict[str, Bars], out_dir: str | Path, 
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "train_seconds": round(time.perf_counter() - started, 1),
         "saved": "last_fold",
+        "objective": settings.training.objective,
+        "ensemble": settings.training.ensemble,
     }
     if trading:
         meta |= _evaluation_meta(settings, infos, trading)
@@ -456,12 +605,24 @@ def train_model(settings: Settings, bars: dict[str, Bars], out_dir: str | Path, 
     return result
 
 # %% ../nbs/06_training.ipynb #fac146aa
-_SAVED = (
-    "the last fold's network, with that fold's temperature and threshold: its early stopping, calibration and "
-    "threshold "
-    "had a validation slice and its trading evaluation a test window it never saw; a refit on all data would have "
-    "neither, and an ensemble would not be the network that was evaluated"
-)
+def _saved(meta: dict) -> str:
+    "What the directory holds, and why that and not a refit."
+    n = meta.get("ensemble", 1)
+    what = (
+        f"the mean of {n} networks (seeds {meta['seed']}..{meta['seed'] + n - 1}) of the last fold"
+        if n > 1
+        else ("the last fold's network")
+    )
+    return (
+        f"{what}, with that fold's choices: its early stopping had a validation slice and its trading evaluation "
+        "a test window it never saw; a refit on all data would have neither"
+    )
+
+
+_OBJECTIVES = {
+    "classes": "classes: triple-barrier short / flat / long, cross-entropy; entries above a confidence threshold",
+    "sharpe": "sharpe: the signal head is the target position, trained on the after-cost Sharpe ratio of its returns",
+}
 
 
 def _calibration_card(folds: list[dict]) -> list[str]:
@@ -520,7 +681,8 @@ def model_card(path: Path, meta: dict, summary: pd.DataFrame) -> str:
             ),
             f"- **Heads** {', '.join(meta['heads'])}; label horizon {meta['labels']['horizon']} bars, barriers "
             f"±{meta['labels']['barrier_atr']} ATR.",
-            f"- **Walk-forward** {len(meta['folds'])} fold(s). **Saved model**: {_SAVED}.",
+            f"- **Objective** {_OBJECTIVES[meta.get('objective', 'classes')]}.",
+            f"- **Walk-forward** {len(meta['folds'])} fold(s). **Saved model**: {_saved(meta)}.",
             "",
             "## Out-of-sample metrics (mean over folds' test windows)",
             "",
