@@ -552,11 +552,7 @@ def train_model(settings: Settings, bars: dict[str, Bars], out_dir: str | Path, 
     )
     frames = {p: prep0.frame(b) for p, b in bars.items()}
     labels = {p: make_labels(b.frame, settings.training) for p, b in bars.items()}
-    labelled = pd.DatetimeIndex(sorted(set().union(*(l.index[l["signal"].notna()] for l in labels.values()))))
-    labelled = labelled[labelled >= min(f.index[0] for f in frames.values())]
-    if len(labelled) == 0:
-        raise TrainingError(f"no bar has both a full warm-up ({prep0.warm_up} bars) and a full label horizon")
-    folds = walk_forward_folds(labelled[0], labelled[-1], parse_timeframe(settings.timeframe), settings.training)
+    folds = _folds(settings, prep0, frames, labels)
     infos, trading = [], []
     for i, fold in enumerate(folds):
         if verbose:
@@ -568,7 +564,37 @@ def train_model(settings: Settings, bars: dict[str, Bars], out_dir: str | Path, 
         if "signal" in settings.model.heads:  # without it the model never trades: no trading evaluation (unproven)
             trading.append(_fold_trading(model, settings, bars, fold, info, settings.training.seed + i))
         infos.append(info)
-    meta = {
+    meta = _metadata(settings, bars, scale, regimes, infos, started)
+    if trading:
+        meta |= _evaluation_meta(settings, infos, trading)
+    result = TrainResult(Path(out_dir), infos)
+    # the card goes in with the other files, so it is hashed too and the directory appears whole or not at all
+    svg = reliability_svg(infos)
+    card = model_card(result.path, meta, result.summary())
+    save_model(
+        result.path,
+        model.network,
+        model.prep,
+        meta,
+        {"MODEL_CARD.md": card, **({"reliability.svg": svg} if svg else {})},
+    )
+    return result
+
+
+def _folds(settings: Settings, prep0: DataPreparation, frames: dict, labels: dict) -> list[Fold]:
+    "The walk-forward folds over the bars that have both a full warm-up and a full label horizon."
+    labelled = pd.DatetimeIndex(sorted(set().union(*(l.index[l["signal"].notna()] for l in labels.values()))))
+    labelled = labelled[labelled >= min(f.index[0] for f in frames.values())]
+    if len(labelled) == 0:
+        raise TrainingError(f"no bar has both a full warm-up ({prep0.warm_up} bars) and a full label horizon")
+    return walk_forward_folds(labelled[0], labelled[-1], parse_timeframe(settings.timeframe), settings.training)
+
+
+def _metadata(
+    settings: Settings, bars: dict[str, Bars], scale: dict, regimes, infos: list[dict], started: float
+) -> dict:
+    "What metadata.json says of the model besides its trading evaluation."
+    return {
         "heads": list(settings.model.heads),
         "target_scale": scale,
         "model": settings.model.model_dump(),
@@ -590,19 +616,6 @@ def train_model(settings: Settings, bars: dict[str, Bars], out_dir: str | Path, 
         "objective": settings.training.objective,
         "ensemble": settings.training.ensemble,
     }
-    if trading:
-        meta |= _evaluation_meta(settings, infos, trading)
-    result = TrainResult(Path(out_dir), infos)
-    # the card goes in with the other files, so it is hashed too and the directory appears whole or not at all
-    svg = reliability_svg(infos)
-    save_model(
-        result.path,
-        model.network,
-        model.prep,
-        meta,
-        {"MODEL_CARD.md": model_card(result.path, meta, result.summary()), **({"reliability.svg": svg} if svg else {})},
-    )
-    return result
 
 # %% ../nbs/06_training.ipynb #fac146aa
 def _saved(meta: dict) -> str:
