@@ -497,16 +497,19 @@ class ResampleReport:
                 f"{r.start:%Y-%m-%d %H:%M} ({r.candles}/{r.candles + r.missing})"
                 for r in self.dropped.head(3).itertuples()
             )
-            s += f" ({', '.join(f'{n} {r}' for r, n in why.items())}; first: {first})"
+            s += f" ({', '.join(f'{r}: {n}' for r, n in why.items())}; first: {first})"
         return s
 
 # %% ../nbs/01b_candles.ipynb #b6648bb5
 def _dropped(starts: np.ndarray, counts: np.ndarray, ns: np.ndarray, step: int, to: int) -> pd.DataFrame:
     "Every incomplete bucket from the first to the last one (empty ones too), with its candles, missing ones and why."
     k = to // step
-    span = np.arange(starts[0], starts[-1] + 1, to) if len(starts) else np.zeros(0, np.int64)
-    have = np.zeros(len(span), np.int64)
-    have[(starts - span[0]) // to if len(starts) else []] = counts
+    n = (starts[-1] - starts[0]) // to + 1 if len(starts) else 0
+    span = starts[:1] + to * np.arange(
+        n, dtype=np.int64
+    )  # np.arange(first, last, to) sizes itself in float64: off by one
+    have = np.zeros(n, np.int64)
+    have[(starts - starts[:1]) // to] = counts
     out = np.flatnonzero(have < k)
     reason = np.full(len(out), _GAP, dtype=object)
     if len(out) and out[0] == 0 and ns[0] > span[0]:
