@@ -505,9 +505,8 @@ def _dropped(starts: np.ndarray, counts: np.ndarray, ns: np.ndarray, step: int, 
     "Every incomplete bucket from the first to the last one (empty ones too), with its candles, missing ones and why."
     k = to // step
     n = (starts[-1] - starts[0]) // to + 1 if len(starts) else 0
-    span = starts[:1] + to * np.arange(
-        n, dtype=np.int64
-    )  # np.arange(first, last, to) sizes itself in float64: off by one
+    # not np.arange(first, last + 1, to): it sizes itself in float64, which loses the + 1 on epochs in ns
+    span = starts[:1] + to * np.arange(n, dtype=np.int64)
     have = np.zeros(n, np.int64)
     have[(starts - starts[:1]) // to] = counts
     out = np.flatnonzero(have < k)
