@@ -18,8 +18,9 @@ import pandas as pd
 from .types import BAR_COLUMNS, Bars, MorningstarError, clip_repr, empty_bar_frame, parse_timeframe
 
 # %% auto #0
-__all__ = ['CandleReport', 'CandleError', 'CandleFileError', 'time_zone', 'parse_timestamps', 'step_name', 'find_gaps',
-           'check_candles', 'validated_bars', 'check_bars', 'read_candles_file']
+__all__ = ['CandleReport', 'CandleError', 'CandleFileError', 'time_zone', 'parse_timestamps', 'grid_anchor', 'step_name',
+           'find_gaps', 'check_candles', 'validated_bars', 'check_bars', 'read_candles_file', 'ResampleError',
+           'resample_steps', 'ResampleReport', 'resample_bars']
 
 # %% ../nbs/01b_candles.ipynb #eaf9e990
 @dataclass(frozen=True)
@@ -232,7 +233,7 @@ def _reasons(ts: pd.Series, num: dict[str, np.ndarray], step: pd.Timedelta) -> t
     # dominated
     nat = ts.isna().to_numpy()
     ns = pd.DatetimeIndex(ts).as_unit("ns").asi8
-    anchor = pd.Timestamp("1970-01-05" if step % pd.Timedelta(weeks=1) == pd.Timedelta(0) else 0, tz="UTC").value
+    anchor = grid_anchor(step)
     same_as_next = np.zeros(len(ns), bool)
     same_as_next[:-1] = (ns[1:] == ns[:-1]) & ~nat[1:] & ~nat[:-1]  # sorted: duplicates are neighbours
     o, h, l, c, v = (num[k] for k in BAR_COLUMNS)
@@ -251,6 +252,14 @@ def _reasons(ts: pd.Series, num: dict[str, np.ndarray], step: pd.Timedelta) -> t
     bad = masks.any(axis=1)
     names = np.array(list(checks))
     return bad, ["; ".join(names[m]) for m in masks[bad]]  # strings only for the bad rows: most candles are fine
+
+
+_MONDAY_NS = pd.Timestamp("1970-01-05", tz="UTC").value  # the first Monday after the epoch
+
+
+def grid_anchor(step: pd.Timedelta) -> int:
+    "Where the grid of candles of length `step` starts, in UTC ns: the epoch, or Monday 1970-01-05 for whole weeks."
+    return _MONDAY_NS if step % pd.Timedelta(weeks=1) == pd.Timedelta(0) else 0
 
 
 def step_name(step: pd.Timedelta) -> str:
@@ -438,3 +447,104 @@ def read_candles_file(path: str | Path, *, base: str | None = None, tz: str = "U
     out = pd.DataFrame({k: df.iloc[:, i].reset_index(drop=True) for k, i in _pick_columns(df, path, base).items()})
     out["timestamp"] = parse_timestamps(out["timestamp"], tz)
     return out
+
+# %% ../nbs/01b_candles.ipynb #70fada36
+class ResampleError(MorningstarError, ValueError):
+    "Candles of one timeframe cannot be aggregated into the other (finer, not a whole multiple, or grids that differ)."
+
+
+def resample_steps(source: str, target: str) -> tuple[pd.Timedelta, pd.Timedelta]:
+    "The lengths of `source` and `target` candles; a ResampleError naming both unless a target is whole source candles."
+    step, to = parse_timeframe(source), parse_timeframe(target)
+    if to == step:
+        why = "it is the same length: there is nothing to aggregate"
+    elif to < step:
+        why = f"it is finer than {source}: candles are aggregated, never split"
+    elif to % step:
+        why = f"it is not a whole multiple of {source}: a {target} candle would cut a {source} candle in two"
+    elif (grid_anchor(to) - grid_anchor(step)) % step.value:
+        why = f"{target} candles open on Mondays, which is not on the {source} grid"
+    else:
+        return step, to
+    raise ResampleError(f"cannot resample {source} candles to {target}: {why}")
+
+# %% ../nbs/01b_candles.ipynb #d0e285c0
+_GAP, _STARTS_INSIDE, _ENDS_INSIDE = (
+    "gap in the source",
+    "source starts inside it",
+    "source ends inside it (still forming or cut)",
+)
+
+
+@dataclass(frozen=True)
+class ResampleReport:
+    """What `resample_bars` did: timeframes, candles in and out, and each dropped bucket (`start`, the `candles` it had,
+    the `missing` ones, `reason`)."""
+
+    source: str
+    target: str
+    rows_in: int
+    rows_out: int
+    dropped: pd.DataFrame
+
+    def summary(self) -> str:
+        "One line: candles in and out, buckets dropped and why, the first few of them."
+        n = len(self.dropped)
+        s = f"{self.rows_in} {self.source} candles -> {self.rows_out} {self.target}, {n} buckets dropped"
+        if len(self.dropped):
+            why = self.dropped["reason"].value_counts(sort=False)
+            first = ", ".join(
+                f"{r.start:%Y-%m-%d %H:%M} ({r.candles}/{r.candles + r.missing})"
+                for r in self.dropped.head(3).itertuples()
+            )
+            s += f" ({', '.join(f'{r}: {n}' for r, n in why.items())}; first: {first})"
+        return s
+
+# %% ../nbs/01b_candles.ipynb #b6648bb5
+def _dropped(starts: np.ndarray, counts: np.ndarray, ns: np.ndarray, step: int, to: int) -> pd.DataFrame:
+    "Every incomplete bucket from the first to the last one (empty ones too), with its candles, missing ones and why."
+    k = to // step
+    n = (starts[-1] - starts[0]) // to + 1 if len(starts) else 0
+    # not np.arange(first, last + 1, to): it sizes itself in float64, which loses the + 1 on epochs in ns
+    span = starts[:1] + to * np.arange(n, dtype=np.int64)
+    have = np.zeros(n, np.int64)
+    have[(starts - starts[:1]) // to] = counts
+    out = np.flatnonzero(have < k)
+    reason = np.full(len(out), _GAP, dtype=object)
+    if len(out) and out[0] == 0 and ns[0] > span[0]:
+        reason[0] = _STARTS_INSIDE
+    if len(out) and out[-1] == len(span) - 1 and ns[-1] + step < span[-1] + to:
+        reason[-1] = _ENDS_INSIDE
+    return pd.DataFrame(
+        {
+            "start": pd.DatetimeIndex(span[out].astype("datetime64[ns]")).tz_localize("UTC"),
+            "candles": have[out],
+            "missing": k - have[out],
+            "reason": reason,
+        }
+    )
+
+
+def resample_bars(bars: Bars, timeframe: str) -> tuple[Bars, ResampleReport]:
+    """`bars` aggregated into `timeframe` candles on its UTC grid (first open, max high, min low, last close, summed
+    volume); a bucket that lacks a source candle is dropped and reported, never filled."""
+    step, to = resample_steps(bars.timeframe, timeframe)
+    check_bars(bars)
+    ns, k = bars.frame.index.as_unit("ns").asi8, to // step
+    anchor = grid_anchor(to)
+    starts, counts = np.unique(ns - (ns - anchor) % to.value, return_counts=True)  # sorted candles: buckets in order
+    full = counts == k
+    v = bars.frame.to_numpy(np.float64)[np.repeat(full, counts)].reshape(-1, k, len(BAR_COLUMNS))
+    frame = pd.DataFrame(
+        {
+            "open": v[:, 0, 0],
+            "high": v[:, :, 1].max(axis=1),
+            "low": v[:, :, 2].min(axis=1),
+            "close": v[:, -1, 3],
+            "volume": v[:, :, 4].sum(axis=1),
+        },
+        index=pd.DatetimeIndex(starts[full].astype("datetime64[ns]"), name="timestamp").tz_localize("UTC"),
+    )
+    dropped = _dropped(starts, counts, ns, step.value, to.value)
+    out = Bars(bars.exchange, bars.pair, timeframe, frame)
+    return out, ResampleReport(bars.timeframe, timeframe, len(bars), len(out), dropped)

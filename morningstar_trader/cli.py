@@ -13,8 +13,8 @@ from pathlib import Path
 import morningstar_trader
 
 # %% auto #0
-__all__ = ['data_download', 'data_import', 'data_show', 'data_sample', 'alt_download', 'alt_import', 'alt_show', 'train',
-           'review', 'backtest', 'sweep', 'run', 'schedule', 'risk', 'runs', 'voila_command', 'dashboard',
+__all__ = ['data_download', 'data_import', 'data_show', 'data_sample', 'data_resample', 'alt_download', 'alt_import', 'alt_show',
+           'train', 'review', 'backtest', 'sweep', 'run', 'schedule', 'risk', 'runs', 'voila_command', 'dashboard',
            'build_parser', 'main']
 
 # %% ../nbs/15_cli.ipynb #a9af7170
@@ -209,6 +209,41 @@ def data_sample(args) -> int:
         print(f"{res.rows} synthetic 1h candles in {res.path}")
     print("These candles are SYNTHETIC (regime-switching GARCH), for demos and tests; see nbs/02b_sample_data.ipynb.")
     print(f"SYNTHETIC alternative series (Fear & Greed, funding, headlines) under {alt.root}")
+    return 0
+
+# %% ../nbs/15_cli.ipynb #152552fa
+def data_resample(args) -> int:
+    from morningstar_trader.candles import resample_steps
+    from morningstar_trader.store import CandleStore, StoreError
+    from morningstar_trader.types import MorningstarError
+
+    cfg, _, data_dir = _setup(args, pairs=args.pairs)
+    exchange, store = args.exchange or cfg.exchange.id, CandleStore(data_dir)
+    try:
+        for target in args.targets:
+            resample_steps(args.source, target)
+        store.path(exchange, "BTC/USDT", args.source)  # a bad exchange name: bad arguments
+    except MorningstarError as e:
+        raise _usage(str(e)) from None
+    cat = store.catalog()
+    stored = cat.loc[(cat["exchange"] == exchange) & (cat["timeframe"] == args.source), "pair"].tolist()
+    pairs = list(dict.fromkeys(args.pairs)) if args.pairs else stored
+    if lacking := [p for p in pairs if p not in stored] or ([] if pairs else ["(any pair)"]):
+        raise StoreError(
+            f"no {args.source} candles stored for {exchange} {', '.join(lacking)} under {store.root} (stored at "
+            f"{args.source}: {', '.join(stored) or 'nothing'}); `morningstar data download` or `data import` first"
+        )
+    for pair in pairs:
+        for target in args.targets:
+            res = store.resample(exchange, pair, args.source, target)
+            done = (
+                f"+{res.added} new, {res.replaced} changed, "
+                + (f"{res.removed} removed, " if res.removed else "")
+                + f"{res.rows} stored in {res.path}"
+                if res.rows
+                else "no complete bucket, nothing stored"
+            )
+            print(f"{exchange} {pair} {args.source} -> {target}: {done}; {res.report.summary()}")
     return 0
 
 # %% ../nbs/15_cli.ipynb #312c9c3f
@@ -840,8 +875,8 @@ def _backtest_range(p) -> None:
 
 # %% ../nbs/15_cli.ipynb #42b0b64e
 def _add_data(sub) -> None:
-    "`morningstar data ACTION`: download, import, show, sample."
-    data = sub.add_parser("data", help="market data: download, import, show, sample").add_subparsers(
+    "`morningstar data ACTION`: download, import, resample, show, sample."
+    data = sub.add_parser("data", help="market data: download, import, resample, show, sample").add_subparsers(
         dest="action", required=True, metavar="ACTION"
     )
 
@@ -875,6 +910,22 @@ def _add_data(sub) -> None:
         "--drop-invalid", action="store_true", help="store the valid candles when some are bad (default: fail)"
     )
     i.set_defaults(run=data_import)
+
+    r = data.add_parser(
+        "resample", parents=[_common(True)], help="derive coarser candles (4h, 1d) from stored finer ones (1h)"
+    )
+    r.add_argument("--from", dest="source", required=True, metavar="TIMEFRAME", help="the stored timeframe, e.g. 1h")
+    r.add_argument(
+        "--to",
+        dest="targets",
+        nargs="+",
+        required=True,
+        metavar="TIMEFRAME",
+        help="one or more coarser timeframes, each a whole multiple of --from, e.g. 4h 1d",
+    )
+    r.add_argument("--exchange", help="store name of the candles (default: exchange.id of the config)")
+    r.add_argument("--pairs", nargs="+", metavar="PAIR", help="default: every pair stored at --from for the exchange")
+    r.set_defaults(run=data_resample)
 
     s = data.add_parser("show", parents=[_common(True)], help="list what is stored: pairs, ranges, rows, gaps")
     s.set_defaults(run=data_show)

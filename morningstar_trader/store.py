@@ -16,11 +16,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fastcore.basics import patch
 
-from .candles import find_gaps
+from .candles import ResampleReport, find_gaps, resample_bars, resample_steps
 from .types import Bars, MorningstarError, clip_repr, parse_timeframe
 
 # %% auto #0
-__all__ = ['SOURCES', 'StoreError', 'SaveResult', 'CandleStore']
+__all__ = ['SOURCES', 'StoreError', 'SaveResult', 'CandleStore', 'ResampleResult']
 
 # %% ../nbs/02a_store.ipynb #aecd131c
 class StoreError(MorningstarError):
@@ -58,6 +58,17 @@ def _write_atomic(table: pa.Table, path: Path) -> None:
             os.close(dir_fd)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _write_file(frame: pd.DataFrame, meta: dict, path: Path) -> None:
+    "A `Bars` frame with the store's metadata, written atomically to `path`; a StoreError when it cannot be."
+    table = pa.Table.from_pandas(frame, preserve_index=True)
+    table = table.replace_schema_metadata({**table.schema.metadata, _META_KEY: json.dumps(meta).encode()})
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(table, path)
+    except OSError as e:
+        raise StoreError(f"cannot write {path}: {e.strerror or e}") from None
 
 # %% ../nbs/02a_store.ipynb #58feeb9f
 _EXCHANGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -122,6 +133,12 @@ def save(self: CandleStore, bars: Bars, source: str) -> SaveResult:
     if path.exists():
         old, meta = self._read(path)
         sources |= set(meta["sources"])
+        if meta.get("derived_from"):
+            raise StoreError(
+                f"{path} holds {bars.timeframe} candles derived from {meta['derived_from']} (`morningstar data "
+                f"resample`); refusing to merge {source} candles into them (delete that file first, or use another "
+                f"data dir)"
+            )
         if "synthetic" in sources and len(sources) > 1:
             raise StoreError(
                 f"{path} holds {'/'.join(meta['sources'])} candles; refusing to mix them with {source} candles "
@@ -132,34 +149,53 @@ def save(self: CandleStore, bars: Bars, source: str) -> SaveResult:
     merged = pd.concat([old.drop(index=overlap), new]).sort_index()
     merged = Bars(bars.exchange, bars.pair, bars.timeframe, merged).frame  # re-check the schema before writing
     meta = {"exchange": bars.exchange, "pair": bars.pair, "timeframe": bars.timeframe, "sources": sorted(sources)}
-    table = pa.Table.from_pandas(merged, preserve_index=True)
-    table = table.replace_schema_metadata({**table.schema.metadata, _META_KEY: json.dumps(meta).encode()})
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(table, path)
-    except OSError as e:
-        raise StoreError(f"cannot write {path}: {e.strerror or e}") from None
+    _write_file(merged, meta, path)
     return SaveResult(path, len(bars) - len(overlap), replaced, len(merged))
 
 # %% ../nbs/02a_store.ipynb #3c80905b
+def _derive_hint(cat: pd.DataFrame, exchange: str, pair: str, timeframe: str) -> str:
+    "How to derive `timeframe` candles of the pair from a finer timeframe stored for it, when there is one."
+    for tf in cat.loc[(cat["exchange"] == exchange) & (cat["pair"] == pair)].sort_values("derived_from")["timeframe"]:
+        try:
+            resample_steps(tf, timeframe)
+        except MorningstarError:
+            continue
+        return (
+            f"; derive them from the stored {tf} candles with `morningstar data resample --from {tf} --to {timeframe} "
+            f"--exchange {exchange} --pairs {pair}`"
+        )
+    return ""
+
+
 @patch
-def load(self: CandleStore, exchange: str, pair: str, timeframe: str, start=None, end=None) -> Bars:
-    "The stored candles with open time in [start, end); a StoreError when none are stored."
+def _stored(self: CandleStore, exchange: str, pair: str, timeframe: str) -> tuple[Bars, dict]:
+    "Every stored candle of (exchange, pair, timeframe) and the file's metadata; a StoreError when none are stored."
     path = self.path(exchange, pair, timeframe)
     if not path.exists():
-        have = ", ".join(f"{r.exchange} {r.pair} {r.timeframe}" for r in self.catalog().itertuples()) or "nothing"
-        raise StoreError(f"no candles stored for {exchange} {pair} {timeframe} under {self.root} (stored: {have})")
+        cat = self.catalog()
+        have = ", ".join(f"{r.exchange} {r.pair} {r.timeframe}" for r in cat.itertuples()) or "nothing"
+        raise StoreError(
+            f"no candles stored for {exchange} {pair} {timeframe} under {self.root} (stored: {have})"
+            + _derive_hint(cat, exchange, pair, timeframe)
+        )
     frame, meta = self._read(path)
     if (meta["exchange"], meta["pair"], meta["timeframe"]) != (exchange, pair, timeframe):
         raise StoreError(
             f"{path} holds {meta['exchange']} {meta['pair']} {meta['timeframe']}, not {exchange} {pair} {timeframe}"
         )
-    return Bars(exchange, pair, timeframe, frame).between(start, end)
+    return Bars(exchange, pair, timeframe, frame), meta
+
+
+@patch
+def load(self: CandleStore, exchange: str, pair: str, timeframe: str, start=None, end=None) -> Bars:
+    "The stored candles with open time in [start, end); a StoreError when none are stored."
+    return self._stored(exchange, pair, timeframe)[0].between(start, end)
 
 
 @patch
 def catalog(self: CandleStore) -> pd.DataFrame:
-    "One row per stored file: exchange, pair, timeframe, sources, rows, first, last, gaps, missing bars."
+    """One row per stored file: exchange, pair, timeframe, sources, rows, first, last, gaps, missing bars, and the
+    timeframe it was derived from ('' when stored as it came)."""
     rows = []
     for path in sorted(self.root.glob("*/*.parquet")):
         frame, meta = self._read(path)
@@ -173,10 +209,53 @@ def catalog(self: CandleStore) -> pd.DataFrame:
                 "last": frame.index.max(),
                 "gaps": len(gaps),
                 "missing_bars": int(gaps["missing"].sum()),
+                "derived_from": meta.get("derived_from", ""),
                 "path": str(path),
             }
         )
     return pd.DataFrame(
         rows,
-        columns=["exchange", "pair", "timeframe", "sources", "rows", "first", "last", "gaps", "missing_bars", "path"],
+        columns=[
+            *("exchange", "pair", "timeframe", "sources", "rows", "first", "last", "gaps", "missing_bars"),
+            *("derived_from", "path"),
+        ],
     )
+
+# %% ../nbs/02a_store.ipynb #9d72f621
+@dataclass(frozen=True)
+class ResampleResult:
+    """What one `resample` did: where, rows now stored, rows added, changed and removed since the previous derivation,
+    and the report of the dropped buckets."""
+
+    path: Path
+    rows: int
+    added: int
+    replaced: int
+    removed: int
+    report: ResampleReport
+
+
+@patch
+def resample(self: CandleStore, exchange: str, pair: str, source: str, target: str) -> ResampleResult:
+    """Derive the `target` candles of (exchange, pair) from all its stored `source` candles, in place of an earlier
+    derivation (running it again changes nothing); a StoreError when `target` candles stored as they came are there."""
+    resample_steps(source, target)  # a bad pair of timeframes is refused before any file is read
+    path = self.path(exchange, pair, target)
+    old, meta = self._read(path) if path.exists() else (None, {})
+    if old is not None and not meta.get("derived_from"):
+        raise StoreError(
+            f"{path} holds {target} candles from {'/'.join(meta['sources'])}, not derived ones; refusing to replace "
+            f"them with candles derived from {source} (move that file away, or use another data dir)"
+        )
+    bars, source_meta = self._stored(exchange, pair, source)
+    new, report = resample_bars(bars, target)
+    want = {**{k: source_meta[k] for k in ("exchange", "pair", "sources")}, "timeframe": target, "derived_from": source}
+    old = new.frame.iloc[:0] if old is None else old
+    overlap = old.index.intersection(new.frame.index)
+    replaced = int((old.loc[overlap] != new.frame.loc[overlap]).any(axis=1).sum())
+    added, removed = len(new) - len(overlap), len(old) - len(overlap)
+    if not len(new):
+        path.unlink(missing_ok=True)  # no complete bucket (a source shorter than one): no series, not an empty one
+    elif added or replaced or removed or meta != want:
+        _write_file(new.frame, want, path)
+    return ResampleResult(path, len(new), added, replaced, removed, report)
