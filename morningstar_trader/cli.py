@@ -911,6 +911,22 @@ def _add_data(sub) -> None:
     )
     i.set_defaults(run=data_import)
 
+    _add_data_resample(data)
+
+    s = data.add_parser("show", parents=[_common(True)], help="list what is stored: pairs, ranges, rows, gaps")
+    s.set_defaults(run=data_show)
+
+    m = data.add_parser("sample", parents=[_common(True)], help="write the synthetic sample data set (offline demo)")
+    m.add_argument("--pairs", nargs="+", metavar="PAIR", help="a subset of the sample pairs (default: all)")
+    m.add_argument("--exchange", default="synthetic", help="store name for the sample set (default: %(default)s)")
+    m.add_argument("--start", default="2023-01-01", type=_date("--start"), help="first candle (default: %(default)s)")
+    m.add_argument("--days", type=int, default=730, help="length in days (default: %(default)s)")
+    m.add_argument("--seed", type=int, default=7, help="random seed (default: %(default)s)")
+    m.set_defaults(run=data_sample)
+
+
+def _add_data_resample(data) -> None:
+    "`morningstar data resample`."
     r = data.add_parser(
         "resample", parents=[_common(True)], help="derive coarser candles (4h, 1d) from stored finer ones (1h)"
     )
@@ -926,17 +942,6 @@ def _add_data(sub) -> None:
     r.add_argument("--exchange", help="store name of the candles (default: exchange.id of the config)")
     r.add_argument("--pairs", nargs="+", metavar="PAIR", help="default: every pair stored at --from for the exchange")
     r.set_defaults(run=data_resample)
-
-    s = data.add_parser("show", parents=[_common(True)], help="list what is stored: pairs, ranges, rows, gaps")
-    s.set_defaults(run=data_show)
-
-    m = data.add_parser("sample", parents=[_common(True)], help="write the synthetic sample data set (offline demo)")
-    m.add_argument("--pairs", nargs="+", metavar="PAIR", help="a subset of the sample pairs (default: all)")
-    m.add_argument("--exchange", default="synthetic", help="store name for the sample set (default: %(default)s)")
-    m.add_argument("--start", default="2023-01-01", type=_date("--start"), help="first candle (default: %(default)s)")
-    m.add_argument("--days", type=int, default=730, help="length in days (default: %(default)s)")
-    m.add_argument("--seed", type=int, default=7, help="random seed (default: %(default)s)")
-    m.set_defaults(run=data_sample)
 
 # %% ../nbs/15_cli.ipynb #3c267875
 def _add_alt(sub) -> None:
