@@ -1,0 +1,223 @@
+"""Train the model walk-forward on real candles, per timeframe and objective, and write docs/EVALUATION.md.
+
+    .venv/bin/python scripts/evaluation.py --work /tmp/evaluation --data ../shared/data [--only 1d] [--write]
+
+Three data sets: the 5 real 1h pairs, the same pairs resampled to 4h (`morningstar data resample`), and the 9 real
+daily pairs. On each, the default configuration is trained with each variant below through `morningstar train` (its
+own models/<variant>/ under --work): every fold's network is measured on its validation slice, and its test window is
+traded through the kernel backtest against buy & hold, volatility-targeted buy & hold, TSMOM (lookback chosen on the
+fold's validation slice), flat and random entries (the model card's evaluation). A variant is chosen per data set on
+its validation slices only: the after-cost Sharpe ratio of the exposure objective's positions on those rows. The
+test columns are reported, never used to choose. The data (../shared/data) is development data beside the project:
+neither the package nor its tests need it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+BIN = Path(sys.executable).parent
+HOURLY = ["BTC/USDT", "ETH/USDT", "SOL/USDT", "BNB/USDT", "XRP/USDT"]
+DAILY = [*HOURLY, "ADA/USDT", "TRX/USDT", "DOGE/USDT", "BCH/USDT"]
+DATASETS = {  # name -> timeframe, pairs, the candles' source, the counts (in bars) that depend on the timeframe
+    "1h": {"timeframe": "1h", "pairs": HOURLY, "source": "1h", "training": {}},
+    "4h": {
+        "timeframe": "4h",
+        "pairs": HOURLY,
+        "source": "1h",
+        "training": {"train_bars": 2190, "val_bars": 365, "test_bars": 365, "horizon": 12, "regime_window": 18},
+    },
+    "1d": {
+        "timeframe": "1d",
+        "pairs": DAILY,
+        "source": "1d",
+        "training": {
+            "train_bars": 730,
+            "val_bars": 180,
+            "test_bars": 180,
+            "folds": 4,
+            "horizon": 5,
+            "regime_window": 10,
+        },
+    },
+}
+VARIANTS = {  # name -> changed keys (dotted) against config/config.yaml
+    "classes": {"training.objective": "classes", "training.ensemble": 1},
+    "sharpe": {"training.objective": "sharpe", "training.ensemble": 3},
+    "sharpe, costs x4": {"training.objective": "sharpe", "training.ensemble": 3, "training.cost_multiplier": 4.0},
+}
+BASELINES = {"buy_hold": "buy & hold", "vol_target": "vol-targeted B&H", "tsmom": "TSMOM"}
+
+
+def _run(*args: str, work: Path) -> None:
+    subprocess.run([str(BIN / "morningstar"), *args], cwd=work, check=True, stdout=subprocess.DEVNULL)
+
+
+def _config(work: Path, dataset: str, name: str, changes: dict) -> Path:
+    d = DATASETS[dataset]
+    cfg: dict = {
+        "exchange": {"id": "binance"},
+        "pairs": d["pairs"],
+        "timeframe": d["timeframe"],
+        "model": {"name": f"{dataset}-{name.replace(' ', '').replace(',', '-')}"},
+        "training": dict(d["training"]),
+        "llm": {"mode": "off"},
+    }
+    for key, value in changes.items():
+        section, field = key.split(".")
+        cfg.setdefault(section, {})[field] = value
+    path = work / f"{cfg['model']['name']}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _import(work: Path, data: Path) -> None:
+    "The real candles into --work's store: 1h and daily files imported, 4h derived from the 1h."
+    if (work / "data" / "processed").is_dir():
+        return
+    config = _config(work, "1h", "import", {})
+    for pair in DAILY:
+        name = pair.replace("/", "")
+        if pair in HOURLY:
+            _run(
+                "data",
+                "import",
+                str(data / "binance_spot_1h" / f"{name}_1h.csv"),
+                "--config",
+                str(config),
+                "--exchange",
+                "binance",
+                "--pair",
+                pair,
+                "--timeframe",
+                "1h",
+                work=work,
+            )
+        _run(
+            "data",
+            "import",
+            str(data / "binance_spot_daily" / f"Binance_{name}_d.csv"),
+            "--config",
+            str(config),
+            "--exchange",
+            "binance",
+            "--pair",
+            pair,
+            "--timeframe",
+            "1d",
+            "--drop-invalid",
+            work=work,
+        )
+    _run("data", "resample", "--config", str(config), "--from", "1h", "--to", "4h", work=work)
+
+
+def _train(work: Path, dataset: str, name: str, changes: dict) -> dict:
+    config = _config(work, dataset, name, changes)
+    models = work / "models" / yaml.safe_load(config.read_text())["model"]["name"]
+    if not any(models.glob("*/metadata.json")):
+        t0 = time.perf_counter()
+        _run("train", "--config", str(config), "--exchange", "binance", "--quiet", work=work)
+        print(f"{dataset} {name}: trained in {time.perf_counter() - t0:.0f} s", flush=True)
+    return json.loads(sorted(models.glob("*/metadata.json"))[-1].read_text())
+
+
+def _per_year(folds: list[dict], key: str) -> dict[str, float]:
+    "Mean Sharpe of `key` over the folds whose test window starts in each year."
+    years: dict[str, list[float]] = {}
+    for f in folds:
+        years.setdefault(f["test"][0][:4], []).append(f[key]["sharpe"])
+    return {y: float(np.mean(v)) for y, v in sorted(years.items())}
+
+
+def row(dataset: str, name: str, changes: dict, meta: dict) -> dict:
+    "One variant's validation and test numbers."
+    t = meta["evaluation"]["trading"]
+    folds, o = t["folds"], t["overall"]
+    val = [f["val_metrics"]["signal"].get("sharpe") for f in meta["folds"]]
+    years_per_window = (
+        DATASETS[dataset]["training"].get("test_bars", 1460)
+        * pd.Timedelta(DATASETS[dataset]["timeframe"])
+        / pd.Timedelta(days=365)
+    )
+    out = {
+        "data": dataset,
+        "variant": name,
+        "val_sharpe": float(np.mean(val)) if all(v is not None for v in val) else None,
+        "return": o["model_return"],
+        "sharpe": o["model_sharpe"],
+        "max_dd": o["model_max_drawdown"],
+        "turnover_yr": float(np.mean([f["model"]["turnover"] for f in folds])) / years_per_window,
+        "trades": o["trades"],
+        "p_value": o["p_value"],
+        "per_year": _per_year(folds, "model"),
+        "seconds": meta["train_seconds"],
+    }
+    for b in BASELINES:
+        out[f"{b}_sharpe"] = o.get(f"{b}_sharpe")
+        out[f"{b}_return"] = o.get(f"{b}_return")
+    return out
+
+
+def _fmt(x, spec: str) -> str:
+    return "—" if x is None else format(x, spec)
+
+
+def table(rows: list[dict], chosen: dict[str, str]) -> str:
+    head = (
+        "| data | variant | val. Sharpe | test return | Sharpe | max DD | turnover/yr | trades | p-value | "
+        "B&H Sharpe | vol-targ. B&H | TSMOM | train s |"
+    )
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        mark = " **(chosen)**" if chosen.get(r["data"]) == r["variant"] else ""
+        lines.append(
+            f"| {r['data']} | {r['variant']}{mark} | {_fmt(r['val_sharpe'], '+.2f')} | {r['return']:+.2%} | "
+            f"{r['sharpe']:.2f} | {r['max_dd']:.2%} | {r['turnover_yr']:.1f}x | {r['trades']} | {r['p_value']:.3f} | "
+            f"{_fmt(r['buy_hold_sharpe'], '.2f')} | {_fmt(r['vol_target_sharpe'], '.2f')} | "
+            f"{_fmt(r['tsmom_sharpe'], '.2f')} | {r['seconds']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def choose(rows: list[dict]) -> dict[str, str]:
+    "Per data set, the variant with the best mean validation Sharpe (variants without one are not candidates)."
+    best: dict[str, tuple[float, str]] = {}
+    for r in rows:
+        if r["val_sharpe"] is not None and r["val_sharpe"] > best.get(r["data"], (-np.inf, ""))[0]:
+            best[r["data"]] = (r["val_sharpe"], r["variant"])
+    return {d: v for d, (_, v) in best.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--data", type=Path, required=True, help="the folder with binance_spot_1h and binance_spot_daily")
+    ap.add_argument("--only", nargs="*", default=None, help="data sets (1h, 4h, 1d)")
+    ap.add_argument("--variants", nargs="*", default=None)
+    a = ap.parse_args()
+    a.work.mkdir(parents=True, exist_ok=True)
+    _import(a.work, a.data.resolve())
+    rows = [
+        row(d, n, c, _train(a.work, d, n, c))
+        for d in DATASETS
+        if a.only is None or d in a.only
+        for n, c in VARIANTS.items()
+        if a.variants is None or n in a.variants
+    ]
+    chosen = choose(rows)
+    print(table(rows, chosen))
+    for r in rows:
+        print(f"{r['data']} {r['variant']}: per-year test Sharpe {r['per_year']}")
+    (a.work / "evaluation.json").write_text(json.dumps({"rows": rows, "chosen": chosen}, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
