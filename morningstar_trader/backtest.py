@@ -34,10 +34,12 @@ from .types import BAR_COLUMNS, Bars, MorningstarError, Order, parse_timeframe, 
 _log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['TRADE_COLUMNS', 'BacktestError', 'Strategy', 'KernelStrategy', 'SmaCross', 'BuyAndHold', 'BacktestResult',
-           'compute_stats', 'benchmark_curves', 'benchmark_stats', 'window_benchmarks', 'run_rule_backtest',
-           'configured_backtest', 'ModelStrategy', 'round_trips', 'run_kernel_backtest', 'check_lookahead',
-           'history_bars', 'load_frames']
+__all__ = ['TRADE_COLUMNS', 'BASELINE_RULES', 'TSMOM_LOOKBACKS', 'DEFAULT_TSMOM_LOOKBACK', 'BASELINE_HISTORY_DAYS',
+           'BacktestError', 'Strategy', 'KernelStrategy', 'SmaCross', 'BuyAndHold', 'Tsmom', 'BacktestResult',
+           'compute_stats', 'benchmark_curves', 'BaselineRules', 'bars_per_day', 'lookback_bars', 'realised_vol',
+           'baseline_weights', 'rebalance', 'choose_lookback', 'baselines', 'benchmark_stats', 'window_benchmarks',
+           'run_rule_backtest', 'configured_backtest', 'ModelStrategy', 'round_trips', 'run_kernel_backtest',
+           'check_lookahead', 'history_bars', 'baseline_history', 'load_frames']
 
 # %% ../nbs/13_backtest.ipynb #5bbcbe74
 class BacktestError(MorningstarError):
@@ -100,6 +102,27 @@ class BuyAndHold:
     def signals(self, frame: pd.DataFrame) -> pd.DataFrame:
         direction = np.zeros(len(frame), np.int8)
         direction[:1] = 1
+        return pd.DataFrame({"direction": direction}, index=frame.index)
+
+
+@dataclass(frozen=True)
+class Tsmom:
+    """Time-series momentum: long while the close is above the close `lookback` bars earlier, short while below; a
+    signal where that sign turns."""
+
+    lookback: int = 720
+    name: str = "tsmom"
+
+    def __post_init__(self):
+        if not (isinstance(self.lookback, int) and self.lookback >= 1):
+            raise BacktestError(f"tsmom needs lookback >= 1 bar, got {self.lookback!r}")
+
+    def signals(self, frame: pd.DataFrame) -> pd.DataFrame:
+        close, k = frame["close"].to_numpy(np.float64), self.lookback
+        sign = np.zeros(len(close), np.int8)
+        if len(close) > k:
+            sign[k:] = np.sign(close[k:] / close[:-k] - 1)
+        direction = np.where(sign != np.r_[0, sign[:-1]], sign, 0).astype(np.int8)
         return pd.DataFrame({"direction": direction}, index=frame.index)
 
 # %% ../nbs/13_backtest.ipynb #8589cb2b
@@ -291,9 +314,197 @@ def benchmark_curves(
         )
     return pd.DataFrame({"buy_hold": sum(held), "flat": pd.Series(float(cash), index=index)}, index=index)
 
+# %% ../nbs/13_backtest.ipynb #87d5096c
+@dataclass(frozen=True)
+class BaselineRules:
+    """How vol-targeted buy & hold and TSMOM trade each pair's equal share of the cash (Moskowitz, Ooi and Pedersen
+    2012, on bars): a weight of `min(cap, target_vol / realised vol)` of the share, realised vol the EWM of squared bar
+    returns (centre of mass `vol_com_days`, none before `vol_min_days`) known at each close; traded at that close with
+    fee and slippage, only when the weight held is off the target by more than `band` of it (a no-trade band)."""
+
+    target_vol: float = 0.40  # annualised, per pair
+    cap: float = 1.0  # at most the whole share: no leverage
+    band: float = 0.1  # rebalance only when off the target weight by more than a tenth of it
+    vol_com_days: float = 60.0
+    vol_min_days: float = 7.0
+
+
+BASELINE_RULES = BaselineRules()
+TSMOM_LOOKBACKS = {"1 week": 7, "1 month": 30, "3 months": 91, "12 months": 365}  # TSMOM's candidate k, in days
+DEFAULT_TSMOM_LOOKBACK = "1 month"
+BASELINE_HISTORY_DAYS = 2 * 365  # candles read before a backtest's start: enough to choose among every k
+
+
+def bars_per_day(step: pd.Timedelta) -> float:
+    return pd.Timedelta(days=1) / pd.Timedelta(step)
+
+
+def lookback_bars(label: str, step: pd.Timedelta) -> int:
+    "TSMOM's lookback `label` (a key of TSMOM_LOOKBACKS) in bars of `step` (crypto trades every day of the year)."
+    return max(1, round(TSMOM_LOOKBACKS[label] * bars_per_day(step)))
+
+# %% ../nbs/13_backtest.ipynb #7d123f52
+def realised_vol(close: pd.Series, step: pd.Timedelta, rules: BaselineRules = BASELINE_RULES) -> pd.Series:
+    "Annualised volatility known at each close: the EWM of squared bar returns up to it (NaN before `vol_min_days`)."
+    per_day = bars_per_day(step)
+    r2 = close.pct_change() ** 2
+    var = r2.ewm(com=rules.vol_com_days * per_day, min_periods=max(2, math.ceil(rules.vol_min_days * per_day))).mean()
+    return np.sqrt(var * 365.25 * per_day)
+
+
+def baseline_weights(
+    close: pd.Series, step: pd.Timedelta, lookback: int | None, can_short: bool, rules: BaselineRules = BASELINE_RULES
+) -> pd.Series:
+    """The weight each close asks for: `min(cap, target_vol / realised vol)` (vol-targeted buy & hold: `lookback`
+    None), times the sign of the return over the past `lookback` bars (TSMOM; short flat unless `can_short`); 0 while
+    unknown."""
+    w = np.minimum(rules.cap, rules.target_vol / realised_vol(close, step, rules))
+    if lookback is not None:
+        sign = np.sign(close / close.shift(lookback) - 1)
+        w = w * (sign if can_short else sign.clip(lower=0))
+    return w.fillna(0.0)
+
+# %% ../nbs/13_backtest.ipynb #074f57ec
+def rebalance(
+    close: np.ndarray, weight: np.ndarray, share: float, cost: float, band: float
+) -> tuple[np.ndarray, float, int]:
+    """(a sleeve's equity at each close, the value it traded, its number of trades): starting with `share` in cash, at
+    each close it trades to `weight` of its equity when the weight held is off by more than `band` of the target,
+    paying `cost` of the value traded."""
+    cash, units, traded, trades, out = float(share), 0.0, 0.0, 0, np.empty(len(close))
+    for i, (price, target) in enumerate(zip(close.tolist(), weight.tolist())):
+        value = units * price
+        equity = cash + value
+        if equity > 0:
+            held = value / equity
+        else:  # wiped out (a short that more than doubled): close what is left, trade no more
+            held, target = (1.0 if value else 0.0), 0.0
+        if abs(target - held) > band * abs(target):
+            delta = target * max(equity, 0.0) - value
+            units += delta / price
+            cash -= delta + cost * abs(delta)
+            traded, trades = traded + abs(delta), trades + 1
+        out[i] = cash + units * price
+    return out, traded, trades
+
+# %% ../nbs/13_backtest.ipynb #57a8aa7d
+def _sleeves(
+    frames: dict[str, pd.DataFrame],
+    index: pd.DatetimeIndex,
+    cash: float,
+    step: pd.Timedelta,
+    lookback: int | None,
+    can_short: bool,
+    cost: float,
+    rules: BaselineRules,
+) -> tuple[pd.Series, float, int]:
+    """(the equity of every pair's sleeve together on `index`, the value traded, the trades): vol-targeted buy & hold
+    (`lookback` None) or TSMOM, each pair's share trading from its first close on `index`, never seeing a later one."""
+    share, total, traded, trades = cash / len(frames), pd.Series(0.0, index=index), 0.0, 0
+    for frame in frames.values():
+        close = frame["close"][frame.index <= index[-1]]
+        weight = baseline_weights(close, step, lookback, can_short, rules)
+        live = np.asarray(close.index >= index[0])
+        if not live.any():  # no candle on `index`: the share stays cash
+            total += share
+            continue
+        eq, t, n = rebalance(close.to_numpy(np.float64)[live], weight.to_numpy()[live], share, cost, rules.band)
+        total += pd.Series(eq, index=close.index[live]).reindex(index, method="ffill").fillna(share)
+        traded, trades = traded + t, trades + n
+    return total, traded, trades
+
+
+def _bar_step(frames: dict[str, pd.DataFrame]) -> pd.Timedelta:
+    "The bars' spacing: the most common gap between consecutive bars of the pair with the most bars."
+    longest = max(frames.values(), key=len).index
+    if len(longest) < 2:
+        raise BacktestError("the baselines need at least 2 bars of one pair to know the timeframe")
+    return pd.Series(longest[1:] - longest[:-1]).mode().iloc[0]
+
+# %% ../nbs/13_backtest.ipynb #a99279ac
+_NO_TRADES = pd.DataFrame({"pnl": []})
+
+
+def choose_lookback(
+    frames: dict[str, pd.DataFrame],
+    before: pd.Timestamp,
+    step: pd.Timedelta,
+    cost: float,
+    can_short: bool,
+    window: tuple | None = None,
+    rules: BaselineRules = BASELINE_RULES,
+) -> tuple[str, str]:
+    """(TSMOM's lookback, how it was chosen): the best Sharpe after costs on `window` (a validation slice, ending before
+    `before`), else on the history before `before` when it holds two default lookbacks (a k needs 2k bars there, and is
+    scored after the longest k's first k bars), else the default."""
+    index = reduce(pd.DatetimeIndex.union, (f.index for f in frames.values()))
+    if window is not None:
+        lo, hi = (to_utc(x) for x in window)
+        if hi >= before:
+            raise BacktestError(f"TSMOM's lookback must be chosen before {before}: the window {lo} .. {hi} is not")
+        where, labels = "validation slice", list(TSMOM_LOOKBACKS)
+    else:
+        past, need = index[index < before], 2 * lookback_bars(DEFAULT_TSMOM_LOOKBACK, step)
+        if len(past) < need:
+            return DEFAULT_TSMOM_LOOKBACK, f"default: {len(past):,} bars before the start, {need:,} needed to choose"
+        labels = [k for k in TSMOM_LOOKBACKS if 2 * lookback_bars(k, step) <= len(past)]
+        # scored where every candidate already has its past return: a longer k is not penalised by its warm-up
+        lo, hi, where = past[max(lookback_bars(k, step) for k in labels)], past[-1], "history before the start"
+    span = index[(index >= lo) & (index <= hi)]
+    if len(span) < 2:
+        return DEFAULT_TSMOM_LOOKBACK, f"default: the {where} {lo} .. {hi} has {len(span)} bar(s)"
+    sharpe = {}
+    for label in labels:
+        curve, _, _ = _sleeves(frames, span, 1.0, step, lookback_bars(label, step), can_short, cost, rules)
+        sharpe[label] = compute_stats(curve, _NO_TRADES, 0.0)["sharpe"]
+    scored = {k: s for k, s in sharpe.items() if math.isfinite(s)}
+    best = max(scored, key=scored.get) if scored else DEFAULT_TSMOM_LOOKBACK
+    shown = ", ".join(f"{k} {s:.2f}" if math.isfinite(s) else f"{k} (no trade)" for k, s in sharpe.items())
+    return best, f"{where} {lo:%Y-%m-%d %H:%M} .. {hi:%Y-%m-%d %H:%M}, best Sharpe of {shown}" + (
+        "" if scored else " (none traded: default)"
+    )
+
+# %% ../nbs/13_backtest.ipynb #b0787007
+def baselines(
+    frames: dict[str, pd.DataFrame],
+    index: pd.DatetimeIndex,
+    cash: float,
+    *,
+    fee: float = 0.0,
+    slippage_bps: float = 0.0,
+    can_short: bool = False,
+    step: pd.Timedelta | None = None,
+    select_on: tuple | None = None,
+    rules: BaselineRules = BASELINE_RULES,
+) -> tuple[pd.DataFrame, dict]:
+    """(equity of `buy_hold`, `vol_target`, `tsmom` and `flat` on `index`; what the baselines did: value traded over
+    the cash, trades, TSMOM's lookback and how it was chosen). `frames` may start before `index`: history for the
+    realised vol, TSMOM's past return and, without a validation slice `select_on`, TSMOM's choice of lookback."""
+    if not frames:
+        raise BacktestError("benchmarks need at least one pair")
+    step, cost = pd.Timedelta(step) if step is not None else _bar_step(frames), fee + slippage_bps / 10_000
+    held = benchmark_curves(frames, index, cash, fee)
+    label, how = choose_lookback(frames, index[0], step, cost, can_short, select_on, rules)
+    k = lookback_bars(label, step)
+    vt, vt_traded, vt_trades = _sleeves(frames, index, cash, step, None, can_short, cost, rules)
+    ts, ts_traded, ts_trades = _sleeves(frames, index, cash, step, k, can_short, cost, rules)
+    bought = sum(frame.index[frame.index >= index[0]].size > 0 for frame in frames.values()) / len(frames)
+    curves = pd.DataFrame({"buy_hold": held["buy_hold"], "vol_target": vt, "tsmom": ts, "flat": held["flat"]})
+    return curves, {
+        "buy_hold_turnover": float(bought),
+        "vol_target_turnover": vt_traded / cash,
+        "vol_target_trades": vt_trades,
+        "tsmom_turnover": ts_traded / cash,
+        "tsmom_trades": ts_trades,
+        "tsmom_lookback": label,
+        "tsmom_lookback_bars": k,
+        "tsmom_chosen_on": how,
+    }
+
 # %% ../nbs/13_backtest.ipynb #acdc7f88
 def benchmark_stats(equity: pd.Series, curves: pd.DataFrame) -> dict:
-    "Per benchmark: `<name>_return`, `excess_return_vs_<name>` and `information_ratio_vs_<name>` of `equity`."
+    """Per benchmark: its `<name>_return` (and but for flat its `<name>_sharpe`, `<name>_max_drawdown`), and
+    `excess_return_vs_<name>`, `information_ratio_vs_<name>` of `equity`."""
     r = equity.pct_change().dropna()
     years = (equity.index[-1] - equity.index[0]) / pd.Timedelta(days=365.25)
     per_year = len(r) / years if years > 0 else float("nan")
@@ -302,8 +513,10 @@ def benchmark_stats(equity: pd.Series, curves: pd.DataFrame) -> dict:
         bench = curves[name].reindex(equity.index).ffill()
         ret = float(bench.iloc[-1] / equity.iloc[0] - 1)  # from the same starting cash (the entry fee counts)
         active = r - bench.pct_change().reindex(r.index).fillna(0.0)
+        own = compute_stats(bench, _NO_TRADES, 0.0) if name != "flat" else {}
         out |= {
             f"{name}_return": ret,
+            **{f"{name}_{k}": own[k] for k in ("sharpe", "max_drawdown") if k in own},
             f"excess_return_vs_{name}": float(total - ret),
             f"information_ratio_vs_{name}": float(active.mean() / active.std() * math.sqrt(per_year))
             if active.std() > 0
@@ -313,10 +526,16 @@ def benchmark_stats(equity: pd.Series, curves: pd.DataFrame) -> dict:
 
 # %% ../nbs/13_backtest.ipynb #94f4e0b9
 def window_benchmarks(
-    equity: pd.Series, frames: dict[str, pd.DataFrame], timeframe: str, fee: float = 0.0
+    equity: pd.Series,
+    frames: dict[str, pd.DataFrame],
+    timeframe: str,
+    fee: float = 0.0,
+    *,
+    slippage_bps: float = 0.0,
+    can_short: bool = False,
 ) -> tuple[dict, pd.DataFrame]:
-    """`benchmark_stats` and `benchmark_curves` of an account's `equity` marks (stamped at bar closes) within the
-    candles of `frames` (by pair, indexed by open time); ({}, empty) when no mark falls in that window."""
+    """(`benchmark_stats` and what the baselines did, their curves) of an account's `equity` marks (stamped at bar
+    closes) within the candles of `frames` (by pair, indexed by open time); ({}, empty) when no mark is in them."""
     step = parse_timeframe(timeframe)
     closes = {p: f[["close"]].set_axis(f.index + step) for p, f in frames.items() if len(f)}
     if not closes:
@@ -326,8 +545,10 @@ def window_benchmarks(
     marks = marks[(marks.index >= lo) & (marks.index <= hi)].astype(float)
     if marks.empty:
         return {}, pd.DataFrame()
-    curves = benchmark_curves(closes, marks.index, float(marks.iloc[0]), fee)
-    return benchmark_stats(marks, curves), curves
+    curves, info = baselines(
+        closes, marks.index, float(marks.iloc[0]), fee=fee, slippage_bps=slippage_bps, can_short=can_short, step=step
+    )
+    return {**benchmark_stats(marks, curves), **info}, curves
 
 # %% ../nbs/13_backtest.ipynb #5483775f
 def _frames(candles: pd.DataFrame | dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
@@ -353,10 +574,12 @@ def run_rule_backtest(
     cash: float = 10_000.0,
     allow_short: bool = True,
     batch: bool = True,
+    history: dict[str, pd.DataFrame] | None = None,
 ) -> BacktestResult:
     """The fixed-size engine: `size` units per position of each pair, on one OHLC frame or a dict of them by pair,
     filled at the next open with `fee` and `slippage_bps`. `batch=False` computes each bar's signals from the data up
-    to that bar only (slow: it proves the batch signals peek at nothing)."""
+    to that bar only (slow: it proves the batch signals peek at nothing). `history`: earlier candles of the pairs, for
+    the baselines only."""
     if not (isinstance(size, (int, float)) and size > 0 and math.isfinite(size)):
         raise BacktestError(f"size must be a positive number of units, got {size!r}")
     _check_cash(cash)
@@ -375,14 +598,35 @@ def run_rule_backtest(
     equity = cash + sum(c.reindex(index).ffill().fillna(0.0) for c in curves)
     trades = pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
     result = BacktestResult(trades, equity.rename("equity"), compute_stats(equity, trades, float(np.mean(exposure))))
-    return _with_benchmarks(result, frames, cash, fee)
+    return _with_benchmarks(result, frames, cash, costs, allow_short, history)
 
 
 def _with_benchmarks(
-    result: BacktestResult, frames: dict[str, pd.DataFrame], cash: float, fee: float
+    result: BacktestResult,
+    frames: dict[str, pd.DataFrame],
+    cash: float,
+    costs: FillCosts,
+    can_short: bool,
+    history: dict[str, pd.DataFrame] | None = None,
+    select_on: tuple | None = None,
+    step: pd.Timedelta | None = None,
 ) -> BacktestResult:
-    curves = benchmark_curves(frames, result.equity.index, cash, fee)
-    return replace(result, stats={**result.stats, **benchmark_stats(result.equity, curves)}, benchmarks=curves)
+    """The result with its benchmarks on its bars (`baselines`, after the same costs; `history`: earlier candles of
+    the pairs) and their statistics beside its own."""
+    for pair, earlier in (history or {}).items():
+        if pair in frames:
+            frames = frames | {pair: pd.concat([earlier[earlier.index < frames[pair].index[0]], frames[pair]])}
+    curves, info = baselines(
+        frames,
+        result.equity.index,
+        cash,
+        fee=costs.taker_fee,
+        slippage_bps=costs.slippage_bps,
+        can_short=can_short,
+        step=step,
+        select_on=select_on,
+    )
+    return replace(result, stats={**result.stats, **benchmark_stats(result.equity, curves), **info}, benchmarks=curves)
 
 
 def _bar_by_bar(strategy: Strategy, frame: pd.DataFrame) -> pd.DataFrame:
@@ -403,22 +647,33 @@ def configured_backtest(
     start=None,
 ) -> BacktestResult:
     """The one door from the settings to an engine, as `morningstar backtest`, the run notebook and each sweep task call
-    it: `size` units through `run_rule_backtest` (with the settings' costs and shorting; it trades every bar it is
-    given), or None: decision-sized through `run_kernel_backtest`, trading from `start` on."""
+    it: `size` units through `run_rule_backtest` (with the settings' costs and shorting), or None: decision-sized
+    through `run_kernel_backtest`; both trade from `start` on. `frames` may hold more candles before `start` than the
+    strategy reads (`history_bars`): the baselines' history."""
+    own = _strategy_bars(frames, strategy, settings.timeframe, size, start)
     if size is None:
         return run_kernel_backtest(
-            frames, strategy, settings, cash=cash, supervisor=supervisor, store=store, start=start
+            own, strategy, settings, cash=cash, supervisor=supervisor, store=store, start=start, history=frames
         )
     c = settings.costs
     return run_rule_backtest(
-        frames,
+        own,
         strategy,
         size=size,
         fee=c.taker_fee,
         slippage_bps=c.slippage_bps,
         cash=cash,
         allow_short=settings.exchange.market_type != "spot",
+        history=frames,
     )
+
+
+def _strategy_bars(frames: dict, strategy, timeframe: str, size: float | None, start) -> dict[str, pd.DataFrame]:
+    "The candles the strategy reads: from `start` (fixed size) or its `history_bars` before it (the kernel); all: None."
+    if start is None:
+        return frames
+    first = to_utc(start) - (history_bars(strategy) if size is None else 0) * parse_timeframe(timeframe)
+    return {p: f[f.index >= first] for p, f in frames.items()}
 
 # %% ../nbs/13_backtest.ipynb #98236106
 @dataclass(frozen=True)
@@ -628,11 +883,14 @@ def run_kernel_backtest(
     markets: dict | None = None,
     account: str = "backtest",
     start=None,
+    history: dict[str, pd.DataFrame] | None = None,
+    select_on: tuple | None = None,
 ) -> BacktestResult:
     """The kernel of the live cycle at every close of the pairs' union timeline from `start` on (earlier bars: history
     for the features), under `settings` (costs, decision, risk): sized by the decision stage, reviewed by `supervisor`,
     checked against the exchange's `markets` rules, recorded in `store` (a PortfolioStore) when given. Shorts where
-    the settings' market type allows them, unless `can_short` says."""
+    the settings' market type allows them, unless `can_short` says. `history` (earlier candles) and `select_on` (a
+    validation slice for TSMOM's lookback) serve the baselines only."""
     _check_cash(cash)
     if not hasattr(strategy, "inputs"):
         raise BacktestError(f"strategy {strategy.name} has no predictions to size from: give it a fixed size")
@@ -648,7 +906,9 @@ def run_kernel_backtest(
     _finish(k, index, {p: v[0] for p, v in laid.items()})
     equity[-1] = k.book.cash()
     result = _result(k.book, pd.Series(equity[first:], index=index[first:], name="equity"), index[first:], laid)
-    return _with_benchmarks(result, frames, cash, settings.costs.taker_fee)
+    c, step = settings.costs, pd.Timedelta(parse_timeframe(strategy.model.prep.timeframe))
+    costs = FillCosts(c.taker_fee, c.maker_fee, c.slippage_bps)
+    return _with_benchmarks(result, frames, cash, costs, can_short, history, select_on, step)
 
 # %% ../nbs/13_backtest.ipynb #2b86c35c
 def _journal_frames(book) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -719,6 +979,11 @@ def check_lookahead(frame: pd.DataFrame, strategy, trades: pd.DataFrame, pair: s
 def history_bars(strategy) -> int:
     "Candles a strategy needs before its first decision: the model's warm-up and the review's look-back (0: none)."
     return strategy.model.prep.min_bars + MARKET_LOOKBACK + 1 if isinstance(strategy, ModelStrategy) else 0
+
+
+def baseline_history(timeframe: str) -> int:
+    "Candles read before a backtest's start for its baselines: enough to choose TSMOM's lookback among all four."
+    return round(BASELINE_HISTORY_DAYS * bars_per_day(parse_timeframe(timeframe)))
 
 
 def load_frames(

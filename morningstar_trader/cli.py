@@ -417,12 +417,37 @@ def review(args) -> int:
     return 0
 
 # %% ../nbs/15_cli.ipynb #2697fd99
-_STRATEGY_PARAMS = {"sma_cross": {"fast": int, "slow": int}, "buy_hold": {}, "model": {"min_confidence": float}}
+_STRATEGY_PARAMS = {
+    "sma_cross": {"fast": int, "slow": int},
+    "buy_hold": {},
+    "tsmom": {"lookback": int},
+    "model": {"min_confidence": float},
+}
 
 
-def _strategy(name: str, params: list[str], cfg):
-    from morningstar_trader.backtest import BuyAndHold, ModelStrategy, SmaCross
+def _strategy(name: str, params: list[str], cfg, size: float | None = None):
+    """The strategy `--strategy NAME --param ...` names: the model, or a rule, decision-sized through the kernel
+    (`size` None) or on the fixed-size path."""
+    from pydantic import ValidationError
 
+    from morningstar_trader.backtest import BuyAndHold, ModelStrategy, SmaCross, Tsmom
+    from morningstar_trader.config import describe_errors
+    from morningstar_trader.rules import named_rule, signal_model
+
+    values = _strategy_params(name, params)
+    if name == "model":
+        return ModelStrategy(signal_model(cfg), values.get("min_confidence", cfg.decision.min_confidence))
+    if size is not None and name != "tsmom":
+        return SmaCross(**values) if name == "sma_cross" else BuyAndHold()
+    try:
+        rule = named_rule(cfg, name, **values)
+    except ValidationError as e:
+        raise _usage("; ".join(f"--param {line}" for line in describe_errors(e))) from None
+    return Tsmom(rule.prep.lookback) if size is not None else ModelStrategy(rule, cfg.decision.min_confidence)
+
+
+def _strategy_params(name: str, params: list[str] | None) -> dict:
+    "The values of `--param KEY=VALUE` for strategy `name`, typed; a usage error naming what it takes."
     allowed, values = _STRATEGY_PARAMS[name], {}
     for item in params or []:
         key, sep, value = item.partition("=")
@@ -435,33 +460,25 @@ def _strategy(name: str, params: list[str], cfg):
             values[key] = allowed[key](value)
         except ValueError:
             raise _usage(f"--param {item!r}: {key} must be {allowed[key].__name__}") from None
-    if name == "sma_cross":
-        return SmaCross(**values)
-    if name == "buy_hold":
-        return BuyAndHold()
-    from morningstar_trader.rules import signal_model
-
-    return ModelStrategy(signal_model(cfg), values.get("min_confidence", cfg.decision.min_confidence))
+    return values
 
 
 def backtest(args) -> int:
     import shutil
 
-    from morningstar_trader.backtest import configured_backtest, history_bars, load_frames
+    from morningstar_trader.backtest import baseline_history, configured_backtest, history_bars, load_frames
     from morningstar_trader.portfolio import PortfolioStore
     from morningstar_trader.store import CandleStore
     from morningstar_trader.supervisor import Supervisor
 
     cfg, secrets, data_dir = _setup(args, pairs=args.pairs)
     cfg = _with_llm(cfg, args)
-    if args.size is None and args.strategy != "model":
-        raise _usage(f"--size is needed for {args.strategy} (only the model can be sized by the decision stage)")
     if args.start and args.end and args.end <= args.start:
         raise _usage(f"--end {args.end} is not after --start {args.start}")
     supervisor = (
         Supervisor.from_settings(cfg.llm, secrets, cfg.paths.state_dir, args.llm_record) if args.size is None else None
     )
-    strategy = _strategy(args.strategy, args.param, cfg)
+    strategy = _strategy(args.strategy, args.param, cfg, args.size)
     store = CandleStore(data_dir)
     frames = load_frames(
         store,
@@ -470,8 +487,8 @@ def backtest(args) -> int:
         cfg.timeframe,
         args.start,
         args.end,
-        history_bars(strategy) if args.size is None else 0,
-    )  # the kernel keeps it as history only
+        max(history_bars(strategy) if args.size is None else 0, baseline_history(cfg.timeframe)),
+    )  # the strategy reads only its own history (configured_backtest), the baselines all of it
     out = _empty_out(args, cfg.paths.runs_dir / "backtests")
     try:
         # decision-sized runs go through the same state store as live cycles; it stays with the results
@@ -1096,7 +1113,7 @@ def _add_run(sub) -> None:
     n.add_argument(
         "--strategy",
         metavar="NAME",
-        help=f"{' | '.join(sorted(_STRATEGY_PARAMS))} (backtests), or one of the "
+        help=f"{' | '.join(sorted(_STRATEGY_PARAMS))} (backtests; a rule in paper too, in its own book), or one of the "
         "config's strategies (its own pairs, model and book); default: the notebook's (model)",
     )
     n.add_argument(

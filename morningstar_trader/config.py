@@ -524,7 +524,7 @@ class GateSettings(_Section):
 
     min_sharpe_excess: float = Field(
         0.0, ge=-10, le=10
-    )  # fold-mean Sharpe of the model minus buy & hold's must be above it
+    )  # fold-mean Sharpe of the model minus the better of buy & hold's and vol-targeted buy & hold's must be above it
     max_p_value: float = Field(0.10, gt=0, le=1)  # and its p-value against random entries below it
 
 
@@ -582,13 +582,22 @@ class AltSettings(_Section):
 class RuleSettings(_Section):
     """A rule traded in place of the trained model, through the same decision, risk and execution stages (paper, live
     and decision-sized backtests; `rules.RuleModel`). `sma_cross` is long while the fast SMA is above the slow one and
-    short while it is below; `buy_hold` is always long. Its volatility (for the size and the stops) is the standard
-    deviation of the last `vol_period` log returns."""
+    short while it is below; `buy_hold` is always long; `tsmom` (time-series momentum) is long while the close is above
+    the close `lookback` bars earlier and short while below. Its volatility (for the size and the stops) is the
+    standard deviation of the last `vol_period` log returns."""
 
-    name: Literal["sma_cross", "buy_hold"]
+    name: Literal["sma_cross", "buy_hold", "tsmom"]
     fast: int = Field(10, ge=1)
     slow: int = Field(50, ge=2)
     vol_period: int = Field(24, ge=2)
+    lookback: int | None = Field(None, ge=1, le=1_000_000)  # tsmom: bars of the past return; None: a month of bars
+
+    @field_validator("lookback")
+    @classmethod
+    def _lookback_for_tsmom(cls, v: int | None, info) -> int | None:
+        if v is not None and info.data.get("name") != "tsmom":
+            raise ValueError(f"only tsmom reads lookback, not {info.data.get('name')}")
+        return v
 
     @model_validator(mode="after")
     def _windows(self):
@@ -614,7 +623,7 @@ class StrategySettings(_Section):
     @field_validator("name")
     @classmethod
     def _not_builtin(cls, v: str) -> str:
-        if v in ("model", "sma_cross", "buy_hold"):
+        if v in ("model", "sma_cross", "buy_hold", "tsmom"):
             raise ValueError(f"{v!r} names a built-in strategy of `run --strategy`; choose another")
         return v
 

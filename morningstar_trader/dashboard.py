@@ -24,10 +24,10 @@ from .portfolio import TERMINAL
 from .types import MorningstarError, clip_repr, parse_timeframe
 
 # %% auto #0
-__all__ = ['INDEX_COLUMNS', 'DashboardError', 'message', 'fmt', 'table', 'run_index', 'filter_runs', 'cached_scraps', 'read_run',
-           'equity_figure', 'run_equity', 'trades_figure', 'stats_table', 'run_view', 'compare_view', 'runs_tab',
-           'read_account', 'account_figure', 'alerts_frame', 'llm_frame', 'resume_dialog', 'account_view',
-           'store_version', 'trading_tab', 'data_frame', 'data_tab', 'build_app', 'offline_template']
+__all__ = ['INDEX_COLUMNS', 'BENCHMARK_NAMES', 'DashboardError', 'message', 'fmt', 'table', 'run_index', 'filter_runs',
+           'cached_scraps', 'read_run', 'equity_figure', 'run_equity', 'trades_figure', 'stats_table', 'run_view',
+           'compare_view', 'runs_tab', 'read_account', 'account_figure', 'alerts_frame', 'llm_frame', 'resume_dialog',
+           'account_view', 'store_version', 'trading_tab', 'data_frame', 'data_tab', 'build_app', 'offline_template']
 
 # %% ../nbs/17_dashboard.ipynb #47bedefd
 class DashboardError(MorningstarError):
@@ -89,6 +89,7 @@ INDEX_COLUMNS = [
     "pairs",
     "total_return",
     "buy_hold_return",
+    "vol_target_return",
     "duration_s",
     "path",
     "error",
@@ -122,7 +123,7 @@ def run_index(runs_dir: str | Path) -> pd.DataFrame:
     metrics = [json.loads(m or "{}") for m in df.pop("metrics")]
     df["pairs"] = [", ".join(p.get("pairs") or []) for p in params]
     df["strategy"] = [p.get("strategy") or "model" for p in params]
-    for key in ("total_return", "buy_hold_return"):
+    for key in ("total_return", "buy_hold_return", "vol_target_return"):
         df[key] = [m.get(key, np.nan) for m in metrics]
     return df[INDEX_COLUMNS]
 
@@ -177,12 +178,21 @@ def read_run(row: dict) -> dict:
         ) from None
 
 # %% ../nbs/17_dashboard.ipynb #ed5d8fb6
+BENCHMARK_NAMES = {
+    "buy_hold": "buy & hold",
+    "vol_target": "vol-targeted buy & hold",
+    "tsmom": "TSMOM",
+    "flat": "flat",
+}  # the backtest's benchmark columns, as shown
+
+
 def equity_figure(curves: dict[str, pd.Series], title: str) -> go.FigureWidget:
-    "Equity (top) and drawdown (bottom) of each named curve; benchmark curves (`buy & hold`, `flat`) dashed."
+    "Equity (top) and drawdown (bottom) of each named curve; benchmark curves (BENCHMARK_NAMES) dashed."
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.7, 0.3], vertical_spacing=0.04)
     palette = ("#1f77b4", "#2ca02c", "#ff7f0e", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
     for i, (name, curve) in enumerate(curves.items()):
-        line = {"dash": "dash" if name in ("buy & hold", "flat") else None, "color": palette[i % len(palette)]}
+        dash = "dash" if name in BENCHMARK_NAMES.values() else None
+        line = {"dash": dash, "color": palette[i % len(palette)]}
         fig.add_scatter(x=curve.index, y=curve.to_numpy(), name=name, line={**line, "width": 1.5}, row=1, col=1)
         fig.add_scatter(
             x=curve.index,
@@ -205,13 +215,14 @@ def run_equity(scraps: dict) -> go.FigureWidget:
     eq = scraps["equity"]["equity"] if isinstance(scraps["equity"], pd.DataFrame) else scraps["equity"]
     curves, bench, since = {"strategy": eq}, scraps.get("benchmarks"), eq.index[0]
     if isinstance(bench, pd.DataFrame) and not bench.empty:
-        curves |= {"buy & hold": bench["buy_hold"], "flat": bench["flat"]}
+        curves |= {shown: bench[col] for col, shown in BENCHMARK_NAMES.items() if col in bench}
         since = bench.index[0]
     stats, base = scraps.get("stats", {}), eq[eq.index >= since].iloc[0]
     since_text = "" if since == eq.index[0] else f" since {str(since)[:16]}"
     title = f"equity {fmt(float(eq.iloc[-1]))} ({eq.iloc[-1] / base - 1:+.2%}{since_text})"
-    if "buy_hold_return" in stats:
-        title += f"; buy & hold {stats['buy_hold_return']:+.2%}, flat +0.00%"
+    returns = [f"{shown} {stats[f'{c}_return']:+.2%}" for c, shown in BENCHMARK_NAMES.items() if f"{c}_return" in stats]
+    if "buy_hold_return" in stats:  # flat's: +0.00%
+        title += "; " + ", ".join(returns)
     return equity_figure(curves, title)
 
 # %% ../nbs/17_dashboard.ipynb #31a8490a
@@ -277,27 +288,27 @@ def trades_figure(scraps: dict, pair: str) -> tuple[go.FigureWidget, str | None]
 _RUN_SCRAPS = {"benchmarks": "benchmarks", "predictions": "model heads", "decisions": "decisions", "reviews": "reviews"}
 
 
-def stats_table(stats: dict) -> W.HTML:
-    "The run's statistics, with the benchmark columns grouped: strategy, buy & hold, flat."
+def _benchmark_table(stats: dict) -> tuple[pd.DataFrame | None, set[str]]:
+    """(return, Sharpe, max drawdown, and the strategy's excess return and information ratio against each: a column
+    for the strategy and each benchmark the run has; the statistics it shows), (None, nothing) without benchmarks."""
+    if "buy_hold_return" not in stats:
+        return None, set()
     # a paper or live run has no total return of its own: over its window, its return is its excess over flat
-    rows = {
-        "return": (
-            "total_return" if "total_return" in stats else "excess_return_vs_flat",
-            "buy_hold_return",
-            "flat_return",
-        ),
-        "excess return of the strategy": (None, "excess_return_vs_buy_hold", "excess_return_vs_flat"),
-        "information ratio of the strategy": (None, "information_ratio_vs_buy_hold", "information_ratio_vs_flat"),
+    own = "total_return" if "total_return" in stats else "excess_return_vs_flat"
+    keys = {"strategy": [own, "sharpe", "max_drawdown", None, None]} | {
+        shown: [f"{c}_return", f"{c}_sharpe", f"{c}_max_drawdown", f"excess_return_vs_{c}", f"information_ratio_vs_{c}"]
+        for c, shown in BENCHMARK_NAMES.items()
+        if f"{c}_return" in stats
     }
-    bench = (
-        pd.DataFrame(
-            {k: [stats.get(c) if c else None for c in cols] for k, cols in rows.items()},
-            index=["strategy", "buy & hold", "flat"],
-        ).T
-        if "buy_hold_return" in stats
-        else None
-    )
-    shown = {k: v for k, v in stats.items() if not any(b in k for b in ("buy_hold", "flat"))}
+    rows = ["return", "Sharpe", "max drawdown", "excess return of the strategy", "information ratio of the strategy"]
+    bench = pd.DataFrame({who: [stats.get(k) if k else None for k in ks] for who, ks in keys.items()}, index=rows)
+    return bench, {k for ks in keys.values() for k in ks if k and k not in ("sharpe", "max_drawdown", own)}
+
+
+def stats_table(stats: dict) -> W.HTML:
+    "The run's statistics, with the benchmark columns grouped: strategy, buy & hold, vol-targeted, TSMOM, flat."
+    bench, used = _benchmark_table(stats)
+    shown = {k: v for k, v in stats.items() if k not in used}
     other = pd.DataFrame({"stat": list(shown), "value": list(shown.values())})
     bench_html = table(bench.reset_index(names=""), "ms-benchmarks").value if bench is not None else ""
     return W.HTML(

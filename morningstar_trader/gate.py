@@ -30,6 +30,17 @@ def with_model_decision(settings: Settings, metadata: dict) -> Settings:
     return settings.model_copy(update={"decision": settings.decision.model_copy(update={"min_confidence": mc})})
 
 # %% ../nbs/06b_gate.ipynb #9b95bcd1
+_RIVALS = {"buy_hold": "buy & hold", "vol_target": "vol-targeted buy & hold"}
+
+
+def _against(model: float, rivals: dict[str, float], gate: GateSettings) -> str:
+    "Which baselines the model's Sharpe beats by more than the gate's margin, which it loses to, with their Sharpe."
+    return ", ".join(
+        f"{'beats' if model - s > gate.min_sharpe_excess else 'loses to'} {_RIVALS[b]} {s:.2f}"
+        for b, s in rivals.items()
+    )
+
+
 def trading_edge(meta: dict, gate: GateSettings) -> tuple[bool, str]:
     "(whether the model's trading evaluation passes `gate`, the numbers as one sentence)."
     if isinstance(meta, dict) and "rule" in meta:
@@ -39,13 +50,18 @@ def trading_edge(meta: dict, gate: GateSettings) -> tuple[bool, str]:
         return False, "it has no trading evaluation (retrain it with this version of `morningstar train`)"
     try:
         o = t["overall"]
-        excess, p = float(o["sharpe_excess"]), float(o["p_value"])
+        model, p = float(o["model_sharpe"]), float(o["p_value"])
+        # an evaluation written before vol-targeted buy & hold has buy & hold only: the gate compares with that
+        rivals = {b: float(o[f"{b}_sharpe"]) for b in _RIVALS if b == "buy_hold" or f"{b}_sharpe" in o}
+        best = max(rivals, key=rivals.get)
+        excess = model - rivals[best]
+        old = "" if len(rivals) > 1 else "; an evaluation from before vol-targeted buy & hold: against buy & hold only"
+        returns = ", ".join(f"{_RIVALS[b]} {float(o[f'{b}_return']):+.2%}" for b in rivals)
         numbers = (
-            f"fold-mean Sharpe {o['model_sharpe']:.2f} vs buy & hold {o['buy_hold_sharpe']:.2f} "
-            f"(excess {excess:+.2f}, needs > {gate.min_sharpe_excess:g}), p-value {p:.3f} against random entries "
-            f"(needs < {gate.max_p_value:g}), return {o['model_return']:+.2%} vs buy & hold "
-            f"{o['buy_hold_return']:+.2%}, "
-            f"{o['trades']} trades over {o['folds']} test window(s)"
+            f"fold-mean Sharpe {model:.2f}: {_against(model, rivals, gate)} (excess over {_RIVALS[best]}"
+            f"{', the better' if len(rivals) > 1 else ''} {excess:+.2f}, needs > {gate.min_sharpe_excess:g}{old}), "
+            f"p-value {p:.3f} against random entries (needs < {gate.max_p_value:g}), return "
+            f"{float(o['model_return']):+.2%} vs {returns}, {o['trades']} trades over {o['folds']} test window(s)"
         )
     except (KeyError, TypeError, ValueError) as e:
         return False, f"its trading evaluation is unreadable ({type(e).__name__}: {str(e)[:80]})"

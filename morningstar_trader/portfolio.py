@@ -355,10 +355,11 @@ def record_fill(
 # %% ../nbs/09_portfolio.ipynb #47011364
 @patch
 def fills(self: PortfolioStore, client_order_id: str | None = None) -> pd.DataFrame:
-    "The recorded fills (all, or of one order), oldest first; `time` as UTC timestamps."
+    """The recorded fills (all, or of one order), oldest first, fills of one time in the order they were settled (an
+    entry and its stop inside one bar: entry first); `time` as UTC timestamps."""
     where, params = ("WHERE client_order_id = ?", (client_order_id,)) if client_order_id else ("", ())
     with self._tx() as db:
-        df = pd.read_sql(f"SELECT * FROM fills {where} ORDER BY time, trade_id", db, params=params)
+        df = pd.read_sql(f"SELECT * FROM fills {where} ORDER BY time, rowid", db, params=params)
     df["time"] = pd.to_datetime(df["time"], utc=True, format="ISO8601")
     return df
 

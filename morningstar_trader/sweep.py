@@ -27,9 +27,10 @@ import pandas as pd
 from pydantic import ValidationError
 
 from .artifact import read_metadata
-from .backtest import BuyAndHold, ModelStrategy, SmaCross, configured_backtest, history_bars
+from .backtest import BuyAndHold, ModelStrategy, SmaCross, Tsmom, configured_backtest, history_bars
 from .config import ConfigError, Settings, describe_errors
 from .kernel import model_id
+from .rules import named_rule
 from .supervisor import Supervisor
 from .types import Bars, MorningstarError, parse_timeframe, to_utc
 
@@ -49,7 +50,12 @@ class SweepGridError(SweepError, ConfigError):
     "A bad grid: unknown key, unreadable or out-of-range value (the CLI exits 2)."
 
 
-STRATEGY_PARAMS = {"sma_cross": {"fast": int, "slow": int}, "buy_hold": {}, "model": {"min_confidence": float}}
+STRATEGY_PARAMS = {
+    "sma_cross": {"fast": int, "slow": int},
+    "buy_hold": {},
+    "tsmom": {"lookback": int},
+    "model": {"min_confidence": float},
+}
 # the settings each kind of backtest reads: the fixed-size path only its costs; the kernel every stage's settings
 FAST_KEYS = ("costs.taker_fee", "costs.slippage_bps")
 KERNEL_SECTIONS = ("decision", "risk", "costs", "execution")
@@ -119,7 +125,7 @@ def check_grid(grid: dict[str, list], strategy: str, settings: Settings, fixed_s
     if not grid:
         raise SweepGridError("the grid is empty: give at least one --grid KEY=V1,V2")
     if not fixed_size and strategy != "model":
-        raise SweepGridError(f"--size is needed for {strategy} (only the model is sized by the decision stage)")
+        raise SweepGridError(f"--size is needed for {strategy}: a sweep of a rule runs on the fixed-size path")
     if fixed_size and strategy == "model":  # the fast path asks a model for signals without naming the pair
         raise SweepGridError(
             "--size: a sweep of the model runs through the decision stage (as `backtest` without --size)"
@@ -187,6 +193,8 @@ def make_strategy(name: str, params: dict, settings: Settings, model=None, table
         return SmaCross(**params)
     if name == "buy_hold":
         return BuyAndHold()
+    if name == "tsmom":  # a month of bars unless the point sets its lookback, as `backtest --strategy tsmom --size`
+        return Tsmom(named_rule(settings, "tsmom", **params).prep.lookback)
     if model is None:
         raise SweepError("the model strategy needs a model")
     return CachedModelStrategy(
@@ -341,8 +349,12 @@ def train_and_evaluate(frames: dict[str, pd.DataFrame], settings: Settings) -> l
         {
             "test": f["test"],
             **f["model"],
-            "buy_hold_return": f["buy_hold"].get("return"),
-            "buy_hold_sharpe": f["buy_hold"].get("sharpe"),
+            **{
+                f"{b}_{k}": f.get(b, {}).get(k)  # evaluations from before the two baselines: None
+                for b in ("buy_hold", "vol_target", "tsmom")
+                for k in ("return", "sharpe")
+            },
+            "tsmom_lookback": f.get("tsmom", {}).get("lookback"),
             "p_value": f["random"]["p_value"],
             "min_confidence": f["min_confidence"],
         }

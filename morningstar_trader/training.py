@@ -509,6 +509,7 @@ def _fold_trading(
         fold.test,
         min_confidence_for(settings.decision, info.get("decision")),
         seed=seed,
+        validation=fold.val,  # TSMOM's lookback is chosen there, as the threshold is
     )
     return out | {"seconds": round(time.perf_counter() - started, 2)}, random
 

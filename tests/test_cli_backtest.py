@@ -39,7 +39,11 @@ def test_sma_cross_backtest_writes_its_outputs_and_passes_the_lookahead_check(of
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--strategy", "sma_cross"], "--size is needed for sma_cross"),
+        (
+            ["--strategy", "tsmom", "--param", "lookback=0"],
+            "--param lookback: Input should be greater than or equal to 1",
+        ),
+        (["--strategy", "tsmom", "--param", "fast=3"], "tsmom takes lookback=<int>"),
         (["--strategy", "sma_cross", "--size", "1", "--param", "fast=ten"], "fast must be int"),
         (["--strategy", "sma_cross", "--size", "1", "--param", "speed=3"], "sma_cross takes fast=<int>, slow=<int>"),
         (["--strategy", "sma_cross", "--size", "1", "--param", "fast=30", "--param", "slow=5"], "fast < slow"),
@@ -52,3 +56,35 @@ def test_backtest_bad_input(offline_project, args, message):
     proc = offline_project.run("backtest", "--exchange", "synthetic", *args, check=None)
     assert proc.returncode in (1, 2) and message in proc.stderr, proc.stderr
     assert not (offline_project.root / "runs").exists() or not list((offline_project.root / "runs").rglob("trades.csv"))
+
+
+def test_tsmom_and_buy_hold_without_size_trade_decision_sized_beside_the_baselines(offline_project):
+    """A rule without --size runs through the kernel (sized by the decision stage, decisions.csv, state.sqlite); its
+    statistics carry the four benchmarks on the same bars, and TSMOM's lookback says where it was chosen."""
+    p = offline_project
+    p.run("data", "sample", "--days", "150", "--pairs", "BTC/USDT", "ETH/USDT")
+    args = ["backtest", "--exchange", "synthetic", "--start", "2023-04-01", "--llm-mode", "off"]
+    out = p.run(*args, "--strategy", "tsmom", "--param", "lookback=168", "--out", str(p.root / "ts")).stdout
+    stats = json.loads((p.root / "ts" / "stats.json").read_text())
+    decisions = pd.read_csv(p.root / "ts" / "decisions.csv")
+    trades = pd.read_csv(p.root / "ts" / "trades.csv")
+    assert (p.root / "ts" / "state.sqlite").is_file() and len(decisions) > 0
+    assert stats["trades"] == len(trades) > 0 and set(trades["side"]) == {"long"}  # spot: the short side is flat
+    assert pd.to_datetime(trades["entry_time"]).min() >= pd.Timestamp("2023-04-01", tz="UTC")
+    for name in ("buy_hold", "vol_target", "tsmom"):
+        assert {f"{name}_return", f"{name}_sharpe", f"{name}_max_drawdown", f"excess_return_vs_{name}"} <= set(stats)
+    assert stats["vol_target_trades"] > 0 and stats["vol_target_turnover"] > 0
+    # 90 days of history before --start (2,160 hourly bars): enough to choose among 1 week and 1 month
+    assert (
+        stats["tsmom_chosen_on"].startswith("history before the start") and "3 months" not in stats["tsmom_chosen_on"]
+    )
+    assert stats["tsmom_lookback"] in ("1 week", "1 month") and "tsmom_chosen_on" in out
+    hold = p.run(*args, "--strategy", "buy_hold", "--out", str(p.root / "bh")).stdout
+    bh = json.loads((p.root / "bh" / "stats.json").read_text())
+    # the rule buy_hold through the kernel: long at every close, its stops and targets set by the decision stage
+    assert bh["trades"] == len(pd.read_csv(p.root / "bh" / "trades.csv", usecols=["side"]).query("side == 'long'")) > 0
+    assert "written to" in hold
+    # the same bars, the same benchmarks, whichever strategy ran
+    assert {k: bh[k] for k in ("buy_hold_return", "vol_target_return", "tsmom_return")} == pytest.approx(
+        {k: stats[k] for k in ("buy_hold_return", "vol_target_return", "tsmom_return")}
+    )

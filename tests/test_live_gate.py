@@ -25,9 +25,17 @@ NOTEBOOK = str(ROOT / "nbs" / "trading_cycle.ipynb")
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> Path:
-    """models/default/{none,weak,edge}: no trading evaluation, a positive excess with p = 0.62, a clear edge."""
+    """models/default/{none,weak,edge,behind,old}: no trading evaluation, a positive excess with p = 0.62, a clear edge,
+    beating buy & hold but not vol-targeted buy & hold, an edge over buy & hold in an evaluation written before
+    vol-targeted buy & hold existed."""
     root = tmp_path_factory.mktemp("gate") / "models" / "default"
-    for name, ev in (("none", None), ("weak", known_evaluation(0.3, 0.62)), ("edge", known_evaluation(0.5, 0.02))):
+    for name, ev in (
+        ("none", None),
+        ("weak", known_evaluation(0.3, 0.62)),
+        ("edge", known_evaluation(0.5, 0.02)),
+        ("behind", known_evaluation(-0.2, 0.02, vol_target_sharpe=0.9)),
+        ("old", known_evaluation(0.5, 0.02, vol_target_sharpe=None)),
+    ):
         path = tiny_artifact(root / name)
         if ev:
             write(path, "metadata.json", read(path, "metadata.json") | {"evaluation": ev})
@@ -53,8 +61,8 @@ def test_live_run_refuses_a_model_without_an_edge_in_one_error_line_with_its_num
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("morningstar: error: refusing to trade model"), proc.stderr
     for numbers in (
-        "Sharpe 0.70 vs buy & hold 0.40",
-        "excess +0.30",
+        "fold-mean Sharpe 0.70: beats buy & hold 0.40, beats vol-targeted buy & hold 0.30",
+        "(excess over buy & hold, the better +0.30, needs > 0)",
         "p-value 0.620 against random entries (needs < 0.1)",
         "41 trades over 3 test window(s)",
         "--allow-unproven-model",
@@ -137,8 +145,20 @@ def test_the_gate_passes_an_edge_obeys_the_config_thresholds_and_the_flag_lets_a
     with pytest.raises(UnprovenModelError, match="p-value 0.620"):
         _live_gate(_args(False), use("weak"), "live")
     _live_gate(_args(False), use("weak", max_p_value=0.7), "live")  # thresholds come from the config
-    with pytest.raises(UnprovenModelError, match=r"excess \+0.30, needs > 0.5"):
+    with pytest.raises(UnprovenModelError, match=r"loses to buy & hold 0.40.* the better \+0.30, needs > 0.5"):
         _live_gate(_args(False), use("weak", max_p_value=0.7, min_sharpe_excess=0.5), "live")
+    # ahead of buy & hold, behind vol-targeted buy & hold: refused, naming the baseline it lost to, with the numbers
+    with pytest.raises(
+        UnprovenModelError,
+        match=r"Sharpe 0.70: beats buy & hold 0.40, loses to vol-targeted buy & hold 0.90 \(excess over vol-targeted "
+        r"buy & hold, the better -0.20, needs > 0\), p-value 0.020",
+    ):
+        _live_gate(_args(False), use("behind"), "live")
+    # metadata written before vol-targeted buy & hold: still read, compared with buy & hold alone, and it says so
+    _live_gate(_args(False), use("old"), "live")
+    out = capsys.readouterr().out
+    assert "passes the live gate: fold-mean Sharpe 0.90: beats buy & hold 0.40 (excess over buy & hold +0.50" in out
+    assert "an evaluation from before vol-targeted buy & hold: against buy & hold only" in out
     capsys.readouterr()
     _live_gate(_args(True), use("none"), "live")  # the flag: a warning, no refusal
     assert "warning: trading the unproven model" in capsys.readouterr().err

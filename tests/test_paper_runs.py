@@ -131,7 +131,10 @@ def test_paper_runs_carry_buy_and_hold_and_flat(paper):
         stats["excess_return_vs_flat"] - stats["buy_hold_return"]
     )
     bench = scraps["benchmarks"]
-    assert list(bench.columns) == ["buy_hold", "flat"] and list(bench.index) == list(window.index)
+    assert list(bench.columns) == ["buy_hold", "vol_target", "tsmom", "flat"] and list(bench.index) == list(
+        window.index
+    )
+    assert {"vol_target_return", "tsmom_return", "tsmom_chosen_on"} <= set(stats)  # over the same window
     assert bench["buy_hold"].iloc[-1] / window.iloc[0] - 1 == pytest.approx(stats["buy_hold_return"])
 
 
@@ -265,3 +268,22 @@ def test_configured_strategies_run_with_their_own_books(paper):
         "not in the config's strategies (majors, btc)"
         in p.run("run", "--mode", "paper", "--strategy", "nope", check=2).stderr
     )
+
+
+def test_a_built_in_rule_paper_trades_in_its_own_book(paper):
+    """`run --mode paper --strategy tsmom`: the rule in the model's place, as a configured rule trades, in its own book
+    (state/tsmom/), never the model's account."""
+    main = paper.root / "state" / "paper.sqlite"
+    before = sqlite3.connect(main).execute("SELECT COUNT(*) FROM journal").fetchone()[0] if main.is_file() else 0
+    out = paper.run("run", "--mode", "paper", "--strategy", "tsmom", "--notebook", NOTEBOOK, env=FAKE).stdout
+    scraps = load_run(_run_id(out), paper.root / "runs")
+    decisions = scraps["decisions"]
+    assert scraps["parameters"]["strategy"] == "tsmom" and scraps["errors"] == []
+    assert list(decisions["pair"]) == ["BTC/USDT", "ETH/USDT"] and "skipped" not in set(decisions["action"])
+    with sqlite3.connect(paper.root / "state" / "tsmom" / "paper.sqlite") as db:
+        journal = db.execute("SELECT prediction FROM journal").fetchall()
+    assert len(journal) == 2 and all('"confidence": 1.0' in row[0] for row in journal)  # the rule's heads
+    after = sqlite3.connect(main).execute("SELECT COUNT(*) FROM journal").fetchone()[0] if main.is_file() else 0
+    assert after == before  # the model's account saw nothing of it
+    refused = paper.run("run", "--mode", "paper", "--strategy", "tsmom", "--size", "1", "--notebook", NOTEBOOK, check=1)
+    assert "size, start and end are for backtests" in refused.stderr

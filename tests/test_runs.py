@@ -61,7 +61,8 @@ def test_a_backtest_run_is_recorded_and_reads_back(sampled):
         "benchmarks",
         "errors",
     }
-    assert list(scraps["benchmarks"].columns) == ["buy_hold", "flat"] and "excess_return_vs_buy_hold" in scraps["stats"]
+    assert list(scraps["benchmarks"].columns) == ["buy_hold", "vol_target", "tsmom", "flat"]
+    assert {"excess_return_vs_buy_hold", "vol_target_sharpe", "tsmom_return", "tsmom_chosen_on"} <= set(scraps["stats"])
     # the notebook ran the same engine: same trades as an in-process run on the same candles
     frames = {
         pair: CandleStore(p.root / "data").load("synthetic", pair, "1h").frame for pair in ("BTC/USDT", "ETH/USDT")
@@ -77,6 +78,43 @@ def test_a_backtest_run_is_recorded_and_reads_back(sampled):
             assert not any(v.encode() in data for v in FAKE.values()), path
     shown = json.loads(p.run("runs", "show", run_id).stdout)
     assert shown["trades"] == len(expected)
+
+
+def test_a_rule_without_size_runs_decision_sized_and_compare_shows_the_baselines(sampled):
+    """`run --mode backtest --strategy tsmom` (no --size): the rule through the kernel, the baselines on the same bars
+    (the same numbers in any run over them); `runs compare` lists them."""
+    p, ids = sampled, []
+    for strategy in ("tsmom", "buy_hold"):
+        out = p.run(
+            "run",
+            "--mode",
+            "backtest",
+            "--strategy",
+            strategy,
+            "--exchange",
+            "synthetic",
+            "--start",
+            "2023-01-20",
+            "--llm-mode",
+            "off",
+            "--notebook",
+            NOTEBOOK,
+            env=FAKE,
+        ).stdout
+        ids.append(out.split()[1].rstrip(":"))
+    tsmom, hold = (load_run(rid, p.root / "runs") for rid in ids)
+    # a month of hourly bars before its first decision; then every decision is the rule's, shorts refused on spot
+    assert len(tsmom["decisions"]) > 0 and set(tsmom["trades"]["side"]) <= {"long"}
+    assert tsmom["parameters"]["strategy"] == "tsmom" and tsmom["decisions"]["time"].min() >= pd.Timestamp(
+        "2023-01-20", tz="UTC"
+    )
+    assert tsmom["equity"].index[0] == pd.Timestamp("2023-01-20", tz="UTC")  # history before --start is not traded
+    # 19 days of history before --start: too few to choose TSMOM's lookback, and the run says so
+    assert tsmom["stats"]["tsmom_chosen_on"] == "default: 456 bars before the start, 1,440 needed to choose"
+    for key in ("buy_hold_return", "vol_target_return", "vol_target_sharpe", "tsmom_return"):
+        assert tsmom["stats"][key] == pytest.approx(hold["stats"][key]), key
+    compared = p.run("runs", "compare", *ids).stdout
+    assert all(k in compared for k in ("vol_target_return", "tsmom_sharpe", "information_ratio_vs_vol_target"))
 
 
 def test_a_failed_run_keeps_its_notebook_and_status(sampled):
