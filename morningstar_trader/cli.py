@@ -523,8 +523,9 @@ def _write_backtest(out: Path, result, decision_sized: bool) -> None:
     if decision_sized:
         result.decisions.to_csv(out / "decisions.csv", index=False)
     (out / "stats.json").write_text(json.dumps(result.stats, indent=2))
+    w = max(map(len, result.stats), default=0) + 2
     for key, value in result.stats.items():
-        print(f"{key:<15}{value:>14.4f}" if isinstance(value, float) else f"{key:<15}{value:>14}")
+        print(f"{key:<{w}}{value:>14.4f}" if isinstance(value, float) else f"{key:<{w}}{value!s:>14}")
     print(f"\nwritten to {out}")
 
 

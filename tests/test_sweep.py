@@ -439,6 +439,13 @@ def test_a_sweep_of_model_settings_trains_walk_forward_on_the_workers(cluster, t
     for row, fold in zip(mine.to_dict("records"), here):
         assert (row["fold_start"], row["fold_end"]) == tuple(pd.Timestamp(x) for x in fold["test"])
         assert set(fold) - {"test"} <= set(row) and 0 <= row["p_value"] <= 1 and row["trades"] >= 0
+        # the baselines on the same test window, TSMOM's lookback chosen on the fold's validation slice
+        assert pd.notna(row["vol_target_sharpe"]) and row["tsmom_lookback"] in (
+            "1 week",
+            "1 month",
+            "3 months",
+            "12 months",
+        )
     with pytest.raises(Exception, match="walk-forward folds of training"):
         run_sweep(
             frames,
