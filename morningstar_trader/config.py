@@ -368,7 +368,7 @@ class TrainingSettings(_Section):
     # what the signal head learns: `classes` (triple-barrier short/flat/long, cross-entropy) or `sharpe` (the target
     # position itself, trained on the after-cost Sharpe ratio of its returns; nbs/06_training.ipynb)
     objective: Literal["classes", "sharpe"] = "classes"
-    cost_multiplier: float = Field(1.0, ge=0, le=100)  # sharpe: the costs charged on position changes, x this
+    cost_multiplier: float = Field(4.0, ge=0, le=100)  # sharpe: the costs charged on position changes, x this
     chunk_bars: int = Field(128, ge=8, le=10_000)  # sharpe: contiguous bars per training sequence
     ensemble: int = Field(1, ge=1, le=16)  # networks trained with seeds seed..seed+n-1, their heads averaged
     seed: int = Field(42, ge=0, le=2**32 - 1)  # numpy and Keras seeds are unsigned 32-bit

@@ -84,7 +84,11 @@ def test_shipped_config_is_valid_and_safe():
     from morningstar_trader.config import Settings
 
     defaults = Settings()  # the commented example documents the defaults, and must not drift from them
-    assert (cfg.features, cfg.training, cfg.llm, cfg.model, cfg.decision, cfg.risk, cfg.costs) == (
+    # but for the objective: the shipped config trains the exposure objective (an ensemble of 3); a config that does
+    # not name one keeps the meaning it had, the classes
+    shipped = cfg.training.model_copy(update={"objective": "classes", "ensemble": 1})
+    assert (cfg.training.objective, cfg.training.ensemble) == ("sharpe", 3)
+    assert (cfg.features, shipped, cfg.llm, cfg.model, cfg.decision, cfg.risk, cfg.costs) == (
         defaults.features,
         defaults.training,
         defaults.llm,
