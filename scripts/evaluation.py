@@ -24,6 +24,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from morningstar_trader.types import parse_timeframe
+
 BIN = Path(sys.executable).parent
 HOURLY = ["BTC/USDT", "ETH/USDT", "SOL/USDT", "BNB/USDT", "XRP/USDT"]
 DAILY = [*HOURLY, "ADA/USDT", "TRX/USDT", "DOGE/USDT", "BCH/USDT"]
@@ -156,7 +158,7 @@ def row(dataset: str, name: str, changes: dict, meta: dict) -> dict:
     val = [f["val_metrics"]["signal"].get("sharpe") for f in meta["folds"]]
     years_per_window = (
         DATASETS[dataset]["training"].get("test_bars", 1460)
-        * pd.Timedelta(DATASETS[dataset]["timeframe"])
+        * parse_timeframe(DATASETS[dataset]["timeframe"])
         / pd.Timedelta(days=365)
     )
     out = {
