@@ -365,26 +365,39 @@ def baseline_weights(
     return w.fillna(0.0)
 
 # %% ../nbs/13_backtest.ipynb #074f57ec
+def _holding(close: np.ndarray, weight: np.ndarray, cash: float, units: float) -> tuple[np.ndarray, ...]:
+    """(equity, the weight held, the target) at each close while nothing trades; a wiped-out sleeve (a short that more
+    than doubled) targets nothing and holds everything it has left."""
+    value = units * close
+    equity = cash + value
+    alive = equity > 0
+    held = np.where(alive, value / np.where(alive, equity, 1.0), np.where(value != 0, 1.0, 0.0))
+    return equity, held, np.where(alive, weight, 0.0)
+
+
 def rebalance(
-    close: np.ndarray, weight: np.ndarray, share: float, cost: float, band: float
+    close: np.ndarray, weight: np.ndarray, share: float, cost: float, band: float, chunk: int = 2048
 ) -> tuple[np.ndarray, float, int]:
     """(a sleeve's equity at each close, the value it traded, its number of trades): starting with `share` in cash, at
     each close it trades to `weight` of its equity when the weight held is off by more than `band` of the target,
-    paying `cost` of the value traded."""
-    cash, units, traded, trades, out = float(share), 0.0, 0.0, 0, np.empty(len(close))
-    for i, (price, target) in enumerate(zip(close.tolist(), weight.tolist())):
-        value = units * price
-        equity = cash + value
-        if equity > 0:
-            held = value / equity
-        else:  # wiped out (a short that more than doubled): close what is left, trade no more
-            held, target = (1.0 if value else 0.0), 0.0
-        if abs(target - held) > band * abs(target):
-            delta = target * max(equity, 0.0) - value
-            units += delta / price
-            cash -= delta + cost * abs(delta)
-            traded, trades = traded + abs(delta), trades + 1
-        out[i] = cash + units * price
+    paying `cost` of the value traded. Between trades nothing changes but the price, so each stretch is computed at
+    once, `chunk` closes at a time, up to the next close that trades."""
+    n, out = len(close), np.empty(len(close))
+    cash, units, traded, trades, i = float(share), 0.0, 0.0, 0, 0
+    while i < n:
+        j = min(n, i + chunk)
+        equity, held, target = _holding(close[i:j], weight[i:j], cash, units)
+        off = np.flatnonzero(np.abs(target - held) > band * np.abs(target))
+        if not len(off):
+            out[i:j], i = equity, j
+            continue
+        k = int(off[0])
+        out[i : i + k] = equity[:k]
+        price, delta = float(close[i + k]), float(target[k]) * max(float(equity[k]), 0.0) - units * float(close[i + k])
+        units += delta / price
+        cash -= delta + cost * abs(delta)
+        traded, trades = traded + abs(delta), trades + 1
+        out[i + k], i = cash + units * price, i + k + 1
     return out, traded, trades
 
 # %% ../nbs/13_backtest.ipynb #57a8aa7d
