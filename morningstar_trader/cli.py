@@ -398,7 +398,7 @@ def review(args) -> int:
     )
     acct = Marked(args.equity, {}, {args.pair: close}, RiskState.start(args.equity, when))
     proposed, notes = decide_pair(k, args.pair, inp, acct, None), CloseNotes()
-    decided = review_pair(k, inp, proposed, close, notes)
+    decided = review_pair(k, inp, proposed, close, notes, when)
     if args.pair not in notes.reviews:
         print(f"{args.pair} at {when}: no proposal to review ({'; '.join(proposed.reasons)})")
         return 0

@@ -29,7 +29,7 @@ from .types import Decision, Fill, MorningstarError, Order, Position, Review, pa
 _log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['MARKET_LOOKBACK', 'bar_number', 'client_order_id', 'Kernel', 'PairInput', 'model_id', 'review_evidence',
+__all__ = ['NO_RULES', 'MARKET_LOOKBACK', 'bar_number', 'client_order_id', 'Kernel', 'PairInput', 'model_id', 'review_evidence',
            'check_levels', 'mark', 'send', 'CloseNotes', 'Marked', 'decide_pair', 'ask_reviewer', 'review_pair',
            'risk_check', 'account_hold', 'place', 'journal_pair', 'StageFailed', 'trade_pair', 'unreviewed_twin',
            'twin_close', 'CloseOutcome', 'one_transaction', 'close_bar', 'predict_heads', 'attach_digest']
@@ -52,6 +52,9 @@ def client_order_id(account: str, bar: pd.Timestamp, pair: str, action: str) -> 
     return "ms-" + hashlib.sha256(f"{account}|{bar.isoformat()}|{pair}|{action}".encode()).hexdigest()[:32]
 
 # %% ../nbs/12_kernel.ipynb #70b2afb1
+NO_RULES = MarketRules()  # a market without limits (frozen: one is enough)
+
+
 @dataclass
 class Kernel:
     "One account's parts that every close uses; only the venue (and the book behind it) differs between modes."
@@ -89,7 +92,7 @@ def model_id(model) -> str:
 def _dust(k: Kernel, pos: Position, price: float) -> bool:
     """A remainder the exchange would not trade (e.g. what rounding to its step left of a partial fill): valued, never
     traded."""
-    return k.markets.get(pos.pair, MarketRules()).is_dust(pos.size, price)
+    return k.markets.get(pos.pair, NO_RULES).is_dust(pos.size, price)
 
 # %% ../nbs/12_kernel.ipynb #7cf72f83
 MARKET_LOOKBACK = 168  # bars of closes the market context needs
@@ -269,28 +272,30 @@ def ask_reviewer(k: Kernel, inp: PairInput, d: Decision, price: float, decided_a
     return guarded(ask, k.settings.llm)(proposal_of(d, price))
 
 
-def review_pair(k: Kernel, inp: PairInput, d: Decision, price: float, notes: CloseNotes) -> Decision:
+def review_pair(
+    k: Kernel, inp: PairInput, d: Decision, price: float, notes: CloseNotes, decided_at: pd.Timestamp
+) -> Decision:
     "Entry `d` as the review leaves it; other actions, and every action without a reviewer, unchanged."
     if k.supervisor is None or not d.action.startswith("open"):
         return d
-    review = ask_reviewer(k, inp, d, price, _stamps(inp.window.end, k.settings.timeframe)[1])
+    review = ask_reviewer(k, inp, d, price, decided_at)
     notes.reviews[d.pair] = review
     if review.alerts:
         notes.llm_alerts[d.pair] = list(review.alerts)
     return review_entry(d, price, review, k.settings.decision)
 
 # %% ../nbs/12_kernel.ipynb #9b26b027
-def risk_check(k: Kernel, d: Decision, bar: pd.Timestamp, acct: Marked) -> Verdict:
-    "The risk stage's verdict on `d`, decided at the candle opening at `bar`."
+def risk_check(k: Kernel, d: Decision, bar_number: int, acct: Marked) -> Verdict:
+    "The risk stage's verdict on `d`, decided at bar `bar_number` (`bar_number`: the unit of cooldowns)."
     return check_order(
         d,
         state=acct.risk_state,
         positions=acct.positions,
         prices=acct.prices,
         equity=acct.equity,
-        bar=_stamps(bar, k.settings.timeframe)[2],
+        bar=bar_number,
         risk=k.settings.risk,
-        market=k.markets.get(d.pair, MarketRules()),
+        market=k.markets.get(d.pair, NO_RULES),
     )
 
 # %% ../nbs/12_kernel.ipynb #ebcd6ef2
@@ -384,13 +389,13 @@ def _journal_failure(k: Kernel, pair: str, bar: pd.Timestamp, inp: PairInput, wh
 
 
 def journal_pair(
-    k: Kernel, inp: PairInput, d: Decision, verdict: Verdict, order: str, held: str | None, notes: CloseNotes
+    k: Kernel, inp: PairInput, d: Decision, verdict: Verdict, order: str, held: str | None, notes: CloseNotes, iso: str
 ) -> str:
-    "Journal this pair's close; the verdict it recorded."
+    "Journal this pair's close (`iso`: its decision bar as text); the verdict it recorded."
     bar = inp.window.end
     reason = held or (verdict.reason if d.action != "hold" else "no order")
     k.book.journal(
-        f"{k.run_id}-{_stamps(bar, k.settings.timeframe)[0]}",
+        f"{k.run_id}-{iso}",
         d.pair,
         bar,
         inputs={"close": float(inp.window.close)},
@@ -438,14 +443,15 @@ def trade_pair(
     """Decide, review, risk check, order and journal for one pair at this close; its report row. `hold_entries`: why
     no entry may go out now; `baseline`: the unreviewed twin's entries."""
     bar, price = inp.window.end, acct.prices[pair]
+    iso, closed_at, number = _stamps(bar, k.settings.timeframe)  # once a pair: a Timestamp hashes slowly
     try:
         with log_context(pair=pair):
             d = _stage("decision", decide_pair, k, pair, inp, acct, baseline)
-            d = _stage("review", review_pair, k, inp, d, price, notes)
-            verdict = _stage("risk", risk_check, k, d, bar, acct)
+            d = _stage("review", review_pair, k, inp, d, price, notes, closed_at)
+            verdict = _stage("risk", risk_check, k, d, number, acct)
             order, held = _stage("execution", place, k, bar, verdict, acct, notes, hold_entries)
             ms = (time.perf_counter() - t0) * 1e3
-            reason = _stage("journal", journal_pair, k, inp, d, verdict, order, held, notes)
+            reason = _stage("journal", journal_pair, k, inp, d, verdict, order, held, notes, iso)
     except StageFailed as e:  # one pair's failure is that pair's: recorded, alerted, the others trade
         _log.error("%s: %s failed; the pair is skipped this close", pair, e.stage, exc_info=e.error)
         notes.errors[pair] = str(e)
