@@ -181,17 +181,33 @@ def _target(pred: dict, can_short: bool) -> float:
     return p if p >= 0 or can_short else 0.0
 
 
-def _target_units(
-    pred: dict, target: float, price: float, equity: float, decision, risk
-) -> tuple[float, list[str], tuple]:
-    "(units of the target, the sizing reasons, (stop, target price, their source)) for |target| of a full position."
-    sign = 1 if target > 0 else -1
-    sl, tp, src = _levels(_protective(pred, decision), price, sign, decision)
-    units, why = position_size(
-        equity, price, {**pred, "confidence": abs(target)}, abs(price - sl) / price, decision, risk
-    )
-    units, capped = cap_size(units, equity, price, risk)
-    return units, [*why, *capped], (sl, tp, src)
+def _enter(
+    pair: str,
+    side: str,
+    sl: float,
+    tp: float,
+    reasons: list[str],
+    sizing,
+    equity: float,
+    price: float,
+    risk: RiskSettings,
+    baseline_size: float | None,
+) -> Decision:
+    """An entry on `side` with its levels, `sizing()` giving (units, why) before the caps; held where the run without
+    the review does not enter (the review may drop or shrink that run's trades, never add one) or where nothing is left
+    after the caps (that run's size among them)."""
+    if baseline_size is not None and not baseline_size > 0:
+        return Decision(pair, "hold", reasons=(*reasons, "the run without the review does not enter here"))
+    units, why = sizing()
+    units, capped = cap_size(units, equity, price, risk, baseline_size)
+    if not units > 0:
+        return Decision(pair, "hold", reasons=(*reasons, *why, *capped, "size is zero"))
+    return Decision(pair, f"open_{side}", size=units, stop_loss=sl, take_profit=tp, reasons=(*reasons, *why, *capped))
+
+
+def _target_sizing(pred: dict, target: float, price: float, equity: float, sl: float, decision, risk):
+    "(units, why) of |target| of a full, volatility-sized position, before the caps."
+    return position_size(equity, price, {**pred, "confidence": abs(target)}, abs(price - sl) / price, decision, risk)
 
 
 def decide_exposure(
@@ -212,17 +228,11 @@ def decide_exposure(
         return _hold_toward(pair, pred, price, equity, position, target, decision, risk)
     if abs(target) <= band:
         return Decision(pair, "hold", reasons=(f"target position {target:+.2f} within the no-trade band {band:g}",))
-    side = "long" if target > 0 else "short"
-    units, why, (sl, tp, src) = _target_units(pred, target, price, equity, decision, risk)
-    reasons = [f"target position {target:+.2f} ({side}); stop {sl:g}, target {tp:g} from the {src}", *why]
-    if baseline_size is not None:  # the review may drop or shrink the unreviewed run's trades, never add one
-        if not baseline_size > 0:
-            return Decision(pair, "hold", reasons=(*reasons, "the run without the review does not enter here"))
-        units, capped = cap_size(units, equity, price, risk, baseline_size)
-        reasons += capped
-    if not units > 0:
-        return Decision(pair, "hold", reasons=(*reasons, "size is zero"))
-    return Decision(pair, f"open_{side}", size=units, stop_loss=sl, take_profit=tp, reasons=tuple(reasons))
+    side, sign = ("long", 1) if target > 0 else ("short", -1)
+    sl, tp, src = _levels(_protective(pred, decision), price, sign, decision)
+    reasons = [f"target position {target:+.2f} ({side}); stop {sl:g}, target {tp:g} from the {src}"]
+    sizing = lambda: _target_sizing(pred, target, price, equity, sl, decision, risk)  # noqa: E731
+    return _enter(pair, side, sl, tp, reasons, sizing, equity, price, risk, baseline_size)
 
 
 def _hold_toward(
@@ -233,7 +243,8 @@ def _hold_toward(
     if position.sign * target <= band / 2:
         why = "turned to the other side" if position.sign * target < 0 else f"below half the band {band:g}"
         return Decision(pair, "close", size=position.size, reasons=(f"target position {target:+.2f} {why}",))
-    units, _, _ = _target_units(pred, target, price, equity, decision, risk)
+    sl, _, _ = _levels(_protective(pred, decision), price, position.sign, decision)
+    units, _ = cap_size(_target_sizing(pred, target, price, equity, sl, decision, risk)[0], equity, price, risk)
     if position.size - units > band * position.size:
         return Decision(
             pair,
@@ -280,15 +291,8 @@ def decide(
     reasons = [
         f"model {side} with confidence {float(pred['confidence']):.2f}; stop {sl:g}, target {tp:g} from the {src}"
     ]
-    if (
-        baseline_size is not None and not baseline_size > 0
-    ):  # the review may drop or shrink the unreviewed run's trades, never add one
-        return Decision(pair, "hold", reasons=(*reasons, "the run without the review does not enter here"))
-    size, why = position_size(equity, price, pred, abs(price - sl) / price, decision, risk)
-    size, capped = cap_size(size, equity, price, risk, baseline_size)
-    if not size > 0:
-        return Decision(pair, "hold", reasons=(*reasons, *why, *capped, "size is zero"))
-    return Decision(pair, f"open_{side}", size=size, stop_loss=sl, take_profit=tp, reasons=(*reasons, *why, *capped))
+    sizing = lambda: position_size(equity, price, pred, abs(price - sl) / price, decision, risk)  # noqa: E731
+    return _enter(pair, side, sl, tp, reasons, sizing, equity, price, risk, baseline_size)
 
 # %% ../nbs/08_decision.ipynb #16cb6af5
 def proposal_of(d: Decision, price: float) -> TradeProposal:

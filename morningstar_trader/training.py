@@ -205,8 +205,8 @@ def evaluate(
     long at the same volatility scaling."""
     m = {}
     if "position" in pred:
-        sharpe = lambda p: annual_sharpe(after_cost_returns(p, test, settings), settings.timeframe)  # noqa: E731
-        m["signal"] = {"sharpe": sharpe(pred["position"]), "baseline_sharpe": sharpe(np.ones(len(test)))}
+        gained = [after_cost_returns(p, test, settings) for p in (pred["position"], np.ones(len(test)))]
+        m["signal"] = dict(zip(("sharpe", "baseline_sharpe"), (annual_sharpe(g, settings.timeframe) for g in gained)))
     elif "signal" in heads:
         y, p = test["signal"].to_numpy(int), pred["action"] + 1
         base = np.full_like(y, int(train["signal"].mode()[0]))

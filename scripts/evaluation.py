@@ -74,6 +74,26 @@ def _run(*args: str, work: Path) -> None:
     subprocess.run([str(BIN / "morningstar"), *args], cwd=work, check=True, stdout=subprocess.DEVNULL)
 
 
+def write_config(work: Path, cfg: dict, changes: dict) -> Path:
+    "`cfg` with the dotted `changes` applied, as <work>/<model name>.yaml (the model's folder is named after it)."
+    for key, value in changes.items():
+        section, field = key.split(".")
+        cfg.setdefault(section, {})[field] = value
+    path = work / f"{cfg['model']['name']}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def trained(work: Path, config: Path, *train_args: str) -> dict:
+    "The metadata of the model `config` names: `morningstar train`ed first unless --work already holds one."
+    models = work / "models" / yaml.safe_load(config.read_text())["model"]["name"]
+    if not any(models.glob("*/metadata.json")):
+        t0 = time.perf_counter()
+        _run("train", "--config", str(config), *train_args, "--quiet", work=work)
+        print(f"{config.stem}: trained in {time.perf_counter() - t0:.0f} s", flush=True)
+    return json.loads(sorted(models.glob("*/metadata.json"))[-1].read_text())
+
+
 def _config(work: Path, dataset: str, name: str, changes: dict) -> Path:
     d = DATASETS[dataset]
     cfg: dict = {
@@ -84,12 +104,7 @@ def _config(work: Path, dataset: str, name: str, changes: dict) -> Path:
         "training": dict(d["training"]),
         "llm": {"mode": "off"},
     }
-    for key, value in changes.items():
-        section, field = key.split(".")
-        cfg.setdefault(section, {})[field] = value
-    path = work / f"{cfg['model']['name']}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return write_config(work, cfg, changes)
 
 
 def _import(work: Path, data: Path) -> None:
@@ -134,13 +149,7 @@ def _import(work: Path, data: Path) -> None:
 
 def _train(work: Path, dataset: str, name: str, changes: dict) -> dict:
     config = _config(work, dataset, name, changes)
-    models = work / "models" / yaml.safe_load(config.read_text())["model"]["name"]
-    if not any(models.glob("*/metadata.json")):
-        t0 = time.perf_counter()
-        end = DATASETS[dataset]["end"]
-        _run("train", "--config", str(config), "--exchange", "binance", "--end", end, "--quiet", work=work)
-        print(f"{dataset} {name}: trained in {time.perf_counter() - t0:.0f} s", flush=True)
-    return json.loads(sorted(models.glob("*/metadata.json"))[-1].read_text())
+    return trained(work, config, "--exchange", "binance", "--end", DATASETS[dataset]["end"])
 
 
 def _per_year(folds: list[dict], key: str) -> dict[str, float]:

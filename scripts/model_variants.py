@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
-import yaml
+from evaluation import _run, trained, write_config  # the same scripts folder
 
 PAIRS = ["BTC/USDT", "ETH/USDT", "SOL/USDT", "BNB/USDT", "XRP/USDT"]
 VARIANTS = {  # name -> changed keys (dotted) against config/config.yaml's defaults
@@ -30,17 +27,10 @@ VARIANTS = {  # name -> changed keys (dotted) against config/config.yaml's defau
     "network x2": {"model.conv_filters": 64, "model.rnn_units": 64, "model.dense_units": 128},
     "balanced, horizon 48": {"training.class_weight": "balanced", "training.horizon": 48},
 }
-BIN = Path(sys.executable).parent
 
 
 def _config(name: str, changes: dict, work: Path) -> Path:
-    cfg: dict = {"model": {"name": name.replace(" ", "_").replace(",", "").replace(".", "_")}}
-    for key, value in changes.items():
-        section, field = key.split(".")
-        cfg.setdefault(section, {})[field] = value
-    path = work / f"{cfg['model']['name']}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return write_config(work, {"model": {"name": name.replace(" ", "_").replace(",", "").replace(".", "_")}}, changes)
 
 
 def _import(work: Path, candles: Path) -> None:
@@ -49,48 +39,24 @@ def _import(work: Path, candles: Path) -> None:
     config = _config("default", {}, work)
     for pair in PAIRS:
         csv = candles / f"{pair.replace('/', '')}_1h.csv"
-        subprocess.run(
-            [
-                BIN / "morningstar",
-                "data",
-                "import",
-                str(csv),
-                "--config",
-                str(config),
-                "--exchange",
-                "binance",
-                "--pair",
-                pair,
-                "--timeframe",
-                "1h",
-            ],
-            cwd=work,
-            check=True,
+        _run(
+            "data",
+            "import",
+            str(csv),
+            "--config",
+            str(config),
+            "--exchange",
+            "binance",
+            "--pair",
+            pair,
+            "--timeframe",
+            "1h",
+            work=work,
         )
 
 
 def _train(name: str, changes: dict, work: Path) -> dict:
-    config = _config(name, changes, work)
-    models = work / "models" / yaml.safe_load(config.read_text())["model"]["name"]
-    if not any(models.glob("*/metadata.json")):
-        t0 = time.perf_counter()
-        subprocess.run(
-            [
-                BIN / "morningstar",
-                "train",
-                "--config",
-                str(config),
-                "--exchange",
-                "binance",
-                "--pairs",
-                *PAIRS,
-                "--quiet",
-            ],
-            cwd=work,
-            check=True,
-        )
-        print(f"{name}: trained in {time.perf_counter() - t0:.0f} s", flush=True)
-    return json.loads(sorted(models.glob("*/metadata.json"))[-1].read_text())
+    return trained(work, _config(name, changes, work), "--exchange", "binance", "--pairs", *PAIRS)
 
 
 def row(name: str, changes: dict, meta: dict) -> dict:
