@@ -5,11 +5,17 @@ warm-up, and whether the store equals the venue at the end. The suite runs the s
 (tests/test_live_soak.py, slow tier).
 
     .venv/bin/python bench/bench_soak.py [--cycles 10000] [--restart-at 5000] [--rss-every 500] [--warm-up 500]
+        [--profile PATH]
+
+Every `--rss-every` cycles it also records the time those cycles took, the trader's open file descriptors and the
+state store's size on disk, printed as a table at the end: a cycle's cost must not follow the store's history.
+`--profile PATH` runs each trader process under cProfile (PATH.soak-1, PATH.soak-2).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -36,6 +42,16 @@ def rss_table(rss, warm_up: int) -> list[str]:
     return lines
 
 
+def block_table(samples) -> list[str]:
+    "One row per sample: cycles done, the seconds of the cycles since the previous sample, open fds, store MB."
+    lines = ["| cycles done | s for these cycles | ms per cycle | open fds | SQLite MB |", "|---|---|---|---|---|"]
+    n0, s0 = 0, 0.0
+    for n, s, fds, size in samples:
+        lines.append(f"| {n:,} | {s - s0:.1f} | {(s - s0) / (n - n0) * 1e3:.1f} | {fds} | {size / 2**20:.2f} |")
+        n0, s0 = n, s
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cycles", type=int, default=10_000)
@@ -44,7 +60,21 @@ def main() -> None:
     )
     ap.add_argument("--rss-every", type=int, default=500)
     ap.add_argument("--warm-up", type=int, default=500, help="cycles of each process before its memory is the baseline")
+    ap.add_argument("--profile", default=None, help="cProfile each trader process into PATH.<run id>")
     args = ap.parse_args()
+    if args.profile:
+        os.environ["SOAK_PROFILE"] = str(Path(args.profile).resolve())
+    samples = []
+
+    def progress(n, s, refused, kb, fds, size):
+        samples.append((n, s, fds, size))
+        print(
+            f"  {n:>6,} cycles  {s:7.0f} s  refused {refused}  VmRSS {kb / 1024:.1f} MB  fds {fds}  "
+            f"SQLite {size / 2**20:.2f} MB",
+            file=sys.stderr,
+            flush=True,
+        )
+
     restart = args.cycles // 2 if args.restart_at is None else args.restart_at
     started = time.time()
     with tempfile.TemporaryDirectory() as d:
@@ -53,11 +83,7 @@ def main() -> None:
             args.cycles,
             restart_at=restart,
             rss_every=args.rss_every,
-            progress=lambda n, s, refused, kb: print(
-                f"  {n:>6,} cycles  {s:7.0f} s  refused {refused}  VmRSS {kb / 1024:.1f} MB",
-                file=sys.stderr,
-                flush=True,
-            ),
+            progress=progress,
         )
     cycle_s = np.array(soak.cycle_seconds)
     rows = [
@@ -83,6 +109,8 @@ def main() -> None:
     print("\n".join(f"| {k} | {v} |" for k, v in rows))
     print()
     print("\n".join(rss_table(soak.rss, args.warm_up)))
+    print()
+    print("\n".join(block_table(samples)))
 
 
 if __name__ == "__main__":

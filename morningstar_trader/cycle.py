@@ -588,7 +588,7 @@ def _monitor(
     s, rs = ctx.settings, out.risk_state
     prices = ctx.store.load_runtime("last_close", {})
     snapshot = assess(
-        ctx.store.equity_curve(),
+        ctx.store.equity_bounds(),  # what the snapshot reads of the curve, whatever its length
         now=now,
         trading=rs.trading,
         why=rs.why,

@@ -349,9 +349,11 @@ def _resolve_open(executor: LiveExecutor, rows: pd.DataFrame, keep_unsent: froze
 
 def _record_external(store, ex, pairs: tuple[str, ...], others: Siblings) -> list[str]:
     "Record the venue's open orders that are neither ours nor our siblings' as external; one line about each."
-    known, external = set(store.orders()["exchange_order_id"].dropna()) | others.exchange_ids, []
+    external = []
     for pair in pairs:
-        for o in ex.fetch_open_orders(pair):
+        venue = ex.fetch_open_orders(pair)
+        known = store.known_exchange_ids(o["id"] for o in venue) | others.exchange_ids  # not every order ever made
+        for o in venue:
             if str(o["id"]) in known or o.get("clientOrderId") in others.client_ids:
                 continue
             cid = f"external-{o['id']}"

@@ -71,6 +71,11 @@ CREATE TABLE IF NOT EXISTS journal (
   cycle_id TEXT NOT NULL, pair TEXT NOT NULL, time TEXT NOT NULL, inputs TEXT, prediction TEXT, decision TEXT,
   reasons TEXT, PRIMARY KEY (cycle_id, pair));
 CREATE TABLE IF NOT EXISTS runtime (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at TEXT NOT NULL);
+-- what a cycle looks up, found without reading the history: open orders, a venue id, an order's fills, the peak
+CREATE INDEX IF NOT EXISTS orders_by_status ON orders(status);
+CREATE INDEX IF NOT EXISTS orders_by_exchange_id ON orders(exchange_order_id);
+CREATE INDEX IF NOT EXISTS fills_by_order ON fills(client_order_id);
+CREATE INDEX IF NOT EXISTS equity_by_value ON equity(equity);
 """
 
 
@@ -233,15 +238,18 @@ def order(self: PortfolioStore, client_order_id: str) -> dict | None:
     return dict(row) if row else None
 
 
+_OPEN = sorted(set(TRANSITIONS) - TERMINAL)  # named, not "NOT IN the final ones": the status index finds them
+_WHERE_OPEN = f"WHERE status IN ({','.join('?' * len(_OPEN))})"
+
+
 @patch
 def orders(self: PortfolioStore, open_only: bool = False) -> pd.DataFrame:
     "All orders (or only those not in a final status), oldest first."
-    where = f"WHERE status NOT IN ({','.join('?' * len(TERMINAL))})" if open_only else ""
     with self._tx() as db:
         return pd.read_sql(
-            f"SELECT * FROM orders {where} ORDER BY created_at, client_order_id",
+            f"SELECT * FROM orders {_WHERE_OPEN if open_only else ''} ORDER BY created_at, client_order_id",
             db,
-            params=sorted(TERMINAL) if open_only else None,
+            params=_OPEN if open_only else None,
         )
 
 
@@ -250,11 +258,7 @@ def open_orders(self: PortfolioStore) -> list[dict]:
     "The orders not in a final status, oldest first, as plain rows (what a cycle's stages read)."
     with self._tx() as db:
         db.row_factory = sqlite3.Row
-        rows = db.execute(
-            f"SELECT * FROM orders WHERE status NOT IN ({','.join('?' * len(TERMINAL))})"
-            " ORDER BY created_at, client_order_id",
-            sorted(TERMINAL),
-        ).fetchall()
+        rows = db.execute(f"SELECT * FROM orders {_WHERE_OPEN} ORDER BY created_at, client_order_id", _OPEN).fetchall()
     return [dict(r) for r in rows]
 
 # %% ../nbs/09_portfolio.ipynb #283eba51
@@ -456,6 +460,29 @@ def equity_curve(self: PortfolioStore) -> pd.DataFrame:
     with self._tx() as db:
         df = pd.read_sql("SELECT * FROM equity ORDER BY time", db)
     return df.set_index(pd.to_datetime(df.pop("time"), utc=True, format="ISO8601"))
+
+# %% ../nbs/09_portfolio.ipynb #accd2c22
+@patch
+def equity_bounds(self: PortfolioStore) -> pd.DataFrame:
+    """The first mark, the highest and the last (one row each, by time; fewer when they coincide), as `equity_curve`
+    gives them: its first row, maximum and last row, read through the indexes whatever the history's length."""
+    with self._tx() as db:
+        df = pd.read_sql(
+            "SELECT * FROM (SELECT * FROM equity ORDER BY time LIMIT 1) UNION "
+            "SELECT * FROM (SELECT * FROM equity ORDER BY equity DESC LIMIT 1) UNION "
+            "SELECT * FROM (SELECT * FROM equity ORDER BY time DESC LIMIT 1) ORDER BY time",
+            db,
+        )
+    return df.set_index(pd.to_datetime(df.pop("time"), utc=True, format="ISO8601"))
+
+
+@patch
+def known_exchange_ids(self: PortfolioStore, ids) -> set[str]:
+    "The venue order ids among `ids` that an order of this store carries."
+    with self._tx() as db:
+        return {
+            i for i in map(str, ids) if db.execute("SELECT 1 FROM orders WHERE exchange_order_id = ?", (i,)).fetchone()
+        }
 
 # %% ../nbs/09_portfolio.ipynb #1c0c67c1
 @patch

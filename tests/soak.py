@@ -109,6 +109,16 @@ class Trader:
         assert self.proc.wait(timeout=60) == 0, f"the trader exited with {self.proc.returncode}: see {self.log_path}"
 
 
+def open_fds(trader: Trader) -> int:
+    "The trader process's open file descriptors (Linux /proc)."
+    return len(os.listdir(f"/proc/{trader.proc.pid}/fd"))
+
+
+def store_bytes(root: Path) -> int:
+    "The state store's size on disk: every SQLite file under `root/state`, write-ahead logs included."
+    return sum(f.stat().st_size for f in (root / "state").glob("*.sqlite*"))
+
+
 def differences(store_path: Path, server: LocalExchange) -> list[str]:
     """Where the store and the venue disagree: one venue order per intent, every trade once, positions and cash =
     balances."""
@@ -194,7 +204,9 @@ def run_soak(
             if (n + 1) % rss_every == 0 or n + 1 == cycles or n + 1 == restart_at:
                 rss.append((process, n + 1, answer["rss_kb"]))
                 if progress:
-                    progress(n + 1, time.time() - started, refused, answer["rss_kb"])
+                    progress(
+                        n + 1, time.time() - started, refused, answer["rss_kb"], open_fds(trader), store_bytes(root)
+                    )
         server._faults.clear()
         final = trader.final()
         trader.stop()

@@ -43,6 +43,11 @@ def main(settings_path: str, run_id: str) -> int:
     ex.exchange.options["recvWindow"] = 500  # short receive window: unknown orders resolve quickly
     ex.grace_s, ex.order_timeout_s = 0.8, 0.5
     answers.write(json.dumps({"ready": True, "rss_kb": rss_kb()}) + "\n")
+    if profile := os.environ.get("SOAK_PROFILE"):  # bench_soak.py --profile: where the cycles' time goes
+        import cProfile  # noqa: PLC0415
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     for line in sys.stdin:
         command = json.loads(line)
         if "now" in command:
@@ -69,6 +74,9 @@ def main(settings_path: str, run_id: str) -> int:
             while not (final := reconcile(ex, settings.pairs)).ok and time.time() < deadline:
                 time.sleep(0.2)
             answers.write(json.dumps({"ok": final.ok, "why": final.why()}) + "\n")
+    if profile:
+        profiler.disable()
+        profiler.dump_stats(f"{profile}.{run_id}")
     return 0
 
 
