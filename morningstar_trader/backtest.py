@@ -5,8 +5,10 @@
 # %% ../nbs/13_backtest.ipynb #8d240435
 from __future__ import annotations
 
+import gc
 import logging
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import reduce
 from typing import Protocol
@@ -847,6 +849,19 @@ def _digests(supervisor, settings):
 
     return digest
 
+# %% ../nbs/13_backtest.ipynb #dcdbfa42
+@contextmanager
+def _collector_paused():
+    "The cyclic garbage collector off inside the block (as it was before, after it), one collection at the end."
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+            gc.collect(0)
+
 # %% ../nbs/13_backtest.ipynb #7d823d84
 def _backtest_kernel(strategy, settings, cash: float, can_short: bool, supervisor, store, markets: dict, account: str):
     "A backtest's kernel: the settings at the model's timeframe and threshold, simulated fills, the twin if reviewed."
@@ -914,11 +929,12 @@ def run_kernel_backtest(
     first = int(index.searchsorted(to_utc(start))) if start is not None else 0
     if first >= len(index):
         raise BacktestError(f"start {start} is after the last bar {index[-1]}")
-    laid = _kernel_inputs(frames, strategy, index)
-    equity = _replay(k, laid, index, first, _digests(supervisor, settings), cash)
-    _finish(k, index, {p: v[0] for p, v in laid.items()})
-    equity[-1] = k.book.cash()
-    result = _result(k.book, pd.Series(equity[first:], index=index[first:], name="equity"), index[first:], laid)
+    with _collector_paused():
+        laid = _kernel_inputs(frames, strategy, index)
+        equity = _replay(k, laid, index, first, _digests(supervisor, settings), cash)
+        _finish(k, index, {p: v[0] for p, v in laid.items()})
+        equity[-1] = k.book.cash()
+        result = _result(k.book, pd.Series(equity[first:], index=index[first:], name="equity"), index[first:], laid)
     c, step = settings.costs, pd.Timedelta(parse_timeframe(strategy.model.prep.timeframe))
     costs = FillCosts(c.taker_fee, c.maker_fee, c.slippage_bps)
     return _with_benchmarks(result, frames, cash, costs, can_short, history, select_on, step)
@@ -948,11 +964,20 @@ def _journal_frames(book) -> tuple[pd.DataFrame, pd.DataFrame]:
     return decisions, reviews
 
 
+def _held(index: pd.DatetimeIndex, trades: pd.DataFrame) -> pd.Series:
+    """1.0 at every bar from a trade's entry to its exit (both included), else 0.0: one pass over the bars, where a
+    slice assignment per trade took a second for 8,000 trades."""
+    start = index.searchsorted(pd.DatetimeIndex(trades["entry_time"]), side="left")
+    stop = index.searchsorted(pd.DatetimeIndex(trades["exit_time"]), side="right")
+    depth = np.zeros(len(index) + 1)
+    np.add.at(depth, start, 1.0)
+    np.add.at(depth, stop, -1.0)
+    return pd.Series((np.cumsum(depth[:-1]) > 0).astype(float), index=index)
+
+
 def _result(book, equity: pd.Series, index: pd.DatetimeIndex, laid: dict) -> BacktestResult:
     trades = round_trips(book.fills(), book.orders())
-    held = pd.Series(0.0, index=index)
-    for t in trades.itertuples():
-        held[t.entry_time : t.exit_time] = 1.0
+    held = _held(index, trades)
     decisions, reviews = _journal_frames(book)
     predictions = pd.concat([v[3] for v in laid.values()]).rename_axis("time").reset_index() if laid else pd.DataFrame()
     return BacktestResult(

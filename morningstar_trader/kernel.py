@@ -422,6 +422,12 @@ class StageFailed(MorningstarError):
         self.stage, self.error = stage, error
 
 
+# the risk stage's word on a hold, asked once: it never looks further than the action
+_HOLD_ALLOWED = check_order(
+    Decision("X/Y", "hold"), state=None, positions={}, prices={}, equity=0.0, bar=0, risk=None
+).reason
+
+
 def _stage(name: str, fn, *args):
     try:
         return fn(*args)
@@ -447,9 +453,12 @@ def trade_pair(
     try:
         with log_context(pair=pair):
             d = _stage("decision", decide_pair, k, pair, inp, acct, baseline)
-            d = _stage("review", review_pair, k, inp, d, price, notes, closed_at)
-            verdict = _stage("risk", risk_check, k, d, number, acct)
-            order, held = _stage("execution", place, k, bar, verdict, acct, notes, hold_entries)
+            if d.action == "hold":  # most closes: review, risk and order stages pass a hold through unchanged
+                verdict, order, held = Verdict(d, _HOLD_ALLOWED), "", None
+            else:
+                d = _stage("review", review_pair, k, inp, d, price, notes, closed_at)
+                verdict = _stage("risk", risk_check, k, d, number, acct)
+                order, held = _stage("execution", place, k, bar, verdict, acct, notes, hold_entries)
             ms = (time.perf_counter() - t0) * 1e3
             reason = _stage("journal", journal_pair, k, inp, d, verdict, order, held, notes, iso)
     except StageFailed as e:  # one pair's failure is that pair's: recorded, alerted, the others trade
