@@ -254,6 +254,9 @@ class ModelSettings(_Section):
     rnn_units: int = Field(32, ge=4, le=512)
     dense_units: int = Field(64, ge=4, le=1024)
     dropout: float = Field(0.1, ge=0, lt=1)
+    # how a saved model's network runs: onnx (its model.onnx through onnxruntime, no TensorFlow in the process;
+    # models saved without one run with keras) or keras (always the Keras network, TensorFlow imported)
+    runtime: Literal["onnx", "keras"] = "onnx"
 
     @field_validator("name", "version")
     @classmethod

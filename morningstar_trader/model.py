@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import uuid
+import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,10 +19,8 @@ from typing import Literal
 import numpy as np
 from fastcore.basics import patch
 from pydantic import ValidationError
-from sklearn.preprocessing import RobustScaler
 
 import morningstar_trader
-from .alt_data import load_alt_tables
 from morningstar_trader.artifact import (
     _FILE_NAME,
     FILES,
@@ -30,24 +29,19 @@ from morningstar_trader.artifact import (
     ModelMetadata,
     _check,
     _digest,
-    _read_json,
     _retrain,
     _sha256,
     _verified_metadata,
 )
-from .calibration import temper
-from .config import FeatureSettings, ModelSettings, Settings
+from .config import ModelSettings, Settings
 from morningstar_trader.features import (
     DataPreparation,
-    FeatureError,
-    brief,
     describe_problems,
-    scaler_from_dict,
     scaler_to_json,
     shorten,
 )
+from .inference import _verified_prep, _verified_scaler, heads_from_raw, model_inputs
 from .logging import held_startup_notices
-from .types import Features, MorningstarError
 
 # set before TensorFlow loads: its C++ log lines would reach every console, log and run notebook, errors too: Keras 3.15
 # on TF 2.21 logs a harmless NodeDef error each epoch; a real failure raises in Python. The notices printed while its
@@ -58,7 +52,8 @@ with held_startup_notices():
     import tensorflow as tf
 
 # %% auto #0
-__all__ = ['SIGNAL_CLASSES', 'REGRESSION_HEADS', 'EnhancedHybridModel', 'average_networks', 'MorningstarModel', 'save_model']
+__all__ = ['SIGNAL_CLASSES', 'REGRESSION_HEADS', 'ONNX_TOLERANCE', 'EnhancedHybridModel', 'average_networks', 'MorningstarModel',
+           'export_onnx', 'save_model']
 
 # %% ../nbs/05_model.ipynb #67c61c79
 SIGNAL_CLASSES = ("short", "flat", "long")  # index 0, 1, 2 of the signal head; action = index - 1
@@ -140,42 +135,40 @@ class MorningstarModel:
         return Path(self.metadata["path"]) if "path" in self.metadata else None
 
 # %% ../nbs/05_model.ipynb #1aea7a18
-def _as_inputs(inputs) -> dict[str, np.ndarray]:
-    d = inputs.inputs if isinstance(inputs, Features) else inputs
-    t, c = (np.asarray(d[k], np.float32) for k in ("technical", "context"))
-    if t.ndim == 2:
-        t, c = t[None], c[None]  # one window
-    return {"technical": t, "context": c}
-
-
 @patch
 def predict(self: MorningstarModel, inputs) -> dict[str, np.ndarray]:
     "Predictions of every active head for one window or a batch (see the table above)."
-    x = _as_inputs(inputs)
-    want = (self.prep.settings.window, len(self.prep.technical_names)), len(self.prep.context_names)
-    if x["technical"].shape[1:] != want[0] or x["context"].shape[1:] != (want[1],):
-        raise ModelError(
-            f"inputs technical {x['technical'].shape[1:]} / context {x['context'].shape[1:]} do not match "
-            f"the model's {want[0]} / {(want[1],)}"
-        )
+    x = model_inputs(self.prep, inputs)  # shared with the ONNX model (05c_inference)
     raw = {k: v.numpy() for k, v in self._call(tf.constant(x["technical"]), tf.constant(x["context"])).items()}
-    out = {}
-    if (
-        "signal" in raw and raw["signal"].shape[1] == 1
-    ):  # a target position: its sign is the action, its size the confidence
-        pos = raw["signal"][:, 0]
-        out |= {"position": pos, "action": np.sign(pos).astype(np.int64), "confidence": np.abs(pos)}
-    elif "signal" in raw:
-        p = raw["signal"] if self.temperature == 1.0 else temper(raw["signal"], self.temperature).astype(np.float32)
-        out |= {"signal": p, "action": p.argmax(1) - 1, "confidence": p.max(1)}
-    if "volatility" in raw:
-        out["volatility"] = raw["volatility"][:, 0] * self._scale["volatility"]
-    if "regime" in raw:
-        out |= {"regime": raw["regime"], "regime_id": raw["regime"].argmax(1)}
-    if "sl_tp" in raw:
-        sl_tp = raw["sl_tp"] * self._scale["sl_tp"]
-        out |= {"stop_loss": sl_tp[:, 0], "take_profit": sl_tp[:, 1]}
-    return out
+    return heads_from_raw(raw, self._scale, self.temperature)
+
+# %% ../nbs/05_model.ipynb #88480b90
+ONNX_TOLERANCE = 1e-5  # the largest difference allowed between model.onnx's outputs and the Keras network's
+
+
+def export_onnx(network: keras.Model, path: Path, prep: DataPreparation, windows: int = 256) -> dict:
+    "Write `network` as ONNX at `path`, checked against Keras on seeded windows: {max_abs_diff, windows, tolerance}."
+    import onnxruntime as ort  # noqa: PLC0415
+
+    rng, clip = np.random.default_rng(0), prep.settings.clip
+    shape = (windows, prep.settings.window, len(prep.technical_names))
+    x = {
+        "technical": np.clip(rng.standard_normal(shape), -clip, clip).astype(np.float32),
+        "context": np.clip(rng.standard_normal((windows, len(prep.context_names))), -clip, clip).astype(np.float32),
+    }
+    want = {k: np.asarray(v) for k, v in network(x, training=False).items()}  # also what the exporter needs first
+    with warnings.catch_warnings():  # keras' exporter probes `np.object`, which numpy 2 warns about
+        warnings.simplefilter("ignore", FutureWarning)
+        network.export(str(path), format="onnx", verbose=False)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = dict(zip([o.name for o in session.get_outputs()], session.run(None, x)))
+    # NaN where Keras gives NaN too is equal: a network with non-finite weights is refused by name when loaded
+    diff = max(float(np.nan_to_num(np.abs(got[h] - want[h]), nan=0.0).max()) for h in want)
+    if any(np.isnan(got[h]).sum() != np.isnan(want[h]).sum() for h in want):
+        diff = float("nan")
+    if not diff <= ONNX_TOLERANCE:
+        raise ModelError(f"model.onnx differs from the Keras network by {diff:.3g} (at most {ONNX_TOLERANCE:g})")
+    return {"max_abs_diff": diff, "windows": windows, "tolerance": ONNX_TOLERANCE}
 
 # %% ../nbs/05_model.ipynb #dc63652b
 def save_model(
@@ -197,6 +190,7 @@ def save_model(
     tmp.mkdir()
     try:
         network.save(tmp / "model.keras")
+        onnx_check = export_onnx(network, tmp / "model.onnx", prep)  # what cycles run, without TensorFlow
         (tmp / "scaler.json").write_text(scaler_to_json(prep.scaler), encoding="utf-8")
         for name, text in files.items():
             (tmp / name).write_text(text, encoding="utf-8")
@@ -207,6 +201,7 @@ def save_model(
             "keras": keras.__version__,
             "features": prep.spec(),
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "onnx": onnx_check,
             **metadata,  # `latest` orders by it
             "files": {f.name: _sha256(f) for f in sorted(tmp.iterdir())},
         }
@@ -226,56 +221,6 @@ def save_model(
     return path
 
 # %% ../nbs/05_model.ipynb #f3b00010
-def _verified_scaler(path: Path, spec: dict) -> RobustScaler:
-    "scaler.json checked against its schema and the feature names in the metadata."
-    try:
-        scaler = scaler_from_dict(_read_json(path, "scaler.json"))
-    except FeatureError as e:
-        raise ModelError(f"model {path}: scaler.json: {e}") from None
-    names = spec["technical_names"] + spec["context_names"]
-    _check(
-        list(scaler.feature_names_in_) == names,
-        path,
-        f"scaler.json was fitted on {brief(list(scaler.feature_names_in_))}, metadata lists {brief(names)}",
-    )
-    return scaler
-
-
-def _verified_prep(path: Path, spec: dict, scaler: RobustScaler, settings: Settings | None, alt_tables: dict | None):
-    "The features of the config when given (they must reproduce the stored spec), else rebuilt from the spec."
-    if settings is not None:
-        if alt_tables is None:
-            alt_tables = load_alt_tables(settings.features.alt_data, settings.paths.data_dir)
-        prep = DataPreparation(settings.features, settings.timeframe, scaler, alt_tables)
-    else:
-        _check(
-            not spec["alt_data"],
-            path,
-            "models with alternative data need the config (its alt_data sources): pass settings",
-        )
-        try:
-            fs = FeatureSettings(
-                window=spec["window"], gap_policy=spec["gap_policy"], clip=spec["clip"], indicators=spec["indicators"]
-            )
-            prep = DataPreparation(fs, spec["timeframe"], scaler, alt_tables or {})
-            prep.spec()  # computes the warm-up, which absurd indicator parameters break
-        except ValidationError as e:
-            raise ModelError(
-                f"model {path}: metadata.json: features: {describe_problems(e, FeatureSettings)}"
-            ) from None
-        except (MorningstarError, ValueError, ArithmeticError) as e:
-            raise ModelError(f"model {path}: metadata.json: features: {type(e).__name__}: {shorten(str(e))}") from None
-    have = prep.spec()
-    diff = sorted(k for k in set(have) | set(spec) if have.get(k) != spec.get(k))
-    _check(
-        not diff,
-        path,
-        f"its features differ from the settings in {diff}: model has "
-        f"{brief({k: spec.get(k) for k in diff[:2]}, 4)}, settings give {brief({k: have.get(k) for k in diff[:2]}, 4)}",
-    )
-    return prep
-
-
 def _verified_network(path: Path, meta: dict) -> keras.Model:
     """model.keras (its hash already checked) loaded and checked against the metadata: heads, input shapes, finite
     weights."""

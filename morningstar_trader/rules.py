@@ -16,6 +16,7 @@ from fastcore.basics import patch
 from .artifact import resolve_model_dir
 from .config import RuleSettings, Settings
 from .features import Latest
+from .inference import has_onnx, load_onnx_model
 from .types import Bars, Features, parse_timeframe
 
 # %% auto #0
@@ -169,11 +170,14 @@ def signal_model(settings: Settings):
     "What a config trades: its rule (`settings.rule`), else the trained model it names (`model.name`, `model.version`)."
     if settings.rule is not None:
         return RuleModel(RuleFeatures(settings.rule, settings.timeframe))
-    # TensorFlow: only a model strategy loads it
+    s = settings
+    path = resolve_model_dir(s.paths.models_dir, s.model.name, s.model.version)
+    if s.model.runtime == "onnx" and has_onnx(path):
+        return load_onnx_model(path, s)  # no TensorFlow in this process
+    # TensorFlow: only a Keras model loads it
     from morningstar_trader.model import MorningstarModel  # noqa: PLC0415
 
-    s = settings
-    return MorningstarModel.load(resolve_model_dir(s.paths.models_dir, s.model.name, s.model.version), s)
+    return MorningstarModel.load(path, s)
 
 
 RULES = ("sma_cross", "buy_hold", "tsmom")  # the rules `--strategy NAME` names

@@ -13,7 +13,10 @@ from artifact_kit import SETTINGS, as_format_1, read, reseal, sample_bars, tiny_
 from conftest import TINY, Project, write_config
 
 from morningstar_trader.artifact import ModelError, resolve_model_dir
+from morningstar_trader.config import Settings
+from morningstar_trader.inference import OnnxModel, has_onnx, load_onnx_model
 from morningstar_trader.model import MorningstarModel, save_model
+from morningstar_trader.rules import signal_model
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +63,40 @@ def test_the_tiny_artifact_loads_with_and_without_settings_and_predicts_finite_v
         model = MorningstarModel.load(art, settings)
         pred = model.predict(model.prep.transform(sample_bars()))
         assert all(np.isfinite(v).all() for v in pred.values())
-    assert sorted(read(art, "metadata.json")["files"]) == ["MODEL_CARD.md", "model.keras", "scaler.json"]
+    assert sorted(read(art, "metadata.json")["files"]) == ["MODEL_CARD.md", "model.keras", "model.onnx", "scaler.json"]
+
+
+def test_the_onnx_network_loads_verified_and_predicts_what_keras_predicts(art):
+    keras_model, onnx_model = MorningstarModel.load(art, SETTINGS), load_onnx_model(art, SETTINGS)
+    x = keras_model.prep.transform(sample_bars())
+    want, got = keras_model.predict(x), onnx_model.predict(x)
+    assert sorted(got) == sorted(want) and (got["action"] == want["action"]).all()
+    assert max(float(np.abs(got[k] - want[k]).max()) for k in want) <= 1e-5
+    assert read(art, "metadata.json")["onnx"]["max_abs_diff"] <= 1e-5
+    (art / "model.onnx").write_bytes(b"not a network")
+    with pytest.raises(ModelError, match="model.onnx"):
+        load_onnx_model(art, SETTINGS)
+
+
+def test_the_runtime_setting_chooses_onnx_or_keras_and_an_older_model_runs_with_keras(art, tmp_path):
+    models = tmp_path / "models"
+    shutil.copytree(art, models / "m" / "v1")
+    base = SETTINGS.model_dump() | {"paths": {**SETTINGS.paths.model_dump(), "models_dir": models}}
+    chosen = {
+        runtime: type(signal_model(Settings(**base | {"model": {"name": "m", "version": "v1", "runtime": runtime}})))
+        for runtime in ("onnx", "keras")
+    }
+    assert chosen == {"onnx": OnnxModel, "keras": MorningstarModel}
+    meta = read(models / "m" / "v1", "metadata.json")  # as saved before model.onnx: the Keras network runs
+    write(
+        models / "m" / "v1",
+        "metadata.json",
+        meta | {"files": {k: v for k, v in meta["files"].items() if k != "model.onnx"}},
+    )
+    (models / "m" / "v1" / "model.onnx").unlink()
+    assert not has_onnx(models / "m" / "v1")
+    settings = Settings(**base | {"model": {"name": "m", "version": "v1"}})
+    assert isinstance(signal_model(settings), MorningstarModel)
 
 
 # ---- metadata.json (issue 16 repros) ----
