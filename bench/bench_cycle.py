@@ -15,6 +15,7 @@ cycle starts (the server sends while the cycle waits for them), and REST only fi
 
     .venv/bin/python bench/bench_cycle.py [--cycles 100] [--pairs 1,10,50] [--many-cycles 20] [--papermill-runs 2]
                                           [--candles rest,stream] [--models DIR]   # DIR: a model an earlier run trained
+        [--runtime onnx|keras]
 """
 
 from __future__ import annotations
@@ -184,6 +185,9 @@ def main() -> None:
     parser.add_argument(
         "--candles", default="rest,stream", help="candle sources: rest, stream or both, comma-separated"
     )
+    parser.add_argument(
+        "--runtime", choices=("onnx", "keras"), default="onnx", help="how the network runs (model.runtime)"
+    )
     args = parser.parse_args()
     counts = sorted({int(x) for x in args.pairs.split(",")})
     work = Path(tempfile.mkdtemp(prefix="bench-cycle-"))
@@ -197,6 +201,7 @@ def main() -> None:
         training={"epochs": 1, "folds": 1, "train_bars": 1_200, "val_bars": 300, "test_bars": 300},
         llm={"mode": "simulated"},
         decision={"min_confidence": 0.34},
+        model={"runtime": args.runtime},
     )
     models = model_dir(args, work, settings, data)
 
@@ -265,7 +270,10 @@ def main() -> None:
                 )
                 durations.append(record.duration_s)
             cycle_s = pct(results[min(results)]["total_ms"], 50) / 1e3  # 1 pair, the first candle source
-            print(f"\npapermill: one paper cycle as a run notebook ({args.papermill_runs} runs), s")
+            print(
+                f"\npapermill: one paper cycle as a run notebook ({args.papermill_runs} runs, runtime {args.runtime}, "
+                f"load {os.getloadavg()[0]:.2f}), s"
+            )
             print(f"{'run_notebook (kernel, imports, context, cycle, record)':<56}{np.median(durations):>8.2f}")
             print(f"{'in-process run_cycle, pre-warmed':<56}{cycle_s:>8.3f}")
             print(

@@ -144,6 +144,10 @@ def _session(path: Path, meta: dict):
 
     options = ort.SessionOptions()
     options.log_severity_level = 3  # its warnings about unused initializers would reach every run's log
+    # one thread that sleeps when idle: a small network gains little from a pool, and spinning threads take the cores
+    # a shared machine's other processes (the venue, the sweep's other worker) are waiting for
+    options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         session = ort.InferenceSession(str(path / "model.onnx"), options, providers=["CPUExecutionProvider"])
     except Exception as e:
