@@ -120,6 +120,8 @@ INDICATOR_PARAMS: dict[str, dict[str, ParamRange]] = {  # the names and paramete
     "adx": {"period": _BARS},
     "volume_zscore": {"period": _BARS},
     "realized_vol": {"period": _BARS},
+    "norm_return": {"period": ParamRange(1, 10_000), "vol_period": _BARS},
+    "norm_macd": {"fast": ParamRange(1, 10_000), "slow": _BARS, "price_period": _BARS, "norm_period": _BARS},
 }
 
 # %% ../nbs/00_config.ipynb #c9554235
