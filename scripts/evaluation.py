@@ -31,8 +31,9 @@ HOURLY = ["BTC/USDT", "ETH/USDT", "SOL/USDT", "BNB/USDT", "XRP/USDT"]
 DAILY = [*HOURLY, "ADA/USDT", "TRX/USDT", "DOGE/USDT", "BCH/USDT"]
 ROOT = Path(__file__).resolve().parents[1]
 # Walk-forward layouts (counts in bars). The test windows cover the 2022 bear market and what followed, not one rally:
-# 1h six quarterly folds and 4h three half-year folds from 2022-07 to 2023-12, 1d five yearly folds from 2021 to 2025, validation slices as
-# long as the data allows (a gap restarts the features' warm-up: the 1h files have five outages, the last 2023-03-24).
+# 1h six quarterly folds and 4h three half-year folds from 2022-07 to 2023-12, 1d five yearly folds from 2021 to 2025,
+# validation slices as long as the data allows (a gap restarts the features' warm-up: the 1h files have five outages,
+# the last 2023-03-24).
 DATASETS = {  # name -> timeframe, pairs, the candles' source, end, training counts
     "1h": {
         "timeframe": "1h",
