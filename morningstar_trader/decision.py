@@ -244,11 +244,13 @@ def _hold_toward(
         why = "turned to the other side" if position.sign * target < 0 else f"below half the band {band:g}"
         return Decision(pair, "close", size=position.size, reasons=(f"target position {target:+.2f} {why}",))
     sl, tp, _ = _levels(_protective(pred, decision), price, position.sign, decision)
-    units, _ = cap_size(_target_sizing(pred, target, price, equity, sl, decision, risk)[0], equity, price, risk)
-    said = f"target position {target:+.2f}: {units:.6g} units, {position.size:.6g} held"
-    if position.size - units > band * position.size:
+    full = _target_sizing(pred, 1.0, price, equity, sl, decision, risk)[0]  # units of a target of 1, before the caps
+    units, _ = cap_size(abs(target) * full, equity, price, risk)
+    held = position.size / full if full > 0 else math.inf  # in target units: the band is measured there, as at entry
+    said = f"target position {target:+.2f}, {held:.2f} held ({position.size:.6g} units, {units:.6g} at the target)"
+    if held - abs(target) > band:
         return Decision(pair, "close", size=position.size - units, reasons=(f"{said}; reduced",))
-    if units - position.size > band * position.size:
+    if abs(target) - held > band and units > position.size:
         return _add(pair, position, units - position.size, (sl, tp), said, baseline_size)
     return Decision(pair, "hold", reasons=(f"{said}; kept",))
 
