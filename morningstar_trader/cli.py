@@ -14,8 +14,8 @@ import morningstar_trader
 
 # %% auto #0
 __all__ = ['data_download', 'data_import', 'data_show', 'data_sample', 'data_resample', 'alt_download', 'alt_import', 'alt_show',
-           'train', 'review', 'backtest', 'sweep', 'run', 'schedule', 'risk', 'runs', 'voila_command', 'dashboard',
-           'build_parser', 'main']
+           'train', 'models_show', 'review', 'backtest', 'sweep', 'run', 'schedule', 'risk', 'runs', 'voila_command',
+           'dashboard', 'build_parser', 'main']
 
 # %% ../nbs/15_cli.ipynb #a9af7170
 def _common(data: bool) -> argparse.ArgumentParser:
@@ -328,6 +328,21 @@ def train(args) -> int:
     result = train_model(cfg, bars, out, verbose=0 if args.quiet else 2)
     print(result.summary().to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(f"\nmodel written to {result.path}")
+    return 0
+
+# %% ../nbs/15_cli.ipynb #b2862151
+def models_show(args) -> int:
+    "The configured model's folder, the versions stored beside it, and its MODEL_CARD.md."
+    from morningstar_trader.artifact import resolve_model_dir
+
+    cfg, _, _ = _setup(args, log_file=False)
+    path = resolve_model_dir(cfg.paths.models_dir, args.name or cfg.model.name, args.version or cfg.model.version)
+    card = path / "MODEL_CARD.md"
+    if not card.is_file():
+        raise _usage(f"{path}: no MODEL_CARD.md (not a model folder, or written before cards existed)")
+    versions = sorted(p.name for p in path.parent.iterdir() if (p / "metadata.json").is_file())
+    print(f"model: {path}\nversions of {path.parent.name}: {', '.join(versions)}\n")
+    print(card.read_text().rstrip())
     return 0
 
 # %% ../nbs/15_cli.ipynb #d85582e4
@@ -1023,6 +1038,16 @@ def _add_train(sub) -> None:
     t.add_argument("--quiet", action="store_true", help="no per-epoch progress")
     t.set_defaults(run=train)
 
+# %% ../nbs/15_cli.ipynb #c5d2638c
+def _add_models(sub) -> None:
+    "`morningstar models show`."
+    m = sub.add_parser("models", help="trained models: the configured one's card")
+    m_sub = m.add_subparsers(dest="action", required=True, metavar="ACTION")
+    show = m_sub.add_parser("show", parents=[_common(False)], help="the configured model's versions and its card")
+    show.add_argument("--name", help="default: model.name of the config")
+    show.add_argument("--version", help="a version folder, or latest (default: model.version of the config)")
+    show.set_defaults(run=models_show)
+
 # %% ../nbs/15_cli.ipynb #c1814ec9
 def _add_review(sub) -> None:
     "`morningstar review`."
@@ -1213,6 +1238,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_data,
         _add_alt,
         _add_train,
+        _add_models,
         _add_review,
         _add_backtest,
         _add_sweep,
