@@ -28,6 +28,7 @@ from morningstar_trader.kernel import (
     review_evidence,
     unreviewed_twin,
 )
+from .report import progress
 from .risk import RiskState
 from .types import BAR_COLUMNS, Bars, MorningstarError, Order, parse_timeframe, to_utc
 
@@ -870,7 +871,7 @@ def _replay(k: Kernel, laid: dict, index: pd.DatetimeIndex, first: int, digest, 
     "`close_bar` at every close from bar `first` on; the equity after each."
     step, times = pd.Timedelta(parse_timeframe(k.settings.timeframe)), index.as_unit("ns").asi8
     equity, rs = np.full(len(index), float(cash)), RiskState.start(cash, index[first] + step)
-    for i in range(first, len(index)):
+    for i in progress(range(first, len(index)), desc=f"backtest, {len(laid)} pairs"):  # shown after 3 s
         inputs = {}
         for pair, (ohlc, preds, evidence, _) in laid.items():
             if math.isnan(ohlc[i, 0]):

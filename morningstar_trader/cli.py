@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -483,6 +484,7 @@ def backtest(args) -> int:
 
     from morningstar_trader.backtest import baseline_history, configured_backtest, history_bars, load_frames
     from morningstar_trader.portfolio import PortfolioStore
+    from morningstar_trader.report import backtest_report, run_info
     from morningstar_trader.store import CandleStore
     from morningstar_trader.supervisor import Supervisor
 
@@ -504,7 +506,7 @@ def backtest(args) -> int:
         args.end,
         max(history_bars(strategy) if args.size is None else 0, baseline_history(cfg.timeframe)),
     )  # the strategy reads only its own history (configured_backtest), the baselines all of it
-    out = _empty_out(args, cfg.paths.runs_dir / "backtests")
+    out, began = _empty_out(args, cfg.paths.runs_dir / "backtests"), time.perf_counter()
     try:
         # decision-sized runs go through the same state store as live cycles; it stays with the results
         store = (
@@ -516,7 +518,13 @@ def backtest(args) -> int:
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)  # no half-written results
         raise
-    _write_backtest(out, result, decision_sized=args.size is None)
+    _write_backtest(out, result, _backtest_params(args, cfg, data_dir), cfg.paths.runs_dir, time.perf_counter() - began)
+    print(
+        backtest_report(
+            result, run_info(strategy, cfg, list(frames), args.exchange or cfg.exchange.id, args.size, args.cash)
+        )
+    )
+    print(f"\nwritten to {out}")
     return _report_lookahead(frames, strategy, result) if args.check_lookahead else 0
 
 
@@ -529,19 +537,30 @@ def _empty_out(args, parent: Path) -> Path:
     return out
 
 
-def _write_backtest(out: Path, result, decision_sized: bool) -> None:
-    "The result's files in `out`, and its statistics on the console."
-    import json
+def _backtest_params(args, cfg, data_dir: Path) -> dict:
+    "What a `morningstar backtest` ran, as a run notebook's parameters (the dashboard reads its candles with them)."
+    return {
+        "source": "morningstar backtest",
+        "exchange": args.exchange or cfg.exchange.id,
+        "pairs": list(cfg.pairs),
+        "timeframe": cfg.timeframe,
+        "start": args.start and str(args.start),
+        "end": args.end and str(args.end),
+        "strategy": args.strategy,
+        "param": list(args.param or []),
+        "size": args.size,
+        "cash": args.cash,
+        "llm_mode": cfg.llm.mode if args.size is None else None,
+        "data_dir": str(Path(data_dir).resolve()),
+    }
 
-    result.trades.to_csv(out / "trades.csv", index=False)
-    result.equity.to_csv(out / "equity.csv")
-    if decision_sized:
-        result.decisions.to_csv(out / "decisions.csv", index=False)
-    (out / "stats.json").write_text(json.dumps(result.stats, indent=2))
-    w = max(map(len, result.stats), default=0) + 2
-    for key, value in result.stats.items():
-        print(f"{key:<{w}}{value:>14.4f}" if isinstance(value, float) else f"{key:<{w}}{value!s:>14}")
-    print(f"\nwritten to {out}")
+
+def _write_backtest(out: Path, result, params: dict, runs_dir: Path, duration_s: float) -> None:
+    "The result's files in `out`, indexed as a backtest run (`runs list`, `runs compare`, the dashboard)."
+    from morningstar_trader.runs import save_backtest
+
+    record = save_backtest(result, out, params, runs_dir=runs_dir, duration_s=duration_s)
+    print(f"backtest run {record.run_id}\n")
 
 
 def _report_lookahead(frames: dict, strategy, result) -> int:
@@ -684,10 +703,11 @@ def _run_params(args, mode: str) -> dict:
 
 
 def _print_record(record) -> None:
+    from morningstar_trader.report import stats_lines
+
     print(f"run {record.run_id}: {record.status} in {record.duration_s:.1f} s")
-    w = max(map(len, record.metrics), default=0) + 2
-    for key, value in record.metrics.items():
-        print(f"  {key:<{w}}{value:>14.4f}" if isinstance(value, float) else f"  {key:<{w}}{value!s:>14}")
+    for line in stats_lines(record.metrics):
+        print(f"  {line}")
     print(f"notebook: {record.path}")
 
 
@@ -712,7 +732,8 @@ def run(args) -> int:
     cfg, _, _ = _setup(args)
     mode = _mode(args, cfg, ("backtest", "paper", "live"))
     _live_gate(args, _configured(cfg, None if args.strategy in (None, *_STRATEGY_PARAMS) else args.strategy), mode)
-    record = run_notebook(_run_params(args, mode), runs_dir=cfg.paths.runs_dir, notebook=args.notebook)
+    params = _run_params(args, mode)
+    record = run_notebook(params, runs_dir=cfg.paths.runs_dir, notebook=args.notebook, progress_bar=True)
     _print_record(record)
     if args.html:
         from morningstar_trader.runs import export_html
@@ -793,19 +814,27 @@ def runs(args) -> int:
 
     cfg, _, _ = _setup(args, log_file=False)
     if args.action == "compare":
-        with pd.option_context(
-            "display.width", 200, "display.max_colwidth", 30, "display.float_format", "{:.4g}".format
-        ):
-            print(compare_runs(args.run_ids, cfg.paths.runs_dir).to_string())
+        from morningstar_trader.report import format_value
+
+        table = compare_runs(args.run_ids, cfg.paths.runs_dir)
+        shown = table.apply(
+            lambda row: row.map(lambda v: format_value(row.name[1], v)), axis=1
+        )  # row.name: (part, key)
+        with pd.option_context("display.width", 200, "display.max_colwidth", 30):
+            print(shown.to_string())
         return 0
     if args.action == "list":
         table = list_runs(cfg.paths.runs_dir)
         if table.empty:
             print(f"no runs under {cfg.paths.runs_dir}")
             return 0
+        from morningstar_trader.report import format_value
+
         metrics = [json.loads(m or "{}") for m in table["metrics"]]
-        table["return"] = [m.get("total_return") for m in metrics]
-        table["buy_hold"] = [m.get("buy_hold_return") for m in metrics]  # runs from before benchmarks: empty
+        table["return"] = [format_value("return", m.get("total_return")) for m in metrics]
+        # runs from before benchmarks: a dash
+        table["buy_hold"] = [format_value("return", m.get("buy_hold_return")) for m in metrics]
+        table["duration_s"] = table["duration_s"].round(1)
         table["strategy"] = [json.loads(p or "{}").get("strategy", "model") for p in table["params"]]
         with pd.option_context("display.width", 200, "display.max_colwidth", 40):
             print(

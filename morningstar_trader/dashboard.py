@@ -168,7 +168,7 @@ def read_run(row: dict) -> dict:
         )
     if status == "running":
         raise DashboardError(f"run {row['run_id']} is still running (or was killed); its notebook: {path}")
-    if not path.is_file():
+    if not path.exists():  # a run notebook, or the folder of a `morningstar backtest`
         raise DashboardError(f"the notebook of run {row['run_id']} is missing: {path}")
     try:
         return cached_scraps(path)

@@ -88,3 +88,32 @@ def test_tsmom_and_buy_hold_without_size_trade_decision_sized_beside_the_baselin
     assert {k: bh[k] for k in ("buy_hold_return", "vol_target_return", "tsmom_return")} == pytest.approx(
         {k: stats[k] for k in ("buy_hold_return", "vol_target_return", "tsmom_return")}
     )
+
+
+def test_the_report_reads_as_a_report_and_the_backtest_is_a_run(offline_project):
+    """`morningstar backtest` prints a header, the strategy beside its benchmarks, per-pair and exit-reason tables and
+    every statistic (percentages, integers), and indexes the result: `runs list`, `runs show`, `runs compare`."""
+    p = offline_project
+    p.run("data", "sample", "--days", "40", "--pairs", "BTC/USDT", "ETH/USDT")
+    args = ["backtest", "--strategy", "sma_cross", "--size", "0.1", "--exchange", "synthetic"]
+    out = p.run(*args, "--param", "fast=5", "--param", "slow=30").stdout
+    head = out.split("\n\n")[1].splitlines()
+    assert head[0] == "strategy  sma_cross (fast 5, slow 30)" and head[1].startswith("pairs     BTC/USDT, ETH/USDT")
+    assert head[2].startswith("range     2023-01-01 00:00 .. ") and "taker fee 0.100%" in head[3]
+    for table in ("strategy and benchmarks", "per pair", "exit reasons", "all statistics"):
+        assert f"\n{table}" in out, table
+    stats = json.loads(next((p.root / "runs" / "backtests").glob("*/stats.json")).read_text())
+    lines = dict(line.split(None, 1) for line in out.split("all statistics\n")[1].splitlines() if line.strip())
+    assert lines["trades"].strip() == str(stats["trades"])  # an integer, not 270.0000
+    assert lines["total_return"].strip() == f"{stats['total_return']:+.2%}"
+    per_pair = out.split("per pair\n")[1].split("\n\n")[0].splitlines()
+    assert [row.split()[0] for row in per_pair[1:]] == ["BTC/USDT", "ETH/USDT", "TOTAL"]
+    # a second run, then both are runs: listed, shown, compared
+    p.run(*args, "--param", "fast=10", "--param", "slow=40")
+    listed = p.run("runs", "list").stdout.splitlines()[1:]
+    ids = [row.split()[0] for row in listed]
+    assert len(ids) == 2 and all(i.startswith("backtest-") and "sma_cross" in row for i, row in zip(ids, listed))
+    shown = json.loads(p.run("runs", "show", ids[0]).stdout)
+    assert shown["parameters"]["param"] == ["fast=10", "slow=40"] and shown["stats"]["trades"] == shown["trades"]
+    compared = p.run("runs", "compare", *ids).stdout
+    assert "param" in compared and "excess_return_vs_buy_hold" in compared

@@ -40,4 +40,5 @@ def test_the_first_session_works_after_the_demo(tmp_path):
     assert "Model card" in out["models show"]
     backtests = [o for k, o in out.items() if k.startswith("backtest")]
     assert len(backtests) == 2 and all("written to" in o for o in backtests)
-    assert out["runs list"].strip()
+    listed = out["runs list"].splitlines()[1:]  # both backtests are runs now
+    assert len(listed) == 2 and all(row.startswith("backtest-") for row in listed)
