@@ -14,14 +14,22 @@ from pathlib import Path
 import morningstar_trader
 
 # %% auto #0
-__all__ = ['data_download', 'data_import', 'data_show', 'data_sample', 'data_resample', 'alt_download', 'alt_import', 'alt_show',
-           'train', 'models_show', 'review', 'backtest', 'sweep', 'run', 'schedule', 'risk', 'runs', 'voila_command',
-           'dashboard', 'build_parser', 'main']
+__all__ = ['EXAMPLES', 'console_level', 'data_download', 'data_import', 'data_show', 'data_sample', 'data_resample',
+           'alt_download', 'alt_import', 'alt_show', 'train', 'models_show', 'review', 'backtest', 'sweep', 'run',
+           'schedule', 'risk', 'runs', 'voila_command', 'dashboard', 'build_parser', 'main']
 
 # %% ../nbs/15_cli.ipynb #a9af7170
 def _common(data: bool) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--config", default="config/config.yaml", metavar="PATH", help="YAML config (default: %(default)s)")
+    p.add_argument(
+        "-c", "--config", default="config/config.yaml", metavar="PATH", help="YAML config (default: %(default)s)"
+    )
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more on the console: -v info, -vv debug")
+    p.add_argument(
+        "--log-level",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="the console's log level (default: WARNING; -v INFO, -vv DEBUG)",
+    )
     if data:
         p.add_argument("--data-dir", metavar="DIR", help="market data folder (default: paths.data_dir of the config)")
     return p
@@ -69,7 +77,7 @@ def _setup(args, *, log_file: bool = True, **overrides):
         run_id,
         cfg.paths.logs_dir if log_file else None,
         secrets=secrets.values(),
-        console_level="WARNING",
+        console_level=console_level(args),
         keep=cfg.paths.logs_keep,
     )
     if getattr(
@@ -80,12 +88,46 @@ def _setup(args, *, log_file: bool = True, **overrides):
         )
     return cfg, secrets, cfg.paths.data_dir
 
+# %% ../nbs/15_cli.ipynb #5b50cf3e
+def console_level(args) -> str:
+    "The console's log level: --log-level, else WARNING raised by each -v (INFO, then DEBUG)."
+    if getattr(args, "log_level", None):
+        return args.log_level
+    return ("WARNING", "INFO", "DEBUG")[min(getattr(args, "verbose", 0), 2)]
+
+# %% ../nbs/15_cli.ipynb #6d2ef3d5
+def _download_starts(args, store, exchange: str, pairs: list[str], timeframe: str) -> dict:
+    """Where each pair's download starts: --start, or --days before --end (now); after its last stored candle when the
+    store already holds the range from there (unless --full). A pair with nothing stored and no start is a usage
+    error, raised before anything is fetched."""
+    import pandas as pd
+
+    from morningstar_trader.types import parse_timeframe
+
+    start = args.start
+    if args.days is not None:
+        start = (args.end or pd.Timestamp.now(tz="UTC")) - pd.Timedelta(days=args.days)
+    if start is not None and args.end is not None and args.end <= start:
+        raise _usage(f"--end {args.end} is not after --start {start}")
+    starts = {}
+    for pair in pairs:
+        stored = store.load(exchange, pair, timeframe) if store.path(exchange, pair, timeframe).exists() else None
+        if stored is not None and not args.full and (start is None or stored.start <= start):
+            after = stored.end + parse_timeframe(timeframe)
+            starts[pair] = after if start is None else max(start, after)
+        elif start is None:
+            raise _usage(
+                f"{exchange} {pair} {timeframe}: nothing stored yet; say where to start: --days N or --start DATE"
+            )
+        else:
+            starts[pair] = start
+    return starts
+
 # %% ../nbs/15_cli.ipynb #1590382c
 def data_download(args) -> int:
     from morningstar_trader.config import ExchangeSettings
     from morningstar_trader.market_data import ApiManager
     from morningstar_trader.store import CandleStore
-    from morningstar_trader.types import parse_timeframe
 
     cfg, secrets, data_dir = _setup(args, pairs=args.pairs, timeframe=args.timeframe)
     exchange = cfg.exchange
@@ -98,15 +140,11 @@ def data_download(args) -> int:
             timeout_ms=exchange.timeout_ms,
             enable_rate_limit=exchange.enable_rate_limit,
         )
-    if args.end is not None and args.end <= args.start:
-        raise _usage(f"--end {args.end} is not after --start {args.start}")
+    store = CandleStore(data_dir)
+    starts = _download_starts(args, store, exchange.id, cfg.pairs, cfg.timeframe)
     # The keys in the environment belong to the configured exchange; another venue never sees them.
     api = ApiManager(exchange, cfg.retry, secrets if exchange is cfg.exchange else None)
-    store = CandleStore(data_dir)
-    for pair in cfg.pairs:
-        start = args.start
-        if args.since_last and store.path(exchange.id, pair, cfg.timeframe).exists():
-            start = max(start, store.load(exchange.id, pair, cfg.timeframe).end + parse_timeframe(cfg.timeframe))
+    for pair, start in starts.items():
         bars, report = api.fetch_ohlcv(
             pair, cfg.timeframe, start, args.end, drop_invalid=args.drop_invalid, progress=True
         )
@@ -446,7 +484,7 @@ def _strategy(name: str, params: list[str], cfg, size: float | None = None):
     (`size` None) or on the fixed-size path."""
     from pydantic import ValidationError
 
-    from morningstar_trader.backtest import BuyAndHold, ModelStrategy, SmaCross, Tsmom
+    from morningstar_trader.backtest import BacktestError, BuyAndHold, ModelStrategy, SmaCross, Tsmom
     from morningstar_trader.config import describe_errors
     from morningstar_trader.rules import named_rule, signal_model
 
@@ -454,7 +492,10 @@ def _strategy(name: str, params: list[str], cfg, size: float | None = None):
     if name == "model":
         return ModelStrategy(signal_model(cfg), values.get("min_confidence", cfg.decision.min_confidence))
     if size is not None and name != "tsmom":
-        return SmaCross(**values) if name == "sma_cross" else BuyAndHold()
+        try:
+            return SmaCross(**values) if name == "sma_cross" else BuyAndHold()
+        except BacktestError as e:
+            raise _usage(f"--param: {e}") from None
     try:
         rule = named_rule(cfg, name, **values)
     except ValidationError as e:
@@ -649,6 +690,22 @@ def sweep(args) -> int:
         return 1
     return 0
 
+# %% ../nbs/15_cli.ipynb #a7c0f2e1
+def _account_status(state_dir: Path, mode: str) -> dict:
+    "`risk_status` of the account in `state_dir`; before its first cycle, the state a new account starts in."
+    from morningstar_trader.cycle import risk_status
+
+    if (Path(state_dir) / f"{mode}.sqlite").is_file():
+        return risk_status(state_dir, mode)
+    return {
+        "mode": mode,
+        "trading": "active",
+        "why": f"no {mode} account yet under {state_dir}: it is created by the first "
+        f"`morningstar run --mode {mode}` (or `schedule`)",
+        "equity": None,
+        "open_positions": 0,
+    }
+
 # %% ../nbs/15_cli.ipynb #9a10d0d9
 def _mode(args, cfg, allowed: tuple[str, ...]) -> str:
     "--mode, else the config's `mode`; live still needs the explicit confirmation."
@@ -785,7 +842,7 @@ def risk(args) -> int:
     "`risk status` and `risk resume`: the trading state of the paper or live account, and lifting a halt."
     import json
 
-    from morningstar_trader.cycle import resume_trading, risk_status
+    from morningstar_trader.cycle import resume_trading
 
     top, _, _ = _setup(args, log_file=args.action == "resume")
     mode = args.mode or (top.mode if top.mode in ("paper", "live") else "paper")
@@ -793,13 +850,13 @@ def risk(args) -> int:
         if args.action == "resume":
             raise _usage(f"resume: name the strategy with --strategy ({', '.join(s.name for s in top.strategies)})")
         dirs = {s.name: _configured(top, s.name).paths.state_dir for s in top.strategies}
-        status = {name: risk_status(d, mode) for name, d in dirs.items() if (d / f"{mode}.sqlite").is_file()}
-        if not status:
-            raise _usage(f"no {mode} account of any strategy under {top.paths.state_dir}")
+        status = {name: _account_status(d, mode) for name, d in dirs.items()}
     else:
         state_dir = _configured(top, args.strategy).paths.state_dir
         status = (
-            resume_trading(state_dir, mode, args.reason) if args.action == "resume" else risk_status(state_dir, mode)
+            resume_trading(state_dir, mode, args.reason)
+            if args.action == "resume"
+            else _account_status(state_dir, mode)
         )
     print(json.dumps(status, indent=2, default=str))
     return 0
@@ -813,6 +870,12 @@ def runs(args) -> int:
     from morningstar_trader.runs import compare_runs, list_runs, load_run
 
     cfg, _, _ = _setup(args, log_file=False)
+    known = set(list_runs(cfg.paths.runs_dir)["run_id"])
+    asked = args.run_ids if args.action == "compare" else [args.run_id] if args.action == "show" else []
+    if unknown := [r for r in asked if r not in known]:
+        raise _usage(f"no run {', '.join(unknown)} under {cfg.paths.runs_dir}; `morningstar runs list` shows them")
+    if args.action == "compare" and len(set(args.run_ids)) < 2:
+        raise _usage("compare needs at least two different run ids")
     if args.action == "compare":
         from morningstar_trader.report import format_value
 
@@ -919,8 +982,8 @@ def dashboard(args) -> int:
 # %% ../nbs/15_cli.ipynb #a378ac97
 def _backtest_range(p) -> None:
     "The options `backtest` and `sweep` share: which candles, how big the positions, how much cash."
-    p.add_argument("--pairs", nargs="+", metavar="PAIR", help="default: pairs of the config")
-    p.add_argument("--exchange", help="store name of the candles (default: exchange.id of the config)")
+    p.add_argument("-p", "--pairs", nargs="+", metavar="PAIR", help="default: pairs of the config")
+    p.add_argument("-e", "--exchange", help="store name of the candles (default: exchange.id of the config)")
     p.add_argument("--start", type=_date("--start"), help="first candle, UTC (default: all stored)")
     p.add_argument("--end", type=_date("--end"), help="stop before this candle, UTC")
     p.add_argument(
@@ -945,12 +1008,21 @@ def _add_data(sub) -> None:
     d = data.add_parser(
         "download", parents=[_common(True)], help="fetch closed candles from an exchange into the store"
     )
-    d.add_argument("--exchange", help="ccxt exchange id (default: exchange.id of the config)")
-    d.add_argument("--pairs", nargs="+", metavar="PAIR", help="e.g. BTC/USDT ETH/USDT (default: pairs of the config)")
-    d.add_argument("--timeframe", help="e.g. 1h (default: timeframe of the config)")
-    d.add_argument("--start", required=True, type=_date("--start"), help="first candle open time, UTC")
+    d.add_argument("-e", "--exchange", help="ccxt exchange id (default: exchange.id of the config)")
+    d.add_argument(
+        "-p", "--pairs", nargs="+", metavar="PAIR", help="e.g. BTC/USDT ETH/USDT (default: pairs of the config)"
+    )
+    d.add_argument("-t", "--timeframe", help="e.g. 1h (default: timeframe of the config)")
+    when = d.add_mutually_exclusive_group()
+    when.add_argument("--start", type=_date("--start"), help="first candle open time, UTC")
+    when.add_argument("--days", type=_positive("--days"), help="the last N days before --end (or now)")
     d.add_argument("--end", type=_date("--end"), help="stop before this open time, UTC (default: now)")
-    d.add_argument("--since-last", action="store_true", help="start each pair after its last stored candle")
+    d.add_argument(
+        "--full",
+        action="store_true",
+        help="fetch the whole range again (default: each pair from its last stored candle)",
+    )
+    d.add_argument("--since-last", action="store_true", help=argparse.SUPPRESS)  # now the default; kept for scripts
     d.add_argument(
         "--drop-invalid", action="store_true", help="store the valid candles when some are bad (default: fail)"
     )
@@ -964,9 +1036,9 @@ def _add_data(sub) -> None:
         type=Path,
         help="CSV, .feather or .parquet with timestamp (s/ms/us or ISO-8601), open, high, low, close, volume",
     )
-    i.add_argument("--exchange", required=True, help="the store's name for the source, e.g. binance")
+    i.add_argument("-e", "--exchange", required=True, help="the store's name for the source, e.g. binance")
     i.add_argument("--pair", required=True, help="BASE/QUOTE, e.g. BTC/USDT")
-    i.add_argument("--timeframe", required=True, help="e.g. 1h")
+    i.add_argument("-t", "--timeframe", required=True, help="e.g. 1h")
     i.add_argument("--tz", default="UTC", help="time zone of naive timestamps (default: UTC)")
     i.add_argument(
         "--drop-invalid", action="store_true", help="store the valid candles when some are bad (default: fail)"
@@ -979,8 +1051,8 @@ def _add_data(sub) -> None:
     s.set_defaults(run=data_show)
 
     m = data.add_parser("sample", parents=[_common(True)], help="write the synthetic sample data set (offline demo)")
-    m.add_argument("--pairs", nargs="+", metavar="PAIR", help="a subset of the sample pairs (default: all)")
-    m.add_argument("--exchange", default="synthetic", help="store name for the sample set (default: %(default)s)")
+    m.add_argument("-p", "--pairs", nargs="+", metavar="PAIR", help="a subset of the sample pairs (default: all)")
+    m.add_argument("-e", "--exchange", default="synthetic", help="store name for the sample set (default: %(default)s)")
     m.add_argument("--start", default="2023-01-01", type=_date("--start"), help="first candle (default: %(default)s)")
     m.add_argument("--days", type=int, default=730, help="length in days (default: %(default)s)")
     m.add_argument("--seed", type=int, default=7, help="random seed (default: %(default)s)")
@@ -1001,8 +1073,10 @@ def _add_data_resample(data) -> None:
         metavar="TIMEFRAME",
         help="one or more coarser timeframes, each a whole multiple of --from, e.g. 4h 1d",
     )
-    r.add_argument("--exchange", help="store name of the candles (default: exchange.id of the config)")
-    r.add_argument("--pairs", nargs="+", metavar="PAIR", help="default: every pair stored at --from for the exchange")
+    r.add_argument("-e", "--exchange", help="store name of the candles (default: exchange.id of the config)")
+    r.add_argument(
+        "-p", "--pairs", nargs="+", metavar="PAIR", help="default: every pair stored at --from for the exchange"
+    )
     r.set_defaults(run=data_resample)
 
 # %% ../nbs/15_cli.ipynb #3c267875
@@ -1055,16 +1129,19 @@ def _add_train(sub) -> None:
         "train", parents=[_common(True)], help="train the multi-task model on stored candles (walk-forward)"
     )
     t.add_argument(
+        "-e",
         "--exchange",
         help="store name of the candles (default: exchange.id of the config; `synthetic` for the sample set)",
     )
-    t.add_argument("--pairs", nargs="+", metavar="PAIR", help="default: pairs of the config")
+    t.add_argument("-p", "--pairs", nargs="+", metavar="PAIR", help="default: pairs of the config")
     t.add_argument("--start", type=_date("--start"), help="first candle to use, UTC (default: all stored)")
     t.add_argument("--end", type=_date("--end"), help="stop before this candle, UTC (default: all stored)")
     t.add_argument("--epochs", type=int, help="override training.epochs")
     t.add_argument("--folds", type=int, help="override training.folds")
-    t.add_argument("--out", metavar="DIR", help="model directory (default: <models_dir>/<model.name>/<UTC timestamp>)")
-    t.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+    t.add_argument(
+        "-o", "--out", metavar="DIR", help="model directory (default: <models_dir>/<model.name>/<UTC timestamp>)"
+    )
+    t.add_argument("-q", "--quiet", action="store_true", help="no per-epoch progress")
     t.set_defaults(run=train)
 
 # %% ../nbs/15_cli.ipynb #c5d2638c
@@ -1086,7 +1163,7 @@ def _add_review(sub) -> None:
         help="ask the LLM supervisor about the model's proposal at one bar",
     )
     r.add_argument("--pair", required=True, help="e.g. BTC/USDT")
-    r.add_argument("--exchange", help="store name of the candles (default: exchange.id of the config)")
+    r.add_argument("-e", "--exchange", help="store name of the candles (default: exchange.id of the config)")
     r.add_argument("--at", type=_date("--at"), help="open time of the decision bar, UTC (default: the last stored)")
     r.add_argument(
         "--equity",
@@ -1102,12 +1179,14 @@ def _add_backtest(sub) -> None:
     b = sub.add_parser(
         "backtest", parents=[_common(True), _llm_options()], help="backtest a strategy over stored candles"
     )
-    b.add_argument("--strategy", choices=sorted(_STRATEGY_PARAMS), default="model", help="default: %(default)s")
+    b.add_argument("-s", "--strategy", choices=sorted(_STRATEGY_PARAMS), default="model", help="default: %(default)s")
     b.add_argument(
         "--param", action="append", metavar="KEY=VALUE", help="strategy parameter, e.g. fast=10 (repeatable)"
     )
     _backtest_range(b)
-    b.add_argument("--out", metavar="DIR", help="output folder (default: <runs_dir>/backtests/<UTC time>-<strategy>)")
+    b.add_argument(
+        "-o", "--out", metavar="DIR", help="output folder (default: <runs_dir>/backtests/<UTC time>-<strategy>)"
+    )
     b.add_argument(
         "--check-lookahead", action="store_true", help="re-run on data cut after each decision bar; fail on any change"
     )
@@ -1119,7 +1198,7 @@ def _add_sweep(sub) -> None:
     w = sub.add_parser(
         "sweep", parents=[_common(True)], help="backtest a grid of parameters on a Dask cluster (resumable)"
     )
-    w.add_argument("--strategy", choices=sorted(_STRATEGY_PARAMS), default="model", help="default: %(default)s")
+    w.add_argument("-s", "--strategy", choices=sorted(_STRATEGY_PARAMS), default="model", help="default: %(default)s")
     w.add_argument(
         "--grid",
         action="append",
@@ -1134,6 +1213,7 @@ def _add_sweep(sub) -> None:
     )
     _backtest_range(w)
     w.add_argument(
+        "-o",
         "--out",
         metavar="DIR",
         help="output folder; an earlier sweep's to resume it (default: <runs_dir>/sweeps/<UTC time>-<strategy>)",
@@ -1160,12 +1240,13 @@ def _add_run(sub) -> None:
     n = sub.add_parser(
         "run", parents=[_common(True), _llm_options()], help="run the trading-cycle notebook through papermill"
     )
-    n.add_argument("--mode", choices=["backtest", "paper", "live"], help="default: mode of the config")
+    n.add_argument("-m", "--mode", choices=["backtest", "paper", "live"], help="default: mode of the config")
     n.add_argument("--i-understand-this-trades-real-money", action="store_true", help="required with --mode live")
     n.add_argument(
         "--allow-unproven-model", action="store_true", help="live: trade a model whose card shows no edge after costs"
     )
     n.add_argument(
+        "-s",
         "--strategy",
         metavar="NAME",
         help=f"{' | '.join(sorted(_STRATEGY_PARAMS))} (backtests; a rule in paper too, in its own book), or one of the "
@@ -1174,11 +1255,11 @@ def _add_run(sub) -> None:
     n.add_argument(
         "--size", type=_positive("--size"), help="fixed units per position (default: sized by the decision stage)"
     )
-    n.add_argument("--pairs", nargs="+", metavar="PAIR")
-    n.add_argument("--exchange", help="store name of the candles (default: exchange.id of the config)")
+    n.add_argument("-p", "--pairs", nargs="+", metavar="PAIR")
+    n.add_argument("-e", "--exchange", help="store name of the candles (default: exchange.id of the config)")
     n.add_argument("--start", type=_date("--start"))
     n.add_argument("--end", type=_date("--end"))
-    n.add_argument("--timeframe", help="candle timeframe (default: the config's)")
+    n.add_argument("-t", "--timeframe", help="candle timeframe (default: the config's)")
     n.add_argument(
         "--bar-close", type=_date("--bar-close"), help="paper: the bar close this cycle serves; it waits for it"
     )
@@ -1192,16 +1273,16 @@ def _add_schedule(sub) -> None:
     sc = sub.add_parser(
         "schedule", parents=[_common(True), _llm_options()], help="one cycle notebook run per closed bar"
     )
-    sc.add_argument("--mode", choices=["paper", "live"], help="default: mode of the config")
+    sc.add_argument("-m", "--mode", choices=["paper", "live"], help="default: mode of the config")
     sc.add_argument("--i-understand-this-trades-real-money", action="store_true", help="required with --mode live")
     sc.add_argument(
         "--allow-unproven-model", action="store_true", help="live: trade a model whose card shows no edge after costs"
     )
-    sc.add_argument("--pairs", nargs="+", metavar="PAIR")
-    sc.add_argument("--timeframe", help="candle timeframe (default: the config's)")
+    sc.add_argument("-p", "--pairs", nargs="+", metavar="PAIR")
+    sc.add_argument("-t", "--timeframe", help="candle timeframe (default: the config's)")
     sc.add_argument("--max-runs", type=int, metavar="N", help="stop after N bars (default: run until interrupted)")
     sc.add_argument(
-        "--strategy", metavar="NAME", help="one of the config's strategies (default: all of them, in parallel)"
+        "-s", "--strategy", metavar="NAME", help="one of the config's strategies (default: all of them, in parallel)"
     )
     sc.add_argument("--notebook", default="nbs/trading_cycle.ipynb", help="the cycle notebook (default: %(default)s)")
     sc.set_defaults(run=schedule)
@@ -1212,14 +1293,18 @@ def _add_risk(sub) -> None:
     rk = sub.add_parser("risk", help="the trading state of the paper or live account; lifting a halt")
     rk_sub = rk.add_subparsers(dest="action", required=True, metavar="ACTION")
     st = rk_sub.add_parser("status", parents=[_common(False)], help="trading state, why, equity, drawdown, cooldowns")
-    st.add_argument("--mode", choices=["paper", "live"], help="default: mode of the config (paper when it is backtest)")
-    st.add_argument("--strategy", metavar="NAME", help="one of the config's strategies (default: each of them)")
+    st.add_argument(
+        "-m", "--mode", choices=["paper", "live"], help="default: mode of the config (paper when it is backtest)"
+    )
+    st.add_argument("-s", "--strategy", metavar="NAME", help="one of the config's strategies (default: each of them)")
     st.set_defaults(run=risk)
     rr = rk_sub.add_parser("resume", parents=[_common(False)], help="lift a halt (journaled with the reason)")
-    rr.add_argument("--mode", choices=["paper", "live"], help="default: mode of the config (paper when it is backtest)")
+    rr.add_argument(
+        "-m", "--mode", choices=["paper", "live"], help="default: mode of the config (paper when it is backtest)"
+    )
     rr.add_argument("--reason", required=True, help="why trading may resume (kept in the journal)")
     rr.add_argument(
-        "--strategy", metavar="NAME", help="one of the config's strategies (needed when the config has them)"
+        "-s", "--strategy", metavar="NAME", help="one of the config's strategies (needed when the config has them)"
     )
     rr.set_defaults(run=risk)
 
@@ -1255,6 +1340,49 @@ def _add_runs(sub) -> None:
     cmp.add_argument("run_ids", nargs="+", metavar="RUN_ID")
     cmp.set_defaults(run=runs)
 
+# %% ../nbs/15_cli.ipynb #d3b39a19
+EXAMPLES = {
+    "data download": "morningstar data download -e binance -p BTC/USDT ETH/USDT -t 1h --days 30",
+    "data import": "morningstar data import btc_1h.csv -e binance --pair BTC/USDT -t 1h",
+    "data resample": "morningstar data resample --from 1h --to 4h 1d -e synthetic",
+    "data show": "morningstar data show",
+    "data sample": "morningstar data sample --days 365",
+    "alt download": "morningstar alt download fear_greed",
+    "alt import": "morningstar alt import funding funding.csv --tz Europe/Berlin",
+    "alt show": "morningstar alt show",
+    "train": "morningstar train -e synthetic",
+    "models show": "morningstar models show",
+    "review": "morningstar review --pair BTC/USDT -e synthetic --llm-mode simulated",
+    "backtest": "morningstar backtest -s sma_cross -p BTC/USDT ETH/USDT -e synthetic",
+    "sweep": "morningstar sweep -s sma_cross --grid fast=5,10,20 --grid slow=50,100 -e synthetic",
+    "run": "morningstar run -m backtest -e synthetic --start 2024-07-01 --llm-mode simulated --html",
+    "schedule": "morningstar schedule -m paper --max-runs 3",
+    "risk status": "morningstar risk status -m paper",
+    "risk resume": 'morningstar risk resume -m paper --reason "drawdown understood, limits unchanged"',
+    "dashboard": "morningstar dashboard --port 8866",
+    "runs list": "morningstar runs list",
+    "runs show": "morningstar runs show RUN_ID",
+    "runs compare": "morningstar runs compare RUN_ID RUN_ID",
+}  # every subcommand's example, shown under its --help
+
+
+def _document(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> None:
+    """Every subcommand's help opens with its one-line description and ends with an example (EXAMPLES; a command
+    group lists its commands' examples)."""
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        helps = {a.dest: a.help for a in action._choices_actions}
+        for name, sub in action.choices.items():
+            key = " ".join((*path, name))
+            examples = (
+                [EXAMPLES[key]] if key in EXAMPLES else [v for k, v in EXAMPLES.items() if k.startswith(key + " ")]
+            )
+            sub.description = sub.description or helps[name][0].upper() + helps[name][1:] + "."
+            sub.epilog = ("example:\n  " if len(examples) == 1 else "examples:\n  ") + "\n  ".join(examples)
+            sub.formatter_class = argparse.RawDescriptionHelpFormatter
+            _document(sub, (*path, name))
+
 # %% ../nbs/15_cli.ipynb #8c14acb7
 def build_parser() -> argparse.ArgumentParser:
     "The `morningstar` argument parser."
@@ -1278,6 +1406,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_runs,
     ):
         add(sub)
+    _document(p)
     return p
 
 # %% ../nbs/15_cli.ipynb #a6ad34a1
