@@ -922,8 +922,11 @@ def runs(args) -> int:
     return 0
 
 # %% ../nbs/15_cli.ipynb #77e5b40a
-def voila_command(notebook: Path, port: int, template: str = "morningstar") -> list[str]:
-    "The Voila server for the dashboard notebook: loopback only, no browser opened, no traceback shown, no CDN."
+def voila_command(
+    notebook: Path, port: int, template: str = "morningstar", config_dir: Path | None = None
+) -> list[str]:
+    """The Voila server for the dashboard notebook: loopback only, no browser opened, no traceback shown, no CDN;
+    `config_dir`: where `voila_server.write_voila_config` wrote its voila.py (kernels end with their page)."""
     # jupytext's JupyterLab extension (a dev tool) does not load in Voila's page and would log an error there
     return [
         sys.executable,
@@ -938,6 +941,7 @@ def voila_command(notebook: Path, port: int, template: str = "morningstar") -> l
         "--KernelManager.transport=ipc",
         f"--VoilaConfiguration.template={template}",
         "--VoilaConfiguration.extension_denylist=jupyterlab-jupytext",
+        *([f"--Voila.config_file_paths={config_dir}"] if config_dir else []),
     ]
 
 
@@ -955,6 +959,8 @@ def dashboard(args) -> int:
         raise _usage(f"--port {args.port}: use 1024-65535")
     if not args.refresh >= 0:
         raise _usage(f"--refresh {args.refresh}: seconds, 0 (never) or more")
+    if not args.cull_after >= 5:
+        raise _usage(f"--cull-after {args.cull_after}: seconds, 5 or more")
     try:
         import voila  # noqa: F401
     except ImportError:
@@ -965,9 +971,12 @@ def dashboard(args) -> int:
     import tempfile
 
     from morningstar_trader.dashboard import offline_template
+    from morningstar_trader.voila_server import write_voila_config
 
     templates = Path(tempfile.gettempdir()) / f"morningstar-voila-{os.getuid()}"
     offline_template(templates)  # Voila's page without its CDN links
+    # each server its own config folder: two dashboards on two ports may cull after different times
+    config_dir = write_voila_config(templates / f"config-{args.port}", orphan_timeout=args.cull_after)
     env = {
         **os.environ,
         "MORNINGSTAR_DASHBOARD_ROOT": str(Path.cwd()),
@@ -976,7 +985,7 @@ def dashboard(args) -> int:
         "JUPYTER_PATH": os.pathsep.join(p for p in (str(templates), os.environ.get("JUPYTER_PATH", "")) if p),
     }
     print(f"dashboard: http://127.0.0.1:{args.port}/  (Ctrl-C stops it)", flush=True)
-    cmd = voila_command(notebook, args.port)
+    cmd = voila_command(notebook, args.port, config_dir=config_dir)
     os.execve(cmd[0], cmd, env)  # this process becomes the server: a signal to it stops the server, nothing is orphaned
 
 # %% ../nbs/15_cli.ipynb #a378ac97
@@ -1323,6 +1332,13 @@ def _add_dashboard(sub) -> None:
         help="seconds between trading refreshes (default: %(default)s)",
     )
     db.add_argument("--notebook", default="nbs/dashboard.ipynb", help="the dashboard notebook (default: %(default)s)")
+    db.add_argument(
+        "--cull-after",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="shut down a page's kernel once no page has been connected to it for S seconds (default: %(default)s)",
+    )
     db.set_defaults(run=dashboard)
 
 # %% ../nbs/15_cli.ipynb #8b9d9415

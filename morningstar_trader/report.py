@@ -222,7 +222,8 @@ def progress(iterable, *, total: int | None = None, desc: str = "backtest", dela
         total=total,
         desc=desc,
         delay=delay,
-        file=file or sys.stderr,
+        # in a notebook's kernel, stdout: a run notebook's stderr holds only what went wrong
+        file=file or (sys.stdout if "ipykernel" in sys.modules else sys.stderr),
         mininterval=1.0,
         unit=" closes",
         disable=os.environ.get("MORNINGSTAR_PROGRESS") == "0",
