@@ -491,16 +491,22 @@ def _strategy(name: str, params: list[str], cfg, size: float | None = None):
     values = _strategy_params(name, params)
     if name == "model":
         return ModelStrategy(signal_model(cfg), values.get("min_confidence", cfg.decision.min_confidence))
-    if size is not None and name != "tsmom":
-        try:
-            return SmaCross(**values) if name == "sma_cross" else BuyAndHold()
-        except BacktestError as e:
-            raise _usage(f"--param: {e}") from None
-    try:
+    try:  # one meaning per name: the rule's settings (the config's `rule:` or its defaults) on either path
         rule = named_rule(cfg, name, **values)
     except ValidationError as e:
         raise _usage("; ".join(f"--param {line}" for line in describe_errors(e))) from None
-    return Tsmom(rule.prep.lookback) if size is not None else ModelStrategy(rule, cfg.decision.min_confidence)
+    if size is None:
+        return ModelStrategy(rule, cfg.decision.min_confidence)
+    r = rule.prep.rule
+    fixed = {
+        "sma_cross": lambda: SmaCross(r.fast, r.slow),
+        "buy_hold": BuyAndHold,
+        "tsmom": lambda: Tsmom(rule.prep.lookback),
+    }
+    try:
+        return fixed[name]()
+    except BacktestError as e:
+        raise _usage(f"--param: {e}") from None
 
 
 def _strategy_params(name: str, params: list[str] | None) -> dict:
@@ -530,7 +536,7 @@ def backtest(args) -> int:
     from morningstar_trader.supervisor import Supervisor
 
     cfg, secrets, data_dir = _setup(args, pairs=args.pairs)
-    cfg = _with_llm(cfg, args)
+    cfg, sizing = _with_stake(_with_llm(cfg, args), args)
     if args.start and args.end and args.end <= args.start:
         raise _usage(f"--end {args.end} is not after --start {args.start}")
     supervisor = (
@@ -560,11 +566,8 @@ def backtest(args) -> int:
         shutil.rmtree(out, ignore_errors=True)  # no half-written results
         raise
     _write_backtest(out, result, _backtest_params(args, cfg, data_dir), cfg.paths.runs_dir, time.perf_counter() - began)
-    print(
-        backtest_report(
-            result, run_info(strategy, cfg, list(frames), args.exchange or cfg.exchange.id, args.size, args.cash)
-        )
-    )
+    info = run_info(strategy, cfg, list(frames), args.exchange or cfg.exchange.id, args.size, args.cash, sizing)
+    print(backtest_report(result, info))
     print(f"\nwritten to {out}")
     return _report_lookahead(frames, strategy, result) if args.check_lookahead else 0
 
@@ -619,6 +622,25 @@ def _report_lookahead(frames: dict, strategy, result) -> int:
         return 1
     print("look-ahead check: every decision bar gives the same signal on data cut right after it")
     return 0
+
+# %% ../nbs/15_cli.ipynb #2f76794c
+def _with_stake(cfg, args) -> tuple:
+    "(the settings a --stake or --stake-fraction asks for, the report's sizing line; None: the settings' own sizing)."
+    from morningstar_trader.config import Settings
+
+    stake, fraction = getattr(args, "stake", None), getattr(args, "stake_fraction", None)
+    if stake is None and fraction is None:
+        return cfg, None
+    if args.size is not None or (stake is not None and fraction is not None):
+        raise _usage("choose one of --size (fixed units), --stake (quote currency) and --stake-fraction (of equity)")
+    # the largest risk per trade: the stake, not the stop distance, sizes each entry
+    risk = {"risk_per_trade": 0.1, "max_position_fraction": fraction or 1.0, "max_position_notional": stake}
+    quote = cfg.pairs[0].split("/")[-1]
+    sizing = (
+        f"stake {stake:,.2f} {quote} per entry" if stake is not None else f"stake {fraction:.0%} of equity per entry"
+    )
+    cfg = _validated(Settings, **{**cfg.model_dump(), "risk": {**cfg.risk.model_dump(), **risk}})
+    return cfg, sizing + " (decision stage: a review or the risk limits may make an entry smaller)"
 
 # %% ../nbs/15_cli.ipynb #b550e08c
 def _report_sweep(args, cfg, res) -> None:
@@ -1193,6 +1215,10 @@ def _add_backtest(sub) -> None:
         "--param", action="append", metavar="KEY=VALUE", help="strategy parameter, e.g. fast=10 (repeatable)"
     )
     _backtest_range(b)
+    b.add_argument("--stake", type=_positive("--stake"), metavar="QUOTE", help="each entry this much quote currency")
+    b.add_argument(
+        "--stake-fraction", type=_positive("--stake-fraction"), metavar="F", help="each entry F (0-1] of the equity"
+    )
     b.add_argument(
         "-o", "--out", metavar="DIR", help="output folder (default: <runs_dir>/backtests/<UTC time>-<strategy>)"
     )

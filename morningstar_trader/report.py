@@ -61,6 +61,7 @@ class RunInfo:
     cash: float
     sizing: str  # "decision-sized through the kernel" or "0.1 units per position"
     quote: str = "USDT"
+    shorts: str = ""  # whether short signals are traded, and why not
 
 
 def header_lines(info: RunInfo, equity: pd.Series) -> list[str]:
@@ -74,6 +75,7 @@ def header_lines(info: RunInfo, equity: pd.Series) -> list[str]:
         f"costs     taker fee {info.taker_fee:.3%}, slippage {info.slippage_bps:g} bps",
         f"cash      {info.cash:,.2f} {info.quote}",
         f"sizing    {info.sizing}",
+        *([f"shorts    {info.shorts}"] if info.shorts else []),
     ]
 
 # %% ../nbs/13b_report.ipynb #5bbf9f39
@@ -89,14 +91,24 @@ def describe_strategy(strategy) -> str:
     return strategy.name + (f" ({', '.join(f'{k} {v}' for k, v in params.items())})" if params else "")
 
 
-def run_info(strategy, settings, pairs, exchange: str, size: float | None, cash: float) -> RunInfo:
-    "The header of a backtest of `strategy` on `pairs` under `settings`, `size` units per position or decision-sized."
+def run_info(
+    strategy, settings, pairs, exchange: str, size: float | None, cash: float, sizing: str | None = None
+) -> RunInfo:
+    """The header of a backtest of `strategy` on `pairs` under `settings`: `size` units per position, else
+    decision-sized (`sizing`: how, when a stake says it better than the risk settings)."""
     r = settings.risk
-    sizing = (
+    sizing = sizing or (
         f"{size:g} units of each pair's base asset per position"
         if size is not None
         else f"decision-sized through the kernel: {r.risk_per_trade:.2%} of equity at risk per trade, "
         f"at most {r.max_position_fraction:.0%} of equity per position"
+    )
+    market = settings.exchange.market_type
+    shorts = (
+        f"none: a {market} account cannot short; a short signal closes a long and stays flat "
+        "(exchange.market_type margin, swap or future trades them)"
+        if market == "spot"
+        else f"traded ({market})"
     )
     quote = next(iter(pairs)).split("/")[-1] if pairs else ""
     c = settings.costs
@@ -110,6 +122,7 @@ def run_info(strategy, settings, pairs, exchange: str, size: float | None, cash:
         cash,
         sizing,
         quote,
+        shorts,
     )
 
 # %% ../nbs/13b_report.ipynb #424b2ea4

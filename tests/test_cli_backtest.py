@@ -46,7 +46,10 @@ def test_sma_cross_backtest_writes_its_outputs_and_passes_the_lookahead_check(of
         (["--strategy", "tsmom", "--param", "fast=3"], "tsmom takes lookback=<int>"),
         (["--strategy", "sma_cross", "--size", "1", "--param", "fast=ten"], "fast must be int"),
         (["--strategy", "sma_cross", "--size", "1", "--param", "speed=3"], "sma_cross takes fast=<int>, slow=<int>"),
-        (["--strategy", "sma_cross", "--size", "1", "--param", "fast=30", "--param", "slow=5"], "fast < slow"),
+        (
+            ["--strategy", "sma_cross", "--size", "1", "--param", "fast=30", "--param", "slow=5"],
+            "fast 30 must be below slow 5",
+        ),
         (["--strategy", "buy_hold", "--size", "1", "--start", "2030-01-01"], "at least 2 bars are needed"),
         (["--strategy", "model"], "no trained model under"),
     ],
@@ -117,3 +120,24 @@ def test_the_report_reads_as_a_report_and_the_backtest_is_a_run(offline_project)
     assert shown["parameters"]["param"] == ["fast=10", "slow=40"] and shown["stats"]["trades"] == shown["trades"]
     compared = p.run("runs", "compare", *ids).stdout
     assert "param" in compared and "excess_return_vs_buy_hold" in compared
+
+
+def test_stakes_size_every_entry_in_quote_currency_or_of_equity(offline_project):
+    """`--stake-fraction 0.2`: every entry 20 % of the equity at its decision; `--stake 1000`: 1,000 USDT each, on
+    BTC and ETH alike (the fixed `--size` is units of each pair's base asset); a short signal on spot is said so."""
+    p = offline_project
+    p.run("data", "sample", "--days", "40", "--pairs", "BTC/USDT", "ETH/USDT")
+    args = ["backtest", "-s", "sma_cross", "-e", "synthetic", "--llm-mode", "off"]
+    out = p.run(*args, "--stake-fraction", "0.2", "-o", str(p.root / "f")).stdout
+    assert "sizing    stake 20% of equity per entry" in out and "shorts    none: a spot account cannot short" in out
+    p.run(*args, "--stake", "1000", "-o", str(p.root / "q"))
+    for folder, expected in (("f", None), ("q", 1_000.0)):
+        trades = pd.read_csv(p.root / folder / "trades.csv", parse_dates=["entry_time"])
+        equity = pd.read_csv(p.root / folder / "equity.csv", index_col=0, parse_dates=True)["equity"]
+        notional = trades["entry_price"] * trades["size"]
+        # decided at a close with that close's equity, filled at the next open: a bar's move apart
+        target = 0.2 * equity.reindex(trades["entry_time"], method="ffill").to_numpy() if expected is None else expected
+        assert set(trades["pair"]) == {"BTC/USDT", "ETH/USDT"} and len(trades) > 10
+        assert (abs(notional / target - 1) < 0.05).all(), (notional / target).describe()
+    proc = p.run(*args, "--stake", "1000", "--size", "1", check=2)
+    assert "choose one of --size (fixed units), --stake (quote currency) and --stake-fraction" in proc.stderr

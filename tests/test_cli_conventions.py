@@ -14,7 +14,10 @@ from test_cli_data import klines_starts, stored
     "args, message",
     [
         (["backtest", "-s", "sma_cross", "--param", "fast=40", "--param", "slow=30"], "fast 40 must be below slow 30"),
-        (["backtest", "-s", "sma_cross", "--size", "1", "--param", "fast=40", "--param", "slow=30"], "fast < slow"),
+        (
+            ["backtest", "-s", "sma_cross", "--size", "1", "--param", "fast=40", "--param", "slow=30"],
+            "fast 40 must be below slow",
+        ),
         (["backtest", "-s", "tsmom", "--param", "lookback=x"], "lookback must be int"),
         (["runs", "show", "nope"], "no run nope under"),
         (["runs", "compare", "a"], "no run a under"),
