@@ -175,6 +175,26 @@ def _check_bars(frame: pd.DataFrame, pair: str) -> None:
     if not np.isfinite(prices).all() or (prices <= 0).any():
         raise BacktestError(f"{pair}: prices must be finite and positive")
 
+# %% ../nbs/13_backtest.ipynb #3824228b
+def _result_html(self) -> str:
+    "A BacktestResult in a notebook: its tearsheet."
+    # plotly: only when a result is shown
+    from morningstar_trader.tearsheet import tearsheet_html  # noqa: PLC0415
+
+    return tearsheet_html(self, full=False)
+
+
+def _result_plot(self, title: str = "backtest"):
+    "The tearsheet's figure (plotly): equity against the baselines, underwater, rolling Sharpe, exposure."
+    # plotly: only when a result is plotted
+    from morningstar_trader.tearsheet import tearsheet_figure  # noqa: PLC0415
+
+    return tearsheet_figure(self, title)
+
+
+BacktestResult._repr_html_ = _result_html
+BacktestResult.plot = _result_plot
+
 # %% ../nbs/13_backtest.ipynb #f226b645
 def _simulate(
     pair: str,

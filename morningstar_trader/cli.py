@@ -568,7 +568,10 @@ def backtest(args) -> int:
     _write_backtest(out, result, _backtest_params(args, cfg, data_dir), cfg.paths.runs_dir, time.perf_counter() - began)
     info = run_info(strategy, cfg, list(frames), args.exchange or cfg.exchange.id, args.size, args.cash, sizing)
     print(backtest_report(result, info))
-    print(f"\nwritten to {out}")
+    from morningstar_trader.tearsheet import write_tearsheet
+
+    print(f"\ntearsheet: {write_tearsheet(result, out / 'tearsheet.html', info)}")
+    print(f"written to {out}")
     return _report_lookahead(frames, strategy, result) if args.check_lookahead else 0
 
 

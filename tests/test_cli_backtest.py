@@ -109,6 +109,8 @@ def test_the_report_reads_as_a_report_and_the_backtest_is_a_run(offline_project)
     lines = dict(line.split(None, 1) for line in out.split("all statistics\n")[1].splitlines() if line.strip())
     assert lines["trades"].strip() == str(stats["trades"])  # an integer, not 270.0000
     assert lines["total_return"].strip() == f"{stats['total_return']:+.2%}"
+    page = next((p.root / "runs" / "backtests").glob("*/tearsheet.html")).read_text()
+    assert "monthly returns" in page and "underwater" in page and 'src="http' not in page  # offline
     per_pair = out.split("per pair\n")[1].split("\n\n")[0].splitlines()
     assert [row.split()[0] for row in per_pair[1:]] == ["BTC/USDT", "ETH/USDT", "TOTAL"]
     # a second run, then both are runs: listed, shown, compared
