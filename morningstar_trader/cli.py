@@ -15,8 +15,8 @@ import morningstar_trader
 
 # %% auto #0
 __all__ = ['EXAMPLES', 'console_level', 'data_download', 'data_import', 'data_show', 'data_sample', 'data_resample',
-           'alt_download', 'alt_import', 'alt_show', 'train', 'models_show', 'review', 'backtest', 'sweep', 'run',
-           'schedule', 'risk', 'runs', 'voila_command', 'dashboard', 'build_parser', 'main']
+           'alt_download', 'alt_import', 'alt_show', 'train', 'models_show', 'review', 'backtest', 'new_strategy',
+           'sweep', 'run', 'schedule', 'risk', 'runs', 'voila_command', 'dashboard', 'build_parser', 'main']
 
 # %% ../nbs/15_cli.ipynb #a9af7170
 def _common(data: bool) -> argparse.ArgumentParser:
@@ -542,7 +542,7 @@ def backtest(args) -> int:
     supervisor = (
         Supervisor.from_settings(cfg.llm, secrets, cfg.paths.state_dir, args.llm_record) if args.size is None else None
     )
-    strategy = _strategy(args.strategy, args.param, cfg, args.size)
+    strategy = _file_strategy(args, cfg) if args.strategy_path else _strategy(args.strategy, args.param, cfg, args.size)
     store = CandleStore(data_dir)
     frames = load_frames(
         store,
@@ -644,6 +644,30 @@ def _with_stake(cfg, args) -> tuple:
     )
     cfg = _validated(Settings, **{**cfg.model_dump(), "risk": {**cfg.risk.model_dump(), **risk}})
     return cfg, sizing + " (decision stage: a review or the risk limits may make an entry smaller)"
+
+# %% ../nbs/15_cli.ipynb #53761a92
+def _file_strategy(args, cfg):
+    "The strategy in --strategy-path, its PARAMS overridden by --param; `args.strategy` becomes its NAME."
+    from morningstar_trader.backtest import ModelStrategy
+    from morningstar_trader.user_strategy import load_strategy
+
+    if args.size is not None:
+        raise _usage(
+            "--strategy-path trades through the kernel: size it with --stake, --stake-fraction or the risk settings"
+        )
+    given = dict(item.partition("=")[::2] for item in args.param or [])
+    model = load_strategy(args.strategy_path, cfg.timeframe, given)
+    args.strategy = model.prep.module.NAME
+    return ModelStrategy(model, cfg.decision.min_confidence)
+
+
+def new_strategy(args) -> int:
+    "`morningstar new-strategy NAME`: the template as strategies/NAME.py."
+    from morningstar_trader.user_strategy import new_strategy as write
+
+    path = write(args.name, args.folder)
+    print(f"wrote {path}; backtest it with: morningstar backtest --strategy-path {path} -e synthetic")
+    return 0
 
 # %% ../nbs/15_cli.ipynb #b550e08c
 def _report_sweep(args, cfg, res) -> None:
@@ -1218,6 +1242,9 @@ def _add_backtest(sub) -> None:
         "--param", action="append", metavar="KEY=VALUE", help="strategy parameter, e.g. fast=10 (repeatable)"
     )
     _backtest_range(b)
+    b.add_argument(
+        "--strategy-path", type=Path, metavar="FILE", help="a strategy file of your own (`morningstar new-strategy`)"
+    )
     b.add_argument("--stake", type=_positive("--stake"), metavar="QUOTE", help="each entry this much quote currency")
     b.add_argument(
         "--stake-fraction", type=_positive("--stake-fraction"), metavar="F", help="each entry F (0-1] of the equity"
@@ -1229,6 +1256,16 @@ def _add_backtest(sub) -> None:
         "--check-lookahead", action="store_true", help="re-run on data cut after each decision bar; fail on any change"
     )
     b.set_defaults(run=backtest)
+
+# %% ../nbs/15_cli.ipynb #f7f578b8
+def _add_new_strategy(sub) -> None:
+    "`morningstar new-strategy NAME`."
+    n = sub.add_parser(
+        "new-strategy", parents=[_common(False)], help="write a strategy file of your own from the template"
+    )
+    n.add_argument("name", help="a Python name, e.g. my_cross")
+    n.add_argument("--folder", default="strategies", help="where to write NAME.py (default: %(default)s)")
+    n.set_defaults(run=new_strategy)
 
 # %% ../nbs/15_cli.ipynb #d37920b8
 def _add_sweep(sub) -> None:
@@ -1399,6 +1436,7 @@ EXAMPLES = {
     "models show": "morningstar models show",
     "review": "morningstar review --pair BTC/USDT -e synthetic --llm-mode simulated",
     "backtest": "morningstar backtest -s sma_cross -p BTC/USDT ETH/USDT -e synthetic",
+    "new-strategy": "morningstar new-strategy my_cross",
     "sweep": "morningstar sweep -s sma_cross --grid fast=5,10,20 --grid slow=50,100 -e synthetic",
     "run": "morningstar run -m backtest -e synthetic --start 2024-07-01 --llm-mode simulated --html",
     "schedule": "morningstar schedule -m paper --max-runs 3",
@@ -1443,6 +1481,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_models,
         _add_review,
         _add_backtest,
+        _add_new_strategy,
         _add_sweep,
         _add_run,
         _add_schedule,
