@@ -230,7 +230,8 @@ def _fold_rows(i: int, f: dict) -> list[str]:
         _row(
             f"{window} model",
             m,
-            f"min_confidence {f['min_confidence']:.3f}, fees {m['fees']:.2f}, p-value {f['random']['p_value']:.3f}",
+            f"min_confidence {f['min_confidence']:.3f}, fees {m['fees']:.2f}, p-value {f['random']['p_value']:.3f}"
+            + (f"; too new to trade: {', '.join(f['skipped'])}" if f.get("skipped") else ""),
         )
     ]
     for b, name in BASELINES.items():
