@@ -308,9 +308,14 @@ def _benchmark_table(stats: dict) -> tuple[pd.DataFrame | None, set[str]]:
 
 def stats_table(stats: dict) -> W.HTML:
     "The run's statistics, with the benchmark columns grouped: strategy, buy & hold, vol-targeted, TSMOM, flat."
+    from morningstar_trader.report import format_value  # noqa: PLC0415 (one way to show a statistic, as the CLI's)
+
     bench, used = _benchmark_table(stats)
     shown = {k: v for k, v in stats.items() if k not in used}
-    other = pd.DataFrame({"stat": list(shown), "value": list(shown.values())})
+    other = pd.DataFrame({"stat": list(shown), "value": [format_value(k, v) for k, v in shown.items()]})
+    if bench is not None:  # each row as its statistic reads: percentages, ratios
+        kinds = dict(zip(bench.index, ("return", "sharpe", "max_drawdown", "excess_return", "information_ratio")))
+        bench = bench.apply(lambda row: row.map(lambda v: format_value(kinds[row.name], v)), axis=1)
     bench_html = table(bench.reset_index(names=""), "ms-benchmarks").value if bench is not None else ""
     return W.HTML(
         f'<div style="display:flex;gap:40px;align-items:flex-start">{table(other, "ms-stats").value}{bench_html}</div>'
