@@ -495,6 +495,10 @@ class LiveSettings(_Section):
         5.0, ge=0, le=60
     )  # added to the exchange's receive window before a missing order counts as never placed
     shadow: bool = True  # also simulate every live order and record the difference
+    stops_at_venue: bool = True  # each position's stop also rests at the exchange (where it takes stop-limit orders)
+    stop_limit_bps: float = Field(
+        50.0, ge=0, lt=10_000
+    )  # a triggered stop at the venue sells (buys) with a limit this far below (above) its stop
 
 
 class ScheduleSettings(_Section):

@@ -196,7 +196,7 @@ def _check_mode(settings: Settings, secrets: Secrets, confirm_live: bool) -> Non
 def _venue(settings: Settings, secrets: Secrets, path, initial_cash: float, quote: str) -> tuple[PortfolioStore, Venue]:
     "The book and the venue of this mode: simulated fills on paper, the exchange through ccxt live."
     # imports ccxt: only where live trading is
-    from morningstar_trader.live_execution import LiveExecutor, LiveVenue, ShadowLog  # noqa: PLC0415
+    from morningstar_trader.live_execution import LiveExecutor, LiveVenue, ShadowLog, venue_stops  # noqa: PLC0415
 
     # imports ccxt (a second): only where an exchange is used
     from morningstar_trader.market_data import make_exchange  # noqa: PLC0415
@@ -221,7 +221,25 @@ def _venue(settings: Settings, secrets: Secrets, path, initial_cash: float, quot
         s.execution.limit_ttl_bars,
         shadow=ShadowLog(path) if s.live.shadow else None,
         siblings=siblings,
+        stops_at_venue=_stops_at_venue(s, venue_stops(trading, s.pairs)),
+        stop_limit_bps=s.live.stop_limit_bps,
     )
+
+
+def _stops_at_venue(s: Settings, able: tuple[str, ...]) -> bool:
+    "Whether stops rest at the exchange (`live.stops_at_venue` and a venue that takes them for every pair); said once."
+    if not s.live.stops_at_venue:
+        _log.warning("live.stops_at_venue is off: stops live in the bot only (a crossed level exits at the close)")
+        return False
+    if len(able) < len(s.pairs):
+        _log.warning(
+            "%s takes no stop-limit orders for %s: stops stay in the bot (a crossed level exits at the close)",
+            s.exchange.id,
+            sorted(set(s.pairs) - set(able)),
+        )
+        return False
+    _log.info("stops at the venue: each position's stop rests at %s as a stop-limit order", s.exchange.id)
+    return True
 
 
 def build_context(
@@ -559,6 +577,11 @@ def _limits(ctx: CycleContext) -> tuple[str | None, str | None]:
     return None, None
 
 
+def _bare(ctx: CycleContext) -> dict[str, str]:
+    "Live: the positions whose stop is not at the venue, with why (retried at the next close)."
+    return ctx.venue.unprotected() if hasattr(ctx.venue, "unprotected") else {}
+
+
 def _risk_state(ctx: CycleContext, now: pd.Timestamp) -> RiskState:
     saved = ctx.store.load_runtime("risk_state")
     return RiskState.from_json(saved) if saved else RiskState.start(ctx.store.cash(), now)
@@ -578,7 +601,8 @@ def run_cycle(ctx: CycleContext, now: pd.Timestamp | None = None) -> CycleReport
     with one_transaction(k):  # e.-g. the close (paper: one transaction)
         out = close_bar(k, inputs, at, _risk_state(ctx, now), refusal=refusal, hold_entries=hold_entries, t0=t0)
         ctx.store.save_runtime("risk_state", out.risk_state.to_json())
-    snapshot = _monitor(ctx, now, out, newest, refusal, (*alerts, *digest_alerts))  # h. monitoring
+    bare = [Alert("critical", "unprotected", f"no stop at the venue: {why}", p) for p, why in _bare(ctx).items()]
+    snapshot = _monitor(ctx, now, out, newest, refusal, (*alerts, *digest_alerts, *bare))  # h. monitoring
     return CycleReport(max(newest.values(), default=None), started, pd.DataFrame(out.rows), out.fills, snapshot)
 
 

@@ -138,6 +138,7 @@ class Venue(Protocol):
     def settle(self, windows: dict[str, BarWindow]) -> list[Fill]: ...
     def exit(self, order: Order, *, bar: pd.Timestamp, price: float) -> tuple[str, list[Fill]]: ...
     def reconcile(self, pairs: tuple[str, ...]): ...
+    def protect(self, pairs: tuple[str, ...] | None = None) -> dict[str, str]: ...
 
 # %% ../nbs/10_execution.ipynb #6d718894
 class SimulatedVenue:
@@ -166,6 +167,10 @@ class SimulatedVenue:
 
     def reconcile(self, pairs: tuple[str, ...]) -> None:
         return None
+
+    def protect(self, pairs: tuple[str, ...] | None = None) -> dict[str, str]:
+        "Stops at the venue: the simulated venue exits at the stop inside the bar, as a resting stop would."
+        return {}
 
 # %% ../nbs/10_execution.ipynb #4341e58d
 def _decided_at(note: str) -> tuple[int, dict]:
