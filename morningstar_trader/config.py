@@ -332,6 +332,9 @@ class FeatureSettings(_Section):
 
     window: int = Field(48, ge=2, le=2_000)  # bars in one input window
     gap_policy: Literal["split", "error"] = "split"  # split: each gap-free stretch on its own; error: refuse gaps
+    max_gap_bars: int = Field(
+        3, ge=0, le=48
+    )  # a gap of up to this many missing candles is carried over (flat at the last close, never traded on)
     clip: float = Field(8.0, gt=0, le=1_000)  # scaled features are clipped to [-clip, clip]
     indicators: tuple[IndicatorSpec, ...] = _DEFAULT_INDICATORS
     alt_data: tuple[AltDataSource, ...] = ()

@@ -458,6 +458,11 @@ def _bars(ctx: CycleContext, now: pd.Timestamp) -> tuple[dict, dict, dict]:
                 raise MorningstarError(f"stale: the newest closed candle opened at {bars.end}")
             if len(bars) < min_bars:
                 raise MorningstarError(f"only {len(bars)} closed candles, {min_bars} needed")
+            if bars.end.value < last_ns:  # decided on its newest candle already: never twice on one bar
+                raise MorningstarError(
+                    f"no candle for the bar opening at {pd.Timestamp(last_ns, tz='UTC')} (the exchange has none): "
+                    "decided again at its next closed candle"
+                )
             out[pair] = bars
         except MorningstarError as e:
             errors[pair] = f"market data: {e}"
