@@ -5,6 +5,7 @@
 # %% ../nbs/12_cycle.ipynb #51782698
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -35,7 +36,7 @@ from morningstar_trader.kernel import (
     review_evidence,
     unreviewed_twin,
 )
-from .monitoring import Alert, MonitoringLog, Snapshot, assess
+from .monitoring import Alert, MonitoringLog, Notifier, Snapshot, assess
 from .portfolio import TERMINAL, PortfolioStore
 from .risk import MarketRules, RiskState
 from .rules import signal_model
@@ -149,6 +150,7 @@ class CycleContext:
     clock_offset_ms: float | None = None  # exchange clock minus ours, measured by `sync_clock` ahead of the close
     twin: PortfolioStore | None = None  # the unreviewed twin's book, when a reviewer is on
     stream: object | None = None  # KlineStream (exchange.candles 'stream'), started by `_bars`
+    notifier: Notifier | None = None  # pushes each cycle's alerts (monitoring.notify)
 
     @property
     def kernel(self) -> Kernel:
@@ -280,6 +282,9 @@ def build_context(
             path.with_name(f"{settings.mode}-unreviewed.sqlite"), initial_cash=store.cash(), durable=False
         )
     )  # created with today's cash
+    notifier = Notifier(settings.monitoring.notify)  # a secret missing from the environment: refused here
+    if settings.monitoring.notify:  # what is still on its way when the run ends, within a bound
+        atexit.register(notifier.flush, settings.monitoring.notify_flush_s)
     return CycleContext(
         settings,
         run_id,
@@ -292,6 +297,7 @@ def build_context(
         venue,
         {p: MarketRules.from_ccxt(markets[p]) for p in settings.pairs},
         twin=twin,
+        notifier=notifier,
     )
 
 # %% ../nbs/12_cycle.ipynb #c378e8a2
@@ -608,6 +614,8 @@ def run_cycle(ctx: CycleContext, now: pd.Timestamp | None = None) -> CycleReport
         ctx.store.save_runtime("risk_state", out.risk_state.to_json())
     bare = [Alert("critical", "unprotected", f"no stop at the venue: {why}", p) for p, why in _bare(ctx).items()]
     snapshot = _monitor(ctx, now, out, newest, refusal, (*alerts, *digest_alerts, *bare))  # h. monitoring
+    if ctx.notifier is not None:
+        ctx.notifier.send(snapshot.alerts, ctx.run_id)  # pushed from its own thread: the orders are out already
     return CycleReport(max(newest.values(), default=None), started, pd.DataFrame(out.rows), out.fills, snapshot)
 
 
@@ -616,6 +624,11 @@ def _monitor(
 ) -> Snapshot:
     s, rs = ctx.settings, out.risk_state
     prices = ctx.store.load_runtime("last_close", {})
+    failed = {p: r.failure for p, r in out.notes.reviews.items() if getattr(r, "failure", None)}
+    outage = tuple(
+        Alert("warning", "llm_outage", f"the review failed, llm.failure_policy {s.llm.failure_policy}: {why}", p)
+        for p, why in failed.items()
+    )  # an outage that skips (or shrinks) entries is a warning, not a remark
     snapshot = assess(
         ctx.store.equity_curve(),
         now=now,
@@ -627,13 +640,13 @@ def _monitor(
         ),
         newest_bars=newest,
         errors=out.notes.errors,
-        llm_alerts=out.notes.llm_alerts,
+        llm_alerts={p: a for p, a in out.notes.llm_alerts.items() if p not in failed},
         timeframe=s.timeframe,
         risk=s.risk,
         monitoring=s.monitoring,
         refusal=refusal,
         llm_stats=ctx.supervisor.record.stats() if ctx.supervisor.record else None,
-        extra=extra,
+        extra=(*extra, *outage),
     )
     ctx.monitor.add(snapshot)
     return snapshot
