@@ -229,7 +229,11 @@ def settle(self: SimulatedVenue, windows: dict[str, BarWindow]) -> list[Fill]:
 
 @patch
 def exit(self: SimulatedVenue, order: Order, *, bar: pd.Timestamp, price: float) -> tuple[str, list[Fill]]:
-    "A stop or target reached inside the candle opening at `bar`: filled at `price`, at the taker fee; (status, fills)."
+    """A stop or target reached inside the candle opening at `bar`, at `price` (its level, or the open when the candle
+    opened through it): a target fills there; a stop, the market order it becomes once reached, with slippage against
+    it; the taker fee; (status, fills)."""
+    if order.intent == "stop_loss":
+        price = self.costs.market_price(price, 1 if order.side == "buy" else -1)
     if self.book.add_order(order)[1]:
         self.book.set_status(order.client_order_id, "submitted")
     fill = Fill(
