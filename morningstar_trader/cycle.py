@@ -11,7 +11,7 @@ import logging
 import os
 import re
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -50,8 +50,8 @@ _log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['CycleError', 'account_id', 'sibling_marks', 'account_start', 'sibling_view', 'CycleContext', 'build_context',
-           'CycleReport', 'sync_clock', 'warm_up', 'RecentCandles', 'refresh_alt', 'with_digest', 'run_cycle',
-           'risk_status', 'resume_trading']
+           'CycleReport', 'sync_clock', 'warm_up', 'RecentCandles', 'refresh_alt', 'with_digest', 'CycleAudit',
+           'run_cycle', 'risk_status', 'resume_trading']
 
 # %% ../nbs/12_cycle.ipynb #da68049e
 class CycleError(MorningstarError):
@@ -312,6 +312,7 @@ class CycleReport:
     pairs: pd.DataFrame
     fills: list
     snapshot: Snapshot
+    audit: CycleAudit | None = None  # the run notebook's record of the cycle
 
 
 def sync_clock(ctx: CycleContext) -> float:
@@ -574,6 +575,42 @@ def with_digest(
         ctx.settings,
     )
 
+# %% ../nbs/12_cycle.ipynb #ba756f07
+@dataclass(frozen=True)
+class CycleAudit:
+    "One cycle's record: heads, reviews and digests per pair, orders touched, fills recorded, errors by stage."
+
+    predictions: pd.DataFrame  # pair, bar, one column per head
+    reviews: pd.DataFrame  # pair and the Review's fields
+    digests: dict  # pair -> the digest its review was shown
+    orders: pd.DataFrame  # the store's rows of every order created or updated in the cycle
+    fills: pd.DataFrame  # the fills recorded in the cycle
+    errors: pd.DataFrame  # pair, stage, error
+
+
+def _before(ctx: CycleContext) -> tuple[pd.Timestamp, set]:
+    "What the store held before the cycle: (now, the trade ids of its fills)."
+    return pd.Timestamp.now(tz="UTC"), set(ctx.store.fills()["trade_id"])
+
+
+def _audit(ctx: CycleContext, inputs: dict[str, PairInput], out: CloseOutcome, before: tuple) -> CycleAudit:
+    "The cycle's record from its inputs, its outcome and the store's changes since `before`."
+    since, known = before
+    preds = [{"pair": p, "bar": i.window.end, **i.pred} for p, i in inputs.items() if i.pred is not None]
+    reviews = [{"pair": p, **asdict(r)} for p, r in out.notes.reviews.items()]
+    orders = ctx.store.orders()
+    touched = pd.to_datetime(orders["updated_at"], utc=True, format="ISO8601") >= since
+    fills = ctx.store.fills()
+    errors = [{"pair": p, "stage": why.split(":")[0], "error": why} for p, why in out.notes.errors.items()]
+    return CycleAudit(
+        pd.DataFrame(preds),
+        pd.DataFrame(reviews),
+        {p: i.digest for p, i in inputs.items() if i.digest is not None},
+        orders[touched].reset_index(drop=True),
+        fills[~fills["trade_id"].isin(known)].reset_index(drop=True),
+        pd.DataFrame(errors, columns=["pair", "stage", "error"]),
+    )
+
 # %% ../nbs/12_cycle.ipynb #f7cb1c14
 def _limits(ctx: CycleContext) -> tuple[str | None, str | None]:
     """Live: reconcile store and venue; (why nothing may be sent, why no entry may be sent), None where allowed. Orders
@@ -601,7 +638,7 @@ def _risk_state(ctx: CycleContext, now: pd.Timestamp) -> RiskState:
 def run_cycle(ctx: CycleContext, now: pd.Timestamp | None = None) -> CycleReport:
     "One paper or live cycle at `now` (default: the clock) for every configured pair."
     started, t0 = pd.Timestamp.now(tz="UTC"), time.perf_counter()
-    now = pd.Timestamp(now or started)
+    now, before = pd.Timestamp(now or started), _before(ctx)
     refusal, hold_entries = _limits(ctx)  # live: store and venue must agree first
     bars, errors, newest = _bars(ctx, now)  # a. market data
     at = max(b.end for b in bars.values()) + parse_timeframe(ctx.settings.timeframe) if bars else now
@@ -616,7 +653,8 @@ def run_cycle(ctx: CycleContext, now: pd.Timestamp | None = None) -> CycleReport
     snapshot = _monitor(ctx, now, out, newest, refusal, (*alerts, *digest_alerts, *bare))  # h. monitoring
     if ctx.notifier is not None:
         ctx.notifier.send(snapshot.alerts, ctx.run_id)  # pushed from its own thread: the orders are out already
-    return CycleReport(max(newest.values(), default=None), started, pd.DataFrame(out.rows), out.fills, snapshot)
+    audit = _audit(ctx, inputs, out, before)  # the run notebook's record
+    return CycleReport(max(newest.values(), default=None), started, pd.DataFrame(out.rows), out.fills, snapshot, audit)
 
 
 def _monitor(

@@ -19,6 +19,7 @@ from morningstar_trader.config import ExchangeSettings, load_secrets
 from morningstar_trader.live_execution import LiveExecutor, reconcile
 from morningstar_trader.market_data import make_exchange
 from morningstar_trader.portfolio import PortfolioStore
+from morningstar_trader.runs import load_run
 
 NOTEBOOK = str(ROOT / "nbs" / "trading_cycle.ipynb")
 KEYS = {"MORNINGSTAR_EXCHANGE_API_KEY": "cycle-crash-key", "MORNINGSTAR_EXCHANGE_SECRET": "cycle-crash-secret"}
@@ -85,22 +86,30 @@ def test_killed_right_after_an_entry_filled_the_restart_puts_its_stop_at_the_ven
     (entry,) = server.account.orders.values()
     assert (entry.symbol, entry.side, entry.status) == ("BTCUSDT", "BUY", "FILLED")
     assert store(live).order(entry.client_id)["status"] == "filled" and "BTC/USDT" in store(live).positions()
-    run(live)  # the restart: the stop goes out, once; ETH enters with its own
+    scraps = load_run(run(live).stdout.split()[1].rstrip(":"), live.root / "runs")  # the restart: the stop goes out
     stops = {o.symbol: o for o in server.account.orders.values() if o.type == "STOP_LOSS_LIMIT"}
     assert sorted(stops) == ["BTCUSDT", "ETHUSDT"] and {o.status for o in stops.values()} == {"NEW"}
     btc = stops["BTCUSDT"]
     assert btc.stop == pytest.approx(store(live).positions()["BTC/USDT"].stop_loss)
     agrees(live)
+    # the run notebook is the audit record: every head per pair, every order touched, every fill, errors by stage
+    assert set(scraps["predictions"]["pair"]) == set(PAIRS)
+    assert {"action", "confidence", "volatility"} <= set(scraps["predictions"].columns)
+    touched = set(zip(scraps["orders"]["pair"], scraps["orders"]["intent"]))
+    assert {("BTC/USDT", "protect"), ("ETH/USDT", "open"), ("ETH/USDT", "protect")} <= touched
+    assert list(scraps["fills"]["pair"]) == ["ETH/USDT"] and scraps["stats"]["fills"] == 1  # BTC's: the killed run's
+    assert scraps["errors"] == [] and "reviews" in scraps and scraps["digests"] == {}
     crashed = {p: df.copy() for p, df in live.candles.items()}
     opens = crashed["BTC/USDT"].index
     nxt = bisect_right(opens.as_unit("ms").asi8, btc.time)  # the first candle that opened after the stop was placed
     crashed["BTC/USDT"].iloc[nxt, crashed["BTC/USDT"].columns.get_loc("low")] = btc.stop * 0.8
     server.set_candles(crashed)
     server.set_now(int(opens[nxt + 1].timestamp() * 1000) + 1000)  # the crash candle has closed
-    run(live)  # the venue's stop sold; the cycle learns it from the venue
+    scraps = load_run(run(live).stdout.split()[1].rstrip(":"), live.root / "runs")  # the venue's stop sold
     assert btc.status == "FILLED" and store(live).order(btc.client_id)["status"] == "filled"
     (fill,) = store(live).fills(btc.client_id).itertuples()
     assert fill.price == pytest.approx(btc.stop) and fill.side == "sell"
+    assert btc.client_id in set(scraps["fills"]["client_order_id"])  # the fill the cycle learned from the venue
     agrees(live)
 
 
