@@ -12,6 +12,7 @@ import re
 import reprlib
 from collections import deque
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Iterator, Literal, Mapping, get_args
 
@@ -120,6 +121,8 @@ INDICATOR_PARAMS: dict[str, dict[str, ParamRange]] = {  # the names and paramete
     "adx": {"period": _BARS},
     "volume_zscore": {"period": _BARS},
     "realized_vol": {"period": _BARS},
+    "norm_return": {"period": ParamRange(1, 10_000), "vol_period": _BARS},
+    "norm_macd": {"fast": ParamRange(1, 10_000), "slow": _BARS, "price_period": _BARS, "norm_period": _BARS},
 }
 
 # %% ../nbs/00_config.ipynb #c9554235
@@ -432,9 +435,8 @@ class DecisionSettings(_Section):
         3.0, gt=0, le=100
     )  # stop distance in predicted volatilities when the sl_tp head is off
     reward_risk: float = Field(2.0, gt=0, le=100)  # target distance / stop distance when the sl_tp head is off
-    vol_target_bars: int = Field(
-        24, ge=1, le=10_000
-    )  # an entry's expected move over this many bars is equity x risk_per_trade
+    # an entry's expected move over this many bars is equity x risk_per_trade; in a Settings, left out: one day of bars
+    vol_target_bars: int = Field(24, ge=1, le=10_000)
     level_vols: tuple[float, float] = (
         1.0,
         10.0,
@@ -728,6 +730,22 @@ class Settings(_Section):
                 f"the strategies' capital shares add up to {sum(s.capital for s in v):g}; at most 1 (the whole account)"
             )
         return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _day_of_bars(cls, data: Any) -> Any:
+        """decision.vol_target_bars left out (or null) is one day of bars at the timeframe (24 at 1h, 6 at 4h, 1 at
+        1d): a daily model's stops would otherwise sit 3 x sqrt(24) daily moves away, below zero for a volatile coin."""
+        if not isinstance(data, dict):
+            return data
+        decision = data.get("decision", {})
+        if isinstance(decision, dict) and decision.get("vol_target_bars") is None:
+            try:
+                step = parse_timeframe(str(data.get("timeframe", "1h")))
+            except (ValueError, OverflowError):
+                return data  # the timeframe's own validator says what is wrong
+            data = {**data, "decision": {**decision, "vol_target_bars": max(1, round(timedelta(days=1) / step))}}
+        return data
 
     @field_validator("timeframe")
     @classmethod

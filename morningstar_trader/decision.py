@@ -225,7 +225,7 @@ def decide_exposure(
     "One action toward an exposure model's target position (see above)."
     band, target = decision.rebalance_band, _target(pred, can_short)
     if position is not None:
-        return _hold_toward(pair, pred, price, equity, position, target, decision, risk)
+        return _hold_toward(pair, pred, price, equity, position, target, decision, risk, baseline_size)
     if abs(target) <= band:
         return Decision(pair, "hold", reasons=(f"target position {target:+.2f} within the no-trade band {band:g}",))
     side, sign = ("long", 1) if target > 0 else ("short", -1)
@@ -236,23 +236,34 @@ def decide_exposure(
 
 
 def _hold_toward(
-    pair: str, pred: dict, price: float, equity: float, position: Position, target: float, decision, risk
+    pair: str, pred: dict, price: float, equity: float, position: Position, target: float, decision, risk, baseline_size
 ) -> Decision:
-    "Exit, reduce toward the target, or keep a position an exposure model holds (its protective levels stay put)."
+    "Exit, reduce or add toward the target, or keep a position an exposure model holds (its levels stay put)."
     band = decision.rebalance_band
     if position.sign * target <= band / 2:
         why = "turned to the other side" if position.sign * target < 0 else f"below half the band {band:g}"
         return Decision(pair, "close", size=position.size, reasons=(f"target position {target:+.2f} {why}",))
-    sl, _, _ = _levels(_protective(pred, decision), price, position.sign, decision)
-    units, _ = cap_size(_target_sizing(pred, target, price, equity, sl, decision, risk)[0], equity, price, risk)
-    if position.size - units > band * position.size:
-        return Decision(
-            pair,
-            "close",
-            size=position.size - units,
-            reasons=(f"target position {target:+.2f}: {units:.6g} units, {position.size:.6g} held; reduced",),
-        )
-    return Decision(pair, "hold", reasons=(f"target position {target:+.2f}: kept ({units:.6g} units at the target)",))
+    sl, tp, _ = _levels(_protective(pred, decision), price, position.sign, decision)
+    full = _target_sizing(pred, 1.0, price, equity, sl, decision, risk)[0]  # units of a target of 1, before the caps
+    units, _ = cap_size(abs(target) * full, equity, price, risk)
+    held = position.size / full if full > 0 else math.inf  # in target units: the band is measured there, as at entry
+    said = f"target position {target:+.2f}, {held:.2f} held ({position.size:.6g} units, {units:.6g} at the target)"
+    if held - abs(target) > band:
+        return Decision(pair, "close", size=position.size - units, reasons=(f"{said}; reduced",))
+    if abs(target) - held > band and units > position.size:
+        return _add(pair, position, units - position.size, (sl, tp), said, baseline_size)
+    return Decision(pair, "hold", reasons=(f"{said}; kept",))
+
+
+def _add(pair: str, position: Position, units: float, levels: tuple, said: str, baseline_size) -> Decision:
+    """Grow a held position by `units`, keeping its levels (fresh ones where it has none); never more than the run
+    without the review adds at this bar."""
+    if baseline_size is not None and not baseline_size > 0:
+        return Decision(pair, "hold", reasons=(said, "the run without the review does not add here"))
+    units = units if baseline_size is None else min(units, baseline_size)
+    sl = position.stop_loss if position.stop_loss is not None else levels[0]
+    tp = position.take_profit if position.take_profit is not None else levels[1]
+    return Decision(pair, f"open_{position.side}", units, sl, tp, (f"{said}; added",), adds=True)
 
 # %% ../nbs/08_decision.ipynb #50225f84
 def decide(

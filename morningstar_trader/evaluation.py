@@ -17,7 +17,7 @@ from .types import MorningstarError, parse_timeframe
 
 # %% auto #0
 __all__ = ['CONFIDENCE_GRID', 'BASELINES', 'GATED', 'EvaluationError', 'choose_min_confidence', 'random_entry_sums', 'p_value',
-           'fold_trading', 'summarise_trading', 'trading_card']
+           'decides_in', 'fold_trading', 'summarise_trading', 'trading_card']
 
 # %% ../nbs/06a_evaluation.ipynb #3388c9b9
 class EvaluationError(MorningstarError):
@@ -111,6 +111,15 @@ def _trade_table(result, closes: dict[str, pd.Series]) -> pd.DataFrame:
         }
     )
 
+# %% ../nbs/06a_evaluation.ipynb #7b2b418e
+def decides_in(index: pd.DatetimeIndex, step: pd.Timedelta, need: int, lo: pd.Timestamp) -> bool:
+    "Whether candles at `index` have a gap-free run of `need` that ends at or after `lo`: a decision there."
+    if len(index) < need:
+        return False
+    breaks = np.flatnonzero((index[1:] - index[:-1]) != step) + 1
+    starts, ends = np.r_[0, breaks], np.r_[breaks, len(index)]
+    return bool(np.any((ends - starts >= need) & (index[ends - 1] >= lo)))
+
 # %% ../nbs/06a_evaluation.ipynb #5f247305
 def fold_trading(
     model,
@@ -129,10 +138,13 @@ def fold_trading(
     lo, hi = (pd.Timestamp(x) for x in test)
     strategy = ModelStrategy(model, min_confidence)
     first = lo - history_bars(strategy) * parse_timeframe(model.prep.timeframe)
+    step, need = parse_timeframe(model.prep.timeframe), model.prep.min_bars
     history = {p: f.loc[:hi] for p, f in frames.items() if len(f.loc[lo:hi])}  # the baselines': nothing after hi
+    skipped = {p: f"no {need} gap-free candles before a bar of the window" for p, f in history.items()}
+    history = {p: f for p, f in history.items() if decides_in(f.index, step, need, lo)}
     frames = {p: f.loc[first:] for p, f in history.items()}
     if not frames:
-        raise EvaluationError(f"no pair has candles in the test window {lo} .. {hi}")
+        raise EvaluationError(f"no pair has candles in the test window {lo} .. {hi} and the history to decide there")
     result = run_kernel_backtest(frames, strategy, settings, cash=cash, start=lo, history=history, select_on=validation)
     closes = {p: f["close"].loc[lo:hi] for p, f in frames.items()}
     trades = _trade_table(result, closes)
@@ -150,6 +162,7 @@ def fold_trading(
     }
     out = {
         "test": [str(lo), str(hi)],
+        "skipped": {p: why for p, why in skipped.items() if p not in frames},  # listed later than the window needs
         "min_confidence": float(min_confidence),
         "model": model_stats,
         **_baseline_stats(result),
@@ -217,7 +230,8 @@ def _fold_rows(i: int, f: dict) -> list[str]:
         _row(
             f"{window} model",
             m,
-            f"min_confidence {f['min_confidence']:.3f}, fees {m['fees']:.2f}, p-value {f['random']['p_value']:.3f}",
+            f"min_confidence {f['min_confidence']:.3f}, fees {m['fees']:.2f}, p-value {f['random']['p_value']:.3f}"
+            + (f"; too new to trade: {', '.join(f['skipped'])}" if f.get("skipped") else ""),
         )
     ]
     for b, name in BASELINES.items():

@@ -114,6 +114,21 @@ def _bbands_width(o, h, l, c, v, period, nbdev):
     upper, middle, lower = talib.BBANDS(c, period, nbdev, nbdev)
     return ((upper - lower) / middle,)
 
+
+def _norm_return(o, h, l, c, v, period, vol_period):
+    """The log return over `period` bars in units of its expected size (the bar volatility over `vol_period` bars ×
+    √period): the same number for a coin at 0.3 and at 60,000, so pairs pool without a per-pair scale."""
+    vol = talib.STDDEV(np.log(talib.ROCR(c, 1)), vol_period)
+    return (np.log(talib.ROCR(c, period)) / (vol * math.sqrt(period)),)
+
+
+def _norm_macd(o, h, l, c, v, fast, slow, price_period, norm_period):
+    """A moving-average crossover (simple averages: a finite memory keeps the warm-up short) in units of the price's
+    spread over `price_period` bars, then of its own spread over `norm_period` bars: trend strength comparable across
+    pairs and years (the normalised MACD of time-series-momentum research, Baz et al. 2015)."""
+    q = (talib.SMA(c, fast) - talib.SMA(c, slow)) / talib.STDDEV(c, price_period)
+    return (q / talib.STDDEV(q, norm_period),)
+
 # %% ../nbs/04_features.ipynb #71a76224
 INDICATORS: dict[str, Indicator] = {
     "log_return": Indicator(
@@ -154,6 +169,14 @@ INDICATORS: dict[str, Indicator] = {
         ("period",),
         lambda o, h, l, c, v, period: (talib.STDDEV(np.log(talib.ROCR(c, 1)), period),),
         lambda period: period + 1,
+    ),
+    "norm_return": Indicator(
+        ("period", "vol_period"), _norm_return, lambda period, vol_period: max(period, vol_period + 1)
+    ),
+    "norm_macd": Indicator(
+        ("fast", "slow", "price_period", "norm_period"),
+        _norm_macd,
+        lambda fast, slow, price_period, norm_period: max(slow, price_period) + norm_period,
     ),
 }
 

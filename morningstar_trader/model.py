@@ -89,6 +89,10 @@ class EnhancedHybridModel:
         z = L.Dense(s.dense_units, activation="relu", name="shared")(L.Concatenate(name="join")([x, c]))
         if self.position is None:
             z = L.Dropout(s.dropout, name="dropout")(z)
+        # the regression heads also read the newest bar itself: its volatility columns are what they most need, and
+        # the shared layer, shaped by the signal's loss, may carry too little of them
+        newest = L.Flatten(name="newest_bar")(L.Cropping1D((self.window - 1, 0), name="newest")(technical))
+        levels = L.Concatenate(name="join_newest")([z, newest])
         signal = {None: ("softmax", 3), "long_short": ("tanh", 1), "long_only": ("sigmoid", 1)}[self.position]
         layers = {
             "signal": L.Dense(signal[1], activation=signal[0], name="signal"),
@@ -96,7 +100,10 @@ class EnhancedHybridModel:
             "regime": L.Dense(s.regimes, activation="softmax", name="regime"),
             "sl_tp": L.Dense(2, activation="softplus", name="sl_tp"),
         }
-        return keras.Model({"technical": technical, "context": context}, {h: layers[h](z) for h in s.heads}, name=name)
+        reads = {"signal": z, "regime": z, "volatility": levels, "sl_tp": levels}
+        return keras.Model(
+            {"technical": technical, "context": context}, {h: layers[h](reads[h]) for h in s.heads}, name=name
+        )
 
     def compile(self, model: keras.Model, learning_rate: float) -> keras.Model:
         "Compile with a loss per active head: cross-entropy for the classes, Huber for the scaled regressions."

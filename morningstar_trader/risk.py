@@ -134,9 +134,10 @@ def check_order(
         return deny(f"trading is {state.trading} ({state.why})")
     if bar < state.cooldown_until.get(pair, -1):
         return deny(f"cooldown after a stop-out until bar {state.cooldown_until[pair]}")
-    if pair in positions:
+    held = positions.get(pair)
+    if held is not None and not (decision.adds and decision.action == f"open_{held.side}"):
         return deny("a position is already open")
-    if len(positions) >= risk.max_open_positions:
+    if held is None and len(positions) >= risk.max_open_positions:
         return deny(f"{len(positions)} positions open, max_open_positions {risk.max_open_positions}")
     size = market.round_amount(decision.size)
     notional = size * price
@@ -145,9 +146,10 @@ def check_order(
             f"size {size:g} (notional {notional:.2f}) is below the exchange minimum (amount {market.min_amount:g}, "
             f"notional {market.min_notional:g})"
         )
-    if notional > risk.max_position_fraction * equity * (1 + 1e-9):
+    if (whole := notional + (held.size * price if held else 0.0)) > risk.max_position_fraction * equity * (1 + 1e-9):
         return deny(
-            f"notional {notional:.2f} exceeds max_position_fraction {risk.max_position_fraction:g} of equity "
+            f"{'position ' if held else ''}notional {whole:.2f} exceeds max_position_fraction "
+            f"{risk.max_position_fraction:g} of equity "
             f"{equity:.2f}"
         )
     if risk.max_position_notional and notional > risk.max_position_notional * (1 + 1e-9):

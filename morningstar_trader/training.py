@@ -357,7 +357,33 @@ def _fit_exposure(net, train: Samples, val: Samples, scale: dict, settings: Sett
         elif (wait := wait + 1) >= t.patience:
             break
     net.set_weights(best_weights)
-    return net, epoch + 1
+    return _fit_other_heads(net, train, val, scale, settings, verbose, aux), epoch + 1
+
+# %% ../nbs/06_training.ipynb #9c07b608
+def _fit_other_heads(net, train: Samples, val: Samples, scale: dict, settings: Settings, verbose: int, aux: dict):
+    "`net` with its heads other than the position fitted to convergence on frozen shared layers."
+    from morningstar_trader.model import keras  # noqa: PLC0415 (TensorFlow, loaded quietly by model.py)
+
+    t, heads = settings.training, [h for h in settings.model.heads if h != "signal"]
+    if not heads:
+        return net
+    frozen = [layer for layer in net.layers if layer.name not in heads]
+    for layer in frozen:
+        layer.trainable = False
+    sub = keras.Model(net.input, {h: net.output[h] for h in heads})
+    sub.compile(optimizer=keras.optimizers.Adam(t.learning_rate), loss={h: aux[h] for h in heads})
+    sub.fit(
+        train.inputs,
+        _targets(train.labels, heads, scale),
+        batch_size=t.batch_size,
+        epochs=t.epochs,
+        validation_data=(val.inputs, _targets(val.labels, heads, scale)),
+        verbose=verbose,
+        callbacks=[keras.callbacks.EarlyStopping(patience=t.patience, restore_best_weights=True)],
+    )
+    for layer in frozen:
+        layer.trainable = True
+    return net
 
 # %% ../nbs/06_training.ipynb #7e15b5c7
 @dataclass(frozen=True)

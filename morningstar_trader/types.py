@@ -232,6 +232,7 @@ class Decision:
     stop_loss: float | None = None  # prices for open_* and adjust
     take_profit: float | None = None
     reasons: tuple[str, ...] = ()
+    adds: bool = False  # open_* onto a held position of the same side (an exposure model's rebalance), not a new one
 
     def __post_init__(self):
         if self.action not in ACTIONS:
