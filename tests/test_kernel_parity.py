@@ -149,13 +149,10 @@ def _assert_same_run(ctx, res, store, missing: int = 0):
     pd.testing.assert_frame_equal(
         pf.drop(columns=["amount", "fee", "realized_pnl"]), bf.drop(columns=["amount", "fee", "realized_pnl"])
     )
-    pd.testing.assert_frame_equal(
-        pf[["amount", "fee", "realized_pnl"]],
-        bf[["amount", "fee", "realized_pnl"]],
-        check_exact=False,
-        rtol=1e-6,
-        atol=1e-9,
-    )
+    pd.testing.assert_frame_equal(pf[["amount", "fee"]], bf[["amount", "fee"]], check_exact=False, rtol=1e-6, atol=1e-9)
+    # a trade closed near break-even: its P&L is a difference of two near-equal values, so the sizes' float noise
+    # (rtol 1e-6 above) shows in it at ~1e-6 of a quote unit, however small the P&L itself
+    pd.testing.assert_series_equal(pf["realized_pnl"], bf["realized_pnl"], check_exact=False, rtol=1e-6, atol=1e-5)
     paper_equity = ctx.store.equity_curve()["equity"].to_numpy()
     assert len(paper_equity) == CYCLES
     assert paper_equity[:-1] == pytest.approx(res.equity.to_numpy()[:-1], rel=1e-8)
