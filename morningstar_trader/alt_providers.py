@@ -130,17 +130,18 @@ class HttpClient:
             raise ccxt.NetworkError(f"{what}: {type(e).__name__}: {self._clean(str(e))[:200]}") from None
 
     def _read(self, what: str, r, cap: int, ccxt) -> bytes:
-        "The body as it streams in, refused past `cap` bytes or past the deadline (not read further either way)."
+        """The body as it streams in, at most `cap` bytes (an error page: its start says enough); refused past
+        MAX_BODY_BYTES or past the deadline, and not read further."""
         chunks, size = [], 0
         for chunk in r.iter_bytes():
-            size += len(chunk)
-            if size > cap and cap == MAX_BODY_BYTES:
-                raise ccxt.BadResponse(f"{what}: answer over {MAX_BODY_BYTES:,} bytes: not read further")
             if time.monotonic() > self._until:
                 raise ccxt.RequestTimeout(f"{what}: not answered within {self.deadline_s:g} s: not read further")
             chunks.append(chunk)
+            size += len(chunk)
+            if size > cap and cap < MAX_BODY_BYTES:
+                break
             if size > cap:
-                break  # an error page: its start is enough
+                raise ccxt.BadResponse(f"{what}: answer over {MAX_BODY_BYTES:,} bytes: not read further")
         return b"".join(chunks)
 
 # %% ../nbs/03a_alt_providers.ipynb #f115e5d5
