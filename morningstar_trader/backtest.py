@@ -28,6 +28,7 @@ from morningstar_trader.kernel import (
     review_evidence,
     unreviewed_twin,
 )
+from .report import progress
 from .risk import RiskState
 from .types import BAR_COLUMNS, Bars, MorningstarError, Order, parse_timeframe, to_utc
 
@@ -173,6 +174,26 @@ def _check_bars(frame: pd.DataFrame, pair: str) -> None:
     prices = frame[list(BAR_COLUMNS[:4])].to_numpy(np.float64)
     if not np.isfinite(prices).all() or (prices <= 0).any():
         raise BacktestError(f"{pair}: prices must be finite and positive")
+
+# %% ../nbs/13_backtest.ipynb #3824228b
+def _result_html(self) -> str:
+    "A BacktestResult in a notebook: its tearsheet."
+    # plotly: only when a result is shown
+    from morningstar_trader.tearsheet import tearsheet_html  # noqa: PLC0415
+
+    return tearsheet_html(self, full=False)
+
+
+def _result_plot(self, title: str = "backtest"):
+    "The tearsheet's figure (plotly): equity against the baselines, underwater, rolling Sharpe, exposure."
+    # plotly: only when a result is plotted
+    from morningstar_trader.tearsheet import tearsheet_figure  # noqa: PLC0415
+
+    return tearsheet_figure(self, title)
+
+
+BacktestResult._repr_html_ = _result_html
+BacktestResult.plot = _result_plot
 
 # %% ../nbs/13_backtest.ipynb #f226b645
 def _simulate(
@@ -870,7 +891,7 @@ def _replay(k: Kernel, laid: dict, index: pd.DatetimeIndex, first: int, digest, 
     "`close_bar` at every close from bar `first` on; the equity after each."
     step, times = pd.Timedelta(parse_timeframe(k.settings.timeframe)), index.as_unit("ns").asi8
     equity, rs = np.full(len(index), float(cash)), RiskState.start(cash, index[first] + step)
-    for i in range(first, len(index)):
+    for i in progress(range(first, len(index)), desc=f"backtest, {len(laid)} pairs"):  # shown after 3 s
         inputs = {}
         for pair, (ohlc, preds, evidence, _) in laid.items():
             if math.isnan(ohlc[i, 0]):

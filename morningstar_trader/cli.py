@@ -7,20 +7,29 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import morningstar_trader
 
 # %% auto #0
-__all__ = ['data_download', 'data_import', 'data_show', 'data_sample', 'data_resample', 'alt_download', 'alt_import', 'alt_show',
-           'train', 'review', 'backtest', 'sweep', 'run', 'schedule', 'risk', 'runs', 'voila_command', 'dashboard',
-           'build_parser', 'main']
+__all__ = ['EXAMPLES', 'console_level', 'data_download', 'data_import', 'data_show', 'data_sample', 'data_resample',
+           'alt_download', 'alt_import', 'alt_show', 'train', 'models_show', 'review', 'backtest', 'new_strategy',
+           'sweep', 'run', 'schedule', 'risk', 'runs', 'voila_command', 'dashboard', 'build_parser', 'main']
 
 # %% ../nbs/15_cli.ipynb #a9af7170
 def _common(data: bool) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--config", default="config/config.yaml", metavar="PATH", help="YAML config (default: %(default)s)")
+    p.add_argument(
+        "-c", "--config", default="config/config.yaml", metavar="PATH", help="YAML config (default: %(default)s)"
+    )
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more on the console: -v info, -vv debug")
+    p.add_argument(
+        "--log-level",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="the console's log level (default: WARNING; -v INFO, -vv DEBUG)",
+    )
     if data:
         p.add_argument("--data-dir", metavar="DIR", help="market data folder (default: paths.data_dir of the config)")
     return p
@@ -68,7 +77,7 @@ def _setup(args, *, log_file: bool = True, **overrides):
         run_id,
         cfg.paths.logs_dir if log_file else None,
         secrets=secrets.values(),
-        console_level="WARNING",
+        console_level=console_level(args),
         keep=cfg.paths.logs_keep,
     )
     if getattr(
@@ -79,12 +88,46 @@ def _setup(args, *, log_file: bool = True, **overrides):
         )
     return cfg, secrets, cfg.paths.data_dir
 
+# %% ../nbs/15_cli.ipynb #5b50cf3e
+def console_level(args) -> str:
+    "The console's log level: --log-level, else WARNING raised by each -v (INFO, then DEBUG)."
+    if getattr(args, "log_level", None):
+        return args.log_level
+    return ("WARNING", "INFO", "DEBUG")[min(getattr(args, "verbose", 0), 2)]
+
+# %% ../nbs/15_cli.ipynb #6d2ef3d5
+def _download_starts(args, store, exchange: str, pairs: list[str], timeframe: str) -> dict:
+    """Where each pair's download starts: --start, or --days before --end (now); after its last stored candle when the
+    store already holds the range from there (unless --full). A pair with nothing stored and no start is a usage
+    error, raised before anything is fetched."""
+    import pandas as pd
+
+    from morningstar_trader.types import parse_timeframe
+
+    start = args.start
+    if args.days is not None:
+        start = (args.end or pd.Timestamp.now(tz="UTC")) - pd.Timedelta(days=args.days)
+    if start is not None and args.end is not None and args.end <= start:
+        raise _usage(f"--end {args.end} is not after --start {start}")
+    starts = {}
+    for pair in pairs:
+        stored = store.load(exchange, pair, timeframe) if store.path(exchange, pair, timeframe).exists() else None
+        if stored is not None and not args.full and (start is None or stored.start <= start):
+            after = stored.end + parse_timeframe(timeframe)
+            starts[pair] = after if start is None else max(start, after)
+        elif start is None:
+            raise _usage(
+                f"{exchange} {pair} {timeframe}: nothing stored yet; say where to start: --days N or --start DATE"
+            )
+        else:
+            starts[pair] = start
+    return starts
+
 # %% ../nbs/15_cli.ipynb #1590382c
 def data_download(args) -> int:
     from morningstar_trader.config import ExchangeSettings
     from morningstar_trader.market_data import ApiManager
     from morningstar_trader.store import CandleStore
-    from morningstar_trader.types import parse_timeframe
 
     cfg, secrets, data_dir = _setup(args, pairs=args.pairs, timeframe=args.timeframe)
     exchange = cfg.exchange
@@ -97,15 +140,11 @@ def data_download(args) -> int:
             timeout_ms=exchange.timeout_ms,
             enable_rate_limit=exchange.enable_rate_limit,
         )
-    if args.end is not None and args.end <= args.start:
-        raise _usage(f"--end {args.end} is not after --start {args.start}")
+    store = CandleStore(data_dir)
+    starts = _download_starts(args, store, exchange.id, cfg.pairs, cfg.timeframe)
     # The keys in the environment belong to the configured exchange; another venue never sees them.
     api = ApiManager(exchange, cfg.retry, secrets if exchange is cfg.exchange else None)
-    store = CandleStore(data_dir)
-    for pair in cfg.pairs:
-        start = args.start
-        if args.since_last and store.path(exchange.id, pair, cfg.timeframe).exists():
-            start = max(start, store.load(exchange.id, pair, cfg.timeframe).end + parse_timeframe(cfg.timeframe))
+    for pair, start in starts.items():
         bars, report = api.fetch_ohlcv(
             pair, cfg.timeframe, start, args.end, drop_invalid=args.drop_invalid, progress=True
         )
@@ -330,6 +369,21 @@ def train(args) -> int:
     print(f"\nmodel written to {result.path}")
     return 0
 
+# %% ../nbs/15_cli.ipynb #b2862151
+def models_show(args) -> int:
+    "The configured model's folder, the versions stored beside it, and its MODEL_CARD.md."
+    from morningstar_trader.artifact import resolve_model_dir
+
+    cfg, _, _ = _setup(args, log_file=False)
+    path = resolve_model_dir(cfg.paths.models_dir, args.name or cfg.model.name, args.version or cfg.model.version)
+    card = path / "MODEL_CARD.md"
+    if not card.is_file():
+        raise _usage(f"{path}: no MODEL_CARD.md (not a model folder, or written before cards existed)")
+    versions = sorted(p.name for p in path.parent.iterdir() if (p / "metadata.json").is_file())
+    print(f"model: {path}\nversions of {path.parent.name}: {', '.join(versions)}\n")
+    print(card.read_text().rstrip())
+    return 0
+
 # %% ../nbs/15_cli.ipynb #d85582e4
 def _llm_options() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
@@ -430,20 +484,29 @@ def _strategy(name: str, params: list[str], cfg, size: float | None = None):
     (`size` None) or on the fixed-size path."""
     from pydantic import ValidationError
 
-    from morningstar_trader.backtest import BuyAndHold, ModelStrategy, SmaCross, Tsmom
+    from morningstar_trader.backtest import BacktestError, BuyAndHold, ModelStrategy, SmaCross, Tsmom
     from morningstar_trader.config import describe_errors
     from morningstar_trader.rules import named_rule, signal_model
 
     values = _strategy_params(name, params)
     if name == "model":
         return ModelStrategy(signal_model(cfg), values.get("min_confidence", cfg.decision.min_confidence))
-    if size is not None and name != "tsmom":
-        return SmaCross(**values) if name == "sma_cross" else BuyAndHold()
-    try:
+    try:  # one meaning per name: the rule's settings (the config's `rule:` or its defaults) on either path
         rule = named_rule(cfg, name, **values)
     except ValidationError as e:
         raise _usage("; ".join(f"--param {line}" for line in describe_errors(e))) from None
-    return Tsmom(rule.prep.lookback) if size is not None else ModelStrategy(rule, cfg.decision.min_confidence)
+    if size is None:
+        return ModelStrategy(rule, cfg.decision.min_confidence)
+    r = rule.prep.rule
+    fixed = {
+        "sma_cross": lambda: SmaCross(r.fast, r.slow),
+        "buy_hold": BuyAndHold,
+        "tsmom": lambda: Tsmom(rule.prep.lookback),
+    }
+    try:
+        return fixed[name]()
+    except BacktestError as e:
+        raise _usage(f"--param: {e}") from None
 
 
 def _strategy_params(name: str, params: list[str] | None) -> dict:
@@ -468,17 +531,18 @@ def backtest(args) -> int:
 
     from morningstar_trader.backtest import baseline_history, configured_backtest, history_bars, load_frames
     from morningstar_trader.portfolio import PortfolioStore
+    from morningstar_trader.report import backtest_report, run_info
     from morningstar_trader.store import CandleStore
     from morningstar_trader.supervisor import Supervisor
 
     cfg, secrets, data_dir = _setup(args, pairs=args.pairs)
-    cfg = _with_llm(cfg, args)
+    cfg, sizing = _with_stake(_with_llm(cfg, args), args)
     if args.start and args.end and args.end <= args.start:
         raise _usage(f"--end {args.end} is not after --start {args.start}")
     supervisor = (
         Supervisor.from_settings(cfg.llm, secrets, cfg.paths.state_dir, args.llm_record) if args.size is None else None
     )
-    strategy = _strategy(args.strategy, args.param, cfg, args.size)
+    strategy = _file_strategy(args, cfg) if args.strategy_path else _strategy(args.strategy, args.param, cfg, args.size)
     store = CandleStore(data_dir)
     frames = load_frames(
         store,
@@ -489,7 +553,7 @@ def backtest(args) -> int:
         args.end,
         max(history_bars(strategy) if args.size is None else 0, baseline_history(cfg.timeframe)),
     )  # the strategy reads only its own history (configured_backtest), the baselines all of it
-    out = _empty_out(args, cfg.paths.runs_dir / "backtests")
+    out, began = _empty_out(args, cfg.paths.runs_dir / "backtests"), time.perf_counter()
     try:
         # decision-sized runs go through the same state store as live cycles; it stays with the results
         store = (
@@ -501,7 +565,13 @@ def backtest(args) -> int:
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)  # no half-written results
         raise
-    _write_backtest(out, result, decision_sized=args.size is None)
+    _write_backtest(out, result, _backtest_params(args, cfg, data_dir), cfg.paths.runs_dir, time.perf_counter() - began)
+    info = run_info(strategy, cfg, list(frames), args.exchange or cfg.exchange.id, args.size, args.cash, sizing)
+    print(backtest_report(result, info))
+    from morningstar_trader.tearsheet import write_tearsheet
+
+    print(f"\ntearsheet: {write_tearsheet(result, out / 'tearsheet.html', info)}")
+    print(f"written to {out}")
     return _report_lookahead(frames, strategy, result) if args.check_lookahead else 0
 
 
@@ -514,19 +584,30 @@ def _empty_out(args, parent: Path) -> Path:
     return out
 
 
-def _write_backtest(out: Path, result, decision_sized: bool) -> None:
-    "The result's files in `out`, and its statistics on the console."
-    import json
+def _backtest_params(args, cfg, data_dir: Path) -> dict:
+    "What a `morningstar backtest` ran, as a run notebook's parameters (the dashboard reads its candles with them)."
+    return {
+        "source": "morningstar backtest",
+        "exchange": args.exchange or cfg.exchange.id,
+        "pairs": list(cfg.pairs),
+        "timeframe": cfg.timeframe,
+        "start": args.start and str(args.start),
+        "end": args.end and str(args.end),
+        "strategy": args.strategy,
+        "param": list(args.param or []),
+        "size": args.size,
+        "cash": args.cash,
+        "llm_mode": cfg.llm.mode if args.size is None else None,
+        "data_dir": str(Path(data_dir).resolve()),
+    }
 
-    result.trades.to_csv(out / "trades.csv", index=False)
-    result.equity.to_csv(out / "equity.csv")
-    if decision_sized:
-        result.decisions.to_csv(out / "decisions.csv", index=False)
-    (out / "stats.json").write_text(json.dumps(result.stats, indent=2))
-    w = max(map(len, result.stats), default=0) + 2
-    for key, value in result.stats.items():
-        print(f"{key:<{w}}{value:>14.4f}" if isinstance(value, float) else f"{key:<{w}}{value!s:>14}")
-    print(f"\nwritten to {out}")
+
+def _write_backtest(out: Path, result, params: dict, runs_dir: Path, duration_s: float) -> None:
+    "The result's files in `out`, indexed as a backtest run (`runs list`, `runs compare`, the dashboard)."
+    from morningstar_trader.runs import save_backtest
+
+    record = save_backtest(result, out, params, runs_dir=runs_dir, duration_s=duration_s)
+    print(f"backtest run {record.run_id}\n")
 
 
 def _report_lookahead(frames: dict, strategy, result) -> int:
@@ -543,6 +624,49 @@ def _report_lookahead(frames: dict, strategy, result) -> int:
         print(f"LOOK-AHEAD: signals change when the data is cut after the decision bar:\n{table}")
         return 1
     print("look-ahead check: every decision bar gives the same signal on data cut right after it")
+    return 0
+
+# %% ../nbs/15_cli.ipynb #2f76794c
+def _with_stake(cfg, args) -> tuple:
+    "(the settings a --stake or --stake-fraction asks for, the report's sizing line; None: the settings' own sizing)."
+    from morningstar_trader.config import Settings
+
+    stake, fraction = getattr(args, "stake", None), getattr(args, "stake_fraction", None)
+    if stake is None and fraction is None:
+        return cfg, None
+    if args.size is not None or (stake is not None and fraction is not None):
+        raise _usage("choose one of --size (fixed units), --stake (quote currency) and --stake-fraction (of equity)")
+    # the largest risk per trade: the stake, not the stop distance, sizes each entry
+    risk = {"risk_per_trade": 0.1, "max_position_fraction": fraction or 1.0, "max_position_notional": stake}
+    quote = cfg.pairs[0].split("/")[-1]
+    sizing = (
+        f"stake {stake:,.2f} {quote} per entry" if stake is not None else f"stake {fraction:.0%} of equity per entry"
+    )
+    cfg = _validated(Settings, **{**cfg.model_dump(), "risk": {**cfg.risk.model_dump(), **risk}})
+    return cfg, sizing + " (decision stage: a review or the risk limits may make an entry smaller)"
+
+# %% ../nbs/15_cli.ipynb #53761a92
+def _file_strategy(args, cfg):
+    "The strategy in --strategy-path, its PARAMS overridden by --param; `args.strategy` becomes its NAME."
+    from morningstar_trader.backtest import ModelStrategy
+    from morningstar_trader.user_strategy import load_strategy
+
+    if args.size is not None:
+        raise _usage(
+            "--strategy-path trades through the kernel: size it with --stake, --stake-fraction or the risk settings"
+        )
+    given = dict(item.partition("=")[::2] for item in args.param or [])
+    model = load_strategy(args.strategy_path, cfg.timeframe, given)
+    args.strategy = model.prep.module.NAME
+    return ModelStrategy(model, cfg.decision.min_confidence)
+
+
+def new_strategy(args) -> int:
+    "`morningstar new-strategy NAME`: the template as strategies/NAME.py."
+    from morningstar_trader.user_strategy import new_strategy as write
+
+    path = write(args.name, args.folder)
+    print(f"wrote {path}; backtest it with: morningstar backtest --strategy-path {path} -e synthetic")
     return 0
 
 # %% ../nbs/15_cli.ipynb #b550e08c
@@ -615,6 +739,22 @@ def sweep(args) -> int:
         return 1
     return 0
 
+# %% ../nbs/15_cli.ipynb #a7c0f2e1
+def _account_status(state_dir: Path, mode: str) -> dict:
+    "`risk_status` of the account in `state_dir`; before its first cycle, the state a new account starts in."
+    from morningstar_trader.cycle import risk_status
+
+    if (Path(state_dir) / f"{mode}.sqlite").is_file():
+        return risk_status(state_dir, mode)
+    return {
+        "mode": mode,
+        "trading": "active",
+        "why": f"no {mode} account yet under {state_dir}: it is created by the first "
+        f"`morningstar run --mode {mode}` (or `schedule`)",
+        "equity": None,
+        "open_positions": 0,
+    }
+
 # %% ../nbs/15_cli.ipynb #9a10d0d9
 def _mode(args, cfg, allowed: tuple[str, ...]) -> str:
     "--mode, else the config's `mode`; live still needs the explicit confirmation."
@@ -669,10 +809,11 @@ def _run_params(args, mode: str) -> dict:
 
 
 def _print_record(record) -> None:
+    from morningstar_trader.report import stats_lines
+
     print(f"run {record.run_id}: {record.status} in {record.duration_s:.1f} s")
-    w = max(map(len, record.metrics), default=0) + 2
-    for key, value in record.metrics.items():
-        print(f"  {key:<{w}}{value:>14.4f}" if isinstance(value, float) else f"  {key:<{w}}{value!s:>14}")
+    for line in stats_lines(record.metrics):
+        print(f"  {line}")
     print(f"notebook: {record.path}")
 
 
@@ -697,7 +838,8 @@ def run(args) -> int:
     cfg, _, _ = _setup(args)
     mode = _mode(args, cfg, ("backtest", "paper", "live"))
     _live_gate(args, _configured(cfg, None if args.strategy in (None, *_STRATEGY_PARAMS) else args.strategy), mode)
-    record = run_notebook(_run_params(args, mode), runs_dir=cfg.paths.runs_dir, notebook=args.notebook)
+    params = _run_params(args, mode)
+    record = run_notebook(params, runs_dir=cfg.paths.runs_dir, notebook=args.notebook, progress_bar=True)
     _print_record(record)
     if args.html:
         from morningstar_trader.runs import export_html
@@ -749,7 +891,7 @@ def risk(args) -> int:
     "`risk status` and `risk resume`: the trading state of the paper or live account, and lifting a halt."
     import json
 
-    from morningstar_trader.cycle import resume_trading, risk_status
+    from morningstar_trader.cycle import resume_trading
 
     top, _, _ = _setup(args, log_file=args.action == "resume")
     mode = args.mode or (top.mode if top.mode in ("paper", "live") else "paper")
@@ -757,13 +899,13 @@ def risk(args) -> int:
         if args.action == "resume":
             raise _usage(f"resume: name the strategy with --strategy ({', '.join(s.name for s in top.strategies)})")
         dirs = {s.name: _configured(top, s.name).paths.state_dir for s in top.strategies}
-        status = {name: risk_status(d, mode) for name, d in dirs.items() if (d / f"{mode}.sqlite").is_file()}
-        if not status:
-            raise _usage(f"no {mode} account of any strategy under {top.paths.state_dir}")
+        status = {name: _account_status(d, mode) for name, d in dirs.items()}
     else:
         state_dir = _configured(top, args.strategy).paths.state_dir
         status = (
-            resume_trading(state_dir, mode, args.reason) if args.action == "resume" else risk_status(state_dir, mode)
+            resume_trading(state_dir, mode, args.reason)
+            if args.action == "resume"
+            else _account_status(state_dir, mode)
         )
     print(json.dumps(status, indent=2, default=str))
     return 0
@@ -777,20 +919,34 @@ def runs(args) -> int:
     from morningstar_trader.runs import compare_runs, list_runs, load_run
 
     cfg, _, _ = _setup(args, log_file=False)
+    known = set(list_runs(cfg.paths.runs_dir)["run_id"])
+    asked = args.run_ids if args.action == "compare" else [args.run_id] if args.action == "show" else []
+    if unknown := [r for r in asked if r not in known]:
+        raise _usage(f"no run {', '.join(unknown)} under {cfg.paths.runs_dir}; `morningstar runs list` shows them")
+    if args.action == "compare" and len(set(args.run_ids)) < 2:
+        raise _usage("compare needs at least two different run ids")
     if args.action == "compare":
-        with pd.option_context(
-            "display.width", 200, "display.max_colwidth", 30, "display.float_format", "{:.4g}".format
-        ):
-            print(compare_runs(args.run_ids, cfg.paths.runs_dir).to_string())
+        from morningstar_trader.report import format_value
+
+        table = compare_runs(args.run_ids, cfg.paths.runs_dir)
+        shown = table.apply(
+            lambda row: row.map(lambda v: format_value(row.name[1], v)), axis=1
+        )  # row.name: (part, key)
+        with pd.option_context("display.width", 200, "display.max_colwidth", 30):
+            print(shown.to_string())
         return 0
     if args.action == "list":
         table = list_runs(cfg.paths.runs_dir)
         if table.empty:
             print(f"no runs under {cfg.paths.runs_dir}")
             return 0
+        from morningstar_trader.report import format_value
+
         metrics = [json.loads(m or "{}") for m in table["metrics"]]
-        table["return"] = [m.get("total_return") for m in metrics]
-        table["buy_hold"] = [m.get("buy_hold_return") for m in metrics]  # runs from before benchmarks: empty
+        table["return"] = [format_value("return", m.get("total_return")) for m in metrics]
+        # runs from before benchmarks: a dash
+        table["buy_hold"] = [format_value("return", m.get("buy_hold_return")) for m in metrics]
+        table["duration_s"] = table["duration_s"].round(1)
         table["strategy"] = [json.loads(p or "{}").get("strategy", "model") for p in table["params"]]
         with pd.option_context("display.width", 200, "display.max_colwidth", 40):
             print(
@@ -815,8 +971,11 @@ def runs(args) -> int:
     return 0
 
 # %% ../nbs/15_cli.ipynb #77e5b40a
-def voila_command(notebook: Path, port: int, template: str = "morningstar") -> list[str]:
-    "The Voila server for the dashboard notebook: loopback only, no browser opened, no traceback shown, no CDN."
+def voila_command(
+    notebook: Path, port: int, template: str = "morningstar", config_dir: Path | None = None
+) -> list[str]:
+    """The Voila server for the dashboard notebook: loopback only, no browser opened, no traceback shown, no CDN;
+    `config_dir`: where `voila_server.write_voila_config` wrote its voila.py (kernels end with their page)."""
     # jupytext's JupyterLab extension (a dev tool) does not load in Voila's page and would log an error there
     return [
         sys.executable,
@@ -831,6 +990,7 @@ def voila_command(notebook: Path, port: int, template: str = "morningstar") -> l
         "--KernelManager.transport=ipc",
         f"--VoilaConfiguration.template={template}",
         "--VoilaConfiguration.extension_denylist=jupyterlab-jupytext",
+        *([f"--Voila.config_file_paths={config_dir}"] if config_dir else []),
     ]
 
 
@@ -848,6 +1008,8 @@ def dashboard(args) -> int:
         raise _usage(f"--port {args.port}: use 1024-65535")
     if not args.refresh >= 0:
         raise _usage(f"--refresh {args.refresh}: seconds, 0 (never) or more")
+    if not args.cull_after >= 5:
+        raise _usage(f"--cull-after {args.cull_after}: seconds, 5 or more")
     try:
         import voila  # noqa: F401
     except ImportError:
@@ -858,9 +1020,12 @@ def dashboard(args) -> int:
     import tempfile
 
     from morningstar_trader.dashboard import offline_template
+    from morningstar_trader.voila_server import write_voila_config
 
     templates = Path(tempfile.gettempdir()) / f"morningstar-voila-{os.getuid()}"
     offline_template(templates)  # Voila's page without its CDN links
+    # each server its own config folder: two dashboards on two ports may cull after different times
+    config_dir = write_voila_config(templates / f"config-{args.port}", orphan_timeout=args.cull_after)
     env = {
         **os.environ,
         "MORNINGSTAR_DASHBOARD_ROOT": str(Path.cwd()),
@@ -869,14 +1034,14 @@ def dashboard(args) -> int:
         "JUPYTER_PATH": os.pathsep.join(p for p in (str(templates), os.environ.get("JUPYTER_PATH", "")) if p),
     }
     print(f"dashboard: http://127.0.0.1:{args.port}/  (Ctrl-C stops it)", flush=True)
-    cmd = voila_command(notebook, args.port)
+    cmd = voila_command(notebook, args.port, config_dir=config_dir)
     os.execve(cmd[0], cmd, env)  # this process becomes the server: a signal to it stops the server, nothing is orphaned
 
 # %% ../nbs/15_cli.ipynb #a378ac97
 def _backtest_range(p) -> None:
     "The options `backtest` and `sweep` share: which candles, how big the positions, how much cash."
-    p.add_argument("--pairs", nargs="+", metavar="PAIR", help="default: pairs of the config")
-    p.add_argument("--exchange", help="store name of the candles (default: exchange.id of the config)")
+    p.add_argument("-p", "--pairs", nargs="+", metavar="PAIR", help="default: pairs of the config")
+    p.add_argument("-e", "--exchange", help="store name of the candles (default: exchange.id of the config)")
     p.add_argument("--start", type=_date("--start"), help="first candle, UTC (default: all stored)")
     p.add_argument("--end", type=_date("--end"), help="stop before this candle, UTC")
     p.add_argument(
@@ -901,12 +1066,21 @@ def _add_data(sub) -> None:
     d = data.add_parser(
         "download", parents=[_common(True)], help="fetch closed candles from an exchange into the store"
     )
-    d.add_argument("--exchange", help="ccxt exchange id (default: exchange.id of the config)")
-    d.add_argument("--pairs", nargs="+", metavar="PAIR", help="e.g. BTC/USDT ETH/USDT (default: pairs of the config)")
-    d.add_argument("--timeframe", help="e.g. 1h (default: timeframe of the config)")
-    d.add_argument("--start", required=True, type=_date("--start"), help="first candle open time, UTC")
+    d.add_argument("-e", "--exchange", help="ccxt exchange id (default: exchange.id of the config)")
+    d.add_argument(
+        "-p", "--pairs", nargs="+", metavar="PAIR", help="e.g. BTC/USDT ETH/USDT (default: pairs of the config)"
+    )
+    d.add_argument("-t", "--timeframe", help="e.g. 1h (default: timeframe of the config)")
+    when = d.add_mutually_exclusive_group()
+    when.add_argument("--start", type=_date("--start"), help="first candle open time, UTC")
+    when.add_argument("--days", type=_positive("--days"), help="the last N days before --end (or now)")
     d.add_argument("--end", type=_date("--end"), help="stop before this open time, UTC (default: now)")
-    d.add_argument("--since-last", action="store_true", help="start each pair after its last stored candle")
+    d.add_argument(
+        "--full",
+        action="store_true",
+        help="fetch the whole range again (default: each pair from its last stored candle)",
+    )
+    d.add_argument("--since-last", action="store_true", help=argparse.SUPPRESS)  # now the default; kept for scripts
     d.add_argument(
         "--drop-invalid", action="store_true", help="store the valid candles when some are bad (default: fail)"
     )
@@ -920,9 +1094,9 @@ def _add_data(sub) -> None:
         type=Path,
         help="CSV, .feather or .parquet with timestamp (s/ms/us or ISO-8601), open, high, low, close, volume",
     )
-    i.add_argument("--exchange", required=True, help="the store's name for the source, e.g. binance")
+    i.add_argument("-e", "--exchange", required=True, help="the store's name for the source, e.g. binance")
     i.add_argument("--pair", required=True, help="BASE/QUOTE, e.g. BTC/USDT")
-    i.add_argument("--timeframe", required=True, help="e.g. 1h")
+    i.add_argument("-t", "--timeframe", required=True, help="e.g. 1h")
     i.add_argument("--tz", default="UTC", help="time zone of naive timestamps (default: UTC)")
     i.add_argument(
         "--drop-invalid", action="store_true", help="store the valid candles when some are bad (default: fail)"
@@ -935,8 +1109,8 @@ def _add_data(sub) -> None:
     s.set_defaults(run=data_show)
 
     m = data.add_parser("sample", parents=[_common(True)], help="write the synthetic sample data set (offline demo)")
-    m.add_argument("--pairs", nargs="+", metavar="PAIR", help="a subset of the sample pairs (default: all)")
-    m.add_argument("--exchange", default="synthetic", help="store name for the sample set (default: %(default)s)")
+    m.add_argument("-p", "--pairs", nargs="+", metavar="PAIR", help="a subset of the sample pairs (default: all)")
+    m.add_argument("-e", "--exchange", default="synthetic", help="store name for the sample set (default: %(default)s)")
     m.add_argument("--start", default="2023-01-01", type=_date("--start"), help="first candle (default: %(default)s)")
     m.add_argument("--days", type=int, default=730, help="length in days (default: %(default)s)")
     m.add_argument("--seed", type=int, default=7, help="random seed (default: %(default)s)")
@@ -957,8 +1131,10 @@ def _add_data_resample(data) -> None:
         metavar="TIMEFRAME",
         help="one or more coarser timeframes, each a whole multiple of --from, e.g. 4h 1d",
     )
-    r.add_argument("--exchange", help="store name of the candles (default: exchange.id of the config)")
-    r.add_argument("--pairs", nargs="+", metavar="PAIR", help="default: every pair stored at --from for the exchange")
+    r.add_argument("-e", "--exchange", help="store name of the candles (default: exchange.id of the config)")
+    r.add_argument(
+        "-p", "--pairs", nargs="+", metavar="PAIR", help="default: every pair stored at --from for the exchange"
+    )
     r.set_defaults(run=data_resample)
 
 # %% ../nbs/15_cli.ipynb #3c267875
@@ -1011,17 +1187,30 @@ def _add_train(sub) -> None:
         "train", parents=[_common(True)], help="train the multi-task model on stored candles (walk-forward)"
     )
     t.add_argument(
+        "-e",
         "--exchange",
         help="store name of the candles (default: exchange.id of the config; `synthetic` for the sample set)",
     )
-    t.add_argument("--pairs", nargs="+", metavar="PAIR", help="default: pairs of the config")
+    t.add_argument("-p", "--pairs", nargs="+", metavar="PAIR", help="default: pairs of the config")
     t.add_argument("--start", type=_date("--start"), help="first candle to use, UTC (default: all stored)")
     t.add_argument("--end", type=_date("--end"), help="stop before this candle, UTC (default: all stored)")
     t.add_argument("--epochs", type=int, help="override training.epochs")
     t.add_argument("--folds", type=int, help="override training.folds")
-    t.add_argument("--out", metavar="DIR", help="model directory (default: <models_dir>/<model.name>/<UTC timestamp>)")
-    t.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+    t.add_argument(
+        "-o", "--out", metavar="DIR", help="model directory (default: <models_dir>/<model.name>/<UTC timestamp>)"
+    )
+    t.add_argument("-q", "--quiet", action="store_true", help="no per-epoch progress")
     t.set_defaults(run=train)
+
+# %% ../nbs/15_cli.ipynb #c5d2638c
+def _add_models(sub) -> None:
+    "`morningstar models show`."
+    m = sub.add_parser("models", help="trained models: the configured one's card")
+    m_sub = m.add_subparsers(dest="action", required=True, metavar="ACTION")
+    show = m_sub.add_parser("show", parents=[_common(False)], help="the configured model's versions and its card")
+    show.add_argument("--name", help="default: model.name of the config")
+    show.add_argument("--version", help="a version folder, or latest (default: model.version of the config)")
+    show.set_defaults(run=models_show)
 
 # %% ../nbs/15_cli.ipynb #c1814ec9
 def _add_review(sub) -> None:
@@ -1032,7 +1221,7 @@ def _add_review(sub) -> None:
         help="ask the LLM supervisor about the model's proposal at one bar",
     )
     r.add_argument("--pair", required=True, help="e.g. BTC/USDT")
-    r.add_argument("--exchange", help="store name of the candles (default: exchange.id of the config)")
+    r.add_argument("-e", "--exchange", help="store name of the candles (default: exchange.id of the config)")
     r.add_argument("--at", type=_date("--at"), help="open time of the decision bar, UTC (default: the last stored)")
     r.add_argument(
         "--equity",
@@ -1048,16 +1237,35 @@ def _add_backtest(sub) -> None:
     b = sub.add_parser(
         "backtest", parents=[_common(True), _llm_options()], help="backtest a strategy over stored candles"
     )
-    b.add_argument("--strategy", choices=sorted(_STRATEGY_PARAMS), default="model", help="default: %(default)s")
+    b.add_argument("-s", "--strategy", choices=sorted(_STRATEGY_PARAMS), default="model", help="default: %(default)s")
     b.add_argument(
         "--param", action="append", metavar="KEY=VALUE", help="strategy parameter, e.g. fast=10 (repeatable)"
     )
     _backtest_range(b)
-    b.add_argument("--out", metavar="DIR", help="output folder (default: <runs_dir>/backtests/<UTC time>-<strategy>)")
+    b.add_argument(
+        "--strategy-path", type=Path, metavar="FILE", help="a strategy file of your own (`morningstar new-strategy`)"
+    )
+    b.add_argument("--stake", type=_positive("--stake"), metavar="QUOTE", help="each entry this much quote currency")
+    b.add_argument(
+        "--stake-fraction", type=_positive("--stake-fraction"), metavar="F", help="each entry F (0-1] of the equity"
+    )
+    b.add_argument(
+        "-o", "--out", metavar="DIR", help="output folder (default: <runs_dir>/backtests/<UTC time>-<strategy>)"
+    )
     b.add_argument(
         "--check-lookahead", action="store_true", help="re-run on data cut after each decision bar; fail on any change"
     )
     b.set_defaults(run=backtest)
+
+# %% ../nbs/15_cli.ipynb #f7f578b8
+def _add_new_strategy(sub) -> None:
+    "`morningstar new-strategy NAME`."
+    n = sub.add_parser(
+        "new-strategy", parents=[_common(False)], help="write a strategy file of your own from the template"
+    )
+    n.add_argument("name", help="a Python name, e.g. my_cross")
+    n.add_argument("--folder", default="strategies", help="where to write NAME.py (default: %(default)s)")
+    n.set_defaults(run=new_strategy)
 
 # %% ../nbs/15_cli.ipynb #d37920b8
 def _add_sweep(sub) -> None:
@@ -1065,7 +1273,7 @@ def _add_sweep(sub) -> None:
     w = sub.add_parser(
         "sweep", parents=[_common(True)], help="backtest a grid of parameters on a Dask cluster (resumable)"
     )
-    w.add_argument("--strategy", choices=sorted(_STRATEGY_PARAMS), default="model", help="default: %(default)s")
+    w.add_argument("-s", "--strategy", choices=sorted(_STRATEGY_PARAMS), default="model", help="default: %(default)s")
     w.add_argument(
         "--grid",
         action="append",
@@ -1080,6 +1288,7 @@ def _add_sweep(sub) -> None:
     )
     _backtest_range(w)
     w.add_argument(
+        "-o",
         "--out",
         metavar="DIR",
         help="output folder; an earlier sweep's to resume it (default: <runs_dir>/sweeps/<UTC time>-<strategy>)",
@@ -1106,12 +1315,13 @@ def _add_run(sub) -> None:
     n = sub.add_parser(
         "run", parents=[_common(True), _llm_options()], help="run the trading-cycle notebook through papermill"
     )
-    n.add_argument("--mode", choices=["backtest", "paper", "live"], help="default: mode of the config")
+    n.add_argument("-m", "--mode", choices=["backtest", "paper", "live"], help="default: mode of the config")
     n.add_argument("--i-understand-this-trades-real-money", action="store_true", help="required with --mode live")
     n.add_argument(
         "--allow-unproven-model", action="store_true", help="live: trade a model whose card shows no edge after costs"
     )
     n.add_argument(
+        "-s",
         "--strategy",
         metavar="NAME",
         help=f"{' | '.join(sorted(_STRATEGY_PARAMS))} (backtests; a rule in paper too, in its own book), or one of the "
@@ -1120,11 +1330,11 @@ def _add_run(sub) -> None:
     n.add_argument(
         "--size", type=_positive("--size"), help="fixed units per position (default: sized by the decision stage)"
     )
-    n.add_argument("--pairs", nargs="+", metavar="PAIR")
-    n.add_argument("--exchange", help="store name of the candles (default: exchange.id of the config)")
+    n.add_argument("-p", "--pairs", nargs="+", metavar="PAIR")
+    n.add_argument("-e", "--exchange", help="store name of the candles (default: exchange.id of the config)")
     n.add_argument("--start", type=_date("--start"))
     n.add_argument("--end", type=_date("--end"))
-    n.add_argument("--timeframe", help="candle timeframe (default: the config's)")
+    n.add_argument("-t", "--timeframe", help="candle timeframe (default: the config's)")
     n.add_argument(
         "--bar-close", type=_date("--bar-close"), help="paper: the bar close this cycle serves; it waits for it"
     )
@@ -1138,16 +1348,16 @@ def _add_schedule(sub) -> None:
     sc = sub.add_parser(
         "schedule", parents=[_common(True), _llm_options()], help="one cycle notebook run per closed bar"
     )
-    sc.add_argument("--mode", choices=["paper", "live"], help="default: mode of the config")
+    sc.add_argument("-m", "--mode", choices=["paper", "live"], help="default: mode of the config")
     sc.add_argument("--i-understand-this-trades-real-money", action="store_true", help="required with --mode live")
     sc.add_argument(
         "--allow-unproven-model", action="store_true", help="live: trade a model whose card shows no edge after costs"
     )
-    sc.add_argument("--pairs", nargs="+", metavar="PAIR")
-    sc.add_argument("--timeframe", help="candle timeframe (default: the config's)")
+    sc.add_argument("-p", "--pairs", nargs="+", metavar="PAIR")
+    sc.add_argument("-t", "--timeframe", help="candle timeframe (default: the config's)")
     sc.add_argument("--max-runs", type=int, metavar="N", help="stop after N bars (default: run until interrupted)")
     sc.add_argument(
-        "--strategy", metavar="NAME", help="one of the config's strategies (default: all of them, in parallel)"
+        "-s", "--strategy", metavar="NAME", help="one of the config's strategies (default: all of them, in parallel)"
     )
     sc.add_argument("--notebook", default="nbs/trading_cycle.ipynb", help="the cycle notebook (default: %(default)s)")
     sc.set_defaults(run=schedule)
@@ -1158,14 +1368,18 @@ def _add_risk(sub) -> None:
     rk = sub.add_parser("risk", help="the trading state of the paper or live account; lifting a halt")
     rk_sub = rk.add_subparsers(dest="action", required=True, metavar="ACTION")
     st = rk_sub.add_parser("status", parents=[_common(False)], help="trading state, why, equity, drawdown, cooldowns")
-    st.add_argument("--mode", choices=["paper", "live"], help="default: mode of the config (paper when it is backtest)")
-    st.add_argument("--strategy", metavar="NAME", help="one of the config's strategies (default: each of them)")
+    st.add_argument(
+        "-m", "--mode", choices=["paper", "live"], help="default: mode of the config (paper when it is backtest)"
+    )
+    st.add_argument("-s", "--strategy", metavar="NAME", help="one of the config's strategies (default: each of them)")
     st.set_defaults(run=risk)
     rr = rk_sub.add_parser("resume", parents=[_common(False)], help="lift a halt (journaled with the reason)")
-    rr.add_argument("--mode", choices=["paper", "live"], help="default: mode of the config (paper when it is backtest)")
+    rr.add_argument(
+        "-m", "--mode", choices=["paper", "live"], help="default: mode of the config (paper when it is backtest)"
+    )
     rr.add_argument("--reason", required=True, help="why trading may resume (kept in the journal)")
     rr.add_argument(
-        "--strategy", metavar="NAME", help="one of the config's strategies (needed when the config has them)"
+        "-s", "--strategy", metavar="NAME", help="one of the config's strategies (needed when the config has them)"
     )
     rr.set_defaults(run=risk)
 
@@ -1184,6 +1398,13 @@ def _add_dashboard(sub) -> None:
         help="seconds between trading refreshes (default: %(default)s)",
     )
     db.add_argument("--notebook", default="nbs/dashboard.ipynb", help="the dashboard notebook (default: %(default)s)")
+    db.add_argument(
+        "--cull-after",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="shut down a page's kernel once no page has been connected to it for S seconds (default: %(default)s)",
+    )
     db.set_defaults(run=dashboard)
 
 # %% ../nbs/15_cli.ipynb #8b9d9415
@@ -1201,6 +1422,50 @@ def _add_runs(sub) -> None:
     cmp.add_argument("run_ids", nargs="+", metavar="RUN_ID")
     cmp.set_defaults(run=runs)
 
+# %% ../nbs/15_cli.ipynb #d3b39a19
+EXAMPLES = {
+    "data download": "morningstar data download -e binance -p BTC/USDT ETH/USDT -t 1h --days 30",
+    "data import": "morningstar data import btc_1h.csv -e binance --pair BTC/USDT -t 1h",
+    "data resample": "morningstar data resample --from 1h --to 4h 1d -e synthetic",
+    "data show": "morningstar data show",
+    "data sample": "morningstar data sample --days 365",
+    "alt download": "morningstar alt download fear_greed",
+    "alt import": "morningstar alt import funding funding.csv --tz Europe/Berlin",
+    "alt show": "morningstar alt show",
+    "train": "morningstar train -e synthetic",
+    "models show": "morningstar models show",
+    "review": "morningstar review --pair BTC/USDT -e synthetic --llm-mode simulated",
+    "backtest": "morningstar backtest -s sma_cross -p BTC/USDT ETH/USDT -e synthetic",
+    "new-strategy": "morningstar new-strategy my_cross",
+    "sweep": "morningstar sweep -s sma_cross --grid fast=5,10,20 --grid slow=50,100 -e synthetic",
+    "run": "morningstar run -m backtest -e synthetic --start 2024-07-01 --llm-mode simulated --html",
+    "schedule": "morningstar schedule -m paper --max-runs 3",
+    "risk status": "morningstar risk status -m paper",
+    "risk resume": 'morningstar risk resume -m paper --reason "drawdown understood, limits unchanged"',
+    "dashboard": "morningstar dashboard --port 8866",
+    "runs list": "morningstar runs list",
+    "runs show": "morningstar runs show RUN_ID",
+    "runs compare": "morningstar runs compare RUN_ID RUN_ID",
+}  # every subcommand's example, shown under its --help
+
+
+def _document(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> None:
+    """Every subcommand's help opens with its one-line description and ends with an example (EXAMPLES; a command
+    group lists its commands' examples)."""
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        helps = {a.dest: a.help for a in action._choices_actions}
+        for name, sub in action.choices.items():
+            key = " ".join((*path, name))
+            examples = (
+                [EXAMPLES[key]] if key in EXAMPLES else [v for k, v in EXAMPLES.items() if k.startswith(key + " ")]
+            )
+            sub.description = sub.description or helps[name][0].upper() + helps[name][1:] + "."
+            sub.epilog = ("example:\n  " if len(examples) == 1 else "examples:\n  ") + "\n  ".join(examples)
+            sub.formatter_class = argparse.RawDescriptionHelpFormatter
+            _document(sub, (*path, name))
+
 # %% ../nbs/15_cli.ipynb #8c14acb7
 def build_parser() -> argparse.ArgumentParser:
     "The `morningstar` argument parser."
@@ -1213,8 +1478,10 @@ def build_parser() -> argparse.ArgumentParser:
         _add_data,
         _add_alt,
         _add_train,
+        _add_models,
         _add_review,
         _add_backtest,
+        _add_new_strategy,
         _add_sweep,
         _add_run,
         _add_schedule,
@@ -1223,6 +1490,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_runs,
     ):
         add(sub)
+    _document(p)
     return p
 
 # %% ../nbs/15_cli.ipynb #a6ad34a1

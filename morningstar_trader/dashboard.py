@@ -26,8 +26,9 @@ from .types import MorningstarError, clip_repr, parse_timeframe
 # %% auto #0
 __all__ = ['INDEX_COLUMNS', 'BENCHMARK_NAMES', 'DashboardError', 'message', 'fmt', 'table', 'run_index', 'filter_runs',
            'cached_scraps', 'read_run', 'equity_figure', 'run_equity', 'trades_figure', 'stats_table', 'run_view',
-           'compare_view', 'runs_tab', 'read_account', 'account_figure', 'alerts_frame', 'llm_frame', 'resume_dialog',
-           'account_view', 'store_version', 'trading_tab', 'data_frame', 'data_tab', 'build_app', 'offline_template']
+           'compare_view', 'index_version', 'runs_tab', 'read_account', 'account_figure', 'alerts_frame', 'llm_frame',
+           'resume_dialog', 'account_view', 'store_version', 'trading_tab', 'data_frame', 'data_tab', 'build_app',
+           'offline_template']
 
 # %% ../nbs/17_dashboard.ipynb #47bedefd
 class DashboardError(MorningstarError):
@@ -168,7 +169,7 @@ def read_run(row: dict) -> dict:
         )
     if status == "running":
         raise DashboardError(f"run {row['run_id']} is still running (or was killed); its notebook: {path}")
-    if not path.is_file():
+    if not path.exists():  # a run notebook, or the folder of a `morningstar backtest`
         raise DashboardError(f"the notebook of run {row['run_id']} is missing: {path}")
     try:
         return cached_scraps(path)
@@ -307,9 +308,14 @@ def _benchmark_table(stats: dict) -> tuple[pd.DataFrame | None, set[str]]:
 
 def stats_table(stats: dict) -> W.HTML:
     "The run's statistics, with the benchmark columns grouped: strategy, buy & hold, vol-targeted, TSMOM, flat."
+    from morningstar_trader.report import format_value  # noqa: PLC0415 (one way to show a statistic, as the CLI's)
+
     bench, used = _benchmark_table(stats)
     shown = {k: v for k, v in stats.items() if k not in used}
-    other = pd.DataFrame({"stat": list(shown), "value": list(shown.values())})
+    other = pd.DataFrame({"stat": list(shown), "value": [format_value(k, v) for k, v in shown.items()]})
+    if bench is not None:  # each row as its statistic reads: percentages, ratios
+        kinds = dict(zip(bench.index, ("return", "sharpe", "max_drawdown", "excess_return", "information_ratio")))
+        bench = bench.apply(lambda row: row.map(lambda v: format_value(kinds[row.name], v)), axis=1)
     bench_html = table(bench.reset_index(names=""), "ms-benchmarks").value if bench is not None else ""
     return W.HTML(
         f'<div style="display:flex;gap:40px;align-items:flex-start">{table(other, "ms-stats").value}{bench_html}</div>'
@@ -402,26 +408,28 @@ def _warm_up():
     import morningstar_trader.store  # noqa: F401, PLC0415
 
 
-def runs_tab(runs_dir: str | Path) -> W.VBox:
-    "The run index with its filters; one run picked: its view; several: their comparison."
+def _runs_children(runs_dir: str | Path, refresh: W.Button, keep: dict) -> list[W.Widget]:
+    """The Runs tab's widgets on the index as it is now: filters (the values in `keep` kept), the run picker and the
+    picked run's view; or the message saying why there is nothing to pick."""
     try:
         runs = run_index(runs_dir)
     except DashboardError as e:
-        return W.VBox([message(str(e), "error")])
+        return [message(str(e), "error"), refresh]
     if runs.empty:
-        return W.VBox(
-            [
-                message(
-                    f"no runs under {runs_dir} yet: try `morningstar run --mode backtest --exchange "
-                    "synthetic --llm-mode simulated` (or `make demo`)"
-                )
-            ]
-        )
+        return [
+            message(
+                f"no runs under {runs_dir} yet: try `morningstar run --mode backtest --exchange "
+                "synthetic --llm-mode simulated` (or `make demo`)"
+            ),
+            refresh,
+        ]
     pairs = sorted({p for ps in runs["pairs"] for p in ps.split(", ") if p})
-    mode = W.Dropdown(options=["all", *sorted(set(runs["mode"]))], description="mode")
-    status = W.Dropdown(options=["all", *sorted(set(runs["status"]))], description="status")
-    since = W.DatePicker(description="since")
-    pair = W.Dropdown(options=["all", *pairs], description="pair")
+    choice = lambda name, options: keep.get(name) if keep.get(name) in options else "all"
+    modes, statuses = ["all", *sorted(set(runs["mode"]))], ["all", *sorted(set(runs["status"]))]
+    mode = W.Dropdown(options=modes, value=choice("mode", modes), description="mode")
+    status = W.Dropdown(options=statuses, value=choice("status", statuses), description="status")
+    since = W.DatePicker(value=keep.get("since"), description="since")
+    pair = W.Dropdown(options=["all", *pairs], value=choice("pair", ["all", *pairs]), description="pair")
     pick = W.SelectMultiple(rows=8, layout={"width": "95%"}, description="runs")
     pick.add_class("ms-run-select")
     out = W.VBox([message("pick a run (ctrl/shift-click: several, to compare)")])
@@ -432,6 +440,7 @@ def runs_tab(runs_dir: str | Path) -> W.VBox:
 
     def show(_=None):
         ids = list(pick.value)
+        keep.update(mode=mode.value, status=status.value, since=since.value, pair=pair.value, picked=tuple(ids))
         if len(ids) == 1:
             out.children = [run_view(runs.set_index("run_id", drop=False).loc[ids[0]].to_dict())]
         elif len(ids) > 1:
@@ -439,10 +448,42 @@ def runs_tab(runs_dir: str | Path) -> W.VBox:
 
     for w in (mode, status, since, pair):
         w.observe(refilter, "value")
+        w.observe(show, "value")
     pick.observe(show, "value")
     refilter()
+    pick.value = tuple(r for r in keep.get("picked", ()) if r in {v for _, v in pick.options})
+    return [W.HBox([mode, status, since, pair, refresh]), pick, out]
+
+
+def index_version(runs_dir: str | Path) -> tuple | None:
+    "What changes when a run is added to or finishes in the index: its file's size and modification time."
+    path = Path(runs_dir) / "index.sqlite"
+    return (path.stat().st_size, path.stat().st_mtime_ns) if path.is_file() else None
+
+# %% ../nbs/17_dashboard.ipynb #5034f05b
+def runs_tab(runs_dir: str | Path, refresh_s: float = 0.0) -> W.VBox:
+    """The run index with its filters; one run picked: its view; several: their comparison. Read again on Refresh and
+    whenever the index changes (checked every `refresh_s` seconds; 0: never), keeping the filters and the pick."""
+    refresh = W.Button(description="Refresh", icon="refresh")
+    tab, seen, keep = W.VBox(), {}, {}
+
+    def rebuild(*_):
+        seen["key"] = index_version(runs_dir)
+        tab.children = _runs_children(runs_dir, refresh, keep)
+
+    refresh.on_click(rebuild)
+    rebuild()
     threading.Thread(target=_warm_up, daemon=True, name="dashboard-warm-up").start()
-    return W.VBox([W.HBox([mode, status, since, pair]), pick, out])
+    if refresh_s > 0:
+        tab.stop = threading.Event()
+
+        def loop():
+            while not tab.stop.wait(refresh_s):
+                if index_version(runs_dir) != seen.get("key"):
+                    rebuild()
+
+        threading.Thread(target=loop, daemon=True, name="dashboard-runs-refresh").start()
+    return tab
 
 # %% ../nbs/17_dashboard.ipynb #c7b87afe
 def _frame(db, sql: str) -> pd.DataFrame:
@@ -696,7 +737,7 @@ def build_app(config_path: str | Path = "config/config.yaml", refresh_s: float =
     p = cfg.paths
     tabs = W.Tab(
         children=[
-            runs_tab(p.runs_dir),
+            runs_tab(p.runs_dir, refresh_s),
             trading_tab(p.state_dir, cfg.mode, refresh_s, tuple(s.name for s in cfg.strategies)),
             data_tab(p.data_dir, cfg.monitoring.stale_after_bars),
         ]

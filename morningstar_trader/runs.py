@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import sqlite3
 import tempfile
@@ -26,7 +27,7 @@ from .types import MorningstarError
 
 # %% auto #0
 __all__ = ['RunError', 'RunRecord', 'check_parameters', 'new_run_id', 'ipc_kernel_manager', 'run_notebook', 'load_run',
-           'list_runs', 'export_html', 'compare_runs']
+           'list_runs', 'save_backtest', 'read_backtest', 'export_html', 'compare_runs']
 
 # %% ../nbs/14_runs.ipynb #9e591a71
 class RunError(MorningstarError):
@@ -127,7 +128,9 @@ def _index_started(runs_dir: Path, run_id: str, params: dict, started: datetime,
         )
 
 
-def _execute(notebook: Path, out: Path, params: dict, kernel: str, timeout_s: int) -> tuple[str, str | None]:
+def _execute(
+    notebook: Path, out: Path, params: dict, kernel: str, timeout_s: int, progress_bar: bool = False
+) -> tuple[str, str | None]:
     "Run the notebook through papermill into `out`: (ok | failed, the error)."
     # imports nbclient and jupyter_client: only a run needs them
     import papermill as pm  # noqa: PLC0415
@@ -141,7 +144,7 @@ def _execute(notebook: Path, out: Path, params: dict, kernel: str, timeout_s: in
             parameters=params,
             kernel_name=kernel,
             cwd=str(Path.cwd()),
-            progress_bar=False,
+            progress_bar=progress_bar,
             execution_timeout=timeout_s,
             report_mode=False,
             kernel_manager_class=ipc_kernel_manager(),
@@ -160,8 +163,10 @@ def run_notebook(
     notebook: str | Path = "nbs/trading_cycle.ipynb",
     kernel: str = "python3",
     timeout_s: int = 3600,
+    progress_bar: bool = False,
 ) -> RunRecord:
-    "Execute the cycle notebook with `params` through papermill; the executed copy and the index row record it."
+    """Execute the cycle notebook with `params` through papermill; the executed copy and the index row record it.
+    `progress_bar`: papermill's bar of the notebook's cells on stderr (`morningstar run`; not for scheduled runs)."""
     # Jupyter's machinery: only a run needs it
     import papermill as pm  # noqa: PLC0415
 
@@ -185,7 +190,7 @@ def run_notebook(
         raise RunError(f"cannot write runs under {runs_dir}: {e.strerror or e}") from None
     _index_started(runs_dir, run_id, params, started, out)
     t = time.perf_counter()
-    status, error = _execute(notebook, out, params, kernel, timeout_s)
+    status, error = _execute(notebook, out, params, kernel, timeout_s, progress_bar)
     duration = time.perf_counter() - t
     metrics = load_run(out).get("stats", {}) if out.exists() and status == "ok" else {}
     with _index(runs_dir) as db, db:
@@ -205,7 +210,7 @@ def load_run(path_or_id: str | Path, runs_dir: str | Path | None = None) -> dict
     import scrapbook as sb  # noqa: PLC0415
 
     path = Path(path_or_id)
-    if not path.suffix == ".ipynb":
+    if path.suffix != ".ipynb" and not path.is_dir():
         if runs_dir is None:
             raise RunError("a run id needs runs_dir")
         with _index(Path(runs_dir)) as db:
@@ -213,6 +218,8 @@ def load_run(path_or_id: str | Path, runs_dir: str | Path | None = None) -> dict
         if row is None:
             raise RunError(f"no run {path_or_id} in {Path(runs_dir) / 'index.sqlite'}")
         path = Path(row[0])
+    if path.is_dir():
+        return read_backtest(path)
     if not path.is_file():
         raise RunError(f"run notebook not found: {path}")
     return {name: scrap.data for name, scrap in sb.read_notebook(str(path)).scraps.items()}
@@ -227,6 +234,52 @@ def list_runs(runs_dir: str | Path) -> pd.DataFrame:
             db,
         )
     return df
+
+# %% ../nbs/14_runs.ipynb #d82635a7
+def _plain(stats: dict) -> dict:
+    "Statistics as JSON takes them: NaN as null."
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in stats.items()}
+
+
+def save_backtest(result, out: str | Path, params: dict, *, runs_dir: str | Path, duration_s: float) -> RunRecord:
+    "Write a BacktestResult's files into the folder `out` and index it as a finished backtest run."
+    check_parameters(params)
+    out, run_id = Path(out), params.get("run_id") or new_run_id("backtest")
+    params = {**params, "mode": "backtest", "run_id": run_id}
+    result.trades.to_csv(out / "trades.csv", index=False)
+    result.equity.to_frame("equity").to_csv(out / "equity.csv")
+    result.benchmarks.to_csv(out / "benchmarks.csv")
+    if len(result.decisions.columns):
+        result.decisions.to_csv(out / "decisions.csv", index=False)
+    (out / "stats.json").write_text(json.dumps(_plain(result.stats), indent=2))
+    (out / "parameters.json").write_text(json.dumps(params, indent=2, default=str))
+    _index_started(Path(runs_dir), run_id, params, datetime.now(timezone.utc), out)
+    with _index(Path(runs_dir)) as db, db:
+        db.execute(
+            "UPDATE runs SET status = 'ok', duration_s = ?, metrics = ? WHERE run_id = ?",
+            (duration_s, json.dumps(_plain(result.stats)), run_id),
+        )
+    return RunRecord(run_id, "backtest", "ok", out, duration_s, _plain(result.stats))
+
+# %% ../nbs/14_runs.ipynb #6ccb6140
+def read_backtest(path: str | Path) -> dict:
+    "The scraps of a `save_backtest` folder, as `load_run` gives a run notebook's."
+    path = Path(path)
+    if not (path / "stats.json").is_file():
+        raise RunError(f"{path} is not a backtest folder (no stats.json)")
+    times = lambda f: pd.read_csv(path / f, index_col=0, parse_dates=[0]) if (path / f).is_file() else pd.DataFrame()
+    trades = pd.read_csv(path / "trades.csv", parse_dates=["entry_time", "exit_time"])
+    decisions = pd.read_csv(path / "decisions.csv") if (path / "decisions.csv").is_file() else pd.DataFrame()
+    params = path / "parameters.json"
+    return {
+        "parameters": json.loads(params.read_text()) if params.is_file() else {},
+        "stats": json.loads((path / "stats.json").read_text()),
+        "trades": trades,
+        "decisions": decisions,
+        "equity": times("equity.csv"),
+        "benchmarks": times("benchmarks.csv"),
+        "errors": [],
+    }
 
 # %% ../nbs/14_runs.ipynb #d45e2fe7
 def export_html(path: str | Path) -> Path:
@@ -262,6 +315,6 @@ def compare_runs(run_ids: list[str], runs_dir: str | Path, load=None) -> pd.Data
     params = pd.DataFrame({rid: s.get("parameters", {}) for rid, s in scraps.items()}).drop(
         index="run_id", errors="ignore"
     )
-    differ = params[params.astype(str).nunique(axis=1) > 1]
+    differ = params[params.map(str).nunique(axis=1) > 1]  # map(str): None and NaN count as values
     stats = pd.DataFrame({rid: s.get("stats", {}) for rid, s in scraps.items()})
     return pd.concat({"parameter": differ, "stat": stats}).astype(object)

@@ -67,7 +67,10 @@ def test_a_backtest_run_is_recorded_and_reads_back(sampled):
     frames = {
         pair: CandleStore(p.root / "data").load("synthetic", pair, "1h").frame for pair in ("BTC/USDT", "ETH/USDT")
     }
-    expected = run_rule_backtest(frames, SmaCross(), size=0.1, fee=0.001, slippage_bps=2.0, allow_short=False).trades
+    # the rule's windows (10, 50): one sma_cross on either path
+    expected = run_rule_backtest(
+        frames, SmaCross(10, 50), size=0.1, fee=0.001, slippage_bps=2.0, allow_short=False
+    ).trades
     pd.testing.assert_frame_equal(scraps["trades"].reset_index(drop=True), expected, check_dtype=False)
     assert scraps["stats"]["trades"] == len(expected) and scraps["parameters"]["strategy"] == "sma_cross"
     assert list((p.root / "runs").rglob("*.html"))
