@@ -10,6 +10,7 @@ import html
 import json
 import logging
 import re
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -89,13 +90,21 @@ def http_failure(status: int, body: bytes, retry_after: str | None, what: str) -
 # %% ../nbs/03a_alt_providers.ipynb #6ba07101
 class HttpClient:
     """GET with retries (the market-data classification, honouring Retry-After); secrets in `redact` never reach an
-    error."""
+    error. An answer is read as it streams in: refused once it passes MAX_BODY_BYTES, and a whole `get` (its retries
+    included) ends after `deadline_s`, however slowly the server trickles bytes in."""
 
-    def __init__(self, retry: RetrySettings = RetrySettings(), timeout_s: float = 10.0, redact: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        retry: RetrySettings = RetrySettings(),
+        timeout_s: float = 10.0,
+        redact: tuple[str, ...] = (),
+        deadline_s: float = 60.0,
+    ):
         # only HTTP sources need it
         import httpx  # noqa: PLC0415
 
         self.retry, self.redact, self.httpx = retry, tuple(r for r in redact if r), httpx
+        self.deadline_s, self._until = deadline_s, float("inf")
         self.client = httpx.Client(
             timeout=timeout_s, follow_redirects=False, headers={"User-Agent": "morningstar_trader"}
         )
@@ -110,16 +119,30 @@ class HttpClient:
         import ccxt  # noqa: PLC0415
 
         try:
-            r = self.client.get(url, params=params)
+            with self.client.stream("GET", url, params=params) as r:
+                if r.status_code != 200:
+                    head = self._read(what, r, 65_536, ccxt)  # enough of an error page to say what it was
+                    raise http_failure(r.status_code, head, r.headers.get("Retry-After"), what)
+                return self._read(what, r, MAX_BODY_BYTES, ccxt)
         except self.httpx.TimeoutException as e:
             raise ccxt.RequestTimeout(f"{what}: timed out ({type(e).__name__})") from None
         except self.httpx.HTTPError as e:
             raise ccxt.NetworkError(f"{what}: {type(e).__name__}: {self._clean(str(e))[:200]}") from None
-        if r.status_code != 200:
-            raise http_failure(r.status_code, r.content, r.headers.get("Retry-After"), what)
-        if len(r.content) > MAX_BODY_BYTES:
-            raise ccxt.BadResponse(f"{what}: answer of {len(r.content):,} bytes is over {MAX_BODY_BYTES:,}")
-        return r.content
+
+    def _read(self, what: str, r, cap: int, ccxt) -> bytes:
+        """The body as it streams in, at most `cap` bytes (an error page: its start says enough); refused past
+        MAX_BODY_BYTES or past the deadline, and not read further."""
+        chunks, size = [], 0
+        for chunk in r.iter_bytes():
+            if time.monotonic() > self._until:
+                raise ccxt.RequestTimeout(f"{what}: not answered within {self.deadline_s:g} s: not read further")
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > cap and cap < MAX_BODY_BYTES:
+                break
+            if size > cap:
+                raise ccxt.BadResponse(f"{what}: answer over {MAX_BODY_BYTES:,} bytes: not read further")
+        return b"".join(chunks)
 
 # %% ../nbs/03a_alt_providers.ipynb #f115e5d5
 def _wait(retry: RetrySettings) -> Callable:
@@ -139,10 +162,11 @@ def get(self: HttpClient, what: str, url: str, params: dict | None = None) -> by
     # ccxt takes a second to import
     import ccxt  # noqa: PLC0415
 
+    self._until, give_up = time.monotonic() + self.deadline_s, _give_up(self.retry)
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception(is_retryable),
         reraise=True,
-        stop=_give_up(self.retry),
+        stop=lambda rs: give_up(rs) or time.monotonic() > self._until,  # the source's whole deadline
         wait=_wait(self.retry),
         before_sleep=lambda rs: log.warning(
             "%s; retry %d of %d",

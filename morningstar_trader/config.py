@@ -36,7 +36,7 @@ __all__ = ['Mode', 'MarketType', 'UsablePath', 'INDICATOR_PARAMS', 'IndicatorPar
            'DEFAULT_MIN_CONFIDENCE', 'SECRET_ENV', 'ConfigError', 'resolve_path', 'ParamRange', 'ExchangeSettings',
            'RetrySettings', 'PathSettings', 'ModelSettings', 'IndicatorSpec', 'AltDataSource', 'FeatureSettings',
            'TrainingSettings', 'LlmSettings', 'RiskSettings', 'DecisionSettings', 'CostSettings', 'ExecutionSettings',
-           'LiveSettings', 'ScheduleSettings', 'MonitoringSettings', 'GateSettings', 'SweepSettings',
+           'LiveSettings', 'ScheduleSettings', 'NotifyTarget', 'MonitoringSettings', 'GateSettings', 'SweepSettings',
            'AltSourceSettings', 'AltSettings', 'RuleSettings', 'StrategySettings', 'AccountSettings', 'Settings',
            'Secrets', 'load_secrets', 'describe_errors', 'parse_config', 'load_config', 'dump_config', 'for_strategy',
            'capital_share']
@@ -338,6 +338,9 @@ class FeatureSettings(_Section):
 
     window: int = Field(48, ge=2, le=2_000)  # bars in one input window
     gap_policy: Literal["split", "error"] = "split"  # split: each gap-free stretch on its own; error: refuse gaps
+    max_gap_bars: int = Field(
+        3, ge=0, le=48
+    )  # a gap of up to this many missing candles is carried over (flat at the last close, never traded on)
     clip: float = Field(8.0, gt=0, le=1_000)  # scaled features are clipped to [-clip, clip]
     indicators: tuple[IndicatorSpec, ...] = _DEFAULT_INDICATORS
     alt_data: tuple[AltDataSource, ...] = ()
@@ -500,6 +503,10 @@ class LiveSettings(_Section):
         5.0, ge=0, le=60
     )  # added to the exchange's receive window before a missing order counts as never placed
     shadow: bool = True  # also simulate every live order and record the difference
+    stops_at_venue: bool = True  # each position's stop also rests at the exchange (where it takes stop-limit orders)
+    stop_limit_bps: float = Field(
+        50.0, ge=0, lt=10_000
+    )  # a triggered stop at the venue sells (buys) with a limit this far below (above) its stop
 
 
 class ScheduleSettings(_Section):
@@ -516,11 +523,39 @@ class ScheduleSettings(_Section):
     )  # a cycle that could only start later than this after its close is a missed bar
 
 
+class NotifyTarget(_Section):
+    """Where alerts are pushed (`monitoring.notify`): a webhook (a JSON POST) or a Telegram chat (the Bot API's
+    sendMessage). No secret is written here: a webhook whose URL is secret names the environment variable holding it
+    (`url_env`), a Telegram bot's token is read from `token_env`."""
+
+    kind: Literal["webhook", "telegram"]
+    levels: tuple[Literal["info", "warning", "critical"], ...] = ("warning", "critical")  # the alerts it receives
+    url: str | None = None  # webhook: where the JSON is posted
+    url_env: str | None = None  # webhook: the environment variable holding the URL instead (a secret URL)
+    chat_id: str | None = None  # telegram: the chat the bot writes to
+    token_env: str = "MORNINGSTAR_TELEGRAM_TOKEN"  # telegram: the environment variable holding the bot token
+    api_url: str = "https://api.telegram.org"  # telegram: the Bot API host
+    timeout_s: float = Field(5.0, gt=0, le=60)  # one attempt
+    attempts: int = Field(3, ge=1, le=10)  # tries per alert, with a growing pause between them
+
+    @model_validator(mode="after")
+    def _complete(self):
+        if self.kind == "webhook" and (self.url is None) == (self.url_env is None):
+            raise ValueError("a webhook needs exactly one of url and url_env")
+        if self.kind == "telegram" and not self.chat_id:
+            raise ValueError("a telegram target needs chat_id")
+        return self
+
+
 class MonitoringSettings(_Section):
-    "What each cycle's monitoring raises as alerts."
+    "What each cycle's monitoring raises as alerts, and where they are pushed."
 
     drawdown_warning: float = Field(0.10, gt=0, le=1)  # a warning from this drawdown on (risk.max_drawdown halts)
     stale_after_bars: int = Field(2, ge=1, le=1_000)  # newest closed candle older than this many bars: stale data
+    notify: tuple[NotifyTarget, ...] = ()  # webhooks and Telegram chats the alerts are pushed to
+    notify_flush_s: float = Field(
+        10.0, ge=0, le=600
+    )  # at the end of a run, wait at most this long for alerts still being pushed
 
 
 class GateSettings(_Section):

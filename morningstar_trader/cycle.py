@@ -5,12 +5,13 @@
 # %% ../nbs/12_cycle.ipynb #51782698
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
 import re
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,7 +36,7 @@ from morningstar_trader.kernel import (
     review_evidence,
     unreviewed_twin,
 )
-from .monitoring import Alert, MonitoringLog, Snapshot, assess
+from .monitoring import Alert, MonitoringLog, Notifier, Snapshot, assess
 from .portfolio import TERMINAL, PortfolioStore
 from .risk import MarketRules, RiskState
 from .rules import signal_model
@@ -49,8 +50,8 @@ _log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['CycleError', 'account_id', 'sibling_marks', 'account_start', 'sibling_view', 'CycleContext', 'build_context',
-           'CycleReport', 'sync_clock', 'warm_up', 'RecentCandles', 'refresh_alt', 'with_digest', 'run_cycle',
-           'risk_status', 'resume_trading']
+           'CycleReport', 'sync_clock', 'warm_up', 'RecentCandles', 'refresh_alt', 'with_digest', 'CycleAudit',
+           'run_cycle', 'risk_status', 'resume_trading']
 
 # %% ../nbs/12_cycle.ipynb #da68049e
 class CycleError(MorningstarError):
@@ -149,6 +150,7 @@ class CycleContext:
     clock_offset_ms: float | None = None  # exchange clock minus ours, measured by `sync_clock` ahead of the close
     twin: PortfolioStore | None = None  # the unreviewed twin's book, when a reviewer is on
     stream: object | None = None  # KlineStream (exchange.candles 'stream'), started by `_bars`
+    notifier: Notifier | None = None  # pushes each cycle's alerts (monitoring.notify)
 
     @property
     def kernel(self) -> Kernel:
@@ -196,7 +198,7 @@ def _check_mode(settings: Settings, secrets: Secrets, confirm_live: bool) -> Non
 def _venue(settings: Settings, secrets: Secrets, path, initial_cash: float, quote: str) -> tuple[PortfolioStore, Venue]:
     "The book and the venue of this mode: simulated fills on paper, the exchange through ccxt live."
     # imports ccxt: only where live trading is
-    from morningstar_trader.live_execution import LiveExecutor, LiveVenue, ShadowLog  # noqa: PLC0415
+    from morningstar_trader.live_execution import LiveExecutor, LiveVenue, ShadowLog, venue_stops  # noqa: PLC0415
 
     # imports ccxt (a second): only where an exchange is used
     from morningstar_trader.market_data import make_exchange  # noqa: PLC0415
@@ -221,7 +223,25 @@ def _venue(settings: Settings, secrets: Secrets, path, initial_cash: float, quot
         s.execution.limit_ttl_bars,
         shadow=ShadowLog(path) if s.live.shadow else None,
         siblings=siblings,
+        stops_at_venue=_stops_at_venue(s, venue_stops(trading, s.pairs)),
+        stop_limit_bps=s.live.stop_limit_bps,
     )
+
+
+def _stops_at_venue(s: Settings, able: tuple[str, ...]) -> bool:
+    "Whether stops rest at the exchange (`live.stops_at_venue` and a venue that takes them for every pair); said once."
+    if not s.live.stops_at_venue:
+        _log.warning("live.stops_at_venue is off: stops live in the bot only (a crossed level exits at the close)")
+        return False
+    if len(able) < len(s.pairs):
+        _log.warning(
+            "%s takes no stop-limit orders for %s: stops stay in the bot (a crossed level exits at the close)",
+            s.exchange.id,
+            sorted(set(s.pairs) - set(able)),
+        )
+        return False
+    _log.info("stops at the venue: each position's stop rests at %s as a stop-limit order", s.exchange.id)
+    return True
 
 
 def build_context(
@@ -262,6 +282,9 @@ def build_context(
             path.with_name(f"{settings.mode}-unreviewed.sqlite"), initial_cash=store.cash(), durable=False
         )
     )  # created with today's cash
+    notifier = Notifier(settings.monitoring.notify)  # a secret missing from the environment: refused here
+    if settings.monitoring.notify:  # what is still on its way when the run ends, within a bound
+        atexit.register(notifier.flush, settings.monitoring.notify_flush_s)
     return CycleContext(
         settings,
         run_id,
@@ -274,6 +297,7 @@ def build_context(
         venue,
         {p: MarketRules.from_ccxt(markets[p]) for p in settings.pairs},
         twin=twin,
+        notifier=notifier,
     )
 
 # %% ../nbs/12_cycle.ipynb #c378e8a2
@@ -288,6 +312,7 @@ class CycleReport:
     pairs: pd.DataFrame
     fills: list
     snapshot: Snapshot
+    audit: CycleAudit | None = None  # the run notebook's record of the cycle
 
 
 def sync_clock(ctx: CycleContext) -> float:
@@ -440,6 +465,11 @@ def _bars(ctx: CycleContext, now: pd.Timestamp) -> tuple[dict, dict, dict]:
                 raise MorningstarError(f"stale: the newest closed candle opened at {bars.end}")
             if len(bars) < min_bars:
                 raise MorningstarError(f"only {len(bars)} closed candles, {min_bars} needed")
+            if bars.end.value < last_ns:  # decided on its newest candle already: never twice on one bar
+                raise MorningstarError(
+                    f"no candle for the bar opening at {pd.Timestamp(last_ns, tz='UTC')} (the exchange has none): "
+                    "decided again at its next closed candle"
+                )
             out[pair] = bars
         except MorningstarError as e:
             errors[pair] = f"market data: {e}"
@@ -545,6 +575,42 @@ def with_digest(
         ctx.settings,
     )
 
+# %% ../nbs/12_cycle.ipynb #ba756f07
+@dataclass(frozen=True)
+class CycleAudit:
+    "One cycle's record: heads, reviews and digests per pair, orders touched, fills recorded, errors by stage."
+
+    predictions: pd.DataFrame  # pair, bar, one column per head
+    reviews: pd.DataFrame  # pair and the Review's fields
+    digests: dict  # pair -> the digest its review was shown
+    orders: pd.DataFrame  # the store's rows of every order created or updated in the cycle
+    fills: pd.DataFrame  # the fills recorded in the cycle
+    errors: pd.DataFrame  # pair, stage, error
+
+
+def _before(ctx: CycleContext) -> tuple[pd.Timestamp, set]:
+    "What the store held before the cycle: (now, the trade ids of its fills)."
+    return pd.Timestamp.now(tz="UTC"), set(ctx.store.fills()["trade_id"])
+
+
+def _audit(ctx: CycleContext, inputs: dict[str, PairInput], out: CloseOutcome, before: tuple) -> CycleAudit:
+    "The cycle's record from its inputs, its outcome and the store's changes since `before`."
+    since, known = before
+    preds = [{"pair": p, "bar": i.window.end, **i.pred} for p, i in inputs.items() if i.pred is not None]
+    reviews = [{"pair": p, **asdict(r)} for p, r in out.notes.reviews.items()]
+    orders = ctx.store.orders()
+    touched = pd.to_datetime(orders["updated_at"], utc=True, format="ISO8601") >= since
+    fills = ctx.store.fills()
+    errors = [{"pair": p, "stage": why.split(":")[0], "error": why} for p, why in out.notes.errors.items()]
+    return CycleAudit(
+        pd.DataFrame(preds),
+        pd.DataFrame(reviews),
+        {p: i.digest for p, i in inputs.items() if i.digest is not None},
+        orders[touched].reset_index(drop=True),
+        fills[~fills["trade_id"].isin(known)].reset_index(drop=True),
+        pd.DataFrame(errors, columns=["pair", "stage", "error"]),
+    )
+
 # %% ../nbs/12_cycle.ipynb #f7cb1c14
 def _limits(ctx: CycleContext) -> tuple[str | None, str | None]:
     """Live: reconcile store and venue; (why nothing may be sent, why no entry may be sent), None where allowed. Orders
@@ -559,6 +625,11 @@ def _limits(ctx: CycleContext) -> tuple[str | None, str | None]:
     return None, None
 
 
+def _bare(ctx: CycleContext) -> dict[str, str]:
+    "Live: the positions whose stop is not at the venue, with why (retried at the next close)."
+    return ctx.venue.unprotected() if hasattr(ctx.venue, "unprotected") else {}
+
+
 def _risk_state(ctx: CycleContext, now: pd.Timestamp) -> RiskState:
     saved = ctx.store.load_runtime("risk_state")
     return RiskState.from_json(saved) if saved else RiskState.start(ctx.store.cash(), now)
@@ -567,7 +638,7 @@ def _risk_state(ctx: CycleContext, now: pd.Timestamp) -> RiskState:
 def run_cycle(ctx: CycleContext, now: pd.Timestamp | None = None) -> CycleReport:
     "One paper or live cycle at `now` (default: the clock) for every configured pair."
     started, t0 = pd.Timestamp.now(tz="UTC"), time.perf_counter()
-    now = pd.Timestamp(now or started)
+    now, before = pd.Timestamp(now or started), _before(ctx)
     refusal, hold_entries = _limits(ctx)  # live: store and venue must agree first
     bars, errors, newest = _bars(ctx, now)  # a. market data
     at = max(b.end for b in bars.values()) + parse_timeframe(ctx.settings.timeframe) if bars else now
@@ -578,8 +649,12 @@ def run_cycle(ctx: CycleContext, now: pd.Timestamp | None = None) -> CycleReport
     with one_transaction(k):  # e.-g. the close (paper: one transaction)
         out = close_bar(k, inputs, at, _risk_state(ctx, now), refusal=refusal, hold_entries=hold_entries, t0=t0)
         ctx.store.save_runtime("risk_state", out.risk_state.to_json())
-    snapshot = _monitor(ctx, now, out, newest, refusal, (*alerts, *digest_alerts))  # h. monitoring
-    return CycleReport(max(newest.values(), default=None), started, pd.DataFrame(out.rows), out.fills, snapshot)
+    bare = [Alert("critical", "unprotected", f"no stop at the venue: {why}", p) for p, why in _bare(ctx).items()]
+    snapshot = _monitor(ctx, now, out, newest, refusal, (*alerts, *digest_alerts, *bare))  # h. monitoring
+    if ctx.notifier is not None:
+        ctx.notifier.send(snapshot.alerts, ctx.run_id)  # pushed from its own thread: the orders are out already
+    audit = _audit(ctx, inputs, out, before)  # the run notebook's record
+    return CycleReport(max(newest.values(), default=None), started, pd.DataFrame(out.rows), out.fills, snapshot, audit)
 
 
 def _monitor(
@@ -587,6 +662,11 @@ def _monitor(
 ) -> Snapshot:
     s, rs = ctx.settings, out.risk_state
     prices = ctx.store.load_runtime("last_close", {})
+    failed = {p: r.failure for p, r in out.notes.reviews.items() if getattr(r, "failure", None)}
+    outage = tuple(
+        Alert("warning", "llm_outage", f"the review failed, llm.failure_policy {s.llm.failure_policy}: {why}", p)
+        for p, why in failed.items()
+    )  # an outage that skips (or shrinks) entries is a warning, not a remark
     snapshot = assess(
         ctx.store.equity_bounds(),  # what the snapshot reads of the curve, whatever its length
         now=now,
@@ -598,13 +678,13 @@ def _monitor(
         ),
         newest_bars=newest,
         errors=out.notes.errors,
-        llm_alerts=out.notes.llm_alerts,
+        llm_alerts={p: a for p, a in out.notes.llm_alerts.items() if p not in failed},
         timeframe=s.timeframe,
         risk=s.risk,
         monitoring=s.monitoring,
         refusal=refusal,
         llm_stats=ctx.supervisor.record.stats() if ctx.supervisor.record else None,
-        extra=extra,
+        extra=(*extra, *outage),
     )
     ctx.monitor.add(snapshot)
     return snapshot

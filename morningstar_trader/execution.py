@@ -138,6 +138,7 @@ class Venue(Protocol):
     def settle(self, windows: dict[str, BarWindow]) -> list[Fill]: ...
     def exit(self, order: Order, *, bar: pd.Timestamp, price: float) -> tuple[str, list[Fill]]: ...
     def reconcile(self, pairs: tuple[str, ...]): ...
+    def protect(self, pairs: tuple[str, ...] | None = None) -> dict[str, str]: ...
 
 # %% ../nbs/10_execution.ipynb #6d718894
 class SimulatedVenue:
@@ -166,6 +167,10 @@ class SimulatedVenue:
 
     def reconcile(self, pairs: tuple[str, ...]) -> None:
         return None
+
+    def protect(self, pairs: tuple[str, ...] | None = None) -> dict[str, str]:
+        "Stops at the venue: the simulated venue exits at the stop inside the bar, as a resting stop would."
+        return {}
 
 # %% ../nbs/10_execution.ipynb #4341e58d
 def _decided_at(note: str) -> tuple[int, dict]:
@@ -224,7 +229,11 @@ def settle(self: SimulatedVenue, windows: dict[str, BarWindow]) -> list[Fill]:
 
 @patch
 def exit(self: SimulatedVenue, order: Order, *, bar: pd.Timestamp, price: float) -> tuple[str, list[Fill]]:
-    "A stop or target reached inside the candle opening at `bar`: filled at `price`, at the taker fee; (status, fills)."
+    """A stop or target reached inside the candle opening at `bar`, at `price` (its level, or the open when the candle
+    opened through it): a target fills there; a stop, the market order it becomes once reached, with slippage against
+    it; the taker fee; (status, fills)."""
+    if order.intent == "stop_loss":
+        price = self.costs.market_price(price, 1 if order.side == "buy" else -1)
     if self.book.add_order(order)[1]:
         self.book.set_status(order.client_order_id, "submitted")
     fill = Fill(

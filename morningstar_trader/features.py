@@ -315,6 +315,39 @@ class DataPreparation:
         return self.warm_up + self.settings.window
 
 # %% ../nbs/04_features.ipynb #71ca09aa
+def _bridge(
+    times: np.ndarray, ohlcv: np.ndarray, step_ns: int, max_gap: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The candles (open times in ns, (n, 5) OHLCV) with every gap of at most `max_gap` missing candles carried over:
+    each missing candle flat at the close before it, with no volume; (times, ohlcv, which rows are carried)."""
+    missing = np.diff(times) // step_ns - 1 if len(times) > 1 else np.zeros(0, np.int64)
+    short = (missing > 0) & (missing <= max_gap)
+    if not short.any():
+        return times, ohlcv, np.zeros(len(times), bool)
+    reps = np.ones(len(times), np.int64)
+    reps[:-1][short] += missing[short]
+    rows = np.repeat(np.arange(len(times)), reps)  # each carried row repeats the candle before its gap
+    offset = np.arange(len(rows)) - np.repeat(np.cumsum(reps) - reps, reps)
+    carried, out = offset > 0, ohlcv[rows].copy()
+    out[carried, :4], out[carried, 4] = out[carried, 3:4], 0.0
+    return times[rows] + offset * step_ns, out, carried
+
+
+def _bridged(bars: Bars, max_gap: int) -> tuple[Bars, np.ndarray]:
+    "`bars` with its short gaps carried over (`_bridge`), and which rows are carried."
+    f = bars.frame
+    times, ohlcv, carried = _bridge(
+        f.index.as_unit("ns").asi8,
+        f[list(BAR_COLUMNS)].to_numpy(np.float64),
+        parse_timeframe(bars.timeframe).value,
+        max_gap,
+    )
+    if not carried.any():
+        return bars, carried
+    index = pd.DatetimeIndex(times, tz="UTC", name=f.index.name)
+    return Bars(bars.exchange, bars.pair, bars.timeframe, pd.DataFrame(ohlcv, index, list(BAR_COLUMNS))), carried
+
+
 def _segments(bars: Bars, policy: str) -> np.ndarray:
     step = parse_timeframe(bars.timeframe)
     gaps = find_gaps(bars.frame.index, step)
@@ -325,7 +358,7 @@ def _segments(bars: Bars, policy: str) -> np.ndarray:
         )
     if not len(bars):
         return np.zeros(0, int)  # np.r_ below would give one segment id to no bars
-    return np.r_[0, np.cumsum(np.diff(bars.frame.index.asi8) > step.value)]
+    return np.r_[0, np.cumsum(np.diff(bars.frame.index.as_unit("ns").asi8) > step.value)]  # any unit of the index
 
 
 def _time_context(opens: pd.DatetimeIndex, step: pd.Timedelta) -> dict[str, np.ndarray]:
@@ -360,10 +393,12 @@ def _alt_context(prep: DataPreparation, bars: Bars, step: pd.Timedelta) -> tuple
 # %% ../nbs/04_features.ipynb #24140979
 @patch
 def frame(self: DataPreparation, bars: Bars) -> pd.DataFrame:
-    "Unscaled technical + context features for every bar past its warm-up, with its `segment`."
+    """Unscaled technical + context features for every bar past its warm-up, with its `segment` and whether it is
+    `carried` (a missing candle of a short gap, see `features.max_gap_bars`)."""
     if bars.timeframe != self.timeframe:
         raise FeatureError(f"{bars.pair}: bars are {bars.timeframe}, features expect {self.timeframe}")
     check_bars(bars)
+    bars, carried = _bridged(bars, self.settings.max_gap_bars)
     segment = _segments(bars, self.settings.gap_policy)
     arrays = {k: bars.frame[k].to_numpy(np.float64) for k in BAR_COLUMNS}
     cols = {name: np.full(len(bars), np.nan) for name in self.technical_names}
@@ -384,7 +419,7 @@ def frame(self: DataPreparation, bars: Bars) -> pd.DataFrame:
     keep = (position >= self.warm_up) & alt_ok  # before the first publication, or stale under refuse: nothing to use
     if not alt_ok.all():  # a refused stretch inside a segment splits it: no window spans rows that were dropped
         segment = pd.factorize(pd.Series(list(zip(segment, np.cumsum(~alt_ok)))))[0]
-    out = out[keep].assign(segment=segment[keep])
+    out = out[keep].assign(segment=segment[keep], carried=carried[keep])
     bad = ~np.isfinite(out[self.technical_names + self.context_names].to_numpy())
     if bad.any():
         r, c = np.argwhere(bad)[0]
@@ -397,7 +432,8 @@ def frame(self: DataPreparation, bars: Bars) -> pd.DataFrame:
 @patch
 def fit(self: DataPreparation, frames: list[pd.DataFrame]) -> DataPreparation:
     "A copy with the scaler fitted on `frames` (from `frame`, training range only)."
-    rows = pd.concat([f[self.technical_names + self.context_names] for f in frames])
+    names = self.technical_names + self.context_names
+    rows = pd.concat([f.loc[~f["carried"], names] if "carried" in f else f[names] for f in frames])
     if rows.empty:
         raise FeatureError("no training rows to fit the scaler on")
     return replace(self, scaler=RobustScaler().fit(rows))
@@ -421,18 +457,19 @@ def scale(self: DataPreparation, frame: pd.DataFrame) -> np.ndarray:
 # %% ../nbs/04_features.ipynb #9afc15e7
 @patch
 def windows(self: DataPreparation, pair: str, frame: pd.DataFrame) -> Features:
-    "One sample per bar with `window` rows of its own segment behind it."
+    "One sample per real (not carried) bar with `window` rows of its own segment behind it."
     scaled, w, nt = self.scale(frame), self.settings.window, len(self.technical_names)
     seg = frame["segment"].to_numpy()
+    carried = frame["carried"].to_numpy(bool) if "carried" in frame else np.zeros(len(frame), bool)
     tech, ctx, times = [], [], []
     for s in np.unique(seg):
         rows = np.flatnonzero(seg == s)
         if len(rows) < w:
             continue
-        part = scaled[rows]
-        tech.append(sliding_window_view(part[:, :nt], w, axis=0).transpose(0, 2, 1))
-        ctx.append(part[w - 1 :, nt:])
-        times.append(frame.index[rows[w - 1 :]])
+        part, real = scaled[rows], ~carried[rows[w - 1 :]]  # a carried bar is never decided on
+        tech.append(sliding_window_view(part[:, :nt], w, axis=0).transpose(0, 2, 1)[real])
+        ctx.append(part[w - 1 :, nt:][real])
+        times.append(frame.index[rows[w - 1 :]][real])
     if not tech:
         raise FeatureError(
             f"{pair}: too little history: a sample needs {self.min_bars} gap-free candles "
@@ -492,9 +529,11 @@ class Latest:
     indicators: np.ndarray  # (P, F) float64, unscaled, at the newest bar
 
 
-def _tail_start(times: np.ndarray, step_ns: int, policy: str, pair: str) -> int:
-    "Where the last gap-free stretch of `times` starts; a FeatureError for any gap under gap_policy 'error'."
-    at = np.flatnonzero(np.diff(times) != step_ns)
+def _tail_start(times: np.ndarray, step_ns: int, policy: str, pair: str, max_gap: int = 0) -> int:
+    """Where the last stretch of `times` without a gap longer than `max_gap` candles starts; a FeatureError for such a
+    gap under gap_policy 'error'."""
+    d = np.diff(times)
+    at = np.flatnonzero((d % step_ns != 0) | (d <= 0) | (d > (max_gap + 1) * step_ns))
     if len(at) and policy == "error":
         raise FeatureError(
             f"{pair}: {len(at)} gaps (first after {pd.Timestamp(int(times[at[0]]), tz='UTC')}) and "
@@ -516,7 +555,11 @@ def latest(self: DataPreparation, candles: dict[str, tuple[np.ndarray, np.ndarra
     done, tech, ends, errors = [], [], [], {}
     for pair, (times, ohlcv) in candles.items():
         try:
-            part = ohlcv[_tail_start(times, step.value, self.settings.gap_policy, pair) :]
+            start, max_gap = (
+                _tail_start(times, step.value, self.settings.gap_policy, pair, self.settings.max_gap_bars),
+                self.settings.max_gap_bars,
+            )
+            part = _bridge(times[start:], ohlcv[start:], step.value, max_gap)[1]  # short gaps carried, as `frame`
             if len(part) < need:
                 raise FeatureError(
                     f"{pair}: too little history: a sample needs {need} gap-free candles, "

@@ -30,9 +30,10 @@ _log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['NO_RULES', 'MARKET_LOOKBACK', 'bar_number', 'client_order_id', 'Kernel', 'PairInput', 'model_id', 'review_evidence',
-           'check_levels', 'mark', 'send', 'CloseNotes', 'Marked', 'decide_pair', 'ask_reviewer', 'review_pair',
-           'risk_check', 'account_hold', 'place', 'journal_pair', 'StageFailed', 'trade_pair', 'unreviewed_twin',
-           'twin_close', 'CloseOutcome', 'one_transaction', 'close_bar', 'predict_heads', 'attach_digest']
+           'in_flight', 'check_levels', 'mark', 'send', 'CloseNotes', 'Marked', 'decide_pair', 'ask_reviewer',
+           'review_pair', 'risk_check', 'account_hold', 'place', 'journal_pair', 'StageFailed', 'trade_pair',
+           'unreviewed_twin', 'twin_close', 'CloseOutcome', 'one_transaction', 'close_bar', 'predict_heads',
+           'attach_digest']
 
 # %% ../nbs/12_kernel.ipynb #85509f1c
 def bar_number(bar: pd.Timestamp, timeframe: str) -> int:
@@ -128,15 +129,20 @@ def _level_hit(k: Kernel, pos: Position, w: BarWindow, checked) -> tuple[pd.Time
     return None
 
 
+def in_flight(book) -> set[str]:
+    "Pairs with an order still open, a position's resting stop at the venue (intent `protect`) aside."
+    return {o["pair"] for o in book.open_orders() if o["intent"] != "protect"}
+
+
 def check_levels(k: Kernel, windows: dict[str, BarWindow], risk_state: RiskState) -> tuple[list[Fill], RiskState]:
     "Exit the positions whose stop or target was reached; the simulated fills and the risk state with any new cooldown."
     checked, again, fills = k.book.load_runtime("stops_checked_until", {}), set(), []
-    in_flight = {o["pair"] for o in k.book.open_orders()}
+    busy = in_flight(k.book)
     for pair, pos in k.book.positions().items():
         w = windows.get(pair)
         if w is None or _dust(k, pos, w.close):
             continue
-        if pair in in_flight:
+        if pair in busy:
             again.add(pair)
             continue
         hit = _level_hit(k, pos, w, checked.get(pair))
@@ -189,6 +195,7 @@ def send(k: Kernel, bar: pd.Timestamp, d: Decision, position: Position | None, c
         return ""
     if d.action == "adjust":
         k.book.set_levels(d.pair, d.stop_loss, d.take_profit)
+        k.venue.protect((d.pair,))  # live: the stop at the venue moves with it
         return ""
     cid = client_order_id(k.account, bar, d.pair, d.action)
     if d.action.startswith("open"):
@@ -548,14 +555,15 @@ def close_bar(
     with one_transaction(k):
         windows = {p: i.window for p, i in inputs.items() if i.window is not None}
         fills = k.venue.settle(windows)  # 1. earlier orders' fills
-        if refusal is None:  # 2. stops and targets
+        if refusal is None:  # 2. stops and targets; live: the others' stops at the venue
             exits, risk_state = check_levels(k, windows, risk_state)
             fills += exits
+            k.venue.protect()
         equity, positions, prices = mark(k, at, windows)  # 3. mark
         risk_state = update_state(risk_state, equity, at, k.settings.risk)  # 4. risk state
-        acct, in_flight = Marked(equity, positions, prices, risk_state), {o["pair"] for o in k.book.open_orders()}
+        acct, busy = Marked(equity, positions, prices, risk_state), in_flight(k.book)
         rows = [
-            _pair_row(k, pair, inp, acct, notes, t0, refusal, hold_entries, in_flight, baseline)  # 5. per pair
+            _pair_row(k, pair, inp, acct, notes, t0, refusal, hold_entries, busy, baseline)  # 5. per pair
             for pair, inp in inputs.items()
         ]
     return CloseOutcome(rows, fills, risk_state, equity, notes)

@@ -5,6 +5,7 @@
 # %% ../nbs/10a_live_execution.ipynb #0b29ae39
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import signal
@@ -21,13 +22,13 @@ from fastcore.basics import patch
 
 from .execution import BarWindow, FillCosts
 from .portfolio import TERMINAL, PortfolioStore
-from .types import Fill, MorningstarError, Order
+from .types import Fill, MorningstarError, Order, Position
 
 _log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['failpoint', 'create_outcome', 'LiveExecutionError', 'LiveExecutor', 'Reconciliation', 'Siblings', 'reconcile',
-           'ShadowLog', 'LiveVenue']
+           'ShadowLog', 'LiveVenue', 'protective_id', 'venue_stops']
 
 # %% ../nbs/10a_live_execution.ipynb #a7cdce53
 def failpoint(name: str) -> None:
@@ -79,8 +80,9 @@ class LiveExecutor:
 
 # %% ../nbs/10a_live_execution.ipynb #f8b72a3d
 @patch
-def place(self: LiveExecutor, order: Order) -> str:
-    "Commit the intent, send it once, record the outcome and the fills; its status."
+def place(self: LiveExecutor, order: Order, params: dict | None = None) -> str:
+    """Commit the intent, send it once, record the outcome and the fills; its status. `params`: the venue's extra
+    order parameters (a stop's `stopPrice`), given again on a retry."""
     failpoint("before_intent")
     known = self.store.order(order.client_order_id)
     if known is not None:  # committed before: a retry, a restart
@@ -88,7 +90,8 @@ def place(self: LiveExecutor, order: Order) -> str:
         if status != "unsent":
             return status
         return self._send(
-            Order(*(known[k] for k in ("client_order_id", "pair", "side", "amount", "type", "price", "intent")))
+            Order(*(known[k] for k in ("client_order_id", "pair", "side", "amount", "type", "price", "intent"))),
+            params,
         )
     order, problem = self._rounded(order)
     if not self.store.add_order(order)[1]:
@@ -98,7 +101,7 @@ def place(self: LiveExecutor, order: Order) -> str:
         self.store.set_status(order.client_order_id, "rejected", note=problem[:500])
         _log.warning("order %s rejected before sending: %s", order.client_order_id, problem)
         return "rejected"
-    return self._send(order)
+    return self._send(order, params)
 
 
 @patch
@@ -109,7 +112,7 @@ def _rounded(self: LiveExecutor, order: Order) -> tuple[Order, str | None]:
         order = replace(
             order,
             amount=float(ex.amount_to_precision(order.pair, order.amount)),
-            price=float(ex.price_to_precision(order.pair, order.price)) if order.type == "limit" else None,
+            price=float(ex.price_to_precision(order.pair, order.price)) if order.type != "market" else None,
         )
     except (ccxt.InvalidOrder, ValueError) as e:
         return order, str(e)  # e.g. less than one step of the market
@@ -124,12 +127,12 @@ def _rounded(self: LiveExecutor, order: Order) -> tuple[Order, str | None]:
 
 
 @patch
-def _send(self: LiveExecutor, order: Order) -> str:
+def _send(self: LiveExecutor, order: Order, params: dict | None = None) -> str:
     cid = order.client_order_id
     self.store.note_send_attempt(cid)
     try:
         reply = self.exchange.create_order(
-            order.pair, order.type, order.side, order.amount, order.price, {"newClientOrderId": cid}
+            order.pair, order.type, order.side, order.amount, order.price, {**(params or {}), "newClientOrderId": cid}
         )
     except Exception as e:
         outcome = create_outcome(e)
@@ -318,8 +321,8 @@ class Siblings:
 # %% ../nbs/10a_live_execution.ipynb #40fee773
 def _rests(row) -> bool:
     """A limit entry rests by design: its life is `execution.limit_ttl_bars` candles (`LiveVenue`), not
-    `order_timeout_s`."""
-    return row.type == "limit" and row.intent == "open"
+    `order_timeout_s`; so does a position's stop at the venue (`intent` protect), for as long as the position."""
+    return (row.type == "limit" and row.intent == "open") or row.intent == "protect"
 
 
 def _resolve_open(executor: LiveExecutor, rows: pd.DataFrame, keep_unsent: frozenset[str]) -> tuple[dict, list]:
@@ -526,6 +529,8 @@ class LiveVenue:
         limit_ttl_bars: int = 1,
         shadow: ShadowLog | None = None,
         siblings: Callable[[], Siblings] | None = None,
+        stops_at_venue: bool = False,
+        stop_limit_bps: float = 50.0,
     ):
         self.executor, self.store, self.costs, self.shadow, self.siblings = (
             executor,
@@ -535,6 +540,8 @@ class LiveVenue:
             siblings,
         )
         self.step, self.ttl = pd.Timedelta(timeframe), limit_ttl_bars
+        # stops_at_venue: each position's stop rests at the exchange as a stop-limit order this far beyond its stop
+        self.stops_at_venue, self.stop_limit_bps = stops_at_venue, stop_limit_bps
 
     def place(
         self,
@@ -544,7 +551,8 @@ class LiveVenue:
         stop_loss: float | None = None,
         take_profit: float | None = None,
     ) -> str:
-        "Send `order` (its levels kept first, for when it fills); its status."
+        """Send `order` (its levels kept first, for when it fills; an exit once the pair's stop at the venue is
+        cancelled); its status. A filled entry gets its stop at the venue at once."""
         if self.shadow is not None:
             self.shadow.expect(order.client_order_id, order.pair, order.side, decided_at)
         if order.intent == "open":
@@ -557,14 +565,23 @@ class LiveVenue:
                 "limit": order.type == "limit",
             }
             self.store.save_runtime("entry_levels", levels)
+        else:
+            order, why = self._clear_stop(order)
+            if order is None:
+                return why
         status = self.executor.place(order)
         self._apply_levels()
+        if order.intent == "open":
+            failpoint("after_entry")  # the crash tests: a position the venue holds, its stop not sent yet
+            self.protect((order.pair,))
         return status
 
     def exit(self, order: Order, *, bar: pd.Timestamp, price: float) -> tuple[str, list[Fill]]:
-        "A stop or target: a market order now (a failure is retried at the next close); (status, no simulated fills)."
+        """A stop or target: a market order now, once the pair's stop at the venue is cancelled (a failure is retried
+        at the next close); (status, no simulated fills)."""
         try:
-            return self.executor.place(order), []
+            order, why = self._clear_stop(order)
+            return (self.executor.place(order) if order is not None else why), []
         except ccxt.BaseError as e:
             return f"{type(e).__name__}: {e}", []
 
@@ -609,6 +626,122 @@ def _cancel_expired(self: LiveVenue, windows: dict[str, BarWindow]) -> None:
         if w.end >= pd.Timestamp(lv["decided_at"]) + self.ttl * self.step:
             _log.info("limit entry %s on %s unfilled after %d candles: cancelled", lv["order"], pair, self.ttl)
             self.executor.cancel(lv["order"])
+
+# %% ../nbs/10a_live_execution.ipynb #2602de2b
+def protective_id(entry: str, n: int) -> str:
+    "Client id of the `n`-th stop at the venue of the position entered by order `entry`: derived, ≤ 36 characters."
+    return "ms-" + hashlib.sha256(f"{entry}|protect|{n}".encode()).hexdigest()[:32]
+
+
+def venue_stops(exchange, pairs: tuple[str, ...]) -> tuple[str, ...]:
+    "The pairs whose spot market takes stop-limit orders (`STOP_LOSS_LIMIT` among Binance's order types)."
+    return tuple(
+        p
+        for p in pairs
+        if exchange.market(p).get("spot") and "STOP_LOSS_LIMIT" in (exchange.market(p)["info"].get("orderTypes") or [])
+    )
+
+# %% ../nbs/10a_live_execution.ipynb #0275e35f
+@patch
+def _stops(self: LiveVenue, pair: str) -> list[dict]:
+    "The pair's stop orders that are not final (one at most, by construction)."
+    return [o for o in self.store.open_orders() if o["pair"] == pair and o["intent"] == "protect"]
+
+
+@patch
+def _unprotect(self: LiveVenue, pair: str) -> bool:
+    "Cancel the pair's stops at the venue (each cancel re-checks: it may have filled); whether none is left open."
+    return all(self.executor.cancel(o["client_order_id"]) in TERMINAL for o in self._stops(pair))
+
+
+@patch
+def _clear_stop(self: LiveVenue, order: Order) -> tuple[Order | None, str]:
+    """Exit `order` once the pair's stop at the venue is cancelled (Binance locks what a stop would sell), sized to what
+    is still held; (None, why) when it must not go out now."""
+    if not self._stops(order.pair):
+        return order, ""
+    if not self._unprotect(order.pair):
+        return None, "the stop at the venue is not cancelled yet"
+    pos = self.store.positions().get(order.pair)
+    if pos is None:
+        return None, "filled"  # the venue's stop closed the position first
+    return replace(order, amount=min(order.amount, pos.size)), ""
+
+# %% ../nbs/10a_live_execution.ipynb #31b2468d
+@patch
+def _place_stop(self: LiveVenue, pos: Position, stop: float, amount: float) -> str | None:
+    "Send a new stop for `pos`; why the venue refused it, or None."
+    orders, pair = self.store.orders(), pos.pair
+    entries = orders[(orders["pair"] == pair) & (orders["intent"] == "open") & (orders["filled"] > 0)]
+    n = int(((orders["pair"] == pair) & (orders["intent"] == "protect")).sum())
+    cid = protective_id(entries["client_order_id"].iloc[-1] if len(entries) else pair, n)
+    kept = self.store.load_runtime("protective", {})
+    self.store.save_runtime("protective", {**kept, cid: stop})  # the stop price, beside the intent
+    limit = stop * (1 - pos.sign * self.stop_limit_bps / 10_000)
+    side = "sell" if pos.sign > 0 else "buy"
+    status = self.executor.place(
+        Order(cid, pair, side, amount, "stop_loss_limit", limit, intent="protect"), {"stopPrice": stop}
+    )
+    if status == "rejected":
+        return f"the venue refused the stop at {stop:g}: {self.store.order(cid)['note']}"
+    return None
+
+
+@patch
+def _protect_one(self: LiveVenue, pos: Position) -> str | None:
+    "Place the stop of `pos` at the venue, or move it (cancel, then replace); why the position is bare, or None."
+    ex, pair = self.executor.exchange, pos.pair
+    standing = self._stops(pair)
+    if pos.stop_loss is None:
+        return None if self._unprotect(pair) else "a stop no longer wanted is not cancelled yet"
+    stop = float(ex.price_to_precision(pair, pos.stop_loss))
+    amount = float(ex.amount_to_precision(pair, pos.size))
+    kept, side = self.store.load_runtime("protective", {}), "sell" if pos.sign > 0 else "buy"
+    if [(kept.get(o["client_order_id"]), o["amount"], o["side"]) for o in standing] == [(stop, amount, side)]:
+        return None  # at the venue as wanted
+    if standing:
+        if not self._unprotect(pair):
+            return "the stop at the venue could not be moved yet (its cancel is not confirmed)"
+        pos = self.store.positions().get(pair)  # the old stop may have filled meanwhile
+        if pos is None:
+            return None
+        amount = float(ex.amount_to_precision(pair, pos.size))
+    return self._place_stop(pos, stop, amount)
+
+# %% ../nbs/10a_live_execution.ipynb #a2cbd2b1
+@patch
+def protect(self: LiveVenue, pairs: tuple[str, ...] | None = None) -> dict[str, str]:
+    """Put each held position's stop at the venue, or move it when the stop or the size changed; cancel the stops of
+    positions that are gone. Pairs with an entry or exit still open wait for it. Why each position is bare (kept in
+    the store under `unprotected` for the cycle's alert); called again at every close, so a refused stop is retried."""
+    if not self.stops_at_venue:
+        return {}
+    positions = self.store.positions()
+    busy = {o["pair"] for o in self.store.open_orders() if o["intent"] != "protect"}
+    stops = {o["pair"] for o in self.store.open_orders() if o["intent"] == "protect"}
+    bare = {p: why for p, why in self.unprotected().items() if p in positions}
+    for pair in sorted((set(positions) | stops) - busy):
+        if pairs is not None and pair not in pairs:
+            continue
+        try:
+            why = self._protect_one(positions[pair]) if pair in positions else None
+            if pair not in positions:
+                self._unprotect(pair)  # its position is gone: no orphan stop
+        except (ccxt.BaseError, MorningstarError) as e:
+            why = f"{type(e).__name__}: {e}"[:300]
+        if why:
+            bare[pair] = why
+            _log.error("%s has no stop at the venue: %s (tried again at the next close)", pair, why)
+        else:
+            bare.pop(pair, None)
+    self.store.save_runtime("unprotected", bare)
+    return bare
+
+
+@patch
+def unprotected(self: LiveVenue) -> dict[str, str]:
+    "The positions whose stop is not at the venue, with why (empty without `stops_at_venue`)."
+    return self.store.load_runtime("unprotected", {}) if self.stops_at_venue else {}
 
 # %% ../nbs/10a_live_execution.ipynb #925e1030
 @patch

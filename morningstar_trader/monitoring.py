@@ -7,20 +7,26 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import queue
 import sqlite3
+import threading
+import time
 from contextlib import closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import httpx
 import pandas as pd
+from fastcore.basics import patch
 
-from .config import MonitoringSettings, RiskSettings
-from .types import parse_timeframe
+from .config import MonitoringSettings, NotifyTarget, RiskSettings
+from .types import MorningstarError, parse_timeframe
 
 _log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['Alert', 'Snapshot', 'assess', 'MonitoringLog']
+__all__ = ['Alert', 'Snapshot', 'assess', 'MonitoringLog', 'NotifyError', 'Notifier']
 
 # %% ../nbs/11_monitoring.ipynb #185c65ee
 @dataclass(frozen=True)
@@ -146,3 +152,107 @@ class MonitoringLog:
             df = pd.read_sql("SELECT * FROM monitoring ORDER BY time", db)
         df["alerts"], df["llm"] = df["alerts"].map(json.loads), df["llm"].map(json.loads)
         return df.set_index(pd.to_datetime(df.pop("time"), utc=True, format="ISO8601"))
+
+# %% ../nbs/11_monitoring.ipynb #bc030953
+class NotifyError(MorningstarError):
+    "A `monitoring.notify` target cannot be used (its secret is not in the environment)."
+
+
+def _text(alert: Alert, run: str) -> str:
+    pair = f" {alert.pair}" if alert.pair else ""
+    return f"[{alert.level}] {alert.kind}{pair}: {alert.message}" + (f" (run {run})" if run else "")
+
+
+def _route(i: int, t: NotifyTarget, env) -> tuple[str, callable]:
+    "(URL, payload of one alert) of target `i`; secrets read from `env`."
+    if t.kind == "webhook":
+        url = t.url or env.get(t.url_env)
+        if not url:
+            raise NotifyError(f"monitoring.notify[{i}]: the webhook URL is not in the environment variable {t.url_env}")
+        body = lambda a, run: {  # noqa: E731
+            "text": _text(a, run),
+            "level": a.level,
+            "kind": a.kind,
+            "pair": a.pair,
+            "message": a.message,
+            "run": run,
+        }
+        return url, body
+    token = env.get(t.token_env)
+    if not token:
+        raise NotifyError(
+            f"monitoring.notify[{i}]: the Telegram bot token is not in the environment variable {t.token_env}"
+        )
+    return f"{t.api_url.rstrip('/')}/bot{token}/sendMessage", lambda a, run: {
+        "chat_id": t.chat_id,
+        "text": _text(a, run),
+    }
+
+# %% ../nbs/11_monitoring.ipynb #0eb89e50
+class Notifier:
+    "Pushes alerts to the `monitoring.notify` targets from a thread of its own: `send` never waits for the network."
+
+    def __init__(self, targets: tuple[NotifyTarget, ...], env=None, *, pause_s: float = 0.5):
+        env = os.environ if env is None else env
+        self.targets, self.pause_s = targets, pause_s
+        self._routes = [_route(i, t, env) for i, t in enumerate(targets)]
+        self._queue, self._thread = queue.Queue(), None
+        self.delivered, self.failed = [], []  # (target number, alert)
+
+    def send(self, alerts, run: str = "") -> int:
+        "Queue each alert for the targets whose levels include it; returns at once, with how many pushes it queued."
+        n = 0
+        for i, (t, (url, body)) in enumerate(zip(self.targets, self._routes)):
+            for a in alerts:
+                if a.level in t.levels:
+                    self._queue.put((i, a, url, body(a, run)))
+                    n += 1
+        if n and self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="notify", daemon=True)
+            self._thread.start()
+        return n
+
+    def flush(self, timeout_s: float) -> bool:
+        "Wait at most `timeout_s` for the queued pushes; whether all were handled (delivered or given up)."
+        deadline = time.monotonic() + timeout_s
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return not self._queue.unfinished_tasks
+
+# %% ../nbs/11_monitoring.ipynb #d74e918d
+def _retry_after(r: httpx.Response) -> float:
+    try:
+        return min(float(r.headers.get("Retry-After", 0)), 60.0)
+    except ValueError:
+        return 0.0
+
+
+@patch
+def _work(self: Notifier) -> None:
+    with httpx.Client() as client:
+        while True:
+            item = self._queue.get()
+            try:
+                self._deliver(client, *item)
+            finally:
+                self._queue.task_done()
+
+
+@patch
+def _deliver(self: Notifier, client: httpx.Client, i: int, alert: Alert, url: str, payload: dict) -> None:
+    "One push, tried `attempts` times; logged without the URL (it may hold a token)."
+    t = self.targets[i]
+    for attempt in range(1, t.attempts + 1):
+        wait = 0.0
+        try:
+            r = client.post(url, json=payload, timeout=t.timeout_s)
+            if r.status_code < 300:
+                self.delivered.append((i, alert))
+                return
+            why, wait = f"HTTP {r.status_code}", _retry_after(r)
+        except httpx.HTTPError as e:
+            why = type(e).__name__
+        _log.warning("notify[%d] (%s): attempt %d of %d failed: %s", i, t.kind, attempt, t.attempts, why)
+        if attempt < t.attempts:
+            time.sleep(max(wait, self.pause_s * 2 ** (attempt - 1)))
+    self.failed.append((i, alert))

@@ -348,7 +348,7 @@ def clamp(
     sl, tp = (
         _clamp_level(name, getattr(reply, name), proposal, floor[name], alerts) for name in ("stop_loss", "take_profit")
     )
-    if (g := exit_size_factor(proposal, sl, tp, slippage)) < 1:
+    if (g := min(max(exit_size_factor(proposal, sl, tp, slippage), 0.0), 1.0)) < 1:  # a multiplier stays in [0, 1]
         alerts.append(
             f"size x{g:.4f} for the moved exit: the round trip's traded value stays within the unreviewed one's"
         )

@@ -361,28 +361,29 @@ def _fit_exposure(net, train: Samples, val: Samples, scale: dict, settings: Sett
 
 # %% ../nbs/06_training.ipynb #9c07b608
 def _fit_other_heads(net, train: Samples, val: Samples, scale: dict, settings: Settings, verbose: int, aux: dict):
-    "`net` with its heads other than the position fitted to convergence on frozen shared layers."
+    """`net` with its heads other than the position fitted to convergence on frozen shared layers: what the heads read
+    is computed once, then only their own layers are trained on it (seconds, where the whole network would take
+    minutes per epoch)."""
     from morningstar_trader.model import keras  # noqa: PLC0415 (TensorFlow, loaded quietly by model.py)
 
     t, heads = settings.training, [h for h in settings.model.heads if h != "signal"]
     if not heads:
         return net
-    frozen = [layer for layer in net.layers if layer.name not in heads]
-    for layer in frozen:
-        layer.trainable = False
-    sub = keras.Model(net.input, {h: net.output[h] for h in heads})
-    sub.compile(optimizer=keras.optimizers.Adam(t.learning_rate), loss={h: aux[h] for h in heads})
-    sub.fit(
-        train.inputs,
+    reads = {h: net.get_layer(h).input for h in heads}  # the shared layer, or it joined with the newest bar
+    tensors = {str(id(x)): x for x in reads.values()}
+    encoder = keras.Model(net.input, tensors)
+    inputs = {k: keras.Input(tuple(x.shape[1:])) for k, x in tensors.items()}
+    only_heads = keras.Model(inputs, {h: net.get_layer(h)(inputs[str(id(reads[h]))]) for h in heads})
+    only_heads.compile(optimizer=keras.optimizers.Adam(t.learning_rate), loss={h: aux[h] for h in heads})
+    only_heads.fit(
+        encoder.predict(train.inputs, batch_size=4096, verbose=0),
         _targets(train.labels, heads, scale),
         batch_size=t.batch_size,
         epochs=t.epochs,
-        validation_data=(val.inputs, _targets(val.labels, heads, scale)),
+        validation_data=(encoder.predict(val.inputs, batch_size=4096, verbose=0), _targets(val.labels, heads, scale)),
         verbose=verbose,
         callbacks=[keras.callbacks.EarlyStopping(patience=t.patience, restore_best_weights=True)],
     )
-    for layer in frozen:
-        layer.trainable = True
     return net
 
 # %% ../nbs/06_training.ipynb #7e15b5c7

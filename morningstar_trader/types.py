@@ -169,6 +169,8 @@ class TradeProposal:
             raise ValueError(f"side must be 'long' or 'short', got {self.side!r}")
         if not (self.size > 0 and self.entry_price > 0):
             raise ValueError("size and entry_price must be positive")
+        if not (self.stop_loss > 0 and self.take_profit > 0):
+            raise ValueError(f"stop {self.stop_loss:g} / target {self.take_profit:g}: a level at or below zero")
         if not (sign * (self.entry_price - self.stop_loss) > 0 and sign * (self.take_profit - self.entry_price) > 0):
             raise ValueError(
                 f"{self.side}: the stop must be on the losing side of the entry and the target on the winning side"

@@ -15,6 +15,13 @@ The account (balances, orders, trades) lives in `LocalExchange.account` and surv
 open of the candle forming at the server's `now` (the first price after the close); limit orders
 fill when marketable at that price, else rest until `fill_open` or a cancel. Fees are 0.1 %, in the
 quote asset.
+
+Stop orders (`STOP_LOSS_LIMIT`) behave as on Binance spot: a stop price on the wrong side of the market (a sell stop
+at or above it, a buy stop at or below it) is refused with -2010; an open stop locks what it would sell (a second
+sell of the same coins is -2010 insufficient balance); it triggers when a candle that opened after it was placed
+reaches the stop (at that candle's open when it opens through the stop), and then trades as a limit order at its
+price: filled at the trigger price when that is at or better than the limit, else resting until the market comes
+back. The server checks its stops before each signed request and on `trigger_stops()`.
 """
 
 from __future__ import annotations
@@ -92,6 +99,8 @@ class _Order:
     executed: float = 0.0
     quote: float = 0.0
     update: int = 0
+    stop: float | None = None  # STOP_LOSS_LIMIT: the stop price
+    triggered: bool = False  # a stop that was reached: now a limit order at `price`
 
 
 @dataclass
@@ -266,6 +275,7 @@ class LocalExchange(LoopbackServer):
                 return 200, endpoint(self, query)
             self._authenticate(query, api_key)
             with self._lock:
+                self._trigger_stops()
                 return 200, private(self, query)
         except _ApiError as e:
             return e.status, {"code": e.code, "msg": e.msg}
@@ -286,7 +296,7 @@ class LocalExchange(LoopbackServer):
         market = self._markets[symbol.replace("/", "")]
         return market.candles[self._last_index(market, self._now())][0]
 
-    def _trade(self, order: _Order, qty: float, price: float) -> None:
+    def _trade(self, order: _Order, qty: float, price: float, when: int | None = None) -> None:
         m = self._markets[order.symbol]
         sign = 1 if order.side == "BUY" else -1
         fee = qty * price * FEE
@@ -296,7 +306,7 @@ class LocalExchange(LoopbackServer):
         order.executed += qty
         order.quote += qty * price
         order.status = "FILLED" if order.executed >= order.qty * (1 - 1e-12) else "PARTIALLY_FILLED"
-        order.update = self._now()
+        order.update = self._now() if when is None else when
         self.account.trades.append(
             {
                 "symbol": order.symbol,
@@ -308,9 +318,9 @@ class LocalExchange(LoopbackServer):
                 "quoteQty": _num(qty * price),
                 "commission": _num(fee),
                 "commissionAsset": m.quote,
-                "time": self._now(),
+                "time": order.update,
                 "isBuyer": order.side == "BUY",
-                "isMaker": order.type == "LIMIT",
+                "isMaker": order.type != "MARKET",
                 "isBestMatch": True,
             }
         )
@@ -331,7 +341,9 @@ class LocalExchange(LoopbackServer):
         with self._lock:
             for o in list(self.account.orders.values()):
                 if o.status in ("NEW", "PARTIALLY_FILLED") and client_id in (None, o.client_id):
-                    if o.type == "LIMIT":
+                    if o.stop is not None and not o.triggered:
+                        continue  # a stop waits for its price
+                    if o.type != "MARKET":
                         self._trade(o, o.qty - o.executed, o.price)
                     else:
                         self._fill(o)
@@ -339,13 +351,14 @@ class LocalExchange(LoopbackServer):
     def _new_order(self, q: dict[str, str]) -> dict[str, Any]:
         m = self._market(q)
         side, kind = q.get("side", ""), q.get("type", "")
-        if side not in ("BUY", "SELL") or kind not in ("MARKET", "LIMIT"):
+        if side not in ("BUY", "SELL") or kind not in ("MARKET", "LIMIT", "STOP_LOSS_LIMIT"):
             raise _ApiError(
                 400, -1102, "Mandatory parameter 'side' or 'type' was not sent, was empty/null, or malformed."
             )
         try:
             qty = float(q["quantity"])
-            price = float(q["price"]) if kind == "LIMIT" else None
+            price = float(q["price"]) if kind != "MARKET" else None
+            stop = float(q["stopPrice"]) if kind == "STOP_LOSS_LIMIT" else None
         except (KeyError, ValueError):
             raise _ApiError(
                 400, -1102, "Mandatory parameter 'quantity' was not sent, was empty/null, or malformed."
@@ -357,14 +370,27 @@ class LocalExchange(LoopbackServer):
         cost = qty * (price or self.price_now(m.id))
         if cost < 5:
             raise _ApiError(400, -1013, "Filter failure: NOTIONAL")
+        if stop is not None and (stop >= self.price_now(m.id)) == (side == "SELL"):
+            raise _ApiError(400, -2010, "Stop price would trigger immediately.")
         need = (m.quote, cost * (1 + FEE)) if side == "BUY" else (m.base, qty)
-        if self.account.balances.get(need[0], 0.0) < need[1] - 1e-12:
+        if self.account.balances.get(need[0], 0.0) - self._locked().get(need[0], 0.0) < need[1] - 1e-12:
             raise _ApiError(400, -2010, "Account has insufficient balance for requested action.")
         order = _Order(
-            len(self.account.orders) + 1, client_id, m.id, side, kind, qty, price, self._now(), update=self._now()
+            len(self.account.orders) + 1,
+            client_id,
+            m.id,
+            side,
+            kind,
+            qty,
+            price,
+            self._now(),
+            update=self._now(),
+            stop=stop,
         )
         self.account.orders[order.id] = order
-        if self.account.partial_next:
+        if stop is not None:
+            pass  # a stop rests until its price is reached
+        elif self.account.partial_next:
             self.account.partial_next -= 1
             self._fill(order, limit_qty=float(f"{qty * 0.4:.8f}"))
         elif self.account.split_next:
@@ -427,7 +453,8 @@ class LocalExchange(LoopbackServer):
         symbol, order_id = self._market(q).id, _int_param(q, "orderId")
         return [t for t in self.account.trades if t["symbol"] == symbol and order_id in (None, t["orderId"])]
 
-    def _balances(self, q: dict[str, str]) -> dict[str, Any]:
+    def _locked(self) -> dict[str, float]:
+        "What the open orders lock, by asset: a buy its quote, a sell (a stop included) its base."
         locked: dict[str, float] = {}
         for o in self.account.orders.values():
             if o.status in ("NEW", "PARTIALLY_FILLED"):
@@ -435,6 +462,43 @@ class LocalExchange(LoopbackServer):
                 left = o.qty - o.executed
                 asset, amount = (m.quote, left * (o.price or 0.0)) if o.side == "BUY" else (m.base, left)
                 locked[asset] = locked.get(asset, 0.0) + amount
+        return locked
+
+    def trigger_stops(self) -> None:
+        "Trigger (and fill, where the limit allows) the stops the candles up to `now` reached."
+        with self._lock:
+            self._trigger_stops()
+
+    def _path(self, market: _Market, since: int) -> list[tuple[int, float, float]]:
+        """(time, low, high) of the prices after the candle forming at `since`, up to `now`: each closed candle's open,
+        then its range; the forming candle's open only."""
+        now, out = self._now(), []
+        first, last = bisect_right(market.opens, since), bisect_right(market.opens, now)
+        for i in range(first, last):
+            o, h, lo, _, _ = market.candles[i]
+            out.append((market.opens[i], o, o))
+            if market.opens[i] + self._tf_ms <= now:
+                out.append((market.opens[i] + self._tf_ms // 2, lo, h))
+        return out
+
+    def _trigger_stops(self) -> None:
+        for o in self.account.orders.values():
+            if o.stop is None or o.status not in ("NEW", "PARTIALLY_FILLED"):
+                continue
+            sell = o.side == "SELL"
+            for when, lo, hi in self._path(self._markets[o.symbol], o.time):
+                if not o.triggered and (lo <= o.stop if sell else hi >= o.stop):
+                    o.triggered, o.update = True, when
+                    hit = min(hi, o.stop) if sell else max(lo, o.stop)  # through the stop at the open: the open
+                    if (hit >= o.price) if sell else (hit <= o.price):
+                        self._trade(o, o.qty - o.executed, hit, when)
+                        break
+                elif o.triggered and when > o.update and ((hi >= o.price) if sell else (lo <= o.price)):
+                    self._trade(o, o.qty - o.executed, o.price, when)  # the market came back to the limit
+                    break
+
+    def _balances(self, q: dict[str, str]) -> dict[str, Any]:
+        locked = self._locked()
         return {
             "makerCommission": 10,
             "takerCommission": 10,
@@ -467,7 +531,7 @@ class LocalExchange(LoopbackServer):
             "timeInForce": "GTC",
             "type": o.type,
             "side": o.side,
-            "stopPrice": "0.00000000",
+            "stopPrice": _dec(o.stop or 0.0),
             "icebergQty": "0.00000000",
             "time": o.time,
             "updateTime": o.update,

@@ -141,9 +141,12 @@ def test_live_cycles_trade_through_the_venue_and_refuse_when_it_disagrees(world,
         report = run_cycle(ctx, now)
         assert "refused" not in {a.kind for a in report.snapshot.alerts}, report.snapshot.alerts
     sent = list(server.account.orders.values())[before:]
-    assert sent and all(o.status == "FILLED" for o in sent)
+    trades = [o for o in sent if o.type != "STOP_LOSS_LIMIT"]  # entries and exits; the others: stops at the venue
+    assert trades and all(o.status == "FILLED" for o in trades)
     assert {o.client_id for o in sent} == set(ctx.store.orders()["client_order_id"])  # one venue order per intent
     positions = ctx.store.positions()
+    resting = sorted(f"{o.symbol[:3]}/USDT" for o in sent if o.type == "STOP_LOSS_LIMIT" and o.status == "NEW")
+    assert resting == sorted(positions)  # each held position's stop rests at the venue, once; moved ones cancelled
     for pair in ("BTC/USDT", "ETH/USDT"):
         held = positions[pair].size if pair in positions else 0.0
         assert server.account.balances.get(pair.split("/")[0], 0.0) == pytest.approx(held, abs=1e-12)

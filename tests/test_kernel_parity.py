@@ -47,7 +47,7 @@ def world(tmp_path_factory):
 
 def _paper(root, data, settings, state: str, llm: dict) -> tuple:
     """CYCLES paper cycles through ccxt, the exchange's clock half-way into each bar; (context, settings)."""
-    index = data["BTC/USDT"].index
+    index = data["BTC/USDT"].index.union(data["ETH/USDT"].index)
     with LocalExchange(data, "1h", now_ms=int(index[FIRST - 1].timestamp() * 1000) + HOUR_MS // 2) as server:
         s = Settings(
             **{
@@ -74,8 +74,9 @@ def _paper(root, data, settings, state: str, llm: dict) -> tuple:
 
 
 def _backtest(ctx, s, data, supervisor, path):
-    last = FIRST + CYCLES - 2  # the bar the last paper cycle decided on
-    frames = {p: df.iloc[: last + 1] for p, df in data.items()}
+    index = data["BTC/USDT"].index.union(data["ETH/USDT"].index)
+    last = index[FIRST + CYCLES - 2]  # the bar the last paper cycle decided on
+    frames = {p: df.loc[:last] for p, df in data.items()}
     store = PortfolioStore(path, initial_cash=10_000.0)
     res = run_kernel_backtest(
         frames,
@@ -85,7 +86,7 @@ def _backtest(ctx, s, data, supervisor, path):
         store=store,
         markets=ctx.markets,
         account=ctx.account,
-        start=data["BTC/USDT"].index[FIRST - 1],
+        start=index[FIRST - 1],
         cash=10_000.0,
     )
     return res, store
@@ -116,10 +117,12 @@ def _decisions(rows) -> pd.DataFrame:
     ).sort_values(["time", "pair"], ignore_index=True)
 
 
-def _assert_same_run(ctx, res, store):
+def _assert_same_run(ctx, res, store, missing: int = 0):
     paper, bt = _decisions(ctx.store.journal_rows()), _decisions(store.journal_rows())
     reasons = pd.Series([r["reasons"][0] for r in ctx.store.journal_rows()]).str.replace(r"[\d.]+", "#", regex=True)
-    assert len(paper) == 2 * CYCLES and (paper["action"] != "hold").sum() >= 10, reasons.value_counts()  # it did trade
+    assert len(paper) == 2 * CYCLES - missing and (paper["action"] != "hold").sum() >= 10, (
+        reasons.value_counts()
+    )  # it did trade
     pd.testing.assert_frame_equal(
         paper.drop(columns=["size", "stop_loss", "take_profit"]),
         bt.drop(columns=["size", "stop_loss", "take_profit"]),
@@ -146,13 +149,10 @@ def _assert_same_run(ctx, res, store):
     pd.testing.assert_frame_equal(
         pf.drop(columns=["amount", "fee", "realized_pnl"]), bf.drop(columns=["amount", "fee", "realized_pnl"])
     )
-    pd.testing.assert_frame_equal(
-        pf[["amount", "fee", "realized_pnl"]],
-        bf[["amount", "fee", "realized_pnl"]],
-        check_exact=False,
-        rtol=1e-6,
-        atol=1e-9,
-    )
+    pd.testing.assert_frame_equal(pf[["amount", "fee"]], bf[["amount", "fee"]], check_exact=False, rtol=1e-6, atol=1e-9)
+    # a trade closed near break-even: its P&L is a difference of two near-equal values, so the sizes' float noise
+    # (rtol 1e-6 above) shows in it at ~1e-6 of a quote unit, however small the P&L itself
+    pd.testing.assert_series_equal(pf["realized_pnl"], bf["realized_pnl"], check_exact=False, rtol=1e-6, atol=1e-5)
     paper_equity = ctx.store.equity_curve()["equity"].to_numpy()
     assert len(paper_equity) == CYCLES
     assert paper_equity[:-1] == pytest.approx(res.equity.to_numpy()[:-1], rel=1e-8)
@@ -226,3 +226,24 @@ def test_a_rule_trades_the_same_in_paper_cycles_and_the_backtest(world, tmp_path
     res, store = _backtest(ctx, s, data, Supervisor(s.llm), tmp_path / "bt.sqlite")
     _assert_same_run(ctx, res, store)
     assert {"open_long", "close"} <= set(_decisions(ctx.store.journal_rows())["action"])  # spot: no shorts
+
+
+def test_a_missing_candle_is_carried_over_and_the_pair_decided_again_at_the_next_close_in_paper_and_backtest(
+    world, tmp_path
+):
+    """Candles missing mid-run (the exchange never had them: an outage), up to `features.max_gap_bars` of them: at the
+    close that lacks its candle the pair is skipped with the reason; at the next close it is decided again (the gap
+    carried over, not a new warm-up), the same in paper and in the backtest."""
+    root, data, settings = world
+    index = data["BTC/USDT"].index
+    gapped = {
+        "BTC/USDT": data["BTC/USDT"].drop(index[FIRST + 60]),
+        "ETH/USDT": data["ETH/USDT"].drop(index[FIRST + 100 : FIRST + 103]),
+    }
+    ctx, s = _paper(root, gapped, settings, "state-gap", {"mode": "off"})
+    res, store = _backtest(ctx, s, gapped, Supervisor(s.llm), tmp_path / "bt.sqlite")
+    _assert_same_run(ctx, res, store, missing=4)
+    journal = _decisions(ctx.store.journal_rows())
+    for pair, after in (("BTC/USDT", index[FIRST + 61]), ("ETH/USDT", index[FIRST + 103])):
+        row = journal[(journal["pair"] == pair) & (journal["time"] == after)]
+        assert len(row) == 1 and row["action"].iloc[0] != "skipped", row  # decided at the first close after the gap

@@ -7,7 +7,7 @@ tests/test_live_refusal.py, so that the test chooses what each pair wants."""
 from __future__ import annotations
 
 import pytest
-from test_live_refusal import KEYS, PAIRS, at, venue_orders, world  # noqa: F401  (world: the trained model and venue)
+from test_live_refusal import KEYS, PAIRS, at, forget_open_orders, venue_orders, world  # noqa: F401  (world: the trained model and venue)
 
 from morningstar_trader import kernel
 from morningstar_trader.cycle import build_context, run_cycle
@@ -43,7 +43,8 @@ def live(world, tmp_path, monkeypatch):  # noqa: F811
         )
 
     monkeypatch.setattr(kernel, "decide", decide)
-    return server, ctx, data, wants
+    yield server, ctx, data, wants
+    forget_open_orders(server)
 
 
 def entry(server, start, symbol):

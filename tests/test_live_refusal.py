@@ -70,7 +70,15 @@ def live(world, tmp_path, monkeypatch):
         )
 
     monkeypatch.setattr(kernel, "decide", decide)  # the kernel decides through decision.decide
-    return server, ctx, data, wants
+    yield server, ctx, data, wants
+    forget_open_orders(server)
+
+
+def forget_open_orders(server):
+    "The venue is shared by the module's tests, each with a store of its own: a test's resting orders end with it."
+    for o in server.account.orders.values():
+        if o.status in ("NEW", "PARTIALLY_FILLED"):
+            o.status = "CANCELED"
 
 
 def at(server, data, k):
@@ -80,8 +88,13 @@ def at(server, data, k):
     return now
 
 
-def venue_orders(server, since, symbol=None):
-    return [o for o in list(server.account.orders.values())[since:] if symbol in (None, o.symbol)]
+def venue_orders(server, since, symbol=None, stops=False):
+    "The venue's orders since the `since`-th: entries and exits, or (`stops`) the positions' stops at the venue."
+    return [
+        o
+        for o in list(server.account.orders.values())[since:]
+        if symbol in (None, o.symbol) and (o.type == "STOP_LOSS_LIMIT") == stops
+    ]
 
 
 def held_eth_with_a_breached_stop(server, ctx, data, k):
@@ -135,6 +148,9 @@ def test_an_unknown_order_holds_its_pair_and_new_entries_but_other_exits_still_g
         ("BTCUSDT", "SELL"),
         ("ETHUSDT", "BUY"),
     ]
+    assert [(o.symbol, o.side, o.status) for o in venue_orders(server, start + 1, stops=True)] == [
+        ("ETHUSDT", "SELL", "NEW")
+    ]  # the new ETH position's stop rests at the venue
     assert reconcile(ctx.executor, PAIRS).ok
     assert not any("held back" in a.message for a in report.snapshot.alerts)
 

@@ -65,6 +65,8 @@ def test_paper_runs_record_the_cycle_and_never_send_an_order_twice(paper):
     decisions = scraps["decisions"]
     assert list(decisions["pair"]) == ["BTC/USDT", "ETH/USDT"] and "skipped" not in set(decisions["action"])
     assert scraps["stats"]["trading"] == "active" and scraps["errors"] == []
+    assert set(scraps["predictions"]["pair"]) == {"BTC/USDT", "ETH/USDT"} and "confidence" in scraps["predictions"]
+    assert {"reviews", "digests"} <= set(scraps)  # the audit record (a review: each entry proposed)
     assert (decisions["close_to_order_ms"] >= decisions["ms"]).all()
     logged = "".join(p.read_text() for p in (paper.root / "logs").glob("*"))
     for row in decisions.itertuples():  # each pair's latency from the close is logged
