@@ -370,10 +370,11 @@ def _fit_other_heads(net, train: Samples, val: Samples, scale: dict, settings: S
     if not heads:
         return net
     reads = {h: net.get_layer(h).input for h in heads}  # the shared layer, or it joined with the newest bar
-    tensors = {str(id(x)): x for x in reads.values()}
+    names = {id(x): f"reads_{i}" for i, x in enumerate({id(x): x for x in reads.values()}.values())}
+    tensors = {names[id(x)]: x for x in reads.values()}
     encoder = keras.Model(net.input, tensors)
-    inputs = {k: keras.Input(tuple(x.shape[1:])) for k, x in tensors.items()}
-    only_heads = keras.Model(inputs, {h: net.get_layer(h)(inputs[str(id(reads[h]))]) for h in heads})
+    inputs = {k: keras.Input(tuple(x.shape[1:]), name=k) for k, x in tensors.items()}
+    only_heads = keras.Model(inputs, {h: net.get_layer(h)(inputs[names[id(reads[h])]]) for h in heads})
     only_heads.compile(optimizer=keras.optimizers.Adam(t.learning_rate), loss={h: aux[h] for h in heads})
     only_heads.fit(
         encoder.predict(train.inputs, batch_size=4096, verbose=0),
