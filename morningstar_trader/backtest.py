@@ -988,6 +988,8 @@ def _journal_frames(book) -> tuple[pd.DataFrame, pd.DataFrame]:
 def _held(index: pd.DatetimeIndex, trades: pd.DataFrame) -> pd.Series:
     """1.0 at every bar from a trade's entry to its exit (both included), else 0.0: one pass over the bars, where a
     slice assignment per trade took a second for 8,000 trades."""
+    if trades.empty:  # no trade: its empty time columns have no time zone to compare with the bars'
+        return pd.Series(0.0, index=index)
     start = index.searchsorted(pd.DatetimeIndex(trades["entry_time"]), side="left")
     stop = index.searchsorted(pd.DatetimeIndex(trades["exit_time"]), side="right")
     depth = np.zeros(len(index) + 1)
