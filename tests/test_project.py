@@ -88,7 +88,10 @@ def test_shipped_config_is_valid_and_safe():
     # not name one keeps the meaning it had, the classes
     shipped = cfg.training.model_copy(update={"objective": "classes", "ensemble": 1})
     assert (cfg.training.objective, cfg.training.ensemble) == ("sharpe", 3)
-    assert (cfg.features, shipped, cfg.llm, cfg.model, cfg.decision, cfg.risk, cfg.costs) == (
+    # and for an exposure model's protective levels, as docs/EVALUATION.md measured them
+    levels = cfg.decision.model_copy(update={"fallback_stop_vols": 3.0, "reward_risk": 2.0})
+    assert (cfg.decision.fallback_stop_vols, cfg.decision.reward_risk) == (6.0, 4.0)
+    assert (cfg.features, shipped, cfg.llm, cfg.model, levels, cfg.risk, cfg.costs) == (
         defaults.features,
         defaults.training,
         defaults.llm,
