@@ -13,8 +13,8 @@ from .supervisor import _outward, _real
 from .types import Decision, MorningstarError, Position, Review, TradeProposal
 
 # %% auto #0
-__all__ = ['DecisionError', 'position_size', 'cap_size', 'review_factor', 'apply_review', 'decide_exposure', 'decide',
-           'proposal_of', 'review_entry']
+__all__ = ['MAX_STOP_FRACTION', 'DecisionError', 'position_size', 'cap_size', 'review_factor', 'apply_review', 'decide_exposure',
+           'decide', 'proposal_of', 'review_entry']
 
 # %% ../nbs/08_decision.ipynb #3db4e488
 class DecisionError(MorningstarError, ValueError):
@@ -31,6 +31,9 @@ def _bounded(d: float, vol: float | None, s: DecisionSettings) -> tuple[float, s
     return min(max(d, lo), hi), f" ({d:.4%} kept within {s.level_vols[0]:g}-{s.level_vols[1]:g} volatilities)"
 
 
+MAX_STOP_FRACTION = 0.5  # the furthest a stop from the volatility head sits from the price
+
+
 def _levels(pred: dict, price: float, sign: int, s: DecisionSettings) -> tuple[float, float, str]:
     "Stop and target prices for a position of `sign` entered at `price`, and where they came from."
     vol = float(pred["volatility"]) if "volatility" in pred else None
@@ -38,8 +41,10 @@ def _levels(pred: dict, price: float, sign: int, s: DecisionSettings) -> tuple[f
         (d_sl, n_sl), (d_tp, n_tp) = (_bounded(float(pred[k]), vol, s) for k in ("stop_loss", "take_profit"))
         src = f"sl_tp head{n_sl}{n_tp}"
     elif vol is not None:
-        d_sl = s.fallback_stop_vols * vol
-        d_tp, src = s.reward_risk * d_sl, f"{s.fallback_stop_vols:g} predicted volatilities"
+        d_sl, src = s.fallback_stop_vols * vol, f"{s.fallback_stop_vols:g} predicted volatilities"
+        if d_sl > MAX_STOP_FRACTION:  # a volatility head's outlier: a protective stop, not one below zero
+            d_sl, src = MAX_STOP_FRACTION, f"{src} ({d_sl:.0%} of the price, capped at {MAX_STOP_FRACTION:.0%})"
+        d_tp = min(s.reward_risk * d_sl, MAX_STOP_FRACTION if sign < 0 else math.inf)
     else:
         raise DecisionError(
             f"predictions {sorted(pred)} have neither an sl_tp nor a volatility head: no stop can be set"

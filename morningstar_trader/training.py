@@ -304,14 +304,16 @@ def _exposure_step(net, optimizer, cost: float, per_year: float, aux: dict):
     return step
 
 # %% ../nbs/06_training.ipynb #0aa10781
-def _positions(net, samples: Samples, batch: int = 4096) -> np.ndarray:
-    "The position head over every row of `samples`."
+def _outputs(net, samples: Samples, batch: int = 4096) -> dict[str, np.ndarray]:
+    "Every output of `net` over the rows of `samples`, called in batches (Keras' predict retraces for each new net)."
     x = samples.inputs
-    parts = [
-        net({k: v[i : i + batch] for k, v in x.items()}, training=False)["signal"]
-        for i in range(0, len(samples), batch)
-    ]
-    return np.concatenate([np.asarray(p)[:, 0] for p in parts]) if parts else np.zeros(0)
+    parts = [net({k: v[i : i + batch] for k, v in x.items()}, training=False) for i in range(0, len(samples), batch)]
+    return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
+
+
+def _positions(net, samples: Samples) -> np.ndarray:
+    "The position head over every row of `samples`."
+    return _outputs(net, samples)["signal"][:, 0] if len(samples) else np.zeros(0)
 
 
 def _fit_exposure(net, train: Samples, val: Samples, scale: dict, settings: Settings, verbose: int, seed: int):
@@ -377,11 +379,11 @@ def _fit_other_heads(net, train: Samples, val: Samples, scale: dict, settings: S
     only_heads = keras.Model(inputs, {h: net.get_layer(h)(inputs[names[id(reads[h])]]) for h in heads})
     only_heads.compile(optimizer=keras.optimizers.Adam(t.learning_rate), loss={h: aux[h] for h in heads})
     only_heads.fit(
-        encoder.predict(train.inputs, batch_size=4096, verbose=0),
+        _outputs(encoder, train),
         _targets(train.labels, heads, scale),
         batch_size=t.batch_size,
         epochs=t.epochs,
-        validation_data=(encoder.predict(val.inputs, batch_size=4096, verbose=0), _targets(val.labels, heads, scale)),
+        validation_data=(_outputs(encoder, val), _targets(val.labels, heads, scale)),
         verbose=verbose,
         callbacks=[keras.callbacks.EarlyStopping(patience=t.patience, restore_best_weights=True)],
     )
