@@ -215,8 +215,9 @@ def test_a_raising_review_costs_only_its_pair_in_the_cycle(world, tmp_path):
     btc = rows[rows["pair"] == "BTC/USDT"]
     assert "skipped" not in set(rows["action"])
     assert btc["reasons"].str.contains("failed: the reviewer raised RuntimeError: the LLM client blew up").any()
-    alerts = [a for r in reports for a in r.snapshot.alerts if a.kind == "llm"]
-    assert alerts and all(a.pair == "BTC/USDT" and "LLM review failed (skip_entry)" in a.message for a in alerts)
+    alerts = [a for r in reports for a in r.snapshot.alerts if a.kind == "llm_outage"]  # a warning, pushed (issue 26)
+    assert alerts and all(a.pair == "BTC/USDT" and "llm.failure_policy skip_entry" in a.message for a in alerts)
+    assert all(a.level == "warning" for a in alerts)
     with sqlite3.connect(ctx.store.path) as db:
         journaled = [r for (r,) in db.execute("SELECT reasons FROM journal WHERE pair = 'BTC/USDT'")]
     assert any("the reviewer raised RuntimeError" in r for r in journaled)
