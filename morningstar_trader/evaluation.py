@@ -112,13 +112,14 @@ def _trade_table(result, closes: dict[str, pd.Series]) -> pd.DataFrame:
     )
 
 # %% ../nbs/06a_evaluation.ipynb #7b2b418e
-def decides_in(index: pd.DatetimeIndex, step: pd.Timedelta, need: int, lo: pd.Timestamp) -> bool:
-    "Whether candles at `index` have a gap-free run of `need` that ends at or after `lo`: a decision there."
-    if len(index) < need:
+def decides_in(index: pd.DatetimeIndex, step: pd.Timedelta, need: int, lo: pd.Timestamp, max_gap: int = 0) -> bool:
+    """Whether candles at `index` have a run of `need` bars that ends at or after `lo`: a decision there. A gap of up
+    to `max_gap` missing candles is carried over and counts, as `features.max_gap_bars` makes the features do."""
+    if len(index) == 0:
         return False
-    breaks = np.flatnonzero((index[1:] - index[:-1]) != step) + 1
-    starts, ends = np.r_[0, breaks], np.r_[breaks, len(index)]
-    return bool(np.any((ends - starts >= need) & (index[ends - 1] >= lo)))
+    breaks = np.flatnonzero((index[1:] - index[:-1]) > (max_gap + 1) * step) + 1
+    first, last = index[np.r_[0, breaks]], index[np.r_[breaks, len(index)] - 1]
+    return bool(np.any(((last - first) / step + 1 >= need) & (last >= lo)))
 
 # %% ../nbs/06a_evaluation.ipynb #5f247305
 def fold_trading(
@@ -141,7 +142,8 @@ def fold_trading(
     step, need = parse_timeframe(model.prep.timeframe), model.prep.min_bars
     history = {p: f.loc[:hi] for p, f in frames.items() if len(f.loc[lo:hi])}  # the baselines': nothing after hi
     skipped = {p: f"no {need} gap-free candles before a bar of the window" for p, f in history.items()}
-    history = {p: f for p, f in history.items() if decides_in(f.index, step, need, lo)}
+    carry = getattr(model.prep.settings, "max_gap_bars", 0)  # a rule's features carry no gap
+    history = {p: f for p, f in history.items() if decides_in(f.index, step, need, lo, carry)}
     frames = {p: f.loc[first:] for p, f in history.items()}
     if not frames:
         raise EvaluationError(f"no pair has candles in the test window {lo} .. {hi} and the history to decide there")

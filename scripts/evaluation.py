@@ -167,6 +167,12 @@ def _config(work: Path, dataset: str, name: str, changes: dict) -> Path:
     return write_config(work, cfg, portfolio(len(d["pairs"])) | changes)
 
 
+def import_candles(work: Path, config: Path, csv: Path, pair: str, timeframe: str, *more: str) -> None:
+    "One real candle file into --work's store, as binance `pair` at `timeframe`."
+    _run("data", "import", str(csv), "--config", str(config), "--exchange", "binance", "--pair", pair,
+         "--timeframe", timeframe, *more, work=work)  # fmt: skip
+
+
 def _import(work: Path, data: Path) -> None:
     "The real candles into --work's store: 1h and daily files imported, 4h derived from the 1h."
     if (work / "data" / "processed").is_dir():
@@ -175,35 +181,9 @@ def _import(work: Path, data: Path) -> None:
     for pair in DAILY:
         name = pair.replace("/", "")
         if pair in HOURLY:
-            _run(
-                "data",
-                "import",
-                str(data / "binance_spot_1h" / f"{name}_1h.csv"),
-                "--config",
-                str(config),
-                "--exchange",
-                "binance",
-                "--pair",
-                pair,
-                "--timeframe",
-                "1h",
-                work=work,
-            )
-        _run(
-            "data",
-            "import",
-            str(data / "binance_spot_daily" / f"Binance_{name}_d.csv"),
-            "--config",
-            str(config),
-            "--exchange",
-            "binance",
-            "--pair",
-            pair,
-            "--timeframe",
-            "1d",
-            "--drop-invalid",
-            work=work,
-        )
+            import_candles(work, config, data / "binance_spot_1h" / f"{name}_1h.csv", pair, "1h")
+        daily = data / "binance_spot_daily" / f"Binance_{name}_d.csv"
+        import_candles(work, config, daily, pair, "1d", "--drop-invalid")
     _run("data", "resample", "--config", str(config), "--from", "1h", "--to", "4h", work=work)
 
 

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from evaluation import _run, trained, write_config  # the same scripts folder
+from evaluation import import_candles, trained, write_config  # the same scripts folder
 
 PAIRS = ["BTC/USDT", "ETH/USDT", "SOL/USDT", "BNB/USDT", "XRP/USDT"]
 VARIANTS = {  # name -> changed keys (dotted) against config/config.yaml's defaults
@@ -38,21 +38,7 @@ def _import(work: Path, candles: Path) -> None:
         return
     config = _config("default", {}, work)
     for pair in PAIRS:
-        csv = candles / f"{pair.replace('/', '')}_1h.csv"
-        _run(
-            "data",
-            "import",
-            str(csv),
-            "--config",
-            str(config),
-            "--exchange",
-            "binance",
-            "--pair",
-            pair,
-            "--timeframe",
-            "1h",
-            work=work,
-        )
+        import_candles(work, config, candles / f"{pair.replace('/', '')}_1h.csv", pair, "1h")
 
 
 def _train(name: str, changes: dict, work: Path) -> dict:
