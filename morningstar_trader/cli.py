@@ -436,15 +436,15 @@ def review(args) -> int:
     from morningstar_trader.gate import with_model_decision
     from morningstar_trader.kernel import CloseNotes, Kernel, Marked, decide_pair, model_id, review_pair
     from morningstar_trader.risk import RiskState
-    from morningstar_trader.rules import signal_model
     from morningstar_trader.supervisor import Supervisor
+    from morningstar_trader.user_strategy import strategy_model
 
     cfg, secrets, data_dir = _setup(args)
     cfg = _with_llm(cfg, args)
     supervisor = Supervisor.from_settings(
         cfg.llm, secrets, cfg.paths.state_dir, args.llm_record
     )  # fails now, not mid-way, without a key
-    model = signal_model(cfg)  # what the cycle trades: the trained model, or the rule
+    model = strategy_model(cfg)  # what the cycle trades: the trained model, the rule or the strategy file
     cfg = with_model_decision(cfg, model.metadata)
     inp, when, close = _review_input(args, cfg, model, data_dir)
     k = Kernel(
@@ -486,11 +486,12 @@ def _strategy(name: str, params: list[str], cfg, size: float | None = None):
 
     from morningstar_trader.backtest import BacktestError, BuyAndHold, ModelStrategy, SmaCross, Tsmom
     from morningstar_trader.config import describe_errors
-    from morningstar_trader.rules import named_rule, signal_model
+    from morningstar_trader.rules import named_rule
+    from morningstar_trader.user_strategy import strategy_model
 
     values = _strategy_params(name, params)
     if name == "model":
-        return ModelStrategy(signal_model(cfg), values.get("min_confidence", cfg.decision.min_confidence))
+        return ModelStrategy(strategy_model(cfg), values.get("min_confidence", cfg.decision.min_confidence))
     try:  # one meaning per name: the rule's settings (the config's `rule:` or its defaults) on either path
         rule = named_rule(cfg, name, **values)
     except ValidationError as e:
@@ -655,8 +656,7 @@ def _file_strategy(args, cfg):
         raise _usage(
             "--strategy-path trades through the kernel: size it with --stake, --stake-fraction or the risk settings"
         )
-    given = dict(item.partition("=")[::2] for item in args.param or [])
-    model = load_strategy(args.strategy_path, cfg.timeframe, given)
+    model = load_strategy(args.strategy_path, cfg.timeframe, _file_params(args))
     args.strategy = model.prep.module.NAME
     return ModelStrategy(model, cfg.decision.min_confidence)
 
@@ -668,6 +668,41 @@ def new_strategy(args) -> int:
     path = write(args.name, args.folder)
     print(f"wrote {path}; backtest it with: morningstar backtest --strategy-path {path} -e synthetic")
     return 0
+
+# %% ../nbs/15_cli.ipynb #5083ff43
+def _file_params(args) -> dict:
+    "--param KEY=VALUE items of a strategy file, as text (the file's defaults type them); a usage error without `=`."
+    given = {}
+    for item in args.param or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise _usage(f"--param {item!r}: expected KEY=VALUE, e.g. fast=20")
+        given[key] = value
+    return given
+
+
+def _run_file(args, cfg):
+    "`cfg` with --strategy-path's file in the model's place and its own book; `cfg` itself without one."
+    from morningstar_trader.user_strategy import with_strategy_file
+
+    if not getattr(args, "strategy_path", None):
+        if getattr(args, "param", None):
+            raise _usage("--param sets a parameter of the --strategy-path file; give the file")
+        return cfg
+    if args.strategy is not None or getattr(args, "size", None) is not None:
+        raise _usage("--strategy-path trades the file through the decision stage: no --strategy or --size with it")
+    return with_strategy_file(cfg, args.strategy_path, _file_params(args))[0]
+
+
+def _strategy_file_options(p) -> None:
+    "--strategy-path and --param of `run` and `schedule`."
+    p.add_argument(
+        "--strategy-path",
+        type=Path,
+        metavar="FILE",
+        help="trade a strategy file of your own (morningstar new-strategy)",
+    )
+    p.add_argument("--param", action="append", metavar="KEY=VALUE", help="a parameter of that file, e.g. fast=20")
 
 # %% ../nbs/15_cli.ipynb #b550e08c
 def _report_sweep(args, cfg, res) -> None:
@@ -687,33 +722,33 @@ def _report_sweep(args, cfg, res) -> None:
 def sweep(args) -> int:
     from morningstar_trader.backtest import ModelStrategy, history_bars, load_frames
     from morningstar_trader.store import CandleStore
-    from morningstar_trader.sweep import check_grid, parse_grid, run_sweep, training_grid
+    from morningstar_trader.sweep import check_grid, file_history, parse_grid, run_sweep, training_grid
 
     cfg, _, data_dir = _setup(args, pairs=args.pairs)
     if args.start and args.end and args.end <= args.start:
         raise _usage(f"--end {args.end} is not after --start {args.start}")
     if args.scheduler and args.workers:
         raise _usage("--workers sizes the local cluster; a --scheduler's cluster has its own workers")
-    grid = check_grid(
-        parse_grid(args.grid), args.strategy, cfg, args.size is not None
-    )  # bad input stops before any work
+    strategy = args.strategy_path.resolve() if args.strategy_path else args.strategy  # a Path: a strategy file
+    grid = check_grid(parse_grid(args.grid), strategy, cfg, args.size is not None)  # bad input stops before any work
     model = None
-    if args.strategy == "model" and not training_grid(grid):  # a sweep of model settings trains its own models
-        from morningstar_trader.rules import signal_model
+    if strategy == "model" and not training_grid(grid):  # a sweep of model settings trains its own models
+        from morningstar_trader.user_strategy import strategy_model
 
-        model = signal_model(cfg)
+        model = strategy_model(cfg)
     history = history_bars(ModelStrategy(model, 0.5)) if model is not None and args.size is None else 0
+    history = file_history(strategy, grid, cfg) if args.strategy_path else history
     frames = load_frames(
         CandleStore(data_dir), args.exchange or cfg.exchange.id, cfg.pairs, cfg.timeframe, args.start, args.end, history
     )
     out = (
         Path(args.out)
         if args.out
-        else cfg.paths.runs_dir / "sweeps" / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{args.strategy}"
+        else cfg.paths.runs_dir / "sweeps" / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{Path(strategy).stem}"
     )
     res = run_sweep(
         frames,
-        args.strategy,
+        strategy,
         grid,
         settings=cfg,
         out=out,
@@ -773,10 +808,10 @@ def _live_gate(args, cfg, mode: str) -> None:
         return
     from morningstar_trader.artifact import read_metadata, resolve_model_dir
     from morningstar_trader.gate import check_live_gate, trading_edge
-    from morningstar_trader.rules import signal_model
+    from morningstar_trader.user_strategy import strategy_model
 
-    if cfg.rule is not None:
-        path, meta = (rule := signal_model(cfg)).path, rule.metadata
+    if cfg.rule is not None or cfg.strategy_file is not None:
+        path, meta = (rule := strategy_model(cfg)).path, rule.metadata
     else:
         meta = read_metadata(path := resolve_model_dir(cfg.paths.models_dir, cfg.model.name, cfg.model.version))
     if not args.allow_unproven_model:
@@ -801,6 +836,8 @@ def _run_params(args, mode: str) -> dict:
         "data_dir": str(Path(args.data_dir).resolve()) if args.data_dir else None,
         "llm_record": str(Path(args.llm_record).resolve()) if args.llm_record else None,
         "allow_unproven_model": True if mode == "live" and args.allow_unproven_model else None,
+        "strategy_path": str(Path(args.strategy_path).resolve()) if getattr(args, "strategy_path", None) else None,
+        "strategy_params": (_file_params(args) or None) if getattr(args, "strategy_path", None) else None,
     }
     for name in ("exchange", "strategy", "size", "start", "end", "bar_close"):
         value = getattr(args, name, None)
@@ -837,6 +874,7 @@ def run(args) -> int:
 
     cfg, _, _ = _setup(args)
     mode = _mode(args, cfg, ("backtest", "paper", "live"))
+    cfg = _run_file(args, cfg)  # a bad strategy file stops here, before papermill
     _live_gate(args, _configured(cfg, None if args.strategy in (None, *_STRATEGY_PARAMS) else args.strategy), mode)
     params = _run_params(args, mode)
     record = run_notebook(params, runs_dir=cfg.paths.runs_dir, notebook=args.notebook, progress_bar=True)
@@ -867,9 +905,9 @@ def schedule(args) -> int:
 
     top, _, _ = _setup(args, timeframe=args.timeframe)
     mode = _mode(args, top, ("paper", "live"))
-    if args.strategy is None and top.strategies:
+    if args.strategy is None and top.strategies and not args.strategy_path:
         return _schedule_all(args.argv, [s.name for s in top.strategies])
-    cfg = _configured(top, args.strategy)
+    cfg = _run_file(args, _configured(top, args.strategy))
     _live_gate(args, cfg, mode)
     params = _run_params(args, mode)
 
@@ -1281,6 +1319,9 @@ def _add_sweep(sub) -> None:
         metavar="KEY=V1,V2",
         help="a strategy parameter or dotted setting and its values (repeatable)",
     )
+    w.add_argument(
+        "--strategy-path", type=Path, metavar="FILE", help="sweep a strategy file's PARAMS (through the decision stage)"
+    )
     w.add_argument("--random", type=int, metavar="N", help="N points drawn from the grid instead of all of them")
     w.add_argument("--seed", type=int, default=0, help="seed of --random (default: %(default)s)")
     w.add_argument(
@@ -1340,6 +1381,7 @@ def _add_run(sub) -> None:
     )
     n.add_argument("--notebook", default="nbs/trading_cycle.ipynb", help="the cycle notebook (default: %(default)s)")
     n.add_argument("--html", action="store_true", help="also write an HTML copy of the run notebook")
+    _strategy_file_options(n)
     n.set_defaults(run=run)
 
 # %% ../nbs/15_cli.ipynb #649a56a9
@@ -1360,6 +1402,7 @@ def _add_schedule(sub) -> None:
         "-s", "--strategy", metavar="NAME", help="one of the config's strategies (default: all of them, in parallel)"
     )
     sc.add_argument("--notebook", default="nbs/trading_cycle.ipynb", help="the cycle notebook (default: %(default)s)")
+    _strategy_file_options(sc)
     sc.set_defaults(run=schedule)
 
 # %% ../nbs/15_cli.ipynb #0ea9a922

@@ -37,9 +37,9 @@ __all__ = ['Mode', 'MarketType', 'UsablePath', 'INDICATOR_PARAMS', 'IndicatorPar
            'RetrySettings', 'PathSettings', 'ModelSettings', 'IndicatorSpec', 'AltDataSource', 'FeatureSettings',
            'TrainingSettings', 'LlmSettings', 'RiskSettings', 'DecisionSettings', 'CostSettings', 'ExecutionSettings',
            'LiveSettings', 'ScheduleSettings', 'NotifyTarget', 'MonitoringSettings', 'GateSettings', 'SweepSettings',
-           'AltSourceSettings', 'AltSettings', 'RuleSettings', 'StrategySettings', 'AccountSettings', 'Settings',
-           'Secrets', 'load_secrets', 'describe_errors', 'parse_config', 'load_config', 'dump_config', 'for_strategy',
-           'capital_share']
+           'AltSourceSettings', 'AltSettings', 'RuleSettings', 'StrategyFileSettings', 'StrategySettings',
+           'AccountSettings', 'Settings', 'Secrets', 'load_secrets', 'describe_errors', 'parse_config', 'load_config',
+           'dump_config', 'for_strategy', 'capital_share']
 
 # %% ../nbs/00_config.ipynb #ff57c165
 class ConfigError(MorningstarError):
@@ -646,6 +646,14 @@ class RuleSettings(_Section):
         return self
 
 
+class StrategyFileSettings(_Section):
+    """A strategy file of your own (`morningstar new-strategy NAME`) traded in place of the trained model, through the
+    same decision, risk and execution stages as a rule (`user_strategy.strategy_model`)."""
+
+    path: Path  # the file; relative to the working directory
+    params: dict[str, Any] = {}  # overrides of the file's PARAMS, each of its default's type
+
+
 class StrategySettings(_Section):
     """One of several strategies sharing an exchange account: its own pairs, model, share of the account's cash and
     risk limits (overrides of the top-level `risk` / `decision`), its own state store, client-id namespace and runs."""
@@ -696,6 +704,7 @@ class Settings(_Section):
     retry: RetrySettings = RetrySettings()
     model: ModelSettings = ModelSettings()
     rule: RuleSettings | None = None  # trade this rule instead of the model
+    strategy_file: StrategyFileSettings | None = None  # trade a strategy file of your own instead (not with rule)
     llm: LlmSettings = LlmSettings()
     risk: RiskSettings = RiskSettings()
     costs: CostSettings = CostSettings()
@@ -749,6 +758,12 @@ class Settings(_Section):
                 return data  # the timeframe's own validator says what is wrong
             data = {**data, "decision": {**decision, "vol_target_bars": max(1, round(timedelta(days=1) / step))}}
         return data
+
+    @model_validator(mode="after")
+    def _rule_or_file(self):
+        if self.rule is not None and self.strategy_file is not None:
+            raise ValueError("give rule or strategy_file, not both: each trades in the model's place")
+        return self
 
     @field_validator("timeframe")
     @classmethod

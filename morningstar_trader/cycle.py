@@ -39,9 +39,9 @@ from morningstar_trader.kernel import (
 from .monitoring import Alert, MonitoringLog, Notifier, Snapshot, assess
 from .portfolio import TERMINAL, PortfolioStore
 from .risk import MarketRules, RiskState
-from .rules import signal_model
 from .supervisor import Supervisor
 from .types import BAR_COLUMNS, Bars, MorningstarError, parse_timeframe
+from .user_strategy import strategy_model
 
 if TYPE_CHECKING:
     from morningstar_trader.live_execution import Siblings  # imports ccxt: only where live trading is
@@ -266,7 +266,7 @@ def build_context(
     missing = [p for p in settings.pairs if p not in markets]
     if missing:
         raise CycleError(f"{settings.exchange.id} has no market for {missing}")
-    model = signal_model(settings)  # the trained model, or the config's rule
+    model = strategy_model(settings)  # the trained model, the config's rule or its strategy file
     settings = with_model_decision(settings, model.metadata)  # the model's entry threshold unless the config sets one
     if settings.mode == "live" and not allow_unproven_model:
         check_live_gate(model.metadata, settings.gate, model.path)

@@ -29,17 +29,19 @@ from pydantic import ValidationError
 from .artifact import read_metadata
 from .backtest import BuyAndHold, ModelStrategy, SmaCross, Tsmom, configured_backtest, history_bars
 from .config import ConfigError, Settings, describe_errors
-from .kernel import model_id
+from .kernel import MARKET_LOOKBACK, model_id
 from .rules import named_rule
 from .supervisor import Supervisor
 from .types import Bars, MorningstarError, parse_timeframe, to_utc
+from .user_strategy import UserFeatures, load_strategy
 
 # %% auto #0
 __all__ = ['STRATEGY_PARAMS', 'FAST_KEYS', 'KERNEL_SECTIONS', 'TRAINING_SECTIONS', 'WORKER_MALLOC', 'SweepError',
            'SweepGridError', 'training_grid', 'parse_grid', 'with_overrides', 'check_grid', 'grid_points',
-           'fold_ranges', 'make_strategy', 'backtest_once', 'PredictionsOnly', 'CachedModelStrategy', 'predictions_for',
-           'task_key', 'TaskStore', 'return_moments', 'train_and_evaluate', 'run_task', 'fold_data', 'dask_client',
-           'SweepResult', 'run_sweep', 'param_columns', 'top_points', 'deflated_sharpe']
+           'fold_ranges', 'make_strategy', 'backtest_once', 'check_file_grid', 'file_history', 'file_key',
+           'PredictionsOnly', 'CachedModelStrategy', 'predictions_for', 'task_key', 'TaskStore', 'return_moments',
+           'train_and_evaluate', 'run_task', 'fold_data', 'dask_client', 'SweepResult', 'run_sweep', 'param_columns',
+           'top_points', 'deflated_sharpe']
 
 # %% ../nbs/18_sweep.ipynb #77ccb7b4
 class SweepError(MorningstarError):
@@ -120,6 +122,8 @@ def with_overrides(settings: Settings, overrides: dict) -> Settings:
 def check_grid(grid: dict[str, list], strategy: str, settings: Settings, fixed_size: bool) -> dict[str, list]:
     """The grid with typed values; SweepGridError naming the key when it means nothing to this backtest or a value is
     bad."""
+    if isinstance(strategy, os.PathLike):
+        return check_file_grid(grid, Path(strategy), settings, fixed_size)
     if strategy not in STRATEGY_PARAMS:
         raise SweepGridError(f"strategy {strategy!r}: allowed: {', '.join(STRATEGY_PARAMS)}")
     if not grid:
@@ -186,11 +190,14 @@ def fold_ranges(index: pd.DatetimeIndex, folds: int) -> list[tuple[pd.Timestamp,
     return [(index[a], index[b] if b < len(index) else None) for a, b in zip(cuts, cuts[1:])]
 
 # %% ../nbs/18_sweep.ipynb #fcb8162d
-def make_strategy(name: str, params: dict, settings: Settings, model=None, tables: dict | None = None):
-    "The strategy `name` with `params`, as the backtest command builds it (the model's from cached predictions)."
-
-    if name == "sma_cross":
-        return SmaCross(**params)
+def make_strategy(name: str | Path, params: dict, settings: Settings, model=None, tables: dict | None = None):
+    """The strategy `name` with `params`, as the backtest command builds it (the model's from cached predictions); a
+    `Path` names a strategy file, traded through the kernel as `backtest --strategy-path` trades it."""
+    if isinstance(name, os.PathLike):  # read where the task runs: the file must be at this path on every worker
+        return ModelStrategy(load_strategy(name, settings.timeframe, params), settings.decision.min_confidence)
+    if name == "sma_cross":  # the rule's windows (10/50, or the config's `rule:`) where the point sets none
+        rule = named_rule(settings, "sma_cross").prep.rule
+        return SmaCross(**{"fast": rule.fast, "slow": rule.slow, **params})
     if name == "buy_hold":
         return BuyAndHold()
     if name == "tsmom":  # a month of bars unless the point sets its lookback, as `backtest --strategy tsmom --size`
@@ -208,6 +215,48 @@ def backtest_once(frames: dict, strategy, settings: Settings, *, size: float | N
     if size is None and settings.llm.mode != "off":
         supervisor = Supervisor(settings.llm)
     return configured_backtest(frames, strategy, settings, size=size, cash=cash, supervisor=supervisor, start=start)
+
+# %% ../nbs/18_sweep.ipynb #d1c5a6d2
+def _typed_values(key: str, kind: type, values: list) -> list:
+    "`values` of parameter `key` if each is a `kind` (an int is a float too; a bool is no number), else SweepGridError."
+    number = (int, float) if kind is float else kind
+    bad = [v for v in values if not isinstance(v, number) or (isinstance(v, bool) and kind is not bool)]
+    if bad:
+        raise SweepGridError(f"--grid {key}: the strategy file's {key} must be {kind.__name__}, got {bad[0]!r}")
+    return [kind(v) for v in values]
+
+
+def check_file_grid(grid: dict[str, list], path: Path, settings: Settings, fixed_size: bool) -> dict[str, list]:
+    "`check_grid` for strategy file `path`: its PARAMS and the kernel's settings (a bad file: ConfigError, exit 2)."
+    if fixed_size:
+        raise SweepGridError("--size: a strategy file trades through the decision stage; sweep risk.* to size it")
+    if not grid:
+        raise SweepGridError("the grid is empty: give at least one --grid KEY=V1,V2")
+    defaults, out = dict(load_strategy(path, settings.timeframe).prep.module.PARAMS), {}
+    for key, values in grid.items():
+        if key in defaults:
+            out[key] = _typed_values(key, type(defaults[key]), values)
+        elif key.split(".")[0] in KERNEL_SECTIONS and "." in key:
+            out[key] = [with_overrides(settings, {key: v}) and v for v in values]
+        else:
+            raise SweepGridError(
+                f"--grid {key}: {path.name} takes {', '.join(defaults) or 'no parameters'} and the settings "
+                f"{', '.join(s + '.*' for s in KERNEL_SECTIONS)}"
+            )
+    return out
+
+
+def file_history(path: Path, grid: dict[str, list], settings: Settings) -> int:
+    "Candles a fold needs before its first decision: the longest warm-up over the grid's points, and the review's."
+    module = load_strategy(path, settings.timeframe).prep.module
+    own = grid_points({k: v for k, v in grid.items() if "." not in k})
+    longest = max(UserFeatures(module, {**module.PARAMS, **p}, settings.timeframe).min_bars for p in own)
+    return longest + MARKET_LOOKBACK + 1  # as `backtest.history_bars` counts a model's
+
+
+def file_key(path: Path) -> str:
+    "The part of a task's key that says which file ran: its path and the hash of its text."
+    return f"{Path(path).resolve()}:{hashlib.sha256(Path(path).read_bytes()).hexdigest()}"
 
 # %% ../nbs/18_sweep.ipynb #0a9b5e22
 @dataclass(frozen=True)
@@ -582,9 +631,10 @@ def run_sweep(
         raise SweepError("the model strategy needs a model")
     out, points = Path(out), grid_points(grid, random_n, seed)
     history = history_bars(ModelStrategy(model, 0.5)) if model is not None and size is None else 0
+    history = file_history(strategy, grid, settings) if isinstance(strategy, os.PathLike) else history
     timeframe = model.prep.timeframe if model is not None else settings.timeframe
     fd = fold_data(frames, folds, start, end, history, timeframe)
-    mkey = model_id(model) if model is not None else ""
+    mkey = model_id(model) if model is not None else file_key(strategy) if isinstance(strategy, os.PathLike) else ""
     tasks = [
         {
             "key": task_key(strategy, p, f, settings, size, cash, mkey),

@@ -8,18 +8,20 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .config import ConfigError
-from .rules import RuleFeatures, RuleFeatureSettings, window_std
+from .config import ConfigError, Settings, StrategyFileSettings
+from .rules import RuleFeatures, RuleFeatureSettings, signal_model, window_std
 from .types import Bars
 
 # %% auto #0
-__all__ = ['TEMPLATE', 'VOL_PERIOD', 'new_strategy', 'UserFeatures', 'UserModel', 'load_strategy']
+__all__ = ['TEMPLATE', 'VOL_PERIOD', 'new_strategy', 'UserFeatures', 'UserModel', 'load_strategy', 'strategy_model',
+           'with_strategy_file']
 
 # %% ../nbs/13d_user_strategy.ipynb #e74a057b
 TEMPLATE = '''"""{name}: a morningstar strategy (see nbs/13d_user_strategy.ipynb). Backtest it with
@@ -70,16 +72,25 @@ VOL_PERIOD = 24  # the volatility of the last 24 log returns, as the built-in ru
 
 def _module(path: Path):
     if not path.is_file():
-        raise ConfigError(f"--strategy-path {path}: no such file")
+        raise ConfigError(f"strategy file {path}: no such file")
     spec = importlib.util.spec_from_file_location(f"morningstar_user_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
     except Exception as e:  # the file's own code failed: say where, keep the reason
-        raise ConfigError(f"--strategy-path {path}: {type(e).__name__}: {e}") from None
+        raise ConfigError(f"strategy file {path}: {type(e).__name__}: {e}") from None
     if missing := [n for n in _NEEDS if not hasattr(module, n)]:
-        raise ConfigError(f"--strategy-path {path}: defines no {', '.join(missing)} (see `morningstar new-strategy`)")
+        raise ConfigError(f"strategy file {path}: defines no {', '.join(missing)} (see `morningstar new-strategy`)")
     return module
+
+
+def _typed(kind: type, value):
+    "`value` (text from --param, or a value from the config) as `kind`; bool text is true or false only."
+    if kind is bool and isinstance(value, str):
+        if value.lower() not in ("true", "false"):
+            raise ValueError(value)
+        return value.lower() == "true"
+    return kind(value)
 
 
 def _params(path: Path, defaults: dict, given: dict) -> dict:
@@ -90,7 +101,7 @@ def _params(path: Path, defaults: dict, given: dict) -> dict:
             raise ConfigError(f"--param {key}: {path.name} takes {', '.join(defaults) or 'no parameters'}")
         kind = type(defaults[key])
         try:
-            out[key] = kind(text)
+            out[key] = _typed(kind, text)
         except ValueError:
             raise ConfigError(f"--param {key}={text}: {key} must be {kind.__name__}") from None
     return out
@@ -171,5 +182,29 @@ def load_strategy(path: str | Path, timeframe: str, given: dict | None = None) -
     try:
         prep.values(np.linspace(100.0, 110.0, prep.min_bars + 2))  # the file's code runs once here, not mid-backtest
     except Exception as e:
-        raise ConfigError(f"--strategy-path {path}: {type(e).__name__}: {e}") from None
+        raise ConfigError(f"strategy file {path}: {type(e).__name__}: {e}") from None
     return UserModel(prep, path)
+
+# %% ../nbs/13d_user_strategy.ipynb #77bd0be9
+_BOOK_NAME = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
+
+
+def strategy_model(settings: Settings):
+    "What a config trades: its strategy file (`strategy_file`), else its rule or trained model (`rules.signal_model`)."
+    file = settings.strategy_file
+    if file is None:
+        return signal_model(settings)
+    return load_strategy(file.path, settings.timeframe, file.params)
+
+
+def with_strategy_file(settings: Settings, path: str | Path, params: dict | None = None) -> tuple[Settings, str]:
+    """(the settings a run of the strategy file at `path` trades with: the file in the model's place, in its own book
+    `<state_dir>/files/NAME/`; its NAME). A bad file or parameter is a ConfigError here, before any trading."""
+    path = Path(path).resolve()
+    model = load_strategy(path, settings.timeframe, params)
+    name = str(model.prep.module.NAME)
+    if not _BOOK_NAME.match(name):  # it names a folder of the state directory
+        raise ConfigError(f"strategy file {path}: NAME {name[:60]!r} must be 1-40 letters, digits, _ or -")
+    file = StrategyFileSettings(path=path, params=model.prep.params)
+    paths = settings.paths.model_copy(update={"state_dir": settings.paths.state_dir / "files" / name})
+    return settings.model_copy(update={"rule": None, "strategy_file": file, "paths": paths}), name

@@ -289,3 +289,32 @@ def test_a_built_in_rule_paper_trades_in_its_own_book(paper):
     assert after == before  # the model's account saw nothing of it
     refused = paper.run("run", "--mode", "paper", "--strategy", "tsmom", "--size", "1", "--notebook", NOTEBOOK, check=1)
     assert "size, start and end are for backtests" in refused.stderr
+
+
+def test_a_strategy_file_paper_trades_in_its_own_book_and_live_asks_for_proof(paper):
+    """`run --mode paper --strategy-path FILE`: the user's file (from the template) in the model's place, through the
+    kernel, in its own book (state/files/NAME/); live refuses it without --allow-unproven-model, before papermill."""
+    main = paper.root / "state" / "paper.sqlite"
+    count = "SELECT COUNT(*) FROM journal"
+    before = sqlite3.connect(main).execute(count).fetchone()[0] if main.is_file() else 0
+    paper.run("new-strategy", "my_cross")
+    path = paper.root / "strategies" / "my_cross.py"
+    args = ["run", "--strategy-path", str(path), "--param", "slow=30", "--notebook", NOTEBOOK]
+    out = paper.run(*args, "--mode", "paper", env=FAKE).stdout
+    scraps = load_run(_run_id(out), paper.root / "runs")
+    decisions, params = scraps["decisions"], scraps["parameters"]
+    assert (params["strategy"], params["strategy_path"], params["strategy_params"]) == (
+        "my_cross",
+        str(path),
+        {"slow": "30"},
+    )
+    assert scraps["errors"] == [] and list(decisions["pair"]) == ["BTC/USDT", "ETH/USDT"]
+    assert "skipped" not in set(decisions["action"])
+    with sqlite3.connect(paper.root / "state" / "files" / "my_cross" / "paper.sqlite") as db:
+        journal = [json.loads(row[0]) for row in db.execute("SELECT prediction FROM journal")]
+    assert len(journal) == 2 and all(j["confidence"] == 1.0 and j["action"] in (-1, 1) for j in journal)  # the file's
+    after = sqlite3.connect(main).execute(count).fetchone()[0] if main.is_file() else 0
+    assert after == before  # the model's account saw nothing of it
+    assert "fast 40 must be below slow 30" in paper.run(*args, "--param", "fast=40", "-m", "paper", check=2).stderr
+    refused = paper.run(*args, "-m", "live", "--i-understand-this-trades-real-money", env=FAKE, check=2).stderr
+    assert refused.startswith("morningstar: error: refusing to trade model rule my_cross (fast 10, slow 30;")
