@@ -1480,7 +1480,7 @@ EXAMPLES = {
     "review": "morningstar review --pair BTC/USDT -e synthetic --llm-mode simulated",
     "backtest": "morningstar backtest -s sma_cross -p BTC/USDT ETH/USDT -e synthetic",
     "new-strategy": "morningstar new-strategy my_cross",
-    "sweep": "morningstar sweep -s sma_cross --grid fast=5,10,20 --grid slow=50,100 -e synthetic",
+    "sweep": "morningstar sweep -s sma_cross --grid fast=5,10,20 --grid slow=50,100 --size 0.1 -e synthetic",
     "run": "morningstar run -m backtest -e synthetic --start 2024-07-01 --llm-mode simulated --html",
     "schedule": "morningstar schedule -m paper --max-runs 3",
     "risk status": "morningstar risk status -m paper",

@@ -228,6 +228,7 @@ def sampled(tmp_path_factory) -> Project:
             ["--strategy", "model", "--grid", "min_confidence=0.4", "--size", "1"],
             "a sweep of the model runs through the decision stage",
         ),
+        (["--strategy-path", "none.py", "--grid", "fast=5"], "none.py: no such file"),
     ],
 )
 def test_sweep_bad_input_exits_2_with_one_line(sampled, args, message):
@@ -349,6 +350,47 @@ def test_a_decision_sweep_on_cached_predictions_equals_the_model_backtests(clust
             assert row[key] == value or (pd.isna(row[key]) and pd.isna(value)), (key, row, value)
     sharpe = t.groupby("risk.risk_per_trade")["total_return"].apply(lambda r: r.abs().sum())
     assert sharpe.nunique() == 2  # the risk setting reached the kernel
+
+
+@cluster_group
+def test_a_sweep_of_a_strategy_file_equals_its_backtests_one_by_one(cluster, tmp_path):
+    """A strategy file from the template, swept over its own PARAMS and a risk setting on the workers (each reads the
+    file): every row equals `backtest_once` of the file with the point's parameters; an edited file runs again."""
+    from morningstar_trader.backtest import history_bars
+    from morningstar_trader.config import Settings
+    from morningstar_trader.sample_data import SAMPLE_PAIRS, synthetic_candles
+    from morningstar_trader.sweep import file_history
+    from morningstar_trader.user_strategy import new_strategy
+
+    raw, _ = synthetic_candles({"BTC/USDT": SAMPLE_PAIRS["BTC/USDT"]}, periods=700, seed=5)
+    frames = {p: df.set_index("timestamp") for p, df in raw.items()}
+    settings, path = Settings(llm={"mode": "off"}), new_strategy("my_cross", tmp_path)
+    grid = {"fast": [5, 10], "slow": [30, 60], "risk.risk_per_trade": [0.02]}
+    sweep = lambda: run_sweep(  # noqa: E731
+        frames, path, grid, settings=settings, out=tmp_path / "sw", scheduler=cluster[0], progress=False
+    )
+    res = sweep()
+    t = res.table
+    assert (len(t), res.failed, res.ran) == (4, 0, 4) and t["trades"].nunique() > 1  # the points reached the file
+    history = file_history(path, grid, settings)
+    assert history == history_bars(make_strategy(path, {"slow": 60}, settings))  # the longest warm-up of the grid
+    data = fold_data(frames, 1, history=history)
+    for row in t.to_dict("records"):
+        s = with_overrides(settings, {"risk.risk_per_trade": row["risk.risk_per_trade"]})
+        one = backtest_once(
+            data[0]["frames"],
+            make_strategy(path, {"fast": row["fast"], "slow": row["slow"]}, s),
+            s,
+            size=None,
+            cash=10_000.0,
+            start=data[0]["start"],
+        )
+        for key, value in one.stats.items():
+            assert row[key] == value or (pd.isna(row[key]) and pd.isna(value)), (key, row, value)
+    assert sweep().ran == 0  # resumed: nothing to do
+    path.write_text(path.read_text().replace("np.sign(ind", "0.5 * np.sign(ind"))  # half the size: another strategy
+    again = sweep()
+    assert again.ran == 4 and (again.table["trades"] > 0).all()
 
 
 @pytest.mark.slow
