@@ -41,8 +41,8 @@ __all__ = ['TRADE_COLUMNS', 'BASELINE_RULES', 'TSMOM_LOOKBACKS', 'DEFAULT_TSMOM_
            'BacktestError', 'Strategy', 'KernelStrategy', 'SmaCross', 'BuyAndHold', 'Tsmom', 'BacktestResult',
            'compute_stats', 'benchmark_curves', 'BaselineRules', 'bars_per_day', 'lookback_bars', 'realised_vol',
            'baseline_weights', 'rebalance', 'choose_lookback', 'baselines', 'benchmark_stats', 'window_benchmarks',
-           'run_rule_backtest', 'configured_backtest', 'ModelStrategy', 'round_trips', 'run_kernel_backtest',
-           'check_lookahead', 'history_bars', 'baseline_history', 'load_frames']
+           'run_rule_backtest', 'configured_backtest', 'notional_exposure', 'with_exposure_benchmark', 'ModelStrategy',
+           'round_trips', 'run_kernel_backtest', 'check_lookahead', 'history_bars', 'baseline_history', 'load_frames']
 
 # %% ../nbs/13_backtest.ipynb #5bbcbe74
 class BacktestError(MorningstarError):
@@ -662,7 +662,9 @@ def _with_benchmarks(
         step=step,
         select_on=select_on,
     )
-    return replace(result, stats={**result.stats, **benchmark_stats(result.equity, curves), **info}, benchmarks=curves)
+    curves, exposed = with_exposure_benchmark(curves, result, frames, cash)  # buy & hold as invested as the strategy
+    stats = {**result.stats, **benchmark_stats(result.equity, curves), **info, **exposed}
+    return replace(result, stats=stats, benchmarks=curves)
 
 
 def _bar_by_bar(strategy: Strategy, frame: pd.DataFrame) -> pd.DataFrame:
@@ -710,6 +712,28 @@ def _strategy_bars(frames: dict, strategy, timeframe: str, size: float | None, s
         return frames
     first = to_utc(start) - (history_bars(strategy) if size is None else 0) * parse_timeframe(timeframe)
     return {p: f[f.index >= first] for p, f in frames.items()}
+
+# %% ../nbs/13_backtest.ipynb #3811341c
+def notional_exposure(trades: pd.DataFrame, frames: dict[str, pd.DataFrame], equity: pd.Series) -> pd.Series:
+    """The gross exposure at each mark of `equity`: the value of the open positions (units × the pair's latest close,
+    longs and shorts alike) over the equity; a round trip counts from its entry to before its exit."""
+    index, value = equity.index, np.zeros(len(equity))
+    for pair, group in trades.groupby("pair", sort=False):
+        units, size = np.zeros(len(index) + 1), group["size"].abs().to_numpy(np.float64)
+        exits = index.searchsorted(group["exit_time"].fillna(index[-1]))
+        exits[group["exit_time"].isna().to_numpy()] = len(index)  # still open at the end
+        np.add.at(units, index.searchsorted(group["entry_time"]), size)
+        np.add.at(units, exits, -size)
+        close = frames[pair]["close"].reindex(index, method="ffill").to_numpy(np.float64)
+        value += np.nan_to_num(np.cumsum(units)[:-1] * close)
+    return pd.Series(value / equity.to_numpy(np.float64), index=index, name="gross_exposure")
+
+
+def with_exposure_benchmark(curves: pd.DataFrame, result, frames: dict, cash: float) -> tuple[pd.DataFrame, dict]:
+    """(`curves` with `buy_hold_scaled`: the strategy's average gross exposure of `cash` in equal-weight buy & hold,
+    the rest idle; {"gross_exposure": that average})."""
+    share = float(notional_exposure(result.trades, frames, result.equity).mean()) if len(result.trades) else 0.0
+    return curves.assign(buy_hold_scaled=cash + share * (curves["buy_hold"] - cash)), {"gross_exposure": share}
 
 # %% ../nbs/13_backtest.ipynb #98236106
 @dataclass(frozen=True)

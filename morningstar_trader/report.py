@@ -126,7 +126,24 @@ def run_info(
     )
 
 # %% ../nbs/13b_report.ipynb #424b2ea4
-BENCHMARK_NAMES = {"buy_hold": "buy & hold", "vol_target": "vol-targeted buy & hold", "tsmom": "TSMOM", "flat": "flat"}
+BENCHMARK_NAMES = {
+    "buy_hold": "buy & hold",
+    "buy_hold_scaled": "buy & hold at its exposure",  # the strategy's average gross exposure of the cash, the rest idle
+    "vol_target": "vol-targeted buy & hold",
+    "tsmom": "TSMOM",
+    "flat": "flat",
+}
+
+
+def _label(key: str, name: str, stats: dict) -> str:
+    "A benchmark's row name, with what sets it: TSMOM's lookback, the exposure buy & hold is scaled to."
+    if key == "tsmom" and "tsmom_lookback" in stats:
+        return f"{name} ({stats['tsmom_lookback']})"
+    if key == "buy_hold_scaled" and "gross_exposure" in stats:
+        return f"buy & hold at {stats['gross_exposure']:.0%} (its exposure)"
+    return name
+
+
 _COLUMNS = ("return", "sharpe", "max_drawdown", "trades", "turnover", "excess_return", "information_ratio")
 
 
@@ -141,8 +158,7 @@ def benchmark_table(stats: dict) -> pd.DataFrame:
     for key, name in BENCHMARK_NAMES.items():
         if f"{key}_return" not in stats:
             continue
-        label = f"{name} ({stats['tsmom_lookback']})" if key == "tsmom" and "tsmom_lookback" in stats else name
-        rows[label] = {c: stats.get(f"{key}_{c}") for c in _COLUMNS[:5]} | {
+        rows[_label(key, name, stats)] = {c: stats.get(f"{key}_{c}") for c in _COLUMNS[:5]} | {
             "excess_return": stats.get(f"excess_return_vs_{key}"),
             "information_ratio": stats.get(f"information_ratio_vs_{key}"),
         }

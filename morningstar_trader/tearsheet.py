@@ -64,7 +64,7 @@ def tearsheet_figure(result, title: str = "backtest", pairs=()) -> go.Figure:
     curves = {"strategy": eq} | {
         name: result.benchmarks[col] for col, name in BENCHMARK_NAMES.items() if col in result.benchmarks
     }
-    palette = ("#1f77b4", "#2ca02c", "#ff7f0e", "#d62728", "#7f7f7f")  # one colour per curve, in both panels
+    palette = ("#1f77b4", "#2ca02c", "#98df8a", "#ff7f0e", "#d62728", "#7f7f7f")  # one colour per curve, both panels
     for (name, curve), color in zip(curves.items(), palette):
         dash = None if name == "strategy" else "dash"
         line = {"dash": dash, "width": 1.4, "color": color}

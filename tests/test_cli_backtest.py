@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 
 import pandas as pd
@@ -111,6 +112,10 @@ def test_the_report_reads_as_a_report_and_the_backtest_is_a_run(offline_project)
     assert lines["total_return"].strip() == f"{stats['total_return']:+.2%}"
     page = next((p.root / "runs" / "backtests").glob("*/tearsheet.html")).read_text()
     assert "monthly returns" in page and "underwater" in page and 'src="http' not in page  # offline
+    # buy & hold as invested as the strategy (its average gross exposure of the cash), in the report and the tearsheet
+    scaled = f"buy & hold at {stats['gross_exposure']:.0%} (its exposure)"
+    assert scaled in out.split("strategy and benchmarks")[1].split("\n\n")[0] and html.escape(scaled) in page
+    assert stats["buy_hold_scaled_return"] == pytest.approx(stats["gross_exposure"] * stats["buy_hold_return"])
     per_pair = out.split("per pair\n")[1].split("\n\n")[0].splitlines()
     assert [row.split()[0] for row in per_pair[1:]] == ["BTC/USDT", "ETH/USDT", "TOTAL"]
     # a second run, then both are runs: listed, shown, compared

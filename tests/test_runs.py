@@ -61,7 +61,7 @@ def test_a_backtest_run_is_recorded_and_reads_back(sampled):
         "benchmarks",
         "errors",
     }
-    assert list(scraps["benchmarks"].columns) == ["buy_hold", "vol_target", "tsmom", "flat"]
+    assert list(scraps["benchmarks"].columns) == ["buy_hold", "vol_target", "tsmom", "flat", "buy_hold_scaled"]
     assert {"excess_return_vs_buy_hold", "vol_target_sharpe", "tsmom_return", "tsmom_chosen_on"} <= set(scraps["stats"])
     # the notebook ran the same engine: same trades as an in-process run on the same candles
     frames = {
