@@ -25,10 +25,10 @@ from .types import MorningstarError, clip_repr, parse_timeframe
 
 # %% auto #0
 __all__ = ['INDEX_COLUMNS', 'BENCHMARK_NAMES', 'DashboardError', 'message', 'fmt', 'table', 'run_index', 'filter_runs',
-           'cached_scraps', 'read_run', 'equity_figure', 'run_equity', 'trades_figure', 'stats_table', 'run_view',
-           'compare_view', 'index_version', 'runs_tab', 'read_account', 'account_figure', 'alerts_frame', 'llm_frame',
-           'resume_dialog', 'account_view', 'store_version', 'trading_tab', 'data_frame', 'data_tab', 'build_app',
-           'offline_template']
+           'cached_scraps', 'read_run', 'equity_figure', 'run_equity', 'trades_figure', 'run_windows', 'candle_figure',
+           'stats_table', 'run_view', 'compare_view', 'index_version', 'runs_tab', 'read_account', 'account_figure',
+           'alerts_frame', 'llm_frame', 'resume_dialog', 'account_view', 'store_version', 'trading_tab', 'data_frame',
+           'data_tab', 'build_app', 'offline_template']
 
 # %% ../nbs/17_dashboard.ipynb #47bedefd
 class DashboardError(MorningstarError):
@@ -181,6 +181,7 @@ def read_run(row: dict) -> dict:
 # %% ../nbs/17_dashboard.ipynb #ed5d8fb6
 BENCHMARK_NAMES = {
     "buy_hold": "buy & hold",
+    "buy_hold_scaled": "buy & hold at its exposure",
     "vol_target": "vol-targeted buy & hold",
     "tsmom": "TSMOM",
     "flat": "flat",
@@ -285,6 +286,85 @@ def trades_figure(scraps: dict, pair: str) -> tuple[go.FigureWidget, str | None]
     fig.update_layout(title=f"{pair}: {len(trades)} trades", height=420, margin={"l": 50, "r": 10, "t": 40, "b": 30})
     return go.FigureWidget(fig), note
 
+# %% ../nbs/17_dashboard.ipynb #31f8d9b4
+_EXIT_COLOURS = {"signal": "#444", "stop": "#d62728", "target": "#2ca02c", "end": "#9467bd"}  # others: grey
+
+
+def _ohlc(params: dict, pair: str) -> pd.DataFrame | None:
+    "The candles of `pair` over the run's range from the run's candle store, or None when they are not there any more."
+    # imports pyarrow: only where candles are stored
+    from morningstar_trader.store import CandleStore  # noqa: PLC0415
+
+    try:
+        bars = CandleStore(params["data_dir"]).load(
+            params["exchange"], pair, params["timeframe"], params.get("start"), params.get("end")
+        )
+    except (KeyError, TypeError, MorningstarError, OSError):
+        return None
+    return bars.frame
+
+
+def run_windows(params: dict) -> dict[str, int]:
+    "The moving averages drawn over a run's candles: its sma_cross windows (`--param` or the rule's 10/50), else 20/50."
+    if params.get("strategy") != "sma_cross":
+        return {"SMA 20": 20, "SMA 50": 50}
+    given = dict(str(item).partition("=")[::2] for item in params.get("param") or [])
+    try:
+        fast, slow = int(given.get("fast", 10)), int(given.get("slow", 50))
+    except ValueError:  # a run recorded with a bad value never traded; draw the defaults
+        fast, slow = 10, 50
+    return {f"SMA {fast} (fast)": fast, f"SMA {slow} (slow)": slow}
+
+# %% ../nbs/17_dashboard.ipynb #f50f8e6c
+def _exits(fig: go.Figure, trades: pd.DataFrame) -> str:
+    "One marker trace per exit reason; the reasons with their counts, for the title."
+    reasons = trades["exit_reason"].fillna("?") if "exit_reason" in trades else pd.Series("?", index=trades.index)
+    for reason, t in trades.groupby(reasons, sort=True):
+        hover = [f"exit: {reason}<br>pnl {fmt(float(v))}" for v in t["pnl"]] if "pnl" in t else None
+        colour = _EXIT_COLOURS.get(reason, "#7f7f7f")
+        marker = {"color": colour, "symbol": "x", "size": 8}
+        fig.add_scatter(
+            x=t["exit_time"], y=t["exit_price"], mode="markers", name=f"exit: {reason}", marker=marker, hovertext=hover
+        )
+    return ", ".join(f"{r} {n}" for r, n in reasons.value_counts().sort_index().items())
+
+
+def candle_figure(scraps: dict, pair: str, max_bars: int = 3_000) -> tuple[go.FigureWidget, str | None]:
+    "(candles of `pair` with its moving averages, entries, exits by reason, above the model's heads; a note, or None)."
+    params, trades, notes = scraps.get("parameters", {}), scraps.get("trades", pd.DataFrame()), []
+    trades = trades[trades["pair"] == pair] if len(trades) else trades
+    heads = scraps.get("predictions")
+    heads = heads[heads["pair"] == pair].set_index("time") if isinstance(heads, pd.DataFrame) and len(heads) else None
+    rows = 2 if heads is not None else 1
+    fig = make_subplots(rows=rows, cols=1, shared_xaxes=True, vertical_spacing=0.04, row_heights=[0.7, 0.3][:rows])
+    bars = _ohlc(params, pair)
+    if bars is None:
+        notes.append(f"the candles of {pair} are not in the run's candle store any more: trades only")
+    else:
+        close = bars["close"]
+        for name, n in run_windows(params).items():  # over every candle, then cut: the first shown is a full window
+            avg = close.rolling(n).mean().iloc[-max_bars:]
+            fig.add_scatter(x=avg.index, y=avg.to_numpy(), name=name, line={"width": 1})
+        if len(bars) > max_bars:
+            notes.append(f"the last {max_bars:,} of {len(bars):,} candles")
+        b = bars.iloc[-max_bars:]
+        fig.add_candlestick(x=b.index, open=b["open"], high=b["high"], low=b["low"], close=b["close"], name=pair)
+    for side, colour, symbol in (("long", "green", "triangle-up"), ("short", "red", "triangle-down")):
+        t = trades[trades["side"] == side] if len(trades) else trades
+        if len(t):
+            marker = {"color": colour, "symbol": symbol, "size": 9, "line": {"width": 1, "color": "black"}}
+            fig.add_scatter(x=t["entry_time"], y=t["entry_price"], mode="markers", name=f"{side} entry", marker=marker)
+    exits = _exits(fig, trades) if len(trades) else ""
+    for col in ("confidence", "volatility") if heads is not None else ():
+        if col in heads:
+            fig.add_scatter(x=heads.index, y=heads[col].to_numpy(), name=col, row=2, col=1, line={"width": 1})
+    if heads is None:
+        notes.append("no model heads recorded (a rule strategy, or an older run)")
+    fig.update_xaxes(rangeslider_visible=False)
+    title = f"{pair} candles: {len(trades)} trades" + (f"; exits {exits}" if exits else "")
+    fig.update_layout(title=title, height=480, margin={"l": 50, "r": 10, "t": 40, "b": 30}, legend={"orientation": "h"})
+    return go.FigureWidget(fig), "; ".join(notes) or None
+
 # %% ../nbs/17_dashboard.ipynb #3e0af518
 _RUN_SCRAPS = {"benchmarks": "benchmarks", "predictions": "model heads", "decisions": "decisions", "reviews": "reviews"}
 
@@ -349,7 +429,7 @@ def run_view(row: dict) -> W.VBox:
     for pair in scraps.get("parameters", {}).get("pairs", []) or sorted(
         set(scraps.get("trades", pd.DataFrame(columns=["pair"]))["pair"])
     ):
-        fig, note = trades_figure(scraps, pair)
+        fig, note = candle_figure(scraps, pair)
         parts += [fig] + ([message(note)] if note else [])
     parts += [
         W.HTML("<h4>trades</h4>"),

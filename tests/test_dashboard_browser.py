@@ -257,6 +257,11 @@ def test_a_picked_run_shows_its_equity_and_trades(lab, dashboard):
     trades = page.locator("table.ms-trades").first
     first = scraps["trades"].iloc[0]
     assert fmt(float(first["entry_price"])) in trades.inner_text() and len(scraps["trades"]) > 0
+    # each pair's candles with the rule's moving averages, entries and exits by reason: drawn, not only sent
+    candles = page.locator(".gtitle", has_text=f"{first['pair']} candles: ").first
+    candles.wait_for(timeout=150_000)
+    exits = candles.text_content().split("; exits ")[1]
+    assert f"{first['exit_reason']} " in exits and page.locator("g.boxlayer path.box").count() > 0
     page.screenshot(path=str(page.shots / "run.png"), full_page=False)
 
 
