@@ -42,7 +42,8 @@ __all__ = ['TRADE_COLUMNS', 'BASELINE_RULES', 'TSMOM_LOOKBACKS', 'DEFAULT_TSMOM_
            'compute_stats', 'benchmark_curves', 'BaselineRules', 'bars_per_day', 'lookback_bars', 'realised_vol',
            'baseline_weights', 'rebalance', 'choose_lookback', 'baselines', 'benchmark_stats', 'window_benchmarks',
            'run_rule_backtest', 'configured_backtest', 'notional_exposure', 'with_exposure_benchmark', 'ModelStrategy',
-           'round_trips', 'run_kernel_backtest', 'check_lookahead', 'history_bars', 'baseline_history', 'load_frames']
+           'round_trips', 'run_kernel_backtest', 'account_result', 'check_lookahead', 'history_bars',
+           'baseline_history', 'load_frames']
 
 # %% ../nbs/13_backtest.ipynb #5bbcbe74
 class BacktestError(MorningstarError):
@@ -1037,6 +1038,27 @@ def _result(book, equity: pd.Series, index: pd.DatetimeIndex, laid: dict) -> Bac
         predictions,
         reviews,
     )
+
+# %% ../nbs/13_backtest.ipynb #9bd46972
+def account_result(
+    store, frames: dict | None = None, timeframe: str = "1h", fee: float = 0.0, *, slippage_bps=0.0, can_short=False
+) -> BacktestResult:
+    """The account in `store` (a PortfolioStore) as a BacktestResult: its round trips, equity marks and statistics,
+    with the baselines over the candles of `frames` (by pair, indexed by open time; none without)."""
+    marks = store.equity_curve()
+    if marks.empty:
+        raise BacktestError("the account has no equity marks yet: its tearsheet follows its first cycle")
+    equity = marks["equity"][~marks.index.duplicated(keep="last")].astype(float).rename("equity")
+    trades = round_trips(store.fills(), store.orders())
+    stats = compute_stats(equity, trades, float(_held(equity.index, trades).mean()))
+    bench, curves = (
+        window_benchmarks(equity, frames, timeframe, fee, slippage_bps=slippage_bps, can_short=can_short)
+        if frames
+        else ({}, pd.DataFrame())
+    )
+    if len(curves):
+        stats["benchmarks_from"] = f"{curves.index[0]:%Y-%m-%d %H:%M}"
+    return BacktestResult(trades, equity, stats | bench, benchmarks=curves)
 
 # %% ../nbs/13_backtest.ipynb #1a8daea5
 def check_lookahead(frame: pd.DataFrame, strategy, trades: pd.DataFrame, pair: str = "") -> pd.DataFrame:
