@@ -32,6 +32,8 @@ def rolling_sharpe(equity: pd.Series, days: float = 30) -> pd.Series:
     "The annualised Sharpe ratio of bar returns over the past `days` days, at every bar once the window is full."
     r = equity.pct_change()
     step = equity.index.to_series().diff().median()
+    if pd.isna(step) or step <= pd.Timedelta(0):  # one mark (a paper account's first cycle): no return yet
+        return pd.Series(float("nan"), index=equity.index, name="rolling_sharpe")
     window = max(2, int(round(pd.Timedelta(days=days) / step)))
     per_year = pd.Timedelta(days=365.25) / step
     return (r.rolling(window).mean() / r.rolling(window).std() * math.sqrt(per_year)).rename("rolling_sharpe")
@@ -122,11 +124,11 @@ def trades_html(trades: pd.DataFrame, last: int = 500) -> str:
     return _table_html(shown.round({c: 6 for c in shown.select_dtypes("number").columns}), "ms-trade-list")
 
 # %% ../nbs/13c_tearsheet.ipynb #ea150719
-def tearsheet_html(result, info=None, full: bool = True) -> str:
+def tearsheet_html(result, info=None, full: bool = True, title: str | None = None) -> str:
     """The tearsheet of a BacktestResult as HTML: the report's header and tables (`info`: a report.RunInfo), the
     figure, monthly returns and the trade list; `full`: a whole page with plotly's JavaScript inside."""
     pairs = info.pairs if info is not None else tuple(sorted(set(result.trades["pair"])))
-    title = info.strategy if info is not None else "backtest"
+    title = title or (info.strategy if info is not None else "backtest")
     cash = info.cash if info is not None else float(result.equity.iloc[0])
     fig = tearsheet_figure(result, title, pairs)
     head = "\n".join(header_lines(info, result.equity)) if info is not None else ""
@@ -150,8 +152,9 @@ def tearsheet_html(result, info=None, full: bool = True) -> str:
     )
 
 
-def write_tearsheet(result, path: str | Path, info=None) -> Path:
-    "`tearsheet_html` written to `path`: one file, nothing fetched when it opens."
+def write_tearsheet(result, path: str | Path, info=None, title: str | None = None) -> Path:
+    "`tearsheet_html` written to `path` (its folder made): one file, nothing fetched when it opens."
     path = Path(path)
-    path.write_text(tearsheet_html(result, info))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(tearsheet_html(result, info, title=title))
     return path

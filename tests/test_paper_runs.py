@@ -315,6 +315,8 @@ def test_a_strategy_file_paper_trades_in_its_own_book_and_live_asks_for_proof(pa
     assert len(journal) == 2 and all(j["confidence"] == 1.0 and j["action"] in (-1, 1) for j in journal)  # the file's
     after = sqlite3.connect(main).execute(count).fetchone()[0] if main.is_file() else 0
     assert after == before  # the model's account saw nothing of it
+    sheet = (paper.root / "runs" / "tearsheets" / "paper-my_cross.html").read_text()  # the account's tearsheet
+    assert scraps["tearsheet"].endswith("paper-my_cross.html") and "<title>paper account my_cross</title>" in sheet
     assert "fast 40 must be below slow 30" in paper.run(*args, "--param", "fast=40", "-m", "paper", check=2).stderr
     refused = paper.run(*args, "-m", "live", "--i-understand-this-trades-real-money", env=FAKE, check=2).stderr
     assert refused.startswith("morningstar: error: refusing to trade model rule my_cross (fast 10, slow 30;")

@@ -4,6 +4,7 @@ secrets."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -60,7 +61,10 @@ def test_a_backtest_run_is_recorded_and_reads_back(sampled):
         "equity",
         "benchmarks",
         "errors",
+        "tearsheet",
     }
+    sheet = Path(scraps["tearsheet"]).read_text()  # the run's tearsheet, linked from its notebook
+    assert scraps["tearsheet"] == str(p.root / "runs" / "tearsheets" / f"{run_id}.html") and "monthly returns" in sheet
     assert list(scraps["benchmarks"].columns) == ["buy_hold", "vol_target", "tsmom", "flat", "buy_hold_scaled"]
     assert {"excess_return_vs_buy_hold", "vol_target_sharpe", "tsmom_return", "tsmom_chosen_on"} <= set(scraps["stats"])
     # the notebook ran the same engine: same trades as an in-process run on the same candles
