@@ -1056,7 +1056,10 @@ def account_result(
         if frames
         else ({}, pd.DataFrame())
     )
-    if len(curves):
+    if len(curves):  # buy & hold at the account's average gross exposure over the window (marks keep the exposure)
+        share = float((marks["exposure"] / marks["equity"]).groupby(level=0).last().reindex(curves.index).mean())
+        curves = curves.assign(buy_hold_scaled=curves["flat"] + share * (curves["buy_hold"] - curves["flat"]))
+        bench |= benchmark_stats(equity.reindex(curves.index), curves[["buy_hold_scaled"]]) | {"gross_exposure": share}
         stats["benchmarks_from"] = f"{curves.index[0]:%Y-%m-%d %H:%M}"
     return BacktestResult(trades, equity, stats | bench, benchmarks=curves)
 
