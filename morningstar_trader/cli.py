@@ -694,6 +694,13 @@ def _run_file(args, cfg):
     return with_strategy_file(cfg, args.strategy_path, _file_params(args))[0]
 
 
+def _run_strategy(params: dict) -> str:
+    "What a run traded, for `runs list`: its strategy, its strategy file's name (the file's stem), else the model."
+    if params.get("strategy_path") and not params.get("strategy"):
+        return Path(params["strategy_path"]).stem
+    return params.get("strategy") or "model"
+
+
 def _strategy_file_options(p) -> None:
     "--strategy-path and --param of `run` and `schedule`."
     p.add_argument(
@@ -985,7 +992,7 @@ def runs(args) -> int:
         # runs from before benchmarks: a dash
         table["buy_hold"] = [format_value("return", m.get("buy_hold_return")) for m in metrics]
         table["duration_s"] = table["duration_s"].round(1)
-        table["strategy"] = [json.loads(p or "{}").get("strategy", "model") for p in table["params"]]
+        table["strategy"] = [_run_strategy(json.loads(p or "{}")) for p in table["params"]]
         with pd.option_context("display.width", 200, "display.max_colwidth", 40):
             print(
                 table[

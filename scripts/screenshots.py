@@ -30,7 +30,7 @@ def free_port() -> int:
 
 
 def newest(pattern: str, root: Path) -> Path:
-    found = sorted(root.glob(pattern), key=lambda p: p.stat().st_mtime)
+    found = sorted((p for p in root.glob(pattern) if p.parent.name != "tearsheets"), key=lambda p: p.stat().st_mtime)
     if not found:
         sys.exit(f"screenshots: nothing matches {root / pattern}; run `make demo` first")
     return found[-1]

@@ -57,6 +57,11 @@ def lab(lab_root, servers):
     return make_lab_project(lab_root)
 
 
+def _run_html(lab) -> list[Path]:
+    "The HTML copies of run notebooks (`run --html`), not the runs' tearsheets."
+    return [p for p in (lab.root / "runs").rglob("*.html") if p.parent.name != "tearsheets"]
+
+
 def test_the_cli_and_run_notebooks_show_no_startup_noise(lab):
     for name, text in lab.outputs.items():
         assert not NOISE.search(text), f"{name} printed start-up noise:\n{NOISE.search(text).group(0)}"
@@ -75,8 +80,10 @@ def test_the_cli_and_run_notebooks_show_no_startup_noise(lab):
         assert not any(NOISE.search(s) for s in streams), path.name
     for path in (lab.root / "logs").glob("*"):
         assert not NOISE.search(path.read_text()), path.name
-    (html,) = (lab.root / "runs").rglob("*.html")
+    (html,) = _run_html(lab)
     assert "skip_exec" not in html.read_text()  # the front matter is not part of the record
+    sheets = {p.name for p in (lab.root / "runs" / "tearsheets").glob("*.html")}
+    assert {f"{r}.html" for r in lab.run_ids} <= sheets  # each backtest run's tearsheet, beside its notebook
 
 
 def test_runs_compare_shows_the_benchmarks(lab):
@@ -308,7 +315,7 @@ def test_the_data_tab_and_no_request_leaves_the_machine(lab, dashboard):
 
 
 def test_the_run_notebook_html_renders(lab, browser, tmp_path_factory):
-    (html,) = (lab.root / "runs").rglob("*.html")
+    (html,) = _run_html(lab)
     page = browser.new_page(viewport={"width": 1100, "height": 1400})
     page.goto(html.as_uri())
     assert page.locator("img").count() >= 3  # price, equity with benchmarks, heads
