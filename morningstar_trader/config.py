@@ -1068,6 +1068,7 @@ def for_strategy(settings: Settings, name: str) -> Settings:
         "pairs": s.pairs or settings.pairs,
         "model": data["model"] | ({"name": s.model} if s.model else {}),
         "rule": s.rule.model_dump() if s.rule else None if s.model else data["rule"],
+        "strategy_file": None if s.rule or s.model else data["strategy_file"],  # the top level's, unless it has its own
         "risk": data["risk"] | s.risk,
         "decision": data["decision"] | s.decision,
         "paths": data["paths"] | {"state_dir": settings.paths.state_dir / name},
