@@ -1,7 +1,7 @@
 """The README's screenshots, regenerated from the project `make demo` leaves (run it after `make demo`, from the
 project root): the dashboard with the newest run picked (docs/dashboard.png), the newest run notebook's HTML copy
-(docs/run-notebook.png) and the newest backtest's tearsheet (docs/tearsheet.png). Headless Debian chromium through
-Playwright; nothing leaves 127.0.0.1.
+(docs/run-notebook.png) and the newest backtest's tearsheet (docs/tearsheet.png: a run notebook's or a
+`morningstar backtest`'s). Headless Debian chromium through Playwright; nothing leaves 127.0.0.1.
 
 .venv/bin/python scripts/screenshots.py [--out docs] [--config config/config.yaml]
 """
@@ -29,11 +29,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def newest(pattern: str, root: Path) -> Path:
-    found = sorted((p for p in root.glob(pattern) if p.parent.name != "tearsheets"), key=lambda p: p.stat().st_mtime)
+def newest(pattern: str, root: Path, *others: str) -> Path:
+    "The newest file under `root` matching `pattern` or one of `others`."
+    found = [p for pat in (pattern, *others) for p in root.glob(pat)]
     if not found:
         sys.exit(f"screenshots: nothing matches {root / pattern}; run `make demo` first")
-    return found[-1]
+    return max(found, key=lambda p: p.stat().st_mtime)
 
 
 def dashboard(page, config: str, out: Path) -> None:
@@ -85,10 +86,13 @@ def main() -> int:
         context = browser.new_context(viewport={"width": 1300, "height": 1100})
         dashboard(context.new_page(), args.config, args.out)
         # the run notebook's plots: every pair's trades (one figure), then equity and drawdown against the benchmarks
-        run_html = newest("*/*.html", args.runs)
+        run_html = newest("20*/*.html", args.runs)  # runs/<date>/<run id>.html, not runs/tearsheets/
         static_page(context.new_page(), run_html, "img", args.out / "run-notebook.png", "img >> nth=1")
         static_page(
-            context.new_page(), newest("backtests/*/tearsheet.html", args.runs), ".main-svg", args.out / "tearsheet.png"
+            context.new_page(),
+            newest("tearsheets/backtest-*.html", args.runs, "backtests/*/tearsheet.html"),  # a run's, or a backtest's
+            ".main-svg",
+            args.out / "tearsheet.png",
         )
         browser.close()
     print(f"written: {', '.join(str(args.out / n) for n in ('dashboard.png', 'run-notebook.png', 'tearsheet.png'))}")
