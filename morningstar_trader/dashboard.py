@@ -287,7 +287,7 @@ def trades_figure(scraps: dict, pair: str) -> tuple[go.FigureWidget, str | None]
     return go.FigureWidget(fig), note
 
 # %% ../nbs/17_dashboard.ipynb #31f8d9b4
-_EXIT_COLOURS = {"signal": "#444", "stop": "#d62728", "target": "#2ca02c", "end": "#9467bd"}  # others: grey
+_EXIT_COLOURS = {"signal": "#444", "stop_loss": "#d62728", "take_profit": "#2ca02c", "end": "#9467bd"}  # others: grey
 
 
 def _ohlc(params: dict, pair: str) -> pd.DataFrame | None:
@@ -323,8 +323,10 @@ def _exits(fig: go.Figure, trades: pd.DataFrame) -> str:
         hover = [f"exit: {reason}<br>pnl {fmt(float(v))}" for v in t["pnl"]] if "pnl" in t else None
         colour = _EXIT_COLOURS.get(reason, "#7f7f7f")
         marker = {"color": colour, "symbol": "x", "size": 8}
+        # times as a DatetimeIndex: a FigureWidget sends a Series' datetime64 values so that the browser misplaces them
+        when = pd.DatetimeIndex(t["exit_time"])
         fig.add_scatter(
-            x=t["exit_time"], y=t["exit_price"], mode="markers", name=f"exit: {reason}", marker=marker, hovertext=hover
+            x=when, y=t["exit_price"], mode="markers", name=f"exit: {reason}", marker=marker, hovertext=hover
         )
     return ", ".join(f"{r} {n}" for r, n in reasons.value_counts().sort_index().items())
 
@@ -353,7 +355,8 @@ def candle_figure(scraps: dict, pair: str, max_bars: int = 3_000) -> tuple[go.Fi
         t = trades[trades["side"] == side] if len(trades) else trades
         if len(t):
             marker = {"color": colour, "symbol": symbol, "size": 9, "line": {"width": 1, "color": "black"}}
-            fig.add_scatter(x=t["entry_time"], y=t["entry_price"], mode="markers", name=f"{side} entry", marker=marker)
+            when = pd.DatetimeIndex(t["entry_time"])  # as the exits'
+            fig.add_scatter(x=when, y=t["entry_price"], mode="markers", name=f"{side} entry", marker=marker)
     exits = _exits(fig, trades) if len(trades) else ""
     for col in ("confidence", "volatility") if heads is not None else ():
         if col in heads:

@@ -1,5 +1,6 @@
 """The README's screenshots, regenerated from the project `make demo` leaves (run it after `make demo`, from the
-project root): the dashboard with the newest run picked (docs/dashboard.png), the newest run notebook's HTML copy
+project root): the dashboard with the newest run picked (docs/dashboard.png) and its first pair's candles
+(docs/candles.png), the newest run notebook's HTML copy
 (docs/run-notebook.png) and the newest backtest's tearsheet (docs/tearsheet.png: a run notebook's or a
 `morningstar backtest`'s). Headless Debian chromium through Playwright; nothing leaves 127.0.0.1.
 
@@ -55,6 +56,10 @@ def dashboard(page, config: str, out: Path) -> None:
         page.wait_for_selector(".ms-run-title", timeout=150_000)
         page.locator(".gtitle", has_text="equity ").first.wait_for(timeout=150_000)
         page.screenshot(path=str(out / "dashboard.png"))
+        candles = page.locator(".gtitle", has_text=" candles: ").first  # the first pair's candlesticks with its trades
+        candles.wait_for(timeout=150_000)
+        candles.evaluate("e => e.scrollIntoView()")
+        page.screenshot(path=str(out / "candles.png"))
         page.close(run_before_unload=True)  # the page's kernel ends with it
     finally:
         server.terminate()
@@ -95,7 +100,8 @@ def main() -> int:
             args.out / "tearsheet.png",
         )
         browser.close()
-    print(f"written: {', '.join(str(args.out / n) for n in ('dashboard.png', 'run-notebook.png', 'tearsheet.png'))}")
+    shots = ("dashboard.png", "candles.png", "run-notebook.png", "tearsheet.png")
+    print(f"written: {', '.join(str(args.out / n) for n in shots)}")
     return 0
 
 
