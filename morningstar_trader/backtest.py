@@ -570,9 +570,11 @@ def window_benchmarks(
     *,
     slippage_bps: float = 0.0,
     can_short: bool = False,
+    exposure: pd.Series | None = None,
 ) -> tuple[dict, pd.DataFrame]:
     """(`benchmark_stats` and what the baselines did, their curves) of an account's `equity` marks (stamped at bar
-    closes) within the candles of `frames` (by pair, indexed by open time); ({}, empty) when no mark is in them."""
+    closes) within the candles of `frames` (by pair, indexed by open time); ({}, empty) when no mark is in them.
+    `exposure` (the gross exposure over the equity at each mark) adds buy & hold at its average over the window."""
     step = parse_timeframe(timeframe)
     closes = {p: f[["close"]].set_axis(f.index + step) for p, f in frames.items() if len(f)}
     if not closes:
@@ -585,7 +587,12 @@ def window_benchmarks(
     curves, info = baselines(
         closes, marks.index, float(marks.iloc[0]), fee=fee, slippage_bps=slippage_bps, can_short=can_short, step=step
     )
-    return {**benchmark_stats(marks, curves), **info}, curves
+    stats = {**benchmark_stats(marks, curves), **info}
+    if exposure is not None:  # as `with_exposure_benchmark` for a backtest: that share of the cash in buy & hold
+        share = float(exposure[~exposure.index.duplicated(keep="last")].reindex(marks.index).mean())
+        curves = curves.assign(buy_hold_scaled=curves["flat"] + share * (curves["buy_hold"] - curves["flat"]))
+        stats |= benchmark_stats(marks, curves[["buy_hold_scaled"]]) | {"gross_exposure": share}
+    return stats, curves
 
 # %% ../nbs/13_backtest.ipynb #5483775f
 def _frames(candles: pd.DataFrame | dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
@@ -1051,15 +1058,13 @@ def account_result(
     equity = marks["equity"][~marks.index.duplicated(keep="last")].astype(float).rename("equity")
     trades = round_trips(store.fills(), store.orders())
     stats = compute_stats(equity, trades, float(_held(equity.index, trades).mean()))
+    held = marks["exposure"] / marks["equity"]  # the marks keep the gross exposure: buy & hold at its average too
     bench, curves = (
-        window_benchmarks(equity, frames, timeframe, fee, slippage_bps=slippage_bps, can_short=can_short)
+        window_benchmarks(equity, frames, timeframe, fee, slippage_bps=slippage_bps, can_short=can_short, exposure=held)
         if frames
         else ({}, pd.DataFrame())
     )
-    if len(curves):  # buy & hold at the account's average gross exposure over the window (marks keep the exposure)
-        share = float((marks["exposure"] / marks["equity"]).groupby(level=0).last().reindex(curves.index).mean())
-        curves = curves.assign(buy_hold_scaled=curves["flat"] + share * (curves["buy_hold"] - curves["flat"]))
-        bench |= benchmark_stats(equity.reindex(curves.index), curves[["buy_hold_scaled"]]) | {"gross_exposure": share}
+    if len(curves):
         stats["benchmarks_from"] = f"{curves.index[0]:%Y-%m-%d %H:%M}"
     return BacktestResult(trades, equity, stats | bench, benchmarks=curves)
 

@@ -317,6 +317,8 @@ def test_a_strategy_file_paper_trades_in_its_own_book_and_live_asks_for_proof(pa
     assert len(journal) == 2 and all(j["confidence"] == 1.0 and j["action"] in (-1, 1) for j in journal)  # the file's
     after = sqlite3.connect(main).execute(count).fetchone()[0] if main.is_file() else 0
     assert after == before  # the model's account saw nothing of it
+    stats = scraps["stats"]  # buy & hold at the account's exposure beside buy & hold, over the candles it saw
+    assert "buy_hold_return" in stats and 0 <= stats["gross_exposure"] <= 1 and "buy_hold_scaled_return" in stats
     sheet = (paper.root / "runs" / "tearsheets" / "paper-my_cross.html").read_text()  # the account's tearsheet
     assert scraps["tearsheet"].endswith("paper-my_cross.html") and "<title>paper account my_cross</title>" in sheet
     assert "fast 40 must be below slow 30" in paper.run(*args, "--param", "fast=40", "-m", "paper", check=2).stderr
