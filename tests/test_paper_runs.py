@@ -133,9 +133,9 @@ def test_paper_runs_carry_buy_and_hold_and_flat(paper):
         stats["excess_return_vs_flat"] - stats["buy_hold_return"]
     )
     bench = scraps["benchmarks"]
-    assert list(bench.columns) == ["buy_hold", "vol_target", "tsmom", "flat"] and list(bench.index) == list(
-        window.index
-    )
+    columns = ["buy_hold", "vol_target", "tsmom", "flat", "buy_hold_scaled"]  # the last: at the account's exposure
+    assert list(bench.columns) == columns and list(bench.index) == list(window.index)
+    assert stats["buy_hold_scaled_return"] == pytest.approx(stats["gross_exposure"] * stats["buy_hold_return"])
     assert {"vol_target_return", "tsmom_return", "tsmom_chosen_on"} <= set(stats)  # over the same window
     assert bench["buy_hold"].iloc[-1] / window.iloc[0] - 1 == pytest.approx(stats["buy_hold_return"])
 
