@@ -237,7 +237,9 @@ def check_file_grid(grid: dict[str, list], path: Path, settings: Settings, fixed
         if key in defaults:
             out[key] = _typed_values(key, type(defaults[key]), values)
         elif key.split(".")[0] in KERNEL_SECTIONS and "." in key:
-            out[key] = [with_overrides(settings, {key: v}) and v for v in values]
+            for v in values:  # a value the config would refuse stops the sweep here
+                with_overrides(settings, {key: v})
+            out[key] = values
         else:
             raise SweepGridError(
                 f"--grid {key}: {path.name} takes {', '.join(defaults) or 'no parameters'} and the settings "
