@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 from pydantic import ValidationError
-from sklearn.preprocessing import RobustScaler
 
 from .alt_data import load_alt_tables
 from .artifact import ModelError, _check, _read_json, _retrain, _verified_metadata
@@ -18,6 +17,7 @@ from .config import FeatureSettings, Settings
 from morningstar_trader.features import (
     DataPreparation,
     FeatureError,
+    FittedScaler,
     brief,
     describe_problems,
     scaler_from_dict,
@@ -29,7 +29,7 @@ from .types import Features, MorningstarError
 __all__ = ['model_inputs', 'heads_from_raw', 'OnnxModel', 'has_onnx', 'load_onnx_model']
 
 # %% ../nbs/05c_inference.ipynb #6319c956
-def _verified_scaler(path: Path, spec: dict) -> RobustScaler:
+def _verified_scaler(path: Path, spec: dict) -> FittedScaler:
     "scaler.json checked against its schema and the feature names in the metadata."
     try:
         scaler = scaler_from_dict(_read_json(path, "scaler.json"))
@@ -44,7 +44,7 @@ def _verified_scaler(path: Path, spec: dict) -> RobustScaler:
     return scaler
 
 # %% ../nbs/05c_inference.ipynb #c628de42
-def _prep_from_spec(path: Path, spec: dict, scaler: RobustScaler, alt_tables: dict | None) -> DataPreparation:
+def _prep_from_spec(path: Path, spec: dict, scaler: FittedScaler, alt_tables: dict | None) -> DataPreparation:
     "The features rebuilt from the stored spec alone (a model without alternative data)."
     _check(
         not spec["alt_data"], path, "models with alternative data need the config (its alt_data sources): pass settings"
@@ -62,7 +62,7 @@ def _prep_from_spec(path: Path, spec: dict, scaler: RobustScaler, alt_tables: di
     return prep
 
 
-def _verified_prep(path: Path, spec: dict, scaler: RobustScaler, settings: Settings | None, alt_tables: dict | None):
+def _verified_prep(path: Path, spec: dict, scaler: FittedScaler, settings: Settings | None, alt_tables: dict | None):
     "The features of the config when given (they must reproduce the stored spec), else rebuilt from the spec."
     if settings is None:
         prep = _prep_from_spec(path, spec, scaler, alt_tables)
