@@ -343,13 +343,14 @@ def candle_figure(scraps: dict, pair: str, max_bars: int = 3_000) -> tuple[go.Fi
     if bars is None:
         notes.append(f"the candles of {pair} are not in the run's candle store any more: trades only")
     else:
-        close = bars["close"]
-        for name, n in run_windows(params).items():  # over every candle, then cut: the first shown is a full window
-            avg = close.rolling(n).mean().iloc[-max_bars:]
+        k = -(-len(bars) // max_bars)  # bars per candle drawn: the whole run in view
+        for name, n in run_windows(params).items():  # over every bar, then one value per candle drawn
+            avg = bars["close"].rolling(n).mean().iloc[::k]
             fig.add_scatter(x=avg.index, y=avg.to_numpy(), name=name, line={"width": 1})
-        if len(bars) > max_bars:
-            notes.append(f"the last {max_bars:,} of {len(bars):,} candles")
-        b = bars.iloc[-max_bars:]
+        b = bars.groupby(np.arange(len(bars)) // k).agg({"open": "first", "high": "max", "low": "min", "close": "last"})
+        b = b.set_axis(bars.index[::k])
+        if k > 1:
+            notes.append(f"{len(bars):,} bars drawn as {len(b):,} candles of {k} bars each")
         fig.add_candlestick(x=b.index, open=b["open"], high=b["high"], low=b["low"], close=b["close"], name=pair)
     for side, colour, symbol in (("long", "green", "triangle-up"), ("short", "red", "triangle-down")):
         t = trades[trades["side"] == side] if len(trades) else trades
