@@ -331,6 +331,20 @@ def _exits(fig: go.Figure, trades: pd.DataFrame) -> str:
     return ", ".join(f"{r} {n}" for r, n in reasons.value_counts().sort_index().items())
 
 
+def _fills(fig: go.Figure, fills, pair: str) -> None:
+    """Every fill of `pair` (kernel runs record them): a round trip's entry and exit are its average prices, which a
+    model that resizes its position at each close moves far from any one fill."""
+    if not isinstance(fills, pd.DataFrame) or not len(fills) or "pair" not in fills:
+        return
+    for side, colour, symbol in (("buy", "green", "triangle-up-open"), ("sell", "red", "triangle-down-open")):
+        f = fills[(fills["pair"] == pair) & (fills["side"] == side)]
+        if len(f):
+            marker = {"color": colour, "symbol": symbol, "size": 5}
+            hover = [f"{side} {a:g} at {fmt(float(p))}" for a, p in zip(f["amount"], f["price"])]
+            when = pd.DatetimeIndex(f["time"])  # as the entries'
+            fig.add_scatter(x=when, y=f["price"], mode="markers", name=f"{side} fills", marker=marker, hovertext=hover)
+
+
 def candle_figure(scraps: dict, pair: str, max_bars: int = 3_000) -> tuple[go.FigureWidget, str | None]:
     "(candles of `pair` with its moving averages, entries, exits by reason, above the model's heads; a note, or None)."
     params, trades, notes = scraps.get("parameters", {}), scraps.get("trades", pd.DataFrame()), []
@@ -359,6 +373,7 @@ def candle_figure(scraps: dict, pair: str, max_bars: int = 3_000) -> tuple[go.Fi
             when = pd.DatetimeIndex(t["entry_time"])  # as the exits'
             fig.add_scatter(x=when, y=t["entry_price"], mode="markers", name=f"{side} entry", marker=marker)
     exits = _exits(fig, trades) if len(trades) else ""
+    _fills(fig, scraps.get("fills"), pair)
     for col in ("confidence", "volatility") if heads is not None else ():
         if col in heads:
             fig.add_scatter(x=heads.index, y=heads[col].to_numpy(), name=col, row=2, col=1, line={"width": 1})
