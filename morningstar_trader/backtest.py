@@ -722,10 +722,29 @@ def _strategy_bars(frames: dict, strategy, timeframe: str, size: float | None, s
     return {p: f[f.index >= first] for p, f in frames.items()}
 
 # %% ../nbs/13_backtest.ipynb #3811341c
-def notional_exposure(trades: pd.DataFrame, frames: dict[str, pd.DataFrame], equity: pd.Series) -> pd.Series:
+def _held_by_fills(fills: pd.DataFrame, index: pd.DatetimeIndex) -> dict[str, np.ndarray]:
+    "Units held of each pair at each time of `index` (longs and shorts alike) from the fills, each from its time."
+    out = {}
+    for pair, group in fills.groupby("pair", sort=False):
+        signed = np.where(group["side"] == "buy", 1.0, -1.0) * group["amount"].to_numpy(np.float64)
+        units = np.zeros(len(index) + 1)
+        np.add.at(units, index.searchsorted(pd.DatetimeIndex(group["time"])), signed)
+        out[pair] = np.abs(np.cumsum(units)[:-1])
+    return out
+
+
+def notional_exposure(
+    trades: pd.DataFrame, frames: dict[str, pd.DataFrame], equity: pd.Series, fills: pd.DataFrame | None = None
+) -> pd.Series:
     """The gross exposure at each mark of `equity`: the value of the open positions (units × the pair's latest close,
-    longs and shorts alike) over the equity; a round trip counts from its entry to before its exit."""
+    longs and shorts alike) over the equity. From the `fills` when given (a kernel run resizes its positions: a round
+    trip's size is all it bought); else a round trip counts its size from its entry to before its exit."""
     index, value = equity.index, np.zeros(len(equity))
+    if fills is not None and len(fills):
+        for pair, held in _held_by_fills(fills, index).items():
+            close = frames[pair]["close"].reindex(index, method="ffill").to_numpy(np.float64)
+            value += np.nan_to_num(held * close)
+        return pd.Series(value / equity.to_numpy(np.float64), index=index, name="gross_exposure")
     for pair, group in trades.groupby("pair", sort=False):
         units, size = np.zeros(len(index) + 1), group["size"].abs().to_numpy(np.float64)
         exits = index.searchsorted(group["exit_time"].fillna(index[-1]))
@@ -740,7 +759,8 @@ def notional_exposure(trades: pd.DataFrame, frames: dict[str, pd.DataFrame], equ
 def with_exposure_benchmark(curves: pd.DataFrame, result, frames: dict, cash: float) -> tuple[pd.DataFrame, dict]:
     """(`curves` with `buy_hold_scaled`: the strategy's average gross exposure of `cash` in equal-weight buy & hold,
     the rest idle; {"gross_exposure": that average})."""
-    share = float(notional_exposure(result.trades, frames, result.equity).mean()) if len(result.trades) else 0.0
+    fills = result.fills if len(result.fills) else None
+    share = float(notional_exposure(result.trades, frames, result.equity, fills).mean()) if len(result.trades) else 0.0
     return curves.assign(buy_hold_scaled=cash + share * (curves["buy_hold"] - cash)), {"gross_exposure": share}
 
 # %% ../nbs/13_backtest.ipynb #98236106
