@@ -739,6 +739,34 @@ def sweep(args) -> int:
         return 1
     return 0
 
+# %% ../nbs/15_cli.ipynb #ce2fa0f1
+def _alert_run(cfg, mode: str, error, level: str = "critical", kind: str = "run_failed", run: str = "") -> None:
+    """A run that failed (a RunError, whose `record` names the run) or a missed bar: a record in the account's
+    monitoring log (paper and live, once the account exists) and a push to `monitoring.notify`."""
+    from morningstar_trader.monitoring import Alert, run_alerts
+
+    record = getattr(error, "record", None)
+    state_db = cfg.paths.state_dir / f"{mode}.sqlite"
+    run_alerts(
+        [Alert(level, kind, str(error))],
+        targets=cfg.monitoring.notify,
+        flush_s=cfg.monitoring.notify_flush_s,
+        run=run or (record.run_id if record else ""),
+        state_db=state_db if mode in ("paper", "live") and state_db.is_file() else None,
+    )
+
+
+def _bar_outcome(cfg, mode: str, params: dict, outcome: dict) -> None:
+    "A scheduled bar that failed or was missed: indexed, recorded, pushed (`run_schedule`'s `on_outcome`)."
+    from morningstar_trader.runs import record_missed
+
+    if outcome["status"] == "failed":
+        _alert_run(cfg, mode, f"bar {outcome['close']}: {outcome['detail']}")
+    elif outcome["status"] == "missed":
+        rec = record_missed(params, outcome["close"], outcome["detail"], runs_dir=cfg.paths.runs_dir)
+        why = f"bar {outcome['close']} got no run: {outcome['detail']}"
+        _alert_run(cfg, mode, why, "warning", "missed_bar", rec.run_id)
+
 # %% ../nbs/15_cli.ipynb #a7c0f2e1
 def _account_status(state_dir: Path, mode: str) -> dict:
     "`risk_status` of the account in `state_dir`; before its first cycle, the state a new account starts in."
@@ -833,13 +861,18 @@ def _configured(cfg, name: str | None):
 
 
 def run(args) -> int:
-    from morningstar_trader.runs import run_notebook
+    from morningstar_trader.runs import RunError, run_notebook
 
     cfg, _, _ = _setup(args)
+    books = {s.name for s in cfg.strategies}
     mode = _mode(args, cfg, ("backtest", "paper", "live"))
     _live_gate(args, _configured(cfg, None if args.strategy in (None, *_STRATEGY_PARAMS) else args.strategy), mode)
     params = _run_params(args, mode)
-    record = run_notebook(params, runs_dir=cfg.paths.runs_dir, notebook=args.notebook, progress_bar=True)
+    try:
+        record = run_notebook(params, runs_dir=cfg.paths.runs_dir, notebook=args.notebook, progress_bar=True)
+    except RunError as e:  # recorded as failed in the index by run_notebook; the operator hears of it too
+        _alert_run(_configured(cfg, args.strategy if args.strategy in books else None), mode, e)
+        raise
     _print_record(record)
     if args.html:
         from morningstar_trader.runs import export_html
@@ -881,7 +914,14 @@ def schedule(args) -> int:
         )
 
     lock = cfg.paths.runs_dir / (f"schedule-{args.strategy}.lock" if args.strategy else "schedule.lock")
-    outcomes = run_schedule(job, timeframe=cfg.timeframe, schedule=cfg.schedule, lock_path=lock, max_runs=args.max_runs)
+    outcomes = run_schedule(
+        job,
+        timeframe=cfg.timeframe,
+        schedule=cfg.schedule,
+        lock_path=lock,
+        max_runs=args.max_runs,
+        on_outcome=lambda o: _bar_outcome(cfg, mode, params, o),
+    )
     for o in outcomes:
         print(f"bar {o['close']}: {o['status']} {o['detail']}".rstrip())
     return 0 if all(o["status"] == "ok" for o in outcomes) else 1

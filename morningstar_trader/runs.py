@@ -26,8 +26,8 @@ from .config import load_secrets
 from .types import MorningstarError
 
 # %% auto #0
-__all__ = ['RunError', 'RunRecord', 'check_parameters', 'new_run_id', 'ipc_kernel_manager', 'run_notebook', 'load_run',
-           'list_runs', 'save_backtest', 'read_backtest', 'export_html', 'compare_runs']
+__all__ = ['RunError', 'RunRecord', 'check_parameters', 'new_run_id', 'ipc_kernel_manager', 'run_notebook', 'record_missed',
+           'load_run', 'list_runs', 'save_backtest', 'read_backtest', 'export_html', 'compare_runs']
 
 # %% ../nbs/14_runs.ipynb #9e591a71
 class RunError(MorningstarError):
@@ -200,8 +200,22 @@ def run_notebook(
         )
     record = RunRecord(run_id, params.get("mode", ""), status, out, duration, metrics, error)
     if status != "ok":
-        raise RunError(f"run {run_id} failed: {error}; its notebook: {out}")
+        failure = RunError(f"run {run_id} failed: {error}; its notebook: {out}")
+        failure.record = record  # who reports the failure names the run
+        raise failure
     return record
+
+# %% ../nbs/14_runs.ipynb #9a2473af
+def record_missed(params: dict, close, why: str, *, runs_dir: str | Path) -> RunRecord:
+    "Index a bar close that got no run (`missed`, the reason as its error); no notebook is written."
+    check_parameters(params)
+    close = pd.Timestamp(close)
+    run_id = new_run_id(f"{params.get('mode', 'run')}-missed", close.to_pydatetime())
+    params = {**params, "run_id": run_id, "bar_close": close.isoformat()}
+    _index_started(Path(runs_dir), run_id, params, datetime.now(timezone.utc), Path(""))
+    with _index(Path(runs_dir)) as db, db:
+        db.execute("UPDATE runs SET status = 'missed', duration_s = 0, error = ? WHERE run_id = ?", (why, run_id))
+    return RunRecord(run_id, params.get("mode", ""), "missed", Path(""), 0.0, {}, why)
 
 # %% ../nbs/14_runs.ipynb #ee62bee9
 def load_run(path_or_id: str | Path, runs_dir: str | Path | None = None) -> dict:
