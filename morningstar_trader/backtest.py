@@ -146,6 +146,9 @@ class BacktestResult:
         default_factory=pd.DataFrame
     )  # kernel runs: every review (score, rationale, latency, cost)
     benchmarks: pd.DataFrame = field(default_factory=pd.DataFrame)  # equity of buy & hold and flat on the same bars
+    errors: pd.DataFrame = field(
+        default_factory=pd.DataFrame
+    )  # kernel runs: bar time, pair, stage, error (not warm-up)
 
 
 TRADE_COLUMNS = [
@@ -902,8 +905,10 @@ def _backtest_kernel(strategy, settings, cash: float, can_short: bool, superviso
     return k
 
 
-def _replay(k: Kernel, laid: dict, index: pd.DatetimeIndex, first: int, digest, cash: float) -> np.ndarray:
-    "`close_bar` at every close from bar `first` on; the equity after each."
+def _replay(
+    k: Kernel, laid: dict, index: pd.DatetimeIndex, first: int, digest, cash: float, errors: list | None = None
+) -> np.ndarray:
+    "`close_bar` at every close from bar `first` on; the equity after each. `errors` gathers each close's pair errors."
     step, times = pd.Timedelta(parse_timeframe(k.settings.timeframe)), index.as_unit("ns").asi8
     equity, rs = np.full(len(index), float(cash)), RiskState.start(cash, index[first] + step)
     for i in progress(range(first, len(index)), desc=f"backtest, {len(laid)} pairs"):  # shown after 3 s
@@ -917,6 +922,8 @@ def _replay(k: Kernel, laid: dict, index: pd.DatetimeIndex, first: int, digest, 
             inputs = digest(inputs, index[i] + step)
         out = close_bar(k, inputs, index[i] + step, rs)
         rs, equity[i] = out.risk_state, out.equity
+        if errors is not None:  # as a paper cycle's audit has them; a pair still warming up is no error
+            errors += [(index[i], p, why.split(":")[0], why) for p, why in out.notes.errors.items() if why != "warm-up"]
     return equity
 
 
@@ -952,10 +959,12 @@ def run_kernel_backtest(
         raise BacktestError(f"start {start} is after the last bar {index[-1]}")
     with _collector_paused():
         laid = _kernel_inputs(frames, strategy, index)
-        equity = _replay(k, laid, index, first, _digests(supervisor, settings), cash)
+        errors = []
+        equity = _replay(k, laid, index, first, _digests(supervisor, settings), cash, errors)
         _finish(k, index, {p: v[0] for p, v in laid.items()})
         equity[-1] = k.book.cash()
         result = _result(k.book, pd.Series(equity[first:], index=index[first:], name="equity"), index[first:], laid)
+        result = replace(result, errors=pd.DataFrame(errors, columns=["time", "pair", "stage", "error"]))
     c, step = settings.costs, pd.Timedelta(parse_timeframe(strategy.model.prep.timeframe))
     costs = FillCosts(c.taker_fee, c.maker_fee, c.slippage_bps)
     return _with_benchmarks(result, frames, cash, costs, can_short, history, select_on, step)

@@ -767,6 +767,27 @@ def _bar_outcome(cfg, mode: str, params: dict, outcome: dict) -> None:
         why = f"bar {outcome['close']} got no run: {outcome['detail']}"
         _alert_run(cfg, mode, why, "warning", "missed_bar", rec.run_id)
 
+# %% ../nbs/15_cli.ipynb #8a577770
+def _show_run(row: dict, scraps: dict) -> str:
+    "A run's index row and scraps as text: status, parameters, stats, then one table per audit part."
+    import pandas as pd
+
+    from morningstar_trader.report import stats_lines
+    from morningstar_trader.runs import audit_tables
+
+    lines = [f"run {row['run_id']}: {row['status']} ({row['mode']}), started {row['started_at']}"]
+    if row.get("error"):
+        lines.append(f"error: {row['error']}")
+    lines.append(f"notebook: {row['path']}" if row.get("path") else "notebook: none (no run)")
+    params = scraps.get("parameters") or {}
+    lines += ["", "parameters", *(f"  {k}: {v}" for k, v in params.items() if v is not None)] if params else []
+    lines += ["", "stats", *(f"  {s}" for s in stats_lines(scraps["stats"]))] if scraps.get("stats") else []
+    with pd.option_context("display.width", 200, "display.max_colwidth", 48, "display.max_rows", 200):
+        for part, table in audit_tables(scraps).items():
+            text = table.to_string(index=False) if len(table) else "  (none)"
+            lines += ["", f"{part} ({len(table)})", text]
+    return "\n".join(lines)
+
 # %% ../nbs/15_cli.ipynb #a7c0f2e1
 def _account_status(state_dir: Path, mode: str) -> dict:
     "`risk_status` of the account in `state_dir`; before its first cycle, the state a new account starts in."
@@ -959,6 +980,7 @@ def runs(args) -> int:
     from morningstar_trader.runs import compare_runs, list_runs, load_run
 
     cfg, _, _ = _setup(args, log_file=False)
+    table_row = lambda d, r: list_runs(d).set_index("run_id").loc[r].to_dict() | {"run_id": r}  # noqa: E731
     known = set(list_runs(cfg.paths.runs_dir)["run_id"])
     asked = args.run_ids if args.action == "compare" else [args.run_id] if args.action == "show" else []
     if unknown := [r for r in asked if r not in known]:
@@ -995,7 +1017,12 @@ def runs(args) -> int:
                 ].to_string(index=False)
             )
         return 0
-    scraps = load_run(args.run_id, cfg.paths.runs_dir)
+    row = table_row(cfg.paths.runs_dir, args.run_id)
+    # a missed bar has no notebook, a run that failed early may have none
+    scraps = load_run(args.run_id, cfg.paths.runs_dir) if row["path"] and Path(row["path"]).exists() else {}
+    if not args.json:
+        print(_show_run(row, scraps))
+        return 0
     print(
         json.dumps(
             {
@@ -1453,8 +1480,13 @@ def _add_runs(sub) -> None:
     rs = sub.add_parser("runs", help="the audit records of past runs")
     rs_sub = rs.add_subparsers(dest="action", required=True, metavar="ACTION")
     rs_sub.add_parser("list", parents=[_common(False)], help="every run, newest first").set_defaults(run=runs)
-    show = rs_sub.add_parser("show", parents=[_common(False)], help="one run's parameters, stats and errors")
+    show = rs_sub.add_parser(
+        "show",
+        parents=[_common(False)],
+        help="one run's record: parameters, stats, predictions, reviews, orders, fills",
+    )
     show.add_argument("run_id")
+    show.add_argument("--json", action="store_true", help="parameters, stats, errors and counts as JSON instead")
     show.set_defaults(run=runs)
     cmp = rs_sub.add_parser(
         "compare", parents=[_common(False)], help="runs side by side: parameters that differ, then stats"

@@ -26,8 +26,9 @@ from .config import load_secrets
 from .types import MorningstarError
 
 # %% auto #0
-__all__ = ['RunError', 'RunRecord', 'check_parameters', 'new_run_id', 'ipc_kernel_manager', 'run_notebook', 'record_missed',
-           'load_run', 'list_runs', 'save_backtest', 'read_backtest', 'export_html', 'compare_runs']
+__all__ = ['AUDIT_PARTS', 'RunError', 'RunRecord', 'check_parameters', 'new_run_id', 'ipc_kernel_manager', 'run_notebook',
+           'record_missed', 'load_run', 'list_runs', 'audit_tables', 'save_backtest', 'read_backtest', 'export_html',
+           'compare_runs']
 
 # %% ../nbs/14_runs.ipynb #9e591a71
 class RunError(MorningstarError):
@@ -214,7 +215,9 @@ def record_missed(params: dict, close, why: str, *, runs_dir: str | Path) -> Run
     params = {**params, "run_id": run_id, "bar_close": close.isoformat()}
     _index_started(Path(runs_dir), run_id, params, datetime.now(timezone.utc), Path(""))
     with _index(Path(runs_dir)) as db, db:
-        db.execute("UPDATE runs SET status = 'missed', duration_s = 0, error = ? WHERE run_id = ?", (why, run_id))
+        db.execute(
+            "UPDATE runs SET status = 'missed', duration_s = 0, error = ?, path = '' WHERE run_id = ?", (why, run_id)
+        )
     return RunRecord(run_id, params.get("mode", ""), "missed", Path(""), 0.0, {}, why)
 
 # %% ../nbs/14_runs.ipynb #ee62bee9
@@ -249,6 +252,53 @@ def list_runs(runs_dir: str | Path) -> pd.DataFrame:
         )
     return df
 
+# %% ../nbs/14_runs.ipynb #34f657ff
+_REVIEW_COLUMNS = {
+    "time": "time",
+    "pair": "pair",
+    "source": "source",
+    "prompt_hash": "prompt_hash",
+    "coherence": "coherence",
+    "risk_score": "risk",
+    "veto": "veto",
+    "size_multiplier": "size_x",
+    "stop_loss": "stop",
+    "take_profit": "target",
+    "alerts": "clamp",
+    "failure": "failure",
+    "latency_ms": "latency_ms",
+    "cost_usd": "cost_usd",
+    "rationale": "reply",
+}
+_ORDER_COLUMNS = ["created_at", "pair", "intent", "side", "type", "amount", "price", "status", "filled", "note"]
+_FILL_COLUMNS = ["time", "pair", "side", "amount", "price", "fee", "realized_pnl", "trade_id", "client_order_id"]
+AUDIT_PARTS = ("predictions", "reviews", "digests", "orders", "fills", "errors")
+
+
+def _frame(value) -> pd.DataFrame:
+    "A scrap as a frame: frames as they are, lists of records and {key: value} dicts as rows."
+    if isinstance(value, pd.DataFrame):
+        return value
+    if isinstance(value, dict):
+        return pd.DataFrame({"pair": list(value), "digest": [json.dumps(v, default=str) for v in value.values()]})
+    return pd.DataFrame(list(value or []))
+
+
+def audit_tables(scraps: dict) -> dict[str, pd.DataFrame]:
+    "The audit record of a run's scraps, one table per part of `AUDIT_PARTS` (empty where the run has none)."
+    out = {}
+    for part in AUDIT_PARTS:
+        df = _frame(scraps.get(part)).dropna(axis=1, how="all")
+        if part == "reviews":
+            df = df[[c for c in _REVIEW_COLUMNS if c in df]].rename(columns=_REVIEW_COLUMNS)
+            if "clamp" in df:
+                df["clamp"] = df["clamp"].map(lambda a: "; ".join(a) if isinstance(a, list | tuple) else a)
+        elif part in ("orders", "fills"):
+            cols = _ORDER_COLUMNS if part == "orders" else _FILL_COLUMNS
+            df = df[[c for c in cols if c in df] + [c for c in df if c not in cols and part == "fills"]]
+        out[part] = df.reset_index(drop=True)
+    return out
+
 # %% ../nbs/14_runs.ipynb #d82635a7
 def _plain(stats: dict) -> dict:
     "Statistics as JSON takes them: NaN as null."
@@ -265,6 +315,8 @@ def save_backtest(result, out: str | Path, params: dict, *, runs_dir: str | Path
     result.benchmarks.to_csv(out / "benchmarks.csv")
     if len(result.decisions.columns):
         result.decisions.to_csv(out / "decisions.csv", index=False)
+    if len(getattr(result, "errors", ())):  # kernel runs: per close, pair and stage
+        result.errors.to_csv(out / "errors.csv", index=False)
     (out / "stats.json").write_text(json.dumps(_plain(result.stats), indent=2))
     (out / "parameters.json").write_text(json.dumps(params, indent=2, default=str))
     _index_started(Path(runs_dir), run_id, params, datetime.now(timezone.utc), out)
@@ -292,7 +344,7 @@ def read_backtest(path: str | Path) -> dict:
         "decisions": decisions,
         "equity": times("equity.csv"),
         "benchmarks": times("benchmarks.csv"),
-        "errors": [],
+        "errors": pd.read_csv(path / "errors.csv").to_dict("records") if (path / "errors.csv").is_file() else [],
     }
 
 # %% ../nbs/14_runs.ipynb #d45e2fe7

@@ -72,6 +72,10 @@ def test_a_crashed_run_is_indexed_recorded_and_pushed(hooked):
     assert [(j["level"], j["kind"]) for j in pushed] == [("critical", "run_failed")] * 2
     assert [j["run"] for j in pushed] == list(runs["run_id"])
     assert "the cycle broke" in pushed[0]["message"] and "DeadKernelError" in pushed[1]["message"]
+    shown = project.run("runs", "show", runs["run_id"].iloc[0]).stdout  # the failed run's record, readable
+    assert (
+        shown.startswith(f"run {runs['run_id'].iloc[0]}: failed (paper)") and "RuntimeError: the cycle broke" in shown
+    )
 
 
 def test_a_missed_bar_is_indexed_recorded_and_pushed_once(hooked, monkeypatch):
@@ -95,3 +99,5 @@ def test_a_missed_bar_is_indexed_recorded_and_pushed_once(hooked, monkeypatch):
     assert kinds == [("missed_bar", "warning"), ("missed_bar", "warning"), ("run_failed", "critical")]
     mon = MonitoringLog(project.root / "state" / "paper.sqlite").frame()
     assert sorted(a["kind"] for row in mon["alerts"] for a in row) == ["missed_bar", "missed_bar", "run_failed"]
+    shown = project.run("runs", "show", runs["run_id"].iloc[1]).stdout
+    assert "missed (paper)" in shown and "error: no run: the scheduler skipped it" in shown and "(no run)" in shown
