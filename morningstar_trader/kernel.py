@@ -11,7 +11,7 @@ import logging
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Callable
 
 import numpy as np
@@ -23,7 +23,7 @@ from .execution import BarWindow, FillCosts, SimulatedVenue, Venue, exit_levels,
 from .logging import log_context
 from .monitoring import Alert
 from .risk import MarketRules, RiskState, Verdict, check_order, stopped_out, update_state
-from .supervisor import ReviewRequest, Supervisor, guarded
+from .supervisor import ReviewRequest, Supervisor, guarded, review_all
 from .types import Decision, Fill, MorningstarError, Order, Position, Review, parse_timeframe
 
 _log = logging.getLogger(__name__)
@@ -31,9 +31,9 @@ _log = logging.getLogger(__name__)
 # %% auto #0
 __all__ = ['NO_RULES', 'MARKET_LOOKBACK', 'bar_number', 'client_order_id', 'Kernel', 'PairInput', 'model_id', 'review_evidence',
            'in_flight', 'check_levels', 'mark', 'send', 'CloseNotes', 'Marked', 'decide_pair', 'ask_reviewer',
-           'review_pair', 'risk_check', 'account_hold', 'place', 'journal_pair', 'StageFailed', 'trade_pair',
-           'unreviewed_twin', 'twin_close', 'CloseOutcome', 'one_transaction', 'close_bar', 'predict_heads',
-           'attach_digest']
+           'review_pair', 'ask_reviews', 'risk_check', 'account_hold', 'place', 'journal_pair', 'StageFailed',
+           'trade_pair', 'unreviewed_twin', 'twin_close', 'CloseOutcome', 'one_transaction', 'close_bar',
+           'predict_heads', 'attach_digest']
 
 # %% ../nbs/12_kernel.ipynb #85509f1c
 def bar_number(bar: pd.Timestamp, timeframe: str) -> int:
@@ -214,6 +214,7 @@ class CloseNotes:
     llm_alerts: dict[str, list[str]] = field(default_factory=dict)
     reviews: dict[str, object] = field(default_factory=dict)  # pair -> Review
     entered: float = 0.0  # notional of the entries sent so far in this close
+    ready: dict[str, tuple] = field(default_factory=dict)  # pair -> (the entry, its review), asked before the pairs
 
 
 def _row(
@@ -285,11 +286,40 @@ def review_pair(
     "Entry `d` as the review leaves it; other actions, and every action without a reviewer, unchanged."
     if k.supervisor is None or not d.action.startswith("open"):
         return d
-    review = ask_reviewer(k, inp, d, price, decided_at)
+    asked = notes.ready.pop(d.pair, None)  # asked with the close's others (`ask_reviews`) for this very entry
+    review = asked[1] if asked is not None and asked[0] == d else ask_reviewer(k, inp, d, price, decided_at)
     notes.reviews[d.pair] = review
     if review.alerts:
         notes.llm_alerts[d.pair] = list(review.alerts)
     return review_entry(d, price, review, k.settings.decision)
+
+# %% ../nbs/12_kernel.ipynb #c9ae2489
+def ask_reviews(
+    k: Kernel,
+    inputs: dict[str, PairInput],
+    acct: Marked,
+    notes: CloseNotes,
+    refusal: str | None,
+    busy: set,
+    baseline: dict[str, float] | None,
+) -> None:
+    "A live reviewer's answers for every entry of this close, asked at once; left in `notes.ready` for `review_pair`."
+    if k.supervisor is None or k.settings.llm.mode != "live" or refusal:
+        return
+    calls = {}
+    for pair, inp in inputs.items():
+        if _skip_reason(pair, inp, refusal, busy) is not None:
+            continue
+        try:
+            d = decide_pair(k, pair, inp, acct, baseline)
+        except Exception:  # not swallowed: the pair's own decision stage raises it again and reports it
+            continue
+        if d.action.startswith("open"):
+            closed_at = _stamps(inp.window.end, k.settings.timeframe)[1]
+            calls[pair] = (d, partial(ask_reviewer, k, inp, d, acct.prices[pair], closed_at))
+    if len(calls) > 1:  # one review is asked where it is applied
+        answers = review_all({p: call for p, (_, call) in calls.items()}, k.settings.llm)
+        notes.ready = {p: (calls[p][0], answers[p]) for p in calls}
 
 # %% ../nbs/12_kernel.ipynb #9b26b027
 def risk_check(k: Kernel, d: Decision, bar_number: int, acct: Marked) -> Verdict:
@@ -367,6 +397,8 @@ def _journal_review(r) -> dict | None:
             "failure": r.failure,
             "latency_ms": r.latency_ms,
             "cost_usd": r.cost_usd,
+            "prompt_hash": r.prompt_hash,  # the audit record's (issue 26): which prompt, what the clamp changed
+            "alerts": list(r.alerts),
         }
     )
 
@@ -562,6 +594,7 @@ def close_bar(
         equity, positions, prices = mark(k, at, windows)  # 3. mark
         risk_state = update_state(risk_state, equity, at, k.settings.risk)  # 4. risk state
         acct, busy = Marked(equity, positions, prices, risk_state), in_flight(k.book)
+        ask_reviews(k, inputs, acct, notes, refusal, busy, baseline)  # 5a. the entries' reviews, all at once
         rows = [
             _pair_row(k, pair, inp, acct, notes, t0, refusal, hold_entries, busy, baseline)  # 5. per pair
             for pair, inp in inputs.items()
