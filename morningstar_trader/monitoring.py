@@ -281,7 +281,7 @@ def run_alerts(
     run: str = "",
     state_db: str | Path | None = None,
     now=None,
-) -> Notifier:
+) -> Notifier | None:
     """Alerts about a run (it failed, its bar was missed): a record in the account's monitoring log (`state_db`; none
     for a backtest), pushed to `targets`; returns once they are handled or after `flush_s`."""
     if state_db is not None:
@@ -289,7 +289,11 @@ def run_alerts(
     else:
         for a in alerts:
             _log.log(_LEVELS[a.level], "%s%s: %s", a.kind, f" {a.pair}" if a.pair else "", a.message)
-    notifier = Notifier(targets)
+    try:
+        notifier = Notifier(targets)
+    except NotifyError as e:  # the run's own failure is what the caller reports; this one is logged beside it
+        _log.error("the alerts of run %s are not pushed: %s", run, e)
+        return None
     if notifier.send(alerts, run) and not notifier.flush(flush_s):
         _log.warning("notify: alerts of run %s still queued after %g s; given up at exit", run, flush_s)
     return notifier
