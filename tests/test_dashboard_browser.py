@@ -257,6 +257,8 @@ def test_a_picked_run_shows_its_equity_and_trades(lab, dashboard):
     trades = page.locator("table.ms-trades").first
     first = scraps["trades"].iloc[0]
     assert fmt(float(first["entry_price"])) in trades.inner_text() and len(scraps["trades"]) > 0
+    for part in ("predictions", "reviews", "digests", "orders", "fills", "errors"):  # the audit record (issue 26)
+        assert page.locator(f".ms-{part}").count() >= 1, part
     page.screenshot(path=str(page.shots / "run.png"), full_page=False)
 
 
