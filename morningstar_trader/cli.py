@@ -767,6 +767,39 @@ def _bar_outcome(cfg, mode: str, params: dict, outcome: dict) -> None:
         why = f"bar {outcome['close']} got no run: {outcome['detail']}"
         _alert_run(cfg, mode, why, "warning", "missed_bar", rec.run_id)
 
+# %% ../nbs/15_cli.ipynb #9aeee08a
+_CATCH_UP = 500  # the most missed bars indexed at start-up (the alert counts them all)
+
+
+def _missed_while_down(cfg, mode: str, params: dict, now=None) -> list:
+    "The bar closes no run served since the newest one this mode and strategy served: indexed, and one alert."
+    import json
+
+    import pandas as pd
+
+    from morningstar_trader.runs import list_runs, record_missed
+    from morningstar_trader.schedule import next_close
+    from morningstar_trader.types import parse_timeframe
+
+    served = [
+        pd.Timestamp(p["bar_close"])
+        for p in map(json.loads, list_runs(cfg.paths.runs_dir)["params"])
+        if p.get("mode") == mode and p.get("strategy") == params.get("strategy") and p.get("bar_close")
+    ]
+    if not served:
+        return []
+    now = pd.Timestamp(now) if now is not None else pd.Timestamp.now(tz="UTC")
+    first = next_close(now + pd.Timedelta(seconds=cfg.schedule.lead_s), cfg.timeframe)
+    step = parse_timeframe(cfg.timeframe)
+    gap = list(pd.date_range(max(served) + step, first - step, freq=step))
+    if not gap:
+        return []
+    why = "no scheduler was running"
+    for close in gap[-_CATCH_UP:]:
+        record_missed(params, close, why, runs_dir=cfg.paths.runs_dir)
+    _alert_run(cfg, mode, f"{len(gap)} bar(s) from {gap[0]} to {gap[-1]} got no run: {why}", "warning", "missed_bar")
+    return gap
+
 # %% ../nbs/15_cli.ipynb #8a577770
 def _show_run(row: dict, scraps: dict) -> str:
     "A run's index row and scraps as text: status, parameters, stats, then one table per audit part."
@@ -935,6 +968,7 @@ def schedule(args) -> int:
         )
 
     lock = cfg.paths.runs_dir / (f"schedule-{args.strategy}.lock" if args.strategy else "schedule.lock")
+    _missed_while_down(cfg, mode, params)  # the bars served by no one since the last run, said once
     outcomes = run_schedule(
         job,
         timeframe=cfg.timeframe,

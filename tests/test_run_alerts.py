@@ -14,10 +14,10 @@ from conftest import Project, write_config
 from local_hooks import LocalHooks
 from nbformat.v4 import new_code_cell, new_notebook
 
-from morningstar_trader.cli import _bar_outcome
+from morningstar_trader.cli import _bar_outcome, _missed_while_down
 from morningstar_trader.config import load_config
 from morningstar_trader.monitoring import MonitoringLog, Snapshot
-from morningstar_trader.runs import list_runs
+from morningstar_trader.runs import list_runs, record_missed
 from morningstar_trader.schedule import BarLog
 
 
@@ -101,3 +101,23 @@ def test_a_missed_bar_is_indexed_recorded_and_pushed_once(hooked, monkeypatch):
     assert sorted(a["kind"] for row in mon["alerts"] for a in row) == ["missed_bar", "missed_bar", "run_failed"]
     shown = project.run("runs", "show", runs["run_id"].iloc[1]).stdout
     assert "missed (paper)" in shown and "error: no run: the scheduler skipped it" in shown and "(no run)" in shown
+
+
+def test_bars_missed_while_no_scheduler_ran_are_indexed_and_said_once(hooked, monkeypatch):
+    project, hooks = hooked
+    monkeypatch.chdir(project.root)
+    cfg = load_config(project.config)
+    params = {"mode": "paper", "config_path": str(project.config)}
+    last = pd.Timestamp("2024-05-01 10:00", tz="UTC")
+    record_missed(params, last, "the newest bar the index knows", runs_dir=cfg.paths.runs_dir)
+    restart = last + pd.Timedelta(hours=3, minutes=30)  # the scheduler starts again; its first close is 14:00
+    gap = _missed_while_down(cfg, "paper", params, now=restart)
+    assert [c.hour for c in gap] == [11, 12, 13]
+    runs = list_runs(project.root / "runs")
+    assert sorted(json.loads(p)["bar_close"][11:16] for p in runs["params"]) == ["10:00", "11:00", "12:00", "13:00"]
+    assert set(runs["status"]) == {"missed"}
+    (pushed,) = [r["json"] for r in hooks.received]  # one alert for the three bars
+    assert (pushed["level"], pushed["kind"]) == ("warning", "missed_bar") and pushed["message"].startswith("3 bar(s)")
+    assert _missed_while_down(cfg, "paper", params, now=restart) == []  # found once: they are in the index now
+    assert _missed_while_down(cfg, "paper", {**params, "strategy": "other"}, now=restart) == []  # its own runs only
+    assert len(hooks.received) == 1
