@@ -800,6 +800,17 @@ def _missed_while_down(cfg, mode: str, params: dict, now=None) -> list:
     _alert_run(cfg, mode, f"{len(gap)} bar(s) from {gap[0]} to {gap[-1]} got no run: {why}", "warning", "missed_bar")
     return gap
 
+# %% ../nbs/15_cli.ipynb #b12de7c5
+def _report_abandoned(cfg, mode: str) -> list:
+    "Runs whose process died before recording their end: `failed` in the index, recorded and pushed (`run_failed`)."
+    from morningstar_trader.runs import abandoned_runs
+
+    gone = abandoned_runs(cfg.paths.runs_dir)
+    for rec in gone:
+        # the monitoring record goes to this command's account when the run was of its mode
+        _alert_run(cfg, rec.mode if rec.mode == mode else "", f"run {rec.run_id} failed: {rec.error}", run=rec.run_id)
+    return gone
+
 # %% ../nbs/15_cli.ipynb #8a577770
 def _show_run(row: dict, scraps: dict) -> str:
     "A run's index row and scraps as text: status, parameters, stats, then one table per audit part."
@@ -922,6 +933,7 @@ def run(args) -> int:
     mode = _mode(args, cfg, ("backtest", "paper", "live"))
     _live_gate(args, _configured(cfg, None if args.strategy in (None, *_STRATEGY_PARAMS) else args.strategy), mode)
     params = _run_params(args, mode)
+    _report_abandoned(_configured(cfg, args.strategy if args.strategy in books else None), mode)
     try:
         record = run_notebook(params, runs_dir=cfg.paths.runs_dir, notebook=args.notebook, progress_bar=True)
     except RunError as e:  # recorded as failed in the index by run_notebook; the operator hears of it too
@@ -968,6 +980,7 @@ def schedule(args) -> int:
         )
 
     lock = cfg.paths.runs_dir / (f"schedule-{args.strategy}.lock" if args.strategy else "schedule.lock")
+    _report_abandoned(cfg, mode)  # a run whose process was killed: failed, said now
     _missed_while_down(cfg, mode, params)  # the bars served by no one since the last run, said once
     outcomes = run_schedule(
         job,

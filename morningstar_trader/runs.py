@@ -27,8 +27,8 @@ from .types import MorningstarError
 
 # %% auto #0
 __all__ = ['AUDIT_PARTS', 'RunError', 'RunRecord', 'check_parameters', 'new_run_id', 'ipc_kernel_manager', 'run_notebook',
-           'record_missed', 'load_run', 'list_runs', 'audit_tables', 'save_backtest', 'read_backtest', 'export_html',
-           'compare_runs']
+           'record_missed', 'load_run', 'list_runs', 'abandoned_runs', 'audit_tables', 'save_backtest', 'read_backtest',
+           'export_html', 'compare_runs']
 
 # %% ../nbs/14_runs.ipynb #9e591a71
 class RunError(MorningstarError):
@@ -50,13 +50,17 @@ class RunRecord:
 
 _INDEX = """CREATE TABLE IF NOT EXISTS runs (
   run_id TEXT PRIMARY KEY, mode TEXT NOT NULL, params_hash TEXT NOT NULL, params TEXT NOT NULL, start TEXT, end TEXT,
-  status TEXT NOT NULL, started_at TEXT NOT NULL, duration_s REAL, metrics TEXT, path TEXT NOT NULL, error TEXT)"""
+  status TEXT NOT NULL, started_at TEXT NOT NULL, duration_s REAL, metrics TEXT, path TEXT NOT NULL, error TEXT,
+  pid INTEGER)"""
 
 
 def _index(runs_dir: Path):
     runs_dir.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(runs_dir / "index.sqlite", timeout=30)
     db.execute(_INDEX)
+    if "pid" not in {c[1] for c in db.execute("PRAGMA table_info(runs)")}:  # an index from before the column
+        with db:
+            db.execute("ALTER TABLE runs ADD COLUMN pid INTEGER")
     return closing(db)
 
 # %% ../nbs/14_runs.ipynb #3bc686d0
@@ -120,11 +124,12 @@ def _index_started(runs_dir: Path, run_id: str, params: dict, started: datetime,
         "running",
         started.isoformat(),
         str(out),
+        os.getpid(),  # the process that will record how the run ended (`abandoned_runs`: if it never does)
     )
     with _index(runs_dir) as db, db:
         db.execute(
-            "INSERT INTO runs (run_id, mode, params_hash, params, start, end, status, started_at, path) VALUES "
-            "(?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO runs (run_id, mode, params_hash, params, start, end, status, started_at, path, pid) VALUES "
+            "(?,?,?,?,?,?,?,?,?,?)",
             row,
         )
 
@@ -251,6 +256,29 @@ def list_runs(runs_dir: str | Path) -> pd.DataFrame:
             db,
         )
     return df
+
+# %% ../nbs/14_runs.ipynb #fcd8165f
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def abandoned_runs(runs_dir: str | Path) -> list[RunRecord]:
+    "Mark `failed` every `running` run whose process is gone (killed before it recorded its end); those runs."
+    with _index(Path(runs_dir)) as db, db:
+        rows = db.execute("SELECT run_id, mode, path, pid FROM runs WHERE status = 'running' AND pid IS NOT NULL")
+        gone = [(r, m, p, pid) for r, m, p, pid in rows.fetchall() if not _alive(pid)]
+        out = []
+        for run_id, mode, path, pid in gone:
+            why = f"its process (pid {pid}) ended without recording how the run ended (killed?)"
+            db.execute("UPDATE runs SET status = 'failed', error = ? WHERE run_id = ?", (why, run_id))
+            out.append(RunRecord(run_id, mode, "failed", Path(path), 0.0, {}, why))
+    return out
 
 # %% ../nbs/14_runs.ipynb #34f657ff
 _REVIEW_COLUMNS = {

@@ -6,6 +6,9 @@ however often it is reported. The notebooks are tiny (a kernel start each), the 
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 
 import nbformat
 import pandas as pd
@@ -14,7 +17,7 @@ from conftest import Project, write_config
 from local_hooks import LocalHooks
 from nbformat.v4 import new_code_cell, new_notebook
 
-from morningstar_trader.cli import _bar_outcome, _missed_while_down
+from morningstar_trader.cli import _bar_outcome, _missed_while_down, _report_abandoned
 from morningstar_trader.config import load_config
 from morningstar_trader.monitoring import MonitoringLog, Snapshot
 from morningstar_trader.runs import list_runs, record_missed
@@ -121,3 +124,25 @@ def test_bars_missed_while_no_scheduler_ran_are_indexed_and_said_once(hooked, mo
     assert _missed_while_down(cfg, "paper", params, now=restart) == []  # found once: they are in the index now
     assert _missed_while_down(cfg, "paper", {**params, "strategy": "other"}, now=restart) == []  # its own runs only
     assert len(hooks.received) == 1
+
+
+def test_a_run_whose_process_was_killed_is_failed_recorded_and_pushed_at_the_next_start(hooked, monkeypatch):
+    project, hooks = hooked
+    monkeypatch.chdir(project.root)
+    cfg = load_config(project.config)
+    started = (  # a `morningstar run` process that indexed its run, then was killed before it could record its end
+        "import os, signal; from datetime import datetime, timezone; from pathlib import Path; "
+        "from morningstar_trader.runs import _index_started; "
+        f"_index_started(Path({str(cfg.paths.runs_dir)!r}), 'paper-killed', {{'mode': 'paper'}}, "
+        "datetime.now(timezone.utc), Path('killed.ipynb')); os.kill(os.getpid(), signal.SIGKILL)"
+    )
+    assert subprocess.run([sys.executable, "-c", started]).returncode == -signal.SIGKILL
+    assert list(list_runs(cfg.paths.runs_dir)["status"]) == ["running"]
+    (gone,) = _report_abandoned(cfg, "paper")
+    (row,) = list_runs(cfg.paths.runs_dir).to_dict("records")
+    assert (gone.run_id, row["status"]) == ("paper-killed", "failed") and "(killed?)" in row["error"]
+    (pushed,) = [r["json"] for r in hooks.received]
+    assert (pushed["level"], pushed["kind"], pushed["run"]) == ("critical", "run_failed", "paper-killed")
+    mon = MonitoringLog(project.root / "state" / "paper.sqlite").frame()
+    assert mon["alerts"].iloc[-1][0]["kind"] == "run_failed"
+    assert _report_abandoned(cfg, "paper") == [] and len(hooks.received) == 1  # reported once
