@@ -169,6 +169,8 @@ def read_run(row: dict) -> dict:
         )
     if status == "running":
         raise DashboardError(f"run {row['run_id']} is still running (or was killed); its notebook: {path}")
+    if status == "missed":  # a bar close that got no run: nothing but the reason
+        raise DashboardError(f"{row['run_id']}: no run served this bar ({row.get('error') or 'no reason recorded'})")
     if not path.exists():  # a run notebook, or the folder of a `morningstar backtest`
         raise DashboardError(f"the notebook of run {row['run_id']} is missing: {path}")
     try:
