@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import sqlite3
+import sys
 import tempfile
 import time
 import uuid
@@ -26,9 +27,14 @@ from .config import load_secrets
 from .types import MorningstarError
 
 # %% auto #0
-__all__ = ['AUDIT_PARTS', 'RunError', 'RunRecord', 'check_parameters', 'new_run_id', 'ipc_kernel_manager', 'run_notebook',
-           'record_missed', 'load_run', 'list_runs', 'abandoned_runs', 'audit_tables', 'save_backtest', 'read_backtest',
-           'export_html', 'compare_runs']
+__all__ = ['AUDIT_PARTS', 'without_iri_parser', 'RunError', 'RunRecord', 'check_parameters', 'new_run_id', 'ipc_kernel_manager',
+           'run_notebook', 'record_missed', 'load_run', 'list_runs', 'abandoned_runs', 'audit_tables', 'save_backtest',
+           'read_backtest', 'export_html', 'compare_runs']
+
+# %% ../nbs/14_runs.ipynb #e537ebe3
+def without_iri_parser() -> None:
+    "Have jsonschema skip its optional IRI format check; call before anything imports jsonschema."
+    sys.modules.setdefault("rfc3987_syntax", None)  # an import of None raises ImportError, which jsonschema expects
 
 # %% ../nbs/14_runs.ipynb #9e591a71
 class RunError(MorningstarError):
@@ -139,6 +145,7 @@ def _execute(
 ) -> tuple[str, str | None]:
     "Run the notebook through papermill into `out`: (ok | failed, the error)."
     # imports nbclient and jupyter_client: only a run needs them
+    without_iri_parser()
     import papermill as pm  # noqa: PLC0415
 
     try:
@@ -174,6 +181,7 @@ def run_notebook(
     """Execute the cycle notebook with `params` through papermill; the executed copy and the index row record it.
     `progress_bar`: papermill's bar of the notebook's cells on stderr (`morningstar run`; not for scheduled runs)."""
     # Jupyter's machinery: only a run needs it
+    without_iri_parser()
     import papermill as pm  # noqa: PLC0415
 
     notebook, runs_dir = Path(notebook), Path(runs_dir)
@@ -229,6 +237,7 @@ def record_missed(params: dict, close, why: str, *, runs_dir: str | Path) -> Run
 def load_run(path_or_id: str | Path, runs_dir: str | Path | None = None) -> dict:
     "The scraps of a run notebook (by path, or by run id with `runs_dir`), as Python objects."
     # Jupyter's machinery: only reading a run needs it
+    without_iri_parser()
     import scrapbook as sb  # noqa: PLC0415
 
     path = Path(path_or_id)
