@@ -178,6 +178,17 @@ class CycleContext:
         "Live mode with `live.shadow`: each order's simulated fill beside the real one; else None."
         return getattr(self.venue, "shadow", None)
 
+# %% ../nbs/12_cycle.ipynb #7b40b6a7
+def _check_live_market(settings: Settings) -> None:
+    "Refuse live trading on a market whose positions reconciliation cannot read (anything but spot)."
+    market = settings.exchange.market_type
+    if settings.mode == "live" and market != "spot":
+        raise CycleError(
+            f"exchange.market_type {market!r} is refused in live mode: live reconciliation reads spot balances, so a "
+            "short (borrowed coins, a contract) could not be checked against the venue; set exchange.market_type: "
+            "spot to trade live (paper and backtest simulate shorts on any market type)"
+        )
+
 # %% ../nbs/12_cycle.ipynb #3053c50b
 def _check_mode(settings: Settings, secrets: Secrets, confirm_live: bool) -> None:
     mode = settings.mode
@@ -193,6 +204,7 @@ def _check_mode(settings: Settings, secrets: Secrets, confirm_live: bool) -> Non
         raise CycleError(
             "live mode needs MORNINGSTAR_EXCHANGE_API_KEY and MORNINGSTAR_EXCHANGE_SECRET in the environment"
         )
+    _check_live_market(settings)
 
 
 def _venue(settings: Settings, secrets: Secrets, path, initial_cash: float, quote: str) -> tuple[PortfolioStore, Venue]:
