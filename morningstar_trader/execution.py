@@ -139,6 +139,7 @@ class Venue(Protocol):
     def exit(self, order: Order, *, bar: pd.Timestamp, price: float) -> tuple[str, list[Fill]]: ...
     def reconcile(self, pairs: tuple[str, ...]): ...
     def protect(self, pairs: tuple[str, ...] | None = None) -> dict[str, str]: ...
+    def triggered_stops(self, since: pd.Timestamp) -> dict[str, pd.Timestamp]: ...
 
 # %% ../nbs/10_execution.ipynb #6d718894
 class SimulatedVenue:
@@ -170,6 +171,10 @@ class SimulatedVenue:
 
     def protect(self, pairs: tuple[str, ...] | None = None) -> dict[str, str]:
         "Stops at the venue: the simulated venue exits at the stop inside the bar, as a resting stop would."
+        return {}
+
+    def triggered_stops(self, since: pd.Timestamp) -> dict[str, pd.Timestamp]:
+        "Stops the venue triggered on its own: none here (each stop is the kernel's exit, which starts its cooldown)."
         return {}
 
 # %% ../nbs/10_execution.ipynb #4341e58d

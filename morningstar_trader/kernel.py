@@ -30,10 +30,10 @@ _log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['NO_RULES', 'MARKET_LOOKBACK', 'bar_number', 'client_order_id', 'Kernel', 'PairInput', 'model_id', 'review_evidence',
-           'in_flight', 'check_levels', 'mark', 'send', 'CloseNotes', 'Marked', 'decide_pair', 'ask_reviewer',
-           'review_pair', 'risk_check', 'account_hold', 'place', 'journal_pair', 'StageFailed', 'trade_pair',
-           'unreviewed_twin', 'twin_close', 'CloseOutcome', 'one_transaction', 'close_bar', 'predict_heads',
-           'attach_digest']
+           'in_flight', 'check_levels', 'venue_stop_outs', 'mark', 'send', 'CloseNotes', 'Marked', 'decide_pair',
+           'ask_reviewer', 'review_pair', 'risk_check', 'account_hold', 'place', 'journal_pair', 'StageFailed',
+           'trade_pair', 'unreviewed_twin', 'twin_close', 'CloseOutcome', 'one_transaction', 'close_bar',
+           'predict_heads', 'attach_digest']
 
 # %% ../nbs/12_kernel.ipynb #85509f1c
 def bar_number(bar: pd.Timestamp, timeframe: str) -> int:
@@ -167,6 +167,18 @@ def check_levels(k: Kernel, windows: dict[str, BarWindow], risk_state: RiskState
         "stops_checked_until", {**checked, **{p: int(w.times[-1]) for p, w in windows.items() if p not in again}}
     )
     return fills, risk_state
+
+# %% ../nbs/12_kernel.ipynb #6f81a915
+def venue_stop_outs(k: Kernel, at: pd.Timestamp, risk_state: RiskState) -> RiskState:
+    "The risk state with the cooldown of each stop the venue triggered lately (live), as `check_levels` starts one."
+    if type(k.venue) is SimulatedVenue:
+        return risk_state  # its stops are the kernel's exits (a backtest's every close: nothing to ask)
+    risk, step = k.settings.risk, parse_timeframe(k.settings.timeframe)
+    for pair, filled_at in k.venue.triggered_stops(at - (risk.cooldown_bars + 2) * step).items():
+        n = bar_number(filled_at, k.settings.timeframe)  # the candle the fill came in
+        if n + risk.cooldown_bars > risk_state.cooldown_until.get(pair, -1):
+            risk_state = stopped_out(risk_state, pair, n, risk)
+    return risk_state
 
 # %% ../nbs/12_kernel.ipynb #71c55d20
 def mark(
@@ -555,6 +567,7 @@ def close_bar(
     with one_transaction(k):
         windows = {p: i.window for p, i in inputs.items() if i.window is not None}
         fills = k.venue.settle(windows)  # 1. earlier orders' fills
+        risk_state = venue_stop_outs(k, at, risk_state)  # live: the stops the venue triggered start cooldowns too
         if refusal is None:  # 2. stops and targets; live: the others' stops at the venue
             exits, risk_state = check_levels(k, windows, risk_state)
             fills += exits

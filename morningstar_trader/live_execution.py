@@ -743,6 +743,19 @@ def unprotected(self: LiveVenue) -> dict[str, str]:
     "The positions whose stop is not at the venue, with why (empty without `stops_at_venue`)."
     return self.store.load_runtime("unprotected", {}) if self.stops_at_venue else {}
 
+# %% ../nbs/10a_live_execution.ipynb #77221f24
+@patch
+def triggered_stops(self: LiveVenue, since: pd.Timestamp) -> dict[str, pd.Timestamp]:
+    "The pairs whose stop at the venue first filled at or after `since`, with that time (the newest stop of each pair)."
+    orders = self.store.orders()
+    stops = orders[(orders["intent"] == "protect") & (orders["filled"] > 0)].set_index("client_order_id")["pair"]
+    if stops.empty:
+        return {}
+    fills = self.store.fills()
+    fills = fills[fills["client_order_id"].isin(stops.index)]
+    first = pd.to_datetime(fills["time"], utc=True, format="ISO8601").groupby(fills["client_order_id"]).min()
+    return {stops[cid]: t for cid, t in first[first >= since].sort_values().items()}
+
 # %% ../nbs/10a_live_execution.ipynb #925e1030
 @patch
 def _complete_shadow(self: LiveVenue, windows: dict[str, BarWindow]) -> None:
