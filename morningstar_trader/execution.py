@@ -140,6 +140,7 @@ class Venue(Protocol):
     def reconcile(self, pairs: tuple[str, ...]): ...
     def protect(self, pairs: tuple[str, ...] | None = None) -> dict[str, str]: ...
     def triggered_stops(self, since: pd.Timestamp) -> dict[str, pd.Timestamp]: ...
+    def follow(self) -> dict[str, str]: ...
 
 # %% ../nbs/10_execution.ipynb #6d718894
 class SimulatedVenue:
@@ -175,6 +176,10 @@ class SimulatedVenue:
 
     def triggered_stops(self, since: pd.Timestamp) -> dict[str, pd.Timestamp]:
         "Stops the venue triggered on its own: none here (each stop is the kernel's exit, which starts its cooldown)."
+        return {}
+
+    def follow(self) -> dict[str, str]:
+        "Orders past their timeout within the close: none here (simulated orders fill from the next candle on)."
         return {}
 
 # %% ../nbs/10_execution.ipynb #4341e58d

@@ -579,6 +579,8 @@ def close_bar(
             _pair_row(k, pair, inp, acct, notes, t0, refusal, hold_entries, busy, baseline)  # 5. per pair
             for pair, inp in inputs.items()
         ]
+        if refusal is None:
+            k.venue.follow()  # 6. live: an order not done within its timeout is cancelled in this close
     return CloseOutcome(rows, fills, risk_state, equity, notes)
 
 

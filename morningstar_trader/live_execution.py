@@ -13,6 +13,7 @@ import sqlite3
 import time
 from contextlib import closing
 from dataclasses import dataclass, field, replace
+from types import SimpleNamespace
 from typing import Callable
 
 import ccxt
@@ -755,6 +756,37 @@ def triggered_stops(self: LiveVenue, since: pd.Timestamp) -> dict[str, pd.Timest
     fills = fills[fills["client_order_id"].isin(stops.index)]
     first = pd.to_datetime(fills["time"], utc=True, format="ISO8601").groupby(fills["client_order_id"]).min()
     return {stops[cid]: t for cid, t in first[first >= since].sort_values().items()}
+
+# %% ../nbs/10a_live_execution.ipynb #1e01c687
+def _followed(row: dict) -> bool:
+    "An order sent and still open that should be done within `order_timeout_s` (it does not rest by design)."
+    return row["status"] in ("submitted", "partially_filled") and not _rests(SimpleNamespace(**row))
+
+
+@patch
+def follow(self: LiveVenue) -> dict[str, str]:
+    """Follow the open orders that do not rest by design until each is final or past its timeout, then cancel it;
+    protect the positions they leave. Each order's status afterwards (an order whose look-up failed: as it was)."""
+    statuses, pairs = {}, set()
+    for row in [o for o in self.store.open_orders() if _followed(o)]:
+        cid, pairs = row["client_order_id"], pairs | {row["pair"]}
+        try:
+            statuses[cid] = self.executor.settle(cid)  # polls until final or timed out; then cancel and re-check
+        except (ccxt.BaseError, MorningstarError) as e:
+            _log.warning("order %s not followed to its end (%s: %s): reconciliation takes it", cid, type(e).__name__, e)
+            statuses[cid] = row["status"]
+        if statuses[cid] != "filled":
+            _log.warning(
+                "order %s of %s: %s at its timeout (%g s)",
+                cid,
+                row["pair"],
+                statuses[cid],
+                self.executor.order_timeout_s,
+            )
+    if pairs:
+        self._apply_levels()  # a partly filled entry: its levels, then its stop
+        self.protect(tuple(sorted(pairs)))
+    return statuses
 
 # %% ../nbs/10a_live_execution.ipynb #925e1030
 @patch
