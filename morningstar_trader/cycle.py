@@ -210,7 +210,13 @@ def _check_mode(settings: Settings, secrets: Secrets, confirm_live: bool) -> Non
 def _venue(settings: Settings, secrets: Secrets, path, initial_cash: float, quote: str) -> tuple[PortfolioStore, Venue]:
     "The book and the venue of this mode: simulated fills on paper, the exchange through ccxt live."
     # imports ccxt: only where live trading is
-    from morningstar_trader.live_execution import LiveExecutor, LiveVenue, ShadowLog, venue_stops  # noqa: PLC0415
+    from morningstar_trader.live_execution import (  # noqa: PLC0415
+        LiveExecutor,
+        LiveVenue,
+        ShadowLog,
+        venue_oco,
+        venue_stops,
+    )
 
     # imports ccxt (a second): only where an exchange is used
     from morningstar_trader.market_data import make_exchange  # noqa: PLC0415
@@ -235,8 +241,9 @@ def _venue(settings: Settings, secrets: Secrets, path, initial_cash: float, quot
         s.execution.limit_ttl_bars,
         shadow=ShadowLog(path) if s.live.shadow else None,
         siblings=siblings,
-        stops_at_venue=_stops_at_venue(s, venue_stops(trading, s.pairs)),
+        stops_at_venue=(stops := _stops_at_venue(s, venue_stops(trading, s.pairs))),
         stop_limit_bps=s.live.stop_limit_bps,
+        oco=stops and _oco_at_venue(s, venue_oco(trading, s.pairs)),
     )
 
 
@@ -311,6 +318,22 @@ def build_context(
         twin=twin,
         notifier=notifier,
     )
+
+# %% ../nbs/12_cycle.ipynb #bb80e938
+def _oco_at_venue(s: Settings, able: tuple[str, ...]) -> bool:
+    "Whether targets rest at the exchange beside the stops, as OCO lists; said once."
+    if not s.live.targets_at_venue:
+        _log.info("live.targets_at_venue is off: targets stay in the bot (a crossed target exits at the close)")
+        return False
+    if len(able) < len(s.pairs):
+        _log.warning(
+            "%s offers no OCO lists for %s: stops rest at the venue alone, targets stay in the bot",
+            s.exchange.id,
+            sorted(set(s.pairs) - set(able)),
+        )
+        return False
+    _log.info("targets at the venue: each position's stop and target rest at %s as one OCO list", s.exchange.id)
+    return True
 
 # %% ../nbs/12_cycle.ipynb #c378e8a2
 @dataclass(frozen=True)

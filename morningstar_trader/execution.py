@@ -17,7 +17,8 @@ from fastcore.basics import patch
 from .types import Fill, MorningstarError, Order, Position
 
 # %% auto #0
-__all__ = ['FillCosts', 'first_exit', 'level_or_never', 'exit_levels', 'limit_fill', 'BarWindow', 'Venue', 'SimulatedVenue']
+__all__ = ['PROTECTIVE', 'FillCosts', 'first_exit', 'level_or_never', 'exit_levels', 'limit_fill', 'BarWindow', 'Venue',
+           'SimulatedVenue']
 
 # %% ../nbs/10_execution.ipynb #06e6f580
 @dataclass(frozen=True)
@@ -127,6 +128,9 @@ class BarWindow:
         return self.ohlc[:, k]
 
 # %% ../nbs/10_execution.ipynb #8612e576
+PROTECTIVE = ("protect", "protect_target")  # the intents of a position's orders resting at the venue: stop, target
+
+
 class Venue(Protocol):
     "Where the kernel's orders go: the simulated venue or an exchange."
 

@@ -19,7 +19,15 @@ import pandas as pd
 
 from .config import Settings
 from .decision import decide, proposal_of, review_entry
-from .execution import BarWindow, FillCosts, SimulatedVenue, Venue, exit_levels, first_exit
+from morningstar_trader.execution import (
+    PROTECTIVE,
+    BarWindow,
+    FillCosts,
+    SimulatedVenue,
+    Venue,
+    exit_levels,
+    first_exit,
+)
 from .logging import log_context
 from .monitoring import Alert
 from .risk import MarketRules, RiskState, Verdict, check_order, stopped_out, update_state
@@ -130,8 +138,8 @@ def _level_hit(k: Kernel, pos: Position, w: BarWindow, checked) -> tuple[pd.Time
 
 
 def in_flight(book) -> set[str]:
-    "Pairs with an order still open, a position's resting stop at the venue (intent `protect`) aside."
-    return {o["pair"] for o in book.open_orders() if o["intent"] != "protect"}
+    "Pairs with an order still open, a position's resting stop and target at the venue (`PROTECTIVE`) aside."
+    return {o["pair"] for o in book.open_orders() if o["intent"] not in PROTECTIVE}
 
 
 def check_levels(k: Kernel, windows: dict[str, BarWindow], risk_state: RiskState) -> tuple[list[Fill], RiskState]:
