@@ -171,3 +171,34 @@ def test_a_venue_without_oco_keeps_the_stop_alone_and_says_so_at_start_up(world,
         ctx = build_context(settings, KEYS, run_id="no-oco", confirm_live=True, allow_unproven_model=True)
     assert ctx.venue.stops_at_venue and not ctx.venue.oco
     assert "offers no OCO lists for ['BTC/USDT', 'ETH/USDT']: stops rest at the venue alone" in caplog.text
+
+
+def oco_posts(server):
+    return [r for r in server.requests if r["method"] == "POST" and r["path"] == "/api/v3/orderList/oco"]
+
+
+def test_a_list_whose_reply_is_lost_is_found_by_its_legs_client_ids_and_never_sent_twice(live):
+    server, ctx, data, wants = live
+    start, posts = len(server.account.orders), len(oco_posts(server))
+    server.inject("/api/v3/orderList/oco", "slow", method="POST", delay_s=1.5)  # placed, the answer comes too late
+    wants["ETH/USDT"] = ("open_long", 0.9, 1.5)
+    run_cycle(ctx, at(server, data, 1940))
+    ((stop, target),) = legs(server, start, "ETHUSDT")
+    assert ctx.store.order(stop.client_id)["status"] == ctx.store.order(target.client_id)["status"] == "submitted"
+    run_cycle(ctx, at(server, data, 1941))
+    assert legs(server, start, "ETHUSDT") == [(stop, target)] and len(oco_posts(server)) == posts + 1
+    store_agrees(server, ctx, start)
+
+
+def test_a_list_the_venue_refuses_leaves_the_stop_alone_at_the_venue_not_bare(live):
+    server, ctx, data, wants = live
+    start = len(server.account.orders)
+    server.inject("/api/v3/orderList/oco", "reject", method="POST")  # -2010
+    wants["BTC/USDT"] = ("open_long", 0.9, 1.5)
+    report = run_cycle(ctx, at(server, data, 1950))
+    stops = [o for o in list(server.account.orders.values())[start:] if o.type == "STOP_LOSS_LIMIT"]
+    assert [(o.status, o.list_id) for o in stops] == [("NEW", -1)]  # the stop alone; the target stays in the bot
+    assert not [a for a in report.snapshot.alerts if a.kind == "unprotected"]
+    run_cycle(ctx, at(server, data, 1951))  # no list tried again for the same target: no churn
+    assert [o.status for o in list(server.account.orders.values())[start:] if o.type == "STOP_LOSS_LIMIT"] == ["NEW"]
+    store_agrees(server, ctx, start)
