@@ -5,7 +5,6 @@
 # %% ../nbs/10a_live_execution.ipynb #0b29ae39
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import signal
@@ -21,7 +20,7 @@ import numpy as np
 import pandas as pd
 from fastcore.basics import patch
 
-from .execution import PROTECTIVE, BarWindow, FillCosts
+from .execution import PROTECTIVE, BarWindow, FillCosts, protective_id
 from .portfolio import TERMINAL, PortfolioStore
 from .types import Fill, MorningstarError, Order, Position
 
@@ -29,7 +28,7 @@ _log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['failpoint', 'create_outcome', 'LiveExecutionError', 'LiveExecutor', 'Reconciliation', 'Siblings', 'reconcile',
-           'ShadowLog', 'LiveVenue', 'protective_id', 'venue_stops', 'venue_oco']
+           'ShadowLog', 'LiveVenue', 'venue_stops', 'venue_oco']
 
 # %% ../nbs/10a_live_execution.ipynb #a7cdce53
 def failpoint(name: str) -> None:
@@ -693,12 +692,6 @@ def _cancel_expired(self: LiveVenue, windows: dict[str, BarWindow]) -> None:
             self.executor.cancel(lv["order"])
 
 # %% ../nbs/10a_live_execution.ipynb #2602de2b
-def protective_id(entry: str, n: int, leg: str = "") -> str:
-    """Client id of the `n`-th stop at the venue of the position entered by order `entry` (`leg` "target" or "list":
-    the OCO list's other leg, the list itself): derived, ≤ 36 characters."""
-    return "ms-" + hashlib.sha256(f"{entry}|protect|{n}{'|' + leg if leg else ''}".encode()).hexdigest()[:32]
-
-
 def venue_stops(exchange, pairs: tuple[str, ...]) -> tuple[str, ...]:
     "The pairs whose spot market takes stop-limit orders (`STOP_LOSS_LIMIT` among Binance's order types)."
     return tuple(
