@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+import ccxt
 import pytest
 from test_live_refusal import (  # noqa: F401  (world: the trained model and venue)
     KEYS,
@@ -202,3 +203,29 @@ def test_a_list_the_venue_refuses_leaves_the_stop_alone_at_the_venue_not_bare(li
     run_cycle(ctx, at(server, data, 1951))  # no list tried again for the same target: no churn
     assert [o.status for o in list(server.account.orders.values())[start:] if o.type == "STOP_LOSS_LIMIT"] == ["NEW"]
     store_agrees(server, ctx, start)
+
+
+def test_the_local_venue_refuses_a_list_whose_prices_are_on_the_wrong_sides_as_binance_does(live):
+    server, ctx, data, wants = live
+    at(server, data, 1960)
+    ex, price = ctx.executor.exchange, server.price_now("BTC/USDT")
+    server.account.balances["BTC"] = server.account.balances.get("BTC", 0.0) + 0.01
+    request = {
+        "symbol": "BTCUSDT",
+        "side": "SELL",
+        "quantity": "0.01",
+        "aboveType": "LIMIT_MAKER",
+        "abovePrice": ex.price_to_precision("BTC/USDT", price * 0.99),  # a target below the market
+        "belowType": "STOP_LOSS_LIMIT",
+        "belowStopPrice": ex.price_to_precision("BTC/USDT", price * 0.9),
+        "belowPrice": ex.price_to_precision("BTC/USDT", price * 0.89),
+        "belowTimeInForce": "GTC",
+    }
+    try:
+        with pytest.raises(ccxt.InvalidOrder, match="The relationship of the prices for the orders is not correct"):
+            ex.private_post_orderlist_oco(request)
+        server.oco_allowed = False  # a venue without OCO lists refuses them outright
+        with pytest.raises(ccxt.InvalidOrder, match="OCO orders are not supported for this symbol"):
+            ex.private_post_orderlist_oco({**request, "abovePrice": ex.price_to_precision("BTC/USDT", price * 1.1)})
+    finally:
+        server.account.balances["BTC"] -= 0.01
