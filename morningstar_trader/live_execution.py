@@ -200,7 +200,7 @@ def _send_oco(self: LiveExecutor, stop: Order, target: Order, list_id: str, stop
         for o in legs:
             self.store.set_status(o.client_order_id, outcome, note=f"{type(e).__name__}: {e}"[:500])
         return tuple(self.resolve(o.client_order_id) if outcome == "unknown" else outcome for o in legs)
-    failpoint("after_reply")
+    failpoint("after_list_reply")  # the crash tests: a list the venue holds, the store not told
     venue_ids = {r["clientOrderId"]: str(r["orderId"]) for r in reply["orders"]}
     for o in legs:
         self.store.set_status(o.client_order_id, "submitted", exchange_order_id=venue_ids[o.client_order_id])
