@@ -229,3 +229,20 @@ def test_the_local_venue_refuses_a_list_whose_prices_are_on_the_wrong_sides_as_b
             ex.private_post_orderlist_oco({**request, "abovePrice": ex.price_to_precision("BTC/USDT", price * 1.1)})
     finally:
         server.account.balances["BTC"] -= 0.01
+
+
+def test_a_target_leg_partly_filled_leaves_the_rest_protected_by_a_new_list_for_what_is_held(live):
+    server, ctx, data, wants = live
+    start = len(server.account.orders)
+    wants["BTC/USDT"] = ("open_long", 0.9, 1.5)
+    run_cycle(ctx, at(server, data, 1970))
+    ((stop, target),) = legs(server, start)
+    with server._lock:  # the market reaches the target for 40 % of it: the venue expires the stop leg
+        server._trade(target, round(target.qty * 0.4, 5), target.price)
+    assert target.status == "PARTIALLY_FILLED" and stop.status == "EXPIRED"
+    run_cycle(ctx, at(server, data, 1971))  # learned at reconciliation; the rest gets one new list for what is held
+    held = ctx.store.positions()["BTC/USDT"].size
+    assert held == pytest.approx(target.qty - target.executed) and target.status == "CANCELED"
+    ((new_stop, new_target),) = legs(server, start)
+    assert new_stop.qty == new_target.qty == pytest.approx(held) and new_stop.list_id != stop.list_id
+    store_agrees(server, ctx, start)
