@@ -237,12 +237,30 @@ def test_a_target_leg_partly_filled_leaves_the_rest_protected_by_a_new_list_for_
     wants["BTC/USDT"] = ("open_long", 0.9, 1.5)
     run_cycle(ctx, at(server, data, 1970))
     ((stop, target),) = legs(server, start)
+    size = ctx.store.positions()["BTC/USDT"].size
     with server._lock:  # the market reaches the target for 40 % of it: the venue expires the stop leg
         server._trade(target, round(target.qty * 0.4, 5), target.price)
     assert target.status == "PARTIALLY_FILLED" and stop.status == "EXPIRED"
     run_cycle(ctx, at(server, data, 1971))  # learned at reconciliation; the rest gets one new list for what is held
     held = ctx.store.positions()["BTC/USDT"].size
-    assert held == pytest.approx(target.qty - target.executed) and target.status == "CANCELED"
+    assert held == pytest.approx(size - target.executed, abs=1e-12) and target.status == "CANCELED"
     ((new_stop, new_target),) = legs(server, start)
-    assert new_stop.qty == new_target.qty == pytest.approx(held) and new_stop.list_id != stop.list_id
+    rest = float(ctx.executor.exchange.amount_to_precision("BTC/USDT", held))  # the venue's step, rounded down
+    assert new_stop.qty == new_target.qty == pytest.approx(rest) and new_stop.list_id != stop.list_id
+    store_agrees(server, ctx, start)
+
+
+def test_a_list_and_then_its_stop_alone_refused_flag_the_position_unprotected_and_both_are_tried_again(live):
+    server, ctx, data, wants = live
+    start = len(server.account.orders)
+    server.inject("/api/v3/orderList/oco", "reject", method="POST")
+    server.inject("/api/v3/order", "reject", method="POST", after=1)  # the entry goes through, the lone stop not
+    wants["ETH/USDT"] = ("open_long", 0.9, 1.5)
+    report = run_cycle(ctx, at(server, data, 1980))
+    assert "ETH/USDT" in ctx.store.positions() and legs(server, start, "ETHUSDT") == []
+    (bare,) = [a for a in report.snapshot.alerts if a.kind == "unprotected"]
+    assert bare.level == "critical" and "insufficient balance" in bare.message
+    run_cycle(ctx, at(server, data, 1981))  # the next close: the stop goes out (alone: this target was refused)
+    stops = [o for o in list(server.account.orders.values())[start:] if o.type == "STOP_LOSS_LIMIT"]
+    assert [(o.status, o.list_id) for o in stops] == [("NEW", -1)]
     store_agrees(server, ctx, start)
