@@ -510,6 +510,9 @@ class LiveSettings(_Section):
     stop_limit_bps: float = Field(
         50.0, ge=0, lt=10_000
     )  # a triggered stop at the venue sells (buys) with a limit this far below (above) its stop
+    targets_at_venue: bool = (
+        True  # with stops_at_venue: the target rests beside the stop as an OCO list (where offered)
+    )
 
 
 class ScheduleSettings(_Section):
