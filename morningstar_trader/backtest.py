@@ -90,9 +90,10 @@ class SmaCross:
         # decided on a near-tie is decided the same way (the parity test compares trade lists exactly)
         fast = pd.Series(close).rolling(self.fast).mean().to_numpy()
         slow = pd.Series(close).rolling(self.slow).mean().to_numpy()
-        prev_below = np.r_[False, fast[:-1] < slow[:-1]]
-        prev_above = np.r_[False, fast[:-1] > slow[:-1]]
-        direction = np.where(prev_below & (fast > slow), 1, np.where(prev_above & (fast < slow), -1, 0)).astype(np.int8)
+        above, below = fast > slow, fast < slow  # a NaN (warm-up) is neither
+        direction = np.zeros(len(close), np.int8)
+        direction[1:][below[:-1] & above[1:]] = 1
+        direction[1:][above[:-1] & below[1:]] = -1
         return pd.DataFrame({"direction": direction}, index=frame.index)
 
 
@@ -173,8 +174,8 @@ def _check_bars(frame: pd.DataFrame, pair: str) -> None:
         raise BacktestError(f"{pair}: bars must be indexed by timestamps")
     if not frame.index.is_monotonic_increasing or not frame.index.is_unique:
         raise BacktestError(f"{pair}: timestamps must be sorted and unique")
-    prices = frame[list(BAR_COLUMNS[:4])].to_numpy(np.float64)
-    if not np.isfinite(prices).all() or (prices <= 0).any():
+    prices = (frame[k].to_numpy(np.float64) for k in BAR_COLUMNS[:4])  # column by column: no copy of the frame
+    if not all(np.isfinite(x).all() and (x > 0).all() for x in prices):
         raise BacktestError(f"{pair}: prices must be finite and positive")
 
 # %% ../nbs/13_backtest.ipynb #3824228b
@@ -198,21 +199,11 @@ BacktestResult._repr_html_ = _result_html
 BacktestResult.plot = _result_plot
 
 # %% ../nbs/13_backtest.ipynb #f226b645
-def _simulate(
-    pair: str,
-    frame: pd.DataFrame,
-    signals: pd.DataFrame,
-    size: float,
-    costs: FillCosts,
-    allow_short: bool,
-    reenter: bool = False,
+def _event_loop(
+    o, h, l, c, direction, sl_frac, tp_frac, size: float, costs: FillCosts, allow_short: bool, reenter: bool
 ):
-    o, h, l, c = (frame[k].to_numpy(np.float64) for k in ("open", "high", "low", "close"))
-    n, times = len(frame), frame.index
-    direction = signals["direction"].to_numpy()
-    sl_frac = signals["stop_loss"].to_numpy(np.float64) if "stop_loss" in signals else np.full(n, np.nan)
-    tp_frac = signals["take_profit"].to_numpy(np.float64) if "take_profit" in signals else np.full(n, np.nan)
-    trades, pos = [], None  # pos: dict(side, bar, price, fee, sl, tp)
+    "(the round trips as columns, the fills): one pass over the signals that checks stops and targets between them."
+    n, trades, pos = len(o), [], None  # pos: dict(side, bar, price, fee, sl, tp)
     fill_bar, fill_cash, fill_units = [], [], []
     opens = o.tolist()  # the event loop indexes scalars: lists are much faster at that than arrays
 
@@ -255,21 +246,46 @@ def _simulate(
     check_exit(n - 1)
     if pos is not None:
         close(n - 1, c[-1], "end")
-    fills = (np.array(fill_bar, int), np.array(fill_cash, float), np.array(fill_units, float))
-    table, held = _trade_table(pair, times, size, trades)
+    columns = tuple(np.array(x) for x in zip(*trades)) if trades else (np.array([], int),) * 8
+    return columns, (np.array(fill_bar, int), np.array(fill_cash, float), np.array(fill_units, float))
+
+
+def _simulate(
+    pair: str,
+    frame: pd.DataFrame,
+    signals: pd.DataFrame,
+    size: float,
+    costs: FillCosts,
+    allow_short: bool,
+    reenter: bool = False,
+):
+    "(the round trips as TRADE_COLUMNS, the fills, the share of bars held) of one pair's signals."
+    o, c = frame["open"].to_numpy(np.float64), frame["close"].to_numpy(np.float64)
+    n, direction = len(frame), signals["direction"].to_numpy()
+    levels = {k: signals[k].to_numpy(np.float64) if k in signals else None for k in ("stop_loss", "take_profit")}
+    stops = any(x is not None and not np.isnan(x).all() for x in levels.values())
+    # without a stop or a target nothing happens between two signals: the trades follow from the signals at once
+    done = None if stops else _signal_trades(o, c, direction, size, costs, allow_short, reenter)
+    if done is None:
+        h, l = frame["high"].to_numpy(np.float64), frame["low"].to_numpy(np.float64)
+        sl_frac, tp_frac = (np.full(n, np.nan) if x is None else x for x in levels.values())
+        done = _event_loop(o, h, l, c, direction, sl_frac, tp_frac, size, costs, allow_short, reenter)
+    columns, fills = done
+    table, held = _trade_table(pair, frame.index, size, columns)
     return table, fills, held
 
 
-def _trade_table(pair: str, times: pd.DatetimeIndex, size: float, trades: list[tuple]) -> tuple[pd.DataFrame, float]:
+_SIDES = pd.array(["short", "long"], dtype="str")
+
+
+def _trade_table(pair: str, times: pd.DatetimeIndex, size: float, columns: tuple) -> tuple[pd.DataFrame, float]:
     "(the round trips as TRADE_COLUMNS, the share of bars a position was held)."
     n = len(times)
-    side, entry_bar, entry_price, exit_bar, exit_price, fees, pnl, reason = (
-        (np.array(x) for x in zip(*trades)) if trades else [np.array([], int)] * 8
-    )
+    side, entry_bar, entry_price, exit_bar, exit_price, fees, pnl, reason = columns
     table = pd.DataFrame(
         {
             "pair": pair,
-            "side": np.where(side > 0, "long", "short"),
+            "side": _SIDES.take((side > 0).astype(np.intp)),  # pandas' str from numpy strings copies each one
             "entry_time": times[entry_bar.astype(int)],
             "entry_price": entry_price.astype(float),
             "exit_time": times[exit_bar.astype(int)],
@@ -277,14 +293,46 @@ def _trade_table(pair: str, times: pd.DatetimeIndex, size: float, trades: list[t
             "size": size,
             "fees": fees.astype(float),
             "pnl": pnl.astype(float),
-            "exit_reason": reason.astype(str),
+            "exit_reason": reason if isinstance(reason, pd.api.extensions.ExtensionArray) else reason.astype(str),
         },
         columns=TRADE_COLUMNS,
     )
-    held = np.zeros(n + 1)
-    np.add.at(held, entry_bar.astype(int), 1)
-    np.add.at(held, exit_bar.astype(int), -1)
-    return table, float((np.cumsum(held[:n]) > 0).mean())
+    # one position at a time: a trade holds the bars from its entry to before its exit, and no two trades share one
+    return table, float((exit_bar.astype(int) - entry_bar.astype(int)).sum() / n)
+
+# %% ../nbs/13_backtest.ipynb #0c1da214
+_REASONS = pd.array(["signal", "end"], dtype="str")
+
+
+def _signal_trades(o, c, direction, size: float, costs: FillCosts, allow_short: bool, reenter: bool):
+    """(the round trips as columns, the fills) of signals without stops or targets, all at once; None when a signal
+    is not -1 or +1 (the loop then decides what it means)."""
+    n = len(o)
+    ev = np.flatnonzero(direction[:-1] != 0)  # decided on the last bar: there is no next open to fill at
+    d = direction[ev]
+    if not ((d == 1) | (d == -1)).all():
+        return None
+    target = d.astype(np.int64) if allow_short else (d > 0).astype(np.int64)
+    held = np.r_[0, target[:-1]]  # the side held when a signal arrives: the previous signal's target
+    shut = (held != 0) & ((held != target) | reenter)
+    opened = (target != 0) & ((held == 0) | shut)
+    side, entry_bar, exit_bar = target[opened], ev[opened] + 1, ev[shut] + 1
+    entry_price, exit_price = costs.market_price(o[entry_bar], side), costs.market_price(o[exit_bar], -held[shut])
+    end = len(side) > len(exit_bar)  # the last trade is still open at the last bar: closed at its close
+    if end:
+        exit_bar, exit_price = np.append(exit_bar, n - 1), np.append(exit_price, c[-1])
+    entry_fee, exit_fee = costs.fee(size, entry_price), costs.fee(size, exit_price)
+    pnl = side * size * (exit_price - entry_price) - entry_fee - exit_fee
+    reason = _REASONS.take((np.arange(len(side)) >= len(side) - end).astype(np.intp))
+    k = np.arange(len(ev))
+    # the loop's order: each signal's close, then its open; the end's close last
+    order = np.argsort(np.r_[2 * k[shut], [2 * len(ev)] * end, 2 * k[opened] + 1], kind="stable")
+    fills = (
+        np.r_[exit_bar, entry_bar][order],
+        np.r_[side * size * exit_price - exit_fee, -side * size * entry_price - entry_fee][order],
+        np.r_[-side * size, side * size][order],
+    )
+    return (side, entry_bar, entry_price, exit_bar, exit_price, entry_fee + exit_fee, pnl, reason), fills
 
 # %% ../nbs/13_backtest.ipynb #a39c3c27
 def _equity(frame: pd.DataFrame, fills: tuple[np.ndarray, np.ndarray, np.ndarray], cash: float) -> pd.Series:
@@ -301,23 +349,35 @@ def _equity(frame: pd.DataFrame, fills: tuple[np.ndarray, np.ndarray, np.ndarray
 # %% ../nbs/13_backtest.ipynb #14e2444f
 def compute_stats(equity: pd.Series, trades: pd.DataFrame, exposure: float) -> dict:
     "Total return, CAGR, Sharpe, Sortino, max drawdown, win rate, profit factor, exposure and number of trades."
-    r = equity.pct_change().dropna()
+    e = equity.to_numpy(np.float64)
+    # numpy's mean and std are the arithmetic pandas uses (sum / count, squared deviations): the same numbers, without
+    # a Series per step; pandas' own path where a mark is missing (pct_change and dropna decide what it means)
+    finite = np.isfinite(e).all()
+    with np.errstate(divide="ignore", invalid="ignore"):  # a mark at 0 gives inf, as pandas' pct_change, silently
+        r = (e[1:] / e[:-1] - 1) if finite else equity.pct_change().dropna().to_numpy()
     years = (equity.index[-1] - equity.index[0]) / pd.Timedelta(days=365.25)
     per_year = len(r) / years if years > 0 else float("nan")
-    total = equity.iloc[-1] / equity.iloc[0] - 1
-    downside = r[r < 0].std()
-    wins, losses = trades["pnl"][trades["pnl"] > 0].sum(), -trades["pnl"][trades["pnl"] < 0].sum()
+    total = e[-1] / e[0] - 1
+    drawdown = (e / np.maximum.accumulate(e) - 1).min() if finite else (equity / equity.cummax() - 1).min()
+    std, downside = _std(r), _std(r[r < 0])
+    pnl = trades["pnl"].to_numpy(np.float64)
+    wins, losses = pnl[pnl > 0].sum(), -pnl[pnl < 0].sum()
     return {
         "total_return": float(total),
         "cagr": float((1 + total) ** (1 / years) - 1) if years > 0 and total > -1 else float("nan"),
-        "sharpe": float(r.mean() / r.std() * math.sqrt(per_year)) if r.std() > 0 else float("nan"),
+        "sharpe": float(r.mean() / std * math.sqrt(per_year)) if std > 0 else float("nan"),
         "sortino": float(r.mean() / downside * math.sqrt(per_year)) if downside > 0 else float("nan"),
-        "max_drawdown": float(-(equity / equity.cummax() - 1).min()),
-        "win_rate": float((trades["pnl"] > 0).mean()) if len(trades) else float("nan"),
+        "max_drawdown": float(-drawdown),
+        "win_rate": float((pnl > 0).mean()) if len(pnl) else float("nan"),
         "profit_factor": float(wins / losses) if losses > 0 else float("nan"),
         "exposure": float(exposure),
         "trades": int(len(trades)),
     }
+
+
+def _std(x: np.ndarray) -> float:
+    "The sample standard deviation, NaN below 2 values (as pandas)."
+    return float(x.std(ddof=1)) if len(x) > 1 else float("nan")
 
 # %% ../nbs/13_backtest.ipynb #a083aa2a
 def benchmark_curves(
@@ -611,11 +671,12 @@ def run_rule_backtest(
     allow_short: bool = True,
     batch: bool = True,
     history: dict[str, pd.DataFrame] | None = None,
+    benchmarks: bool = True,
 ) -> BacktestResult:
     """The fixed-size engine: `size` units per position of each pair, on one OHLC frame or a dict of them by pair,
     filled at the next open with `fee` and `slippage_bps`. `batch=False` computes each bar's signals from the data up
     to that bar only (slow: it proves the batch signals peek at nothing). `history`: earlier candles of the pairs, for
-    the baselines only."""
+    the baselines only; `benchmarks=False` leaves the baselines out (no `benchmarks`, no statistics against them)."""
     if not (isinstance(size, (int, float)) and size > 0 and math.isfinite(size)):
         raise BacktestError(f"size must be a positive number of units, got {size!r}")
     _check_cash(cash)
@@ -629,12 +690,15 @@ def run_rule_backtest(
         tables.append(table)
         curves.append(_equity(frame, fills, 0.0))
         exposure.append(held)
-    index = reduce(pd.DatetimeIndex.union, (c.index for c in curves))
-    # a pair contributes nothing before its first bar
-    equity = cash + sum(c.reindex(index).ffill().fillna(0.0) for c in curves)
+    if len(curves) == 1:
+        equity = cash + curves[0]
+    else:
+        index = reduce(pd.DatetimeIndex.union, (c.index for c in curves))
+        # a pair contributes nothing before its first bar
+        equity = cash + sum(c.reindex(index).ffill().fillna(0.0) for c in curves)
     trades = pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
     result = BacktestResult(trades, equity.rename("equity"), compute_stats(equity, trades, float(np.mean(exposure))))
-    return _with_benchmarks(result, frames, cash, costs, allow_short, history)
+    return _with_benchmarks(result, frames, cash, costs, allow_short, history) if benchmarks else result
 
 
 def _with_benchmarks(
