@@ -338,13 +338,12 @@ def _signal_trades(o, c, direction, size: float, costs: FillCosts, allow_short: 
 def _equity(frame: pd.DataFrame, fills: tuple[np.ndarray, np.ndarray, np.ndarray], cash: float) -> pd.Series:
     "Cash plus position value at every close, from the fills (bar, cash change, position change)."
     bars, dc, dp = fills
-    cash_delta = np.bincount(bars, weights=dc, minlength=len(frame))
-    pos_delta = np.bincount(bars, weights=dp, minlength=len(frame))
-    return pd.Series(
-        cash + np.cumsum(cash_delta) + np.cumsum(pos_delta) * frame["close"].to_numpy(np.float64),
-        index=frame.index,
-        name="equity",
-    )
+    held = np.bincount(bars, weights=dp, minlength=len(frame)).cumsum()
+    held *= frame["close"].to_numpy(np.float64)
+    value = np.bincount(bars, weights=dc, minlength=len(frame)).cumsum()
+    value += cash  # in place, in the order (cash + cash deltas) + value held: no array allocated per step
+    value += held
+    return pd.Series(value, index=frame.index, name="equity")
 
 # %% ../nbs/13_backtest.ipynb #14e2444f
 def compute_stats(equity: pd.Series, trades: pd.DataFrame, exposure: float) -> dict:
