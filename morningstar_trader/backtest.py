@@ -338,9 +338,10 @@ def _signal_trades(o, c, direction, size: float, costs: FillCosts, allow_short: 
 def _equity(frame: pd.DataFrame, fills: tuple[np.ndarray, np.ndarray, np.ndarray], cash: float) -> pd.Series:
     "Cash plus position value at every close, from the fills (bar, cash change, position change)."
     bars, dc, dp = fills
-    held = np.bincount(bars, weights=dp, minlength=len(frame)).cumsum()
+    # float even without a fill (bincount of nothing counts in integers)
+    held = np.bincount(bars, weights=dp, minlength=len(frame)).cumsum(dtype=np.float64)
     held *= frame["close"].to_numpy(np.float64)
-    value = np.bincount(bars, weights=dc, minlength=len(frame)).cumsum()
+    value = np.bincount(bars, weights=dc, minlength=len(frame)).cumsum(dtype=np.float64)
     value += cash  # in place, in the order (cash + cash deltas) + value held: no array allocated per step
     value += held
     return pd.Series(value, index=frame.index, name="equity")
