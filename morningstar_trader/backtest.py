@@ -338,10 +338,12 @@ def _signal_trades(o, c, direction, size: float, costs: FillCosts, allow_short: 
 def _equity(frame: pd.DataFrame, fills: tuple[np.ndarray, np.ndarray, np.ndarray], cash: float) -> pd.Series:
     "Cash plus position value at every close, from the fills (bar, cash change, position change)."
     bars, dc, dp = fills
-    # float even without a fill (bincount of nothing counts in integers)
-    held = np.bincount(bars, weights=dp, minlength=len(frame)).cumsum(dtype=np.float64)
+    # float even without a fill (bincount of nothing counts in integers); summed in place
+    held = np.bincount(bars, weights=dp, minlength=len(frame)).astype(np.float64, copy=False)
+    np.cumsum(held, out=held)
     held *= frame["close"].to_numpy(np.float64)
-    value = np.bincount(bars, weights=dc, minlength=len(frame)).cumsum(dtype=np.float64)
+    value = np.bincount(bars, weights=dc, minlength=len(frame)).astype(np.float64, copy=False)
+    np.cumsum(value, out=value)
     value += cash  # in place, in the order (cash + cash deltas) + value held: no array allocated per step
     value += held
     return pd.Series(value, index=frame.index, name="equity")
@@ -352,13 +354,19 @@ def compute_stats(equity: pd.Series, trades: pd.DataFrame, exposure: float) -> d
     e = equity.to_numpy(np.float64)
     # numpy's mean and std are the arithmetic pandas uses (sum / count, squared deviations): the same numbers, without
     # a Series per step; pandas' own path where a mark is missing (pct_change and dropna decide what it means)
-    finite = np.isfinite(e).all()
+    # one pass: a mark that is not finite makes the sum so (an overflow of finite marks only takes pandas' path, which
+    # gives the same numbers)
+    finite = np.isfinite(e.sum())
     with np.errstate(divide="ignore", invalid="ignore"):  # a mark at 0 gives inf, as pandas' pct_change, silently
-        r = (e[1:] / e[:-1] - 1) if finite else equity.pct_change().dropna().to_numpy()
+        r = e[1:] / e[:-1] if finite else equity.pct_change().dropna().to_numpy()
+    if finite:
+        r -= 1  # in place: the same pct_change, one array fewer
+        if np.isnan(r.sum()):  # 0 / 0 (a mark at 0 twice): dropped, as dropna drops it
+            r = r[~np.isnan(r)]
     years = (equity.index[-1] - equity.index[0]) / pd.Timedelta(days=365.25)
     per_year = len(r) / years if years > 0 else float("nan")
     total = e[-1] / e[0] - 1
-    drawdown = (e / np.maximum.accumulate(e) - 1).min() if finite else (equity / equity.cummax() - 1).min()
+    drawdown = _drawdown(e) if finite else (equity / equity.cummax() - 1).min()
     std, downside = _std(r), _std(r[r < 0])
     pnl = trades["pnl"].to_numpy(np.float64)
     wins, losses = pnl[pnl > 0].sum(), -pnl[pnl < 0].sum()
@@ -373,6 +381,14 @@ def compute_stats(equity: pd.Series, trades: pd.DataFrame, exposure: float) -> d
         "exposure": float(exposure),
         "trades": int(len(trades)),
     }
+
+
+def _drawdown(e: np.ndarray) -> float:
+    """The deepest fall below the running peak, as a negative fraction. x - 1 rounds monotonically, so the least of
+    the ratios minus 1 is the least of (ratio - 1): one subtraction, two arrays fewer."""
+    peak = np.maximum.accumulate(e)
+    np.divide(e, peak, out=peak)
+    return float(np.fmin.reduce(peak) - 1)  # fmin: a peak at 0 (0 / 0) is skipped, as pandas' min skips NaN
 
 
 def _std(x: np.ndarray) -> float:
