@@ -41,15 +41,15 @@ def best(repeat: int, fn):
 
 
 def interleaved(repeat: int, runs: dict) -> tuple[dict, dict]:
-    """({name: best seconds}, {name: last result}), the runs taking turns: a burst of load on the shared machine
-    falls on every engine alike."""
+    """({name: seconds of each round}, {name: last result}), the runs taking turns: a burst of load on the shared
+    machine falls on every engine alike."""
     times, outs = {name: [] for name in runs}, {}
     for _ in range(repeat):
         for name, fn in runs.items():
             t = time.perf_counter()
             outs[name] = fn()
             times[name].append(time.perf_counter() - t)
-    return {name: min(ts) for name, ts in times.items()}, outs
+    return times, outs
 
 
 def crossings(close: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -137,7 +137,8 @@ def main() -> None:
     if not args.skip_vbt:
         compile_s, _ = best(1, lambda: vectorbt_run(naive.iloc[:2_000]))
         runs["vbt"] = lambda: vectorbt_run(naive)
-    secs, outs = interleaved(args.repeat, runs)
+    rounds, outs = interleaved(args.repeat, runs)
+    secs = {name: min(ts) for name, ts in rounds.items()}
     rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     mine = outs["full"].trades[outs["full"].trades["exit_reason"] == "signal"]
     rows = [
@@ -173,6 +174,11 @@ def main() -> None:
         ratios = "".join(f"{dict(rows)[p] / s:>17.1f}x" for p in peers)
         print(f"{name:<40}{s:>10.3f}{args.bars / s:>14,.0f}{ratios}")
     if not args.skip_vbt:
+        each = {k: np.median(np.divide(rounds["vbt"], rounds[k])) for k in ("full", "core")}
+        print(
+            f"median over the {args.repeat} rounds of vectorbt's time / ours in the same round: "
+            f"{each['full']:.1f}x with the baselines, {each['core']:.1f}x without"
+        )
         print(f"vectorbt's numba compile and first run on 2,000 bars, apart: {compile_s:.2f} s")
     print(f"peak RSS after the rounds: {rss_mib:.0f} MiB")
     print(f"load average now {os.getloadavg()[0]:.1f}")
