@@ -36,8 +36,9 @@ class MemoryBook:
     """The state store's interface over plain dicts: a backtest's book in memory, under the same rules as
     `PortfolioStore`."""
 
-    def __init__(self, initial_cash: float):
+    def __init__(self, initial_cash: float, *, keep_journal: bool = True):
         self._cash, self._positions, self._runtime = float(initial_cash), {}, {}
+        self._keep_journal = keep_journal  # False: an account nothing reads the journal of (a backtest's twin)
         self._orders, self._open = {}, {}  # client id -> row (the orders table's columns); open: not final
         self._fills, self._trade_ids, self._equity, self._journal = [], set(), [], []
 
@@ -163,8 +164,9 @@ def mark(self: MemoryBook, time, prices: dict[str, float]) -> dict:
 def journal(
     self: MemoryBook, cycle_id: str, pair: str, time, *, inputs: dict, prediction: dict, decision, reasons
 ) -> None:
-    "As `PortfolioStore.journal`, without the JSON: the values themselves."
-    self._journal.append((cycle_id, pair, time, inputs, prediction, decision, tuple(reasons)))
+    "As `PortfolioStore.journal`, without the JSON: the values themselves; nothing unless the book keeps a journal."
+    if self._keep_journal:
+        self._journal.append((cycle_id, pair, time, inputs, prediction, decision, tuple(reasons)))
 
 
 @patch

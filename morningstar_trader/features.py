@@ -17,7 +17,6 @@ import talib
 from fastcore.basics import patch
 from numpy.lib.stride_tricks import sliding_window_view
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from sklearn.preprocessing import RobustScaler
 
 from .alt_data import align_asof
 from .candles import check_bars, find_gaps
@@ -26,8 +25,8 @@ from .types import BAR_COLUMNS, Bars, Features, MorningstarError, parse_timefram
 
 # %% auto #0
 __all__ = ['INDICATORS', 'CONTEXT_TIME', 'PER_ASSET', 'AS_OF', 'FeatureError', 'brief', 'shorten', 'describe_problems',
-           'Indicator', 'indicator_columns', 'ScalerFile', 'scaler_to_json', 'scaler_from_dict', 'scaler_from_json',
-           'alt_context_names', 'DataPreparation', 'Latest', 'stale_alt']
+           'Indicator', 'indicator_columns', 'ScalerFile', 'FittedScaler', 'scaler_to_json', 'scaler_from_dict',
+           'scaler_from_json', 'alt_context_names', 'DataPreparation', 'Latest', 'stale_alt']
 
 # %% ../nbs/04_features.ipynb #7056e15f
 class FeatureError(MorningstarError):
@@ -227,7 +226,29 @@ class ScalerFile(BaseModel):
         return self
 
 
-def scaler_to_json(scaler: RobustScaler) -> str:
+@dataclass(frozen=True, eq=False)
+class FittedScaler:
+    "A fitted `RobustScaler`'s numbers, under scikit-learn's names: all a run needs, without importing scikit-learn."
+
+    feature_names_in_: np.ndarray
+    center_: np.ndarray
+    scale_: np.ndarray
+
+    @classmethod
+    def fit(cls, rows: pd.DataFrame) -> FittedScaler:
+        "Median and inter-quartile range of each column of `rows`, by scikit-learn's `RobustScaler`."
+        # imported here: scikit-learn (and scipy) cost a run notebook about a second of start-up, and runs only load
+        from sklearn.preprocessing import RobustScaler  # noqa: PLC0415
+
+        s = RobustScaler().fit(rows)
+        return cls(s.feature_names_in_, s.center_, s.scale_)
+
+    def transform(self, rows: pd.DataFrame) -> np.ndarray:
+        "`RobustScaler.transform` of the named columns of `rows`, without its checks."
+        return (rows[list(self.feature_names_in_)].to_numpy(np.float64) - self.center_) / self.scale_
+
+
+def scaler_to_json(scaler: FittedScaler) -> str:
     "The fitted scaler's numbers and feature names as JSON."
     return json.dumps(
         {
@@ -239,21 +260,18 @@ def scaler_to_json(scaler: RobustScaler) -> str:
     )
 
 
-def scaler_from_dict(data) -> RobustScaler:
-    "A fitted RobustScaler from parsed `scaler_to_json` output, checked against `ScalerFile` first."
+def scaler_from_dict(data) -> FittedScaler:
+    "A `FittedScaler` from parsed `scaler_to_json` output, checked against `ScalerFile` first."
     try:
         f = ScalerFile.model_validate(data)
     except ValidationError as e:
         raise FeatureError(f"not a valid saved scaler: {describe_problems(e, ScalerFile)}") from None
-    s = RobustScaler()
-    s.feature_names_in_ = np.array(f.feature_names, dtype=object)
-    s.n_features_in_ = len(f.feature_names)
-    s.center_, s.scale_ = np.array(f.center, np.float64), np.array(f.scale, np.float64)
-    return s
+    names = np.array(f.feature_names, dtype=object)
+    return FittedScaler(names, np.array(f.center, np.float64), np.array(f.scale, np.float64))
 
 
-def scaler_from_json(text: str) -> RobustScaler:
-    "A fitted RobustScaler from `scaler_to_json` output."
+def scaler_from_json(text: str) -> FittedScaler:
+    "A `FittedScaler` from `scaler_to_json` output."
     # RecursionError: Python's parser gives up on very deep nesting, which is no scaler either.
     try:
         data = json.loads(text)
@@ -278,7 +296,7 @@ class DataPreparation:
 
     settings: FeatureSettings
     timeframe: str
-    scaler: RobustScaler | None = None
+    scaler: FittedScaler | None = None
     alt_tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # by source name: published_at + columns
 
     def __post_init__(self):
@@ -436,7 +454,7 @@ def fit(self: DataPreparation, frames: list[pd.DataFrame]) -> DataPreparation:
     rows = pd.concat([f.loc[~f["carried"], names] if "carried" in f else f[names] for f in frames])
     if rows.empty:
         raise FeatureError("no training rows to fit the scaler on")
-    return replace(self, scaler=RobustScaler().fit(rows))
+    return replace(self, scaler=FittedScaler.fit(rows))
 
 
 @patch
@@ -449,9 +467,7 @@ def scale(self: DataPreparation, frame: pd.DataFrame) -> np.ndarray:
         raise FeatureError(
             f"the scaler was fitted on features {list(self.scaler.feature_names_in_)}, but the settings give {names}"
         )
-    scaled = (
-        frame[names].to_numpy(np.float64) - self.scaler.center_
-    ) / self.scaler.scale_  # RobustScaler.transform, minus its checks
+    scaled = self.scaler.transform(frame)
     return np.clip(scaled, -self.settings.clip, self.settings.clip).astype(np.float32)
 
 # %% ../nbs/04_features.ipynb #9afc15e7

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 from pydantic import ValidationError
-from sklearn.preprocessing import RobustScaler
 
 from .alt_data import load_alt_tables
 from .artifact import ModelError, _check, _read_json, _retrain, _verified_metadata
@@ -18,6 +17,7 @@ from .config import FeatureSettings, Settings
 from morningstar_trader.features import (
     DataPreparation,
     FeatureError,
+    FittedScaler,
     brief,
     describe_problems,
     scaler_from_dict,
@@ -26,10 +26,10 @@ from morningstar_trader.features import (
 from .types import Features, MorningstarError
 
 # %% auto #0
-__all__ = ['model_inputs', 'heads_from_raw', 'OnnxModel', 'has_onnx', 'load_onnx_model']
+__all__ = ['ONNX_BATCH', 'model_inputs', 'heads_from_raw', 'OnnxModel', 'has_onnx', 'load_onnx_model']
 
 # %% ../nbs/05c_inference.ipynb #6319c956
-def _verified_scaler(path: Path, spec: dict) -> RobustScaler:
+def _verified_scaler(path: Path, spec: dict) -> FittedScaler:
     "scaler.json checked against its schema and the feature names in the metadata."
     try:
         scaler = scaler_from_dict(_read_json(path, "scaler.json"))
@@ -44,7 +44,7 @@ def _verified_scaler(path: Path, spec: dict) -> RobustScaler:
     return scaler
 
 # %% ../nbs/05c_inference.ipynb #c628de42
-def _prep_from_spec(path: Path, spec: dict, scaler: RobustScaler, alt_tables: dict | None) -> DataPreparation:
+def _prep_from_spec(path: Path, spec: dict, scaler: FittedScaler, alt_tables: dict | None) -> DataPreparation:
     "The features rebuilt from the stored spec alone (a model without alternative data)."
     _check(
         not spec["alt_data"], path, "models with alternative data need the config (its alt_data sources): pass settings"
@@ -62,7 +62,7 @@ def _prep_from_spec(path: Path, spec: dict, scaler: RobustScaler, alt_tables: di
     return prep
 
 
-def _verified_prep(path: Path, spec: dict, scaler: RobustScaler, settings: Settings | None, alt_tables: dict | None):
+def _verified_prep(path: Path, spec: dict, scaler: FittedScaler, settings: Settings | None, alt_tables: dict | None):
     "The features of the config when given (they must reproduce the stored spec), else rebuilt from the spec."
     if settings is None:
         prep = _prep_from_spec(path, spec, scaler, alt_tables)
@@ -116,6 +116,9 @@ def heads_from_raw(raw: dict[str, np.ndarray], scale: dict[str, np.float32], tem
     return out
 
 # %% ../nbs/05c_inference.ipynb #af53602a
+ONNX_BATCH = 1024  # windows per onnxruntime call: a backtest's memory is bounded by a batch, not by its history
+
+
 class OnnxModel:
     "A saved model's network run by onnxruntime, with its feature preparation and metadata; `predict` as Keras'."
 
@@ -134,7 +137,9 @@ class OnnxModel:
 
     def predict(self, inputs) -> dict[str, np.ndarray]:
         "Predictions of every active head for one window or a batch, as `MorningstarModel.predict` gives them."
-        raw = dict(zip(self._outputs, self.session.run(None, model_inputs(self.prep, inputs))))
+        x, n = model_inputs(self.prep, inputs), ONNX_BATCH
+        parts = [self.session.run(None, {k: v[i : i + n] for k, v in x.items()}) for i in range(0, len(x["context"]), n)]
+        raw = {name: np.concatenate([p[j] for p in parts]) for j, name in enumerate(self._outputs)}
         return heads_from_raw(raw, self._scale, self.temperature)
 
 # %% ../nbs/05c_inference.ipynb #b55bed9f
@@ -148,6 +153,7 @@ def _session(path: Path, meta: dict):
     # a shared machine's other processes (the venue, the sweep's other worker) are waiting for
     options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.enable_cpu_mem_arena = False  # an arena keeps the largest batch's memory for the life of the process
     try:
         session = ort.InferenceSession(str(path / "model.onnx"), options, providers=["CPUExecutionProvider"])
     except Exception as e:
