@@ -138,7 +138,9 @@ class OnnxModel:
     def predict(self, inputs) -> dict[str, np.ndarray]:
         "Predictions of every active head for one window or a batch, as `MorningstarModel.predict` gives them."
         x, n = model_inputs(self.prep, inputs), ONNX_BATCH
-        parts = [self.session.run(None, {k: v[i : i + n] for k, v in x.items()}) for i in range(0, len(x["context"]), n)]
+        parts = [
+            self.session.run(None, {k: v[i : i + n] for k, v in x.items()}) for i in range(0, len(x["context"]), n)
+        ]
         raw = {name: np.concatenate([p[j] for p in parts]) for j, name in enumerate(self._outputs)}
         return heads_from_raw(raw, self._scale, self.temperature)
 
