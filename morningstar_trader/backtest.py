@@ -38,11 +38,11 @@ _log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['TRADE_COLUMNS', 'BASELINE_RULES', 'TSMOM_LOOKBACKS', 'DEFAULT_TSMOM_LOOKBACK', 'BASELINE_HISTORY_DAYS',
-           'BacktestError', 'Strategy', 'KernelStrategy', 'SmaCross', 'BuyAndHold', 'Tsmom', 'BacktestResult',
-           'compute_stats', 'benchmark_curves', 'BaselineRules', 'bars_per_day', 'lookback_bars', 'realised_vol',
-           'baseline_weights', 'rebalance', 'choose_lookback', 'baselines', 'benchmark_stats', 'window_benchmarks',
-           'run_rule_backtest', 'configured_backtest', 'ModelStrategy', 'round_trips', 'run_kernel_backtest',
-           'check_lookahead', 'history_bars', 'baseline_history', 'load_frames']
+           'BacktestError', 'Strategy', 'KernelStrategy', 'rolling_mean', 'SmaCross', 'BuyAndHold', 'Tsmom',
+           'BacktestResult', 'compute_stats', 'benchmark_curves', 'BaselineRules', 'bars_per_day', 'lookback_bars',
+           'realised_vol', 'baseline_weights', 'rebalance', 'choose_lookback', 'baselines', 'benchmark_stats',
+           'window_benchmarks', 'run_rule_backtest', 'configured_backtest', 'ModelStrategy', 'round_trips',
+           'run_kernel_backtest', 'check_lookahead', 'history_bars', 'baseline_history', 'load_frames']
 
 # %% ../nbs/13_backtest.ipynb #5bbcbe74
 class BacktestError(MorningstarError):
@@ -69,6 +69,59 @@ class KernelStrategy(Protocol):
 
     def inputs(self, pair: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]: ...
 
+# %% ../nbs/13_backtest.ipynb #1dcd254c
+def _roll_mean(v: np.ndarray, w: int) -> np.ndarray:
+    "pandas' roll_mean loop (window/aggregations.pyx) over finite float64 `v`, for numba to compile."
+    n, out = len(v), np.empty(len(v))
+    nobs, total, neg, comp_add, comp_remove, same, prev = 0, 0.0, 0, 0.0, 0.0, 0, v[0] if len(v) else 0.0
+    for i in range(n):
+        if i >= w:  # pandas removes what leaves the window first, then adds what enters it
+            x = v[i - w]
+            nobs -= 1
+            y = -x - comp_remove
+            t = total + y
+            comp_remove = t - total - y
+            total = t
+            if x < 0:
+                neg -= 1
+        x = v[i]
+        nobs += 1
+        y = x - comp_add
+        t = total + y
+        comp_add = t - total - y
+        total = t
+        if x < 0:
+            neg += 1
+        same = same + 1 if x == prev else 1
+        prev = x
+        if nobs < w:
+            out[i] = np.nan
+            continue
+        mean = total / nobs
+        if same >= nobs:
+            mean = prev
+        elif neg == 0 and mean < 0:
+            mean = 0.0
+        elif neg == nobs and mean > 0:
+            mean = 0.0
+        out[i] = mean
+    return out
+
+
+_COMPILED = {}
+
+
+def rolling_mean(values: np.ndarray, window: int) -> np.ndarray:
+    "pandas' `Series(values).rolling(window).mean()` to the bit, compiled (NaN or inf in `values`: pandas itself)."
+    values = np.ascontiguousarray(values, np.float64)
+    if not np.isfinite(values.sum()):
+        return pd.Series(values).rolling(window).mean().to_numpy()
+    if "mean" not in _COMPILED:
+        import numba  # noqa: PLC0415  (half a second to import: only a rule strategy's signals need it)
+
+        _COMPILED["mean"] = numba.njit(cache=True, nogil=True)(_roll_mean)
+    return _COMPILED["mean"](values, int(window))
+
 # %% ../nbs/13_backtest.ipynb #e33217e8
 @dataclass(frozen=True)
 class SmaCross:
@@ -88,8 +141,7 @@ class SmaCross:
         close = frame["close"].to_numpy(np.float64)
         # pandas' rolling mean, not TA-Lib's SMA: the same arithmetic as backtesting.py's examples, so a crossover
         # decided on a near-tie is decided the same way (the parity test compares trade lists exactly)
-        fast = pd.Series(close).rolling(self.fast).mean().to_numpy()
-        slow = pd.Series(close).rolling(self.slow).mean().to_numpy()
+        fast, slow = rolling_mean(close, self.fast), rolling_mean(close, self.slow)
         above, below = fast > slow, fast < slow  # a NaN (warm-up) is neither
         direction = np.zeros(len(close), np.int8)
         direction[1:][below[:-1] & above[1:]] = 1
