@@ -111,16 +111,22 @@ def _roll_mean(v: np.ndarray, w: int) -> np.ndarray:
 _COMPILED = {}
 
 
+def _compiled(fn):
+    "`fn` compiled by numba, once a process (numba imported then: half a second, only the fixed-size engine needs it)."
+    if fn.__name__ not in _COMPILED:
+        import numba  # noqa: PLC0415
+
+        # numpy's error model: x / 0 is inf or NaN, as in numpy, not Python's ZeroDivisionError
+        _COMPILED[fn.__name__] = numba.njit(cache=True, nogil=True, error_model="numpy")(fn)
+    return _COMPILED[fn.__name__]
+
+
 def rolling_mean(values: np.ndarray, window: int) -> np.ndarray:
     "pandas' `Series(values).rolling(window).mean()` to the bit, compiled (NaN or inf in `values`: pandas itself)."
     values = np.ascontiguousarray(values, np.float64)
     if not np.isfinite(values.sum()):
         return pd.Series(values).rolling(window).mean().to_numpy()
-    if "mean" not in _COMPILED:
-        import numba  # noqa: PLC0415  (half a second to import: only a rule strategy's signals need it)
-
-        _COMPILED["mean"] = numba.njit(cache=True, nogil=True)(_roll_mean)
-    return _COMPILED["mean"](values, int(window))
+    return _compiled(_roll_mean)(values, int(window))
 
 # %% ../nbs/13_backtest.ipynb #e33217e8
 @dataclass(frozen=True)
@@ -389,16 +395,25 @@ def _signal_trades(o, c, direction, size: float, costs: FillCosts, allow_short: 
 # %% ../nbs/13_backtest.ipynb #a39c3c27
 def _equity(frame: pd.DataFrame, fills: tuple[np.ndarray, np.ndarray, np.ndarray], cash: float) -> pd.Series:
     "Cash plus position value at every close, from the fills (bar, cash change, position change)."
-    bars, dc, dp = fills
-    # float even without a fill (bincount of nothing counts in integers); summed in place
-    held = np.bincount(bars, weights=dp, minlength=len(frame)).astype(np.float64, copy=False)
-    np.cumsum(held, out=held)
-    held *= frame["close"].to_numpy(np.float64)
-    value = np.bincount(bars, weights=dc, minlength=len(frame)).astype(np.float64, copy=False)
-    np.cumsum(value, out=value)
-    value += cash  # in place, in the order (cash + cash deltas) + value held: no array allocated per step
-    value += held
+    bars, dc, dp = (np.ascontiguousarray(x, t) for x, t in zip(fills, (np.int64, np.float64, np.float64)))
+    value = _compiled(_equity_loop)(bars, dc, dp, frame["close"].to_numpy(np.float64), float(cash))
     return pd.Series(value, index=frame.index, name="equity")
+
+
+def _equity_loop(bars, dc, dp, close, cash: float):
+    """One pass, the arithmetic of `bincount` then `cumsum`: each bar's fills summed from 0 in their order, those
+    running sums, then (cash + cash deltas) + units × close."""
+    n = len(close)
+    cash_bar, units_bar, out = np.zeros(n), np.zeros(n), np.empty(n)
+    for j in range(len(bars)):
+        cash_bar[bars[j]] += dc[j]
+        units_bar[bars[j]] += dp[j]
+    c, u = 0.0, 0.0
+    for i in range(n):
+        c += cash_bar[i]
+        u += units_bar[i]
+        out[i] = (c + cash) + u * close[i]
+    return out
 
 # %% ../nbs/13_backtest.ipynb #14e2444f
 def compute_stats(equity: pd.Series, trades: pd.DataFrame, exposure: float) -> dict:
@@ -419,14 +434,14 @@ def compute_stats(equity: pd.Series, trades: pd.DataFrame, exposure: float) -> d
     per_year = len(r) / years if years > 0 else float("nan")
     total = e[-1] / e[0] - 1
     drawdown = _drawdown(e) if finite else (equity / equity.cummax() - 1).min()
-    std, downside = _std(r), _std(r[r < 0])
+    std, downside, mean = _std(r), _std(r[r < 0]), r.mean() if len(r) else float("nan")
     pnl = trades["pnl"].to_numpy(np.float64)
     wins, losses = pnl[pnl > 0].sum(), -pnl[pnl < 0].sum()
     return {
         "total_return": float(total),
         "cagr": float((1 + total) ** (1 / years) - 1) if years > 0 and total > -1 else float("nan"),
-        "sharpe": float(r.mean() / std * math.sqrt(per_year)) if std > 0 else float("nan"),
-        "sortino": float(r.mean() / downside * math.sqrt(per_year)) if downside > 0 else float("nan"),
+        "sharpe": float(mean / std * math.sqrt(per_year)) if std > 0 else float("nan"),
+        "sortino": float(mean / downside * math.sqrt(per_year)) if downside > 0 else float("nan"),
         "max_drawdown": float(-drawdown),
         "win_rate": float((pnl > 0).mean()) if len(pnl) else float("nan"),
         "profit_factor": float(wins / losses) if losses > 0 else float("nan"),
@@ -436,11 +451,20 @@ def compute_stats(equity: pd.Series, trades: pd.DataFrame, exposure: float) -> d
 
 
 def _drawdown(e: np.ndarray) -> float:
-    """The deepest fall below the running peak, as a negative fraction. x - 1 rounds monotonically, so the least of
-    the ratios minus 1 is the least of (ratio - 1): one subtraction, two arrays fewer."""
-    peak = np.maximum.accumulate(e)
-    np.divide(e, peak, out=peak)
-    return float(np.fmin.reduce(peak) - 1)  # fmin: a peak at 0 (0 / 0) is skipped, as pandas' min skips NaN
+    """The deepest fall below the running peak of finite marks, as a negative fraction, in one compiled pass. x - 1
+    rounds monotonically, so the least of the ratios minus 1 is the least of (ratio - 1)."""
+    return float(_compiled(_lowest_ratio)(np.ascontiguousarray(e, np.float64)) - 1)
+
+
+def _lowest_ratio(e):
+    "The least of mark / running peak; a NaN ratio (a peak at 0: 0 / 0) skipped, as pandas' min skips NaN."
+    peak, low = e[0], np.nan
+    for x in e:
+        peak = max(peak, x)
+        q = x / peak
+        if q < low or (low != low and q == q):
+            low = q
+    return low
 
 
 def _std(x: np.ndarray) -> float:
