@@ -38,12 +38,12 @@ _log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['TRADE_COLUMNS', 'BASELINE_RULES', 'TSMOM_LOOKBACKS', 'DEFAULT_TSMOM_LOOKBACK', 'BASELINE_HISTORY_DAYS',
-           'BacktestError', 'Strategy', 'KernelStrategy', 'SmaCross', 'BuyAndHold', 'Tsmom', 'BacktestResult',
-           'compute_stats', 'benchmark_curves', 'BaselineRules', 'bars_per_day', 'lookback_bars', 'realised_vol',
-           'baseline_weights', 'rebalance', 'choose_lookback', 'baselines', 'benchmark_stats', 'window_benchmarks',
-           'run_rule_backtest', 'configured_backtest', 'notional_exposure', 'with_exposure_benchmark', 'ModelStrategy',
-           'round_trips', 'run_kernel_backtest', 'account_result', 'check_lookahead', 'history_bars',
-           'baseline_history', 'load_frames']
+           'BacktestError', 'Strategy', 'KernelStrategy', 'rolling_mean', 'SmaCross', 'BuyAndHold', 'Tsmom',
+           'BacktestResult', 'compute_stats', 'benchmark_curves', 'BaselineRules', 'bars_per_day', 'lookback_bars',
+           'realised_vol', 'baseline_weights', 'rebalance', 'choose_lookback', 'baselines', 'benchmark_stats',
+           'window_benchmarks', 'run_rule_backtest', 'configured_backtest', 'notional_exposure',
+           'with_exposure_benchmark', 'ModelStrategy', 'round_trips', 'run_kernel_backtest', 'account_result',
+           'check_lookahead', 'history_bars', 'baseline_history', 'load_frames']
 
 # %% ../nbs/13_backtest.ipynb #5bbcbe74
 class BacktestError(MorningstarError):
@@ -70,6 +70,66 @@ class KernelStrategy(Protocol):
 
     def inputs(self, pair: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]: ...
 
+# %% ../nbs/13_backtest.ipynb #1dcd254c
+def _roll_mean(v: np.ndarray, w: int) -> np.ndarray:
+    "pandas' roll_mean loop (window/aggregations.pyx) over finite float64 `v`, for numba to compile."
+    n, out = len(v), np.empty(len(v))
+    nobs, total, neg, comp_add, comp_remove, same, prev = 0, 0.0, 0, 0.0, 0.0, 0, v[0] if len(v) else 0.0
+    for i in range(n):
+        if i >= w:  # pandas removes what leaves the window first, then adds what enters it
+            x = v[i - w]
+            nobs -= 1
+            y = -x - comp_remove
+            t = total + y
+            comp_remove = t - total - y
+            total = t
+            if x < 0:
+                neg -= 1
+        x = v[i]
+        nobs += 1
+        y = x - comp_add
+        t = total + y
+        comp_add = t - total - y
+        total = t
+        if x < 0:
+            neg += 1
+        same = same + 1 if x == prev else 1
+        prev = x
+        if nobs < w:
+            out[i] = np.nan
+            continue
+        mean = total / nobs
+        if same >= nobs:
+            mean = prev
+        elif neg == 0 and mean < 0:
+            mean = 0.0
+        elif neg == nobs and mean > 0:
+            mean = 0.0
+        out[i] = mean
+    return out
+
+
+_COMPILED = {}
+
+
+def _compiled(fn):
+    """`fn` compiled by numba, once a process (numba imported then: half a second; only the fixed-size engine's signals
+    and equity use it, never a cycle)."""
+    if fn.__name__ not in _COMPILED:
+        import numba  # noqa: PLC0415
+
+        # numpy's error model: x / 0 is inf or NaN, as in numpy, not Python's ZeroDivisionError
+        _COMPILED[fn.__name__] = numba.njit(cache=True, nogil=True, error_model="numpy")(fn)
+    return _COMPILED[fn.__name__]
+
+
+def rolling_mean(values: np.ndarray, window: int) -> np.ndarray:
+    "pandas' `Series(values).rolling(window).mean()` to the bit, compiled (NaN or inf in `values`: pandas itself)."
+    values = np.ascontiguousarray(values, np.float64)
+    if not np.isfinite(values.sum()):
+        return pd.Series(values).rolling(window).mean().to_numpy()
+    return _compiled(_roll_mean)(values, int(window))
+
 # %% ../nbs/13_backtest.ipynb #e33217e8
 @dataclass(frozen=True)
 class SmaCross:
@@ -89,11 +149,11 @@ class SmaCross:
         close = frame["close"].to_numpy(np.float64)
         # pandas' rolling mean, not TA-Lib's SMA: the same arithmetic as backtesting.py's examples, so a crossover
         # decided on a near-tie is decided the same way (the parity test compares trade lists exactly)
-        fast = pd.Series(close).rolling(self.fast).mean().to_numpy()
-        slow = pd.Series(close).rolling(self.slow).mean().to_numpy()
-        prev_below = np.r_[False, fast[:-1] < slow[:-1]]
-        prev_above = np.r_[False, fast[:-1] > slow[:-1]]
-        direction = np.where(prev_below & (fast > slow), 1, np.where(prev_above & (fast < slow), -1, 0)).astype(np.int8)
+        fast, slow = rolling_mean(close, self.fast), rolling_mean(close, self.slow)
+        above, below = fast > slow, fast < slow  # a NaN (warm-up) is neither
+        direction = np.zeros(len(close), np.int8)
+        direction[1:][below[:-1] & above[1:]] = 1
+        direction[1:][above[:-1] & below[1:]] = -1
         return pd.DataFrame({"direction": direction}, index=frame.index)
 
 
@@ -147,6 +207,9 @@ class BacktestResult:
         default_factory=pd.DataFrame
     )  # kernel runs: every review (score, rationale, latency, cost)
     benchmarks: pd.DataFrame = field(default_factory=pd.DataFrame)  # equity of buy & hold and flat on the same bars
+    errors: pd.DataFrame = field(
+        default_factory=pd.DataFrame
+    )  # kernel runs: bar time, pair, stage, error (not warm-up)
 
 
 TRADE_COLUMNS = [
@@ -174,8 +237,8 @@ def _check_bars(frame: pd.DataFrame, pair: str) -> None:
         raise BacktestError(f"{pair}: bars must be indexed by timestamps")
     if not frame.index.is_monotonic_increasing or not frame.index.is_unique:
         raise BacktestError(f"{pair}: timestamps must be sorted and unique")
-    prices = frame[list(BAR_COLUMNS[:4])].to_numpy(np.float64)
-    if not np.isfinite(prices).all() or (prices <= 0).any():
+    prices = (frame[k].to_numpy(np.float64) for k in BAR_COLUMNS[:4])  # column by column: no copy of the frame
+    if not all(np.isfinite(x).all() and (x > 0).all() for x in prices):
         raise BacktestError(f"{pair}: prices must be finite and positive")
 
 # %% ../nbs/13_backtest.ipynb #3824228b
@@ -199,21 +262,11 @@ BacktestResult._repr_html_ = _result_html
 BacktestResult.plot = _result_plot
 
 # %% ../nbs/13_backtest.ipynb #f226b645
-def _simulate(
-    pair: str,
-    frame: pd.DataFrame,
-    signals: pd.DataFrame,
-    size: float,
-    costs: FillCosts,
-    allow_short: bool,
-    reenter: bool = False,
+def _event_loop(
+    o, h, l, c, direction, sl_frac, tp_frac, size: float, costs: FillCosts, allow_short: bool, reenter: bool
 ):
-    o, h, l, c = (frame[k].to_numpy(np.float64) for k in ("open", "high", "low", "close"))
-    n, times = len(frame), frame.index
-    direction = signals["direction"].to_numpy()
-    sl_frac = signals["stop_loss"].to_numpy(np.float64) if "stop_loss" in signals else np.full(n, np.nan)
-    tp_frac = signals["take_profit"].to_numpy(np.float64) if "take_profit" in signals else np.full(n, np.nan)
-    trades, pos = [], None  # pos: dict(side, bar, price, fee, sl, tp)
+    "(the round trips as columns, the fills): one pass over the signals that checks stops and targets between them."
+    n, trades, pos = len(o), [], None  # pos: dict(side, bar, price, fee, sl, tp)
     fill_bar, fill_cash, fill_units = [], [], []
     opens = o.tolist()  # the event loop indexes scalars: lists are much faster at that than arrays
 
@@ -256,21 +309,46 @@ def _simulate(
     check_exit(n - 1)
     if pos is not None:
         close(n - 1, c[-1], "end")
-    fills = (np.array(fill_bar, int), np.array(fill_cash, float), np.array(fill_units, float))
-    table, held = _trade_table(pair, times, size, trades)
+    columns = tuple(np.array(x) for x in zip(*trades)) if trades else (np.array([], int),) * 8
+    return columns, (np.array(fill_bar, int), np.array(fill_cash, float), np.array(fill_units, float))
+
+
+def _simulate(
+    pair: str,
+    frame: pd.DataFrame,
+    signals: pd.DataFrame,
+    size: float,
+    costs: FillCosts,
+    allow_short: bool,
+    reenter: bool = False,
+):
+    "(the round trips as TRADE_COLUMNS, the fills, the share of bars held) of one pair's signals."
+    o, c = frame["open"].to_numpy(np.float64), frame["close"].to_numpy(np.float64)
+    n, direction = len(frame), signals["direction"].to_numpy()
+    levels = {k: signals[k].to_numpy(np.float64) if k in signals else None for k in ("stop_loss", "take_profit")}
+    stops = any(x is not None and not np.isnan(x).all() for x in levels.values())
+    # without a stop or a target nothing happens between two signals: the trades follow from the signals at once
+    done = None if stops else _signal_trades(o, c, direction, size, costs, allow_short, reenter)
+    if done is None:
+        h, l = frame["high"].to_numpy(np.float64), frame["low"].to_numpy(np.float64)
+        sl_frac, tp_frac = (np.full(n, np.nan) if x is None else x for x in levels.values())
+        done = _event_loop(o, h, l, c, direction, sl_frac, tp_frac, size, costs, allow_short, reenter)
+    columns, fills = done
+    table, held = _trade_table(pair, frame.index, size, columns)
     return table, fills, held
 
 
-def _trade_table(pair: str, times: pd.DatetimeIndex, size: float, trades: list[tuple]) -> tuple[pd.DataFrame, float]:
+_SIDES = pd.array(["short", "long"], dtype="str")
+
+
+def _trade_table(pair: str, times: pd.DatetimeIndex, size: float, columns: tuple) -> tuple[pd.DataFrame, float]:
     "(the round trips as TRADE_COLUMNS, the share of bars a position was held)."
     n = len(times)
-    side, entry_bar, entry_price, exit_bar, exit_price, fees, pnl, reason = (
-        (np.array(x) for x in zip(*trades)) if trades else [np.array([], int)] * 8
-    )
+    side, entry_bar, entry_price, exit_bar, exit_price, fees, pnl, reason = columns
     table = pd.DataFrame(
         {
             "pair": pair,
-            "side": np.where(side > 0, "long", "short"),
+            "side": _SIDES.take((side > 0).astype(np.intp)),  # pandas' str from numpy strings copies each one
             "entry_time": times[entry_bar.astype(int)],
             "entry_price": entry_price.astype(float),
             "exit_time": times[exit_bar.astype(int)],
@@ -278,47 +356,118 @@ def _trade_table(pair: str, times: pd.DatetimeIndex, size: float, trades: list[t
             "size": size,
             "fees": fees.astype(float),
             "pnl": pnl.astype(float),
-            "exit_reason": reason.astype(str),
+            "exit_reason": reason if isinstance(reason, pd.api.extensions.ExtensionArray) else reason.astype(str),
         },
         columns=TRADE_COLUMNS,
     )
-    held = np.zeros(n + 1)
-    np.add.at(held, entry_bar.astype(int), 1)
-    np.add.at(held, exit_bar.astype(int), -1)
-    return table, float((np.cumsum(held[:n]) > 0).mean())
+    # one position at a time: a trade holds the bars from its entry to before its exit, and no two trades share one
+    return table, float((exit_bar.astype(int) - entry_bar.astype(int)).sum() / n)
+
+# %% ../nbs/13_backtest.ipynb #0c1da214
+_REASONS = pd.array(["signal", "end"], dtype="str")
+
+
+def _signal_trades(o, c, direction, size: float, costs: FillCosts, allow_short: bool, reenter: bool):
+    """(the round trips as columns, the fills) of signals without stops or targets, all at once; None when a signal
+    is not -1 or +1 (the loop then decides what it means)."""
+    n = len(o)
+    ev = np.flatnonzero(direction[:-1] != 0)  # decided on the last bar: there is no next open to fill at
+    d = direction[ev]
+    if not ((d == 1) | (d == -1)).all():
+        return None
+    target = d.astype(np.int64) if allow_short else (d > 0).astype(np.int64)
+    held = np.r_[0, target[:-1]]  # the side held when a signal arrives: the previous signal's target
+    shut = (held != 0) & ((held != target) | reenter)
+    opened = (target != 0) & ((held == 0) | shut)
+    side, entry_bar, exit_bar = target[opened], ev[opened] + 1, ev[shut] + 1
+    entry_price, exit_price = costs.market_price(o[entry_bar], side), costs.market_price(o[exit_bar], -held[shut])
+    end = len(side) > len(exit_bar)  # the last trade is still open at the last bar: closed at its close
+    if end:
+        exit_bar, exit_price = np.append(exit_bar, n - 1), np.append(exit_price, c[-1])
+    entry_fee, exit_fee = costs.fee(size, entry_price), costs.fee(size, exit_price)
+    pnl = side * size * (exit_price - entry_price) - entry_fee - exit_fee
+    reason = _REASONS.take((np.arange(len(side)) >= len(side) - end).astype(np.intp))
+    k = np.arange(len(ev))
+    # the loop's order: each signal's close, then its open; the end's close last
+    order = np.argsort(np.r_[2 * k[shut], [2 * len(ev)] * end, 2 * k[opened] + 1], kind="stable")
+    fills = (
+        np.r_[exit_bar, entry_bar][order],
+        np.r_[side * size * exit_price - exit_fee, -side * size * entry_price - entry_fee][order],
+        np.r_[-side * size, side * size][order],
+    )
+    return (side, entry_bar, entry_price, exit_bar, exit_price, entry_fee + exit_fee, pnl, reason), fills
 
 # %% ../nbs/13_backtest.ipynb #a39c3c27
 def _equity(frame: pd.DataFrame, fills: tuple[np.ndarray, np.ndarray, np.ndarray], cash: float) -> pd.Series:
     "Cash plus position value at every close, from the fills (bar, cash change, position change)."
-    bars, dc, dp = fills
-    cash_delta = np.bincount(bars, weights=dc, minlength=len(frame))
-    pos_delta = np.bincount(bars, weights=dp, minlength=len(frame))
-    return pd.Series(
-        cash + np.cumsum(cash_delta) + np.cumsum(pos_delta) * frame["close"].to_numpy(np.float64),
-        index=frame.index,
-        name="equity",
-    )
+    bars, dc, dp = (np.ascontiguousarray(x, t) for x, t in zip(fills, (np.int64, np.float64, np.float64)))
+    value = _compiled(_equity_loop)(bars, dc, dp, frame["close"].to_numpy(np.float64), float(cash))
+    return pd.Series(value, index=frame.index, name="equity")
+
+
+def _equity_loop(bars, dc, dp, close, cash: float):
+    """One pass, the arithmetic of `bincount` then `cumsum`: each bar's fills summed from 0 in their order, those
+    running sums, then (cash + cash deltas) + units × close."""
+    n = len(close)
+    cash_bar, units_bar, out = np.zeros(n), np.zeros(n), np.empty(n)
+    for j in range(len(bars)):
+        cash_bar[bars[j]] += dc[j]
+        units_bar[bars[j]] += dp[j]
+    c, u = 0.0, 0.0
+    for i in range(n):
+        c += cash_bar[i]
+        u += units_bar[i]
+        out[i] = (c + cash) + u * close[i]
+    return out
 
 # %% ../nbs/13_backtest.ipynb #14e2444f
 def compute_stats(equity: pd.Series, trades: pd.DataFrame, exposure: float) -> dict:
     "Total return, CAGR, Sharpe, Sortino, max drawdown, win rate, profit factor, exposure and number of trades."
-    r = equity.pct_change().dropna()
+    e = equity.to_numpy(np.float64)
+    # numpy's mean and std are the arithmetic pandas uses (sum / count, squared deviations): the same numbers, without
+    # a Series per step; pandas' own path where a mark is missing (pct_change and dropna decide what it means)
+    # one pass: a mark that is not finite makes the sum so (an overflow of finite marks only takes pandas' path, which
+    # gives the same numbers)
+    finite = np.isfinite(e.sum())
+    with np.errstate(divide="ignore", invalid="ignore"):  # a mark at 0 gives inf, as pandas' pct_change, silently
+        r = e[1:] / e[:-1] if finite else equity.pct_change().dropna().to_numpy()
+    if finite:
+        r -= 1  # in place: the same pct_change, one array fewer
+        if np.isnan(r.sum()):  # 0 / 0 (a mark at 0 twice): dropped, as dropna drops it
+            r = r[~np.isnan(r)]
     years = (equity.index[-1] - equity.index[0]) / pd.Timedelta(days=365.25)
     per_year = len(r) / years if years > 0 else float("nan")
-    total = equity.iloc[-1] / equity.iloc[0] - 1
-    downside = r[r < 0].std()
-    wins, losses = trades["pnl"][trades["pnl"] > 0].sum(), -trades["pnl"][trades["pnl"] < 0].sum()
+    total = e[-1] / e[0] - 1
+    drawdown = _drawdown(e) if finite else (equity / equity.cummax() - 1).min()
+    std, downside, mean = _std(r), _std(r[r < 0]), r.mean() if len(r) else float("nan")
+    pnl = trades["pnl"].to_numpy(np.float64)
+    wins, losses = pnl[pnl > 0].sum(), -pnl[pnl < 0].sum()
     return {
         "total_return": float(total),
         "cagr": float((1 + total) ** (1 / years) - 1) if years > 0 and total > -1 else float("nan"),
-        "sharpe": float(r.mean() / r.std() * math.sqrt(per_year)) if r.std() > 0 else float("nan"),
-        "sortino": float(r.mean() / downside * math.sqrt(per_year)) if downside > 0 else float("nan"),
-        "max_drawdown": float(-(equity / equity.cummax() - 1).min()),
-        "win_rate": float((trades["pnl"] > 0).mean()) if len(trades) else float("nan"),
+        "sharpe": float(mean / std * math.sqrt(per_year)) if std > 0 else float("nan"),
+        "sortino": float(mean / downside * math.sqrt(per_year)) if downside > 0 else float("nan"),
+        "max_drawdown": float(-drawdown),
+        "win_rate": float((pnl > 0).mean()) if len(pnl) else float("nan"),
         "profit_factor": float(wins / losses) if losses > 0 else float("nan"),
         "exposure": float(exposure),
         "trades": int(len(trades)),
     }
+
+
+def _drawdown(e: np.ndarray) -> float:
+    """The deepest fall below the running peak, as a negative fraction. x - 1 rounds monotonically, so the least of
+    the ratios minus 1 is the least of (ratio - 1): one subtraction, two arrays fewer. Not compiled: the run
+    notebook's benchmarks come through here, and numba's import would lengthen every run's start-up."""
+    peak = np.maximum.accumulate(e)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        np.divide(e, peak, out=peak)
+    return float(np.fmin.reduce(peak) - 1)  # fmin: a peak at 0 (0 / 0) is skipped, as pandas' min skips NaN
+
+
+def _std(x: np.ndarray) -> float:
+    "The sample standard deviation, NaN below 2 values (as pandas)."
+    return float(x.std(ddof=1)) if len(x) > 1 else float("nan")
 
 # %% ../nbs/13_backtest.ipynb #a083aa2a
 def benchmark_curves(
@@ -619,11 +768,12 @@ def run_rule_backtest(
     allow_short: bool = True,
     batch: bool = True,
     history: dict[str, pd.DataFrame] | None = None,
+    benchmarks: bool = True,
 ) -> BacktestResult:
     """The fixed-size engine: `size` units per position of each pair, on one OHLC frame or a dict of them by pair,
     filled at the next open with `fee` and `slippage_bps`. `batch=False` computes each bar's signals from the data up
     to that bar only (slow: it proves the batch signals peek at nothing). `history`: earlier candles of the pairs, for
-    the baselines only."""
+    the baselines only; `benchmarks=False` leaves the baselines out (no `benchmarks`, no statistics against them)."""
     if not (isinstance(size, (int, float)) and size > 0 and math.isfinite(size)):
         raise BacktestError(f"size must be a positive number of units, got {size!r}")
     _check_cash(cash)
@@ -637,12 +787,15 @@ def run_rule_backtest(
         tables.append(table)
         curves.append(_equity(frame, fills, 0.0))
         exposure.append(held)
-    index = reduce(pd.DatetimeIndex.union, (c.index for c in curves))
-    # a pair contributes nothing before its first bar
-    equity = cash + sum(c.reindex(index).ffill().fillna(0.0) for c in curves)
+    if len(curves) == 1:
+        equity = cash + curves[0]
+    else:
+        index = reduce(pd.DatetimeIndex.union, (c.index for c in curves))
+        # a pair contributes nothing before its first bar
+        equity = cash + sum(c.reindex(index).ffill().fillna(0.0) for c in curves)
     trades = pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
     result = BacktestResult(trades, equity.rename("equity"), compute_stats(equity, trades, float(np.mean(exposure))))
-    return _with_benchmarks(result, frames, cash, costs, allow_short, history)
+    return _with_benchmarks(result, frames, cash, costs, allow_short, history) if benchmarks else result
 
 
 def _with_benchmarks(
@@ -857,6 +1010,17 @@ def round_trips(fills: pd.DataFrame, orders: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=TRADE_COLUMNS)
 
 # %% ../nbs/13_backtest.ipynb #50170b6f
+def _head_rows(heads: pd.DataFrame, ints: set) -> list[dict | None]:
+    """Per bar, the heads as a dict without their NaN (`ints` as int), None where `action` is NaN; the columns read once
+    as Python numbers (what to_dict("records") gives, at a third of its cost); `v == v` is False for NaN only."""
+    names = list(heads.columns)
+    a, kinds = names.index("action"), [(k, k in ints) for k in names]
+    return [
+        None if row[a] != row[a] else {k: int(v) if i else v for (k, i), v in zip(kinds, row) if v == v}
+        for row in zip(*(heads[k].tolist() for k in names))
+    ]
+
+
 def _kernel_inputs(frames: dict[str, pd.DataFrame], strategy, index: pd.DatetimeIndex) -> dict[str, tuple]:
     "Per pair: (OHLC on `index`, heads per bar or None, evidence(i) for a review at bar i, the heads as a frame)."
     out = {}
@@ -866,13 +1030,7 @@ def _kernel_inputs(frames: dict[str, pd.DataFrame], strategy, index: pd.Datetime
         ints = {
             k for k, dt in heads.dtypes.items() if dt.kind in "iu"
         }  # action, regime_id: ints, as `predict_heads` gives
-        rows = heads.reindex(index).to_dict("records")
-        preds = [
-            None
-            if math.isnan(r["action"])
-            else {k: int(v) if k in ints else v for k, v in r.items() if not math.isnan(v)}
-            for r in rows
-        ]
+        preds = _head_rows(heads.reindex(index), ints)
         ind = features[list(names)].reindex(index).to_numpy()
         closes, own = frame["close"].to_numpy(np.float64), frame.index.get_indexer(index)
         evidence = lambda i, ind=ind, closes=closes, own=own, preds=preds: review_evidence(
@@ -954,8 +1112,10 @@ def _backtest_kernel(strategy, settings, cash: float, can_short: bool, superviso
     return k
 
 
-def _replay(k: Kernel, laid: dict, index: pd.DatetimeIndex, first: int, digest, cash: float) -> np.ndarray:
-    "`close_bar` at every close from bar `first` on; the equity after each."
+def _replay(
+    k: Kernel, laid: dict, index: pd.DatetimeIndex, first: int, digest, cash: float, errors: list | None = None
+) -> np.ndarray:
+    "`close_bar` at every close from bar `first` on; the equity after each. `errors` gathers each close's pair errors."
     step, times = pd.Timedelta(parse_timeframe(k.settings.timeframe)), index.as_unit("ns").asi8
     equity, rs = np.full(len(index), float(cash)), RiskState.start(cash, index[first] + step)
     for i in progress(range(first, len(index)), desc=f"backtest, {len(laid)} pairs"):  # shown after 3 s
@@ -969,6 +1129,8 @@ def _replay(k: Kernel, laid: dict, index: pd.DatetimeIndex, first: int, digest, 
             inputs = digest(inputs, index[i] + step)
         out = close_bar(k, inputs, index[i] + step, rs)
         rs, equity[i] = out.risk_state, out.equity
+        if errors is not None:  # as a paper cycle's audit has them; a pair still warming up is no error
+            errors += [(index[i], p, why.split(":")[0], why) for p, why in out.notes.errors.items() if why != "warm-up"]
     return equity
 
 
@@ -1004,10 +1166,12 @@ def run_kernel_backtest(
         raise BacktestError(f"start {start} is after the last bar {index[-1]}")
     with _collector_paused():
         laid = _kernel_inputs(frames, strategy, index)
-        equity = _replay(k, laid, index, first, _digests(supervisor, settings), cash)
+        errors = []
+        equity = _replay(k, laid, index, first, _digests(supervisor, settings), cash, errors)
         _finish(k, index, {p: v[0] for p, v in laid.items()})
         equity[-1] = k.book.cash()
         result = _result(k.book, pd.Series(equity[first:], index=index[first:], name="equity"), index[first:], laid)
+        result = replace(result, errors=pd.DataFrame(errors, columns=["time", "pair", "stage", "error"]))
     c, step = settings.costs, pd.Timedelta(parse_timeframe(strategy.model.prep.timeframe))
     costs = FillCosts(c.taker_fee, c.maker_fee, c.slippage_bps)
     return _with_benchmarks(result, frames, cash, costs, can_short, history, select_on, step)

@@ -781,6 +781,99 @@ def sweep(args) -> int:
         return 1
     return 0
 
+# %% ../nbs/15_cli.ipynb #ce2fa0f1
+def _alert_run(cfg, mode: str, error, level: str = "critical", kind: str = "run_failed", run: str = "") -> None:
+    """A run that failed (a RunError, whose `record` names the run) or a missed bar: a record in the account's
+    monitoring log (paper and live, once the account exists) and a push to `monitoring.notify`."""
+    from morningstar_trader.monitoring import Alert, run_alerts
+
+    record = getattr(error, "record", None)
+    state_db = cfg.paths.state_dir / f"{mode}.sqlite"
+    run_alerts(
+        [Alert(level, kind, str(error))],
+        targets=cfg.monitoring.notify,
+        flush_s=cfg.monitoring.notify_flush_s,
+        run=run or (record.run_id if record else ""),
+        state_db=state_db if mode in ("paper", "live") and state_db.is_file() else None,
+    )
+
+
+def _bar_outcome(cfg, mode: str, params: dict, outcome: dict) -> None:
+    "A scheduled bar that failed or was missed: indexed, recorded, pushed (`run_schedule`'s `on_outcome`)."
+    from morningstar_trader.runs import record_missed
+
+    if outcome["status"] == "failed":
+        _alert_run(cfg, mode, f"bar {outcome['close']}: {outcome['detail']}")
+    elif outcome["status"] == "missed":
+        rec = record_missed(params, outcome["close"], outcome["detail"], runs_dir=cfg.paths.runs_dir)
+        why = f"bar {outcome['close']} got no run: {outcome['detail']}"
+        _alert_run(cfg, mode, why, "warning", "missed_bar", rec.run_id)
+
+# %% ../nbs/15_cli.ipynb #9aeee08a
+_CATCH_UP = 500  # the most missed bars indexed at start-up (the alert counts them all)
+
+
+def _missed_while_down(cfg, mode: str, params: dict, now=None) -> list:
+    "The bar closes no run served since the newest one this mode and strategy served: indexed, and one alert."
+    import json
+
+    import pandas as pd
+
+    from morningstar_trader.runs import list_runs, record_missed
+    from morningstar_trader.schedule import next_close
+    from morningstar_trader.types import parse_timeframe
+
+    served = [
+        pd.Timestamp(p["bar_close"])
+        for p in map(json.loads, list_runs(cfg.paths.runs_dir)["params"])
+        if p.get("mode") == mode and p.get("strategy") == params.get("strategy") and p.get("bar_close")
+    ]
+    if not served:
+        return []
+    now = pd.Timestamp(now) if now is not None else pd.Timestamp.now(tz="UTC")
+    first = next_close(now + pd.Timedelta(seconds=cfg.schedule.lead_s), cfg.timeframe)
+    step = parse_timeframe(cfg.timeframe)
+    gap = list(pd.date_range(max(served) + step, first - step, freq=step))
+    if not gap:
+        return []
+    why = "no scheduler was running"
+    for close in gap[-_CATCH_UP:]:
+        record_missed(params, close, why, runs_dir=cfg.paths.runs_dir)
+    _alert_run(cfg, mode, f"{len(gap)} bar(s) from {gap[0]} to {gap[-1]} got no run: {why}", "warning", "missed_bar")
+    return gap
+
+# %% ../nbs/15_cli.ipynb #b12de7c5
+def _report_abandoned(cfg, mode: str) -> list:
+    "Runs whose process died before recording their end: `failed` in the index, recorded and pushed (`run_failed`)."
+    from morningstar_trader.runs import abandoned_runs
+
+    gone = abandoned_runs(cfg.paths.runs_dir)
+    for rec in gone:
+        # the monitoring record goes to this command's account when the run was of its mode
+        _alert_run(cfg, rec.mode if rec.mode == mode else "", f"run {rec.run_id} failed: {rec.error}", run=rec.run_id)
+    return gone
+
+# %% ../nbs/15_cli.ipynb #8a577770
+def _show_run(row: dict, scraps: dict) -> str:
+    "A run's index row and scraps as text: status, parameters, stats, then one table per audit part."
+    import pandas as pd
+
+    from morningstar_trader.report import stats_lines
+    from morningstar_trader.runs import audit_tables
+
+    lines = [f"run {row['run_id']}: {row['status']} ({row['mode']}), started {row['started_at']}"]
+    if row.get("error"):
+        lines.append(f"error: {row['error']}")
+    lines.append(f"notebook: {row['path']}" if row.get("path") else "notebook: none (no run)")
+    params = scraps.get("parameters") or {}
+    lines += ["", "parameters", *(f"  {k}: {v}" for k, v in params.items() if v is not None)] if params else []
+    lines += ["", "stats", *(f"  {s}" for s in stats_lines(scraps["stats"]))] if scraps.get("stats") else []
+    with pd.option_context("display.width", 200, "display.max_colwidth", 48, "display.max_rows", 200):
+        for part, table in audit_tables(scraps).items():
+            text = table.to_string(index=False) if len(table) else "  (none)"
+            lines += ["", f"{part} ({len(table)})", text]
+    return "\n".join(lines)
+
 # %% ../nbs/15_cli.ipynb #a7c0f2e1
 def _account_status(state_dir: Path, mode: str) -> dict:
     "`risk_status` of the account in `state_dir`; before its first cycle, the state a new account starts in."
@@ -877,14 +970,20 @@ def _configured(cfg, name: str | None):
 
 
 def run(args) -> int:
-    from morningstar_trader.runs import run_notebook
+    from morningstar_trader.runs import RunError, run_notebook
 
     cfg, _, _ = _setup(args)
+    books = {s.name for s in cfg.strategies}
     mode = _mode(args, cfg, ("backtest", "paper", "live"))
     cfg = _run_file(args, cfg)  # a bad strategy file stops here, before papermill
     _live_gate(args, _configured(cfg, None if args.strategy in (None, *_STRATEGY_PARAMS) else args.strategy), mode)
     params = _run_params(args, mode)
-    record = run_notebook(params, runs_dir=cfg.paths.runs_dir, notebook=args.notebook, progress_bar=True)
+    _report_abandoned(_configured(cfg, args.strategy if args.strategy in books else None), mode)
+    try:
+        record = run_notebook(params, runs_dir=cfg.paths.runs_dir, notebook=args.notebook, progress_bar=True)
+    except RunError as e:  # recorded as failed in the index by run_notebook; the operator hears of it too
+        _alert_run(_configured(cfg, args.strategy if args.strategy in books else None), mode, e)
+        raise
     _print_record(record)
     if args.html:
         from morningstar_trader.runs import export_html
@@ -926,7 +1025,16 @@ def schedule(args) -> int:
         )
 
     lock = cfg.paths.runs_dir / (f"schedule-{args.strategy}.lock" if args.strategy else "schedule.lock")
-    outcomes = run_schedule(job, timeframe=cfg.timeframe, schedule=cfg.schedule, lock_path=lock, max_runs=args.max_runs)
+    _report_abandoned(cfg, mode)  # a run whose process was killed: failed, said now
+    _missed_while_down(cfg, mode, params)  # the bars served by no one since the last run, said once
+    outcomes = run_schedule(
+        job,
+        timeframe=cfg.timeframe,
+        schedule=cfg.schedule,
+        lock_path=lock,
+        max_runs=args.max_runs,
+        on_outcome=lambda o: _bar_outcome(cfg, mode, params, o),
+    )
     for o in outcomes:
         print(f"bar {o['close']}: {o['status']} {o['detail']}".rstrip())
     return 0 if all(o["status"] == "ok" for o in outcomes) else 1
@@ -964,6 +1072,7 @@ def runs(args) -> int:
     from morningstar_trader.runs import compare_runs, list_runs, load_run
 
     cfg, _, _ = _setup(args, log_file=False)
+    table_row = lambda d, r: list_runs(d).set_index("run_id").loc[r].to_dict() | {"run_id": r}  # noqa: E731
     known = set(list_runs(cfg.paths.runs_dir)["run_id"])
     asked = args.run_ids if args.action == "compare" else [args.run_id] if args.action == "show" else []
     if unknown := [r for r in asked if r not in known]:
@@ -1000,7 +1109,12 @@ def runs(args) -> int:
                 ].to_string(index=False)
             )
         return 0
-    scraps = load_run(args.run_id, cfg.paths.runs_dir)
+    row = table_row(cfg.paths.runs_dir, args.run_id)
+    # a missed bar has no notebook, a run that failed early may have none
+    scraps = load_run(args.run_id, cfg.paths.runs_dir) if row["path"] and Path(row["path"]).exists() else {}
+    if not args.json:
+        print(_show_run(row, scraps))
+        return 0
     print(
         json.dumps(
             {
@@ -1463,8 +1577,13 @@ def _add_runs(sub) -> None:
     rs = sub.add_parser("runs", help="the audit records of past runs")
     rs_sub = rs.add_subparsers(dest="action", required=True, metavar="ACTION")
     rs_sub.add_parser("list", parents=[_common(False)], help="every run, newest first").set_defaults(run=runs)
-    show = rs_sub.add_parser("show", parents=[_common(False)], help="one run's parameters, stats and errors")
+    show = rs_sub.add_parser(
+        "show",
+        parents=[_common(False)],
+        help="one run's record: parameters, stats, predictions, reviews, orders, fills",
+    )
     show.add_argument("run_id")
+    show.add_argument("--json", action="store_true", help="parameters, stats, errors and counts as JSON instead")
     show.set_defaults(run=runs)
     cmp = rs_sub.add_parser(
         "compare", parents=[_common(False)], help="runs side by side: parameters that differ, then stats"

@@ -391,6 +391,9 @@ class LlmSettings(_Section):
     model: str = "gpt-4o-mini"
     timeout_s: float = Field(30.0, gt=0, le=600)  # the whole review, retries included, never takes longer
     max_retries: int = Field(2, ge=0, le=10)
+    # a close's reviews are asked at once; any not answered this long after the first was asked is an outage
+    review_deadline_s: float = Field(45.0, gt=0, le=600)
+    max_parallel_reviews: int = Field(8, ge=1, le=64)  # reviews in flight at once
     failure_policy: Literal["skip_entry", "proceed_without_review", "reduce_size"] = (
         "skip_entry"  # on timeout, error, refusal, bad reply
     )
@@ -507,6 +510,9 @@ class LiveSettings(_Section):
     stop_limit_bps: float = Field(
         50.0, ge=0, lt=10_000
     )  # a triggered stop at the venue sells (buys) with a limit this far below (above) its stop
+    targets_at_venue: bool = (
+        True  # with stops_at_venue: the target rests beside the stop as an OCO list (where offered)
+    )
 
 
 class ScheduleSettings(_Section):

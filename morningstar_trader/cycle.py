@@ -178,6 +178,17 @@ class CycleContext:
         "Live mode with `live.shadow`: each order's simulated fill beside the real one; else None."
         return getattr(self.venue, "shadow", None)
 
+# %% ../nbs/12_cycle.ipynb #7b40b6a7
+def _check_live_market(settings: Settings) -> None:
+    "Refuse live trading on a market whose positions reconciliation cannot read (anything but spot)."
+    market = settings.exchange.market_type
+    if settings.mode == "live" and market != "spot":
+        raise CycleError(
+            f"exchange.market_type {market!r} is refused in live mode: live reconciliation reads spot balances, so a "
+            "short (borrowed coins, a contract) could not be checked against the venue; set exchange.market_type: "
+            "spot to trade live (paper and backtest simulate shorts on any market type)"
+        )
+
 # %% ../nbs/12_cycle.ipynb #3053c50b
 def _check_mode(settings: Settings, secrets: Secrets, confirm_live: bool) -> None:
     mode = settings.mode
@@ -193,12 +204,19 @@ def _check_mode(settings: Settings, secrets: Secrets, confirm_live: bool) -> Non
         raise CycleError(
             "live mode needs MORNINGSTAR_EXCHANGE_API_KEY and MORNINGSTAR_EXCHANGE_SECRET in the environment"
         )
+    _check_live_market(settings)
 
 
 def _venue(settings: Settings, secrets: Secrets, path, initial_cash: float, quote: str) -> tuple[PortfolioStore, Venue]:
     "The book and the venue of this mode: simulated fills on paper, the exchange through ccxt live."
     # imports ccxt: only where live trading is
-    from morningstar_trader.live_execution import LiveExecutor, LiveVenue, ShadowLog, venue_stops  # noqa: PLC0415
+    from morningstar_trader.live_execution import (  # noqa: PLC0415
+        LiveExecutor,
+        LiveVenue,
+        ShadowLog,
+        venue_oco,
+        venue_stops,
+    )
 
     # imports ccxt (a second): only where an exchange is used
     from morningstar_trader.market_data import make_exchange  # noqa: PLC0415
@@ -223,8 +241,9 @@ def _venue(settings: Settings, secrets: Secrets, path, initial_cash: float, quot
         s.execution.limit_ttl_bars,
         shadow=ShadowLog(path) if s.live.shadow else None,
         siblings=siblings,
-        stops_at_venue=_stops_at_venue(s, venue_stops(trading, s.pairs)),
+        stops_at_venue=(stops := _stops_at_venue(s, venue_stops(trading, s.pairs))),
         stop_limit_bps=s.live.stop_limit_bps,
+        oco=stops and _oco_at_venue(s, venue_oco(trading, s.pairs)),
     )
 
 
@@ -299,6 +318,22 @@ def build_context(
         twin=twin,
         notifier=notifier,
     )
+
+# %% ../nbs/12_cycle.ipynb #bb80e938
+def _oco_at_venue(s: Settings, able: tuple[str, ...]) -> bool:
+    "Whether targets rest at the exchange beside the stops, as OCO lists; said once."
+    if not s.live.targets_at_venue:
+        _log.info("live.targets_at_venue is off: targets stay in the bot (a crossed target exits at the close)")
+        return False
+    if len(able) < len(s.pairs):
+        _log.warning(
+            "%s offers no OCO lists for %s: stops rest at the venue alone, targets stay in the bot",
+            s.exchange.id,
+            sorted(set(s.pairs) - set(able)),
+        )
+        return False
+    _log.info("targets at the venue: each position's stop and target rest at %s as one OCO list", s.exchange.id)
+    return True
 
 # %% ../nbs/12_cycle.ipynb #c378e8a2
 @dataclass(frozen=True)

@@ -26,9 +26,9 @@ from .types import MorningstarError, clip_repr, parse_timeframe
 # %% auto #0
 __all__ = ['INDEX_COLUMNS', 'BENCHMARK_NAMES', 'DashboardError', 'message', 'fmt', 'table', 'run_index', 'filter_runs',
            'cached_scraps', 'read_run', 'equity_figure', 'run_equity', 'trades_figure', 'run_windows', 'candle_figure',
-           'stats_table', 'run_view', 'compare_view', 'index_version', 'runs_tab', 'read_account', 'account_figure',
-           'alerts_frame', 'llm_frame', 'resume_dialog', 'account_view', 'store_version', 'trading_tab', 'data_frame',
-           'data_tab', 'build_app', 'offline_template']
+           'stats_table', 'run_view', 'audit_view', 'compare_view', 'index_version', 'runs_tab', 'read_account',
+           'account_figure', 'alerts_frame', 'llm_frame', 'resume_dialog', 'account_view', 'store_version',
+           'trading_tab', 'data_frame', 'data_tab', 'build_app', 'offline_template']
 
 # %% ../nbs/17_dashboard.ipynb #47bedefd
 class DashboardError(MorningstarError):
@@ -169,6 +169,8 @@ def read_run(row: dict) -> dict:
         )
     if status == "running":
         raise DashboardError(f"run {row['run_id']} is still running (or was killed); its notebook: {path}")
+    if status == "missed":  # a bar close that got no run: nothing but the reason
+        raise DashboardError(f"{row['run_id']}: no run served this bar ({row.get('error') or 'no reason recorded'})")
     if not path.exists():  # a run notebook, or the folder of a `morningstar backtest`
         raise DashboardError(f"the notebook of run {row['run_id']} is missing: {path}")
     try:
@@ -455,9 +457,29 @@ def run_view(row: dict) -> W.VBox:
         table(scraps.get("trades"), "ms-trades", empty="no trades"),
         W.HTML("<h4>decisions</h4>"),
         table(scraps.get("decisions"), "ms-decisions", empty="no decisions recorded"),
-        W.HTML("<h4>reviews</h4>"),
-        table(scraps.get("reviews"), "ms-reviews", empty="no reviews (no reviewer, or no entry)"),
+        *audit_view(scraps).children,  # predictions, reviews, digests, orders, fills, errors
     ]
+    return W.VBox(parts)
+
+# %% ../nbs/17_dashboard.ipynb #2ef9e6f1
+_AUDIT_EMPTY = {
+    "predictions": "no predictions recorded",
+    "reviews": "no reviews (no reviewer, or no entry)",
+    "digests": "no digest (none configured)",
+    "orders": "no orders",
+    "fills": "no fills",
+    "errors": "no errors",
+}
+
+
+def audit_view(scraps: dict) -> W.VBox:
+    "A run's audit record: one titled table per part of `runs.audit_tables`."
+    # imports Jupyter's machinery: only where runs are read
+    from morningstar_trader.runs import audit_tables  # noqa: PLC0415
+
+    parts = []
+    for part, df in audit_tables(scraps).items():
+        parts += [W.HTML(f"<h4>{part}</h4>"), table(df, f"ms-{part}", empty=_AUDIT_EMPTY[part])]
     return W.VBox(parts)
 
 # %% ../nbs/17_dashboard.ipynb #ffc9f475

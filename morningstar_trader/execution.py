@@ -5,6 +5,7 @@
 # %% ../nbs/10_execution.ipynb #f96a8a90
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from functools import lru_cache
@@ -17,7 +18,8 @@ from fastcore.basics import patch
 from .types import Fill, MorningstarError, Order, Position
 
 # %% auto #0
-__all__ = ['FillCosts', 'first_exit', 'level_or_never', 'exit_levels', 'limit_fill', 'BarWindow', 'Venue', 'SimulatedVenue']
+__all__ = ['PROTECTIVE', 'FillCosts', 'first_exit', 'level_or_never', 'exit_levels', 'limit_fill', 'BarWindow', 'protective_id',
+           'Venue', 'SimulatedVenue']
 
 # %% ../nbs/10_execution.ipynb #06e6f580
 @dataclass(frozen=True)
@@ -127,6 +129,15 @@ class BarWindow:
         return self.ohlc[:, k]
 
 # %% ../nbs/10_execution.ipynb #8612e576
+PROTECTIVE = ("protect", "protect_target")  # the intents of a position's orders resting at the venue: stop, target
+
+
+def protective_id(entry: str, n: int, leg: str = "") -> str:
+    """Client id of the `n`-th stop at the venue of the position entered by order `entry` (`leg` "target" or "list":
+    the OCO list's other leg, the list itself): derived, ≤ 36 characters."""
+    return "ms-" + hashlib.sha256(f"{entry}|protect|{n}{'|' + leg if leg else ''}".encode()).hexdigest()[:32]
+
+
 class Venue(Protocol):
     "Where the kernel's orders go: the simulated venue or an exchange."
 
@@ -139,6 +150,8 @@ class Venue(Protocol):
     def exit(self, order: Order, *, bar: pd.Timestamp, price: float) -> tuple[str, list[Fill]]: ...
     def reconcile(self, pairs: tuple[str, ...]): ...
     def protect(self, pairs: tuple[str, ...] | None = None) -> dict[str, str]: ...
+    def triggered_stops(self, since: pd.Timestamp) -> dict[str, pd.Timestamp]: ...
+    def follow(self) -> dict[str, str]: ...
 
 # %% ../nbs/10_execution.ipynb #6d718894
 class SimulatedVenue:
@@ -146,8 +159,13 @@ class SimulatedVenue:
 
     exits_at_close = False
 
-    def __init__(self, book, costs: FillCosts, timeframe: pd.Timedelta, limit_ttl_bars: int = 1):
+    def __init__(
+        self, book, costs: FillCosts, timeframe: pd.Timedelta, limit_ttl_bars: int = 1, rest_orders: bool | None = None
+    ):
         self.book, self.costs, self.step_ns, self.ttl = book, costs, pd.Timedelta(timeframe).value, limit_ttl_bars
+        # positions' stops and targets recorded as resting orders (`protect`): by default in a state store (paper, a
+        # backtest recorded into one), not in an in-memory book (sweeps), where they would only cost time
+        self.rest_orders = hasattr(book, "batch") if rest_orders is None else rest_orders
 
     def place(
         self,
@@ -168,8 +186,12 @@ class SimulatedVenue:
     def reconcile(self, pairs: tuple[str, ...]) -> None:
         return None
 
-    def protect(self, pairs: tuple[str, ...] | None = None) -> dict[str, str]:
-        "Stops at the venue: the simulated venue exits at the stop inside the bar, as a resting stop would."
+    def triggered_stops(self, since: pd.Timestamp) -> dict[str, pd.Timestamp]:
+        "Stops the venue triggered on its own: none here (each stop is the kernel's exit, which starts its cooldown)."
+        return {}
+
+    def follow(self) -> dict[str, str]:
+        "Orders past their timeout within the close: none here (simulated orders fill from the next candle on)."
         return {}
 
 # %% ../nbs/10_execution.ipynb #4341e58d
@@ -213,7 +235,7 @@ def settle(self: SimulatedVenue, windows: dict[str, BarWindow]) -> list[Fill]:
     fills = []
     for row in self.book.open_orders():
         w = windows.get(row["pair"])
-        if w is None or not row["note"]:
+        if w is None or not row["note"] or row["intent"] in PROTECTIVE:
             continue
         decided, meta = _decided_at(row["note"])
         later = w.after(decided)
@@ -224,6 +246,10 @@ def settle(self: SimulatedVenue, windows: dict[str, BarWindow]) -> list[Fill]:
             fill, stop_loss=meta["stop_loss"], take_profit=meta["take_profit"]
         ):
             fills.append(fill)
+            if row["intent"] == "open":  # the entry a position's resting stop derives its client id from
+                self.book.save_runtime(
+                    "entries", {**self.book.load_runtime("entries", {}), row["pair"]: fill.client_order_id}
+                )
     return fills
 
 
@@ -247,3 +273,52 @@ def exit(self: SimulatedVenue, order: Order, *, bar: pd.Timestamp, price: float)
         bar,
     )
     return "filled", [fill] if self.book.record_fill(fill) else []
+
+# %% ../nbs/10_execution.ipynb #f7b21ffc
+def _level(x: float | None) -> float | None:
+    return None if x is None or x != x else float(x)
+
+
+@patch
+def protect(self: SimulatedVenue, pairs: tuple[str, ...] | None = None) -> dict[str, str]:
+    """Record each position's stop and target as resting orders, replace them when they change, cancel them when the
+    position is gone; no position is ever bare here (the returned reasons are empty)."""
+    if not self.rest_orders:
+        return {}
+    resting, positions = self.book.load_runtime("resting", {}), self.book.positions()
+    if not resting and not positions:
+        return {}
+    updated = dict(resting)
+    for pair in sorted(set(resting) | set(positions)):
+        pos, have = positions.get(pair), resting.get(pair, {"n": 0, "orders": [], "levels": None})
+        want = None if pos is None else [_level(pos.stop_loss), _level(pos.take_profit), pos.size, pos.sign]
+        if (pairs is not None and pair not in pairs) or have["levels"] == want:
+            continue
+        for cid in have["orders"]:
+            if self.book.order(cid)["status"] == "submitted":
+                self.book.set_status(cid, "cancelled", note="replaced, or its position is gone")
+        updated[pair] = {**have, "orders": [], "levels": want}
+        if want is not None:
+            updated[pair] = self._rest(pos, have["n"], want)
+    if updated != resting:
+        self.book.save_runtime("resting", updated)
+    return {}
+
+
+@patch
+def _rest(self: SimulatedVenue, pos: Position, n: int, want: list) -> dict:
+    "Record the stop (and target) of `pos` as the `n`-th resting stop of its entry; what is resting now."
+    entry, side = self.book.load_runtime("entries", {}).get(pos.pair, pos.pair), "sell" if pos.sign > 0 else "buy"
+    stop, target = want[0], want[1]
+    made = [
+        *([Order(protective_id(entry, n), pos.pair, side, pos.size, "stop", stop, "protect")] if stop else []),
+        *(
+            [Order(protective_id(entry, n, "target"), pos.pair, side, pos.size, "limit", target, "protect_target")]
+            if target
+            else []
+        ),
+    ]
+    for o in made:
+        if self.book.add_order(o)[1]:
+            self.book.set_status(o.client_order_id, "submitted")
+    return {"n": n + 1 if stop else n, "orders": [o.client_order_id for o in made], "levels": want}

@@ -5,7 +5,6 @@
 # %% ../nbs/10a_live_execution.ipynb #0b29ae39
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import signal
@@ -13,6 +12,7 @@ import sqlite3
 import time
 from contextlib import closing
 from dataclasses import dataclass, field, replace
+from types import SimpleNamespace
 from typing import Callable
 
 import ccxt
@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from fastcore.basics import patch
 
-from .execution import BarWindow, FillCosts
+from .execution import PROTECTIVE, BarWindow, FillCosts, protective_id
 from .portfolio import TERMINAL, PortfolioStore
 from .types import Fill, MorningstarError, Order, Position
 
@@ -28,7 +28,7 @@ _log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['failpoint', 'create_outcome', 'LiveExecutionError', 'LiveExecutor', 'Reconciliation', 'Siblings', 'reconcile',
-           'ShadowLog', 'LiveVenue', 'protective_id', 'venue_stops']
+           'ShadowLog', 'LiveVenue', 'venue_stops', 'venue_oco']
 
 # %% ../nbs/10a_live_execution.ipynb #a7cdce53
 def failpoint(name: str) -> None:
@@ -143,6 +143,68 @@ def _send(self: LiveExecutor, order: Order, params: dict | None = None) -> str:
     self.store.set_status(cid, "submitted", exchange_order_id=str(reply["id"]))
     failpoint("after_submitted")
     return self.sync(cid)
+
+# %% ../nbs/10a_live_execution.ipynb #cd0bb7da
+def _stored(row: dict) -> Order:
+    return Order(*(row[k] for k in ("client_order_id", "pair", "side", "amount", "type", "price", "intent")))
+
+
+@patch
+def place_oco(self: LiveExecutor, stop: Order, target: Order, list_id: str, stop_price: float) -> tuple[str, str]:
+    """Send `stop` (a stop-limit leg triggering at `stop_price`) and `target` (a limit-maker leg) as one OCO list
+    `list_id`, never twice; the legs' statuses."""
+    legs = (stop, target)
+    if self.store.order(stop.client_order_id) is not None:  # committed before: a retry, a restart
+        statuses = tuple(self.resolve(o.client_order_id) for o in legs)
+        if statuses != ("unsent", "unsent"):
+            return statuses
+        return self._send_oco(*(_stored(self.store.order(o.client_order_id)) for o in legs), list_id, stop_price)
+    rounded = [self._rounded(o) for o in legs]
+    legs = tuple(o for o, _ in rounded)
+    for o in legs:
+        self.store.add_order(o)
+    failpoint("after_intent")
+    problem = next((why for _, why in rounded if why), None)
+    if problem:  # refused before sending: nothing was placed
+        for o in legs:
+            self.store.set_status(o.client_order_id, "rejected", note=problem[:500])
+        return "rejected", "rejected"
+    return self._send_oco(*legs, list_id, stop_price)
+
+
+@patch
+def _send_oco(self: LiveExecutor, stop: Order, target: Order, list_id: str, stop_price: float) -> tuple[str, str]:
+    ex, pair, legs = self.exchange, stop.pair, (stop, target)
+    for o in legs:
+        self.store.note_send_attempt(o.client_order_id)
+    at_stop, at_target = ("below", "above") if stop.side == "sell" else ("above", "below")  # a sell: the stop below
+    request = {
+        "symbol": ex.market_id(pair),
+        "side": stop.side.upper(),
+        "quantity": ex.amount_to_precision(pair, stop.amount),
+        "listClientOrderId": list_id,
+        f"{at_stop}Type": "STOP_LOSS_LIMIT",
+        f"{at_stop}ClientOrderId": stop.client_order_id,
+        f"{at_stop}Price": ex.price_to_precision(pair, stop.price),
+        f"{at_stop}StopPrice": ex.price_to_precision(pair, stop_price),
+        f"{at_stop}TimeInForce": "GTC",
+        f"{at_target}Type": "LIMIT_MAKER",
+        f"{at_target}ClientOrderId": target.client_order_id,
+        f"{at_target}Price": ex.price_to_precision(pair, target.price),
+    }
+    try:
+        reply = ex.private_post_orderlist_oco(request)
+    except Exception as e:
+        outcome = create_outcome(e)
+        _log.warning("OCO list %s failed (%s: %s): outcome %s", list_id, type(e).__name__, e, outcome)
+        for o in legs:
+            self.store.set_status(o.client_order_id, outcome, note=f"{type(e).__name__}: {e}"[:500])
+        return tuple(self.resolve(o.client_order_id) if outcome == "unknown" else outcome for o in legs)
+    failpoint("after_list_reply")  # the crash tests: a list the venue holds, the store not told
+    venue_ids = {r["clientOrderId"]: str(r["orderId"]) for r in reply["orders"]}
+    for o in legs:
+        self.store.set_status(o.client_order_id, "submitted", exchange_order_id=venue_ids[o.client_order_id])
+    return tuple(self.sync(o.client_order_id) for o in legs)
 
 # %% ../nbs/10a_live_execution.ipynb #7560c058
 @patch
@@ -321,8 +383,8 @@ class Siblings:
 # %% ../nbs/10a_live_execution.ipynb #40fee773
 def _rests(row) -> bool:
     """A limit entry rests by design: its life is `execution.limit_ttl_bars` candles (`LiveVenue`), not
-    `order_timeout_s`; so does a position's stop at the venue (`intent` protect), for as long as the position."""
-    return (row.type == "limit" and row.intent == "open") or row.intent == "protect"
+    `order_timeout_s`; so do a position's stop and target at the venue (`PROTECTIVE`), for as long as the position."""
+    return (row.type == "limit" and row.intent == "open") or row.intent in PROTECTIVE
 
 
 def _resolve_open(executor: LiveExecutor, rows: pd.DataFrame, keep_unsent: frozenset[str]) -> tuple[dict, list]:
@@ -531,6 +593,7 @@ class LiveVenue:
         siblings: Callable[[], Siblings] | None = None,
         stops_at_venue: bool = False,
         stop_limit_bps: float = 50.0,
+        oco: bool = False,
     ):
         self.executor, self.store, self.costs, self.shadow, self.siblings = (
             executor,
@@ -542,6 +605,7 @@ class LiveVenue:
         self.step, self.ttl = pd.Timedelta(timeframe), limit_ttl_bars
         # stops_at_venue: each position's stop rests at the exchange as a stop-limit order this far beyond its stop
         self.stops_at_venue, self.stop_limit_bps = stops_at_venue, stop_limit_bps
+        self.oco = oco  # with stops_at_venue: the stop and the target rest together as an OCO list
 
     def place(
         self,
@@ -628,11 +692,6 @@ def _cancel_expired(self: LiveVenue, windows: dict[str, BarWindow]) -> None:
             self.executor.cancel(lv["order"])
 
 # %% ../nbs/10a_live_execution.ipynb #2602de2b
-def protective_id(entry: str, n: int) -> str:
-    "Client id of the `n`-th stop at the venue of the position entered by order `entry`: derived, ≤ 36 characters."
-    return "ms-" + hashlib.sha256(f"{entry}|protect|{n}".encode()).hexdigest()[:32]
-
-
 def venue_stops(exchange, pairs: tuple[str, ...]) -> tuple[str, ...]:
     "The pairs whose spot market takes stop-limit orders (`STOP_LOSS_LIMIT` among Binance's order types)."
     return tuple(
@@ -641,11 +700,20 @@ def venue_stops(exchange, pairs: tuple[str, ...]) -> tuple[str, ...]:
         if exchange.market(p).get("spot") and "STOP_LOSS_LIMIT" in (exchange.market(p)["info"].get("orderTypes") or [])
     )
 
+
+def venue_oco(exchange, pairs: tuple[str, ...]) -> tuple[str, ...]:
+    "The pairs whose spot market takes OCO lists of a limit maker and a stop-limit (Binance's `ocoAllowed`)."
+    return tuple(
+        p
+        for p in venue_stops(exchange, pairs)
+        if exchange.market(p)["info"].get("ocoAllowed") and "LIMIT_MAKER" in exchange.market(p)["info"]["orderTypes"]
+    )
+
 # %% ../nbs/10a_live_execution.ipynb #0275e35f
 @patch
 def _stops(self: LiveVenue, pair: str) -> list[dict]:
-    "The pair's stop orders that are not final (one at most, by construction)."
-    return [o for o in self.store.open_orders() if o["pair"] == pair and o["intent"] == "protect"]
+    "The pair's orders resting at the venue that are not final (a stop, and its OCO target: one list at most)."
+    return [o for o in self.store.open_orders() if o["pair"] == pair and o["intent"] in PROTECTIVE]
 
 
 @patch
@@ -669,44 +737,65 @@ def _clear_stop(self: LiveVenue, order: Order) -> tuple[Order | None, str]:
 
 # %% ../nbs/10a_live_execution.ipynb #31b2468d
 @patch
-def _place_stop(self: LiveVenue, pos: Position, stop: float, amount: float) -> str | None:
-    "Send a new stop for `pos`; why the venue refused it, or None."
+def _place_stop(self: LiveVenue, pos: Position, stop: float, amount: float, target: float | None = None) -> str | None:
+    """Send a new stop for `pos` (with `target`: an OCO list of both; refused, the stop alone); why the venue refused
+    it, or None."""
     orders, pair = self.store.orders(), pos.pair
     entries = orders[(orders["pair"] == pair) & (orders["intent"] == "open") & (orders["filled"] > 0)]
     n = int(((orders["pair"] == pair) & (orders["intent"] == "protect")).sum())
-    cid = protective_id(entries["client_order_id"].iloc[-1] if len(entries) else pair, n)
+    entry = entries["client_order_id"].iloc[-1] if len(entries) else pair
+    cid = protective_id(entry, n)
     kept = self.store.load_runtime("protective", {})
     self.store.save_runtime("protective", {**kept, cid: stop})  # the stop price, beside the intent
     limit = stop * (1 - pos.sign * self.stop_limit_bps / 10_000)
     side = "sell" if pos.sign > 0 else "buy"
-    status = self.executor.place(
-        Order(cid, pair, side, amount, "stop_loss_limit", limit, intent="protect"), {"stopPrice": stop}
-    )
+    leg = Order(cid, pair, side, amount, "stop_loss_limit", limit, intent="protect")
+    if target is None:
+        status = self.executor.place(leg, {"stopPrice": stop})
+    else:
+        tp = Order(protective_id(entry, n, "target"), pair, side, amount, "limit_maker", target, "protect_target")
+        status = self.executor.place_oco(leg, tp, protective_id(entry, n, "list"), stop)[0]
+        if status == "rejected":  # e.g. the market is already beyond the target: the stop alone, the target in the bot
+            why = self.store.order(cid)["note"]
+            _log.warning("%s: the venue refused the OCO list (%s); the stop goes alone", pair, why)
+            self.store.save_runtime("no_target", {**self.store.load_runtime("no_target", {}), pair: target})
+            return self._place_stop(pos, stop, amount)
     if status == "rejected":
         return f"the venue refused the stop at {stop:g}: {self.store.order(cid)['note']}"
     return None
 
 
 @patch
+def _wanted_target(self: LiveVenue, pos: Position) -> float | None:
+    "The target to rest at the venue with the stop (an OCO list), or None (no OCO, no target, or refused for it)."
+    if not self.oco or pos.take_profit is None:
+        return None
+    target = float(self.executor.exchange.price_to_precision(pos.pair, pos.take_profit))
+    return None if self.store.load_runtime("no_target", {}).get(pos.pair) == target else target
+
+
+@patch
 def _protect_one(self: LiveVenue, pos: Position) -> str | None:
-    "Place the stop of `pos` at the venue, or move it (cancel, then replace); why the position is bare, or None."
+    "Place the stop (and target) of `pos` at the venue, or move them (cancel, then replace); why it is bare, or None."
     ex, pair = self.executor.exchange, pos.pair
     standing = self._stops(pair)
     if pos.stop_loss is None:
         return None if self._unprotect(pair) else "a stop no longer wanted is not cancelled yet"
-    stop = float(ex.price_to_precision(pair, pos.stop_loss))
+    stop, target = float(ex.price_to_precision(pair, pos.stop_loss)), self._wanted_target(pos)
     amount = float(ex.amount_to_precision(pair, pos.size))
     kept, side = self.store.load_runtime("protective", {}), "sell" if pos.sign > 0 else "buy"
-    if [(kept.get(o["client_order_id"]), o["amount"], o["side"]) for o in standing] == [(stop, amount, side)]:
+    wanted = [("protect", stop, amount, side)] + ([("protect_target", target, amount, side)] if target else [])
+    have = [(o["intent"], kept.get(o["client_order_id"], o["price"]), o["amount"], o["side"]) for o in standing]
+    if sorted(have) == sorted(wanted):
         return None  # at the venue as wanted
     if standing:
         if not self._unprotect(pair):
             return "the stop at the venue could not be moved yet (its cancel is not confirmed)"
-        pos = self.store.positions().get(pair)  # the old stop may have filled meanwhile
+        pos = self.store.positions().get(pair)  # the old stop (or target) may have filled meanwhile
         if pos is None:
             return None
         amount = float(ex.amount_to_precision(pair, pos.size))
-    return self._place_stop(pos, stop, amount)
+    return self._place_stop(pos, stop, amount, target)
 
 # %% ../nbs/10a_live_execution.ipynb #a2cbd2b1
 @patch
@@ -717,8 +806,8 @@ def protect(self: LiveVenue, pairs: tuple[str, ...] | None = None) -> dict[str, 
     if not self.stops_at_venue:
         return {}
     positions = self.store.positions()
-    busy = {o["pair"] for o in self.store.open_orders() if o["intent"] != "protect"}
-    stops = {o["pair"] for o in self.store.open_orders() if o["intent"] == "protect"}
+    busy = {o["pair"] for o in self.store.open_orders() if o["intent"] not in PROTECTIVE}
+    stops = {o["pair"] for o in self.store.open_orders() if o["intent"] in PROTECTIVE}
     bare = {p: why for p, why in self.unprotected().items() if p in positions}
     for pair in sorted((set(positions) | stops) - busy):
         if pairs is not None and pair not in pairs:
@@ -742,6 +831,50 @@ def protect(self: LiveVenue, pairs: tuple[str, ...] | None = None) -> dict[str, 
 def unprotected(self: LiveVenue) -> dict[str, str]:
     "The positions whose stop is not at the venue, with why (empty without `stops_at_venue`)."
     return self.store.load_runtime("unprotected", {}) if self.stops_at_venue else {}
+
+# %% ../nbs/10a_live_execution.ipynb #77221f24
+@patch
+def triggered_stops(self: LiveVenue, since: pd.Timestamp) -> dict[str, pd.Timestamp]:
+    "The pairs whose stop at the venue first filled at or after `since`, with that time (the newest stop of each pair)."
+    orders = self.store.orders()
+    stops = orders[(orders["intent"] == "protect") & (orders["filled"] > 0)].set_index("client_order_id")["pair"]
+    if stops.empty:
+        return {}
+    fills = self.store.fills()
+    fills = fills[fills["client_order_id"].isin(stops.index)]
+    first = pd.to_datetime(fills["time"], utc=True, format="ISO8601").groupby(fills["client_order_id"]).min()
+    return {stops[cid]: t for cid, t in first[first >= since].sort_values().items()}
+
+# %% ../nbs/10a_live_execution.ipynb #1e01c687
+def _followed(row: dict) -> bool:
+    "An order sent and still open that should be done within `order_timeout_s` (it does not rest by design)."
+    return row["status"] in ("submitted", "partially_filled") and not _rests(SimpleNamespace(**row))
+
+
+@patch
+def follow(self: LiveVenue) -> dict[str, str]:
+    """Follow the open orders that do not rest by design until each is final or past its timeout, then cancel it;
+    protect the positions they leave. Each order's status afterwards (an order whose look-up failed: as it was)."""
+    statuses, pairs = {}, set()
+    for row in [o for o in self.store.open_orders() if _followed(o)]:
+        cid, pairs = row["client_order_id"], pairs | {row["pair"]}
+        try:
+            statuses[cid] = self.executor.settle(cid)  # polls until final or timed out; then cancel and re-check
+        except (ccxt.BaseError, MorningstarError) as e:
+            _log.warning("order %s not followed to its end (%s: %s): reconciliation takes it", cid, type(e).__name__, e)
+            statuses[cid] = row["status"]
+        if statuses[cid] != "filled":
+            _log.warning(
+                "order %s of %s: %s at its timeout (%g s)",
+                cid,
+                row["pair"],
+                statuses[cid],
+                self.executor.order_timeout_s,
+            )
+    if pairs:
+        self._apply_levels()  # a partly filled entry: its levels, then its stop
+        self.protect(tuple(sorted(pairs)))
+    return statuses
 
 # %% ../nbs/10a_live_execution.ipynb #925e1030
 @patch

@@ -52,8 +52,8 @@ with held_startup_notices():
     import tensorflow as tf
 
 # %% auto #0
-__all__ = ['SIGNAL_CLASSES', 'REGRESSION_HEADS', 'ONNX_TOLERANCE', 'EnhancedHybridModel', 'average_networks', 'MorningstarModel',
-           'export_onnx', 'save_model']
+__all__ = ['SIGNAL_CLASSES', 'REGRESSION_HEADS', 'ONNX_TOLERANCE', 'FEEDS', 'EnhancedHybridModel', 'average_networks',
+           'MorningstarModel', 'export_onnx', 'save_model']
 
 # %% ../nbs/05_model.ipynb #67c61c79
 SIGNAL_CLASSES = ("short", "flat", "long")  # index 0, 1, 2 of the signal head; action = index - 1
@@ -153,36 +153,66 @@ def predict(self: MorningstarModel, inputs) -> dict[str, np.ndarray]:
 ONNX_TOLERANCE = 1e-5  # the largest difference allowed between model.onnx's outputs and the Keras network's
 
 
-def export_onnx(network: keras.Model, path: Path, prep: DataPreparation, windows: int = 256) -> dict:
-    "Write `network` as ONNX at `path`, checked against Keras on seeded windows: {max_abs_diff, windows, tolerance}."
-    import onnxruntime as ort  # noqa: PLC0415
-
+def _seeded_windows(prep: DataPreparation, windows: int) -> dict[str, np.ndarray]:
+    "`windows` seeded random windows, shaped and clipped like scaled features."
     rng, clip = np.random.default_rng(0), prep.settings.clip
     shape = (windows, prep.settings.window, len(prep.technical_names))
-    x = {
+    return {
         "technical": np.clip(rng.standard_normal(shape), -clip, clip).astype(np.float32),
         "context": np.clip(rng.standard_normal((windows, len(prep.context_names))), -clip, clip).astype(np.float32),
     }
-    want = {k: np.asarray(v) for k, v in network(x, training=False).items()}  # also what the exporter needs first
+
+
+def export_onnx(
+    network: keras.Model, path: Path, prep: DataPreparation, windows: int = 256, inputs: dict | None = None
+) -> dict:
+    """Write `network` as ONNX at `path`, checked against Keras on `inputs` (training hands over the validation
+    windows) or, without them, on `windows` seeded ones: {max_abs_diff, windows, on, tolerance}."""
+    import onnxruntime as ort  # noqa: PLC0415
+
+    on = "seeded" if inputs is None else "validation"
+    x = _seeded_windows(prep, windows) if inputs is None else {k: np.asarray(inputs[k], np.float32) for k in FEEDS}
+    if not len(x["technical"]):
+        raise ModelError("model.onnx cannot be checked on no window: the validation windows are empty")
+    # also what the exporter needs first; in batches, so a long validation slice is never one tensor
+    want = _in_batches(x, lambda b: {k: np.asarray(v) for k, v in network(b, training=False).items()})
     with warnings.catch_warnings():  # keras' exporter probes `np.object`, which numpy 2 warns about
         warnings.simplefilter("ignore", FutureWarning)
         network.export(str(path), format="onnx", verbose=False)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = dict(zip([o.name for o in session.get_outputs()], session.run(None, x)))
+    names = [o.name for o in session.get_outputs()]
+    got = _in_batches(x, lambda b: dict(zip(names, session.run(None, b))))
     # NaN where Keras gives NaN too is equal: a network with non-finite weights is refused by name when loaded
     diff = max(float(np.nan_to_num(np.abs(got[h] - want[h]), nan=0.0).max()) for h in want)
     if any(np.isnan(got[h]).sum() != np.isnan(want[h]).sum() for h in want):
         diff = float("nan")
     if not diff <= ONNX_TOLERANCE:
-        raise ModelError(f"model.onnx differs from the Keras network by {diff:.3g} (at most {ONNX_TOLERANCE:g})")
-    return {"max_abs_diff": diff, "windows": windows, "tolerance": ONNX_TOLERANCE}
+        raise ModelError(
+            f"model.onnx differs from the Keras network by {diff:.3g} on the {on} windows (at most {ONNX_TOLERANCE:g})"
+        )
+    return {"max_abs_diff": diff, "windows": len(x["technical"]), "on": on, "tolerance": ONNX_TOLERANCE}
+
+
+FEEDS = ("technical", "context")
+
+
+def _in_batches(x: dict[str, np.ndarray], run, batch: int = 1024) -> dict[str, np.ndarray]:
+    "`run` on `x` `batch` windows at a time, the outputs joined."
+    parts = [run({k: v[i : i + batch] for k, v in x.items()}) for i in range(0, len(x["technical"]), batch)]
+    return {h: np.concatenate([p[h] for p in parts]) for h in parts[0]}
 
 # %% ../nbs/05_model.ipynb #dc63652b
 def save_model(
-    path: Path, network: keras.Model, prep: DataPreparation, metadata: dict, files: dict[str, str] | None = None
+    path: Path,
+    network: keras.Model,
+    prep: DataPreparation,
+    metadata: dict,
+    files: dict[str, str] | None = None,
+    check_on: dict[str, np.ndarray] | None = None,
 ) -> Path:
     """Write a model directory whole or not at all: network, scaler, `files` (name: text), then metadata.json with every
-    hash."""
+    hash. `model.onnx` is checked against Keras on `check_on` (technical and context windows: training's validation
+    windows), else on seeded ones."""
     path, files = Path(path), files or {}
     if path.exists():
         raise ModelError(f"model directory {path} exists; a version is written once, never overwritten")
@@ -197,7 +227,7 @@ def save_model(
     tmp.mkdir()
     try:
         network.save(tmp / "model.keras")
-        onnx_check = export_onnx(network, tmp / "model.onnx", prep)  # what cycles run, without TensorFlow
+        onnx_check = export_onnx(network, tmp / "model.onnx", prep, inputs=check_on)  # what cycles run, without TF
         (tmp / "scaler.json").write_text(scaler_to_json(prep.scaler), encoding="utf-8")
         for name, text in files.items():
             (tmp / name).write_text(text, encoding="utf-8")

@@ -26,7 +26,7 @@ from .types import MorningstarError, parse_timeframe
 _log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['Alert', 'Snapshot', 'assess', 'MonitoringLog', 'NotifyError', 'Notifier']
+__all__ = ['Alert', 'Snapshot', 'assess', 'MonitoringLog', 'NotifyError', 'Notifier', 'run_alerts']
 
 # %% ../nbs/11_monitoring.ipynb #185c65ee
 @dataclass(frozen=True)
@@ -256,3 +256,44 @@ def _deliver(self: Notifier, client: httpx.Client, i: int, alert: Alert, url: st
         if attempt < t.attempts:
             time.sleep(max(wait, self.pause_s * 2 ** (attempt - 1)))
     self.failed.append((i, alert))
+
+# %% ../nbs/11_monitoring.ipynb #b9c4f0da
+@patch
+def add_alerts(self: MonitoringLog, time, alerts) -> None:
+    """A record of `alerts` that belong to no cycle (a crashed run, a missed bar): the account as its newest snapshot
+    left it (nothing traded since; empty before the first), logged like a snapshot's."""
+    cols = "equity, cash, pnl, drawdown, exposure, open_positions, trading, llm"
+    with closing(sqlite3.connect(self.path, timeout=30)) as db:
+        last = db.execute(f"SELECT {cols} FROM monitoring ORDER BY time DESC LIMIT 1").fetchone()
+    equity, cash, pnl, drawdown, exposure, positions, trading, _ = last or (None,) * 8
+    self.add(
+        Snapshot(
+            pd.Timestamp(time), equity, cash, pnl, drawdown, exposure, positions, trading or "unknown", tuple(alerts)
+        )
+    )
+
+
+def run_alerts(
+    alerts,
+    *,
+    targets: tuple[NotifyTarget, ...],
+    flush_s: float,
+    run: str = "",
+    state_db: str | Path | None = None,
+    now=None,
+) -> Notifier | None:
+    """Alerts about a run (it failed, its bar was missed): a record in the account's monitoring log (`state_db`; none
+    for a backtest), pushed to `targets`; returns once they are handled or after `flush_s`."""
+    if state_db is not None:
+        MonitoringLog(state_db).add_alerts(now or pd.Timestamp.now(tz="UTC"), alerts)
+    else:
+        for a in alerts:
+            _log.log(_LEVELS[a.level], "%s%s: %s", a.kind, f" {a.pair}" if a.pair else "", a.message)
+    try:
+        notifier = Notifier(targets)
+    except NotifyError as e:  # the run's own failure is what the caller reports; this one is logged beside it
+        _log.error("the alerts of run %s are not pushed: %s", run, e)
+        return None
+    if notifier.send(alerts, run) and not notifier.flush(flush_s):
+        _log.warning("notify: alerts of run %s still queued after %g s; given up at exit", run, flush_s)
+    return notifier

@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import sqlite3
+import sys
 import tempfile
 import time
 import uuid
@@ -26,8 +27,14 @@ from .config import load_secrets
 from .types import MorningstarError
 
 # %% auto #0
-__all__ = ['RunError', 'RunRecord', 'check_parameters', 'new_run_id', 'ipc_kernel_manager', 'run_notebook', 'load_run',
-           'list_runs', 'save_backtest', 'read_backtest', 'export_html', 'compare_runs']
+__all__ = ['AUDIT_PARTS', 'without_iri_parser', 'RunError', 'RunRecord', 'check_parameters', 'new_run_id', 'ipc_kernel_manager',
+           'run_notebook', 'record_missed', 'load_run', 'list_runs', 'abandoned_runs', 'audit_tables', 'save_backtest',
+           'read_backtest', 'export_html', 'compare_runs']
+
+# %% ../nbs/14_runs.ipynb #e537ebe3
+def without_iri_parser() -> None:
+    "Have jsonschema skip its optional IRI format check; call before anything imports jsonschema."
+    sys.modules.setdefault("rfc3987_syntax", None)  # an import of None raises ImportError, which jsonschema expects
 
 # %% ../nbs/14_runs.ipynb #9e591a71
 class RunError(MorningstarError):
@@ -49,13 +56,17 @@ class RunRecord:
 
 _INDEX = """CREATE TABLE IF NOT EXISTS runs (
   run_id TEXT PRIMARY KEY, mode TEXT NOT NULL, params_hash TEXT NOT NULL, params TEXT NOT NULL, start TEXT, end TEXT,
-  status TEXT NOT NULL, started_at TEXT NOT NULL, duration_s REAL, metrics TEXT, path TEXT NOT NULL, error TEXT)"""
+  status TEXT NOT NULL, started_at TEXT NOT NULL, duration_s REAL, metrics TEXT, path TEXT NOT NULL, error TEXT,
+  pid INTEGER)"""
 
 
 def _index(runs_dir: Path):
     runs_dir.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(runs_dir / "index.sqlite", timeout=30)
     db.execute(_INDEX)
+    if "pid" not in {c[1] for c in db.execute("PRAGMA table_info(runs)")}:  # an index from before the column
+        with db:
+            db.execute("ALTER TABLE runs ADD COLUMN pid INTEGER")
     return closing(db)
 
 # %% ../nbs/14_runs.ipynb #3bc686d0
@@ -119,11 +130,12 @@ def _index_started(runs_dir: Path, run_id: str, params: dict, started: datetime,
         "running",
         started.isoformat(),
         str(out),
+        os.getpid(),  # the process that will record how the run ended (`abandoned_runs`: if it never does)
     )
     with _index(runs_dir) as db, db:
         db.execute(
-            "INSERT INTO runs (run_id, mode, params_hash, params, start, end, status, started_at, path) VALUES "
-            "(?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO runs (run_id, mode, params_hash, params, start, end, status, started_at, path, pid) VALUES "
+            "(?,?,?,?,?,?,?,?,?,?)",
             row,
         )
 
@@ -133,6 +145,7 @@ def _execute(
 ) -> tuple[str, str | None]:
     "Run the notebook through papermill into `out`: (ok | failed, the error)."
     # imports nbclient and jupyter_client: only a run needs them
+    without_iri_parser()
     import papermill as pm  # noqa: PLC0415
 
     try:
@@ -168,6 +181,7 @@ def run_notebook(
     """Execute the cycle notebook with `params` through papermill; the executed copy and the index row record it.
     `progress_bar`: papermill's bar of the notebook's cells on stderr (`morningstar run`; not for scheduled runs)."""
     # Jupyter's machinery: only a run needs it
+    without_iri_parser()
     import papermill as pm  # noqa: PLC0415
 
     notebook, runs_dir = Path(notebook), Path(runs_dir)
@@ -200,13 +214,30 @@ def run_notebook(
         )
     record = RunRecord(run_id, params.get("mode", ""), status, out, duration, metrics, error)
     if status != "ok":
-        raise RunError(f"run {run_id} failed: {error}; its notebook: {out}")
+        failure = RunError(f"run {run_id} failed: {error}; its notebook: {out}")
+        failure.record = record  # who reports the failure names the run
+        raise failure
     return record
+
+# %% ../nbs/14_runs.ipynb #9a2473af
+def record_missed(params: dict, close, why: str, *, runs_dir: str | Path) -> RunRecord:
+    "Index a bar close that got no run (`missed`, the reason as its error); no notebook is written."
+    check_parameters(params)
+    close = pd.Timestamp(close)
+    run_id = new_run_id(f"{params.get('mode', 'run')}-missed", close.to_pydatetime())
+    params = {**params, "run_id": run_id, "bar_close": close.isoformat()}
+    _index_started(Path(runs_dir), run_id, params, datetime.now(timezone.utc), Path(""))
+    with _index(Path(runs_dir)) as db, db:
+        db.execute(
+            "UPDATE runs SET status = 'missed', duration_s = 0, error = ?, path = '' WHERE run_id = ?", (why, run_id)
+        )
+    return RunRecord(run_id, params.get("mode", ""), "missed", Path(""), 0.0, {}, why)
 
 # %% ../nbs/14_runs.ipynb #ee62bee9
 def load_run(path_or_id: str | Path, runs_dir: str | Path | None = None) -> dict:
     "The scraps of a run notebook (by path, or by run id with `runs_dir`), as Python objects."
     # Jupyter's machinery: only reading a run needs it
+    without_iri_parser()
     import scrapbook as sb  # noqa: PLC0415
 
     path = Path(path_or_id)
@@ -235,6 +266,76 @@ def list_runs(runs_dir: str | Path) -> pd.DataFrame:
         )
     return df
 
+# %% ../nbs/14_runs.ipynb #fcd8165f
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def abandoned_runs(runs_dir: str | Path) -> list[RunRecord]:
+    "Mark `failed` every `running` run whose process is gone (killed before it recorded its end); those runs."
+    with _index(Path(runs_dir)) as db, db:
+        rows = db.execute("SELECT run_id, mode, path, pid FROM runs WHERE status = 'running' AND pid IS NOT NULL")
+        gone = [(r, m, p, pid) for r, m, p, pid in rows.fetchall() if not _alive(pid)]
+        out = []
+        for run_id, mode, path, pid in gone:
+            why = f"its process (pid {pid}) ended without recording how the run ended (killed?)"
+            db.execute("UPDATE runs SET status = 'failed', error = ? WHERE run_id = ?", (why, run_id))
+            out.append(RunRecord(run_id, mode, "failed", Path(path), 0.0, {}, why))
+    return out
+
+# %% ../nbs/14_runs.ipynb #34f657ff
+_REVIEW_COLUMNS = {
+    "time": "time",
+    "pair": "pair",
+    "source": "source",
+    "prompt_hash": "prompt_hash",
+    "coherence": "coherence",
+    "risk_score": "risk",
+    "veto": "veto",
+    "size_multiplier": "size_x",
+    "stop_loss": "stop",
+    "take_profit": "target",
+    "alerts": "clamp",
+    "failure": "failure",
+    "latency_ms": "latency_ms",
+    "cost_usd": "cost_usd",
+    "rationale": "reply",
+}
+_ORDER_COLUMNS = ["created_at", "pair", "intent", "side", "type", "amount", "price", "status", "filled", "note"]
+_FILL_COLUMNS = ["time", "pair", "side", "amount", "price", "fee", "realized_pnl", "trade_id", "client_order_id"]
+AUDIT_PARTS = ("predictions", "reviews", "digests", "orders", "fills", "errors")
+
+
+def _frame(value) -> pd.DataFrame:
+    "A scrap as a frame: frames as they are, lists of records and {key: value} dicts as rows."
+    if isinstance(value, pd.DataFrame):
+        return value
+    if isinstance(value, dict):
+        return pd.DataFrame({"pair": list(value), "digest": [json.dumps(v, default=str) for v in value.values()]})
+    return pd.DataFrame(list(value or []))
+
+
+def audit_tables(scraps: dict) -> dict[str, pd.DataFrame]:
+    "The audit record of a run's scraps, one table per part of `AUDIT_PARTS` (empty where the run has none)."
+    out = {}
+    for part in AUDIT_PARTS:
+        df = _frame(scraps.get(part)).dropna(axis=1, how="all")
+        if part == "reviews":
+            df = df[[c for c in _REVIEW_COLUMNS if c in df]].rename(columns=_REVIEW_COLUMNS)
+            if "clamp" in df:
+                df["clamp"] = df["clamp"].map(lambda a: "; ".join(a) if isinstance(a, list | tuple) else a)
+        elif part in ("orders", "fills"):
+            cols = _ORDER_COLUMNS if part == "orders" else _FILL_COLUMNS
+            df = df[[c for c in cols if c in df] + [c for c in df if c not in cols and part == "fills"]]
+        out[part] = df.reset_index(drop=True)
+    return out
+
 # %% ../nbs/14_runs.ipynb #d82635a7
 def _plain(stats: dict) -> dict:
     "Statistics as JSON takes them: NaN as null."
@@ -251,6 +352,8 @@ def save_backtest(result, out: str | Path, params: dict, *, runs_dir: str | Path
     result.benchmarks.to_csv(out / "benchmarks.csv")
     if len(result.decisions.columns):
         result.decisions.to_csv(out / "decisions.csv", index=False)
+    if len(getattr(result, "errors", ())):  # kernel runs: per close, pair and stage
+        result.errors.to_csv(out / "errors.csv", index=False)
     (out / "stats.json").write_text(json.dumps(_plain(result.stats), indent=2))
     (out / "parameters.json").write_text(json.dumps(params, indent=2, default=str))
     _index_started(Path(runs_dir), run_id, params, datetime.now(timezone.utc), out)
@@ -278,7 +381,7 @@ def read_backtest(path: str | Path) -> dict:
         "decisions": decisions,
         "equity": times("equity.csv"),
         "benchmarks": times("benchmarks.csv"),
-        "errors": [],
+        "errors": pd.read_csv(path / "errors.csv").to_dict("records") if (path / "errors.csv").is_file() else [],
     }
 
 # %% ../nbs/14_runs.ipynb #d45e2fe7

@@ -19,7 +19,7 @@ from .types import MorningstarError, parse_timeframe
 _log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['MissedBar', 'next_close', 'nearest_close', 'wait_for_close', 'run_schedule']
+__all__ = ['MissedBar', 'next_close', 'nearest_close', 'wait_for_close', 'BarLog', 'run_schedule']
 
 # %% ../nbs/16_schedule.ipynb #9dfb0837
 class MissedBar(MorningstarError):
@@ -65,6 +65,38 @@ def wait_for_close(
         sleep(wait)
     return clock() - close
 
+# %% ../nbs/16_schedule.ipynb #c326da46
+class BarLog:
+    "The outcome of each bar close, recorded once; the closes skipped between two reported ones are missed bars."
+
+    def __init__(self, step: pd.Timedelta, on_outcome: Callable[[dict], object] | None = None):
+        self.step, self.on_outcome, self.outcomes = step, on_outcome, []
+        self._seen, self._newest, self._lock = set(), None, threading.Lock()
+
+    def record(self, close: pd.Timestamp, status: str, detail: str = "") -> list[dict]:
+        "Record `close` (and any close skipped before it); the outcomes that are new."
+        with self._lock:
+            skipped = []
+            if self._newest is not None and close > self._newest + self.step:
+                gap = pd.date_range(self._newest + self.step, close - self.step, freq=self.step)
+                skipped = [(c, "missed", "no run: the scheduler skipped it") for c in gap]
+            new = [
+                {"close": c, "status": s, "detail": d}
+                for c, s, d in (*skipped, (close, status, detail))
+                if c not in self._seen
+            ]
+            self._seen |= {o["close"] for o in new}
+            self._newest = max(close, self._newest) if self._newest is not None else close
+            self.outcomes += new
+        for o in new:
+            (_log.info if o["status"] == "ok" else _log.warning)("bar %s: %s %s", o["close"], o["status"], o["detail"])
+            if self.on_outcome is not None:
+                try:
+                    self.on_outcome(o)
+                except Exception:  # reporting a bar must not stop the scheduler; the log says what went wrong
+                    _log.exception("bar %s: reporting its outcome failed", o["close"])
+        return new
+
 # %% ../nbs/16_schedule.ipynb #32ded20d
 def _scheduler(launch, missed, step: pd.Timedelta, first: pd.Timestamp, max_late_s: float):
     """A background scheduler calling `launch` every `step` from `first`, never two at once, late by at most
@@ -92,8 +124,10 @@ def run_schedule(
     schedule: ScheduleSettings,
     lock_path: str | Path,
     max_runs: int | None = None,
+    on_outcome: Callable[[dict], object] | None = None,
 ) -> list[dict]:
-    "Run `job(close)` for every bar close from now on; one dict per bar: close, status (ok|failed|missed), detail."
+    """Run `job(close)` for every bar close from now on; one dict per bar: close, status (ok|failed|missed), detail.
+    `on_outcome(outcome)`: told of each bar once, as it is recorded."""
     # only the scheduler needs it
     from apscheduler.events import EVENT_JOB_MAX_INSTANCES  # noqa: PLC0415
 
@@ -103,12 +137,11 @@ def run_schedule(
     step, lead = parse_timeframe(timeframe), pd.Timedelta(seconds=schedule.lead_s)
     if lead >= step:
         raise MissedBar(f"schedule.lead_s {schedule.lead_s:g} s is not shorter than one {timeframe} bar")
-    lock, outcomes, done = FileLock(str(lock_path)), [], threading.Event()
+    lock, bars, done = FileLock(str(lock_path)), BarLog(step, on_outcome), threading.Event()
 
     def record(close, status, detail=""):
-        outcomes.append({"close": close, "status": status, "detail": detail})
-        (_log.info if status == "ok" else _log.warning)("bar %s: %s %s", close, status, detail)
-        if max_runs is not None and len(outcomes) >= max_runs:
+        bars.record(close, status, detail)
+        if max_runs is not None and len(bars.outcomes) >= max_runs:
             done.set()
 
     def launch():
@@ -143,4 +176,4 @@ def run_schedule(
         done.wait()
     finally:
         scheduler.shutdown(wait=True)
-    return outcomes
+    return bars.outcomes

@@ -11,6 +11,7 @@ import logging
 import math
 import re
 import sqlite3
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ __all__ = ['PROMPT_VERSION', 'REVIEW_SCHEMA', 'SYSTEM_PROMPT', 'USER_TEMPLATE', 
            'MAX_REPLY_BYTES', 'MAX_REPLY_BRACKETS', 'MAX_NUMBER_DIGITS', 'LEVEL_KEEP', 'LEVEL_VOLS', 'TARGET_COSTS',
            'NO_REVIEW', 'SIMULATED', 'SupervisorError', 'ReviewFailed', 'ReviewReply', 'ReviewRequest',
            'build_messages', 'prompt_hash', 'review_key', 'check_reply', 'first_json_object', 'parse_reply',
-           'level_floor', 'exit_size_factor', 'clamp', 'failure_review', 'guarded', 'simulated_review',
+           'level_floor', 'exit_size_factor', 'clamp', 'failure_review', 'guarded', 'review_all', 'simulated_review',
            'digest_caution', 'ReviewRecord', 'Completion', 'LlmClient', 'Supervisor']
 
 # %% ../nbs/07_supervisor.ipynb #a8ece9fb
@@ -421,6 +422,42 @@ def guarded(reviewer: Callable[[TradeProposal], Review], settings: LlmSettings) 
             return failure_review(why, settings, source=_source(settings.mode))
 
     return review
+
+# %% ../nbs/07_supervisor.ipynb #150e182b
+def review_all(
+    calls: dict[str, Callable[[], Review]], settings: LlmSettings, deadline_s: float | None = None
+) -> dict[str, Review]:
+    """Run every call (a guarded review, `key -> call`) at once, at most `llm.max_parallel_reviews` in flight; a call
+    unanswered `deadline_s` (default `llm.review_deadline_s`) after the start gets the failure policy's Review."""
+    deadline_s = settings.review_deadline_s if deadline_s is None else deadline_s
+    end, slots, lock, answered = (
+        time.monotonic() + deadline_s,
+        threading.Semaphore(settings.max_parallel_reviews),
+        threading.Lock(),
+        {},
+    )
+    everyone = threading.Event()
+
+    def run(key, call):
+        with slots:
+            if time.monotonic() < end:  # a call still waiting for a slot at the deadline is not asked at all
+                review = guarded(lambda _: call(), settings)(key)
+                with lock:
+                    answered[key] = review
+        if len(answered) == len(calls):
+            everyone.set()
+
+    # daemon threads: a late answer neither holds the close nor the process's exit
+    for key, call in calls.items():
+        threading.Thread(target=run, args=(key, call), name=f"review-{key}", daemon=True).start()
+    if calls:
+        everyone.wait(deadline_s)
+    late = f"no answer within llm.review_deadline_s = {deadline_s:g} s for the close's reviews"
+    with lock:
+        got = dict(answered)
+    for key in calls.keys() - got.keys():
+        _log.warning("the review of %s missed the close's deadline (%g s)", key, deadline_s)
+    return {k: got[k] if k in got else failure_review(late, settings, source=_source(settings.mode)) for k in calls}
 
 # %% ../nbs/07_supervisor.ipynb #2191af9c
 SIMULATED = "simulated (rule-based, not an LLM)"

@@ -494,7 +494,8 @@ def _fold_samples(settings: Settings, prep0: DataPreparation, frames: dict, labe
 
 def _fit_fold(settings: Settings, prep0: DataPreparation, frames: dict, labels: dict, fold: Fold, verbose: int):
     """Train the fold's network(s) (`training.ensemble` seeds, heads averaged), measure them on the test window and,
-    for the classes, calibrate on the validation window; (model, regimes, target scales, the fold's record)."""
+    for the classes, calibrate on the validation window; (model, regimes, target scales, the fold's record, its
+    validation windows)."""
     # TensorFlow, from model.py: it loads it quietly (held_startup_notices), whichever module asks first
     from morningstar_trader.model import EnhancedHybridModel, MorningstarModel, average_networks  # noqa: PLC0415
 
@@ -524,7 +525,7 @@ def _fit_fold(settings: Settings, prep0: DataPreparation, frames: dict, labels: 
     if "signal" in heads and t.objective == "classes":  # calibration never changes the argmax: metrics stand
         info["calibration"], info["decision"] = _calibrate(model, val, test, settings)
         model = MorningstarModel(net, prep, meta | {"calibration": {"temperature": info["calibration"]["temperature"]}})
-    return model, regimes, scale, info
+    return model, regimes, scale, info, val.inputs
 
 # %% ../nbs/06_training.ipynb #77aad313
 def _fold_trading(
@@ -591,7 +592,7 @@ def train_model(settings: Settings, bars: dict[str, Bars], out_dir: str | Path, 
                 f"fold {i + 1}/{len(folds)}: train {fold.train[0]} .. {fold.train[1]}, test {fold.test[0]} .. "
                 f"{fold.test[1]}"
             )
-        model, regimes, scale, info = _fit_fold(settings, prep0, frames, labels, fold, verbose)
+        model, regimes, scale, info, val_windows = _fit_fold(settings, prep0, frames, labels, fold, verbose)
         if "signal" in settings.model.heads:  # without it the model never trades: no trading evaluation (unproven)
             trading.append(_fold_trading(model, settings, bars, fold, info, settings.training.seed + i))
         infos.append(info)
@@ -608,6 +609,7 @@ def train_model(settings: Settings, bars: dict[str, Bars], out_dir: str | Path, 
         model.prep,
         meta,
         {"MODEL_CARD.md": card, **({"reliability.svg": svg} if svg else {})},
+        check_on=val_windows,  # model.onnx against Keras on the windows the saved (last) fold was validated on
     )
     return result
 

@@ -22,6 +22,13 @@ sell of the same coins is -2010 insufficient balance); it triggers when a candle
 reaches the stop (at that candle's open when it opens through the stop), and then trades as a limit order at its
 price: filled at the trigger price when that is at or better than the limit, else resting until the market comes
 back. The server checks its stops before each signed request and on `trigger_stops()`.
+
+OCO order lists (`POST /api/v3/orderList/oco`, only when `oco_allowed` is set: the default venue offers none, so its
+exchange info says `ocoAllowed: false`) behave as on Binance spot: one leg a `LIMIT_MAKER`, the other a
+`STOP_LOSS_LIMIT` (a sell: the limit maker above the market, the stop below it; else -2010 "The relationship of the
+prices for the orders is not correct."), each leg an order of its own with its own client id and `orderListId`; the
+list locks its quantity once; cancelling either leg cancels the list; when the stop triggers or the limit maker trades
+(a candle reaches it after the list was placed), the other leg becomes EXPIRED.
 """
 
 from __future__ import annotations
@@ -101,6 +108,7 @@ class _Order:
     update: int = 0
     stop: float | None = None  # STOP_LOSS_LIMIT: the stop price
     triggered: bool = False  # a stop that was reached: now a limit order at `price`
+    list_id: int = -1  # the OCO order list it is a leg of (-1: none)
 
 
 @dataclass
@@ -112,6 +120,10 @@ class Account:
     trades: list[dict[str, Any]] = field(default_factory=list)
     partial_next: int = 0
     split_next: int = 0
+    lists: int = 0  # OCO order lists created so far
+
+    def legs(self, list_id: int) -> list[_Order]:
+        return [o for o in self.orders.values() if o.list_id == list_id]
 
     def by_client_id(self, symbol: str, client_id: str) -> _Order | None:
         # Binance keeps client ids unique among open orders; the newest one wins a lookup.
@@ -183,6 +195,7 @@ class LocalExchange(LoopbackServer):
         self._lock = threading.Lock()
         self._funding: dict[str, list[tuple[int, float, float]]] = {}
         self._open_interest: dict[str, list[tuple[int, float, float]]] = {}
+        self.oco_allowed = False  # whether OCO order lists are offered (exchange info `ocoAllowed`)
 
     def inject(
         self, path: str, kind: str, count: int = 1, *, delay_s: float = 2.0, after: int = 0, method: str | None = None
@@ -307,6 +320,7 @@ class LocalExchange(LoopbackServer):
         order.quote += qty * price
         order.status = "FILLED" if order.executed >= order.qty * (1 - 1e-12) else "PARTIALLY_FILLED"
         order.update = self._now() if when is None else when
+        self._expire_others(order)
         self.account.trades.append(
             {
                 "symbol": order.symbol,
@@ -434,7 +448,9 @@ class LocalExchange(LoopbackServer):
         order = self._find(q)
         if order.status not in ("NEW", "PARTIALLY_FILLED"):
             raise _ApiError(400, -2011, "Unknown order sent.")
-        order.status, order.update = "CANCELED", self._now()
+        for o in self.account.legs(order.list_id) if order.list_id != -1 else [order]:
+            if o.status in ("NEW", "PARTIALLY_FILLED"):  # cancelling a leg cancels its whole list
+                o.status, o.update = "CANCELED", self._now()
         return {**self._order_json(order), "origClientOrderId": order.client_id}
 
     def _open_orders(self, q: dict[str, str]) -> list[dict[str, Any]]:
@@ -456,12 +472,16 @@ class LocalExchange(LoopbackServer):
     def _locked(self) -> dict[str, float]:
         "What the open orders lock, by asset: a buy its quote, a sell (a stop included) its base."
         locked: dict[str, float] = {}
+        lists: set[int] = set()
         for o in self.account.orders.values():
-            if o.status in ("NEW", "PARTIALLY_FILLED"):
-                m = self._markets[o.symbol]
-                left = o.qty - o.executed
-                asset, amount = (m.quote, left * (o.price or 0.0)) if o.side == "BUY" else (m.base, left)
-                locked[asset] = locked.get(asset, 0.0) + amount
+            if o.status not in ("NEW", "PARTIALLY_FILLED") or (o.list_id != -1 and o.list_id in lists):
+                continue  # an order list locks its quantity once
+            if o.list_id != -1:
+                lists.add(o.list_id)
+            m = self._markets[o.symbol]
+            left = o.qty - o.executed
+            asset, amount = (m.quote, left * (o.price or 0.0)) if o.side == "BUY" else (m.base, left)
+            locked[asset] = locked.get(asset, 0.0) + amount
         return locked
 
     def trigger_stops(self) -> None:
@@ -482,6 +502,9 @@ class LocalExchange(LoopbackServer):
         return out
 
     def _trigger_stops(self) -> None:
+        for o in list(self.account.orders.values()):
+            if o.list_id != -1 and o.stop is None and o.status == "NEW":
+                self._walk_limit_maker(o)
         for o in self.account.orders.values():
             if o.stop is None or o.status not in ("NEW", "PARTIALLY_FILLED"):
                 continue
@@ -489,6 +512,7 @@ class LocalExchange(LoopbackServer):
             for when, lo, hi in self._path(self._markets[o.symbol], o.time):
                 if not o.triggered and (lo <= o.stop if sell else hi >= o.stop):
                     o.triggered, o.update = True, when
+                    self._expire_others(o)
                     hit = min(hi, o.stop) if sell else max(lo, o.stop)  # through the stop at the open: the open
                     if (hit >= o.price) if sell else (hit <= o.price):
                         self._trade(o, o.qty - o.executed, hit, when)
@@ -496,6 +520,99 @@ class LocalExchange(LoopbackServer):
                 elif o.triggered and when > o.update and ((hi >= o.price) if sell else (lo <= o.price)):
                     self._trade(o, o.qty - o.executed, o.price, when)  # the market came back to the limit
                     break
+
+    def _expire_others(self, order: _Order) -> None:
+        "One leg of an OCO list triggered or traded: the others expire."
+        if order.list_id == -1:
+            return
+        for o in self.account.legs(order.list_id):
+            if o is not order and o.status == "NEW" and not o.executed:
+                o.status, o.update = "EXPIRED", order.update
+
+    def _walk_limit_maker(self, maker: _Order) -> None:
+        "The limit-maker leg of a list trades at its price when the market reaches it before the other leg's stop."
+        (stop,) = [o for o in self.account.legs(maker.list_id) if o is not maker] or [None]
+        sell = maker.side == "SELL"
+        for when, lo, hi in self._path(self._markets[maker.symbol], maker.time):
+            if stop is not None and stop.status == "NEW" and (lo <= stop.stop if sell else hi >= stop.stop):
+                return  # the stop triggers first: the stop check expires this leg
+            if (hi >= maker.price) if sell else (lo <= maker.price):
+                self._trade(maker, maker.qty - maker.executed, maker.price, when)
+                return
+
+    def _new_order_list_oco(self, q: dict[str, str]) -> dict[str, Any]:
+        "An OCO list: a LIMIT_MAKER and a STOP_LOSS_LIMIT leg, sharing one quantity (Binance's orderList/oco)."
+        m, side = self._market(q), q.get("side", "")
+        if not self.oco_allowed:
+            raise _ApiError(400, -2010, "OCO orders are not supported for this symbol.")
+        sell = side == "SELL"
+        want = (
+            {"above": "LIMIT_MAKER", "below": "STOP_LOSS_LIMIT"}
+            if sell
+            else {"above": "STOP_LOSS_LIMIT", "below": "LIMIT_MAKER"}
+        )
+        if side not in ("BUY", "SELL") or any(q.get(f"{leg}Type") != kind for leg, kind in want.items()):
+            raise _ApiError(
+                400, -1102, "Mandatory parameter 'aboveType' or 'belowType' was not sent, was empty/null, or malformed."
+            )
+        stop_leg = "below" if sell else "above"
+        maker_leg = "above" if sell else "below"
+        try:
+            qty = float(q["quantity"])
+            maker_price, limit = float(q[f"{maker_leg}Price"]), float(q[f"{stop_leg}Price"])
+            stop = float(q[f"{stop_leg}StopPrice"])
+        except (KeyError, ValueError):
+            raise _ApiError(
+                400,
+                -1102,
+                "Mandatory parameter 'quantity' or a leg's price was not sent, was empty/null, or malformed.",
+            ) from None
+        last = self.price_now(m.id)
+        if not ((maker_price > last > stop) if sell else (maker_price < last < stop)):
+            raise _ApiError(400, -2010, "The relationship of the prices for the orders is not correct.")
+        ids = {
+            leg: q.get(f"{leg}ClientOrderId") or f"web_{len(self.account.orders) + i + 1}"
+            for i, leg in enumerate(("below", "above"))
+        }
+        for cid in ids.values():
+            dup = self.account.by_client_id(m.id, cid)
+            if dup is not None and dup.status in ("NEW", "PARTIALLY_FILLED"):
+                raise _ApiError(400, -2010, "Duplicate order sent.")
+        if qty * min(maker_price, limit) < 5:
+            raise _ApiError(400, -1013, "Filter failure: NOTIONAL")
+        need = (m.base, qty) if sell else (m.quote, qty * max(maker_price, limit) * (1 + FEE))
+        if self.account.balances.get(need[0], 0.0) - self._locked().get(need[0], 0.0) < need[1] - 1e-12:
+            raise _ApiError(400, -2010, "Account has insufficient balance for requested action.")
+        self.account.lists += 1
+        list_id, now, legs = self.account.lists, self._now(), []
+        for leg in ("below", "above"):  # Binance lists the below leg first
+            is_stop = leg == stop_leg
+            order = _Order(
+                len(self.account.orders) + 1,
+                ids[leg],
+                m.id,
+                side,
+                "STOP_LOSS_LIMIT" if is_stop else "LIMIT_MAKER",
+                qty,
+                limit if is_stop else maker_price,
+                now,
+                update=now,
+                stop=stop if is_stop else None,
+                list_id=list_id,
+            )
+            self.account.orders[order.id] = order
+            legs.append(order)
+        return {
+            "orderListId": list_id,
+            "contingencyType": "OCO",
+            "listStatusType": "EXEC_STARTED",
+            "listOrderStatus": "EXECUTING",
+            "listClientOrderId": q.get("listClientOrderId") or f"list_{list_id}",
+            "transactionTime": now,
+            "symbol": m.id,
+            "orders": [{"symbol": m.id, "orderId": o.id, "clientOrderId": o.client_id} for o in legs],
+            "orderReports": [{**self._order_json(o), "transactTime": now} for o in legs],
+        }
 
     def _balances(self, q: dict[str, str]) -> dict[str, Any]:
         locked = self._locked()
@@ -521,7 +638,7 @@ class LocalExchange(LoopbackServer):
         return {
             "symbol": o.symbol,
             "orderId": o.id,
-            "orderListId": -1,
+            "orderListId": o.list_id,
             "clientOrderId": o.client_id,
             "price": _dec(o.price or 0.0),
             "origQty": _dec(o.qty),
@@ -585,7 +702,7 @@ class LocalExchange(LoopbackServer):
             "quoteCommissionPrecision": 8,
             "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"],
             "icebergAllowed": True,
-            "ocoAllowed": True,
+            "ocoAllowed": self.oco_allowed,
             "otoAllowed": True,
             "quoteOrderQtyMarketAllowed": True,
             "allowTrailingStop": True,
@@ -784,6 +901,7 @@ def _int_param(query: dict[str, str], name: str) -> int | None:
 
 _PRIVATE: dict[tuple[str, str], Callable[[LocalExchange, dict[str, str]], Any]] = {
     ("POST", "/api/v3/order"): LocalExchange._new_order,
+    ("POST", "/api/v3/orderList/oco"): LocalExchange._new_order_list_oco,
     ("GET", "/api/v3/order"): LocalExchange._get_order,
     ("DELETE", "/api/v3/order"): LocalExchange._cancel_order,
     ("GET", "/api/v3/openOrders"): LocalExchange._open_orders,

@@ -67,6 +67,9 @@ class LocalLLM(LoopbackServer):
         self._script: deque[Reply] = deque()
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
+        self.in_flight = 0  # requests received and not yet answered
+        self.max_in_flight = 0  # the most at once: reviews asked in parallel overlap here
+        self.delay_by: Any = None  # body -> seconds: delays chosen by what is asked (e.g. the pair), not by order
 
     def script(self, *replies: Reply) -> None:
         """Queue replies, used one per request in order; the default answers once they run out."""
@@ -119,9 +122,10 @@ class LocalLLM(LoopbackServer):
             if self._script:
                 self._script.popleft()
             n = next(self._ids)
+        delay_s = max(reply.delay_s, self.delay_by(body) if self.delay_by else 0.0)
         if reply.status != 200:
             extra = {"Retry-After": "0"} if reply.status == 429 else {}
-            return reply.status, extra, _error(reply.status, reply.content), reply.delay_s
+            return reply.status, extra, _error(reply.status, reply.content), delay_s
         message = {
             "role": "assistant",
             "content": None if reply.refusal is not None else reply.content,
@@ -144,18 +148,24 @@ class LocalLLM(LoopbackServer):
                     "total_tokens": reply.prompt_tokens + reply.completion_tokens,
                 },
             },
-            reply.delay_s,
+            delay_s,
         )
 
 
 class _Handler(QuietHandler):
     def do_GET(self) -> None:
-        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        headers = {name.lower(): value for name, value in self.headers.items()}
-        status, out_headers, payload, delay_s = self.server.owner._answer(
-            self.command, urlsplit(self.path).path, headers, raw
-        )
-        self.send(status, out_headers, json.dumps(payload).encode(), delay_s)
+        owner = self.server.owner
+        with owner._lock:
+            owner.in_flight += 1
+            owner.max_in_flight = max(owner.max_in_flight, owner.in_flight)
+        try:
+            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            headers = {name.lower(): value for name, value in self.headers.items()}
+            status, out_headers, payload, delay_s = owner._answer(self.command, urlsplit(self.path).path, headers, raw)
+            self.send(status, out_headers, json.dumps(payload).encode(), delay_s)
+        finally:
+            with owner._lock:
+                owner.in_flight -= 1
 
     do_POST = do_PUT = do_DELETE = do_GET  # answered with OpenAI's 404 shape, not http.server's 501
 

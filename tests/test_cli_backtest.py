@@ -123,7 +123,7 @@ def test_the_report_reads_as_a_report_and_the_backtest_is_a_run(offline_project)
     listed = p.run("runs", "list").stdout.splitlines()[1:]
     ids = [row.split()[0] for row in listed]
     assert len(ids) == 2 and all(i.startswith("backtest-") and "sma_cross" in row for i, row in zip(ids, listed))
-    shown = json.loads(p.run("runs", "show", ids[0]).stdout)
+    shown = json.loads(p.run("runs", "show", ids[0], "--json").stdout)
     assert shown["parameters"]["param"] == ["fast=10", "slow=40"] and shown["stats"]["trades"] == shown["trades"]
     compared = p.run("runs", "compare", *ids).stdout
     assert "param" in compared and "excess_return_vs_buy_hold" in compared

@@ -15,6 +15,7 @@ from local_exchange import LocalExchange
 from morningstar_trader.candles import validated_bars
 from morningstar_trader.config import Settings, load_secrets
 from morningstar_trader.cycle import CycleError, build_context, run_cycle
+from morningstar_trader.execution import PROTECTIVE
 from morningstar_trader.training import train_model
 
 
@@ -72,10 +73,21 @@ def test_paper_cycles_fill_at_the_next_open_and_never_double_submit(world):
             pd.testing.assert_frame_equal(ctx.store.orders(), before)
             assert set(again.pairs["order"]) <= set(before["client_order_id"]) | {""}
     assert all(r.bar == data["BTC/USDT"].index[1799 + i] for i, r in enumerate(reports))
-    orders = ctx.store.orders()
+    every = ctx.store.orders()
+    orders = every[~every["intent"].isin(PROTECTIVE)]  # the positions' resting stops and targets: below
     assert (
         len(orders) > 0 and (orders["status"] == "filled").sum() >= len(orders) - 2
     )  # the newest may still be pending
+    resting = every[every["intent"].isin(PROTECTIVE)]  # paper records them as live places them; they never fill
+    assert (
+        set(resting["status"]) <= {"submitted", "cancelled"}
+        and not resting["client_order_id"].isin(ctx.store.fills()["client_order_id"]).any()
+    )
+    held = {p: pos for p, pos in ctx.store.positions().items()}
+    still = resting[resting["status"] == "submitted"]
+    assert sorted(still["pair"]) == sorted(
+        p for p, pos in held.items() for lv in (pos.stop_loss, pos.take_profit) if lv
+    )
     with sqlite3.connect(settings.paths.state_dir / "paper.sqlite") as db:
         fills = pd.read_sql("SELECT f.*, o.note, o.intent FROM fills f JOIN orders o USING (client_order_id)", db)
         journal = db.execute("SELECT COUNT(*) FROM journal").fetchone()[0]

@@ -269,6 +269,8 @@ def test_a_picked_run_shows_its_equity_and_trades(lab, dashboard):
     candles.wait_for(timeout=150_000)
     exits = candles.text_content().split("; exits ")[1]
     assert f"{first['exit_reason']} " in exits and page.locator("g.boxlayer path.box").count() > 0
+    for part in ("predictions", "reviews", "digests", "orders", "fills", "errors"):  # the audit record (issue 26)
+        assert page.locator(f".ms-{part}").count() >= 1, part
     page.screenshot(path=str(page.shots / "run.png"), full_page=False)
 
 

@@ -25,7 +25,13 @@ NOTEBOOK = str(ROOT / "nbs" / "trading_cycle.ipynb")
 KEYS = {"MORNINGSTAR_EXCHANGE_API_KEY": "cycle-crash-key", "MORNINGSTAR_EXCHANGE_SECRET": "cycle-crash-secret"}
 PAIRS = ("BTC/USDT", "ETH/USDT")
 LIVE = ("run", "--mode", "live", "--i-understand-this-trades-real-money", "--allow-unproven-model")
-STATUS = {"NEW": "submitted", "FILLED": "filled", "CANCELED": "cancelled", "PARTIALLY_FILLED": "partially_filled"}
+STATUS = {
+    "NEW": "submitted",
+    "FILLED": "filled",
+    "CANCELED": "cancelled",
+    "EXPIRED": "cancelled",
+    "PARTIALLY_FILLED": "partially_filled",
+}
 
 
 @pytest.fixture
@@ -60,8 +66,9 @@ def store(project) -> PortfolioStore:
     return PortfolioStore(project.root / "state" / "live.sqlite")
 
 
-def agrees(project):
-    "One venue order per client id, each the store's in the same state; fills = trades; balances agree; no orphan."
+def agrees(project, resting_types=("STOP_LOSS_LIMIT",)):
+    """One venue order per client id, each the store's in the same state; fills = trades; balances agree; no orphan:
+    what rests is one order of each of `resting_types` per held position."""
     server, book = project.exchange, store(project)
     orders = list(server.account.orders.values())
     assert len({o.client_id for o in orders}) == len(orders), [o.client_id for o in orders]
@@ -70,10 +77,8 @@ def agrees(project):
     }
     pair_of = {o.id: f"{o.symbol[:3]}/USDT" for o in orders}
     assert set(book.fills()["trade_id"]) == {f"{pair_of[t['orderId']]}:{t['id']}" for t in server.account.trades}
-    resting = sorted(f"{o.symbol[:3]}/USDT" for o in orders if o.status == "NEW")
-    assert resting == sorted(book.positions()) and all(
-        o.type == "STOP_LOSS_LIMIT" for o in orders if o.status == "NEW"
-    )  # one stop per held position, nothing else left open
+    resting = sorted((f"{o.symbol[:3]}/USDT", o.type) for o in orders if o.status == "NEW")
+    assert resting == sorted((p, t) for p in book.positions() for t in resting_types)  # nothing else left open
     exchange = make_exchange(ExchangeSettings(api_url=server.base_url, timeout_ms=3000), load_secrets(KEYS))
     exchange.load_markets()
     result = reconcile(LiveExecutor(exchange, book), PAIRS)
@@ -123,3 +128,20 @@ def test_a_live_run_killed_after_the_venue_accepted_its_order_sends_one_order_pe
     assert sorted((o.symbol, o.side) for o in entries) == [("BTCUSDT", "BUY"), ("ETHUSDT", "BUY")]
     assert store(live).order(entry.client_id)["status"] == "filled"
     agrees(live)
+
+
+def test_a_live_run_killed_after_the_venue_accepted_an_oco_list_finds_both_legs_and_sends_no_second_list(live):
+    server = live.exchange
+    server.oco_allowed = True  # the venue offers OCO lists: each position's stop and target rest as one
+    run(live, "after_list_reply")  # the BTC entry filled, the venue accepted its list; the store never heard back
+    legs = [o for o in server.account.orders.values() if o.list_id != -1]
+    assert sorted(o.type for o in legs) == ["LIMIT_MAKER", "STOP_LOSS_LIMIT"] and {o.status for o in legs} == {"NEW"}
+    assert {store(live).order(o.client_id)["status"] for o in legs} == {"new"}  # both intents were stored first
+    run(live)  # the restart looks both legs up by client id: found, and no second list for BTC
+    lists = {}
+    for o in server.account.orders.values():
+        if o.list_id != -1:
+            lists.setdefault(o.symbol, set()).add(o.list_id)
+    assert {s: len(ids) for s, ids in lists.items()} == {"BTCUSDT": 1, "ETHUSDT": 1}
+    assert {store(live).order(o.client_id)["intent"] for o in legs} == {"protect", "protect_target"}
+    agrees(live, resting_types=("LIMIT_MAKER", "STOP_LOSS_LIMIT"))

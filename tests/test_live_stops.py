@@ -19,7 +19,9 @@ from test_live_refusal import (  # noqa: F401  (world: the trained model and ven
 
 from morningstar_trader import kernel
 from morningstar_trader.cycle import build_context, run_cycle
+from morningstar_trader.kernel import bar_number
 from morningstar_trader.live_execution import reconcile
+from morningstar_trader.risk import RiskState
 from morningstar_trader.types import Decision
 
 
@@ -152,3 +154,49 @@ def test_a_crash_candle_triggers_the_stop_at_the_venue_and_the_store_learns_the_
     assert "BTC/USDT" not in ctx.store.positions()
     assert not [o for o in venue_orders(server, start, "BTCUSDT") if o.side == "SELL" and o.type == "MARKET"]
     store_agrees(server, ctx, start)
+
+
+def test_a_stop_the_venue_triggers_starts_the_same_cooldown_as_the_paper_stop_exit(world, tmp_path, monkeypatch):  # noqa: F811
+    "The same entry and crash candle, live (the venue's stop fills) and paper (the kernel's exit): one cooldown."
+    server, settings, data = world
+    ctxs, wants = {}, {}
+    for mode in ("live", "paper"):
+        paths = settings.paths.model_copy(update={"state_dir": tmp_path / mode})
+        s = settings.model_copy(
+            update={"mode": mode, "paths": paths, "risk": settings.risk.model_copy(update={"cooldown_bars": 3})}
+        )
+        ctxs[mode] = build_context(s, KEYS, run_id=mode, confirm_live=True, allow_unproven_model=True)
+    assert reconcile(ctxs["live"].executor, PAIRS).ok
+
+    def decide(pair, pred, price, equity, position, **_):
+        if wants.get(pair) == "open_long" and position is None:
+            return Decision(pair, "open_long", round(0.05 * equity / price, 4), price * 0.9, price * 1.5, ("test",))
+        return Decision(pair, "hold", reasons=("test",))
+
+    monkeypatch.setattr(kernel, "decide", decide)
+    start = len(server.account.orders)
+    try:
+        wants["BTC/USDT"] = "open_long"
+        for ctx in ctxs.values():
+            run_cycle(ctx, at(server, data, 1890))
+        del wants["BTC/USDT"]
+        (stop,) = open_stops(server, start)
+        crashed = {p: df.copy() for p, df in data.items()}
+        t = data["BTC/USDT"].index[1891]
+        crashed["BTC/USDT"].loc[t, "low"] = stop.stop * 0.9
+        server.set_candles(crashed)
+        for ctx in ctxs.values():
+            run_cycle(ctx, at(server, data, 1892))
+        assert stop.status == "FILLED" and all("BTC/USDT" not in c.store.positions() for c in ctxs.values())
+        live_exits = ctxs["live"].store.orders()
+        assert not live_exits["intent"].isin(["stop_loss"]).any()  # the venue's stop, not the bot's exit
+        states = {m: RiskState.from_json(c.store.load_runtime("risk_state")) for m, c in ctxs.items()}
+        assert states["live"].cooldown_until["BTC/USDT"] == states["paper"].cooldown_until["BTC/USDT"]
+        assert states["live"].cooldown_until["BTC/USDT"] == bar_number(t, "1h") + 3
+        wants["BTC/USDT"] = "open_long"  # within the cooldown: refused alike
+        for mode, ctx in ctxs.items():
+            row = run_cycle(ctx, at(server, data, 1893)).pairs.set_index("pair").loc["BTC/USDT"]
+            assert "cooldown after a stop-out" in row["verdict"] and not row["order"], (mode, row.to_dict())
+    finally:
+        server.set_candles(data)
+        forget_open_orders(server)

@@ -260,6 +260,9 @@ def test_a_raising_decision_costs_only_its_pair_in_a_backtest(world, monkeypatch
     assert (
         len(btc) and btc["reasons"].str.startswith("decision: ValueError").all() and set(btc["action"]) == {"skipped"}
     )
+    errors = res.errors  # the run notebook's errors scrap (issue 26): per close, pair and stage
+    assert len(errors) and set(errors["pair"]) == {"BTC/USDT"} and set(errors["stage"]) == {"decision"}
+    assert set(errors["time"]) == set(btc["time"])
 
 
 def totals(res) -> dict:

@@ -67,6 +67,10 @@ def test_paper_runs_record_the_cycle_and_never_send_an_order_twice(paper):
     assert scraps["stats"]["trading"] == "active" and scraps["errors"] == []
     assert set(scraps["predictions"]["pair"]) == {"BTC/USDT", "ETH/USDT"} and "confidence" in scraps["predictions"]
     assert {"reviews", "digests"} <= set(scraps)  # the audit record (a review: each entry proposed)
+    shown = paper.run("runs", "show", _run_id(first)).stdout  # printed as tables (issue 26)
+    for part in ("predictions (2)", f"reviews ({len(scraps['reviews'])})", f"orders ({len(scraps['orders'])})"):
+        assert f"\n{part}\n" in shown, part
+    assert "fills (" in shown and "errors (0)" in shown and "BTC/USDT" in shown.split("predictions (2)")[1]
     assert (decisions["close_to_order_ms"] >= decisions["ms"]).all()
     logged = "".join(p.read_text() for p in (paper.root / "logs").glob("*"))
     for row in decisions.itertuples():  # each pair's latency from the close is logged
@@ -240,6 +244,11 @@ def test_a_model_backtest_run_records_its_audit_trail(paper):
     entries = orders[orders["intent"] == "open"]
     assert len(reviews) >= len(entries) > 0 and set(reviews["source"]) == {"llm"} and len(llm.requests) == len(reviews)
     assert reviews["latency_ms"].gt(0).all() and (reviews["rationale"] == "fine").all()
+    shown = paper.run("runs", "show", _run_id(out)).stdout.split(f"\nreviews ({len(reviews)})\n")[1]
+    header = shown.splitlines()[0].split()
+    assert header[:3] == ["time", "pair", "source"] and {"prompt_hash", "clamp", "latency_ms", "cost_usd"} <= set(
+        header
+    )
 
 
 def test_configured_strategies_run_with_their_own_books(paper):

@@ -83,7 +83,7 @@ def test_a_backtest_run_is_recorded_and_reads_back(sampled):
         if path.is_file():
             data = path.read_bytes()
             assert not any(v.encode() in data for v in FAKE.values()), path
-    shown = json.loads(p.run("runs", "show", run_id).stdout)
+    shown = json.loads(p.run("runs", "show", run_id, "--json").stdout)
     assert shown["trades"] == len(expected)
 
 
