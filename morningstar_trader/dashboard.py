@@ -25,10 +25,10 @@ from .types import MorningstarError, clip_repr, parse_timeframe
 
 # %% auto #0
 __all__ = ['INDEX_COLUMNS', 'BENCHMARK_NAMES', 'DashboardError', 'message', 'fmt', 'table', 'run_index', 'filter_runs',
-           'cached_scraps', 'read_run', 'equity_figure', 'run_equity', 'trades_figure', 'run_windows', 'candle_figure',
-           'stats_table', 'run_view', 'audit_view', 'compare_view', 'index_version', 'runs_tab', 'read_account',
-           'account_figure', 'alerts_frame', 'llm_frame', 'resume_dialog', 'account_view', 'store_version',
-           'trading_tab', 'data_frame', 'data_tab', 'build_app', 'offline_template']
+           'cached_scraps', 'read_run', 'equity_figure', 'run_equity', 'run_windows', 'candle_figure', 'stats_table',
+           'run_view', 'audit_view', 'compare_view', 'index_version', 'runs_tab', 'read_account', 'account_figure',
+           'alerts_frame', 'llm_frame', 'resume_dialog', 'account_view', 'store_version', 'trading_tab', 'data_frame',
+           'data_tab', 'build_app', 'offline_template']
 
 # %% ../nbs/17_dashboard.ipynb #47bedefd
 class DashboardError(MorningstarError):
@@ -228,65 +228,6 @@ def run_equity(scraps: dict) -> go.FigureWidget:
     if "buy_hold_return" in stats:  # flat's: +0.00%
         title += "; " + ", ".join(returns)
     return equity_figure(curves, title)
-
-# %% ../nbs/17_dashboard.ipynb #31a8490a
-def _candles(params: dict, pair: str) -> pd.Series | None:
-    "The close of `pair` over the run's range from the run's candle store, or None when it is not there any more."
-    # imports pyarrow: only where candles are stored
-    from morningstar_trader.store import CandleStore  # noqa: PLC0415
-
-    try:
-        bars = CandleStore(params["data_dir"]).load(
-            params["exchange"], pair, params["timeframe"], params.get("start"), params.get("end")
-        )
-    except (KeyError, TypeError, MorningstarError, OSError):
-        return None
-    return bars.frame["close"]
-
-
-def trades_figure(scraps: dict, pair: str) -> tuple[go.FigureWidget, str | None]:
-    "(price with entries and exits of `pair`, above the model's heads; a note on what is missing, or None)."
-    trades, note = scraps.get("trades", pd.DataFrame()), None
-    trades = trades[trades["pair"] == pair] if len(trades) else trades
-    heads = scraps.get("predictions")
-    heads = heads[heads["pair"] == pair].set_index("time") if isinstance(heads, pd.DataFrame) and len(heads) else None
-    fig = make_subplots(
-        rows=2 if heads is not None else 1,
-        cols=1,
-        shared_xaxes=True,
-        vertical_spacing=0.04,
-        row_heights=[0.65, 0.35] if heads is not None else None,
-    )
-    close = _candles(scraps.get("parameters", {}), pair)
-    if close is not None:
-        fig.add_scatter(x=close.index, y=close.to_numpy(), name=f"{pair} close", line={"color": "#888", "width": 1})
-    else:
-        note = f"the candles of {pair} are not in the run's candle store any more: trades only"
-    for side, colour, symbol in (("long", "green", "triangle-up"), ("short", "red", "triangle-down")):
-        t = trades[trades["side"] == side] if len(trades) else trades
-        if len(t):
-            fig.add_scatter(
-                x=t["entry_time"],
-                y=t["entry_price"],
-                mode="markers",
-                name=f"{side} entry",
-                marker={"color": colour, "symbol": symbol, "size": 8},
-            )
-    if len(trades):
-        fig.add_scatter(
-            x=trades["exit_time"],
-            y=trades["exit_price"],
-            mode="markers",
-            name="exit",
-            marker={"color": "black", "symbol": "x", "size": 7},
-        )
-    for col in ("confidence", "volatility") if heads is not None else ():
-        if col in heads:
-            fig.add_scatter(x=heads.index, y=heads[col].to_numpy(), name=col, row=2, col=1, line={"width": 1})
-    if heads is None:
-        note = (note + "; " if note else "") + "no model heads recorded (a rule strategy, or an older run)"
-    fig.update_layout(title=f"{pair}: {len(trades)} trades", height=420, margin={"l": 50, "r": 10, "t": 40, "b": 30})
-    return go.FigureWidget(fig), note
 
 # %% ../nbs/17_dashboard.ipynb #31f8d9b4
 _EXIT_COLOURS = {"signal": "#444", "stop_loss": "#d62728", "take_profit": "#2ca02c", "end": "#9467bd"}  # others: grey
