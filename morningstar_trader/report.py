@@ -31,13 +31,14 @@ def format_value(key: str, value) -> str:
         return str(value)
     if isinstance(value, int) or key.endswith(_COUNTS):
         return f"{int(round(value)):,}"
+    # z: a negative zero (a drawdown of an account that never traded) prints as zero
     if any(p in key for p in _SIGNED):
-        return f"{value:+.2%}"
+        return f"{value:+z.2%}"
     if any(p in key for p in _PERCENT):
-        return f"{value:.2%}"
+        return f"{value:z.2%}"
     if "turnover" in key:
-        return f"{value:.2f}x"
-    return f"{value:,.2f}"
+        return f"{value:z.2f}x"
+    return f"{value:z,.2f}"
 
 # %% ../nbs/13b_report.ipynb #bd249e14
 def stats_lines(stats: dict) -> list[str]:
