@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from datetime import datetime, timezone
@@ -1673,6 +1674,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.run(args)
+    except BrokenPipeError:  # the reader went away (`morningstar runs list | head`): nothing to tell it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes stdout
+        return 1
     except (MorningstarError, OSError) as e:
         print(f"morningstar: error: {redact(str(e), load_secrets().values())}", file=sys.stderr)
         return 2 if isinstance(e, ConfigError) else 1

@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pandas as pd
 import pytest
+from conftest import MORNINGSTAR
 from test_cli_data import klines_starts, stored
 
 
@@ -35,6 +37,15 @@ def test_bad_arguments_exit_2_with_one_line(offline_project, args, message):
 def test_risk_status_on_a_fresh_project_prints_the_state(offline_project):
     status = json.loads(offline_project.run("risk", "status").stdout)
     assert status["mode"] == "paper" and status["trading"] == "active" and "no paper account yet" in status["why"]
+
+
+def test_a_reader_that_goes_away_is_no_error(offline_project):
+    "`morningstar ... | head`: the pipe closed before the command wrote; no error line, no traceback."
+    cmd = [str(MORNINGSTAR), "risk", "status", "--config", str(offline_project.config)]
+    proc = subprocess.Popen(cmd, cwd=offline_project.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # before the command has imported anything: its first write finds no reader
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 1 and err == "", err
 
 
 def test_download_days_then_incrementally_by_default(project, exchange):
