@@ -319,7 +319,7 @@ def test_a_strategy_file_paper_trades_in_its_own_book_and_live_asks_for_proof(pa
     )
     assert scraps["errors"] == [] and list(decisions["pair"]) == ["BTC/USDT", "ETH/USDT"]
     assert "skipped" not in set(decisions["action"])
-    listed = next(row for row in paper.run("runs", "list").stdout.splitlines() if row.startswith(_run_id(out)))
+    listed = next(row for row in paper.run("runs", "list").stdout.splitlines() if row.split()[:1] == [_run_id(out)])
     assert " my_cross " in listed  # runs list names the file's strategy
     with sqlite3.connect(paper.root / "state" / "files" / "my_cross" / "paper.sqlite") as db:
         journal = [json.loads(row[0]) for row in db.execute("SELECT prediction FROM journal")]
