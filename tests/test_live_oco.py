@@ -11,6 +11,7 @@ import logging
 
 import ccxt
 import pytest
+from test_live_cycle_crash import STATUS  # the venue's order statuses as the store says them
 from test_live_refusal import (  # noqa: F401  (world: the trained model and venue)
     KEYS,
     PAIRS,
@@ -24,14 +25,6 @@ from morningstar_trader.cycle import build_context, run_cycle
 from morningstar_trader.live_execution import reconcile
 from morningstar_trader.risk import RiskState
 from morningstar_trader.types import Decision
-
-DONE = {
-    "NEW": "submitted",
-    "FILLED": "filled",
-    "CANCELED": "cancelled",
-    "EXPIRED": "cancelled",
-    "PARTIALLY_FILLED": "partially_filled",
-}
 
 
 @pytest.fixture
@@ -79,7 +72,7 @@ def legs(server, start, symbol="BTCUSDT", status=("NEW",)):
 def store_agrees(server, ctx, start):
     "Every venue order since `start` is the store's, in the same state; fills are the venue's trades; balances agree."
     ours = list(server.account.orders.values())[start:]
-    assert {o.client_id: DONE[o.status] for o in ours} == {
+    assert {o.client_id: STATUS[o.status] for o in ours} == {
         o.client_id: ctx.store.order(o.client_id)["status"] for o in ours
     }
     ids = {o.id: f"{o.symbol[:3]}/USDT" for o in ours}

@@ -7,6 +7,7 @@ is asserted: the server counts the requests it holds at once."""
 from __future__ import annotations
 
 import json
+import threading
 
 import numpy as np
 import pandas as pd
@@ -75,8 +76,14 @@ def llm():
 
 
 def test_three_reviews_are_asked_at_once_and_applied_in_pair_order(llm, tmp_path):
-    # the answers arrive CC first, AA last
-    llm.delay_by = lambda body: {"AA/USDT": 0.6, "BB/USDT": 0.4, "CC/USDT": 0.2}[asked_pair(body)]
+    order = {"AA/USDT": 0.6, "BB/USDT": 0.4, "CC/USDT": 0.2}  # the answers arrive CC first, AA last
+    all_asked = threading.Barrier(len(PAIRS))
+
+    def after_all_asked(body):  # no answer before all three are asked, however slow the machine: not a timing bet
+        all_asked.wait(timeout=30)
+        return order[asked_pair(body)]
+
+    llm.delay_by = after_all_asked
     out, book = one_close(llm, tmp_path, "parallel")
     assert llm.max_in_flight == 3 and len(llm.requests) == 3  # all three held by the server at once
     assert [r["pair"] for r in out.rows] == list(PAIRS) and {r["action"] for r in out.rows} == {"open_long"}
@@ -86,7 +93,7 @@ def test_three_reviews_are_asked_at_once_and_applied_in_pair_order(llm, tmp_path
 
     one_by_one = LocalLLM(default=Reply(AGREE))
     with one_by_one:
-        one_by_one.delay_by = llm.delay_by
+        one_by_one.delay_by = lambda body: order[asked_pair(body)]
         seq = one_close(one_by_one, tmp_path, "sequential", max_parallel_reviews=1)
     assert one_by_one.max_in_flight == 1
     assert decided(*seq) == decided(out, book)  # the same rows, sizes and client order ids
