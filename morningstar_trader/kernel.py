@@ -179,8 +179,6 @@ def check_levels(k: Kernel, windows: dict[str, BarWindow], risk_state: RiskState
 # %% ../nbs/12_kernel.ipynb #6f81a915
 def venue_stop_outs(k: Kernel, at: pd.Timestamp, risk_state: RiskState) -> RiskState:
     "The risk state with the cooldown of each stop the venue triggered lately (live), as `check_levels` starts one."
-    if type(k.venue) is SimulatedVenue:
-        return risk_state  # its stops are the kernel's exits (a backtest's every close: nothing to ask)
     risk, step = k.settings.risk, parse_timeframe(k.settings.timeframe)
     for pair, filled_at in k.venue.triggered_stops(at - (risk.cooldown_bars + 2) * step).items():
         n = bar_number(filled_at, k.settings.timeframe)  # the candle the fill came in
