@@ -68,6 +68,7 @@ class Soak:
     intents: int
     cycle_seconds: list[float] = field(default_factory=list)  # each run_cycle in the trader
     statuses: dict = field(default_factory=dict)
+    cycle_cpu: list[float] = field(default_factory=list)  # each run_cycle's CPU seconds in the trader
 
 
 class Trader:
@@ -175,7 +176,7 @@ def run_soak(
         settings_path.write_text(json.dumps(settings.model_dump(mode="json")))
         process = 1
         trader = Trader(settings_path, "soak-1", root / "trader-1.log")
-        faults, refused, held_pairs, held_entries, cycle_seconds = [], 0, 0, 0, []
+        faults, refused, held_pairs, held_entries, cycle_seconds, cycle_cpu = [], 0, 0, 0, [], []
         rss = [(1, 0, trader.ready["rss_kb"])]
         started = time.time()
         for n, k in enumerate(range(1_200 - 1, 1_200 - 1 + cycles)):
@@ -198,6 +199,7 @@ def run_soak(
             server.set_now(int(now.timestamp() * 1000))
             answer = trader.cycle(now)
             cycle_seconds.append(answer["s"])
+            cycle_cpu.append(answer["cpu_s"])
             refused += answer["refused"]
             held_pairs += answer["held_pairs"]
             held_entries += answer["held_entries"]
@@ -226,4 +228,5 @@ def run_soak(
             len(orders),
             cycle_seconds,
             orders["status"].value_counts().to_dict(),
+            cycle_cpu,
         )

@@ -3,7 +3,8 @@ and the state store, then one live cycle per command read from stdin, one JSON a
 
     python soak_trader.py SETTINGS_JSON RUN_ID
     {"now": "2024-05-01T10:00:01+00:00"}   -> {"refused": bool, "held_pairs": int, "held_entries": int,
-                                               "rss_kb": int, "s": seconds of run_cycle}
+                                               "rss_kb": int, "s": seconds of run_cycle,
+                                               "cpu_s": CPU seconds of run_cycle, every thread of the process}
     {"final": 10}                          -> {"ok": bool, "why": str}   (reconciles until the store agrees, for 10 s)
 
 Everything else the process prints goes to stderr, so stdout carries only the answers.
@@ -51,9 +52,9 @@ def main(settings_path: str, run_id: str) -> int:
     for line in sys.stdin:
         command = json.loads(line)
         if "now" in command:
-            t = time.perf_counter()
+            t, cpu = time.perf_counter(), time.process_time()
             report = run_cycle(ctx, pd.Timestamp(command["now"]))
-            seconds = time.perf_counter() - t
+            seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
             pairs = report.pairs
             answers.write(
                 json.dumps(
@@ -65,6 +66,7 @@ def main(settings_path: str, run_id: str) -> int:
                         else 0,
                         "rss_kb": rss_kb(),
                         "s": round(seconds, 4),
+                        "cpu_s": round(cpu, 4),
                     }
                 )
                 + "\n"
