@@ -11,6 +11,7 @@ import math
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import reduce
+import types
 from typing import Protocol
 
 import numpy as np
@@ -113,11 +114,15 @@ _COMPILED = {}
 
 
 def _compiled(fn):
-    """`fn` compiled by numba, once a process (numba imported then: half a second; only the fixed-size engine's signals
-    and equity use it, never a cycle)."""
+    """`fn` compiled by numba, once a process, with the functions of its module it calls (numba imported then: half a
+    second; only the fixed-size engine and the statistics and baselines of long runs use it, never a cycle)."""
     if fn.__name__ not in _COMPILED:
         import numba  # noqa: PLC0415
 
+        mine = lambda g: isinstance(g, types.FunctionType) and g.__module__ == fn.__module__
+        calls = {n: _compiled(g) for n in fn.__code__.co_names if mine(g := fn.__globals__.get(n))}
+        if calls:  # numba finds a callee by its global name: the compiled ones, in a copy of the globals
+            fn = types.FunctionType(fn.__code__, fn.__globals__ | calls, fn.__name__, fn.__defaults__)
         # numpy's error model: x / 0 is inf or NaN, as in numpy, not Python's ZeroDivisionError
         _COMPILED[fn.__name__] = numba.njit(cache=True, nogil=True, error_model="numpy")(fn)
     return _COMPILED[fn.__name__]
@@ -420,6 +425,110 @@ def _equity_loop(bars, dc, dp, close, cash: float):
         out[i] = (c + cash) + u * close[i]
     return out
 
+# %% ../nbs/13_backtest.ipynb #98b42882
+_COMPILED_FROM = 50_000  # marks from which the statistics and the baselines run compiled: the same numbers either way
+
+
+def _block_sum(a: np.ndarray, lo: int, n: int) -> float:
+    "numpy's pairwise summation's leaf: a[lo : lo + n] in 8 running sums (n < 8: one, from -0.0), for numba."
+    if n < 8:
+        s = -0.0
+        for i in range(lo, lo + n):
+            s += a[i]
+        return s
+    r0, r1, r2, r3, r4, r5, r6, r7 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3], a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+    i, end = lo + 8, lo + n - n % 8
+    while i < end:
+        r0, r1, r2, r3 = r0 + a[i], r1 + a[i + 1], r2 + a[i + 2], r3 + a[i + 3]
+        r4, r5, r6, r7 = r4 + a[i + 4], r5 + a[i + 5], r6 + a[i + 6], r7 + a[i + 7]
+        i += 8
+    s = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    for j in range(i, lo + n):
+        s += a[j]
+    return s
+
+
+def _pairwise_sum(a: np.ndarray, n: int) -> float:
+    """numpy's `a[:n].sum()` of contiguous float64 to the bit: its pairwise summation (halves rounded down to a
+    multiple of 8, blocks of at most 128), walked with a stack instead of numpy's recursion, for numba."""
+    if n <= 128:
+        return _block_sum(a, 0, n)
+    lo, size, left, waiting = np.zeros(64, np.int64), np.zeros(64, np.int64), np.zeros(64), np.zeros(64, np.bool_)
+    top, size[0] = 0, n
+    while True:
+        if size[top] > 128:  # split: its left half first
+            half = size[top] // 2 - size[top] // 2 % 8
+            waiting[top], lo[top + 1], size[top + 1] = False, lo[top], half
+            top += 1
+            continue
+        v = _block_sum(a, lo[top], size[top])
+        top -= 1
+        while top >= 0 and waiting[top]:  # both halves known: their sum goes up
+            v = left[top] + v
+            top -= 1
+        if top < 0:
+            return v
+        half = size[top] // 2 - size[top] // 2 % 8
+        left[top], waiting[top], lo[top + 1], size[top + 1] = v, True, lo[top] + half, size[top] - half
+        top += 1
+
+
+def _mean_std(x: np.ndarray, n: int) -> tuple[float, float]:
+    """(mean, sample std) of x[:n] as numpy's mean() and std(ddof=1), NaN below 1 and 2 values; x[:n] is left holding
+    the squared deviations."""
+    if n == 0:
+        return np.nan, np.nan
+    mean = _pairwise_sum(x, n) / n
+    if n < 2:
+        return mean, np.nan
+    for i in range(n):
+        d = x[i] - mean
+        x[i] = d * d
+    return mean, np.sqrt(_pairwise_sum(x, n) / (n - 1))
+
+
+def _worst_ratio(e: np.ndarray) -> float:
+    """The least of e / running peak, as numpy's fmin.reduce(e / maximum.accumulate(e)). Marks above 0: one division
+    per new peak, the lowest mark since the last peak over it (a division by a positive number keeps the order: the
+    least ratio of that stretch, to the bit); else every ratio."""
+    peak, low, worst = e[0], e[0], np.nan
+    if e.min() > 0:
+        for x in e:
+            if x > peak:
+                q = low / peak
+                worst = q if not q >= worst else worst
+                peak, low = x, x
+            elif x < low:
+                low = x
+        q = low / peak
+        return q if not q >= worst else worst
+    for x in e:
+        peak = x if x > peak else peak
+        q = x / peak
+        if not q >= worst and q == q:  # fmin: a NaN (0 / 0) is skipped
+            worst = q
+    return worst
+
+
+def _curve_stats(e: np.ndarray) -> tuple[int, float, float, float, float]:
+    """(returns counted, their mean, std, downside std, the least ratio to the running peak) of finite marks `e`, with
+    compute_stats' numpy arithmetic, to the bit: e[1:] / e[:-1] - 1, a NaN (0 / 0) dropped, numpy's sums."""
+    n = len(e) - 1
+    r, neg = np.empty(n), np.empty(n)
+    for i in range(n):
+        r[i] = e[i + 1] / e[i] - 1.0
+    m, k = n, 0
+    if np.isnan(_pairwise_sum(r, n)):  # drop without a branch: always write, step past what is kept
+        m = 0
+        for i in range(n):
+            r[m] = r[i]
+            m += r[i] == r[i]
+    for i in range(m):
+        neg[k] = r[i]
+        k += r[i] < 0
+    mean, std = _mean_std(r, m)
+    return m, mean, std, _mean_std(neg, k)[1], _worst_ratio(e)
+
 # %% ../nbs/13_backtest.ipynb #14e2444f
 def compute_stats(equity: pd.Series, trades: pd.DataFrame, exposure: float) -> dict:
     "Total return, CAGR, Sharpe, Sortino, max drawdown, win rate, profit factor, exposure and number of trades."
@@ -429,17 +538,14 @@ def compute_stats(equity: pd.Series, trades: pd.DataFrame, exposure: float) -> d
     # one pass: a mark that is not finite makes the sum so (an overflow of finite marks only takes pandas' path, which
     # gives the same numbers)
     finite = np.isfinite(e.sum())
-    with np.errstate(divide="ignore", invalid="ignore"):  # a mark at 0 gives inf, as pandas' pct_change, silently
-        r = e[1:] / e[:-1] if finite else equity.pct_change().dropna().to_numpy()
-    if finite:
-        r -= 1  # in place: the same pct_change, one array fewer
-        if np.isnan(r.sum()):  # 0 / 0 (a mark at 0 twice): dropped, as dropna drops it
-            r = r[~np.isnan(r)]
+    if finite and len(e) >= _COMPILED_FROM:
+        count, mean, std, downside, worst = _compiled(_curve_stats)(np.ascontiguousarray(e))
+        drawdown = worst - 1
+    else:
+        count, mean, std, downside, drawdown = _numpy_stats(equity, e, finite)
     years = (equity.index[-1] - equity.index[0]) / pd.Timedelta(days=365.25)
-    per_year = len(r) / years if years > 0 else float("nan")
+    per_year = count / years if years > 0 else float("nan")
     total = e[-1] / e[0] - 1
-    drawdown = _drawdown(e) if finite else (equity / equity.cummax() - 1).min()
-    std, downside, mean = _std(r), _std(r[r < 0]), r.mean() if len(r) else float("nan")
     pnl = trades["pnl"].to_numpy(np.float64)
     wins, losses = pnl[pnl > 0].sum(), -pnl[pnl < 0].sum()
     return {
@@ -455,10 +561,23 @@ def compute_stats(equity: pd.Series, trades: pd.DataFrame, exposure: float) -> d
     }
 
 
+def _numpy_stats(equity: pd.Series, e: np.ndarray, finite: bool) -> tuple[int, float, float, float, float]:
+    "(returns counted, their mean, std, downside std, max drawdown as a negative fraction) in numpy, or pandas."
+    with np.errstate(divide="ignore", invalid="ignore"):  # a mark at 0 gives inf, as pandas' pct_change, silently
+        r = e[1:] / e[:-1] if finite else equity.pct_change().dropna().to_numpy()
+    if finite:
+        r -= 1  # in place: the same pct_change, one array fewer
+        if np.isnan(r.sum()):  # 0 / 0 (a mark at 0 twice): dropped, as dropna drops it
+            r = r[~np.isnan(r)]
+    drawdown = _drawdown(e) if finite else (equity / equity.cummax() - 1).min()
+    return len(r), r.mean() if len(r) else float("nan"), _std(r), _std(r[r < 0]), drawdown
+
+
 def _drawdown(e: np.ndarray) -> float:
     """The deepest fall below the running peak, as a negative fraction. x - 1 rounds monotonically, so the least of
-    the ratios minus 1 is the least of (ratio - 1): one subtraction, two arrays fewer. Not compiled: the run
-    notebook's benchmarks come through here, and numba's import would lengthen every run's start-up."""
+    the ratios minus 1 is the least of (ratio - 1): one subtraction, two arrays fewer. Not compiled below
+    `_COMPILED_FROM` marks: the run notebook's benchmarks come through here, and numba's import would lengthen every
+    run's start-up."""
     peak = np.maximum.accumulate(e)
     with np.errstate(divide="ignore", invalid="ignore"):
         np.divide(e, peak, out=peak)
