@@ -8,10 +8,10 @@ from __future__ import annotations
 import gc
 import logging
 import math
+import types
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import reduce
-import types
 from typing import Protocol
 
 import numpy as np
@@ -473,12 +473,12 @@ def _pairwise_sum(a: np.ndarray, n: int) -> float:
         top += 1
 
 
-def _mean_std(x: np.ndarray, n: int) -> tuple[float, float]:
-    """(mean, sample std) of x[:n] as numpy's mean() and std(ddof=1), NaN below 1 and 2 values; x[:n] is left holding
-    the squared deviations."""
+def _mean_std(x: np.ndarray, n: int, total: float) -> tuple[float, float]:
+    """(mean, sample std) of x[:n] as numpy's mean() and std(ddof=1), from `total`, its pairwise sum (computed once for
+    the caller's NaN check too); NaN below 1 and 2 values. x[:n] is left holding the squared deviations."""
     if n == 0:
         return np.nan, np.nan
-    mean = _pairwise_sum(x, n) / n
+    mean = total / n
     if n < 2:
         return mean, np.nan
     for i in range(n):
@@ -517,17 +517,27 @@ def _curve_stats(e: np.ndarray) -> tuple[int, float, float, float, float]:
     r, neg = np.empty(n), np.empty(n)
     for i in range(n):
         r[i] = e[i + 1] / e[i] - 1.0
-    m, k = n, 0
-    if np.isnan(_pairwise_sum(r, n)):  # drop without a branch: always write, step past what is kept
-        m = 0
-        for i in range(n):
-            r[m] = r[i]
-            m += r[i] == r[i]
+    m, total = _without_nan(r)
+    k = 0
     for i in range(m):
         neg[k] = r[i]
         k += r[i] < 0
-    mean, std = _mean_std(r, m)
-    return m, mean, std, _mean_std(neg, k)[1], _worst_ratio(e)
+    mean, std = _mean_std(r, m, total)
+    return m, mean, std, _mean_std(neg, k, _pairwise_sum(neg, k))[1], _worst_ratio(e)
+
+
+def _without_nan(x: np.ndarray) -> tuple[int, float]:
+    """(how many values of `x` are kept, their pairwise sum): a NaN (0 / 0) dropped, as `dropna`, the others moved to
+    the front in order."""
+    n = len(x)
+    total = _pairwise_sum(x, n)
+    if not np.isnan(total):
+        return n, total
+    m = 0
+    for i in range(n):  # without a branch: always write, step past what is kept
+        x[m] = x[i]
+        m += x[i] == x[i]
+    return m, _pairwise_sum(x, m)
 
 # %% ../nbs/13_backtest.ipynb #14e2444f
 def compute_stats(equity: pd.Series, trades: pd.DataFrame, exposure: float) -> dict:
@@ -589,6 +599,32 @@ def _std(x: np.ndarray) -> float:
     return float(x.std(ddof=1)) if len(x) > 1 else float("nan")
 
 # %% ../nbs/13_backtest.ipynb #a083aa2a
+def _on_index(frame: pd.DataFrame, index: pd.DatetimeIndex) -> np.ndarray:
+    """The pair's closes at the times of `index`, a time without one carrying the one before it on `index` (NaN before
+    the first): `close.reindex(index).ffill()`, without the reindex when the pair's bars are `index`."""
+    close = frame["close"]
+    if not close.index.equals(index):
+        return close.reindex(index).ffill().to_numpy(np.float64)
+    values = close.to_numpy(np.float64)
+    return close.ffill().to_numpy(np.float64) if np.isnan(values).any() else values
+
+
+def _buy_hold(frames: dict[str, pd.DataFrame], index: pd.DatetimeIndex, cash: float, fee: float) -> np.ndarray:
+    "Equal-weight buy & hold at the times of `index`, each pair's share bought at its first close there."
+    share, total = cash / len(frames), 0
+    for frame in frames.values():
+        close = _on_index(frame, index)
+        valid = ~np.isnan(close)
+        if not valid.any():  # a pair with no candle yet keeps its share in cash until its first close
+            total = total + np.full(len(index), share)
+            continue
+        first = int(valid.argmax())
+        held = share * (1 - fee) / close[first] * close
+        held[:first] = share
+        total = total + held
+    return total
+
+
 def benchmark_curves(
     frames: dict[str, pd.DataFrame], index: pd.DatetimeIndex, cash: float, fee: float = 0.0
 ) -> pd.DataFrame:
@@ -596,15 +632,8 @@ def benchmark_curves(
     cash) on `index`."""
     if not frames:
         raise BacktestError("benchmarks need at least one pair")
-    share, held = cash / len(frames), []
-    for frame in frames.values():
-        close = frame["close"].reindex(index).ffill()
-        first = close.first_valid_index()
-        # a pair with no candle yet keeps its share in cash until its first close
-        held.append(
-            pd.Series(share, index=index) if first is None else (share * (1 - fee) / close[first] * close).fillna(share)
-        )
-    return pd.DataFrame({"buy_hold": sum(held), "flat": pd.Series(float(cash), index=index)}, index=index)
+    held = _buy_hold(frames, index, cash, fee)
+    return pd.DataFrame({"buy_hold": held, "flat": np.full(len(index), float(cash))}, index=index)
 
 # %% ../nbs/13_backtest.ipynb #87d5096c
 @dataclass(frozen=True)
@@ -656,6 +685,55 @@ def baseline_weights(
         w = w * (sign if can_short else sign.clip(lower=0))
     return w.fillna(0.0)
 
+
+def _weights(
+    close: np.ndarray, vol: np.ndarray, lookback: int | None, can_short: bool, rules: BaselineRules
+) -> np.ndarray:
+    "`baseline_weights` on arrays, from `vol`, the realised vol at each close (computed once for every lookback)."
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = np.minimum(rules.cap, rules.target_vol / vol)
+        if lookback is not None:
+            before = np.full(len(close), np.nan)  # the close `lookback` bars back
+            before[lookback:] = close[: max(len(close) - lookback, 0)]
+            sign = np.sign(close / before - 1)
+            w *= sign if can_short else np.maximum(sign, 0.0)  # maximum keeps NaN, as clip(lower=0)
+    w[np.isnan(w)] = 0.0
+    return w
+
+
+def _ewm_vol(close: np.ndarray, com: float, min_periods: int, per_day: float) -> np.ndarray:
+    """`realised_vol` for numba, to the bit: pandas' ewm(com, min_periods).mean() loop (window/aggregations.pyx,
+    adjust=True, NaN not ignored) over the squared returns close[i] / close[i - 1] - 1, then sqrt(var * 365.25 * per
+    day)."""
+    n = len(close)
+    out, factor = np.full(n, np.nan), 1.0 - 1.0 / (1.0 + com)
+    weighted, seen, old_wt = np.nan, 0, 1.0  # the first return is NaN: no close before it
+    for i in range(1, n):
+        x = close[i] / close[i - 1] - 1.0
+        cur = x * x
+        observed = cur == cur
+        seen += observed
+        if weighted == weighted:
+            old_wt *= factor
+            if observed:
+                if weighted != cur:  # pandas: a constant series stays exact
+                    weighted = (old_wt * weighted + cur) / (old_wt + 1.0)
+                old_wt += 1.0
+        elif observed:
+            weighted = cur
+        if seen >= min_periods:
+            out[i] = np.sqrt(weighted * 365.25 * per_day)
+    return out
+
+
+def _vol(close: np.ndarray, step: pd.Timedelta, rules: BaselineRules, compiled: bool) -> np.ndarray:
+    "`realised_vol` of the closes as an array: by pandas, or compiled (the same numbers, to the bit)."
+    if not compiled:
+        return realised_vol(pd.Series(close), step, rules).to_numpy()
+    per_day = bars_per_day(step)
+    at_least = max(2, math.ceil(rules.vol_min_days * per_day))
+    return _compiled(_ewm_vol)(close, float(rules.vol_com_days * per_day), at_least, float(per_day))
+
 # %% ../nbs/13_backtest.ipynb #074f57ec
 def _holding(close: np.ndarray, weight: np.ndarray, cash: float, units: float) -> tuple[np.ndarray, ...]:
     """(equity, the weight held, the target) at each close while nothing trades; a wiped-out sleeve (a short that more
@@ -692,29 +770,92 @@ def rebalance(
         out[i + k], i = cash + units * price, i + k + 1
     return out, traded, trades
 
+
+def _sleeve(
+    close, vol, start, lookback, can_short, cap, target_vol, share, cost, band
+) -> tuple[np.ndarray, float, int]:
+    """`rebalance` of `_weights` from close `start` on, for numba: the same loop over every close, the weight computed
+    at each (`lookback` < 0: vol target; else TSMOM's sign over it), the same numbers to the bit."""
+    out = np.empty(len(close) - start)
+    cash, units, traded, trades = share, 0.0, 0.0, 0
+    for j in range(len(out)):
+        i = start + j
+        w = target_vol / vol[i]
+        w = cap if cap < w else w  # np.minimum(cap, w): NaN stays NaN
+        if lookback >= 0:
+            sign = np.sign(close[i] / close[i - lookback] - 1.0) if i >= lookback else np.nan
+            w *= sign if can_short or not sign < 0 else 0.0
+        w = 0.0 if w != w else w
+        price = close[i]
+        value = units * price
+        equity = cash + value
+        held, target = (value / equity, w) if equity > 0 else (1.0 if value != 0 else 0.0, 0.0)
+        if abs(target - held) > band * abs(target):
+            delta = target * max(equity, 0.0) - units * price
+            units += delta / price
+            cash -= delta + cost * abs(delta)
+            traded, trades = traded + abs(delta), trades + 1
+            equity = cash + units * price
+        out[j] = equity
+    return out, traded, trades
+
 # %% ../nbs/13_backtest.ipynb #57a8aa7d
+def _compiles(frames: dict[str, pd.DataFrame]) -> bool:
+    "Whether the baselines run compiled: from `_COMPILED_FROM` bars of one pair (the same numbers either way)."
+    return max(len(f) for f in frames.values()) >= _COMPILED_FROM
+
+
+def _pair_closes(
+    frames: dict[str, pd.DataFrame], until: pd.Timestamp, step: pd.Timedelta, rules: BaselineRules, compiled: bool
+) -> dict[str, tuple[np.ndarray, pd.DatetimeIndex, np.ndarray]]:
+    """Each pair's (closes up to `until`, their times, the realised vol at each), once for every sleeve and lookback: a
+    close's vol depends on the closes up to it only, so the vol of a shorter span is a prefix of it."""
+    out = {}
+    for pair, frame in frames.items():
+        if not frame.index.is_monotonic_increasing:
+            raise BacktestError(f"{pair or 'bars'}: the baselines need candles sorted by time")
+        upto = frame.index.searchsorted(until, side="right")
+        close = np.ascontiguousarray(frame["close"].to_numpy(np.float64)[:upto])
+        out[pair] = close, frame.index[:upto], _vol(close, step, rules, compiled)
+    return out
+
+
+def _carried(values: np.ndarray, times: pd.DatetimeIndex, index: pd.DatetimeIndex, fill: float) -> np.ndarray:
+    """`values` at `times` onto `index`, each time carrying the latest value at or before it (`fill` before the first):
+    `reindex(index, method="ffill").fillna(fill)`, without the reindex when `times` are `index`."""
+    if not times.equals(index):
+        return pd.Series(values, index=times).reindex(index, method="ffill").fillna(fill).to_numpy()
+    return np.where(np.isnan(values), fill, values) if np.isnan(values).any() else values
+
+
 def _sleeves(
-    frames: dict[str, pd.DataFrame],
+    pairs: dict[str, tuple[np.ndarray, pd.DatetimeIndex, np.ndarray]],
     index: pd.DatetimeIndex,
     cash: float,
-    step: pd.Timedelta,
     lookback: int | None,
     can_short: bool,
     cost: float,
     rules: BaselineRules,
-) -> tuple[pd.Series, float, int]:
-    """(the equity of every pair's sleeve together on `index`, the value traded, the trades): vol-targeted buy & hold
-    (`lookback` None) or TSMOM, each pair's share trading from its first close on `index`, never seeing a later one."""
-    share, total, traded, trades = cash / len(frames), pd.Series(0.0, index=index), 0.0, 0
-    for frame in frames.values():
-        close = frame["close"][frame.index <= index[-1]]
-        weight = baseline_weights(close, step, lookback, can_short, rules)
-        live = np.asarray(close.index >= index[0])
-        if not live.any():  # no candle on `index`: the share stays cash
+    compiled: bool,
+) -> tuple[np.ndarray, float, int]:
+    """(the equity of every pair's sleeve together at the times of `index`, the value traded, the trades): vol-targeted
+    buy & hold (`lookback` None) or TSMOM, each pair's share trading from its first close on `index`, never seeing a
+    later one; `pairs` from `_pair_closes`."""
+    share, total, traded, trades = cash / len(pairs), np.zeros(len(index)), 0.0, 0
+    for close, times, vol in pairs.values():
+        upto, start = times.searchsorted(index[-1], side="right"), times.searchsorted(index[0])
+        if start >= upto:  # no candle on `index`: the share stays cash
             total += share
             continue
-        eq, t, n = rebalance(close.to_numpy(np.float64)[live], weight.to_numpy()[live], share, cost, rules.band)
-        total += pd.Series(eq, index=close.index[live]).reindex(index, method="ffill").fillna(share)
+        if compiled:
+            k, r = -1 if lookback is None else lookback, rules
+            eq, t, n = _compiled(_sleeve)(
+                close[:upto], vol, start, k, can_short, r.cap, r.target_vol, share, cost, r.band
+            )
+        else:
+            weight = _weights(close[:upto], vol[:upto], lookback, can_short, rules)
+            eq, t, n = rebalance(close[start:upto], weight[start:], share, cost, rules.band)
+        total += _carried(eq, times[start:upto], index, share)
         traded, trades = traded + t, trades + n
     return total, traded, trades
 
@@ -724,6 +865,9 @@ def _bar_step(frames: dict[str, pd.DataFrame]) -> pd.Timedelta:
     longest = max(frames.values(), key=len).index
     if len(longest) < 2:
         raise BacktestError("the baselines need at least 2 bars of one pair to know the timeframe")
+    gaps = np.diff(longest.asi8)
+    if (gaps == gaps[0]).all():  # evenly spaced: that gap, without counting them
+        return longest[1] - longest[0]
     return pd.Series(longest[1:] - longest[:-1]).mode().iloc[0]
 
 # %% ../nbs/13_backtest.ipynb #a99279ac
@@ -742,26 +886,35 @@ def choose_lookback(
     """(TSMOM's lookback, how it was chosen): the best Sharpe after costs on `window` (a validation slice, ending before
     `before`), else on the history before `before` when it holds two default lookbacks (a k needs 2k bars there, and is
     scored after the longest k's first k bars), else the default."""
-    index = reduce(pd.DatetimeIndex.union, (f.index for f in frames.values()))
+    compiled = _compiles(frames)
+    pairs = _pair_closes(frames, before, step, rules, compiled)
+    return _choose_lookback(pairs, before, step, cost, can_short, window, rules, compiled)
+
+
+def _choose_lookback(
+    pairs: dict, before: pd.Timestamp, step: pd.Timedelta, cost, can_short, window, rules, compiled: bool
+) -> tuple[str, str]:
+    "`choose_lookback` on `_pair_closes` (up to `before` at least)."
+    index = reduce(pd.DatetimeIndex.union, (times for _, times, _ in pairs.values()))
     if window is not None:
         lo, hi = (to_utc(x) for x in window)
         if hi >= before:
             raise BacktestError(f"TSMOM's lookback must be chosen before {before}: the window {lo} .. {hi} is not")
         where, labels = "validation slice", list(TSMOM_LOOKBACKS)
     else:
-        past, need = index[index < before], 2 * lookback_bars(DEFAULT_TSMOM_LOOKBACK, step)
+        past, need = index[: index.searchsorted(before)], 2 * lookback_bars(DEFAULT_TSMOM_LOOKBACK, step)
         if len(past) < need:
             return DEFAULT_TSMOM_LOOKBACK, f"default: {len(past):,} bars before the start, {need:,} needed to choose"
         labels = [k for k in TSMOM_LOOKBACKS if 2 * lookback_bars(k, step) <= len(past)]
         # scored where every candidate already has its past return: a longer k is not penalised by its warm-up
         lo, hi, where = past[max(lookback_bars(k, step) for k in labels)], past[-1], "history before the start"
-    span = index[(index >= lo) & (index <= hi)]
+    span = index[index.searchsorted(lo) : index.searchsorted(hi, side="right")]
     if len(span) < 2:
         return DEFAULT_TSMOM_LOOKBACK, f"default: the {where} {lo} .. {hi} has {len(span)} bar(s)"
     sharpe = {}
     for label in labels:
-        curve, _, _ = _sleeves(frames, span, 1.0, step, lookback_bars(label, step), can_short, cost, rules)
-        sharpe[label] = compute_stats(curve, _NO_TRADES, 0.0)["sharpe"]
+        curve, _, _ = _sleeves(pairs, span, 1.0, lookback_bars(label, step), can_short, cost, rules, compiled)
+        sharpe[label] = compute_stats(pd.Series(curve, index=span), _NO_TRADES, 0.0)["sharpe"]
     scored = {k: s for k, s in sharpe.items() if math.isfinite(s)}
     best = max(scored, key=scored.get) if scored else DEFAULT_TSMOM_LOOKBACK
     shown = ", ".join(f"{k} {s:.2f}" if math.isfinite(s) else f"{k} (no trade)" for k, s in sharpe.items())
@@ -785,17 +938,34 @@ def baselines(
     """(equity of `buy_hold`, `vol_target`, `tsmom` and `flat` on `index`; what the baselines did: value traded over
     the cash, trades, TSMOM's lookback and how it was chosen). `frames` may start before `index`: history for the
     realised vol, TSMOM's past return and, without a validation slice `select_on`, TSMOM's choice of lookback."""
+    curves, info = _baseline_arrays(frames, index, cash, fee, slippage_bps, can_short, step, select_on, rules)
+    return pd.DataFrame(curves, index=index), info
+
+
+def _baseline_arrays(
+    frames: dict[str, pd.DataFrame],
+    index: pd.DatetimeIndex,
+    cash: float,
+    fee,
+    slippage_bps,
+    can_short,
+    step,
+    select_on,
+    rules,
+) -> tuple[dict[str, np.ndarray], dict]:
+    "`baselines` as arrays, each pair's closes and realised vol taken once for every sleeve and lookback."
     if not frames:
         raise BacktestError("benchmarks need at least one pair")
     step, cost = pd.Timedelta(step) if step is not None else _bar_step(frames), fee + slippage_bps / 10_000
-    held = benchmark_curves(frames, index, cash, fee)
-    label, how = choose_lookback(frames, index[0], step, cost, can_short, select_on, rules)
+    compiled = _compiles(frames)
+    pairs = _pair_closes(frames, index[-1], step, rules, compiled)
+    label, how = _choose_lookback(pairs, index[0], step, cost, can_short, select_on, rules, compiled)
     k = lookback_bars(label, step)
-    vt, vt_traded, vt_trades = _sleeves(frames, index, cash, step, None, can_short, cost, rules)
-    ts, ts_traded, ts_trades = _sleeves(frames, index, cash, step, k, can_short, cost, rules)
-    bought = sum(frame.index[frame.index >= index[0]].size > 0 for frame in frames.values()) / len(frames)
-    curves = pd.DataFrame({"buy_hold": held["buy_hold"], "vol_target": vt, "tsmom": ts, "flat": held["flat"]})
-    return curves, {
+    vt, vt_traded, vt_trades = _sleeves(pairs, index, cash, None, can_short, cost, rules, compiled)
+    ts, ts_traded, ts_trades = _sleeves(pairs, index, cash, k, can_short, cost, rules, compiled)
+    bought = sum(len(f) > 0 and f.index[-1] >= index[0] for f in frames.values()) / len(frames)
+    held, flat = _buy_hold(frames, index, cash, fee), np.full(len(index), float(cash))
+    return {"buy_hold": held, "vol_target": vt, "tsmom": ts, "flat": flat}, {
         "buy_hold_turnover": float(bought),
         "vol_target_turnover": vt_traded / cash,
         "vol_target_trades": vt_trades,
@@ -810,6 +980,11 @@ def baselines(
 def benchmark_stats(equity: pd.Series, curves: pd.DataFrame) -> dict:
     """Per benchmark: its `<name>_return` (and but for flat its `<name>_sharpe`, `<name>_max_drawdown`), and
     `excess_return_vs_<name>`, `information_ratio_vs_<name>` of `equity`."""
+    e = equity.to_numpy(np.float64)
+    if len(e) >= _COMPILED_FROM and curves.index.equals(equity.index) and np.isfinite(e.sum()):
+        out = _stats_against(e, equity.index, {name: curves[name].to_numpy(np.float64) for name in curves.columns})
+        if out is not None:
+            return out
     r = equity.pct_change().dropna()
     years = (equity.index[-1] - equity.index[0]) / pd.Timedelta(days=365.25)
     per_year = len(r) / years if years > 0 else float("nan")
@@ -826,6 +1001,62 @@ def benchmark_stats(equity: pd.Series, curves: pd.DataFrame) -> dict:
             f"information_ratio_vs_{name}": float(active.mean() / active.std() * math.sqrt(per_year))
             if active.std() > 0
             else float("nan"),
+        }
+    return out
+
+
+def _against(r: np.ndarray, b: np.ndarray, own: bool) -> tuple:
+    """For numba: (with `own`: b's returns counted, their mean and std, b's least ratio to its running peak; the mean
+    and std of r - b's returns, a NaN return of b counted 0; whether that difference is free of NaN):
+    `benchmark_stats`' pandas arithmetic on finite marks, to the bit."""
+    n = len(r)
+    rb, a = np.empty(n), np.empty(n)
+    for i in range(n):
+        x = b[i + 1] / b[i] - 1.0
+        rb[i] = x
+        a[i] = r[i] - (x if x == x else 0.0)
+    total = _pairwise_sum(a, n)
+    a_mean, a_std = _mean_std(a, n, total)
+    if not own:
+        return 0, np.nan, np.nan, np.nan, a_mean, a_std, total == total
+    m, b_total = _without_nan(rb)  # as compute_stats of b
+    mean, std = _mean_std(rb, m, b_total)
+    return m, mean, std, _worst_ratio(b), a_mean, a_std, total == total
+
+
+def _stats_against(e: np.ndarray, index: pd.DatetimeIndex, curves: dict[str, np.ndarray]) -> dict | None:
+    "`benchmark_stats` of finite marks `e` against `curves` on the same times, compiled; None where pandas must decide."
+    r = e[1:] / e[:-1]
+    r -= 1
+    if np.isnan(r_sum := r.sum()) or not all(np.isfinite(b.sum()) for b in curves.values()):
+        return None
+    years = (index[-1] - index[0]) / pd.Timedelta(days=365.25)
+    per_year = len(r) / years if years > 0 else float("nan")
+    total, out = e[-1] / e[0] - 1, {}
+    for name, b in curves.items():
+        if (
+            name == "flat" and b[0] == b[-1] and (b == b[0]).all()
+        ):  # returns of 0 (0 / 0 counted 0): the difference is r
+            count, mean, std, worst, clean = 0, np.nan, np.nan, np.nan, True
+            a_mean, a_std = _compiled(_mean_std)(r.copy(), len(r), r_sum)
+        else:
+            count, mean, std, worst, a_mean, a_std, clean = _compiled(_against)(
+                r, np.ascontiguousarray(b), name != "flat"
+            )
+        if not clean:  # a NaN difference: pandas' skipna decides
+            return None
+        own = {
+            "sharpe": float(mean / std * math.sqrt(count / years if years > 0 else float("nan")))
+            if std > 0
+            else float("nan"),
+            "max_drawdown": float(-(worst - 1)),
+        }
+        ret = float(b[-1] / e[0] - 1)
+        out |= {
+            f"{name}_return": ret,
+            **({} if name == "flat" else {f"{name}_{k}": own[k] for k in ("sharpe", "max_drawdown")}),
+            f"excess_return_vs_{name}": float(total - ret),
+            f"information_ratio_vs_{name}": float(a_mean / a_std * math.sqrt(per_year)) if a_std > 0 else float("nan"),
         }
     return out
 
@@ -932,18 +1163,12 @@ def _with_benchmarks(
     for pair, earlier in (history or {}).items():
         if pair in frames:
             frames = frames | {pair: pd.concat([earlier[earlier.index < frames[pair].index[0]], frames[pair]])}
-    curves, info = baselines(
-        frames,
-        result.equity.index,
-        cash,
-        fee=costs.taker_fee,
-        slippage_bps=costs.slippage_bps,
-        can_short=can_short,
-        step=step,
-        select_on=select_on,
-    )
-    curves, exposed = with_exposure_benchmark(curves, result, frames, cash)  # buy & hold as invested as the strategy
-    stats = {**result.stats, **benchmark_stats(result.equity, curves), **info, **exposed}
+    index, fee, bps = result.equity.index, costs.taker_fee, costs.slippage_bps
+    curves, info = _baseline_arrays(frames, index, cash, fee, bps, can_short, step, select_on, BASELINE_RULES)
+    share = _exposure_share(result, frames)  # buy & hold as invested as the strategy: `with_exposure_benchmark`
+    curves["buy_hold_scaled"] = cash + share * (curves["buy_hold"] - cash)
+    curves = pd.DataFrame(curves, index=index, copy=False)  # the arrays are its own: no copy
+    stats = {**result.stats, **benchmark_stats(result.equity, curves), **info, "gross_exposure": share}
     return replace(result, stats=stats, benchmarks=curves)
 
 
@@ -1005,6 +1230,14 @@ def _held_by_fills(fills: pd.DataFrame, index: pd.DatetimeIndex) -> dict[str, np
     return out
 
 
+def _latest_close(frame: pd.DataFrame, index: pd.DatetimeIndex) -> np.ndarray:
+    "The pair's latest close at each time of `index`: `reindex(index, method='ffill')`, none when its bars are `index`."
+    close = frame["close"]
+    if close.index.equals(index):
+        return close.to_numpy(np.float64)
+    return close.reindex(index, method="ffill").to_numpy(np.float64)
+
+
 def notional_exposure(
     trades: pd.DataFrame, frames: dict[str, pd.DataFrame], equity: pd.Series, fills: pd.DataFrame | None = None
 ) -> pd.Series:
@@ -1014,26 +1247,62 @@ def notional_exposure(
     index, value = equity.index, np.zeros(len(equity))
     if fills is not None and len(fills):
         for pair, held in _held_by_fills(fills, index).items():
-            close = frames[pair]["close"].reindex(index, method="ffill").to_numpy(np.float64)
+            close = _latest_close(frames[pair], index)
             value += np.nan_to_num(held * close)
         return pd.Series(value / equity.to_numpy(np.float64), index=index, name="gross_exposure")
     for pair, group in trades.groupby("pair", sort=False):
-        units, size = np.zeros(len(index) + 1), group["size"].abs().to_numpy(np.float64)
+        size = group["size"].abs().to_numpy(np.float64)
         exits = index.searchsorted(group["exit_time"].fillna(index[-1]))
         exits[group["exit_time"].isna().to_numpy()] = len(index)  # still open at the end
-        np.add.at(units, index.searchsorted(group["entry_time"]), size)
+        entries, close = index.searchsorted(group["entry_time"]), _latest_close(frames[pair], index)
+        if len(index) >= _COMPILED_FROM:
+            _compiled(_add_held)(value, entries, exits, size, np.ascontiguousarray(close))
+            continue
+        units = np.zeros(len(index) + 1)
+        np.add.at(units, entries, size)
         np.add.at(units, exits, -size)
-        close = frames[pair]["close"].reindex(index, method="ffill").to_numpy(np.float64)
         value += np.nan_to_num(np.cumsum(units)[:-1] * close)
     return pd.Series(value / equity.to_numpy(np.float64), index=index, name="gross_exposure")
+
+
+def _add_held(value: np.ndarray, entries: np.ndarray, exits: np.ndarray, size: np.ndarray, close: np.ndarray) -> None:
+    """For numba: `value` += the units held × close at each bar, as `notional_exposure` computes it in numpy, to the
+    bit: np.add.at of the sizes at the entries and of their negatives at the exits, numpy's running sum, nan_to_num."""
+    units, big = np.zeros(len(close) + 1), np.finfo(np.float64).max
+    for j in range(len(entries)):
+        units[entries[j]] += size[j]
+    for j in range(len(exits)):
+        units[exits[j]] += -size[j]
+    held = 0.0
+    for i in range(len(close)):
+        held = units[0] if i == 0 else held + units[i]
+        v = held * close[i]
+        value[i] += 0.0 if v != v else min(max(v, -big), big)
+
+
+def _nan_mean(x: np.ndarray) -> float:
+    "For numba: pandas' mean of `x`, to the bit: NaN left out of the count and summed as 0 (pairwise)."
+    y, count = np.empty(len(x)), 0
+    for i in range(len(x)):
+        seen = x[i] == x[i]
+        y[i] = x[i] if seen else 0.0
+        count += seen
+    return _pairwise_sum(y, len(y)) / count if count > 0 else np.nan
 
 
 def with_exposure_benchmark(curves: pd.DataFrame, result, frames: dict, cash: float) -> tuple[pd.DataFrame, dict]:
     """(`curves` with `buy_hold_scaled`: the strategy's average gross exposure of `cash` in equal-weight buy & hold,
     the rest idle; {"gross_exposure": that average})."""
-    fills = result.fills if len(result.fills) else None
-    share = float(notional_exposure(result.trades, frames, result.equity, fills).mean()) if len(result.trades) else 0.0
+    share = _exposure_share(result, frames)
     return curves.assign(buy_hold_scaled=cash + share * (curves["buy_hold"] - cash)), {"gross_exposure": share}
+
+
+def _exposure_share(result, frames: dict) -> float:
+    "The strategy's average gross exposure (0 without a trade)."
+    if not len(result.trades):
+        return 0.0
+    held = notional_exposure(result.trades, frames, result.equity, result.fills if len(result.fills) else None)
+    return float(_compiled(_nan_mean)(held.to_numpy()) if len(held) >= _COMPILED_FROM else held.mean())
 
 # %% ../nbs/13_backtest.ipynb #98236106
 @dataclass(frozen=True)
