@@ -437,22 +437,54 @@ def _block_sum(a: np.ndarray, lo: int, n: int) -> float:
             s += a[i]
         return s
     r0, r1, r2, r3, r4, r5, r6, r7 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3], a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
-    i, end = lo + 8, lo + n - n % 8
-    while i < end:
-        r0, r1, r2, r3 = r0 + a[i], r1 + a[i + 1], r2 + a[i + 2], r3 + a[i + 3]
-        r4, r5, r6, r7 = r4 + a[i + 4], r5 + a[i + 5], r6 + a[i + 6], r7 + a[i + 7]
-        i += 8
+    end = lo + n - n % 8
+    for i in range(lo + 8, end, 8):  # one statement a sum: numba keeps the eight apart in registers
+        r0 += a[i]
+        r1 += a[i + 1]
+        r2 += a[i + 2]
+        r3 += a[i + 3]
+        r4 += a[i + 4]
+        r5 += a[i + 5]
+        r6 += a[i + 6]
+        r7 += a[i + 7]
     s = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-    for j in range(i, lo + n):
+    for j in range(end, lo + n):
         s += a[j]
     return s
 
 
-def _pairwise_sum(a: np.ndarray, n: int) -> float:
-    """numpy's `a[:n].sum()` of contiguous float64 to the bit: its pairwise summation (halves rounded down to a
-    multiple of 8, blocks of at most 128), walked with a stack instead of numpy's recursion, for numba."""
+def _block_sq(a: np.ndarray, lo: int, n: int, mean: float) -> float:
+    "`_block_sum` of (a - mean)², the terms numpy's var sums, without writing them."
+    if n < 8:
+        s = -0.0
+        for i in range(lo, lo + n):
+            s += (a[i] - mean) * (a[i] - mean)
+        return s
+    d0, d1, d2, d3 = a[lo] - mean, a[lo + 1] - mean, a[lo + 2] - mean, a[lo + 3] - mean
+    d4, d5, d6, d7 = a[lo + 4] - mean, a[lo + 5] - mean, a[lo + 6] - mean, a[lo + 7] - mean
+    r0, r1, r2, r3, r4, r5, r6, r7 = d0 * d0, d1 * d1, d2 * d2, d3 * d3, d4 * d4, d5 * d5, d6 * d6, d7 * d7
+    end = lo + n - n % 8
+    for i in range(lo + 8, end, 8):
+        r0 += (a[i] - mean) * (a[i] - mean)
+        r1 += (a[i + 1] - mean) * (a[i + 1] - mean)
+        r2 += (a[i + 2] - mean) * (a[i + 2] - mean)
+        r3 += (a[i + 3] - mean) * (a[i + 3] - mean)
+        r4 += (a[i + 4] - mean) * (a[i + 4] - mean)
+        r5 += (a[i + 5] - mean) * (a[i + 5] - mean)
+        r6 += (a[i + 6] - mean) * (a[i + 6] - mean)
+        r7 += (a[i + 7] - mean) * (a[i + 7] - mean)
+    s = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    for j in range(end, lo + n):
+        s += (a[j] - mean) * (a[j] - mean)
+    return s
+
+
+def _pairwise_sum(a: np.ndarray, n: int, mean: float = 0.0, squared: bool = False) -> float:
+    """numpy's `a[:n].sum()` of contiguous float64 to the bit (`squared`: of (a[:n] - mean)², as its var), its pairwise
+    summation (halves rounded down to a multiple of 8, blocks of at most 128) walked with a stack instead of numpy's
+    recursion, for numba."""
     if n <= 128:
-        return _block_sum(a, 0, n)
+        return _block_sq(a, 0, n, mean) if squared else _block_sum(a, 0, n)
     lo, size, left, waiting = np.zeros(64, np.int64), np.zeros(64, np.int64), np.zeros(64), np.zeros(64, np.bool_)
     top, size[0] = 0, n
     while True:
@@ -461,7 +493,7 @@ def _pairwise_sum(a: np.ndarray, n: int) -> float:
             waiting[top], lo[top + 1], size[top + 1] = False, lo[top], half
             top += 1
             continue
-        v = _block_sum(a, lo[top], size[top])
+        v = _block_sq(a, lo[top], size[top], mean) if squared else _block_sum(a, lo[top], size[top])
         top -= 1
         while top >= 0 and waiting[top]:  # both halves known: their sum goes up
             v = left[top] + v
@@ -475,16 +507,13 @@ def _pairwise_sum(a: np.ndarray, n: int) -> float:
 
 def _mean_std(x: np.ndarray, n: int, total: float) -> tuple[float, float]:
     """(mean, sample std) of x[:n] as numpy's mean() and std(ddof=1), from `total`, its pairwise sum (computed once for
-    the caller's NaN check too); NaN below 1 and 2 values. x[:n] is left holding the squared deviations."""
+    the caller's NaN check too); NaN below 1 and 2 values."""
     if n == 0:
         return np.nan, np.nan
     mean = total / n
     if n < 2:
         return mean, np.nan
-    for i in range(n):
-        d = x[i] - mean
-        x[i] = d * d
-    return mean, np.sqrt(_pairwise_sum(x, n) / (n - 1))
+    return mean, np.sqrt(_pairwise_sum(x, n, mean, True) / (n - 1))
 
 
 def _worst_ratio(e: np.ndarray) -> float:
@@ -611,17 +640,26 @@ def _on_index(frame: pd.DataFrame, index: pd.DatetimeIndex) -> np.ndarray:
 
 def _buy_hold(frames: dict[str, pd.DataFrame], index: pd.DatetimeIndex, cash: float, fee: float) -> np.ndarray:
     "Equal-weight buy & hold at the times of `index`, each pair's share bought at its first close there."
-    share, total = cash / len(frames), 0
+    share, total = cash / len(frames), None
     for frame in frames.values():
         close = _on_index(frame, index)
         valid = ~np.isnan(close)
         if not valid.any():  # a pair with no candle yet keeps its share in cash until its first close
-            total = total + np.full(len(index), share)
-            continue
-        first = int(valid.argmax())
-        held = share * (1 - fee) / close[first] * close
-        held[:first] = share
-        total = total + held
+            held = np.full(len(index), share)
+        else:
+            first = int(valid.argmax())
+            held = share * (1 - fee) / close[first] * close
+            held[:first] = share
+        total = _added(total, held)
+    return total
+
+
+def _added(total: np.ndarray | None, x: np.ndarray) -> np.ndarray:
+    """`total` + `x`, a sum from 0 (the first `x` + 0.0), in place where `x` may be written (the caller's own): a long
+    curve's fresh pages cost as much as its arithmetic."""
+    if total is None:
+        return np.add(x, 0.0, out=x) if x.flags.writeable else x + 0.0
+    total += x
     return total
 
 
@@ -841,11 +879,11 @@ def _sleeves(
     """(the equity of every pair's sleeve together at the times of `index`, the value traded, the trades): vol-targeted
     buy & hold (`lookback` None) or TSMOM, each pair's share trading from its first close on `index`, never seeing a
     later one; `pairs` from `_pair_closes`."""
-    share, total, traded, trades = cash / len(pairs), np.zeros(len(index)), 0.0, 0
+    share, total, traded, trades = cash / len(pairs), None, 0.0, 0
     for close, times, vol in pairs.values():
         upto, start = times.searchsorted(index[-1], side="right"), times.searchsorted(index[0])
         if start >= upto:  # no candle on `index`: the share stays cash
-            total += share
+            total = _added(total, np.full(len(index), share))
             continue
         if compiled:
             k, r = -1 if lookback is None else lookback, rules
@@ -855,7 +893,7 @@ def _sleeves(
         else:
             weight = _weights(close[:upto], vol[:upto], lookback, can_short, rules)
             eq, t, n = rebalance(close[start:upto], weight[start:], share, cost, rules.band)
-        total += _carried(eq, times[start:upto], index, share)
+        total = _added(total, _carried(eq, times[start:upto], index, share))
         traded, trades = traded + t, trades + n
     return total, traded, trades
 
@@ -963,6 +1001,7 @@ def _baseline_arrays(
     k = lookback_bars(label, step)
     vt, vt_traded, vt_trades = _sleeves(pairs, index, cash, None, can_short, cost, rules, compiled)
     ts, ts_traded, ts_trades = _sleeves(pairs, index, cash, k, can_short, cost, rules, compiled)
+    del pairs  # its vol: freed before the next curves are made
     bought = sum(len(f) > 0 and f.index[-1] >= index[0] for f in frames.values()) / len(frames)
     held, flat = _buy_hold(frames, index, cash, fee), np.full(len(index), float(cash))
     return {"buy_hold": held, "vol_target": vt, "tsmom": ts, "flat": flat}, {
@@ -1166,7 +1205,9 @@ def _with_benchmarks(
     index, fee, bps = result.equity.index, costs.taker_fee, costs.slippage_bps
     curves, info = _baseline_arrays(frames, index, cash, fee, bps, can_short, step, select_on, BASELINE_RULES)
     share = _exposure_share(result, frames)  # buy & hold as invested as the strategy: `with_exposure_benchmark`
-    curves["buy_hold_scaled"] = cash + share * (curves["buy_hold"] - cash)
+    scaled = curves["buy_hold"] - cash  # cash + share * (buy_hold - cash), in place
+    scaled *= share
+    curves["buy_hold_scaled"] = np.add(scaled, cash, out=scaled)
     curves = pd.DataFrame(curves, index=index, copy=False)  # the arrays are its own: no copy
     stats = {**result.stats, **benchmark_stats(result.equity, curves), **info, "gross_exposure": share}
     return replace(result, stats=stats, benchmarks=curves)
