@@ -543,16 +543,16 @@ def _curve_stats(e: np.ndarray) -> tuple[int, float, float, float, float]:
     """(returns counted, their mean, std, downside std, the least ratio to the running peak) of finite marks `e`, with
     compute_stats' numpy arithmetic, to the bit: e[1:] / e[:-1] - 1, a NaN (0 / 0) dropped, numpy's sums."""
     n = len(e) - 1
-    r, neg = np.empty(n), np.empty(n)
+    r = np.empty(n)
     for i in range(n):
         r[i] = e[i + 1] / e[i] - 1.0
     m, total = _without_nan(r)
-    k = 0
-    for i in range(m):
-        neg[k] = r[i]
-        k += r[i] < 0
     mean, std = _mean_std(r, m, total)
-    return m, mean, std, _mean_std(neg, k, _pairwise_sum(neg, k))[1], _worst_ratio(e)
+    k = 0
+    for i in range(m):  # the losses to the front, in order, over r (done with): one array, fewer fresh pages
+        r[k] = r[i]
+        k += r[i] < 0
+    return m, mean, std, _mean_std(r, k, _pairwise_sum(r, k, 0.0, False))[1], _worst_ratio(e)
 
 
 def _without_nan(x: np.ndarray) -> tuple[int, float]:
@@ -632,7 +632,7 @@ def _on_index(frame: pd.DataFrame, index: pd.DatetimeIndex) -> np.ndarray:
     """The pair's closes at the times of `index`, a time without one carrying the one before it on `index` (NaN before
     the first): `close.reindex(index).ffill()`, without the reindex when the pair's bars are `index`."""
     close = frame["close"]
-    if not close.index.equals(index):
+    if not (close.index.equals(index) and close.index.is_unique):  # pandas refuses a reindex from repeated times
         return close.reindex(index).ffill().to_numpy(np.float64)
     values = close.to_numpy(np.float64)
     return close.ffill().to_numpy(np.float64) if np.isnan(values).any() else values
@@ -840,7 +840,7 @@ def _sleeve(
 # %% ../nbs/13_backtest.ipynb #57a8aa7d
 def _compiles(frames: dict[str, pd.DataFrame]) -> bool:
     "Whether the baselines run compiled: from `_COMPILED_FROM` bars of one pair (the same numbers either way)."
-    return max(len(f) for f in frames.values()) >= _COMPILED_FROM
+    return max((len(f) for f in frames.values()), default=0) >= _COMPILED_FROM
 
 
 def _pair_closes(
@@ -850,8 +850,8 @@ def _pair_closes(
     close's vol depends on the closes up to it only, so the vol of a shorter span is a prefix of it."""
     out = {}
     for pair, frame in frames.items():
-        if not frame.index.is_monotonic_increasing:
-            raise BacktestError(f"{pair or 'bars'}: the baselines need candles sorted by time")
+        if not (frame.index.is_monotonic_increasing and frame.index.is_unique):
+            raise BacktestError(f"{pair or 'bars'}: the baselines need candles sorted by time, one per time")
         upto = frame.index.searchsorted(until, side="right")
         close = np.ascontiguousarray(frame["close"].to_numpy(np.float64)[:upto])
         out[pair] = close, frame.index[:upto], _vol(close, step, rules, compiled)
@@ -1020,7 +1020,8 @@ def benchmark_stats(equity: pd.Series, curves: pd.DataFrame) -> dict:
     """Per benchmark: its `<name>_return` (and but for flat its `<name>_sharpe`, `<name>_max_drawdown`), and
     `excess_return_vs_<name>`, `information_ratio_vs_<name>` of `equity`."""
     e = equity.to_numpy(np.float64)
-    if len(e) >= _COMPILED_FROM and curves.index.equals(equity.index) and np.isfinite(e.sum()):
+    fast = curves.index.equals(equity.index) and equity.index.is_unique  # else pandas' reindex decides (or refuses)
+    if len(e) >= _COMPILED_FROM and fast and np.isfinite(e.sum()):
         out = _stats_against(e, equity.index, {name: curves[name].to_numpy(np.float64) for name in curves.columns})
         if out is not None:
             return out
@@ -1044,23 +1045,24 @@ def benchmark_stats(equity: pd.Series, curves: pd.DataFrame) -> dict:
     return out
 
 
-def _against(r: np.ndarray, b: np.ndarray, own: bool) -> tuple:
+def _against(r: np.ndarray, b: np.ndarray, own: bool, room: np.ndarray) -> tuple:
     """For numba: (with `own`: b's returns counted, their mean and std, b's least ratio to its running peak; the mean
     and std of r - b's returns, a NaN return of b counted 0; whether that difference is free of NaN):
-    `benchmark_stats`' pandas arithmetic on finite marks, to the bit."""
-    n = len(r)
-    rb, a = np.empty(n), np.empty(n)
+    `benchmark_stats`' pandas arithmetic on finite marks, to the bit. `room`: one array of len(r), for b's returns
+    then the difference (dividing twice costs less than the fresh pages of a second array)."""
+    n, m, mean, std, worst = len(r), 0, np.nan, np.nan, np.nan
+    if own:
+        for i in range(n):
+            room[i] = b[i + 1] / b[i] - 1.0
+        m, b_total = _without_nan(room)  # as compute_stats of b
+        mean, std = _mean_std(room, m, b_total)
+        worst = _worst_ratio(b)
     for i in range(n):
         x = b[i + 1] / b[i] - 1.0
-        rb[i] = x
-        a[i] = r[i] - (x if x == x else 0.0)
-    total = _pairwise_sum(a, n)
-    a_mean, a_std = _mean_std(a, n, total)
-    if not own:
-        return 0, np.nan, np.nan, np.nan, a_mean, a_std, total == total
-    m, b_total = _without_nan(rb)  # as compute_stats of b
-    mean, std = _mean_std(rb, m, b_total)
-    return m, mean, std, _worst_ratio(b), a_mean, a_std, total == total
+        room[i] = r[i] - (x if x == x else 0.0)
+    total = _pairwise_sum(room, n, 0.0, False)
+    a_mean, a_std = _mean_std(room, n, total)
+    return m, mean, std, worst, a_mean, a_std, total == total
 
 
 def _stats_against(e: np.ndarray, index: pd.DatetimeIndex, curves: dict[str, np.ndarray]) -> dict | None:
@@ -1071,16 +1073,15 @@ def _stats_against(e: np.ndarray, index: pd.DatetimeIndex, curves: dict[str, np.
         return None
     years = (index[-1] - index[0]) / pd.Timedelta(days=365.25)
     per_year = len(r) / years if years > 0 else float("nan")
-    total, out = e[-1] / e[0] - 1, {}
+    total, out, room = e[-1] / e[0] - 1, {}, np.empty(len(r))  # one room for every curve: fresh pages cost
     for name, b in curves.items():
-        if (
-            name == "flat" and b[0] == b[-1] and (b == b[0]).all()
-        ):  # returns of 0 (0 / 0 counted 0): the difference is r
+        # flat, steady: its returns are 0 (0 / 0 counted 0), the difference is r itself
+        if name == "flat" and b[0] == b[-1] and (b == b[0]).all():
             count, mean, std, worst, clean = 0, np.nan, np.nan, np.nan, True
-            a_mean, a_std = _compiled(_mean_std)(r.copy(), len(r), r_sum)
+            a_mean, a_std = _compiled(_mean_std)(r, len(r), r_sum)
         else:
             count, mean, std, worst, a_mean, a_std, clean = _compiled(_against)(
-                r, np.ascontiguousarray(b), name != "flat"
+                r, np.ascontiguousarray(b), name != "flat", room
             )
         if not clean:  # a NaN difference: pandas' skipna decides
             return None
@@ -1274,7 +1275,7 @@ def _held_by_fills(fills: pd.DataFrame, index: pd.DatetimeIndex) -> dict[str, np
 def _latest_close(frame: pd.DataFrame, index: pd.DatetimeIndex) -> np.ndarray:
     "The pair's latest close at each time of `index`: `reindex(index, method='ffill')`, none when its bars are `index`."
     close = frame["close"]
-    if close.index.equals(index):
+    if close.index.equals(index) and close.index.is_unique:  # pandas refuses a reindex from repeated times
         return close.to_numpy(np.float64)
     return close.reindex(index, method="ffill").to_numpy(np.float64)
 
@@ -1285,50 +1286,79 @@ def notional_exposure(
     """The gross exposure at each mark of `equity`: the value of the open positions (units × the pair's latest close,
     longs and shorts alike) over the equity. From the `fills` when given (a kernel run resizes its positions: a round
     trip's size is all it bought); else a round trip counts its size from its entry to before its exit."""
+    return pd.Series(_exposure(trades, frames, equity, fills), index=equity.index, name="gross_exposure")
+
+
+def _exposure(trades: pd.DataFrame, frames: dict, equity: pd.Series, fills: pd.DataFrame | None) -> np.ndarray:
+    "`notional_exposure` as a new array (the caller's own)."
     index, value = equity.index, np.zeros(len(equity))
     if fills is not None and len(fills):
         for pair, held in _held_by_fills(fills, index).items():
             close = _latest_close(frames[pair], index)
             value += np.nan_to_num(held * close)
-        return pd.Series(value / equity.to_numpy(np.float64), index=index, name="gross_exposure")
+        return np.divide(value, equity.to_numpy(np.float64), out=value)
     for pair, group in trades.groupby("pair", sort=False):
         size = group["size"].abs().to_numpy(np.float64)
-        exits = index.searchsorted(group["exit_time"].fillna(index[-1]))
+        exits = _positions(index, group["exit_time"].fillna(index[-1]))
         exits[group["exit_time"].isna().to_numpy()] = len(index)  # still open at the end
-        entries, close = index.searchsorted(group["entry_time"]), _latest_close(frames[pair], index)
-        if len(index) >= _COMPILED_FROM:
+        entries, close = _positions(index, group["entry_time"]), _latest_close(frames[pair], index)
+        if len(index) >= _COMPILED_FROM and (np.diff(entries) >= 0).all() and (np.diff(exits) >= 0).all():
             _compiled(_add_held)(value, entries, exits, size, np.ascontiguousarray(close))
             continue
         units = np.zeros(len(index) + 1)
         np.add.at(units, entries, size)
         np.add.at(units, exits, -size)
         value += np.nan_to_num(np.cumsum(units)[:-1] * close)
-    return pd.Series(value / equity.to_numpy(np.float64), index=index, name="gross_exposure")
+    return np.divide(value, equity.to_numpy(np.float64), out=value)
+
+
+def _positions(index: pd.DatetimeIndex, times: pd.Series) -> np.ndarray:
+    "`index.searchsorted(times)`: many ascending times of the index's own type in one compiled merge, else pandas'."
+    at = pd.DatetimeIndex(times)
+    if len(index) < _COMPILED_FROM or at.dtype != index.dtype or not at.is_monotonic_increasing:
+        return index.searchsorted(times)
+    return _compiled(_merged)(index.asi8, at.asi8)
+
+
+def _merged(times: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    "For numba: np.searchsorted(times, queries) of ascending `queries` (the first time not before each), one pass."
+    out, j = np.empty(len(queries), np.int64), 0
+    for k in range(len(queries)):
+        while j < len(times) and times[j] < queries[k]:
+            j += 1
+        out[k] = j
+    return out
 
 
 def _add_held(value: np.ndarray, entries: np.ndarray, exits: np.ndarray, size: np.ndarray, close: np.ndarray) -> None:
     """For numba: `value` += the units held × close at each bar, as `notional_exposure` computes it in numpy, to the
-    bit: np.add.at of the sizes at the entries and of their negatives at the exits, numpy's running sum, nan_to_num."""
-    units, big = np.zeros(len(close) + 1), np.finfo(np.float64).max
-    for j in range(len(entries)):
-        units[entries[j]] += size[j]
-    for j in range(len(exits)):
-        units[exits[j]] += -size[j]
-    held = 0.0
+    bit: the sizes at the entries then their negatives at the exits summed per bar from 0 (np.add.at's order), the
+    running sum of those (numpy's cumsum; a bar without one adds 0, which changes nothing), nan_to_num. `entries` and
+    `exits` ascending: no array of units."""
+    big, held, j, k = np.finfo(np.float64).max, 0.0, 0, 0
     for i in range(len(close)):
-        held = units[0] if i == 0 else held + units[i]
+        if (j < len(entries) and entries[j] == i) or (k < len(exits) and exits[k] == i):
+            units = 0.0
+            while j < len(entries) and entries[j] == i:
+                units += size[j]
+                j += 1
+            while k < len(exits) and exits[k] == i:
+                units += -size[k]
+                k += 1
+            held = units if i == 0 else held + units
         v = held * close[i]
         value[i] += 0.0 if v != v else min(max(v, -big), big)
 
 
 def _nan_mean(x: np.ndarray) -> float:
-    "For numba: pandas' mean of `x`, to the bit: NaN left out of the count and summed as 0 (pairwise)."
-    y, count = np.empty(len(x)), 0
+    """For numba: pandas' mean of `x`, to the bit: NaN left out of the count and summed as 0 (pairwise); `x` is left
+    with 0 for NaN."""
+    count = 0
     for i in range(len(x)):
         seen = x[i] == x[i]
-        y[i] = x[i] if seen else 0.0
+        x[i] = x[i] if seen else 0.0
         count += seen
-    return _pairwise_sum(y, len(y)) / count if count > 0 else np.nan
+    return _pairwise_sum(x, len(x), 0.0, False) / count if count > 0 else np.nan
 
 
 def with_exposure_benchmark(curves: pd.DataFrame, result, frames: dict, cash: float) -> tuple[pd.DataFrame, dict]:
@@ -1342,8 +1372,8 @@ def _exposure_share(result, frames: dict) -> float:
     "The strategy's average gross exposure (0 without a trade)."
     if not len(result.trades):
         return 0.0
-    held = notional_exposure(result.trades, frames, result.equity, result.fills if len(result.fills) else None)
-    return float(_compiled(_nan_mean)(held.to_numpy()) if len(held) >= _COMPILED_FROM else held.mean())
+    held = _exposure(result.trades, frames, result.equity, result.fills if len(result.fills) else None)
+    return float(_compiled(_nan_mean)(held) if len(held) >= _COMPILED_FROM else pd.Series(held).mean())
 
 # %% ../nbs/13_backtest.ipynb #98236106
 @dataclass(frozen=True)
