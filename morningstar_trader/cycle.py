@@ -49,9 +49,9 @@ if TYPE_CHECKING:
 _log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['CycleError', 'account_id', 'sibling_marks', 'account_start', 'sibling_view', 'CycleContext', 'build_context',
-           'CycleReport', 'sync_clock', 'warm_up', 'RecentCandles', 'refresh_alt', 'with_digest', 'CycleAudit',
-           'run_cycle', 'risk_status', 'resume_trading']
+__all__ = ['CycleError', 'account_id', 'sibling_marks', 'account_start', 'sibling_view', 'CycleContext', 'check_live_market',
+           'build_context', 'CycleReport', 'sync_clock', 'warm_up', 'RecentCandles', 'refresh_alt', 'with_digest',
+           'CycleAudit', 'run_cycle', 'risk_status', 'resume_trading']
 
 # %% ../nbs/12_cycle.ipynb #da68049e
 class CycleError(MorningstarError):
@@ -179,7 +179,7 @@ class CycleContext:
         return getattr(self.venue, "shadow", None)
 
 # %% ../nbs/12_cycle.ipynb #7b40b6a7
-def _check_live_market(settings: Settings) -> None:
+def check_live_market(settings: Settings) -> None:
     "Refuse live trading on a market whose positions reconciliation cannot read (anything but spot)."
     market = settings.exchange.market_type
     if settings.mode == "live" and market != "spot":
@@ -204,7 +204,7 @@ def _check_mode(settings: Settings, secrets: Secrets, confirm_live: bool) -> Non
         raise CycleError(
             "live mode needs MORNINGSTAR_EXCHANGE_API_KEY and MORNINGSTAR_EXCHANGE_SECRET in the environment"
         )
-    _check_live_market(settings)
+    check_live_market(settings)
 
 
 def _venue(settings: Settings, secrets: Secrets, path, initial_cash: float, quote: str) -> tuple[PortfolioStore, Venue]:
