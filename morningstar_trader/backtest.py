@@ -72,33 +72,30 @@ class KernelStrategy(Protocol):
     def inputs(self, pair: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]: ...
 
 # %% ../nbs/13_backtest.ipynb #1dcd254c
-def _roll_mean(v: np.ndarray, w: int) -> np.ndarray:
-    "pandas' roll_mean loop (window/aggregations.pyx) over finite float64 `v`, for numba to compile."
-    n, out = len(v), np.empty(len(v))
-    nobs, total, neg, comp_add, comp_remove, same, prev = 0, 0.0, 0, 0.0, 0.0, 0, v[0] if len(v) else 0.0
-    for i in range(n):
-        if i >= w:  # pandas removes what leaves the window first, then adds what enters it
-            x = v[i - w]
-            nobs -= 1
-            y = -x - comp_remove
-            t = total + y
-            comp_remove = t - total - y
-            total = t
-            if x < 0:
-                neg -= 1
-        x = v[i]
-        nobs += 1
-        y = x - comp_add
+def _roll_step(v: np.ndarray, i: int, w: int, nobs, total, neg, comp_add, comp_remove, same, prev) -> tuple:
+    """pandas' roll_mean loop (window/aggregations.pyx) at close i of finite float64 `v`, window w, for numba: (the
+    mean, NaN before w closes; then the loop's state for the next close)."""
+    if i >= w:  # pandas removes what leaves the window first, then adds what enters it
+        x = v[i - w]
+        nobs -= 1
+        y = -x - comp_remove
         t = total + y
-        comp_add = t - total - y
+        comp_remove = t - total - y
         total = t
         if x < 0:
-            neg += 1
-        same = same + 1 if x == prev else 1
-        prev = x
-        if nobs < w:
-            out[i] = np.nan
-            continue
+            neg -= 1
+    x = v[i]
+    nobs += 1
+    y = x - comp_add
+    t = total + y
+    comp_add = t - total - y
+    total = t
+    if x < 0:
+        neg += 1
+    same = same + 1 if x == prev else 1
+    prev = x
+    mean = np.nan
+    if nobs >= w:
         mean = total / nobs
         if same >= nobs:
             mean = prev
@@ -106,7 +103,17 @@ def _roll_mean(v: np.ndarray, w: int) -> np.ndarray:
             mean = 0.0
         elif neg == nobs and mean > 0:
             mean = 0.0
-        out[i] = mean
+    return mean, nobs, total, neg, comp_add, comp_remove, same, prev
+
+
+def _roll_mean(v: np.ndarray, w: int) -> np.ndarray:
+    "pandas' roll_mean loop over finite float64 `v`, for numba to compile."
+    out = np.empty(len(v))
+    nobs, total, neg, comp_add, comp_remove, same, prev = 0, 0.0, 0, 0.0, 0.0, 0, v[0] if len(v) else 0.0
+    for i in range(len(v)):
+        out[i], nobs, total, neg, comp_add, comp_remove, same, prev = _roll_step(
+            v, i, w, nobs, total, neg, comp_add, comp_remove, same, prev
+        )
     return out
 
 
@@ -151,15 +158,33 @@ class SmaCross:
             raise BacktestError(f"sma_cross needs 1 <= fast < slow, got fast={self.fast}, slow={self.slow}")
 
     def signals(self, frame: pd.DataFrame) -> pd.DataFrame:
-        close = frame["close"].to_numpy(np.float64)
+        close = np.ascontiguousarray(frame["close"].to_numpy(np.float64))
         # pandas' rolling mean, not TA-Lib's SMA: the same arithmetic as backtesting.py's examples, so a crossover
         # decided on a near-tie is decided the same way (the parity test compares trade lists exactly)
+        if np.isfinite(close.sum()):  # both means in one compiled pass, the crossings decided there
+            return pd.DataFrame({"direction": _compiled(_crossings)(close, self.fast, self.slow)}, index=frame.index)
         fast, slow = rolling_mean(close, self.fast), rolling_mean(close, self.slow)
         above, below = fast > slow, fast < slow  # a NaN (warm-up) is neither
         direction = np.zeros(len(close), np.int8)
         direction[1:][below[:-1] & above[1:]] = 1
         direction[1:][above[:-1] & below[1:]] = -1
         return pd.DataFrame({"direction": direction}, index=frame.index)
+
+
+def _crossings(v: np.ndarray, fast: int, slow: int) -> np.ndarray:
+    """For numba: SmaCross' direction at each close of finite `v` from both rolling means at once (1 where the fast
+    one crosses strictly above the slow one, -1 below): what their two `rolling_mean` arrays give, to the bit."""
+    out, p = np.zeros(len(v), np.int8), v[0] if len(v) else 0.0
+    fn, ft, fg, fa, fr, fs, fp = 0, 0.0, 0, 0.0, 0.0, 0, p
+    sn, st, sg, sa, sr, ss, sp = 0, 0.0, 0, 0.0, 0.0, 0, p
+    was_above, was_below = False, False
+    for i in range(len(v)):
+        f, fn, ft, fg, fa, fr, fs, fp = _roll_step(v, i, fast, fn, ft, fg, fa, fr, fs, fp)
+        s, sn, st, sg, sa, sr, ss, sp = _roll_step(v, i, slow, sn, st, sg, sa, sr, ss, sp)
+        above, below = f > s, f < s  # a NaN (warm-up) is neither
+        out[i] = 1 if was_below and above else (-1 if was_above and below else 0)
+        was_above, was_below = above, below
+    return out
 
 
 @dataclass(frozen=True)
