@@ -544,18 +544,42 @@ def _mean_std(x: np.ndarray, n: int, total: float) -> tuple[float, float]:
 def _worst_ratio(e: np.ndarray) -> float:
     """The least of e / running peak, as numpy's fmin.reduce(e / maximum.accumulate(e)). Marks above 0: one division
     per new peak, the lowest mark since the last peak over it (a division by a positive number keeps the order: the
-    least ratio of that stretch, to the bit); else every ratio."""
-    peak, low, worst = e[0], e[0], np.nan
-    if e.min() > 0:
-        for x in e:
+    least ratio of that stretch, to the bit), 32 marks at a time where none of them is a new peak; else every ratio."""
+    peak, low, worst, j = e[0], e[0], np.nan, 0
+    if e.min() <= 0:
+        return _every_ratio(e)
+    while j < len(e):
+        end = min(j + 32, len(e))
+        if end - j == 32:
+            top, bottom = _extremes(e, j)
+            if top <= peak:  # no new peak among them: only the low can move
+                low, j = min(low, bottom), end
+                continue
+        for x in e[j:end]:
             if x > peak:
                 q = low / peak
                 worst = q if not q >= worst else worst
                 peak, low = x, x
             elif x < low:
                 low = x
-        q = low / peak
-        return q if not q >= worst else worst
+        j = end
+    q = low / peak
+    return q if not q >= worst else worst
+
+
+def _extremes(e: np.ndarray, j: int) -> tuple[float, float]:
+    "(max, min) of e[j : j + 32], four of each at a time (min and max are exact in any order)."
+    m0, m1, m2, m3 = e[j], e[j + 1], e[j + 2], e[j + 3]
+    l0, l1, l2, l3 = m0, m1, m2, m3
+    for i in range(j + 4, j + 32, 4):
+        m0, m1, m2, m3 = max(m0, e[i]), max(m1, e[i + 1]), max(m2, e[i + 2]), max(m3, e[i + 3])
+        l0, l1, l2, l3 = min(l0, e[i]), min(l1, e[i + 1]), min(l2, e[i + 2]), min(l3, e[i + 3])
+    return max(max(m0, m1), max(m2, m3)), min(min(l0, l1), min(l2, l3))
+
+
+def _every_ratio(e: np.ndarray) -> float:
+    "`_worst_ratio` of marks at or below 0: every ratio to the running peak."
+    peak, worst = e[0], np.nan
     for x in e:
         peak = x if x > peak else peak
         q = x / peak
