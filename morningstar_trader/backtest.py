@@ -1098,7 +1098,7 @@ def _against(r: np.ndarray, b: np.ndarray, own: bool, room: np.ndarray) -> tuple
     """For numba: (with `own`: b's returns counted, their mean and std, b's least ratio to its running peak; the mean
     and std of r - b's returns, a NaN return of b counted 0; whether that difference is free of NaN):
     `benchmark_stats`' pandas arithmetic on finite marks, to the bit. `room`: one array of len(r), for b's returns
-    then the difference (dividing twice costs less than the fresh pages of a second array)."""
+    then the difference (fresh pages for a second array would cost more than dividing again)."""
     n, m, mean, std, worst = len(r), 0, np.nan, np.nan, np.nan
     if own:
         for i in range(n):
@@ -1106,9 +1106,13 @@ def _against(r: np.ndarray, b: np.ndarray, own: bool, room: np.ndarray) -> tuple
         m, b_total = _without_nan(room)  # as compute_stats of b
         mean, std = _mean_std(room, m, b_total)
         worst = _worst_ratio(b)
-    for i in range(n):
-        x = b[i + 1] / b[i] - 1.0
-        room[i] = r[i] - (x if x == x else 0.0)
+    if m == n:  # b's returns still in `room`, none dropped (nor NaN): the difference from them
+        for i in range(n):
+            room[i] = r[i] - room[i]
+    else:
+        for i in range(n):
+            x = b[i + 1] / b[i] - 1.0
+            room[i] = r[i] - (x if x == x else 0.0)
     total = _pairwise_sum(room, n, 0.0, False)
     a_mean, a_std = _mean_std(room, n, total)
     return m, mean, std, worst, a_mean, a_std, total == total
