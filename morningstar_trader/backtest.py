@@ -858,6 +858,18 @@ def rebalance(
     return out, traded, trades
 
 
+def _past_sign(close: np.ndarray, i: int, k: int) -> float:
+    """np.sign(close[i] / close[i - k] - 1), NaN before k closes. Two prices above 0 are compared instead: a / b of
+    doubles a != b is never within half an ulp of 1 (a ≥ b's next double gives a / b > 1 + 2^-53, the rounding
+    midpoint; a ≤ b's previous one gives a / b ≤ 1 - 2^-53), so the rounded quotient minus 1 has the sign of a - b."""
+    if i < k:
+        return np.nan
+    a, b = close[i], close[i - k]
+    if a > 0 and b > 0:
+        return 1.0 if a > b else (-1.0 if a < b else 0.0)
+    return np.sign(a / b - 1.0)
+
+
 def _sleeve(
     close, vol, start, lookback, can_short, cap, target_vol, share, cost, band
 ) -> tuple[np.ndarray, float, int]:
@@ -870,7 +882,7 @@ def _sleeve(
         w = target_vol / vol[i]
         w = cap if cap < w else w  # np.minimum(cap, w): NaN stays NaN
         if lookback >= 0:
-            sign = np.sign(close[i] / close[i - lookback] - 1.0) if i >= lookback else np.nan
+            sign = _past_sign(close, i, lookback)
             w *= sign if can_short or not sign < 0 else 0.0
         w = 0.0 if w != w else w
         price = close[i]
