@@ -1378,16 +1378,26 @@ def _exposure(trades: pd.DataFrame, frames: dict, equity: pd.Series, fills: pd.D
 
 
 def _positions(index: pd.DatetimeIndex, times: pd.Series) -> np.ndarray:
-    "`index.searchsorted(times)`: many ascending times of the index's own type in one compiled merge, else pandas'."
+    """`index.searchsorted(times)`: many ascending times of a unique index's own type compiled (on an even grid by
+    arithmetic, else one merge), else pandas'."""
     at = pd.DatetimeIndex(times)
-    if len(index) < _COMPILED_FROM or at.dtype != index.dtype or not at.is_monotonic_increasing:
+    if len(index) < _COMPILED_FROM or at.dtype != index.dtype or not (at.is_monotonic_increasing and index.is_unique):
         return index.searchsorted(times)
     return _compiled(_merged)(index.asi8, at.asi8)
 
 
 def _merged(times: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    "For numba: np.searchsorted(times, queries) of ascending `queries` (the first time not before each), one pass."
-    out, j = np.empty(len(queries), np.int64), 0
+    """For numba: np.searchsorted(times, queries) of ascending `queries` in unique ascending `times` (the first time
+    not before each). Each query that is a time of an evenly spaced `times` is found by arithmetic, checked there;
+    else one pass over the times."""
+    out, j, step = np.empty(len(queries), np.int64), 0, times[1] - times[0] if len(times) > 1 else 0
+    for k in range(len(queries)):
+        at = (queries[k] - times[0]) // step if step > 0 else -1
+        if not (0 <= at < len(times) and times[at] == queries[k]):
+            break
+        out[k] = at
+    else:
+        return out
     for k in range(len(queries)):
         while j < len(times) and times[j] < queries[k]:
             j += 1
