@@ -540,7 +540,7 @@ def _mean_std(x: np.ndarray, n: int, total: float) -> tuple[float, float]:
         return mean, np.nan
     return mean, np.sqrt(_pairwise_sum(x, n, mean, True) / (n - 1))
 
-
+# %% ../nbs/13_backtest.ipynb #b91e3a4c
 def _worst_ratio(e: np.ndarray) -> float:
     """The least of e / running peak, as numpy's fmin.reduce(e / maximum.accumulate(e)). Marks above 0: one division
     per new peak, the lowest mark since the last peak over it (a division by a positive number keeps the order: the
