@@ -1117,17 +1117,20 @@ def _replay(
 ) -> np.ndarray:
     "`close_bar` at every close from bar `first` on; the equity after each. `errors` gathers each close's pair errors."
     step, times = pd.Timedelta(parse_timeframe(k.settings.timeframe)), index.as_unit("ns").asi8
+    # the close times and each pair's "has a candle" made once: a DatetimeIndex item and a numpy scalar per close cost
+    closes = [None] * first + list(index[first:] + step)
+    seen = {pair: (~np.isnan(v[0][:, 0])).tolist() for pair, v in laid.items()}
     equity, rs = np.full(len(index), float(cash)), RiskState.start(cash, index[first] + step)
     for i in progress(range(first, len(index)), desc=f"backtest, {len(laid)} pairs"):  # shown after 3 s
         inputs = {}
         for pair, (ohlc, preds, evidence, _) in laid.items():
-            if math.isnan(ohlc[i, 0]):
+            if not seen[pair][i]:
                 continue  # no candle of this pair at this bar
             w, pred = BarWindow(times[i : i + 1], ohlc[i : i + 1]), preds[i]
             inputs[pair] = PairInput(w, pred, (lambda e=evidence, i=i: e(i))) if pred else PairInput(w, error="warm-up")
         if digest is not None:
-            inputs = digest(inputs, index[i] + step)
-        out = close_bar(k, inputs, index[i] + step, rs)
+            inputs = digest(inputs, closes[i])
+        out = close_bar(k, inputs, closes[i], rs)
         rs, equity[i] = out.risk_state, out.equity
         if errors is not None:  # as a paper cycle's audit has them; a pair still warming up is no error
             errors += [(index[i], p, why.split(":")[0], why) for p, why in out.notes.errors.items() if why != "warm-up"]
