@@ -451,6 +451,8 @@ def journal_pair(
     "Journal this pair's close (`iso`: its decision bar as text); the verdict it recorded."
     bar = inp.window.end
     reason = held or (verdict.reason if d.action != "hold" else "no order")
+    if not k.book.keeps_journal:  # a backtest's twin: its rows would be built only to be dropped
+        return reason
     k.book.journal(
         f"{k.run_id}-{iso}",
         d.pair,
@@ -485,13 +487,6 @@ _HOLD_ALLOWED = check_order(
 ).reason
 
 
-def _stage(name: str, fn, *args):
-    try:
-        return fn(*args)
-    except Exception as e:
-        raise StageFailed(name, e) from e
-
-
 def trade_pair(
     k: Kernel,
     pair: str,
@@ -507,18 +502,25 @@ def trade_pair(
     no entry may go out now; `baseline`: the unreviewed twin's entries."""
     bar, price = inp.window.end, acct.prices[pair]
     iso, closed_at, number = _stamps(bar, k.settings.timeframe)  # once a pair: a Timestamp hashes slowly
+    stage = "decision"  # the stage running: what a failure is named by (one try, not a wrapper call per stage)
     try:
         with log_context(pair=pair):
-            d = _stage("decision", decide_pair, k, pair, inp, acct, baseline)
+            d = decide_pair(k, pair, inp, acct, baseline)
             if d.action == "hold":  # most closes: review, risk and order stages pass a hold through unchanged
                 verdict, order, held = Verdict(d, _HOLD_ALLOWED), "", None
             else:
-                d = _stage("review", review_pair, k, inp, d, price, notes, closed_at)
-                verdict = _stage("risk", risk_check, k, d, number, acct)
-                order, held = _stage("execution", place, k, bar, verdict, acct, notes, hold_entries)
+                stage = "review"
+                d = review_pair(k, inp, d, price, notes, closed_at)
+                stage = "risk"
+                verdict = risk_check(k, d, number, acct)
+                stage = "execution"
+                order, held = place(k, bar, verdict, acct, notes, hold_entries)
             ms = (time.perf_counter() - t0) * 1e3
-            reason = _stage("journal", journal_pair, k, inp, d, verdict, order, held, notes, iso)
-    except StageFailed as e:  # one pair's failure is that pair's: recorded, alerted, the others trade
+            stage = "journal"
+            reason = journal_pair(k, inp, d, verdict, order, held, notes, iso)
+    except Exception as error:  # one pair's failure is that pair's: recorded, alerted, the others trade
+        e = StageFailed(stage, error)
+        e.__cause__ = error
         _log.error("%s: %s failed; the pair is skipped this close", pair, e.stage, exc_info=e.error)
         notes.errors[pair] = str(e)
         _journal_failure(k, pair, bar, inp, str(e))
