@@ -903,10 +903,17 @@ def _mode(args, cfg, allowed: tuple[str, ...]) -> str:
 
 
 def _live_gate(args, cfg, mode: str) -> None:
-    """Live: the model must show an edge after costs in its trading evaluation (`gate` in the config), or
-    --allow-unproven-model."""
+    """Live: a spot market (`cycle.check_live_market`), and the model must show an edge after costs in its trading
+    evaluation (`gate` in the config), or --allow-unproven-model."""
     if mode != "live":
         return
+    from morningstar_trader.config import ConfigError
+    from morningstar_trader.cycle import CycleError, check_live_market
+
+    try:  # refused here, before a notebook starts, as the cycle would refuse it: a setting to change
+        check_live_market(cfg.model_copy(update={"mode": "live"}))
+    except CycleError as e:
+        raise ConfigError(str(e)) from None
     from morningstar_trader.artifact import read_metadata, resolve_model_dir
     from morningstar_trader.gate import check_live_gate, trading_edge
     from morningstar_trader.user_strategy import strategy_model

@@ -49,9 +49,9 @@ if TYPE_CHECKING:
 _log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['CycleError', 'account_id', 'sibling_marks', 'account_start', 'sibling_view', 'CycleContext', 'build_context',
-           'CycleReport', 'sync_clock', 'warm_up', 'RecentCandles', 'refresh_alt', 'with_digest', 'CycleAudit',
-           'run_cycle', 'risk_status', 'resume_trading']
+__all__ = ['CycleError', 'account_id', 'sibling_marks', 'account_start', 'sibling_view', 'CycleContext', 'check_live_market',
+           'build_context', 'CycleReport', 'sync_clock', 'warm_up', 'RecentCandles', 'refresh_alt', 'with_digest',
+           'CycleAudit', 'run_cycle', 'risk_status', 'resume_trading']
 
 # %% ../nbs/12_cycle.ipynb #da68049e
 class CycleError(MorningstarError):
@@ -179,7 +179,7 @@ class CycleContext:
         return getattr(self.venue, "shadow", None)
 
 # %% ../nbs/12_cycle.ipynb #7b40b6a7
-def _check_live_market(settings: Settings) -> None:
+def check_live_market(settings: Settings) -> None:
     "Refuse live trading on a market whose positions reconciliation cannot read (anything but spot)."
     market = settings.exchange.market_type
     if settings.mode == "live" and market != "spot":
@@ -204,7 +204,7 @@ def _check_mode(settings: Settings, secrets: Secrets, confirm_live: bool) -> Non
         raise CycleError(
             "live mode needs MORNINGSTAR_EXCHANGE_API_KEY and MORNINGSTAR_EXCHANGE_SECRET in the environment"
         )
-    _check_live_market(settings)
+    check_live_market(settings)
 
 
 def _venue(settings: Settings, secrets: Secrets, path, initial_cash: float, quote: str) -> tuple[PortfolioStore, Venue]:
@@ -623,26 +623,24 @@ class CycleAudit:
     errors: pd.DataFrame  # pair, stage, error
 
 
-def _before(ctx: CycleContext) -> tuple[pd.Timestamp, set]:
-    "What the store held before the cycle: (now, the trade ids of its fills)."
-    return pd.Timestamp.now(tz="UTC"), set(ctx.store.fills()["trade_id"])
+def _before(ctx: CycleContext) -> tuple[pd.Timestamp, int]:
+    "Where the store stood before the cycle: (now, its fill mark); the audit reads what came after, not the history."
+    return pd.Timestamp.now(tz="UTC"), ctx.store.fill_mark()
 
 
 def _audit(ctx: CycleContext, inputs: dict[str, PairInput], out: CloseOutcome, before: tuple) -> CycleAudit:
     "The cycle's record from its inputs, its outcome and the store's changes since `before`."
-    since, known = before
+    since, mark = before
     preds = [{"pair": p, "bar": i.window.end, **i.pred} for p, i in inputs.items() if i.pred is not None]
     reviews = [{"pair": p, **asdict(r)} for p, r in out.notes.reviews.items()]
-    orders = ctx.store.orders()
-    touched = pd.to_datetime(orders["updated_at"], utc=True, format="ISO8601") >= since
-    fills = ctx.store.fills()
+    fills = ctx.store.fills_after(mark).sort_values("time", kind="stable")  # by time, then as recorded
     errors = [{"pair": p, "stage": why.split(":")[0], "error": why} for p, why in out.notes.errors.items()]
     return CycleAudit(
         pd.DataFrame(preds),
         pd.DataFrame(reviews),
         {p: i.digest for p, i in inputs.items() if i.digest is not None},
-        orders[touched].reset_index(drop=True),
-        fills[~fills["trade_id"].isin(known)].reset_index(drop=True),
+        ctx.store.orders_updated_since(since),
+        fills.reset_index(drop=True),
         pd.DataFrame(errors, columns=["pair", "stage", "error"]),
     )
 

@@ -582,7 +582,7 @@ def read_account(state_dir: str | Path, mode: str) -> dict:
                     "SELECT client_order_id, pair, side, type, amount, filled, price, intent, status, note, "
                     f"updated_at FROM orders WHERE status NOT IN ({','.join(repr(s) for s in sorted(TERMINAL))})",
                 ),
-                "shadow": _frame(db, "SELECT * FROM shadow ORDER BY decided_at"),
+                "shadow": _frame(db, "SELECT * FROM shadow WHERE live_price IS NOT NULL ORDER BY decided_at"),
             }
     except (sqlite3.Error, pd.errors.DatabaseError) as e:
         if "locked" in str(e):
@@ -695,8 +695,10 @@ def account_view(state_dir: str | Path, mode: str, on_change) -> W.VBox:
     mon = acc["monitoring"]
     parts.append(account_figure(mon, mode) if len(mon) else message("no monitoring snapshot yet"))
     shadow = acc["shadow"]
-    drift = (
-        shadow[["pair", "side", "decided_at", "live_price", "sim_price", "diff_bps", "live_delay_s"]]
+    drift = (  # kind: an order, the bot's exit at a level, or the venue's resting stop or target
+        shadow.reindex(
+            columns=["pair", "kind", "side", "decided_at", "live_price", "sim_price", "diff_bps", "live_delay_s"]
+        )
         if len(shadow)
         else shadow
     )

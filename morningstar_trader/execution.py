@@ -41,6 +41,11 @@ class FillCosts:
         "Fill price of a market order at `open_price`: `side` +1 buys (pays up), -1 sells (receives less)."
         return open_price * (1 + side * self.slippage_bps / 10_000)
 
+    def exit_price(self, price, side: int, reason: str):
+        """Fill price of an exit at `price` (its level, or the open when the candle opened through it): a stop becomes
+        a market order once reached (slippage against `side`), a target is a limit at its level."""
+        return self.market_price(price, side) if reason == "stop_loss" else price
+
     def fee(self, size, price, maker: bool = False):
         "Fee of one fill."
         return (
@@ -258,8 +263,7 @@ def exit(self: SimulatedVenue, order: Order, *, bar: pd.Timestamp, price: float)
     """A stop or target reached inside the candle opening at `bar`, at `price` (its level, or the open when the candle
     opened through it): a target fills there; a stop, the market order it becomes once reached, with slippage against
     it; the taker fee; (status, fills)."""
-    if order.intent == "stop_loss":
-        price = self.costs.market_price(price, 1 if order.side == "buy" else -1)
+    price = self.costs.exit_price(price, 1 if order.side == "buy" else -1, order.intent)
     if self.book.add_order(order)[1]:
         self.book.set_status(order.client_order_id, "submitted")
     fill = Fill(

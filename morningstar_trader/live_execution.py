@@ -20,15 +20,15 @@ import numpy as np
 import pandas as pd
 from fastcore.basics import patch
 
-from .execution import PROTECTIVE, BarWindow, FillCosts, protective_id
+from .execution import PROTECTIVE, BarWindow, FillCosts, first_exit, protective_id
 from .portfolio import TERMINAL, PortfolioStore
 from .types import Fill, MorningstarError, Order, Position
 
 _log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['failpoint', 'create_outcome', 'LiveExecutionError', 'LiveExecutor', 'Reconciliation', 'Siblings', 'reconcile',
-           'ShadowLog', 'LiveVenue', 'venue_stops', 'venue_oco']
+__all__ = ['SHADOW_KINDS', 'failpoint', 'create_outcome', 'LiveExecutionError', 'LiveExecutor', 'Reconciliation', 'Siblings',
+           'reconcile', 'ShadowLog', 'LiveVenue', 'venue_stops', 'venue_oco']
 
 # %% ../nbs/10a_live_execution.ipynb #a7cdce53
 def failpoint(name: str) -> None:
@@ -499,7 +499,9 @@ def _compare_balances(
 # %% ../nbs/10a_live_execution.ipynb #a3a1ccfe
 _SHADOW = """CREATE TABLE IF NOT EXISTS shadow (client_order_id TEXT PRIMARY KEY, pair TEXT NOT NULL,
   side TEXT NOT NULL, decided_at TEXT NOT NULL, live_price REAL, live_amount REAL, live_first_fill TEXT,
-  sim_price REAL, sim_time TEXT, diff_bps REAL, live_delay_s REAL)"""
+  sim_price REAL, sim_time TEXT, diff_bps REAL, live_delay_s REAL, kind TEXT NOT NULL DEFAULT 'order')"""
+# what a row compares: an order the kernel decided, its own exit at a level, or a level the venue's resting order filled
+SHADOW_KINDS = ("order", "stop_loss", "take_profit", "venue_stop", "venue_target")
 
 
 class ShadowLog:
@@ -509,18 +511,39 @@ class ShadowLog:
         self.path = path
         with closing(sqlite3.connect(self.path, timeout=30)) as db, db:
             db.execute(_SHADOW)
+            if "kind" not in {r[1] for r in db.execute("PRAGMA table_info(shadow)")}:  # a store of before 2026-12-07
+                db.execute("ALTER TABLE shadow ADD COLUMN kind TEXT NOT NULL DEFAULT 'order'")
 
-    def expect(self, cid: str, pair: str, side: str, decided_at: pd.Timestamp) -> None:
-        "Note an order decided at the close of the bar opening at `decided_at`, before it is sent."
+    def expect(
+        self,
+        cid: str,
+        pair: str,
+        side: str,
+        decided_at: pd.Timestamp,
+        *,
+        kind: str = "order",
+        sim_price: float | None = None,
+    ) -> None:
+        """Note an order before it is sent: decided at the close of the bar opening at `decided_at` (an `order`); or
+        an exit at a level reached inside that bar, with the simulator's fill of it (`sim_price`) known already; or a
+        level the venue filled inside that bar (`venue_stop`, `venue_target`)."""
+        if kind not in SHADOW_KINDS:
+            raise ValueError(f"shadow kind {kind!r} is not one of {SHADOW_KINDS}")
+        at = pd.Timestamp(decided_at).isoformat()
         with closing(sqlite3.connect(self.path, timeout=30)) as db, db:
             db.execute(
-                "INSERT OR IGNORE INTO shadow (client_order_id, pair, side, decided_at) VALUES (?,?,?,?)",
-                (cid, pair, side, pd.Timestamp(decided_at).isoformat()),
+                "INSERT OR IGNORE INTO shadow (client_order_id, pair, side, decided_at, kind, sim_price, sim_time)"
+                " VALUES (?,?,?,?,?,?,?)",
+                (cid, pair, side, at, kind, sim_price, at if sim_price is not None else None),
             )
 
     def pending(self) -> pd.DataFrame:
+        "The rows without their live fill yet (the simulator's fill of an exit may be known already)."
         with closing(sqlite3.connect(self.path, timeout=30)) as db:
-            return pd.read_sql("SELECT client_order_id, pair, side, decided_at FROM shadow WHERE sim_price IS NULL", db)
+            return pd.read_sql(
+                "SELECT client_order_id, pair, side, decided_at, kind, sim_price FROM shadow WHERE live_price IS NULL",
+                db,
+            )
 
     def complete(
         self,
@@ -533,8 +556,8 @@ class ShadowLog:
         sim_price: float,
         sim_time: pd.Timestamp,
     ) -> None:
-        """Record the live fill (average price, amount, first fill) and the simulated one (at `sim_time`, the decision
-        bar's close)."""
+        """Record the live fill (average price, amount, first fill) and the simulated one (at `sim_time`: the open after
+        the decision bar for an order, the opening of the bar its level was reached in for an exit)."""
         sign = 1 if side == "buy" else -1
         with closing(sqlite3.connect(self.path, timeout=30)) as db, db:
             db.execute(
@@ -560,16 +583,17 @@ class ShadowLog:
 
     def frame(self) -> pd.DataFrame:
         with closing(sqlite3.connect(self.path, timeout=30)) as db:
-            return pd.read_sql("SELECT * FROM shadow WHERE sim_price IS NOT NULL ORDER BY decided_at", db)
+            return pd.read_sql("SELECT * FROM shadow WHERE live_price IS NOT NULL ORDER BY decided_at", db)
 
     def summary(self) -> dict:
-        """Orders compared, and the live-minus-simulated price difference (bps, + = live worse) and fill delay after the
-        close."""
+        """Orders compared (and how many of each kind), and the live-minus-simulated price difference (bps, + = live
+        worse) and fill delay after the simulator's fill."""
         df = self.frame()
         if df.empty:
             return {"orders": 0}
         return {
             "orders": len(df),
+            "kinds": df["kind"].value_counts().sort_index().to_dict(),
             "diff_bps_mean": float(df["diff_bps"].mean()),
             "diff_bps_p50": float(df["diff_bps"].median()),
             "diff_bps_p90": float(df["diff_bps"].quantile(0.9)),
@@ -641,11 +665,17 @@ class LiveVenue:
         return status
 
     def exit(self, order: Order, *, bar: pd.Timestamp, price: float) -> tuple[str, list[Fill]]:
-        """A stop or target: a market order now, once the pair's stop at the venue is cancelled (a failure is retried
-        at the next close); (status, no simulated fills)."""
+        """A stop or target reached inside the candle opening at `bar`, at `price`: a market order now, once the
+        pair's stop at the venue is cancelled (a failure is retried at the next close), its shadow record the
+        simulator's fill of the same exit; (status, no simulated fills)."""
         try:
             order, why = self._clear_stop(order)
-            return (self.executor.place(order) if order is not None else why), []
+            if order is None:
+                return why, []
+            if self.shadow is not None:
+                sim = self.costs.exit_price(price, 1 if order.side == "buy" else -1, order.intent)
+                self.shadow.expect(order.client_order_id, order.pair, order.side, bar, kind=order.intent, sim_price=sim)
+            return self.executor.place(order), []
         except ccxt.BaseError as e:
             return f"{type(e).__name__}: {e}", []
 
@@ -737,16 +767,24 @@ def _clear_stop(self: LiveVenue, order: Order) -> tuple[Order | None, str]:
 
 # %% ../nbs/10a_live_execution.ipynb #31b2468d
 @patch
+def _level(self: LiveVenue, row: dict) -> float:
+    """The level a resting order of the venue holds: a stop's stop price (kept under `stop:<id>` when it was placed;
+    stores of before 2026-12-07 kept every one in one `protective` map), a target's limit price."""
+    if row["intent"] != "protect":
+        return row["price"]
+    cid = row["client_order_id"]
+    kept = self.store.load_runtime(f"stop:{cid}")
+    return kept if kept is not None else self.store.load_runtime("protective", {}).get(cid, row["price"])
+
+
+@patch
 def _place_stop(self: LiveVenue, pos: Position, stop: float, amount: float, target: float | None = None) -> str | None:
     """Send a new stop for `pos` (with `target`: an OCO list of both; refused, the stop alone); why the venue refused
     it, or None."""
-    orders, pair = self.store.orders(), pos.pair
-    entries = orders[(orders["pair"] == pair) & (orders["intent"] == "open") & (orders["filled"] > 0)]
-    n = int(((orders["pair"] == pair) & (orders["intent"] == "protect")).sum())
-    entry = entries["client_order_id"].iloc[-1] if len(entries) else pair
+    pair = pos.pair
+    entry, n = self.store.last_filled(pair, "open") or pair, self.store.order_count(pair, "protect")
     cid = protective_id(entry, n)
-    kept = self.store.load_runtime("protective", {})
-    self.store.save_runtime("protective", {**kept, cid: stop})  # the stop price, beside the intent
+    self.store.save_runtime(f"stop:{cid}", stop)  # the stop price, beside the intent
     limit = stop * (1 - pos.sign * self.stop_limit_bps / 10_000)
     side = "sell" if pos.sign > 0 else "buy"
     leg = Order(cid, pair, side, amount, "stop_loss_limit", limit, intent="protect")
@@ -783,9 +821,9 @@ def _protect_one(self: LiveVenue, pos: Position) -> str | None:
         return None if self._unprotect(pair) else "a stop no longer wanted is not cancelled yet"
     stop, target = float(ex.price_to_precision(pair, pos.stop_loss)), self._wanted_target(pos)
     amount = float(ex.amount_to_precision(pair, pos.size))
-    kept, side = self.store.load_runtime("protective", {}), "sell" if pos.sign > 0 else "buy"
+    side = "sell" if pos.sign > 0 else "buy"
     wanted = [("protect", stop, amount, side)] + ([("protect_target", target, amount, side)] if target else [])
-    have = [(o["intent"], kept.get(o["client_order_id"], o["price"]), o["amount"], o["side"]) for o in standing]
+    have = [(o["intent"], self._level(o), o["amount"], o["side"]) for o in standing]
     if sorted(have) == sorted(wanted):
         return None  # at the venue as wanted
     if standing:
@@ -836,14 +874,7 @@ def unprotected(self: LiveVenue) -> dict[str, str]:
 @patch
 def triggered_stops(self: LiveVenue, since: pd.Timestamp) -> dict[str, pd.Timestamp]:
     "The pairs whose stop at the venue first filled at or after `since`, with that time (the newest stop of each pair)."
-    orders = self.store.orders()
-    stops = orders[(orders["intent"] == "protect") & (orders["filled"] > 0)].set_index("client_order_id")["pair"]
-    if stops.empty:
-        return {}
-    fills = self.store.fills()
-    fills = fills[fills["client_order_id"].isin(stops.index)]
-    first = pd.to_datetime(fills["time"], utc=True, format="ISO8601").groupby(fills["client_order_id"]).min()
-    return {stops[cid]: t for cid, t in first[first >= since].sort_values().items()}
+    return {r.pair: r.time for r in self.store.first_fills("protect", since).itertuples()}
 
 # %% ../nbs/10a_live_execution.ipynb #1e01c687
 def _followed(row: dict) -> bool:
@@ -877,27 +908,68 @@ def follow(self: LiveVenue) -> dict[str, str]:
     return statuses
 
 # %% ../nbs/10a_live_execution.ipynb #925e1030
+_VENUE_KIND = {"protect": "venue_stop", "protect_target": "venue_target"}
+
+
+@patch
+def _note_venue_fills(self: LiveVenue) -> None:
+    """A shadow row for each stop or target the venue filled since the last look (the fills recorded since a mark):
+    decided in the candle of its first fill."""
+    mark, now = self.store.load_runtime("shadow_fill_mark"), self.store.fill_mark()
+    fills = self.store.fills_after(mark) if mark is not None else pd.DataFrame(columns=["client_order_id", "time"])
+    for cid, first in fills.groupby("client_order_id")["time"].min().items():
+        row = self.store.order(cid)
+        if row["intent"] in _VENUE_KIND:
+            bar = first.floor(self.step)
+            self.shadow.expect(cid, row["pair"], row["side"], bar, kind=_VENUE_KIND[row["intent"]])
+    self.store.save_runtime("shadow_fill_mark", now)  # a store's first look starts here: its history is not shadowed
+
+
+def _bar(w: BarWindow | None, t: pd.Timestamp) -> int | None:
+    "The row of the closed candle opening at `t` in `w`, or None."
+    k = int(np.searchsorted(w.times, t.value)) if w is not None else 0
+    return k if w is not None and k < len(w) and w.times[k] == t.value else None
+
+
+@patch
+def _simulated(self: LiveVenue, row, w: BarWindow | None) -> tuple[float, pd.Timestamp] | None:
+    """The simulator's fill of a shadow row whose candle has closed (price, time), or None while it has not: an order
+    at the next open with slippage; the venue's stop or target at its level inside its candle (at the open when the
+    candle opened through it), a stop with slippage."""
+    decided, sign = pd.Timestamp(row.decided_at), 1 if row.side == "buy" else -1
+    if row.kind == "order":
+        k = _bar(w, decided + self.step)
+        return None if k is None else (float(self.costs.market_price(w.ohlc[k, 0], sign)), decided + self.step)
+    k = _bar(w, decided)
+    if k is None:
+        return None
+    level, held = self._level(self.store.order(row.client_order_id)), -sign  # the side of the position it exits
+    stop, target = (level, held * np.inf) if row.kind == "venue_stop" else (-held * np.inf, level)
+    hit = first_exit(held, stop, target, *(w.ohlc[k : k + 1, j] for j in range(3)))
+    reason = "stop_loss" if row.kind == "venue_stop" else "take_profit"
+    return float(self.costs.exit_price(hit[1] if hit else level, sign, reason)), decided
+
+
 @patch
 def _complete_shadow(self: LiveVenue, windows: dict[str, BarWindow]) -> None:
-    "The simulator's fill (next open + slippage) beside each live order whose next candle has closed."
+    "The simulator's fill beside each live order, exit or venue fill whose candle has closed."
+    self._note_venue_fills()
     for row in self.shadow.pending().itertuples():
         order, fills = self.store.order(row.client_order_id), self.store.fills(row.client_order_id)
         if fills.empty:
             if order is None or order["status"] in ("rejected", "cancelled"):
                 self.shadow.drop(row.client_order_id)
             continue
-        opened, w = pd.Timestamp(row.decided_at) + self.step, windows.get(row.pair)
-        k = int(np.searchsorted(w.times, opened.value)) if w is not None else 0
-        if w is None or k >= len(w) or w.times[k] != opened.value:
+        if pd.notna(row.sim_price):  # an exit: its simulated fill was known when it was sent
+            sim = (row.sim_price, pd.Timestamp(row.decided_at))
+        elif (sim := self._simulated(row, windows.get(row.pair))) is None:
             continue
-        sim = self.costs.market_price(w.ohlc[k, 0], 1 if row.side == "buy" else -1)
-        live_price = float((fills["amount"] * fills["price"]).sum() / fills["amount"].sum())
         self.shadow.complete(
             row.client_order_id,
             side=row.side,
-            live_price=live_price,
+            live_price=float((fills["amount"] * fills["price"]).sum() / fills["amount"].sum()),
             live_amount=float(fills["amount"].sum()),
             live_first_fill=pd.Timestamp(fills["time"].min()),
-            sim_price=float(sim),
-            sim_time=opened,
+            sim_price=sim[0],
+            sim_time=sim[1],
         )

@@ -76,6 +76,10 @@ CREATE INDEX IF NOT EXISTS orders_by_status ON orders(status);
 CREATE INDEX IF NOT EXISTS orders_by_exchange_id ON orders(exchange_order_id);
 CREATE INDEX IF NOT EXISTS fills_by_order ON fills(client_order_id);
 CREATE INDEX IF NOT EXISTS equity_by_value ON equity(equity);
+-- ... and what it audits: the orders a cycle touched, a pair's orders, the fills that came since a time
+CREATE INDEX IF NOT EXISTS orders_by_updated ON orders(updated_at);
+CREATE INDEX IF NOT EXISTS orders_by_pair ON orders(pair, intent);
+CREATE INDEX IF NOT EXISTS fills_by_time ON fills(time);
 """
 
 
@@ -245,14 +249,13 @@ _WHERE_OPEN = f"WHERE status IN ({','.join('?' * len(_OPEN))})"
 
 
 @patch
-def orders(self: PortfolioStore, open_only: bool = False) -> pd.DataFrame:
-    "All orders (or only those not in a final status), oldest first."
+def orders(self: PortfolioStore, open_only: bool = False, pair: str | None = None) -> pd.DataFrame:
+    "All orders (or only those not in a final status; of one `pair`), oldest first."
+    where, params = (_WHERE_OPEN, list(_OPEN)) if open_only else ("WHERE 1", [])
+    if pair is not None:
+        where, params = f"{where} AND pair = ?", [*params, pair]
     with self._tx() as db:
-        return pd.read_sql(
-            f"SELECT * FROM orders {_WHERE_OPEN if open_only else ''} ORDER BY created_at, client_order_id",
-            db,
-            params=_OPEN if open_only else None,
-        )
+        return pd.read_sql(f"SELECT * FROM orders {where} ORDER BY created_at, client_order_id", db, params=params)
 
 
 @patch
@@ -485,6 +488,70 @@ def known_exchange_ids(self: PortfolioStore, ids) -> set[str]:
         return {
             i for i in map(str, ids) if db.execute("SELECT 1 FROM orders WHERE exchange_order_id = ?", (i,)).fetchone()
         }
+
+# %% ../nbs/09_portfolio.ipynb #f07ba1ba
+@patch
+def fill_mark(self: PortfolioStore) -> int:
+    "The newest fill's row number (0: none yet): `fills_after(mark)` are the fills recorded since."
+    with self._tx() as db:
+        return db.execute("SELECT COALESCE(MAX(rowid), 0) FROM fills").fetchone()[0]
+
+
+@patch
+def fills_after(self: PortfolioStore, mark: int) -> pd.DataFrame:
+    "The fills recorded after `fill_mark()` returned `mark`, in the order recorded; `time` as UTC timestamps."
+    with self._tx() as db:
+        df = pd.read_sql("SELECT * FROM fills WHERE rowid > ? ORDER BY rowid", db, params=(mark,))
+    df["time"] = pd.to_datetime(df["time"], utc=True, format="ISO8601")
+    return df
+
+
+@patch
+def orders_updated_since(self: PortfolioStore, since: pd.Timestamp) -> pd.DataFrame:
+    "The orders created or updated at or after `since`, oldest first (`updated_at`: ISO text in UTC, it sorts as time)."
+    with self._tx() as db:
+        return pd.read_sql(
+            "SELECT * FROM orders WHERE updated_at >= ? ORDER BY created_at, client_order_id",
+            db,
+            params=(pd.Timestamp(since).tz_convert("UTC").isoformat(),),
+        )
+
+
+@patch
+def first_fills(self: PortfolioStore, intent: str, since: pd.Timestamp) -> pd.DataFrame:
+    """Client id, pair and first fill `time` of each order of `intent` whose first fill came at or after `since`,
+    oldest first. The fills of the day before `since` on are read (a margin for the text forms of a time), then the
+    exact times compared."""
+    since = pd.Timestamp(since)
+    with self._tx() as db:
+        df = pd.read_sql(
+            "SELECT o.client_order_id, o.pair, MIN(f.time) AS time FROM orders o JOIN fills f USING (client_order_id)"
+            " WHERE o.intent = ? AND o.client_order_id IN (SELECT client_order_id FROM fills WHERE time >= ?)"
+            " GROUP BY o.client_order_id",
+            db,
+            params=(intent, str(since - pd.Timedelta(days=1))),
+        )
+    df["time"] = pd.to_datetime(df["time"], utc=True, format="ISO8601")
+    return df[df["time"] >= since].sort_values(["time", "client_order_id"], ignore_index=True)
+
+
+@patch
+def order_count(self: PortfolioStore, pair: str, intent: str) -> int:
+    "How many orders of `intent` on `pair` the store holds (what a derived client id counts)."
+    with self._tx() as db:
+        return db.execute("SELECT COUNT(*) FROM orders WHERE pair = ? AND intent = ?", (pair, intent)).fetchone()[0]
+
+
+@patch
+def last_filled(self: PortfolioStore, pair: str, intent: str) -> str | None:
+    "The client id of the newest order of `intent` on `pair` that has a fill, or None."
+    with self._tx() as db:
+        row = db.execute(
+            "SELECT client_order_id FROM orders WHERE pair = ? AND intent = ? AND filled > 0"
+            " ORDER BY created_at DESC, client_order_id DESC LIMIT 1",
+            (pair, intent),
+        ).fetchone()
+    return row[0] if row else None
 
 # %% ../nbs/09_portfolio.ipynb #1c0c67c1
 @patch

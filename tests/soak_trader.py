@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import sys
 import time
 from pathlib import Path
@@ -27,11 +28,27 @@ def rss_kb() -> int:
     raise RuntimeError("no VmRSS in /proc/self/status")
 
 
+def seeded_decide(pair, pred, price, equity, position, **_):
+    """The soak tests execution, not the model: a policy seeded by the pair and the close that enters, moves its stop
+    and exits often, whatever the network learned (the same in a restarted process)."""
+    from morningstar_trader.types import Decision  # noqa: PLC0415  (imported after stdout is redirected)
+
+    u = random.Random(f"{pair}|{price!r}").random()
+    if position is None and u < 0.1:
+        return Decision(pair, "open_long", round(0.05 * equity / price, 4), price * 0.98, price * 1.03, ("soak",))
+    if position is not None and u < 0.08:
+        return Decision(pair, "close", position.size, reasons=("soak",))
+    if position is not None and u > 0.95 and position.stop_loss is not None and price * 0.985 > position.stop_loss:
+        return Decision(pair, "adjust", 0.0, price * 0.985, position.take_profit, ("soak",))
+    return Decision(pair, "hold", reasons=("soak",))
+
+
 def main(settings_path: str, run_id: str) -> int:
     answers = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # TensorFlow, warnings, prints: all to stderr
     import pandas as pd
 
+    from morningstar_trader import kernel
     from morningstar_trader.config import Settings, load_secrets
     from morningstar_trader.cycle import build_context, run_cycle
     from morningstar_trader.live_execution import reconcile
@@ -40,6 +57,7 @@ def main(settings_path: str, run_id: str) -> int:
     ctx = build_context(
         settings, load_secrets(), run_id=run_id, confirm_live=True, allow_unproven_model=True
     )  # the soak tests execution, not the model
+    kernel.decide = seeded_decide
     ex = ctx.executor
     ex.exchange.options["recvWindow"] = 500  # short receive window: unknown orders resolve quickly
     ex.grace_s, ex.order_timeout_s = 0.8, 0.5

@@ -162,11 +162,19 @@ def test_live_cycles_trade_through_the_venue_and_refuse_when_it_disagrees(world,
     for pair in ("BTC/USDT", "ETH/USDT"):
         held = positions[pair].size if pair in positions else 0.0
         assert server.account.balances.get(pair.split("/")[0], 0.0) == pytest.approx(held, abs=1e-12)
-    shadow = ctx.shadow.frame()  # each order's simulated fill: the next open plus 2 bps slippage
-    decided = ctx.store.orders().query("intent in ['open', 'close'] and filled > 0")[
-        "client_order_id"
-    ]  # stops and targets: no shadow
+    every = ctx.shadow.frame()
+    shadow = every[every["kind"] == "order"]  # each order's simulated fill: the next open plus 2 bps slippage
+    orders = ctx.store.orders()
+    decided = orders.query("intent in ['open', 'close'] and filled > 0")["client_order_id"]
     assert len(shadow) and set(shadow["client_order_id"]) <= set(decided) and len(shadow) >= len(decided) - 2
+    for kinds, intents in (  # the bot's exits at a level, the stops the venue filled: rows of their own, one per order
+        (["stop_loss", "take_profit"], ["stop_loss", "take_profit"]),
+        (["venue_stop", "venue_target"], ["protect", "protect_target"]),
+    ):
+        rows = every[every["kind"].isin(kinds)]
+        exits = orders[orders["intent"].isin(intents) & (orders["filled"] > 0)]["client_order_id"]
+        assert set(rows["client_order_id"]) <= set(exits) and len(rows) >= len(exits) - 2
+    assert set(every["kind"]) > {"order"}  # these 40 cycles exit at levels too
     assert shadow["diff_bps"].to_numpy() == pytest.approx(
         -2.0, abs=0.01
     )  # the local venue fills at the open, no slippage

@@ -28,10 +28,22 @@ from morningstar_trader.types import Decision
 @pytest.fixture
 def live(world, tmp_path, monkeypatch):  # noqa: F811
     "A live context of its own whose decision stage does what `wants[pair]` says: (action, stop factor)."
-    server, settings, data = world
-    settings = settings.model_copy(update={"paths": settings.paths.model_copy(update={"state_dir": tmp_path})})
-    ctx = build_context(settings, KEYS, run_id="stops", confirm_live=True, allow_unproven_model=True)
+    server, ctx, data, wants = live_context(world, tmp_path, monkeypatch)
     assert ctx.venue.stops_at_venue  # the local venue takes STOP_LOSS_LIMIT orders, as Binance spot
+    yield server, ctx, data, wants
+    forget_open_orders(server)
+
+
+def live_context(world, tmp_path, monkeypatch, **live_settings):  # noqa: F811
+    "The `live` fixture's context, with `live_settings` changed."
+    server, settings, data = world
+    settings = settings.model_copy(
+        update={
+            "paths": settings.paths.model_copy(update={"state_dir": tmp_path}),
+            "live": settings.live.model_copy(update=live_settings),
+        }
+    )
+    ctx = build_context(settings, KEYS, run_id="stops", confirm_live=True, allow_unproven_model=True)
     assert reconcile(ctx.executor, PAIRS).ok
     wants = {}
 
@@ -46,8 +58,7 @@ def live(world, tmp_path, monkeypatch):  # noqa: F811
         return Decision(pair, "hold", reasons=("test",))
 
     monkeypatch.setattr(kernel, "decide", decide)
-    yield server, ctx, data, wants
-    forget_open_orders(server)
+    return server, ctx, data, wants
 
 
 def open_stops(server, start, symbol="BTCUSDT"):
@@ -154,6 +165,44 @@ def test_a_crash_candle_triggers_the_stop_at_the_venue_and_the_store_learns_the_
     assert "BTC/USDT" not in ctx.store.positions()
     assert not [o for o in venue_orders(server, start, "BTCUSDT") if o.side == "SELL" and o.type == "MARKET"]
     store_agrees(server, ctx, start)
+    # the shadow record: the simulator would have sold at the stop inside the same candle, with slippage
+    slip = ctx.venue.costs.slippage_bps
+    row = ctx.shadow.frame().set_index("client_order_id").loc[stop.client_id]
+    assert slip > 0 and row["kind"] == "venue_stop" and row["sim_time"] == t.isoformat()
+    assert row["sim_price"] == pytest.approx(stop.stop * (1 - slip / 1e4), rel=1e-12)
+    assert row["live_price"] == pytest.approx(fill.price, rel=1e-12) and row["live_delay_s"] == 1800.0
+    assert row["diff_bps"] == pytest.approx(-(1 / (1 - slip / 1e4) - 1) * 1e4, rel=1e-9)  # the venue sold better
+
+
+def test_the_bots_own_stop_exit_is_shadowed_at_the_open_it_gapped_to(world, tmp_path, monkeypatch):  # noqa: F811
+    "No stop at the venue, a candle that opens through the stop: live sells at the close, the simulator at that open."
+    server, ctx, data, wants = live_context(world, tmp_path, monkeypatch, stops_at_venue=False)
+    assert not ctx.venue.stops_at_venue
+    try:
+        wants["BTC/USDT"] = ("open_long", 0.9)
+        run_cycle(ctx, at(server, data, 1870))
+        stop, t = ctx.store.positions()["BTC/USDT"].stop_loss, data["BTC/USDT"].index[1871]
+        crashed = {p: df.copy() for p, df in data.items()}
+        gap = stop * 0.95  # the candle opens below the stop: the simulator fills at that open, not at the stop
+        crashed["BTC/USDT"].loc[t, ["open", "low"]] = [gap, min(gap, crashed["BTC/USDT"].loc[t, "low"])]
+        server.set_candles(crashed)
+        run_cycle(ctx, at(server, data, 1872))
+        assert ctx.shadow.pending()["kind"].tolist() == ["stop_loss"]  # sent; its fill is recorded after the close
+        run_cycle(ctx, at(server, data, 1873))
+    finally:
+        server.set_candles(data)
+        forget_open_orders(server)
+    (exit_order,) = ctx.store.orders().query("intent == 'stop_loss'").itertuples()
+    (fill,) = ctx.store.fills(exit_order.client_order_id).itertuples()
+    row = ctx.shadow.frame().set_index("client_order_id").loc[exit_order.client_order_id]
+    slip = ctx.venue.costs.slippage_bps
+    assert row["kind"] == "stop_loss" and row["sim_time"] == t.isoformat()
+    assert row["sim_price"] == pytest.approx(gap * (1 - slip / 1e4), rel=1e-12)
+    assert row["live_price"] == pytest.approx(fill.price, rel=1e-12)
+    assert row["diff_bps"] == pytest.approx(-(fill.price / row["sim_price"] - 1) * 1e4, rel=1e-9)
+    assert row["live_delay_s"] == (fill.time - t).total_seconds() > 3600  # sent at the next close
+    entry = ctx.shadow.frame().query("kind == 'order'")
+    assert len(entry) == 1 and entry["side"].iloc[0] == "buy"  # the entry: compared as every order is
 
 
 def test_a_stop_the_venue_triggers_starts_the_same_cooldown_as_the_paper_stop_exit(world, tmp_path, monkeypatch):  # noqa: F811
