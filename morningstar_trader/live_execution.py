@@ -577,7 +577,7 @@ class ShadowLog:
             )
 
     def drop(self, cid: str) -> None:
-        "Forget an order that never filled (rejected, or cancelled before any fill)."
+        "Forget an order that never filled (it ended without a fill, or was never sent)."
         with closing(sqlite3.connect(self.path, timeout=30)) as db, db:
             db.execute("DELETE FROM shadow WHERE client_order_id=?", (cid,))
 
@@ -957,7 +957,7 @@ def _complete_shadow(self: LiveVenue, windows: dict[str, BarWindow]) -> None:
     for row in self.shadow.pending().itertuples():
         order, fills = self.store.order(row.client_order_id), self.store.fills(row.client_order_id)
         if fills.empty:
-            if order is None or order["status"] in ("rejected", "cancelled"):
+            if order is None or order["status"] in TERMINAL:  # ended without a fill (rejected, cancelled, expired)
                 self.shadow.drop(row.client_order_id)
             continue
         if pd.notna(row.sim_price):  # an exit: its simulated fill was known when it was sent

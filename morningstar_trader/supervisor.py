@@ -569,22 +569,26 @@ class ReviewRecord:
             ).fetchone()
         return row[0] if row else None
 
-    def stats(self) -> dict:
-        "Counts, failures, latency percentiles, tokens and cost of everything recorded (for monitoring)."
+    def stats(self, recent: int = 1_000) -> dict:
+        """Counts, failures, tokens and cost of everything recorded, latency percentiles of the newest `recent`
+        exchanges (for monitoring, every cycle: sums in SQLite and the newest rows, not the whole record in pandas)."""
         with self._db() as db:
-            df = pd.read_sql(
-                "SELECT status, latency_ms, prompt_tokens, completion_tokens, cost_usd FROM llm_exchanges", db
-            )
-        if df.empty:
+            n, failures, prompt, completion, cost = db.execute(
+                "SELECT COUNT(*), SUM(status != 'ok'), SUM(prompt_tokens), SUM(completion_tokens), SUM(cost_usd)"
+                " FROM llm_exchanges"
+            ).fetchone()
+            rows = db.execute("SELECT latency_ms FROM llm_exchanges ORDER BY id DESC LIMIT ?", (recent,)).fetchall()
+        if not n:
             return {"exchanges": 0}
+        latency = pd.Series([r[0] for r in rows], dtype=float)
         return {
-            "exchanges": len(df),
-            "failures": int((df["status"] != "ok").sum()),
-            "latency_ms_p50": float(df["latency_ms"].quantile(0.5)),
-            "latency_ms_p95": float(df["latency_ms"].quantile(0.95)),
-            "prompt_tokens": int(df["prompt_tokens"].sum()),
-            "completion_tokens": int(df["completion_tokens"].sum()),
-            "cost_usd": float(df["cost_usd"].sum()),
+            "exchanges": n,
+            "failures": int(failures),
+            "latency_ms_p50": float(latency.quantile(0.5)),
+            "latency_ms_p95": float(latency.quantile(0.95)),
+            "prompt_tokens": int(prompt or 0),
+            "completion_tokens": int(completion or 0),
+            "cost_usd": float(cost or 0.0),
         }
 
 # %% ../nbs/07_supervisor.ipynb #9db23174

@@ -462,12 +462,14 @@ class LocalExchange(LoopbackServer):
         ]
 
     def _all_orders(self, q: dict[str, str]) -> list[dict[str, Any]]:
-        symbol = self._market(q).id
-        return [self._order_json(o) for o in self.account.orders.values() if o.symbol == symbol]
+        "The symbol's newest `limit` orders (Binance: 500 unless asked, at most 1,000), oldest first."
+        symbol, limit = self._market(q).id, _limit(q)
+        return [self._order_json(o) for o in self.account.orders.values() if o.symbol == symbol][-limit:]
 
     def _my_trades(self, q: dict[str, str]) -> list[dict[str, Any]]:
-        symbol, order_id = self._market(q).id, _int_param(q, "orderId")
-        return [t for t in self.account.trades if t["symbol"] == symbol and order_id in (None, t["orderId"])]
+        "The symbol's (or one order's) newest `limit` trades, as `_all_orders` limits orders."
+        symbol, order_id, limit = self._market(q).id, _int_param(q, "orderId"), _limit(q)
+        return [t for t in self.account.trades if t["symbol"] == symbol and order_id in (None, t["orderId"])][-limit:]
 
     def _locked(self) -> dict[str, float]:
         "What the open orders lock, by asset: a buy its quote, a sell (a stop included) its base."
@@ -897,6 +899,16 @@ def _int_param(query: dict[str, str], name: str) -> int | None:
         return int(raw)
     except ValueError:
         raise _ApiError(400, -1100, f"Illegal characters found in parameter '{name}'.") from None
+
+
+def _limit(query: dict[str, str]) -> int:
+    "A list endpoint's `limit`: 500 unless given, 1 to 1,000 (Binance's allOrders and myTrades)."
+    limit = _int_param(query, "limit")
+    if limit is None:
+        return 500
+    if not 1 <= limit <= 1_000:
+        raise _ApiError(400, -1100, "Illegal characters found in parameter 'limit'; legal range is '1 - 1000'.")
+    return limit
 
 
 _PRIVATE: dict[tuple[str, str], Callable[[LocalExchange, dict[str, str]], Any]] = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 
+import ccxt
 import pytest
 from ccxt.base import errors as ccxt_errors
 from conftest import HOUR_MS, candles
@@ -209,3 +210,15 @@ def test_reconciliation_flags_external_orders_mismatches_and_a_venue_it_cannot_r
     assert any("BTC" in m for m in reconcile(ex, PAIRS).mismatches)
     server.stop()
     assert reconcile(ex, PAIRS).errors
+
+
+def test_the_venues_order_and_trade_lists_are_bounded_as_binances(venue):
+    "allOrders and myTrades answer the newest 500 unless asked (at most 1,000), so a look-up never reads the history."
+    server, ex, _ = venue
+    for k in range(3):
+        assert ex.place(Order(f"l-{k}", "BTC/USDT", "buy", 0.01)) == "filled"
+    newest = ex.exchange.fetch_orders("BTC/USDT", limit=2)
+    assert [o["clientOrderId"] for o in newest] == ["l-1", "l-2"]
+    assert len(ex.exchange.fetch_my_trades("BTC/USDT", limit=1)) == 1
+    with pytest.raises(ccxt.BadRequest, match="legal range"):
+        ex.exchange.fetch_orders("BTC/USDT", limit=1_001)
