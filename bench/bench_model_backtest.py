@@ -77,6 +77,8 @@ def timed(args, strategy, frames, settings, profile=None) -> dict:
     profiler = cProfile.Profile() if profile else None
     walls, cpus = [], []
     for _ in range(args.repeat):  # the best of a few: the machine is shared
+        # the last run's result let go first: the peak RSS is one backtest's, not one backtest's plus the last result
+        result = None
         t, c = time.perf_counter(), time.process_time()
         with profiler or nullcontext():
             result = run_kernel_backtest(

@@ -38,7 +38,7 @@ class MemoryBook:
 
     def __init__(self, initial_cash: float, *, keep_journal: bool = True):
         self._cash, self._positions, self._runtime = float(initial_cash), {}, {}
-        self._keep_journal = keep_journal  # False: an account nothing reads the journal of (a backtest's twin)
+        self.keeps_journal = keep_journal  # False: an account nothing reads the journal of (a backtest's twin)
         self._orders, self._open = {}, {}  # client id -> row (the orders table's columns); open: not final
         self._fills, self._trade_ids, self._equity, self._journal = [], set(), [], []
 
@@ -165,7 +165,7 @@ def journal(
     self: MemoryBook, cycle_id: str, pair: str, time, *, inputs: dict, prediction: dict, decision, reasons
 ) -> None:
     "As `PortfolioStore.journal`, without the JSON: the values themselves; nothing unless the book keeps a journal."
-    if self._keep_journal:
+    if self.keeps_journal:
         self._journal.append((cycle_id, pair, time, inputs, prediction, decision, tuple(reasons)))
 
 

@@ -38,7 +38,10 @@ def _levels(pred: dict, price: float, sign: int, s: DecisionSettings) -> tuple[f
     "Stop and target prices for a position of `sign` entered at `price`, and where they came from."
     vol = float(pred["volatility"]) if "volatility" in pred else None
     if "stop_loss" in pred and "take_profit" in pred:
-        (d_sl, n_sl), (d_tp, n_tp) = (_bounded(float(pred[k]), vol, s) for k in ("stop_loss", "take_profit"))
+        (d_sl, n_sl), (d_tp, n_tp) = (
+            _bounded(float(pred["stop_loss"]), vol, s),
+            _bounded(float(pred["take_profit"]), vol, s),
+        )
         src = f"sl_tp head{n_sl}{n_tp}"
     elif vol is not None:
         d_sl, src = s.fallback_stop_vols * vol, f"{s.fallback_stop_vols:g} predicted volatilities"
@@ -83,16 +86,17 @@ def cap_size(
     units: float, equity: float, price: float, risk: RiskSettings, baseline_size: float | None = None
 ) -> tuple[float, list[str]]:
     "`units` within the position caps and the unreviewed run's size (`baseline_size`), with a reason per cap that bit."
-    caps = [(equity * risk.max_position_fraction / price, f"max_position_fraction {risk.max_position_fraction:g}")]
+    # a cap's name is written only when it bites: most entries pass every cap, and the text costs more than the test
+    caps = [(equity * risk.max_position_fraction / price, "max_position_fraction", risk.max_position_fraction)]
     if risk.max_position_notional:
-        caps.append((risk.max_position_notional / price, f"max_position_notional {risk.max_position_notional:g}"))
+        caps.append((risk.max_position_notional / price, "max_position_notional", risk.max_position_notional))
     if baseline_size is not None:
-        caps.append((baseline_size, "the run without the review's size"))
+        caps.append((baseline_size, "the run without the review's size", None))
     reasons = []
-    for cap, name in caps:
+    for cap, name, setting in caps:
         if units > cap:
             units = cap
-            reasons.append(f"capped at {cap:.6g} by {name}")
+            reasons.append(f"capped at {cap:.6g} by {name}" + ("" if setting is None else f" {setting:g}"))
     return units, reasons
 
 # %% ../nbs/08_decision.ipynb #33f38462

@@ -127,7 +127,9 @@ def _ns(v) -> int:
 
 def _level_hit(k: Kernel, pos: Position, w: BarWindow, checked) -> tuple[pd.Timestamp, float, str] | None:
     "(candle, price, reason) of the first stop or target reached since the last check, or None."
-    new = w.after(_ns(checked)) if checked is not None else w.last(1)
+    since = _ns(checked) if checked is not None else None
+    # a backtest's window is the one candle after the last check: taken whole, without a search and a new window
+    new = w.last(1) if since is None else w if len(w) and w.times[0] > since else w.after(since)
     sl, tp = exit_levels(pos)
     hit = first_exit(pos.sign, sl, tp, new.column(0), new.column(1), new.column(2)) if len(new) else None
     if hit is not None:
@@ -446,11 +448,20 @@ def _journal_failure(k: Kernel, pair: str, bar: pd.Timestamp, inp: PairInput, wh
 
 
 def journal_pair(
-    k: Kernel, inp: PairInput, d: Decision, verdict: Verdict, order: str, held: str | None, notes: CloseNotes, iso: str
+    k: Kernel,
+    inp: PairInput,
+    d: Decision,
+    verdict: Verdict | None,
+    order: str,
+    held: str | None,
+    notes: CloseNotes,
+    iso: str,
 ) -> str:
-    "Journal this pair's close (`iso`: its decision bar as text); the verdict it recorded."
+    "Journal this pair's close (`iso`: its decision bar as text); the verdict it recorded (a hold has none: no order)."
     bar = inp.window.end
     reason = held or (verdict.reason if d.action != "hold" else "no order")
+    if not k.book.keeps_journal:  # a backtest's twin: its rows would be built only to be dropped
+        return reason
     k.book.journal(
         f"{k.run_id}-{iso}",
         d.pair,
@@ -479,19 +490,6 @@ class StageFailed(MorningstarError):
         self.stage, self.error = stage, error
 
 
-# the risk stage's word on a hold, asked once: it never looks further than the action
-_HOLD_ALLOWED = check_order(
-    Decision("X/Y", "hold"), state=None, positions={}, prices={}, equity=0.0, bar=0, risk=None
-).reason
-
-
-def _stage(name: str, fn, *args):
-    try:
-        return fn(*args)
-    except Exception as e:
-        raise StageFailed(name, e) from e
-
-
 def trade_pair(
     k: Kernel,
     pair: str,
@@ -507,24 +505,32 @@ def trade_pair(
     no entry may go out now; `baseline`: the unreviewed twin's entries."""
     bar, price = inp.window.end, acct.prices[pair]
     iso, closed_at, number = _stamps(bar, k.settings.timeframe)  # once a pair: a Timestamp hashes slowly
+    stage = "decision"  # the stage running: what a failure is named by (one try, not a wrapper call per stage)
     try:
         with log_context(pair=pair):
-            d = _stage("decision", decide_pair, k, pair, inp, acct, baseline)
+            d = decide_pair(k, pair, inp, acct, baseline)
             if d.action == "hold":  # most closes: review, risk and order stages pass a hold through unchanged
-                verdict, order, held = Verdict(d, _HOLD_ALLOWED), "", None
+                verdict, order, held = None, "", None  # no verdict is read for a hold: its journal says "no order"
             else:
-                d = _stage("review", review_pair, k, inp, d, price, notes, closed_at)
-                verdict = _stage("risk", risk_check, k, d, number, acct)
-                order, held = _stage("execution", place, k, bar, verdict, acct, notes, hold_entries)
+                stage = "review"
+                d = review_pair(k, inp, d, price, notes, closed_at)
+                stage = "risk"
+                verdict = risk_check(k, d, number, acct)
+                stage = "execution"
+                order, held = place(k, bar, verdict, acct, notes, hold_entries)
             ms = (time.perf_counter() - t0) * 1e3
-            reason = _stage("journal", journal_pair, k, inp, d, verdict, order, held, notes, iso)
-    except StageFailed as e:  # one pair's failure is that pair's: recorded, alerted, the others trade
+            stage = "journal"
+            reason = journal_pair(k, inp, d, verdict, order, held, notes, iso)
+    except Exception as error:  # one pair's failure is that pair's: recorded, alerted, the others trade
+        e = StageFailed(stage, error)
+        e.__cause__ = error
         _log.error("%s: %s failed; the pair is skipped this close", pair, e.stage, exc_info=e.error)
         notes.errors[pair] = str(e)
         _journal_failure(k, pair, bar, inp, str(e))
         return _row(pair, "skipped", reasons=str(e))
-    (_log.info if order else _log.debug)("%s %s: %s (%s)", pair, d.action, reason, "; ".join(d.reasons))
-    return _row(pair, d.action, reason, "; ".join(d.reasons), order, ms, verdict.decision.size if order else 0.0)
+    why = "; ".join(d.reasons)
+    (_log.info if order else _log.debug)("%s %s: %s (%s)", pair, d.action, reason, why)
+    return _row(pair, d.action, reason, why, order, ms, verdict.decision.size if order else 0.0)
 
 # %% ../nbs/12_kernel.ipynb #d4b8e55d
 def unreviewed_twin(k: Kernel, book) -> Kernel:

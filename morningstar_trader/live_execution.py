@@ -916,19 +916,21 @@ def _note_venue_fills(self: LiveVenue) -> None:
     """A shadow row for each stop or target the venue filled since the last look (the fills recorded since a mark):
     decided in the candle of its first fill."""
     mark, now = self.store.load_runtime("shadow_fill_mark"), self.store.fill_mark()
-    fills = self.store.fills_after(mark) if mark is not None else pd.DataFrame(columns=["client_order_id", "time"])
-    for cid, first in fills.groupby("client_order_id")["time"].min().items():
-        row = self.store.order(cid)
-        if row["intent"] in _VENUE_KIND:
-            bar = first.floor(self.step)
-            self.shadow.expect(cid, row["pair"], row["side"], bar, kind=_VENUE_KIND[row["intent"]])
-    self.store.save_runtime("shadow_fill_mark", now)  # a store's first look starts here: its history is not shadowed
+    if mark is not None:  # a store's first look starts here: its history is not shadowed
+        for cid, first in self.store.fills_after(mark).groupby("client_order_id")["time"].min().items():
+            row = self.store.order(cid)
+            if row["intent"] in _VENUE_KIND:
+                bar = first.floor(self.step)
+                self.shadow.expect(cid, row["pair"], row["side"], bar, kind=_VENUE_KIND[row["intent"]])
+    self.store.save_runtime("shadow_fill_mark", now)
 
 
 def _bar(w: BarWindow | None, t: pd.Timestamp) -> int | None:
     "The row of the closed candle opening at `t` in `w`, or None."
-    k = int(np.searchsorted(w.times, t.value)) if w is not None else 0
-    return k if w is not None and k < len(w) and w.times[k] == t.value else None
+    if w is None:
+        return None
+    k = int(np.searchsorted(w.times, t.value))
+    return k if k < len(w) and w.times[k] == t.value else None
 
 
 @patch
@@ -960,9 +962,14 @@ def _complete_shadow(self: LiveVenue, windows: dict[str, BarWindow]) -> None:
             if order is None or order["status"] in TERMINAL:  # ended without a fill (rejected, cancelled, expired)
                 self.shadow.drop(row.client_order_id)
             continue
+        w = windows.get(row.pair)
         if pd.notna(row.sim_price):  # an exit: its simulated fill was known when it was sent
             sim = (row.sim_price, pd.Timestamp(row.decided_at))
-        elif (sim := self._simulated(row, windows.get(row.pair))) is None:
+        elif w is not None and pd.Timestamp(row.decided_at).value < w.times[0]:  # e.g. after a long stop
+            _log.info("shadow of %s dropped: its candle is no longer in the window", row.client_order_id)
+            self.shadow.drop(row.client_order_id)
+            continue
+        elif (sim := self._simulated(row, w)) is None:
             continue
         self.shadow.complete(
             row.client_order_id,

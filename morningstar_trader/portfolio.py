@@ -90,6 +90,8 @@ def _now() -> str:
 class PortfolioStore:
     "Orders, fills, positions, cash, equity and the cycle journal in one SQLite file."
 
+    keeps_journal = True  # every account in a state store journals its closes (a MemoryBook may not: `MemoryBook`)
+
     def __init__(self, path: str | Path, *, initial_cash: float | None = None, durable: bool = True):
         # durable: every commit reaches the disk before it returns (an order's intent must survive a power cut);
         # False (a simulated twin's book): commits survive a crash of the process, not of the machine, and cost no fsync
