@@ -29,6 +29,7 @@ from local_exchange import LocalExchange
 
 from morningstar_trader.candles import validated_bars
 from morningstar_trader.config import Settings
+from morningstar_trader.execution import PROTECTIVE
 from morningstar_trader.portfolio import PortfolioStore
 from morningstar_trader.training import train_model
 
@@ -130,7 +131,10 @@ def differences(store_path: Path, server: LocalExchange) -> list[str]:
         out.append("two venue orders share one client id")
     if unknown := {o.client_id for o in venue} - set(orders["client_order_id"]):
         out.append(f"venue orders not in the store: {sorted(unknown)[:3]}")
-    if len(still := orders[orders["status"].isin(["new", "unknown", "submitted", "partially_filled"])]):
+    resting = {o.client_id for o in venue if o.status in ("NEW", "PARTIALLY_FILLED")}  # a held position's stop
+    open_ = orders["status"].isin(["new", "unknown", "submitted", "partially_filled"])
+    by_design = orders["intent"].isin(PROTECTIVE) & orders["client_order_id"].isin(resting)
+    if len(still := orders[open_ & ~by_design]):
         out.append(f"orders not final: {still['client_order_id'].tolist()[:3]}")
     with store._tx() as db:
         recorded = sorted(r[0] for r in db.execute("SELECT trade_id FROM fills"))
