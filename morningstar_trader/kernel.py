@@ -127,9 +127,12 @@ def _ns(v) -> int:
 
 def _level_hit(k: Kernel, pos: Position, w: BarWindow, checked) -> tuple[pd.Timestamp, float, str] | None:
     "(candle, price, reason) of the first stop or target reached since the last check, or None."
-    since = _ns(checked) if checked is not None else None
-    # a backtest's window is the one candle after the last check: taken whole, without a search and a new window
-    new = w.last(1) if since is None else w if len(w) and w.times[0] > since else w.after(since)
+    if checked is None:
+        new = w.last(1)
+    elif len(w) and w.times[0] > _ns(checked):
+        new = w  # a backtest's window: the one candle after the last check, taken whole (no search, no new window)
+    else:
+        new = w.after(_ns(checked))
     sl, tp = exit_levels(pos)
     hit = first_exit(pos.sign, sl, tp, new.column(0), new.column(1), new.column(2)) if len(new) else None
     if hit is not None:

@@ -934,7 +934,7 @@ def _bar(w: BarWindow | None, t: pd.Timestamp) -> int | None:
 
 
 @patch
-def _simulated(self: LiveVenue, row, w: BarWindow | None) -> tuple[float, pd.Timestamp] | None:
+def _simulated(self: LiveVenue, row, order: dict, w: BarWindow | None) -> tuple[float, pd.Timestamp] | None:
     """The simulator's fill of a shadow row whose candle has closed (price, time), or None while it has not: an order
     at the next open with slippage; the venue's stop or target at its level inside its candle (at the open when the
     candle opened through it), a stop with slippage."""
@@ -945,7 +945,7 @@ def _simulated(self: LiveVenue, row, w: BarWindow | None) -> tuple[float, pd.Tim
     k = _bar(w, decided)
     if k is None:
         return None
-    level, held = self._level(self.store.order(row.client_order_id)), -sign  # the side of the position it exits
+    level, held = self._level(order), -sign  # the side of the position it exits
     stop, target = (level, held * np.inf) if row.kind == "venue_stop" else (-held * np.inf, level)
     hit = first_exit(held, stop, target, *(w.ohlc[k : k + 1, j] for j in range(3)))
     reason = "stop_loss" if row.kind == "venue_stop" else "take_profit"
@@ -969,7 +969,7 @@ def _complete_shadow(self: LiveVenue, windows: dict[str, BarWindow]) -> None:
             _log.info("shadow of %s dropped: its candle is no longer in the window", row.client_order_id)
             self.shadow.drop(row.client_order_id)
             continue
-        elif (sim := self._simulated(row, w)) is None:
+        elif (sim := self._simulated(row, order, w)) is None:
             continue
         self.shadow.complete(
             row.client_order_id,

@@ -249,13 +249,14 @@ _WHERE_OPEN = f"WHERE status IN ({','.join('?' * len(_OPEN))})"
 
 
 @patch
-def orders(self: PortfolioStore, open_only: bool = False, pair: str | None = None) -> pd.DataFrame:
-    "All orders (or only those not in a final status; of one `pair`), oldest first."
-    where, params = (_WHERE_OPEN, list(_OPEN)) if open_only else ("WHERE 1", [])
-    if pair is not None:
-        where, params = f"{where} AND pair = ?", [*params, pair]
+def orders(self: PortfolioStore, open_only: bool = False) -> pd.DataFrame:
+    "All orders (or only those not in a final status), oldest first."
     with self._tx() as db:
-        return pd.read_sql(f"SELECT * FROM orders {where} ORDER BY created_at, client_order_id", db, params=params)
+        return pd.read_sql(
+            f"SELECT * FROM orders {_WHERE_OPEN if open_only else ''} ORDER BY created_at, client_order_id",
+            db,
+            params=_OPEN if open_only else None,
+        )
 
 
 @patch
