@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -342,11 +343,17 @@ def _kernel_for(jupyter: Server, path: str) -> None:
 
 
 def _close(dialog, seen: list[str]) -> None:
-    """Note a JupyterLab dialog's text, then close it: a kernel selector by accepting its choice (its reject button
-    means "no kernel"), any other by its reject button (or accept, when it has none)."""
+    """Note a JupyterLab dialog's text, then close it: a kernel selector by accepting the kernel already running for
+    the notebook where it lists one (its default, a new kernel, would replace that kernel under the page and cancel its
+    pending requests: a page error), else its choice (its reject button means "no kernel"); any other dialog by its
+    reject button (or accept, when it has none)."""
     seen.append(dialog.inner_text()[:300])
-    reject = dialog.locator(".jp-Dialog-button.jp-mod-reject")
-    keep = dialog.locator("select").count() or not reject.count()
+    reject, select = dialog.locator(".jp-Dialog-button.jp-mod-reject"), dialog.locator("select")
+    if select.count():
+        running = [t for t in select.first.locator("option").all_text_contents() if re.search(r"\.ipynb \(\w+\)$", t)]
+        if running:
+            select.first.select_option(label=running[0])
+    keep = select.count() or not reject.count()
     (dialog.locator(".jp-Dialog-button.jp-mod-accept") if keep else reject).first.click()
 
 
