@@ -17,8 +17,9 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from .book import JOURNAL_DECISION
 from .config import Settings
-from .decision import decide, proposal_of, review_entry
+from .decision import decide, hold_reason, proposal_of, review_entry
 from morningstar_trader.execution import (
     PROTECTIVE,
     BarWindow,
@@ -40,8 +41,8 @@ _log = logging.getLogger(__name__)
 __all__ = ['NO_RULES', 'MARKET_LOOKBACK', 'bar_number', 'client_order_id', 'Kernel', 'PairInput', 'model_id', 'review_evidence',
            'in_flight', 'check_levels', 'venue_stop_outs', 'mark', 'send', 'CloseNotes', 'Marked', 'decide_pair',
            'ask_reviewer', 'review_pair', 'ask_reviews', 'risk_check', 'account_hold', 'place', 'journal_pair',
-           'StageFailed', 'trade_pair', 'unreviewed_twin', 'twin_close', 'CloseOutcome', 'one_transaction', 'close_bar',
-           'predict_heads', 'attach_digest']
+           'journal_hold', 'StageFailed', 'trade_pair', 'unreviewed_twin', 'twin_close', 'CloseOutcome',
+           'one_transaction', 'close_bar', 'predict_heads', 'attach_digest']
 
 # %% ../nbs/12_kernel.ipynb #85509f1c
 def bar_number(bar: pd.Timestamp, timeframe: str) -> int:
@@ -450,6 +451,24 @@ def _journal_failure(k: Kernel, pair: str, bar: pd.Timestamp, inp: PairInput, wh
         _log.exception("%s: the failure could not be journaled either", pair)
 
 
+def _journal(k: Kernel, pair: str, inp: PairInput, iso: str, decision: tuple, reasons: tuple) -> None:
+    """One pair's row: `decision` is JOURNAL_DECISION's values. A MemoryBook keeps it as columns
+    (`journal_decision`), a state store as the dicts it stores."""
+    cycle_id, bar, close = f"{k.run_id}-{iso}", inp.window.end, float(inp.window.close)
+    if hasattr(k.book, "journal_decision"):
+        k.book.journal_decision(cycle_id, pair, bar, close, inp.pred, decision, reasons)
+        return
+    k.book.journal(
+        cycle_id,
+        pair,
+        bar,
+        inputs={"close": close},
+        prediction=inp.pred,
+        decision=dict(zip(JOURNAL_DECISION, decision)),
+        reasons=reasons,
+    )
+
+
 def journal_pair(
     k: Kernel,
     inp: PairInput,
@@ -461,28 +480,27 @@ def journal_pair(
     iso: str,
 ) -> str:
     "Journal this pair's close (`iso`: its decision bar as text); the verdict it recorded (a hold has none: no order)."
-    bar = inp.window.end
     reason = held or (verdict.reason if d.action != "hold" else "no order")
-    if not k.book.keeps_journal:  # a backtest's twin: its rows would be built only to be dropped
-        return reason
-    k.book.journal(
-        f"{k.run_id}-{iso}",
-        d.pair,
-        bar,
-        inputs={"close": float(inp.window.close)},
-        prediction=inp.pred,
-        decision={
-            "action": d.action,
-            "size": d.size,
-            "stop_loss": d.stop_loss,
-            "take_profit": d.take_profit,
-            "verdict": reason,
-            "order": order,
-            "review": _journal_review(notes.reviews.get(d.pair)),
-        },
-        reasons=(*d.reasons, reason),
-    )
+    if k.book.keeps_journal:  # not a backtest's twin: its rows would be built only to be dropped
+        review = _journal_review(notes.reviews.get(d.pair))
+        _journal(
+            k,
+            d.pair,
+            inp,
+            iso,
+            (d.action, d.size, d.stop_loss, d.take_profit, reason, order, review),
+            (*d.reasons, reason),
+        )
     return reason
+
+
+_HOLD = ("hold", 0.0, None, None, "no order", "", None)  # a hold's decision in the journal: no order, no review
+
+
+def journal_hold(k: Kernel, pair: str, inp: PairInput, why: str, iso: str) -> None:
+    "Journal a flat pair's hold on `why` (`decision.hold_reason`): the row `journal_pair` writes for `decide`'s hold."
+    if k.book.keeps_journal:
+        _journal(k, pair, inp, iso, _HOLD, (why, "no order"))
 
 # %% ../nbs/12_kernel.ipynb #28565d4d
 class StageFailed(MorningstarError):
@@ -510,6 +528,12 @@ def trade_pair(
     iso, closed_at, number = _stamps(bar, k.settings.timeframe)  # once a pair: a Timestamp hashes slowly
     stage = "decision"  # the stage running: what a failure is named by (one try, not a wrapper call per stage)
     try:
+        why = hold_reason(inp.pred, acct.positions.get(pair), k.settings.decision, k.can_short)
+        if why is not None:  # most closes: a flat pair whose signal allows no entry, held without a Decision
+            ms, stage = (time.perf_counter() - t0) * 1e3, "journal"
+            journal_hold(k, pair, inp, why, iso)
+            _log.debug("%s %s: %s (%s)", pair, "hold", "no order", why)
+            return _row(pair, "hold", "no order", why, "", ms)
         with log_context(pair=pair):
             d = decide_pair(k, pair, inp, acct, baseline)
             if d.action == "hold":  # most closes: review, risk and order stages pass a hold through unchanged
