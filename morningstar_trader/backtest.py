@@ -1568,7 +1568,7 @@ def _kernel_inputs(frames: dict[str, pd.DataFrame], strategy, index: pd.Datetime
         ind = features[list(names)].reindex(index).to_numpy()
         closes, own = frame["close"].to_numpy(np.float64), frame.index.get_indexer(index)
         evidence = lambda i, ind=ind, closes=closes, own=own, preds=preds: review_evidence(
-            dict(zip(names, ind[i])), closes[: own[i] + 1], preds[i]
+            dict(zip(names, ind[i].tolist())), closes[: own[i] + 1], preds[i]
         )
         out[pair] = (
             frame.reindex(index)[["open", "high", "low", "close"]].to_numpy(np.float64),

@@ -251,7 +251,7 @@ def _settle_one(venue: SimulatedVenue, row: dict, later: BarWindow, decided: int
         amount,
         price,
         venue.costs.fee(amount, price, maker),
-        pd.Timestamp(int(later.times[k]), tz="UTC"),
+        _utc(int(later.times[k])),
     )
 
 
@@ -265,7 +265,7 @@ def settle(self: SimulatedVenue, windows: dict[str, BarWindow]) -> list[Fill]:
             continue
         # as `place` left it in this process (its note read back: the same values), else from the stored note
         decided, stop, target = self._placed.get(row["client_order_id"]) or _decided_at(row["note"])
-        later = w.after(decided)
+        later = w if len(w) and w.times[0] > decided else w.after(decided)  # a backtest's one later candle: taken whole
         if not len(later):
             continue
         fill = _settle_one(self, row, later, decided)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
@@ -38,10 +39,10 @@ from .types import Decision, Fill, MorningstarError, Order, Position, Review, pa
 _log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['NO_RULES', 'MARKET_LOOKBACK', 'bar_number', 'client_order_id', 'Kernel', 'PairInput', 'model_id', 'review_evidence',
-           'in_flight', 'check_levels', 'venue_stop_outs', 'mark', 'send', 'CloseNotes', 'Marked', 'decide_pair',
-           'ask_reviewer', 'review_pair', 'ask_reviews', 'risk_check', 'account_hold', 'place', 'journal_pair',
-           'journal_hold', 'StageFailed', 'trade_pair', 'unreviewed_twin', 'twin_close', 'CloseOutcome',
+__all__ = ['NO_RULES', 'MARKET_LOOKBACK', 'bar_number', 'client_order_id', 'Kernel', 'PairInput', 'model_id', 'sample_std',
+           'review_evidence', 'in_flight', 'check_levels', 'venue_stop_outs', 'mark', 'send', 'CloseNotes', 'Marked',
+           'decide_pair', 'ask_reviewer', 'review_pair', 'ask_reviews', 'risk_check', 'account_hold', 'place',
+           'journal_pair', 'journal_hold', 'StageFailed', 'trade_pair', 'unreviewed_twin', 'twin_close', 'CloseOutcome',
            'one_transaction', 'close_bar', 'predict_heads', 'attach_digest']
 
 # %% ../nbs/12_kernel.ipynb #85509f1c
@@ -108,14 +109,22 @@ def _dust(k: Kernel, pos: Position, price: float) -> bool:
 MARKET_LOOKBACK = 168  # bars of closes the market context needs
 
 
+def sample_std(x: np.ndarray) -> float:
+    """`x.std(ddof=1)` of a 1-d float array by numpy's own steps (its pairwise sums, a division, a correctly rounded
+    square root), without its dispatch: the same bits at a fifth of the time, once per review."""
+    d = x - np.add.reduce(x) / len(x)
+    return math.sqrt(np.add.reduce(d * d) / (len(x) - 1))
+
+
 def review_evidence(indicators: dict[str, float], closes: np.ndarray, pred: dict) -> tuple[dict, dict]:
     "(key indicators, recent market) at a decision bar, from its feature row and the closes up to it."
-    logr = np.diff(np.log(closes[-25:]))
+    logs = np.log(closes[-25:])
+    logr = logs[1:] - logs[:-1]  # np.diff's subtraction
     market = {
         f"return_{n}_bars": float(closes[-1] / closes[-1 - n] - 1) for n in (1, 24, MARKET_LOOKBACK) if len(closes) > n
     }
     if len(logr) > 1:
-        market["realized_vol_24_bars"] = float(logr.std(ddof=1))
+        market["realized_vol_24_bars"] = sample_std(logr)
     if "regime_id" in pred:
         market["regime"] = int(pred["regime_id"])
     return {k: float(v) for k, v in indicators.items()}, market
@@ -183,10 +192,16 @@ def check_levels(k: Kernel, windows: dict[str, BarWindow], risk_state: RiskState
     return fills, risk_state
 
 # %% ../nbs/12_kernel.ipynb #6f81a915
+@lru_cache(maxsize=16)
+def _lookback(timeframe: str, cooldown_bars: int) -> pd.Timedelta:
+    "How far back a stop the venue triggered can still start a cooldown: made once, not at every close."
+    return (cooldown_bars + 2) * parse_timeframe(timeframe)
+
+
 def venue_stop_outs(k: Kernel, at: pd.Timestamp, risk_state: RiskState) -> RiskState:
     "The risk state with the cooldown of each stop the venue triggered lately (live), as `check_levels` starts one."
-    risk, step = k.settings.risk, parse_timeframe(k.settings.timeframe)
-    for pair, filled_at in k.venue.triggered_stops(at - (risk.cooldown_bars + 2) * step).items():
+    risk = k.settings.risk
+    for pair, filled_at in k.venue.triggered_stops(at - _lookback(k.settings.timeframe, risk.cooldown_bars)).items():
         n = bar_number(filled_at, k.settings.timeframe)  # the candle the fill came in
         if n + risk.cooldown_bars > risk_state.cooldown_until.get(pair, -1):
             risk_state = stopped_out(risk_state, pair, n, risk)
