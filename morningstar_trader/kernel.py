@@ -145,8 +145,8 @@ def _level_hit(k: Kernel, pos: Position, w: BarWindow, checked) -> tuple[pd.Time
         new = w.after(_ns(checked))
     sl, tp = exit_levels(pos)
     hit = first_exit(pos.sign, sl, tp, new.column(0), new.column(1), new.column(2)) if len(new) else None
-    if hit is not None:
-        return pd.Timestamp(int(new.times[hit[0]]), tz="UTC"), hit[1], hit[2]
+    if hit is not None:  # one candle: its (cached) end; else the candle's open time
+        return (new.end if len(new) == 1 else pd.Timestamp(int(new.times[hit[0]]), tz="UTC")), hit[1], hit[2]
     if k.venue.exits_at_close and (pos.sign * (w.close - sl) <= 0 or pos.sign * (w.close - tp) >= 0):
         return w.end, w.close, "stop_loss" if pos.sign * (w.close - sl) <= 0 else "take_profit"
     return None
