@@ -518,6 +518,11 @@ def journal_hold(k: Kernel, pair: str, inp: PairInput, why: str, iso: str) -> No
         _journal(k, pair, inp, iso, _HOLD, (why, "no order"))
 
 # %% ../nbs/12_kernel.ipynb #28565d4d
+# `hold_reason` is decision.decide's own hold: where `decide` is replaced (tests and the soak's seeded decisions patch
+# kernel.decide), every pair goes through the replacement
+_OWN_DECIDE = decide
+
+
 class StageFailed(MorningstarError):
     "A pair's stage raised: the stage's name and the original error."
 
@@ -543,7 +548,11 @@ def trade_pair(
     iso, closed_at, number = _stamps(bar, k.settings.timeframe)  # once a pair: a Timestamp hashes slowly
     stage = "decision"  # the stage running: what a failure is named by (one try, not a wrapper call per stage)
     try:
-        why = hold_reason(inp.pred, acct.positions.get(pair), k.settings.decision, k.can_short)
+        why = (
+            hold_reason(inp.pred, acct.positions.get(pair), k.settings.decision, k.can_short)
+            if decide is _OWN_DECIDE
+            else None
+        )
         if why is not None:  # most closes: a flat pair whose signal allows no entry, held without a Decision
             ms, stage = (time.perf_counter() - t0) * 1e3, "journal"
             journal_hold(k, pair, inp, why, iso)
