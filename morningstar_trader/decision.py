@@ -86,17 +86,17 @@ def cap_size(
     units: float, equity: float, price: float, risk: RiskSettings, baseline_size: float | None = None
 ) -> tuple[float, list[str]]:
     "`units` within the position caps and the unreviewed run's size (`baseline_size`), with a reason per cap that bit."
-    # a cap's name is written only when it bites: most entries pass every cap, and the text costs more than the test
-    caps = [(equity * risk.max_position_fraction / price, "max_position_fraction", risk.max_position_fraction)]
-    if risk.max_position_notional:
-        caps.append((risk.max_position_notional / price, "max_position_notional", risk.max_position_notional))
-    if baseline_size is not None:
-        caps.append((baseline_size, "the run without the review's size", None))
+    # one cap after the other, a cap's name written only when it bites: most entries pass every cap
     reasons = []
-    for cap, name, setting in caps:
-        if units > cap:
-            units = cap
-            reasons.append(f"capped at {cap:.6g} by {name}" + ("" if setting is None else f" {setting:g}"))
+    if units > (cap := equity * risk.max_position_fraction / price):
+        units = cap
+        reasons.append(f"capped at {cap:.6g} by max_position_fraction {risk.max_position_fraction:g}")
+    if risk.max_position_notional and units > (cap := risk.max_position_notional / price):
+        units = cap
+        reasons.append(f"capped at {cap:.6g} by max_position_notional {risk.max_position_notional:g}")
+    if baseline_size is not None and units > baseline_size:
+        units = baseline_size
+        reasons.append(f"capped at {baseline_size:.6g} by the run without the review's size")
     return units, reasons
 
 # %% ../nbs/08_decision.ipynb #33f38462
