@@ -502,6 +502,8 @@ _SHADOW = """CREATE TABLE IF NOT EXISTS shadow (client_order_id TEXT PRIMARY KEY
   sim_price REAL, sim_time TEXT, diff_bps REAL, live_delay_s REAL, kind TEXT NOT NULL DEFAULT 'order')"""
 # what a row compares: an order the kernel decided, its own exit at a level, or a level the venue's resting order filled
 SHADOW_KINDS = ("order", "stop_loss", "take_profit", "venue_stop", "venue_target")
+# what every close reads: the few rows still waiting, found without reading the completed history
+_PENDING = "CREATE INDEX IF NOT EXISTS shadow_pending ON shadow(client_order_id) WHERE live_price IS NULL"
 
 
 class ShadowLog:
@@ -513,6 +515,7 @@ class ShadowLog:
             db.execute(_SHADOW)
             if "kind" not in {r[1] for r in db.execute("PRAGMA table_info(shadow)")}:  # a store of before 2026-12-07
                 db.execute("ALTER TABLE shadow ADD COLUMN kind TEXT NOT NULL DEFAULT 'order'")
+            db.execute(_PENDING)
 
     def expect(
         self,
