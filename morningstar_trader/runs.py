@@ -28,8 +28,8 @@ from .types import MorningstarError
 
 # %% auto #0
 __all__ = ['AUDIT_PARTS', 'without_iri_parser', 'RunError', 'RunRecord', 'check_parameters', 'new_run_id', 'ipc_kernel_manager',
-           'run_notebook', 'record_missed', 'load_run', 'list_runs', 'abandoned_runs', 'audit_tables', 'save_backtest',
-           'read_backtest', 'export_html', 'compare_runs']
+           'run_notebook', 'record_missed', 'frames_read_without_threads', 'load_run', 'list_runs', 'abandoned_runs',
+           'audit_tables', 'save_backtest', 'read_backtest', 'export_html', 'compare_runs']
 
 # %% ../nbs/14_runs.ipynb #e537ebe3
 def without_iri_parser() -> None:
@@ -233,6 +233,17 @@ def record_missed(params: dict, close, why: str, *, runs_dir: str | Path) -> Run
         )
     return RunRecord(run_id, params.get("mode", ""), "missed", Path(""), 0.0, {}, why)
 
+# %% ../nbs/14_runs.ipynb #efdba596
+def frames_read_without_threads() -> None:
+    "Make scrapbook read DataFrame scraps without Arrow's thread pool (the same frames)."
+    from scrapbook.encoders import PandasArrowDataframeEncoder, registry  # noqa: PLC0415
+
+    class Unthreaded(PandasArrowDataframeEncoder):
+        def decode(self, scrap, **kwargs):
+            return super().decode(scrap, use_threads=False, to_pandas_kwargs={"use_threads": False}, **kwargs)
+
+    registry.register(Unthreaded())  # by the encoder's name, "pandas": in place of scrapbook's own
+
 # %% ../nbs/14_runs.ipynb #ee62bee9
 def load_run(path_or_id: str | Path, runs_dir: str | Path | None = None) -> dict:
     "The scraps of a run notebook (by path, or by run id with `runs_dir`), as Python objects."
@@ -240,6 +251,7 @@ def load_run(path_or_id: str | Path, runs_dir: str | Path | None = None) -> dict
     without_iri_parser()
     import scrapbook as sb  # noqa: PLC0415
 
+    frames_read_without_threads()
     path = Path(path_or_id)
     if path.suffix != ".ipynb" and not path.is_dir():
         if runs_dir is None:
