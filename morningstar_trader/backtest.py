@@ -544,18 +544,19 @@ def _mean_std(x: np.ndarray, n: int, total: float) -> tuple[float, float]:
 def _worst_ratio(e: np.ndarray) -> float:
     """The least of e / running peak, as numpy's fmin.reduce(e / maximum.accumulate(e)). Marks above 0: one division
     per new peak, the lowest mark since the last peak over it (a division by a positive number keeps the order: the
-    least ratio of that stretch, to the bit), 32 marks at a time where none of them is a new peak; else every ratio."""
+    least ratio of that stretch, to the bit), 32 marks at a time where none of them is a new peak; else (a mark at or
+    below 0, found on the way) every ratio. Finite marks."""
     peak, low, worst, j = e[0], e[0], np.nan, 0
-    if e.min() <= 0:
-        return _every_ratio(e)
     while j < len(e):
         end = min(j + 32, len(e))
         if end - j == 32:
             top, bottom = _extremes(e, j)
-            if top <= peak:  # no new peak among them: only the low can move
+            if top <= peak and bottom > 0:  # no new peak among them: only the low can move
                 low, j = min(low, bottom), end
                 continue
         for x in e[j:end]:
+            if x <= 0:
+                return _every_ratio(e)
             if x > peak:
                 q = low / peak
                 worst = q if not q >= worst else worst
@@ -568,13 +569,25 @@ def _worst_ratio(e: np.ndarray) -> float:
 
 
 def _extremes(e: np.ndarray, j: int) -> tuple[float, float]:
-    "(max, min) of e[j : j + 32], four of each at a time (min and max are exact in any order)."
-    m0, m1, m2, m3 = e[j], e[j + 1], e[j + 2], e[j + 3]
-    l0, l1, l2, l3 = m0, m1, m2, m3
-    for i in range(j + 4, j + 32, 4):
-        m0, m1, m2, m3 = max(m0, e[i]), max(m1, e[i + 1]), max(m2, e[i + 2]), max(m3, e[i + 3])
-        l0, l1, l2, l3 = min(l0, e[i]), min(l1, e[i + 1]), min(l2, e[i + 2]), min(l3, e[i + 3])
-    return max(max(m0, m1), max(m2, m3)), min(min(l0, l1), min(l2, l3))
+    """(max, min) of finite e[j : j + 32], eight of each at a time (min and max are exact in any order), by comparisons
+    the compiler turns into vector max / min (numba's builtin max and min keep a NaN check that it cannot)."""
+    h0, h1, h2, h3, h4, h5, h6, h7 = e[j], e[j + 1], e[j + 2], e[j + 3], e[j + 4], e[j + 5], e[j + 6], e[j + 7]
+    l0, l1, l2, l3, l4, l5, l6, l7 = h0, h1, h2, h3, h4, h5, h6, h7
+    for i in range(j + 8, j + 32, 8):
+        h0, h1, h2, h3 = _up(h0, e[i]), _up(h1, e[i + 1]), _up(h2, e[i + 2]), _up(h3, e[i + 3])
+        h4, h5, h6, h7 = _up(h4, e[i + 4]), _up(h5, e[i + 5]), _up(h6, e[i + 6]), _up(h7, e[i + 7])
+        l0, l1, l2, l3 = _down(l0, e[i]), _down(l1, e[i + 1]), _down(l2, e[i + 2]), _down(l3, e[i + 3])
+        l4, l5, l6, l7 = _down(l4, e[i + 4]), _down(l5, e[i + 5]), _down(l6, e[i + 6]), _down(l7, e[i + 7])
+    top = _up(_up(_up(h0, h1), _up(h2, h3)), _up(_up(h4, h5), _up(h6, h7)))
+    return top, _down(_down(_down(l0, l1), _down(l2, l3)), _down(_down(l4, l5), _down(l6, l7)))
+
+
+def _up(a: float, x: float) -> float:
+    return x if x > a else a
+
+
+def _down(a: float, x: float) -> float:
+    return x if x < a else a
 
 
 def _every_ratio(e: np.ndarray) -> float:
