@@ -1375,10 +1375,10 @@ def _exposure(trades: pd.DataFrame, frames: dict, equity: pd.Series, fills: pd.D
             close = _latest_close(frames[pair], index)
             value += np.nan_to_num(held * close)
         return np.divide(value, equity.to_numpy(np.float64), out=value)
-    for pair, group in trades.groupby("pair", sort=False):
-        size = group["size"].abs().to_numpy(np.float64)
-        exits = _positions(index, group["exit_time"].fillna(index[-1]))
-        exits[group["exit_time"].isna().to_numpy()] = len(index)  # still open at the end
+    for pair, group in _by_pair(trades):
+        size, open_ = group["size"].abs().to_numpy(np.float64), group["exit_time"].isna().to_numpy()
+        exits = _positions(index, group["exit_time"].fillna(index[-1]) if open_.any() else group["exit_time"])
+        exits[open_] = len(index)  # still open at the end
         entries, close = _positions(index, group["entry_time"]), _latest_close(frames[pair], index)
         if len(index) >= _COMPILED_FROM and (np.diff(entries) >= 0).all() and (np.diff(exits) >= 0).all():
             _compiled(_add_held)(value, entries, exits, size, np.ascontiguousarray(close))
@@ -1388,6 +1388,12 @@ def _exposure(trades: pd.DataFrame, frames: dict, equity: pd.Series, fills: pd.D
         np.add.at(units, exits, -size)
         value += np.nan_to_num(np.cumsum(units)[:-1] * close)
     return np.divide(value, equity.to_numpy(np.float64), out=value)
+
+
+def _by_pair(trades: pd.DataFrame):
+    "`trades.groupby('pair', sort=False)`; the frame itself when every trade is of one pair (the grouping costs)."
+    pairs = trades["pair"].unique()
+    return [(pairs[0], trades)] if len(pairs) == 1 and isinstance(pairs[0], str) else trades.groupby("pair", sort=False)
 
 
 def _positions(index: pd.DatetimeIndex, times: pd.Series) -> np.ndarray:
