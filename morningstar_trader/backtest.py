@@ -16,6 +16,7 @@ from typing import Protocol
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from .book import MemoryBook
 from .config import DEFAULT_MIN_CONFIDENCE
@@ -118,6 +119,7 @@ def _roll_mean(v: np.ndarray, w: int) -> np.ndarray:
 
 
 _COMPILED = {}
+_COMPILED_FROM = 50_000  # marks from which the statistics and the baselines run compiled: the same numbers either way
 
 
 def _compiled(fn):
@@ -371,37 +373,45 @@ def _simulate(
 _SIDES = pd.array(["short", "long"], dtype="str")
 
 
+def _texts(*runs: tuple[str, int]) -> pd.api.extensions.ExtensionArray:
+    """A str column of each text repeated its count, in turn, laid out from its bytes at once (pandas makes a str
+    column from a scalar one value at a time)."""
+    data = b"".join(text.encode() * k for text, k in runs)
+    ends = np.cumsum(np.repeat([len(text.encode()) for text, _ in runs], [k for _, k in runs]))
+    offsets = pa.py_buffer(np.r_[0, ends].astype(np.int64))
+    return pd.array(pa.LargeStringArray.from_buffers(len(ends), offsets, pa.py_buffer(data)), dtype="str")
+
+
 def _trade_table(pair: str, times: pd.DatetimeIndex, size: float, columns: tuple) -> tuple[pd.DataFrame, float]:
     "(the round trips as TRADE_COLUMNS, the share of bars a position was held)."
     n = len(times)
     side, entry_bar, entry_price, exit_bar, exit_price, fees, pnl, reason = columns
-    table = pd.DataFrame(
+    table = pd.DataFrame(  # the arrays are new: the frame takes them without a copy
         {
-            "pair": pair,
+            "pair": _texts((pair, len(side))),
             "side": _SIDES.take((side > 0).astype(np.intp)),  # pandas' str from numpy strings copies each one
             "entry_time": times[entry_bar.astype(int)],
-            "entry_price": entry_price.astype(float),
+            "entry_price": entry_price.astype(float, copy=False),
             "exit_time": times[exit_bar.astype(int)],
-            "exit_price": exit_price.astype(float),
-            "size": size,
-            "fees": fees.astype(float),
-            "pnl": pnl.astype(float),
+            "exit_price": exit_price.astype(float, copy=False),
+            "size": np.full(len(side), size),
+            "fees": fees.astype(float, copy=False),
+            "pnl": pnl.astype(float, copy=False),
             "exit_reason": reason if isinstance(reason, pd.api.extensions.ExtensionArray) else reason.astype(str),
         },
         columns=TRADE_COLUMNS,
+        copy=False,
     )
     # one position at a time: a trade holds the bars from its entry to before its exit, and no two trades share one
     return table, float((exit_bar.astype(int) - entry_bar.astype(int)).sum() / n)
 
 # %% ../nbs/13_backtest.ipynb #0c1da214
-_REASONS = pd.array(["signal", "end"], dtype="str")
-
-
 def _signal_trades(o, c, direction, size: float, costs: FillCosts, allow_short: bool, reenter: bool):
     """(the round trips as columns, the fills) of signals without stops or targets, all at once; None when a signal
     is not -1 or +1 (the loop then decides what it means)."""
-    n = len(o)
-    ev = np.flatnonzero(direction[:-1] != 0)  # decided on the last bar: there is no next open to fill at
+    n, long_run = len(o), len(direction) >= _COMPILED_FROM and direction.dtype.kind in "iuf"
+    # decided on the last bar: there is no next open to fill at
+    ev = _compiled(_events)(direction) if long_run else np.flatnonzero(direction[:-1] != 0)
     d = direction[ev]
     if not ((d == 1) | (d == -1)).all():
         return None
@@ -416,7 +426,7 @@ def _signal_trades(o, c, direction, size: float, costs: FillCosts, allow_short: 
         exit_bar, exit_price = np.append(exit_bar, n - 1), np.append(exit_price, c[-1])
     entry_fee, exit_fee = costs.fee(size, entry_price), costs.fee(size, exit_price)
     pnl = side * size * (exit_price - entry_price) - entry_fee - exit_fee
-    reason = _REASONS.take((np.arange(len(side)) >= len(side) - end).astype(np.intp))
+    reason = _texts(("signal", len(side) - end), ("end", int(end)))
     k = np.arange(len(ev))
     # the loop's order: each signal's close, then its open; the end's close last
     order = np.argsort(np.r_[2 * k[shut], [2 * len(ev)] * end, 2 * k[opened] + 1], kind="stable")
@@ -426,6 +436,15 @@ def _signal_trades(o, c, direction, size: float, costs: FillCosts, allow_short: 
         np.r_[-side * size, side * size][order],
     )
     return (side, entry_bar, entry_price, exit_bar, exit_price, entry_fee + exit_fee, pnl, reason), fills
+
+
+def _events(direction: np.ndarray) -> np.ndarray:
+    "For numba: np.flatnonzero(direction[:-1] != 0), in one pass without a mask."
+    out, k = np.empty(max(len(direction) - 1, 0), np.int64), 0
+    for i in range(len(out)):
+        out[k] = i  # always written, kept when a signal
+        k += direction[i] != 0
+    return out[:k].copy()
 
 # %% ../nbs/13_backtest.ipynb #a39c3c27
 def _equity(frame: pd.DataFrame, fills: tuple[np.ndarray, np.ndarray, np.ndarray], cash: float) -> pd.Series:
@@ -451,9 +470,6 @@ def _equity_loop(bars, dc, dp, close, cash: float):
     return out
 
 # %% ../nbs/13_backtest.ipynb #98b42882
-_COMPILED_FROM = 50_000  # marks from which the statistics and the baselines run compiled: the same numbers either way
-
-
 def _block_sum(a: np.ndarray, lo: int, n: int) -> float:
     "numpy's pairwise summation's leaf: a[lo : lo + n] in 8 running sums (n < 8: one, from -0.0), for numba."
     if n < 8:
