@@ -270,8 +270,17 @@ def _check_bars(frame: pd.DataFrame, pair: str) -> None:
     if not frame.index.is_monotonic_increasing or not frame.index.is_unique:
         raise BacktestError(f"{pair}: timestamps must be sorted and unique")
     prices = (frame[k].to_numpy(np.float64) for k in BAR_COLUMNS[:4])  # column by column: no copy of the frame
-    if not all(np.isfinite(x).all() and (x > 0).all() for x in prices):
+    valid = _compiled(_finite_positive) if len(frame) >= _COMPILED_FROM else lambda x: (np.isfinite(x) & (x > 0)).all()
+    if not all(valid(x) for x in prices):
         raise BacktestError(f"{pair}: prices must be finite and positive")
+
+
+def _finite_positive(x: np.ndarray) -> bool:
+    "For numba: whether every value of `x` is finite and above 0, in one pass (NaN is neither)."
+    ok = True
+    for i in range(len(x)):
+        ok &= (x[i] > 0.0) & (x[i] < np.inf)
+    return ok
 
 # %% ../nbs/13_backtest.ipynb #3824228b
 def _result_html(self) -> str:
