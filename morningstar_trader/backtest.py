@@ -529,6 +529,17 @@ def _block_sq(a: np.ndarray, lo: int, n: int, mean: float) -> float:
     return s
 
 
+def _block_returns(out: np.ndarray, a: np.ndarray, bits: np.ndarray, lo: int, n: int) -> tuple[float, int]:
+    """out[i] = a[i + 1] / a[i] - 1 for i in [lo, lo + n), then `_block_sum` of them while they are at hand; with the
+    largest exponent field of a over them (`bits`: a as int64, for `_finite_sum`)."""
+    u, high = np.uint64, 0
+    for i in range(u(lo), u(lo + n)):
+        out[i] = a[i + u(1)] / a[i] - 1.0
+        x = (bits[i] >> 52) & 0x7FF
+        high = x if x > high else high
+    return _block_sum(out, lo, n), high
+
+
 def _pairwise_sum(a: np.ndarray, n: int, mean: float = 0.0, squared: bool = False) -> float:
     """numpy's `a[:n].sum()` of contiguous float64 to the bit (`squared`: of (a[:n] - mean)², as its var), its pairwise
     summation (halves rounded down to a multiple of 8, blocks of at most 128) walked with a stack instead of numpy's
@@ -553,6 +564,47 @@ def _pairwise_sum(a: np.ndarray, n: int, mean: float = 0.0, squared: bool = Fals
         half = size[top] // 2 - size[top] // 2 % 8
         left[top], waiting[top], lo[top + 1], size[top + 1] = v, True, lo[top] + half, size[top] - half
         top += 1
+
+
+def _returns_sum(e: np.ndarray, out: np.ndarray) -> tuple[float, int]:
+    """For numba: out[i] = e[i + 1] / e[i] - 1 and numpy's sum of them, to the bit, block by block (one pass over
+    memory: `_pairwise_sum`'s walk, its blocks written just before they are summed); with the largest exponent field
+    of e's marks (`_finite_sum`)."""
+    n, bits = len(e) - 1, e.view(np.int64)
+    last = (bits[n] >> 52) & 0x7FF
+    if n <= 128:
+        v, high = _block_returns(out, e, bits, 0, n)
+        return v, max(high, last)
+    lo, size, left, waiting = np.zeros(64, np.int64), np.zeros(64, np.int64), np.zeros(64), np.zeros(64, np.bool_)
+    top, size[0], high = 0, n, last
+    while True:
+        if size[top] > 128:
+            half = size[top] // 2 - size[top] // 2 % 8
+            waiting[top], lo[top + 1], size[top + 1] = False, lo[top], half
+            top += 1
+            continue
+        v, h = _block_returns(out, e, bits, lo[top], size[top])
+        high, top = max(high, h), top - 1
+        while top >= 0 and waiting[top]:
+            v = left[top] + v
+            top -= 1
+        if top < 0:
+            return v, high
+        half = size[top] // 2 - size[top] // 2 % 8
+        left[top], waiting[top], lo[top + 1], size[top + 1] = v, True, lo[top] + half, size[top] - half
+        top += 1
+
+
+def _finite_sum(e: np.ndarray, high: int) -> bool:
+    """np.isfinite(e.sum()) from `high`, the largest exponent field of e: 2047 is an inf or a NaN (and the sum is one
+    too). Else every |x| < 2^(high - 1022): the len(e) < 2^k of them, and every partial sum, stay below
+    2^(high - 1022 + k) (1 + 2^-40), so the sum is finite when high + k <= 2044; beyond, the sum itself decides."""
+    if high == 2047:
+        return False
+    k, m = 0, len(e)
+    while m:
+        k, m = k + 1, m >> 1
+    return high + k <= 2044 or np.isfinite(_pairwise_sum(e, len(e), 0.0, False))
 
 
 def _mean_std(x: np.ndarray, n: int, total: float) -> tuple[float, float]:
@@ -626,27 +678,28 @@ def _every_ratio(e: np.ndarray) -> float:
     return worst
 
 
-def _curve_stats(e: np.ndarray) -> tuple[int, float, float, float, float]:
-    """(returns counted, their mean, std, downside std, the least ratio to the running peak) of finite marks `e`, with
-    compute_stats' numpy arithmetic, to the bit: e[1:] / e[:-1] - 1, a NaN (0 / 0) dropped, numpy's sums."""
+def _curve_stats(e: np.ndarray) -> tuple[bool, int, float, float, float, float]:
+    """(whether numpy's sum of the marks `e` is finite; if so their returns counted, their mean, std, downside std, the
+    least ratio to the running peak) with compute_stats' numpy arithmetic, to the bit: e[1:] / e[:-1] - 1, a NaN
+    (0 / 0) dropped, numpy's sums."""
     n = len(e) - 1
     r = np.empty(n)
-    for i in range(n):
-        r[i] = e[i + 1] / e[i] - 1.0
-    m, total = _without_nan(r)
+    total, high = _returns_sum(e, r)
+    if not _finite_sum(e, high):
+        return False, 0, np.nan, np.nan, np.nan, np.nan
+    m, total = _without_nan(r, total)
     mean, std = _mean_std(r, m, total)
     k = 0
     for i in range(m):  # the losses to the front, in order, over r (done with): one array, fewer fresh pages
         r[k] = r[i]
         k += r[i] < 0
-    return m, mean, std, _mean_std(r, k, _pairwise_sum(r, k, 0.0, False))[1], _worst_ratio(e)
+    return True, m, mean, std, _mean_std(r, k, _pairwise_sum(r, k, 0.0, False))[1], _worst_ratio(e)
 
 
-def _without_nan(x: np.ndarray) -> tuple[int, float]:
-    """(how many values of `x` are kept, their pairwise sum): a NaN (0 / 0) dropped, as `dropna`, the others moved to
-    the front in order."""
+def _without_nan(x: np.ndarray, total: float) -> tuple[int, float]:
+    """(how many values of `x` are kept, their pairwise sum) from `total`, the sum of all of them: a NaN (0 / 0)
+    dropped, as `dropna`, the others moved to the front in order."""
     n = len(x)
-    total = _pairwise_sum(x, n)
     if not np.isnan(total):
         return n, total
     m = 0
@@ -663,11 +716,12 @@ def compute_stats(equity: pd.Series, trades: pd.DataFrame, exposure: float) -> d
     # a Series per step; pandas' own path where a mark is missing (pct_change and dropna decide what it means)
     # one pass: a mark that is not finite makes the sum so (an overflow of finite marks only takes pandas' path, which
     # gives the same numbers)
-    finite = np.isfinite(e.sum())
-    if finite and len(e) >= _COMPILED_FROM:
-        count, mean, std, downside, worst = _compiled(_curve_stats)(np.ascontiguousarray(e))
+    if len(e) >= _COMPILED_FROM:  # the sum's finiteness decided in the same pass
+        finite, count, mean, std, downside, worst = _compiled(_curve_stats)(np.ascontiguousarray(e))
         drawdown = worst - 1
     else:
+        finite = np.isfinite(e.sum())
+    if not finite or len(e) < _COMPILED_FROM:
         count, mean, std, downside, drawdown = _numpy_stats(equity, e, finite)
     years = (equity.index[-1] - equity.index[0]) / pd.Timedelta(days=365.25)
     per_year = count / years if years > 0 else float("nan")
@@ -1120,7 +1174,7 @@ def benchmark_stats(equity: pd.Series, curves: pd.DataFrame) -> dict:
     `excess_return_vs_<name>`, `information_ratio_vs_<name>` of `equity`."""
     e = equity.to_numpy(np.float64)
     fast = curves.index.equals(equity.index) and equity.index.is_unique  # else pandas' reindex decides (or refuses)
-    if len(e) >= _COMPILED_FROM and fast and np.isfinite(e.sum()):
+    if len(e) >= _COMPILED_FROM and fast:
         out = _stats_against(e, equity.index, {name: curves[name].to_numpy(np.float64) for name in curves.columns})
         if out is not None:
             return out
@@ -1146,33 +1200,39 @@ def benchmark_stats(equity: pd.Series, curves: pd.DataFrame) -> dict:
 
 def _against(r: np.ndarray, b: np.ndarray, own: bool, room: np.ndarray) -> tuple:
     """For numba: (with `own`: b's returns counted, their mean and std, b's least ratio to its running peak; the mean
-    and std of r - b's returns, a NaN return of b counted 0; whether that difference is free of NaN):
-    `benchmark_stats`' pandas arithmetic on finite marks, to the bit. `room`: one array of len(r), for b's returns
-    then the difference (fresh pages for a second array would cost more than dividing again)."""
+    and std of r - b's returns, a NaN return of b counted 0; whether that difference is free of NaN; whether numpy's
+    sum of b is finite, else nothing): `benchmark_stats`' pandas arithmetic on finite marks, to the bit. `room`: one
+    array of len(r), for b's returns then the difference (fresh pages for a second array would cost more than
+    dividing again)."""
     n, m, mean, std, worst = len(r), 0, np.nan, np.nan, np.nan
+    b_total, high = _returns_sum(b, room)
+    if not _finite_sum(b, high):
+        return m, mean, std, worst, np.nan, np.nan, True, False
     if own:
-        for i in range(n):
-            room[i] = b[i + 1] / b[i] - 1.0
-        m, b_total = _without_nan(room)  # as compute_stats of b
+        m, b_total = _without_nan(room, b_total)  # as compute_stats of b
         mean, std = _mean_std(room, m, b_total)
         worst = _worst_ratio(b)
     if m == n:  # b's returns still in `room`, none dropped (nor NaN): the difference from them
         for i in range(n):
             room[i] = r[i] - room[i]
-    else:
+    elif own:  # moved by the drop: again from b
         for i in range(n):
             x = b[i + 1] / b[i] - 1.0
             room[i] = r[i] - (x if x == x else 0.0)
+    else:
+        for i in range(n):
+            room[i] = r[i] - (room[i] if room[i] == room[i] else 0.0)
     total = _pairwise_sum(room, n, 0.0, False)
     a_mean, a_std = _mean_std(room, n, total)
-    return m, mean, std, worst, a_mean, a_std, total == total
+    return m, mean, std, worst, a_mean, a_std, total == total, True
 
 
 def _stats_against(e: np.ndarray, index: pd.DatetimeIndex, curves: dict[str, np.ndarray]) -> dict | None:
-    "`benchmark_stats` of finite marks `e` against `curves` on the same times, compiled; None where pandas must decide."
-    r = e[1:] / e[:-1]
-    r -= 1
-    if np.isnan(r_sum := r.sum()) or not all(np.isfinite(b.sum()) for b in curves.values()):
+    """`benchmark_stats` of marks `e` against `curves` on the same times, compiled; None where pandas must decide (a
+    sum of marks not finite, a NaN return of `e`, a NaN difference)."""
+    r = np.empty(len(e) - 1)
+    r_sum, high = _compiled(_returns_sum)(e, r)
+    if np.isnan(r_sum) or not _compiled(_finite_sum)(e, high):
         return None
     years = (index[-1] - index[0]) / pd.Timedelta(days=365.25)
     per_year = len(r) / years if years > 0 else float("nan")
@@ -1181,12 +1241,13 @@ def _stats_against(e: np.ndarray, index: pd.DatetimeIndex, curves: dict[str, np.
         # flat, steady: its returns are 0 (0 / 0 counted 0), the difference is r itself
         if name == "flat" and b[0] == b[-1] and (b == b[0]).all():
             count, mean, std, worst, clean = 0, np.nan, np.nan, np.nan, True
+            finite = math.isfinite(b[0]) and (abs(b[0]) * len(b) < 2.0**1022 or np.isfinite(b.sum()))
             a_mean, a_std = _compiled(_mean_std)(r, len(r), r_sum)
         else:
-            count, mean, std, worst, a_mean, a_std, clean = _compiled(_against)(
+            count, mean, std, worst, a_mean, a_std, clean, finite = _compiled(_against)(
                 r, np.ascontiguousarray(b), name != "flat", room
             )
-        if not clean:  # a NaN difference: pandas' skipna decides
+        if not (finite and clean):  # a NaN difference: pandas' skipna decides
             return None
         own = {
             "sharpe": float(mean / std * math.sqrt(count / years if years > 0 else float("nan")))
