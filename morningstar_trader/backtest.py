@@ -888,21 +888,26 @@ def _ewm_vol(close: np.ndarray, com: float, min_periods: int, per_day: float) ->
     out, factor = np.full(n, np.nan), 1.0 - 1.0 / (1.0 + com)
     weighted, seen, old_wt = np.nan, 0, 1.0  # the first return is NaN: no close before it
     for i in range(1, n):
-        x = close[i] / close[i - 1] - 1.0
-        cur = x * x
-        observed = cur == cur
-        seen += observed
-        if weighted == weighted:
-            old_wt *= factor
-            if observed:
-                if weighted != cur:  # pandas: a constant series stays exact
-                    weighted = (old_wt * weighted + cur) / (old_wt + 1.0)
-                old_wt += 1.0
-        elif observed:
-            weighted = cur
+        weighted, seen, old_wt = _ewm_step(close[i] / close[i - 1] - 1.0, weighted, seen, old_wt, factor)
         if seen >= min_periods:
             out[i] = np.sqrt(weighted * 365.25 * per_day)
     return out
+
+
+def _ewm_step(x: float, weighted: float, seen: int, old_wt: float, factor: float) -> tuple[float, int, float]:
+    "For numba: pandas' EWM mean loop at the next value (its square x²): (the weighted mean, values seen, old weight)."
+    cur = x * x
+    observed = cur == cur
+    seen += observed
+    if weighted == weighted:
+        old_wt *= factor
+        if observed:
+            if weighted != cur:  # pandas: a constant series stays exact
+                weighted = (old_wt * weighted + cur) / (old_wt + 1.0)
+            old_wt += 1.0
+    elif observed:
+        weighted = cur
+    return weighted, seen, old_wt
 
 
 def _vol(close: np.ndarray, step: pd.Timedelta, rules: BaselineRules, compiled: bool) -> np.ndarray:
@@ -977,18 +982,44 @@ def _sleeve(
             sign = _past_sign(close, i, lookback)
             w *= sign if can_short or not sign < 0 else 0.0
         w = 0.0 if w != w else w
-        price = close[i]
-        value = units * price
-        equity = cash + value
-        held, target = (value / equity, w) if equity > 0 else (1.0 if value != 0 else 0.0, 0.0)
-        if abs(target - held) > band * abs(target):
-            delta = target * max(equity, 0.0) - units * price
-            units += delta / price
-            cash -= delta + cost * abs(delta)
-            traded, trades = traded + abs(delta), trades + 1
-            equity = cash + units * price
-        out[j] = equity
+        out[j], cash, units, traded, trades = _step(w, close[i], cash, units, traded, trades, cost, band)
     return out, traded, trades
+
+
+def _step(w: float, price: float, cash: float, units: float, traded: float, trades: int, cost: float, band: float):
+    """For numba: `rebalance` at one close of weight `w`: (the equity there; then the cash, units, value traded and
+    trades)."""
+    value = units * price
+    equity = cash + value
+    held, target = (value / equity, w) if equity > 0 else (1.0 if value != 0 else 0.0, 0.0)
+    if abs(target - held) > band * abs(target):
+        delta = target * max(equity, 0.0) - units * price
+        units += delta / price
+        cash -= delta + cost * abs(delta)
+        traded, trades = traded + abs(delta), trades + 1
+        equity = cash + units * price
+    return equity, cash, units, traded, trades
+
+# %% ../nbs/13_backtest.ipynb #24143956
+def _vol_sleeves(close, com, min_periods, per_day, start, lookback, can_short, cap, target_vol, share, cost, band):
+    """For numba: (vol target's and TSMOM's `_sleeve` from close `start`: each curve, value traded, trades) in one pass
+    over `close`, `_ewm_vol`'s realised vol computed at each close on the way; the same numbers to the bit."""
+    n = len(close)
+    vt, ts, factor = np.empty(n - start), np.empty(n - start), 1.0 - 1.0 / (1.0 + com)
+    weighted, seen, old_wt, vol = np.nan, 0, 1.0, np.nan
+    c1, u1, t1, k1, c2, u2, t2, k2 = share, 0.0, 0.0, 0, share, 0.0, 0.0, 0
+    for i in range(n):
+        if i > 0:
+            weighted, seen, old_wt = _ewm_step(close[i] / close[i - 1] - 1.0, weighted, seen, old_wt, factor)
+            vol = np.sqrt(weighted * 365.25 * per_day) if seen >= min_periods else np.nan
+        if i >= start:
+            w = target_vol / vol
+            w = cap if cap < w else w
+            sign = _past_sign(close, i, lookback)
+            tsm = w * (sign if can_short or not sign < 0 else 0.0)
+            vt[i - start], c1, u1, t1, k1 = _step(0.0 if w != w else w, close[i], c1, u1, t1, k1, cost, band)
+            ts[i - start], c2, u2, t2, k2 = _step(0.0 if tsm != tsm else tsm, close[i], c2, u2, t2, k2, cost, band)
+    return vt, t1, k1, ts, t2, k2
 
 # %% ../nbs/13_backtest.ipynb #57a8aa7d
 def _compiles(frames: dict[str, pd.DataFrame]) -> bool:
@@ -1000,15 +1031,22 @@ def _pair_closes(
     frames: dict[str, pd.DataFrame], until: pd.Timestamp, step: pd.Timedelta, rules: BaselineRules, compiled: bool
 ) -> dict[str, tuple[np.ndarray, pd.DatetimeIndex, np.ndarray]]:
     """Each pair's (closes up to `until`, their times, the realised vol at each), once for every sleeve and lookback: a
-    close's vol depends on the closes up to it only, so the vol of a shorter span is a prefix of it."""
+    close's vol depends on the closes up to it only, so the vol of a shorter span is a prefix of it. Compiled, the vol
+    is None: `_with_vol` gives it where TSMOM's lookback is chosen, `_both_sleeves` computes it on the way."""
     out = {}
     for pair, frame in frames.items():
         if not (frame.index.is_monotonic_increasing and frame.index.is_unique):
             raise BacktestError(f"{pair or 'bars'}: the baselines need candles sorted by time, one per time")
         upto = frame.index.searchsorted(until, side="right")
         close = np.ascontiguousarray(frame["close"].to_numpy(np.float64)[:upto])
-        out[pair] = close, frame.index[:upto], _vol(close, step, rules, compiled)
+        out[pair] = close, frame.index[:upto], None if compiled else _vol(close, step, rules, compiled)
     return out
+
+
+def _with_vol(pairs: dict, before: pd.Timestamp, step: pd.Timedelta, rules: BaselineRules, compiled: bool) -> dict:
+    "`pairs` with the realised vol of each pair's closes before `before` where it is not there yet (a prefix of it)."
+    fill = lambda close, times: _vol(close[: times.searchsorted(before)], step, rules, compiled)
+    return {p: (close, times, fill(close, times) if vol is None else vol) for p, (close, times, vol) in pairs.items()}
 
 
 def _carried(values: np.ndarray, times: pd.DatetimeIndex, index: pd.DatetimeIndex, fill: float) -> np.ndarray:
@@ -1049,6 +1087,28 @@ def _sleeves(
         total = _added(total, _carried(eq, times[start:upto], index, share))
         traded, trades = traded + t, trades + n
     return total, traded, trades
+
+
+def _both_sleeves(pairs: dict, index: pd.DatetimeIndex, cash: float, lookback: int, can_short: bool, cost: float, rules,
+                  step: pd.Timedelta) -> tuple[tuple, tuple]:
+    """(vol target's `_sleeves`, TSMOM's), compiled, both at once, each pair's realised vol on the way (`_vol_sleeves`):
+    the same curves, in the same order of pairs."""
+    share, per_day, r = cash / len(pairs), bars_per_day(step), rules
+    com, at_least = float(r.vol_com_days * per_day), max(2, math.ceil(r.vol_min_days * per_day))
+    out = [[None, 0.0, 0], [None, 0.0, 0]]  # each: the curve, value traded, trades
+    for close, times, _ in pairs.values():
+        upto, start = times.searchsorted(index[-1], side="right"), times.searchsorted(index[0])
+        if start >= upto:  # no candle on `index`: the share stays cash
+            made = [(np.full(len(index), share), 0.0, 0)] * 2
+        else:
+            vt, t1, k1, ts, t2, k2 = _compiled(_vol_sleeves)(
+                close[:upto], com, at_least, float(per_day), start, lookback, can_short, r.cap, r.target_vol, share,
+                cost, r.band
+            )
+            made = [(_carried(eq, times[start:upto], index, share), t, k) for eq, t, k in ((vt, t1, k1), (ts, t2, k2))]
+        for sleeve, (curve, traded, trades) in zip(out, made):
+            sleeve[:] = _added(sleeve[0], curve), sleeve[1] + traded, sleeve[2] + trades
+    return tuple(out[0]), tuple(out[1])
 
 
 def _bar_step(frames: dict[str, pd.DataFrame]) -> pd.Timedelta:
@@ -1102,7 +1162,7 @@ def _choose_lookback(
     span = index[index.searchsorted(lo) : index.searchsorted(hi, side="right")]
     if len(span) < 2:
         return DEFAULT_TSMOM_LOOKBACK, f"default: the {where} {lo} .. {hi} has {len(span)} bar(s)"
-    sharpe = {}
+    sharpe, pairs = {}, _with_vol(pairs, before, step, rules, compiled)
     for label in labels:
         curve, _, _ = _sleeves(pairs, span, 1.0, lookback_bars(label, step), can_short, cost, rules, compiled)
         sharpe[label] = compute_stats(pd.Series(curve, index=span), _NO_TRADES, 0.0)["sharpe"]
@@ -1152,8 +1212,13 @@ def _baseline_arrays(
     pairs = _pair_closes(frames, index[-1], step, rules, compiled)
     label, how = _choose_lookback(pairs, index[0], step, cost, can_short, select_on, rules, compiled)
     k = lookback_bars(label, step)
-    vt, vt_traded, vt_trades = _sleeves(pairs, index, cash, None, can_short, cost, rules, compiled)
-    ts, ts_traded, ts_trades = _sleeves(pairs, index, cash, k, can_short, cost, rules, compiled)
+    if compiled:
+        (vt, vt_traded, vt_trades), (ts, ts_traded, ts_trades) = _both_sleeves(
+            pairs, index, cash, k, can_short, cost, rules, step
+        )
+    else:
+        vt, vt_traded, vt_trades = _sleeves(pairs, index, cash, None, can_short, cost, rules, compiled)
+        ts, ts_traded, ts_trades = _sleeves(pairs, index, cash, k, can_short, cost, rules, compiled)
     del pairs  # its vol: freed before the next curves are made
     bought = sum(len(f) > 0 and f.index[-1] >= index[0] for f in frames.values()) / len(frames)
     held, flat = _buy_hold(frames, index, cash, fee), np.full(len(index), float(cash))
