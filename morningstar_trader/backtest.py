@@ -465,7 +465,25 @@ def _equity(frame: pd.DataFrame, fills: tuple[np.ndarray, np.ndarray, np.ndarray
 
 def _equity_loop(bars, dc, dp, close, cash: float):
     """One pass, the arithmetic of `bincount` then `cumsum`: each bar's fills summed from 0 in their order, those
-    running sums, then (cash + cash deltas) + units × close."""
+    running sums, then (cash + cash deltas) + units × close. Fills in the order of their bars (the engines' own) are
+    taken as the bars come, without an array per bar: a bar without one adds 0 to the running sums, which changes
+    nothing (a sum from 0 is never -0)."""
+    n, out, j = len(close), np.empty(len(close)), 0
+    if not (np.all(bars[1:] >= bars[:-1]) and (len(bars) == 0 or 0 <= bars[0] <= bars[-1] < n)):
+        return _equity_by_bar(bars, dc, dp, close, cash)
+    c, u = 0.0, 0.0
+    for i in range(n):
+        if j < len(bars) and bars[j] == i:
+            sc, su = 0.0, 0.0
+            while j < len(bars) and bars[j] == i:
+                sc, su, j = sc + dc[j], su + dp[j], j + 1
+            c, u = c + sc, u + su
+        out[i] = (c + cash) + u * close[i]
+    return out
+
+
+def _equity_by_bar(bars, dc, dp, close, cash: float):
+    "`_equity_loop` of fills in any order: their sums per bar first."
     n = len(close)
     cash_bar, units_bar, out = np.zeros(n), np.zeros(n), np.empty(n)
     for j in range(len(bars)):
@@ -1089,8 +1107,16 @@ def _sleeves(
     return total, traded, trades
 
 
-def _both_sleeves(pairs: dict, index: pd.DatetimeIndex, cash: float, lookback: int, can_short: bool, cost: float, rules,
-                  step: pd.Timedelta) -> tuple[tuple, tuple]:
+def _both_sleeves(
+    pairs: dict,
+    index: pd.DatetimeIndex,
+    cash: float,
+    lookback: int,
+    can_short: bool,
+    cost: float,
+    rules,
+    step: pd.Timedelta,
+) -> tuple[tuple, tuple]:
     """(vol target's `_sleeves`, TSMOM's), compiled, both at once, each pair's realised vol on the way (`_vol_sleeves`):
     the same curves, in the same order of pairs."""
     share, per_day, r = cash / len(pairs), bars_per_day(step), rules
@@ -1102,8 +1128,18 @@ def _both_sleeves(pairs: dict, index: pd.DatetimeIndex, cash: float, lookback: i
             made = [(np.full(len(index), share), 0.0, 0)] * 2
         else:
             vt, t1, k1, ts, t2, k2 = _compiled(_vol_sleeves)(
-                close[:upto], com, at_least, float(per_day), start, lookback, can_short, r.cap, r.target_vol, share,
-                cost, r.band
+                close[:upto],
+                com,
+                at_least,
+                float(per_day),
+                start,
+                lookback,
+                can_short,
+                r.cap,
+                r.target_vol,
+                share,
+                cost,
+                r.band,
             )
             made = [(_carried(eq, times[start:upto], index, share), t, k) for eq, t, k in ((vt, t1, k1), (ts, t2, k2))]
         for sleeve, (curve, traded, trades) in zip(out, made):
