@@ -802,6 +802,10 @@ def _buy_hold(frames: dict[str, pd.DataFrame], index: pd.DatetimeIndex, cash: fl
     share, total = cash / len(frames), None
     for frame in frames.values():
         close = _on_index(frame, index)
+        if len(close) >= _COMPILED_FROM:  # the same arithmetic, the first pair's + 0 (`_added`) included
+            fresh = total is None
+            total = _compiled(_bought)(close, share, share * (1 - fee), np.empty(len(close)) if fresh else total, fresh)
+            continue
         valid = ~np.isnan(close)
         if not valid.any():  # a pair with no candle yet keeps its share in cash until its first close
             held = np.full(len(index), share)
@@ -810,6 +814,19 @@ def _buy_hold(frames: dict[str, pd.DataFrame], index: pd.DatetimeIndex, cash: fl
             held = share * (1 - fee) / close[first] * close
             held[:first] = share
         total = _added(total, held)
+    return total
+
+
+def _bought(close: np.ndarray, share: float, spent: float, total: np.ndarray, first: bool) -> np.ndarray:
+    """For numba: `_added` of `total` and one pair's buy & hold curve (`share` in cash until its first close that is not
+    NaN, then spent / that close × each close), in place; `first`: `total` is still empty, the curve + 0 goes there."""
+    start = 0
+    while start < len(close) and close[start] != close[start]:
+        start += 1
+    bought = spent / close[start] if start < len(close) else 0.0
+    for i in range(len(close)):
+        x = share if i < start else bought * close[i]
+        total[i] = x + 0.0 if first else total[i] + x
     return total
 
 
@@ -1147,13 +1164,22 @@ def _both_sleeves(
     return tuple(out[0]), tuple(out[1])
 
 
+def _evenly_spaced(t: np.ndarray) -> bool:
+    "For numba: whether every gap between consecutive values of `t` (at least 2) is the first one."
+    ok = True
+    for i in range(2, len(t)):
+        ok &= t[i] - t[i - 1] == t[1] - t[0]
+    return ok
+
+
 def _bar_step(frames: dict[str, pd.DataFrame]) -> pd.Timedelta:
     "The bars' spacing: the most common gap between consecutive bars of the pair with the most bars."
     longest = max(frames.values(), key=len).index
     if len(longest) < 2:
         raise BacktestError("the baselines need at least 2 bars of one pair to know the timeframe")
-    gaps = np.diff(longest.asi8)
-    if (gaps == gaps[0]).all():  # evenly spaced: that gap, without counting them
+    t = longest.asi8
+    even = _compiled(_evenly_spaced)(t) if len(t) >= _COMPILED_FROM else (np.diff(t) == t[1] - t[0]).all()
+    if even:  # evenly spaced: that gap, without counting them
         return longest[1] - longest[0]
     return pd.Series(longest[1:] - longest[:-1]).mode().iloc[0]
 
@@ -1471,12 +1497,23 @@ def _with_benchmarks(
     index, fee, bps = result.equity.index, costs.taker_fee, costs.slippage_bps
     curves, info = _baseline_arrays(frames, index, cash, fee, bps, can_short, step, select_on, BASELINE_RULES)
     share = _exposure_share(result, frames)  # buy & hold as invested as the strategy: `with_exposure_benchmark`
-    scaled = curves["buy_hold"] - cash  # cash + share * (buy_hold - cash), in place
-    scaled *= share
-    curves["buy_hold_scaled"] = np.add(scaled, cash, out=scaled)
+    if len(index) >= _COMPILED_FROM:  # cash + share * (buy_hold - cash) in one pass
+        curves["buy_hold_scaled"] = _compiled(_scaled)(curves["buy_hold"], float(cash), share)
+    else:
+        scaled = curves["buy_hold"] - cash
+        scaled *= share
+        curves["buy_hold_scaled"] = np.add(scaled, cash, out=scaled)
     curves = pd.DataFrame(curves, index=index, copy=False)  # the arrays are its own: no copy
     stats = {**result.stats, **benchmark_stats(result.equity, curves), **info, "gross_exposure": share}
     return replace(result, stats=stats, benchmarks=curves)
+
+
+def _scaled(curve: np.ndarray, cash: float, share: float) -> np.ndarray:
+    "For numba: (curve - cash) × share + cash, each value, in a new array."
+    out = np.empty(len(curve))
+    for i in range(len(curve)):
+        out[i] = (curve[i] - cash) * share + cash
+    return out
 
 
 def _bar_by_bar(strategy: Strategy, frame: pd.DataFrame) -> pd.DataFrame:
@@ -1554,14 +1591,16 @@ def notional_exposure(
     return pd.Series(_exposure(trades, frames, equity, fills), index=equity.index, name="gross_exposure")
 
 
-def _exposure(trades: pd.DataFrame, frames: dict, equity: pd.Series, fills: pd.DataFrame | None) -> np.ndarray:
-    "`notional_exposure` as a new array (the caller's own)."
+def _exposure(
+    trades: pd.DataFrame, frames: dict, equity: pd.Series, fills: pd.DataFrame | None, divide: bool = True
+) -> np.ndarray:
+    "`notional_exposure` as a new array (the caller's own); the value held, not over the equity, unless `divide`."
     index, value = equity.index, np.zeros(len(equity))
     if fills is not None and len(fills):
         for pair, held in _held_by_fills(fills, index).items():
             close = _latest_close(frames[pair], index)
             value += np.nan_to_num(held * close)
-        return np.divide(value, equity.to_numpy(np.float64), out=value)
+        return np.divide(value, equity.to_numpy(np.float64), out=value) if divide else value
     for pair, group in _by_pair(trades):
         size, open_ = group["size"].abs().to_numpy(np.float64), group["exit_time"].isna().to_numpy()
         exits = _positions(index, group["exit_time"].fillna(index[-1]) if open_.any() else group["exit_time"])
@@ -1574,7 +1613,7 @@ def _exposure(trades: pd.DataFrame, frames: dict, equity: pd.Series, fills: pd.D
         np.add.at(units, entries, size)
         np.add.at(units, exits, -size)
         value += np.nan_to_num(np.cumsum(units)[:-1] * close)
-    return np.divide(value, equity.to_numpy(np.float64), out=value)
+    return np.divide(value, equity.to_numpy(np.float64), out=value) if divide else value
 
 
 def _by_pair(trades: pd.DataFrame):
@@ -1631,13 +1670,14 @@ def _add_held(value: np.ndarray, entries: np.ndarray, exits: np.ndarray, size: n
         value[i] += 0.0 if v != v else min(max(v, -big), big)
 
 
-def _nan_mean(x: np.ndarray) -> float:
-    """For numba: pandas' mean of `x`, to the bit: NaN left out of the count and summed as 0 (pairwise); `x` is left
-    with 0 for NaN."""
+def _mean_over(x: np.ndarray, by: np.ndarray) -> float:
+    """For numba: pandas' mean of x / by, to the bit: NaN left out of the count and summed as 0 (pairwise); `x` is left
+    with the quotients, 0 for NaN."""
     count = 0
     for i in range(len(x)):
-        seen = x[i] == x[i]
-        x[i] = x[i] if seen else 0.0
+        q = x[i] / by[i]
+        seen = q == q
+        x[i] = q if seen else 0.0
         count += seen
     return _pairwise_sum(x, len(x), 0.0, False) / count if count > 0 else np.nan
 
@@ -1653,8 +1693,11 @@ def _exposure_share(result, frames: dict) -> float:
     "The strategy's average gross exposure (0 without a trade)."
     if not len(result.trades):
         return 0.0
-    held = _exposure(result.trades, frames, result.equity, result.fills if len(result.fills) else None)
-    return float(_compiled(_nan_mean)(held) if len(held) >= _COMPILED_FROM else pd.Series(held).mean())
+    fills = result.fills if len(result.fills) else None
+    if len(result.equity) < _COMPILED_FROM:
+        return float(pd.Series(_exposure(result.trades, frames, result.equity, fills)).mean())
+    held = _exposure(result.trades, frames, result.equity, fills, divide=False)  # divided in the mean's pass
+    return float(_compiled(_mean_over)(held, np.ascontiguousarray(result.equity.to_numpy(np.float64))))
 
 # %% ../nbs/13_backtest.ipynb #98236106
 @dataclass(frozen=True)
