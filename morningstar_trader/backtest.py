@@ -448,12 +448,15 @@ def _signal_trades(o, c, direction, size: float, costs: FillCosts, allow_short: 
 
 
 def _events(direction: np.ndarray) -> np.ndarray:
-    "For numba: np.flatnonzero(direction[:-1] != 0), in one pass without a mask."
-    out, k = np.empty(max(len(direction) - 1, 0), np.int64), 0
-    for i in range(len(out)):
-        out[k] = i  # always written, kept when a signal
+    "For numba: np.flatnonzero(direction[:-1] != 0) without a mask: the signals counted, then written."
+    n, k = max(len(direction) - 1, 0), 0
+    for i in range(n):
         k += direction[i] != 0
-    return out[:k].copy()
+    out, j = np.empty(k + 1, np.int64), 0
+    for i in range(n):
+        out[j] = i  # always written (one place to spare), kept when a signal
+        j += direction[i] != 0
+    return out[:k]
 
 # %% ../nbs/13_backtest.ipynb #a39c3c27
 def _equity(frame: pd.DataFrame, fills: tuple[np.ndarray, np.ndarray, np.ndarray], cash: float) -> pd.Series:
