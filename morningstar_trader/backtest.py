@@ -459,10 +459,15 @@ def _events(direction: np.ndarray) -> np.ndarray:
     return out[:k]
 
 # %% ../nbs/13_backtest.ipynb #a39c3c27
-def _equity(frame: pd.DataFrame, fills: tuple[np.ndarray, np.ndarray, np.ndarray], cash: float) -> pd.Series:
-    "Cash plus position value at every close, from the fills (bar, cash change, position change)."
+def _equity(
+    frame: pd.DataFrame, fills: tuple[np.ndarray, np.ndarray, np.ndarray], cash: float, plus: float = 0.0
+) -> pd.Series:
+    """Cash plus position value at every close, from the fills (bar, cash change, position change); `plus` + that,
+    in place (a run's cash on one pair's curve: no second curve)."""
     bars, dc, dp = (np.ascontiguousarray(x, t) for x, t in zip(fills, (np.int64, np.float64, np.float64)))
     value = _compiled(_equity_loop)(bars, dc, dp, frame["close"].to_numpy(np.float64), float(cash))
+    if plus:
+        np.add(plus, value, out=value)
     return pd.Series(value, index=frame.index, name="equity")
 
 
@@ -1469,10 +1474,10 @@ def run_rule_backtest(
         reenter = getattr(strategy, "reenter", False)
         table, fills, held = _simulate(pair, frame, signals, float(size), costs, allow_short, reenter)
         tables.append(table)
-        curves.append(_equity(frame, fills, 0.0))
+        curves.append(_equity(frame, fills, 0.0, cash if len(frames) == 1 else 0.0))
         exposure.append(held)
     if len(curves) == 1:
-        equity = cash + curves[0]
+        equity = curves[0]  # its cash added
     else:
         index = reduce(pd.DatetimeIndex.union, (c.index for c in curves))
         # a pair contributes nothing before its first bar
