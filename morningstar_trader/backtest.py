@@ -1343,6 +1343,12 @@ def _against(r: np.ndarray, b: np.ndarray, own: bool, room: np.ndarray) -> tuple
     b_total, high = _returns_sum(b, room)
     if not _finite_sum(b, high):
         return m, mean, std, worst, np.nan, np.nan, True, False
+    if own and n >= 2 and b_total == b_total:  # none dropped: b's deviations, then the difference, in one walk
+        m, mean, worst = n, b_total / n, _worst_ratio(b)
+        squares, total = _squares_then_difference(room, r, mean)
+        std = np.sqrt(squares / (n - 1))
+        a_mean, a_std = _mean_std(room, n, total)
+        return m, mean, std, worst, a_mean, a_std, total == total, True
     if own:
         m, b_total = _without_nan(room, b_total)  # as compute_stats of b
         mean, std = _mean_std(room, m, b_total)
@@ -1360,6 +1366,34 @@ def _against(r: np.ndarray, b: np.ndarray, own: bool, room: np.ndarray) -> tuple
     total = _pairwise_sum(room, n, 0.0, False)
     a_mean, a_std = _mean_std(room, n, total)
     return m, mean, std, worst, a_mean, a_std, total == total, True
+
+
+def _squares_then_difference(room: np.ndarray, r: np.ndarray, mean: float) -> tuple[float, float]:
+    """For numba: (numpy's sum of (room - mean)², then of r - room written over room) block by block in one walk of
+    `_pairwise_sum`'s tree: each block's squares summed before its difference is written; the same sums to the bit."""
+    n, u = len(room), np.uint64
+    lo, size = np.zeros(64, np.int64), np.zeros(64, np.int64)
+    left_q, left_d, waiting = np.zeros(64), np.zeros(64), np.zeros(64, np.bool_)
+    top, size[0] = 0, n
+    while True:
+        if size[top] > 128:
+            half = size[top] // 2 - size[top] // 2 % 8
+            waiting[top], lo[top + 1], size[top + 1] = False, lo[top], half
+            top += 1
+            continue
+        q = _block_sq(room, lo[top], size[top], mean)
+        for i in range(u(lo[top]), u(lo[top] + size[top])):
+            room[i] = r[i] - room[i]
+        d = _block_sum(room, lo[top], size[top])
+        top -= 1
+        while top >= 0 and waiting[top]:
+            q, d, top = left_q[top] + q, left_d[top] + d, top - 1
+        if top < 0:
+            return q, d
+        half = size[top] // 2 - size[top] // 2 % 8
+        left_q[top], left_d[top], waiting[top] = q, d, True
+        lo[top + 1], size[top + 1] = lo[top] + half, size[top] - half
+        top += 1
 
 
 def _stats_against(e: np.ndarray, index: pd.DatetimeIndex, curves: dict[str, np.ndarray]) -> dict | None:
