@@ -1174,9 +1174,9 @@ def _both_sleeves(
 
 def _evenly_spaced(t: np.ndarray) -> bool:
     "For numba: whether every gap between consecutive values of `t` (at least 2) is the first one."
-    ok = True
-    for i in range(2, len(t)):
-        ok &= t[i] - t[i - 1] == t[1] - t[0]
+    ok, step = True, t[1] - t[0]
+    for i in range(len(t) - 1):  # from 0: the compiler vectorises it
+        ok &= t[i + 1] - t[i] == step
     return ok
 
 
