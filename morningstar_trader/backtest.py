@@ -1696,20 +1696,31 @@ def _add_held(value: np.ndarray, entries: np.ndarray, exits: np.ndarray, size: n
     """For numba: `value` += the units held × close at each bar, as `notional_exposure` computes it in numpy, to the
     bit: the sizes at the entries then their negatives at the exits summed per bar from 0 (np.add.at's order), the
     running sum of those (numpy's cumsum; a bar without one adds 0, which changes nothing), nan_to_num. `entries` and
-    `exits` ascending: no array of units."""
-    big, held, j, k = np.finfo(np.float64).max, 0.0, 0, 0
-    for i in range(len(close)):
-        if (j < len(entries) and entries[j] == i) or (k < len(exits) and exits[k] == i):
-            units = 0.0
-            while j < len(entries) and entries[j] == i:
-                units += size[j]
-                j += 1
-            while k < len(exits) and exits[k] == i:
-                units += -size[k]
-                k += 1
-            held = units if i == 0 else held + units
-        v = held * close[i]
-        value[i] += 0.0 if v != v else min(max(v, -big), big)
+    `exits` ascending: no array of units; the bars between two of them at once (a loop the compiler vectorises)."""
+    big, held, j, k, i, n, u = np.finfo(np.float64).max, 0.0, 0, 0, 0, len(close), np.uint64
+    while i < n:
+        at = min(n, entries[j] if j < len(entries) else n, exits[k] if k < len(exits) else n)  # the next one
+        for t in range(u(i), u(at)):
+            value[t] += _finite(held * close[t], big)
+        if at >= n:
+            return
+        units = 0.0
+        while j < len(entries) and entries[j] == at:
+            units += size[j]
+            j += 1
+        while k < len(exits) and exits[k] == at:
+            units += -size[k]
+            k += 1
+        held = units if at == 0 else held + units
+        value[at] += _finite(held * close[at], big)
+        i = at + 1
+
+
+def _finite(v: float, big: float) -> float:
+    "np.nan_to_num of `v` (`big`: the largest double), by comparisons."
+    v = big if v > big else v
+    v = -big if v < -big else v
+    return 0.0 if v != v else v
 
 
 def _mean_over(x: np.ndarray, by: np.ndarray) -> float:
