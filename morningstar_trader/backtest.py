@@ -1082,8 +1082,13 @@ def _pair_closes(
             raise BacktestError(f"{pair or 'bars'}: the baselines need candles sorted by time, one per time")
         upto = frame.index.searchsorted(until, side="right")
         close = np.ascontiguousarray(frame["close"].to_numpy(np.float64)[:upto])
-        out[pair] = close, frame.index[:upto], None if compiled else _vol(close, step, rules, compiled)
+        out[pair] = close, _span(frame.index, 0, upto), None if compiled else _vol(close, step, rules, compiled)
     return out
+
+
+def _span(times: pd.DatetimeIndex, start: int, stop: int) -> pd.DatetimeIndex:
+    "times[start:stop]; `times` itself when that is all of it (pandas then sees at once that it equals its views)."
+    return times if start == 0 and stop == len(times) else times[start:stop]
 
 
 def _with_vol(pairs: dict, before: pd.Timestamp, step: pd.Timedelta, rules: BaselineRules, compiled: bool) -> dict:
@@ -1127,7 +1132,7 @@ def _sleeves(
         else:
             weight = _weights(close[:upto], vol[:upto], lookback, can_short, rules)
             eq, t, n = rebalance(close[start:upto], weight[start:], share, cost, rules.band)
-        total = _added(total, _carried(eq, times[start:upto], index, share))
+        total = _added(total, _carried(eq, _span(times, start, upto), index, share))
         traded, trades = traded + t, trades + n
     return total, traded, trades
 
@@ -1166,7 +1171,8 @@ def _both_sleeves(
                 cost,
                 r.band,
             )
-            made = [(_carried(eq, times[start:upto], index, share), t, k) for eq, t, k in ((vt, t1, k1), (ts, t2, k2))]
+            on = _span(times, start, upto)
+            made = [(_carried(eq, on, index, share), t, k) for eq, t, k in ((vt, t1, k1), (ts, t2, k2))]
         for sleeve, (curve, traded, trades) in zip(out, made):
             sleeve[:] = _added(sleeve[0], curve), sleeve[1] + traded, sleeve[2] + trades
     return tuple(out[0]), tuple(out[1])
