@@ -704,22 +704,22 @@ def _every_ratio(e: np.ndarray) -> float:
     return worst
 
 
-def _curve_stats(e: np.ndarray) -> tuple[bool, int, float, float, float, float]:
+def _curve_stats(e: np.ndarray, r: np.ndarray, losses: np.ndarray) -> tuple:
     """(whether numpy's sum of the marks `e` is finite; if so their returns counted, their mean, std, downside std, the
-    least ratio to the running peak) with compute_stats' numpy arithmetic, to the bit: e[1:] / e[:-1] - 1, a NaN
-    (0 / 0) dropped, numpy's sums."""
-    n = len(e) - 1
-    r = np.empty(n)
+    least ratio to the running peak, the returns' sum) with compute_stats' numpy arithmetic, to the bit: e[1:] / e[:-1]
+    - 1, a NaN (0 / 0) dropped, numpy's sums. The returns are written into `r` (and stay there, in order, when none is
+    NaN), the losses moved to the front of `losses` (`r` itself where the returns are done with: fewer fresh pages)."""
     total, high = _returns_sum(e, r)
     if not _finite_sum(e, high):
-        return False, 0, np.nan, np.nan, np.nan, np.nan
+        return False, 0, np.nan, np.nan, np.nan, np.nan, np.nan
     m, total = _without_nan(r, total)
     mean, std = _mean_std(r, m, total)
     k = 0
-    for i in range(m):  # the losses to the front, in order, over r (done with): one array, fewer fresh pages
-        r[k] = r[i]
-        k += r[i] < 0
-    return True, m, mean, std, _mean_std(r, k, _pairwise_sum(r, k, 0.0, False))[1], _worst_ratio(e)
+    for i in range(m):
+        x = r[i]
+        losses[k] = x
+        k += x < 0
+    return True, m, mean, std, _mean_std(losses, k, _pairwise_sum(losses, k, 0.0, False))[1], _worst_ratio(e), total
 
 
 def _without_nan(x: np.ndarray, total: float) -> tuple[int, float]:
@@ -737,14 +737,25 @@ def _without_nan(x: np.ndarray, total: float) -> tuple[int, float]:
 # %% ../nbs/13_backtest.ipynb #14e2444f
 def compute_stats(equity: pd.Series, trades: pd.DataFrame, exposure: float) -> dict:
     "Total return, CAGR, Sharpe, Sortino, max drawdown, win rate, profit factor, exposure and number of trades."
-    e = equity.to_numpy(np.float64)
+    return _compute_stats(equity, trades, exposure)[0]
+
+
+def _compute_stats(equity: pd.Series, trades: pd.DataFrame, exposure: float, room: np.ndarray | None = None):
+    """(`compute_stats`; with `room`, an array of len(equity) - 1 for the losses, a long curve's returns kept for
+    `benchmark_stats` where none is NaN: (equity, returns, their sum, mean, std, room), else None)."""
+    e, known = equity.to_numpy(np.float64), None
     # numpy's mean and std are the arithmetic pandas uses (sum / count, squared deviations): the same numbers, without
     # a Series per step; pandas' own path where a mark is missing (pct_change and dropna decide what it means)
     # one pass: a mark that is not finite makes the sum so (an overflow of finite marks only takes pandas' path, which
     # gives the same numbers)
     if len(e) >= _COMPILED_FROM:  # the sum's finiteness decided in the same pass
-        finite, count, mean, std, downside, worst = _compiled(_curve_stats)(np.ascontiguousarray(e))
+        r = np.empty(len(e) - 1)
+        finite, count, mean, std, downside, worst, r_sum = _compiled(_curve_stats)(
+            np.ascontiguousarray(e), r, r if room is None else room
+        )
         drawdown = worst - 1
+        if finite and room is not None and count == len(r):
+            known = (equity, r, r_sum, mean, std, room)
     else:
         finite = np.isfinite(e.sum())
     if not finite or len(e) < _COMPILED_FROM:
@@ -764,7 +775,7 @@ def compute_stats(equity: pd.Series, trades: pd.DataFrame, exposure: float) -> d
         "profit_factor": float(wins / losses) if losses > 0 else float("nan"),
         "exposure": float(exposure),
         "trades": int(len(trades)),
-    }
+    }, known
 
 
 def _numpy_stats(equity: pd.Series, e: np.ndarray, finite: bool) -> tuple[int, float, float, float, float]:
@@ -1313,10 +1324,18 @@ def _baseline_arrays(
 def benchmark_stats(equity: pd.Series, curves: pd.DataFrame) -> dict:
     """Per benchmark: its `<name>_return` (and but for flat its `<name>_sharpe`, `<name>_max_drawdown`), and
     `excess_return_vs_<name>`, `information_ratio_vs_<name>` of `equity`."""
+    return _benchmark_stats(equity, curves)
+
+
+def _benchmark_stats(equity: pd.Series, curves: pd.DataFrame, known: tuple | None = None) -> dict:
+    "`benchmark_stats`, with the equity's returns `known` from `_compute_stats` (of this very equity) if given."
     e = equity.to_numpy(np.float64)
     fast = curves.index.equals(equity.index) and equity.index.is_unique  # else pandas' reindex decides (or refuses)
     if len(e) >= _COMPILED_FROM and fast:
-        out = _stats_against(e, equity.index, {name: curves[name].to_numpy(np.float64) for name in curves.columns})
+        known = known[1:] if known is not None and known[0] is equity else None
+        out = _stats_against(
+            e, equity.index, {name: curves[name].to_numpy(np.float64) for name in curves.columns}, known
+        )
         if out is not None:
             return out
     r = equity.pct_change().dropna()
@@ -1402,22 +1421,28 @@ def _squares_then_difference(room: np.ndarray, r: np.ndarray, mean: float) -> tu
         top += 1
 
 
-def _stats_against(e: np.ndarray, index: pd.DatetimeIndex, curves: dict[str, np.ndarray]) -> dict | None:
+def _stats_against(e: np.ndarray, index: pd.DatetimeIndex, curves: dict[str, np.ndarray], known=None) -> dict | None:
     """`benchmark_stats` of marks `e` against `curves` on the same times, compiled; None where pandas must decide (a
-    sum of marks not finite, a NaN return of `e`, a NaN difference)."""
-    r = np.empty(len(e) - 1)
-    r_sum, high = _compiled(_returns_sum)(e, r)
-    if np.isnan(r_sum) or not _compiled(_finite_sum)(e, high):
-        return None
+    sum of marks not finite, a NaN return of `e`, a NaN difference). `known`: e's returns, their sum, mean and std (all
+    counted), and a room, from `_compute_stats`."""
+    if known is None:
+        r = np.empty(len(e) - 1)
+        r_sum, high = _compiled(_returns_sum)(e, r)
+        if np.isnan(r_sum) or not _compiled(_finite_sum)(e, high):
+            return None
+        room, moments = np.empty(len(r)), None  # one room for every curve: fresh pages cost
+    else:
+        r, r_sum, mean, std, room = known
+        moments = mean, std
     years = (index[-1] - index[0]) / pd.Timedelta(days=365.25)
     per_year = len(r) / years if years > 0 else float("nan")
-    total, out, room = e[-1] / e[0] - 1, {}, np.empty(len(r))  # one room for every curve: fresh pages cost
+    total, out = e[-1] / e[0] - 1, {}
     for name, b in curves.items():
         # flat, steady: its returns are 0 (0 / 0 counted 0), the difference is r itself
         if name == "flat" and b[0] == b[-1] and (b == b[0]).all():
             count, mean, std, worst, clean = 0, np.nan, np.nan, np.nan, True
             finite = math.isfinite(b[0]) and (abs(b[0]) * len(b) < 2.0**1022 or np.isfinite(b.sum()))
-            a_mean, a_std = _compiled(_mean_std)(r, len(r), r_sum)
+            a_mean, a_std = moments if moments is not None else _compiled(_mean_std)(r, len(r), r_sum)
         else:
             count, mean, std, worst, a_mean, a_std, clean, finite = _compiled(_against)(
                 r, np.ascontiguousarray(b), name != "flat", room
@@ -1522,9 +1547,12 @@ def run_rule_backtest(
         index = reduce(pd.DatetimeIndex.union, (c.index for c in curves))
         # a pair contributes nothing before its first bar
         equity = cash + sum(c.reindex(index).ffill().fillna(0.0) for c in curves)
-    trades = pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
-    result = BacktestResult(trades, equity.rename("equity"), compute_stats(equity, trades, float(np.mean(exposure))))
-    return _with_benchmarks(result, frames, cash, costs, allow_short, history) if benchmarks else result
+    trades, equity = pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0], equity.rename("equity")
+    # a long run's returns computed once for its statistics and those against its benchmarks
+    room = np.empty(len(equity) - 1) if benchmarks and len(equity) >= _COMPILED_FROM else None
+    stats, known = _compute_stats(equity, trades, float(np.mean(exposure)), room)
+    result = BacktestResult(trades, equity, stats)
+    return _with_benchmarks(result, frames, cash, costs, allow_short, history, known=known) if benchmarks else result
 
 
 def _with_benchmarks(
@@ -1536,9 +1564,10 @@ def _with_benchmarks(
     history: dict[str, pd.DataFrame] | None = None,
     select_on: tuple | None = None,
     step: pd.Timedelta | None = None,
+    known: tuple | None = None,
 ) -> BacktestResult:
     """The result with its benchmarks on its bars (`baselines`, after the same costs; `history`: earlier candles of
-    the pairs) and their statistics beside its own."""
+    the pairs) and their statistics beside its own (`known`: the equity's returns from `_compute_stats`)."""
     for pair, earlier in (history or {}).items():
         if pair in frames:
             frames = frames | {pair: pd.concat([earlier[earlier.index < frames[pair].index[0]], frames[pair]])}
@@ -1552,7 +1581,7 @@ def _with_benchmarks(
         scaled *= share
         curves["buy_hold_scaled"] = np.add(scaled, cash, out=scaled)
     curves = pd.DataFrame(curves, index=index, copy=False)  # the arrays are its own: no copy
-    stats = {**result.stats, **benchmark_stats(result.equity, curves), **info, "gross_exposure": share}
+    stats = {**result.stats, **_benchmark_stats(result.equity, curves, known), **info, "gross_exposure": share}
     return replace(result, stats=stats, benchmarks=curves)
 
 
