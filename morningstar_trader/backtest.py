@@ -1710,11 +1710,14 @@ def _positions(index: pd.DatetimeIndex, times: pd.Series) -> np.ndarray:
 
 def _merged(times: np.ndarray, queries: np.ndarray) -> np.ndarray:
     """For numba: np.searchsorted(times, queries) of ascending `queries` in unique ascending `times` (the first time
-    not before each). Each query that is a time of an evenly spaced `times` is found by arithmetic, checked there;
-    else one pass over the times."""
+    not before each). Each query that is a time of an evenly spaced `times` is found by arithmetic (a multiplication
+    by the step's inverse, rounded: an integer division costs ten times as much; any slip fails the check), checked
+    there; else one pass over the times."""
     out, j, step = np.empty(len(queries), np.int64), 0, times[1] - times[0] if len(times) > 1 else 0
+    inverse = 1.0 / step if step > 0 else 0.0
     for k in range(len(queries)):
-        at = (queries[k] - times[0]) // step if step > 0 else -1
+        gap = queries[k] - times[0]
+        at = np.int64(gap * inverse + 0.5) if step > 0 and gap >= 0 else -1
         if not (0 <= at < len(times) and times[at] == queries[k]):
             break
         out[k] = at
