@@ -424,6 +424,12 @@ def _signal_trades(o, c, direction, size: float, costs: FillCosts, allow_short: 
     d = direction[ev]
     if not ((d == 1) | (d == -1)).all():
         return None
+    if long_run:  # the same arithmetic, compiled, without an array per step
+        args = (float(size), float(costs.slippage_bps), float(costs.taker_fee))
+        *columns, bars, cash, units, end = _compiled(_signal_columns)(
+            ev, d.astype(np.int64), o, c, allow_short, reenter, *args
+        )
+        return (*columns, _texts(("signal", len(columns[0]) - end), ("end", int(end)))), (bars, cash, units)
     target = d.astype(np.int64) if allow_short else (d > 0).astype(np.int64)
     held = np.r_[0, target[:-1]]  # the side held when a signal arrives: the previous signal's target
     shut = (held != 0) & ((held != target) | reenter)
@@ -445,6 +451,50 @@ def _signal_trades(o, c, direction, size: float, costs: FillCosts, allow_short: 
         np.r_[-side * size, side * size][order],
     )
     return (side, entry_bar, entry_price, exit_bar, exit_price, entry_fee + exit_fee, pnl, reason), fills
+
+
+def _signal_columns(ev, d, o, c, allow_short, reenter, size, bps, fee):
+    """For numba: `_signal_trades`' columns but the reason (side, entry bar and price, exit bar and price, fees, P&L),
+    its fills (bar, cash, units) and whether the last trade ends at the last close, from the bars `ev` of the signals
+    `d` (each -1 or +1), in one pass over them: FillCosts' market price and fee, the same operations in the same
+    order, the fills in the loop's order (each signal's close, then its open; the end's close last)."""
+    target = d if allow_short else (d > 0).astype(np.int64)
+    held = np.zeros(len(d), np.int64)
+    held[1:] = target[:-1]  # the side held when a signal arrives: the previous signal's target
+    shut = (held != 0) & ((held != target) | reenter)
+    opened = (target != 0) & ((held == 0) | shut)
+    m, end = opened.sum(), opened.sum() > shut.sum()
+    side, entry_bar, exit_bar = np.empty(m, np.int64), np.empty(m, np.int64), np.empty(m, np.int64)
+    entry_price, exit_price, fees, pnl = np.empty(m), np.empty(m), np.empty(m), np.empty(m)
+    bars, cash, units = np.empty(2 * m, np.int64), np.empty(2 * m), np.empty(2 * m)
+    a, z, f = 0, 0, 0  # trades opened, trades closed, fills
+    for i in range(len(d)):
+        if shut[i]:  # the z-th close ends the z-th trade
+            exit_bar[z], exit_price[z] = ev[i] + 1, o[ev[i] + 1] * (1 + -held[i] * bps / 10_000)
+            z, f = _fill_close(z, f, side, exit_bar, exit_price, size, fee, bars, cash, units)
+        if opened[i]:
+            side[a], entry_bar[a] = target[i], ev[i] + 1
+            entry_price[a] = o[ev[i] + 1] * (1 + target[i] * bps / 10_000)
+            bars[f], cash[f], units[f] = (
+                ev[i] + 1,
+                -side[a] * size * entry_price[a] - abs(size) * entry_price[a] * fee,
+                side[a] * size,
+            )
+            a, f = a + 1, f + 1
+    if end:  # still open at the last bar: closed at its close
+        exit_bar[z], exit_price[z] = len(o) - 1, c[-1]
+        z, f = _fill_close(z, f, side, exit_bar, exit_price, size, fee, bars, cash, units)
+    for t in range(m):
+        entry_fee, exit_fee = abs(size) * entry_price[t] * fee, abs(size) * exit_price[t] * fee
+        fees[t], pnl[t] = entry_fee + exit_fee, side[t] * size * (exit_price[t] - entry_price[t]) - entry_fee - exit_fee
+    return side, entry_bar, entry_price, exit_bar, exit_price, fees, pnl, bars, cash, units, end
+
+
+def _fill_close(z, f, side, exit_bar, exit_price, size, fee, bars, cash, units) -> tuple[int, int]:
+    "For numba: the fill closing trade z at its exit, written at fill f: (z + 1, f + 1)."
+    bars[f], units[f] = exit_bar[z], -side[z] * size
+    cash[f] = side[z] * size * exit_price[z] - abs(size) * exit_price[z] * fee
+    return z + 1, f + 1
 
 
 def _events(direction: np.ndarray) -> np.ndarray:
