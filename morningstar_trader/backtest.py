@@ -379,6 +379,9 @@ def _simulate(
     return table, fills, held
 
 
+_SIDES = pd.array(["short", "long"], dtype="str")
+
+
 def _texts(*runs: tuple[str, int]) -> pd.api.extensions.ExtensionArray:
     """A str column of each text repeated its count, in turn, laid out from its bytes at once (pandas makes a str
     column from a scalar one value at a time)."""
@@ -388,30 +391,6 @@ def _texts(*runs: tuple[str, int]) -> pd.api.extensions.ExtensionArray:
     return pd.array(pa.LargeStringArray.from_buffers(len(ends), offsets, pa.py_buffer(data)), dtype="str")
 
 
-def _words(words: tuple[str, ...], codes: np.ndarray) -> pd.api.extensions.ExtensionArray:
-    """A str column of words[code] for each code: `take` from a str array (pandas' str from numpy strings copies each
-    one), or for many codes laid out compiled from their bytes."""
-    if len(codes) < _COMPILED_FROM // 10:
-        return pd.array(list(words), dtype="str").take(codes)
-    encoded = [w.encode() for w in words]
-    ends = np.cumsum([0] + [len(w) for w in encoded])
-    offsets, data = _compiled(_word_bytes)(codes, np.frombuffer(b"".join(encoded), np.uint8), ends)
-    return pd.array(
-        pa.LargeStringArray.from_buffers(len(codes), pa.py_buffer(offsets), pa.py_buffer(data)), dtype="str"
-    )
-
-
-def _word_bytes(codes: np.ndarray, letters: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    "For numba: the offsets and bytes of a column of `letters[ends[c] : ends[c + 1]]` for each code c."
-    offsets = np.zeros(len(codes) + 1, np.int64)
-    for i in range(len(codes)):
-        offsets[i + 1] = offsets[i] + ends[codes[i] + 1] - ends[codes[i]]
-    data = np.empty(offsets[-1], np.uint8)
-    for i in range(len(codes)):
-        data[offsets[i] : offsets[i + 1]] = letters[ends[codes[i]] : ends[codes[i] + 1]]
-    return offsets, data
-
-
 def _trade_table(pair: str, times: pd.DatetimeIndex, size: float, columns: tuple) -> tuple[pd.DataFrame, float]:
     "(the round trips as TRADE_COLUMNS, the share of bars a position was held)."
     n = len(times)
@@ -419,7 +398,7 @@ def _trade_table(pair: str, times: pd.DatetimeIndex, size: float, columns: tuple
     table = pd.DataFrame(  # the arrays are new: the frame takes them without a copy
         {
             "pair": _texts((pair, len(side))),
-            "side": _words(("short", "long"), (side > 0).astype(np.intp)),
+            "side": _SIDES.take((side > 0).astype(np.intp)),  # pandas' str from numpy strings copies each one
             "entry_time": times[entry_bar.astype(int)],
             "entry_price": entry_price.astype(float, copy=False),
             "exit_time": times[exit_bar.astype(int)],
