@@ -163,8 +163,11 @@ class SmaCross:
         close = np.ascontiguousarray(frame["close"].to_numpy(np.float64))
         # pandas' rolling mean, not TA-Lib's SMA: the same arithmetic as backtesting.py's examples, so a crossover
         # decided on a near-tie is decided the same way (the parity test compares trade lists exactly)
-        if np.isfinite(close.sum()):  # both means in one compiled pass, the crossings decided there
-            return pd.DataFrame({"direction": _compiled(_crossings)(close, self.fast, self.slow)}, index=frame.index)
+        # both means in one compiled pass, the crossings decided there, kept where numpy's sum of the closes is finite:
+        # from their largest exponent, taken in the same pass (as `_finite_sum`), else the sum decides
+        direction, high = _compiled(_crossings)(close, self.fast, self.slow)
+        if high < 2047 and (high + len(close).bit_length() <= 2044 or np.isfinite(close.sum())):
+            return pd.DataFrame({"direction": direction}, index=frame.index)
         fast, slow = rolling_mean(close, self.fast), rolling_mean(close, self.slow)
         above, below = fast > slow, fast < slow  # a NaN (warm-up) is neither
         direction = np.zeros(len(close), np.int8)
@@ -173,10 +176,11 @@ class SmaCross:
         return pd.DataFrame({"direction": direction}, index=frame.index)
 
 
-def _crossings(v: np.ndarray, fast: int, slow: int) -> np.ndarray:
+def _crossings(v: np.ndarray, fast: int, slow: int) -> tuple[np.ndarray, int]:
     """For numba: SmaCross' direction at each close of finite `v` from both rolling means at once (1 where the fast
-    one crosses strictly above the slow one, -1 below): what their two `rolling_mean` arrays give, to the bit."""
-    out, p = np.zeros(len(v), np.int8), v[0] if len(v) else 0.0
+    one crosses strictly above the slow one, -1 below): what their two `rolling_mean` arrays give, to the bit; with
+    the largest exponent field of `v` (2047: a NaN or an inf, the direction not to be used)."""
+    out, p, bits, high = np.zeros(len(v), np.int8), v[0] if len(v) else 0.0, v.view(np.int64), 0
     fn, ft, fg, fa, fr, fs, fp = 0, 0.0, 0, 0.0, 0.0, 0, p
     sn, st, sg, sa, sr, ss, sp = 0, 0.0, 0, 0.0, 0.0, 0, p
     was_above, was_below = False, False
@@ -186,7 +190,9 @@ def _crossings(v: np.ndarray, fast: int, slow: int) -> np.ndarray:
         above, below = f > s, f < s  # a NaN (warm-up) is neither
         out[i] = 1 if was_below and above else (-1 if was_above and below else 0)
         was_above, was_below = above, below
-    return out
+        x = (bits[i] >> 52) & 0x7FF
+        high = x if x > high else high
+    return out, high
 
 
 @dataclass(frozen=True)
