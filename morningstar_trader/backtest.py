@@ -1735,10 +1735,8 @@ def _exposure(
             value += np.nan_to_num(held * close)
         return np.divide(value, equity.to_numpy(np.float64), out=value) if divide else value
     for pair, group in _by_pair(trades):
-        size, open_ = group["size"].abs().to_numpy(np.float64), group["exit_time"].isna().to_numpy()
-        exits = _positions(index, group["exit_time"].fillna(index[-1]) if open_.any() else group["exit_time"])
-        exits[open_] = len(index)  # still open at the end
-        entries, close = _positions(index, group["entry_time"]), _latest_close(frames[pair], index)
+        size, entries, exits = _trade_bars(group, index)
+        close = _latest_close(frames[pair], index)
         if len(index) >= _COMPILED_FROM and (np.diff(entries) >= 0).all() and (np.diff(exits) >= 0).all():
             _compiled(_add_held)(value, entries, exits, size, np.ascontiguousarray(close))
             continue
@@ -1747,6 +1745,14 @@ def _exposure(
         np.add.at(units, exits, -size)
         value += np.nan_to_num(np.cumsum(units)[:-1] * close)
     return np.divide(value, equity.to_numpy(np.float64), out=value) if divide else value
+
+
+def _trade_bars(group: pd.DataFrame, index: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    "(each round trip's size, the bar of `index` it enters at, the bar it exits at: len(index) while still open)."
+    size, open_ = group["size"].abs().to_numpy(np.float64), group["exit_time"].isna().to_numpy()
+    exits = _positions(index, group["exit_time"].fillna(index[-1]) if open_.any() else group["exit_time"])
+    exits[open_] = len(index)  # still open at the end
+    return size, _positions(index, group["entry_time"]), exits
 
 
 def _by_pair(trades: pd.DataFrame):
@@ -1817,6 +1823,32 @@ def _finite(v: float, big: float) -> float:
     return 0.0 if v != v else v
 
 
+def _held_mean(entries: np.ndarray, exits: np.ndarray, size: np.ndarray, close: np.ndarray, equity: np.ndarray):
+    """For numba: `_mean_over` of `_add_held` onto zeros, over `equity`: each bar's value held (0 + it, as added to
+    zeros) divided as it is made, a NaN counted out, then numpy's sum of those: one pass, no array of zeros."""
+    big, held, j, k, i, n, u = np.finfo(np.float64).max, 0.0, 0, 0, 0, len(close), np.uint64
+    out, count = np.empty(n), 0
+    while i < n:
+        at = min(n, entries[j] if j < len(entries) else n, exits[k] if k < len(exits) else n)
+        for t in range(u(i), u(at)):
+            q = (0.0 + _finite(held * close[t], big)) / equity[t]
+            out[t] = q if q == q else 0.0
+            count += q == q
+        if at >= n:
+            break
+        units = 0.0
+        while j < len(entries) and entries[j] == at:
+            units += size[j]
+            j += 1
+        while k < len(exits) and exits[k] == at:
+            units += -size[k]
+            k += 1
+        held = units if at == 0 else held + units
+        q = (0.0 + _finite(held * close[at], big)) / equity[at]
+        out[at], count, i = q if q == q else 0.0, count + (q == q), at + 1
+    return _pairwise_sum(out, n, 0.0, False) / count if count > 0 else np.nan
+
+
 def _mean_over(x: np.ndarray, by: np.ndarray) -> float:
     """For numba: pandas' mean of x / by, to the bit: NaN left out of the count and summed as 0 (pairwise); `x` is left
     with the quotients, 0 for NaN."""
@@ -1843,6 +1875,13 @@ def _exposure_share(result, frames: dict) -> float:
     fills = result.fills if len(result.fills) else None
     if len(result.equity) < _COMPILED_FROM:
         return float(pd.Series(_exposure(result.trades, frames, result.equity, fills)).mean())
+    groups, index = None if fills is not None else _by_pair(result.trades), result.equity.index
+    if isinstance(groups, list):  # one pair: its value held, over the equity, and their mean in one pass
+        (pair, group), equity = groups[0], np.ascontiguousarray(result.equity.to_numpy(np.float64))
+        size, entries, exits = _trade_bars(group, index)
+        if (np.diff(entries) >= 0).all() and (np.diff(exits) >= 0).all():
+            close = np.ascontiguousarray(_latest_close(frames[pair], index))
+            return float(_compiled(_held_mean)(entries, exits, size, close, equity))
     held = _exposure(result.trades, frames, result.equity, fills, divide=False)  # divided in the mean's pass
     return float(_compiled(_mean_over)(held, np.ascontiguousarray(result.equity.to_numpy(np.float64))))
 
