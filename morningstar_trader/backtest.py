@@ -797,8 +797,8 @@ def compute_stats(equity: pd.Series, trades: pd.DataFrame, exposure: float) -> d
 
 
 def _compute_stats(equity: pd.Series, trades: pd.DataFrame, exposure: float, room: np.ndarray | None = None):
-    """(`compute_stats`; with `room`, an array of len(equity) - 1 for the losses, a long curve's returns kept for
-    `benchmark_stats` where none is NaN: (equity, returns, their sum, mean, std, room), else None)."""
+    """(`compute_stats`; with `room`, an array at least len(equity) - 1 long for the losses, a long curve's returns kept
+    for `benchmark_stats` where none is NaN: (equity, returns, their sum, mean, std, room), else None)."""
     e, known = equity.to_numpy(np.float64), None
     # numpy's mean and std are the arithmetic pandas uses (sum / count, squared deviations): the same numbers, without
     # a Series per step; pandas' own path where a mark is missing (pct_change and dropna decide what it means)
@@ -1489,7 +1489,7 @@ def _stats_against(e: np.ndarray, index: pd.DatetimeIndex, curves: dict[str, np.
         room, moments = np.empty(len(r)), None  # one room for every curve: fresh pages cost
     else:
         r, r_sum, mean, std, room = known
-        moments = mean, std
+        room, moments = room[: len(r)], (mean, std)
     years = (index[-1] - index[0]) / pd.Timedelta(days=365.25)
     per_year = len(r) / years if years > 0 else float("nan")
     total, out = e[-1] / e[0] - 1, {}
@@ -1605,7 +1605,7 @@ def run_rule_backtest(
         equity = cash + sum(c.reindex(index).ffill().fillna(0.0) for c in curves)
     trades, equity = pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0], equity.rename("equity")
     # a long run's returns computed once for its statistics and those against its benchmarks
-    room = np.empty(len(equity) - 1) if benchmarks and len(equity) >= _COMPILED_FROM else None
+    room = np.empty(len(equity)) if benchmarks and len(equity) >= _COMPILED_FROM else None
     stats, known = _compute_stats(equity, trades, float(np.mean(exposure)), room)
     result = BacktestResult(trades, equity, stats)
     return _with_benchmarks(result, frames, cash, costs, allow_short, history, known=known) if benchmarks else result
@@ -1629,7 +1629,8 @@ def _with_benchmarks(
             frames = frames | {pair: pd.concat([earlier[earlier.index < frames[pair].index[0]], frames[pair]])}
     index, fee, bps = result.equity.index, costs.taker_fee, costs.slippage_bps
     curves, info = _baseline_arrays(frames, index, cash, fee, bps, can_short, step, select_on, BASELINE_RULES)
-    share = _exposure_share(result, frames)  # buy & hold as invested as the strategy: `with_exposure_benchmark`
+    # buy & hold as invested as the strategy (`with_exposure_benchmark`), in the room the benchmarks take after
+    share = _exposure_share(result, frames, None if known is None else known[-1])
     if len(index) >= _COMPILED_FROM:  # cash + share * (buy_hold - cash) in one pass
         curves["buy_hold_scaled"] = _compiled(_scaled)(curves["buy_hold"], float(cash), share)
     else:
@@ -1823,11 +1824,12 @@ def _finite(v: float, big: float) -> float:
     return 0.0 if v != v else v
 
 
-def _held_mean(entries: np.ndarray, exits: np.ndarray, size: np.ndarray, close: np.ndarray, equity: np.ndarray):
+def _held_mean(entries, exits, size, close: np.ndarray, equity: np.ndarray, out: np.ndarray) -> float:
     """For numba: `_mean_over` of `_add_held` onto zeros, over `equity`: each bar's value held (0 + it, as added to
-    zeros) divided as it is made, a NaN counted out, then numpy's sum of those: one pass, no array of zeros."""
+    zeros) divided as it is made into `out` (at least as long), a NaN counted out, then numpy's sum of those: one pass,
+    no array of zeros."""
     big, held, j, k, i, n, u = np.finfo(np.float64).max, 0.0, 0, 0, 0, len(close), np.uint64
-    out, count = np.empty(n), 0
+    count = 0
     while i < n:
         at = min(n, entries[j] if j < len(entries) else n, exits[k] if k < len(exits) else n)
         for t in range(u(i), u(at)):
@@ -1868,8 +1870,8 @@ def with_exposure_benchmark(curves: pd.DataFrame, result, frames: dict, cash: fl
     return curves.assign(buy_hold_scaled=cash + share * (curves["buy_hold"] - cash)), {"gross_exposure": share}
 
 
-def _exposure_share(result, frames: dict) -> float:
-    "The strategy's average gross exposure (0 without a trade)."
+def _exposure_share(result, frames: dict, room: np.ndarray | None = None) -> float:
+    "The strategy's average gross exposure (0 without a trade); `room`: an array it may write into."
     if not len(result.trades):
         return 0.0
     fills = result.fills if len(result.fills) else None
@@ -1881,7 +1883,8 @@ def _exposure_share(result, frames: dict) -> float:
         size, entries, exits = _trade_bars(group, index)
         if (np.diff(entries) >= 0).all() and (np.diff(exits) >= 0).all():
             close = np.ascontiguousarray(_latest_close(frames[pair], index))
-            return float(_compiled(_held_mean)(entries, exits, size, close, equity))
+            out = room if room is not None and len(room) >= len(close) else np.empty(len(close))
+            return float(_compiled(_held_mean)(entries, exits, size, close, equity, out))
     held = _exposure(result.trades, frames, result.equity, fills, divide=False)  # divided in the mean's pass
     return float(_compiled(_mean_over)(held, np.ascontiguousarray(result.equity.to_numpy(np.float64))))
 
