@@ -5,11 +5,12 @@ warm-up, and whether the store equals the venue at the end. The suite runs the s
 (tests/test_live_soak.py, slow tier).
 
     .venv/bin/python bench/bench_soak.py [--cycles 10000] [--restart-at 5000] [--rss-every 500] [--warm-up 500]
-        [--profile PATH]
+        [--profile PATH [--profile-blocks 1,5,6,10]]
 
 Every `--rss-every` cycles it also records the time those cycles took, the trader's open file descriptors and the
 state store's size on disk, printed as a table at the end: a cycle's cost must not follow the store's history.
-`--profile PATH` runs each trader process under cProfile (PATH.soak-1, PATH.soak-2).
+`--profile PATH` profiles the trader's run_cycle in CPU time, one profile per block of `--rss-every` cycles
+(PATH.<run id>.block-NN; `--profile-blocks` picks some): what grows shows as the difference between two blocks.
 """
 
 from __future__ import annotations
@@ -42,19 +43,24 @@ def rss_table(rss, warm_up: int) -> list[str]:
     return lines
 
 
-def block_table(samples, cycle_seconds, cycle_cpu) -> list[str]:
+def block_table(samples, soak) -> list[str]:
     """One row per sample: cycles done, the wall seconds of the cycles since the previous sample, their run_cycle
-    median, the trader's CPU seconds in run_cycle, open fds, store MB. Wall time carries the seeded faults' waits and
-    the machine's load; the CPU seconds and the median are what a cycle costs the trader."""
+    median, the trader's CPU seconds in run_cycle (of which system time and garbage collection), its minor page
+    faults, the faults injected in these cycles (of which venue restarts), open fds, store MB. Wall time carries the
+    seeded faults' waits and the machine's load; the CPU seconds and the median are what a cycle costs the trader."""
     lines = [
-        "| cycles done | s for these cycles | ms per cycle | run_cycle p50 ms | trader CPU s | open fds | SQLite MB |",
-        "|---|---|---|---|---|---|---|",
+        "| cycles done | s for these cycles | ms per cycle | run_cycle p50 ms | trader CPU s | of which system s "
+        "| of which gc s | minor faults | faults injected (restarts) | open fds | SQLite MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     n0, s0 = 0, 0.0
     for n, s, fds, size in samples:
-        p50, cpu = np.median(cycle_seconds[n0:n]) * 1e3, sum(cycle_cpu[n0:n])
+        p50, cpu = np.median(soak.cycle_seconds[n0:n]) * 1e3, sum(soak.cycle_cpu[n0:n])
+        usage = {k: sum(u[k] for u in soak.cycle_usage[n0:n]) for k in ("sys_s", "minflt", "gc_s")}
+        faults = [f for f, c in zip(soak.faults, soak.fault_cycles) if n0 <= c < n]
         lines.append(
-            f"| {n:,} | {s - s0:.1f} | {(s - s0) / (n - n0) * 1e3:.1f} | {p50:.1f} | {cpu:.1f} | {fds} "
+            f"| {n:,} | {s - s0:.1f} | {(s - s0) / (n - n0) * 1e3:.1f} | {p50:.1f} | {cpu:.1f} | {usage['sys_s']:.1f} "
+            f"| {usage['gc_s']:.2f} | {usage['minflt']:,} | {len(faults)} ({faults.count('restart')}) | {fds} "
             f"| {size / 2**20:.2f} |"
         )
         n0, s0 = n, s
@@ -69,10 +75,12 @@ def main() -> None:
     )
     ap.add_argument("--rss-every", type=int, default=500)
     ap.add_argument("--warm-up", type=int, default=500, help="cycles of each process before its memory is the baseline")
-    ap.add_argument("--profile", default=None, help="cProfile each trader process into PATH.<run id>")
+    ap.add_argument("--profile", default=None, help="cProfile each block into PATH.<run id>.block-NN")
+    ap.add_argument("--profile-blocks", default="", help="the blocks to profile, e.g. 1,5,6,10 (default: all)")
     args = ap.parse_args()
     if args.profile:
         os.environ["SOAK_PROFILE"] = str(Path(args.profile).resolve())
+        os.environ["SOAK_PROFILE_BLOCKS"] = args.profile_blocks
     samples = []
 
     def progress(n, s, refused, kb, fds, size):
@@ -119,7 +127,7 @@ def main() -> None:
     print()
     print("\n".join(rss_table(soak.rss, args.warm_up)))
     print()
-    print("\n".join(block_table(samples, soak.cycle_seconds, soak.cycle_cpu)))
+    print("\n".join(block_table(samples, soak)))
 
 
 if __name__ == "__main__":

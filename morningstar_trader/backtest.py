@@ -2006,7 +2006,7 @@ def _kernel_inputs(frames: dict[str, pd.DataFrame], strategy, index: pd.Datetime
         ind = features[list(names)].reindex(index).to_numpy()
         closes, own = frame["close"].to_numpy(np.float64), frame.index.get_indexer(index)
         evidence = lambda i, ind=ind, closes=closes, own=own, preds=preds: review_evidence(
-            dict(zip(names, ind[i])), closes[: own[i] + 1], preds[i]
+            dict(zip(names, ind[i].tolist())), closes[: own[i] + 1], preds[i]
         )
         out[pair] = (
             frame.reindex(index)[["open", "high", "low", "close"]].to_numpy(np.float64),
@@ -2154,27 +2154,27 @@ def run_kernel_backtest(
 # %% ../nbs/13_backtest.ipynb #2b86c35c
 def _journal_frames(book) -> tuple[pd.DataFrame, pd.DataFrame]:
     "(decisions on model signals, reviews) from the book's journal."
-    rows = book.journal_rows()
-    signal = [r for r in rows if r["decision"]["action"] != "hold" or r["prediction"].get("action", 0)]
-    made = [r["decision"] for r in signal]
+    j = _journal_columns(book)
+    signal = [i for i, (a, p) in enumerate(zip(j["action"], j["prediction"])) if a != "hold" or p.get("action", 0)]
     # by column: pandas reads a list per column at a fraction of what splitting 60,000 row tuples into columns costs
     decisions = pd.DataFrame(
-        {
-            "time": [r["time"] for r in signal],
-            "pair": [r["pair"] for r in signal],
-            "action": [d["action"] for d in made],
-            "size": [d["size"] for d in made],
-            "verdict": [d["verdict"] for d in made],
-            "reasons": ["; ".join(r["reasons"][:-1]) for r in signal],
-        }
+        {c: [j[c][i] for i in signal] for c in ("time", "pair", "action", "size", "verdict")}
+        | {"reasons": ["; ".join(j["reasons"][i][:-1]) for i in signal]}
         if signal
         else None,
         columns=["time", "pair", "action", "size", "verdict", "reasons"],
     )
-    reviews = pd.DataFrame(
-        [{"time": r["time"], "pair": r["pair"], **r["decision"]["review"]} for r in rows if r["decision"]["review"]]
-    )
+    reviews = pd.DataFrame([{"time": t, "pair": p, **r} for t, p, r in zip(j["time"], j["pair"], j["review"]) if r])
     return decisions, reviews
+
+
+def _journal_columns(book) -> dict[str, list]:
+    "The journal's time, pair, prediction, reasons and decision fields as columns: a MemoryBook's own, else the rows'."
+    if hasattr(book, "journal_columns"):
+        return book.journal_columns()
+    rows = book.journal_rows()
+    cols = {c: [r[c] for r in rows] for c in ("time", "pair", "prediction", "reasons")}
+    return cols | {c: [r["decision"].get(c) for r in rows] for c in ("action", "size", "verdict", "review")}
 
 
 def _held(index: pd.DatetimeIndex, trades: pd.DataFrame) -> pd.Series:

@@ -14,7 +14,7 @@ from .portfolio import TERMINAL, StateError, check_transition, settle_fill
 from .types import Fill, Order, Position
 
 # %% auto #0
-__all__ = ['MemoryBook']
+__all__ = ['JOURNAL_DECISION', 'MemoryBook']
 
 # %% ../nbs/09a_book.ipynb #803fc6dd
 _ORDER_COLUMNS = [
@@ -32,6 +32,12 @@ _ORDER_COLUMNS = [
 ]
 
 
+# a journal row's decision, as the kernel writes it (its dict's keys, in order)
+JOURNAL_DECISION = ("action", "size", "stop_loss", "take_profit", "verdict", "order", "review")
+# the journal's columns in memory: `decision` is None where the row's decision is JOURNAL_DECISION's columns
+_JOURNAL_COLUMNS = ("cycle_id", "pair", "time", "inputs", "prediction", *JOURNAL_DECISION, "decision", "reasons")
+
+
 class MemoryBook:
     """The state store's interface over plain dicts: a backtest's book in memory, under the same rules as
     `PortfolioStore`."""
@@ -40,7 +46,8 @@ class MemoryBook:
         self._cash, self._positions, self._runtime = float(initial_cash), {}, {}
         self.keeps_journal = keep_journal  # False: an account nothing reads the journal of (a backtest's twin)
         self._orders, self._open = {}, {}  # client id -> row (the orders table's columns); open: not final
-        self._fills, self._trade_ids, self._equity, self._journal = [], set(), [], []
+        self._fills, self._trade_ids, self._equity = [], set(), []
+        self._journal = {c: [] for c in _JOURNAL_COLUMNS}  # a list per field: no dict per row, one frame at the end
 
     def cash(self) -> float:
         return self._cash
@@ -165,15 +172,55 @@ def journal(
     self: MemoryBook, cycle_id: str, pair: str, time, *, inputs: dict, prediction: dict, decision, reasons
 ) -> None:
     "As `PortfolioStore.journal`, without the JSON: the values themselves; nothing unless the book keeps a journal."
+    if not self.keeps_journal:
+        return
+    is_dict = isinstance(decision, dict)  # its fields as columns; the dict kept too unless it is the kernel's shape
+    values = tuple(decision.get(k) for k in JOURNAL_DECISION) if is_dict else (None,) * len(JOURNAL_DECISION)
+    whole = None if is_dict and tuple(decision) == JOURNAL_DECISION else decision
+    self._journal_row(cycle_id, pair, time, inputs, prediction, values, whole, reasons)
+
+
+@patch
+def journal_decision(
+    self: MemoryBook, cycle_id: str, pair: str, time, close: float, prediction: dict, decision: tuple, reasons: tuple
+) -> None:
+    """The kernel's row (`journal` with inputs `{"close": close}` and the decision as JOURNAL_DECISION's values), kept
+    as columns: no dict is built per row."""
     if self.keeps_journal:
-        self._journal.append((cycle_id, pair, time, inputs, prediction, decision, tuple(reasons)))
+        self._journal_row(cycle_id, pair, time, close, prediction, decision, None, reasons)
+
+
+@patch
+def _journal_row(self: MemoryBook, cycle_id, pair, time, inputs, prediction, values, decision, reasons) -> None:
+    for name, v in zip(_JOURNAL_COLUMNS, (cycle_id, pair, time, inputs, prediction, *values, decision, tuple(reasons))):
+        self._journal[name].append(v)
+
+
+@patch
+def journal_columns(self: MemoryBook) -> dict[str, list]:
+    """The journal as columns (the lists themselves: read, never changed): cycle_id, pair, time, prediction, reasons
+    and the decision's JOURNAL_DECISION fields (None where a row's decision has no such field)."""
+    return {c: v for c, v in self._journal.items() if c not in ("inputs", "decision")}
+
+
+def _journal_dict(row: tuple) -> dict:
+    "One journal row (`_JOURNAL_COLUMNS`' values) in the store's shape."
+    cycle_id, pair, time, inputs, prediction, *values, decision, reasons = row
+    return {
+        "cycle_id": cycle_id,
+        "pair": pair,
+        "time": time,
+        "inputs": inputs if isinstance(inputs, dict) else {"close": inputs},
+        "prediction": prediction,
+        "decision": dict(zip(JOURNAL_DECISION, values)) if decision is None else decision,
+        "reasons": reasons,
+    }
 
 
 @patch
 def journal_rows(self: MemoryBook) -> list[dict]:
     "The journal, oldest first, as `PortfolioStore.journal_rows` gives it."
-    keys = ("cycle_id", "pair", "time", "inputs", "prediction", "decision", "reasons")
-    return [dict(zip(keys, r)) for r in self._journal]
+    return [_journal_dict(r) for r in zip(*self._journal.values())]
 
 # %% ../nbs/09a_book.ipynb #52f97860
 @patch

@@ -13,8 +13,8 @@ from .supervisor import _outward, _real
 from .types import Decision, MorningstarError, Position, Review, TradeProposal
 
 # %% auto #0
-__all__ = ['MAX_STOP_FRACTION', 'DecisionError', 'position_size', 'cap_size', 'review_factor', 'apply_review', 'decide_exposure',
-           'decide', 'proposal_of', 'review_entry']
+__all__ = ['MAX_STOP_FRACTION', 'DecisionError', 'position_size', 'cap_size', 'review_factor', 'apply_review', 'hold_reason',
+           'decide_exposure', 'decide', 'proposal_of', 'review_entry']
 
 # %% ../nbs/08_decision.ipynb #3db4e488
 class DecisionError(MorningstarError, ValueError):
@@ -86,17 +86,17 @@ def cap_size(
     units: float, equity: float, price: float, risk: RiskSettings, baseline_size: float | None = None
 ) -> tuple[float, list[str]]:
     "`units` within the position caps and the unreviewed run's size (`baseline_size`), with a reason per cap that bit."
-    # a cap's name is written only when it bites: most entries pass every cap, and the text costs more than the test
-    caps = [(equity * risk.max_position_fraction / price, "max_position_fraction", risk.max_position_fraction)]
-    if risk.max_position_notional:
-        caps.append((risk.max_position_notional / price, "max_position_notional", risk.max_position_notional))
-    if baseline_size is not None:
-        caps.append((baseline_size, "the run without the review's size", None))
+    # one cap after the other, a cap's name written only when it bites: most entries pass every cap
     reasons = []
-    for cap, name, setting in caps:
-        if units > cap:
-            units = cap
-            reasons.append(f"capped at {cap:.6g} by {name}" + ("" if setting is None else f" {setting:g}"))
+    if units > (cap := equity * risk.max_position_fraction / price):
+        units = cap
+        reasons.append(f"capped at {cap:.6g} by max_position_fraction {risk.max_position_fraction:g}")
+    if risk.max_position_notional and units > (cap := risk.max_position_notional / price):
+        units = cap
+        reasons.append(f"capped at {cap:.6g} by max_position_notional {risk.max_position_notional:g}")
+    if baseline_size is not None and units > baseline_size:
+        units = baseline_size
+        reasons.append(f"capped at {baseline_size:.6g} by the run without the review's size")
     return units, reasons
 
 # %% ../nbs/08_decision.ipynb #33f38462
@@ -170,6 +170,14 @@ def _no_entry(pred: dict, s: DecisionSettings, can_short: bool) -> str | None:
     if action < 0 and not can_short:
         return "short signal, but this market cannot short"
     return None
+
+
+def hold_reason(pred: dict, position: Position | None, s: DecisionSettings, can_short: bool) -> str | None:
+    """Why `decide` holds a flat pair whose signal allows no entry (that hold's only reason), or None where `decide` has
+    more to do: an exposure model, an open position, an entry signal. The kernel holds most pairs on this alone."""
+    if "position" in pred or position is not None:
+        return None
+    return _no_entry(pred, s, can_short)
 
 # %% ../nbs/08_decision.ipynb #d0bc173a
 def _protective(pred: dict, decision: DecisionSettings) -> dict:
@@ -304,7 +312,7 @@ def decide(
         )
     if position is not None:
         return _manage(pair, pred, price, position, decision)
-    if why := _no_entry(pred, decision, can_short):
+    if why := hold_reason(pred, None, decision, can_short):
         return Decision(pair, "hold", reasons=(why,))
     side, sign = ("long", 1) if int(pred["action"]) > 0 else ("short", -1)
     sl, tp, src = _levels(pred, price, sign, decision)

@@ -58,6 +58,8 @@ def first_exit(
 ) -> tuple[int, float, str] | None:
     """(offset, price, reason) of the first bar in the arrays that hits `stop` or `target` for a position of `side`;
     None if none does."""
+    if len(opens) == 1:  # one candle (every close of a backtest): plain floats, at a fifth of the arrays' cost
+        return _exit_in_candle(side, stop, target, float(opens[0]), float(highs[0]), float(lows[0]))
     if side > 0:
         hit_sl, hit_tp = lows <= stop, highs >= target
     else:
@@ -71,6 +73,16 @@ def first_exit(
         return i, float(opens[i] if gapped else stop), "stop_loss"
     gapped = opens[i] >= target if side > 0 else opens[i] <= target
     return i, float(opens[i] if gapped else target), "take_profit"
+
+
+def _exit_in_candle(side: int, stop: float, target: float, op: float, hi: float, lo: float):
+    "`first_exit` on one candle's open, high and low, by the same rules."
+    hit_sl, hit_tp = (lo <= stop, hi >= target) if side > 0 else (hi >= stop, lo <= target)
+    if hit_sl:
+        return 0, float(op if (op <= stop if side > 0 else op >= stop) else stop), "stop_loss"
+    if hit_tp:
+        return 0, float(op if (op >= target if side > 0 else op <= target) else target), "take_profit"
+    return None
 
 
 def level_or_never(level: float | None, never: int) -> float:
@@ -171,6 +183,8 @@ class SimulatedVenue:
         # positions' stops and targets recorded as resting orders (`protect`): by default in a state store (paper, a
         # backtest recorded into one), not in an in-memory book (sweeps), where they would only cost time
         self.rest_orders = hasattr(book, "batch") if rest_orders is None else rest_orders
+        # what `place` wrote in each order's note, kept as values: `settle` reads them at every close until the fill
+        self._placed: dict[str, tuple[int, float | None, float | None]] = {}
 
     def place(
         self,
@@ -184,8 +198,10 @@ class SimulatedVenue:
         status, created = self.book.add_order(order)
         if not created:
             return status  # the same intent again (a retried cycle): nothing new
-        note = {"decided_at": pd.Timestamp(decided_at).isoformat(), "stop_loss": stop_loss, "take_profit": take_profit}
-        self.book.set_status(order.client_order_id, "submitted", note=json.dumps(note))
+        decided_at = pd.Timestamp(decided_at)
+        note = json.dumps({"decided_at": decided_at.isoformat(), "stop_loss": stop_loss, "take_profit": take_profit})
+        self.book.set_status(order.client_order_id, "submitted", note=note)
+        self._placed[order.client_order_id] = (decided_at.value, _as_read(stop_loss), _as_read(take_profit))
         return "submitted"
 
     def reconcile(self, pairs: tuple[str, ...]) -> None:
@@ -200,11 +216,16 @@ class SimulatedVenue:
         return {}
 
 # %% ../nbs/10_execution.ipynb #4341e58d
-def _decided_at(note: str) -> tuple[int, dict]:
-    "The decision bar (ns since the epoch) and the note."
+def _as_read(level: float | None) -> float | None:
+    "A level as its order's JSON note reads back: None, an int, or a plain float (a numpy float's value)."
+    return level if level is None or type(level) is int else float(level)
+
+
+def _decided_at(note: str) -> tuple[int, float | None, float | None]:
+    "The decision bar (ns since the epoch), stop and target an order's note holds."
     meta = json.loads(note)
     t = meta["decided_at"]
-    return (t if isinstance(t, int) else pd.Timestamp(t).value), meta
+    return (t if isinstance(t, int) else pd.Timestamp(t).value), meta["stop_loss"], meta["take_profit"]
 
 
 def _settle_one(venue: SimulatedVenue, row: dict, later: BarWindow, decided: int) -> Fill | None:
@@ -230,7 +251,7 @@ def _settle_one(venue: SimulatedVenue, row: dict, later: BarWindow, decided: int
         amount,
         price,
         venue.costs.fee(amount, price, maker),
-        pd.Timestamp(int(later.times[k]), tz="UTC"),
+        _utc(int(later.times[k])),
     )
 
 
@@ -242,14 +263,14 @@ def settle(self: SimulatedVenue, windows: dict[str, BarWindow]) -> list[Fill]:
         w = windows.get(row["pair"])
         if w is None or not row["note"] or row["intent"] in PROTECTIVE:
             continue
-        decided, meta = _decided_at(row["note"])
-        later = w.after(decided)
+        # as `place` left it in this process (its note read back: the same values), else from the stored note
+        decided, stop, target = self._placed.get(row["client_order_id"]) or _decided_at(row["note"])
+        later = w if len(w) and w.times[0] > decided else w.after(decided)  # a backtest's one later candle: taken whole
         if not len(later):
             continue
         fill = _settle_one(self, row, later, decided)
-        if fill is not None and self.book.record_fill(
-            fill, stop_loss=meta["stop_loss"], take_profit=meta["take_profit"]
-        ):
+        if fill is not None and self.book.record_fill(fill, stop_loss=stop, take_profit=target):
+            self._placed.pop(row["client_order_id"], None)
             fills.append(fill)
             if row["intent"] == "open":  # the entry a position's resting stop derives its client id from
                 self.book.save_runtime(

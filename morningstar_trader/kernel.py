@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
@@ -17,8 +18,9 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from .book import JOURNAL_DECISION
 from .config import Settings
-from .decision import decide, proposal_of, review_entry
+from .decision import decide, hold_reason, proposal_of, review_entry
 from morningstar_trader.execution import (
     PROTECTIVE,
     BarWindow,
@@ -37,11 +39,11 @@ from .types import Decision, Fill, MorningstarError, Order, Position, Review, pa
 _log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['NO_RULES', 'MARKET_LOOKBACK', 'bar_number', 'client_order_id', 'Kernel', 'PairInput', 'model_id', 'review_evidence',
-           'in_flight', 'check_levels', 'venue_stop_outs', 'mark', 'send', 'CloseNotes', 'Marked', 'decide_pair',
-           'ask_reviewer', 'review_pair', 'ask_reviews', 'risk_check', 'account_hold', 'place', 'journal_pair',
-           'StageFailed', 'trade_pair', 'unreviewed_twin', 'twin_close', 'CloseOutcome', 'one_transaction', 'close_bar',
-           'predict_heads', 'attach_digest']
+__all__ = ['NO_RULES', 'MARKET_LOOKBACK', 'bar_number', 'client_order_id', 'Kernel', 'PairInput', 'model_id', 'sample_std',
+           'review_evidence', 'in_flight', 'check_levels', 'venue_stop_outs', 'mark', 'send', 'CloseNotes', 'Marked',
+           'decide_pair', 'ask_reviewer', 'review_pair', 'ask_reviews', 'risk_check', 'account_hold', 'place',
+           'journal_pair', 'journal_hold', 'StageFailed', 'trade_pair', 'unreviewed_twin', 'twin_close', 'CloseOutcome',
+           'one_transaction', 'close_bar', 'predict_heads', 'attach_digest']
 
 # %% ../nbs/12_kernel.ipynb #85509f1c
 def bar_number(bar: pd.Timestamp, timeframe: str) -> int:
@@ -107,14 +109,22 @@ def _dust(k: Kernel, pos: Position, price: float) -> bool:
 MARKET_LOOKBACK = 168  # bars of closes the market context needs
 
 
+def sample_std(x: np.ndarray) -> float:
+    """`x.std(ddof=1)` of a 1-d float array by numpy's own steps (its pairwise sums, a division, a correctly rounded
+    square root), without its dispatch: the same bits at a fifth of the time, once per review."""
+    d = x - np.add.reduce(x) / len(x)
+    return math.sqrt(np.add.reduce(d * d) / (len(x) - 1))
+
+
 def review_evidence(indicators: dict[str, float], closes: np.ndarray, pred: dict) -> tuple[dict, dict]:
     "(key indicators, recent market) at a decision bar, from its feature row and the closes up to it."
-    logr = np.diff(np.log(closes[-25:]))
+    logs = np.log(closes[-25:])
+    logr = logs[1:] - logs[:-1]  # np.diff's subtraction
     market = {
         f"return_{n}_bars": float(closes[-1] / closes[-1 - n] - 1) for n in (1, 24, MARKET_LOOKBACK) if len(closes) > n
     }
     if len(logr) > 1:
-        market["realized_vol_24_bars"] = float(logr.std(ddof=1))
+        market["realized_vol_24_bars"] = sample_std(logr)
     if "regime_id" in pred:
         market["regime"] = int(pred["regime_id"])
     return {k: float(v) for k, v in indicators.items()}, market
@@ -135,8 +145,8 @@ def _level_hit(k: Kernel, pos: Position, w: BarWindow, checked) -> tuple[pd.Time
         new = w.after(_ns(checked))
     sl, tp = exit_levels(pos)
     hit = first_exit(pos.sign, sl, tp, new.column(0), new.column(1), new.column(2)) if len(new) else None
-    if hit is not None:
-        return pd.Timestamp(int(new.times[hit[0]]), tz="UTC"), hit[1], hit[2]
+    if hit is not None:  # one candle: its (cached) end; else the candle's open time
+        return (new.end if len(new) == 1 else pd.Timestamp(int(new.times[hit[0]]), tz="UTC")), hit[1], hit[2]
     if k.venue.exits_at_close and (pos.sign * (w.close - sl) <= 0 or pos.sign * (w.close - tp) >= 0):
         return w.end, w.close, "stop_loss" if pos.sign * (w.close - sl) <= 0 else "take_profit"
     return None
@@ -182,10 +192,16 @@ def check_levels(k: Kernel, windows: dict[str, BarWindow], risk_state: RiskState
     return fills, risk_state
 
 # %% ../nbs/12_kernel.ipynb #6f81a915
+@lru_cache(maxsize=16)
+def _lookback(timeframe: str, cooldown_bars: int) -> pd.Timedelta:
+    "How far back a stop the venue triggered can still start a cooldown: made once, not at every close."
+    return (cooldown_bars + 2) * parse_timeframe(timeframe)
+
+
 def venue_stop_outs(k: Kernel, at: pd.Timestamp, risk_state: RiskState) -> RiskState:
     "The risk state with the cooldown of each stop the venue triggered lately (live), as `check_levels` starts one."
-    risk, step = k.settings.risk, parse_timeframe(k.settings.timeframe)
-    for pair, filled_at in k.venue.triggered_stops(at - (risk.cooldown_bars + 2) * step).items():
+    risk = k.settings.risk
+    for pair, filled_at in k.venue.triggered_stops(at - _lookback(k.settings.timeframe, risk.cooldown_bars)).items():
         n = bar_number(filled_at, k.settings.timeframe)  # the candle the fill came in
         if n + risk.cooldown_bars > risk_state.cooldown_until.get(pair, -1):
             risk_state = stopped_out(risk_state, pair, n, risk)
@@ -450,6 +466,24 @@ def _journal_failure(k: Kernel, pair: str, bar: pd.Timestamp, inp: PairInput, wh
         _log.exception("%s: the failure could not be journaled either", pair)
 
 
+def _journal(k: Kernel, pair: str, inp: PairInput, iso: str, decision: tuple, reasons: tuple) -> None:
+    """One pair's row: `decision` is JOURNAL_DECISION's values. A MemoryBook keeps it as columns
+    (`journal_decision`), a state store as the dicts it stores."""
+    cycle_id, bar, close = f"{k.run_id}-{iso}", inp.window.end, float(inp.window.close)
+    if hasattr(k.book, "journal_decision"):
+        k.book.journal_decision(cycle_id, pair, bar, close, inp.pred, decision, reasons)
+        return
+    k.book.journal(
+        cycle_id,
+        pair,
+        bar,
+        inputs={"close": close},
+        prediction=inp.pred,
+        decision=dict(zip(JOURNAL_DECISION, decision)),
+        reasons=reasons,
+    )
+
+
 def journal_pair(
     k: Kernel,
     inp: PairInput,
@@ -461,30 +495,34 @@ def journal_pair(
     iso: str,
 ) -> str:
     "Journal this pair's close (`iso`: its decision bar as text); the verdict it recorded (a hold has none: no order)."
-    bar = inp.window.end
     reason = held or (verdict.reason if d.action != "hold" else "no order")
-    if not k.book.keeps_journal:  # a backtest's twin: its rows would be built only to be dropped
-        return reason
-    k.book.journal(
-        f"{k.run_id}-{iso}",
-        d.pair,
-        bar,
-        inputs={"close": float(inp.window.close)},
-        prediction=inp.pred,
-        decision={
-            "action": d.action,
-            "size": d.size,
-            "stop_loss": d.stop_loss,
-            "take_profit": d.take_profit,
-            "verdict": reason,
-            "order": order,
-            "review": _journal_review(notes.reviews.get(d.pair)),
-        },
-        reasons=(*d.reasons, reason),
-    )
+    if k.book.keeps_journal:  # not a backtest's twin: its rows would be built only to be dropped
+        review = _journal_review(notes.reviews.get(d.pair))
+        _journal(
+            k,
+            d.pair,
+            inp,
+            iso,
+            (d.action, d.size, d.stop_loss, d.take_profit, reason, order, review),
+            (*d.reasons, reason),
+        )
     return reason
 
+
+_HOLD = ("hold", 0.0, None, None, "no order", "", None)  # a hold's decision in the journal: no order, no review
+
+
+def journal_hold(k: Kernel, pair: str, inp: PairInput, why: str, iso: str) -> None:
+    "Journal a flat pair's hold on `why` (`decision.hold_reason`): the row `journal_pair` writes for `decide`'s hold."
+    if k.book.keeps_journal:
+        _journal(k, pair, inp, iso, _HOLD, (why, "no order"))
+
 # %% ../nbs/12_kernel.ipynb #28565d4d
+# `hold_reason` is decision.decide's own hold: where `decide` is replaced (tests and the soak's seeded decisions patch
+# kernel.decide), every pair goes through the replacement
+_OWN_DECIDE = decide
+
+
 class StageFailed(MorningstarError):
     "A pair's stage raised: the stage's name and the original error."
 
@@ -510,6 +548,16 @@ def trade_pair(
     iso, closed_at, number = _stamps(bar, k.settings.timeframe)  # once a pair: a Timestamp hashes slowly
     stage = "decision"  # the stage running: what a failure is named by (one try, not a wrapper call per stage)
     try:
+        why = (
+            hold_reason(inp.pred, acct.positions.get(pair), k.settings.decision, k.can_short)
+            if decide is _OWN_DECIDE
+            else None
+        )
+        if why is not None:  # most closes: a flat pair whose signal allows no entry, held without a Decision
+            ms, stage = (time.perf_counter() - t0) * 1e3, "journal"
+            journal_hold(k, pair, inp, why, iso)
+            _log.debug("%s %s: %s (%s)", pair, "hold", "no order", why)
+            return _row(pair, "hold", "no order", why, "", ms)
         with log_context(pair=pair):
             d = decide_pair(k, pair, inp, acct, baseline)
             if d.action == "hold":  # most closes: review, risk and order stages pass a hold through unchanged

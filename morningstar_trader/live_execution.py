@@ -27,8 +27,8 @@ from .types import Fill, MorningstarError, Order, Position
 _log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['SHADOW_KINDS', 'failpoint', 'create_outcome', 'LiveExecutionError', 'LiveExecutor', 'Reconciliation', 'Siblings',
-           'reconcile', 'ShadowLog', 'LiveVenue', 'venue_stops', 'venue_oco']
+__all__ = ['RECENT', 'SHADOW_KINDS', 'failpoint', 'create_outcome', 'LiveExecutionError', 'LiveExecutor', 'Reconciliation',
+           'Siblings', 'reconcile', 'ShadowLog', 'LiveVenue', 'venue_stops', 'venue_oco']
 
 # %% ../nbs/10a_live_execution.ipynb #a7cdce53
 def failpoint(name: str) -> None:
@@ -207,10 +207,14 @@ def _send_oco(self: LiveExecutor, stop: Order, target: Order, list_id: str, stop
     return tuple(self.sync(o.client_order_id) for o in legs)
 
 # %% ../nbs/10a_live_execution.ipynb #7560c058
+RECENT = 50  # the pair's newest orders read by a look-up whose "not found" decides nothing yet
+
+
 @patch
-def _lookup(self: LiveExecutor, pair: str, cid: str, venue_id: str | None = None) -> dict | None:
+def _lookup(self: LiveExecutor, pair: str, cid: str, venue_id: str | None = None, decisive: bool = True) -> dict | None:
     """The venue's order with client id `cid` (or venue id `venue_id`, for an external order: its client id is not
-    ours), or None when no list shows it (network errors propagate)."""
+    ours), or None when no list shows it (network errors propagate). Not `decisive`: only the pair's newest `RECENT`
+    orders are searched after the open ones."""
     mine = (lambda o: str(o.get("id")) == venue_id) if venue_id else (lambda o: o.get("clientOrderId") == cid)
     try:
         return (
@@ -220,7 +224,8 @@ def _lookup(self: LiveExecutor, pair: str, cid: str, venue_id: str | None = None
         )
     except ccxt.OrderNotFound:
         pass
-    for source in (lambda: self.exchange.fetch_open_orders(pair), lambda: self.exchange.fetch_orders(pair)):
+    recent = {} if decisive else {"limit": RECENT}
+    for source in (lambda: self.exchange.fetch_open_orders(pair), lambda: self.exchange.fetch_orders(pair, **recent)):
         found = [o for o in source() if mine(o)]
         if found:
             return found[-1]
@@ -236,14 +241,16 @@ def resolve(self: LiveExecutor, cid: str) -> str:
         raise LiveExecutionError(f"no order {cid} in {self.store.path}")
     if row["status"] in TERMINAL:
         return row["status"]
+    waited = self._since_attempt(row)  # measured before the look-up: the venue had at least this long
+    decisive = waited >= self.grace_s
     try:
-        venue = self._lookup(row["pair"], cid, row["exchange_order_id"] if row["intent"] == "external" else None)
+        venue_id = row["exchange_order_id"] if row["intent"] == "external" else None
+        venue = self._lookup(row["pair"], cid, venue_id, decisive)
     except ccxt.NetworkError as e:
         _log.warning("look-up of %s failed (%s): still %s", cid, e, row["status"])
         return row["status"]
     if venue is None:
-        waited = self._since_attempt(row)
-        if waited < self.grace_s:
+        if not decisive:
             return row["status"]  # it may still appear: decide later
         if row["status"] == "new":
             return "unsent"
@@ -502,6 +509,8 @@ _SHADOW = """CREATE TABLE IF NOT EXISTS shadow (client_order_id TEXT PRIMARY KEY
   sim_price REAL, sim_time TEXT, diff_bps REAL, live_delay_s REAL, kind TEXT NOT NULL DEFAULT 'order')"""
 # what a row compares: an order the kernel decided, its own exit at a level, or a level the venue's resting order filled
 SHADOW_KINDS = ("order", "stop_loss", "take_profit", "venue_stop", "venue_target")
+# what every close reads: the few rows still waiting, found without reading the completed history
+_PENDING = "CREATE INDEX IF NOT EXISTS shadow_pending ON shadow(client_order_id) WHERE live_price IS NULL"
 
 
 class ShadowLog:
@@ -513,6 +522,7 @@ class ShadowLog:
             db.execute(_SHADOW)
             if "kind" not in {r[1] for r in db.execute("PRAGMA table_info(shadow)")}:  # a store of before 2026-12-07
                 db.execute("ALTER TABLE shadow ADD COLUMN kind TEXT NOT NULL DEFAULT 'order'")
+            db.execute(_PENDING)
 
     def expect(
         self,

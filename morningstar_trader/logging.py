@@ -26,14 +26,20 @@ __all__ = ['REDACTED', 'STARTUP_NOTICE', 'log_context', 'redact', 'JsonFormatter
 _context: contextvars.ContextVar[dict] = contextvars.ContextVar("morningstar_log_context", default={})
 
 
-@contextmanager
-def log_context(**fields) -> Iterator[None]:
-    "Add `fields` (e.g. `pair='BTC/USDT'`) to every record logged inside the block."
-    token = _context.set({**_context.get(), **fields})
-    try:
-        yield
-    finally:
-        _context.reset(token)
+class log_context:  # noqa: N801 (used as a function: `with log_context(pair=...)`)
+    """Add `fields` (e.g. `pair='BTC/USDT'`) to every record logged inside the block. A small class, not a
+    `@contextmanager` generator: the kernel enters one per pair and close, and a generator costs twice as much."""
+
+    __slots__ = ("fields", "token")
+
+    def __init__(self, **fields):
+        self.fields = fields
+
+    def __enter__(self) -> None:
+        self.token = _context.set({**_context.get(), **self.fields})
+
+    def __exit__(self, *exc) -> None:
+        _context.reset(self.token)
 
 
 class _ContextFilter(logging.Filter):

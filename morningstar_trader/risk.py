@@ -57,7 +57,8 @@ def update_state(state: RiskState, equity: float, now, risk: RiskSettings) -> Ri
             day_start_equity=equity,
             **({"trading": "active", "why": "new day"} if s.trading == "reducing" else {}),
         )
-    s = replace(s, peak_equity=max(s.peak_equity, equity))
+    if equity > s.peak_equity:  # a new state only when something changed: this runs at every close
+        s = replace(s, peak_equity=equity)
     drawdown, day_loss = 1 - equity / s.peak_equity, 1 - equity / s.day_start_equity
     if s.trading != "halted" and drawdown >= risk.max_drawdown:
         return replace(s, trading="halted", why=f"drawdown {drawdown:.2%} reached max_drawdown {risk.max_drawdown:.2%}")
@@ -69,8 +70,11 @@ def update_state(state: RiskState, equity: float, now, risk: RiskSettings) -> Ri
 
 
 def stopped_out(state: RiskState, pair: str, bar: int, risk: RiskSettings) -> RiskState:
-    "Start the pair's cooldown after a stop-loss exit at `bar`."
-    return replace(state, cooldown_until={**state.cooldown_until, pair: bar + risk.cooldown_bars})
+    "Start the pair's cooldown after a stop-loss exit at `bar` (the same state when that cooldown is already set)."
+    until = bar + risk.cooldown_bars
+    if state.cooldown_until.get(pair) == until:
+        return state
+    return replace(state, cooldown_until={**state.cooldown_until, pair: until})
 
 # %% ../nbs/08a_risk.ipynb #81214d43
 @dataclass(frozen=True)

@@ -92,6 +92,9 @@ class _Fault:
     method: str | None = None
 
 
+_OPEN = ("NEW", "PARTIALLY_FILLED")
+
+
 @dataclass
 class _Order:
     id: int
@@ -113,7 +116,9 @@ class _Order:
 
 @dataclass
 class Account:
-    """Balances, orders and trades of the one account the server knows."""
+    """Balances, orders and trades of the one account the server knows. Orders and trades are added through `add` and
+    `add_trade`, which keep the look-ups Binance answers without reading the history (by client id, by list, a
+    symbol's newest, an order's trades, the open orders) indexed: the soak's venue must not slow down as it fills."""
 
     balances: dict[str, float]
     orders: dict[int, _Order] = field(default_factory=dict)
@@ -121,14 +126,44 @@ class Account:
     partial_next: int = 0
     split_next: int = 0
     lists: int = 0  # OCO order lists created so far
+    _by_client: dict[tuple[str, str], _Order] = field(default_factory=dict)
+    _by_symbol: dict[str, list[_Order]] = field(default_factory=dict)
+    _legs: dict[int, list[_Order]] = field(default_factory=dict)
+    _maybe_open: dict[int, _Order] = field(default_factory=dict)  # every open order, and some no longer open
+    _trades_of: dict[tuple[str, int | None], list[dict[str, Any]]] = field(default_factory=dict)
+
+    def add(self, order: _Order) -> None:
+        self.orders[order.id] = order
+        self._by_client[order.symbol, order.client_id] = order  # the newest one wins a lookup
+        self._by_symbol.setdefault(order.symbol, []).append(order)
+        self._maybe_open[order.id] = order
+        if order.list_id != -1:
+            self._legs.setdefault(order.list_id, []).append(order)
+
+    def add_trade(self, trade: dict[str, Any]) -> None:
+        self.trades.append(trade)
+        for key in ((trade["symbol"], None), (trade["symbol"], trade["orderId"])):
+            self._trades_of.setdefault(key, []).append(trade)
 
     def legs(self, list_id: int) -> list[_Order]:
-        return [o for o in self.orders.values() if o.list_id == list_id]
+        return list(self._legs.get(list_id, ()))
 
     def by_client_id(self, symbol: str, client_id: str) -> _Order | None:
         # Binance keeps client ids unique among open orders; the newest one wins a lookup.
-        found = [o for o in self.orders.values() if o.symbol == symbol and o.client_id == client_id]
-        return found[-1] if found else None
+        return self._by_client.get((symbol, client_id))
+
+    def newest(self, symbol: str, limit: int) -> list[_Order]:
+        return self._by_symbol.get(symbol, [])[-limit:]
+
+    def trades_of(self, symbol: str, order_id: int | None = None) -> list[dict[str, Any]]:
+        "The symbol's trades, or one order's, oldest first."
+        return self._trades_of.get((symbol, order_id), [])
+
+    def open_orders(self) -> list[_Order]:
+        "The orders still open, oldest first (an order never opens again once it ended)."
+        for i in [i for i, o in self._maybe_open.items() if o.status not in _OPEN]:
+            del self._maybe_open[i]
+        return list(self._maybe_open.values())
 
 
 @dataclass(frozen=True)
@@ -321,7 +356,7 @@ class LocalExchange(LoopbackServer):
         order.status = "FILLED" if order.executed >= order.qty * (1 - 1e-12) else "PARTIALLY_FILLED"
         order.update = self._now() if when is None else when
         self._expire_others(order)
-        self.account.trades.append(
+        self.account.add_trade(
             {
                 "symbol": order.symbol,
                 "id": len(self.account.trades) + 1,
@@ -353,8 +388,8 @@ class LocalExchange(LoopbackServer):
     def fill_open(self, client_id: str | None = None) -> None:
         """Fill resting orders (all, or the one with `client_id`) at their limit or the market price."""
         with self._lock:
-            for o in list(self.account.orders.values()):
-                if o.status in ("NEW", "PARTIALLY_FILLED") and client_id in (None, o.client_id):
+            for o in self.account.open_orders():
+                if o.status in _OPEN and client_id in (None, o.client_id):
                     if o.stop is not None and not o.triggered:
                         continue  # a stop waits for its price
                     if o.type != "MARKET":
@@ -401,7 +436,7 @@ class LocalExchange(LoopbackServer):
             update=self._now(),
             stop=stop,
         )
-        self.account.orders[order.id] = order
+        self.account.add(order)
         if stop is not None:
             pass  # a stop rests until its price is reached
         elif self.account.partial_next:
@@ -413,7 +448,7 @@ class LocalExchange(LoopbackServer):
             self._fill(order)
         else:
             self._fill(order)
-        trades = [t for t in self.account.trades if t["orderId"] == order.id]
+        trades = self.account.trades_of(m.id, order.id)
         return {
             **self._order_json(order),
             "transactTime": order.time,
@@ -455,28 +490,24 @@ class LocalExchange(LoopbackServer):
 
     def _open_orders(self, q: dict[str, str]) -> list[dict[str, Any]]:
         symbol = self._market(q).id if q.get("symbol") else None
-        return [
-            self._order_json(o)
-            for o in self.account.orders.values()
-            if o.status in ("NEW", "PARTIALLY_FILLED") and symbol in (None, o.symbol)
-        ]
+        return [self._order_json(o) for o in self.account.open_orders() if symbol in (None, o.symbol)]
 
     def _all_orders(self, q: dict[str, str]) -> list[dict[str, Any]]:
         "The symbol's newest `limit` orders (Binance: 500 unless asked, at most 1,000), oldest first."
         symbol, limit = self._market(q).id, _limit(q)
-        return [self._order_json(o) for o in self.account.orders.values() if o.symbol == symbol][-limit:]
+        return [self._order_json(o) for o in self.account.newest(symbol, limit)]
 
     def _my_trades(self, q: dict[str, str]) -> list[dict[str, Any]]:
         "The symbol's (or one order's) newest `limit` trades, as `_all_orders` limits orders."
         symbol, order_id, limit = self._market(q).id, _int_param(q, "orderId"), _limit(q)
-        return [t for t in self.account.trades if t["symbol"] == symbol and order_id in (None, t["orderId"])][-limit:]
+        return self.account.trades_of(symbol, order_id)[-limit:]
 
     def _locked(self) -> dict[str, float]:
         "What the open orders lock, by asset: a buy its quote, a sell (a stop included) its base."
         locked: dict[str, float] = {}
         lists: set[int] = set()
-        for o in self.account.orders.values():
-            if o.status not in ("NEW", "PARTIALLY_FILLED") or (o.list_id != -1 and o.list_id in lists):
+        for o in self.account.open_orders():
+            if o.list_id != -1 and o.list_id in lists:
                 continue  # an order list locks its quantity once
             if o.list_id != -1:
                 lists.add(o.list_id)
@@ -504,11 +535,11 @@ class LocalExchange(LoopbackServer):
         return out
 
     def _trigger_stops(self) -> None:
-        for o in list(self.account.orders.values()):
+        for o in self.account.open_orders():
             if o.list_id != -1 and o.stop is None and o.status == "NEW":
                 self._walk_limit_maker(o)
-        for o in self.account.orders.values():
-            if o.stop is None or o.status not in ("NEW", "PARTIALLY_FILLED"):
+        for o in self.account.open_orders():
+            if o.stop is None or o.status not in _OPEN:
                 continue
             sell = o.side == "SELL"
             for when, lo, hi in self._path(self._markets[o.symbol], o.time):
@@ -602,7 +633,7 @@ class LocalExchange(LoopbackServer):
                 stop=stop if is_stop else None,
                 list_id=list_id,
             )
-            self.account.orders[order.id] = order
+            self.account.add(order)
             legs.append(order)
         return {
             "orderListId": list_id,

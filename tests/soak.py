@@ -70,6 +70,8 @@ class Soak:
     cycle_seconds: list[float] = field(default_factory=list)  # each run_cycle in the trader
     statuses: dict = field(default_factory=dict)
     cycle_cpu: list[float] = field(default_factory=list)  # each run_cycle's CPU seconds in the trader
+    cycle_usage: list[dict] = field(default_factory=list)  # each run_cycle's system seconds, minor faults, gc seconds
+    fault_cycles: list[int] = field(default_factory=list)  # the cycle each fault of `faults` was injected before
 
 
 class Trader:
@@ -99,8 +101,9 @@ class Trader:
             raise RuntimeError(f"the trader process ended (exit {self.proc.returncode}); its log ends:\n{tail}")
         return json.loads(line)
 
-    def cycle(self, now: pd.Timestamp) -> dict:
-        return self._ask({"now": now.isoformat()})
+    def cycle(self, now: pd.Timestamp, block: int = 1) -> dict:
+        "One live cycle at `now`; `block`: which of the soak's blocks of cycles it belongs to (for a profile)."
+        return self._ask({"now": now.isoformat(), "block": block})
 
     def final(self, seconds: float = 10) -> dict:
         return self._ask({"final": seconds})
@@ -181,6 +184,7 @@ def run_soak(
         process = 1
         trader = Trader(settings_path, "soak-1", root / "trader-1.log")
         faults, refused, held_pairs, held_entries, cycle_seconds, cycle_cpu = [], 0, 0, 0, [], []
+        cycle_usage, fault_cycles = [], []
         rss = [(1, 0, trader.ready["rss_kb"])]
         started = time.time()
         for n, k in enumerate(range(1_200 - 1, 1_200 - 1 + cycles)):
@@ -194,6 +198,7 @@ def run_soak(
             if rng.random() < 0.15:
                 path, kind, method, count = rng.choice(FAULTS)
                 faults.append(kind or path)
+                fault_cycles.append(n)
                 if path == "restart":
                     server.stop()
                     server.start()
@@ -201,9 +206,10 @@ def run_soak(
                     server.inject(path, kind, count, method=method, delay_s=0.4)
             now = index[k] + pd.Timedelta(seconds=1)
             server.set_now(int(now.timestamp() * 1000))
-            answer = trader.cycle(now)
+            answer = trader.cycle(now, n // rss_every + 1)
             cycle_seconds.append(answer["s"])
             cycle_cpu.append(answer["cpu_s"])
+            cycle_usage.append({k: answer[k] for k in ("sys_s", "minflt", "gc_s")})
             refused += answer["refused"]
             held_pairs += answer["held_pairs"]
             held_entries += answer["held_entries"]
@@ -233,4 +239,6 @@ def run_soak(
             cycle_seconds,
             orders["status"].value_counts().to_dict(),
             cycle_cpu,
+            cycle_usage,
+            fault_cycles,
         )

@@ -2,9 +2,12 @@
 and the state store, then one live cycle per command read from stdin, one JSON answer per command on stdout.
 
     python soak_trader.py SETTINGS_JSON RUN_ID
-    {"now": "2024-05-01T10:00:01+00:00"}   -> {"refused": bool, "held_pairs": int, "held_entries": int,
+    {"now": "2024-05-01T10:00:01+00:00", "block": 1}
+                                           -> {"refused": bool, "held_pairs": int, "held_entries": int,
                                                "rss_kb": int, "s": seconds of run_cycle,
-                                               "cpu_s": CPU seconds of run_cycle, every thread of the process}
+                                               "cpu_s": CPU seconds of run_cycle, every thread of the process,
+                                               "sys_s": of which in the kernel, "minflt": minor page faults,
+                                               "gc_s": seconds in Python's garbage collector}
     {"final": 10}                          -> {"ok": bool, "why": str}   (reconciles until the store agrees, for 10 s)
 
 Everything else the process prints goes to stderr, so stdout carries only the answers.
@@ -12,9 +15,11 @@ Everything else the process prints goes to stderr, so stdout carries only the an
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import random
+import resource
 import sys
 import time
 from pathlib import Path
@@ -26,6 +31,55 @@ def rss_kb() -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+class Meter:
+    """What one cycle costs the trader: wall and CPU seconds, of which in the kernel, minor page faults, seconds in
+    Python's garbage collector (a gc callback around each collection); under `bench_soak.py --profile`, a CPU
+    profile per block of cycles (`SOAK_PROFILE_BLOCKS` picks some), dumped by `dump`."""
+
+    def __init__(self, profile: str | None, blocks: str):
+        self.profile, self.profilers, self.blocks = profile, {}, {int(b) for b in blocks.split(",") if b}
+        self.gc_s, self._gc_start = 0.0, 0.0
+        gc.callbacks.append(self._gc)
+
+    def _gc(self, phase, info):
+        if phase == "start":
+            self._gc_start = time.perf_counter()
+        else:
+            self.gc_s += time.perf_counter() - self._gc_start
+
+    def _profiler(self, block: int):
+        if self.profile and block not in self.profilers and (not self.blocks or block in self.blocks):
+            import cProfile  # noqa: PLC0415
+
+            self.profilers[block] = cProfile.Profile(time.process_time)  # CPU: the venue's waits are not the trader's
+        return self.profilers.get(block)
+
+    def measure(self, block: int, run) -> tuple:
+        "`run()`'s result and what it cost."
+        t, cpu, usage, self.gc_s = time.perf_counter(), time.process_time(), resource.getrusage(resource.RUSAGE_SELF), 0
+        if profiler := self._profiler(block):
+            profiler.enable()
+        result = run()
+        if profiler:
+            profiler.disable()
+        seconds, cpu, after = (
+            time.perf_counter() - t,
+            time.process_time() - cpu,
+            resource.getrusage(resource.RUSAGE_SELF),
+        )
+        return result, {
+            "s": round(seconds, 4),
+            "cpu_s": round(cpu, 4),
+            "sys_s": round(after.ru_stime - usage.ru_stime, 4),
+            "minflt": after.ru_minflt - usage.ru_minflt,
+            "gc_s": round(self.gc_s, 5),
+        }
+
+    def dump(self, run_id: str) -> None:
+        for block, profiler in self.profilers.items():
+            profiler.dump_stats(f"{self.profile}.{run_id}.block-{block:02d}")
 
 
 def seeded_decide(pair, pred, price, equity, position, **_):
@@ -62,17 +116,11 @@ def main(settings_path: str, run_id: str) -> int:
     ex.exchange.options["recvWindow"] = 500  # short receive window: unknown orders resolve quickly
     ex.grace_s, ex.order_timeout_s = 0.8, 0.5
     answers.write(json.dumps({"ready": True, "rss_kb": rss_kb()}) + "\n")
-    if profile := os.environ.get("SOAK_PROFILE"):  # bench_soak.py --profile: where the cycles' time goes
-        import cProfile  # noqa: PLC0415
-
-        profiler = cProfile.Profile(time.process_time)  # CPU: the waits for the venue are not the trader's cost
-        profiler.enable()
+    meter = Meter(os.environ.get("SOAK_PROFILE"), os.environ.get("SOAK_PROFILE_BLOCKS", ""))
     for line in sys.stdin:
         command = json.loads(line)
         if "now" in command:
-            t, cpu = time.perf_counter(), time.process_time()
-            report = run_cycle(ctx, pd.Timestamp(command["now"]))
-            seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
+            report, cost = meter.measure(command.get("block", 0), lambda: run_cycle(ctx, pd.Timestamp(command["now"])))
             pairs = report.pairs
             answers.write(
                 json.dumps(
@@ -83,8 +131,7 @@ def main(settings_path: str, run_id: str) -> int:
                         if "verdict" in pairs
                         else 0,
                         "rss_kb": rss_kb(),
-                        "s": round(seconds, 4),
-                        "cpu_s": round(cpu, 4),
+                        **cost,
                     }
                 )
                 + "\n"
@@ -94,9 +141,7 @@ def main(settings_path: str, run_id: str) -> int:
             while not (final := reconcile(ex, settings.pairs)).ok and time.time() < deadline:
                 time.sleep(0.2)
             answers.write(json.dumps({"ok": final.ok, "why": final.why()}) + "\n")
-    if profile:
-        profiler.disable()
-        profiler.dump_stats(f"{profile}.{run_id}")
+    meter.dump(run_id)
     return 0
 
 

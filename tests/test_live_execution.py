@@ -12,7 +12,7 @@ from conftest import HOUR_MS, candles
 from local_exchange import LocalExchange
 
 from morningstar_trader.config import ExchangeSettings, load_secrets
-from morningstar_trader.live_execution import LiveExecutor, create_outcome, reconcile
+from morningstar_trader.live_execution import RECENT, LiveExecutor, create_outcome, reconcile
 from morningstar_trader.market_data import make_exchange
 from morningstar_trader.portfolio import PortfolioStore
 from morningstar_trader.types import Order
@@ -139,8 +139,12 @@ def test_a_request_that_never_arrived_stays_unknown_until_the_receive_window_pas
     server.inject("/api/v3/order", "503", method="POST")  # refused by the front end: never placed
     assert ex.place(Order("c-3", "BTC/USDT", "sell", 0.1)) == "unknown"
     assert not reconcile(ex, PAIRS).ok  # the cycle must not trade now
+    pages = [r["query"].get("limit") for r in server.requests if r["path"] == "/api/v3/allOrders"]
+    assert pages and set(pages) == {str(RECENT)}  # a "not found" that decides nothing reads the newest orders only
     clock.offset = ex.grace_s + 0.1
     assert ex.resolve("c-3") == "rejected" and "never reached the venue" in ex.store.order("c-3")["note"]
+    last = [r["query"] for r in server.requests if r["path"] == "/api/v3/allOrders"][-1]
+    assert "limit" not in last  # the deciding look-up reads the full page (Binance's newest 500)
     assert len(posts(server)) == 1 and venue_orders(server, "c-3") == []
     agree(server, ex)
 
