@@ -518,23 +518,24 @@ def _events(direction: np.ndarray) -> np.ndarray:
 def _equity(
     frame: pd.DataFrame, fills: tuple[np.ndarray, np.ndarray, np.ndarray], cash: float, plus: float = 0.0
 ) -> pd.Series:
-    """Cash plus position value at every close, from the fills (bar, cash change, position change); `plus` + that,
-    in place (a run's cash on one pair's curve: no second curve)."""
+    """Cash plus position value at every close, from the fills (bar, cash change, position change); `plus` + that
+    (a run's cash on one pair's curve: no second curve)."""
     bars, dc, dp = (np.ascontiguousarray(x, t) for x, t in zip(fills, (np.int64, np.float64, np.float64)))
-    value = _compiled(_equity_loop)(bars, dc, dp, frame["close"].to_numpy(np.float64), float(cash))
-    if plus:
-        np.add(plus, value, out=value)
+    value = _compiled(_equity_loop)(bars, dc, dp, frame["close"].to_numpy(np.float64), float(cash), float(plus))
     return pd.Series(value, index=frame.index, name="equity")
 
 
-def _equity_loop(bars, dc, dp, close, cash: float):
+def _equity_loop(bars, dc, dp, close, cash: float, plus: float = 0.0):
     """One pass, the arithmetic of `bincount` then `cumsum`: each bar's fills summed from 0 in their order, those
-    running sums, then (cash + cash deltas) + units × close. Fills in the order of their bars (the engines' own) are
-    taken as the bars come, without an array per bar: a bar without one adds 0 to the running sums, which changes
-    nothing (a sum from 0 is never -0)."""
-    n, out, j = len(close), np.empty(len(close)), 0
+    running sums, then (cash + cash deltas) + units × close, and `plus` + that unless it is 0. Fills in the order of
+    their bars (the engines' own) are taken as the bars come, without an array per bar: a bar without one adds 0 to the
+    running sums, which changes nothing (a sum from 0 is never -0)."""
+    n, out, j, add = len(close), np.empty(len(close)), 0, plus != 0.0
     if not (np.all(bars[1:] >= bars[:-1]) and (len(bars) == 0 or 0 <= bars[0] <= bars[-1] < n)):
-        return _equity_by_bar(bars, dc, dp, close, cash)
+        out = _equity_by_bar(bars, dc, dp, close, cash)
+        for i in range(n if add else 0):
+            out[i] = plus + out[i]
+        return out
     c, u = 0.0, 0.0
     for i in range(n):
         if j < len(bars) and bars[j] == i:
@@ -542,7 +543,8 @@ def _equity_loop(bars, dc, dp, close, cash: float):
             while j < len(bars) and bars[j] == i:
                 sc, su, j = sc + dc[j], su + dp[j], j + 1
             c, u = c + sc, u + su
-        out[i] = (c + cash) + u * close[i]
+        v = (c + cash) + u * close[i]
+        out[i] = plus + v if add else v
     return out
 
 
