@@ -1113,13 +1113,16 @@ def _step(w: float, price: float, cash: float, units: float, traded: float, trad
     return equity, cash, units, traded, trades
 
 # %% ../nbs/13_backtest.ipynb #24143956
-def _vol_sleeves(close, com, min_periods, per_day, start, lookback, can_short, cap, target_vol, share, cost, band):
-    """For numba: (vol target's and TSMOM's `_sleeve` from close `start`: each curve, value traded, trades) in one pass
-    over `close`, `_ewm_vol`'s realised vol computed at each close on the way; the same numbers to the bit."""
+def _vol_sleeves(
+    close, com, min_periods, per_day, start, lookback, can_short, cap, target_vol, share, cost, band, zero=False
+):
+    """For numba: (vol target's and TSMOM's `_sleeve` from close `start`: each curve, value traded, trades; whether a
+    curve has a NaN) in one pass over `close`, `_ewm_vol`'s realised vol computed at each close on the way; the same
+    numbers to the bit (`zero`: each curve + 0, as `_added` makes a total of it)."""
     n = len(close)
     vt, ts, factor = np.empty(n - start), np.empty(n - start), 1.0 - 1.0 / (1.0 + com)
     weighted, seen, old_wt, vol = np.nan, 0, 1.0, np.nan
-    c1, u1, t1, k1, c2, u2, t2, k2 = share, 0.0, 0.0, 0, share, 0.0, 0.0, 0
+    c1, u1, t1, k1, c2, u2, t2, k2, gaps = share, 0.0, 0.0, 0, share, 0.0, 0.0, 0, False
     for i in range(n):
         if i > 0:
             weighted, seen, old_wt = _ewm_step(close[i] / close[i - 1] - 1.0, weighted, seen, old_wt, factor)
@@ -1129,9 +1132,11 @@ def _vol_sleeves(close, com, min_periods, per_day, start, lookback, can_short, c
             w = cap if cap < w else w
             sign = _past_sign(close, i, lookback)
             tsm = w * (sign if can_short or not sign < 0 else 0.0)
-            vt[i - start], c1, u1, t1, k1 = _step(0.0 if w != w else w, close[i], c1, u1, t1, k1, cost, band)
-            ts[i - start], c2, u2, t2, k2 = _step(0.0 if tsm != tsm else tsm, close[i], c2, u2, t2, k2, cost, band)
-    return vt, t1, k1, ts, t2, k2
+            e1, c1, u1, t1, k1 = _step(0.0 if w != w else w, close[i], c1, u1, t1, k1, cost, band)
+            e2, c2, u2, t2, k2 = _step(0.0 if tsm != tsm else tsm, close[i], c2, u2, t2, k2, cost, band)
+            vt[i - start], ts[i - start] = (e1 + 0.0, e2 + 0.0) if zero else (e1, e2)
+            gaps |= (e1 != e1) | (e2 != e2)
+    return vt, t1, k1, ts, t2, k2, gaps
 
 # %% ../nbs/13_backtest.ipynb #57a8aa7d
 def _compiles(frames: dict[str, pd.DataFrame]) -> bool:
@@ -1226,22 +1231,18 @@ def _both_sleeves(
         if start >= upto:  # no candle on `index`: the share stays cash
             made = [(np.full(len(index), share), 0.0, 0)] * 2
         else:
-            vt, t1, k1, ts, t2, k2 = _compiled(_vol_sleeves)(
-                close[:upto],
-                com,
-                at_least,
-                float(per_day),
-                start,
-                lookback,
-                can_short,
-                r.cap,
-                r.target_vol,
-                share,
-                cost,
-                r.band,
-            )
             on = _span(times, start, upto)
-            made = [(_carried(eq, on, index, share), t, k) for eq, t, k in ((vt, t1, k1), (ts, t2, k2))]
+            # the pair's closes are the run's and none came before: the curves are the totals (+ 0, as `_added`)
+            first = out[0][0] is None and on.equals(index)
+            *made, gaps = _compiled(_vol_sleeves)(
+                close[:upto], com, at_least, float(per_day), start, lookback, can_short, r.cap, r.target_vol, share,
+                cost, r.band, first
+            )
+            made = [made[:3], made[3:]]
+            if first:  # `_carried` of NaN (a close not known) and `_added`: the share + 0
+                out = [[np.where(np.isnan(eq), share + 0.0, eq) if gaps else eq, t, k] for eq, t, k in made]
+                continue
+            made = [(_carried(eq, on, index, share), t, k) for eq, t, k in made]
         for sleeve, (curve, traded, trades) in zip(out, made):
             sleeve[:] = _added(sleeve[0], curve), sleeve[1] + traded, sleeve[2] + trades
     return tuple(out[0]), tuple(out[1])
