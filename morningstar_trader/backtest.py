@@ -16,6 +16,7 @@ from typing import Protocol
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from .book import MemoryBook
 from .config import DEFAULT_MIN_CONFIDENCE
@@ -118,6 +119,7 @@ def _roll_mean(v: np.ndarray, w: int) -> np.ndarray:
 
 
 _COMPILED = {}
+_COMPILED_FROM = 50_000  # marks from which the statistics and the baselines run compiled: the same numbers either way
 
 
 def _compiled(fn):
@@ -161,8 +163,11 @@ class SmaCross:
         close = np.ascontiguousarray(frame["close"].to_numpy(np.float64))
         # pandas' rolling mean, not TA-Lib's SMA: the same arithmetic as backtesting.py's examples, so a crossover
         # decided on a near-tie is decided the same way (the parity test compares trade lists exactly)
-        if np.isfinite(close.sum()):  # both means in one compiled pass, the crossings decided there
-            return pd.DataFrame({"direction": _compiled(_crossings)(close, self.fast, self.slow)}, index=frame.index)
+        # both means in one compiled pass, the crossings decided there, kept where numpy's sum of the closes is finite:
+        # from their largest exponent, taken in the same pass (as `_finite_sum`), else the sum decides
+        direction, high = _compiled(_crossings)(close, self.fast, self.slow)
+        if high < 2047 and (high + len(close).bit_length() <= 2044 or np.isfinite(close.sum())):
+            return pd.DataFrame({"direction": direction}, index=frame.index)
         fast, slow = rolling_mean(close, self.fast), rolling_mean(close, self.slow)
         above, below = fast > slow, fast < slow  # a NaN (warm-up) is neither
         direction = np.zeros(len(close), np.int8)
@@ -171,10 +176,11 @@ class SmaCross:
         return pd.DataFrame({"direction": direction}, index=frame.index)
 
 
-def _crossings(v: np.ndarray, fast: int, slow: int) -> np.ndarray:
+def _crossings(v: np.ndarray, fast: int, slow: int) -> tuple[np.ndarray, int]:
     """For numba: SmaCross' direction at each close of finite `v` from both rolling means at once (1 where the fast
-    one crosses strictly above the slow one, -1 below): what their two `rolling_mean` arrays give, to the bit."""
-    out, p = np.zeros(len(v), np.int8), v[0] if len(v) else 0.0
+    one crosses strictly above the slow one, -1 below): what their two `rolling_mean` arrays give, to the bit; with
+    the largest exponent field of `v` (2047: a NaN or an inf, the direction not to be used)."""
+    out, p, bits, high = np.zeros(len(v), np.int8), v[0] if len(v) else 0.0, v.view(np.int64), 0
     fn, ft, fg, fa, fr, fs, fp = 0, 0.0, 0, 0.0, 0.0, 0, p
     sn, st, sg, sa, sr, ss, sp = 0, 0.0, 0, 0.0, 0.0, 0, p
     was_above, was_below = False, False
@@ -184,7 +190,9 @@ def _crossings(v: np.ndarray, fast: int, slow: int) -> np.ndarray:
         above, below = f > s, f < s  # a NaN (warm-up) is neither
         out[i] = 1 if was_below and above else (-1 if was_above and below else 0)
         was_above, was_below = above, below
-    return out
+        x = (bits[i] >> 52) & 0x7FF
+        high = x if x > high else high
+    return out, high
 
 
 @dataclass(frozen=True)
@@ -268,8 +276,17 @@ def _check_bars(frame: pd.DataFrame, pair: str) -> None:
     if not frame.index.is_monotonic_increasing or not frame.index.is_unique:
         raise BacktestError(f"{pair}: timestamps must be sorted and unique")
     prices = (frame[k].to_numpy(np.float64) for k in BAR_COLUMNS[:4])  # column by column: no copy of the frame
-    if not all(np.isfinite(x).all() and (x > 0).all() for x in prices):
+    valid = _compiled(_finite_positive) if len(frame) >= _COMPILED_FROM else lambda x: (np.isfinite(x) & (x > 0)).all()
+    if not all(valid(x) for x in prices):
         raise BacktestError(f"{pair}: prices must be finite and positive")
+
+
+def _finite_positive(x: np.ndarray) -> bool:
+    "For numba: whether every value of `x` is finite and above 0, in one pass (NaN is neither)."
+    ok = True
+    for i in range(len(x)):
+        ok &= (x[i] > 0.0) & (x[i] < np.inf)
+    return ok
 
 # %% ../nbs/13_backtest.ipynb #3824228b
 def _result_html(self) -> str:
@@ -371,40 +388,54 @@ def _simulate(
 _SIDES = pd.array(["short", "long"], dtype="str")
 
 
+def _texts(*runs: tuple[str, int]) -> pd.api.extensions.ExtensionArray:
+    """A str column of each text repeated its count, in turn, laid out from its bytes at once (pandas makes a str
+    column from a scalar one value at a time)."""
+    data = b"".join(text.encode() * k for text, k in runs)
+    ends = np.cumsum(np.repeat([len(text.encode()) for text, _ in runs], [k for _, k in runs]))
+    offsets = pa.py_buffer(np.r_[0, ends].astype(np.int64))
+    return pd.array(pa.LargeStringArray.from_buffers(len(ends), offsets, pa.py_buffer(data)), dtype="str")
+
+
 def _trade_table(pair: str, times: pd.DatetimeIndex, size: float, columns: tuple) -> tuple[pd.DataFrame, float]:
     "(the round trips as TRADE_COLUMNS, the share of bars a position was held)."
     n = len(times)
     side, entry_bar, entry_price, exit_bar, exit_price, fees, pnl, reason = columns
-    table = pd.DataFrame(
+    table = pd.DataFrame(  # the arrays are new: the frame takes them without a copy
         {
-            "pair": pair,
+            "pair": _texts((pair, len(side))),
             "side": _SIDES.take((side > 0).astype(np.intp)),  # pandas' str from numpy strings copies each one
             "entry_time": times[entry_bar.astype(int)],
-            "entry_price": entry_price.astype(float),
+            "entry_price": entry_price.astype(float, copy=False),
             "exit_time": times[exit_bar.astype(int)],
-            "exit_price": exit_price.astype(float),
-            "size": size,
-            "fees": fees.astype(float),
-            "pnl": pnl.astype(float),
+            "exit_price": exit_price.astype(float, copy=False),
+            "size": np.full(len(side), size),
+            "fees": fees.astype(float, copy=False),
+            "pnl": pnl.astype(float, copy=False),
             "exit_reason": reason if isinstance(reason, pd.api.extensions.ExtensionArray) else reason.astype(str),
         },
         columns=TRADE_COLUMNS,
+        copy=False,
     )
     # one position at a time: a trade holds the bars from its entry to before its exit, and no two trades share one
     return table, float((exit_bar.astype(int) - entry_bar.astype(int)).sum() / n)
 
 # %% ../nbs/13_backtest.ipynb #0c1da214
-_REASONS = pd.array(["signal", "end"], dtype="str")
-
-
 def _signal_trades(o, c, direction, size: float, costs: FillCosts, allow_short: bool, reenter: bool):
     """(the round trips as columns, the fills) of signals without stops or targets, all at once; None when a signal
     is not -1 or +1 (the loop then decides what it means)."""
-    n = len(o)
-    ev = np.flatnonzero(direction[:-1] != 0)  # decided on the last bar: there is no next open to fill at
+    n, long_run = len(o), len(direction) >= _COMPILED_FROM and direction.dtype.kind in "iuf"
+    # decided on the last bar: there is no next open to fill at
+    ev = _compiled(_events)(direction) if long_run else np.flatnonzero(direction[:-1] != 0)
     d = direction[ev]
     if not ((d == 1) | (d == -1)).all():
         return None
+    if long_run:  # the same arithmetic, compiled, without an array per step
+        args = (float(size), float(costs.slippage_bps), float(costs.taker_fee))
+        *columns, bars, cash, units, end = _compiled(_signal_columns)(
+            ev, d.astype(np.int64), o, c, allow_short, reenter, *args
+        )
+        return (*columns, _texts(("signal", len(columns[0]) - end), ("end", int(end)))), (bars, cash, units)
     target = d.astype(np.int64) if allow_short else (d > 0).astype(np.int64)
     held = np.r_[0, target[:-1]]  # the side held when a signal arrives: the previous signal's target
     shut = (held != 0) & ((held != target) | reenter)
@@ -416,7 +447,7 @@ def _signal_trades(o, c, direction, size: float, costs: FillCosts, allow_short: 
         exit_bar, exit_price = np.append(exit_bar, n - 1), np.append(exit_price, c[-1])
     entry_fee, exit_fee = costs.fee(size, entry_price), costs.fee(size, exit_price)
     pnl = side * size * (exit_price - entry_price) - entry_fee - exit_fee
-    reason = _REASONS.take((np.arange(len(side)) >= len(side) - end).astype(np.intp))
+    reason = _texts(("signal", len(side) - end), ("end", int(end)))
     k = np.arange(len(ev))
     # the loop's order: each signal's close, then its open; the end's close last
     order = np.argsort(np.r_[2 * k[shut], [2 * len(ev)] * end, 2 * k[opened] + 1], kind="stable")
@@ -427,17 +458,98 @@ def _signal_trades(o, c, direction, size: float, costs: FillCosts, allow_short: 
     )
     return (side, entry_bar, entry_price, exit_bar, exit_price, entry_fee + exit_fee, pnl, reason), fills
 
+
+def _signal_columns(ev, d, o, c, allow_short, reenter, size, bps, fee):
+    """For numba: `_signal_trades`' columns but the reason (side, entry bar and price, exit bar and price, fees, P&L),
+    its fills (bar, cash, units) and whether the last trade ends at the last close, from the bars `ev` of the signals
+    `d` (each -1 or +1), in one pass over them: FillCosts' market price and fee, the same operations in the same
+    order, the fills in the loop's order (each signal's close, then its open; the end's close last)."""
+    target = d if allow_short else (d > 0).astype(np.int64)
+    held = np.zeros(len(d), np.int64)
+    held[1:] = target[:-1]  # the side held when a signal arrives: the previous signal's target
+    shut = (held != 0) & ((held != target) | reenter)
+    opened = (target != 0) & ((held == 0) | shut)
+    m, end = opened.sum(), opened.sum() > shut.sum()
+    side, entry_bar, exit_bar = np.empty(m, np.int64), np.empty(m, np.int64), np.empty(m, np.int64)
+    entry_price, exit_price, fees, pnl = np.empty(m), np.empty(m), np.empty(m), np.empty(m)
+    bars, cash, units = np.empty(2 * m, np.int64), np.empty(2 * m), np.empty(2 * m)
+    a, z, f = 0, 0, 0  # trades opened, trades closed, fills
+    for i in range(len(d)):
+        if shut[i]:  # the z-th close ends the z-th trade
+            exit_bar[z], exit_price[z] = ev[i] + 1, o[ev[i] + 1] * (1 + -held[i] * bps / 10_000)
+            z, f = _fill_close(z, f, side, exit_bar, exit_price, size, fee, bars, cash, units)
+        if opened[i]:
+            side[a], entry_bar[a] = target[i], ev[i] + 1
+            entry_price[a] = o[ev[i] + 1] * (1 + target[i] * bps / 10_000)
+            bars[f], cash[f], units[f] = (
+                ev[i] + 1,
+                -side[a] * size * entry_price[a] - abs(size) * entry_price[a] * fee,
+                side[a] * size,
+            )
+            a, f = a + 1, f + 1
+    if end:  # still open at the last bar: closed at its close
+        exit_bar[z], exit_price[z] = len(o) - 1, c[-1]
+        z, f = _fill_close(z, f, side, exit_bar, exit_price, size, fee, bars, cash, units)
+    for t in range(m):
+        entry_fee, exit_fee = abs(size) * entry_price[t] * fee, abs(size) * exit_price[t] * fee
+        fees[t], pnl[t] = entry_fee + exit_fee, side[t] * size * (exit_price[t] - entry_price[t]) - entry_fee - exit_fee
+    return side, entry_bar, entry_price, exit_bar, exit_price, fees, pnl, bars, cash, units, end
+
+
+def _fill_close(z, f, side, exit_bar, exit_price, size, fee, bars, cash, units) -> tuple[int, int]:
+    "For numba: the fill closing trade z at its exit, written at fill f: (z + 1, f + 1)."
+    bars[f], units[f] = exit_bar[z], -side[z] * size
+    cash[f] = side[z] * size * exit_price[z] - abs(size) * exit_price[z] * fee
+    return z + 1, f + 1
+
+
+def _events(direction: np.ndarray) -> np.ndarray:
+    "For numba: np.flatnonzero(direction[:-1] != 0) without a mask: the signals counted, then written."
+    n, k = max(len(direction) - 1, 0), 0
+    for i in range(n):
+        k += direction[i] != 0
+    out, j = np.empty(k + 1, np.int64), 0
+    for i in range(n):
+        out[j] = i  # always written (one place to spare), kept when a signal
+        j += direction[i] != 0
+    return out[:k]
+
 # %% ../nbs/13_backtest.ipynb #a39c3c27
-def _equity(frame: pd.DataFrame, fills: tuple[np.ndarray, np.ndarray, np.ndarray], cash: float) -> pd.Series:
-    "Cash plus position value at every close, from the fills (bar, cash change, position change)."
+def _equity(
+    frame: pd.DataFrame, fills: tuple[np.ndarray, np.ndarray, np.ndarray], cash: float, plus: float = 0.0
+) -> pd.Series:
+    """Cash plus position value at every close, from the fills (bar, cash change, position change); `plus` + that
+    (a run's cash on one pair's curve: no second curve)."""
     bars, dc, dp = (np.ascontiguousarray(x, t) for x, t in zip(fills, (np.int64, np.float64, np.float64)))
-    value = _compiled(_equity_loop)(bars, dc, dp, frame["close"].to_numpy(np.float64), float(cash))
+    value = _compiled(_equity_loop)(bars, dc, dp, frame["close"].to_numpy(np.float64), float(cash), float(plus))
     return pd.Series(value, index=frame.index, name="equity")
 
 
-def _equity_loop(bars, dc, dp, close, cash: float):
+def _equity_loop(bars, dc, dp, close, cash: float, plus: float = 0.0):
     """One pass, the arithmetic of `bincount` then `cumsum`: each bar's fills summed from 0 in their order, those
-    running sums, then (cash + cash deltas) + units × close."""
+    running sums, then (cash + cash deltas) + units × close, and `plus` + that unless it is 0. Fills in the order of
+    their bars (the engines' own) are taken as the bars come, without an array per bar: a bar without one adds 0 to the
+    running sums, which changes nothing (a sum from 0 is never -0)."""
+    n, out, j, add = len(close), np.empty(len(close)), 0, plus != 0.0
+    if not (np.all(bars[1:] >= bars[:-1]) and (len(bars) == 0 or 0 <= bars[0] <= bars[-1] < n)):
+        out = _equity_by_bar(bars, dc, dp, close, cash)
+        for i in range(n if add else 0):
+            out[i] = plus + out[i]
+        return out
+    c, u = 0.0, 0.0
+    for i in range(n):
+        if j < len(bars) and bars[j] == i:
+            sc, su = 0.0, 0.0
+            while j < len(bars) and bars[j] == i:
+                sc, su, j = sc + dc[j], su + dp[j], j + 1
+            c, u = c + sc, u + su
+        v = (c + cash) + u * close[i]
+        out[i] = plus + v if add else v
+    return out
+
+
+def _equity_by_bar(bars, dc, dp, close, cash: float):
+    "`_equity_loop` of fills in any order: their sums per bar first."
     n = len(close)
     cash_bar, units_bar, out = np.zeros(n), np.zeros(n), np.empty(n)
     for j in range(len(bars)):
@@ -451,9 +563,6 @@ def _equity_loop(bars, dc, dp, close, cash: float):
     return out
 
 # %% ../nbs/13_backtest.ipynb #98b42882
-_COMPILED_FROM = 50_000  # marks from which the statistics and the baselines run compiled: the same numbers either way
-
-
 def _block_sum(a: np.ndarray, lo: int, n: int) -> float:
     "numpy's pairwise summation's leaf: a[lo : lo + n] in 8 running sums (n < 8: one, from -0.0), for numba."
     if n < 8:
@@ -504,6 +613,17 @@ def _block_sq(a: np.ndarray, lo: int, n: int, mean: float) -> float:
     return s
 
 
+def _block_returns(out: np.ndarray, a: np.ndarray, bits: np.ndarray, lo: int, n: int) -> tuple[float, int]:
+    """out[i] = a[i + 1] / a[i] - 1 for i in [lo, lo + n), then `_block_sum` of them while they are at hand; with the
+    largest exponent field of a over them (`bits`: a as int64, for `_finite_sum`)."""
+    u, high = np.uint64, 0
+    for i in range(u(lo), u(lo + n)):
+        out[i] = a[i + u(1)] / a[i] - 1.0
+        x = (bits[i] >> 52) & 0x7FF
+        high = x if x > high else high
+    return _block_sum(out, lo, n), high
+
+
 def _pairwise_sum(a: np.ndarray, n: int, mean: float = 0.0, squared: bool = False) -> float:
     """numpy's `a[:n].sum()` of contiguous float64 to the bit (`squared`: of (a[:n] - mean)², as its var), its pairwise
     summation (halves rounded down to a multiple of 8, blocks of at most 128) walked with a stack instead of numpy's
@@ -530,6 +650,47 @@ def _pairwise_sum(a: np.ndarray, n: int, mean: float = 0.0, squared: bool = Fals
         top += 1
 
 
+def _returns_sum(e: np.ndarray, out: np.ndarray) -> tuple[float, int]:
+    """For numba: out[i] = e[i + 1] / e[i] - 1 and numpy's sum of them, to the bit, block by block (one pass over
+    memory: `_pairwise_sum`'s walk, its blocks written just before they are summed); with the largest exponent field
+    of e's marks (`_finite_sum`)."""
+    n, bits = len(e) - 1, e.view(np.int64)
+    last = (bits[n] >> 52) & 0x7FF
+    if n <= 128:
+        v, high = _block_returns(out, e, bits, 0, n)
+        return v, max(high, last)
+    lo, size, left, waiting = np.zeros(64, np.int64), np.zeros(64, np.int64), np.zeros(64), np.zeros(64, np.bool_)
+    top, size[0], high = 0, n, last
+    while True:
+        if size[top] > 128:
+            half = size[top] // 2 - size[top] // 2 % 8
+            waiting[top], lo[top + 1], size[top + 1] = False, lo[top], half
+            top += 1
+            continue
+        v, h = _block_returns(out, e, bits, lo[top], size[top])
+        high, top = max(high, h), top - 1
+        while top >= 0 and waiting[top]:
+            v = left[top] + v
+            top -= 1
+        if top < 0:
+            return v, high
+        half = size[top] // 2 - size[top] // 2 % 8
+        left[top], waiting[top], lo[top + 1], size[top + 1] = v, True, lo[top] + half, size[top] - half
+        top += 1
+
+
+def _finite_sum(e: np.ndarray, high: int) -> bool:
+    """np.isfinite(e.sum()) from `high`, the largest exponent field of e: 2047 is an inf or a NaN (and the sum is one
+    too). Else every |x| < 2^(high - 1022): the len(e) < 2^k of them, and every partial sum, stay below
+    2^(high - 1022 + k) (1 + 2^-40), so the sum is finite when high + k <= 2044; beyond, the sum itself decides."""
+    if high == 2047:
+        return False
+    k, m = 0, len(e)
+    while m:
+        k, m = k + 1, m >> 1
+    return high + k <= 2044 or np.isfinite(_pairwise_sum(e, len(e), 0.0, False))
+
+
 def _mean_std(x: np.ndarray, n: int, total: float) -> tuple[float, float]:
     """(mean, sample std) of x[:n] as numpy's mean() and std(ddof=1), from `total`, its pairwise sum (computed once for
     the caller's NaN check too); NaN below 1 and 2 values."""
@@ -544,18 +705,19 @@ def _mean_std(x: np.ndarray, n: int, total: float) -> tuple[float, float]:
 def _worst_ratio(e: np.ndarray) -> float:
     """The least of e / running peak, as numpy's fmin.reduce(e / maximum.accumulate(e)). Marks above 0: one division
     per new peak, the lowest mark since the last peak over it (a division by a positive number keeps the order: the
-    least ratio of that stretch, to the bit), 32 marks at a time where none of them is a new peak; else every ratio."""
+    least ratio of that stretch, to the bit), 32 marks at a time where none of them is a new peak; else (a mark at or
+    below 0, found on the way) every ratio. Finite marks."""
     peak, low, worst, j = e[0], e[0], np.nan, 0
-    if e.min() <= 0:
-        return _every_ratio(e)
     while j < len(e):
         end = min(j + 32, len(e))
         if end - j == 32:
             top, bottom = _extremes(e, j)
-            if top <= peak:  # no new peak among them: only the low can move
+            if top <= peak and bottom > 0:  # no new peak among them: only the low can move
                 low, j = min(low, bottom), end
                 continue
         for x in e[j:end]:
+            if x <= 0:
+                return _every_ratio(e)
             if x > peak:
                 q = low / peak
                 worst = q if not q >= worst else worst
@@ -568,13 +730,25 @@ def _worst_ratio(e: np.ndarray) -> float:
 
 
 def _extremes(e: np.ndarray, j: int) -> tuple[float, float]:
-    "(max, min) of e[j : j + 32], four of each at a time (min and max are exact in any order)."
-    m0, m1, m2, m3 = e[j], e[j + 1], e[j + 2], e[j + 3]
-    l0, l1, l2, l3 = m0, m1, m2, m3
-    for i in range(j + 4, j + 32, 4):
-        m0, m1, m2, m3 = max(m0, e[i]), max(m1, e[i + 1]), max(m2, e[i + 2]), max(m3, e[i + 3])
-        l0, l1, l2, l3 = min(l0, e[i]), min(l1, e[i + 1]), min(l2, e[i + 2]), min(l3, e[i + 3])
-    return max(max(m0, m1), max(m2, m3)), min(min(l0, l1), min(l2, l3))
+    """(max, min) of finite e[j : j + 32], eight of each at a time (min and max are exact in any order), by comparisons
+    the compiler turns into vector max / min (numba's builtin max and min keep a NaN check that it cannot)."""
+    h0, h1, h2, h3, h4, h5, h6, h7 = e[j], e[j + 1], e[j + 2], e[j + 3], e[j + 4], e[j + 5], e[j + 6], e[j + 7]
+    l0, l1, l2, l3, l4, l5, l6, l7 = h0, h1, h2, h3, h4, h5, h6, h7
+    for i in range(j + 8, j + 32, 8):
+        h0, h1, h2, h3 = _up(h0, e[i]), _up(h1, e[i + 1]), _up(h2, e[i + 2]), _up(h3, e[i + 3])
+        h4, h5, h6, h7 = _up(h4, e[i + 4]), _up(h5, e[i + 5]), _up(h6, e[i + 6]), _up(h7, e[i + 7])
+        l0, l1, l2, l3 = _down(l0, e[i]), _down(l1, e[i + 1]), _down(l2, e[i + 2]), _down(l3, e[i + 3])
+        l4, l5, l6, l7 = _down(l4, e[i + 4]), _down(l5, e[i + 5]), _down(l6, e[i + 6]), _down(l7, e[i + 7])
+    top = _up(_up(_up(h0, h1), _up(h2, h3)), _up(_up(h4, h5), _up(h6, h7)))
+    return top, _down(_down(_down(l0, l1), _down(l2, l3)), _down(_down(l4, l5), _down(l6, l7)))
+
+
+def _up(a: float, x: float) -> float:
+    return x if x > a else a
+
+
+def _down(a: float, x: float) -> float:
+    return x if x < a else a
 
 
 def _every_ratio(e: np.ndarray) -> float:
@@ -588,27 +762,28 @@ def _every_ratio(e: np.ndarray) -> float:
     return worst
 
 
-def _curve_stats(e: np.ndarray) -> tuple[int, float, float, float, float]:
-    """(returns counted, their mean, std, downside std, the least ratio to the running peak) of finite marks `e`, with
-    compute_stats' numpy arithmetic, to the bit: e[1:] / e[:-1] - 1, a NaN (0 / 0) dropped, numpy's sums."""
-    n = len(e) - 1
-    r = np.empty(n)
-    for i in range(n):
-        r[i] = e[i + 1] / e[i] - 1.0
-    m, total = _without_nan(r)
+def _curve_stats(e: np.ndarray, r: np.ndarray, losses: np.ndarray) -> tuple:
+    """(whether numpy's sum of the marks `e` is finite; if so their returns counted, their mean, std, downside std, the
+    least ratio to the running peak, the returns' sum) with compute_stats' numpy arithmetic, to the bit: e[1:] / e[:-1]
+    - 1, a NaN (0 / 0) dropped, numpy's sums. The returns are written into `r` (and stay there, in order, when none is
+    NaN), the losses moved to the front of `losses` (`r` itself where the returns are done with: fewer fresh pages)."""
+    total, high = _returns_sum(e, r)
+    if not _finite_sum(e, high):
+        return False, 0, np.nan, np.nan, np.nan, np.nan, np.nan
+    m, total = _without_nan(r, total)
     mean, std = _mean_std(r, m, total)
     k = 0
-    for i in range(m):  # the losses to the front, in order, over r (done with): one array, fewer fresh pages
-        r[k] = r[i]
-        k += r[i] < 0
-    return m, mean, std, _mean_std(r, k, _pairwise_sum(r, k, 0.0, False))[1], _worst_ratio(e)
+    for i in range(m):
+        x = r[i]
+        losses[k] = x
+        k += x < 0
+    return True, m, mean, std, _mean_std(losses, k, _pairwise_sum(losses, k, 0.0, False))[1], _worst_ratio(e), total
 
 
-def _without_nan(x: np.ndarray) -> tuple[int, float]:
-    """(how many values of `x` are kept, their pairwise sum): a NaN (0 / 0) dropped, as `dropna`, the others moved to
-    the front in order."""
+def _without_nan(x: np.ndarray, total: float) -> tuple[int, float]:
+    """(how many values of `x` are kept, their pairwise sum) from `total`, the sum of all of them: a NaN (0 / 0)
+    dropped, as `dropna`, the others moved to the front in order."""
     n = len(x)
-    total = _pairwise_sum(x, n)
     if not np.isnan(total):
         return n, total
     m = 0
@@ -620,16 +795,28 @@ def _without_nan(x: np.ndarray) -> tuple[int, float]:
 # %% ../nbs/13_backtest.ipynb #14e2444f
 def compute_stats(equity: pd.Series, trades: pd.DataFrame, exposure: float) -> dict:
     "Total return, CAGR, Sharpe, Sortino, max drawdown, win rate, profit factor, exposure and number of trades."
-    e = equity.to_numpy(np.float64)
+    return _compute_stats(equity, trades, exposure)[0]
+
+
+def _compute_stats(equity: pd.Series, trades: pd.DataFrame, exposure: float, room: np.ndarray | None = None):
+    """(`compute_stats`; with `room`, an array at least len(equity) - 1 long for the losses, a long curve's returns kept
+    for `benchmark_stats` where none is NaN: (equity, returns, their sum, mean, std, room), else None)."""
+    e, known = equity.to_numpy(np.float64), None
     # numpy's mean and std are the arithmetic pandas uses (sum / count, squared deviations): the same numbers, without
     # a Series per step; pandas' own path where a mark is missing (pct_change and dropna decide what it means)
     # one pass: a mark that is not finite makes the sum so (an overflow of finite marks only takes pandas' path, which
     # gives the same numbers)
-    finite = np.isfinite(e.sum())
-    if finite and len(e) >= _COMPILED_FROM:
-        count, mean, std, downside, worst = _compiled(_curve_stats)(np.ascontiguousarray(e))
+    if len(e) >= _COMPILED_FROM:  # the sum's finiteness decided in the same pass
+        r = np.empty(len(e) - 1)
+        finite, count, mean, std, downside, worst, r_sum = _compiled(_curve_stats)(
+            np.ascontiguousarray(e), r, r if room is None else room
+        )
         drawdown = worst - 1
+        if finite and room is not None and count == len(r):
+            known = (equity, r, r_sum, mean, std, room)
     else:
+        finite = np.isfinite(e.sum())
+    if not finite or len(e) < _COMPILED_FROM:
         count, mean, std, downside, drawdown = _numpy_stats(equity, e, finite)
     years = (equity.index[-1] - equity.index[0]) / pd.Timedelta(days=365.25)
     per_year = count / years if years > 0 else float("nan")
@@ -646,7 +833,7 @@ def compute_stats(equity: pd.Series, trades: pd.DataFrame, exposure: float) -> d
         "profit_factor": float(wins / losses) if losses > 0 else float("nan"),
         "exposure": float(exposure),
         "trades": int(len(trades)),
-    }
+    }, known
 
 
 def _numpy_stats(equity: pd.Series, e: np.ndarray, finite: bool) -> tuple[int, float, float, float, float]:
@@ -692,6 +879,10 @@ def _buy_hold(frames: dict[str, pd.DataFrame], index: pd.DatetimeIndex, cash: fl
     share, total = cash / len(frames), None
     for frame in frames.values():
         close = _on_index(frame, index)
+        if len(close) >= _COMPILED_FROM:  # the same arithmetic, the first pair's + 0 (`_added`) included
+            fresh = total is None
+            total = _compiled(_bought)(close, share, share * (1 - fee), np.empty(len(close)) if fresh else total, fresh)
+            continue
         valid = ~np.isnan(close)
         if not valid.any():  # a pair with no candle yet keeps its share in cash until its first close
             held = np.full(len(index), share)
@@ -700,6 +891,19 @@ def _buy_hold(frames: dict[str, pd.DataFrame], index: pd.DatetimeIndex, cash: fl
             held = share * (1 - fee) / close[first] * close
             held[:first] = share
         total = _added(total, held)
+    return total
+
+
+def _bought(close: np.ndarray, share: float, spent: float, total: np.ndarray, first: bool) -> np.ndarray:
+    """For numba: `_added` of `total` and one pair's buy & hold curve (`share` in cash until its first close that is not
+    NaN, then spent / that close × each close), in place; `first`: `total` is still empty, the curve + 0 goes there."""
+    start = 0
+    while start < len(close) and close[start] != close[start]:
+        start += 1
+    bought = spent / close[start] if start < len(close) else 0.0
+    for i in range(len(close)):
+        x = share if i < start else bought * close[i]
+        total[i] = x + 0.0 if first else total[i] + x
     return total
 
 
@@ -796,21 +1000,26 @@ def _ewm_vol(close: np.ndarray, com: float, min_periods: int, per_day: float) ->
     out, factor = np.full(n, np.nan), 1.0 - 1.0 / (1.0 + com)
     weighted, seen, old_wt = np.nan, 0, 1.0  # the first return is NaN: no close before it
     for i in range(1, n):
-        x = close[i] / close[i - 1] - 1.0
-        cur = x * x
-        observed = cur == cur
-        seen += observed
-        if weighted == weighted:
-            old_wt *= factor
-            if observed:
-                if weighted != cur:  # pandas: a constant series stays exact
-                    weighted = (old_wt * weighted + cur) / (old_wt + 1.0)
-                old_wt += 1.0
-        elif observed:
-            weighted = cur
+        weighted, seen, old_wt = _ewm_step(close[i] / close[i - 1] - 1.0, weighted, seen, old_wt, factor)
         if seen >= min_periods:
             out[i] = np.sqrt(weighted * 365.25 * per_day)
     return out
+
+
+def _ewm_step(x: float, weighted: float, seen: int, old_wt: float, factor: float) -> tuple[float, int, float]:
+    "For numba: pandas' EWM mean loop at the next value (its square x²): (the weighted mean, values seen, old weight)."
+    cur = x * x
+    observed = cur == cur
+    seen += observed
+    if weighted == weighted:
+        old_wt *= factor
+        if observed:
+            if weighted != cur:  # pandas: a constant series stays exact
+                weighted = (old_wt * weighted + cur) / (old_wt + 1.0)
+            old_wt += 1.0
+    elif observed:
+        weighted = cur
+    return weighted, seen, old_wt
 
 
 def _vol(close: np.ndarray, step: pd.Timedelta, rules: BaselineRules, compiled: bool) -> np.ndarray:
@@ -885,18 +1094,49 @@ def _sleeve(
             sign = _past_sign(close, i, lookback)
             w *= sign if can_short or not sign < 0 else 0.0
         w = 0.0 if w != w else w
-        price = close[i]
-        value = units * price
-        equity = cash + value
-        held, target = (value / equity, w) if equity > 0 else (1.0 if value != 0 else 0.0, 0.0)
-        if abs(target - held) > band * abs(target):
-            delta = target * max(equity, 0.0) - units * price
-            units += delta / price
-            cash -= delta + cost * abs(delta)
-            traded, trades = traded + abs(delta), trades + 1
-            equity = cash + units * price
-        out[j] = equity
+        out[j], cash, units, traded, trades = _step(w, close[i], cash, units, traded, trades, cost, band)
     return out, traded, trades
+
+
+def _step(w: float, price: float, cash: float, units: float, traded: float, trades: int, cost: float, band: float):
+    """For numba: `rebalance` at one close of weight `w`: (the equity there; then the cash, units, value traded and
+    trades)."""
+    value = units * price
+    equity = cash + value
+    held, target = (value / equity, w) if equity > 0 else (1.0 if value != 0 else 0.0, 0.0)
+    if abs(target - held) > band * abs(target):
+        delta = target * max(equity, 0.0) - units * price
+        units += delta / price
+        cash -= delta + cost * abs(delta)
+        traded, trades = traded + abs(delta), trades + 1
+        equity = cash + units * price
+    return equity, cash, units, traded, trades
+
+# %% ../nbs/13_backtest.ipynb #24143956
+def _vol_sleeves(
+    close, com, min_periods, per_day, start, lookback, can_short, cap, target_vol, share, cost, band, zero=False
+):
+    """For numba: (vol target's and TSMOM's `_sleeve` from close `start`: each curve, value traded, trades; whether a
+    curve has a NaN) in one pass over `close`, `_ewm_vol`'s realised vol computed at each close on the way; the same
+    numbers to the bit (`zero`: each curve + 0, as `_added` makes a total of it)."""
+    n = len(close)
+    vt, ts, factor = np.empty(n - start), np.empty(n - start), 1.0 - 1.0 / (1.0 + com)
+    weighted, seen, old_wt, vol = np.nan, 0, 1.0, np.nan
+    c1, u1, t1, k1, c2, u2, t2, k2, gaps = share, 0.0, 0.0, 0, share, 0.0, 0.0, 0, False
+    for i in range(n):
+        if i > 0:
+            weighted, seen, old_wt = _ewm_step(close[i] / close[i - 1] - 1.0, weighted, seen, old_wt, factor)
+            vol = np.sqrt(weighted * 365.25 * per_day) if seen >= min_periods else np.nan
+        if i >= start:
+            w = target_vol / vol
+            w = cap if cap < w else w
+            sign = _past_sign(close, i, lookback)
+            tsm = w * (sign if can_short or not sign < 0 else 0.0)
+            e1, c1, u1, t1, k1 = _step(0.0 if w != w else w, close[i], c1, u1, t1, k1, cost, band)
+            e2, c2, u2, t2, k2 = _step(0.0 if tsm != tsm else tsm, close[i], c2, u2, t2, k2, cost, band)
+            vt[i - start], ts[i - start] = (e1 + 0.0, e2 + 0.0) if zero else (e1, e2)
+            gaps |= (e1 != e1) | (e2 != e2)
+    return vt, t1, k1, ts, t2, k2, gaps
 
 # %% ../nbs/13_backtest.ipynb #57a8aa7d
 def _compiles(frames: dict[str, pd.DataFrame]) -> bool:
@@ -908,15 +1148,27 @@ def _pair_closes(
     frames: dict[str, pd.DataFrame], until: pd.Timestamp, step: pd.Timedelta, rules: BaselineRules, compiled: bool
 ) -> dict[str, tuple[np.ndarray, pd.DatetimeIndex, np.ndarray]]:
     """Each pair's (closes up to `until`, their times, the realised vol at each), once for every sleeve and lookback: a
-    close's vol depends on the closes up to it only, so the vol of a shorter span is a prefix of it."""
+    close's vol depends on the closes up to it only, so the vol of a shorter span is a prefix of it. Compiled, the vol
+    is None: `_with_vol` gives it where TSMOM's lookback is chosen, `_both_sleeves` computes it on the way."""
     out = {}
     for pair, frame in frames.items():
         if not (frame.index.is_monotonic_increasing and frame.index.is_unique):
             raise BacktestError(f"{pair or 'bars'}: the baselines need candles sorted by time, one per time")
         upto = frame.index.searchsorted(until, side="right")
         close = np.ascontiguousarray(frame["close"].to_numpy(np.float64)[:upto])
-        out[pair] = close, frame.index[:upto], _vol(close, step, rules, compiled)
+        out[pair] = close, _span(frame.index, 0, upto), None if compiled else _vol(close, step, rules, compiled)
     return out
+
+
+def _span(times: pd.DatetimeIndex, start: int, stop: int) -> pd.DatetimeIndex:
+    "times[start:stop]; `times` itself when that is all of it (pandas then sees at once that it equals its views)."
+    return times if start == 0 and stop == len(times) else times[start:stop]
+
+
+def _with_vol(pairs: dict, before: pd.Timestamp, step: pd.Timedelta, rules: BaselineRules, compiled: bool) -> dict:
+    "`pairs` with the realised vol of each pair's closes before `before` where it is not there yet (a prefix of it)."
+    fill = lambda close, times: _vol(close[: times.searchsorted(before)], step, rules, compiled)
+    return {p: (close, times, fill(close, times) if vol is None else vol) for p, (close, times, vol) in pairs.items()}
 
 
 def _carried(values: np.ndarray, times: pd.DatetimeIndex, index: pd.DatetimeIndex, fill: float) -> np.ndarray:
@@ -954,9 +1206,54 @@ def _sleeves(
         else:
             weight = _weights(close[:upto], vol[:upto], lookback, can_short, rules)
             eq, t, n = rebalance(close[start:upto], weight[start:], share, cost, rules.band)
-        total = _added(total, _carried(eq, times[start:upto], index, share))
+        total = _added(total, _carried(eq, _span(times, start, upto), index, share))
         traded, trades = traded + t, trades + n
     return total, traded, trades
+
+
+def _both_sleeves(
+    pairs: dict,
+    index: pd.DatetimeIndex,
+    cash: float,
+    lookback: int,
+    can_short: bool,
+    cost: float,
+    rules,
+    step: pd.Timedelta,
+) -> tuple[tuple, tuple]:
+    """(vol target's `_sleeves`, TSMOM's), compiled, both at once, each pair's realised vol on the way (`_vol_sleeves`):
+    the same curves, in the same order of pairs."""
+    share, per_day, r = cash / len(pairs), bars_per_day(step), rules
+    com, at_least = float(r.vol_com_days * per_day), max(2, math.ceil(r.vol_min_days * per_day))
+    out = [[None, 0.0, 0], [None, 0.0, 0]]  # each: the curve, value traded, trades
+    for close, times, _ in pairs.values():
+        upto, start = times.searchsorted(index[-1], side="right"), times.searchsorted(index[0])
+        if start >= upto:  # no candle on `index`: the share stays cash
+            made = [(np.full(len(index), share), 0.0, 0)] * 2
+        else:
+            on = _span(times, start, upto)
+            # the pair's closes are the run's and none came before: the curves are the totals (+ 0, as `_added`)
+            first = out[0][0] is None and on.equals(index)
+            *made, gaps = _compiled(_vol_sleeves)(
+                close[:upto], com, at_least, float(per_day), start, lookback, can_short, r.cap, r.target_vol, share,
+                cost, r.band, first
+            )
+            made = [made[:3], made[3:]]
+            if first:  # `_carried` of NaN (a close not known) and `_added`: the share + 0
+                out = [[np.where(np.isnan(eq), share + 0.0, eq) if gaps else eq, t, k] for eq, t, k in made]
+                continue
+            made = [(_carried(eq, on, index, share), t, k) for eq, t, k in made]
+        for sleeve, (curve, traded, trades) in zip(out, made):
+            sleeve[:] = _added(sleeve[0], curve), sleeve[1] + traded, sleeve[2] + trades
+    return tuple(out[0]), tuple(out[1])
+
+
+def _evenly_spaced(t: np.ndarray) -> bool:
+    "For numba: whether every gap between consecutive values of `t` (at least 2) is the first one."
+    ok, step = True, t[1] - t[0]
+    for i in range(len(t) - 1):  # from 0: the compiler vectorises it
+        ok &= t[i + 1] - t[i] == step
+    return ok
 
 
 def _bar_step(frames: dict[str, pd.DataFrame]) -> pd.Timedelta:
@@ -964,8 +1261,9 @@ def _bar_step(frames: dict[str, pd.DataFrame]) -> pd.Timedelta:
     longest = max(frames.values(), key=len).index
     if len(longest) < 2:
         raise BacktestError("the baselines need at least 2 bars of one pair to know the timeframe")
-    gaps = np.diff(longest.asi8)
-    if (gaps == gaps[0]).all():  # evenly spaced: that gap, without counting them
+    t = longest.asi8
+    even = _compiled(_evenly_spaced)(t) if len(t) >= _COMPILED_FROM else (np.diff(t) == t[1] - t[0]).all()
+    if even:  # evenly spaced: that gap, without counting them
         return longest[1] - longest[0]
     return pd.Series(longest[1:] - longest[:-1]).mode().iloc[0]
 
@@ -1010,7 +1308,7 @@ def _choose_lookback(
     span = index[index.searchsorted(lo) : index.searchsorted(hi, side="right")]
     if len(span) < 2:
         return DEFAULT_TSMOM_LOOKBACK, f"default: the {where} {lo} .. {hi} has {len(span)} bar(s)"
-    sharpe = {}
+    sharpe, pairs = {}, _with_vol(pairs, before, step, rules, compiled)
     for label in labels:
         curve, _, _ = _sleeves(pairs, span, 1.0, lookback_bars(label, step), can_short, cost, rules, compiled)
         sharpe[label] = compute_stats(pd.Series(curve, index=span), _NO_TRADES, 0.0)["sharpe"]
@@ -1060,8 +1358,13 @@ def _baseline_arrays(
     pairs = _pair_closes(frames, index[-1], step, rules, compiled)
     label, how = _choose_lookback(pairs, index[0], step, cost, can_short, select_on, rules, compiled)
     k = lookback_bars(label, step)
-    vt, vt_traded, vt_trades = _sleeves(pairs, index, cash, None, can_short, cost, rules, compiled)
-    ts, ts_traded, ts_trades = _sleeves(pairs, index, cash, k, can_short, cost, rules, compiled)
+    if compiled:
+        (vt, vt_traded, vt_trades), (ts, ts_traded, ts_trades) = _both_sleeves(
+            pairs, index, cash, k, can_short, cost, rules, step
+        )
+    else:
+        vt, vt_traded, vt_trades = _sleeves(pairs, index, cash, None, can_short, cost, rules, compiled)
+        ts, ts_traded, ts_trades = _sleeves(pairs, index, cash, k, can_short, cost, rules, compiled)
     del pairs  # its vol: freed before the next curves are made
     bought = sum(len(f) > 0 and f.index[-1] >= index[0] for f in frames.values()) / len(frames)
     held, flat = _buy_hold(frames, index, cash, fee), np.full(len(index), float(cash))
@@ -1080,10 +1383,18 @@ def _baseline_arrays(
 def benchmark_stats(equity: pd.Series, curves: pd.DataFrame) -> dict:
     """Per benchmark: its `<name>_return` (and but for flat its `<name>_sharpe`, `<name>_max_drawdown`), and
     `excess_return_vs_<name>`, `information_ratio_vs_<name>` of `equity`."""
+    return _benchmark_stats(equity, curves)
+
+
+def _benchmark_stats(equity: pd.Series, curves: pd.DataFrame, known: tuple | None = None) -> dict:
+    "`benchmark_stats`, with the equity's returns `known` from `_compute_stats` (of this very equity) if given."
     e = equity.to_numpy(np.float64)
     fast = curves.index.equals(equity.index) and equity.index.is_unique  # else pandas' reindex decides (or refuses)
-    if len(e) >= _COMPILED_FROM and fast and np.isfinite(e.sum()):
-        out = _stats_against(e, equity.index, {name: curves[name].to_numpy(np.float64) for name in curves.columns})
+    if len(e) >= _COMPILED_FROM and fast:
+        known = known[1:] if known is not None and known[0] is equity else None
+        out = _stats_against(
+            e, equity.index, {name: curves[name].to_numpy(np.float64) for name in curves.columns}, known
+        )
         if out is not None:
             return out
     r = equity.pct_change().dropna()
@@ -1108,47 +1419,94 @@ def benchmark_stats(equity: pd.Series, curves: pd.DataFrame) -> dict:
 
 def _against(r: np.ndarray, b: np.ndarray, own: bool, room: np.ndarray) -> tuple:
     """For numba: (with `own`: b's returns counted, their mean and std, b's least ratio to its running peak; the mean
-    and std of r - b's returns, a NaN return of b counted 0; whether that difference is free of NaN):
-    `benchmark_stats`' pandas arithmetic on finite marks, to the bit. `room`: one array of len(r), for b's returns
-    then the difference (fresh pages for a second array would cost more than dividing again)."""
+    and std of r - b's returns, a NaN return of b counted 0; whether that difference is free of NaN; whether numpy's
+    sum of b is finite, else nothing): `benchmark_stats`' pandas arithmetic on finite marks, to the bit. `room`: one
+    array of len(r), for b's returns then the difference (fresh pages for a second array would cost more than
+    dividing again)."""
     n, m, mean, std, worst = len(r), 0, np.nan, np.nan, np.nan
+    b_total, high = _returns_sum(b, room)
+    if not _finite_sum(b, high):
+        return m, mean, std, worst, np.nan, np.nan, True, False
+    if own and n >= 2 and b_total == b_total:  # none dropped: b's deviations, then the difference, in one walk
+        m, mean, worst = n, b_total / n, _worst_ratio(b)
+        squares, total = _squares_then_difference(room, r, mean)
+        std = np.sqrt(squares / (n - 1))
+        a_mean, a_std = _mean_std(room, n, total)
+        return m, mean, std, worst, a_mean, a_std, total == total, True
     if own:
-        for i in range(n):
-            room[i] = b[i + 1] / b[i] - 1.0
-        m, b_total = _without_nan(room)  # as compute_stats of b
+        m, b_total = _without_nan(room, b_total)  # as compute_stats of b
         mean, std = _mean_std(room, m, b_total)
         worst = _worst_ratio(b)
     if m == n:  # b's returns still in `room`, none dropped (nor NaN): the difference from them
         for i in range(n):
             room[i] = r[i] - room[i]
-    else:
+    elif own:  # moved by the drop: again from b
         for i in range(n):
             x = b[i + 1] / b[i] - 1.0
             room[i] = r[i] - (x if x == x else 0.0)
+    else:
+        for i in range(n):
+            room[i] = r[i] - (room[i] if room[i] == room[i] else 0.0)
     total = _pairwise_sum(room, n, 0.0, False)
     a_mean, a_std = _mean_std(room, n, total)
-    return m, mean, std, worst, a_mean, a_std, total == total
+    return m, mean, std, worst, a_mean, a_std, total == total, True
 
 
-def _stats_against(e: np.ndarray, index: pd.DatetimeIndex, curves: dict[str, np.ndarray]) -> dict | None:
-    "`benchmark_stats` of finite marks `e` against `curves` on the same times, compiled; None where pandas must decide."
-    r = e[1:] / e[:-1]
-    r -= 1
-    if np.isnan(r_sum := r.sum()) or not all(np.isfinite(b.sum()) for b in curves.values()):
-        return None
+def _squares_then_difference(room: np.ndarray, r: np.ndarray, mean: float) -> tuple[float, float]:
+    """For numba: (numpy's sum of (room - mean)², then of r - room written over room) block by block in one walk of
+    `_pairwise_sum`'s tree: each block's squares summed before its difference is written; the same sums to the bit."""
+    n, u = len(room), np.uint64
+    lo, size = np.zeros(64, np.int64), np.zeros(64, np.int64)
+    left_q, left_d, waiting = np.zeros(64), np.zeros(64), np.zeros(64, np.bool_)
+    top, size[0] = 0, n
+    while True:
+        if size[top] > 128:
+            half = size[top] // 2 - size[top] // 2 % 8
+            waiting[top], lo[top + 1], size[top + 1] = False, lo[top], half
+            top += 1
+            continue
+        q = _block_sq(room, lo[top], size[top], mean)
+        for i in range(u(lo[top]), u(lo[top] + size[top])):
+            room[i] = r[i] - room[i]
+        d = _block_sum(room, lo[top], size[top])
+        top -= 1
+        while top >= 0 and waiting[top]:
+            q, d, top = left_q[top] + q, left_d[top] + d, top - 1
+        if top < 0:
+            return q, d
+        half = size[top] // 2 - size[top] // 2 % 8
+        left_q[top], left_d[top], waiting[top] = q, d, True
+        lo[top + 1], size[top + 1] = lo[top] + half, size[top] - half
+        top += 1
+
+
+def _stats_against(e: np.ndarray, index: pd.DatetimeIndex, curves: dict[str, np.ndarray], known=None) -> dict | None:
+    """`benchmark_stats` of marks `e` against `curves` on the same times, compiled; None where pandas must decide (a
+    sum of marks not finite, a NaN return of `e`, a NaN difference). `known`: e's returns, their sum, mean and std (all
+    counted), and a room, from `_compute_stats`."""
+    if known is None:
+        r = np.empty(len(e) - 1)
+        r_sum, high = _compiled(_returns_sum)(e, r)
+        if np.isnan(r_sum) or not _compiled(_finite_sum)(e, high):
+            return None
+        room, moments = np.empty(len(r)), None  # one room for every curve: fresh pages cost
+    else:
+        r, r_sum, mean, std, room = known
+        room, moments = room[: len(r)], (mean, std)
     years = (index[-1] - index[0]) / pd.Timedelta(days=365.25)
     per_year = len(r) / years if years > 0 else float("nan")
-    total, out, room = e[-1] / e[0] - 1, {}, np.empty(len(r))  # one room for every curve: fresh pages cost
+    total, out = e[-1] / e[0] - 1, {}
     for name, b in curves.items():
         # flat, steady: its returns are 0 (0 / 0 counted 0), the difference is r itself
         if name == "flat" and b[0] == b[-1] and (b == b[0]).all():
             count, mean, std, worst, clean = 0, np.nan, np.nan, np.nan, True
-            a_mean, a_std = _compiled(_mean_std)(r, len(r), r_sum)
+            finite = math.isfinite(b[0]) and (abs(b[0]) * len(b) < 2.0**1022 or np.isfinite(b.sum()))
+            a_mean, a_std = moments if moments is not None else _compiled(_mean_std)(r, len(r), r_sum)
         else:
-            count, mean, std, worst, a_mean, a_std, clean = _compiled(_against)(
+            count, mean, std, worst, a_mean, a_std, clean, finite = _compiled(_against)(
                 r, np.ascontiguousarray(b), name != "flat", room
             )
-        if not clean:  # a NaN difference: pandas' skipna decides
+        if not (finite and clean):  # a NaN difference: pandas' skipna decides
             return None
         own = {
             "sharpe": float(mean / std * math.sqrt(count / years if years > 0 else float("nan")))
@@ -1240,17 +1598,20 @@ def run_rule_backtest(
         reenter = getattr(strategy, "reenter", False)
         table, fills, held = _simulate(pair, frame, signals, float(size), costs, allow_short, reenter)
         tables.append(table)
-        curves.append(_equity(frame, fills, 0.0))
+        curves.append(_equity(frame, fills, 0.0, cash if len(frames) == 1 else 0.0))
         exposure.append(held)
     if len(curves) == 1:
-        equity = cash + curves[0]
+        equity = curves[0]  # its cash added
     else:
         index = reduce(pd.DatetimeIndex.union, (c.index for c in curves))
         # a pair contributes nothing before its first bar
         equity = cash + sum(c.reindex(index).ffill().fillna(0.0) for c in curves)
-    trades = pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
-    result = BacktestResult(trades, equity.rename("equity"), compute_stats(equity, trades, float(np.mean(exposure))))
-    return _with_benchmarks(result, frames, cash, costs, allow_short, history) if benchmarks else result
+    trades, equity = pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0], equity.rename("equity")
+    # a long run's returns computed once for its statistics and those against its benchmarks
+    room = np.empty(len(equity)) if benchmarks and len(equity) >= _COMPILED_FROM else None
+    stats, known = _compute_stats(equity, trades, float(np.mean(exposure)), room)
+    result = BacktestResult(trades, equity, stats)
+    return _with_benchmarks(result, frames, cash, costs, allow_short, history, known=known) if benchmarks else result
 
 
 def _with_benchmarks(
@@ -1262,21 +1623,34 @@ def _with_benchmarks(
     history: dict[str, pd.DataFrame] | None = None,
     select_on: tuple | None = None,
     step: pd.Timedelta | None = None,
+    known: tuple | None = None,
 ) -> BacktestResult:
     """The result with its benchmarks on its bars (`baselines`, after the same costs; `history`: earlier candles of
-    the pairs) and their statistics beside its own."""
+    the pairs) and their statistics beside its own (`known`: the equity's returns from `_compute_stats`)."""
     for pair, earlier in (history or {}).items():
         if pair in frames:
             frames = frames | {pair: pd.concat([earlier[earlier.index < frames[pair].index[0]], frames[pair]])}
     index, fee, bps = result.equity.index, costs.taker_fee, costs.slippage_bps
     curves, info = _baseline_arrays(frames, index, cash, fee, bps, can_short, step, select_on, BASELINE_RULES)
-    share = _exposure_share(result, frames)  # buy & hold as invested as the strategy: `with_exposure_benchmark`
-    scaled = curves["buy_hold"] - cash  # cash + share * (buy_hold - cash), in place
-    scaled *= share
-    curves["buy_hold_scaled"] = np.add(scaled, cash, out=scaled)
+    # buy & hold as invested as the strategy (`with_exposure_benchmark`), in the room the benchmarks take after
+    share = _exposure_share(result, frames, None if known is None else known[-1])
+    if len(index) >= _COMPILED_FROM:  # cash + share * (buy_hold - cash) in one pass
+        curves["buy_hold_scaled"] = _compiled(_scaled)(curves["buy_hold"], float(cash), share)
+    else:
+        scaled = curves["buy_hold"] - cash
+        scaled *= share
+        curves["buy_hold_scaled"] = np.add(scaled, cash, out=scaled)
     curves = pd.DataFrame(curves, index=index, copy=False)  # the arrays are its own: no copy
-    stats = {**result.stats, **benchmark_stats(result.equity, curves), **info, "gross_exposure": share}
+    stats = {**result.stats, **_benchmark_stats(result.equity, curves, known), **info, "gross_exposure": share}
     return replace(result, stats=stats, benchmarks=curves)
+
+
+def _scaled(curve: np.ndarray, cash: float, share: float) -> np.ndarray:
+    "For numba: (curve - cash) × share + cash, each value, in a new array."
+    out = np.empty(len(curve))
+    for i in range(len(curve)):
+        out[i] = (curve[i] - cash) * share + cash
+    return out
 
 
 def _bar_by_bar(strategy: Strategy, frame: pd.DataFrame) -> pd.DataFrame:
@@ -1354,19 +1728,19 @@ def notional_exposure(
     return pd.Series(_exposure(trades, frames, equity, fills), index=equity.index, name="gross_exposure")
 
 
-def _exposure(trades: pd.DataFrame, frames: dict, equity: pd.Series, fills: pd.DataFrame | None) -> np.ndarray:
-    "`notional_exposure` as a new array (the caller's own)."
+def _exposure(
+    trades: pd.DataFrame, frames: dict, equity: pd.Series, fills: pd.DataFrame | None, divide: bool = True
+) -> np.ndarray:
+    "`notional_exposure` as a new array (the caller's own); the value held, not over the equity, unless `divide`."
     index, value = equity.index, np.zeros(len(equity))
     if fills is not None and len(fills):
         for pair, held in _held_by_fills(fills, index).items():
             close = _latest_close(frames[pair], index)
             value += np.nan_to_num(held * close)
-        return np.divide(value, equity.to_numpy(np.float64), out=value)
-    for pair, group in trades.groupby("pair", sort=False):
-        size = group["size"].abs().to_numpy(np.float64)
-        exits = _positions(index, group["exit_time"].fillna(index[-1]))
-        exits[group["exit_time"].isna().to_numpy()] = len(index)  # still open at the end
-        entries, close = _positions(index, group["entry_time"]), _latest_close(frames[pair], index)
+        return np.divide(value, equity.to_numpy(np.float64), out=value) if divide else value
+    for pair, group in _by_pair(trades):
+        size, entries, exits = _trade_bars(group, index)
+        close = _latest_close(frames[pair], index)
         if len(index) >= _COMPILED_FROM and (np.diff(entries) >= 0).all() and (np.diff(exits) >= 0).all():
             _compiled(_add_held)(value, entries, exits, size, np.ascontiguousarray(close))
             continue
@@ -1374,7 +1748,21 @@ def _exposure(trades: pd.DataFrame, frames: dict, equity: pd.Series, fills: pd.D
         np.add.at(units, entries, size)
         np.add.at(units, exits, -size)
         value += np.nan_to_num(np.cumsum(units)[:-1] * close)
-    return np.divide(value, equity.to_numpy(np.float64), out=value)
+    return np.divide(value, equity.to_numpy(np.float64), out=value) if divide else value
+
+
+def _trade_bars(group: pd.DataFrame, index: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    "(each round trip's size, the bar of `index` it enters at, the bar it exits at: len(index) while still open)."
+    size, open_ = group["size"].abs().to_numpy(np.float64), group["exit_time"].isna().to_numpy()
+    exits = _positions(index, group["exit_time"].fillna(index[-1]) if open_.any() else group["exit_time"])
+    exits[open_] = len(index)  # still open at the end
+    return size, _positions(index, group["entry_time"]), exits
+
+
+def _by_pair(trades: pd.DataFrame):
+    "`trades.groupby('pair', sort=False)`; the frame itself when every trade is of one pair (the grouping costs)."
+    pairs = trades["pair"].unique()
+    return [(pairs[0], trades)] if len(pairs) == 1 and isinstance(pairs[0], str) else trades.groupby("pair", sort=False)
 
 
 def _positions(index: pd.DatetimeIndex, times: pd.Series) -> np.ndarray:
@@ -1388,11 +1776,14 @@ def _positions(index: pd.DatetimeIndex, times: pd.Series) -> np.ndarray:
 
 def _merged(times: np.ndarray, queries: np.ndarray) -> np.ndarray:
     """For numba: np.searchsorted(times, queries) of ascending `queries` in unique ascending `times` (the first time
-    not before each). Each query that is a time of an evenly spaced `times` is found by arithmetic, checked there;
-    else one pass over the times."""
+    not before each). Each query that is a time of an evenly spaced `times` is found by arithmetic (a multiplication
+    by the step's inverse, rounded: an integer division costs ten times as much; any slip fails the check), checked
+    there; else one pass over the times."""
     out, j, step = np.empty(len(queries), np.int64), 0, times[1] - times[0] if len(times) > 1 else 0
+    inverse = 1.0 / step if step > 0 else 0.0
     for k in range(len(queries)):
-        at = (queries[k] - times[0]) // step if step > 0 else -1
+        gap = queries[k] - times[0]
+        at = np.int64(gap * inverse + 0.5) if step > 0 and gap >= 0 else -1
         if not (0 <= at < len(times) and times[at] == queries[k]):
             break
         out[k] = at
@@ -1409,29 +1800,68 @@ def _add_held(value: np.ndarray, entries: np.ndarray, exits: np.ndarray, size: n
     """For numba: `value` += the units held × close at each bar, as `notional_exposure` computes it in numpy, to the
     bit: the sizes at the entries then their negatives at the exits summed per bar from 0 (np.add.at's order), the
     running sum of those (numpy's cumsum; a bar without one adds 0, which changes nothing), nan_to_num. `entries` and
-    `exits` ascending: no array of units."""
-    big, held, j, k = np.finfo(np.float64).max, 0.0, 0, 0
-    for i in range(len(close)):
-        if (j < len(entries) and entries[j] == i) or (k < len(exits) and exits[k] == i):
-            units = 0.0
-            while j < len(entries) and entries[j] == i:
-                units += size[j]
-                j += 1
-            while k < len(exits) and exits[k] == i:
-                units += -size[k]
-                k += 1
-            held = units if i == 0 else held + units
-        v = held * close[i]
-        value[i] += 0.0 if v != v else min(max(v, -big), big)
+    `exits` ascending: no array of units; the bars between two of them at once (a loop the compiler vectorises)."""
+    big, held, j, k, i, n, u = np.finfo(np.float64).max, 0.0, 0, 0, 0, len(close), np.uint64
+    while i < n:
+        at = min(n, entries[j] if j < len(entries) else n, exits[k] if k < len(exits) else n)  # the next one
+        for t in range(u(i), u(at)):
+            value[t] += _finite(held * close[t], big)
+        if at >= n:
+            return
+        units = 0.0
+        while j < len(entries) and entries[j] == at:
+            units += size[j]
+            j += 1
+        while k < len(exits) and exits[k] == at:
+            units += -size[k]
+            k += 1
+        held = units if at == 0 else held + units
+        value[at] += _finite(held * close[at], big)
+        i = at + 1
 
 
-def _nan_mean(x: np.ndarray) -> float:
-    """For numba: pandas' mean of `x`, to the bit: NaN left out of the count and summed as 0 (pairwise); `x` is left
-    with 0 for NaN."""
+def _finite(v: float, big: float) -> float:
+    "np.nan_to_num of `v` (`big`: the largest double), by comparisons."
+    v = big if v > big else v
+    v = -big if v < -big else v
+    return 0.0 if v != v else v
+
+
+def _held_mean(entries, exits, size, close: np.ndarray, equity: np.ndarray, out: np.ndarray) -> float:
+    """For numba: `_mean_over` of `_add_held` onto zeros, over `equity`: each bar's value held (0 + it, as added to
+    zeros) divided as it is made into `out` (at least as long), a NaN counted out, then numpy's sum of those: one pass,
+    no array of zeros."""
+    big, held, j, k, i, n, u = np.finfo(np.float64).max, 0.0, 0, 0, 0, len(close), np.uint64
+    count = 0
+    while i < n:
+        at = min(n, entries[j] if j < len(entries) else n, exits[k] if k < len(exits) else n)
+        for t in range(u(i), u(at)):
+            q = (0.0 + _finite(held * close[t], big)) / equity[t]
+            out[t] = q if q == q else 0.0
+            count += q == q
+        if at >= n:
+            break
+        units = 0.0
+        while j < len(entries) and entries[j] == at:
+            units += size[j]
+            j += 1
+        while k < len(exits) and exits[k] == at:
+            units += -size[k]
+            k += 1
+        held = units if at == 0 else held + units
+        q = (0.0 + _finite(held * close[at], big)) / equity[at]
+        out[at], count, i = q if q == q else 0.0, count + (q == q), at + 1
+    return _pairwise_sum(out, n, 0.0, False) / count if count > 0 else np.nan
+
+
+def _mean_over(x: np.ndarray, by: np.ndarray) -> float:
+    """For numba: pandas' mean of x / by, to the bit: NaN left out of the count and summed as 0 (pairwise); `x` is left
+    with the quotients, 0 for NaN."""
     count = 0
     for i in range(len(x)):
-        seen = x[i] == x[i]
-        x[i] = x[i] if seen else 0.0
+        q = x[i] / by[i]
+        seen = q == q
+        x[i] = q if seen else 0.0
         count += seen
     return _pairwise_sum(x, len(x), 0.0, False) / count if count > 0 else np.nan
 
@@ -1443,12 +1873,23 @@ def with_exposure_benchmark(curves: pd.DataFrame, result, frames: dict, cash: fl
     return curves.assign(buy_hold_scaled=cash + share * (curves["buy_hold"] - cash)), {"gross_exposure": share}
 
 
-def _exposure_share(result, frames: dict) -> float:
-    "The strategy's average gross exposure (0 without a trade)."
+def _exposure_share(result, frames: dict, room: np.ndarray | None = None) -> float:
+    "The strategy's average gross exposure (0 without a trade); `room`: an array it may write into."
     if not len(result.trades):
         return 0.0
-    held = _exposure(result.trades, frames, result.equity, result.fills if len(result.fills) else None)
-    return float(_compiled(_nan_mean)(held) if len(held) >= _COMPILED_FROM else pd.Series(held).mean())
+    fills = result.fills if len(result.fills) else None
+    if len(result.equity) < _COMPILED_FROM:
+        return float(pd.Series(_exposure(result.trades, frames, result.equity, fills)).mean())
+    groups, index = None if fills is not None else _by_pair(result.trades), result.equity.index
+    if isinstance(groups, list):  # one pair: its value held, over the equity, and their mean in one pass
+        (pair, group), equity = groups[0], np.ascontiguousarray(result.equity.to_numpy(np.float64))
+        size, entries, exits = _trade_bars(group, index)
+        if (np.diff(entries) >= 0).all() and (np.diff(exits) >= 0).all():
+            close = np.ascontiguousarray(_latest_close(frames[pair], index))
+            out = room if room is not None and len(room) >= len(close) else np.empty(len(close))
+            return float(_compiled(_held_mean)(entries, exits, size, close, equity, out))
+    held = _exposure(result.trades, frames, result.equity, fills, divide=False)  # divided in the mean's pass
+    return float(_compiled(_mean_over)(held, np.ascontiguousarray(result.equity.to_numpy(np.float64))))
 
 # %% ../nbs/13_backtest.ipynb #98236106
 @dataclass(frozen=True)
