@@ -1235,8 +1235,19 @@ def _both_sleeves(
             # the pair's closes are the run's and none came before: the curves are the totals (+ 0, as `_added`)
             first = out[0][0] is None and on.equals(index)
             *made, gaps = _compiled(_vol_sleeves)(
-                close[:upto], com, at_least, float(per_day), start, lookback, can_short, r.cap, r.target_vol, share,
-                cost, r.band, first
+                close[:upto],
+                com,
+                at_least,
+                float(per_day),
+                start,
+                lookback,
+                can_short,
+                r.cap,
+                r.target_vol,
+                share,
+                cost,
+                r.band,
+                first,
             )
             made = [made[:3], made[3:]]
             if first:  # `_carried` of NaN (a close not known) and `_added`: the share + 0
