@@ -1807,6 +1807,19 @@ def _merged(times: np.ndarray, queries: np.ndarray) -> np.ndarray:
     return out
 
 
+def _units_at(at: int, entries: np.ndarray, exits: np.ndarray, size: np.ndarray, j: int, k: int) -> tuple:
+    """For numba: the sizes entering at bar `at` less those exiting there, summed in that order (np.add.at's), and the
+    next entry and exit past it."""
+    units = 0.0
+    while j < len(entries) and entries[j] == at:
+        units += size[j]
+        j += 1
+    while k < len(exits) and exits[k] == at:
+        units += -size[k]
+        k += 1
+    return units, j, k
+
+
 def _add_held(value: np.ndarray, entries: np.ndarray, exits: np.ndarray, size: np.ndarray, close: np.ndarray) -> None:
     """For numba: `value` += the units held × close at each bar, as `notional_exposure` computes it in numpy, to the
     bit: the sizes at the entries then their negatives at the exits summed per bar from 0 (np.add.at's order), the
@@ -1819,13 +1832,7 @@ def _add_held(value: np.ndarray, entries: np.ndarray, exits: np.ndarray, size: n
             value[t] += _finite(held * close[t], big)
         if at >= n:
             return
-        units = 0.0
-        while j < len(entries) and entries[j] == at:
-            units += size[j]
-            j += 1
-        while k < len(exits) and exits[k] == at:
-            units += -size[k]
-            k += 1
+        units, j, k = _units_at(at, entries, exits, size, j, k)
         held = units if at == 0 else held + units
         value[at] += _finite(held * close[at], big)
         i = at + 1
@@ -1852,13 +1859,7 @@ def _held_mean(entries, exits, size, close: np.ndarray, equity: np.ndarray, out:
             count += q == q
         if at >= n:
             break
-        units = 0.0
-        while j < len(entries) and entries[j] == at:
-            units += size[j]
-            j += 1
-        while k < len(exits) and exits[k] == at:
-            units += -size[k]
-            k += 1
+        units, j, k = _units_at(at, entries, exits, size, j, k)
         held = units if at == 0 else held + units
         q = (0.0 + _finite(held * close[at], big)) / equity[at]
         out[at], count, i = q if q == q else 0.0, count + (q == q), at + 1
