@@ -13,8 +13,8 @@ from .supervisor import _outward, _real
 from .types import Decision, MorningstarError, Position, Review, TradeProposal
 
 # %% auto #0
-__all__ = ['MAX_STOP_FRACTION', 'DecisionError', 'position_size', 'cap_size', 'review_factor', 'apply_review', 'hold_reason',
-           'decide_exposure', 'decide', 'proposal_of', 'review_entry']
+__all__ = ['MAX_STOP_FRACTION', 'DecisionError', 'position_size', 'cap_size', 'review_factor', 'apply_review', 'decide_exposure',
+           'decide', 'proposal_of', 'review_entry']
 
 # %% ../nbs/08_decision.ipynb #3db4e488
 class DecisionError(MorningstarError, ValueError):
@@ -171,14 +171,6 @@ def _no_entry(pred: dict, s: DecisionSettings, can_short: bool) -> str | None:
         return "short signal, but this market cannot short"
     return None
 
-
-def hold_reason(pred: dict, position: Position | None, s: DecisionSettings, can_short: bool) -> str | None:
-    """Why `decide` holds a flat pair whose signal allows no entry (that hold's only reason), or None where `decide` has
-    more to do: an exposure model, an open position, an entry signal. The kernel holds most pairs on this alone."""
-    if "position" in pred or position is not None:
-        return None
-    return _no_entry(pred, s, can_short)
-
 # %% ../nbs/08_decision.ipynb #d0bc173a
 def _protective(pred: dict, decision: DecisionSettings) -> dict:
     """The heads that set an exposure model's levels: protective, not trade-defining. The stop sits `fallback_stop_vols`
@@ -312,7 +304,7 @@ def decide(
         )
     if position is not None:
         return _manage(pair, pred, price, position, decision)
-    if why := hold_reason(pred, None, decision, can_short):
+    if why := _no_entry(pred, decision, can_short):
         return Decision(pair, "hold", reasons=(why,))
     side, sign = ("long", 1) if int(pred["action"]) > 0 else ("short", -1)
     sl, tp, src = _levels(pred, price, sign, decision)

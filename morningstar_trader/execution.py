@@ -240,6 +240,7 @@ def _settle_one(venue: SimulatedVenue, row: dict, later: BarWindow, decided: int
         if hit is None:
             if later.times[-1] >= deadline:
                 venue.book.set_status(cid, "cancelled")  # its time ran out unfilled
+                venue._placed.pop(cid, None)  # never read again
             return None
         k, price, maker = hit[0], hit[1], True
     amount = row["amount"] - row["filled"]

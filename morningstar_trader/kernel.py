@@ -20,7 +20,7 @@ import pandas as pd
 
 from .book import JOURNAL_DECISION
 from .config import Settings
-from .decision import decide, hold_reason, proposal_of, review_entry
+from .decision import decide, proposal_of, review_entry
 from morningstar_trader.execution import (
     PROTECTIVE,
     BarWindow,
@@ -42,7 +42,7 @@ _log = logging.getLogger(__name__)
 __all__ = ['NO_RULES', 'MARKET_LOOKBACK', 'bar_number', 'client_order_id', 'Kernel', 'PairInput', 'model_id', 'sample_std',
            'review_evidence', 'in_flight', 'check_levels', 'venue_stop_outs', 'mark', 'send', 'CloseNotes', 'Marked',
            'decide_pair', 'ask_reviewer', 'review_pair', 'ask_reviews', 'risk_check', 'account_hold', 'place',
-           'journal_pair', 'journal_hold', 'StageFailed', 'trade_pair', 'unreviewed_twin', 'twin_close', 'CloseOutcome',
+           'journal_pair', 'StageFailed', 'trade_pair', 'unreviewed_twin', 'twin_close', 'CloseOutcome',
            'one_transaction', 'close_bar', 'predict_heads', 'attach_digest']
 
 # %% ../nbs/12_kernel.ipynb #85509f1c
@@ -508,21 +508,7 @@ def journal_pair(
         )
     return reason
 
-
-_HOLD = ("hold", 0.0, None, None, "no order", "", None)  # a hold's decision in the journal: no order, no review
-
-
-def journal_hold(k: Kernel, pair: str, inp: PairInput, why: str, iso: str) -> None:
-    "Journal a flat pair's hold on `why` (`decision.hold_reason`): the row `journal_pair` writes for `decide`'s hold."
-    if k.book.keeps_journal:
-        _journal(k, pair, inp, iso, _HOLD, (why, "no order"))
-
 # %% ../nbs/12_kernel.ipynb #28565d4d
-# `hold_reason` is decision.decide's own hold: where `decide` is replaced (tests and the soak's seeded decisions patch
-# kernel.decide), every pair goes through the replacement
-_OWN_DECIDE = decide
-
-
 class StageFailed(MorningstarError):
     "A pair's stage raised: the stage's name and the original error."
 
@@ -548,16 +534,6 @@ def trade_pair(
     iso, closed_at, number = _stamps(bar, k.settings.timeframe)  # once a pair: a Timestamp hashes slowly
     stage = "decision"  # the stage running: what a failure is named by (one try, not a wrapper call per stage)
     try:
-        why = (
-            hold_reason(inp.pred, acct.positions.get(pair), k.settings.decision, k.can_short)
-            if decide is _OWN_DECIDE
-            else None
-        )
-        if why is not None:  # most closes: a flat pair whose signal allows no entry, held without a Decision
-            ms, stage = (time.perf_counter() - t0) * 1e3, "journal"
-            journal_hold(k, pair, inp, why, iso)
-            _log.debug("%s %s: %s (%s)", pair, "hold", "no order", why)
-            return _row(pair, "hold", "no order", why, "", ms)
         with log_context(pair=pair):
             d = decide_pair(k, pair, inp, acct, baseline)
             if d.action == "hold":  # most closes: review, risk and order stages pass a hold through unchanged
