@@ -369,7 +369,8 @@ def _simulate(
     allow_short: bool,
     reenter: bool = False,
 ):
-    "(the round trips as TRADE_COLUMNS, the fills, the share of bars held) of one pair's signals."
+    """(the round trips as TRADE_COLUMNS, the fills, the share of bars held, each round trip's entry and exit bar) of
+    one pair's signals."""
     o, c = frame["open"].to_numpy(np.float64), frame["close"].to_numpy(np.float64)
     n, direction = len(frame), signals["direction"].to_numpy()
     levels = {k: signals[k].to_numpy(np.float64) if k in signals else None for k in ("stop_loss", "take_profit")}
@@ -382,7 +383,7 @@ def _simulate(
         done = _event_loop(o, h, l, c, direction, sl_frac, tp_frac, size, costs, allow_short, reenter)
     columns, fills = done
     table, held = _trade_table(pair, frame.index, size, columns)
-    return table, fills, held
+    return table, fills, held, (columns[1], columns[3])
 
 
 _SIDES = pd.array(["short", "long"], dtype="str")
@@ -1607,7 +1608,7 @@ def run_rule_backtest(
     for pair, frame in frames.items():
         signals = strategy.signals(frame) if batch else _bar_by_bar(strategy, frame)
         reenter = getattr(strategy, "reenter", False)
-        table, fills, held = _simulate(pair, frame, signals, float(size), costs, allow_short, reenter)
+        table, fills, held, bars = _simulate(pair, frame, signals, float(size), costs, allow_short, reenter)
         tables.append(table)
         curves.append(_equity(frame, fills, 0.0, cash if len(frames) == 1 else 0.0))
         exposure.append(held)
@@ -1622,7 +1623,11 @@ def run_rule_backtest(
     room = np.empty(len(equity)) if benchmarks and len(equity) >= _COMPILED_FROM else None
     stats, known = _compute_stats(equity, trades, float(np.mean(exposure)), room)
     result = BacktestResult(trades, equity, stats)
-    return _with_benchmarks(result, frames, cash, costs, allow_short, history, known=known) if benchmarks else result
+    if not benchmarks:
+        return result
+    # one pair: its trades' bars on the equity's index as the engine made them (not searched again by their times)
+    bars = bars if len(frames) == 1 else None
+    return _with_benchmarks(result, frames, cash, costs, allow_short, history, known=known, bars=bars)
 
 
 def _with_benchmarks(
@@ -1635,16 +1640,18 @@ def _with_benchmarks(
     select_on: tuple | None = None,
     step: pd.Timedelta | None = None,
     known: tuple | None = None,
+    bars: tuple | None = None,
 ) -> BacktestResult:
     """The result with its benchmarks on its bars (`baselines`, after the same costs; `history`: earlier candles of
-    the pairs) and their statistics beside its own (`known`: the equity's returns from `_compute_stats`)."""
+    the pairs) and their statistics beside its own (`known`: the equity's returns from `_compute_stats`; `bars`: a
+    one-pair run's entry and exit bars of its trades, from the engine)."""
     for pair, earlier in (history or {}).items():
         if pair in frames:
             frames = frames | {pair: pd.concat([earlier[earlier.index < frames[pair].index[0]], frames[pair]])}
     index, fee, bps = result.equity.index, costs.taker_fee, costs.slippage_bps
     curves, info = _baseline_arrays(frames, index, cash, fee, bps, can_short, step, select_on, BASELINE_RULES)
     # buy & hold as invested as the strategy (`with_exposure_benchmark`), in the room the benchmarks take after
-    share = _exposure_share(result, frames, None if known is None else known[-1])
+    share = _exposure_share(result, frames, None if known is None else known[-1], bars)
     if len(index) >= _COMPILED_FROM:  # cash + share * (buy_hold - cash) in one pass
         curves["buy_hold_scaled"] = _compiled(_scaled)(curves["buy_hold"], float(cash), share)
     else:
@@ -1885,17 +1892,22 @@ def with_exposure_benchmark(curves: pd.DataFrame, result, frames: dict, cash: fl
     return curves.assign(buy_hold_scaled=cash + share * (curves["buy_hold"] - cash)), {"gross_exposure": share}
 
 
-def _exposure_share(result, frames: dict, room: np.ndarray | None = None) -> float:
-    "The strategy's average gross exposure (0 without a trade); `room`: an array it may write into."
+def _exposure_share(result, frames: dict, room: np.ndarray | None = None, bars: tuple | None = None) -> float:
+    """The strategy's average gross exposure (0 without a trade); `room`: an array it may write into; `bars`: the one
+    pair's trades' entry and exit bars on the equity's index (else found from their times)."""
     if not len(result.trades):
         return 0.0
     fills = result.fills if len(result.fills) else None
     if len(result.equity) < _COMPILED_FROM:
         return float(pd.Series(_exposure(result.trades, frames, result.equity, fills)).mean())
-    groups, index = None if fills is not None else _by_pair(result.trades), result.equity.index
+    index, one = result.equity.index, bars is not None and fills is None and len(frames) == 1
+    groups = [(next(iter(frames)), result.trades)] if one else None if fills is not None else _by_pair(result.trades)
     if isinstance(groups, list):  # one pair: its value held, over the equity, and their mean in one pass
         (pair, group), equity = groups[0], np.ascontiguousarray(result.equity.to_numpy(np.float64))
-        size, entries, exits = _trade_bars(group, index)
+        if one and index.is_unique:  # where its trades' times would be found: the engine's own bars
+            size, entries, exits = np.abs(group["size"].to_numpy(np.float64)), *bars
+        else:
+            size, entries, exits = _trade_bars(group, index)
         if (np.diff(entries) >= 0).all() and (np.diff(exits) >= 0).all():
             close = np.ascontiguousarray(_latest_close(frames[pair], index))
             out = room if room is not None and len(room) >= len(close) else np.empty(len(close))
