@@ -119,12 +119,15 @@ def _roll_mean(v: np.ndarray, w: int) -> np.ndarray:
 
 
 _COMPILED = {}
+_VECTOR_LANES = {"_lanes_sum": False, "_lanes_sq": True}  # leaves numba gets as vector code (`_vector_lanes`): squared?
 _COMPILED_FROM = 50_000  # marks from which the statistics and the baselines run compiled: the same numbers either way
 
 
 def _compiled(fn):
     """`fn` compiled by numba, once a process, with the functions of its module it calls (numba imported then: half a
     second; only the fixed-size engine and the statistics and baselines of long runs use it, never a cycle)."""
+    if fn.__name__ in _VECTOR_LANES and fn.__name__ not in _COMPILED:  # numba's code for it: one LLVM vector
+        _COMPILED[fn.__name__] = _vector_lanes(_VECTOR_LANES[fn.__name__])
     if fn.__name__ not in _COMPILED:
         import numba  # noqa: PLC0415
 
@@ -563,6 +566,71 @@ def _equity_by_bar(bars, dc, dp, close, cash: float):
         out[i] = (c + cash) + u * close[i]
     return out
 
+# %% ../nbs/13_backtest.ipynb #b4a3a803
+def _lanes_sum(a: np.ndarray, lo: int, end: int) -> float:
+    """numpy's 8 running sums of its pairwise summation's leaf over a[lo:end] (a multiple of 8 values, at least 8): the
+    j-th sums a[lo + j], a[lo + j + 8], ... in turn; then ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7)).
+    Compiled, `_vector_lanes` stands for it: the same additions, 8 at once."""
+    r = a[lo:end].reshape(-1, 8)
+    s = r[0].copy()
+    for row in r[1:]:  # each lane's values in turn: the same order as numpy's unrolled loop
+        s += row
+    return float(((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7])))
+
+
+def _lanes_sq(a: np.ndarray, lo: int, end: int, mean: float) -> float:
+    "`_lanes_sum` of (a - mean)², the terms numpy's var sums (each squared as it is added)."
+    d = a[lo:end] - mean
+    return _lanes_sum(d * d, 0, end - lo)
+
+
+def _vector_lanes(squared: bool):
+    """`_lanes_sum` (or `_lanes_sq`) for numba: its 8 running sums as one LLVM vector of 8 doubles, added 8 at a time
+    (numba leaves LLVM's SLP vectoriser off, so its own code adds them one by one: half the speed). The same
+    operations in each lane, no contraction into fused multiply-adds: the same numbers to the bit."""
+    from llvmlite import ir  # noqa: PLC0415
+    from numba import types as nt  # noqa: PLC0415
+    from numba.core import cgutils  # noqa: PLC0415
+    from numba.extending import intrinsic  # noqa: PLC0415
+
+    v8, i32 = ir.VectorType(ir.DoubleType(), 8), ir.IntType(32)
+
+    def codegen(context, builder, sig, args):
+        kind, ary = sig.args[0], context.make_array(sig.args[0])(context, builder, args[0])
+        lo, end = args[1], args[2]
+
+        def load(i):  # a[i : i + 8]; contiguous at once, else one by one
+            if kind.layout == "C":
+                return builder.load(builder.bitcast(builder.gep(ary.data, [i]), v8.as_pointer()), align=8)
+            v = ir.Constant(v8, ir.Undefined)
+            for k in range(8):
+                at = cgutils.get_item_pointer(context, builder, kind, ary, [builder.add(i, ir.Constant(i.type, k))])
+                v = builder.insert_element(v, builder.load(at), ir.Constant(i32, k))
+            return v
+
+        means = ir.Constant(v8, ir.Undefined)
+        for k in range(8 if squared else 0):
+            means = builder.insert_element(means, args[3], ir.Constant(i32, k))
+        term = lambda v: builder.fmul(d := builder.fsub(v, means), d) if squared else v
+        lanes, step = cgutils.alloca_once(builder, v8), ir.Constant(lo.type, 8)
+        builder.store(term(load(lo)), lanes)
+        with cgutils.for_range_slice(builder, builder.add(lo, step), end, step) as (i, _):
+            builder.store(builder.fadd(builder.load(lanes), term(load(i))), lanes)
+        r = [builder.extract_element(builder.load(lanes), ir.Constant(i32, k)) for k in range(8)]
+        add = builder.fadd
+        return add(add(add(r[0], r[1]), add(r[2], r[3])), add(add(r[4], r[5]), add(r[6], r[7])))
+
+    def typed(a) -> bool:
+        return isinstance(a, nt.Array) and a.ndim == 1 and a.dtype == nt.float64
+
+    def lanes_sum(typingctx, a, lo, end):
+        return (nt.float64(a, nt.intp, nt.intp), codegen) if typed(a) else None
+
+    def lanes_sq(typingctx, a, lo, end, mean):
+        return (nt.float64(a, nt.intp, nt.intp, nt.float64), codegen) if typed(a) else None
+
+    return intrinsic(lanes_sq if squared else lanes_sum)
+
 # %% ../nbs/13_backtest.ipynb #98b42882
 def _block_sum(a: np.ndarray, lo: int, n: int) -> float:
     "numpy's pairwise summation's leaf: a[lo : lo + n] in 8 running sums (n < 8: one, from -0.0), for numba."
@@ -571,18 +639,8 @@ def _block_sum(a: np.ndarray, lo: int, n: int) -> float:
         for i in range(lo, lo + n):
             s += a[i]
         return s
-    r0, r1, r2, r3, r4, r5, r6, r7 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3], a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
-    end, u = lo + n - n % 8, np.uint64  # indices without a sign: numba skips wrapping negative ones (twice as fast)
-    for i in range(u(lo + 8), u(end), u(8)):
-        r0 += a[i]
-        r1 += a[i + u(1)]
-        r2 += a[i + u(2)]
-        r3 += a[i + u(3)]
-        r4 += a[i + u(4)]
-        r5 += a[i + u(5)]
-        r6 += a[i + u(6)]
-        r7 += a[i + u(7)]
-    s = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    end = lo + n - n % 8
+    s = _lanes_sum(a, lo, end)
     for j in range(end, lo + n):
         s += a[j]
     return s
@@ -595,20 +653,8 @@ def _block_sq(a: np.ndarray, lo: int, n: int, mean: float) -> float:
         for i in range(lo, lo + n):
             s += (a[i] - mean) * (a[i] - mean)
         return s
-    d0, d1, d2, d3 = a[lo] - mean, a[lo + 1] - mean, a[lo + 2] - mean, a[lo + 3] - mean
-    d4, d5, d6, d7 = a[lo + 4] - mean, a[lo + 5] - mean, a[lo + 6] - mean, a[lo + 7] - mean
-    r0, r1, r2, r3, r4, r5, r6, r7 = d0 * d0, d1 * d1, d2 * d2, d3 * d3, d4 * d4, d5 * d5, d6 * d6, d7 * d7
-    end, u = lo + n - n % 8, np.uint64
-    for i in range(u(lo + 8), u(end), u(8)):
-        r0 += (a[i] - mean) * (a[i] - mean)
-        r1 += (a[i + u(1)] - mean) * (a[i + u(1)] - mean)
-        r2 += (a[i + u(2)] - mean) * (a[i + u(2)] - mean)
-        r3 += (a[i + u(3)] - mean) * (a[i + u(3)] - mean)
-        r4 += (a[i + u(4)] - mean) * (a[i + u(4)] - mean)
-        r5 += (a[i + u(5)] - mean) * (a[i + u(5)] - mean)
-        r6 += (a[i + u(6)] - mean) * (a[i + u(6)] - mean)
-        r7 += (a[i + u(7)] - mean) * (a[i + u(7)] - mean)
-    s = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    end = lo + n - n % 8
+    s = _lanes_sq(a, lo, end, mean)
     for j in range(end, lo + n):
         s += (a[j] - mean) * (a[j] - mean)
     return s
