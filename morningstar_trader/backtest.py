@@ -1479,18 +1479,21 @@ def _against(r: np.ndarray, b: np.ndarray, own: bool, room: np.ndarray) -> tuple
     """For numba: (with `own`: b's returns counted, their mean and std, b's least ratio to its running peak; the mean
     and std of r - b's returns, a NaN return of b counted 0; whether that difference is free of NaN; whether numpy's
     sum of b is finite, else nothing): `benchmark_stats`' pandas arithmetic on finite marks, to the bit. `room`: one
-    array of len(r), for b's returns then the difference (fresh pages for a second array would cost more than
-    dividing again)."""
+    array of len(r), for b's returns then the difference where one of them is NaN (else no array of them: two walks
+    over b and r, dividing again, move less memory than writing and reading them)."""
     n, m, mean, std, worst = len(r), 0, np.nan, np.nan, np.nan
+    if own and n >= 2:
+        b_total, total, high = _both_sums(b, r, 0.0, 0.0, False)
+        if not _finite_sum(b, high):
+            return m, mean, std, worst, np.nan, np.nan, True, False
+        if b_total == b_total:  # none dropped: the deviations of both from their means in a second walk
+            mean, a_mean = b_total / n, total / n
+            squares, a_squares, _ = _both_sums(b, r, mean, a_mean, True)
+            std, a_std = np.sqrt(squares / (n - 1)), np.sqrt(a_squares / (n - 1))
+            return n, mean, std, _worst_ratio(b), a_mean, a_std, total == total, True
     b_total, high = _returns_sum(b, room)
     if not _finite_sum(b, high):
         return m, mean, std, worst, np.nan, np.nan, True, False
-    if own and n >= 2 and b_total == b_total:  # none dropped: b's deviations, then the difference, in one walk
-        m, mean, worst = n, b_total / n, _worst_ratio(b)
-        squares, total = _squares_then_difference(room, r, mean)
-        std = np.sqrt(squares / (n - 1))
-        a_mean, a_std = _mean_std(room, n, total)
-        return m, mean, std, worst, a_mean, a_std, total == total, True
     if own:
         m, b_total = _without_nan(room, b_total)  # as compute_stats of b
         mean, std = _mean_std(room, m, b_total)
@@ -1510,30 +1513,36 @@ def _against(r: np.ndarray, b: np.ndarray, own: bool, room: np.ndarray) -> tuple
     return m, mean, std, worst, a_mean, a_std, total == total, True
 
 
-def _squares_then_difference(room: np.ndarray, r: np.ndarray, mean: float) -> tuple[float, float]:
-    """For numba: (numpy's sum of (room - mean)², then of r - room written over room) block by block in one walk of
-    `_pairwise_sum`'s tree: each block's squares summed before its difference is written; the same sums to the bit."""
-    n, u = len(room), np.uint64
-    lo, size = np.zeros(64, np.int64), np.zeros(64, np.int64)
-    left_q, left_d, waiting = np.zeros(64), np.zeros(64), np.zeros(64, np.bool_)
-    top, size[0] = 0, n
+def _both_sums(b: np.ndarray, r: np.ndarray, mean_b: float, mean_d: float, squared: bool) -> tuple[float, float, int]:
+    """For numba: numpy's sums of b's returns (b[i + 1] / b[i] - 1) and of r minus them (`squared`: of their deviations
+    from `mean_b` and `mean_d`, squared) to the bit, block by block in one walk of `_pairwise_sum`'s tree, each block's
+    returns and differences made in a small buffer that stays in cache; with the largest exponent field of b."""
+    n, bits, u = len(r), b.view(np.int64), np.uint64
+    ret, diff, high = np.empty(128), np.empty(128), (bits[n] >> 52) & 0x7FF
+    lo, size, left_b, left_d = np.zeros(64, np.int64), np.zeros(64, np.int64), np.zeros(64), np.zeros(64)
+    waiting, top, size[0] = np.zeros(64, np.bool_), 0, n
     while True:
         if size[top] > 128:
             half = size[top] // 2 - size[top] // 2 % 8
             waiting[top], lo[top + 1], size[top + 1] = False, lo[top], half
             top += 1
             continue
-        q = _block_sq(room, lo[top], size[top], mean)
-        for i in range(u(lo[top]), u(lo[top] + size[top])):
-            room[i] = r[i] - room[i]
-        d = _block_sum(room, lo[top], size[top])
+        at, m = u(lo[top]), size[top]  # unsigned: an index of int64 + uint64 would be a float
+        for k in range(u(m)):
+            x = b[at + k + u(1)] / b[at + k] - 1.0
+            ret[k], diff[k], e = x, r[at + k] - x, (bits[at + k] >> 52) & 0x7FF
+            high = e if e > high else high
+        if squared:
+            vb, vd = _block_sq(ret, 0, m, mean_b), _block_sq(diff, 0, m, mean_d)
+        else:
+            vb, vd = _block_sum(ret, 0, m), _block_sum(diff, 0, m)
         top -= 1
         while top >= 0 and waiting[top]:
-            q, d, top = left_q[top] + q, left_d[top] + d, top - 1
+            vb, vd, top = left_b[top] + vb, left_d[top] + vd, top - 1
         if top < 0:
-            return q, d
+            return vb, vd, high
         half = size[top] // 2 - size[top] // 2 % 8
-        left_q[top], left_d[top], waiting[top] = q, d, True
+        left_b[top], left_d[top], waiting[top] = vb, vd, True
         lo[top + 1], size[top + 1] = lo[top] + half, size[top] - half
         top += 1
 
