@@ -1165,23 +1165,32 @@ def _vol_sleeves(
 ):
     """For numba: (vol target's and TSMOM's `_sleeve` from close `start`: each curve, value traded, trades; whether a
     curve has a NaN) in one pass over `close`, `_ewm_vol`'s realised vol computed at each close on the way; the same
-    numbers to the bit (`zero`: each curve + 0, as `_added` makes a total of it)."""
-    n = len(close)
+    numbers to the bit (`zero`: each curve + 0, as `_added` makes a total of it). The sleeves trade 64 closes behind
+    the vol: the weights (target over vol, capped) of 64 closes are made at once, the compiler taking 8 square roots
+    and divisions at a time, while the vol's own chain of divisions goes on (one of each a close kept the divider
+    busy)."""
+    n, u = len(close), np.uint64
     vt, ts, factor = np.empty(n - start), np.empty(n - start), 1.0 - 1.0 / (1.0 + com)
-    weighted, seen, old_wt, vol = np.nan, 0, 1.0, np.nan
+    weighted, seen, old_wt = np.nan, 0, 1.0
     c1, u1, t1, k1, c2, u2, t2, k2, gaps = share, 0.0, 0.0, 0, share, 0.0, 0.0, 0, False
-    for i in range(n):
-        if i > 0:
+    scaled, weights = np.full(128, np.nan), np.empty(128)  # by close, mod 128: one half made while the other is read
+    for i in range(n + 64):
+        if 0 < i < n:
             weighted, seen, old_wt = _ewm_step(close[i] / close[i - 1] - 1.0, weighted, seen, old_wt, factor)
-            vol = np.sqrt(weighted * 365.25 * per_day) if seen >= min_periods else np.nan
-        if i >= start:
-            w = target_vol / vol
-            w = cap if cap < w else w
-            sign = _past_sign(close, i, lookback)
+            scaled[i & 127] = weighted * 365.25 * per_day if seen >= min_periods else np.nan
+        if (i & 63) == 63 or i == n - 1:  # the weights of this half's closes, the vol's square root on the way
+            half = u(i & 64)
+            for k in range(half, half + u(64)):
+                x = target_vol / np.sqrt(scaled[k])
+                weights[k] = cap if cap < x else x
+        j = i - 64
+        if j >= start:
+            w = weights[j & 127]
+            sign = _past_sign(close, j, lookback)
             tsm = w * (sign if can_short or not sign < 0 else 0.0)
-            e1, c1, u1, t1, k1 = _step(0.0 if w != w else w, close[i], c1, u1, t1, k1, cost, band)
-            e2, c2, u2, t2, k2 = _step(0.0 if tsm != tsm else tsm, close[i], c2, u2, t2, k2, cost, band)
-            vt[i - start], ts[i - start] = (e1 + 0.0, e2 + 0.0) if zero else (e1, e2)
+            e1, c1, u1, t1, k1 = _step(0.0 if w != w else w, close[j], c1, u1, t1, k1, cost, band)
+            e2, c2, u2, t2, k2 = _step(0.0 if tsm != tsm else tsm, close[j], c2, u2, t2, k2, cost, band)
+            vt[j - start], ts[j - start] = (e1 + 0.0, e2 + 0.0) if zero else (e1, e2)
             gaps |= (e1 != e1) | (e2 != e2)
     return vt, t1, k1, ts, t2, k2, gaps
 
