@@ -119,15 +119,20 @@ def _roll_mean(v: np.ndarray, w: int) -> np.ndarray:
 
 
 _COMPILED = {}
-_VECTOR_LANES = {"_lanes_sum": False, "_lanes_sq": True}  # leaves numba gets as vector code (`_vector_lanes`): squared?
+# functions numba gets as LLVM code of their own (made when numba is imported)
+_INTRINSICS = {
+    "_lanes_sum": lambda: _vector_lanes(False),
+    "_lanes_sq": lambda: _vector_lanes(True),
+    "_prefetch": lambda: _prefetch_intrinsic(),
+}
 _COMPILED_FROM = 50_000  # marks from which the statistics and the baselines run compiled: the same numbers either way
 
 
 def _compiled(fn):
     """`fn` compiled by numba, once a process, with the functions of its module it calls (numba imported then: half a
     second; only the fixed-size engine and the statistics and baselines of long runs use it, never a cycle)."""
-    if fn.__name__ in _VECTOR_LANES and fn.__name__ not in _COMPILED:  # numba's code for it: one LLVM vector
-        _COMPILED[fn.__name__] = _vector_lanes(_VECTOR_LANES[fn.__name__])
+    if fn.__name__ in _INTRINSICS and fn.__name__ not in _COMPILED:
+        _COMPILED[fn.__name__] = _INTRINSICS[fn.__name__]()
     if fn.__name__ not in _COMPILED:
         import numba  # noqa: PLC0415
 
@@ -479,6 +484,7 @@ def _signal_columns(ev, d, o, c, allow_short, reenter, size, bps, fee):
     bars, cash, units = np.empty(2 * m, np.int64), np.empty(2 * m), np.empty(2 * m)
     a, z, f = 0, 0, 0  # trades opened, trades closed, fills
     for i in range(len(d)):
+        _prefetch(o, ev[min(i + 16, len(d) - 1)] + 1)  # the opens a few signals ahead: they are far apart in memory
         if shut[i]:  # the z-th close ends the z-th trade
             exit_bar[z], exit_price[z] = ev[i] + 1, o[ev[i] + 1] * (1 + -held[i] * bps / 10_000)
             z, f = _fill_close(z, f, side, exit_bar, exit_price, size, fee, bars, cash, units)
@@ -505,6 +511,32 @@ def _fill_close(z, f, side, exit_bar, exit_price, size, fee, bars, cash, units) 
     bars[f], units[f] = exit_bar[z], -side[z] * size
     cash[f] = side[z] * size * exit_price[z] - abs(size) * exit_price[z] * fee
     return z + 1, f + 1
+
+
+def _prefetch(a: np.ndarray, i: int) -> None:
+    "A hint that a[i] is read soon: nothing in Python; compiled, `_prefetch_intrinsic` stands for it."
+
+
+def _prefetch_intrinsic():
+    """`_prefetch` for numba: LLVM's prefetch of a[i] for reading into every cache level, as an intrinsic (a read far
+    ahead in an array misses the caches; asked for early it is there when needed)."""
+    from llvmlite import ir  # noqa: PLC0415
+    from numba import types as nt  # noqa: PLC0415
+    from numba.core import cgutils  # noqa: PLC0415
+    from numba.extending import intrinsic  # noqa: PLC0415
+
+    def codegen(context, builder, sig, args):
+        ary, i32 = context.make_array(sig.args[0])(context, builder, args[0]), ir.IntType(32)
+        at = cgutils.get_item_pointer(context, builder, sig.args[0], ary, [args[1]])
+        kind = ir.FunctionType(ir.VoidType(), [at.type, i32, i32, i32])
+        fetch = cgutils.get_or_insert_function(builder.module, kind, "llvm.prefetch.p0")
+        builder.call(fetch, [at, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])  # read, keep, data
+        return context.get_dummy_value()
+
+    def prefetch(typingctx, a, i):
+        return (nt.none(a, nt.intp), codegen) if isinstance(a, nt.Array) and a.ndim == 1 else None
+
+    return intrinsic(prefetch)
 
 
 def _events(direction: np.ndarray) -> np.ndarray:
