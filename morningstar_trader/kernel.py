@@ -309,7 +309,10 @@ def ask_reviewer(k: Kernel, inp: PairInput, d: Decision, price: float, decided_a
     c = k.settings.costs
 
     def ask(proposal):
-        indicators, market = inp.evidence() if inp.evidence is not None else ({}, {})
+        # built only for a reviewer that reads it (a prompt does; the simulated rule does not); a reviewer that does
+        # not say is shown it
+        shown = inp.evidence is not None and getattr(k.supervisor, "reads_evidence", True)
+        indicators, market = inp.evidence() if shown else ({}, {})
         return k.supervisor.review(
             ReviewRequest(
                 proposal,
