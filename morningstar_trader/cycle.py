@@ -625,7 +625,7 @@ class CycleAudit:
 
 def _before(ctx: CycleContext) -> tuple[pd.Timestamp, int]:
     "Where the store stood before the cycle: (now, its fill mark); the audit reads what came after, not the history."
-    return pd.Timestamp.now(tz="UTC"), ctx.store.fill_mark()
+    return pd.Timestamp(ctx.store.stamp()), ctx.store.fill_mark()  # the store's clock: its rows' times
 
 
 def _audit(ctx: CycleContext, inputs: dict[str, PairInput], out: CloseOutcome, before: tuple) -> CycleAudit:

@@ -62,14 +62,14 @@ class LiveExecutor:
         *,
         clock_skew_s: float = 5.0,
         order_timeout_s: float = 60.0,
-        clock=time.time,
+        clock=None,
         sleep=time.sleep,
     ):
         self.exchange, self.store, self.order_timeout_s, self.clock, self.sleep = (
             exchange,
             store,
             order_timeout_s,
-            clock,
+            store.clock if clock is None else clock,  # the store's: what its rows' times are counted in
             sleep,
         )
         # a signed request older than recvWindow is refused by the venue: after this long, a missing order never appears

@@ -9,6 +9,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -83,19 +84,16 @@ CREATE INDEX IF NOT EXISTS fills_by_time ON fills(time);
 """
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
-
-
 class PortfolioStore:
     "Orders, fills, positions, cash, equity and the cycle journal in one SQLite file."
 
     keeps_journal = True  # every account in a state store journals its closes (a MemoryBook may not: `MemoryBook`)
 
-    def __init__(self, path: str | Path, *, initial_cash: float | None = None, durable: bool = True):
+    def __init__(self, path: str | Path, *, initial_cash: float | None = None, durable: bool = True, clock=time.time):
         # durable: every commit reaches the disk before it returns (an order's intent must survive a power cut);
         # False (a simulated twin's book): commits survive a crash of the process, not of the machine, and cost no fsync
-        self.path, self._synchronous = Path(path), "FULL" if durable else "NORMAL"
+        # clock: seconds since the epoch, what rows are stamped with (the wall's, or a soak's simulated time)
+        self.path, self._synchronous, self.clock = Path(path), "FULL" if durable else "NORMAL", clock
         self._local = threading.local()  # this thread's connection, and whether a `batch` is open on it
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -158,10 +156,14 @@ class PortfolioStore:
             self.close()  # not when __init__ failed before it was set
 
     def __getstate__(self) -> dict:
-        return {"path": self.path, "_synchronous": self._synchronous}  # no connection
+        return {"path": self.path, "_synchronous": self._synchronous, "clock": self.clock}  # no connection
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state, _local=threading.local())
+
+    def stamp(self) -> str:
+        "Now on this store's clock, as rows are stamped: ISO text in UTC, which sorts as time."
+        return datetime.fromtimestamp(self.clock(), timezone.utc).isoformat()
 
     def cash(self) -> float | None:
         with self._tx() as db:
@@ -177,7 +179,7 @@ def add_order(self: PortfolioStore, order: Order) -> tuple[str, bool]:
         row = db.execute("SELECT status FROM orders WHERE client_order_id = ?", (order.client_order_id,)).fetchone()
         if row:
             return row[0], False
-        now = _now()
+        now = self.stamp()
         db.execute(
             "INSERT INTO orders (client_order_id, pair, side, amount, type, price, intent, status, created_at, "
             "updated_at)"
@@ -216,7 +218,7 @@ def set_status(
             "UPDATE orders SET status = ?, exchange_order_id = COALESCE(?, exchange_order_id), note = COALESCE(?, "
             "note),"
             " updated_at = ? WHERE client_order_id = ?",
-            (status, exchange_order_id, note, _now(), client_order_id),
+            (status, exchange_order_id, note, self.stamp(), client_order_id),
         )
 
 
@@ -228,7 +230,7 @@ def note_send_attempt(self: PortfolioStore, client_order_id: str) -> None:
         if (
             db.execute(
                 "UPDATE orders SET updated_at = ? WHERE client_order_id = ? AND status = 'new'",
-                (_now(), client_order_id),
+                (self.stamp(), client_order_id),
             ).rowcount
             != 1
         ):
@@ -350,7 +352,7 @@ def record_fill(
         )
         db.execute(
             "UPDATE orders SET filled = ?, status = ?, updated_at = ? WHERE client_order_id = ?",
-            (filled, status, _now(), fill.client_order_id),
+            (filled, status, self.stamp(), fill.client_order_id),
         )
         db.execute("UPDATE account SET cash = cash + ? WHERE id = 1", (cash_change,))
         if after is None:
@@ -358,7 +360,15 @@ def record_fill(
         else:
             db.execute(
                 "INSERT OR REPLACE INTO positions VALUES (?,?,?,?,?,?,?)",
-                (fill.pair, after.side, after.size, after.entry_price, after.stop_loss, after.take_profit, _now()),
+                (
+                    fill.pair,
+                    after.side,
+                    after.size,
+                    after.entry_price,
+                    after.stop_loss,
+                    after.take_profit,
+                    self.stamp(),
+                ),
             )
     return True
 
@@ -391,7 +401,7 @@ def set_levels(self: PortfolioStore, pair: str, stop_loss: float, take_profit: f
         if (
             db.execute(
                 "UPDATE positions SET stop_loss = ?, take_profit = ?, updated_at = ? WHERE pair = ?",
-                (stop_loss, take_profit, _now(), pair),
+                (stop_loss, take_profit, self.stamp(), pair),
             ).rowcount
             != 1
         ):
@@ -449,7 +459,9 @@ def journal_rows(self: PortfolioStore) -> list[dict]:
 def save_runtime(self: PortfolioStore, key: str, value) -> None:
     "Keep `value` (JSON-serialisable) under `key` for the next cycle, whatever process runs it."
     with self._tx() as db:
-        db.execute("INSERT OR REPLACE INTO runtime VALUES (?, ?, ?)", (key, json.dumps(value, default=str), _now()))
+        db.execute(
+            "INSERT OR REPLACE INTO runtime VALUES (?, ?, ?)", (key, json.dumps(value, default=str), self.stamp())
+        )
 
 
 @patch

@@ -82,6 +82,23 @@ class Meter:
             profiler.dump_stats(f"{self.profile}.{run_id}.block-{block:02d}")
 
 
+class VenueClock:
+    """The trader's clock in the soak: the venue's simulated time at the cycle's start, advancing with the wall inside a
+    cycle (a settle's wait for an order still takes real seconds). The soak runs an hour of the venue's time in a few
+    hundredths of a second; counted on this clock, an order of unknown outcome is decided at the next close, as it is
+    in production (the receive window is seconds, a close an hour), not after as many closes as the machine runs in
+    the wall's grace. Safe here because every fault the soak injects takes effect (or not) before its reply."""
+
+    def __init__(self):
+        self.start, self.wall = time.time(), time.monotonic()
+
+    def set(self, now: float) -> None:
+        self.start, self.wall = now, time.monotonic()
+
+    def __call__(self) -> float:
+        return self.start + (time.monotonic() - self.wall)
+
+
 def seeded_decide(pair, pred, price, equity, position, **_):
     """The soak tests execution, not the model: a policy seeded by the pair and the close that enters, moves its stop
     and exits often, whatever the network learned (the same in a restarted process)."""
@@ -115,11 +132,13 @@ def main(settings_path: str, run_id: str) -> int:
     ex = ctx.executor
     ex.exchange.options["recvWindow"] = 500  # short receive window: unknown orders resolve quickly
     ex.grace_s, ex.order_timeout_s = 0.8, 0.5
+    ex.clock = ex.store.clock = clock = VenueClock()  # before any cycle: the store's rows and the grace in one time
     answers.write(json.dumps({"ready": True, "rss_kb": rss_kb()}) + "\n")
     meter = Meter(os.environ.get("SOAK_PROFILE"), os.environ.get("SOAK_PROFILE_BLOCKS", ""))
     for line in sys.stdin:
         command = json.loads(line)
         if "now" in command:
+            clock.set(pd.Timestamp(command["now"]).timestamp())
             report, cost = meter.measure(command.get("block", 0), lambda: run_cycle(ctx, pd.Timestamp(command["now"])))
             pairs = report.pairs
             answers.write(

@@ -149,6 +149,18 @@ def test_a_request_that_never_arrived_stays_unknown_until_the_receive_window_pas
     agree(server, ex)
 
 
+def test_an_executor_without_a_clock_counts_the_receive_window_on_its_stores(venue, tmp_path):
+    server, ex, _ = venue
+    stores_clock = Clock()  # what a soak sets to the venue's simulated time
+    store = PortfolioStore(tmp_path / "other.sqlite", initial_cash=50_000.0, clock=stores_clock)
+    executor = LiveExecutor(ex.exchange, store, clock_skew_s=1.0, order_timeout_s=0.5)
+    server.inject("/api/v3/order", "503", method="POST")
+    assert executor.place(Order("c-9", "BTC/USDT", "buy", 0.1)) == "unknown"
+    assert executor.resolve("c-9") == "unknown"
+    stores_clock.offset = executor.grace_s + 0.1  # the rows and the executor move together
+    assert executor.resolve("c-9") == "rejected" and venue_orders(server, "c-9") == []
+
+
 def test_rejections_are_final_and_never_retried(venue):
     server, ex, _ = venue
     server.inject("/api/v3/order", "reject", method="POST")
