@@ -32,7 +32,15 @@ from morningstar_trader.execution import (
 )
 from .logging import log_context
 from .monitoring import Alert
-from .risk import MarketRules, RiskState, Verdict, check_order, stopped_out, update_state
+from morningstar_trader.risk import (
+    MarketRules,
+    RiskState,
+    Verdict,
+    check_order,
+    entries_barred,
+    stopped_out,
+    update_state,
+)
 from .supervisor import ReviewRequest, Supervisor, guarded, review_all
 from .types import Decision, Fill, MorningstarError, Order, Position, Review, parse_timeframe
 
@@ -43,7 +51,7 @@ __all__ = ['NO_RULES', 'MARKET_LOOKBACK', 'bar_number', 'client_order_id', 'Kern
            'review_evidence', 'in_flight', 'check_levels', 'venue_stop_outs', 'mark', 'send', 'CloseNotes', 'Marked',
            'decide_pair', 'ask_reviewer', 'review_pair', 'ask_reviews', 'risk_check', 'account_hold', 'place',
            'journal_pair', 'StageFailed', 'trade_pair', 'unreviewed_twin', 'twin_close', 'CloseOutcome',
-           'one_transaction', 'close_bar', 'predict_heads', 'attach_digest']
+           'one_transaction', 'unread_entry', 'close_bar', 'predict_heads', 'attach_digest']
 
 # %% ../nbs/12_kernel.ipynb #85509f1c
 def bar_number(bar: pd.Timestamp, timeframe: str) -> int:
@@ -301,7 +309,10 @@ def ask_reviewer(k: Kernel, inp: PairInput, d: Decision, price: float, decided_a
     c = k.settings.costs
 
     def ask(proposal):
-        indicators, market = inp.evidence() if inp.evidence is not None else ({}, {})
+        # built only for a reviewer that reads it (a prompt does; the simulated rule does not); a reviewer that does
+        # not say is shown it
+        shown = inp.evidence is not None and getattr(k.supervisor, "reads_evidence", True)
+        indicators, market = inp.evidence() if shown else ({}, {})
         return k.supervisor.review(
             ReviewRequest(
                 proposal,
@@ -620,6 +631,14 @@ def _skip_reason(pair: str, inp: PairInput, refusal: str | None, in_flight: set)
         return "an order is still in flight"  # never a second order while one is unconfirmed
     return None
 
+# %% ../nbs/12_kernel.ipynb #ece1e687
+def unread_entry(k: Kernel, pair: str, inp: PairInput, acct: Marked) -> str | None:
+    """Why deciding `pair` at this close can change nothing anyone reads, or None: an account that keeps no journal,
+    flat in `pair`, whose risk state denies every entry there now (`entries_barred`)."""
+    if k.book.keeps_journal or pair in acct.positions:
+        return None
+    return entries_barred(acct.risk_state, pair, _stamps(inp.window.end, k.settings.timeframe)[2])
+
 # %% ../nbs/12_kernel.ipynb #10685d1c
 def close_bar(
     k: Kernel,
@@ -668,9 +687,11 @@ def _pair_row(
     in_flight: set,
     baseline: dict[str, float] | None,
 ) -> dict:
-    "The pair's row: skipped with the reason, or traded (`trade_pair`)."
+    "The pair's row: skipped with the reason, not decided (`unread_entry`), or traded (`trade_pair`)."
     skip = _skip_reason(pair, inp, refusal, in_flight)
     if skip is None:
+        if (barred := unread_entry(k, pair, inp, acct)) is not None:
+            return _row(pair, "hold", barred, "not decided: entries are barred and nothing journals this account")
         return trade_pair(k, pair, inp, acct, notes, t0=t0, hold_entries=hold_entries, baseline=baseline)
     if inp.error:
         notes.errors[pair] = inp.error

@@ -15,7 +15,7 @@ from .config import RiskSettings
 from .types import Decision, Position
 
 # %% auto #0
-__all__ = ['RiskState', 'update_state', 'stopped_out', 'MarketRules', 'Verdict', 'check_order']
+__all__ = ['RiskState', 'update_state', 'stopped_out', 'MarketRules', 'Verdict', 'entries_barred', 'check_order']
 
 # %% ../nbs/08a_risk.ipynb #39508c1a
 @dataclass(frozen=True)
@@ -117,6 +117,15 @@ class Verdict:
     decision: Decision | None
     reason: str
 
+# %% ../nbs/08a_risk.ipynb #324e7078
+def entries_barred(state: RiskState, pair: str, bar: int) -> str | None:
+    "Why the risk state denies every entry in `pair` at bar `bar`, whatever its size, or None."
+    if state.trading != "active":
+        return f"trading is {state.trading} ({state.why})"
+    if bar < state.cooldown_until.get(pair, -1):
+        return f"cooldown after a stop-out until bar {state.cooldown_until[pair]}"
+    return None
+
 # %% ../nbs/08a_risk.ipynb #9eef3240
 def check_order(
     decision: Decision,
@@ -134,10 +143,8 @@ def check_order(
         return Verdict(decision, "exits and adjustments are always allowed")
     pair, price = decision.pair, prices[decision.pair]
     deny = lambda why: Verdict(None, f"{decision.action} {pair} denied: {why}")
-    if state.trading != "active":
-        return deny(f"trading is {state.trading} ({state.why})")
-    if bar < state.cooldown_until.get(pair, -1):
-        return deny(f"cooldown after a stop-out until bar {state.cooldown_until[pair]}")
+    if (barred := entries_barred(state, pair, bar)) is not None:
+        return deny(barred)
     held = positions.get(pair)
     if held is not None and not (decision.adds and decision.action == f"open_{held.side}"):
         return deny("a position is already open")

@@ -813,3 +813,9 @@ def _log(self: Supervisor, review: Review, request: ReviewRequest) -> Review:
     for alert in review.alerts:
         _log.warning("LLM review of %s %s: %s", request.proposal.pair, request.proposal.side, alert)
     return review
+
+# %% ../nbs/07_supervisor.ipynb #95b8a9e0
+@patch(as_prop=True)
+def reads_evidence(self: Supervisor) -> bool:
+    "Whether a review reads the request's `indicators` and `market` (its prompt does): replay and live."
+    return self.settings.mode in ("replay", "live")
