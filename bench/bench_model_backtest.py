@@ -4,11 +4,14 @@ The network has the default architecture and features with fixed, seeded weights
 kernel is multiplied by `--gain`, so its classes follow the features closely and flip often (entries, closes on a
 turn, stops and targets from the sl_tp head), and the decision, order, fill and journal path is measured, not only
 the inference. The simulated reviewer is on (the unreviewed twin too), entries are sized by the decision stage. The
-table gives trades, orders and decisions beside the time. The peer is the naive way: one `model.predict` call per bar
-and pair, timed on a slice and extrapolated to the same number of bars.
+table gives trades, orders and decisions beside the time. The state of the machine's `data/` folder plays no part:
+the reviews' market digest reads an alternative-data store of the bench's own, empty unless `--alt-data` writes
+synthetic Fear & Greed, funding and headlines for its candles there (the digest then made at every close). The peer
+is the naive way: one `model.predict` call per bar and pair, timed on a slice and extrapolated to the same number of
+bars.
 
     .venv/bin/python bench/bench_model_backtest.py [--pairs 10] [--bars 8760] [--slice 200] [--gain 200]
-        [--profile PATH]
+        [--alt-data] [--profile PATH]
 
 The same network is saved (`save_model`: model.keras and model.onnx) and the backtest runs again in a new process
 that loads it with onnxruntime (`load_onnx_model`), TensorFlow never imported there: its time and peak RSS are the
@@ -18,10 +21,12 @@ ONNX row. `--profile PATH` runs the Keras backtest under cProfile and writes its
 from __future__ import annotations
 
 import argparse
+import atexit
 import cProfile
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,11 +34,12 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
+from morningstar_trader.alt_providers import AltStore
 from morningstar_trader.backtest import ModelStrategy, run_kernel_backtest
 from morningstar_trader.candles import validated_bars
 from morningstar_trader.config import LlmSettings, ModelSettings, Settings
 from morningstar_trader.features import DataPreparation
-from morningstar_trader.sample_data import SamplePair, synthetic_candles
+from morningstar_trader.sample_data import SamplePair, synthetic_candles, write_sample_alt
 from morningstar_trader.supervisor import Supervisor
 
 
@@ -44,6 +50,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--slice", type=int, default=200, help="bars of the per-bar model.predict peer run")
     parser.add_argument("--gain", type=float, default=200.0, help="factor on the signal head's weights (0: untrained)")
     parser.add_argument("--repeat", type=int, default=3, help="backtests run; the best time is reported")
+    parser.add_argument("--alt-data", action="store_true", help="synthetic alternative data: a digest every close")
     parser.add_argument("--profile", default=None, help="write cProfile stats of the Keras backtest to this file")
     parser.add_argument("--onnx-child", default=None, help=argparse.SUPPRESS)  # the ONNX run's process: model dir
     return parser.parse_args(argv)
@@ -51,13 +58,20 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def bench_data(args):
     "(settings, raw candles, frames, fitted features): the same in both processes."
+    specs = {f"P{i}/USDT": SamplePair(100.0 * (i + 1), 1.0 + 0.1 * i, 1_000.0) for i in range(args.pairs)}
+    raw, _ = synthetic_candles(specs, periods=args.bars, seed=3)
+    data_dir = Path(
+        tempfile.mkdtemp(prefix="bench-kernel-data-")
+    )  # the bench's own: what cwd's data/ holds is not read
+    atexit.register(shutil.rmtree, data_dir, True)
+    if args.alt_data:
+        write_sample_alt(AltStore(data_dir), raw)
     # a losing random network would halt at the default drawdown limit and stop trading: the bench measures the path
     settings = Settings(
         decision={"min_confidence": 0.34},
         risk={"max_drawdown": 0.99, "daily_loss_limit": 0.5, "max_open_positions": args.pairs},
+        paths={"data_dir": data_dir},
     )
-    specs = {f"P{i}/USDT": SamplePair(100.0 * (i + 1), 1.0 + 0.1 * i, 1_000.0) for i in range(args.pairs)}
-    raw, _ = synthetic_candles(specs, periods=args.bars, seed=3)
     frames = {p: validated_bars(df, "synthetic", p, "1h")[0].frame for p, df in raw.items()}
     prep = DataPreparation(settings.features, "1h")
     prep = prep.fit([prep.frame(validated_bars(raw["P0/USDT"], "synthetic", "P0/USDT", "1h")[0])])
@@ -148,7 +162,8 @@ def report(args, keras_run: dict, onnx_run: dict, per_bar: float, decisions: int
     k = keras_run
     print(
         f"{args.pairs} pairs x {args.bars:,} 1h bars (gain {args.gain:g}): {k['trades']:,} trades, "
-        f"{k['orders']:,} orders, {k['decisions']:,} decisions on a signal, {k['reviews']:,} reviews; "
+        f"{k['orders']:,} orders, {k['decisions']:,} decisions on a signal, {k['reviews']:,} reviews, "
+        f"{'synthetic alternative data (a digest every close)' if args.alt_data else 'no alternative data'}; "
         f"load {os.getloadavg()[0]:.2f}"
     )
     print(f"| run | best s of {args.repeat} | CPU s | peak RSS MiB | trades | TensorFlow imported |")
