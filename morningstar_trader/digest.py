@@ -12,6 +12,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -126,6 +127,8 @@ class DigestData:
     fear_greed: tuple[np.ndarray, np.ndarray] | None = None  # (published, value)
     funding: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # asset -> (published, rate)
     news: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # (available, title, assets)
+    # what `inputs` made last, by kind: a backtest asks at every close; a funding rate comes every 8 hours
+    _memo: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def load(cls, data_dir) -> DigestData:
@@ -154,6 +157,39 @@ class DigestData:
         return cls(None if fg is None else (_ns(fg["published_at"]), fg["value"].to_numpy(np.float64)), funding, news)
 
 # %% ../nbs/07a_digest.ipynb #0ca85cef
+def _funding_values(rates: np.ndarray, n: int, asset: str) -> dict:
+    "The funding values of `asset` once its first `n` rates are known: the newest, and its z-score over the last 30."
+    s, out = rates[max(0, n - 30) : n], {}
+    if len(s):
+        out[f"funding_{asset}"] = float(s[-1])
+    if len(s) >= 5 and (sd := s.std(ddof=1)) > 0:
+        out[f"funding_z_{asset}"] = float((s[-1] - s.mean()) / sd)
+    return out
+
+
+@patch
+def _known(self: DigestData, kind, key, make):
+    "`make()`, or what it gave for `key` when `kind` was last asked for with that key (one entry a kind)."
+    held = self._memo.get(kind)
+    if held is None or held[0] != key:
+        held = self._memo[kind] = (key, make())
+    return held[1]
+
+
+@patch
+def _headlines(self: DigestData, now: int, settings: Settings) -> tuple:
+    """(the headlines known strictly before `now` (ns), at most the settings' count and age, newest first, as (time,
+    title, assets); the window's first and end row)."""
+    times, titles, tags = self.news
+    age = pd.Timedelta(parse_timeframe(settings.alt.headline_max_age)).value
+    lo, hi = (int(x) for x in np.searchsorted(times, [now - age, now]))
+    first = max(lo, hi - settings.alt.headlines)
+    rows = lambda: tuple(
+        (pd.Timestamp(int(times[k]), tz="UTC").isoformat(), titles[k], tags[k]) for k in range(hi - 1, first - 1, -1)
+    )
+    return self._known("news", (first, hi), rows), first, hi
+
+
 @patch
 def inputs(self: DigestData, at: pd.Timestamp, assets: tuple[str, ...], settings: Settings) -> tuple[list[dict], dict]:
     "(headlines newest first, provider values) known strictly before `at`."
@@ -163,20 +199,12 @@ def inputs(self: DigestData, at: pd.Timestamp, assets: tuple[str, ...], settings
     for a in (a for a in assets if a in self.funding):
         times, rates = self.funding[a]
         n = int(np.searchsorted(times, now))
-        s = rates[max(0, n - 30) : n]
-        if len(s):
-            values[f"funding_{a}"] = float(s[-1])
-        if len(s) >= 5 and (sd := s.std(ddof=1)) > 0:
-            values[f"funding_z_{a}"] = float((s[-1] - s.mean()) / sd)
+        values.update(self._known(("funding", a), n, partial(_funding_values, rates, n, a)))
     if self.news is not None:
-        times, titles, tags = self.news
-        lo, hi = np.searchsorted(times, [now - pd.Timedelta(parse_timeframe(settings.alt.headline_max_age)).value, now])
-        heads = [
-            {"time": pd.Timestamp(int(times[k]), tz="UTC").isoformat(), "title": titles[k], "assets": tags[k]}
-            for k in range(hi - 1, max(lo, hi - settings.alt.headlines) - 1, -1)
-        ]
-        for a in assets:
-            values[f"headlines_{a}"] = sum(a in h["assets"].split(",") for h in heads)
+        rows, first, hi = self._headlines(now, settings)
+        heads = [{"time": t, "title": title, "assets": tags} for t, title, tags in rows]
+        count = lambda: {f"headlines_{a}": sum(a in r[2].split(",") for r in rows) for a in assets}
+        values.update(self._known("counts", (first, hi, assets), count))
     return heads, values
 
 
@@ -185,6 +213,11 @@ def digest_inputs(data_dir, at: pd.Timestamp, assets: tuple[str, ...], settings:
     return DigestData.load(data_dir).inputs(at, assets, settings)
 
 # %% ../nbs/07a_digest.ipynb #84b45248
+def _unit(x: float) -> float:
+    "`x` clipped to [-1, 1], as np.clip does (NaN kept) without its dispatch on a Python float."
+    return x if x != x else min(1.0, max(-1.0, x))
+
+
 def simulated_digest(at: pd.Timestamp, assets: tuple[str, ...], headlines: list[dict], values: dict) -> MarketDigest:
     "The documented rule above: Fear & Greed and funding, never headline text."
     fg = values.get("fear_greed")
@@ -192,7 +225,7 @@ def simulated_digest(at: pd.Timestamp, assets: tuple[str, ...], headlines: list[
     sentiment, flags = {}, []
     for a in assets:
         z = values.get(f"funding_z_{a}", 0.0)
-        sentiment[a] = float(np.clip(base - 0.25 * math.tanh(z), -1, 1))
+        sentiment[a] = _unit(base - 0.25 * math.tanh(z))
         if abs(f := values.get(f"funding_{a}", 0.0)) >= 0.0005:
             flags.append(f"{a} funding {f:+.4%} per settlement: crowded")
     if fg is not None and (fg <= 20 or fg >= 80):
