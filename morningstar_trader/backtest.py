@@ -2159,7 +2159,6 @@ def _finish(k, index: pd.DatetimeIndex, ohlc: dict[str, np.ndarray]) -> None:
 def _digests(supervisor, settings):
     "(inputs, close time) -> the inputs with that close's digest; None without a reviewer."
     # the digest reads the alternative-data store (and imports its HTTP providers): only a reviewed backtest needs it
-    # imports the alternative-data providers: only a reviewed run needs it
     from morningstar_trader.digest import DigestData, DigestMaker  # noqa: PLC0415
 
     if supervisor is None or supervisor.settings.mode == "off":
