@@ -703,30 +703,48 @@ def _block_returns(out: np.ndarray, a: np.ndarray, bits: np.ndarray, lo: int, n:
     return _block_sum(out, lo, n), high
 
 
-def _pairwise_sum(a: np.ndarray, n: int, mean: float = 0.0, squared: bool = False) -> float:
-    """numpy's `a[:n].sum()` of contiguous float64 to the bit (`squared`: of (a[:n] - mean)², as its var), its pairwise
-    summation (halves rounded down to a multiple of 8, blocks of at most 128) walked with a stack instead of numpy's
-    recursion, for numba."""
-    if n <= 128:
-        return _block_sq(a, 0, n, mean) if squared else _block_sum(a, 0, n)
-    lo, size, left, waiting = np.zeros(64, np.int64), np.zeros(64, np.int64), np.zeros(64), np.zeros(64, np.bool_)
-    top, size[0] = 0, n
+def _pairwise_leaves(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """numpy's pairwise summation tree over n values (halves rounded down to a multiple of 8, blocks of at most 128),
+    walked with a stack instead of numpy's recursion, for numba: its blocks left to right (start, length), and how many
+    left halves' sums each block's sum completes (added in front of it, the nearest first)."""
+    cap = n // 32 + 2  # every block but a lone one holds at least 64 values
+    start, length, joins = np.zeros(cap, np.int64), np.zeros(cap, np.int64), np.zeros(cap, np.int64)
+    lo, size, waiting = np.zeros(64, np.int64), np.zeros(64, np.int64), np.zeros(64, np.bool_)
+    top, size[0], k = 0, n, 0
     while True:
         if size[top] > 128:  # split: its left half first
             half = size[top] // 2 - size[top] // 2 % 8
             waiting[top], lo[top + 1], size[top + 1] = False, lo[top], half
             top += 1
             continue
-        v = _block_sq(a, lo[top], size[top], mean) if squared else _block_sum(a, lo[top], size[top])
-        top -= 1
+        start[k], length[k], top = lo[top], size[top], top - 1
         while top >= 0 and waiting[top]:  # both halves known: their sum goes up
-            v = left[top] + v
-            top -= 1
+            joins[k], top = joins[k] + 1, top - 1
+        k += 1
         if top < 0:
-            return v
+            return start[:k], length[:k], joins[:k]
         half = size[top] // 2 - size[top] // 2 % 8
-        left[top], waiting[top], lo[top + 1], size[top + 1] = v, True, lo[top] + half, size[top] - half
+        waiting[top], lo[top + 1], size[top + 1] = True, lo[top] + half, size[top] - half
         top += 1
+
+
+def _joined(sums: np.ndarray, top: int, v: float, joins: int) -> int:
+    "Push block sum `v` on the stack of left halves' sums `sums` after adding the `joins` nearest in front; the top."
+    for _ in range(joins):
+        top -= 1
+        v = sums[top] + v
+    sums[top] = v
+    return top + 1
+
+
+def _pairwise_sum(a: np.ndarray, n: int, mean: float = 0.0, squared: bool = False) -> float:
+    "numpy's `a[:n].sum()` of contiguous float64 to the bit (`squared`: of (a[:n] - mean)², as its var), for numba."
+    start, length, joins = _pairwise_leaves(n)
+    sums, top = np.empty(64), 0
+    for i in range(len(start)):
+        v = _block_sq(a, start[i], length[i], mean) if squared else _block_sum(a, start[i], length[i])
+        top = _joined(sums, top, v, joins[i])
+    return sums[0]
 
 
 def _returns_sum(e: np.ndarray, out: np.ndarray) -> tuple[float, int]:
@@ -734,28 +752,12 @@ def _returns_sum(e: np.ndarray, out: np.ndarray) -> tuple[float, int]:
     memory: `_pairwise_sum`'s walk, its blocks written just before they are summed); with the largest exponent field
     of e's marks (`_finite_sum`)."""
     n, bits = len(e) - 1, e.view(np.int64)
-    last = (bits[n] >> 52) & 0x7FF
-    if n <= 128:
-        v, high = _block_returns(out, e, bits, 0, n)
-        return v, max(high, last)
-    lo, size, left, waiting = np.zeros(64, np.int64), np.zeros(64, np.int64), np.zeros(64), np.zeros(64, np.bool_)
-    top, size[0], high = 0, n, last
-    while True:
-        if size[top] > 128:
-            half = size[top] // 2 - size[top] // 2 % 8
-            waiting[top], lo[top + 1], size[top + 1] = False, lo[top], half
-            top += 1
-            continue
-        v, h = _block_returns(out, e, bits, lo[top], size[top])
-        high, top = max(high, h), top - 1
-        while top >= 0 and waiting[top]:
-            v = left[top] + v
-            top -= 1
-        if top < 0:
-            return v, high
-        half = size[top] // 2 - size[top] // 2 % 8
-        left[top], waiting[top], lo[top + 1], size[top + 1] = v, True, lo[top] + half, size[top] - half
-        top += 1
+    start, length, joins = _pairwise_leaves(n)
+    sums, top, high = np.empty(64), 0, (bits[n] >> 52) & 0x7FF
+    for i in range(len(start)):
+        v, h = _block_returns(out, e, bits, start[i], length[i])
+        high, top = max(high, h), _joined(sums, top, v, joins[i])
+    return sums[0], high
 
 
 def _finite_sum(e: np.ndarray, high: int) -> bool:
@@ -1560,15 +1562,10 @@ def _both_sums(b: np.ndarray, r: np.ndarray, mean_b: float, mean_d: float, squar
     returns and differences made in a small buffer that stays in cache; with the largest exponent field of b."""
     n, bits, u = len(r), b.view(np.int64), np.uint64
     ret, diff, high = np.empty(128), np.empty(128), (bits[n] >> 52) & 0x7FF
-    lo, size, left_b, left_d = np.zeros(64, np.int64), np.zeros(64, np.int64), np.zeros(64), np.zeros(64)
-    waiting, top, size[0] = np.zeros(64, np.bool_), 0, n
-    while True:
-        if size[top] > 128:
-            half = size[top] // 2 - size[top] // 2 % 8
-            waiting[top], lo[top + 1], size[top + 1] = False, lo[top], half
-            top += 1
-            continue
-        at, m = u(lo[top]), size[top]  # unsigned: an index of int64 + uint64 would be a float
+    start, length, joins = _pairwise_leaves(n)
+    sums_b, sums_d, top = np.empty(64), np.empty(64), 0
+    for i in range(len(start)):
+        at, m = u(start[i]), length[i]  # unsigned: an index of int64 + uint64 would be a float
         for k in range(u(m)):
             x = b[at + k + u(1)] / b[at + k] - 1.0
             ret[k], diff[k], e = x, r[at + k] - x, (bits[at + k] >> 52) & 0x7FF
@@ -1577,15 +1574,9 @@ def _both_sums(b: np.ndarray, r: np.ndarray, mean_b: float, mean_d: float, squar
             vb, vd = _block_sq(ret, 0, m, mean_b), _block_sq(diff, 0, m, mean_d)
         else:
             vb, vd = _block_sum(ret, 0, m), _block_sum(diff, 0, m)
-        top -= 1
-        while top >= 0 and waiting[top]:
-            vb, vd, top = left_b[top] + vb, left_d[top] + vd, top - 1
-        if top < 0:
-            return vb, vd, high
-        half = size[top] // 2 - size[top] // 2 % 8
-        left_b[top], left_d[top], waiting[top] = vb, vd, True
-        lo[top + 1], size[top + 1] = lo[top] + half, size[top] - half
-        top += 1
+        _joined(sums_b, top, vb, joins[i])
+        top = _joined(sums_d, top, vd, joins[i])
+    return sums_b[0], sums_d[0], high
 
 
 def _stats_against(e: np.ndarray, index: pd.DatetimeIndex, curves: dict[str, np.ndarray], known=None) -> dict | None:
